@@ -1,0 +1,521 @@
+/* fg_call.c - a client stream tied to an upstream stream; see fg_call.h. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fg_call.h"
+#include "fg_error.h"
+#include "fg_grpc.h"
+#include "fg_h2front.h"
+#include "fg_log.h"
+#include "fg_upstream.h"
+#include "fg_worker.h"
+
+#define GRPC_MESSAGE_MAX 512
+
+static nghttp2_session *front_session(const struct fg_call *call)
+{
+	return call->front->h2.session;
+}
+
+static nghttp2_session *up_session(const struct fg_call *call)
+{
+	return call->up->h2.session;
+}
+
+/* A call is freed once neither side can call back into it. */
+static void call_maybe_free(struct fg_call *call)
+{
+	if (!(call->flags & FG_CALL_FRONT_CLOSED) || (call->flags & (FG_CALL_UP_OPEN | FG_CALL_PENDING)))
+		return;
+	if (call->up)
+		TAILQ_REMOVE(&call->up->calls, call, up_link);
+	if (call->deadline_ev)
+		event_free(call->deadline_ev);
+	fg_hdrs_free(&call->req_hdrs);
+	fg_hdrs_free(&call->resp_hdrs);
+	evbuffer_free(call->req_body);
+	evbuffer_free(call->resp_body);
+	free(call);
+}
+
+/* Give <n> request bytes back to the client's windows: they left through
+ * the upstream session (or were dropped), so the client may send more. */
+static void call_consume_front(struct fg_call *call, size_t n)
+{
+	if (!call->front || n == 0)
+		return;
+	nghttp2_session_consume_connection(front_session(call), n);
+	nghttp2_session_consume_stream(front_session(call), call->front_sid, n);
+	fg_front_flush(call->front);
+}
+
+/* Same for response bytes and the upstream's windows.  The stream may be
+ * closed already; the connection window still has to be returned. */
+static void call_consume_up(struct fg_call *call, size_t n)
+{
+	if (!call->up || n == 0)
+		return;
+	nghttp2_session_consume_connection(up_session(call), n);
+	if (call->flags & FG_CALL_UP_OPEN)
+		nghttp2_session_consume_stream(up_session(call), call->up_sid, n);
+	fg_upconn_flush(call->up);
+}
+
+static void call_drop_req_body(struct fg_call *call)
+{
+	size_t n = evbuffer_get_length(call->req_body);
+
+	evbuffer_drain(call->req_body, n);
+	call_consume_front(call, n);
+}
+
+static void call_drop_resp_body(struct fg_call *call)
+{
+	size_t n = evbuffer_get_length(call->resp_body);
+
+	evbuffer_drain(call->resp_body, n);
+	call_consume_up(call, n);
+}
+
+/* --- client-bound side ------------------------------------------------- */
+
+static ssize_t resp_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf, size_t len,
+                            uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+	struct fg_call *call = source->ptr;
+	int n = evbuffer_remove(call->resp_body, buf, len);
+	nghttp2_nv *nv;
+
+	if (n > 0)
+		call_consume_up(call, (size_t)n);
+	if (evbuffer_get_length(call->resp_body) == 0 && (call->flags & FG_CALL_RESP_END)) {
+		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
+		if (call->flags & FG_CALL_RESP_TRAILERS) {
+			nv = fg_hdrs_nv(&call->resp_hdrs);
+			if (nv && nghttp2_submit_trailer(session, sid, nv, call->resp_hdrs.n) == 0)
+				*data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+		}
+		return n > 0 ? n : 0;
+	}
+	return n > 0 ? n : NGHTTP2_ERR_DEFERRED;
+}
+
+static void call_resume_front(struct fg_call *call)
+{
+	if (!call->front || !(call->flags & FG_CALL_RESP_STARTED))
+		return;
+	nghttp2_session_resume_data(front_session(call), call->front_sid);
+	fg_front_flush(call->front);
+}
+
+static void call_rst_front(struct fg_call *call, uint32_t code)
+{
+	call->flags |= FG_CALL_RESP_END;
+	if (!call->front)
+		return;
+	nghttp2_submit_rst_stream(front_session(call), NGHTTP2_FLAG_NONE, call->front_sid, code);
+	fg_front_flush(call->front);
+}
+
+/* Build grpc-status/grpc-message into <h> (reset first). */
+static int status_hdrs(struct fg_hdrs *h, int status, const char *msg, int with_status_line)
+{
+	char code[16], enc[GRPC_MESSAGE_MAX];
+	size_t enclen;
+	int n, rv = 0;
+
+	fg_hdrs_reset(h);
+	n = snprintf(code, sizeof(code), "%d", status);
+	enclen = fg_grpc_percent_encode(msg, enc, sizeof(enc));
+	if (with_status_line) {
+		rv |= fg_hdrs_add(h, (const uint8_t *)":status", 7, (const uint8_t *)"200", 3, 0);
+		rv |= fg_hdrs_add(h, (const uint8_t *)"content-type", 12,
+		                  (const uint8_t *)"application/grpc", 16, 0);
+	}
+	rv |= fg_hdrs_add(h, (const uint8_t *)"grpc-status", 11, (const uint8_t *)code, (size_t)n, 0);
+	rv |= fg_hdrs_add(h, (const uint8_t *)"grpc-message", 12, (const uint8_t *)enc, enclen, 0);
+	return rv;
+}
+
+/*
+ * Answer the client with <status>: trailers-only when nothing was sent yet,
+ * otherwise trailers after the response bytes already queued.
+ */
+static void call_reply_status(struct fg_call *call, int status, const char *msg)
+{
+	nghttp2_nv *nv;
+
+	if (call->flags & FG_CALL_RESP_END)
+		return;
+	call->flags |= FG_CALL_RESP_END;
+	if (!call->front)
+		return;
+	if (!(call->flags & FG_CALL_RESP_STARTED)) {
+		call->flags |= FG_CALL_RESP_STARTED;
+		if (status_hdrs(&call->resp_hdrs, status, msg, 1) < 0 || !(nv = fg_hdrs_nv(&call->resp_hdrs)) ||
+		    nghttp2_submit_response(front_session(call), call->front_sid, nv, call->resp_hdrs.n, NULL) != 0)
+			nghttp2_submit_rst_stream(front_session(call), NGHTTP2_FLAG_NONE, call->front_sid,
+			                          NGHTTP2_INTERNAL_ERROR);
+		fg_front_flush(call->front);
+		return;
+	}
+	if (status_hdrs(&call->resp_hdrs, status, msg, 0) < 0) {
+		call_rst_front(call, NGHTTP2_INTERNAL_ERROR);
+		return;
+	}
+	call->flags |= FG_CALL_RESP_TRAILERS;
+	call_resume_front(call);
+}
+
+/* --- upstream-bound side ----------------------------------------------- */
+
+static ssize_t req_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf, size_t len,
+                           uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+	struct fg_call *call = nghttp2_session_get_stream_user_data(session, sid);
+	nghttp2_nv *nv;
+	int n;
+
+	/* The call let go of this stream (its RST_STREAM is queued): send nothing. */
+	if (!call)
+		return NGHTTP2_ERR_DEFERRED;
+	n = evbuffer_remove(call->req_body, buf, len);
+	if (n > 0)
+		call_consume_front(call, (size_t)n);
+	if (evbuffer_get_length(call->req_body) == 0 && (call->flags & FG_CALL_REQ_END)) {
+		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
+		if (call->flags & FG_CALL_REQ_TRAILERS) {
+			nv = fg_hdrs_nv(&call->req_hdrs);
+			if (nv && nghttp2_submit_trailer(session, sid, nv, call->req_hdrs.n) == 0)
+				*data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+		}
+		return n > 0 ? n : 0;
+	}
+	return n > 0 ? n : NGHTTP2_ERR_DEFERRED;
+}
+
+static void call_resume_up(struct fg_call *call)
+{
+	if (!call->up || !(call->flags & FG_CALL_UP_OPEN))
+		return;
+	nghttp2_session_resume_data(up_session(call), call->up_sid);
+	fg_upconn_flush(call->up);
+}
+
+/* Reset the upstream stream unless it is already gone.  <code> is what the
+ * upstream handler will see: CANCEL makes it observe a cancelled call. */
+static void call_rst_up(struct fg_call *call, uint32_t code)
+{
+	if (call->flags & FG_CALL_PENDING)
+		fg_upstream_unqueue(call->worker->upstream, call);
+	if (!call->up || !(call->flags & FG_CALL_UP_OPEN))
+		return;
+	nghttp2_submit_rst_stream(up_session(call), NGHTTP2_FLAG_NONE, call->up_sid, code);
+	fg_upconn_flush(call->up);
+}
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fg_call *call = arg;
+
+	/* The client asked for this deadline; a client that ignores its own
+	 * deadline must not hold an upstream stream open past it. */
+	call_reply_status(call, FG_GRPC_DEADLINE_EXCEEDED, "Deadline Exceeded");
+	call_rst_up(call, NGHTTP2_CANCEL);
+	call_drop_req_body(call);
+}
+
+static void call_arm_deadline(struct fg_call *call)
+{
+	const char *v;
+	size_t len;
+	int64_t usec;
+	struct timeval tv, now;
+
+	v = fg_hdrs_find(&call->req_hdrs, "grpc-timeout", &len);
+	if (!v || fg_grpc_parse_timeout(v, len, &usec) < 0)
+		return;
+	call->deadline_ev = evtimer_new(call->worker->base, deadline_cb, call);
+	if (!call->deadline_ev)
+		return;
+	tv.tv_sec = (time_t)(usec / 1000000);
+	tv.tv_usec = (suseconds_t)(usec % 1000000);
+	event_base_gettimeofday_cached(call->worker->base, &now);
+	evutil_timeradd(&now, &tv, &call->deadline);
+	evtimer_add(call->deadline_ev, &tv);
+}
+
+/* --- public: from the front session ------------------------------------ */
+
+struct fg_call *fg_call_new(struct fg_worker *w, struct fg_front *front, int32_t sid)
+{
+	struct fg_call *call = calloc(1, sizeof(*call));
+
+	if (!call)
+		return NULL;
+	call->worker = w;
+	call->front = front;
+	call->front_sid = sid;
+	fg_hdrs_init(&call->req_hdrs);
+	fg_hdrs_init(&call->resp_hdrs);
+	call->req_body = evbuffer_new();
+	call->resp_body = evbuffer_new();
+	if (!call->req_body || !call->resp_body) {
+		if (call->req_body)
+			evbuffer_free(call->req_body);
+		if (call->resp_body)
+			evbuffer_free(call->resp_body);
+		free(call);
+		return NULL;
+	}
+	TAILQ_INSERT_TAIL(&front->calls, call, front_link);
+	w->counters.calls_started++;
+	return call;
+}
+
+int fg_call_on_req_header(struct fg_call *call, const uint8_t *name, size_t namelen,
+                          const uint8_t *value, size_t valuelen, uint8_t flags, uint32_t max_list)
+{
+	if (call->flags & FG_CALL_HDRS_TOO_BIG)
+		return 0;
+	if (call->req_hdrs.list_size + namelen + valuelen + 32 > max_list ||
+	    fg_hdrs_add(&call->req_hdrs, name, namelen, value, valuelen, flags) < 0)
+		call->flags |= FG_CALL_HDRS_TOO_BIG;
+	return 0;
+}
+
+void fg_call_on_req_headers_end(struct fg_call *call, int end_stream)
+{
+	if (end_stream)
+		call->flags |= FG_CALL_REQ_END;
+	if (call->flags & FG_CALL_HDRS_TOO_BIG) {
+		fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED,
+		             "request headers exceed limits.max_header_list_size");
+		return;
+	}
+	call_arm_deadline(call);
+	fg_upstream_submit(call->worker->upstream, call);
+}
+
+void fg_call_on_req_trailers_end(struct fg_call *call)
+{
+	call->flags |= FG_CALL_REQ_END | FG_CALL_REQ_TRAILERS;
+	call_resume_up(call);
+}
+
+void fg_call_on_req_data(struct fg_call *call, const uint8_t *data, size_t len)
+{
+	/* Nobody will read it: give the window back at once. */
+	if ((call->flags & FG_CALL_RESP_END) && !(call->flags & FG_CALL_UP_OPEN)) {
+		call_consume_front(call, len);
+		return;
+	}
+	if (evbuffer_add(call->req_body, data, len) < 0) {
+		call_consume_front(call, len);
+		fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
+		return;
+	}
+	call_resume_up(call);
+}
+
+void fg_call_on_req_end(struct fg_call *call)
+{
+	call->flags |= FG_CALL_REQ_END;
+	call_resume_up(call);
+}
+
+void fg_call_on_front_close(struct fg_call *call, uint32_t error_code)
+{
+	call_drop_req_body(call);
+	call_drop_resp_body(call);
+	/* A response that ended well lets the upstream stream finish quietly;
+	 * otherwise the client went away and the handler must see a cancel. */
+	call_rst_up(call, (call->flags & FG_CALL_RESP_END) && error_code == NGHTTP2_NO_ERROR
+	                      ? NGHTTP2_NO_ERROR : NGHTTP2_CANCEL);
+	TAILQ_REMOVE(&call->front->calls, call, front_link);
+	call->front = NULL;
+	call->flags |= FG_CALL_FRONT_CLOSED;
+	call_maybe_free(call);
+}
+
+void fg_call_on_front_gone(struct fg_call *call)
+{
+	fg_call_on_front_close(call, NGHTTP2_CANCEL);
+}
+
+/* --- public: from the upstream pool and session ------------------------ */
+
+/* Headers a proxy must not forward as they are: grpc-timeout is rewritten
+ * to the time left, since the call may have waited in the queue. */
+static void nv_update_timeout(struct fg_call *call, nghttp2_nv *nv, size_t n, char *buf, size_t len)
+{
+	struct timeval now, left;
+	int64_t usec;
+	size_t i;
+
+	if (!call->deadline_ev)
+		return;
+	event_base_gettimeofday_cached(call->worker->base, &now);
+	evutil_timersub(&call->deadline, &now, &left);
+	usec = (int64_t)left.tv_sec * 1000000 + left.tv_usec;
+	if (usec < 1)
+		usec = 1;
+	for (i = 0; i < n; i++) {
+		if (nv[i].namelen == 12 && memcmp(nv[i].name, "grpc-timeout", 12) == 0) {
+			nv[i].value = (uint8_t *)buf;
+			nv[i].valuelen = fg_grpc_format_timeout(usec, buf, len);
+		}
+	}
+}
+
+int fg_call_start_upstream(struct fg_call *call, struct fg_upconn *up)
+{
+	nghttp2_data_provider prd = { .source.ptr = call, .read_callback = req_read_cb };
+	const nghttp2_data_provider *p = &prd;
+	char tbuf[24];
+	nghttp2_nv *nv = fg_hdrs_nv(&call->req_hdrs);
+	int32_t sid;
+
+	if (!nv)
+		return FG_ENOMEM;
+	nv_update_timeout(call, nv, call->req_hdrs.n, tbuf, sizeof(tbuf));
+	if ((call->flags & FG_CALL_REQ_END) && evbuffer_get_length(call->req_body) == 0)
+		p = NULL;
+	sid = nghttp2_submit_request(up->h2.session, NULL, nv, call->req_hdrs.n, p, call);
+	if (sid < 0)
+		return FG_ENOMEM;
+	call->up = up;
+	call->up_sid = sid;
+	call->flags |= FG_CALL_UP_OPEN | FG_CALL_UP_STARTED;
+	TAILQ_INSERT_TAIL(&up->calls, call, up_link);
+	up->nstreams++;
+	/* From now on req_hdrs collects request trailers, if any. */
+	fg_hdrs_reset(&call->req_hdrs);
+	fg_upconn_flush(up);
+	return 0;
+}
+
+void fg_call_on_resp_header(struct fg_call *call, const uint8_t *name, size_t namelen,
+                            const uint8_t *value, size_t valuelen, uint8_t flags)
+{
+	if (call->flags & FG_CALL_RESP_END)
+		return;
+	/* Bounded by the SETTINGS_MAX_HEADER_LIST_SIZE we advertise upstream;
+	 * a failed copy is reported when the block ends. */
+	if (fg_hdrs_add(&call->resp_hdrs, name, namelen, value, valuelen, flags) < 0)
+		call->flags |= FG_CALL_HDRS_TOO_BIG;
+}
+
+static void call_start_response(struct fg_call *call, int end_stream)
+{
+	nghttp2_data_provider prd = { .source.ptr = call, .read_callback = resp_read_cb };
+	nghttp2_nv *nv = fg_hdrs_nv(&call->resp_hdrs);
+
+	call->flags |= FG_CALL_RESP_STARTED;
+	if (end_stream)
+		call->flags |= FG_CALL_RESP_END;
+	if (!nv || nghttp2_submit_response(front_session(call), call->front_sid, nv, call->resp_hdrs.n,
+	                                   end_stream ? NULL : &prd) != 0) {
+		call_rst_front(call, NGHTTP2_INTERNAL_ERROR);
+		call_rst_up(call, NGHTTP2_CANCEL);
+		return;
+	}
+	fg_hdrs_reset(&call->resp_hdrs);
+	fg_front_flush(call->front);
+}
+
+void fg_call_on_resp_headers_end(struct fg_call *call, int end_stream)
+{
+	const char *st;
+	size_t len;
+
+	if (call->flags & FG_CALL_RESP_END)
+		return;
+	if (call->flags & FG_CALL_HDRS_TOO_BIG) {
+		call_reply_status(call, FG_GRPC_INTERNAL, "upstream response headers could not be kept");
+		call_rst_up(call, NGHTTP2_CANCEL);
+		return;
+	}
+	if (!call->front) {
+		fg_hdrs_reset(&call->resp_hdrs);
+		return;
+	}
+	if (!(call->flags & FG_CALL_RESP_STARTED)) {
+		/* 1xx responses are interim (RFC 9110 §15.2); gRPC has no use for them. */
+		st = fg_hdrs_find(&call->resp_hdrs, ":status", &len);
+		if (st && len == 3 && st[0] == '1' && !end_stream) {
+			fg_hdrs_reset(&call->resp_hdrs);
+			return;
+		}
+		call_start_response(call, end_stream);
+		return;
+	}
+	/* Trailers: they go out once the body queued before them has. */
+	call->flags |= FG_CALL_RESP_END | FG_CALL_RESP_TRAILERS;
+	call_resume_front(call);
+}
+
+void fg_call_on_resp_data(struct fg_call *call, const uint8_t *data, size_t len)
+{
+	if (!call->front || (call->flags & FG_CALL_RESP_END) || evbuffer_add(call->resp_body, data, len) < 0) {
+		call_consume_up(call, len);
+		return;
+	}
+	call_resume_front(call);
+}
+
+void fg_call_on_resp_end(struct fg_call *call)
+{
+	if (call->flags & FG_CALL_RESP_END)
+		return;
+	call->flags |= FG_CALL_RESP_END;
+	call_resume_front(call);
+}
+
+void fg_call_on_up_close(struct fg_call *call, uint32_t error_code)
+{
+	struct fg_upconn *up = call->up;
+
+	call->flags &= ~FG_CALL_UP_OPEN;
+	/* Request bytes the upstream will never take: free the client's window. */
+	call_drop_req_body(call);
+	if (!(call->flags & FG_CALL_RESP_END)) {
+		/* REFUSED_STREAM means the upstream never processed the call
+		 * (RFC 9113 §8.7): say exactly that to the client, which may retry. */
+		if (error_code == NGHTTP2_REFUSED_STREAM && !(call->flags & FG_CALL_RESP_STARTED))
+			call_rst_front(call, NGHTTP2_REFUSED_STREAM);
+		else
+			call_rst_front(call, error_code == NGHTTP2_NO_ERROR ? NGHTTP2_INTERNAL_ERROR : error_code);
+	}
+	up->nstreams--;
+	fg_upconn_stream_closed(up);
+	call_maybe_free(call);
+}
+
+void fg_call_on_up_lost(struct fg_call *call, const char *why)
+{
+	int was_open = call->flags & FG_CALL_UP_OPEN;
+
+	call->flags &= ~FG_CALL_UP_OPEN;
+	if (call->up) {
+		TAILQ_REMOVE(&call->up->calls, call, up_link);
+		if (was_open)
+			call->up->nstreams--;
+		call->up = NULL;
+	}
+	if (!(call->flags & FG_CALL_RESP_END))
+		call_reply_status(call, FG_GRPC_UNAVAILABLE, why);
+	call_drop_req_body(call);
+	call_maybe_free(call);
+}
+
+void fg_call_fail(struct fg_call *call, int status, const char *msg)
+{
+	call_reply_status(call, status, msg);
+	call_rst_up(call, NGHTTP2_CANCEL);
+	call_drop_req_body(call);
+	call_maybe_free(call);
+}

@@ -1,0 +1,142 @@
+/*
+ * fg_call.h - one gRPC call in flight: the pair of HTTP/2 streams that
+ * carries it, one on a client connection (the "front") and one on an
+ * upstream connection, and the bytes on their way between them.
+ *
+ * A call forwards frames as they come, in both directions, with flow
+ * control end to end: bytes received on one side are given back to that
+ * side's flow-control window (nghttp2_session_consume) only once the
+ * other side's session has taken them for sending.  A reader that stops
+ * therefore stops its writer; the call's buffers never hold more than one
+ * stream window per direction.
+ *
+ * Life: created when the client's request HEADERS begin; lives until both
+ * its front stream has closed and its upstream stream has closed (or was
+ * never opened).  Either side may end first; the other is then reset or
+ * answered with a gRPC status, never with an invented OK.
+ *
+ * Everything here runs on the owning worker's loop thread.
+ */
+#ifndef FG_CALL_H
+#define FG_CALL_H
+
+#include <stdint.h>
+#include <sys/queue.h>
+#include <event2/event.h>
+#include <event2/buffer.h>
+#include <nghttp2/nghttp2.h>
+
+#include "fg_hdrs.h"
+
+struct fg_front;
+struct fg_upconn;
+struct fg_worker;
+
+enum fg_call_flag {
+	FG_CALL_REQ_END = 1u << 0,       /* the client finished its request (END_STREAM) */
+	FG_CALL_REQ_TRAILERS = 1u << 1,  /* <req_hdrs> holds request trailers to forward */
+	FG_CALL_RESP_STARTED = 1u << 2,  /* response HEADERS were submitted to the client */
+	FG_CALL_RESP_END = 1u << 3,      /* the response's end is decided; upstream events are ignored */
+	FG_CALL_RESP_TRAILERS = 1u << 4, /* <resp_hdrs> holds trailers to send after <resp_body> */
+	FG_CALL_FRONT_CLOSED = 1u << 5,  /* the client stream is gone */
+	FG_CALL_UP_OPEN = 1u << 6,       /* an upstream stream exists for this call */
+	FG_CALL_PENDING = 1u << 7,       /* queued in the pool, waiting for a stream slot */
+	FG_CALL_HDRS_TOO_BIG = 1u << 8,  /* request headers went over limits.max_header_list_size */
+	FG_CALL_UP_STARTED = 1u << 9,    /* the request was handed to an upstream connection */
+};
+
+struct fg_call {
+	struct fg_worker *worker;       /* owner of every loop resource used here */
+	struct fg_front *front;         /* client connection; NULL once the front stream closed */
+	int32_t front_sid;              /* stream id on <front> */
+	struct fg_upconn *up;           /* upstream connection; NULL while pending or once that connection died */
+	int32_t up_sid;                 /* stream id on <up>; 0 until submitted */
+	unsigned flags;                 /* enum fg_call_flag */
+	struct fg_hdrs req_hdrs;        /* request headers until submitted, then request trailers */
+	struct fg_hdrs resp_hdrs;       /* response headers being collected, then trailers */
+	struct evbuffer *req_body;      /* client -> upstream bytes not yet taken by the upstream session */
+	struct evbuffer *resp_body;     /* upstream -> client bytes not yet taken by the front session */
+	struct event *deadline_ev;      /* grpc-timeout enforced here too; NULL when none */
+	struct timeval deadline;        /* absolute, monotonic clock of the loop */
+	TAILQ_ENTRY(fg_call) front_link;   /* in front->calls */
+	TAILQ_ENTRY(fg_call) up_link;      /* in up->calls, or in the pool's pending queue */
+};
+
+TAILQ_HEAD(fg_call_list, fg_call);
+
+/* --- from the front (client) session ----------------------------------- */
+
+/*
+ * fg_call_new - a call for client stream <sid> on <front>, linked into the
+ * front's list.  Returns NULL on allocation failure (the caller resets the
+ * stream).
+ */
+struct fg_call *fg_call_new(struct fg_worker *w, struct fg_front *front, int32_t sid);
+
+/* fg_call_on_req_header - one request header or trailer arrived.  Returns 0;
+ * headers past the size limit are dropped and remembered. */
+int fg_call_on_req_header(struct fg_call *call, const uint8_t *name, size_t namelen,
+                          const uint8_t *value, size_t valuelen, uint8_t flags, uint32_t max_list);
+
+/* fg_call_on_req_headers_end - the request HEADERS block is complete; the
+ * call is routed upstream.  <end_stream> when the request has no body. */
+void fg_call_on_req_headers_end(struct fg_call *call, int end_stream);
+
+/* fg_call_on_req_trailers_end - request trailers complete (they end the request). */
+void fg_call_on_req_trailers_end(struct fg_call *call);
+
+/* fg_call_on_req_data - <len> request body bytes; copied. */
+void fg_call_on_req_data(struct fg_call *call, const uint8_t *data, size_t len);
+
+/* fg_call_on_req_end - the client ended its request (END_STREAM on DATA). */
+void fg_call_on_req_end(struct fg_call *call);
+
+/* fg_call_on_front_close - the client stream closed with HTTP/2 <error_code>;
+ * the upstream stream is reset if it still runs.  May free <call>. */
+void fg_call_on_front_close(struct fg_call *call, uint32_t error_code);
+
+/* --- from the upstream pool and session -------------------------------- */
+
+/*
+ * fg_call_start_upstream - submit the request on <up>.  Returns 0, or a
+ * negative FG_E* when nghttp2 refused the submission (the caller fails the
+ * call with fg_call_fail).
+ */
+int fg_call_start_upstream(struct fg_call *call, struct fg_upconn *up);
+
+/* fg_call_on_resp_header - one response header or trailer arrived. */
+void fg_call_on_resp_header(struct fg_call *call, const uint8_t *name, size_t namelen,
+                            const uint8_t *value, size_t valuelen, uint8_t flags);
+
+/* fg_call_on_resp_headers_end - a response HEADERS block is complete
+ * (headers, or trailers when the response had started). */
+void fg_call_on_resp_headers_end(struct fg_call *call, int end_stream);
+
+/* fg_call_on_resp_data - <len> response body bytes; copied. */
+void fg_call_on_resp_data(struct fg_call *call, const uint8_t *data, size_t len);
+
+/* fg_call_on_resp_end - the upstream ended the response with a DATA END_STREAM. */
+void fg_call_on_resp_end(struct fg_call *call);
+
+/* fg_call_on_up_close - the upstream stream closed with <error_code>.  May free <call>. */
+void fg_call_on_up_close(struct fg_call *call, uint32_t error_code);
+
+/*
+ * fg_call_on_up_lost - the upstream connection carrying <call> is gone
+ * (closed, broken, or never connected); <why> names the upstream and the
+ * reason.  The client gets UNAVAILABLE unless its response had already
+ * ended.  May free <call>.
+ */
+void fg_call_on_up_lost(struct fg_call *call, const char *why);
+
+/*
+ * fg_call_fail - end the call now with gRPC <status> and <msg> (plain
+ * text, encoded here), and cancel its upstream stream.  May free <call>.
+ */
+void fg_call_fail(struct fg_call *call, int status, const char *msg);
+
+/* fg_call_on_front_gone - the client connection is being freed; cancel
+ * upstream and forget the front.  May free <call>. */
+void fg_call_on_front_gone(struct fg_call *call);
+
+#endif /* FG_CALL_H */

@@ -1,0 +1,146 @@
+/*
+ * fg_config.h - the daemon's configuration: a YAML file turned into an
+ * immutable, reference-counted snapshot.
+ *
+ * A snapshot is built whole by fg_config_load() and never changed after.
+ * Threads share it read-only; each holder takes a reference with
+ * fg_config_ref() and gives it back with fg_config_unref().  The last unref
+ * frees it, on whatever thread that happens.
+ *
+ * Every error names the place in the file as "file:line:column: message"
+ * (line and column 1-based, as editors count), so an operator can jump to it.
+ * Unknown keys, wrong types, bad values and duplicate keys are errors;
+ * nothing is ignored.  The file is one YAML document (at most 1MiB) whose
+ * top level is a mapping; anchors, aliases and tags are refused, so what a
+ * reviewer reads is what the daemon gets.  Values are read as text whatever
+ * their YAML style: `workers: 4` and `workers: "4"` mean the same.
+ * Durations and sizes always carry a unit (fg_units.h): "5s", "64KiB".
+ *
+ * Keys a reload cannot change (see fg_config_reload_check) are those that
+ * shape sockets and threads: listen, workers, admin.listen.
+ */
+#ifndef FG_CONFIG_H
+#define FG_CONFIG_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define FG_CONFIG_DEFAULT_PATH "/etc/feedguard/feedguard.yaml"
+#define FG_CONFIG_MAX_LISTEN 16
+#define FG_CONFIG_ERRLEN 512
+
+/* A "host:port" from the file, resolved to a socket address (numeric hosts
+ * only for upstream and admin: a blocking resolver has no place in a worker).
+ * IPv6 is written in brackets: "[::1]:8080".  For listen, "localhost"
+ * (127.0.0.1) and "*" (0.0.0.0, every IPv4 address) are also accepted.
+ * Port 0 (the kernel picks) is accepted for listen and admin, not upstream. */
+struct fg_config_addr {
+	char text[128];                 /* as written, for logs and messages */
+	struct sockaddr_storage sa;     /* resolved address, port in it */
+	socklen_t salen;                /* length of <sa> */
+};
+
+enum fg_log_level {
+	FG_LOG_DEBUG = 0,
+	FG_LOG_INFO,
+	FG_LOG_WARN,
+	FG_LOG_ERROR,
+};
+
+struct fg_config {
+	int refcount;                   /* only through __atomic builtins; see fg_config_ref() */
+	char *path;                     /* absolute path of the file it came from */
+
+	/* listen: one "host:port" or a list of 1..FG_CONFIG_MAX_LISTEN of them
+	 * (h2c), no address twice; default "*:8080".  Not reloadable. */
+	struct fg_config_addr listen[FG_CONFIG_MAX_LISTEN];
+	int nlisten;                    /* entries used in <listen>, >= 1 */
+
+	/* workers: "auto" (0 here: one per CPU this process may use, see
+	 * fg_cpu_count) or 1..1024; default auto.  Not reloadable. */
+	int workers;
+
+	struct {
+		struct fg_config_addr addr;     /* upstream.address, required; numeric host, port >= 1 */
+		int64_t connect_timeout_us;     /* upstream.connect_timeout, 1ms..1h, default 2s */
+		int max_connections;            /* upstream.max_connections per worker, 1..1024, default 8 */
+		int max_pending;                /* upstream.max_pending, calls queued per worker waiting for a stream slot, 0..1000000 (0: fail at once), default 1024 */
+		int64_t keepalive_time_us;      /* upstream.keepalive_time, 10s..24h (gRPC's own floor), default 5m (gRPC servers strike pings more often than that) */
+		int64_t keepalive_timeout_us;   /* upstream.keepalive_timeout, 1ms..1h, default 20s */
+		int64_t backoff_initial_us;     /* upstream.backoff_initial, 1ms..1h, default 100ms */
+		int64_t backoff_max_us;         /* upstream.backoff_max, 1ms..24h and >= backoff_initial, default 10s */
+	} upstream;
+
+	struct {
+		uint32_t max_concurrent_streams;   /* limits.max_concurrent_streams per client connection, integer 1..2^31-1, default 1000 */
+		uint32_t max_header_list_size;     /* limits.max_header_list_size, 1KiB..2^32-1 bytes, default 64KiB */
+		uint64_t max_message_size;         /* limits.max_message_size (intercepted calls only), 1B..2^32-1 bytes (gRPC's 32-bit length), default 4MiB */
+		uint32_t stream_window;            /* limits.stream_window, HTTP/2 window per stream, 65535B..2^31-1 bytes (RFC 9113 section 6.9.1), default 1MiB */
+		uint32_t connection_window;        /* limits.connection_window, same range, default 16MiB */
+		int max_connections;               /* limits.max_connections per worker, integer 1..2^31-1, default 100000 */
+	} limits;
+
+	struct {
+		int64_t idle_us;                /* timeouts.idle: a client connection with no stream for this long is closed, 1s..24h, default 5m */
+		int64_t drain_us;               /* timeouts.drain: the longest a graceful stop waits for calls, 0s..1h, default 30s */
+		int64_t readiness_delay_us;     /* timeouts.readiness_delay: /readyz is 503 this long before draining, 0s..1h, default 0s */
+	} timeouts;
+
+	struct {
+		int enabled;                    /* 0 when admin.listen is "off" */
+		struct fg_config_addr listen;   /* admin.listen, numeric host, default 127.0.0.1:9901.  Not reloadable. */
+	} admin;
+
+	struct {
+		enum fg_log_level level;        /* log.level: debug, info, warn, error; default info */
+		char *access_log;               /* log.access_log: "off" (NULL here, the default), "-" (stderr) or a path, made absolute against the config file's directory */
+	} log;
+};
+
+/*
+ * fg_config_load - read and validate the YAML file at <path>.
+ * Relative paths inside the file are made relative to the file's own
+ * directory (as named: symlinks are not resolved, so a Kubernetes ConfigMap
+ * mount keeps working).  On success stores a new snapshot with refcount 1
+ * in <*out> (returned owned: release with fg_config_unref) and returns 0.
+ * On failure leaves <*out> NULL, writes a message into <err> (<errlen>
+ * bytes, NUL-terminated; <err> may be NULL) and returns:
+ *   FG_ECONFIG  the file is invalid: "file:line:column: message";
+ *   FG_EIO      the file cannot be opened or read: "file: cannot open: <strerror>",
+ *               errno set;
+ *   FG_ENOMEM   allocation failed: "file: out of memory".
+ * Blocks on file I/O; safe on any thread (it touches no global state).
+ */
+int fg_config_load(const char *path, struct fg_config **out, char *err, size_t errlen);
+
+/*
+ * fg_config_load_string - as fg_config_load, from <len> bytes at <text>
+ * (borrowed, need not be NUL-terminated; NULL only with <len> 0).  <name>
+ * is the file name in messages (NULL: "<string>"); the snapshot's path is
+ * <name> made absolute against <basedir>.  <basedir> resolves relative paths
+ * (NULL: the current directory).  Returns 0, FG_ECONFIG or FG_ENOMEM as
+ * fg_config_load.  For tests and the fuzzer.
+ */
+int fg_config_load_string(const char *name, const char *basedir, const char *text, size_t len,
+                          struct fg_config **out, char *err, size_t errlen);
+
+/* fg_config_ref - take a reference on <cfg> (not NULL), which the caller
+ * must already hold; returns <cfg>.  Any thread. */
+struct fg_config *fg_config_ref(struct fg_config *cfg);
+
+/* fg_config_unref - drop a reference; frees on the last one.  NULL is a no-op.  Any thread. */
+void fg_config_unref(struct fg_config *cfg);
+
+/*
+ * fg_config_reload_check - 0 if <next> may replace <cur> on a live daemon.
+ * Otherwise FG_ECONFIG with a message in <err> naming the first key that a
+ * reload cannot change, checked in the order listen (count and text as
+ * written), workers, admin.listen (enabled, then text): for example
+ * "listen cannot change on reload; restart the daemon".  Addresses are
+ * compared as written, so "*:8080" to "0.0.0.0:8080" is a change.
+ * On success <err> is set to "".  Any thread.
+ */
+int fg_config_reload_check(const struct fg_config *cur, const struct fg_config *next,
+                           char *err, size_t errlen);
+
+#endif /* FG_CONFIG_H */

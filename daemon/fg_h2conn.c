@@ -1,0 +1,180 @@
+/* fg_h2conn.c - socket <-> nghttp2 pump; see fg_h2conn.h. */
+#include "config.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fg_error.h"
+#include "fg_h2conn.h"
+
+/* One read(2) per 16 KiB, a few per readiness event so one busy
+ * connection cannot starve the others on the loop. */
+#define H2CONN_READ_CHUNK 16384
+#define H2CONN_READS_PER_EVENT 8
+/* Stop asking nghttp2 for frames once this much waits for the socket: the
+ * kernel's send buffer is the real queue, ours only batches into it. */
+#define H2CONN_OUT_HIGH 65536
+
+static void conn_flush(struct fg_h2conn *c);
+
+static void conn_end(struct fg_h2conn *c, int err, const char *why)
+{
+	if (c->closing)
+		return;
+	c->closing = 1;
+	c->close_err = err;
+	c->close_why = why;
+	event_del(c->rev);
+	event_del(c->wev);
+	event_active(c->flush_ev, 0, 0);
+}
+
+static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fg_h2conn *c = arg;
+	uint8_t buf[H2CONN_READ_CHUNK];
+	ssize_t n, rv;
+	int i;
+
+	for (i = 0; i < H2CONN_READS_PER_EVENT && !c->closing; i++) {
+		n = read(fd, buf, sizeof(buf));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				conn_end(c, FG_EIO, strerror(errno));
+			break;
+		}
+		if (n == 0) {
+			conn_end(c, 0, "peer closed the connection");
+			break;
+		}
+		rv = nghttp2_session_mem_recv(c->session, buf, (size_t)n);
+		if (rv < 0) {
+			conn_end(c, FG_EPROTO, nghttp2_strerror((int)rv));
+			break;
+		}
+		if ((size_t)n < sizeof(buf))
+			break;
+	}
+	fg_h2conn_want_flush(c);
+}
+
+static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	conn_flush(arg);
+}
+
+static void conn_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fg_h2conn *c = arg;
+
+	if (c->closing) {
+		c->on_close(c->owner, c->close_err, c->close_why);
+		return;
+	}
+	conn_flush(c);
+}
+
+/* Fill <out> from nghttp2 up to the high mark.  Returns 0 or FG_EPROTO. */
+static int conn_fill(struct fg_h2conn *c)
+{
+	const uint8_t *data;
+	ssize_t n;
+
+	while (evbuffer_get_length(c->out) < H2CONN_OUT_HIGH) {
+		n = nghttp2_session_mem_send(c->session, &data);
+		if (n < 0)
+			return FG_EPROTO;
+		if (n == 0)
+			break;
+		if (evbuffer_add(c->out, data, (size_t)n) < 0)
+			return FG_ENOMEM;
+	}
+	return 0;
+}
+
+static void conn_flush(struct fg_h2conn *c)
+{
+	int n;
+
+	if (c->closing)
+		return;
+	for (;;) {
+		if (conn_fill(c) < 0) {
+			conn_end(c, FG_EPROTO, "nghttp2 could not produce frames");
+			return;
+		}
+		if (evbuffer_get_length(c->out) == 0)
+			break;
+		n = evbuffer_write(c->out, c->fd);
+		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+			conn_end(c, FG_EIO, strerror(errno));
+			return;
+		}
+		if (evbuffer_get_length(c->out) > 0) {
+			/* The kernel is full: wait for room, produce nothing more. */
+			event_add(c->wev, NULL);
+			return;
+		}
+	}
+	if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session))
+		conn_end(c, 0, "session finished");
+}
+
+void fg_h2conn_want_flush(struct fg_h2conn *c)
+{
+	/* While a write is pending the write event will flush; an extra
+	 * activation would only spin. */
+	if (!c->closing && !event_pending(c->wev, EV_WRITE, NULL))
+		event_active(c->flush_ev, 0, 0);
+}
+
+void fg_h2conn_fail(struct fg_h2conn *c, int err, const char *why)
+{
+	conn_end(c, err, why);
+}
+
+int fg_h2conn_init(struct fg_h2conn *c, struct event_base *base, int fd, nghttp2_session *session,
+                   fg_h2conn_close_cb on_close, void *owner)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	c->session = session;
+	c->on_close = on_close;
+	c->owner = owner;
+	c->rev = event_new(base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+	c->wev = event_new(base, fd, EV_WRITE, conn_write_cb, c);
+	c->flush_ev = event_new(base, -1, 0, conn_flush_cb, c);
+	c->out = evbuffer_new();
+	if (!c->rev || !c->wev || !c->flush_ev || !c->out || event_add(c->rev, NULL) < 0) {
+		fg_h2conn_cleanup(c);
+		return FG_ENOMEM;
+	}
+	return 0;
+}
+
+void fg_h2conn_cleanup(struct fg_h2conn *c)
+{
+	if (c->rev)
+		event_free(c->rev);
+	if (c->wev)
+		event_free(c->wev);
+	if (c->flush_ev)
+		event_free(c->flush_ev);
+	if (c->out)
+		evbuffer_free(c->out);
+	nghttp2_session_del(c->session);
+	if (c->fd >= 0)
+		close(c->fd);
+	c->rev = c->wev = c->flush_ev = NULL;
+	c->out = NULL;
+	c->session = NULL;
+	c->fd = -1;
+}
+
+size_t fg_h2conn_pending_out(const struct fg_h2conn *c)
+{
+	return c->out ? evbuffer_get_length(c->out) : 0;
+}

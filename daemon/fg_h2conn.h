@@ -1,0 +1,73 @@
+/*
+ * fg_h2conn.h - the socket pump under every HTTP/2 connection, client side
+ * or upstream side: bytes from the socket go into nghttp2, frames nghttp2
+ * wants to send go out in as few writes as possible.
+ *
+ * Batching: anything that makes a session want to send (a submit, a
+ * consume, a resume) calls fg_h2conn_want_flush(), which only activates an
+ * event.  The flush runs once, after the loop has dispatched the rest of
+ * this round's I/O, and writes everything nghttp2 produced in one writev.
+ *
+ * Backpressure: when the kernel will not take more, the flush stops asking
+ * nghttp2 for frames.  DATA then stays in the per-call buffers, no window is
+ * returned to the other side, and the peer that sends too fast is stopped
+ * by HTTP/2 flow control, not by our memory.
+ *
+ * The owner embeds struct fg_h2conn and is told through <on_close> when the
+ * connection has to end; it then calls fg_h2conn_cleanup() and frees itself.
+ * <on_close> is only ever called from this module's own event callbacks,
+ * never from inside an nghttp2 callback, so the owner may free the session.
+ * Loop thread only.
+ */
+#ifndef FG_H2CONN_H
+#define FG_H2CONN_H
+
+#include <event2/event.h>
+#include <event2/buffer.h>
+#include <nghttp2/nghttp2.h>
+
+/* fg_h2conn_close_cb - the connection ended.  <err> is 0 for an orderly end
+ * (both sides done, or the peer closed after GOAWAY), otherwise FG_EIO or
+ * FG_EPROTO; <why> is a static or errno text for logs. */
+typedef void (*fg_h2conn_close_cb)(void *owner, int err, const char *why);
+
+struct fg_h2conn {
+	int fd;                         /* connected, non-blocking; closed by cleanup */
+	nghttp2_session *session;       /* owned: deleted by cleanup */
+	struct event *rev;              /* persistent EV_READ on <fd> */
+	struct event *wev;              /* EV_WRITE, added only while <out> is stuck */
+	struct event *flush_ev;         /* no fd: activated to run one batched flush */
+	struct evbuffer *out;           /* bytes nghttp2 produced that the kernel has not taken */
+	fg_h2conn_close_cb on_close;
+	void *owner;
+	unsigned closing;               /* on_close is scheduled; ignore further I/O */
+	const char *close_why;          /* reason kept for the deferred on_close */
+	int close_err;
+};
+
+/*
+ * fg_h2conn_init - set up the pump on <fd> (taken: closed by cleanup even
+ * when init fails) for <session> (taken).  Reading starts at once.
+ * Returns 0 or FG_ENOMEM.
+ */
+int fg_h2conn_init(struct fg_h2conn *c, struct event_base *base, int fd, nghttp2_session *session,
+                   fg_h2conn_close_cb on_close, void *owner);
+
+/* fg_h2conn_want_flush - schedule one flush of <c> in this loop round. */
+void fg_h2conn_want_flush(struct fg_h2conn *c);
+
+/*
+ * fg_h2conn_fail - end the connection without sending anything more;
+ * <on_close> is called from the loop shortly after with <err>/<why>.
+ * For use inside nghttp2 callbacks or other places where freeing now
+ * would pull the rug from under a caller.
+ */
+void fg_h2conn_fail(struct fg_h2conn *c, int err, const char *why);
+
+/* fg_h2conn_cleanup - free events, buffer and session; close the fd. */
+void fg_h2conn_cleanup(struct fg_h2conn *c);
+
+/* fg_h2conn_pending_out - bytes waiting for the socket (for metrics and tests). */
+size_t fg_h2conn_pending_out(const struct fg_h2conn *c);
+
+#endif /* FG_H2CONN_H */

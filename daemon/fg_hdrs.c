@@ -1,0 +1,111 @@
+/* fg_hdrs.c - collected HTTP/2 header lists; see fg_hdrs.h. */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "fg_error.h"
+#include "fg_hdrs.h"
+
+/* RFC 9113 §6.5.2: each field costs its octets plus 32. */
+#define HDRS_ENTRY_OVERHEAD 32
+#define HDRS_MIN_BUF 512
+#define HDRS_MIN_ENTRIES 16
+
+void fg_hdrs_init(struct fg_hdrs *h)
+{
+	memset(h, 0, sizeof(*h));
+}
+
+void fg_hdrs_reset(struct fg_hdrs *h)
+{
+	h->len = 0;
+	h->n = 0;
+	h->list_size = 0;
+}
+
+void fg_hdrs_free(struct fg_hdrs *h)
+{
+	free(h->buf);
+	free(h->ent);
+	free(h->nv);
+	fg_hdrs_init(h);
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem, size_t min)
+{
+	size_t ncap = *cap ? *cap : min;
+	void *np;
+
+	if (need <= *cap)
+		return 0;
+	while (ncap < need)
+		ncap *= 2;
+	np = realloc(*p, ncap * elem);
+	if (!np)
+		return FG_ENOMEM;
+	*p = np;
+	*cap = ncap;
+	return 0;
+}
+
+int fg_hdrs_add(struct fg_hdrs *h, const uint8_t *name, size_t namelen,
+                const uint8_t *value, size_t valuelen, uint8_t flags)
+{
+	struct fg_hdrs_entry *e;
+	size_t need = h->len + namelen + valuelen;
+
+	if (need > UINT32_MAX)
+		return FG_ETOOBIG;
+	if (grow((void **)&h->buf, &h->cap, need, 1, HDRS_MIN_BUF) ||
+	    grow((void **)&h->ent, &h->ncap, h->n + 1, sizeof(*h->ent), HDRS_MIN_ENTRIES))
+		return FG_ENOMEM;
+	e = &h->ent[h->n++];
+	e->name_off = (uint32_t)h->len;
+	e->name_len = (uint32_t)namelen;
+	memcpy(h->buf + h->len, name, namelen);
+	h->len += namelen;
+	e->value_off = (uint32_t)h->len;
+	e->value_len = (uint32_t)valuelen;
+	memcpy(h->buf + h->len, value, valuelen);
+	h->len += valuelen;
+	e->flags = flags & NGHTTP2_NV_FLAG_NO_INDEX;
+	h->list_size += namelen + valuelen + HDRS_ENTRY_OVERHEAD;
+	return 0;
+}
+
+nghttp2_nv *fg_hdrs_nv(struct fg_hdrs *h)
+{
+	nghttp2_nv *nv;
+	size_t i;
+
+	if (h->n == 0)
+		return NULL;
+	nv = realloc(h->nv, h->n * sizeof(*nv));
+	if (!nv)
+		return NULL;
+	h->nv = nv;
+	for (i = 0; i < h->n; i++) {
+		const struct fg_hdrs_entry *e = &h->ent[i];
+		nv[i].name = (uint8_t *)h->buf + e->name_off;
+		nv[i].namelen = e->name_len;
+		nv[i].value = (uint8_t *)h->buf + e->value_off;
+		nv[i].valuelen = e->value_len;
+		nv[i].flags = e->flags;
+	}
+	return nv;
+}
+
+const char *fg_hdrs_find(const struct fg_hdrs *h, const char *name, size_t *len)
+{
+	size_t i, nlen = strlen(name);
+
+	for (i = 0; i < h->n; i++) {
+		const struct fg_hdrs_entry *e = &h->ent[i];
+		if (e->name_len == nlen && memcmp(h->buf + e->name_off, name, nlen) == 0) {
+			*len = e->value_len;
+			return h->buf + e->value_off;
+		}
+	}
+	return NULL;
+}

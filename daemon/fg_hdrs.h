@@ -1,0 +1,67 @@
+/*
+ * fg_hdrs.h - an HTTP/2 header list collected from one HEADERS frame and
+ * handed to nghttp2 for another.
+ *
+ * Names and values are copied into one growing byte block (one allocation
+ * for most requests, not two per header) and turned into an nghttp2_nv
+ * array only when submitted.  The list also counts the HPACK size
+ * (name + value + 32 per RFC 9113 §6.5.2) so callers can enforce
+ * SETTINGS_MAX_HEADER_LIST_SIZE.
+ */
+#ifndef FG_HDRS_H
+#define FG_HDRS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <nghttp2/nghttp2.h>
+
+struct fg_hdrs_entry {
+	uint32_t name_off;      /* offset of the name in <buf> */
+	uint32_t name_len;
+	uint32_t value_off;     /* offset of the value in <buf> */
+	uint32_t value_len;
+	uint8_t flags;          /* NGHTTP2_NV_FLAG_NO_INDEX is kept for sensitive headers */
+};
+
+struct fg_hdrs {
+	char *buf;                      /* names and values, back to back */
+	size_t len, cap;                /* bytes used / allocated in <buf> */
+	struct fg_hdrs_entry *ent;      /* one per header, in arrival order */
+	size_t n, ncap;                 /* entries used / allocated */
+	nghttp2_nv *nv;                 /* built by fg_hdrs_nv(), valid until the next change */
+	size_t list_size;               /* RFC 9113 §6.5.2 header list size so far */
+};
+
+/* fg_hdrs_init - an empty list; no allocation until the first add. */
+void fg_hdrs_init(struct fg_hdrs *h);
+
+/* fg_hdrs_reset - forget every header but keep the memory for reuse. */
+void fg_hdrs_reset(struct fg_hdrs *h);
+
+/* fg_hdrs_free - release the memory; <h> is then as after fg_hdrs_init.  */
+void fg_hdrs_free(struct fg_hdrs *h);
+
+/*
+ * fg_hdrs_add - append a copy of <name>/<value> (lengths given, not
+ * NUL-terminated).  <flags> is the nghttp2 header flags word as received.
+ * Returns 0, or FG_ENOMEM (the list is unchanged), or FG_ETOOBIG when the
+ * list would exceed 4 GiB.
+ */
+int fg_hdrs_add(struct fg_hdrs *h, const uint8_t *name, size_t namelen,
+                const uint8_t *value, size_t valuelen, uint8_t flags);
+
+/*
+ * fg_hdrs_nv - an nghttp2_nv array of the <h->n> headers, owned by <h>
+ * (valid until the next add, reset or free).  NULL on allocation failure
+ * or when the list is empty.
+ */
+nghttp2_nv *fg_hdrs_nv(struct fg_hdrs *h);
+
+/*
+ * fg_hdrs_find - the value of the first header named <name> (NUL-terminated,
+ * lowercase as HTTP/2 requires), its length in <*len>; NULL if absent.
+ * The pointer is into <h> and is not NUL-terminated.
+ */
+const char *fg_hdrs_find(const struct fg_hdrs *h, const char *name, size_t *len);
+
+#endif /* FG_HDRS_H */

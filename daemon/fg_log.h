@@ -1,0 +1,41 @@
+/*
+ * fg_log.h - one logfmt line per event, on stderr.
+ *
+ * Lines look like
+ *   ts=2026-11-23T01:02:03.456Z level=info event=listening addr=127.0.0.1:8080
+ * Each line is written with a single write(2), so lines from different
+ * threads never interleave.  The level is process-wide and may change on
+ * reload; it is read and written atomically.
+ *
+ * Never log a raw user id: callers pass pseudonymous keys only.
+ */
+#ifndef FG_LOG_H
+#define FG_LOG_H
+
+#include <stddef.h>
+#include "fg_config.h"
+
+/* fg_log_set_level - lines below <level> are dropped from now on.  Any thread. */
+void fg_log_set_level(enum fg_log_level level);
+
+/* fg_log_enabled - 1 if a line at <level> would be written. */
+int fg_log_enabled(enum fg_log_level level);
+
+/*
+ * fg_log - write "ts=... level=... event=<event>" followed by the logfmt
+ * pairs that <fmt> produces (already "key=value key2=value2").  Free text
+ * goes through fg_log_quote.  Any thread.
+ */
+void fg_log(enum fg_log_level level, const char *event, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/*
+ * fg_log_quote - <s> as a logfmt value: double-quoted, with '"' and '\'
+ * escaped and control bytes as \xNN, truncated to fit <buf> of <len> bytes.
+ * Returns <buf>.
+ */
+const char *fg_log_quote(char *buf, size_t len, const char *s);
+
+#define fg_log_debug(ev, ...) do { if (fg_log_enabled(FG_LOG_DEBUG)) fg_log(FG_LOG_DEBUG, ev, __VA_ARGS__); } while (0)
+
+#endif /* FG_LOG_H */

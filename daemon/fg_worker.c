@@ -1,0 +1,236 @@
+/* fg_worker.c - one thread, one loop, its own sockets; see fg_worker.h. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fg_error.h"
+#include "fg_h2front.h"
+#include "fg_log.h"
+#include "fg_upstream.h"
+#include "fg_worker.h"
+
+/* What travels through the control pipe: one write of this size is atomic
+ * (it is below PIPE_BUF), so commands from the main thread never tear. */
+struct worker_msg {
+	enum fg_worker_cmd cmd;
+	void *arg;
+};
+
+static void worker_take_config(struct fg_worker *w, struct fg_config *cfg)
+{
+	struct fg_config *old = w->cfg;
+
+	w->cfg = cfg;
+	fg_upstream_configure(w->upstream, cfg);
+	fg_config_unref(old);
+}
+
+static void worker_maybe_exit(struct fg_worker *w)
+{
+	if (w->draining && w->nfronts == 0)
+		event_base_loopexit(w->base, NULL);
+}
+
+static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fg_worker *w = arg;
+
+	fg_log(FG_LOG_WARN, "drain_timeout", "worker=%d connections=%u", w->id, w->nfronts);
+	while (!LIST_EMPTY(&w->fronts))
+		fg_front_free(LIST_FIRST(&w->fronts));
+	event_base_loopexit(w->base, NULL);
+}
+
+static void worker_drain(struct fg_worker *w)
+{
+	struct fg_front *f;
+	struct timeval tv;
+	int i;
+
+	if (w->draining)
+		return;
+	w->draining = 1;
+	/* Closing our sockets makes the kernel refuse new connections here
+	 * while the calls in flight finish. */
+	for (i = 0; i < w->nlisteners; i++) {
+		evconnlistener_free(w->listeners[i]);
+		w->listeners[i] = NULL;
+	}
+	w->nlisteners = 0;
+	LIST_FOREACH(f, &w->fronts, link)
+		fg_front_drain(f);
+	tv.tv_sec = (time_t)(w->cfg->timeouts.drain_us / 1000000);
+	tv.tv_usec = (suseconds_t)(w->cfg->timeouts.drain_us % 1000000);
+	w->drain_ev = evtimer_new(w->base, drain_timeout_cb, w);
+	if (w->drain_ev)
+		evtimer_add(w->drain_ev, &tv);
+	worker_maybe_exit(w);
+}
+
+static void ctl_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fg_worker *w = arg;
+	struct worker_msg m;
+	ssize_t n;
+
+	while ((n = read(fd, &m, sizeof(m))) == (ssize_t)sizeof(m)) {
+		switch (m.cmd) {
+		case FG_WORKER_CMD_CONFIG:
+			worker_take_config(w, m.arg);
+			break;
+		case FG_WORKER_CMD_DRAIN:
+			worker_drain(w);
+			break;
+		case FG_WORKER_CMD_STOP:
+			event_base_loopbreak(w->base);
+			break;
+		}
+	}
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
+{
+	struct fg_worker *w = arg;
+
+	if (w->draining || w->nfronts >= (unsigned)w->cfg->limits.max_connections) {
+		fg_log(FG_LOG_WARN, "connection_refused", "worker=%d connections=%u limit=%d", w->id,
+		       w->nfronts, w->cfg->limits.max_connections);
+		close(fd);
+		return;
+	}
+	fg_front_accept(w, fd, sa, (socklen_t)salen);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	struct fg_worker *w = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+
+	/* EMFILE and friends: the listener stays; the next accept may succeed
+	 * once connections close. */
+	fg_log(FG_LOG_WARN, "accept_failed", "worker=%d why=\"%s\"", w->id, evutil_socket_error_to_string(err));
+}
+
+void fg_worker_front_closed(struct fg_worker *w, struct fg_front *f)
+{
+	w->nfronts--;
+	worker_maybe_exit(w);
+}
+
+struct fg_worker *fg_worker_new(int id, struct fg_config *cfg, const int *fds, int nfds,
+                                char *err, size_t errlen)
+{
+	struct fg_worker *w = calloc(1, sizeof(*w));
+	int i;
+
+	if (!w) {
+		snprintf(err, errlen, "out of memory");
+		for (i = 0; i < nfds; i++)
+			close(fds[i]);
+		return NULL;
+	}
+	w->id = id;
+	w->cfg = fg_config_ref(cfg);
+	w->ctl_fd[0] = w->ctl_fd[1] = -1;
+	w->done_fd = -1;
+	LIST_INIT(&w->fronts);
+	w->base = event_base_new();
+	if (!w->base || pipe2(w->ctl_fd, O_CLOEXEC | O_NONBLOCK) < 0)
+		goto fail;
+	w->ctl_ev = event_new(w->base, w->ctl_fd[0], EV_READ | EV_PERSIST, ctl_cb, w);
+	w->upstream = fg_upstream_new(w, cfg);
+	if (!w->ctl_ev || !w->upstream || event_add(w->ctl_ev, NULL) < 0)
+		goto fail;
+	for (i = 0; i < nfds; i++) {
+		w->listeners[i] = evconnlistener_new(w->base, accept_cb, w,
+		                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fds[i]);
+		if (!w->listeners[i])
+			goto fail;
+		evconnlistener_set_error_cb(w->listeners[i], accept_error_cb);
+		w->nlisteners++;
+	}
+	return w;
+
+fail:
+	snprintf(err, errlen, "worker %d: %s", id, strerror(errno ? errno : ENOMEM));
+	for (i = w->nlisteners; i < nfds; i++)
+		close(fds[i]);
+	fg_worker_join(w);
+	return NULL;
+}
+
+static void *worker_main(void *arg)
+{
+	struct fg_worker *w = arg;
+
+	char done = 1;
+
+	event_base_dispatch(w->base);
+	if (w->done_fd >= 0 && write(w->done_fd, &done, 1) < 0)
+		fg_log(FG_LOG_ERROR, "worker_notify_failed", "worker=%d", w->id);
+	return NULL;
+}
+
+int fg_worker_start(struct fg_worker *w)
+{
+	sigset_t all, old;
+	int rv;
+
+	/* Signals belong to the main thread alone. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rv = pthread_create(&w->thread, NULL, worker_main, w);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rv != 0)
+		return FG_EIO;
+	w->thread_started = 1;
+	return 0;
+}
+
+int fg_worker_send(struct fg_worker *w, enum fg_worker_cmd cmd, void *arg)
+{
+	struct worker_msg m = { .cmd = cmd, .arg = arg };
+	ssize_t n;
+
+	do {
+		n = write(w->ctl_fd[1], &m, sizeof(m));
+	} while (n < 0 && errno == EINTR);
+	return n == (ssize_t)sizeof(m) ? 0 : FG_EIO;
+}
+
+void fg_worker_join(struct fg_worker *w)
+{
+	struct worker_msg m;
+	int i;
+
+	if (w->thread_started)
+		pthread_join(w->thread, NULL);
+	while (!LIST_EMPTY(&w->fronts))
+		fg_front_free(LIST_FIRST(&w->fronts));
+	fg_upstream_free(w->upstream);
+	for (i = 0; i < w->nlisteners; i++)
+		evconnlistener_free(w->listeners[i]);
+	/* Snapshots posted but never read still carry a reference. */
+	if (w->ctl_fd[0] >= 0) {
+		while (read(w->ctl_fd[0], &m, sizeof(m)) == (ssize_t)sizeof(m))
+			if (m.cmd == FG_WORKER_CMD_CONFIG)
+				fg_config_unref(m.arg);
+		close(w->ctl_fd[0]);
+		close(w->ctl_fd[1]);
+	}
+	if (w->ctl_ev)
+		event_free(w->ctl_ev);
+	if (w->drain_ev)
+		event_free(w->drain_ev);
+	if (w->base)
+		event_base_free(w->base);
+	fg_config_unref(w->cfg);
+	free(w);
+}

@@ -1,0 +1,79 @@
+/*
+ * fg_worker.h - one worker: one thread, one event_base, its own listening
+ * sockets (SO_REUSEPORT), client connections, upstream pool.  Nothing on
+ * the per-request path is shared with another worker or locked.
+ *
+ * The main thread talks to a worker only through the worker's control
+ * pipe, read on the worker's own loop: a new config snapshot, drain, stop.
+ * A worker therefore never dereferences a snapshot another thread may
+ * free: it holds its own reference, and each call holds one for its life.
+ */
+#ifndef FG_WORKER_H
+#define FG_WORKER_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "fg_config.h"
+
+struct fg_front;
+struct fg_upstream;
+
+enum fg_worker_cmd {
+	FG_WORKER_CMD_CONFIG = 1,   /* arg: struct fg_config * with a reference for the worker */
+	FG_WORKER_CMD_DRAIN,        /* stop accepting, GOAWAY everyone, exit when idle or at the drain timeout */
+	FG_WORKER_CMD_STOP,         /* exit the loop now */
+};
+
+struct fg_worker_counters {
+	uint64_t calls_started;         /* client streams that became calls */
+	uint64_t connections_accepted;
+};
+
+struct fg_worker {
+	int id;                             /* 0..n-1, for logs */
+	pthread_t thread;
+	unsigned thread_started;            /* <thread> must be joined */
+	struct event_base *base;
+	struct fg_config *cfg;              /* this worker's reference to the current snapshot */
+	struct evconnlistener *listeners[FG_CONFIG_MAX_LISTEN];
+	int nlisteners;
+	struct fg_upstream *upstream;       /* this worker's upstream pool */
+	LIST_HEAD(, fg_front) fronts;       /* client connections */
+	unsigned nfronts;
+	int ctl_fd[2];                      /* control pipe: main writes [1], the loop reads [0] */
+	struct event *ctl_ev;
+	struct event *drain_ev;             /* drain deadline */
+	unsigned draining;
+	int done_fd;                        /* main's notify pipe: one byte when the loop ends; -1 for none */
+	struct fg_worker_counters counters;
+};
+
+/*
+ * fg_worker_new - a worker with <cfg> (a reference is taken) that will
+ * accept on the listening sockets <fds>[0..<nfds>-1] (taken).  The thread
+ * is not started.  Returns NULL on failure with a message in <err>.
+ */
+struct fg_worker *fg_worker_new(int id, struct fg_config *cfg, const int *fds, int nfds,
+                                char *err, size_t errlen);
+
+/* fg_worker_start - run the worker's loop on a new thread.  0 or FG_EIO. */
+int fg_worker_start(struct fg_worker *w);
+
+/*
+ * fg_worker_send - post <cmd> (with <arg>) to the worker's loop.  Any
+ * thread.  For FG_WORKER_CMD_CONFIG the worker takes over the reference
+ * held by <arg>.  Returns 0 or FG_EIO.
+ */
+int fg_worker_send(struct fg_worker *w, enum fg_worker_cmd cmd, void *arg);
+
+/* fg_worker_join - wait for the thread to end, then free the worker. */
+void fg_worker_join(struct fg_worker *w);
+
+/* fg_worker_front_closed - <f> left the worker's list (called by fg_front_free). */
+void fg_worker_front_closed(struct fg_worker *w, struct fg_front *f);
+
+#endif /* FG_WORKER_H */

@@ -1,0 +1,271 @@
+/*
+ * main.c - feedguardd: flags, signals, start and stop of the workers.
+ * Nothing else lives here: every job has its own module (see README's tour).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <event2/event.h>
+#include <nghttp2/nghttp2.h>
+
+#include "fg_config.h"
+#include "fg_cpu.h"
+#include "fg_error.h"
+#include "fg_listener.h"
+#include "fg_log.h"
+#include "fg_worker.h"
+
+#define MAX_WORKERS 1024
+
+/* Everything the main thread owns; workers see none of it. */
+struct daemon {
+	const char *config_path;
+	struct fg_config *cfg;              /* the snapshot new workers and reloads start from */
+	struct fg_worker *workers[MAX_WORKERS];
+	int nworkers;
+	int workers_done;
+	int done_fd[2];                     /* workers write one byte here when their loop ends */
+	struct event_base *base;
+	struct event *done_ev;
+	struct event *drain_ev;             /* readiness delay before the drain starts */
+	unsigned stopping;
+	uint64_t reloads, reload_failures;
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+	        "Usage: feedguardd [-c FILE] [-t]\n"
+	        "  -c, --config FILE  configuration file (default " FG_CONFIG_DEFAULT_PATH ")\n"
+	        "  -t, --test         check the configuration and exit (0: valid, 1: invalid)\n"
+	        "  -v, --version      print the version and exit\n"
+	        "  -h, --help         print this help and exit\n"
+	        "Signals: SIGHUP reloads the configuration; SIGTERM or SIGINT drains and exits\n"
+	        "(a second one exits at once).\n");
+}
+
+/* File descriptors: each client and upstream connection needs one; the
+ * soft default of 1024 is far too low for a proxy. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			fg_log(FG_LOG_WARN, "rlimit_nofile", "why=\"%s\"", strerror(errno));
+	}
+}
+
+static void broadcast(struct daemon *d, enum fg_worker_cmd cmd)
+{
+	int i;
+
+	for (i = 0; i < d->nworkers; i++)
+		fg_worker_send(d->workers[i], cmd, NULL);
+}
+
+static void reload(struct daemon *d)
+{
+	struct fg_config *next;
+	char err[FG_CONFIG_ERRLEN], q[FG_CONFIG_ERRLEN + 16];
+	int i;
+
+	if (fg_config_load(d->config_path, &next, err, sizeof(err)) < 0 ||
+	    (fg_config_reload_check(d->cfg, next, err, sizeof(err)) < 0 && (fg_config_unref(next), 1))) {
+		d->reload_failures++;
+		fg_log(FG_LOG_ERROR, "reload_failed", "error=%s", fg_log_quote(q, sizeof(q), err));
+		return;
+	}
+	/* Each worker gets its own reference, handed over on its own loop. */
+	for (i = 0; i < d->nworkers; i++)
+		if (fg_worker_send(d->workers[i], FG_WORKER_CMD_CONFIG, fg_config_ref(next)) < 0)
+			fg_config_unref(next);
+	fg_config_unref(d->cfg);
+	d->cfg = next;
+	fg_log_set_level(next->log.level);
+	d->reloads++;
+	fg_log(FG_LOG_INFO, "reloaded", "config=%s", d->config_path);
+}
+
+static void drain_now_cb(evutil_socket_t fd, short what, void *arg)
+{
+	broadcast(arg, FG_WORKER_CMD_DRAIN);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+	struct timeval tv;
+	int64_t delay;
+
+	if (sig == SIGHUP) {
+		reload(d);
+		return;
+	}
+	if (d->stopping) {
+		fg_log(FG_LOG_WARN, "exit_now", "signal=%d", (int)sig);
+		_exit(1);
+	}
+	d->stopping = 1;
+	delay = d->cfg->timeouts.readiness_delay_us;
+	fg_log(FG_LOG_INFO, "draining", "signal=%d readiness_delay_us=%lld", (int)sig, (long long)delay);
+	tv.tv_sec = (time_t)(delay / 1000000);
+	tv.tv_usec = (suseconds_t)(delay % 1000000);
+	d->drain_ev = evtimer_new(d->base, drain_now_cb, d);
+	if (d->drain_ev)
+		evtimer_add(d->drain_ev, &tv);
+	else
+		broadcast(d, FG_WORKER_CMD_DRAIN);
+}
+
+static void done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	char buf[64];
+	ssize_t n;
+
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		d->workers_done += (int)n;
+	if (d->workers_done >= d->nworkers)
+		event_base_loopbreak(d->base);
+}
+
+static int start_workers(struct daemon *d)
+{
+	static int fds[MAX_WORKERS * FG_CONFIG_MAX_LISTEN];
+	struct fg_config_addr bound[FG_CONFIG_MAX_LISTEN];
+	char err[FG_CONFIG_ERRLEN];
+	int n = d->cfg->workers ? d->cfg->workers : fg_cpu_count();
+	int i;
+
+	if (n > MAX_WORKERS)
+		n = MAX_WORKERS;
+	if (fg_listener_open(d->cfg, n, fds, bound, err, sizeof(err)) < 0) {
+		fg_log(FG_LOG_ERROR, "listen_failed", "error=\"%s\"", err);
+		return -1;
+	}
+	for (i = 0; i < d->cfg->nlisten; i++)
+		fg_log(FG_LOG_INFO, "listening", "addr=%s workers=%d", bound[i].text, n);
+	for (i = 0; i < n; i++) {
+		struct fg_worker *w = fg_worker_new(i, d->cfg, fds + i * d->cfg->nlisten, d->cfg->nlisten, err,
+		                                    sizeof(err));
+		if (!w) {
+			fg_log(FG_LOG_ERROR, "worker_failed", "error=\"%s\"", err);
+			for (i = (i + 1) * d->cfg->nlisten; i < n * d->cfg->nlisten; i++)
+				close(fds[i]);
+			return -1;
+		}
+		w->done_fd = d->done_fd[1];
+		d->workers[d->nworkers++] = w;
+		if (fg_worker_start(w) < 0) {
+			fg_log(FG_LOG_ERROR, "worker_failed", "error=\"cannot start thread\"");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, const char **path, int *test_only)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' }, { "test", no_argument, NULL, 't' },
+		{ "version", no_argument, NULL, 'v' },      { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:tvh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': *path = optarg; break;
+		case 't': *test_only = 1; break;
+		case 'v':
+			printf("feedguardd %s (nghttp2 %s, libevent %s)\n", PACKAGE_VERSION,
+			       nghttp2_version(0)->version_str, event_get_version());
+			exit(0);
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); return -1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "feedguardd: unexpected argument '%s'\n", argv[optind]);
+		return -1;
+	}
+	return 0;
+}
+
+static void run(struct daemon *d)
+{
+	static const int sigs[] = { SIGHUP, SIGTERM, SIGINT };
+	struct event *sev[3] = { NULL };
+	size_t i;
+
+	for (i = 0; i < 3; i++) {
+		sev[i] = evsignal_new(d->base, sigs[i], signal_cb, d);
+		if (sev[i])
+			evsignal_add(sev[i], NULL);
+	}
+	d->done_ev = event_new(d->base, d->done_fd[0], EV_READ | EV_PERSIST, done_cb, d);
+	event_add(d->done_ev, NULL);
+	fg_log(FG_LOG_INFO, "ready", "workers=%d pid=%ld", d->nworkers, (long)getpid());
+	event_base_dispatch(d->base);
+	for (i = 0; i < 3; i++)
+		if (sev[i])
+			event_free(sev[i]);
+}
+
+int main(int argc, char **argv)
+{
+	struct daemon d = { .config_path = FG_CONFIG_DEFAULT_PATH, .done_fd = { -1, -1 } };
+	char err[FG_CONFIG_ERRLEN];
+	int test_only = 0, rv = 1, i;
+
+	if (parse_args(argc, argv, &d.config_path, &test_only) < 0)
+		return 2;
+	if (fg_config_load(d.config_path, &d.cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	if (test_only) {
+		fprintf(stderr, "feedguardd: %s: configuration ok\n", d.config_path);
+		fg_config_unref(d.cfg);
+		return 0;
+	}
+	fg_log_set_level(d.cfg->log.level);
+	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
+	d.base = event_base_new();
+	if (!d.base || pipe2(d.done_fd, O_CLOEXEC | O_NONBLOCK) < 0)
+		goto out;
+	if (start_workers(&d) == 0) {
+		run(&d);
+		rv = 0;
+	} else {
+		broadcast(&d, FG_WORKER_CMD_STOP);
+	}
+	for (i = 0; i < d.nworkers; i++)
+		fg_worker_join(d.workers[i]);
+	fg_log(FG_LOG_INFO, "exit", "status=%d reloads=%llu reload_failures=%llu", rv,
+	       (unsigned long long)d.reloads, (unsigned long long)d.reload_failures);
+out:
+	if (d.done_ev)
+		event_free(d.done_ev);
+	if (d.drain_ev)
+		event_free(d.drain_ev);
+	if (d.base)
+		event_base_free(d.base);
+	if (d.done_fd[0] >= 0) {
+		close(d.done_fd[0]);
+		close(d.done_fd[1]);
+	}
+	fg_config_unref(d.cfg);
+	return rv;
+}
