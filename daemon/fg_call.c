@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fg_call.h"
 #include "fg_error.h"
@@ -14,6 +15,45 @@
 #include "fg_worker.h"
 
 #define GRPC_MESSAGE_MAX 512
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* The grpc-status in <h>, or -1. */
+static int hdrs_grpc_status(const struct fg_hdrs *h)
+{
+	const char *v;
+	size_t len, i;
+	int st = 0;
+
+	v = fg_hdrs_find(h, "grpc-status", &len);
+	if (!v || len == 0 || len > 3)
+		return -1;
+	for (i = 0; i < len; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return -1;
+		st = st * 10 + (v[i] - '0');
+	}
+	return st;
+}
+
+/* How a gRPC client reads a RST_STREAM (PROTOCOL-HTTP2.md, "Errors"). */
+static int rst_to_status(uint32_t code)
+{
+	switch (code) {
+	case NGHTTP2_NO_ERROR: return FG_GRPC_UNKNOWN;
+	case NGHTTP2_CANCEL: return FG_GRPC_CANCELLED;
+	case NGHTTP2_REFUSED_STREAM: return FG_GRPC_UNAVAILABLE;
+	case NGHTTP2_ENHANCE_YOUR_CALM: return FG_GRPC_RESOURCE_EXHAUSTED;
+	case NGHTTP2_INADEQUATE_SECURITY: return FG_GRPC_PERMISSION_DENIED;
+	default: return FG_GRPC_INTERNAL;
+	}
+}
 
 static nghttp2_session *front_session(const struct fg_call *call)
 {
@@ -151,6 +191,7 @@ static void call_reply_status(struct fg_call *call, int status, const char *msg)
 	if (call->flags & FG_CALL_RESP_END)
 		return;
 	call->flags |= FG_CALL_RESP_END;
+	call->status = status;
 	if (!call->front)
 		return;
 	if (!(call->flags & FG_CALL_RESP_STARTED)) {
@@ -257,6 +298,8 @@ struct fg_call *fg_call_new(struct fg_worker *w, struct fg_front *front, int32_t
 	if (!call)
 		return NULL;
 	call->worker = w;
+	call->status = -1;
+	call->start_us = now_us();
 	call->front = front;
 	call->front_sid = sid;
 	fg_hdrs_init(&call->req_hdrs);
@@ -272,7 +315,8 @@ struct fg_call *fg_call_new(struct fg_worker *w, struct fg_front *front, int32_t
 		return NULL;
 	}
 	TAILQ_INSERT_TAIL(&front->calls, call, front_link);
-	w->counters.calls_started++;
+	fg_metrics_add(&w->metrics.calls_started, 1);
+	fg_metrics_gauge(&w->metrics.active_streams, 1);
 	return call;
 }
 
@@ -289,6 +333,9 @@ int fg_call_on_req_header(struct fg_call *call, const uint8_t *name, size_t name
 
 void fg_call_on_req_headers_end(struct fg_call *call, int end_stream)
 {
+	const char *path;
+	size_t len;
+
 	if (end_stream)
 		call->flags |= FG_CALL_REQ_END;
 	if (call->flags & FG_CALL_HDRS_TOO_BIG) {
@@ -296,6 +343,11 @@ void fg_call_on_req_headers_end(struct fg_call *call, int end_stream)
 		             "request headers exceed limits.max_header_list_size");
 		return;
 	}
+	path = fg_hdrs_find(&call->req_hdrs, ":path", &len);
+	if (path)
+		call->method_idx = fg_metrics_method_index(call->worker->cfg, path, len);
+	else
+		call->method_idx = (unsigned)call->worker->cfg->metrics.nmethods;
 	call_arm_deadline(call);
 	fg_upstream_submit(call->worker->upstream, call);
 }
@@ -327,8 +379,20 @@ void fg_call_on_req_end(struct fg_call *call)
 	call_resume_up(call);
 }
 
+static void call_record(struct fg_call *call, uint32_t error_code)
+{
+	struct fg_metrics *m = &call->worker->metrics;
+	int status = call->status;
+
+	if (status < 0 || (error_code != NGHTTP2_NO_ERROR && !(call->flags & FG_CALL_RESP_END)))
+		status = rst_to_status(error_code);
+	fg_metrics_record_call(m, call->method_idx, status, now_us() - call->start_us);
+	fg_metrics_gauge(&m->active_streams, -1);
+}
+
 void fg_call_on_front_close(struct fg_call *call, uint32_t error_code)
 {
+	call_record(call, error_code);
 	call_drop_req_body(call);
 	call_drop_resp_body(call);
 	/* A response that ended well lets the upstream stream finish quietly;
@@ -415,8 +479,10 @@ static void call_start_response(struct fg_call *call, int end_stream)
 	nghttp2_nv *nv = fg_hdrs_nv(&call->resp_hdrs);
 
 	call->flags |= FG_CALL_RESP_STARTED;
-	if (end_stream)
+	if (end_stream) {
 		call->flags |= FG_CALL_RESP_END;
+		call->status = hdrs_grpc_status(&call->resp_hdrs);
+	}
 	if (!nv || nghttp2_submit_response(front_session(call), call->front_sid, nv, call->resp_hdrs.n,
 	                                   end_stream ? NULL : &prd) != 0) {
 		call_rst_front(call, NGHTTP2_INTERNAL_ERROR);
@@ -455,6 +521,7 @@ void fg_call_on_resp_headers_end(struct fg_call *call, int end_stream)
 	}
 	/* Trailers: they go out once the body queued before them has. */
 	call->flags |= FG_CALL_RESP_END | FG_CALL_RESP_TRAILERS;
+	call->status = hdrs_grpc_status(&call->resp_hdrs);
 	call_resume_front(call);
 }
 

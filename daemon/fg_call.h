@@ -57,7 +57,10 @@ struct fg_call {
 	struct evbuffer *req_body;      /* client -> upstream bytes not yet taken by the upstream session */
 	struct evbuffer *resp_body;     /* upstream -> client bytes not yet taken by the front session */
 	struct event *deadline_ev;      /* grpc-timeout enforced here too; NULL when none */
-	struct timeval deadline;        /* absolute, monotonic clock of the loop */
+	struct timeval deadline;        /* absolute, in the loop's cached time */
+	uint64_t start_us;              /* CLOCK_MONOTONIC at request headers, for the duration histogram */
+	unsigned method_idx;            /* metrics label slot (fg_metrics_method_index) */
+	int status;                     /* gRPC status sent to the client; -1 until known */
 	TAILQ_ENTRY(fg_call) front_link;   /* in front->calls */
 	TAILQ_ENTRY(fg_call) up_link;      /* in up->calls, or in the pool's pending queue */
 };

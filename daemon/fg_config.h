@@ -22,12 +22,14 @@
 #ifndef FG_CONFIG_H
 #define FG_CONFIG_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
 #define FG_CONFIG_DEFAULT_PATH "/etc/feedguard/feedguard.yaml"
 #define FG_CONFIG_MAX_LISTEN 16
 #define FG_CONFIG_ERRLEN 512
+#define FG_CONFIG_MAX_METHODS 64
 
 /* A "host:port" from the file, resolved to a socket address (numeric hosts
  * only for upstream and admin: a blocking resolver has no place in a worker).
@@ -90,6 +92,15 @@ struct fg_config {
 		int enabled;                    /* 0 when admin.listen is "off" */
 		struct fg_config_addr listen;   /* admin.listen, numeric host, default 127.0.0.1:9901.  Not reloadable. */
 	} admin;
+
+	/* metrics.methods: full gRPC method paths ("/pkg.Service/Method") that get
+	 * their own method label; every other call counts as "other", so clients
+	 * cannot grow the label set.  At most FG_CONFIG_MAX_METHODS.  Not
+	 * reloadable (the label slots are fixed for the life of the process). */
+	struct {
+		char *methods[FG_CONFIG_MAX_METHODS];
+		int nmethods;
+	} metrics;
 
 	struct {
 		enum fg_log_level level;        /* log.level: debug, info, warn, error; default info */

@@ -1,7 +1,6 @@
 /* fg_h2front.c - HTTP/2 server sessions for clients; see fg_h2front.h. */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -10,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fg_addr.h"
 #include "fg_error.h"
 #include "fg_h2front.h"
 #include "fg_log.h"
@@ -214,26 +214,6 @@ static int front_submit_settings(struct fg_front *f)
 	return rv == 0 ? 0 : FG_ENOMEM;
 }
 
-static void format_peer(char *buf, size_t len, const struct sockaddr *sa)
-{
-	char host[INET6_ADDRSTRLEN] = "?";
-	unsigned port = 0;
-
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-		port = ntohs(in->sin_port);
-		snprintf(buf, len, "%s:%u", host, port);
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		port = ntohs(in6->sin6_port);
-		snprintf(buf, len, "[%s]:%u", host, port);
-	} else {
-		snprintf(buf, len, "unix");
-	}
-}
-
 int fg_front_accept(struct fg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
 {
 	struct fg_front *f;
@@ -248,7 +228,7 @@ int fg_front_accept(struct fg_worker *w, int fd, const struct sockaddr *sa, sock
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	f->worker = w;
 	TAILQ_INIT(&f->calls);
-	format_peer(f->peer, sizeof(f->peer), sa);
+	fg_addr_format(sa, f->peer, sizeof(f->peer));
 	if (nghttp2_session_server_new2(&session, front_callbacks, f, front_option) != 0) {
 		close(fd);
 		free(f);
@@ -261,7 +241,8 @@ int fg_front_accept(struct fg_worker *w, int fd, const struct sockaddr *sa, sock
 	f->idle_ev = evtimer_new(w->base, idle_cb, f);
 	LIST_INSERT_HEAD(&w->fronts, f, link);
 	w->nfronts++;
-	w->counters.connections_accepted++;
+	fg_metrics_add(&w->metrics.connections_accepted, 1);
+	fg_metrics_gauge(&w->metrics.client_connections, 1);
 	if (front_submit_settings(f) < 0) {
 		fg_front_free(f);
 		return FG_ENOMEM;
@@ -295,6 +276,7 @@ void fg_front_free(struct fg_front *f)
 		event_free(f->idle_ev);
 	fg_h2conn_cleanup(&f->h2);
 	LIST_REMOVE(f, link);
+	fg_metrics_gauge(&f->worker->metrics.client_connections, -1);
 	fg_worker_front_closed(f->worker, f);
 	free(f);
 }

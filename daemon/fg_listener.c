@@ -1,30 +1,15 @@
 /* fg_listener.c - SO_REUSEPORT listening sockets; see fg_listener.h. */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "fg_addr.h"
 #include "fg_error.h"
 #include "fg_listener.h"
-
-static void addr_text(struct fg_config_addr *a)
-{
-	char host[INET6_ADDRSTRLEN] = "?";
-
-	if (a->sa.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&a->sa;
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		snprintf(a->text, sizeof(a->text), "[%s]:%u", host, ntohs(in6->sin6_port));
-	} else {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)&a->sa;
-		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-		snprintf(a->text, sizeof(a->text), "%s:%u", host, ntohs(in->sin_port));
-	}
-}
 
 /* Bind <a> without SO_REUSEPORT to prove nobody holds it, and learn the
  * real address into <bound>.  Returns 0 or an errno. */
@@ -45,7 +30,7 @@ static int probe(const struct fg_config_addr *a, struct fg_config_addr *bound)
 		err = errno;
 	close(fd);
 	if (!err)
-		addr_text(bound);
+		fg_addr_format((struct sockaddr *)&bound->sa, bound->text, sizeof(bound->text));
 	return err;
 }
 

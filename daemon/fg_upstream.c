@@ -166,6 +166,7 @@ static void conn_free(struct fg_upconn *up, const char *why)
 	 * cannot be dispatched onto it again. */
 	LIST_REMOVE(up, link);
 	pool->nconns--;
+	fg_metrics_gauge(&pool->worker->metrics.upstream_connections, -1);
 	while ((call = TAILQ_FIRST(&up->calls)) != NULL)
 		fg_call_on_up_lost(call, why);
 	if (up->connect_ev)
@@ -249,6 +250,7 @@ static void conn_connect_failed(struct fg_upconn *up, const char *why)
 	snprintf(pool->last_error, sizeof(pool->last_error), "%s", why);
 	snprintf(msg, sizeof(msg), "upstream %s unavailable: %s", pool->addr.text, why);
 	fg_log(FG_LOG_WARN, "upstream_connect_failed", "upstream=%s why=\"%s\"", pool->addr.text, why);
+	fg_metrics_add(&pool->worker->metrics.upstream_connect_failures, 1);
 	backoff_start(pool);
 	conn_free(up, msg);
 	pool_dispatch(pool);
@@ -341,9 +343,12 @@ static int pool_open(struct fg_upstream *pool)
 	event_add(up->connect_ev, &tv);
 	LIST_INSERT_HEAD(&pool->conns, up, link);
 	pool->nconns++;
+	fg_metrics_gauge(&pool->worker->metrics.upstream_connections, 1);
+	fg_metrics_add(&pool->worker->metrics.upstream_connects, 1);
 	return 0;
 
 fail_close:
+	fg_metrics_add(&pool->worker->metrics.upstream_connect_failures, 1);
 	snprintf(pool->last_error, sizeof(pool->last_error), "connect: %s", strerror(errno));
 	close(fd);
 	free(up);

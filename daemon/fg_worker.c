@@ -102,6 +102,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	if (w->draining || w->nfronts >= (unsigned)w->cfg->limits.max_connections) {
 		fg_log(FG_LOG_WARN, "connection_refused", "worker=%d connections=%u limit=%d", w->id,
 		       w->nfronts, w->cfg->limits.max_connections);
+		fg_metrics_add(&w->metrics.connections_refused, 1);
 		close(fd);
 		return;
 	}

@@ -18,6 +18,7 @@
 #include <event2/listener.h>
 
 #include "fg_config.h"
+#include "fg_metrics.h"
 
 struct fg_front;
 struct fg_upstream;
@@ -26,11 +27,6 @@ enum fg_worker_cmd {
 	FG_WORKER_CMD_CONFIG = 1,   /* arg: struct fg_config * with a reference for the worker */
 	FG_WORKER_CMD_DRAIN,        /* stop accepting, GOAWAY everyone, exit when idle or at the drain timeout */
 	FG_WORKER_CMD_STOP,         /* exit the loop now */
-};
-
-struct fg_worker_counters {
-	uint64_t calls_started;         /* client streams that became calls */
-	uint64_t connections_accepted;
 };
 
 struct fg_worker {
@@ -49,7 +45,7 @@ struct fg_worker {
 	struct event *drain_ev;             /* drain deadline */
 	unsigned draining;
 	int done_fd;                        /* main's notify pipe: one byte when the loop ends; -1 for none */
-	struct fg_worker_counters counters;
+	struct fg_metrics metrics;          /* written by this worker only; read by the admin endpoint */
 };
 
 /*

@@ -12,10 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
 
+#include "fg_admin.h"
 #include "fg_config.h"
 #include "fg_cpu.h"
 #include "fg_error.h"
@@ -36,9 +38,20 @@ struct daemon {
 	struct event_base *base;
 	struct event *done_ev;
 	struct event *drain_ev;             /* readiness delay before the drain starts */
-	unsigned stopping;
-	uint64_t reloads, reload_failures;
+	unsigned stopping;                  /* a stop began: /readyz answers 503 */
+	struct fg_metrics_process proc;     /* reload counters, times */
+	struct fg_metrics *blocks[MAX_WORKERS];   /* each worker's metrics, for the admin endpoint */
+	struct fg_admin *admin;
+	struct fg_admin_source admin_src;
 };
+
+static double unix_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void usage(FILE *out)
 {
@@ -81,7 +94,7 @@ static void reload(struct daemon *d)
 
 	if (fg_config_load(d->config_path, &next, err, sizeof(err)) < 0 ||
 	    (fg_config_reload_check(d->cfg, next, err, sizeof(err)) < 0 && (fg_config_unref(next), 1))) {
-		d->reload_failures++;
+		d->proc.reload_failures++;
 		fg_log(FG_LOG_ERROR, "reload_failed", "error=%s", fg_log_quote(q, sizeof(q), err));
 		return;
 	}
@@ -92,7 +105,8 @@ static void reload(struct daemon *d)
 	fg_config_unref(d->cfg);
 	d->cfg = next;
 	fg_log_set_level(next->log.level);
-	d->reloads++;
+	d->proc.reloads++;
+	d->proc.last_reload_success = unix_now();
 	fg_log(FG_LOG_INFO, "reloaded", "config=%s", d->config_path);
 }
 
@@ -165,6 +179,7 @@ static int start_workers(struct daemon *d)
 			return -1;
 		}
 		w->done_fd = d->done_fd[1];
+		d->blocks[d->nworkers] = &w->metrics;
 		d->workers[d->nworkers++] = w;
 		if (fg_worker_start(w) < 0) {
 			fg_log(FG_LOG_ERROR, "worker_failed", "error=\"cannot start thread\"");
@@ -199,6 +214,27 @@ static int parse_args(int argc, char **argv, const char **path, int *test_only)
 		fprintf(stderr, "feedguardd: unexpected argument '%s'\n", argv[optind]);
 		return -1;
 	}
+	return 0;
+}
+
+static int start_admin(struct daemon *d)
+{
+	struct fg_config_addr bound;
+	char err[FG_CONFIG_ERRLEN];
+
+	if (!d->cfg->admin.enabled)
+		return 0;
+	d->admin_src.cfg = &d->cfg;
+	d->admin_src.blocks = d->blocks;
+	d->admin_src.nblocks = &d->nworkers;
+	d->admin_src.proc = &d->proc;
+	d->admin_src.not_ready = &d->stopping;
+	d->admin = fg_admin_new(d->base, &d->cfg->admin.listen, &d->admin_src, &bound, err, sizeof(err));
+	if (!d->admin) {
+		fg_log(FG_LOG_ERROR, "admin_failed", "error=\"%s\"", err);
+		return -1;
+	}
+	fg_log(FG_LOG_INFO, "admin_listening", "addr=%s", bound.text);
 	return 0;
 }
 
@@ -245,7 +281,8 @@ int main(int argc, char **argv)
 	d.base = event_base_new();
 	if (!d.base || pipe2(d.done_fd, O_CLOEXEC | O_NONBLOCK) < 0)
 		goto out;
-	if (start_workers(&d) == 0) {
+	d.proc.start_time = d.proc.last_reload_success = unix_now();
+	if (start_admin(&d) == 0 && start_workers(&d) == 0) {
 		run(&d);
 		rv = 0;
 	} else {
@@ -254,8 +291,9 @@ int main(int argc, char **argv)
 	for (i = 0; i < d.nworkers; i++)
 		fg_worker_join(d.workers[i]);
 	fg_log(FG_LOG_INFO, "exit", "status=%d reloads=%llu reload_failures=%llu", rv,
-	       (unsigned long long)d.reloads, (unsigned long long)d.reload_failures);
+	       (unsigned long long)d.proc.reloads, (unsigned long long)d.proc.reload_failures);
 out:
+	fg_admin_free(d.admin);
 	if (d.done_ev)
 		event_free(d.done_ev);
 	if (d.drain_ev)

@@ -1,0 +1,43 @@
+/*
+ * fg_admin.h - the read-only admin endpoint: /metrics (Prometheus text),
+ * /healthz and /readyz, served by libevent's evhttp on the main thread's
+ * loop, bound to 127.0.0.1 by default.  Only GET and HEAD are answered;
+ * nothing here changes the daemon.
+ *
+ * /healthz is 200 while the process runs its loops.  /readyz is 200 until
+ * a stop begins, then 503, so load balancers stop sending before the drain
+ * (see timeouts.readiness_delay).
+ */
+#ifndef FG_ADMIN_H
+#define FG_ADMIN_H
+
+#include <event2/event.h>
+
+#include "fg_config.h"
+#include "fg_metrics.h"
+
+struct fg_admin;
+
+/* What the admin endpoint reads; owned by main, read on main's loop only. */
+struct fg_admin_source {
+	struct fg_config *const *cfg;           /* points at main's current snapshot pointer */
+	struct fg_metrics *const *blocks;       /* one per worker */
+	const int *nblocks;
+	const struct fg_metrics_process *proc;
+	const unsigned *not_ready;              /* nonzero once a stop began */
+};
+
+/*
+ * fg_admin_new - listen on <addr> on <base>.  <src> is borrowed and must
+ * outlive the endpoint.  Returns NULL with a message in <err> when the
+ * address cannot be bound.  <bound> (may be NULL) receives the real
+ * address (port 0 works).
+ */
+struct fg_admin *fg_admin_new(struct event_base *base, const struct fg_config_addr *addr,
+                              const struct fg_admin_source *src, struct fg_config_addr *bound,
+                              char *err, size_t errlen);
+
+/* fg_admin_free - stop listening.  NULL is a no-op. */
+void fg_admin_free(struct fg_admin *a);
+
+#endif /* FG_ADMIN_H */

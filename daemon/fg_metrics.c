@@ -1,0 +1,173 @@
+/* fg_metrics.c - per-worker metrics, Prometheus text; see fg_metrics.h. */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <event2/event.h>
+#include <nghttp2/nghttp2.h>
+
+#include "fg_error.h"
+#include "fg_grpc.h"
+#include "fg_metrics.h"
+
+/* Upper bounds in microseconds; the last bucket is +Inf.  Chosen for a
+ * sidecar in front of a ranker: sub-millisecond to tens of seconds. */
+static const uint64_t bucket_le_us[FG_METRICS_NBUCKETS - 1] = {
+	250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 10000000,
+};
+
+unsigned fg_metrics_method_index(const struct fg_config *cfg, const char *path, size_t len)
+{
+	int i;
+
+	for (i = 0; i < cfg->metrics.nmethods; i++)
+		if (strlen(cfg->metrics.methods[i]) == len && memcmp(cfg->metrics.methods[i], path, len) == 0)
+			return (unsigned)i;
+	return (unsigned)cfg->metrics.nmethods;
+}
+
+void fg_metrics_record_call(struct fg_metrics *m, unsigned method, int code, uint64_t usec)
+{
+	unsigned b = 0;
+
+	if (method >= FG_METRICS_NMETHODS)
+		method = FG_METRICS_NMETHODS - 1;
+	if (code < 0 || code >= FG_METRICS_NSTATUS)
+		code = FG_GRPC_UNKNOWN;
+	fg_metrics_add(&m->calls[method][code], 1);
+	while (b < FG_METRICS_NBUCKETS - 1 && usec > bucket_le_us[b])
+		b++;
+	fg_metrics_add(&m->duration_bucket[method][b], 1);
+	fg_metrics_add(&m->duration_count[method], 1);
+	fg_metrics_add(&m->duration_sum_us[method], usec);
+}
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+
+static uint64_t sum_u(struct fg_metrics *const *b, int n, size_t off)
+{
+	uint64_t s = 0;
+	int i;
+
+	for (i = 0; i < n; i++)
+		s += LOAD((const uint64_t *)((const char *)b[i] + off));
+	return s;
+}
+
+static int64_t sum_i(struct fg_metrics *const *b, int n, size_t off)
+{
+	int64_t s = 0;
+	int i;
+
+	for (i = 0; i < n; i++)
+		s += LOAD((const int64_t *)((const char *)b[i] + off));
+	return s;
+}
+
+static const char *method_name(const struct fg_config *cfg, int m)
+{
+	return m < cfg->metrics.nmethods ? cfg->metrics.methods[m] : "other";
+}
+
+static void render_calls(struct evbuffer *out, const struct fg_config *cfg, struct fg_metrics *const *b, int n)
+{
+	int m, c;
+
+	evbuffer_add_printf(out, "# HELP feedguard_calls_total Calls ended, by method and gRPC status code as the client saw it.\n"
+	                         "# TYPE feedguard_calls_total counter\n");
+	for (m = 0; m <= cfg->metrics.nmethods; m++)
+		for (c = 0; c < FG_METRICS_NSTATUS; c++) {
+			uint64_t v = sum_u(b, n, offsetof(struct fg_metrics, calls) + (size_t)(m * FG_METRICS_NSTATUS + c) * sizeof(uint64_t));
+			if (v)
+				evbuffer_add_printf(out, "feedguard_calls_total{method=\"%s\",code=\"%s\"} %llu\n",
+				                    method_name(cfg, m), fg_grpc_status_name(c), (unsigned long long)v);
+		}
+}
+
+static void render_durations(struct evbuffer *out, const struct fg_config *cfg, struct fg_metrics *const *b, int n)
+{
+	int m, k;
+
+	evbuffer_add_printf(out, "# HELP feedguard_call_duration_seconds Time from request headers to the end of the client stream.\n"
+	                         "# TYPE feedguard_call_duration_seconds histogram\n");
+	for (m = 0; m <= cfg->metrics.nmethods; m++) {
+		uint64_t cum = 0;
+		const char *name = method_name(cfg, m);
+		for (k = 0; k < FG_METRICS_NBUCKETS; k++) {
+			cum += sum_u(b, n, offsetof(struct fg_metrics, duration_bucket) +
+			                       (size_t)(m * FG_METRICS_NBUCKETS + k) * sizeof(uint64_t));
+			if (k < FG_METRICS_NBUCKETS - 1)
+				evbuffer_add_printf(out, "feedguard_call_duration_seconds_bucket{method=\"%s\",le=\"%g\"} %llu\n",
+				                    name, (double)bucket_le_us[k] / 1e6, (unsigned long long)cum);
+			else
+				evbuffer_add_printf(out, "feedguard_call_duration_seconds_bucket{method=\"%s\",le=\"+Inf\"} %llu\n",
+				                    name, (unsigned long long)cum);
+		}
+		evbuffer_add_printf(out, "feedguard_call_duration_seconds_sum{method=\"%s\"} %.6f\n", name,
+		                    (double)sum_u(b, n, offsetof(struct fg_metrics, duration_sum_us) + (size_t)m * sizeof(uint64_t)) / 1e6);
+		evbuffer_add_printf(out, "feedguard_call_duration_seconds_count{method=\"%s\"} %llu\n", name,
+		                    (unsigned long long)sum_u(b, n, offsetof(struct fg_metrics, duration_count) + (size_t)m * sizeof(uint64_t)));
+	}
+}
+
+/* One line per simple metric: name, type, help, and where it lives. */
+struct simple_metric {
+	const char *name;
+	const char *type;
+	const char *help;
+	size_t off;
+	int is_signed;
+};
+
+static const struct simple_metric simple_metrics[] = {
+	{ "feedguard_calls_started_total", "counter", "Client streams that became calls.",
+	  offsetof(struct fg_metrics, calls_started), 0 },
+	{ "feedguard_active_streams", "gauge", "Calls in flight.", offsetof(struct fg_metrics, active_streams), 1 },
+	{ "feedguard_client_connections", "gauge", "Open client connections.",
+	  offsetof(struct fg_metrics, client_connections), 1 },
+	{ "feedguard_client_connections_accepted_total", "counter", "Client connections accepted.",
+	  offsetof(struct fg_metrics, connections_accepted), 0 },
+	{ "feedguard_client_connections_refused_total", "counter", "Client connections closed at once: over limits.max_connections.",
+	  offsetof(struct fg_metrics, connections_refused), 0 },
+	{ "feedguard_upstream_connections", "gauge", "Upstream connections open or opening.",
+	  offsetof(struct fg_metrics, upstream_connections), 1 },
+	{ "feedguard_upstream_connects_total", "counter", "Upstream connections attempted.",
+	  offsetof(struct fg_metrics, upstream_connects), 0 },
+	{ "feedguard_upstream_connect_failures_total", "counter", "Upstream connection attempts that failed or timed out.",
+	  offsetof(struct fg_metrics, upstream_connect_failures), 0 },
+};
+
+int fg_metrics_render(struct evbuffer *out, const struct fg_config *cfg, struct fg_metrics *const *blocks,
+                      int n, const struct fg_metrics_process *proc)
+{
+	size_t i;
+
+	evbuffer_add_printf(out, "# HELP feedguard_build_info Build of the running daemon.\n"
+	                         "# TYPE feedguard_build_info gauge\n"
+	                         "feedguard_build_info{version=\"%s\",nghttp2=\"%s\",libevent=\"%s\"} 1\n",
+	                    PACKAGE_VERSION, nghttp2_version(0)->version_str, event_get_version());
+	evbuffer_add_printf(out, "# HELP feedguard_start_time_seconds Unix time the daemon started.\n"
+	                         "# TYPE feedguard_start_time_seconds gauge\nfeedguard_start_time_seconds %.3f\n",
+	                    proc->start_time);
+	evbuffer_add_printf(out, "# HELP feedguard_reloads_total Configuration reloads that took effect.\n"
+	                         "# TYPE feedguard_reloads_total counter\nfeedguard_reloads_total %llu\n",
+	                    (unsigned long long)proc->reloads);
+	evbuffer_add_printf(out, "# HELP feedguard_reload_failures_total Reloads rejected; the running configuration stayed.\n"
+	                         "# TYPE feedguard_reload_failures_total counter\nfeedguard_reload_failures_total %llu\n",
+	                    (unsigned long long)proc->reload_failures);
+	evbuffer_add_printf(out, "# HELP feedguard_last_reload_success_timestamp_seconds Unix time of the last good configuration load.\n"
+	                         "# TYPE feedguard_last_reload_success_timestamp_seconds gauge\n"
+	                         "feedguard_last_reload_success_timestamp_seconds %.3f\n",
+	                    proc->last_reload_success);
+	for (i = 0; i < sizeof(simple_metrics) / sizeof(simple_metrics[0]); i++) {
+		const struct simple_metric *s = &simple_metrics[i];
+		evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", s->name, s->help, s->name, s->type);
+		if (s->is_signed)
+			evbuffer_add_printf(out, "%s %lld\n", s->name, (long long)sum_i(blocks, n, s->off));
+		else
+			evbuffer_add_printf(out, "%s %llu\n", s->name, (unsigned long long)sum_u(blocks, n, s->off));
+	}
+	render_calls(out, cfg, blocks, n);
+	render_durations(out, cfg, blocks, n);
+	return 0;
+}

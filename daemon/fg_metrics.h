@@ -1,0 +1,84 @@
+/*
+ * fg_metrics.h - counters and histograms, one block per worker, rendered
+ * in the Prometheus text format (version 0.0.4) by the admin endpoint.
+ *
+ * Each block has exactly one writer, its worker's loop thread, which bumps
+ * values with relaxed atomic stores (a plain mov on x86-64: no lock and no
+ * shared cache line on the call path).  The admin thread reads every block
+ * with relaxed atomic loads and sums them; a scrape may see one worker a
+ * few calls ahead of another, never a torn value.
+ *
+ * Label sets are bounded by construction: the method label only takes the
+ * names listed in the config (metrics.methods) and "other", the code label
+ * only the 17 gRPC status names.
+ */
+#ifndef FG_METRICS_H
+#define FG_METRICS_H
+
+#include <stdint.h>
+#include <event2/buffer.h>
+
+#include "fg_config.h"
+
+#define FG_METRICS_NSTATUS 17           /* gRPC codes 0..16 */
+#define FG_METRICS_NBUCKETS 15          /* call duration buckets, see fg_metrics.c */
+#define FG_METRICS_NMETHODS (FG_CONFIG_MAX_METHODS + 1)   /* named methods + "other" */
+
+struct fg_metrics {
+	uint64_t calls[FG_METRICS_NMETHODS][FG_METRICS_NSTATUS];  /* ended calls by method and code */
+	uint64_t duration_bucket[FG_METRICS_NMETHODS][FG_METRICS_NBUCKETS]; /* not cumulative */
+	uint64_t duration_count[FG_METRICS_NMETHODS];
+	uint64_t duration_sum_us[FG_METRICS_NMETHODS];
+	uint64_t calls_started;
+	uint64_t connections_accepted;
+	uint64_t connections_refused;               /* over limits.max_connections */
+	uint64_t upstream_connects;
+	uint64_t upstream_connect_failures;
+	int64_t active_streams;                     /* gauge */
+	int64_t client_connections;                 /* gauge */
+	int64_t upstream_connections;               /* gauge */
+};
+
+/* Process-wide values kept by the main thread. */
+struct fg_metrics_process {
+	uint64_t reloads;
+	uint64_t reload_failures;
+	double last_reload_success;     /* unix time of the last good (re)load */
+	double start_time;              /* unix time the daemon started */
+};
+
+/* fg_metrics_add - <*v> += <d>; single writer (the owning worker). */
+static inline void fg_metrics_add(uint64_t *v, uint64_t d)
+{
+	__atomic_store_n(v, __atomic_load_n(v, __ATOMIC_RELAXED) + d, __ATOMIC_RELAXED);
+}
+
+/* fg_metrics_gauge - <*v> += <d> for a gauge; single writer. */
+static inline void fg_metrics_gauge(int64_t *v, int64_t d)
+{
+	__atomic_store_n(v, __atomic_load_n(v, __ATOMIC_RELAXED) + d, __ATOMIC_RELAXED);
+}
+
+/*
+ * fg_metrics_method_index - the label slot of the request path <path>
+ * (<len> bytes): its position in cfg->metrics.methods, or
+ * cfg->metrics.nmethods ("other").
+ */
+unsigned fg_metrics_method_index(const struct fg_config *cfg, const char *path, size_t len);
+
+/*
+ * fg_metrics_record_call - count one ended call: <method> slot, gRPC
+ * <code> as the client saw it (0..16), <usec> from request headers to the
+ * end of the client stream.
+ */
+void fg_metrics_record_call(struct fg_metrics *m, unsigned method, int code, uint64_t usec);
+
+/*
+ * fg_metrics_render - append the exposition of the sum of <blocks>
+ * (<n> of them, read concurrently with their writers) and <proc> to <out>.
+ * Method names come from <cfg>.  Returns 0 or FG_ENOMEM.
+ */
+int fg_metrics_render(struct evbuffer *out, const struct fg_config *cfg, struct fg_metrics *const *blocks,
+                      int n, const struct fg_metrics_process *proc);
+
+#endif /* FG_METRICS_H */
