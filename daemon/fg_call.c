@@ -76,6 +76,7 @@ static void call_maybe_free(struct fg_call *call)
 		event_free(call->deadline_ev);
 	fg_hdrs_free(&call->req_hdrs);
 	fg_hdrs_free(&call->resp_hdrs);
+	free(call->path);
 	evbuffer_free(call->req_body);
 	evbuffer_free(call->resp_body);
 	free(call);
@@ -129,8 +130,10 @@ static ssize_t resp_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf,
 	int n = evbuffer_remove(call->resp_body, buf, len);
 	nghttp2_nv *nv;
 
-	if (n > 0)
+	if (n > 0) {
+		call->resp_bytes += (uint64_t)n;
 		call_consume_up(call, (size_t)n);
+	}
 	if (evbuffer_get_length(call->resp_body) == 0 && (call->flags & FG_CALL_RESP_END)) {
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (call->flags & FG_CALL_RESP_TRAILERS) {
@@ -224,8 +227,10 @@ static ssize_t req_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf, 
 	if (!call)
 		return NGHTTP2_ERR_DEFERRED;
 	n = evbuffer_remove(call->req_body, buf, len);
-	if (n > 0)
+	if (n > 0) {
+		call->req_bytes += (uint64_t)n;
 		call_consume_front(call, (size_t)n);
+	}
 	if (evbuffer_get_length(call->req_body) == 0 && (call->flags & FG_CALL_REQ_END)) {
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (call->flags & FG_CALL_REQ_TRAILERS) {
@@ -344,6 +349,8 @@ void fg_call_on_req_headers_end(struct fg_call *call, int end_stream)
 		return;
 	}
 	path = fg_hdrs_find(&call->req_hdrs, ":path", &len);
+	if (path && call->worker->access_fd >= 0)
+		call->path = strndup(path, len);
 	if (path)
 		call->method_idx = fg_metrics_method_index(call->worker->cfg, path, len);
 	else
@@ -386,8 +393,16 @@ static void call_record(struct fg_call *call, uint32_t error_code)
 
 	if (status < 0 || (error_code != NGHTTP2_NO_ERROR && !(call->flags & FG_CALL_RESP_END)))
 		status = rst_to_status(error_code);
-	fg_metrics_record_call(m, call->method_idx, status, now_us() - call->start_us);
+	uint64_t usec = now_us() - call->start_us;
+
+	fg_metrics_record_call(m, call->method_idx, status, usec);
 	fg_metrics_gauge(&m->active_streams, -1);
+	if (call->worker->access_fd >= 0)
+		fg_log_to(call->worker->access_fd, "access",
+		          "peer=%s method=%s code=%s duration_ms=%.3f req_bytes=%llu resp_bytes=%llu",
+		          call->front ? call->front->peer : "-", call->path ? call->path : "-",
+		          fg_grpc_status_name(status), (double)usec / 1000.0,
+		          (unsigned long long)call->req_bytes, (unsigned long long)call->resp_bytes);
 }
 
 void fg_call_on_front_close(struct fg_call *call, uint32_t error_code)

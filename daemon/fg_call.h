@@ -61,6 +61,8 @@ struct fg_call {
 	uint64_t start_us;              /* CLOCK_MONOTONIC at request headers, for the duration histogram */
 	unsigned method_idx;            /* metrics label slot (fg_metrics_method_index) */
 	int status;                     /* gRPC status sent to the client; -1 until known */
+	char *path;                     /* :path, kept only when the access log is on */
+	uint64_t req_bytes, resp_bytes; /* body bytes forwarded each way, for the access log */
 	TAILQ_ENTRY(fg_call) front_link;   /* in front->calls */
 	TAILQ_ENTRY(fg_call) up_link;      /* in up->calls, or in the pool's pending queue */
 };

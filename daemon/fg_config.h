@@ -17,7 +17,8 @@
  * Durations and sizes always carry a unit (fg_units.h): "5s", "64KiB".
  *
  * Keys a reload cannot change (see fg_config_reload_check) are those that
- * shape sockets and threads: listen, workers, admin.listen.
+ * shape sockets, threads and metric label sets: listen, workers,
+ * admin.listen, metrics.methods.
  */
 #ifndef FG_CONFIG_H
 #define FG_CONFIG_H
@@ -95,11 +96,14 @@ struct fg_config {
 
 	/* metrics.methods: full gRPC method paths ("/pkg.Service/Method") that get
 	 * their own method label; every other call counts as "other", so clients
-	 * cannot grow the label set.  At most FG_CONFIG_MAX_METHODS.  Not
-	 * reloadable (the label slots are fixed for the life of the process). */
+	 * cannot grow the label set.  A list (default empty) of at most
+	 * FG_CONFIG_MAX_METHODS paths, none twice; each is "/" service "/" method
+	 * with a service of [A-Za-z0-9_.] and a method of [A-Za-z0-9_], as gRPC
+	 * writes :path.  Not reloadable (the label slots are fixed for the life
+	 * of the process). */
 	struct {
-		char *methods[FG_CONFIG_MAX_METHODS];
-		int nmethods;
+		char *methods[FG_CONFIG_MAX_METHODS];  /* owned by the snapshot */
+		int nmethods;                           /* entries used in <methods> */
 	} metrics;
 
 	struct {
@@ -146,7 +150,8 @@ void fg_config_unref(struct fg_config *cfg);
  * fg_config_reload_check - 0 if <next> may replace <cur> on a live daemon.
  * Otherwise FG_ECONFIG with a message in <err> naming the first key that a
  * reload cannot change, checked in the order listen (count and text as
- * written), workers, admin.listen (enabled, then text): for example
+ * written), workers, admin.listen (enabled, then text), metrics.methods
+ * (count, then each path in order): for example
  * "listen cannot change on reload; restart the daemon".  Addresses are
  * compared as written, so "*:8080" to "0.0.0.0:8080" is a change.
  * On success <err> is set to "".  Any thread.

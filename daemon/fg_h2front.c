@@ -20,6 +20,8 @@
  * sets them: a burst of 1000 resets, refilled at 33 per second. */
 #define FRONT_RST_BURST 1000
 #define FRONT_RST_RATE 33
+/* How long a drain waits for the PING ACK before sending the final GOAWAY. */
+#define FRONT_DRAIN_PING_WAIT_S 2
 /* CONTINUATION flood (CVE-2024-28182): nghttp2's own default is 8. */
 #define FRONT_MAX_CONTINUATIONS 8
 
@@ -28,6 +30,8 @@
 static nghttp2_session_callbacks *front_callbacks;
 static nghttp2_option *front_option;
 static pthread_once_t front_once = PTHREAD_ONCE_INIT;
+
+static void front_goaway_final(struct fg_front *f);
 
 static struct fg_call *stream_call(nghttp2_session *s, int32_t sid)
 {
@@ -87,11 +91,8 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
 	case NGHTTP2_PING:
 		/* The drain's round trip: every request the client sent before
 		 * this ACK is in, so the final GOAWAY can name the real last id. */
-		if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && f->draining && !f->goaway_final) {
-			f->goaway_final = 1;
-			nghttp2_submit_goaway(s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(s),
-			                      NGHTTP2_NO_ERROR, NULL, 0);
-		}
+		if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && f->draining)
+			front_goaway_final(f);
 		break;
 	default:
 		break;
@@ -127,12 +128,26 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *u
 	return 0;
 }
 
+/* GOAWAY naming the last stream we processed; the connection closes once
+ * the streams up to it are done.  A request the client sent after that id
+ * was never processed and the client may retry it elsewhere. */
+static void front_goaway_final(struct fg_front *f)
+{
+	if (f->goaway_final)
+		return;
+	f->draining = 1;
+	f->goaway_final = 1;
+	nghttp2_submit_goaway(f->h2.session, NGHTTP2_FLAG_NONE,
+	                      nghttp2_session_get_last_proc_stream_id(f->h2.session), NGHTTP2_NO_ERROR, NULL, 0);
+	fg_front_flush(f);
+}
+
 static void front_arm_idle(struct fg_front *f)
 {
 	struct timeval tv;
 	int64_t us = f->worker->cfg->timeouts.idle_us;
 
-	if (!f->idle_ev || us <= 0)
+	if (!f->idle_ev || us <= 0 || f->draining)
 		return;
 	tv.tv_sec = (time_t)(us / 1000000);
 	tv.tv_usec = (suseconds_t)(us % 1000000);
@@ -157,11 +172,16 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct fg_front *f = arg;
 
+	/* Draining: the PING round trip took too long; close the window now. */
+	if (f->draining) {
+		front_goaway_final(f);
+		return;
+	}
 	/* Only a connection with no stream at all is idle: a quiet bidi stream
 	 * is a call in progress, not an idle connection. */
 	if (f->nstreams == 0) {
 		fg_log_debug("client_idle_close", "peer=%s", f->peer);
-		fg_front_drain(f);
+		front_goaway_final(f);
 	}
 }
 
@@ -258,9 +278,14 @@ void fg_front_drain(struct fg_front *f)
 {
 	if (f->draining || f->h2.closing)
 		return;
+	struct timeval tv = { .tv_sec = FRONT_DRAIN_PING_WAIT_S, .tv_usec = 0 };
+
 	f->draining = 1;
 	nghttp2_submit_shutdown_notice(f->h2.session);
 	nghttp2_submit_ping(f->h2.session, NGHTTP2_FLAG_NONE, NULL);
+	/* A client that never answers the PING still gets the final GOAWAY. */
+	if (f->idle_ev)
+		evtimer_add(f->idle_ev, &tv);
 	fg_front_flush(f);
 }
 

@@ -32,26 +32,22 @@ int fg_log_enabled(enum fg_log_level level)
 
 #define LOG_LINE_MAX 4096
 
-void fg_log(enum fg_log_level level, const char *event, const char *fmt, ...)
+/* Format one line and write it with a single write(2). */
+static void log_vwrite(int fd, const char *level, const char *event, const char *fmt, va_list ap)
 {
 	char line[LOG_LINE_MAX];
 	struct timespec ts;
 	struct tm tm;
-	va_list ap;
 	int n, m;
 
-	if (!fg_log_enabled(level))
-		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	n = snprintf(line, sizeof(line), "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s event=%s",
 	             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-	             ts.tv_nsec / 1000000, level_names[level], event);
+	             ts.tv_nsec / 1000000, level, event);
 	if (fmt && *fmt && n < (int)sizeof(line) - 2) {
 		line[n++] = ' ';
-		va_start(ap, fmt);
 		m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-		va_end(ap);
 		if (m > 0)
 			n += m;
 	}
@@ -59,9 +55,29 @@ void fg_log(enum fg_log_level level, const char *event, const char *fmt, ...)
 		n = (int)sizeof(line) - 2; /* truncated: keep the newline */
 	line[n++] = '\n';
 	/* One write so lines from several threads never interleave; a failed
-	 * write to stderr has nowhere better to be reported. */
-	if (write(STDERR_FILENO, line, (size_t)n) < 0)
+	 * write of a log line has nowhere better to be reported. */
+	if (write(fd, line, (size_t)n) < 0)
 		return;
+}
+
+void fg_log(enum fg_log_level level, const char *event, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!fg_log_enabled(level))
+		return;
+	va_start(ap, fmt);
+	log_vwrite(STDERR_FILENO, level_names[level], event, fmt, ap);
+	va_end(ap);
+}
+
+void fg_log_to(int fd, const char *event, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vwrite(fd, "info", event, fmt, ap);
+	va_end(ap);
 }
 
 const char *fg_log_quote(char *buf, size_t len, const char *s)

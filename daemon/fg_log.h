@@ -36,6 +36,12 @@ void fg_log(enum fg_log_level level, const char *event, const char *fmt, ...)
  */
 const char *fg_log_quote(char *buf, size_t len, const char *s);
 
+/*
+ * fg_log_to - as fg_log, to <fd> (an access log), whatever the level.
+ * Lines over 4 KiB are truncated.  Any thread.
+ */
+void fg_log_to(int fd, const char *event, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #define fg_log_debug(ev, ...) do { if (fg_log_enabled(FG_LOG_DEBUG)) fg_log(FG_LOG_DEBUG, ev, __VA_ARGS__); } while (0)
 
 #endif /* FG_LOG_H */

@@ -22,11 +22,33 @@ struct worker_msg {
 	void *arg;
 };
 
+/* Each worker opens the access log itself, on its own thread, and opens it
+ * again on every reload: nothing is shared, O_APPEND keeps lines whole, and
+ * a SIGHUP after logrotate moves the log to the new file. */
+static void worker_open_access_log(struct fg_worker *w)
+{
+	const char *path = w->cfg->log.access_log;
+
+	if (w->access_fd >= 0)
+		close(w->access_fd);
+	w->access_fd = -1;
+	if (!path)
+		return;
+	if (strcmp(path, "-") == 0)
+		w->access_fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+	else
+		w->access_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (w->access_fd < 0)
+		fg_log(FG_LOG_ERROR, "access_log_failed", "worker=%d path=\"%s\" why=\"%s\"", w->id, path,
+		       strerror(errno));
+}
+
 static void worker_take_config(struct fg_worker *w, struct fg_config *cfg)
 {
 	struct fg_config *old = w->cfg;
 
 	w->cfg = cfg;
+	worker_open_access_log(w);
 	fg_upstream_configure(w->upstream, cfg);
 	fg_config_unref(old);
 }
@@ -141,6 +163,8 @@ struct fg_worker *fg_worker_new(int id, struct fg_config *cfg, const int *fds, i
 	w->cfg = fg_config_ref(cfg);
 	w->ctl_fd[0] = w->ctl_fd[1] = -1;
 	w->done_fd = -1;
+	w->access_fd = -1;
+	worker_open_access_log(w);
 	LIST_INIT(&w->fronts);
 	w->base = event_base_new();
 	if (!w->base || pipe2(w->ctl_fd, O_CLOEXEC | O_NONBLOCK) < 0)
@@ -232,6 +256,8 @@ void fg_worker_join(struct fg_worker *w)
 		event_free(w->drain_ev);
 	if (w->base)
 		event_base_free(w->base);
+	if (w->access_fd >= 0)
+		close(w->access_fd);
 	fg_config_unref(w->cfg);
 	free(w);
 }

@@ -44,6 +44,7 @@ struct fg_worker {
 	struct event *ctl_ev;
 	struct event *drain_ev;             /* drain deadline */
 	unsigned draining;
+	int access_fd;                      /* log.access_log opened by this worker (O_APPEND); -1 when off */
 	int done_fd;                        /* main's notify pipe: one byte when the loop ends; -1 for none */
 	struct fg_metrics metrics;          /* written by this worker only; read by the admin endpoint */
 };

@@ -104,10 +104,12 @@ static void reload(struct daemon *d)
 			fg_config_unref(next);
 	fg_config_unref(d->cfg);
 	d->cfg = next;
-	fg_log_set_level(next->log.level);
 	d->proc.reloads++;
 	d->proc.last_reload_success = unix_now();
+	/* Logged before the new level applies, so a reload that quiets the log
+	 * still says it happened. */
 	fg_log(FG_LOG_INFO, "reloaded", "config=%s", d->config_path);
+	fg_log_set_level(next->log.level);
 }
 
 static void drain_now_cb(evutil_socket_t fd, short what, void *arg)

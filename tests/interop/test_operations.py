@@ -1,0 +1,320 @@
+"""Operating feedguardd: SIGHUP reloads (good, bad, refused, under load), the
+admin endpoint (/metrics, /healthz, /readyz), the readiness delay and drain,
+the access log, listen-address errors.  All need the daemon (proxy_only)."""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import grpc
+import pytest
+
+from fgcommon import grpc_frame, method, payload
+from harness import (Daemon, channel, new_call_id, poll_until, run_feedguardd, tf, to_yaml,
+                     deep_merge)
+
+pytestmark = pytest.mark.proxy_only
+
+ADMIN_RE = re.compile(r"event=admin_listening addr=(127\.0\.0\.1:\d+)")
+
+
+def admin_addr(m):
+    found = ADMIN_RE.search(m.stderr())
+    assert found, "no event=admin_listening line in:\n" + m.stderr()
+    return found.group(1)
+
+
+def http_get(addr, path, method_name="GET"):
+    """(status, body) of an HTTP/1.1 request to the admin endpoint."""
+    req = urllib.request.Request("http://%s%s" % (addr, path), method=method_name)
+    try:
+        with urllib.request.urlopen(req, timeout=tf(5)) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(text, name, **labels):
+    """The value of one sample in a Prometheus exposition, or None."""
+    want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.match(r'^([a-z_]+)(?:\{(.*)\})? (\S+)$', line)
+        if not m or m.group(1) != name:
+            continue
+        got = ",".join(sorted((m.group(2) or "").split(","))) if m.group(2) else ""
+        if got == want:
+            return float(m.group(3))
+    return None
+
+
+def rewrite_config(m, overrides):
+    """Write a new config for running daemon <m> (its current one + overrides)."""
+    m.config = deep_merge(m.config, overrides)
+    m.config_path.write_text(to_yaml(m.config))
+
+
+def sighup_and_wait(m, event):
+    """SIGHUP, then wait for the n-th <event> line (reloaded / reload_failed)."""
+    before = m.stderr().count("event=%s" % event)
+    m.proc.send_signal(signal.SIGHUP)
+    poll_until(lambda: m.stderr().count("event=%s" % event) > before, tf(10),
+               "feedguardd to log event=%s after SIGHUP" % event)
+
+
+def unary_ok(target, call_id=None, md=()):
+    with channel(target) as ch:
+        md = list(md) + ([("x-call-id", call_id)] if call_id else [])
+        return ch.unary_unary(method("Unary"))(b"ping", timeout=tf(10), metadata=md)
+
+
+# ------------------------------------------------------------------ reload
+
+def test_reload_moves_new_calls_and_keeps_calls_in_flight(middle, upstream_factory):
+    """SIGHUP with a new upstream.address: a server stream in flight on the old
+    upstream finishes OK; new calls reach the new upstream."""
+    a = upstream_factory("a")
+    b = upstream_factory("b")
+    m = middle(a.addr)
+    with channel(m.addr) as ch:
+        stream = ch.unary_stream(method("ServerStream"))(b"", timeout=tf(30), metadata=[
+            ("x-count", "8"), ("x-size", "64"), ("x-interval-ms", "100")])
+        first = next(stream)
+        rewrite_config(m, {"upstream": {"address": b.addr}})
+        sighup_and_wait(m, "reloaded")
+        cid = new_call_id("after-reload")
+        assert unary_ok(m.addr, cid) == b"ping"
+        b.events.wait(cid, "start", tf(5))
+        assert a.events.of(cid) == [], "a call after the reload reached the old upstream"
+        rest = list(stream)
+        assert stream.code() == grpc.StatusCode.OK
+        assert [first] + rest == [payload(64, seed=i) for i in range(8)]
+
+
+def test_bad_reload_keeps_running_config(middle, upstream):
+    """A config with an error is rejected with file:line:column; the daemon
+    keeps serving on the old one and counts the failure."""
+    m = middle(upstream.addr, {"admin": {"listen": "127.0.0.1:0"}})
+    m.config_path.write_text(m.config_path.read_text() + "bogus_key: 1\n")
+    sighup_and_wait(m, "reload_failed")
+    line = [l for l in m.stderr().splitlines() if "event=reload_failed" in l][-1]
+    nlines = len(m.config_path.read_text().splitlines())
+    assert "%s:%d:1:" % (m.config_path, nlines) in line, line
+    assert "bogus_key" in line
+    assert unary_ok(m.addr) == b"ping"
+    _, text = http_get(admin_addr(m), "/metrics")
+    assert metric(text, "feedguard_reload_failures_total") == 1
+    assert metric(text, "feedguard_reloads_total") == 0
+
+
+def test_reload_refuses_listen_change(middle, upstream):
+    m = middle(upstream.addr)
+    rewrite_config(m, {"listen": "127.0.0.1:1"})
+    sighup_and_wait(m, "reload_failed")
+    line = [l for l in m.stderr().splitlines() if "event=reload_failed" in l][-1]
+    assert "listen" in line and "restart" in line, line
+    assert unary_ok(m.addr) == b"ping"
+
+
+def test_reload_changes_log_level(middle, upstream):
+    """log.level is reloadable: after warn, debug lines stop."""
+    m = middle(upstream.addr, {"log": {"level": "debug"}})
+    rewrite_config(m, {"log": {"level": "warn"}})
+    sighup_and_wait(m, "reloaded")
+    mark = len(m.stderr())
+    # a new connection would log debug lines (upstream_connected, client_close)
+    unary_ok(m.addr)
+    time.sleep(0.2 * tf(1))  # give a debug line, if any, the time to be written
+    assert "level=debug" not in m.stderr()[mark:]
+
+
+def test_sighup_storm_under_h2load_loses_nothing(middle, upstream, tmp_path):
+    """h2load load while SIGHUP arrives ten times a second: zero failed or
+    errored requests, and every reload took effect."""
+    h2load = shutil.which("h2load")
+    if not h2load:
+        pytest.fail("h2load (Debian nghttp2-client) is not installed")
+    m = middle(upstream.addr, {"log": {"level": "info"}})
+    body = tmp_path / "req.bin"
+    body.write_bytes(grpc_frame(b"x" * 200))
+    stop = threading.Event()
+    sent = [0]
+
+    def storm():
+        while not stop.wait(0.1):
+            m.proc.send_signal(signal.SIGHUP)
+            sent[0] += 1
+    t = threading.Thread(target=storm)
+    t.start()
+    try:
+        res = subprocess.run(
+            [h2load, "-D", "3", "-c", "4", "-m", "8", "-d", str(body),
+             "-H", "content-type: application/grpc", "-H", "te: trailers",
+             "http://%s%s" % (m.addr, method("Unary"))],
+            capture_output=True, timeout=tf(120))
+    finally:
+        stop.set()
+        t.join()
+    out = res.stdout.decode()
+    assert sent[0] >= 20, "the storm sent only %d SIGHUPs" % sent[0]
+    m_req = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                      r"(\d+) failed, (\d+) errored", out)
+    assert m_req, out
+    total, started, done, ok, failed, errored = map(int, m_req.groups())
+    assert total > 1000 and ok == done and (failed, errored) == (0, 0), out
+    poll_until(lambda: m.stderr().count("event=reloaded") >= 1, tf(5), "a reload")
+    assert "event=reload_failed" not in m.stderr()
+
+
+# ------------------------------------------------------------------ admin
+
+def test_metrics_count_calls_by_named_method_and_code(middle, upstream):
+    m = middle(upstream.addr, {"admin": {"listen": "127.0.0.1:0"},
+                               "metrics": {"methods": [method("Unary")]}})
+    with channel(m.addr) as ch:
+        unary = ch.unary_unary(method("Unary"))
+        for _ in range(3):
+            unary(b"a", timeout=tf(10))
+        with pytest.raises(grpc.RpcError) as e:
+            unary(b"", timeout=tf(10), metadata=[("x-status", "5"), ("x-message", "nope")])
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        # methods the config does not name (even ones the upstream lacks) are "other"
+        for i in range(20):
+            with pytest.raises(grpc.RpcError):
+                ch.unary_unary("/made.Up/M%d" % i)(b"", timeout=tf(10))
+        list(ch.unary_stream(method("ServerStream"))(b"", timeout=tf(10), metadata=[("x-count", "2")]))
+    admin = admin_addr(m)
+
+    def scraped():
+        _, text = http_get(admin, "/metrics")
+        return text if metric(text, "feedguard_active_streams") == 0 else None
+    text = poll_until(scraped, tf(5), "active streams to drop to 0")
+    assert metric(text, "feedguard_calls_total", method=method("Unary"), code="OK") == 3
+    assert metric(text, "feedguard_calls_total", method=method("Unary"), code="NOT_FOUND") == 1
+    assert metric(text, "feedguard_calls_total", method="other", code="UNIMPLEMENTED") == 20
+    assert metric(text, "feedguard_calls_total", method="other", code="OK") == 1
+    labels = set(re.findall(r'method="([^"]*)"', text))
+    assert labels == {method("Unary"), "other"}, labels
+    assert metric(text, "feedguard_call_duration_seconds_count", method=method("Unary")) == 4
+    assert metric(text, "feedguard_call_duration_seconds_bucket", method=method("Unary"), le="+Inf") == 4
+    assert metric(text, "feedguard_calls_started_total") == 25
+    assert metric(text, "feedguard_upstream_connections") >= 1
+    assert re.search(r'^feedguard_build_info\{version="[^"]+",nghttp2="[^"]+",libevent="[^"]+"\} 1$',
+                     text, re.M), text
+    assert "# TYPE feedguard_call_duration_seconds histogram" in text
+
+
+def test_metrics_count_unavailable_upstream(middle, upstream_factory):
+    from harness import closed_port
+    port = closed_port()
+    m = middle("127.0.0.1:%d" % port, {"admin": {"listen": "127.0.0.1:0"}})
+    with channel(m.addr) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            ch.unary_unary(method("Unary"))(b"", timeout=tf(10))
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    _, text = http_get(admin_addr(m), "/metrics")
+    assert metric(text, "feedguard_calls_total", method="other", code="UNAVAILABLE") == 1
+    assert metric(text, "feedguard_upstream_connect_failures_total") >= 1
+
+
+def test_admin_health_ready_and_read_only(middle, upstream):
+    m = middle(upstream.addr, {"admin": {"listen": "127.0.0.1:0"}})
+    admin = admin_addr(m)
+    assert http_get(admin, "/healthz") == (200, "ok\n")
+    assert http_get(admin, "/readyz") == (200, "ready\n")
+    assert http_get(admin, "/metrics", "POST")[0] == 405
+    assert http_get(admin, "/nope")[0] == 404
+
+
+def test_sigterm_readiness_delay_then_drain(middle, upstream):
+    """SIGTERM: /readyz is 503 at once, calls are still served during the
+    readiness delay, then the daemon drains and exits 0."""
+    m = middle(upstream.addr, {"admin": {"listen": "127.0.0.1:0"},
+                               "timeouts": {"readiness_delay": "1500ms"}})
+    admin = admin_addr(m)
+    m.sigterm()
+    t0 = time.monotonic()
+    poll_until(lambda: http_get(admin, "/readyz")[0] == 503, tf(2), "/readyz to turn 503")
+    assert unary_ok(m.addr) == b"ping", "a new call during the readiness delay failed"
+    assert time.monotonic() - t0 < 1.5, "the readiness delay passed before the checks"
+    assert m.proc.wait(timeout=tf(15)) == 0
+    assert time.monotonic() - t0 >= 1.4
+
+
+def test_drain_finishes_calls_and_refuses_new_connections(middle, upstream):
+    """During the drain, calls in flight complete; a new client cannot connect
+    (UNAVAILABLE, quickly: never a hang); the daemon exits 0 when the last
+    call ends."""
+    m = middle(upstream.addr, {"timeouts": {"drain": "20s"}})
+    with channel(m.addr) as ch:
+        stream = ch.unary_stream(method("ServerStream"))(b"", timeout=tf(30), metadata=[
+            ("x-count", "10"), ("x-size", "10"), ("x-interval-ms", "150")])
+        got = [next(stream)]
+        m.sigterm()
+        poll_until(lambda: "event=draining" in m.stderr(), tf(5), "event=draining")
+        t0 = time.monotonic()
+        with channel(m.addr) as ch2:
+            with pytest.raises(grpc.RpcError) as e:
+                ch2.unary_unary(method("Unary"))(b"", timeout=tf(5))
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - t0 < tf(4)
+        got += list(stream)
+        assert stream.code() == grpc.StatusCode.OK
+        assert got == [payload(10, seed=i) for i in range(10)]
+    assert m.proc.wait(timeout=tf(10)) == 0
+
+
+# ------------------------------------------------------------------ logs, listen
+
+def test_access_log_one_line_per_call(middle, upstream):
+    m = middle(upstream.addr, {"log": {"access_log": "access.log"}})
+    log = m.config_path.parent / "access.log"   # relative to the config file
+    unary_ok(m.addr)
+    with channel(m.addr) as ch:
+        with pytest.raises(grpc.RpcError):
+            ch.unary_unary(method("Unary"))(b"", timeout=tf(10), metadata=[("x-status", "7")])
+    lines = poll_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 2 and
+                       log.read_text().splitlines(), tf(5), "two access log lines")
+    assert "event=access" in lines[0]
+    assert "method=%s code=OK" % method("Unary") in lines[0], lines[0]
+    assert "req_bytes=9 resp_bytes=9" in lines[0], lines[0]   # 5-byte prefix + "ping"
+    assert "code=PERMISSION_DENIED" in lines[1], lines[1]
+
+
+def test_listen_address_in_use_is_an_error(tmp_path, upstream):
+    """Another process on the port (even one using SO_REUSEPORT) makes
+    startup fail with a message; the daemon never silently shares it."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        d = Daemon(tmp_path, upstream.addr, {"listen": "127.0.0.1:%d" % port})
+        with pytest.raises(AssertionError) as e:
+            d.start()
+        assert "Address already in use" in str(e.value), str(e.value)
+        assert d.proc.returncode == 1
+    finally:
+        holder.close()
+
+
+def test_port_zero_shared_by_all_workers(middle, upstream):
+    """listen port 0 with 3 workers: one port, reported once, and calls on many
+    connections all work."""
+    m = middle(upstream.addr, {"workers": 3})
+    assert len(m.listen_addrs) == 1
+    for _ in range(12):
+        assert unary_ok(m.addr) == b"ping"
+    # every worker took the same port: the kernel holds 3 listening sockets on it
+    port = m.addr.split(":")[1]
+    out = subprocess.run(["ss", "-Hltn", "sport = :%s" % port], capture_output=True).stdout.decode()
+    if out.strip():
+        assert len(out.strip().splitlines()) == 3, out
