@@ -121,8 +121,8 @@ struct fg_config {
  * On failure leaves <*out> NULL, writes a message into <err> (<errlen>
  * bytes, NUL-terminated; <err> may be NULL) and returns:
  *   FG_ECONFIG  the file is invalid: "file:line:column: message";
- *   FG_EIO      the file cannot be opened or read: "file: cannot open: <strerror>",
- *               errno set;
+ *   FG_EIO      the file cannot be opened or read: "file: cannot open: <strerror>"
+ *               (or "cannot read"), errno set;
  *   FG_ENOMEM   allocation failed: "file: out of memory".
  * Blocks on file I/O; safe on any thread (it touches no global state).
  */

@@ -221,8 +221,13 @@ int fg_worker_start(struct fg_worker *w)
 
 int fg_worker_send(struct fg_worker *w, enum fg_worker_cmd cmd, void *arg)
 {
-	struct worker_msg m = { .cmd = cmd, .arg = arg };
+	struct worker_msg m;
 	ssize_t n;
+
+	/* Whole-struct memset: the padding goes through write(2) too. */
+	memset(&m, 0, sizeof(m));
+	m.cmd = cmd;
+	m.arg = arg;
 
 	do {
 		n = write(w->ctl_fd[1], &m, sizeof(m));
