@@ -75,6 +75,7 @@ static void call_maybe_free(struct fg_call *call)
 	if (call->deadline_ev)
 		event_free(call->deadline_ev);
 	fg_hdrs_free(&call->req_hdrs);
+	fg_hdrs_free(&call->req_trailers);
 	fg_hdrs_free(&call->resp_hdrs);
 	free(call->path);
 	evbuffer_free(call->req_body);
@@ -234,8 +235,8 @@ static ssize_t req_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf, 
 	if (evbuffer_get_length(call->req_body) == 0 && (call->flags & FG_CALL_REQ_END)) {
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (call->flags & FG_CALL_REQ_TRAILERS) {
-			nv = fg_hdrs_nv(&call->req_hdrs);
-			if (nv && nghttp2_submit_trailer(session, sid, nv, call->req_hdrs.n) == 0)
+			nv = fg_hdrs_nv(&call->req_trailers);
+			if (nv && nghttp2_submit_trailer(session, sid, nv, call->req_trailers.n) == 0)
 				*data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
 		}
 		return n > 0 ? n : 0;
@@ -308,6 +309,7 @@ struct fg_call *fg_call_new(struct fg_worker *w, struct fg_front *front, int32_t
 	call->front = front;
 	call->front_sid = sid;
 	fg_hdrs_init(&call->req_hdrs);
+	fg_hdrs_init(&call->req_trailers);
 	fg_hdrs_init(&call->resp_hdrs);
 	call->req_body = evbuffer_new();
 	call->resp_body = evbuffer_new();
@@ -328,10 +330,12 @@ struct fg_call *fg_call_new(struct fg_worker *w, struct fg_front *front, int32_t
 int fg_call_on_req_header(struct fg_call *call, const uint8_t *name, size_t namelen,
                           const uint8_t *value, size_t valuelen, uint8_t flags, uint32_t max_list)
 {
+	struct fg_hdrs *h = (call->flags & FG_CALL_REQ_HDRS_DONE) ? &call->req_trailers : &call->req_hdrs;
+
 	if (call->flags & FG_CALL_HDRS_TOO_BIG)
 		return 0;
-	if (call->req_hdrs.list_size + namelen + valuelen + 32 > max_list ||
-	    fg_hdrs_add(&call->req_hdrs, name, namelen, value, valuelen, flags) < 0)
+	if (h->list_size + namelen + valuelen + 32 > max_list ||
+	    fg_hdrs_add(h, name, namelen, value, valuelen, flags) < 0)
 		call->flags |= FG_CALL_HDRS_TOO_BIG;
 	return 0;
 }
@@ -341,6 +345,7 @@ void fg_call_on_req_headers_end(struct fg_call *call, int end_stream)
 	const char *path;
 	size_t len;
 
+	call->flags |= FG_CALL_REQ_HDRS_DONE;
 	if (end_stream)
 		call->flags |= FG_CALL_REQ_END;
 	if (call->flags & FG_CALL_HDRS_TOO_BIG) {
@@ -361,6 +366,11 @@ void fg_call_on_req_headers_end(struct fg_call *call, int end_stream)
 
 void fg_call_on_req_trailers_end(struct fg_call *call)
 {
+	if (call->flags & FG_CALL_HDRS_TOO_BIG) {
+		fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED,
+		             "request trailers exceed limits.max_header_list_size");
+		return;
+	}
 	call->flags |= FG_CALL_REQ_END | FG_CALL_REQ_TRAILERS;
 	call_resume_up(call);
 }
@@ -471,8 +481,6 @@ int fg_call_start_upstream(struct fg_call *call, struct fg_upconn *up)
 	call->flags |= FG_CALL_UP_OPEN | FG_CALL_UP_STARTED;
 	TAILQ_INSERT_TAIL(&up->calls, call, up_link);
 	up->nstreams++;
-	/* From now on req_hdrs collects request trailers, if any. */
-	fg_hdrs_reset(&call->req_hdrs);
 	fg_upconn_flush(up);
 	return 0;
 }

@@ -34,7 +34,7 @@ struct fg_worker;
 
 enum fg_call_flag {
 	FG_CALL_REQ_END = 1u << 0,       /* the client finished its request (END_STREAM) */
-	FG_CALL_REQ_TRAILERS = 1u << 1,  /* <req_hdrs> holds request trailers to forward */
+	FG_CALL_REQ_TRAILERS = 1u << 1,  /* <req_trailers> holds request trailers to forward */
 	FG_CALL_RESP_STARTED = 1u << 2,  /* response HEADERS were submitted to the client */
 	FG_CALL_RESP_END = 1u << 3,      /* the response's end is decided; upstream events are ignored */
 	FG_CALL_RESP_TRAILERS = 1u << 4, /* <resp_hdrs> holds trailers to send after <resp_body> */
@@ -43,6 +43,7 @@ enum fg_call_flag {
 	FG_CALL_PENDING = 1u << 7,       /* queued in the pool, waiting for a stream slot */
 	FG_CALL_HDRS_TOO_BIG = 1u << 8,  /* request headers went over limits.max_header_list_size */
 	FG_CALL_UP_STARTED = 1u << 9,    /* the request was handed to an upstream connection */
+	FG_CALL_REQ_HDRS_DONE = 1u << 10, /* the request HEADERS block ended: later fields are trailers */
 };
 
 struct fg_call {
@@ -52,7 +53,8 @@ struct fg_call {
 	struct fg_upconn *up;           /* upstream connection; NULL while pending or once that connection died */
 	int32_t up_sid;                 /* stream id on <up>; 0 until submitted */
 	unsigned flags;                 /* enum fg_call_flag */
-	struct fg_hdrs req_hdrs;        /* request headers until submitted, then request trailers */
+	struct fg_hdrs req_hdrs;        /* request headers */
+	struct fg_hdrs req_trailers;    /* request trailers (rare in gRPC, forwarded all the same) */
 	struct fg_hdrs resp_hdrs;       /* response headers being collected, then trailers */
 	struct evbuffer *req_body;      /* client -> upstream bytes not yet taken by the upstream session */
 	struct evbuffer *resp_body;     /* upstream -> client bytes not yet taken by the front session */

@@ -93,8 +93,10 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
 			fg_call_on_resp_end(call);
 		break;
 	case NGHTTP2_SETTINGS:
-		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && !up->settings_seen) {
 			up->settings_seen = 1;
+			event_del(up->connect_ev);
+			up->pool->backoff_us = 0;
 			pool_dispatch(up->pool);
 		}
 		break;
@@ -283,10 +285,16 @@ static int conn_start_session(struct fg_upconn *up)
 	return 0;
 }
 
+static void settings_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	conn_connect_failed(arg, "no HTTP/2 SETTINGS within upstream.connect_timeout (is it an h2c gRPC server?)");
+}
+
 static void connect_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct fg_upconn *up = arg;
 	struct fg_upstream *pool = up->pool;
+	struct timeval tv = us_to_tv(pool->connect_timeout_us);
 	char why[64];
 	int err = 0;
 	socklen_t len = sizeof(err);
@@ -305,15 +313,15 @@ static void connect_cb(evutil_socket_t fd, short what, void *arg)
 		conn_connect_failed(up, why);
 		return;
 	}
-	event_free(up->connect_ev);
-	up->connect_ev = NULL;
 	if (conn_start_session(up) < 0) {
 		conn_connect_failed(up, "out of memory");
 		return;
 	}
-	pool->backoff_us = 0;
+	/* Connected; the same timer now waits for the upstream's SETTINGS, so a
+	 * peer that accepts and then says nothing counts as a failed connect. */
+	event_assign(up->connect_ev, pool->worker->base, -1, 0, settings_timeout_cb, up);
+	event_add(up->connect_ev, &tv);
 	fg_log_debug("upstream_connected", "upstream=%s", pool->addr.text);
-	pool_dispatch(pool);
 }
 
 /* Open a connection.  Returns 0 (connecting), or a negative FG_E* with the
@@ -366,11 +374,13 @@ static unsigned conn_capacity(const struct fg_upconn *up)
 {
 	uint32_t max;
 
-	if (up->state != FG_UPCONN_READY || up->h2.closing)
+	/* Wait for the upstream's SETTINGS (it sends them as soon as it accepts,
+	 * so this costs at most one round trip on a new connection): streams
+	 * sent before them may exceed a limit it has yet to announce, and a
+	 * burst of calls would all pile onto the first connection. */
+	if (up->state != FG_UPCONN_READY || up->h2.closing || !up->settings_seen)
 		return 0;
 	max = nghttp2_session_get_remote_settings(up->h2.session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
-	if (!up->settings_seen && max > UP_ASSUMED_MAX_STREAMS)
-		max = UP_ASSUMED_MAX_STREAMS;
 	return up->nstreams < max ? max - up->nstreams : 0;
 }
 
@@ -380,7 +390,8 @@ static struct fg_upconn *pool_pick(struct fg_upstream *pool, unsigned *connectin
 
 	*connecting = 0;
 	LIST_FOREACH(up, &pool->conns, link) {
-		if (up->state == FG_UPCONN_CONNECTING)
+		if (up->state == FG_UPCONN_CONNECTING ||
+		    (up->state == FG_UPCONN_READY && !up->settings_seen))
 			(*connecting)++;
 		else if (conn_capacity(up) > 0)
 			return up;

@@ -38,7 +38,8 @@ for log in tests/unit/*.log tests/interop/*.log; do
 	case "$log" in *test-suite.log) continue ;; esac
 	p=$(grep -Eo '\[  PASSED  \] [0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -1 || true)
 	f=$(grep -Eo '\[  FAILED  \] [0-9]+ test' "$log" | grep -Eo '[0-9]+' | tail -1 || true)
-	line=$(grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$log" | tail -1 || true)
+	# pytest's closing line, with or without its ==== frame (-q drops it)
+	line=$(grep -E '^(=+ )?[0-9]+ (passed|failed|errors?|skipped|deselected).* in [0-9.]+s' "$log" | tail -1 || true)
 	if [ -n "$line" ]; then
 		p=$(echo "$line" | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' || true)
 		f=$(( $(echo "$line" | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+' || echo 0) + \

@@ -79,8 +79,8 @@ def upstream_factory(tmp_path):
     """Private upstreams a test may kill and restart; all stopped at teardown."""
     started = []
 
-    def make(name="upstream", port=0):
-        up = Upstream(tmp_path, name).start(port)
+    def make(name="upstream", port=0, max_streams=0):
+        up = Upstream(tmp_path, name).start(port, max_streams)
         started.append(up)
         return up
     yield make

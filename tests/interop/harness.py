@@ -163,10 +163,11 @@ class Upstream:
     def addr(self):
         return "127.0.0.1:%d" % self.port
 
-    def start(self, port=0):
-        """Start on <port> (0: any free one) and wait until it serves."""
+    def start(self, port=0, max_streams=0):
+        """Start on <port> (0: any free one) and wait until it serves.
+        <max_streams>: SETTINGS_MAX_CONCURRENT_STREAMS it advertises (0: grpc's)."""
         cmd = [PYTHON, str(HERE / "upstream.py"), "--port", str(port),
-               "--events", str(self.events_path)]
+               "--events", str(self.events_path), "--max-streams", str(max_streams)]
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=err)

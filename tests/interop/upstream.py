@@ -317,12 +317,16 @@ async def bidi(request_iterator, ctx, state):
     await call.end()
 
 
-async def serve(host, port):
-    server = grpc.aio.server(options=[
+async def serve(host, port, max_streams=0):
+    options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         ("grpc.max_send_message_length", MAX_MESSAGE),
         ("grpc.so_reuseport", 0),
-    ])
+    ]
+    if max_streams:
+        # advertised as SETTINGS_MAX_CONCURRENT_STREAMS on every connection
+        options.append(("grpc.max_concurrent_streams", max_streams))
+    server = grpc.aio.server(options=options)
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
@@ -354,9 +358,11 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--events", required=True)
+    ap.add_argument("--max-streams", type=int, default=0,
+                    help="SETTINGS_MAX_CONCURRENT_STREAMS per connection (0: grpc's default)")
     args = ap.parse_args()
     _events = open(args.events, "a", encoding="utf-8")
-    asyncio.run(serve(args.host, args.port))
+    asyncio.run(serve(args.host, args.port, args.max_streams))
 
 
 if __name__ == "__main__":
