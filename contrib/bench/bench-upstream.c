@@ -1,0 +1,408 @@
+/*
+ * bench-upstream.c - the fixed gRPC upstream of the feedguard benchmark.
+ *
+ * A single-threaded h2c server (nghttp2 + libevent) that answers every POST,
+ * whatever its :path, the way a unary gRPC handler with a 4 KiB reply does:
+ * HEADERS (:status 200, content-type application/grpc), one DATA holding a
+ * 5-byte gRPC prefix and 4096 bytes, then trailers (grpc-status: 0).  The
+ * request body is read and thrown away; the reply is sent once the request
+ * has ended (END_STREAM), as a unary server does.  Anything but POST gets
+ * :status 405 and no body.
+ *
+ * It must cost as little CPU as possible, because it shares a core with the
+ * proxy under test and every cycle it spends is taken from that proxy:
+ *   - output is batched: all that nghttp2_session_mem_send() yields for one
+ *     connection during one read event goes out in a single write();
+ *   - closed streams are not kept (nghttp2_option_set_no_closed_streams),
+ *     which otherwise grows memory and slows stream lookup;
+ *   - windows are large, so WINDOW_UPDATE frames are rare.
+ *
+ * Usage: bench-upstream [-a ADDR] [-s MAX_STREAMS] [PORT]
+ *   ADDR         IPv4 address to bind, default 127.0.0.1
+ *   MAX_STREAMS  SETTINGS_MAX_CONCURRENT_STREAMS it advertises, default 100
+ *   PORT         default 0: the kernel picks
+ * Once listening it prints the port and a newline on stdout.  It runs until
+ * killed.
+ */
+#define _GNU_SOURCE 1
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <nghttp2/nghttp2.h>
+
+/* gRPC wire spec: a message is a 1-byte compressed flag, a 4-byte
+ * big-endian length, then the bytes. */
+#define GRPC_PREFIX_LEN 5
+#define REPLY_MSG_LEN 4096
+#define REPLY_LEN (GRPC_PREFIX_LEN + REPLY_MSG_LEN)
+
+#define DEFAULT_MAX_STREAMS 100
+/* Large windows (RFC 9113 section 6.9.2 caps them at 2^31-1): the peer
+ * rarely waits for us and we rarely send WINDOW_UPDATE. */
+#define STREAM_WINDOW (16 << 20)
+#define CONN_WINDOW (1 << 30)
+#define LISTEN_BACKLOG 4096
+#define READ_CHUNK (64 * 1024)
+/* Reads per read event before we answer: bounds latency and the size of
+ * one batch. */
+#define MAX_READS_PER_EVENT 4
+/* Stop pulling frames out of nghttp2 while this much output is unsent:
+ * the peer is not reading, so let it push back. */
+#define OUT_HIGH_WATER (1 << 20)
+
+/* Marks a stream whose request is not a POST (stream user data).  Any other
+ * value is the offset reached in <reply> while sending its DATA. */
+#define STREAM_NOT_POST ((void *)~(uintptr_t)0)
+
+struct conn {
+	int fd;
+	nghttp2_session *session;
+	struct event *rev;              /* readable */
+	struct event *wev;              /* writable: armed only while <out> has unsent bytes */
+	char *out;                      /* frames waiting for one write() */
+	size_t out_len;                 /* bytes in <out> from <out_off> on are unsent */
+	size_t out_off;
+	size_t out_cap;
+};
+
+static struct event_base *base;
+static nghttp2_session_callbacks *callbacks;
+static nghttp2_option *option;
+static uint32_t max_streams = DEFAULT_MAX_STREAMS;
+static uint8_t reply[REPLY_LEN];        /* prefix + message, built once in main */
+static uint8_t rbuf[READ_CHUNK];        /* one thread: one read buffer serves every connection */
+
+#define NV(n, v) { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, \
+		   NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE }
+
+static const nghttp2_nv reply_headers[] = {
+	NV(":status", "200"),
+	NV("content-type", "application/grpc"),
+};
+static const nghttp2_nv reply_trailers[] = {
+	NV("grpc-status", "0"),
+};
+static const nghttp2_nv not_post_headers[] = {
+	NV(":status", "405"),
+};
+
+static void conn_free(struct conn *c)
+{
+	nghttp2_session_del(c->session);
+	event_free(c->rev);
+	event_free(c->wev);
+	close(c->fd);
+	free(c->out);
+	free(c);
+}
+
+/* Appends <len> bytes to <c>'s output.  0, or -1 when out of memory. */
+static int out_append(struct conn *c, const uint8_t *data, size_t len)
+{
+	size_t cap;
+	char *p;
+
+	if (c->out_len + len > c->out_cap) {
+		cap = c->out_cap ? c->out_cap : 64 * 1024;
+		while (cap < c->out_len + len)
+			cap *= 2;
+		p = realloc(c->out, cap);
+		if (!p)
+			return -1;
+		c->out = p;
+		c->out_cap = cap;
+	}
+	memcpy(c->out + c->out_len, data, len);
+	c->out_len += len;
+	return 0;
+}
+
+/* Writes what <c> has buffered.  0 when all of it went (or the socket is
+ * full and the write event is armed), -1 when the connection is dead. */
+static int out_write(struct conn *c)
+{
+	ssize_t n;
+
+	while (c->out_off < c->out_len) {
+		n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			event_add(c->wev, NULL);
+			return 0;
+		}
+		if (n <= 0)
+			return -1;
+		c->out_off += (size_t)n;
+	}
+	c->out_off = c->out_len = 0;
+	return 0;
+}
+
+/* Pulls every pending frame out of nghttp2 into one buffer and writes it in
+ * one go.  0, or -1 when <c> must be closed. */
+static int conn_flush(struct conn *c)
+{
+	const uint8_t *data;
+	ssize_t n;
+
+	if (c->out_off < c->out_len)
+		return 0;       /* a write is pending; on_write calls us again */
+	while (c->out_len < OUT_HIGH_WATER) {
+		n = nghttp2_session_mem_send(c->session, &data);
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+		if (out_append(c, data, (size_t)n) < 0)
+			return -1;
+	}
+	if (out_write(c) < 0)
+		return -1;
+	if (c->out_len == 0 && !nghttp2_session_want_read(c->session) &&
+	    !nghttp2_session_want_write(c->session))
+		return -1;      /* GOAWAY exchanged and everything sent */
+	return 0;
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	ssize_t n;
+	int i;
+
+	for (i = 0; i < MAX_READS_PER_EVENT; i++) {
+		n = read(fd, rbuf, sizeof(rbuf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (n <= 0)
+			goto close_conn;
+		if (nghttp2_session_mem_recv(c->session, rbuf, (size_t)n) < 0)
+			goto close_conn;
+		if ((size_t)n < sizeof(rbuf))
+			break;
+	}
+	if (conn_flush(c) < 0)
+		goto close_conn;
+	return;
+
+close_conn:
+	conn_free(c);
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	if (out_write(c) < 0 || conn_flush(c) < 0)
+		conn_free(c);
+}
+
+/* Copies the reply into DATA frames; on its last byte queues the trailers
+ * (allowed from inside this callback, see nghttp2.h). */
+static ssize_t read_reply(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                          uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+	size_t off = (uintptr_t)nghttp2_session_get_stream_user_data(session, stream_id);
+	size_t n = REPLY_LEN - off;
+
+	if (n > length)
+		n = length;
+	memcpy(buf, reply + off, n);
+	off += n;
+	nghttp2_session_set_stream_user_data(session, stream_id, (void *)(uintptr_t)off);
+	if (off == REPLY_LEN) {
+		*data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+		if (nghttp2_submit_trailer(session, stream_id, reply_trailers, 1) != 0)
+			return NGHTTP2_ERR_CALLBACK_FAILURE;
+	}
+	return (ssize_t)n;
+}
+
+static int answer(nghttp2_session *session, int32_t stream_id)
+{
+	nghttp2_data_provider prd = { .read_callback = read_reply };
+
+	if (nghttp2_session_get_stream_user_data(session, stream_id) == STREAM_NOT_POST)
+		return nghttp2_submit_response(session, stream_id, not_post_headers, 1, NULL);
+	nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+	return nghttp2_submit_response(session, stream_id, reply_headers, 2, &prd);
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user_data)
+{
+	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	if (namelen == 7 && memcmp(name, ":method", 7) == 0 &&
+	    !(valuelen == 4 && memcmp(value, "POST", 4) == 0))
+		nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, STREAM_NOT_POST);
+	return 0;
+}
+
+/* A unary server answers once the request has ended. */
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+	if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
+	    !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+		return 0;
+	if (answer(session, frame->hd.stream_id) != 0)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	return 0;
+}
+
+static int conn_start_session(struct conn *c)
+{
+	nghttp2_settings_entry iv[] = {
+		{ NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, max_streams },
+		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW },
+	};
+
+	if (nghttp2_session_server_new2(&c->session, callbacks, c, option) != 0)
+		return -1;
+	if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 2) != 0 ||
+	    nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) != 0)
+		return -1;
+	return 0;
+}
+
+static void conn_accept(int fd)
+{
+	struct conn *c;
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		goto fail_close_fd;
+	c->fd = fd;
+	c->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_read, c);
+	c->wev = event_new(base, fd, EV_WRITE, on_write, c);
+	if (!c->rev || !c->wev || conn_start_session(c) < 0 || event_add(c->rev, NULL) < 0 ||
+	    conn_flush(c) < 0)
+		goto fail_free_conn;
+	return;
+
+fail_free_conn:
+	conn_free(c);       /* closes <fd> */
+	return;
+fail_close_fd:
+	close(fd);
+}
+
+static void on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+	int fd;
+
+	for (;;) {
+		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0 && (errno == EINTR || errno == ECONNABORTED))
+			continue;
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				perror("bench-upstream: accept");   /* EMFILE: retried on the next event */
+			return;
+		}
+		conn_accept(fd);
+	}
+}
+
+/* Binds <addr>:<port>, prints the bound port.  The listening fd, or -1. */
+static int listen_on(const char *addr, int port)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	socklen_t len = sizeof(sin);
+	int fd, one = 1;
+
+	if (inet_pton(AF_INET, addr, &sin.sin_addr) != 1) {
+		fprintf(stderr, "bench-upstream: bad IPv4 address %s\n", addr);
+		return -1;
+	}
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 || listen(fd, LISTEN_BACKLOG) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&sin, &len) < 0)
+		goto fail_close_fd;
+	printf("%u\n", ntohs(sin.sin_port));
+	fflush(stdout);
+	return fd;
+
+fail_close_fd:
+	close(fd);
+fail:
+	perror("bench-upstream: listen");
+	return -1;
+}
+
+static int setup_nghttp2(void)
+{
+	if (nghttp2_session_callbacks_new(&callbacks) != 0 || nghttp2_option_new(&option) != 0)
+		return -1;
+	nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
+	nghttp2_option_set_no_closed_streams(option, 1);
+	return 0;
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: bench-upstream [-a ADDR] [-s MAX_STREAMS] [PORT]\n");
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	const char *addr = "127.0.0.1";
+	struct event *lev;
+	int opt, port = 0, lfd;
+
+	while ((opt = getopt(argc, argv, "a:s:")) != -1) {
+		if (opt == 'a')
+			addr = optarg;
+		else if (opt == 's' && atol(optarg) > 0)
+			max_streams = (uint32_t)atol(optarg);
+		else
+			usage();
+	}
+	if (optind < argc)
+		port = atoi(argv[optind++]);
+	if (optind != argc || port < 0 || port > 65535)
+		usage();
+
+	signal(SIGPIPE, SIG_IGN);
+	reply[1] = (REPLY_MSG_LEN >> 24) & 0xff;
+	reply[2] = (REPLY_MSG_LEN >> 16) & 0xff;
+	reply[3] = (REPLY_MSG_LEN >> 8) & 0xff;
+	reply[4] = REPLY_MSG_LEN & 0xff;
+	memset(reply + GRPC_PREFIX_LEN, 'x', REPLY_MSG_LEN);
+
+	base = event_base_new();
+	if (!base || setup_nghttp2() < 0) {
+		fprintf(stderr, "bench-upstream: out of memory\n");
+		return 1;
+	}
+	lfd = listen_on(addr, port);
+	if (lfd < 0)
+		return 1;
+	lev = event_new(base, lfd, EV_READ | EV_PERSIST, on_accept, NULL);
+	if (!lev || event_add(lev, NULL) < 0)
+		return 1;
+	event_base_dispatch(base);
+	return 0;
+}
