@@ -10,6 +10,7 @@
 #include "fg_error.h"
 #include "fg_grpc.h"
 #include "fg_h2front.h"
+#include "fg_intercept.h"
 #include "fg_log.h"
 #include "fg_upstream.h"
 #include "fg_worker.h"
@@ -77,6 +78,8 @@ static void call_maybe_free(struct fg_call *call)
 	fg_hdrs_free(&call->req_hdrs);
 	fg_hdrs_free(&call->req_trailers);
 	fg_hdrs_free(&call->resp_hdrs);
+	fg_hdrs_free(&call->resp_held);
+	fg_intercept_free(call->ic);
 	free(call->path);
 	evbuffer_free(call->req_body);
 	evbuffer_free(call->resp_body);
@@ -106,20 +109,53 @@ static void call_consume_up(struct fg_call *call, size_t n)
 	fg_upconn_flush(call->up);
 }
 
+/*
+ * How many received bytes a side may keep unreturned to its peer's window,
+ * given <body> bytes waiting to go out on the other side.  Pass-through:
+ * exactly those bytes (they are the same bytes), so the window moves only
+ * as the other side takes them.  Intercepted: messages are assembled and
+ * edited, so output and input no longer match byte for byte; bytes go back
+ * at once while the output queue is under one stream window, and are held
+ * while it is over.  Either way a stalled reader stalls its writer and the
+ * memory of a call stays bounded.
+ */
+static size_t call_keep(const struct fg_call *call, size_t body, size_t owed)
+{
+	if (!call->ic)
+		return body < owed ? body : owed;
+	return body > call->worker->cfg->limits.stream_window ? owed : 0;
+}
+
+static void call_settle_front(struct fg_call *call)
+{
+	size_t keep = call_keep(call, evbuffer_get_length(call->req_body), call->req_owed);
+
+	if (call->req_owed > keep) {
+		call_consume_front(call, call->req_owed - keep);
+		call->req_owed = keep;
+	}
+}
+
+static void call_settle_up(struct fg_call *call)
+{
+	size_t keep = call_keep(call, evbuffer_get_length(call->resp_body), call->resp_owed);
+
+	if (call->resp_owed > keep) {
+		call_consume_up(call, call->resp_owed - keep);
+		call->resp_owed = keep;
+	}
+}
+
 static void call_drop_req_body(struct fg_call *call)
 {
-	size_t n = evbuffer_get_length(call->req_body);
-
-	evbuffer_drain(call->req_body, n);
-	call_consume_front(call, n);
+	evbuffer_drain(call->req_body, evbuffer_get_length(call->req_body));
+	call_settle_front(call);
 }
 
 static void call_drop_resp_body(struct fg_call *call)
 {
-	size_t n = evbuffer_get_length(call->resp_body);
-
-	evbuffer_drain(call->resp_body, n);
-	call_consume_up(call, n);
+	evbuffer_drain(call->resp_body, evbuffer_get_length(call->resp_body));
+	call_settle_up(call);
 }
 
 /* --- client-bound side ------------------------------------------------- */
@@ -133,7 +169,7 @@ static ssize_t resp_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf,
 
 	if (n > 0) {
 		call->resp_bytes += (uint64_t)n;
-		call_consume_up(call, (size_t)n);
+		call_settle_up(call);
 	}
 	if (evbuffer_get_length(call->resp_body) == 0 && (call->flags & FG_CALL_RESP_END)) {
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -230,7 +266,7 @@ static ssize_t req_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf, 
 	n = evbuffer_remove(call->req_body, buf, len);
 	if (n > 0) {
 		call->req_bytes += (uint64_t)n;
-		call_consume_front(call, (size_t)n);
+		call_settle_front(call);
 	}
 	if (evbuffer_get_length(call->req_body) == 0 && (call->flags & FG_CALL_REQ_END)) {
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -340,6 +376,34 @@ int fg_call_on_req_header(struct fg_call *call, const uint8_t *name, size_t name
 	return 0;
 }
 
+/* Send the call upstream: for an intercepted call, with the headers the
+ * policy leaves for the caller's band. */
+static void call_submit(struct fg_call *call)
+{
+	struct fg_hdrs out, tmp;
+
+	call->flags &= ~FG_CALL_WAIT_BAND;
+	if (call->ic) {
+		fg_hdrs_init(&out);
+		if (fg_intercept_headers(call->ic, &call->req_hdrs, &out) < 0) {
+			fg_hdrs_free(&out);
+			fg_call_fail(call, FG_GRPC_INTERNAL, "feedguardd is out of memory");
+			return;
+		}
+		tmp = call->req_hdrs;
+		call->req_hdrs = out;
+		fg_hdrs_free(&tmp);
+	}
+	fg_upstream_submit(call->worker->upstream, call);
+}
+
+/* A failure of the policy stage: the client gets its status, the
+ * upstream (if it saw the call) a cancel. */
+static void call_fail_icpt(struct fg_call *call, const struct fg_intercept_err *err)
+{
+	fg_call_fail(call, err->status, err->msg);
+}
+
 void fg_call_on_req_headers_end(struct fg_call *call, int end_stream)
 {
 	const char *path;
@@ -360,8 +424,20 @@ void fg_call_on_req_headers_end(struct fg_call *call, int end_stream)
 		call->method_idx = fg_metrics_method_index(call->worker->cfg, path, len);
 	else
 		call->method_idx = (unsigned)call->worker->cfg->metrics.nmethods;
+	if (path && call->worker->cfg->policy) {
+		struct fg_intercept_err err;
+		if (fg_intercept_begin(&call->ic, call->worker->cfg, &call->worker->icpt_env, path, len,
+		                       &call->req_hdrs, &err) < 0) {
+			fg_call_fail(call, err.status, err.msg);
+			return;
+		}
+	}
 	call_arm_deadline(call);
-	fg_upstream_submit(call->worker->upstream, call);
+	if (call->ic && !fg_intercept_ready(call->ic)) {
+		call->flags |= FG_CALL_WAIT_BAND;
+		return;
+	}
+	call_submit(call);
 }
 
 void fg_call_on_req_trailers_end(struct fg_call *call)
@@ -371,8 +447,8 @@ void fg_call_on_req_trailers_end(struct fg_call *call)
 		             "request trailers exceed limits.max_header_list_size");
 		return;
 	}
-	call->flags |= FG_CALL_REQ_END | FG_CALL_REQ_TRAILERS;
-	call_resume_up(call);
+	call->flags |= FG_CALL_REQ_TRAILERS;
+	fg_call_on_req_end(call);
 }
 
 void fg_call_on_req_data(struct fg_call *call, const uint8_t *data, size_t len)
@@ -382,18 +458,37 @@ void fg_call_on_req_data(struct fg_call *call, const uint8_t *data, size_t len)
 		call_consume_front(call, len);
 		return;
 	}
-	if (evbuffer_add(call->req_body, data, len) < 0) {
-		call_consume_front(call, len);
+	call->req_owed += len;
+	if (call->ic) {
+		struct fg_intercept_err err;
+		if (fg_intercept_request(call->ic, data, len, call->req_body, &err) < 0) {
+			call_fail_icpt(call, &err);
+			return;
+		}
+	} else if (evbuffer_add(call->req_body, data, len) < 0) {
 		fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
 		return;
 	}
-	call_resume_up(call);
+	call_settle_front(call);
+	if ((call->flags & FG_CALL_WAIT_BAND) && fg_intercept_ready(call->ic))
+		call_submit(call);
+	else
+		call_resume_up(call);
 }
 
 void fg_call_on_req_end(struct fg_call *call)
 {
+	struct fg_intercept_err err;
+
 	call->flags |= FG_CALL_REQ_END;
-	call_resume_up(call);
+	if (call->ic && !(call->flags & FG_CALL_RESP_END) && fg_intercept_request_end(call->ic, &err) < 0) {
+		call_fail_icpt(call, &err);
+		return;
+	}
+	if (call->flags & FG_CALL_WAIT_BAND)
+		call_submit(call);
+	else
+		call_resume_up(call);
 }
 
 static void call_record(struct fg_call *call, uint32_t error_code)
@@ -496,24 +591,81 @@ void fg_call_on_resp_header(struct fg_call *call, const uint8_t *name, size_t na
 		call->flags |= FG_CALL_HDRS_TOO_BIG;
 }
 
-static void call_start_response(struct fg_call *call, int end_stream)
+/* Send response headers <h> to the client (and forget them). */
+static void call_start_response(struct fg_call *call, struct fg_hdrs *h, int end_stream)
 {
 	nghttp2_data_provider prd = { .source.ptr = call, .read_callback = resp_read_cb };
-	nghttp2_nv *nv = fg_hdrs_nv(&call->resp_hdrs);
+	nghttp2_nv *nv = fg_hdrs_nv(h);
 
 	call->flags |= FG_CALL_RESP_STARTED;
 	if (end_stream) {
 		call->flags |= FG_CALL_RESP_END;
-		call->status = hdrs_grpc_status(&call->resp_hdrs);
+		call->status = hdrs_grpc_status(h);
 	}
-	if (!nv || nghttp2_submit_response(front_session(call), call->front_sid, nv, call->resp_hdrs.n,
+	if (!nv || nghttp2_submit_response(front_session(call), call->front_sid, nv, h->n,
 	                                   end_stream ? NULL : &prd) != 0) {
 		call_rst_front(call, NGHTTP2_INTERNAL_ERROR);
 		call_rst_up(call, NGHTTP2_CANCEL);
 		return;
 	}
-	fg_hdrs_reset(&call->resp_hdrs);
+	fg_hdrs_reset(h);
 	fg_front_flush(call->front);
+}
+
+/* Intercepted unary: the held response headers go out now, before the
+ * edited message (or the trailers) that released them. */
+static void call_release_headers(struct fg_call *call)
+{
+	if (!(call->flags & FG_CALL_RESP_HELD))
+		return;
+	call->flags &= ~FG_CALL_RESP_HELD;
+	call_start_response(call, &call->resp_held, 0);
+}
+
+/* The policy stage failed on the response: the client gets the stage's
+ * status (trailers-only while the headers are still held), the upstream a
+ * cancel. */
+static void call_fail_response(struct fg_call *call, const struct fg_intercept_err *err)
+{
+	call->flags &= ~FG_CALL_RESP_HELD;
+	call_reply_status(call, err->status, err->msg);
+	call_rst_up(call, NGHTTP2_CANCEL);
+}
+
+/* Response headers of an intercepted call: their grpc-encoding is read,
+ * and on unary calls they wait for the edited message (so metadata the
+ * policy adds can still go in them).  Returns 1 when held or failed. */
+static int call_hold_headers(struct fg_call *call)
+{
+	struct fg_intercept_err err;
+
+	if (fg_intercept_response_headers(call->ic, &call->resp_hdrs, &err) < 0) {
+		call_fail_response(call, &err);
+		return 1;
+	}
+	if (fg_intercept_streaming_response(call->ic))
+		return 0;
+	fg_hdrs_free(&call->resp_held);
+	call->resp_held = call->resp_hdrs;
+	fg_hdrs_init(&call->resp_hdrs);
+	call->flags |= FG_CALL_RESP_HELD;
+	return 1;
+}
+
+/* The upstream finished its response: an intercepted call checks no
+ * message was cut short and releases held headers. */
+static int call_icpt_resp_end(struct fg_call *call)
+{
+	struct fg_intercept_err err;
+
+	if (!call->ic)
+		return 0;
+	if (fg_intercept_response_end(call->ic, &err) < 0) {
+		call_fail_response(call, &err);
+		return -1;
+	}
+	call_release_headers(call);
+	return 0;
 }
 
 void fg_call_on_resp_headers_end(struct fg_call *call, int end_stream)
@@ -539,10 +691,16 @@ void fg_call_on_resp_headers_end(struct fg_call *call, int end_stream)
 			fg_hdrs_reset(&call->resp_hdrs);
 			return;
 		}
-		call_start_response(call, end_stream);
-		return;
+		if (!(call->flags & FG_CALL_RESP_HELD)) {
+			if (call->ic && !end_stream && call_hold_headers(call))
+				return;
+			call_start_response(call, &call->resp_hdrs, end_stream);
+			return;
+		}
 	}
 	/* Trailers: they go out once the body queued before them has. */
+	if (call_icpt_resp_end(call) < 0)
+		return;
 	call->flags |= FG_CALL_RESP_END | FG_CALL_RESP_TRAILERS;
 	call->status = hdrs_grpc_status(&call->resp_hdrs);
 	call_resume_front(call);
@@ -550,16 +708,34 @@ void fg_call_on_resp_headers_end(struct fg_call *call, int end_stream)
 
 void fg_call_on_resp_data(struct fg_call *call, const uint8_t *data, size_t len)
 {
-	if (!call->front || (call->flags & FG_CALL_RESP_END) || evbuffer_add(call->resp_body, data, len) < 0) {
+	struct fg_intercept_err err;
+
+	if (!call->front || (call->flags & FG_CALL_RESP_END)) {
 		call_consume_up(call, len);
 		return;
 	}
+	call->resp_owed += len;
+	if (call->ic) {
+		if (fg_intercept_response(call->ic, data, len, call->resp_body, &err) < 0) {
+			call_fail_response(call, &err);
+			call_settle_up(call);
+			return;
+		}
+		if (evbuffer_get_length(call->resp_body) > 0)
+			call_release_headers(call);
+	} else if (evbuffer_add(call->resp_body, data, len) < 0) {
+		call_reply_status(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
+		call_rst_up(call, NGHTTP2_CANCEL);
+	}
+	call_settle_up(call);
 	call_resume_front(call);
 }
 
 void fg_call_on_resp_end(struct fg_call *call)
 {
 	if (call->flags & FG_CALL_RESP_END)
+		return;
+	if (call_icpt_resp_end(call) < 0)
 		return;
 	call->flags |= FG_CALL_RESP_END;
 	call_resume_front(call);

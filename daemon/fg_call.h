@@ -29,6 +29,7 @@
 #include "fg_hdrs.h"
 
 struct fg_front;
+struct fg_intercept;
 struct fg_upconn;
 struct fg_worker;
 
@@ -44,6 +45,10 @@ enum fg_call_flag {
 	FG_CALL_HDRS_TOO_BIG = 1u << 8,  /* request headers went over limits.max_header_list_size */
 	FG_CALL_UP_STARTED = 1u << 9,    /* the request was handed to an upstream connection */
 	FG_CALL_REQ_HDRS_DONE = 1u << 10, /* the request HEADERS block ended: later fields are trailers */
+	FG_CALL_WAIT_BAND = 1u << 11,    /* intercepted: not sent upstream until the first request
+	                                    message tells the band */
+	FG_CALL_RESP_HELD = 1u << 12,    /* intercepted unary: response headers wait in <resp_held>
+	                                    for the edited message */
 };
 
 struct fg_call {
@@ -56,6 +61,10 @@ struct fg_call {
 	struct fg_hdrs req_hdrs;        /* request headers */
 	struct fg_hdrs req_trailers;    /* request trailers (rare in gRPC, forwarded all the same) */
 	struct fg_hdrs resp_hdrs;       /* response headers being collected, then trailers */
+	struct fg_hdrs resp_held;       /* intercepted unary: response headers held back */
+	struct fg_intercept *ic;        /* policy stage; NULL for a pass-through call */
+	size_t req_owed;                /* client bytes received and not yet given back to its window */
+	size_t resp_owed;               /* upstream bytes received and not yet given back */
 	struct evbuffer *req_body;      /* client -> upstream bytes not yet taken by the upstream session */
 	struct evbuffer *resp_body;     /* upstream -> client bytes not yet taken by the front session */
 	struct event *deadline_ev;      /* grpc-timeout enforced here too; NULL when none */

@@ -1,15 +1,15 @@
 /*
  * fg_config.c - a YAML file turned into an immutable fg_config snapshot.
  *
- * Two passes.  First libyaml's events become a small tree of nodes that
- * keep their start marks; then one table of keys per section walks the tree
- * and fills the snapshot.  The tree lets a check made after a whole section
- * was read ("upstream.address is required") still point at a line, and
- * keeps the handlers free of event bookkeeping.
+ * Two passes.  First fg_yaml reads the file into a small tree of nodes that
+ * keep their positions (within this file's size, depth and node limits);
+ * then one table of keys per section walks the tree and fills the snapshot.
+ * This file holds only the schema: the keys, their value parsers and the
+ * cross-key checks.
  *
  * This parser reads operator files and is fuzzed: every input must end in
- * a snapshot or a message, never a crash or a leak, so the tree's size and
- * depth are capped and every value is checked for type, syntax and range.
+ * a snapshot or a message, never a crash or a leak, so every value is
+ * checked for type, syntax and range.
  */
 #include "config.h"
 
@@ -17,7 +17,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -26,10 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <yaml.h>
 
+#include "fg_cpu.h"
 #include "fg_error.h"
+#include "fg_keyring.h"
+#include "fg_policy_compile.h"
 #include "fg_units.h"
+#include "fg_yaml.h"
 
 /* A config is a page of text; anything larger is a mistake or an attack. */
 #define CONFIG_MAX_BYTES (1 << 20)
@@ -40,8 +42,6 @@
 #define CONFIG_MAX_NODES 10000
 /* Keys per section, the size of the duplicate-key table. */
 #define SECTION_MAX_KEYS 16
-/* Longest piece of a value or key quoted back in a message. */
-#define SHOW_MAX 48
 
 #define USEC_PER_MS 1000LL
 #define USEC_PER_SEC 1000000LL
@@ -65,17 +65,14 @@
 #define ADDR_F_NAMES 0x1        /* "*" and "localhost" as hosts */
 #define ADDR_F_PORT0 0x2        /* port 0: the kernel picks one */
 
-enum node_kind { NODE_SCALAR, NODE_SEQ, NODE_MAP };
-
-struct node {
-	enum node_kind kind;
-	unsigned line, col;         /* 1-based start of the node */
-	char *text;                 /* scalar: the value, NUL-terminated */
-	size_t len;                 /* scalar: bytes in <text>, which may hold a NUL */
-	struct node **kids;         /* seq: items; map: key, value, key, value... */
-	size_t nkids;
-	size_t cap;                 /* slots allocated in <kids> */
+static const struct fg_yaml_limits config_limits = {
+	.max_bytes = CONFIG_MAX_BYTES,
+	.max_depth = CONFIG_MAX_DEPTH,
+	.max_nodes = CONFIG_MAX_NODES,
 };
+
+/* Where errors about the file as a whole point, as editors count. */
+static const struct fg_yaml_node file_start = { .kind = FG_YAML_MAP, .line = 1, .col = 1 };
 
 struct load_ctx {
 	const char *name;           /* file name in messages */
@@ -84,10 +81,6 @@ struct load_ctx {
 	size_t errlen;
 	struct fg_config *cfg;      /* the snapshot being filled */
 	char key[64];               /* dotted name of the key being parsed */
-	size_t nnodes;              /* nodes built so far, against CONFIG_MAX_NODES */
-	const char *text;           /* the input, to place reader errors */
-	size_t textlen;
-	yaml_parser_t parser;
 };
 
 struct key_spec;
@@ -98,13 +91,14 @@ struct section_spec {
 	size_t nkeys;
 	/* cross-key checks once the section is read; <seen> holds each key's
 	 * node or NULL, indexed like <keys>; <where> is the section's key */
-	int (*check)(struct load_ctx *c, const struct node *where, const struct node *const *seen);
+	int (*check)(struct load_ctx *c, const struct fg_yaml_node *where,
+	             const struct fg_yaml_node *const *seen);
 };
 
 struct key_spec {
 	const char *name;
-	int (*parse)(struct load_ctx *c, const struct key_spec *k, const struct node *key,
-	             const struct node *val);
+	int (*parse)(struct load_ctx *c, const struct key_spec *k, const struct fg_yaml_node *key,
+	             const struct fg_yaml_node *val);
 	size_t off;                 /* the field in struct fg_config */
 	int64_t min, max;           /* allowed values, in the field's unit */
 	const char *note;           /* the reason for the range, for messages */
@@ -116,40 +110,15 @@ struct key_spec {
 
 /* --- messages -------------------------------------------------------- */
 
-__attribute__((format(printf, 4, 0)))
-static int vfail_at(struct load_ctx *c, unsigned line, unsigned col, const char *fmt, va_list ap)
-{
-	int n;
-
-	if (!c->err || c->errlen == 0)
-		return FG_ECONFIG;
-	n = snprintf(c->err, c->errlen, "%s:%u:%u: ", c->name, line, col);
-	if (n >= 0 && (size_t)n < c->errlen)
-		vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
-	return FG_ECONFIG;
-}
-
-__attribute__((format(printf, 4, 5)))
-static int fail_at(struct load_ctx *c, unsigned line, unsigned col, const char *fmt, ...)
-{
-	va_list ap;
-	int rc;
-
-	va_start(ap, fmt);
-	rc = vfail_at(c, line, col, fmt, ap);
-	va_end(ap);
-	return rc;
-}
-
 /* Report an error at <at>'s position; returns FG_ECONFIG. */
 __attribute__((format(printf, 3, 4)))
-static int fail(struct load_ctx *c, const struct node *at, const char *fmt, ...)
+static int fail(struct load_ctx *c, const struct fg_yaml_node *at, const char *fmt, ...)
 {
 	va_list ap;
 	int rc;
 
 	va_start(ap, fmt);
-	rc = vfail_at(c, at->line, at->col, fmt, ap);
+	rc = fg_yaml_vfail(c->err, c->errlen, c->name, at, fmt, ap);
 	va_end(ap);
 	return rc;
 }
@@ -161,318 +130,6 @@ static int fail_nomem(struct load_ctx *c)
 	return FG_ENOMEM;
 }
 
-/*
- * <n>'s text made safe to print: control bytes and quotes become '?' so a
- * hostile file cannot forge log lines, and long values are cut at
- * SHOW_MAX bytes, on a UTF-8 character boundary.
- */
-static const char *show(const struct node *n, char *buf, size_t len)
-{
-	size_t i, max = n->len < SHOW_MAX ? n->len : SHOW_MAX;
-
-	if (max > len - 4)
-		max = len - 4;
-	if (max < n->len)
-		while (max > 0 && ((unsigned char)n->text[max] & 0xc0) == 0x80)
-			max--;
-	for (i = 0; i < max; i++) {
-		unsigned char ch = (unsigned char)n->text[i];
-
-		buf[i] = ch < 0x20 || ch == 0x7f || ch == '\'' ? '?' : (char)ch;
-	}
-	strcpy(buf + i, max < n->len ? "..." : "");
-	return buf;
-}
-
-static const char *kind_name(const struct node *n)
-{
-	switch (n->kind) {
-	case NODE_SEQ:
-		return "a list";
-	case NODE_MAP:
-		return "a mapping";
-	case NODE_SCALAR:
-		break;
-	}
-	return n->len == 0 ? "an empty value" : "a single value";
-}
-
-/* --- YAML events to a tree ------------------------------------------- */
-
-static void node_free(struct node *n)
-{
-	if (!n)
-		return;
-	for (size_t i = 0; i < n->nkids; i++)
-		node_free(n->kids[i]);
-	free(n->kids);
-	free(n->text);
-	free(n);
-}
-
-/* libyaml marks are 0-based; editors count from 1. */
-static unsigned mark_pos(size_t zero_based)
-{
-	return zero_based < UINT_MAX ? (unsigned)zero_based + 1 : UINT_MAX;
-}
-
-static struct node *node_new(enum node_kind kind, yaml_mark_t mark)
-{
-	struct node *n = calloc(1, sizeof(*n));
-
-	if (!n)
-		return NULL;
-	n->kind = kind;
-	n->line = mark_pos(mark.line);
-	n->col = mark_pos(mark.column);
-	return n;
-}
-
-static int node_add(struct node *parent, struct node *kid)
-{
-	if (parent->nkids == parent->cap) {
-		size_t cap = parent->cap ? parent->cap * 2 : 4;
-		struct node **kids = realloc(parent->kids, cap * sizeof(*kids));
-
-		if (!kids)
-			return FG_ENOMEM;
-		parent->kids = kids;
-		parent->cap = cap;
-	}
-	parent->kids[parent->nkids++] = kid;
-	return 0;
-}
-
-/* Line and column of byte <offset> of the input, for reader errors, which
- * libyaml reports as an offset (columns count characters, as marks do). */
-static void offset_pos(const struct load_ctx *c, size_t offset, unsigned *line, unsigned *col)
-{
-	size_t l = 0, cl = 0;
-
-	for (size_t i = 0; i < offset && i < c->textlen; i++) {
-		if (c->text[i] == '\n') {
-			l++;
-			cl = 0;
-		} else if (((unsigned char)c->text[i] & 0xc0) != 0x80) {
-			cl++;
-		}
-	}
-	*line = mark_pos(l);
-	*col = mark_pos(cl);
-}
-
-static int fail_yaml(struct load_ctx *c)
-{
-	const yaml_parser_t *p = &c->parser;
-	const char *problem = p->problem ? p->problem : "invalid YAML";
-	unsigned line, col;
-
-	if (p->error == YAML_MEMORY_ERROR)
-		return fail_nomem(c);
-	if (p->error == YAML_READER_ERROR) {
-		offset_pos(c, p->problem_offset, &line, &col);
-		return fail_at(c, line, col, "%s", problem);
-	}
-	line = mark_pos(p->problem_mark.line);
-	col = mark_pos(p->problem_mark.column);
-	if (p->context)
-		return fail_at(c, line, col, "%s (%s started at %u:%u)", problem, p->context,
-		               mark_pos(p->context_mark.line), mark_pos(p->context_mark.column));
-	return fail_at(c, line, col, "%s", problem);
-}
-
-static int next_event(struct load_ctx *c, yaml_event_t *ev)
-{
-	if (!yaml_parser_parse(&c->parser, ev))
-		return fail_yaml(c);
-	return 0;
-}
-
-/* Anchors and tags change what a value means far from where it is read;
- * a config that needs them is too clever to review, so both are refused. */
-static int check_plain_event(struct load_ctx *c, const yaml_event_t *ev, int depth)
-{
-	const yaml_char_t *anchor = NULL, *tag = NULL;
-	unsigned line = mark_pos(ev->start_mark.line), col = mark_pos(ev->start_mark.column);
-
-	if (ev->type == YAML_SCALAR_EVENT) {
-		anchor = ev->data.scalar.anchor;
-		tag = ev->data.scalar.tag;
-	} else if (ev->type == YAML_SEQUENCE_START_EVENT) {
-		anchor = ev->data.sequence_start.anchor;
-		tag = ev->data.sequence_start.tag;
-	} else if (ev->type == YAML_MAPPING_START_EVENT) {
-		anchor = ev->data.mapping_start.anchor;
-		tag = ev->data.mapping_start.tag;
-	} else if (ev->type == YAML_ALIAS_EVENT) {
-		return fail_at(c, line, col, "aliases (*name) are not supported");
-	}
-	if (anchor)
-		return fail_at(c, line, col, "anchors (&name) are not supported");
-	if (tag)
-		return fail_at(c, line, col, "tags (!tag) are not supported");
-	if (depth > CONFIG_MAX_DEPTH)
-		return fail_at(c, line, col, "nesting deeper than %d levels", CONFIG_MAX_DEPTH);
-	if (++c->nnodes > CONFIG_MAX_NODES)
-		return fail_at(c, line, col, "more than %d values", CONFIG_MAX_NODES);
-	return 0;
-}
-
-static int read_node(struct load_ctx *c, const yaml_event_t *ev, int depth, struct node **out);
-
-/* Read the items of a sequence or mapping up to its end event. */
-static int read_children(struct load_ctx *c, struct node *parent, int depth)
-{
-	yaml_event_t ev;
-	struct node *kid;
-	int rc;
-
-	for (;;) {
-		rc = next_event(c, &ev);
-		if (rc)
-			return rc;
-		if (ev.type == YAML_SEQUENCE_END_EVENT || ev.type == YAML_MAPPING_END_EVENT) {
-			yaml_event_delete(&ev);
-			return 0;
-		}
-		rc = read_node(c, &ev, depth + 1, &kid);
-		yaml_event_delete(&ev);
-		if (rc)
-			return rc;
-		if (parent->kind == NODE_MAP && parent->nkids % 2 == 0 && kid->kind != NODE_SCALAR) {
-			rc = fail(c, kid, "a key must be a single value, not %s", kind_name(kid));
-			node_free(kid);
-			return rc;
-		}
-		if (node_add(parent, kid)) {
-			node_free(kid);
-			return fail_nomem(c);
-		}
-	}
-}
-
-static int read_scalar(struct load_ctx *c, const yaml_event_t *ev, struct node *n)
-{
-	n->len = ev->data.scalar.length;
-	n->text = malloc(n->len + 1);
-	if (!n->text)
-		return fail_nomem(c);
-	memcpy(n->text, ev->data.scalar.value, n->len);
-	n->text[n->len] = '\0';
-	return 0;
-}
-
-/* Build the node that starts with <ev> (borrowed), reading its children. */
-static int read_node(struct load_ctx *c, const yaml_event_t *ev, int depth, struct node **out)
-{
-	enum node_kind kind = NODE_SCALAR;
-	struct node *n;
-	int rc;
-
-	*out = NULL;
-	rc = check_plain_event(c, ev, depth);
-	if (rc)
-		return rc;
-	if (ev->type == YAML_SEQUENCE_START_EVENT)
-		kind = NODE_SEQ;
-	else if (ev->type == YAML_MAPPING_START_EVENT)
-		kind = NODE_MAP;
-	n = node_new(kind, ev->start_mark);
-	if (!n)
-		return fail_nomem(c);
-	rc = kind == NODE_SCALAR ? read_scalar(c, ev, n) : read_children(c, n, depth);
-	if (rc) {
-		node_free(n);
-		return rc;
-	}
-	*out = n;
-	return 0;
-}
-
-/* Fetch the next event when only its type and position matter. */
-static int next_bare(struct load_ctx *c, yaml_event_type_t *type, yaml_mark_t *mark)
-{
-	yaml_event_t ev;
-	int rc = next_event(c, &ev);
-
-	if (rc)
-		return rc;
-	*type = ev.type;
-	*mark = ev.start_mark;
-	yaml_event_delete(&ev);
-	return 0;
-}
-
-/*
- * Read the single document's root into <*root>; NULL for an empty stream.
- * A second document is an error: a reader that stops at the first would
- * silently ignore whatever the operator wrote after "---".
- */
-static int read_document(struct load_ctx *c, struct node **root)
-{
-	yaml_event_type_t type;
-	yaml_mark_t mark;
-	yaml_event_t ev;
-	int rc;
-
-	*root = NULL;
-	rc = next_bare(c, &type, &mark);                /* stream start */
-	if (rc == 0)
-		rc = next_bare(c, &type, &mark);        /* document start, or the end of an empty stream */
-	if (rc || type == YAML_STREAM_END_EVENT)
-		return rc;
-	rc = next_event(c, &ev);
-	if (rc)
-		return rc;
-	rc = read_node(c, &ev, 1, root);
-	yaml_event_delete(&ev);
-	if (rc == 0)
-		rc = next_bare(c, &type, &mark);        /* document end */
-	if (rc == 0)
-		rc = next_bare(c, &type, &mark);        /* stream end, or another document */
-	if (rc == 0 && type == YAML_DOCUMENT_START_EVENT)
-		rc = fail_at(c, mark_pos(mark.line), mark_pos(mark.column),
-		             "multiple documents are not supported");
-	if (rc) {
-		node_free(*root);
-		*root = NULL;
-	}
-	return rc;
-}
-
-/* Parse <c->text> into a tree whose root is always a mapping; an empty
- * file becomes an empty mapping at 1:1 so "required" errors have a place. */
-static int parse_tree(struct load_ctx *c, struct node **root)
-{
-	static const yaml_mark_t start = { 0, 0, 0 };
-	int rc;
-
-	if (!yaml_parser_initialize(&c->parser))
-		return fail_nomem(c);
-	/* libyaml asserts on a NULL input even when its length is 0 */
-	yaml_parser_set_input_string(&c->parser, (const unsigned char *)(c->text ? c->text : ""),
-	                             c->textlen);
-	rc = read_document(c, root);
-	yaml_parser_delete(&c->parser);
-	if (rc)
-		return rc;
-	if (*root && (*root)->kind == NODE_SCALAR && (*root)->len == 0) {
-		node_free(*root);
-		*root = NULL;
-	}
-	if (!*root) {
-		*root = node_new(NODE_MAP, start);
-		return *root ? 0 : fail_nomem(c);
-	}
-	if ((*root)->kind != NODE_MAP) {
-		rc = fail(c, *root, "the top level must be a mapping of keys, not %s",
-		          kind_name(*root));
-		node_free(*root);
-		*root = NULL;
-	}
-	return rc;
-}
-
 /* --- values ------------------------------------------------------------ */
 
 static void *field_of(struct load_ctx *c, const struct key_spec *k)
@@ -482,10 +139,10 @@ static void *field_of(struct load_ctx *c, const struct key_spec *k)
 
 /* <val> must be a non-empty scalar without NUL bytes; <what> names what
  * was wanted, for the message. */
-static int want_scalar(struct load_ctx *c, const struct node *val, const char *what)
+static int want_scalar(struct load_ctx *c, const struct fg_yaml_node *val, const char *what)
 {
-	if (val->kind != NODE_SCALAR)
-		return fail(c, val, "%s must be %s, not %s", c->key, what, kind_name(val));
+	if (val->kind != FG_YAML_SCALAR)
+		return fail(c, val, "%s must be %s, not %s", c->key, what, fg_yaml_kind_name(val));
 	if (val->len == 0)
 		return fail(c, val, "%s needs a value (%s)", c->key, what);
 	if (strlen(val->text) != val->len)
@@ -512,25 +169,26 @@ static int parse_integer(const char *s, int64_t *out)
 	return 0;
 }
 
-static int get_integer(struct load_ctx *c, const struct key_spec *k, const struct node *val,
+static int get_integer(struct load_ctx *c, const struct key_spec *k, const struct fg_yaml_node *val,
                        int64_t *out)
 {
-	char buf[SHOW_MAX + 4];
+	char buf[FG_YAML_SHOWLEN];
 	int rc = want_scalar(c, val, "an integer");
 
 	if (rc)
 		return rc;
 	rc = parse_integer(val->text, out);
 	if (rc == FG_EINVAL)
-		return fail(c, val, "%s: '%s' is not an integer", c->key, show(val, buf, sizeof(buf)));
+		return fail(c, val, "%s: '%s' is not an integer", c->key,
+		            fg_yaml_show(val, buf, sizeof(buf)));
 	if (rc || *out < k->min || *out > k->max)
 		return fail(c, val, "%s: '%s' is out of range (%lld to %lld)", c->key,
-		            show(val, buf, sizeof(buf)), (long long)k->min, (long long)k->max);
+		            fg_yaml_show(val, buf, sizeof(buf)), (long long)k->min, (long long)k->max);
 	return 0;
 }
 
-static int parse_int_key(struct load_ctx *c, const struct key_spec *k, const struct node *key,
-                         const struct node *val)
+static int parse_int_key(struct load_ctx *c, const struct key_spec *k,
+                         const struct fg_yaml_node *key, const struct fg_yaml_node *val)
 {
 	int64_t v;
 	int rc = get_integer(c, k, val, &v);
@@ -540,8 +198,8 @@ static int parse_int_key(struct load_ctx *c, const struct key_spec *k, const str
 	return rc;
 }
 
-static int parse_u32_key(struct load_ctx *c, const struct key_spec *k, const struct node *key,
-                         const struct node *val)
+static int parse_u32_key(struct load_ctx *c, const struct key_spec *k,
+                         const struct fg_yaml_node *key, const struct fg_yaml_node *val)
 {
 	int64_t v;
 	int rc = get_integer(c, k, val, &v);
@@ -551,10 +209,10 @@ static int parse_u32_key(struct load_ctx *c, const struct key_spec *k, const str
 	return rc;
 }
 
-static int parse_duration_key(struct load_ctx *c, const struct key_spec *k, const struct node *key,
-                              const struct node *val)
+static int parse_duration_key(struct load_ctx *c, const struct key_spec *k,
+                              const struct fg_yaml_node *key, const struct fg_yaml_node *val)
 {
-	char buf[SHOW_MAX + 4], lo[24], hi[24];
+	char buf[FG_YAML_SHOWLEN], lo[24], hi[24];
 	const char *why;
 	int64_t us;
 	int rc = want_scalar(c, val, "a duration such as 5s");
@@ -564,34 +222,21 @@ static int parse_duration_key(struct load_ctx *c, const struct key_spec *k, cons
 	rc = fg_units_parse_duration(val->text, &us, &why);
 	if (rc == FG_EINVAL)
 		return fail(c, val, "%s: '%s' is not a duration: %s", c->key,
-		            show(val, buf, sizeof(buf)), why);
+		            fg_yaml_show(val, buf, sizeof(buf)), why);
 	if (rc || us < k->min || us > k->max)
 		return fail(c, val, "%s: '%s' is out of range (%s to %s%s%s)", c->key,
-		            show(val, buf, sizeof(buf)), fg_units_format_duration(k->min, lo, sizeof(lo)),
+		            fg_yaml_show(val, buf, sizeof(buf)),
+		            fg_units_format_duration(k->min, lo, sizeof(lo)),
 		            fg_units_format_duration(k->max, hi, sizeof(hi)),
 		            k->note ? "; " : "", k->note ? k->note : "");
 	*(int64_t *)field_of(c, k) = us;
 	return 0;
 }
 
-/* <bytes> in the largest unit that divides it, as fg_units_parse_size reads. */
-static const char *format_size(int64_t bytes, char *buf, size_t len)
-{
-	static const char *const units[] = { "B", "KiB", "MiB", "GiB" };
-	size_t u = 0;
-
-	while (u + 1 < NELEM(units) && bytes != 0 && bytes % KIB == 0) {
-		bytes /= KIB;
-		u++;
-	}
-	snprintf(buf, len, "%lld%s", (long long)bytes, units[u]);
-	return buf;
-}
-
-static int get_size(struct load_ctx *c, const struct key_spec *k, const struct node *val,
+static int get_size(struct load_ctx *c, const struct key_spec *k, const struct fg_yaml_node *val,
                     uint64_t *out)
 {
-	char buf[SHOW_MAX + 4], lo[32], hi[32];
+	char buf[FG_YAML_SHOWLEN], lo[32], hi[32];
 	const char *why;
 	int rc = want_scalar(c, val, "a size such as 64KiB");
 
@@ -600,17 +245,17 @@ static int get_size(struct load_ctx *c, const struct key_spec *k, const struct n
 	rc = fg_units_parse_size(val->text, out, &why);
 	if (rc == FG_EINVAL)
 		return fail(c, val, "%s: '%s' is not a size: %s", c->key,
-		            show(val, buf, sizeof(buf)), why);
+		            fg_yaml_show(val, buf, sizeof(buf)), why);
 	if (rc || *out < (uint64_t)k->min || *out > (uint64_t)k->max)
 		return fail(c, val, "%s: '%s' is out of range (%s to %s%s%s)", c->key,
-		            show(val, buf, sizeof(buf)), format_size(k->min, lo, sizeof(lo)),
-		            format_size(k->max, hi, sizeof(hi)),
+		            fg_yaml_show(val, buf, sizeof(buf)), fg_units_format_size((uint64_t)k->min, lo, sizeof(lo)),
+		            fg_units_format_size((uint64_t)k->max, hi, sizeof(hi)),
 		            k->note ? "; " : "", k->note ? k->note : "");
 	return 0;
 }
 
-static int parse_size32_key(struct load_ctx *c, const struct key_spec *k, const struct node *key,
-                            const struct node *val)
+static int parse_size32_key(struct load_ctx *c, const struct key_spec *k,
+                            const struct fg_yaml_node *key, const struct fg_yaml_node *val)
 {
 	uint64_t v;
 	int rc = get_size(c, k, val, &v);
@@ -620,8 +265,8 @@ static int parse_size32_key(struct load_ctx *c, const struct key_spec *k, const 
 	return rc;
 }
 
-static int parse_size64_key(struct load_ctx *c, const struct key_spec *k, const struct node *key,
-                            const struct node *val)
+static int parse_size64_key(struct load_ctx *c, const struct key_spec *k,
+                            const struct fg_yaml_node *key, const struct fg_yaml_node *val)
 {
 	uint64_t v;
 	int rc = get_size(c, k, val, &v);
@@ -631,10 +276,10 @@ static int parse_size64_key(struct load_ctx *c, const struct key_spec *k, const 
 	return rc;
 }
 
-static int parse_workers(struct load_ctx *c, const struct key_spec *k, const struct node *key,
-                         const struct node *val)
+static int parse_workers(struct load_ctx *c, const struct key_spec *k,
+                         const struct fg_yaml_node *key, const struct fg_yaml_node *val)
 {
-	char buf[SHOW_MAX + 4];
+	char buf[FG_YAML_SHOWLEN];
 	int64_t v;
 	int rc = want_scalar(c, val, "auto or a number of threads");
 
@@ -647,22 +292,22 @@ static int parse_workers(struct load_ctx *c, const struct key_spec *k, const str
 	rc = parse_integer(val->text, &v);
 	if (rc == FG_EINVAL)
 		return fail(c, val, "workers: '%s' is neither auto nor an integer",
-		            show(val, buf, sizeof(buf)));
+		            fg_yaml_show(val, buf, sizeof(buf)));
 	if (rc || v < k->min || v > k->max)
 		return fail(c, val, "workers: '%s' is out of range (auto, or %lld to %lld)",
-		            show(val, buf, sizeof(buf)), (long long)k->min, (long long)k->max);
+		            fg_yaml_show(val, buf, sizeof(buf)), (long long)k->min, (long long)k->max);
 	c->cfg->workers = (int)v;
 	return 0;
 }
 
-static int parse_log_level(struct load_ctx *c, const struct key_spec *k, const struct node *key,
-                           const struct node *val)
+static int parse_log_level(struct load_ctx *c, const struct key_spec *k,
+                           const struct fg_yaml_node *key, const struct fg_yaml_node *val)
 {
 	static const char *const names[] = {
 		[FG_LOG_DEBUG] = "debug", [FG_LOG_INFO] = "info",
 		[FG_LOG_WARN] = "warn", [FG_LOG_ERROR] = "error",
 	};
-	char buf[SHOW_MAX + 4];
+	char buf[FG_YAML_SHOWLEN];
 	int rc = want_scalar(c, val, "debug, info, warn or error");
 
 	if (rc)
@@ -674,69 +319,13 @@ static int parse_log_level(struct load_ctx *c, const struct key_spec *k, const s
 		}
 	}
 	return fail(c, val, "log.level: '%s' is not one of debug, info, warn, error",
-	            show(val, buf, sizeof(buf)));
+	            fg_yaml_show(val, buf, sizeof(buf)));
 }
 
-/* --- paths --------------------------------------------------------------- */
-
-/* "<a>/<b>" as a new string, without doubling a '/' at the end of <a>. */
-static char *path_join(const char *a, const char *b)
+static int parse_access_log(struct load_ctx *c, const struct key_spec *k,
+                            const struct fg_yaml_node *key, const struct fg_yaml_node *val)
 {
-	size_t la = strlen(a), lb = strlen(b);
-	int slash = la > 0 && a[la - 1] == '/';
-	char *p = malloc(la + lb + 2);
-
-	if (!p)
-		return NULL;
-	memcpy(p, a, la);
-	if (!slash)
-		p[la++] = '/';
-	memcpy(p + la, b, lb + 1);
-	return p;
-}
-
-/* <rel> made absolute against <base>, itself made absolute against the
- * current directory when needed (NULL <base> is the current directory).
- * Returned owned; NULL with errno set on failure. */
-static char *path_absolute(const char *base, const char *rel)
-{
-	char *cwd, *dir, *p;
-
-	while (rel[0] == '.' && rel[1] == '/')
-		rel += 2;
-	if (rel[0] == '/')
-		return strdup(rel);
-	if (base && base[0] == '/')
-		return path_join(base, rel);
-	cwd = getcwd(NULL, 0);
-	if (!cwd)
-		return NULL;
-	dir = base ? path_join(cwd, base) : cwd;
-	p = dir ? path_join(dir, rel) : NULL;
-	if (dir != cwd)
-		free(dir);
-	free(cwd);
-	return p;
-}
-
-/* The directory part of absolute <path>, returned owned. */
-static char *path_dirname(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	size_t len = slash && slash != path ? (size_t)(slash - path) : 1;
-	char *d = malloc(len + 1);
-
-	if (!d)
-		return NULL;
-	memcpy(d, slash ? path : "/", len);
-	d[len] = '\0';
-	return d;
-}
-
-static int parse_access_log(struct load_ctx *c, const struct key_spec *k, const struct node *key,
-                            const struct node *val)
-{
-	char buf[SHOW_MAX + 4];
+	char buf[FG_YAML_SHOWLEN];
 	int rc = want_scalar(c, val, "off, - or a file path");
 
 	if (rc)
@@ -746,13 +335,13 @@ static int parse_access_log(struct load_ctx *c, const struct key_spec *k, const 
 	if (strcmp(val->text, "-") == 0)
 		c->cfg->log.access_log = strdup("-");
 	else
-		c->cfg->log.access_log = path_absolute(c->basedir, val->text);
+		c->cfg->log.access_log = fg_yaml_path_resolve(c->basedir, val->text);
 	if (c->cfg->log.access_log)
 		return 0;
 	if (errno == ENOMEM)
 		return fail_nomem(c);
 	return fail(c, val, "log.access_log: cannot make '%s' absolute: %s",
-	            show(val, buf, sizeof(buf)), strerror(errno));
+	            fg_yaml_show(val, buf, sizeof(buf)), strerror(errno));
 }
 
 /* --- addresses ---------------------------------------------------------- */
@@ -859,10 +448,10 @@ static const char *parse_addr(const char *text, unsigned flags, struct fg_config
 	return why;
 }
 
-static int get_addr(struct load_ctx *c, const struct node *val, unsigned flags,
+static int get_addr(struct load_ctx *c, const struct fg_yaml_node *val, unsigned flags,
                     struct fg_config_addr *out)
 {
-	char buf[SHOW_MAX + 4];
+	char buf[FG_YAML_SHOWLEN];
 	const char *why;
 	int rc = want_scalar(c, val, "a host:port string");
 
@@ -871,7 +460,7 @@ static int get_addr(struct load_ctx *c, const struct node *val, unsigned flags,
 	why = parse_addr(val->text, flags, out);
 	if (why)
 		return fail(c, val, "%s: '%s' is not a usable host:port: %s", c->key,
-		            show(val, buf, sizeof(buf)), why);
+		            fg_yaml_show(val, buf, sizeof(buf)), why);
 	return 0;
 }
 
@@ -885,7 +474,7 @@ static int sockaddr_port(const struct fg_config_addr *a)
 /* With SO_REUSEPORT a second bind to the same address succeeds and quietly
  * splits its connections, so a repeated listen address is refused here.
  * Port 0 is exempt: each bind gets a port of its own. */
-static int check_listen_unique(struct load_ctx *c, const struct node *const *items)
+static int check_listen_unique(struct load_ctx *c, const struct fg_yaml_node *const *items)
 {
 	const struct fg_config *cfg = c->cfg;
 
@@ -900,17 +489,17 @@ static int check_listen_unique(struct load_ctx *c, const struct node *const *ite
 	return 0;
 }
 
-static int parse_listen(struct load_ctx *c, const struct key_spec *k, const struct node *key,
-                        const struct node *val)
+static int parse_listen(struct load_ctx *c, const struct key_spec *k,
+                        const struct fg_yaml_node *key, const struct fg_yaml_node *val)
 {
-	const struct node *const *items = (const struct node *const *)&val;
+	const struct fg_yaml_node *const *items = (const struct fg_yaml_node *const *)&val;
 	size_t n = 1;
 	int rc;
 
-	if (val->kind == NODE_MAP)
+	if (val->kind == FG_YAML_MAP)
 		return fail(c, val, "listen must be a host:port string or a list of them, not a mapping");
-	if (val->kind == NODE_SEQ) {
-		items = (const struct node *const *)val->kids;
+	if (val->kind == FG_YAML_SEQ) {
+		items = (const struct fg_yaml_node *const *)val->kids;
 		n = val->nkids;
 	}
 	if (n == 0)
@@ -928,18 +517,18 @@ static int parse_listen(struct load_ctx *c, const struct key_spec *k, const stru
 	return check_listen_unique(c, items);
 }
 
-static int parse_upstream_addr(struct load_ctx *c, const struct key_spec *k, const struct node *key,
-                               const struct node *val)
+static int parse_upstream_addr(struct load_ctx *c, const struct key_spec *k,
+                               const struct fg_yaml_node *key, const struct fg_yaml_node *val)
 {
 	return get_addr(c, val, 0, &c->cfg->upstream.addr);
 }
 
-static int parse_admin_listen(struct load_ctx *c, const struct key_spec *k, const struct node *key,
-                              const struct node *val)
+static int parse_admin_listen(struct load_ctx *c, const struct key_spec *k,
+                              const struct fg_yaml_node *key, const struct fg_yaml_node *val)
 {
 	int rc;
 
-	if (val->kind == NODE_SCALAR && strcmp(val->text, "off") == 0 && val->len == 3) {
+	if (val->kind == FG_YAML_SCALAR && strcmp(val->text, "off") == 0 && val->len == 3) {
 		c->cfg->admin.enabled = 0;
 		return 0;
 	}
@@ -974,22 +563,22 @@ static int method_path_ok(const char *s)
 }
 
 /* Check item <i> of <items> and append it to metrics.methods. */
-static int add_method(struct load_ctx *c, const struct node *const *items, size_t i)
+static int add_method(struct load_ctx *c, const struct fg_yaml_node *const *items, size_t i)
 {
 	struct fg_config *cfg = c->cfg;
-	const struct node *val = items[i];
-	char buf[SHOW_MAX + 4];
+	const struct fg_yaml_node *val = items[i];
+	char buf[FG_YAML_SHOWLEN];
 	int rc = want_scalar(c, val, "a method path such as /pkg.Service/Method");
 
 	if (rc)
 		return rc;
 	if (!method_path_ok(val->text))
 		return fail(c, val, "metrics.methods: '%s' is not a gRPC method path "
-		            "(/package.Service/Method)", show(val, buf, sizeof(buf)));
+		            "(/package.Service/Method)", fg_yaml_show(val, buf, sizeof(buf)));
 	for (size_t j = 0; j < i; j++)
 		if (strcmp(items[j]->text, val->text) == 0)
 			return fail(c, val, "metrics.methods: '%s' is listed twice (first at %u:%u)",
-			            show(val, buf, sizeof(buf)), items[j]->line, items[j]->col);
+			            fg_yaml_show(val, buf, sizeof(buf)), items[j]->line, items[j]->col);
 	cfg->metrics.methods[cfg->metrics.nmethods] = strdup(val->text);
 	if (!cfg->metrics.methods[cfg->metrics.nmethods])
 		return fail_nomem(c);
@@ -997,15 +586,15 @@ static int add_method(struct load_ctx *c, const struct node *const *items, size_
 	return 0;
 }
 
-static int parse_methods(struct load_ctx *c, const struct key_spec *k, const struct node *key,
-                         const struct node *val)
+static int parse_methods(struct load_ctx *c, const struct key_spec *k,
+                         const struct fg_yaml_node *key, const struct fg_yaml_node *val)
 {
-	const struct node *const *items = (const struct node *const *)val->kids;
+	const struct fg_yaml_node *const *items = (const struct fg_yaml_node *const *)val->kids;
 	int rc;
 
-	if (val->kind != NODE_SEQ)
+	if (val->kind != FG_YAML_SEQ)
 		return fail(c, val, "metrics.methods must be a list of method paths, not %s",
-		            kind_name(val));
+		            fg_yaml_kind_name(val));
 	if (val->nkids > FG_CONFIG_MAX_METHODS)
 		return fail(c, items[FG_CONFIG_MAX_METHODS], "metrics.methods: more than %d methods",
 		            FG_CONFIG_MAX_METHODS);
@@ -1019,18 +608,19 @@ static int parse_methods(struct load_ctx *c, const struct key_spec *k, const str
 
 /* --- sections ----------------------------------------------------------- */
 
-static int walk_map(struct load_ctx *c, const struct section_spec *s, const struct node *map,
-                    const struct node *where);
+static int walk_map(struct load_ctx *c, const struct section_spec *s,
+                    const struct fg_yaml_node *map, const struct fg_yaml_node *where);
 
-static int parse_section(struct load_ctx *c, const struct key_spec *k, const struct node *key,
-                         const struct node *val)
+static int parse_section(struct load_ctx *c, const struct key_spec *k,
+                         const struct fg_yaml_node *key, const struct fg_yaml_node *val)
 {
-	if (val->kind != NODE_MAP)
-		return fail(c, val, "%s must be a mapping of keys, not %s", k->name, kind_name(val));
+	if (val->kind != FG_YAML_MAP)
+		return fail(c, val, "%s must be a mapping of keys, not %s", k->name,
+		            fg_yaml_kind_name(val));
 	return walk_map(c, k->sub, val, key);
 }
 
-static int find_key(const struct section_spec *s, const struct node *key)
+static int find_key(const struct section_spec *s, const struct fg_yaml_node *key)
 {
 	for (size_t i = 0; i < s->nkeys; i++)
 		if (strlen(s->keys[i].name) == key->len && memcmp(s->keys[i].name, key->text, key->len) == 0)
@@ -1038,9 +628,10 @@ static int find_key(const struct section_spec *s, const struct node *key)
 	return -1;
 }
 
-static int fail_unknown(struct load_ctx *c, const struct section_spec *s, const struct node *key)
+static int fail_unknown(struct load_ctx *c, const struct section_spec *s,
+                        const struct fg_yaml_node *key)
 {
-	char list[256], buf[SHOW_MAX + 4];
+	char list[256], buf[FG_YAML_SHOWLEN];
 	size_t n = 0;
 
 	list[0] = '\0';
@@ -1048,8 +639,8 @@ static int fail_unknown(struct load_ctx *c, const struct section_spec *s, const 
 		n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", i ? ", " : "", s->keys[i].name);
 	if (s->name)
 		return fail(c, key, "unknown key '%s' in %s; valid keys: %s",
-		            show(key, buf, sizeof(buf)), s->name, list);
-	return fail(c, key, "unknown key '%s'; valid keys: %s", show(key, buf, sizeof(buf)), list);
+		            fg_yaml_show(key, buf, sizeof(buf)), s->name, list);
+	return fail(c, key, "unknown key '%s'; valid keys: %s", fg_yaml_show(key, buf, sizeof(buf)), list);
 }
 
 static void set_key_name(struct load_ctx *c, const struct section_spec *s, const struct key_spec *k)
@@ -1062,14 +653,14 @@ static void set_key_name(struct load_ctx *c, const struct section_spec *s, const
 
 /* Fill the fields of section <s> from <map>; <where> is the node that
  * "required" errors point at. */
-static int walk_map(struct load_ctx *c, const struct section_spec *s, const struct node *map,
-                    const struct node *where)
+static int walk_map(struct load_ctx *c, const struct section_spec *s,
+                    const struct fg_yaml_node *map, const struct fg_yaml_node *where)
 {
-	const struct node *seen[SECTION_MAX_KEYS] = { NULL };
+	const struct fg_yaml_node *seen[SECTION_MAX_KEYS] = { NULL };
 	int rc;
 
 	for (size_t i = 0; i + 1 < map->nkids; i += 2) {
-		const struct node *key = map->kids[i], *val = map->kids[i + 1];
+		const struct fg_yaml_node *key = map->kids[i], *val = map->kids[i + 1];
 		int idx = find_key(s, key);
 
 		if (idx < 0)
@@ -1153,8 +744,61 @@ static const struct key_spec log_keys[] = {
 	{ "access_log", parse_access_log, 0, 0, 0, NULL, NULL },
 };
 
-static int check_upstream(struct load_ctx *c, const struct node *where, const struct node *const *seen);
-static int check_top(struct load_ctx *c, const struct node *where, const struct node *const *seen);
+static int check_upstream(struct load_ctx *c, const struct fg_yaml_node *where,
+                          const struct fg_yaml_node *const *seen);
+/* policy: a path; compiled after the whole file is read (see load()),
+ * when the worker count its counters need is known. */
+static int parse_policy(struct load_ctx *c, const struct key_spec *k, const struct fg_yaml_node *key,
+                        const struct fg_yaml_node *val)
+{
+	int rc = want_scalar(c, val, "the path of a policy file");
+
+	if (rc)
+		return rc;
+	c->cfg->policy_path = fg_yaml_path_resolve(c->basedir, val->text);
+	return c->cfg->policy_path ? 0 : fail_nomem(c);
+}
+
+/* pseudonym_keys: a list of {id, file}, newest first; each file is read now,
+ * so a missing or short key fails the load with its position. */
+static int parse_key_item(struct load_ctx *c, const struct fg_yaml_node *item)
+{
+	const struct fg_yaml_node *id, *file;
+	char why[256], *path;
+	int rc;
+
+	if (item->kind != FG_YAML_MAP || item->nkids != 4 || !(id = fg_yaml_map_get(item, "id")) ||
+	    !(file = fg_yaml_map_get(item, "file")) || id->kind != FG_YAML_SCALAR || file->kind != FG_YAML_SCALAR)
+		return fail(c, item, "pseudonym_keys: each entry is {id: NAME, file: PATH}");
+	path = fg_yaml_path_resolve(c->basedir, file->text);
+	if (!path)
+		return fail_nomem(c);
+	rc = fg_keyring_add_file(c->cfg->keyring, id->text, path, why, sizeof(why));
+	free(path);
+	if (rc)
+		return fail(c, rc == FG_EIO ? file : id, "pseudonym_keys: %s", why);
+	return 0;
+}
+
+static int parse_keys(struct load_ctx *c, const struct key_spec *k, const struct fg_yaml_node *key,
+                      const struct fg_yaml_node *val)
+{
+	size_t i;
+	int rc;
+
+	if (val->kind != FG_YAML_SEQ || val->nkids == 0)
+		return fail(c, val, "pseudonym_keys must be a list of {id, file}, newest first");
+	c->cfg->keyring = calloc(1, sizeof(*c->cfg->keyring));
+	if (!c->cfg->keyring)
+		return fail_nomem(c);
+	for (i = 0; i < val->nkids; i++)
+		if ((rc = parse_key_item(c, val->kids[i])))
+			return rc;
+	return 0;
+}
+
+static int check_top(struct load_ctx *c, const struct fg_yaml_node *where,
+                     const struct fg_yaml_node *const *seen);
 
 static const struct section_spec upstream_section = {
 	"upstream", upstream_keys, NELEM(upstream_keys), check_upstream };
@@ -1170,7 +814,7 @@ static const struct section_spec log_section = {
 	"log", log_keys, NELEM(log_keys), NULL };
 
 enum { TOP_LISTEN, TOP_WORKERS, TOP_UPSTREAM, TOP_LIMITS, TOP_TIMEOUTS, TOP_ADMIN, TOP_METRICS,
-       TOP_LOG, TOP_NKEYS };
+       TOP_LOG, TOP_POLICY, TOP_KEYS, TOP_NKEYS };
 
 static const struct key_spec top_keys[] = {
 	[TOP_LISTEN] = { "listen", parse_listen, 0, 0, 0, NULL, NULL },
@@ -1181,6 +825,8 @@ static const struct key_spec top_keys[] = {
 	[TOP_ADMIN] = { "admin", parse_section, 0, 0, 0, NULL, &admin_section },
 	[TOP_METRICS] = { "metrics", parse_section, 0, 0, 0, NULL, &metrics_section },
 	[TOP_LOG] = { "log", parse_section, 0, 0, 0, NULL, &log_section },
+	[TOP_POLICY] = { "policy", parse_policy, 0, 0, 0, NULL, NULL },
+	[TOP_KEYS] = { "pseudonym_keys", parse_keys, 0, 0, 0, NULL, NULL },
 };
 
 static const struct section_spec top_section = {
@@ -1190,7 +836,8 @@ _Static_assert(NELEM(upstream_keys) == UP_NKEYS && UP_NKEYS <= SECTION_MAX_KEYS,
 _Static_assert(NELEM(limits_keys) == LIM_NKEYS && LIM_NKEYS <= SECTION_MAX_KEYS, "limits table");
 _Static_assert(NELEM(top_keys) == TOP_NKEYS && TOP_NKEYS <= SECTION_MAX_KEYS, "top table");
 
-static int check_upstream(struct load_ctx *c, const struct node *where, const struct node *const *seen)
+static int check_upstream(struct load_ctx *c, const struct fg_yaml_node *where,
+                          const struct fg_yaml_node *const *seen)
 {
 	const struct fg_config *cfg = c->cfg;
 	char lo[24], hi[24];
@@ -1205,7 +852,8 @@ static int check_upstream(struct load_ctx *c, const struct node *where, const st
 	return 0;
 }
 
-static int check_top(struct load_ctx *c, const struct node *where, const struct node *const *seen)
+static int check_top(struct load_ctx *c, const struct fg_yaml_node *where,
+                     const struct fg_yaml_node *const *seen)
 {
 	if (!seen[TOP_UPSTREAM])
 		return fail(c, where, "upstream.address is required");
@@ -1251,13 +899,20 @@ static void config_free(struct fg_config *cfg)
 	for (int i = 0; i < cfg->metrics.nmethods; i++)
 		free(cfg->metrics.methods[i]);
 	free(cfg->log.access_log);
+	free(cfg->policy_path);
+	fg_policy_free(cfg->policy);
+	if (cfg->keyring) {
+		fg_keyring_wipe(cfg->keyring);
+		free(cfg->keyring);
+	}
 	free(cfg);
 }
 
-/* Parse <c->text> into a new snapshot; takes <path> (absolute, owned). */
-static int load(struct load_ctx *c, char *path, struct fg_config **out)
+/* Parse <len> bytes at <text> into a new snapshot; takes <path> (absolute, owned). */
+static int load(struct load_ctx *c, const char *text, size_t len, char *path,
+                struct fg_config **out)
 {
-	struct node *root = NULL;
+	struct fg_yaml_node *root = NULL;
 	int rc;
 
 	c->cfg = calloc(1, sizeof(*c->cfg));
@@ -1268,15 +923,17 @@ static int load(struct load_ctx *c, char *path, struct fg_config **out)
 	c->cfg->path = path;
 	c->cfg->refcount = 1;
 	set_defaults(c->cfg);
-	if (c->textlen > CONFIG_MAX_BYTES) {
-		rc = fail_at(c, 1, 1, "larger than %d bytes", CONFIG_MAX_BYTES);
-		goto out_free_cfg;
-	}
-	rc = parse_tree(c, &root);
+	rc = fg_yaml_parse(c->name, text, len, &config_limits, &root, c->err, c->errlen);
 	if (rc)
 		goto out_free_cfg;
 	rc = walk_map(c, &top_section, root, root);
-	node_free(root);
+	fg_yaml_free(root);
+	if (rc == 0 && c->cfg->policy_path) {
+		/* One counter slot per worker (workers: auto counts CPUs the way
+		 * the daemon will). */
+		size_t slots = c->cfg->workers ? (size_t)c->cfg->workers : (size_t)fg_cpu_count();
+		rc = fg_policy_load(c->cfg->policy_path, slots, &c->cfg->policy, c->err, c->errlen);
+	}
 	if (rc)
 		goto out_free_cfg;
 	*out = c->cfg;
@@ -1288,13 +945,10 @@ out_free_cfg:
 	return rc;
 }
 
-static void ctx_init(struct load_ctx *c, const char *name, const char *text, size_t len,
-                     char *err, size_t errlen)
+static void ctx_init(struct load_ctx *c, const char *name, char *err, size_t errlen)
 {
 	memset(c, 0, sizeof(*c));
 	c->name = name ? name : "<string>";
-	c->text = text;
-	c->textlen = len;
 	c->err = err;
 	c->errlen = errlen;
 	if (err && errlen)
@@ -1309,52 +963,25 @@ int fg_config_load_string(const char *name, const char *basedir, const char *tex
 	int rc;
 
 	*out = NULL;
-	ctx_init(&c, name, text, len, err, errlen);
-	c.basedir = basedir ? path_absolute(NULL, basedir) : getcwd(NULL, 0);
+	ctx_init(&c, name, err, errlen);
+	c.basedir = basedir ? fg_yaml_path_resolve(NULL, basedir) : getcwd(NULL, 0);
 	if (!c.basedir)
-		return errno == ENOMEM ? fail_nomem(&c) : fail_at(&c, 1, 1, "cannot resolve the base directory: %s",
-		                                                  strerror(errno));
-	path = path_absolute(c.basedir, c.name);
-	rc = path ? load(&c, path, out) : fail_nomem(&c);
+		return errno == ENOMEM ? fail_nomem(&c)
+		       : fail(&c, &file_start, "cannot resolve the base directory: %s", strerror(errno));
+	path = fg_yaml_path_resolve(c.basedir, c.name);
+	rc = path ? load(&c, text, len, path, out) : fail_nomem(&c);
 	free(c.basedir);
 	return rc;
 }
 
-/* Read all of <fd> into a new buffer, at most CONFIG_MAX_BYTES + 1 bytes
- * so that load() sees the file is too large.  Returns 0 or an errno. */
-static int read_all(int fd, char **text, size_t *len)
-{
-	size_t cap = CONFIG_MAX_BYTES + 1, n = 0;
-	char *buf = malloc(cap);
-	ssize_t r;
-
-	if (!buf)
-		return ENOMEM;
-	while (n < cap) {
-		r = read(fd, buf + n, cap - n);
-		if (r == 0)
-			break;
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			int saved = errno;
-
-			free(buf);
-			return saved;
-		}
-		n += (size_t)r;
-	}
-	*text = buf;
-	*len = n;
-	return 0;
-}
-
-static int fail_io(struct load_ctx *c, const char *what, int errnum)
+/* The current directory is gone or unreadable: <path> has no absolute form. */
+static int fail_resolve(struct load_ctx *c, int errnum)
 {
 	if (errnum == ENOMEM)
 		return fail_nomem(c);
 	if (c->err && c->errlen)
-		snprintf(c->err, c->errlen, "%s: cannot %s: %s", c->name, what, strerror(errnum));
+		snprintf(c->err, c->errlen, "%s: cannot resolve its directory: %s", c->name,
+		         strerror(errnum));
 	errno = errnum;
 	return FG_EIO;
 }
@@ -1362,33 +989,27 @@ static int fail_io(struct load_ctx *c, const char *what, int errnum)
 int fg_config_load(const char *path, struct fg_config **out, char *err, size_t errlen)
 {
 	struct load_ctx c;
-	char *text = NULL, *abspath;
-	size_t len = 0;
-	int fd, rc;
+	char *text, *abspath;
+	size_t len;
+	int rc;
 
 	*out = NULL;
-	ctx_init(&c, path, NULL, 0, err, errlen);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return fail_io(&c, "open", errno);
-	rc = read_all(fd, &text, &len);
-	close(fd);
+	ctx_init(&c, path, err, errlen);
+	rc = fg_yaml_read_file(path, CONFIG_MAX_BYTES, &text, &len, err, errlen);
 	if (rc)
-		return fail_io(&c, "read", rc);
-	c.text = text;
-	c.textlen = len;
-	abspath = path_absolute(NULL, path);
+		return rc;
+	abspath = fg_yaml_path_resolve(NULL, path);
 	if (!abspath) {
-		rc = fail_io(&c, "resolve its directory", errno);
+		rc = fail_resolve(&c, errno);
 		goto out_free_text;
 	}
-	c.basedir = path_dirname(abspath);
+	c.basedir = fg_yaml_path_dirname(abspath);
 	if (!c.basedir) {
 		free(abspath);
 		rc = fail_nomem(&c);
 		goto out_free_text;
 	}
-	rc = load(&c, abspath, out);
+	rc = load(&c, text, len, abspath, out);
 	free(c.basedir);
 out_free_text:
 	free(text);

@@ -32,6 +32,9 @@
 #define FG_CONFIG_ERRLEN 512
 #define FG_CONFIG_MAX_METHODS 64
 
+struct fg_policy;
+struct fg_keyring;
+
 /* A "host:port" from the file, resolved to a socket address (numeric hosts
  * only for upstream and admin: a blocking resolver has no place in a worker).
  * IPv6 is written in brackets: "[::1]:8080".  For listen, "localhost"
@@ -105,6 +108,18 @@ struct fg_config {
 		char *methods[FG_CONFIG_MAX_METHODS];  /* owned by the snapshot */
 		int nmethods;                           /* entries used in <methods> */
 	} metrics;
+
+	/* policy: the policy file, compiled with the descriptor set it names
+	 * (fg_policy_compile.h).  NULL: no policy, every call passes through.
+	 * Reloadable: calls in flight keep the snapshot (and policy) they
+	 * started with. */
+	char *policy_path;
+	struct fg_policy *policy;
+
+	/* pseudonym_keys: the key ring for pseudonymous user keys, newest
+	 * first, each {id, file}.  Reloadable: add a new key first in the list
+	 * and keep the old ones until their state expires. */
+	struct fg_keyring *keyring;
 
 	struct {
 		enum fg_log_level level;        /* log.level: debug, info, warn, error; default info */

@@ -9,6 +9,7 @@
 #include "fg_error.h"
 #include "fg_grpc.h"
 #include "fg_metrics.h"
+#include "fg_policy-t.h"
 
 /* Upper bounds in microseconds; the last bucket is +Inf.  Chosen for a
  * sidecar in front of a ranker: sub-millisecond to tens of seconds. */
@@ -137,6 +138,63 @@ static const struct simple_metric simple_metrics[] = {
 	  offsetof(struct fg_metrics, upstream_connect_failures), 0 },
 };
 
+/* Label values from an operator's file, escaped as the exposition format
+ * wants (backslash, double quote, newline). */
+static void add_label_value(struct evbuffer *out, const char *v)
+{
+	for (; *v; v++) {
+		if (*v == '\\' || *v == '"')
+			evbuffer_add_printf(out, "\\%c", *v);
+		else if (*v == '\n')
+			evbuffer_add(out, "\\n", 2);
+		else
+			evbuffer_add(out, v, 1);
+	}
+}
+
+/* Sum over worker slots of policy counter <i> in an array laid out [slot][n]. */
+static uint64_t sum_slots(const uint64_t *arr, size_t nslots, size_t n, size_t i)
+{
+	uint64_t s = 0;
+	size_t k;
+
+	for (k = 0; k < nslots; k++)
+		s += LOAD(&arr[k * n + i]);
+	return s;
+}
+
+static void render_policy(struct evbuffer *out, const struct fg_policy *p)
+{
+	size_t m, b, st, nb = p->nbands;
+	uint64_t v;
+
+	evbuffer_add_printf(out, "# HELP feedguard_policy_calls_total Intercepted calls, by method and age band.\n"
+	                         "# TYPE feedguard_policy_calls_total counter\n");
+	for (m = 0; m < p->nmethods; m++)
+		for (b = 0; b < nb; b++) {
+			v = sum_slots(p->counters.calls, p->counters.nslots, p->nmethods * nb, m * nb + b);
+			evbuffer_add_printf(out, "feedguard_policy_calls_total{method=\"");
+			add_label_value(out, p->methods[m].path);
+			evbuffer_add_printf(out, "\",band=\"");
+			add_label_value(out, p->bands[b].name);
+			evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)v);
+		}
+	evbuffer_add_printf(out, "# HELP feedguard_policy_fields_stripped_total Field occurrences removed or "
+	                         "coarsened, by policy field path and age band.\n"
+	                         "# TYPE feedguard_policy_fields_stripped_total counter\n");
+	for (st = 0; st < p->nstats; st++)
+		for (b = 0; b < nb; b++) {
+			v = sum_slots(p->counters.stripped, p->counters.nslots, p->nstats * nb, st * nb + b);
+			if (!v)
+				continue;
+			evbuffer_add_printf(out, "feedguard_policy_fields_stripped_total{field=\"");
+			add_label_value(out, p->stat_names[st]);
+			evbuffer_add_printf(out, "\",band=\"");
+			add_label_value(out, p->bands[b].name);
+			evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)v);
+		}
+}
+
 int fg_metrics_render(struct evbuffer *out, const struct fg_config *cfg, struct fg_metrics *const *blocks,
                       int n, const struct fg_metrics_process *proc)
 {
@@ -169,5 +227,7 @@ int fg_metrics_render(struct evbuffer *out, const struct fg_config *cfg, struct 
 	}
 	render_calls(out, cfg, blocks, n);
 	render_durations(out, cfg, blocks, n);
+	if (cfg->policy)
+		render_policy(out, cfg->policy);
 	return 0;
 }

@@ -195,3 +195,21 @@ char *fg_units_format_duration(int64_t usec, char *buf, unsigned len)
 	         (unsigned long long)(mag / u->scale), u->name);
 	return buf;
 }
+
+char *fg_units_format_size(uint64_t bytes, char *buf, unsigned len)
+{
+	const struct unit *u = &size_units[0];
+
+	if (len == 0)
+		return buf;
+	for (size_t i = NUNITS(size_units); i-- > 0;) {
+		if (bytes % size_units[i].scale == 0) {
+			u = &size_units[i];
+			break;
+		}
+	}
+	if (bytes == 0)
+		u = &size_units[0];
+	snprintf(buf, len, "%llu%s", (unsigned long long)(bytes / u->scale), u->name);
+	return buf;
+}

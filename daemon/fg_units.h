@@ -40,4 +40,11 @@ int fg_units_parse_size(const char *text, uint64_t *bytes, const char **why);
  */
 char *fg_units_format_duration(int64_t usec, char *buf, unsigned len);
 
+/*
+ * fg_units_format_size - write <bytes> as a whole number of the largest
+ * unit that divides it exactly ("4MiB", "1536B") into <buf> of <len>
+ * bytes; always NUL-terminates.  Returns <buf>.
+ */
+char *fg_units_format_size(uint64_t bytes, char *buf, unsigned len);
+
 #endif /* FG_UNITS_H */

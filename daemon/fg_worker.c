@@ -43,12 +43,26 @@ static void worker_open_access_log(struct fg_worker *w)
 		       strerror(errno));
 }
 
+/* HMAC contexts for the key ring of the worker's current snapshot (the
+ * ring lives in the snapshot, which the worker holds). */
+static void worker_load_keys(struct fg_worker *w)
+{
+	fg_keyring_ctx_free(w->icpt_env.keys);
+	w->icpt_env.keys = NULL;
+	if (w->cfg->keyring && w->cfg->keyring->n) {
+		w->icpt_env.keys = fg_keyring_ctx_new(w->cfg->keyring);
+		if (!w->icpt_env.keys)
+			fg_log(FG_LOG_ERROR, "keyring_failed", "worker=%d", w->id);
+	}
+}
+
 static void worker_take_config(struct fg_worker *w, struct fg_config *cfg)
 {
 	struct fg_config *old = w->cfg;
 
 	w->cfg = cfg;
 	worker_open_access_log(w);
+	worker_load_keys(w);
 	fg_upstream_configure(w->upstream, cfg);
 	fg_config_unref(old);
 }
@@ -164,7 +178,11 @@ struct fg_worker *fg_worker_new(int id, struct fg_config *cfg, const int *fds, i
 	w->ctl_fd[0] = w->ctl_fd[1] = -1;
 	w->done_fd = -1;
 	w->access_fd = -1;
+	w->icpt_env.slot = (size_t)id;
 	worker_open_access_log(w);
+	worker_load_keys(w);
+	if (fg_grpcframe_zctx_new(&w->icpt_env.zctx) < 0)
+		goto fail;
 	LIST_INIT(&w->fronts);
 	w->base = event_base_new();
 	if (!w->base || pipe2(w->ctl_fd, O_CLOEXEC | O_NONBLOCK) < 0)
@@ -263,6 +281,8 @@ void fg_worker_join(struct fg_worker *w)
 		event_base_free(w->base);
 	if (w->access_fd >= 0)
 		close(w->access_fd);
+	fg_keyring_ctx_free(w->icpt_env.keys);
+	fg_grpcframe_zctx_free(w->icpt_env.zctx);
 	fg_config_unref(w->cfg);
 	free(w);
 }

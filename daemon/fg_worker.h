@@ -18,6 +18,7 @@
 #include <event2/listener.h>
 
 #include "fg_config.h"
+#include "fg_intercept.h"
 #include "fg_metrics.h"
 
 struct fg_front;
@@ -46,6 +47,7 @@ struct fg_worker {
 	unsigned draining;
 	int access_fd;                      /* log.access_log opened by this worker (O_APPEND); -1 when off */
 	int done_fd;                        /* main's notify pipe: one byte when the loop ends; -1 for none */
+	struct fg_intercept_env icpt_env;   /* inflate state, HMAC contexts, counter slot for the policy stage */
 	struct fg_metrics metrics;          /* written by this worker only; read by the admin endpoint */
 };
 

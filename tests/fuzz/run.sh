@@ -14,10 +14,12 @@ flags="-g -O1 -std=c11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover
 
 # target name -> the daemon sources it links
 declare -A sources=(
-	[config]="daemon/fg_config.c daemon/fg_units.c"
+	[config]="daemon/fg_config.c daemon/fg_yaml.c daemon/fg_units.c"
+	[grpcframe]="daemon/fg_grpcframe.c"
 )
 declare -A libs=(
 	[config]="-lyaml"
+	[grpcframe]="-lz"
 )
 for t in "${!sources[@]}"; do
 	srcs=""

@@ -591,9 +591,9 @@ static void test_unknown_keys(void **state)
 {
 	static const struct error_case cases[] = {
 		{ "foo: 1\n", NAME ":1:1: unknown key 'foo'; valid keys: listen, workers, upstream, "
-		  "limits, timeouts, admin, metrics, log" },
+		  "limits, timeouts, admin, metrics, log, policy, pseudonym_keys" },
 		{ UP "Upstream: {}\n", NAME ":2:1: unknown key 'Upstream'; valid keys: listen, workers, "
-		  "upstream, limits, timeouts, admin, metrics, log" },
+		  "upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys" },
 		{ "upstream:\n  address: 10.0.0.1:1\n  addr: 10.0.0.1:1\n", NAME ":3:3: unknown key 'addr' "
 		  "in upstream; valid keys: address, connect_timeout, max_connections, max_pending, "
 		  "keepalive_time, keepalive_timeout, backoff_initial, backoff_max" },
@@ -607,7 +607,7 @@ static void test_unknown_keys(void **state)
 		  "access_log" },
 		/* a key is matched on all its bytes, NUL included */
 		{ UP "\"workers\\0x\": 2\n", NAME ":2:1: unknown key 'workers?x'; valid keys: listen, "
-		  "workers, upstream, limits, timeouts, admin, metrics, log" },
+		  "workers, upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys" },
 	};
 
 	EXPECT_ERRORS(cases);
@@ -694,13 +694,13 @@ static void test_hostile_values(void **state)
 		{ "upstream: {address: \"10.0.0.1:1\\0\"}\n",
 		  NAME ":1:21: upstream.address must not contain a NUL byte" },
 		{ "\"fo\\to\\n\": 1\n", NAME ":1:1: unknown key 'fo?o?'; valid keys: listen, workers, "
-		  "upstream, limits, timeouts, admin, metrics, log" },
+		  "upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys" },
 		{ "\"it's\": 1\n", NAME ":1:1: unknown key 'it?s'; valid keys: listen, workers, "
-		  "upstream, limits, timeouts, admin, metrics, log" },
+		  "upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys" },
 		/* cut at 48 bytes, but never inside the two bytes of the e-acute */
 		{ "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xc3\xa9zzz: 1\n",
 		  NAME ":1:1: unknown key 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...'; valid keys: "
-		  "listen, workers, upstream, limits, timeouts, admin, metrics, log" },
+		  "listen, workers, upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys" },
 		{ "x: [[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]\n", NAME ":1:19: nesting deeper than 16 levels" },
 	};
 
@@ -851,7 +851,7 @@ static void test_load_file_errors(void **state)
 	assert_int_equal(fg_config_load(d->file, &cfg, err, sizeof(err)), FG_ECONFIG);
 	assert_null(cfg);
 	snprintf(want, sizeof(want), "%s:2:1: unknown key 'bogus'; valid keys: listen, workers, "
-	         "upstream, limits, timeouts, admin, metrics, log", d->file);
+	         "upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys", d->file);
 	assert_string_equal(err, want);
 
 	snprintf(missing, sizeof(missing), "%s/missing.yaml", d->path);

@@ -1,0 +1,283 @@
+/* fg_intercept.c - the policy stage of an intercepted call; see fg_intercept.h. */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fg_error.h"
+#include "fg_grpc.h"
+#include "fg_intercept.h"
+#include "fg_policy_eval.h"
+#include "fg_units.h"
+
+__attribute__((format(printf, 3, 4)))
+static int fail(struct fg_intercept_err *err, int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	err->status = status;
+	va_start(ap, fmt);
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	va_end(ap);
+	return status == FG_GRPC_INTERNAL ? FG_ENOMEM : FG_EINVAL;
+}
+
+/* The pseudonymous key of user id <v>: the raw id never leaves this function. */
+static void set_user(struct fg_intercept *ic, const char *v, size_t len)
+{
+	if (!ic->env->keys || len == 0 ||
+	    fg_keyring_pseudonym(ic->env->keys, 0, v, len, ic->user, sizeof(ic->user)) < 0)
+		ic->user[0] = '\0';
+}
+
+static void decide_band(struct fg_intercept *ic, const char *v, size_t len)
+{
+	ic->band = fg_policy_band(ic->pol, v, len);
+	ic->band_known = 1;
+	fg_policy_count_call(ic->pol, ic->m, ic->band, ic->env->slot);
+}
+
+/* Band and user from headers, where the policy says so. */
+static void read_header_sources(struct fg_intercept *ic, const struct fg_hdrs *h)
+{
+	const char *v;
+	size_t len = 0;
+
+	if (ic->m->user_id.kind == FG_POLICY_SRC_HEADER) {
+		v = fg_hdrs_find(h, ic->m->user_id.header, &len);
+		set_user(ic, v, v ? len : 0);
+	}
+	if (ic->m->age_band.kind == FG_POLICY_SRC_HEADER) {
+		v = fg_hdrs_find(h, ic->m->age_band.header, &len);
+		decide_band(ic, v, v ? len : 0);
+	}
+}
+
+/* Band and user from the first request message, where the policy says so.
+ * A field that cannot be read counts as absent: the unknown band, which is
+ * the most protective unless the policy chose otherwise. */
+static void read_field_sources(struct fg_intercept *ic, const uint8_t *msg, size_t len)
+{
+	char buf[FG_POLICY_VALUE_MAX];
+	int n;
+
+	if (ic->m->user_id.kind == FG_POLICY_SRC_FIELD) {
+		n = msg ? fg_policy_read_field(&ic->m->user_id, msg, len, buf, sizeof(buf)) : 0;
+		set_user(ic, buf, n > 0 ? (size_t)n : 0);
+		memset(buf, 0, sizeof(buf));
+	}
+	if (!ic->band_known) {
+		n = msg ? fg_policy_read_field(&ic->m->age_band, msg, len, buf, sizeof(buf)) : 0;
+		decide_band(ic, buf, n > 0 ? (size_t)n : 0);
+	}
+}
+
+int fg_intercept_begin(struct fg_intercept **out, struct fg_config *cfg, const struct fg_intercept_env *env,
+                       const char *path, size_t len, const struct fg_hdrs *h, struct fg_intercept_err *err)
+{
+	const struct fg_policy_method *m;
+	struct fg_intercept *ic;
+	enum fg_grpcframe_enc enc = FG_GRPCFRAME_IDENTITY;
+	const char *v;
+	size_t vlen;
+
+	*out = NULL;
+	if (!cfg->policy || !(m = fg_policy_find_method(cfg->policy, path, len)))
+		return 0;
+	/* A message feedguard cannot read must never pass unedited. */
+	v = fg_hdrs_find(h, "grpc-encoding", &vlen);
+	if (v && fg_grpcframe_encoding_parse(v, vlen, &enc) < 0)
+		return fail(err, FG_GRPC_UNIMPLEMENTED, "grpc-encoding '%.*s' is not supported by feedguard "
+		            "(it reads identity, gzip and deflate)", (int)(vlen > 64 ? 64 : vlen), v);
+	ic = calloc(1, sizeof(*ic));
+	if (!ic)
+		return fail(err, FG_GRPC_INTERNAL, "feedguardd is out of memory");
+	ic->cfg = fg_config_ref(cfg);
+	ic->pol = cfg->policy;
+	ic->m = m;
+	ic->env = env;
+	ic->req_enc = enc;
+	fg_grpcframe_reader_init(&ic->req, cfg->limits.max_message_size);
+	fg_grpcframe_reader_init(&ic->resp, cfg->limits.max_message_size);
+	read_header_sources(ic, h);
+	*out = ic;
+	return 0;
+}
+
+int fg_intercept_ready(const struct fg_intercept *ic)
+{
+	return ic->band_known && ic->m->user_id.kind != FG_POLICY_SRC_FIELD ? 1 : ic->req_messages > 0;
+}
+
+static int header_removed(const struct fg_policy_edit *e, const char *name, size_t len)
+{
+	size_t i;
+
+	if ((len == 14 && memcmp(name, "content-length", 14) == 0) ||
+	    (len == 20 && memcmp(name, "grpc-accept-encoding", 20) == 0))
+		return 1;
+	for (i = 0; i < e->nremove_headers; i++)
+		if (strlen(e->remove_headers[i]) == len && memcmp(e->remove_headers[i], name, len) == 0)
+			return 1;
+	return 0;
+}
+
+int fg_intercept_headers(const struct fg_intercept *ic, const struct fg_hdrs *in, struct fg_hdrs *out)
+{
+	const struct fg_policy_edit *e = &ic->m->request[ic->band];
+	static const char accept[] = FG_GRPCFRAME_ACCEPT_ENCODING;
+	size_t i;
+
+	fg_hdrs_reset(out);
+	for (i = 0; i < in->n; i++) {
+		const struct fg_hdrs_entry *h = &in->ent[i];
+		if (header_removed(e, in->buf + h->name_off, h->name_len))
+			continue;
+		if (fg_hdrs_add(out, (const uint8_t *)in->buf + h->name_off, h->name_len,
+		                (const uint8_t *)in->buf + h->value_off, h->value_len, h->flags) < 0)
+			return FG_ENOMEM;
+	}
+	return fg_hdrs_add(out, (const uint8_t *)"grpc-accept-encoding", 20, (const uint8_t *)accept,
+	                   sizeof(accept) - 1, 0);
+}
+
+static int frame_error(struct fg_intercept_err *err, int rc, const char *side, const char *why,
+                       uint64_t max, int bad_status)
+{
+	char size[32];
+
+	if (rc == FG_ETOOBIG)
+		return fail(err, FG_GRPC_RESOURCE_EXHAUSTED, "%s message larger than limits.max_message_size (%s)",
+		            side, fg_units_format_size(max, size, sizeof(size)));
+	if (rc == FG_ENOMEM)
+		return fail(err, FG_GRPC_INTERNAL, "feedguardd is out of memory");
+	return fail(err, bad_status, "%s message: %s", side, why ? why : "malformed");
+}
+
+/* Edit one complete message and append it, framed, to <out>: the original
+ * bytes when nothing changed, the edited bytes with flag 0 otherwise. */
+static int handle_message(struct fg_intercept *ic, const struct fg_grpcframe_msg *msg, enum fg_grpcframe_enc enc,
+                          int is_request, struct evbuffer *out, struct fg_intercept_err *err)
+{
+	const char *side = is_request ? "request" : "response";
+	int bad = is_request ? FG_GRPC_INVALID_ARGUMENT : FG_GRPC_INTERNAL;
+	uint64_t max = ic->cfg->limits.max_message_size;
+	const struct fg_policy_edit *e;
+	const uint8_t *plain = msg->data;
+	size_t plain_len = msg->len;
+	uint8_t prefix[FG_GRPC_PREFIX_LEN];
+	const char *why = NULL;
+	int rc, changed = 0;
+
+	if (msg->flag == FG_GRPCFRAME_COMPRESSED) {
+		if (enc == FG_GRPCFRAME_IDENTITY)
+			return fail(err, bad, "%s message is compressed but the call has no grpc-encoding", side);
+		ic->plain.len = 0;
+		rc = fg_grpcframe_inflate(ic->env->zctx, enc, msg->data, msg->len, max, &ic->plain, &why);
+		if (rc < 0)
+			return frame_error(err, rc, side, why, max, bad);
+		plain = ic->plain.data;
+		plain_len = ic->plain.len;
+	}
+	/* The band and user may come from the first request message itself. */
+	if (is_request && ic->req_messages++ == 0)
+		read_field_sources(ic, plain, plain_len);
+	e = is_request ? &ic->m->request[ic->band] : &ic->m->response[ic->band];
+	ic->edited.len = 0;
+	rc = fg_policy_edit(ic->pol, e, ic->band, ic->env->slot, plain, plain_len, &ic->edited, &changed, &why);
+	if (rc == FG_ENOMEM)
+		return frame_error(err, rc, side, why, max, bad);
+	if (rc < 0)
+		return fail(err, bad, "%s message is not valid protobuf for %s: %s", side, ic->m->path,
+		            why ? why : "malformed");
+	if (!changed) {
+		fg_grpcframe_write_prefix(prefix, msg->flag, msg->len);
+		rc = evbuffer_add(out, prefix, sizeof(prefix)) | evbuffer_add(out, msg->data, msg->len);
+	} else {
+		fg_grpcframe_write_prefix(prefix, FG_GRPCFRAME_UNCOMPRESSED, (uint32_t)ic->edited.len);
+		rc = evbuffer_add(out, prefix, sizeof(prefix)) | evbuffer_add(out, ic->edited.data, ic->edited.len);
+	}
+	return rc < 0 ? fail(err, FG_GRPC_INTERNAL, "feedguardd is out of memory") : 0;
+}
+
+static int feed(struct fg_intercept *ic, struct fg_grpcframe_reader *r, const uint8_t *data, size_t len,
+                enum fg_grpcframe_enc enc, int is_request, struct evbuffer *out, struct fg_intercept_err *err)
+{
+	int bad = is_request ? FG_GRPC_INVALID_ARGUMENT : FG_GRPC_INTERNAL;
+	struct fg_grpcframe_msg msg;
+	const char *why = NULL;
+	size_t used;
+	int rc;
+
+	while (len > 0) {
+		rc = fg_grpcframe_reader_feed(r, data, len, &used, &msg, &why);
+		if (rc < 0)
+			return frame_error(err, rc, is_request ? "request" : "response", why,
+			                   ic->cfg->limits.max_message_size, bad);
+		data += used;
+		len -= used;
+		if (rc == FG_GRPCFRAME_MESSAGE && (rc = handle_message(ic, &msg, enc, is_request, out, err)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int fg_intercept_request(struct fg_intercept *ic, const uint8_t *data, size_t len, struct evbuffer *out,
+                         struct fg_intercept_err *err)
+{
+	return feed(ic, &ic->req, data, len, ic->req_enc, 1, out, err);
+}
+
+int fg_intercept_request_end(struct fg_intercept *ic, struct fg_intercept_err *err)
+{
+	if (fg_grpcframe_reader_pending(&ic->req))
+		return fail(err, FG_GRPC_INVALID_ARGUMENT, "the request ended in the middle of a message");
+	if (ic->req_messages == 0)
+		read_field_sources(ic, NULL, 0);
+	return 0;
+}
+
+int fg_intercept_response_headers(struct fg_intercept *ic, const struct fg_hdrs *h, struct fg_intercept_err *err)
+{
+	const char *v;
+	size_t len;
+
+	ic->resp_enc = FG_GRPCFRAME_IDENTITY;
+	v = fg_hdrs_find(h, "grpc-encoding", &len);
+	if (v && fg_grpcframe_encoding_parse(v, len, &ic->resp_enc) < 0)
+		return fail(err, FG_GRPC_INTERNAL, "the upstream answered with grpc-encoding '%.*s', which "
+		            "feedguard cannot read", (int)(len > 64 ? 64 : len), v);
+	return 0;
+}
+
+int fg_intercept_response(struct fg_intercept *ic, const uint8_t *data, size_t len, struct evbuffer *out,
+                          struct fg_intercept_err *err)
+{
+	return feed(ic, &ic->resp, data, len, ic->resp_enc, 0, out, err);
+}
+
+int fg_intercept_response_end(struct fg_intercept *ic, struct fg_intercept_err *err)
+{
+	if (fg_grpcframe_reader_pending(&ic->resp))
+		return fail(err, FG_GRPC_INTERNAL, "the upstream response ended in the middle of a message");
+	return 0;
+}
+
+int fg_intercept_streaming_response(const struct fg_intercept *ic)
+{
+	return ic->m->server_streaming != 0;
+}
+
+void fg_intercept_free(struct fg_intercept *ic)
+{
+	if (!ic)
+		return;
+	fg_grpcframe_reader_free(&ic->req);
+	fg_grpcframe_reader_free(&ic->resp);
+	fg_grpcframe_buf_free(&ic->plain);
+	fg_pbwire_buf_free(&ic->edited);
+	fg_config_unref(ic->cfg);
+	free(ic);
+}

@@ -1,0 +1,916 @@
+/* fg_pbwire.c - wire-level protobuf reader and editor; see fg_pbwire.h. */
+#include "config.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fg_error.h"
+#include "fg_pbwire.h"
+
+/* First allocation of a buffer; small gRPC messages then need no more. */
+#define BUF_MIN_CAP 256
+
+/*
+ * Reserved up front beyond the input length: the output is rarely longer
+ * than the input (only coarsened varints and the lengths around them can
+ * grow), so one realloc per message is the usual cost.
+ */
+#define EDIT_SLACK 64
+
+/*
+ * A floating value is kept when |v / p| reaches these.  Below them the
+ * quotient keeps enough fractional bits (53 - 48 for double, 24 - 21 for
+ * float, after the result is rounded to the field's type) that coarsening
+ * the result again finds the same multiple: the edit is idempotent.  Above
+ * them the value is already coarser than <p> can express.
+ */
+#define DOUBLE_QUOTIENT_MAX 0x1p48
+#define FLOAT_QUOTIENT_MAX 0x1p21
+
+/* Doubles from here up round to infinity when stored as float. */
+#define FLOAT_OVERFLOW 0x1.ffffffp127
+
+/* A tag is number << 3 | wire type (encoding.md, "Message Structure"). */
+#define TAG_TYPE_BITS 3
+#define TAG_TYPE_MASK 7u
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* State of one fg_pbwire_edit() call, shared by every nesting level. */
+struct edit {
+	struct fg_pbwire_buf *out;
+	uint64_t *stats;
+	size_t nstats;
+	const char *why;        /* static reason of the FG_EINVAL being returned */
+};
+
+/* How each COARSEN scalar kind sits on the wire and in its 64 raw bits. */
+enum {
+	K_VALID = 1,            /* a kind this file knows */
+	K_FLOAT = 2,            /* IEEE double or float */
+	K_SIGNED = 4,           /* two's complement (or zigzag) */
+	K_32 = 8,               /* only the low 32 bits count, as protobuf parsers truncate */
+	K_ZIGZAG = 16,          /* sint32/sint64 */
+};
+
+struct kind {
+	uint8_t wire;           /* enum fg_pbwire_type of one unpacked value */
+	uint8_t flags;          /* K_* */
+};
+
+static const struct kind kinds[] = {
+	[FG_PBWIRE_S_DOUBLE] = { FG_PBWIRE_I64, K_VALID | K_FLOAT },
+	[FG_PBWIRE_S_FLOAT] = { FG_PBWIRE_I32, K_VALID | K_FLOAT | K_32 },
+	[FG_PBWIRE_S_INT32] = { FG_PBWIRE_VARINT, K_VALID | K_SIGNED | K_32 },
+	[FG_PBWIRE_S_INT64] = { FG_PBWIRE_VARINT, K_VALID | K_SIGNED },
+	[FG_PBWIRE_S_SINT32] = { FG_PBWIRE_VARINT, K_VALID | K_SIGNED | K_32 | K_ZIGZAG },
+	[FG_PBWIRE_S_SINT64] = { FG_PBWIRE_VARINT, K_VALID | K_SIGNED | K_ZIGZAG },
+	[FG_PBWIRE_S_UINT32] = { FG_PBWIRE_VARINT, K_VALID | K_32 },
+	[FG_PBWIRE_S_UINT64] = { FG_PBWIRE_VARINT, K_VALID },
+	[FG_PBWIRE_S_SFIXED32] = { FG_PBWIRE_I32, K_VALID | K_SIGNED | K_32 },
+	[FG_PBWIRE_S_SFIXED64] = { FG_PBWIRE_I64, K_VALID | K_SIGNED },
+	[FG_PBWIRE_S_FIXED32] = { FG_PBWIRE_I32, K_VALID | K_32 },
+	[FG_PBWIRE_S_FIXED64] = { FG_PBWIRE_I64, K_VALID },
+};
+
+static const struct kind *kind_of(uint8_t scalar)
+{
+	if (scalar >= NELEM(kinds) || !(kinds[scalar].flags & K_VALID))
+		return NULL;
+	return &kinds[scalar];
+}
+
+/* ---- primitives ---- */
+
+static int get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v, const char **why)
+{
+	const uint8_t *s = *p;
+	uint64_t x = 0;
+	size_t i;
+
+	for (i = 0; i < FG_PBWIRE_VARINT_MAX && i < (size_t)(end - s); i++) {
+		x |= (uint64_t)(s[i] & 0x7f) << (7 * i);
+		if (s[i] & 0x80)
+			continue;
+		/* the 10th byte carries bit 63 only; more is a value above 64 bits */
+		if (i == FG_PBWIRE_VARINT_MAX - 1 && s[i] > 1)
+			break;
+		*p = s + i + 1;
+		*v = x;
+		return 0;
+	}
+	if (i < FG_PBWIRE_VARINT_MAX && i == (size_t)(end - s))
+		*why = "truncated varint";
+	else
+		*why = "varint longer than 64 bits";
+	return FG_EINVAL;
+}
+
+int fg_pbwire_read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	const char *why;
+
+	return get_varint(p, end, v, &why);
+}
+
+size_t fg_pbwire_write_varint(uint8_t *dst, uint64_t v)
+{
+	size_t n = 0;
+
+	while (v >= 0x80) {
+		dst[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	dst[n++] = (uint8_t)v;
+	return n;
+}
+
+size_t fg_pbwire_varint_size(uint64_t v)
+{
+	size_t n = 1;
+
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+static int get_tag(const uint8_t **p, const uint8_t *end, uint32_t *number, uint8_t *wire_type,
+                   const char **why)
+{
+	const uint8_t *s = *p;
+	uint64_t t;
+
+	if (get_varint(&s, end, &t, why) < 0)
+		return FG_EINVAL;
+	/* protobuf parsers read tags as uint32; a longer one is another parser's field */
+	if (t > UINT32_MAX)
+		*why = "tag above 32 bits";
+	else if ((t & TAG_TYPE_MASK) > FG_PBWIRE_I32)
+		*why = "wire type 6 or 7";
+	else if ((t >> TAG_TYPE_BITS) == 0)
+		*why = "field number 0";
+	else {
+		*number = (uint32_t)(t >> TAG_TYPE_BITS);
+		*wire_type = (uint8_t)(t & TAG_TYPE_MASK);
+		*p = s;
+		return 0;
+	}
+	return FG_EINVAL;
+}
+
+int fg_pbwire_read_tag(const uint8_t **p, const uint8_t *end, uint32_t *number,
+                       uint8_t *wire_type)
+{
+	const char *why;
+
+	return get_tag(p, end, number, wire_type, &why);
+}
+
+/* Skip a value of any wire type but the group ones. */
+static int skip_plain(const uint8_t **p, const uint8_t *end, uint8_t wire_type, const char **why)
+{
+	const uint8_t *s = *p;
+	uint64_t n;
+
+	switch (wire_type) {
+	case FG_PBWIRE_VARINT:
+		return get_varint(p, end, &n, why);
+	case FG_PBWIRE_I64:
+		n = 8;
+		break;
+	case FG_PBWIRE_I32:
+		n = 4;
+		break;
+	case FG_PBWIRE_LEN:
+		if (get_varint(&s, end, &n, why) < 0)
+			return FG_EINVAL;
+		break;
+	case FG_PBWIRE_EGROUP:
+		*why = "end-group tag without a start-group";
+		return FG_EINVAL;
+	default:
+		*why = "wire type 6 or 7";
+		return FG_EINVAL;
+	}
+	if (n > (uint64_t)(end - s)) {
+		*why = wire_type == FG_PBWIRE_LEN ? "length past the end of the message"
+		                                  : "truncated fixed-width value";
+		return FG_EINVAL;
+	}
+	*p = s + n;
+	return 0;
+}
+
+/*
+ * Skip a group's body and end tag, <*p> being just after the start tag of
+ * field <number>; <*body_end> gets where the end tag starts.  A fixed
+ * stack of open field numbers instead of recursion: nesting is chosen by
+ * the sender, the C stack is ours.
+ */
+static int skip_group(const uint8_t **p, const uint8_t *end, uint32_t number,
+                      const uint8_t **body_end, const char **why)
+{
+	uint32_t open[FG_PBWIRE_MAX_DEPTH];
+	const uint8_t *s = *p, *t = s;
+	size_t depth = 0;
+	uint32_t num;
+	uint8_t wt;
+
+	open[depth++] = number;
+	while (depth > 0) {
+		t = s;
+		if (s == end) {
+			*why = "group without its end tag";
+			return FG_EINVAL;
+		}
+		if (get_tag(&s, end, &num, &wt, why) < 0)
+			return FG_EINVAL;
+		if (wt == FG_PBWIRE_SGROUP) {
+			if (depth == FG_PBWIRE_MAX_DEPTH) {
+				*why = "groups nested too deep";
+				return FG_EINVAL;
+			}
+			open[depth++] = num;
+		} else if (wt == FG_PBWIRE_EGROUP) {
+			if (num != open[--depth]) {
+				*why = "end-group tag of another field";
+				return FG_EINVAL;
+			}
+		} else if (skip_plain(&s, end, wt, why) < 0)
+			return FG_EINVAL;
+	}
+	*body_end = t;
+	*p = s;
+	return 0;
+}
+
+static int skip_value(const uint8_t **p, const uint8_t *end, uint32_t number,
+                      uint8_t wire_type, const char **why)
+{
+	const uint8_t *body_end;
+
+	if (wire_type == FG_PBWIRE_SGROUP)
+		return skip_group(p, end, number, &body_end, why);
+	return skip_plain(p, end, wire_type, why);
+}
+
+int fg_pbwire_skip_value(const uint8_t **p, const uint8_t *end, uint32_t number,
+                         uint8_t wire_type)
+{
+	const char *why;
+
+	return skip_value(p, end, number, wire_type, &why);
+}
+
+/* Read the value part of <f> (its tag is read), leaving <*p> after it. */
+static int get_value(const uint8_t **p, const uint8_t *end, struct fg_pbwire_field *f,
+                     const char **why)
+{
+	const uint8_t *s = *p, *body_end;
+
+	f->varint = 0;
+	switch (f->wire_type) {
+	case FG_PBWIRE_VARINT:
+		if (get_varint(&s, end, &f->varint, why) < 0)
+			return FG_EINVAL;
+		break;
+	case FG_PBWIRE_LEN:
+		if (get_varint(&s, end, &f->varint, why) < 0)
+			return FG_EINVAL;
+		if (f->varint > (uint64_t)(end - s)) {
+			*why = "length past the end of the message";
+			return FG_EINVAL;
+		}
+		f->value = s;
+		s += f->varint;
+		break;
+	case FG_PBWIRE_SGROUP:
+		if (skip_group(&s, end, f->number, &body_end, why) < 0)
+			return FG_EINVAL;
+		f->vlen = (size_t)(body_end - f->value);
+		f->end = *p = s;
+		return 0;
+	default:
+		if (skip_plain(&s, end, f->wire_type, why) < 0)
+			return FG_EINVAL;
+		break;
+	}
+	f->vlen = (size_t)(s - f->value);
+	f->end = *p = s;
+	return 0;
+}
+
+static int get_field(const uint8_t **p, const uint8_t *end, struct fg_pbwire_field *f,
+                     const char **why)
+{
+	const uint8_t *s = *p;
+
+	f->tag = s;
+	if (get_tag(&s, end, &f->number, &f->wire_type, why) < 0)
+		return FG_EINVAL;
+	f->tag_len = (uint8_t)(s - f->tag);
+	f->value = s;
+	if (get_value(&s, end, f, why) < 0)
+		return FG_EINVAL;
+	*p = s;
+	return 0;
+}
+
+int fg_pbwire_next_field(const uint8_t **p, const uint8_t *end, struct fg_pbwire_field *f)
+{
+	const char *why;
+
+	return get_field(p, end, f, &why);
+}
+
+/* ---- output buffer ---- */
+
+int fg_pbwire_buf_reserve(struct fg_pbwire_buf *b, size_t n)
+{
+	size_t need, cap;
+	uint8_t *data;
+
+	if (n <= b->cap - b->len)
+		return 0;
+	if (n > SIZE_MAX - b->len)
+		return FG_ENOMEM;
+	need = b->len + n;
+	cap = b->cap ? b->cap : BUF_MIN_CAP;
+	while (cap < need)
+		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+	data = realloc(b->data, cap);
+	if (data == NULL)
+		return FG_ENOMEM;
+	b->data = data;
+	b->cap = cap;
+	return 0;
+}
+
+void fg_pbwire_buf_free(struct fg_pbwire_buf *b)
+{
+	if (b == NULL)
+		return;
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+static int buf_append(struct fg_pbwire_buf *b, const uint8_t *src, size_t n)
+{
+	int rv;
+
+	if (n == 0)
+		return 0;
+	if ((rv = fg_pbwire_buf_reserve(b, n)) < 0)
+		return rv;
+	memcpy(b->data + b->len, src, n);
+	b->len += n;
+	return 0;
+}
+
+/*
+ * Start a LEN field in <out> by copying its original tag and length bytes:
+ * if the content comes out unchanged they are already right, non-minimal
+ * or not.  <*at> gets the offset of the length, <*body> of the content.
+ */
+static int open_len(struct fg_pbwire_buf *out, const struct fg_pbwire_field *f, size_t *at,
+                    size_t *body)
+{
+	int rv;
+
+	if ((rv = buf_append(out, f->tag, (size_t)(f->value - f->tag))) < 0)
+		return rv;
+	*body = out->len;
+	*at = *body - (size_t)(f->value - f->tag - f->tag_len);
+	return 0;
+}
+
+/* Rewrite the length at <at> for the content [<body>, len) of <out>, which
+ * changed, as a minimal varint, moving the content if its size differs. */
+static int close_len(struct fg_pbwire_buf *out, size_t at, size_t body)
+{
+	size_t n = out->len - body, need = fg_pbwire_varint_size(n), have = body - at;
+	int rv;
+
+	if (need > have && (rv = fg_pbwire_buf_reserve(out, need - have)) < 0)
+		return rv;
+	if (need != have)
+		memmove(out->data + at + need, out->data + body, n);
+	fg_pbwire_write_varint(out->data + at, n);
+	out->len = at + need + n;
+	return 0;
+}
+
+/* ---- coarsening ---- */
+
+static int64_t s64(uint64_t u)
+{
+	return u <= INT64_MAX ? (int64_t)u : -(int64_t)(UINT64_MAX - u) - 1;
+}
+
+static uint64_t load_le(const uint8_t *p, size_t n)
+{
+	uint64_t v = 0;
+
+	while (n-- > 0)
+		v = v << 8 | p[n];
+	return v;
+}
+
+static size_t store_le(uint8_t *p, uint64_t v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++, v >>= 8)
+		p[i] = (uint8_t)v;
+	return n;
+}
+
+/* The integer value of a signed kind from its raw bits (two's complement). */
+static int64_t int_decode(const struct kind *k, uint64_t raw)
+{
+	if (k->flags & K_32)
+		raw = (uint32_t)raw;
+	if (k->flags & K_ZIGZAG)
+		return s64((raw >> 1) ^ (0 - (raw & 1)));
+	if (k->flags & K_32)
+		raw = (raw ^ UINT64_C(0x80000000)) - UINT64_C(0x80000000);
+	return s64(raw);
+}
+
+/* The raw bits of a signed value; int32 negatives stay sign-extended to
+ * 64 bits as protobuf encodes them, fixed-width stores keep the low bytes. */
+static uint64_t int_encode(const struct kind *k, int64_t v)
+{
+	uint64_t u = (uint64_t)v;
+
+	if (k->flags & K_ZIGZAG)
+		u = (u << 1) ^ (v < 0 ? UINT64_MAX : 0);
+	return u;
+}
+
+/* <m> to the nearest multiple of <step>, halves up, never above <lim>
+ * (then down: rounding must not wrap a value to the other end). */
+static uint64_t round_mag(uint64_t m, uint64_t step, uint64_t lim)
+{
+	uint64_t rem = m % step, down = m - rem;
+
+	if (rem >= step - rem && lim - down >= step)
+		return down + step;
+	return down;
+}
+
+/* The step of <p> for integer kinds, 0 when it cannot change an integer. */
+static uint64_t int_step(double p)
+{
+	if (!isfinite(p) || !(p >= 1.5))
+		return 0;
+	if (p >= 0x1p64)
+		return UINT64_MAX;
+	return (uint64_t)(p + 0.5);
+}
+
+/* Rounding works on the magnitude: halfway away from zero falls out of
+ * rounding |v| halves up, and the type's range is asymmetric only there. */
+static int coarsen_int(const struct kind *k, double precision, uint64_t *raw)
+{
+	uint64_t step = int_step(precision), top = k->flags & K_32 ? UINT32_MAX : UINT64_MAX;
+	uint64_t u, m;
+	int64_t v, w;
+
+	if (step == 0)
+		return 0;
+	if (!(k->flags & K_SIGNED)) {
+		u = *raw & top;
+		if ((m = round_mag(u, step, top)) == u)
+			return 0;
+		*raw = m;
+		return 1;
+	}
+	v = int_decode(k, *raw);
+	if (v >= 0)
+		w = (int64_t)round_mag((uint64_t)v, step, top >> 1);
+	else
+		w = s64(0 - round_mag(0 - (uint64_t)v, step, (top >> 1) + 1));
+	if (w == v)
+		return 0;
+	*raw = int_encode(k, w);
+	return 1;
+}
+
+/* round(v / p) * p in double for a double or float field; see fg_pbwire.h. */
+static double coarsen_fp(double v, double p, int is_float)
+{
+	double qmax = is_float ? FLOAT_QUOTIENT_MAX : DOUBLE_QUOTIENT_MAX;
+	double top = is_float ? FLOAT_OVERFLOW : HUGE_VAL;
+	double q, r;
+
+	if (!isfinite(v) || !isfinite(p) || !(p >= (is_float ? FLT_MIN : DBL_MIN)))
+		return v;
+	q = v / p;
+	if (!(fabs(q) < qmax))
+		return v;
+	r = round(q) * p;
+	if (fabs(r) >= top)
+		r = trunc(q) * p;       /* away from zero overflowed the type */
+	return fabs(r) >= top ? v : r;
+}
+
+/* Coarsen the raw bits of one value of kind <k>: 1 if the value changed. */
+static int coarsen_raw(const struct kind *k, double precision, uint64_t *raw)
+{
+	uint64_t bits;
+	uint32_t b32;
+	double d;
+	float f;
+
+	if (!(k->flags & K_FLOAT))
+		return coarsen_int(k, precision, raw);
+	if (k->flags & K_32) {
+		b32 = (uint32_t)*raw;
+		memcpy(&f, &b32, sizeof(f));
+		f = (float)coarsen_fp(f, precision, 1);
+		memcpy(&b32, &f, sizeof(f));
+		bits = b32;
+	} else {
+		memcpy(&d, raw, sizeof(d));
+		d = coarsen_fp(d, precision, 0);
+		memcpy(&bits, &d, sizeof(d));
+	}
+	if (bits == *raw)
+		return 0;
+	*raw = bits;
+	return 1;
+}
+
+/* ---- the editor ---- */
+
+static int fail(struct edit *e, const char *why)
+{
+	e->why = why;
+	return FG_EINVAL;
+}
+
+static void count(struct edit *e, uint32_t stat)
+{
+	if (stat < e->nstats)
+		e->stats[stat]++;
+}
+
+static const struct fg_pbwire_rule *find_rule(const struct fg_pbwire_msg *m, uint32_t number)
+{
+	size_t lo = 0, hi = m->nrules, mid;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (m->rules[mid].number < number)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < m->nrules && m->rules[lo].number == number ? &m->rules[lo] : NULL;
+}
+
+/* Append one coarsened value: its original bytes <orig> when the value
+ * stays, else the new encoding, so unchanged input stays byte-identical. */
+static int put_coarse(struct edit *e, const struct fg_pbwire_rule *r, const struct kind *k,
+                      uint64_t raw, const uint8_t *orig, size_t olen, int *changed)
+{
+	uint8_t tmp[FG_PBWIRE_VARINT_MAX];
+	size_t n;
+
+	*changed = coarsen_raw(k, r->precision, &raw);
+	if (!*changed)
+		return buf_append(e->out, orig, olen);
+	count(e, r->stat);
+	if (k->wire == FG_PBWIRE_VARINT)
+		n = fg_pbwire_write_varint(tmp, raw);
+	else
+		n = store_le(tmp, raw, olen);
+	return buf_append(e->out, tmp, n);
+}
+
+static size_t fixed_width(uint8_t wire_type)
+{
+	return wire_type == FG_PBWIRE_I64 ? 8 : wire_type == FG_PBWIRE_I32 ? 4 : 0;
+}
+
+/* Each element of a packed repeated scalar, one LEN value. */
+static int coarsen_packed(struct edit *e, const struct fg_pbwire_field *f,
+                          const struct fg_pbwire_rule *r, const struct kind *k, int *changed)
+{
+	const uint8_t *p = f->value, *end = p + f->vlen, *s;
+	size_t at, body, w = fixed_width(k->wire);
+	uint64_t raw;
+	int rv, ch;
+
+	if (w != 0 && f->vlen % w != 0)
+		return fail(e, "packed field is not a whole number of elements");
+	if ((rv = open_len(e->out, f, &at, &body)) < 0)
+		return rv;
+	while (p < end) {
+		s = p;
+		if (w != 0) {
+			raw = load_le(p, w);
+			p += w;
+		} else if (get_varint(&p, end, &raw, &e->why) < 0)
+			return FG_EINVAL;
+		if ((rv = put_coarse(e, r, k, raw, s, (size_t)(p - s), &ch)) < 0)
+			return rv;
+		*changed |= ch;
+	}
+	return *changed ? close_len(e->out, at, body) : 0;
+}
+
+static int coarsen_field(struct edit *e, const struct fg_pbwire_field *f,
+                         const struct fg_pbwire_rule *r, int *changed)
+{
+	const struct kind *k = kind_of(r->scalar);
+	uint64_t raw;
+	int rv;
+
+	if (k == NULL)
+		return fail(e, "program: COARSEN without a scalar kind");
+	if (f->wire_type == FG_PBWIRE_LEN)
+		return coarsen_packed(e, f, r, k, changed);
+	if (f->wire_type != k->wire)
+		return fail(e, "wire type does not match the rule's scalar");
+	if ((rv = buf_append(e->out, f->tag, f->tag_len)) < 0)
+		return rv;
+	raw = k->wire == FG_PBWIRE_VARINT ? f->varint : load_le(f->value, f->vlen);
+	return put_coarse(e, r, k, raw, f->value, f->vlen, changed);
+}
+
+/* KEEP with a scalar kind: the value, or every packed element, must be of
+ * that kind's wire type, so an allow-list cannot pass a smuggled field. */
+static int keep_field(struct edit *e, const struct fg_pbwire_field *f,
+                      const struct fg_pbwire_rule *r)
+{
+	const struct kind *k = kind_of(r->scalar);
+	const uint8_t *p = f->value, *end = p + f->vlen;
+	size_t w;
+	uint64_t v;
+
+	if (k == NULL)
+		return fail(e, "program: KEEP with an unknown scalar kind");
+	if (f->wire_type == FG_PBWIRE_LEN) {
+		w = fixed_width(k->wire);
+		if (w != 0 && f->vlen % w != 0)
+			return fail(e, "packed field is not a whole number of elements");
+		while (w == 0 && p < end)
+			if (get_varint(&p, end, &v, &e->why) < 0)
+				return FG_EINVAL;
+	} else if (f->wire_type != k->wire)
+		return fail(e, "wire type does not match the rule's scalar");
+	return buf_append(e->out, f->tag, (size_t)(f->end - f->tag));
+}
+
+static int edit_msg(struct edit *e, const uint8_t *in, size_t len,
+                    const struct fg_pbwire_msg *prog, unsigned depth, int *changed);
+
+static int recurse_field(struct edit *e, const struct fg_pbwire_field *f,
+                         const struct fg_pbwire_rule *r, unsigned depth, int *changed)
+{
+	size_t at, body;
+	int rv;
+
+	if (f->wire_type != FG_PBWIRE_LEN)
+		return fail(e, "RECURSE field is not length-delimited");
+	if (depth >= FG_PBWIRE_MAX_DEPTH)
+		return fail(e, "messages nested too deep");
+	if ((rv = open_len(e->out, f, &at, &body)) < 0)
+		return rv;
+	if ((rv = edit_msg(e, f->value, f->vlen, r->sub, depth + 1, changed)) < 0)
+		return rv;
+	if (!*changed)
+		return 0;
+	count(e, r->stat);
+	return close_len(e->out, at, body);
+}
+
+static int last_field(const uint8_t *in, size_t len, const uint32_t *path, size_t depth,
+                      struct fg_pbwire_field *best, int *found, const char **why);
+
+static int str_key_in(struct edit *e, const struct fg_pbwire_keys *keys,
+                      const struct fg_pbwire_field *key, int *hit)
+{
+	const uint8_t *s = NULL;
+	size_t n = 0, i, klen;
+
+	if (key != NULL) {
+		if (key->wire_type != FG_PBWIRE_LEN)
+			return fail(e, "map key is not a string");
+		s = key->value;
+		n = key->vlen;
+	}
+	for (i = 0; i < keys->n && !*hit; i++) {
+		klen = keys->str_len ? keys->str_len[i] : strlen(keys->str[i]);
+		*hit = klen == n && (n == 0 || memcmp(keys->str[i], s, n) == 0);
+	}
+	return 0;
+}
+
+/* Integer keys: decoded by the rule's scalar kind, S_NONE being a varint
+ * read as int64 (right for int32, int64, uint32, uint64 and bool). */
+static int num_key_in(struct edit *e, const struct fg_pbwire_rule *r,
+                      const struct fg_pbwire_field *key, int *hit)
+{
+	static const struct kind plain = { FG_PBWIRE_VARINT, K_VALID | K_SIGNED };
+	const struct kind *k = r->scalar == FG_PBWIRE_S_NONE ? &plain : kind_of(r->scalar);
+	uint64_t raw;
+	int64_t v = 0;
+	size_t i;
+
+	if (k == NULL || (k->flags & K_FLOAT))
+		return fail(e, "program: DROP_KEYS with a non-integer key kind");
+	if (key != NULL) {
+		if (key->wire_type != k->wire)
+			return fail(e, "map key wire type does not match the rule");
+		raw = k->wire == FG_PBWIRE_VARINT ? key->varint : load_le(key->value, key->vlen);
+		if (k->flags & K_SIGNED)
+			v = int_decode(k, raw);
+		else
+			v = s64(k->flags & K_32 ? (uint32_t)raw : raw);
+	}
+	for (i = 0; i < r->keys->n && !*hit; i++)
+		*hit = r->keys->num[i] == v;
+	return 0;
+}
+
+static int drop_keys_field(struct edit *e, const struct fg_pbwire_field *f,
+                           const struct fg_pbwire_rule *r, unsigned depth, int *changed)
+{
+	static const uint32_t key_number = 1;   /* map entries: key = 1, value = 2 */
+	const struct fg_pbwire_keys *keys = r->keys;
+	struct fg_pbwire_field key;
+	int rv, found = 0, hit = 0;
+
+	if (f->wire_type != FG_PBWIRE_LEN)
+		return fail(e, "map field is not length-delimited");
+	if (depth >= FG_PBWIRE_MAX_DEPTH)
+		return fail(e, "messages nested too deep");
+	if ((rv = last_field(f->value, f->vlen, &key_number, 1, &key, &found, &e->why)) < 0)
+		return rv;
+	if (keys != NULL && keys->str != NULL)
+		rv = str_key_in(e, keys, found ? &key : NULL, &hit);
+	else if (keys != NULL && keys->num != NULL)
+		rv = num_key_in(e, r, found ? &key : NULL, &hit);
+	if (rv < 0)
+		return rv;
+	if (!hit)
+		return buf_append(e->out, f->tag, (size_t)(f->end - f->tag));
+	count(e, r->stat);
+	*changed = 1;
+	return 0;
+}
+
+/* Append the edited form of one field that has a rule, or that the
+ * allow-list of <prog> drops (<r> NULL). */
+static int edit_field(struct edit *e, const struct fg_pbwire_field *f,
+                      const struct fg_pbwire_msg *prog, const struct fg_pbwire_rule *r,
+                      unsigned depth, int *changed)
+{
+	*changed = 0;
+	if (r == NULL) {
+		count(e, prog->unlisted_stat);
+		*changed = 1;
+		return 0;
+	}
+	switch (r->action) {
+	case FG_PBWIRE_KEEP:
+		return keep_field(e, f, r);
+	case FG_PBWIRE_DROP:
+		count(e, r->stat);
+		*changed = 1;
+		return 0;
+	case FG_PBWIRE_RECURSE:
+		return recurse_field(e, f, r, depth, changed);
+	case FG_PBWIRE_COARSEN:
+		return coarsen_field(e, f, r, changed);
+	case FG_PBWIRE_DROP_KEYS:
+		return drop_keys_field(e, f, r, depth, changed);
+	default:
+		return fail(e, "program: unknown action");
+	}
+}
+
+/* Fields copied as they are, without a look at their value. */
+static int is_verbatim(const struct fg_pbwire_msg *prog, const struct fg_pbwire_rule *r)
+{
+	if (r == NULL)
+		return prog == NULL || !prog->allow_only;
+	return r->action == FG_PBWIRE_KEEP && r->scalar == FG_PBWIRE_S_NONE;
+}
+
+/*
+ * Append the edit of one message (<depth> below the root).  Runs of
+ * verbatim fields are copied with one memcpy when the run ends, so a
+ * message without rules costs a parse and a copy.
+ */
+static int edit_msg(struct edit *e, const uint8_t *in, size_t len,
+                    const struct fg_pbwire_msg *prog, unsigned depth, int *changed)
+{
+	const uint8_t *p = in, *end = in + len, *run = in;
+	const struct fg_pbwire_rule *r;
+	struct fg_pbwire_field f;
+	int rv, ch;
+
+	*changed = 0;
+	while (p < end) {
+		if (get_field(&p, end, &f, &e->why) < 0)
+			return FG_EINVAL;
+		r = prog != NULL ? find_rule(prog, f.number) : NULL;
+		if (is_verbatim(prog, r))
+			continue;
+		if ((rv = buf_append(e->out, run, (size_t)(f.tag - run))) < 0)
+			return rv;
+		run = f.end;
+		if ((rv = edit_field(e, &f, prog, r, depth, &ch)) < 0)
+			return rv;
+		*changed |= ch;
+	}
+	return buf_append(e->out, run, (size_t)(end - run));
+}
+
+int fg_pbwire_edit(const uint8_t *in, size_t len, const struct fg_pbwire_msg *prog,
+                   struct fg_pbwire_buf *out, uint64_t *stats, size_t nstats,
+                   int *changed, const char **why)
+{
+	struct edit e = { .out = out, .stats = stats, .nstats = nstats, .why = NULL };
+	size_t saved = out->len;
+	int rv = 0, ch = 0;
+
+	if (len > 0) {
+		rv = fg_pbwire_buf_reserve(out, len <= SIZE_MAX - EDIT_SLACK ? len + EDIT_SLACK : len);
+		if (rv == 0)
+			rv = edit_msg(&e, in, len, prog, 0, &ch);
+	}
+	if (rv < 0) {
+		out->len = saved;
+		if (why != NULL)
+			*why = rv == FG_ENOMEM ? "out of memory" : e.why;
+		return rv;
+	}
+	if (changed != NULL)
+		*changed = ch;
+	return 0;
+}
+
+/* ---- lookup ---- */
+
+/*
+ * The last occurrence of <path> in <in>, through every occurrence of each
+ * enclosing field: protobuf merges repeated occurrences of a message field
+ * and lets the last scalar win, and so must we to read what the server
+ * will read.  Recursion is bounded by <depth>.
+ */
+static int last_field(const uint8_t *in, size_t len, const uint32_t *path, size_t depth,
+                      struct fg_pbwire_field *best, int *found, const char **why)
+{
+	const uint8_t *p = in, *end = in + len;
+	struct fg_pbwire_field f;
+
+	while (p < end) {
+		if (get_field(&p, end, &f, why) < 0)
+			return FG_EINVAL;
+		if (f.number != path[0])
+			continue;
+		if (depth == 1) {
+			*best = f;
+			*found = 1;
+		} else if (f.wire_type != FG_PBWIRE_LEN) {
+			*why = "a field on the path is not a message";
+			return FG_EINVAL;
+		} else if (last_field(f.value, f.vlen, path + 1, depth - 1, best, found, why) < 0)
+			return FG_EINVAL;
+	}
+	return 0;
+}
+
+int fg_pbwire_find(const uint8_t *in, size_t len, const uint32_t *path, size_t depth,
+                   struct fg_pbwire_field *f, const char **why)
+{
+	struct fg_pbwire_field best;
+	const char *reason = NULL;
+	int found = 0;
+
+	if (depth == 0 || depth > FG_PBWIRE_MAX_DEPTH) {
+		reason = "path depth out of range";
+		goto fail_invalid;
+	}
+	if (len > 0 && last_field(in, len, path, depth, &best, &found, &reason) < 0)
+		goto fail_invalid;
+	if (!found)
+		return FG_ENOTFOUND;
+	*f = best;
+	return 0;
+
+fail_invalid:
+	if (why != NULL)
+		*why = reason;
+	return FG_EINVAL;
+}

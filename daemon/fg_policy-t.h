@@ -1,0 +1,92 @@
+/*
+ * fg_policy-t.h - types of a compiled policy: who the user is, which age
+ * band applies, and per band the wire-editing programs for the requests
+ * and responses of each intercepted method.
+ *
+ * Built once by fg_policy_compile() from a YAML policy and the platform's
+ * descriptor set; immutable afterwards and shared read-only by every
+ * worker, except for the counters, which each worker bumps in its own slot.
+ */
+#ifndef FG_POLICY_T_H
+#define FG_POLICY_T_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fg_pbwire-t.h"
+
+#define FG_POLICY_MAX_PATH 32       /* field numbers in one field path */
+#define FG_POLICY_MAX_BANDS 16
+#define FG_POLICY_MAX_WORKERS 1024  /* counter slots (one per worker) */
+
+/* Where a per-call value (user id, age band) is read from. */
+enum fg_policy_src_kind {
+	FG_POLICY_SRC_NONE = 0,     /* not configured */
+	FG_POLICY_SRC_HEADER,       /* a request metadata header */
+	FG_POLICY_SRC_FIELD,        /* a field of the request message */
+};
+
+enum fg_policy_value_kind {
+	FG_POLICY_V_STRING = 0,     /* string or bytes field (or a header) */
+	FG_POLICY_V_INTEGER,        /* an integer or enum field, matched as decimal text */
+};
+
+struct fg_policy_source {
+	enum fg_policy_src_kind kind;
+	char *header;                       /* HEADER: lowercase metadata name */
+	uint32_t path[FG_POLICY_MAX_PATH];  /* FIELD: field numbers from the request root */
+	size_t depth;
+	enum fg_policy_value_kind value;    /* FIELD: how to read the value */
+	uint8_t sint;                       /* FIELD: zigzag-encoded integer (sint32/sint64) */
+};
+
+struct fg_policy_band {
+	char *name;                 /* as the policy names it; also the metrics label */
+	char **match;               /* values (header or field) that select this band */
+	size_t nmatch;
+};
+
+/* What happens to one direction of a call for one band. */
+struct fg_policy_edit {
+	const struct fg_pbwire_msg *prog;   /* NULL: the message passes unedited */
+	char **remove_headers;              /* request metadata removed (lowercase), request side only */
+	size_t nremove_headers;
+};
+
+struct fg_policy_method {
+	char *path;                         /* "/pkg.Service/Method" */
+	unsigned client_streaming;
+	unsigned server_streaming;
+	struct fg_policy_source user_id;
+	struct fg_policy_source age_band;
+	struct fg_policy_edit *request;     /* [nbands] */
+	struct fg_policy_edit *response;    /* [nbands] */
+	size_t index;                       /* position in fg_policy.methods, for counters */
+};
+
+/*
+ * Counters: one slot per worker so no two threads write one cache line;
+ * the admin endpoint sums the slots.  Shapes depend on the policy, so a
+ * reload that changes the policy starts them from zero (a counter reset,
+ * which Prometheus expects).
+ */
+struct fg_policy_counters {
+	uint64_t *calls;            /* [slot][method][band] intercepted calls */
+	uint64_t *stripped;         /* [slot][stat][band] fields removed or changed */
+	size_t nslots;
+};
+
+struct fg_policy {
+	char *file;                         /* absolute path of the policy file */
+	struct fg_policy_band *bands;       /* most protective first */
+	size_t nbands;
+	size_t unknown_band;                /* band for a missing, unknown or malformed value */
+	struct fg_policy_method *methods;   /* sorted by <path> */
+	size_t nmethods;
+	char **stat_names;                  /* "request:signals.watch_history" per pbwire stat index */
+	size_t nstats;
+	struct fg_policy_counters counters;
+	void *arena;                        /* owns the programs' nodes and rules; private */
+};
+
+#endif /* FG_POLICY_T_H */

@@ -1,0 +1,113 @@
+/* fg_policy_eval.c - a compiled policy applied to one call; see fg_policy_eval.h. */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "fg_error.h"
+#include "fg_policy_eval.h"
+
+/* Per-call counters a message edit can touch at most: the stats of one
+ * program are few (one per path in the policy, capped at compile time). */
+#define EVAL_MAX_STATS 4096
+
+const struct fg_policy_method *fg_policy_find_method(const struct fg_policy *p, const char *path, size_t len)
+{
+	size_t lo = 0, hi = p->nmethods;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const char *mp = p->methods[mid].path;
+		int cmp = strncmp(mp, path, len);
+		if (cmp == 0 && mp[len] != '\0')
+			cmp = 1;
+		if (cmp == 0)
+			return &p->methods[mid];
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+size_t fg_policy_band(const struct fg_policy *p, const char *v, size_t len)
+{
+	size_t b, i;
+
+	if (!v || len == 0)
+		return p->unknown_band;
+	for (b = 0; b < p->nbands; b++)
+		for (i = 0; i < p->bands[b].nmatch; i++)
+			if (strlen(p->bands[b].match[i]) == len && memcmp(p->bands[b].match[i], v, len) == 0)
+				return b;
+	return p->unknown_band;
+}
+
+int fg_policy_read_field(const struct fg_policy_source *s, const uint8_t *msg, size_t len, char *buf,
+                         size_t buflen)
+{
+	struct fg_pbwire_field f;
+	const uint8_t *v;
+	uint64_t x;
+	int rc, n;
+
+	rc = fg_pbwire_find(msg, len, s->path, s->depth, &f, NULL);
+	if (rc == FG_ENOTFOUND)
+		return 0;
+	if (rc < 0)
+		return FG_EINVAL;
+	if (s->value == FG_POLICY_V_STRING) {
+		if (f.wire_type != FG_PBWIRE_LEN || f.vlen + 1 > buflen)
+			return FG_EINVAL;
+		memcpy(buf, f.value, f.vlen);
+		buf[f.vlen] = '\0';
+		return (int)f.vlen;
+	}
+	v = f.value;
+	if (f.wire_type != FG_PBWIRE_VARINT || fg_pbwire_read_varint(&v, f.value + f.vlen, &x) < 0)
+		return FG_EINVAL;
+	if (s->sint)
+		n = snprintf(buf, buflen, "%lld", (long long)((x >> 1) ^ (~(x & 1) + 1)));
+	else
+		n = snprintf(buf, buflen, "%lld", (long long)x);
+	return n > 0 && (size_t)n < buflen ? n : FG_EINVAL;
+}
+
+static void add_stats(const struct fg_policy *p, size_t band, size_t slot, const uint64_t *stats)
+{
+	uint64_t *row = p->counters.stripped + slot * p->nstats * p->nbands;
+	size_t i;
+
+	for (i = 0; i < p->nstats; i++)
+		if (stats[i])
+			__atomic_fetch_add(&row[i * p->nbands + band], stats[i], __ATOMIC_RELAXED);
+}
+
+int fg_policy_edit(const struct fg_policy *p, const struct fg_policy_edit *e, size_t band, size_t slot,
+                   const uint8_t *msg, size_t len, struct fg_pbwire_buf *out, int *changed, const char **why)
+{
+	uint64_t stats[EVAL_MAX_STATS];
+	int rc;
+
+	*changed = 0;
+	if (!e || !e->prog) {
+		if (fg_pbwire_buf_reserve(out, len) < 0)
+			return FG_ENOMEM;
+		memcpy(out->data + out->len, msg, len);
+		out->len += len;
+		return 0;
+	}
+	memset(stats, 0, p->nstats * sizeof(stats[0]));
+	rc = fg_pbwire_edit(msg, len, e->prog, out, stats, p->nstats, changed, why);
+	if (rc == 0 && *changed && slot < p->counters.nslots)
+		add_stats(p, band, slot, stats);
+	return rc;
+}
+
+void fg_policy_count_call(const struct fg_policy *p, const struct fg_policy_method *m, size_t band, size_t slot)
+{
+	if (slot < p->counters.nslots)
+		__atomic_fetch_add(&p->counters.calls[(slot * p->nmethods + m->index) * p->nbands + band], 1,
+		                   __ATOMIC_RELAXED);
+}

@@ -1,0 +1,53 @@
+/*
+ * fg_policy_eval.h - applying a compiled policy to one call: which method
+ * entry applies, which band the caller is in, and the edited bytes of a
+ * message.  Pure functions of the policy and their arguments (plus the
+ * caller's own counter slot); no I/O, no libevent, no nghttp2.
+ */
+#ifndef FG_POLICY_EVAL_H
+#define FG_POLICY_EVAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fg_pbwire.h"
+#include "fg_policy-t.h"
+
+/* Longest user id or band value read from a message or a header. */
+#define FG_POLICY_VALUE_MAX 512
+
+/* fg_policy_find_method - the entry for gRPC path <path> (<len> bytes), or NULL. */
+const struct fg_policy_method *fg_policy_find_method(const struct fg_policy *p, const char *path, size_t len);
+
+/*
+ * fg_policy_band - the band selected by value <v> (<len> bytes), or the
+ * policy's unknown_band when <v> is NULL, empty or matches no band.
+ */
+size_t fg_policy_band(const struct fg_policy *p, const char *v, size_t len);
+
+/*
+ * fg_policy_read_field - the value of FIELD source <s> in request message
+ * <msg> (<len> bytes) as text into <buf> (<buflen> bytes, NUL-terminated;
+ * integers as decimal).  Returns the text length, 0 when the field is
+ * absent, or FG_EINVAL when the message is malformed or the value does not
+ * fit (the caller treats that as absent: malformed input never selects a
+ * less protective band).
+ */
+int fg_policy_read_field(const struct fg_policy_source *s, const uint8_t *msg, size_t len, char *buf,
+                         size_t buflen);
+
+/*
+ * fg_policy_edit - run <e>'s program over message <msg> (<len> bytes) and
+ * append the result to <out>.  Counts what was stripped in <p>'s counters
+ * for <band> and counter slot <slot> (the worker's id).  <*changed> is 0
+ * when the output is byte-identical to the input (then the caller may send
+ * the original bytes).  Returns 0, FG_EINVAL (malformed message, <why> set)
+ * or FG_ENOMEM.  A NULL program copies the message.
+ */
+int fg_policy_edit(const struct fg_policy *p, const struct fg_policy_edit *e, size_t band, size_t slot,
+                   const uint8_t *msg, size_t len, struct fg_pbwire_buf *out, int *changed, const char **why);
+
+/* fg_policy_count_call - one intercepted call of <m> in <band>, in slot <slot>. */
+void fg_policy_count_call(const struct fg_policy *p, const struct fg_policy_method *m, size_t band, size_t slot);
+
+#endif /* FG_POLICY_EVAL_H */

@@ -1,0 +1,219 @@
+/*
+ * fuzz_pbwire.c - libFuzzer target for the wire-level protobuf editor.
+ *
+ * Input: the first byte picks one of the fixed programs below, the rest is
+ * the message.  Besides "no crash, no leak, no UB" (the sanitizers), it
+ * checks the promises of fg_pbwire.h that a fuzzer can see:
+ *   - failure is FG_EINVAL with a reason, and <out> keeps its prefix and
+ *     length; success keeps the prefix too;
+ *   - <changed> is 1 exactly when the output differs from the input;
+ *   - editing the output again with the same program succeeds, gives the
+ *     same bytes and changed = 0 (idempotence: a proxy chain, or a retry
+ *     through feedguard, strips nothing twice);
+ *   - the empty program copies any message it accepts byte for byte, and
+ *     accepts every message that some program accepts;
+ *   - fg_pbwire_find, fg_pbwire_next_field and the varint primitives
+ *     agree with the editor on what is valid.
+ *
+ * The programs cover every action and scalar kind, allow-lists at the root
+ * and three levels down, maps, and a program that recurses into itself
+ * (depth limit).  Field numbers follow the seed corpus, whose Req messages
+ * are python3-protobuf encodings of:
+ *   message Geo { double lat = 1; double lon = 2; float acc = 3; }
+ *   message Signal { string name = 1; int32 score = 2; sint64 delta = 3; }
+ *   message Req { string user_id = 1; int32 age = 2; Geo geo = 3;
+ *     repeated Signal signals = 4; map<string, int64> counters = 5;
+ *     repeated int32 hist = 6; map<int32, string> tags = 7; sint32 offset = 8;
+ *     repeated sint32 deltas = 9 [packed = false]; repeated double dists = 10; }
+ *
+ * Build (see tests/fuzz/run.sh, which also runs it):
+ *   clang -g -O1 -std=c11 -fsanitize=fuzzer,address,undefined -I<dir of config.h> \
+ *     -Idaemon tests/fuzz/fuzz_pbwire.c daemon/fg_pbwire.c -lm
+ * Run:   ./fuzz_pbwire -max_total_time=120 new_corpus_dir tests/fuzz/corpus/pbwire
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fg_error.h"
+#include "fg_pbwire.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define NSTATS 6
+#define PREFIX "\x00\x00\x00\x00\x2a"   /* stands for a gRPC message prefix */
+#define PREFIX_LEN 5
+
+#define RULES(...) ((const struct fg_pbwire_rule[]){ __VA_ARGS__ })
+#define NRULES(...) (sizeof((const struct fg_pbwire_rule[]){ __VA_ARGS__ }) / \
+                     sizeof(struct fg_pbwire_rule))
+#define PROG(allow, ustat, ...) { .allow_only = (allow), .unlisted_stat = (ustat), \
+                                  .nrules = NRULES(__VA_ARGS__), .rules = RULES(__VA_ARGS__) }
+#define KEEP(num, kind) { .number = (num), .action = FG_PBWIRE_KEEP, \
+                          .scalar = FG_PBWIRE_S_##kind, .stat = UINT32_MAX }
+#define DROP(num, st) { .number = (num), .action = FG_PBWIRE_DROP, .stat = (st) }
+#define RECURSE(num, sub_, st) { .number = (num), .action = FG_PBWIRE_RECURSE, .sub = (sub_), \
+                                 .stat = (st) }
+#define COARSEN(num, kind, p, st) { .number = (num), .action = FG_PBWIRE_COARSEN, \
+                                    .scalar = FG_PBWIRE_S_##kind, .precision = (p), .stat = (st) }
+#define DROP_KEYS(num, kind, k, st) { .number = (num), .action = FG_PBWIRE_DROP_KEYS, \
+                                      .scalar = FG_PBWIRE_S_##kind, .keys = (k), .stat = (st) }
+
+static const char *const str_keys[] = { "views", "", "dwell_ms" };
+static const size_t str_lens[] = { 5, 0, 8 };
+static const struct fg_pbwire_keys skeys = { .n = 3, .str = str_keys, .str_len = str_lens };
+static const int64_t num_keys[] = { -1, 0, 42, INT64_MIN };
+static const struct fg_pbwire_keys nkeys = { .n = 4, .num = num_keys };
+
+/* 1: strip signals from a Req, every scalar kind somewhere */
+static const struct fg_pbwire_msg geo = PROG(0, UINT32_MAX, COARSEN(1, DOUBLE, 0.01, 0),
+                                             COARSEN(2, DOUBLE, 0.01, 0),
+                                             COARSEN(3, FLOAT, 5, 1));
+static const struct fg_pbwire_msg signal = PROG(0, UINT32_MAX, DROP(2, 2),
+                                                COARSEN(3, SINT64, 10, 3));
+static const struct fg_pbwire_msg strip = PROG(0, UINT32_MAX,
+	COARSEN(2, INT32, 10, 0), RECURSE(3, &geo, 4), RECURSE(4, &signal, 5),
+	DROP_KEYS(5, NONE, &skeys, 1), COARSEN(6, INT32, 10, 2), DROP_KEYS(7, INT32, &nkeys, 3),
+	COARSEN(8, SINT32, 10, 4), COARSEN(9, UINT64, 7, 5), COARSEN(10, DOUBLE, 1, 6),
+	COARSEN(11, FIXED32, 3, 0), COARSEN(12, SFIXED64, 100, 1), COARSEN(13, INT64, 1000, 2),
+	COARSEN(14, UINT32, 10, 3), COARSEN(15, FIXED64, 10, 4), COARSEN(16, SFIXED32, 10, 5),
+	COARSEN(17, FLOAT, 0.25, 0), DROP_KEYS(18, SINT64, &nkeys, 1),
+	DROP_KEYS(19, FIXED32, &nkeys, 2), DROP_KEYS(20, SFIXED64, &nkeys, 3));
+
+/* 2: allow-lists at the root and three levels down, with a copy-all level
+ * between them */
+static const struct fg_pbwire_msg allow_c = PROG(1, 2, KEEP(1, NONE), COARSEN(3, DOUBLE, 1, 3));
+static const struct fg_pbwire_msg allow_b = PROG(0, UINT32_MAX, RECURSE(2, &allow_c, 4),
+                                                 DROP(4, 5));
+static const struct fg_pbwire_msg allow_a = PROG(1, 1, KEEP(1, INT32), RECURSE(2, &allow_b, 0),
+                                                 KEEP(3, FIXED64));
+static const struct fg_pbwire_msg allow = PROG(1, 0, KEEP(1, NONE), RECURSE(2, &allow_a, 0),
+                                               RECURSE(4, &signal, 5),
+                                               DROP_KEYS(5, NONE, &skeys, 1), KEEP(6, INT32));
+
+/* 3: a recursive message type; also the map entry below points back up */
+static const struct fg_pbwire_msg self;
+static const struct fg_pbwire_msg self_entry = PROG(0, UINT32_MAX, RECURSE(2, &self, 1));
+static const struct fg_pbwire_msg self = PROG(0, UINT32_MAX, RECURSE(1, &self, UINT32_MAX),
+                                              DROP(2, 0), COARSEN(3, INT32, 10, 2),
+                                              RECURSE(4, &self_entry, 3), KEEP(5, SINT32));
+
+/* 4: maps: a program on every entry, dropped keys */
+static const struct fg_pbwire_msg entry = PROG(0, UINT32_MAX, RECURSE(2, &signal, 1));
+static const struct fg_pbwire_msg maps = PROG(0, UINT32_MAX, RECURSE(4, &signal, 0),
+                                              RECURSE(5, &entry, 2),
+                                              DROP_KEYS(7, SINT32, &nkeys, 3));
+
+static const struct fg_pbwire_msg empty = { .unlisted_stat = UINT32_MAX };
+
+static const struct fg_pbwire_msg *const programs[] = { &empty, &strip, &allow, &self, &maps };
+
+static void check(int ok)
+{
+	if (!ok)
+		abort();
+}
+
+/* Edit into a buffer holding PREFIX; returns the result code. */
+static int edit(const uint8_t *in, size_t len, const struct fg_pbwire_msg *prog,
+                struct fg_pbwire_buf *out, int *changed)
+{
+	uint64_t stats[NSTATS] = { 0 };
+	const char *why = NULL;
+	int rv;
+
+	out->len = 0;
+	check(fg_pbwire_buf_reserve(out, PREFIX_LEN) == 0);
+	memcpy(out->data, PREFIX, PREFIX_LEN);
+	out->len = PREFIX_LEN;
+	*changed = -1;
+	rv = fg_pbwire_edit(in, len, prog, out, stats, NSTATS, changed, &why);
+	check(out->len >= PREFIX_LEN && memcmp(out->data, PREFIX, PREFIX_LEN) == 0);
+	if (rv < 0) {
+		check(rv == FG_EINVAL && why != NULL && out->len == PREFIX_LEN && *changed == -1);
+		return rv;
+	}
+	check(*changed == 0 || *changed == 1);
+	check(*changed == (out->len - PREFIX_LEN != len ||
+	                   (len > 0 && memcmp(out->data + PREFIX_LEN, in, len) != 0)));
+	return 0;
+}
+
+/* The top level parses field by field exactly when the editor accepts it
+ * with the empty program, and fg_pbwire_find agrees. */
+static void check_primitives(const uint8_t *in, size_t len, int top_ok)
+{
+	static const uint32_t paths[][3] = { { 1, 0, 0 }, { 3, 1, 0 }, { 4, 2, 0 }, { 1, 1, 1 } };
+	static const size_t depths[] = { 1, 2, 2, 3 };
+	const uint8_t *p = in, *end = in + len, *first;
+	struct fg_pbwire_field f;
+	uint32_t num;
+	uint8_t wt;
+	uint8_t tmp[FG_PBWIRE_VARINT_MAX];
+	uint64_t v, w;
+	size_t i, n;
+	int rv, ok = 1;
+
+	while (ok && p < end) {
+		ok = fg_pbwire_next_field(&p, end, &f) == 0;
+		check(!ok || (f.tag >= in && f.end <= end && f.value + f.vlen <= f.end && f.end == p));
+	}
+	check(ok == top_ok);
+	for (i = 0; i < sizeof(depths) / sizeof(depths[0]); i++) {
+		rv = fg_pbwire_find(in, len, paths[i], depths[i], &f, NULL);
+		check(rv == 0 || rv == FG_ENOTFOUND || rv == FG_EINVAL);
+		check(rv == 0 ? f.value >= in && f.value + f.vlen <= end : 1);
+		if (depths[i] == 1)
+			check((rv != FG_EINVAL) == top_ok);
+	}
+	/* tag + skip agree with the iterator on the first field */
+	p = in;
+	if (len > 0 && fg_pbwire_read_tag(&p, end, &num, &wt) == 0 &&
+	    fg_pbwire_skip_value(&p, end, num, wt) == 0) {
+		first = in;
+		check(fg_pbwire_next_field(&first, end, &f) == 0 && first == p && f.number == num);
+	} else if (len > 0) {
+		first = in;
+		check(fg_pbwire_next_field(&first, end, &f) == FG_EINVAL && first == in);
+	}
+	p = in;
+	if (fg_pbwire_read_varint(&p, end, &v) == 0) {
+		n = fg_pbwire_write_varint(tmp, v);
+		check(n == fg_pbwire_varint_size(v) && n <= (size_t)(p - in));
+		p = tmp;
+		check(fg_pbwire_read_varint(&p, tmp + n, &w) == 0 && w == v && p == tmp + n);
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct fg_pbwire_buf out = { 0 }, again = { 0 }, copy = { 0 };
+	const struct fg_pbwire_msg *prog;
+	const uint8_t *in;
+	size_t len;
+	int rv, changed, changed2, top_ok;
+
+	if (size < 1)
+		return 0;
+	prog = programs[data[0] % (sizeof(programs) / sizeof(programs[0]))];
+	in = data + 1;
+	len = size - 1;
+
+	top_ok = edit(in, len, &empty, &copy, &changed) == 0;
+	if (top_ok)
+		check(changed == 0 && copy.len - PREFIX_LEN == len);
+	check_primitives(in, len, top_ok);
+
+	rv = edit(in, len, prog, &out, &changed);
+	if (rv == 0) {
+		check(top_ok);
+		check(edit(out.data + PREFIX_LEN, out.len - PREFIX_LEN, prog, &again, &changed2) == 0);
+		check(changed2 == 0 && again.len == out.len &&
+		      memcmp(again.data, out.data, out.len) == 0);
+		check(edit(out.data + PREFIX_LEN, out.len - PREFIX_LEN, &empty, &copy, &changed2) == 0);
+	}
+	fg_pbwire_buf_free(&out);
+	fg_pbwire_buf_free(&again);
+	fg_pbwire_buf_free(&copy);
+	return 0;
+}

@@ -1,0 +1,638 @@
+/*
+ * test_schema.c - cmocka group "schema": fg_schema.h through its header.
+ *
+ * Most cases read the reference contract's descriptor set, proto/ranking.pb
+ * of the build directory: `make check` names it in FG_RANKING_PB; by hand,
+ * give the path as the first argument or run from the build directory.
+ * Cases protoc cannot produce (proto2 packing, relative type names, broken
+ * sets) build a FileDescriptorSet here with the generated descriptor.pb-c
+ * and load it with fg_schema_load_buffer.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "descriptor.pb-c.h"
+#include "fg_error.h"
+#include "fg_schema.h"
+
+#define PKG "feedguard.ranking.v1."
+#define RANK_FEED "/feedguard.ranking.v1.Ranker/RankFeed"
+#define STREAM_FEED "/feedguard.ranking.v1.Ranker/StreamFeed"
+
+static const char *ranking_pb = "proto/ranking.pb";
+
+static int load_ranking(void **state)
+{
+	struct fg_schema *s = NULL;
+	char err[FG_SCHEMA_ERRLEN];
+
+	if (fg_schema_load(ranking_pb, &s, err, sizeof(err)) != 0) {
+		fprintf(stderr, "test_schema: %s (set FG_RANKING_PB to the build's proto/ranking.pb)\n", err);
+		return -1;
+	}
+	*state = s;
+	return 0;
+}
+
+static int free_ranking(void **state)
+{
+	fg_schema_free(*state);
+	return 0;
+}
+
+/* The field at the end of the dotted <path>, starting in message <msg>. */
+static const struct fg_schema_field *field_path(const struct fg_schema_message *msg, const char *path)
+{
+	char buf[256], *save = NULL, *name;
+	const struct fg_schema_field *f = NULL;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (name = strtok_r(buf, ".", &save); name; name = strtok_r(NULL, ".", &save)) {
+		assert_non_null(msg);
+		f = fg_schema_find_field(msg, name);
+		assert_non_null(f);
+		msg = fg_schema_field_message(f);
+	}
+	return f;
+}
+
+static const struct fg_schema_message *request(const struct fg_schema *s)
+{
+	const struct fg_schema_method *m = fg_schema_find_method(s, RANK_FEED);
+
+	assert_non_null(m);
+	return fg_schema_method_input(m);
+}
+
+static void test_methods(void **state)
+{
+	const struct fg_schema *s = *state;
+	const struct fg_schema_method *m;
+
+	m = fg_schema_find_method(s, RANK_FEED);
+	assert_non_null(m);
+	assert_string_equal(fg_schema_method_path(m), RANK_FEED);
+	assert_string_equal(fg_schema_message_name(fg_schema_method_input(m)), PKG "RankFeedRequest");
+	assert_string_equal(fg_schema_message_name(fg_schema_method_output(m)), PKG "RankFeedResponse");
+	assert_int_equal(fg_schema_method_flags(m), 0);
+
+	m = fg_schema_find_method(s, STREAM_FEED);
+	assert_non_null(m);
+	assert_string_equal(fg_schema_message_name(fg_schema_method_input(m)), PKG "RankFeedRequest");
+	assert_string_equal(fg_schema_message_name(fg_schema_method_output(m)), PKG "FeedItem");
+	assert_int_equal(fg_schema_method_flags(m), FG_SCHEMA_M_SERVER_STREAMING);
+	/* one message object per type, whoever asks */
+	assert_ptr_equal(fg_schema_method_input(m), request(s));
+	assert_ptr_equal(fg_schema_find_message(s, PKG "RankFeedRequest"), request(s));
+}
+
+static void test_unknown_method(void **state)
+{
+	const struct fg_schema *s = *state;
+
+	assert_null(fg_schema_find_method(s, "/feedguard.ranking.v1.Ranker/Nope"));
+	assert_null(fg_schema_find_method(s, "/feedguard.ranking.v1.Nope/RankFeed"));
+	assert_null(fg_schema_find_method(s, "feedguard.ranking.v1.Ranker/RankFeed"));
+	assert_null(fg_schema_find_method(s, "/feedguard.ranking.v1.ranker/RankFeed"));
+	assert_null(fg_schema_find_method(s, "/feedguard.ranking.v1.Ranker/RankFeed/"));
+	assert_null(fg_schema_find_method(s, ""));
+	assert_null(fg_schema_find_message(s, PKG "Nope"));
+	assert_null(fg_schema_find_message(s, "RankFeedRequest"));
+}
+
+static void test_scalar_fields(void **state)
+{
+	const struct fg_schema_message *req = request(*state);
+	const struct fg_schema_field *f;
+
+	f = fg_schema_find_field(req, "page_size");
+	assert_non_null(f);
+	assert_string_equal(fg_schema_field_name(f), "page_size");
+	assert_int_equal(fg_schema_field_number(f), 4);
+	assert_int_equal(fg_schema_field_type(f), FG_SCHEMA_INT32);
+	assert_int_equal(fg_schema_field_flags(f), 0);
+	assert_null(fg_schema_field_message(f));
+	assert_null(fg_schema_field_type_name(f));
+	assert_null(fg_schema_field_oneof(f));
+	assert_null(fg_schema_field_map_key(f));
+	assert_ptr_equal(fg_schema_field_parent(f), req);
+	assert_null(fg_schema_find_field(req, "pageSize"));      /* JSON names are not field names */
+	assert_null(fg_schema_find_field(req, "nope"));
+	assert_ptr_equal(fg_schema_find_field_number(req, 4), f);
+	assert_null(fg_schema_find_field_number(req, 99));
+}
+
+/* A policy path walks messages: signals.watch_history.item_id. */
+static void test_nested_fields(void **state)
+{
+	const struct fg_schema_message *req = request(*state);
+	const struct fg_schema_field *f;
+
+	f = field_path(req, "signals");
+	assert_int_equal(fg_schema_field_type(f), FG_SCHEMA_MESSAGE);
+	assert_string_equal(fg_schema_field_type_name(f), PKG "Signals");
+	assert_int_equal(fg_schema_field_number(f), 3);
+
+	f = field_path(req, "signals.watch_history");
+	assert_int_equal(fg_schema_field_number(f), 1);
+	assert_int_equal(fg_schema_field_type(f), FG_SCHEMA_MESSAGE);
+	assert_int_equal(fg_schema_field_flags(f), FG_SCHEMA_F_REPEATED);
+	assert_string_equal(fg_schema_message_name(fg_schema_field_message(f)), PKG "Signals.WatchEvent");
+
+	f = field_path(req, "signals.watch_history.watch_ms");
+	assert_int_equal(fg_schema_field_number(f), 2);
+	assert_int_equal(fg_schema_field_type(f), FG_SCHEMA_INT64);
+
+	f = field_path(req, "context.geo.latitude");
+	assert_int_equal(fg_schema_field_number(f), 1);
+	assert_int_equal(fg_schema_field_type(f), FG_SCHEMA_DOUBLE);
+	f = field_path(req, "context.geo.accuracy_m");
+	assert_int_equal(fg_schema_field_type(f), FG_SCHEMA_FLOAT);
+	f = field_path(req, "context.surface");
+	assert_int_equal(fg_schema_field_type(f), FG_SCHEMA_ENUM);
+	assert_string_equal(fg_schema_field_type_name(f), PKG "Context.Surface");
+	assert_null(fg_schema_field_message(f));
+	f = field_path(req, "signals.advertising_id");
+	assert_int_equal(fg_schema_field_type(f), FG_SCHEMA_STRING);
+	assert_int_equal(fg_schema_field_number(f), 5);
+}
+
+/* The timestamp type lives in another file of the set (--include_imports). */
+static void test_cross_file_type(void **state)
+{
+	const struct fg_schema_message *req = request(*state);
+	const struct fg_schema_field *f;
+
+	f = field_path(req, "signals.engagement_events.ts");
+	assert_string_equal(fg_schema_field_type_name(f), "google.protobuf.Timestamp");
+	f = field_path(req, "signals.engagement_events.ts.seconds");
+	assert_int_equal(fg_schema_field_type(f), FG_SCHEMA_INT64);
+	assert_int_equal(fg_schema_field_number(f), 1);
+	f = field_path(req, "signals.engagement_events.ts.nanos");
+	assert_int_equal(fg_schema_field_type(f), FG_SCHEMA_INT32);
+}
+
+static void test_nested_type(void **state)
+{
+	const struct fg_schema *s = *state;
+	const struct fg_schema_message *ev = fg_schema_find_message(s, PKG "Signals.EngagementEvent");
+	const struct fg_schema_field *f;
+
+	assert_non_null(ev);
+	assert_ptr_equal(fg_schema_find_message(s, "." PKG "Signals.EngagementEvent"), ev);
+	assert_string_equal(fg_schema_message_name(ev), PKG "Signals.EngagementEvent");
+	assert_ptr_equal(fg_schema_field_message(field_path(request(s), "signals.engagement_events")), ev);
+	f = fg_schema_find_field(ev, "kind");
+	assert_non_null(f);
+	assert_int_equal(fg_schema_field_type(f), FG_SCHEMA_ENUM);
+	assert_string_equal(fg_schema_field_type_name(f), PKG "Signals.EngagementEvent.Kind");
+	assert_null(fg_schema_find_message(s, PKG "Signals.EngagementEvent.Kind")); /* an enum */
+
+	f = field_path(fg_schema_find_message(s, PKG "FeedItem"), "explanations.source_item_id");
+	assert_string_equal(fg_schema_message_name(fg_schema_field_parent(f)), PKG "FeedItem.Explanation");
+	assert_int_equal(fg_schema_field_number(f), 2);
+}
+
+static void test_fields_in_number_order(void **state)
+{
+	const struct fg_schema_message *req = request(*state);
+	size_t i, n = fg_schema_message_nfields(req);
+
+	assert_int_equal(n, 7);
+	for (i = 0; i < n; i++)
+		assert_int_equal(fg_schema_field_number(fg_schema_message_field_at(req, i)), i + 1);
+	assert_string_equal(fg_schema_field_name(fg_schema_message_field_at(req, 0)), "user");
+	assert_string_equal(fg_schema_field_name(fg_schema_message_field_at(req, 6)), "recently_shown_ids");
+}
+
+static void test_maps(void **state)
+{
+	const struct fg_schema *s = *state;
+	const struct fg_schema_field *f, *k, *v;
+
+	f = field_path(request(s), "signals.features");
+	assert_int_equal(fg_schema_field_number(f), 8);
+	assert_int_equal(fg_schema_field_type(f), FG_SCHEMA_MESSAGE);
+	assert_int_equal(fg_schema_field_flags(f), FG_SCHEMA_F_REPEATED | FG_SCHEMA_F_MAP);
+	assert_string_equal(fg_schema_message_name(fg_schema_field_message(f)), PKG "Signals.FeaturesEntry");
+	assert_true(fg_schema_message_is_map_entry(fg_schema_field_message(f)));
+	k = fg_schema_field_map_key(f);
+	v = fg_schema_field_map_value(f);
+	assert_non_null(k);
+	assert_non_null(v);
+	assert_int_equal(fg_schema_field_number(k), 1);
+	assert_int_equal(fg_schema_field_type(k), FG_SCHEMA_STRING);
+	assert_int_equal(fg_schema_field_number(v), 2);
+	assert_int_equal(fg_schema_field_type(v), FG_SCHEMA_DOUBLE);
+
+	f = field_path(fg_schema_find_message(s, PKG "FeedItem"), "feature_weights");
+	assert_true(fg_schema_field_flags(f) & FG_SCHEMA_F_MAP);
+	assert_int_equal(fg_schema_field_type(fg_schema_field_map_value(f)), FG_SCHEMA_FLOAT);
+
+	/* a repeated message is not a map */
+	f = field_path(request(s), "signals.watch_history");
+	assert_false(fg_schema_field_flags(f) & FG_SCHEMA_F_MAP);
+	assert_false(fg_schema_message_is_map_entry(fg_schema_field_message(f)));
+	assert_null(fg_schema_field_map_key(f));
+	assert_null(fg_schema_field_map_value(f));
+}
+
+static void test_oneofs(void **state)
+{
+	const struct fg_schema_message *req = request(*state);
+	const struct fg_schema_oneof *o = fg_schema_find_oneof(req, "cursor");
+	const struct fg_schema_field *tok, *off;
+
+	assert_non_null(o);
+	assert_string_equal(fg_schema_oneof_name(o), "cursor");
+	assert_int_equal(fg_schema_oneof_nfields(o), 2);
+	tok = fg_schema_oneof_field_at(o, 0);
+	off = fg_schema_oneof_field_at(o, 1);
+	assert_string_equal(fg_schema_field_name(tok), "page_token");
+	assert_int_equal(fg_schema_field_number(tok), 5);
+	assert_int_equal(fg_schema_field_type(tok), FG_SCHEMA_STRING);
+	assert_string_equal(fg_schema_field_name(off), "offset");
+	assert_int_equal(fg_schema_field_type(off), FG_SCHEMA_INT64);
+	assert_ptr_equal(fg_schema_find_field(req, "page_token"), tok);
+	assert_ptr_equal(fg_schema_field_oneof(tok), o);
+	assert_ptr_equal(fg_schema_field_oneof(off), o);
+	assert_null(fg_schema_field_oneof(fg_schema_find_field(req, "page_size")));
+	assert_null(fg_schema_find_oneof(req, "page_token"));    /* a member, not the oneof */
+	assert_null(fg_schema_find_oneof(req, "nope"));
+}
+
+static void test_packed(void **state)
+{
+	const struct fg_schema_message *req = request(*state);
+	const struct fg_schema_field *f;
+
+	/* proto3: repeated numeric scalars are packed unless told otherwise */
+	f = fg_schema_find_field(req, "recently_shown_ids");
+	assert_int_equal(fg_schema_field_type(f), FG_SCHEMA_INT64);
+	assert_int_equal(fg_schema_field_flags(f), FG_SCHEMA_F_REPEATED | FG_SCHEMA_F_PACKED);
+	/* strings and messages never are */
+	f = field_path(req, "signals.inferred_interests");
+	assert_int_equal(fg_schema_field_flags(f), FG_SCHEMA_F_REPEATED);
+	f = field_path(req, "signals.watch_history");
+	assert_int_equal(fg_schema_field_flags(f), FG_SCHEMA_F_REPEATED);
+}
+
+static void test_type_helpers(void **state)
+{
+	assert_string_equal(fg_schema_type_name(FG_SCHEMA_SINT64), "sint64");
+	assert_string_equal(fg_schema_type_name(FG_SCHEMA_MESSAGE), "message");
+	assert_string_equal(fg_schema_type_name((enum fg_schema_type)0), "?");
+	assert_string_equal(fg_schema_type_name((enum fg_schema_type)19), "?");
+	assert_int_equal(fg_schema_type_wire(FG_SCHEMA_DOUBLE), 1);
+	assert_int_equal(fg_schema_type_wire(FG_SCHEMA_FLOAT), 5);
+	assert_int_equal(fg_schema_type_wire(FG_SCHEMA_ENUM), 0);
+	assert_int_equal(fg_schema_type_wire(FG_SCHEMA_BYTES), 2);
+	assert_int_equal(fg_schema_type_wire(FG_SCHEMA_GROUP), 3);
+	assert_int_equal(fg_schema_type_wire((enum fg_schema_type)42), -1);
+}
+
+/* ---- files that are not descriptor sets ---- */
+
+static void expect_load_error(const char *path, int rc, const char *want)
+{
+	struct fg_schema *s = (struct fg_schema *)&s;   /* must be reset to NULL */
+	char err[FG_SCHEMA_ERRLEN];
+
+	assert_int_equal(fg_schema_load(path, &s, err, sizeof(err)), rc);
+	assert_null(s);
+	if (strstr(err, want) == NULL || strncmp(err, path, strlen(path)) != 0)
+		fail_msg("error \"%s\" lacks \"%s\" or does not start with the path", err, want);
+}
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+	FILE *fp = fopen(path, "wb");
+
+	assert_non_null(fp);
+	assert_int_equal(fwrite(data, 1, len, fp), len);
+	assert_int_equal(fclose(fp), 0);
+}
+
+static void test_missing_file(void **state)
+{
+	expect_load_error("/nonexistent/feedguard/ranking.pb", FG_EIO, "No such file or directory");
+	expect_load_error("/", FG_EIO, "not a regular file");
+}
+
+static void test_garbage_file(void **state)
+{
+	char path[] = "/tmp/fg_schema_XXXXXX";
+	int fd = mkstemp(path);
+	static const char text[] = "syntax = \"proto3\";\nmessage X { int32 a = 1; }\n";
+	static const uint8_t junk[] = { 0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01 };
+
+	assert_true(fd >= 0);
+	close(fd);
+	write_file(path, "", 0);
+	expect_load_error(path, FG_EINVAL, "not a FileDescriptorSet");
+	write_file(path, text, sizeof(text) - 1);     /* the .proto instead of its set */
+	expect_load_error(path, FG_EINVAL, "not a FileDescriptorSet");
+	write_file(path, junk, sizeof(junk));
+	expect_load_error(path, FG_EINVAL, "not a FileDescriptorSet");
+	unlink(path);
+}
+
+static void test_err_may_be_null(void **state)
+{
+	struct fg_schema *s = NULL;
+	char err[8];
+
+	assert_int_equal(fg_schema_load("/nonexistent", &s, NULL, 0), FG_EIO);
+	assert_int_equal(fg_schema_load("/nonexistent/ranking.pb", &s, err, sizeof(err)), FG_EIO);
+	assert_int_equal(strlen(err), sizeof(err) - 1);      /* truncated, terminated */
+	fg_schema_free(NULL);
+}
+
+/* ---- hand-made sets ---- */
+
+/* Everything the builders below allocate, freed by free_built(). */
+static void *built[256];
+static size_t nbuilt;
+
+static void *alloc_built(size_t size)
+{
+	void *p = calloc(1, size);
+
+	assert_non_null(p);
+	assert_true(nbuilt < sizeof(built) / sizeof(built[0]));
+	built[nbuilt++] = p;
+	return p;
+}
+
+static void free_built(void)
+{
+	while (nbuilt > 0)
+		free(built[--nbuilt]);
+}
+
+static Google__Protobuf__FieldDescriptorProto *
+mkfield(const char *name, int number, Google__Protobuf__FieldDescriptorProto__Label label,
+        Google__Protobuf__FieldDescriptorProto__Type type, const char *type_name)
+{
+	Google__Protobuf__FieldDescriptorProto *f = alloc_built(sizeof(*f));
+
+	google__protobuf__field_descriptor_proto__init(f);
+	f->name = (char *)name;
+	f->has_number = 1;
+	f->number = number;
+	f->has_label = 1;
+	f->label = label;
+	f->has_type = type != 0;
+	f->type = type;
+	f->type_name = (char *)type_name;
+	return f;
+}
+
+/* Sets [packed = <packed>] on <f>. */
+static void set_packed(Google__Protobuf__FieldDescriptorProto *f, int packed)
+{
+	Google__Protobuf__FieldOptions *o = alloc_built(sizeof(*o));
+
+	google__protobuf__field_options__init(o);
+	o->has_packed = 1;
+	o->packed = packed;
+	f->options = o;
+}
+
+static Google__Protobuf__DescriptorProto *mkmsg(const char *name, size_t nfield, ...)
+{
+	Google__Protobuf__DescriptorProto *m = alloc_built(sizeof(*m));
+	va_list ap;
+	size_t i;
+
+	google__protobuf__descriptor_proto__init(m);
+	m->name = (char *)name;
+	m->n_field = nfield;
+	m->field = alloc_built((nfield + 1) * sizeof(*m->field));
+	va_start(ap, nfield);
+	for (i = 0; i < nfield; i++)
+		m->field[i] = va_arg(ap, Google__Protobuf__FieldDescriptorProto *);
+	va_end(ap);
+	return m;
+}
+
+static void add_nested(Google__Protobuf__DescriptorProto *outer, Google__Protobuf__DescriptorProto *inner)
+{
+	Google__Protobuf__DescriptorProto **v = alloc_built((outer->n_nested_type + 1) * sizeof(*v));
+
+	if (outer->n_nested_type > 0)
+		memcpy(v, outer->nested_type, outer->n_nested_type * sizeof(*v));
+	v[outer->n_nested_type++] = inner;
+	outer->nested_type = v;
+}
+
+static Google__Protobuf__FileDescriptorProto *mkfile(const char *name, const char *pkg, const char *syntax,
+                                                    size_t nmsg, ...)
+{
+	Google__Protobuf__FileDescriptorProto *f = alloc_built(sizeof(*f));
+	va_list ap;
+	size_t i;
+
+	google__protobuf__file_descriptor_proto__init(f);
+	f->name = (char *)name;
+	f->package = (char *)pkg;
+	f->syntax = (char *)syntax;
+	f->n_message_type = nmsg;
+	f->message_type = alloc_built((nmsg + 1) * sizeof(*f->message_type));
+	va_start(ap, nmsg);
+	for (i = 0; i < nmsg; i++)
+		f->message_type[i] = va_arg(ap, Google__Protobuf__DescriptorProto *);
+	va_end(ap);
+	return f;
+}
+
+/* Packs the files into a set and loads it; returns fg_schema_load_buffer's
+ * code, the schema in <*out> and the message in <err>. */
+static int load_files(struct fg_schema **out, char *err, size_t errlen, size_t nfile, ...)
+{
+	Google__Protobuf__FileDescriptorSet set = GOOGLE__PROTOBUF__FILE_DESCRIPTOR_SET__INIT;
+	Google__Protobuf__FileDescriptorProto *files[8];
+	uint8_t *buf;
+	size_t len, i;
+	va_list ap;
+	int rc;
+
+	assert_true(nfile <= 8);
+	va_start(ap, nfile);
+	for (i = 0; i < nfile; i++)
+		files[i] = va_arg(ap, Google__Protobuf__FileDescriptorProto *);
+	va_end(ap);
+	set.n_file = nfile;
+	set.file = files;
+	len = google__protobuf__file_descriptor_set__get_packed_size(&set);
+	buf = malloc(len + 1);
+	assert_non_null(buf);
+	assert_int_equal(google__protobuf__file_descriptor_set__pack(&set, buf), len);
+	rc = fg_schema_load_buffer("test.pb", buf, len, out, err, errlen);
+	free(buf);
+	return rc;
+}
+
+#define OPT GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_OPTIONAL
+#define REQ GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_REQUIRED
+#define REP GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_REPEATED
+#define T(x) GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_##x
+
+/* proto2 packs only on request; proto3 unless told not to; required is
+ * reported; names resolve relative to their scope and across files. */
+static void test_packing_and_scopes(void **state)
+{
+	Google__Protobuf__FieldDescriptorProto *p2_packed = mkfield("a", 1, REP, T(INT32), NULL);
+	Google__Protobuf__FieldDescriptorProto *p3_unpacked = mkfield("b", 2, REP, T(SINT64), NULL);
+	Google__Protobuf__DescriptorProto *inner = mkmsg("Inner", 1, mkfield("x", 1, OPT, T(FIXED32), NULL));
+	Google__Protobuf__DescriptorProto *p2 = mkmsg("Old", 5, p2_packed,
+		mkfield("plain", 2, REP, T(INT32), NULL),
+		mkfield("must", 3, REQ, T(STRING), NULL),
+		mkfield("in", 4, OPT, 0, "Inner"),              /* relative, no type given */
+		mkfield("other", 5, OPT, T(MESSAGE), "b.New")); /* relative, other package */
+	Google__Protobuf__DescriptorProto *p3 = mkmsg("New", 2,
+		mkfield("ints", 1, REP, T(UINT32), NULL), p3_unpacked);
+	Google__Protobuf__FileDescriptorProto *fa = mkfile("a.proto", "a", "proto2", 1, p2);
+	Google__Protobuf__FileDescriptorProto *fb = mkfile("b.proto", "b", "proto3", 1, p3);
+	struct fg_schema *s = NULL;
+	const struct fg_schema_message *m;
+	char err[FG_SCHEMA_ERRLEN];
+
+	set_packed(p2_packed, 1);
+	set_packed(p3_unpacked, 0);
+	add_nested(p2, inner);
+	assert_int_equal(load_files(&s, err, sizeof(err), 2, fa, fb), 0);
+	m = fg_schema_find_message(s, "a.Old");
+	assert_non_null(m);
+	assert_int_equal(fg_schema_field_flags(fg_schema_find_field(m, "a")), FG_SCHEMA_F_REPEATED | FG_SCHEMA_F_PACKED);
+	assert_int_equal(fg_schema_field_flags(fg_schema_find_field(m, "plain")), FG_SCHEMA_F_REPEATED);
+	assert_int_equal(fg_schema_field_flags(fg_schema_find_field(m, "must")), FG_SCHEMA_F_REQUIRED);
+	assert_int_equal(fg_schema_field_type(fg_schema_find_field(m, "in")), FG_SCHEMA_MESSAGE);
+	assert_string_equal(fg_schema_field_type_name(fg_schema_find_field(m, "in")), "a.Old.Inner");
+	assert_ptr_equal(fg_schema_field_message(fg_schema_find_field(m, "other")), fg_schema_find_message(s, "b.New"));
+	m = fg_schema_find_message(s, "b.New");
+	assert_int_equal(fg_schema_field_flags(fg_schema_find_field(m, "ints")), FG_SCHEMA_F_REPEATED | FG_SCHEMA_F_PACKED);
+	assert_int_equal(fg_schema_field_flags(fg_schema_find_field(m, "b")), FG_SCHEMA_F_REPEATED);
+	fg_schema_free(s);
+	free_built();
+}
+
+/* protoc's hidden oneof for a proto3 `optional` field is no oneof. */
+static void test_proto3_optional(void **state)
+{
+	Google__Protobuf__FieldDescriptorProto *opt = mkfield("maybe", 1, OPT, T(INT32), NULL);
+	Google__Protobuf__OneofDescriptorProto oneof = GOOGLE__PROTOBUF__ONEOF_DESCRIPTOR_PROTO__INIT;
+	Google__Protobuf__OneofDescriptorProto *oneofs[1] = { &oneof };
+	Google__Protobuf__DescriptorProto *m = mkmsg("M", 1, opt);
+	struct fg_schema *s = NULL;
+	char err[FG_SCHEMA_ERRLEN];
+
+	oneof.name = "_maybe";
+	m->n_oneof_decl = 1;
+	m->oneof_decl = oneofs;
+	opt->has_oneof_index = 1;
+	opt->oneof_index = 0;
+	opt->has_proto3_optional = 1;
+	opt->proto3_optional = 1;
+	assert_int_equal(load_files(&s, err, sizeof(err), 1, mkfile("m.proto", NULL, "proto3", 1, m)), 0);
+	assert_null(fg_schema_find_oneof(fg_schema_find_message(s, "M"), "_maybe"));
+	assert_null(fg_schema_field_oneof(fg_schema_find_field(fg_schema_find_message(s, "M"), "maybe")));
+	fg_schema_free(s);
+	free_built();
+}
+
+/* Gives <f> a top-level enum E. */
+static Google__Protobuf__FileDescriptorProto *with_enum(Google__Protobuf__FileDescriptorProto *f)
+{
+	Google__Protobuf__EnumDescriptorProto *e = alloc_built(sizeof(*e));
+
+	google__protobuf__enum_descriptor_proto__init(e);
+	e->name = "E";
+	f->n_enum_type = 1;
+	f->enum_type = alloc_built(sizeof(*f->enum_type));
+	f->enum_type[0] = e;
+	return f;
+}
+
+static void expect_set_error(int rc_want, const char *want, Google__Protobuf__FileDescriptorProto *f)
+{
+	struct fg_schema *s = NULL;
+	char err[FG_SCHEMA_ERRLEN];
+
+	assert_int_equal(load_files(&s, err, sizeof(err), 1, f), rc_want);
+	assert_null(s);
+	if (strstr(err, want) == NULL || strncmp(err, "test.pb: ", 9) != 0)
+		fail_msg("error \"%s\" lacks \"%s\"", err, want);
+	free_built();
+}
+
+static void test_bad_sets(void **state)
+{
+	Google__Protobuf__DescriptorProto *m;
+
+	expect_set_error(FG_EINVAL, "type .x.Missing is not in the descriptor set",
+		mkfile("x.proto", "x", "proto3", 1, mkmsg("M", 1, mkfield("a", 1, OPT, T(MESSAGE), ".x.Missing"))));
+	expect_set_error(FG_EINVAL, "type Missing is not in the descriptor set",
+		mkfile("x.proto", "x", "proto3", 1, mkmsg("M", 1, mkfield("a", 1, OPT, 0, "Missing"))));
+	expect_set_error(FG_EINVAL, "message x.M is defined twice",
+		mkfile("x.proto", "x", "proto3", 2, mkmsg("M", 0), mkmsg("M", 0)));
+	expect_set_error(FG_EINVAL, "two fields numbered 1",
+		mkfile("x.proto", "x", "proto3", 1, mkmsg("M", 2, mkfield("a", 1, OPT, T(INT32), NULL),
+		                                              mkfield("b", 1, OPT, T(INT32), NULL))));
+	expect_set_error(FG_EINVAL, "two fields named a",
+		mkfile("x.proto", "x", "proto3", 1, mkmsg("M", 2, mkfield("a", 1, OPT, T(INT32), NULL),
+		                                              mkfield("a", 2, OPT, T(INT32), NULL))));
+	expect_set_error(FG_EINVAL, "field x.M.a has no valid number",
+		mkfile("x.proto", "x", "proto3", 1, mkmsg("M", 1, mkfield("a", 1 << 29, OPT, T(INT32), NULL))));
+	expect_set_error(FG_EINVAL, "syntax \"editions\" is not supported",
+		mkfile("x.proto", "x", "editions", 1, mkmsg("M", 0)));
+	expect_set_error(FG_EINVAL, "type .x.E is an enum, not a message", with_enum(
+		mkfile("x.proto", "x", "proto3", 1, mkmsg("M", 1, mkfield("a", 1, OPT, T(MESSAGE), ".x.E")))));
+	expect_set_error(FG_EINVAL, "type E is a message, not an enum",
+		mkfile("x.proto", "x", "proto3", 2, mkmsg("M", 1, mkfield("a", 1, OPT, T(ENUM), "E")), mkmsg("E", 0)));
+	expect_set_error(FG_EINVAL, "not a FileDescriptorSet (a file has no name)",
+		mkfile(NULL, "x", "proto3", 0));
+	m = mkmsg("M", 0);
+	m->name = NULL;
+	expect_set_error(FG_EINVAL, "a message in x has no name", mkfile("x.proto", "x", "proto3", 1, m));
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_methods),
+		cmocka_unit_test(test_unknown_method),
+		cmocka_unit_test(test_scalar_fields),
+		cmocka_unit_test(test_nested_fields),
+		cmocka_unit_test(test_cross_file_type),
+		cmocka_unit_test(test_nested_type),
+		cmocka_unit_test(test_fields_in_number_order),
+		cmocka_unit_test(test_maps),
+		cmocka_unit_test(test_oneofs),
+		cmocka_unit_test(test_packed),
+		cmocka_unit_test(test_type_helpers),
+		cmocka_unit_test(test_missing_file),
+		cmocka_unit_test(test_garbage_file),
+		cmocka_unit_test(test_err_may_be_null),
+		cmocka_unit_test(test_packing_and_scopes),
+		cmocka_unit_test(test_proto3_optional),
+		cmocka_unit_test(test_bad_sets),
+	};
+	const char *env = getenv("FG_RANKING_PB");
+
+	if (argc > 1)
+		ranking_pb = argv[1];
+	else if (env && *env)
+		ranking_pb = env;
+	return cmocka_run_group_tests_name("schema", tests, load_ranking, free_ranking);
+}
