@@ -10,4 +10,4 @@ mkdir -p build
 cd build
 [ -f Makefile ] || ../configure -q
 make -s -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
-exec /usr/bin/python3 "$top/contrib/demo/demo.py" --feedguardd "$top/build/daemon/feedguardd"
+exec /usr/bin/python3 "$top/contrib/demo/feed_demo.py" --build "$top/build"

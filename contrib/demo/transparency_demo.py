@@ -6,7 +6,7 @@ nothing it is not told to change.
 Until the demo ranker lands (next milestone), the server is the interop
 suite's echo service (tests/interop/upstream.py, python3-grpcio).
 
-Usage: /usr/bin/python3 contrib/demo/demo.py [--feedguardd PATH]
+Usage: /usr/bin/python3 contrib/demo/transparency_demo.py [--feedguardd PATH]
 Everything it starts runs on 127.0.0.1 with ports the kernel picks, in a
 temporary directory, and is stopped by PID when it ends.
 """
