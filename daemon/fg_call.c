@@ -66,6 +66,59 @@ static nghttp2_session *up_session(const struct fg_call *call)
 	return call->up->h2.session;
 }
 
+static void call_destroy(struct fg_call *call)
+{
+	fg_hdrs_free(&call->req_hdrs);
+	fg_hdrs_free(&call->req_trailers);
+	fg_hdrs_free(&call->resp_hdrs);
+	fg_hdrs_free(&call->resp_held);
+	fg_bufq_free(&call->req_body);
+	fg_bufq_free(&call->resp_body);
+	free(call);
+}
+
+/*
+ * Back to the worker's pool with its header lists and body queues (their
+ * memory kept): the next call of the same shape allocates nothing.  Every
+ * other field is zeroed, exactly as a new call would be.
+ */
+static void call_recycle(struct fg_call *call)
+{
+	struct fg_worker *w = call->worker;
+	struct fg_hdrs h[4] = { call->req_hdrs, call->req_trailers, call->resp_hdrs, call->resp_held };
+	struct fg_bufq q[2] = { call->req_body, call->resp_body };
+	size_t i;
+
+	if (w->ncall_pool >= FG_CALL_POOL_MAX) {
+		call_destroy(call);
+		return;
+	}
+	for (i = 0; i < 4; i++)
+		fg_hdrs_reset(&h[i]);
+	fg_bufq_clear(&q[0]);
+	fg_bufq_clear(&q[1]);
+	memset(call, 0, sizeof(*call));
+	call->req_hdrs = h[0];
+	call->req_trailers = h[1];
+	call->resp_hdrs = h[2];
+	call->resp_held = h[3];
+	call->req_body = q[0];
+	call->resp_body = q[1];
+	TAILQ_INSERT_HEAD(&w->call_pool, call, front_link);
+	w->ncall_pool++;
+}
+
+void fg_call_pool_free(struct fg_worker *w)
+{
+	struct fg_call *call;
+
+	while ((call = TAILQ_FIRST(&w->call_pool)) != NULL) {
+		TAILQ_REMOVE(&w->call_pool, call, front_link);
+		call_destroy(call);
+	}
+	w->ncall_pool = 0;
+}
+
 /* A call is freed once neither side can call back into it. */
 static void call_maybe_free(struct fg_call *call)
 {
@@ -75,15 +128,9 @@ static void call_maybe_free(struct fg_call *call)
 		TAILQ_REMOVE(&call->up->calls, call, up_link);
 	if (call->deadline_ev)
 		event_free(call->deadline_ev);
-	fg_hdrs_free(&call->req_hdrs);
-	fg_hdrs_free(&call->req_trailers);
-	fg_hdrs_free(&call->resp_hdrs);
-	fg_hdrs_free(&call->resp_held);
 	fg_intercept_free(call->ic);
 	free(call->path);
-	evbuffer_free(call->req_body);
-	evbuffer_free(call->resp_body);
-	free(call);
+	call_recycle(call);
 }
 
 /* Give <n> request bytes back to the client's windows: they left through
@@ -97,15 +144,16 @@ static void call_consume_front(struct fg_call *call, size_t n)
 	fg_front_flush(call->front);
 }
 
-/* Same for response bytes and the upstream's windows.  The stream may be
- * closed already; the connection window still has to be returned. */
+/* Same for response bytes and the upstream stream's window.  The upstream
+ * connection window is returned on receipt (fg_upstream.c): it is shared by
+ * every client multiplexed on that connection, and one client that stops
+ * reading must not stall the others; a call's buffer stays bounded by its
+ * stream window. */
 static void call_consume_up(struct fg_call *call, size_t n)
 {
-	if (!call->up || n == 0)
+	if (!call->up || n == 0 || !(call->flags & FG_CALL_UP_OPEN))
 		return;
-	nghttp2_session_consume_connection(up_session(call), n);
-	if (call->flags & FG_CALL_UP_OPEN)
-		nghttp2_session_consume_stream(up_session(call), call->up_sid, n);
+	nghttp2_session_consume_stream(up_session(call), call->up_sid, n);
 	fg_upconn_flush(call->up);
 }
 
@@ -128,7 +176,7 @@ static size_t call_keep(const struct fg_call *call, size_t body, size_t owed)
 
 static void call_settle_front(struct fg_call *call)
 {
-	size_t keep = call_keep(call, evbuffer_get_length(call->req_body), call->req_owed);
+	size_t keep = call_keep(call, fg_bufq_len(&call->req_body), call->req_owed);
 
 	if (call->req_owed > keep) {
 		call_consume_front(call, call->req_owed - keep);
@@ -138,7 +186,7 @@ static void call_settle_front(struct fg_call *call)
 
 static void call_settle_up(struct fg_call *call)
 {
-	size_t keep = call_keep(call, evbuffer_get_length(call->resp_body), call->resp_owed);
+	size_t keep = call_keep(call, fg_bufq_len(&call->resp_body), call->resp_owed);
 
 	if (call->resp_owed > keep) {
 		call_consume_up(call, call->resp_owed - keep);
@@ -148,13 +196,13 @@ static void call_settle_up(struct fg_call *call)
 
 static void call_drop_req_body(struct fg_call *call)
 {
-	evbuffer_drain(call->req_body, evbuffer_get_length(call->req_body));
+	fg_bufq_clear(&call->req_body);
 	call_settle_front(call);
 }
 
 static void call_drop_resp_body(struct fg_call *call)
 {
-	evbuffer_drain(call->resp_body, evbuffer_get_length(call->resp_body));
+	fg_bufq_clear(&call->resp_body);
 	call_settle_up(call);
 }
 
@@ -164,14 +212,14 @@ static ssize_t resp_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf,
                             uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
 	struct fg_call *call = source->ptr;
-	int n = evbuffer_remove(call->resp_body, buf, len);
+	int n = (int)fg_bufq_take(&call->resp_body, buf, len);
 	nghttp2_nv *nv;
 
 	if (n > 0) {
 		call->resp_bytes += (uint64_t)n;
 		call_settle_up(call);
 	}
-	if (evbuffer_get_length(call->resp_body) == 0 && (call->flags & FG_CALL_RESP_END)) {
+	if (fg_bufq_len(&call->resp_body) == 0 && (call->flags & FG_CALL_RESP_END)) {
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (call->flags & FG_CALL_RESP_TRAILERS) {
 			nv = fg_hdrs_nv(&call->resp_hdrs);
@@ -263,12 +311,12 @@ static ssize_t req_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf, 
 	/* The call let go of this stream (its RST_STREAM is queued): send nothing. */
 	if (!call)
 		return NGHTTP2_ERR_DEFERRED;
-	n = evbuffer_remove(call->req_body, buf, len);
+	n = (int)fg_bufq_take(&call->req_body, buf, len);
 	if (n > 0) {
 		call->req_bytes += (uint64_t)n;
 		call_settle_front(call);
 	}
-	if (evbuffer_get_length(call->req_body) == 0 && (call->flags & FG_CALL_REQ_END)) {
+	if (fg_bufq_len(&call->req_body) == 0 && (call->flags & FG_CALL_REQ_END)) {
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (call->flags & FG_CALL_REQ_TRAILERS) {
 			nv = fg_hdrs_nv(&call->req_trailers);
@@ -335,28 +383,19 @@ static void call_arm_deadline(struct fg_call *call)
 
 struct fg_call *fg_call_new(struct fg_worker *w, struct fg_front *front, int32_t sid)
 {
-	struct fg_call *call = calloc(1, sizeof(*call));
+	struct fg_call *call = TAILQ_FIRST(&w->call_pool);
 
-	if (!call)
+	if (call) {
+		TAILQ_REMOVE(&w->call_pool, call, front_link);
+		w->ncall_pool--;
+	} else if (!(call = calloc(1, sizeof(*call)))) {
 		return NULL;
+	}
 	call->worker = w;
 	call->status = -1;
 	call->start_us = now_us();
 	call->front = front;
 	call->front_sid = sid;
-	fg_hdrs_init(&call->req_hdrs);
-	fg_hdrs_init(&call->req_trailers);
-	fg_hdrs_init(&call->resp_hdrs);
-	call->req_body = evbuffer_new();
-	call->resp_body = evbuffer_new();
-	if (!call->req_body || !call->resp_body) {
-		if (call->req_body)
-			evbuffer_free(call->req_body);
-		if (call->resp_body)
-			evbuffer_free(call->resp_body);
-		free(call);
-		return NULL;
-	}
 	TAILQ_INSERT_TAIL(&front->calls, call, front_link);
 	fg_metrics_add(&w->metrics.calls_started, 1);
 	fg_metrics_gauge(&w->metrics.active_streams, 1);
@@ -461,11 +500,11 @@ void fg_call_on_req_data(struct fg_call *call, const uint8_t *data, size_t len)
 	call->req_owed += len;
 	if (call->ic) {
 		struct fg_intercept_err err;
-		if (fg_intercept_request(call->ic, data, len, call->req_body, &err) < 0) {
+		if (fg_intercept_request(call->ic, data, len, &call->req_body, &err) < 0) {
 			call_fail_icpt(call, &err);
 			return;
 		}
-	} else if (evbuffer_add(call->req_body, data, len) < 0) {
+	} else if (fg_bufq_append(&call->req_body, data, len) < 0) {
 		fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
 		return;
 	}
@@ -566,7 +605,7 @@ int fg_call_start_upstream(struct fg_call *call, struct fg_upconn *up)
 	if (!nv)
 		return FG_ENOMEM;
 	nv_update_timeout(call, nv, call->req_hdrs.n, tbuf, sizeof(tbuf));
-	if ((call->flags & FG_CALL_REQ_END) && evbuffer_get_length(call->req_body) == 0)
+	if ((call->flags & FG_CALL_REQ_END) && fg_bufq_len(&call->req_body) == 0)
 		p = NULL;
 	sid = nghttp2_submit_request(up->h2.session, NULL, nv, call->req_hdrs.n, p, call);
 	if (sid < 0)
@@ -716,14 +755,14 @@ void fg_call_on_resp_data(struct fg_call *call, const uint8_t *data, size_t len)
 	}
 	call->resp_owed += len;
 	if (call->ic) {
-		if (fg_intercept_response(call->ic, data, len, call->resp_body, &err) < 0) {
+		if (fg_intercept_response(call->ic, data, len, &call->resp_body, &err) < 0) {
 			call_fail_response(call, &err);
 			call_settle_up(call);
 			return;
 		}
-		if (evbuffer_get_length(call->resp_body) > 0)
+		if (fg_bufq_len(&call->resp_body) > 0)
 			call_release_headers(call);
-	} else if (evbuffer_add(call->resp_body, data, len) < 0) {
+	} else if (fg_bufq_append(&call->resp_body, data, len) < 0) {
 		call_reply_status(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
 		call_rst_up(call, NGHTTP2_CANCEL);
 	}
@@ -741,6 +780,25 @@ void fg_call_on_resp_end(struct fg_call *call)
 	call_resume_front(call);
 }
 
+/* The code the client gets for an upstream RST_STREAM.  REFUSED_STREAM
+ * promises the call was not processed (RFC 9113 §8.7): only true before any
+ * response byte went out.  Codes about our hop to the upstream
+ * (PROTOCOL_ERROR, FLOW_CONTROL_ERROR, STREAM_CLOSED...) and a NO_ERROR
+ * before the end are INTERNAL_ERROR to the client. */
+static uint32_t up_rst_to_front(uint32_t code, unsigned started)
+{
+	switch (code) {
+	case NGHTTP2_REFUSED_STREAM:
+		return started ? NGHTTP2_INTERNAL_ERROR : NGHTTP2_REFUSED_STREAM;
+	case NGHTTP2_CANCEL:
+	case NGHTTP2_ENHANCE_YOUR_CALM:
+	case NGHTTP2_INADEQUATE_SECURITY:
+		return code;
+	default:
+		return NGHTTP2_INTERNAL_ERROR;
+	}
+}
+
 void fg_call_on_up_close(struct fg_call *call, uint32_t error_code)
 {
 	struct fg_upconn *up = call->up;
@@ -749,12 +807,7 @@ void fg_call_on_up_close(struct fg_call *call, uint32_t error_code)
 	/* Request bytes the upstream will never take: free the client's window. */
 	call_drop_req_body(call);
 	if (!(call->flags & FG_CALL_RESP_END)) {
-		/* REFUSED_STREAM means the upstream never processed the call
-		 * (RFC 9113 §8.7): say exactly that to the client, which may retry. */
-		if (error_code == NGHTTP2_REFUSED_STREAM && !(call->flags & FG_CALL_RESP_STARTED))
-			call_rst_front(call, NGHTTP2_REFUSED_STREAM);
-		else
-			call_rst_front(call, error_code == NGHTTP2_NO_ERROR ? NGHTTP2_INTERNAL_ERROR : error_code);
+		call_rst_front(call, up_rst_to_front(error_code, call->flags & FG_CALL_RESP_STARTED));
 	}
 	up->nstreams--;
 	fg_upconn_stream_closed(up);

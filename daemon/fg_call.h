@@ -23,9 +23,9 @@
 #include <stdint.h>
 #include <sys/queue.h>
 #include <event2/event.h>
-#include <event2/buffer.h>
 #include <nghttp2/nghttp2.h>
 
+#include "fg_bufq.h"
 #include "fg_hdrs.h"
 
 struct fg_front;
@@ -65,8 +65,8 @@ struct fg_call {
 	struct fg_intercept *ic;        /* policy stage; NULL for a pass-through call */
 	size_t req_owed;                /* client bytes received and not yet given back to its window */
 	size_t resp_owed;               /* upstream bytes received and not yet given back */
-	struct evbuffer *req_body;      /* client -> upstream bytes not yet taken by the upstream session */
-	struct evbuffer *resp_body;     /* upstream -> client bytes not yet taken by the front session */
+	struct fg_bufq req_body;        /* client -> upstream bytes not yet taken by the upstream session */
+	struct fg_bufq resp_body;       /* upstream -> client bytes not yet taken by the front session */
 	struct event *deadline_ev;      /* grpc-timeout enforced here too; NULL when none */
 	struct timeval deadline;        /* absolute, in the loop's cached time */
 	uint64_t start_us;              /* CLOCK_MONOTONIC at request headers, for the duration histogram */
@@ -79,6 +79,12 @@ struct fg_call {
 };
 
 TAILQ_HEAD(fg_call_list, fg_call);
+
+/* Ended calls a worker keeps for reuse, with their buffers. */
+#define FG_CALL_POOL_MAX 256
+
+/* fg_call_pool_free - free the calls <w> keeps for reuse (at worker exit). */
+void fg_call_pool_free(struct fg_worker *w);
 
 /* --- from the front (client) session ----------------------------------- */
 

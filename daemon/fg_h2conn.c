@@ -83,13 +83,13 @@ static int conn_fill(struct fg_h2conn *c)
 	const uint8_t *data;
 	ssize_t n;
 
-	while (evbuffer_get_length(c->out) < H2CONN_OUT_HIGH) {
+	while (fg_bufq_len(&c->out) < H2CONN_OUT_HIGH) {
 		n = nghttp2_session_mem_send(c->session, &data);
 		if (n < 0)
 			return FG_EPROTO;
 		if (n == 0)
 			break;
-		if (evbuffer_add(c->out, data, (size_t)n) < 0)
+		if (fg_bufq_append(&c->out, data, (size_t)n) < 0)
 			return FG_ENOMEM;
 	}
 	return 0;
@@ -97,7 +97,7 @@ static int conn_fill(struct fg_h2conn *c)
 
 static void conn_flush(struct fg_h2conn *c)
 {
-	int n;
+	ssize_t n;
 
 	if (c->closing)
 		return;
@@ -106,19 +106,24 @@ static void conn_flush(struct fg_h2conn *c)
 			conn_end(c, FG_EPROTO, "nghttp2 could not produce frames");
 			return;
 		}
-		if (evbuffer_get_length(c->out) == 0)
+		if (fg_bufq_len(&c->out) == 0)
 			break;
-		n = evbuffer_write(c->out, c->fd);
+		/* One contiguous block: everything this round produced, one write. */
+		n = write(c->fd, fg_bufq_head(&c->out), fg_bufq_len(&c->out));
 		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 			conn_end(c, FG_EIO, strerror(errno));
 			return;
 		}
-		if (evbuffer_get_length(c->out) > 0) {
+		if (n > 0)
+			fg_bufq_consume(&c->out, (size_t)n);
+		if (fg_bufq_len(&c->out) > 0) {
 			/* The kernel is full: wait for room, produce nothing more. */
 			event_add(c->wev, NULL);
 			return;
 		}
 	}
+	if (c->nstreams && *c->nstreams == 0)
+		fg_bufq_free(&c->out);
 	if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session))
 		conn_end(c, 0, "session finished");
 }
@@ -147,8 +152,8 @@ int fg_h2conn_init(struct fg_h2conn *c, struct event_base *base, int fd, nghttp2
 	c->rev = event_new(base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
 	c->wev = event_new(base, fd, EV_WRITE, conn_write_cb, c);
 	c->flush_ev = event_new(base, -1, 0, conn_flush_cb, c);
-	c->out = evbuffer_new();
-	if (!c->rev || !c->wev || !c->flush_ev || !c->out || event_add(c->rev, NULL) < 0) {
+	fg_bufq_init(&c->out);
+	if (!c->rev || !c->wev || !c->flush_ev || event_add(c->rev, NULL) < 0) {
 		fg_h2conn_cleanup(c);
 		return FG_ENOMEM;
 	}
@@ -163,18 +168,16 @@ void fg_h2conn_cleanup(struct fg_h2conn *c)
 		event_free(c->wev);
 	if (c->flush_ev)
 		event_free(c->flush_ev);
-	if (c->out)
-		evbuffer_free(c->out);
+	fg_bufq_free(&c->out);
 	nghttp2_session_del(c->session);
 	if (c->fd >= 0)
 		close(c->fd);
 	c->rev = c->wev = c->flush_ev = NULL;
-	c->out = NULL;
 	c->session = NULL;
 	c->fd = -1;
 }
 
 size_t fg_h2conn_pending_out(const struct fg_h2conn *c)
 {
-	return c->out ? evbuffer_get_length(c->out) : 0;
+	return fg_bufq_len(&c->out);
 }

@@ -23,8 +23,9 @@
 #define FG_H2CONN_H
 
 #include <event2/event.h>
-#include <event2/buffer.h>
 #include <nghttp2/nghttp2.h>
+
+#include "fg_bufq.h"
 
 /* fg_h2conn_close_cb - the connection ended.  <err> is 0 for an orderly end
  * (both sides done, or the peer closed after GOAWAY), otherwise FG_EIO or
@@ -37,7 +38,10 @@ struct fg_h2conn {
 	struct event *rev;              /* persistent EV_READ on <fd> */
 	struct event *wev;              /* EV_WRITE, added only while <out> is stuck */
 	struct event *flush_ev;         /* no fd: activated to run one batched flush */
-	struct evbuffer *out;           /* bytes nghttp2 produced that the kernel has not taken */
+	struct fg_bufq out;             /* bytes nghttp2 produced that the kernel has not taken */
+	const unsigned *nstreams;       /* the owner's count of open streams, or NULL: while it is 0
+	                                   the output buffer's memory is released after each flush,
+	                                   so idle connections cost no buffer */
 	fg_h2conn_close_cb on_close;
 	void *owner;
 	unsigned closing;               /* on_close is scheduled; ignore further I/O */

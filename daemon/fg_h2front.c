@@ -52,7 +52,8 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
 	}
 	nghttp2_session_set_stream_user_data(s, frame->hd.stream_id, call);
 	f->nstreams++;
-	if (f->idle_ev)
+	/* While draining, the timer waits for the PING ACK: keep it. */
+	if (f->idle_ev && !f->draining)
 		event_del(f->idle_ev);
 	return 0;
 }
@@ -249,7 +250,7 @@ int fg_front_accept(struct fg_worker *w, int fd, const struct sockaddr *sa, sock
 	f->worker = w;
 	TAILQ_INIT(&f->calls);
 	fg_addr_format(sa, f->peer, sizeof(f->peer));
-	if (nghttp2_session_server_new2(&session, front_callbacks, f, front_option) != 0) {
+	if (nghttp2_session_server_new3(&session, front_callbacks, f, front_option, &w->mempool.mem) != 0) {
 		close(fd);
 		free(f);
 		return FG_ENOMEM;
@@ -258,6 +259,7 @@ int fg_front_accept(struct fg_worker *w, int fd, const struct sockaddr *sa, sock
 		free(f);
 		return FG_ENOMEM;
 	}
+	f->h2.nstreams = &f->nstreams;
 	f->idle_ev = evtimer_new(w->base, idle_cb, f);
 	LIST_INSERT_HEAD(&w->fronts, f, link);
 	w->nfronts++;

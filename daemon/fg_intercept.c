@@ -39,6 +39,29 @@ static void decide_band(struct fg_intercept *ic, const char *v, size_t len)
 	fg_policy_count_call(ic->pol, ic->m, ic->band, ic->env->slot);
 }
 
+/*
+ * The one value of header <name>, or NULL when it is absent or repeated
+ * with different values: a client that sends its own band header ahead of
+ * the one the platform's gateway adds must not pick which one counts, so a
+ * conflict reads as malformed (the unknown band).
+ */
+static const char *single_value(const struct fg_hdrs *h, const char *name, size_t *len)
+{
+	const char *v = NULL;
+	size_t i, n = strlen(name);
+
+	for (i = 0; i < h->n; i++) {
+		const struct fg_hdrs_entry *e = &h->ent[i];
+		if (e->name_len != n || memcmp(h->buf + e->name_off, name, n) != 0)
+			continue;
+		if (v && (e->value_len != *len || memcmp(h->buf + e->value_off, v, *len) != 0))
+			return NULL;
+		v = h->buf + e->value_off;
+		*len = e->value_len;
+	}
+	return v;
+}
+
 /* Band and user from headers, where the policy says so. */
 static void read_header_sources(struct fg_intercept *ic, const struct fg_hdrs *h)
 {
@@ -46,11 +69,11 @@ static void read_header_sources(struct fg_intercept *ic, const struct fg_hdrs *h
 	size_t len = 0;
 
 	if (ic->m->user_id.kind == FG_POLICY_SRC_HEADER) {
-		v = fg_hdrs_find(h, ic->m->user_id.header, &len);
+		v = single_value(h, ic->m->user_id.header, &len);
 		set_user(ic, v, v ? len : 0);
 	}
 	if (ic->m->age_band.kind == FG_POLICY_SRC_HEADER) {
-		v = fg_hdrs_find(h, ic->m->age_band.header, &len);
+		v = single_value(h, ic->m->age_band.header, &len);
 		decide_band(ic, v, v ? len : 0);
 	}
 }
@@ -159,7 +182,7 @@ static int frame_error(struct fg_intercept_err *err, int rc, const char *side, c
 /* Edit one complete message and append it, framed, to <out>: the original
  * bytes when nothing changed, the edited bytes with flag 0 otherwise. */
 static int handle_message(struct fg_intercept *ic, const struct fg_grpcframe_msg *msg, enum fg_grpcframe_enc enc,
-                          int is_request, struct evbuffer *out, struct fg_intercept_err *err)
+                          int is_request, struct fg_bufq *out, struct fg_intercept_err *err)
 {
 	const char *side = is_request ? "request" : "response";
 	int bad = is_request ? FG_GRPC_INVALID_ARGUMENT : FG_GRPC_INTERNAL;
@@ -194,16 +217,16 @@ static int handle_message(struct fg_intercept *ic, const struct fg_grpcframe_msg
 		            why ? why : "malformed");
 	if (!changed) {
 		fg_grpcframe_write_prefix(prefix, msg->flag, msg->len);
-		rc = evbuffer_add(out, prefix, sizeof(prefix)) | evbuffer_add(out, msg->data, msg->len);
+		rc = fg_bufq_append(out, prefix, sizeof(prefix)) | fg_bufq_append(out, msg->data, msg->len);
 	} else {
 		fg_grpcframe_write_prefix(prefix, FG_GRPCFRAME_UNCOMPRESSED, (uint32_t)ic->edited.len);
-		rc = evbuffer_add(out, prefix, sizeof(prefix)) | evbuffer_add(out, ic->edited.data, ic->edited.len);
+		rc = fg_bufq_append(out, prefix, sizeof(prefix)) | fg_bufq_append(out, ic->edited.data, ic->edited.len);
 	}
 	return rc < 0 ? fail(err, FG_GRPC_INTERNAL, "feedguardd is out of memory") : 0;
 }
 
 static int feed(struct fg_intercept *ic, struct fg_grpcframe_reader *r, const uint8_t *data, size_t len,
-                enum fg_grpcframe_enc enc, int is_request, struct evbuffer *out, struct fg_intercept_err *err)
+                enum fg_grpcframe_enc enc, int is_request, struct fg_bufq *out, struct fg_intercept_err *err)
 {
 	int bad = is_request ? FG_GRPC_INVALID_ARGUMENT : FG_GRPC_INTERNAL;
 	struct fg_grpcframe_msg msg;
@@ -224,7 +247,7 @@ static int feed(struct fg_intercept *ic, struct fg_grpcframe_reader *r, const ui
 	return 0;
 }
 
-int fg_intercept_request(struct fg_intercept *ic, const uint8_t *data, size_t len, struct evbuffer *out,
+int fg_intercept_request(struct fg_intercept *ic, const uint8_t *data, size_t len, struct fg_bufq *out,
                          struct fg_intercept_err *err)
 {
 	return feed(ic, &ic->req, data, len, ic->req_enc, 1, out, err);
@@ -252,7 +275,7 @@ int fg_intercept_response_headers(struct fg_intercept *ic, const struct fg_hdrs 
 	return 0;
 }
 
-int fg_intercept_response(struct fg_intercept *ic, const uint8_t *data, size_t len, struct evbuffer *out,
+int fg_intercept_response(struct fg_intercept *ic, const uint8_t *data, size_t len, struct fg_bufq *out,
                           struct fg_intercept_err *err)
 {
 	return feed(ic, &ic->resp, data, len, ic->resp_enc, 0, out, err);

@@ -19,8 +19,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <event2/buffer.h>
 
+#include "fg_bufq.h"
 #include "fg_config.h"
 #include "fg_grpcframe.h"
 #include "fg_hdrs.h"
@@ -95,7 +95,7 @@ int fg_intercept_headers(const struct fg_intercept *ic, const struct fg_hdrs *in
  * RESOURCE_EXHAUSTED (over limits.max_message_size, also after inflating),
  * INTERNAL (out of memory).
  */
-int fg_intercept_request(struct fg_intercept *ic, const uint8_t *data, size_t len, struct evbuffer *out,
+int fg_intercept_request(struct fg_intercept *ic, const uint8_t *data, size_t len, struct fg_bufq *out,
                          struct fg_intercept_err *err);
 
 /* fg_intercept_request_end - the request ended; a partial message is
@@ -111,7 +111,7 @@ int fg_intercept_response_headers(struct fg_intercept *ic, const struct fg_hdrs 
 
 /* fg_intercept_response - as fg_intercept_request for response bytes
  * (a malformed response message is INTERNAL). */
-int fg_intercept_response(struct fg_intercept *ic, const uint8_t *data, size_t len, struct evbuffer *out,
+int fg_intercept_response(struct fg_intercept *ic, const uint8_t *data, size_t len, struct fg_bufq *out,
                           struct fg_intercept_err *err);
 
 /* fg_intercept_response_end - the response ended; a partial message is INTERNAL. */

@@ -66,7 +66,7 @@ struct fg_pbwire_buf {
 struct fg_pbwire_field {
 	uint32_t number;        /* 1 .. FG_PBWIRE_NUMBER_MAX */
 	uint8_t wire_type;      /* enum fg_pbwire_type; never FG_PBWIRE_EGROUP */
-	uint8_t tag_len;        /* bytes of the tag at <tag> (1..5; non-minimal tags are legal) */
+	uint8_t tag_len;        /* bytes of the tag at <tag>: 1..10, non-minimal tags are legal */
 	const uint8_t *tag;     /* the first byte of the field: [tag, end) is the field as it came */
 	const uint8_t *value;   /* VARINT: the varint's first byte; I64/I32: the 8/4 little-endian
 	                           bytes; LEN: the payload (after the length); SGROUP: the first
@@ -192,8 +192,8 @@ void fg_pbwire_buf_free(struct fg_pbwire_buf *b);
  *
  * Coarsening: floating kinds compute round(v / p) * p in double (NaN and
  * infinities are kept; so are values with |v / p| >= 2^48 for double or
- * 2^21 for float, which are already coarser than <p> can express, which
- * keeps the result idempotent).  Integer kinds round exactly in 64-bit
+ * 2^21 for float: they are already coarser than <p> can express, and
+ * leaving them keeps the edit idempotent).  Integer kinds round exactly in 64-bit
  * integers with the step <p> rounded to the nearest integer; if rounding
  * away from zero would overflow the field's type, the value rounds toward
  * zero.  A <precision> that is not finite, that rounds to a step below 2
@@ -217,7 +217,8 @@ void fg_pbwire_buf_free(struct fg_pbwire_buf *b);
  *     does not match a COARSEN or KEEP scalar (or a packed length that is
  *     not whole elements), a map key of the wrong wire type, messages
  *     nested more than FG_PBWIRE_MAX_DEPTH below the root; or the program
- *     itself is bad (unknown action, COARSEN without a scalar kind);
+ *     itself is bad (unknown action, COARSEN without a scalar kind, KEEP
+ *     with an unknown one, DROP_KEYS with a floating-point key kind);
  *   FG_ENOMEM: growing <out> failed.
  * On failure <out>->len and its bytes are as before the call (the
  * capacity may have grown), <*changed> is not set, and <stats> may already

@@ -93,12 +93,15 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
 			fg_call_on_resp_end(call);
 		break;
 	case NGHTTP2_SETTINGS:
-		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && !up->settings_seen) {
+		if (frame->hd.flags & NGHTTP2_FLAG_ACK)
+			break;
+		if (!up->settings_seen) {
 			up->settings_seen = 1;
 			event_del(up->connect_ev);
 			up->pool->backoff_us = 0;
-			pool_dispatch(up->pool);
 		}
+		/* The first SETTINGS, or a later one that may raise the stream limit. */
+		pool_dispatch(up->pool);
 		break;
 	case NGHTTP2_GOAWAY:
 		/* Streams above last_stream_id are closed by nghttp2 with
@@ -125,8 +128,12 @@ static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t sid, co
 {
 	struct fg_call *call = stream_call(s, sid);
 
+	/* The connection window is shared by every client multiplexed here:
+	 * return it at once so one client that stops reading cannot stall the
+	 * others (each call's buffer stays bounded by its stream window). */
+	nghttp2_session_consume_connection(s, len);
 	if (!call) {
-		nghttp2_session_consume(s, sid, len);
+		nghttp2_session_consume_stream(s, sid, len);
 		return 0;
 	}
 	fg_call_on_resp_data(call, data, len);
@@ -184,11 +191,19 @@ static void conn_free(struct fg_upconn *up, const char *why)
 	free(up);
 }
 
+static void conn_connect_failed(struct fg_upconn *up, const char *why);
+
 static void conn_closed_cb(void *owner, int err, const char *why)
 {
 	struct fg_upconn *up = owner;
 	struct fg_upstream *pool = up->pool;
 	char msg[UP_WHY_LEN];
+
+	if (!up->settings_seen) {
+		snprintf(msg, sizeof(msg), "closed before its HTTP/2 SETTINGS (%s)", why);
+		conn_connect_failed(up, msg);
+		return;
+	}
 
 	snprintf(msg, sizeof(msg), "upstream %s: connection lost (%s)", pool->addr.text, why);
 	if (err || up->nstreams)
@@ -269,12 +284,13 @@ static int conn_start_session(struct fg_upconn *up)
 	};
 	int fd = up->connect_fd;
 
-	if (nghttp2_session_client_new2(&session, up_callbacks, up, up_option) != 0)
+	if (nghttp2_session_client_new3(&session, up_callbacks, up, up_option, &pool->worker->mempool.mem) != 0)
 		return FG_ENOMEM;
 	up->connect_fd = -1;
 	if (fg_h2conn_init(&up->h2, pool->worker->base, fd, session, conn_closed_cb, up) < 0)
 		return FG_ENOMEM;
 	up->state = FG_UPCONN_READY;
+	up->h2.nstreams = &up->nstreams;
 	if (nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||
 	    nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0,
 	                                          (int32_t)pool->connection_window) != 0)
@@ -384,12 +400,17 @@ static unsigned conn_capacity(const struct fg_upconn *up)
 	return up->nstreams < max ? max - up->nstreams : 0;
 }
 
-static struct fg_upconn *pool_pick(struct fg_upstream *pool, unsigned *connecting)
+static struct fg_upconn *pool_pick(struct fg_upstream *pool, unsigned *connecting, unsigned *live)
 {
 	struct fg_upconn *up;
 
-	*connecting = 0;
+	*connecting = *live = 0;
 	LIST_FOREACH(up, &pool->conns, link) {
+		/* A draining connection takes no new stream; it must not hold
+		 * a slot of max_connections while its last streams finish. */
+		if (up->state == FG_UPCONN_DRAINING || up->h2.closing)
+			continue;
+		(*live)++;
 		if (up->state == FG_UPCONN_CONNECTING ||
 		    (up->state == FG_UPCONN_READY && !up->settings_seen))
 			(*connecting)++;
@@ -426,16 +447,16 @@ static void pool_dispatch(struct fg_upstream *pool)
 {
 	struct fg_upconn *up;
 	struct fg_call *call;
-	unsigned connecting;
+	unsigned connecting, live;
 	char msg[UP_WHY_LEN + sizeof(((struct fg_config_addr *)0)->text) + 32];
 
 	if (pool->dispatching)
 		return;
 	pool->dispatching = 1;
 	while ((call = TAILQ_FIRST(&pool->pending)) != NULL) {
-		up = pool_pick(pool, &connecting);
+		up = pool_pick(pool, &connecting, &live);
 		if (!up) {
-			if (connecting || pool->nconns >= (unsigned)pool->max_connections)
+			if (connecting || live >= (unsigned)pool->max_connections)
 				break;
 			if (pool_in_backoff(pool) || pool_open(pool) < 0) {
 				snprintf(msg, sizeof(msg), "upstream %s unavailable: %s", pool->addr.text,
@@ -456,16 +477,18 @@ void fg_upstream_submit(struct fg_upstream *pool, struct fg_call *call)
 {
 	char msg[UP_WHY_LEN];
 
-	if (pool->npending >= pool->max_pending) {
-		snprintf(msg, sizeof(msg), "upstream %s: more than upstream.max_pending (%d) calls waiting",
-		         pool->addr.text, pool->max_pending);
-		fg_call_fail(call, FG_GRPC_UNAVAILABLE, msg);
-		return;
-	}
 	TAILQ_INSERT_TAIL(&pool->pending, call, up_link);
 	pool->npending++;
 	call->flags |= FG_CALL_PENDING;
 	pool_dispatch(pool);
+	/* Still waiting: only now does the bound apply.  (The front stream is
+	 * open, so fg_call_fail cannot free <call> here.) */
+	if ((call->flags & FG_CALL_PENDING) && pool->npending > pool->max_pending) {
+		fg_upstream_unqueue(pool, call);
+		snprintf(msg, sizeof(msg), "upstream %s: more than upstream.max_pending (%d) calls waiting",
+		         pool->addr.text, pool->max_pending);
+		fg_call_fail(call, FG_GRPC_UNAVAILABLE, msg);
+	}
 }
 
 void fg_upstream_unqueue(struct fg_upstream *pool, struct fg_call *call)

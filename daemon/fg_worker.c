@@ -184,6 +184,8 @@ struct fg_worker *fg_worker_new(int id, struct fg_config *cfg, const int *fds, i
 	if (fg_grpcframe_zctx_new(&w->icpt_env.zctx) < 0)
 		goto fail;
 	LIST_INIT(&w->fronts);
+	fg_mempool_init(&w->mempool);
+	TAILQ_INIT(&w->call_pool);
 	w->base = event_base_new();
 	if (!w->base || pipe2(w->ctl_fd, O_CLOEXEC | O_NONBLOCK) < 0)
 		goto fail;
@@ -226,8 +228,17 @@ int fg_worker_start(struct fg_worker *w)
 	sigset_t all, old;
 	int rv;
 
-	/* Signals belong to the main thread alone. */
-	sigfillset(&all);
+	/* Asynchronous signals belong to the main thread alone; faults
+	 * (SIGSEGV, SIGBUS, SIGFPE, SIGILL) stay deliverable to the thread that
+	 * caused them, for sanitizers and crash reporters. */
+	sigemptyset(&all);
+	sigaddset(&all, SIGHUP);
+	sigaddset(&all, SIGTERM);
+	sigaddset(&all, SIGINT);
+	sigaddset(&all, SIGPIPE);
+	sigaddset(&all, SIGUSR1);
+	sigaddset(&all, SIGUSR2);
+	sigaddset(&all, SIGCHLD);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	rv = pthread_create(&w->thread, NULL, worker_main, w);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -263,6 +274,8 @@ void fg_worker_join(struct fg_worker *w)
 	while (!LIST_EMPTY(&w->fronts))
 		fg_front_free(LIST_FIRST(&w->fronts));
 	fg_upstream_free(w->upstream);
+	fg_call_pool_free(w);
+	fg_mempool_free(&w->mempool);
 	for (i = 0; i < w->nlisteners; i++)
 		evconnlistener_free(w->listeners[i]);
 	/* Snapshots posted but never read still carry a reference. */

@@ -17,8 +17,10 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "fg_call.h"
 #include "fg_config.h"
 #include "fg_intercept.h"
+#include "fg_mempool.h"
 #include "fg_metrics.h"
 
 struct fg_front;
@@ -40,6 +42,8 @@ struct fg_worker {
 	int nlisteners;
 	struct fg_upstream *upstream;       /* this worker's upstream pool */
 	LIST_HEAD(, fg_front) fronts;       /* client connections */
+	struct fg_call_list call_pool;      /* ended calls kept for reuse (fg_call.c) */
+	unsigned ncall_pool;
 	unsigned nfronts;
 	int ctl_fd[2];                      /* control pipe: main writes [1], the loop reads [0] */
 	struct event *ctl_ev;
@@ -48,6 +52,7 @@ struct fg_worker {
 	int access_fd;                      /* log.access_log opened by this worker (O_APPEND); -1 when off */
 	int done_fd;                        /* main's notify pipe: one byte when the loop ends; -1 for none */
 	struct fg_intercept_env icpt_env;   /* inflate state, HMAC contexts, counter slot for the policy stage */
+	struct fg_mempool mempool;          /* small blocks for this worker's nghttp2 sessions */
 	struct fg_metrics metrics;          /* written by this worker only; read by the admin endpoint */
 };
 

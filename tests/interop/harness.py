@@ -271,7 +271,10 @@ def to_yaml(d, indent=0):
             lines.extend(to_yaml(v, indent + 2).splitlines())
         elif isinstance(v, (list, tuple)):
             lines.append("%s%s:" % (pad, k))
-            lines.extend("%s  - %s" % (pad, _scalar(x)) for x in v)
+            # A dict item (e.g. pseudonym_keys: [{id, file}]) is a flow mapping.
+            lines.extend("%s  - %s" % (pad, "{%s}" % ", ".join(
+                "%s: %s" % (ik, _scalar(iv)) for ik, iv in x.items())
+                if isinstance(x, dict) else _scalar(x)) for x in v)
         else:
             lines.append("%s%s: %s" % (pad, k, _scalar(v)))
     return "\n".join(lines) + "\n"

@@ -1,0 +1,1379 @@
+/*
+ * test_policy.c - cmocka group "policy": fg_policy_compile.h and
+ * fg_policy_eval.h, through their headers.
+ *
+ * Policies are written here as text and compiled with
+ * fg_policy_load_string() in a private temporary directory that holds:
+ *   ranking.pb  the reference contract's descriptor set (the build's
+ *               proto/ranking.pb: `make check` names it in FG_RANKING_PB;
+ *               by hand, give its path as the first argument);
+ *   t.pb        a small proto2 contract built below with the generated
+ *               descriptor.pb-c, for what ranking.proto lacks (a map of
+ *               messages, integer map keys, sint32, uint64, a required
+ *               field, client streaming);
+ *   garbage.pb  and the directory sub.pb: descriptor sets that do not load.
+ * The demo policy is the tree's policies/demo.yaml, found through
+ * FG_SRCDIR (set by `make check`) or next to this file's source path.
+ *
+ * Error cases give the whole message, "policy.yaml:line:column: text":
+ * most policies start with HEAD (lines 1-9, numbered in its comments), and
+ * each added line carries its number in a comment, so a position can be
+ * checked against the text by eye.
+ *
+ * Allocation is failed at link time: this program is linked with
+ *   -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=strdup
+ * so every allocation made by libfeedguard's objects goes through the
+ * __wrap_* functions below, which count live blocks and fail the Nth
+ * allocation when armed.  libyaml and protobuf-c allocate inside their
+ * shared libraries, which the wrapping does not reach; fg_yaml and
+ * fg_schema's own allocations around them are reached.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "descriptor.pb-c.h"
+#include "fg_error.h"
+#include "fg_pbwire.h"
+#include "fg_policy_compile.h"
+#include "fg_policy_eval.h"
+
+#define RANK_FEED "/feedguard.ranking.v1.Ranker/RankFeed"
+#define STREAM_FEED "/feedguard.ranking.v1.Ranker/StreamFeed"
+#define NAME "policy.yaml"
+#define NSLOTS 4
+
+/* ---- allocation hooks (see the file comment) ---- */
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+void __real_free(void *p);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+void __wrap_free(void *p);
+char *__wrap_strdup(const char *s);
+
+static struct {
+	long fail_at;           /* fail the allocation with this number (1 = next); 0: never */
+	long count;             /* allocations since arming */
+	long live;              /* blocks allocated and not freed */
+} mem;
+
+static int mem_should_fail(void)
+{
+	mem.count++;
+	return mem.fail_at != 0 && mem.count == mem.fail_at;
+}
+
+void *__wrap_malloc(size_t n)
+{
+	void *p;
+
+	if (mem_should_fail())
+		return NULL;
+	p = __real_malloc(n);
+	mem.live += p != NULL;
+	return p;
+}
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+	void *p;
+
+	if (mem_should_fail())
+		return NULL;
+	p = __real_calloc(n, size);
+	mem.live += p != NULL;
+	return p;
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+	void *np;
+
+	if (mem_should_fail())
+		return NULL;
+	np = __real_realloc(p, n);
+	if (np && !p)
+		mem.live++;
+	return np;
+}
+
+void __wrap_free(void *p)
+{
+	mem.live -= p != NULL;
+	__real_free(p);
+}
+
+/* strdup() allocates inside libc, out of --wrap=malloc's reach: do it here
+ * so it is counted and can fail like the rest. */
+char *__wrap_strdup(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *d = __wrap_malloc(n);
+
+	if (d)
+		memcpy(d, s, n);
+	return d;
+}
+
+static void mem_arm(long fail_at)
+{
+	mem.fail_at = fail_at;
+	mem.count = 0;
+}
+
+/* ---- t.pb (see the file comment) ----
+ *
+ *   syntax = "proto2";
+ *   package t;
+ *   message Val { optional string a = 1; optional int32 b = 2; }
+ *   message Req {
+ *     map<string, Val> m = 1;          // entry message t.Req.MEntry
+ *     map<int64, string> n = 2;        // entry message t.Req.NEntry
+ *     optional sint32 s = 3;
+ *     optional uint64 u = 4;
+ *     repeated Val r = 5;
+ *     optional bool flag = 6;
+ *     optional int32 i = 7;
+ *     required int32 must = 8;
+ *   }
+ *   service S {
+ *     rpc Up(stream Req) returns (Req);
+ *     rpc Both(stream Req) returns (stream Req);
+ *   }
+ */
+
+#define LABEL(x) GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_##x
+#define TYPE(x) GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_##x
+
+static Google__Protobuf__FieldDescriptorProto t_fields[16];
+static size_t t_nfields;
+
+static Google__Protobuf__FieldDescriptorProto *t_field(const char *name, int number,
+                                                      Google__Protobuf__FieldDescriptorProto__Label label,
+                                                      Google__Protobuf__FieldDescriptorProto__Type type,
+                                                      const char *type_name)
+{
+	Google__Protobuf__FieldDescriptorProto *f = &t_fields[t_nfields++];
+
+	google__protobuf__field_descriptor_proto__init(f);
+	f->name = (char *)name;
+	f->has_number = 1;
+	f->number = number;
+	f->has_label = 1;
+	f->label = label;
+	f->has_type = 1;
+	f->type = type;
+	f->type_name = (char *)type_name;
+	return f;
+}
+
+static void t_message(Google__Protobuf__DescriptorProto *m, const char *name,
+                      Google__Protobuf__FieldDescriptorProto **fields, size_t n)
+{
+	google__protobuf__descriptor_proto__init(m);
+	m->name = (char *)name;
+	m->field = fields;
+	m->n_field = n;
+}
+
+static void t_method(Google__Protobuf__MethodDescriptorProto *m, const char *name, int cs, int ss)
+{
+	google__protobuf__method_descriptor_proto__init(m);
+	m->name = (char *)name;
+	m->input_type = (char *)".t.Req";
+	m->output_type = (char *)".t.Req";
+	m->has_client_streaming = 1;
+	m->client_streaming = cs;
+	m->has_server_streaming = 1;
+	m->server_streaming = ss;
+}
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+	FILE *fp = fopen(path, "wb");
+
+	assert_non_null(fp);
+	assert_int_equal(fwrite(data, 1, len, fp), len);
+	assert_int_equal(fclose(fp), 0);
+}
+
+static void write_t_pb(const char *path)
+{
+	Google__Protobuf__FieldDescriptorProto *val_f[2], *req_f[8], *ment_f[2], *nent_f[2];
+	Google__Protobuf__DescriptorProto val, req, ment, nent;
+	Google__Protobuf__DescriptorProto *msgs[] = { &val, &req }, *entries[] = { &ment, &nent };
+	Google__Protobuf__MessageOptions map_entry = GOOGLE__PROTOBUF__MESSAGE_OPTIONS__INIT;
+	Google__Protobuf__MethodDescriptorProto up, both, *methods[] = { &up, &both };
+	Google__Protobuf__ServiceDescriptorProto svc = GOOGLE__PROTOBUF__SERVICE_DESCRIPTOR_PROTO__INIT;
+	Google__Protobuf__ServiceDescriptorProto *svcs[] = { &svc };
+	Google__Protobuf__FileDescriptorProto file = GOOGLE__PROTOBUF__FILE_DESCRIPTOR_PROTO__INIT;
+	Google__Protobuf__FileDescriptorProto *files[] = { &file };
+	Google__Protobuf__FileDescriptorSet set = GOOGLE__PROTOBUF__FILE_DESCRIPTOR_SET__INIT;
+	uint8_t *buf;
+	size_t len;
+
+	t_nfields = 0;
+	val_f[0] = t_field("a", 1, LABEL(OPTIONAL), TYPE(STRING), NULL);
+	val_f[1] = t_field("b", 2, LABEL(OPTIONAL), TYPE(INT32), NULL);
+	t_message(&val, "Val", val_f, 2);
+	map_entry.has_map_entry = 1;
+	map_entry.map_entry = 1;
+	ment_f[0] = t_field("key", 1, LABEL(OPTIONAL), TYPE(STRING), NULL);
+	ment_f[1] = t_field("value", 2, LABEL(OPTIONAL), TYPE(MESSAGE), ".t.Val");
+	t_message(&ment, "MEntry", ment_f, 2);
+	ment.options = &map_entry;
+	nent_f[0] = t_field("key", 1, LABEL(OPTIONAL), TYPE(INT64), NULL);
+	nent_f[1] = t_field("value", 2, LABEL(OPTIONAL), TYPE(STRING), NULL);
+	t_message(&nent, "NEntry", nent_f, 2);
+	nent.options = &map_entry;
+	req_f[0] = t_field("m", 1, LABEL(REPEATED), TYPE(MESSAGE), ".t.Req.MEntry");
+	req_f[1] = t_field("n", 2, LABEL(REPEATED), TYPE(MESSAGE), ".t.Req.NEntry");
+	req_f[2] = t_field("s", 3, LABEL(OPTIONAL), TYPE(SINT32), NULL);
+	req_f[3] = t_field("u", 4, LABEL(OPTIONAL), TYPE(UINT64), NULL);
+	req_f[4] = t_field("r", 5, LABEL(REPEATED), TYPE(MESSAGE), ".t.Val");
+	req_f[5] = t_field("flag", 6, LABEL(OPTIONAL), TYPE(BOOL), NULL);
+	req_f[6] = t_field("i", 7, LABEL(OPTIONAL), TYPE(INT32), NULL);
+	req_f[7] = t_field("must", 8, LABEL(REQUIRED), TYPE(INT32), NULL);
+	t_message(&req, "Req", req_f, 8);
+	req.nested_type = entries;
+	req.n_nested_type = 2;
+	t_method(&up, "Up", 1, 0);
+	t_method(&both, "Both", 1, 1);
+	svc.name = (char *)"S";
+	svc.method = methods;
+	svc.n_method = 2;
+	file.name = (char *)"t.proto";
+	file.package = (char *)"t";
+	file.syntax = (char *)"proto2";
+	file.message_type = msgs;
+	file.n_message_type = 2;
+	file.service = svcs;
+	file.n_service = 1;
+	set.file = files;
+	set.n_file = 1;
+	len = google__protobuf__file_descriptor_set__get_packed_size(&set);
+	buf = malloc(len);
+	assert_non_null(buf);
+	assert_int_equal(google__protobuf__file_descriptor_set__pack(&set, buf), len);
+	write_file(path, buf, len);
+	free(buf);
+}
+
+/* ---- fixture ---- */
+
+static const char *ranking_pb = "proto/ranking.pb";
+static const char *srcdir;
+static char dir[PATH_MAX];             /* the private directory, basedir of every policy */
+static char *demo;                     /* policies/demo.yaml */
+static char err[1024];
+
+static char *read_all(const char *path, size_t *len)
+{
+	FILE *fp = fopen(path, "rb");
+	char *buf;
+	long n;
+
+	if (!fp)
+		return NULL;
+	fseek(fp, 0, SEEK_END);
+	n = ftell(fp);
+	rewind(fp);
+	buf = malloc((size_t)n + 1);
+	if (buf && fread(buf, 1, (size_t)n, fp) != (size_t)n) {
+		free(buf);
+		buf = NULL;
+	}
+	fclose(fp);
+	if (buf) {
+		buf[n] = '\0';
+		*len = (size_t)n;
+	}
+	return buf;
+}
+
+static void in_dir(char *out, size_t outlen, const char *name)
+{
+	snprintf(out, outlen, "%s/%s", dir, name);
+}
+
+static int setup(void **state)
+{
+	char path[PATH_MAX + 64], *pb;
+	size_t len;
+
+	snprintf(dir, sizeof(dir), "%s/fg-test-policy.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	if (!mkdtemp(dir))
+		return -1;
+	pb = read_all(ranking_pb, &len);
+	if (!pb) {
+		fprintf(stderr, "test_policy: cannot read %s (set FG_RANKING_PB to the build's proto/ranking.pb)\n",
+		        ranking_pb);
+		return -1;
+	}
+	in_dir(path, sizeof(path), "ranking.pb");
+	write_file(path, pb, len);
+	free(pb);
+	in_dir(path, sizeof(path), "t.pb");
+	write_t_pb(path);
+	in_dir(path, sizeof(path), "garbage.pb");
+	write_file(path, "\xff\xff\xff", 3);
+	in_dir(path, sizeof(path), "sub.pb");
+	if (mkdir(path, 0700) != 0)
+		return -1;
+	if (srcdir)
+		snprintf(path, sizeof(path), "%s/policies/demo.yaml", srcdir);
+	else
+		snprintf(path, sizeof(path), "%.*s/../../policies/demo.yaml",
+		         (int)(strrchr(__FILE__, '/') ? strrchr(__FILE__, '/') - __FILE__ : 1),
+		         strrchr(__FILE__, '/') ? __FILE__ : ".");
+	demo = read_all(path, &len);
+	if (!demo) {
+		fprintf(stderr, "test_policy: cannot read %s (set FG_SRCDIR to the source tree)\n", path);
+		return -1;
+	}
+	*state = NULL;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	const char *names[] = { "ranking.pb", "t.pb", "garbage.pb" };
+	char path[PATH_MAX + 64];
+	size_t i;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		in_dir(path, sizeof(path), names[i]);
+		unlink(path);
+	}
+	in_dir(path, sizeof(path), "sub.pb");
+	rmdir(path);
+	rmdir(dir);
+	free(demo);
+	return 0;
+}
+
+/* ---- helpers ---- */
+
+static int load(const char *text, struct fg_policy **p)
+{
+	memset(err, 'x', sizeof(err));
+	err[sizeof(err) - 1] = '\0';
+	return fg_policy_load_string(NAME, dir, text, strlen(text), NSLOTS, p, err, sizeof(err));
+}
+
+static struct fg_policy *load_ok(const char *text)
+{
+	struct fg_policy *p = NULL;
+	int rc = load(text, &p);
+
+	if (rc != 0)
+		print_error("unexpected: %s\n", err);
+	assert_int_equal(rc, 0);
+	assert_non_null(p);
+	return p;
+}
+
+static void expect_error(const char *text, const char *want)
+{
+	struct fg_policy *p = (struct fg_policy *)(uintptr_t)1;
+	int rc = load(text, &p);
+
+	if (rc != FG_ECONFIG || strcmp(err, want) != 0)
+		print_error("policy:\n%s\nwant: %s\ngot:  %s (rc %d)\n", text, want, rc ? err : "success", rc);
+	assert_int_equal(rc, FG_ECONFIG);
+	assert_null(p);
+	assert_string_equal(err, want);
+}
+
+/* The rule for field <number> of node <m>; fails the test if it has none. */
+static const struct fg_pbwire_rule *rule(const struct fg_pbwire_msg *m, uint32_t number)
+{
+	size_t i;
+
+	assert_non_null(m);
+	for (i = 0; i < m->nrules; i++)
+		if (m->rules[i].number == number)
+			return &m->rules[i];
+	fail_msg("no rule for field %u", number);
+	return NULL;
+}
+
+/* Check node <m>: <allow_only>, and exactly the rules <n> numbers ... in
+ * this order (sorted, as fg_pbwire wants them). */
+static void expect_node(const struct fg_pbwire_msg *m, int allow_only, size_t n, ...)
+{
+	va_list ap;
+	size_t i;
+
+	assert_non_null(m);
+	assert_int_equal(m->allow_only, allow_only);
+	assert_int_equal(m->nrules, n);
+	va_start(ap, n);
+	for (i = 0; i < n; i++)
+		assert_int_equal(m->rules[i].number, va_arg(ap, unsigned));
+	va_end(ap);
+}
+
+/* The sub-node of RECURSE rule <number> of <m>. */
+static const struct fg_pbwire_msg *sub(const struct fg_pbwire_msg *m, uint32_t number)
+{
+	const struct fg_pbwire_rule *r = rule(m, number);
+
+	assert_int_equal(r->action, FG_PBWIRE_RECURSE);
+	assert_non_null(r->sub);
+	return r->sub;
+}
+
+static const char *stat_name(const struct fg_policy *p, uint32_t stat)
+{
+	assert_true(stat < p->nstats);
+	return p->stat_names[stat];
+}
+
+static uint64_t stripped(const struct fg_policy *p, size_t slot, uint32_t stat, size_t band)
+{
+	return p->counters.stripped[(slot * p->nstats + stat) * p->nbands + band];
+}
+
+static const struct fg_policy_method *method(const struct fg_policy *p, const char *path)
+{
+	const struct fg_policy_method *m = fg_policy_find_method(p, path, strlen(path));
+
+	assert_non_null(m);
+	return m;
+}
+
+static size_t band(const struct fg_policy *p, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < p->nbands; i++)
+		if (strcmp(p->bands[i].name, name) == 0)
+			return i;
+	fail_msg("no band %s", name);
+	return 0;
+}
+
+/* Lines 1-9 of most policies below; what a test adds starts at line 10. */
+#define HEAD \
+	"descriptor_set: ranking.pb\n"                  /* 1 */ \
+	"bands:\n"                                      /* 2 */ \
+	"  - name: child\n"                             /* 3 */ \
+	"    match: [u13, \"13_15\"]\n"                 /* 4 */ \
+	"  - name: adult\n"                             /* 5 */ \
+	"    match: [adult]\n"                          /* 6 */ \
+	"methods:\n"                                    /* 7 */ \
+	"  " RANK_FEED ":\n"                            /* 8 */ \
+	"    age_band: {header: x-age-band}\n"          /* 9 */
+
+/* HEAD and the start of a request block for band child; the block's keys
+ * start at line 12, column 9. */
+#define REQ_CHILD HEAD \
+	"    request:\n"                                /* 10 */ \
+	"      - bands: [child]\n"                      /* 11 */
+
+/* ---- compiling: structure ---- */
+
+static void test_bands(void **state)
+{
+	struct fg_policy *p = load_ok(
+		"descriptor_set: ranking.pb\n"
+		"bands:\n"
+		"  - name: under_13\n"
+		"    match: [u13, under_13]\n"
+		"  - name: teen\n"                      /* no match: its name is its value */
+		"  - name: adult\n"
+		"    match: [adult, \"18+\"]\n"
+		"unknown_band: teen\n"
+		"methods: {}\n");
+
+	assert_int_equal(p->nbands, 3);
+	assert_string_equal(p->bands[0].name, "under_13");
+	assert_int_equal(p->bands[0].nmatch, 2);
+	assert_string_equal(p->bands[0].match[0], "u13");
+	assert_string_equal(p->bands[0].match[1], "under_13");
+	assert_string_equal(p->bands[1].name, "teen");
+	assert_int_equal(p->bands[1].nmatch, 1);
+	assert_string_equal(p->bands[1].match[0], "teen");
+	assert_string_equal(p->bands[2].name, "adult");
+	assert_int_equal(p->bands[2].nmatch, 2);
+	assert_string_equal(p->bands[2].match[1], "18+");
+	assert_int_equal(p->unknown_band, 1);
+	assert_int_equal(p->nmethods, 0);
+	assert_int_equal(p->nstats, 0);
+	assert_int_equal(p->counters.nslots, NSLOTS);
+	assert_null(p->file);
+	fg_policy_free(p);
+
+	/* Without unknown_band, the first (most protective) band. */
+	p = load_ok("descriptor_set: ranking.pb\n"
+	            "bands: [{name: a}, {name: b}]\n"
+	            "methods: {}\n");
+	assert_int_equal(p->unknown_band, 0);
+	fg_policy_free(p);
+
+	/* A band with an empty match list is selected by nothing. */
+	p = load_ok("descriptor_set: ranking.pb\n"
+	            "bands: [{name: a}, {name: b, match: []}]\n"
+	            "unknown_band: b\n"
+	            "methods: {}\n");
+	assert_int_equal(p->bands[1].nmatch, 0);
+	assert_int_equal(fg_policy_band(p, "b", 1), 1);     /* unknown: b, not "b" matched */
+	assert_int_equal(fg_policy_band(p, "a", 1), 0);
+	fg_policy_free(p);
+	fg_policy_free(NULL);
+}
+
+static void test_demo(void **state)
+{
+	struct fg_policy *p = load_ok(demo);
+	const struct fg_policy_method *m;
+
+	assert_int_equal(p->nbands, 4);
+	assert_string_equal(p->bands[0].name, "under_13");
+	assert_string_equal(p->bands[3].name, "adult");
+	assert_int_equal(p->unknown_band, 0);
+	assert_int_equal(p->nmethods, 2);
+	m = method(p, RANK_FEED);
+	assert_int_equal(m->request[band(p, "adult")].prog == NULL, 1);
+	assert_int_equal(m->response[band(p, "adult")].prog == NULL, 1);
+	assert_int_equal(m->request[band(p, "adult")].nremove_headers, 0);
+	assert_non_null(m->request[band(p, "16_17")].prog);
+	fg_policy_free(p);
+}
+
+static void test_methods(void **state)
+{
+	/* Listed out of order: the compiled array is sorted by path. */
+	struct fg_policy *p = load_ok(
+		"descriptor_set: ranking.pb\n"
+		"bands: [{name: child}]\n"
+		"methods:\n"
+		"  " STREAM_FEED ":\n"
+		"    age_band: {header: x-age-band}\n"
+		"  " RANK_FEED ":\n"
+		"    age_band: {header: x-age-band}\n");
+	const struct fg_policy_method *rank, *stream;
+	char longer[] = RANK_FEED "X";
+
+	assert_int_equal(p->nmethods, 2);
+	assert_string_equal(p->methods[0].path, RANK_FEED);
+	assert_string_equal(p->methods[1].path, STREAM_FEED);
+	assert_int_equal(p->methods[0].index, 0);
+	assert_int_equal(p->methods[1].index, 1);
+	rank = method(p, RANK_FEED);
+	stream = method(p, STREAM_FEED);
+	assert_ptr_equal(rank, &p->methods[0]);
+	assert_ptr_equal(stream, &p->methods[1]);
+	assert_int_equal(rank->client_streaming, 0);
+	assert_int_equal(rank->server_streaming, 0);
+	assert_int_equal(stream->client_streaming, 0);
+	assert_int_equal(stream->server_streaming, 1);
+	/* <len> bounds the path: a prefix of a longer buffer is found. */
+	assert_ptr_equal(fg_policy_find_method(p, longer, strlen(RANK_FEED)), rank);
+	assert_null(fg_policy_find_method(p, longer, strlen(longer)));
+	assert_null(fg_policy_find_method(p, RANK_FEED, strlen(RANK_FEED) - 1));
+	assert_null(fg_policy_find_method(p, "/feedguard.ranking.v1.Ranker/Other", 34));
+	assert_null(fg_policy_find_method(p, "/grpc.health.v1.Health/Check", 28));
+	assert_null(fg_policy_find_method(p, "", 0));
+	/* No rule block: every band passes both directions unedited. */
+	assert_null(rank->request[0].prog);
+	assert_null(rank->response[0].prog);
+	fg_policy_free(p);
+
+	p = load_ok("descriptor_set: t.pb\n"
+	            "bands: [{name: child}]\n"
+	            "methods:\n"
+	            "  /t.S/Up: {age_band: {header: b}}\n"
+	            "  /t.S/Both: {age_band: {header: b}}\n");
+	assert_string_equal(p->methods[0].path, "/t.S/Both");
+	assert_int_equal(p->methods[0].client_streaming, 1);
+	assert_int_equal(p->methods[0].server_streaming, 1);
+	assert_string_equal(p->methods[1].path, "/t.S/Up");
+	assert_int_equal(p->methods[1].client_streaming, 1);
+	assert_int_equal(p->methods[1].server_streaming, 0);
+	fg_policy_free(p);
+}
+
+static void test_sources(void **state)
+{
+	struct fg_policy *p = load_ok(
+		"descriptor_set: ranking.pb\n"
+		"bands: [{name: child}]\n"
+		"methods:\n"
+		"  " RANK_FEED ":\n"
+		"    user_id: {field: user.user_id}\n"
+		"    age_band: {header: X-Age-Band}\n"
+		"  " STREAM_FEED ":\n"
+		"    user_id: {header: X-User}\n"
+		"    age_band: {field: context.surface}\n");
+	const struct fg_policy_method *m = method(p, RANK_FEED);
+
+	assert_int_equal(m->user_id.kind, FG_POLICY_SRC_FIELD);
+	assert_int_equal(m->user_id.depth, 2);
+	assert_int_equal(m->user_id.path[0], 1);        /* RankFeedRequest.user */
+	assert_int_equal(m->user_id.path[1], 1);        /* User.user_id */
+	assert_int_equal(m->user_id.value, FG_POLICY_V_STRING);
+	assert_int_equal(m->user_id.sint, 0);
+	assert_null(m->user_id.header);
+	assert_int_equal(m->age_band.kind, FG_POLICY_SRC_HEADER);
+	assert_string_equal(m->age_band.header, "x-age-band");  /* lowercase, as HTTP/2 sends it */
+	m = method(p, STREAM_FEED);
+	assert_int_equal(m->user_id.kind, FG_POLICY_SRC_HEADER);
+	assert_string_equal(m->user_id.header, "x-user");
+	assert_int_equal(m->age_band.kind, FG_POLICY_SRC_FIELD);
+	assert_int_equal(m->age_band.depth, 2);
+	assert_int_equal(m->age_band.path[0], 2);       /* context */
+	assert_int_equal(m->age_band.path[1], 1);       /* surface, an enum */
+	assert_int_equal(m->age_band.value, FG_POLICY_V_INTEGER);
+	fg_policy_free(p);
+
+	p = load_ok("descriptor_set: ranking.pb\n"
+	            "bands: [{name: child}]\n"
+	            "methods:\n"
+	            "  " RANK_FEED ": {age_band: {field: page_size}}\n");
+	m = method(p, RANK_FEED);
+	assert_int_equal(m->user_id.kind, FG_POLICY_SRC_NONE);
+	assert_int_equal(m->age_band.kind, FG_POLICY_SRC_FIELD);
+	assert_int_equal(m->age_band.depth, 1);
+	assert_int_equal(m->age_band.path[0], 4);
+	assert_int_equal(m->age_band.value, FG_POLICY_V_INTEGER);
+	assert_int_equal(m->age_band.sint, 0);
+	fg_policy_free(p);
+
+	p = load_ok("descriptor_set: t.pb\n"
+	            "bands: [{name: child}]\n"
+	            "methods:\n"
+	            "  /t.S/Up: {user_id: {field: u}, age_band: {field: s}}\n");
+	m = method(p, "/t.S/Up");
+	assert_int_equal(m->user_id.path[0], 4);
+	assert_int_equal(m->user_id.value, FG_POLICY_V_INTEGER);
+	assert_int_equal(m->user_id.sint, 0);
+	assert_int_equal(m->age_band.path[0], 3);
+	assert_int_equal(m->age_band.value, FG_POLICY_V_INTEGER);
+	assert_int_equal(m->age_band.sint, 1);
+	fg_policy_free(p);
+}
+
+/* keep_only of one leaf three levels down: an allow-list at each level. */
+static void test_keep_only(void **state)
+{
+	struct fg_policy *p = load_ok(REQ_CHILD
+		"        keep_only: [context.geo.latitude]\n");   /* 12 */
+	const struct fg_policy_method *m = method(p, RANK_FEED);
+	const struct fg_pbwire_msg *root = m->request[0].prog, *ctx, *geo;
+	const struct fg_pbwire_rule *r;
+
+	expect_node(root, 1, 1, 2u);
+	assert_string_equal(stat_name(p, root->unlisted_stat), "request:(not in keep_only)");
+	ctx = sub(root, 2);
+	expect_node(ctx, 1, 1, 4u);
+	geo = sub(ctx, 4);
+	expect_node(geo, 1, 1, 1u);
+	r = rule(geo, 1);
+	assert_int_equal(r->action, FG_PBWIRE_KEEP);
+	assert_null(r->sub);
+	assert_int_equal(r->stat, UINT32_MAX);          /* keeping counts nothing */
+	assert_int_equal(p->nstats, 1);
+	/* The adult band has no block; responses have none. */
+	assert_null(m->request[1].prog);
+	assert_null(m->response[0].prog);
+	assert_int_equal(m->request[0].nremove_headers, 0);
+	fg_policy_free(p);
+
+	/* The same leaf kept and coarsened: the KEEP becomes COARSEN. */
+	p = load_ok(REQ_CHILD
+		"        keep_only: [context.geo.latitude, page_size, cursor, user]\n"  /* 12 */
+		"        coarsen: [{field: context.geo.latitude, precision: 0.25}]\n"); /* 13 */
+	root = method(p, RANK_FEED)->request[0].prog;
+	/* Sorted by number whatever the order in the policy; the oneof
+	 * "cursor" is both its members (page_token 5, offset 6). */
+	expect_node(root, 1, 5, 1u, 2u, 4u, 5u, 6u);
+	assert_int_equal(rule(root, 1)->action, FG_PBWIRE_KEEP);
+	assert_int_equal(rule(root, 4)->action, FG_PBWIRE_KEEP);
+	assert_int_equal(rule(root, 5)->action, FG_PBWIRE_KEEP);
+	assert_int_equal(rule(root, 6)->action, FG_PBWIRE_KEEP);
+	geo = sub(sub(root, 2), 4);
+	expect_node(geo, 1, 1, 1u);
+	r = rule(geo, 1);
+	assert_int_equal(r->action, FG_PBWIRE_COARSEN);
+	assert_int_equal(r->scalar, FG_PBWIRE_S_DOUBLE);
+	assert_true(r->precision == 0.25);
+	assert_string_equal(stat_name(p, r->stat), "request:context.geo.latitude");
+	fg_policy_free(p);
+
+	/* remove inside a field keep_only keeps whole: that field's node
+	 * copies everything but what is removed. */
+	p = load_ok(REQ_CHILD
+		"        keep_only: [user, context.locale]\n"          /* 12 */
+		"        remove: [user.account_age_days]\n");          /* 13 */
+	root = method(p, RANK_FEED)->request[0].prog;
+	expect_node(root, 1, 2, 1u, 2u);
+	expect_node(sub(root, 1), 0, 1, 3u);
+	assert_int_equal(rule(sub(root, 1), 3)->action, FG_PBWIRE_DROP);
+	assert_string_equal(stat_name(p, rule(sub(root, 1), 3)->stat), "request:user.account_age_days");
+	expect_node(sub(root, 2), 1, 1, 2u);
+	assert_int_equal(rule(sub(root, 2), 2)->action, FG_PBWIRE_KEEP);
+	fg_policy_free(p);
+}
+
+static void test_remove(void **state)
+{
+	struct fg_policy *p = load_ok(HEAD
+		"    request:\n"                                                /* 10 */
+		"      - bands: \"*\"\n"                                        /* 11 */
+		"        remove: [signals.watch_history, page_size,\n"          /* 12 */
+		"                 signals.advertising_id, cursor]\n"            /* 13 */
+		"    response:\n"                                               /* 14 */
+		"      - bands: [child]\n"                                      /* 15 */
+		"        remove: [items.explanations.reason, profile_segments]\n");   /* 16 */
+	const struct fg_policy_method *m = method(p, RANK_FEED);
+	const struct fg_pbwire_msg *root = m->request[0].prog, *sig;
+	const char *const names[] = {
+		"request:signals.watch_history", "request:page_size", "request:signals.advertising_id",
+		"request:cursor", "request:cursor", "response:items.explanations.reason",
+		"response:profile_segments",
+	};
+	size_t i;
+
+	/* "*": every band gets the same program. */
+	assert_ptr_equal(m->request[1].prog, root);
+	expect_node(root, 0, 4, 3u, 4u, 5u, 6u);
+	assert_int_equal(root->unlisted_stat, UINT32_MAX);
+	assert_int_equal(rule(root, 3)->stat, UINT32_MAX);
+	sig = sub(root, 3);
+	expect_node(sig, 0, 2, 1u, 5u);
+	assert_int_equal(rule(sig, 1)->action, FG_PBWIRE_DROP);
+	assert_int_equal(rule(sig, 5)->action, FG_PBWIRE_DROP);
+	assert_int_equal(rule(root, 4)->action, FG_PBWIRE_DROP);
+	assert_int_equal(rule(root, 5)->action, FG_PBWIRE_DROP);
+	assert_int_equal(rule(root, 6)->action, FG_PBWIRE_DROP);
+	/* One counter per path (per oneof member), in the policy's order,
+	 * named "<direction>:<path as written>". */
+	assert_int_equal(p->nstats, sizeof(names) / sizeof(names[0]));
+	for (i = 0; i < p->nstats; i++)
+		assert_string_equal(p->stat_names[i], names[i]);
+	assert_int_equal(rule(sig, 1)->stat, 0);
+	assert_int_equal(rule(root, 4)->stat, 1);
+	assert_int_equal(rule(sig, 5)->stat, 2);
+	assert_int_equal(rule(root, 5)->stat, 3);
+	assert_int_equal(rule(root, 6)->stat, 4);
+
+	/* Response: the repeated message items, then explanations (repeated
+	 * too): RECURSE edits each element. */
+	root = m->response[0].prog;
+	assert_null(m->response[1].prog);
+	expect_node(root, 0, 2, 1u, 2u);
+	expect_node(sub(root, 1), 0, 1, 5u);
+	expect_node(sub(sub(root, 1), 5), 0, 1, 1u);
+	assert_int_equal(rule(sub(sub(root, 1), 5), 1)->action, FG_PBWIRE_DROP);
+	assert_int_equal(rule(sub(sub(root, 1), 5), 1)->stat, 5);
+	assert_int_equal(rule(root, 2)->action, FG_PBWIRE_DROP);
+	assert_int_equal(rule(root, 2)->stat, 6);
+	/* Counters: slots x stats x bands, and slots x methods x bands. */
+	assert_non_null(p->counters.stripped);
+	assert_non_null(p->counters.calls);
+	assert_int_equal(p->counters.nslots, NSLOTS);
+	assert_int_equal(p->counters.stripped[NSLOTS * p->nstats * p->nbands - 1], 0);
+	assert_int_equal(p->counters.calls[NSLOTS * p->nmethods * p->nbands - 1], 0);
+	fg_policy_free(p);
+}
+
+static void test_coarsen_kinds(void **state)
+{
+	struct fg_policy *p = load_ok(REQ_CHILD
+		"        coarsen:\n"                                                   /* 12 */
+		"          - {field: page_size, precision: 10}\n"                      /* 13 */
+		"          - {field: recently_shown_ids, precision: 1000}\n"           /* 14 */
+		"          - {field: context.geo.accuracy_m, precision: 1e3}\n"        /* 15 */
+		"          - {field: context.geo.longitude, precision: 0.5}\n");       /* 16 */
+	const struct fg_pbwire_msg *root = method(p, RANK_FEED)->request[0].prog, *geo;
+	const struct fg_pbwire_rule *r;
+
+	expect_node(root, 0, 3, 2u, 4u, 7u);
+	r = rule(root, 4);
+	assert_int_equal(r->action, FG_PBWIRE_COARSEN);
+	assert_int_equal(r->scalar, FG_PBWIRE_S_INT32);
+	assert_true(r->precision == 10);
+	r = rule(root, 7);                      /* repeated int64: each element */
+	assert_int_equal(r->action, FG_PBWIRE_COARSEN);
+	assert_int_equal(r->scalar, FG_PBWIRE_S_INT64);
+	assert_true(r->precision == 1000);
+	geo = sub(sub(root, 2), 4);
+	expect_node(geo, 0, 2, 2u, 3u);
+	assert_int_equal(rule(geo, 3)->scalar, FG_PBWIRE_S_FLOAT);
+	assert_true(rule(geo, 3)->precision == 1000);
+	assert_int_equal(rule(geo, 2)->scalar, FG_PBWIRE_S_DOUBLE);
+	assert_true(rule(geo, 2)->precision == 0.5);
+	assert_string_equal(stat_name(p, rule(geo, 3)->stat), "request:context.geo.accuracy_m");
+	fg_policy_free(p);
+
+	p = load_ok("descriptor_set: t.pb\n"
+	            "bands: [{name: child}]\n"
+	            "methods:\n"
+	            "  /t.S/Up:\n"
+	            "    age_band: {header: b}\n"
+	            "    request:\n"
+	            "      - bands: [child]\n"
+	            "        coarsen: [{field: s, precision: 4}, {field: u, precision: 100}]\n");
+	root = method(p, "/t.S/Up")->request[0].prog;
+	expect_node(root, 0, 2, 3u, 4u);
+	assert_int_equal(rule(root, 3)->scalar, FG_PBWIRE_S_SINT32);
+	assert_int_equal(rule(root, 4)->scalar, FG_PBWIRE_S_UINT64);
+	fg_policy_free(p);
+}
+
+#define T_UP \
+	"descriptor_set: t.pb\n"                        /* 1 */ \
+	"bands: [{name: child}, {name: adult}]\n"       /* 2 */ \
+	"methods:\n"                                    /* 3 */ \
+	"  /t.S/Up:\n"                                  /* 4 */ \
+	"    age_band: {header: b}\n"                   /* 5 */ \
+	"    request:\n"                                /* 6 */ \
+	"      - bands: [child]\n"                      /* 7 */
+
+static void test_maps(void **state)
+{
+	struct fg_policy *p = load_ok(REQ_CHILD
+		"        remove:\n"                                    /* 12 */
+		"          - signals.features[\"affinity.gaming\"]\n"  /* 13 */
+		"          - signals.features[session_depth]\n"        /* 14 */
+		"          - signals.features['it''s']\n");            /* 15 */
+	const struct fg_pbwire_msg *root = method(p, RANK_FEED)->request[0].prog;
+	const struct fg_pbwire_rule *r;
+
+	expect_node(root, 0, 1, 3u);
+	expect_node(sub(root, 3), 0, 1, 8u);
+	r = rule(sub(root, 3), 8);
+	assert_int_equal(r->action, FG_PBWIRE_DROP_KEYS);
+	assert_non_null(r->keys);
+	assert_int_equal(r->keys->n, 3);
+	assert_null(r->keys->num);
+	assert_non_null(r->keys->str);
+	assert_non_null(r->keys->str_len);
+	assert_int_equal(r->keys->str_len[0], 15);
+	assert_memory_equal(r->keys->str[0], "affinity.gaming", 15);
+	assert_int_equal(r->keys->str_len[1], 13);
+	assert_memory_equal(r->keys->str[1], "session_depth", 13);
+	/* YAML's '' is one quote; the path's own quotes are '...'. */
+	assert_int_equal(r->keys->str_len[2], 0);
+	/* One counter for the map, named after the first path. */
+	assert_int_equal(p->nstats, 1);
+	assert_string_equal(stat_name(p, r->stat), "request:signals.features[\"affinity.gaming\"]");
+	fg_policy_free(p);
+
+	/* Integer keys; a map of messages walked with [*]. */
+	p = load_ok(T_UP
+		"        remove: ['n[42]', 'n[-7]', 'm[*].a']\n"       /* 8 */
+		"      - bands: [adult]\n"                             /* 9 */
+		"        keep_only: ['m[*].b', i]\n");                 /* 10 */
+	root = method(p, "/t.S/Up")->request[0].prog;
+	expect_node(root, 0, 2, 1u, 2u);
+	r = rule(root, 2);
+	assert_int_equal(r->action, FG_PBWIRE_DROP_KEYS);
+	assert_int_equal(r->scalar, FG_PBWIRE_S_NONE);  /* int64 keys: a varint read as int64 */
+	assert_int_equal(r->keys->n, 2);
+	assert_null(r->keys->str);
+	assert_int_equal(r->keys->num[0], 42);
+	assert_int_equal(r->keys->num[1], -7);
+	/* m: the entry (key 1, value 2), then the value message Val. */
+	expect_node(sub(root, 1), 0, 1, 2u);
+	expect_node(sub(sub(root, 1), 2), 0, 1, 1u);
+	assert_int_equal(rule(sub(sub(root, 1), 2), 1)->action, FG_PBWIRE_DROP);
+	assert_string_equal(stat_name(p, rule(sub(sub(root, 1), 2), 1)->stat), "request:m[*].a");
+	/* Under an allow-list the entry node keeps its key (it is not
+	 * allow_only); the allow-list applies inside the value. */
+	root = method(p, "/t.S/Up")->request[1].prog;
+	expect_node(root, 1, 2, 1u, 7u);
+	expect_node(sub(root, 1), 0, 1, 2u);
+	expect_node(sub(sub(root, 1), 2), 1, 1, 2u);
+	assert_int_equal(rule(sub(sub(root, 1), 2), 2)->action, FG_PBWIRE_KEEP);
+	assert_int_equal(rule(root, 7)->action, FG_PBWIRE_KEEP);
+	fg_policy_free(p);
+}
+
+static void test_remove_headers(void **state)
+{
+	struct fg_policy *p = load_ok(REQ_CHILD
+		"        remove_headers: [X-Device-ID, x-advertising-id]\n"   /* 12 */
+		"      - bands: [adult]\n"                                      /* 13 */
+		"        remove_headers: [x-debug]\n");                         /* 14 */
+	const struct fg_policy_method *m = method(p, RANK_FEED);
+
+	/* Headers only: no program, the message passes unedited. */
+	assert_null(m->request[0].prog);
+	assert_int_equal(m->request[0].nremove_headers, 2);
+	assert_string_equal(m->request[0].remove_headers[0], "x-device-id");
+	assert_string_equal(m->request[0].remove_headers[1], "x-advertising-id");
+	assert_int_equal(m->request[1].nremove_headers, 1);
+	assert_string_equal(m->request[1].remove_headers[0], "x-debug");
+	assert_int_equal(m->response[0].nremove_headers, 0);
+	fg_policy_free(p);
+}
+
+/* ---- compiling: every error, with its exact position ---- */
+
+static void test_err_top(void **state)
+{
+	char want[PATH_MAX + 256];
+
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bandz: []\n",
+	             NAME ":2:1: unknown key 'bandz' in the policy (valid keys: descriptor_set, bands, "
+	             "unknown_band, methods)");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "methods: {}\n"
+	             "methods: {}\n",
+	             NAME ":3:1: duplicate key 'methods' in the policy");
+	/* Requirements are reported at the root mapping: the first key. */
+	expect_error("# a comment\n"
+	             "bands: [{name: a}]\n",
+	             NAME ":2:1: 'descriptor_set' is required: the platform's descriptor set "
+	             "(protoc --include_imports --descriptor_set_out=FILE)");
+	expect_error("", NAME ":1:1: 'descriptor_set' is required: the platform's descriptor set "
+	                 "(protoc --include_imports --descriptor_set_out=FILE)");
+	expect_error("descriptor_set: [ranking.pb]\n",
+	             NAME ":1:17: descriptor_set must be a single value, not a list");
+	expect_error("descriptor_set:\n", NAME ":1:16: descriptor_set must be a single value, not an empty value");
+	snprintf(want, sizeof(want), NAME ":1:17: %s/missing.pb: cannot open: No such file or directory", dir);
+	expect_error("descriptor_set: missing.pb\n", want);
+	snprintf(want, sizeof(want), NAME ":1:17: %s/sub.pb: cannot read: not a regular file", dir);
+	expect_error("descriptor_set: sub.pb\n", want);
+	snprintf(want, sizeof(want), NAME ":1:17: %s/garbage.pb: not a FileDescriptorSet (it does not parse as "
+	         "one; make it with protoc --include_imports --descriptor_set_out)", dir);
+	expect_error("descriptor_set: garbage.pb\n", want);
+	expect_error("descriptor_set: ranking.pb\n"
+	             "methods: {}\n",
+	             NAME ":1:1: 'bands' is required: the age bands the platform uses, most protective first");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: [{name: a}]\n",
+	             NAME ":1:1: 'methods' is required: the gRPC methods feedguard intercepts");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: [{name: a}]\n"
+	             "methods: [x]\n",
+	             NAME ":3:10: methods must be a mapping, not a list");
+	/* YAML errors come from fg_yaml, positioned too. */
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: [\n",
+	             NAME ":3:1: did not find expected node content (while parsing a flow node, at 3:1)");
+}
+
+static void test_err_bands(void **state)
+{
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: []\n",
+	             NAME ":2:8: bands must list 1 to 16 bands");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: a\n",
+	             NAME ":2:8: bands must be a list, not a single value");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: [a]\n",
+	             NAME ":2:9: a band must be a mapping, not a single value");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands:\n"
+	             "  - name: a\n"
+	             "  - name: b\n"
+	             "  - name: a\n",
+	             NAME ":5:11: band 'a' is declared twice");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands:\n"
+	             "  - name: a\n"
+	             "    match: [x, y]\n"
+	             "  - name: b\n"
+	             "    match: [z, y]\n",
+	             NAME ":5:5: value 'y' selects both band 'a' and band 'b'");
+	/* A band's name is its value when it has no match list. */
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands:\n"
+	             "  - name: a\n"
+	             "  - name: b\n"
+	             "    match: [a]\n",
+	             NAME ":4:5: value 'a' selects both band 'a' and band 'b'");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands:\n"
+	             "  - name: a\n"
+	             "    match: [x, x]\n",
+	             NAME ":3:5: value 'x' selects both band 'a' and band 'a'");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands:\n"
+	             "  - match: [x]\n",
+	             NAME ":3:5: a band needs a name");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands:\n"
+	             "  - name: a\n"
+	             "    matches: [x]\n",
+	             NAME ":4:5: unknown key 'matches' in a band (valid keys: name, match)");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: [{name: a, match: x}]\n",
+	             NAME ":2:26: a band's match must be a list, not a single value");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: [{name: a, match: [x, [y]]}]\n",
+	             NAME ":2:30: a band value must be a single value, not a list");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: [{name: a}, {name: b}]\n"
+	             "unknown_band: c\n",
+	             NAME ":3:15: unknown_band names a band that is not declared in bands");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: [{name: a}]\n"
+	             "unknown_band: [a]\n",
+	             NAME ":3:15: unknown_band must be a single value, not a list");
+}
+
+static void test_err_methods(void **state)
+{
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: [{name: a}]\n"
+	             "methods:\n"
+	             "  /feedguard.ranking.v1.Ranker/Nope:\n"
+	             "    age_band: {header: x-age-band}\n",
+	             NAME ":4:3: method '/feedguard.ranking.v1.Ranker/Nope' is not in the descriptor set "
+	             "(write it as /package.Service/Method)");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: [{name: a}]\n"
+	             "methods:\n"
+	             "  feedguard.ranking.v1.Ranker/RankFeed:\n"
+	             "    age_band: {header: x-age-band}\n",
+	             NAME ":4:3: method 'feedguard.ranking.v1.Ranker/RankFeed' is not in the descriptor set "
+	             "(write it as /package.Service/Method)");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: [{name: a}]\n"
+	             "methods:\n"
+	             "  " RANK_FEED ":\n"
+	             "    user_id: {field: user.user_id}\n",
+	             NAME ":4:3: method '" RANK_FEED "' needs age_band: where the age band comes from");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: [{name: a}]\n"
+	             "methods:\n"
+	             "  " RANK_FEED ": {age_band: {header: b}}\n"
+	             "  " RANK_FEED ": {age_band: {header: b}}\n",
+	             NAME ":5:3: method '" RANK_FEED "' is listed twice");
+	expect_error(HEAD
+	             "    requests: []\n",                                                 /* 10 */
+	             NAME ":10:5: unknown key 'requests' in a method (valid keys: user_id, age_band, request, "
+	             "response)");
+	expect_error(HEAD
+	             "    request: {bands: [child]}\n",                                    /* 10 */
+	             NAME ":10:14: request must be a list, not a mapping");
+	expect_error(HEAD
+	             "    request: [[child]]\n",                                           /* 10 */
+	             NAME ":10:15: a rule block must be a mapping, not a list");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: [{name: a}]\n"
+	             "methods:\n"
+	             "  " RANK_FEED ": []\n",
+	             NAME ":4:43: a method must be a mapping, not a list");
+}
+
+static void test_err_sources(void **state)
+{
+	expect_error(HEAD
+	             "    user_id: {field: recently_shown_ids}\n",                        /* 10 */
+	             NAME ":10:21: user_id: 'recently_shown_ids' is a repeated field; it needs a single value");
+	expect_error(HEAD
+	             "    user_id: {header: x-user, field: user.user_id}\n",              /* 10 */
+	             NAME ":10:14: user_id takes exactly one of 'header' or 'field'");
+	expect_error(HEAD
+	             "    user_id: {}\n",                                                 /* 10 */
+	             NAME ":10:14: user_id takes exactly one of 'header' or 'field'");
+	expect_error(HEAD
+	             "    user_id: x-user\n",                                             /* 10 */
+	             NAME ":10:14: user_id must be a mapping, not a single value");
+	expect_error(HEAD
+	             "    user_id: {cookie: sid}\n",                                      /* 10 */
+	             NAME ":10:15: unknown key 'cookie' in user_id (valid keys: header, field)");
+	expect_error(HEAD
+	             "    user_id: {field: user}\n",                                      /* 10 */
+	             NAME ":10:21: user_id: 'user' is message; it must be a string or an integer");
+	expect_error(HEAD
+	             "    user_id: {field: context.geo.latitude}\n",                      /* 10 */
+	             NAME ":10:21: user_id: 'context.geo.latitude' is double; it must be a string or an integer");
+	expect_error(HEAD
+	             "    user_id: {field: user.nope}\n",                                 /* 10 */
+	             NAME ":10:21: user_id: 'user.nope': feedguard.ranking.v1.User has no field 'nope'");
+	expect_error(HEAD
+	             "    user_id: {field: user.user_id.x}\n",                            /* 10 */
+	             NAME ":10:21: user_id: 'user.user_id.x': a scalar has no field 'x'");
+	expect_error(HEAD
+	             "    user_id: {field: 'signals.features[*]'}\n",                     /* 10 */
+	             NAME ":10:21: user_id: 'signals.features[*]' cannot go through map entries");
+	expect_error(HEAD
+	             "    user_id: {field: user..user_id}\n",                             /* 10 */
+	             NAME ":10:21: 'user..user_id' is not a field path");
+	expect_error(HEAD
+	             "    user_id: {field: [user]}\n",                                    /* 10 */
+	             NAME ":10:21: user_id must be a single value, not a list");
+	expect_error(HEAD
+	             "    user_id: {header: [x]}\n",                                      /* 10 */
+	             NAME ":10:22: a header name must be a single value, not a list");
+	/* The source of the band, on another line: the same checks. */
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: [{name: a}]\n"
+	             "methods:\n"
+	             "  " RANK_FEED ":\n"
+	             "    age_band: {field: signals.search_history}\n",
+	             NAME ":5:22: age_band: 'signals.search_history' is a repeated field; it needs a single value");
+	expect_error("descriptor_set: t.pb\n"
+	             "bands: [{name: a}]\n"
+	             "methods:\n"
+	             "  /t.S/Up: {age_band: {field: r.a}}\n",
+	             NAME ":4:31: age_band: 'r.a' goes through repeated field 'r'");
+	expect_error("descriptor_set: t.pb\n"
+	             "bands: [{name: a}]\n"
+	             "methods:\n"
+	             "  /t.S/Up: {age_band: {field: flag}}\n",
+	             NAME ":4:31: age_band: 'flag' is bool; it must be a string or an integer");
+}
+
+static void test_err_blocks(void **state)
+{
+	expect_error(HEAD
+	             "    request:\n"                                                 /* 10 */
+	             "      - bands: [child, teen]\n",                                /* 11 */
+	             NAME ":11:23: band 'teen' is not declared in bands");
+	expect_error(HEAD
+	             "    request:\n"                                                 /* 10 */
+	             "      - remove: [page_size]\n",                                 /* 11 */
+	             NAME ":11:9: a rule block needs 'bands': the bands it applies to (or \"*\")");
+	expect_error(HEAD
+	             "    request:\n"                                                 /* 10 */
+	             "      - bands: child\n",                                        /* 11 */
+	             NAME ":11:16: bands must be a list, not a single value");
+	expect_error(REQ_CHILD
+	             "        remove: [page_size]\n"                                  /* 12 */
+	             "      - bands: [adult, child]\n"                                /* 13 */
+	             "        remove: [cursor]\n",                                    /* 14 */
+	             NAME ":13:16: band 'child' already has a request rule block");
+	expect_error(REQ_CHILD
+	             "        remove_headers: [x-device-id]\n"                        /* 12 */
+	             "      - bands: \"*\"\n"                                         /* 13 */
+	             "        remove: [cursor]\n",                                    /* 14 */
+	             NAME ":13:16: band 'child' already has a request rule block");
+	expect_error(HEAD
+	             "    response:\n"                                                /* 10 */
+	             "      - bands: [child]\n"                                       /* 11 */
+	             "        remove: [profile_segments]\n"                           /* 12 */
+	             "      - bands: [child]\n"                                       /* 13 */
+	             "        remove: [model_version]\n",                             /* 14 */
+	             NAME ":13:16: band 'child' already has a response rule block");
+	expect_error(HEAD
+	             "    response:\n"                                                /* 10 */
+	             "      - bands: [child]\n"                                       /* 11 */
+	             "        remove_headers: [x-debug]\n",                           /* 12 */
+	             NAME ":12:9: unknown key 'remove_headers' in a response rule block (valid keys: bands, "
+	             "keep_only, remove, coarsen)");
+	expect_error(REQ_CHILD
+	             "        drop: [page_size]\n",                                   /* 12 */
+	             NAME ":12:9: unknown key 'drop' in a request rule block (valid keys: bands, keep_only, "
+	             "remove, coarsen, remove_headers)");
+	expect_error(REQ_CHILD
+	             "        remove_headers: [\":authority\"]\n",                    /* 12 */
+	             NAME ":12:26: pseudo-headers (:authority) cannot be removed");
+	expect_error(REQ_CHILD
+	             "        remove_headers: x-device-id\n",                         /* 12 */
+	             NAME ":12:25: remove_headers must be a list, not a single value");
+	expect_error(REQ_CHILD
+	             "        keep_only: page_size\n",                                /* 12 */
+	             NAME ":12:20: keep_only must be a list, not a single value");
+	expect_error(REQ_CHILD
+	             "        remove: [[page_size]]\n",                               /* 12 */
+	             NAME ":12:18: a field path must be a single value, not a list");
+}
+
+static void test_err_paths(void **state)
+{
+	expect_error(REQ_CHILD
+	             "        remove: [signals.nope]\n",                              /* 12 */
+	             NAME ":12:18: 'signals.nope': message feedguard.ranking.v1.Signals has no field 'nope'");
+	expect_error(REQ_CHILD
+	             "        keep_only: [users]\n",                                  /* 12 */
+	             NAME ":12:21: 'users': message feedguard.ranking.v1.RankFeedRequest has no field 'users'");
+	expect_error(REQ_CHILD
+	             "        remove: [page_size.value]\n",                           /* 12 */
+	             NAME ":12:18: 'page_size.value': 'page_size' is int32; only messages have fields");
+	expect_error(REQ_CHILD
+	             "        remove:\n"                                              /* 12 */
+	             "          - user[\"a\"]\n",                                     /* 13 */
+	             NAME ":13:13: 'user[\"a\"]': [key] selects map entries, and only 'remove' takes it");
+	expect_error(REQ_CHILD
+	             "        keep_only:\n"                                           /* 12 */
+	             "          - signals.features[x]\n",                             /* 13 */
+	             NAME ":13:13: 'signals.features[x]': [key] selects map entries, and only 'remove' takes it");
+	expect_error(REQ_CHILD
+	             "        remove:\n"                                              /* 12 */
+	             "          - user[*].user_id\n",                                 /* 13 */
+	             NAME ":13:13: 'user[*].user_id': 'user' is not a map; [] selects map entries");
+	expect_error(REQ_CHILD
+	             "        remove:\n"                                              /* 12 */
+	             "          - signals.features[*]\n",                             /* 13 */
+	             NAME ":13:13: 'signals.features[*]': [*] must be followed by a field of the map's value");
+	expect_error(REQ_CHILD
+	             "        remove:\n"                                              /* 12 */
+	             "          - signals.features[*].x\n",                           /* 13 */
+	             NAME ":13:13: 'signals.features[*].x': 'features' is double; only messages have fields");
+	expect_error(REQ_CHILD
+	             "        remove:\n"                                              /* 12 */
+	             "          - cursor[*].x\n",                                     /* 13 */
+	             NAME ":13:13: 'cursor[*].x': message feedguard.ranking.v1.RankFeedRequest has no field "
+	             "'cursor'");
+	expect_error(REQ_CHILD
+	             "        remove: [signals.features, 'signals.features[\"x\"]']\n",    /* 12 */
+	             NAME ":12:36: 'signals.features[\"x\"]': map 'features' already has another rule");
+	expect_error(REQ_CHILD
+	             "        remove: ['signals.features[\"x\"]', signals.features]\n",    /* 12 */
+	             NAME ":12:44: 'signals.features': field 'features' already has a rule (another action) "
+	             "here");
+	expect_error(REQ_CHILD
+	             "        keep_only: [user, user.user_id]\n",                     /* 12 */
+	             NAME ":12:27: 'user.user_id' is inside 'user', which keep_only already keeps whole");
+	expect_error(REQ_CHILD
+	             "        keep_only: [user.user_id, user]\n",                     /* 12 */
+	             NAME ":12:35: 'user': field 'user' already has a rule (a path below it is named) here");
+	expect_error(REQ_CHILD
+	             "        remove: [signals, signals.watch_history]\n",            /* 12 */
+	             NAME ":12:27: 'signals.watch_history': field 'signals' is already removed or coarsened");
+	expect_error(REQ_CHILD
+	             "        remove: [page_size, page_size]\n",                      /* 12 */
+	             NAME ":12:29: 'page_size': field 'page_size' already has a rule (it is removed) here");
+	expect_error(REQ_CHILD
+	             "        remove: [page_size]\n"                                  /* 12 */
+	             "        coarsen: [{field: page_size, precision: 10}]\n",        /* 13 */
+	             NAME ":13:27: 'page_size': field 'page_size' already has a rule (it is removed) here");
+	/* Syntax: what split_path refuses. */
+	expect_error(REQ_CHILD
+	             "        remove: [context..geo]\n",                              /* 12 */
+	             NAME ":12:18: 'context..geo' is not a field path (name.name[\"key\"].name, at most 32 parts)");
+	expect_error(REQ_CHILD
+	             "        remove: [context.geo.]\n",                              /* 12 */
+	             NAME ":12:18: 'context.geo.' is not a field path (name.name[\"key\"].name, at most 32 parts)");
+	expect_error(REQ_CHILD
+	             "        remove: ['signals.features[\"x]']\n",                   /* 12 */
+	             NAME ":12:18: 'signals.features[\"x]' is not a field path (name.name[\"key\"].name, at most 32 "
+	             "parts)");
+	expect_error(REQ_CHILD
+	             "        remove: ['signals.features[x']\n",                      /* 12 */
+	             NAME ":12:18: 'signals.features[x' is not a field path (name.name[\"key\"].name, at most 32 "
+	             "parts)");
+	expect_error(REQ_CHILD
+	             "        remove: [user-id]\n",                                   /* 12 */
+	             NAME ":12:18: 'user-id' is not a field path (name.name[\"key\"].name, at most 32 parts)");
+	expect_error(REQ_CHILD
+	             "        remove: ['']\n",                                        /* 12 */
+	             NAME ":12:18: a field path must be a single value, not an empty value");
+	expect_error(REQ_CHILD
+	             "        remove: [a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a]\n",   /* 12 */
+	             NAME ":12:18: 'a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a' is not a "
+	             "field path (name.name[\"key\"].name, at most 32 parts)");
+	/* t.pb: maps of messages, integer keys, a required field. */
+	expect_error(T_UP
+	             "        remove: [m.a]\n",                                       /* 8 */
+	             NAME ":8:18: 'm.a': 'm' is a map; name its values' fields as m[*].field");
+	expect_error(T_UP
+	             "        remove: ['n[x]']\n",                                    /* 8 */
+	             NAME ":8:18: 'n[x]': map key 'x' is not an integer");
+	expect_error(T_UP
+	             "        remove: ['n[]']\n",                                     /* 8 */
+	             NAME ":8:18: 'n[]': map key '' is not an integer");
+	expect_error(T_UP
+	             "        remove: ['n[99999999999999999999]']\n",                 /* 8 */
+	             NAME ":8:18: 'n[99999999999999999999]': map key '99999999999999999999' is not an integer");
+	expect_error(T_UP
+	             "        remove: [must]\n",                                      /* 8 */
+	             NAME ":8:18: 'must': field 'must' is required by the contract; it cannot be removed");
+}
+
+static void test_err_coarsen(void **state)
+{
+	expect_error(REQ_CHILD
+	             "        coarsen: [{field: context.locale, precision: 1}]\n",    /* 12 */
+	             NAME ":12:27: 'context.locale': coarsen needs a numeric field; 'locale' is string");
+	expect_error(REQ_CHILD
+	             "        coarsen: [{field: context.surface, precision: 2}]\n",   /* 12 */
+	             NAME ":12:27: 'context.surface': coarsen needs a numeric field; 'surface' is enum");
+	expect_error(REQ_CHILD
+	             "        coarsen: [{field: signals.features, precision: 1}]\n",  /* 12 */
+	             NAME ":12:27: 'signals.features': coarsen needs a numeric field; 'features' is message");
+	expect_error(REQ_CHILD
+	             "        coarsen: [{field: page_size, precision: 0}]\n",         /* 12 */
+	             NAME ":12:49: precision must be a number above 0 (the value becomes a multiple of it)");
+	expect_error(REQ_CHILD
+	             "        coarsen: [{field: page_size, precision: -1}]\n",        /* 12 */
+	             NAME ":12:49: precision must be a number above 0 (the value becomes a multiple of it)");
+	expect_error(REQ_CHILD
+	             "        coarsen: [{field: page_size, precision: abc}]\n",       /* 12 */
+	             NAME ":12:49: precision must be a number above 0 (the value becomes a multiple of it)");
+	expect_error(REQ_CHILD
+	             "        coarsen: [{field: page_size, precision: 10x}]\n",       /* 12 */
+	             NAME ":12:49: precision must be a number above 0 (the value becomes a multiple of it)");
+	expect_error(REQ_CHILD
+	             "        coarsen: [{field: page_size, precision: .nan}]\n",      /* 12 */
+	             NAME ":12:49: precision must be a number above 0 (the value becomes a multiple of it)");
+	expect_error(REQ_CHILD
+	             "        coarsen: [{field: page_size, precision: inf}]\n",       /* 12 */
+	             NAME ":12:49: precision must be a number above 0 (the value becomes a multiple of it)");
+	expect_error(REQ_CHILD
+	             "        coarsen: [{field: page_size, precision: [1]}]\n",       /* 12 */
+	             NAME ":12:49: precision must be a number");
+	expect_error(REQ_CHILD
+	             "        coarsen: [{field: page_size}]\n",                       /* 12 */
+	             NAME ":12:19: a coarsen entry needs 'field' and 'precision'");
+	expect_error(REQ_CHILD
+	             "        coarsen: [{field: page_size, step: 1}]\n",              /* 12 */
+	             NAME ":12:38: unknown key 'step' in a coarsen entry (valid keys: field, precision)");
+	expect_error(REQ_CHILD
+	             "        coarsen: [page_size]\n",                                /* 12 */
+	             NAME ":12:19: a coarsen entry must be a mapping, not a single value");
+}
+
+/* ---- evaluating ---- */
+
+static void test_band_select(void **state)
+{
+	struct fg_policy *p = load_ok(demo);
+	char buf[] = "adultXYZ";
+
+	assert_int_equal(fg_policy_band(p, "u13", 3), 0);
+	assert_int_equal(fg_policy_band(p, "under_13", 8), 0);
+	assert_int_equal(fg_policy_band(p, "13_15", 5), 1);
+	assert_int_equal(fg_policy_band(p, "16_17", 5), 2);
+	assert_int_equal(fg_policy_band(p, "adult", 5), 3);
+	assert_int_equal(fg_policy_band(p, "18_plus", 7), 3);
+	/* <len> bounds the value; no prefix or case-insensitive match. */
+	assert_int_equal(fg_policy_band(p, buf, 5), 3);
+	assert_int_equal(fg_policy_band(p, buf, 6), 0);
+	assert_int_equal(fg_policy_band(p, "adul", 4), 0);
+	assert_int_equal(fg_policy_band(p, "Adult", 5), 0);
+	assert_int_equal(fg_policy_band(p, "adult\0", 6), 0);
+	assert_int_equal(fg_policy_band(p, "", 0), 0);
+	assert_int_equal(fg_policy_band(p, NULL, 0), 0);
+	assert_int_equal(fg_policy_band(p, "adult", 0), 0);
+	fg_policy_free(p);
+
+	/* A different unknown_band is what every non-match gets. */
+	p = load_ok("descriptor_set: ranking.pb\n"
+	            "bands: [{name: child}, {name: teen}, {name: adult}]\n"
+	            "unknown_band: teen\n"
+	            "methods: {}\n");
+	assert_int_equal(fg_policy_band(p, "adult", 5), 2);
+	assert_int_equal(fg_policy_band(p, "child", 5), 0);
+	assert_int_equal(fg_policy_band(p, "grown-up", 8), 1);
+	assert_int_equal(fg_policy_band(p, NULL, 0), 1);
+	assert_int_equal(fg_policy_band(p, "", 0), 1);
+	fg_policy_free(p);
+}
+
