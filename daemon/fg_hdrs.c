@@ -81,10 +81,9 @@ nghttp2_nv *fg_hdrs_nv(struct fg_hdrs *h)
 
 	if (h->n == 0)
 		return NULL;
-	nv = realloc(h->nv, h->n * sizeof(*nv));
-	if (!nv)
+	if (grow((void **)&h->nv, &h->nvcap, h->n, sizeof(*h->nv), HDRS_MIN_ENTRIES))
 		return NULL;
-	h->nv = nv;
+	nv = h->nv;
 	for (i = 0; i < h->n; i++) {
 		const struct fg_hdrs_entry *e = &h->ent[i];
 		nv[i].name = (uint8_t *)h->buf + e->name_off;

@@ -29,6 +29,7 @@ struct fg_hdrs {
 	struct fg_hdrs_entry *ent;      /* one per header, in arrival order */
 	size_t n, ncap;                 /* entries used / allocated */
 	nghttp2_nv *nv;                 /* built by fg_hdrs_nv(), valid until the next change */
+	size_t nvcap;                   /* entries allocated at <nv> */
 	size_t list_size;               /* RFC 9113 §6.5.2 header list size so far */
 };
 

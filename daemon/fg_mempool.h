@@ -19,8 +19,8 @@
 #include <stddef.h>
 #include <nghttp2/nghttp2.h>
 
-#define FG_MEMPOOL_NCLASSES 7           /* 64, 128, ... 4096 bytes */
-#define FG_MEMPOOL_MAX_BLOCK 4096
+#define FG_MEMPOOL_NCLASSES 5           /* 64, 128, ... 1024 bytes: per-stream objects; larger, long-lived ones go to malloc */
+#define FG_MEMPOOL_MAX_BLOCK 1024
 #define FG_MEMPOOL_KEEP 1024            /* free blocks kept per class */
 
 struct fg_mempool_block;

@@ -24,24 +24,14 @@ import textwrap
 import time
 
 import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from demo_common import stop_all, wait_for  # noqa: E402
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PKG = "feedguard.ranking.v1."
 RANK = "/feedguard.ranking.v1.Ranker/RankFeed"
-
-
-def wait_for(path, pattern, proc, timeout=15.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if os.path.exists(path):
-            m = re.search(pattern, open(path, errors="replace").read())
-            if m:
-                return m
-        if proc.poll() is not None:
-            sys.exit("demo: %s exited early:\n%s" % (proc.args[1], open(path).read()))
-        time.sleep(0.02)
-    sys.exit("demo: timed out waiting for %r in %s" % (pattern, path))
 
 
 def message_classes(pb_path):
@@ -170,14 +160,7 @@ def main():
         print("location to 0.1 degree and removed the profiling explanations from the feed.\n")
         return 0
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

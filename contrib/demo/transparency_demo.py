@@ -23,21 +23,11 @@ import urllib.request
 
 import grpc
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from demo_common import stop_all, wait_for  # noqa: E402
+
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UPSTREAM = os.path.join(TOP, "tests", "interop", "upstream.py")
-
-
-def wait_for(path, pattern, proc, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if os.path.exists(path):
-            m = re.search(pattern, open(path, errors="replace").read())
-            if m:
-                return m
-        if proc.poll() is not None:
-            sys.exit("demo: %s exited early:\n%s" % (proc.args[0], open(path).read()))
-        time.sleep(0.02)
-    sys.exit("demo: timed out waiting for %r in %s" % (pattern, path))
 
 
 def call_all(target):
@@ -54,7 +44,7 @@ def call_all(target):
         big = unary(b"x" * (1 << 20), timeout=10)
         out.append(("1 MiB message", "%d bytes back" % len(big)))
         try:
-            unary(b"", metadata=(("x-status", "5"), ("x-message", "no such feed: ünïcödé")), timeout=5)
+            unary(b"", metadata=(("x-status", "5"), ("x-message-bin", "no such feed: ünïcödé".encode())), timeout=5)
         except grpc.RpcError as e:
             out.append(("error status", "%s %r" % (e.code().name, e.details())))
         try:
@@ -105,14 +95,7 @@ def main():
         print("\n%s\n" % ("every call came out exactly as it went in." if same else "DIFFERENCES found."))
         return 0 if same else 1
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

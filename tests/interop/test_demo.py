@@ -1,0 +1,41 @@
+"""The README's demos run and show what they claim: the first quick-start
+command ends in contrib/demo/feed_demo.py, so a broken demo is a broken
+quick start."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from harness import FEEDGUARDD, SRCDIR, tf
+
+pytestmark = pytest.mark.proxy_only
+
+BUILD = os.path.dirname(os.path.dirname(os.path.abspath(FEEDGUARDD)))
+
+
+def run_demo(*args):
+    res = subprocess.run([sys.executable] + list(args), capture_output=True, timeout=tf(120))
+    out = res.stdout.decode("utf-8", "replace")
+    assert res.returncode == 0, out + res.stderr.decode("utf-8", "replace")
+    return out
+
+
+def test_feed_demo_shows_child_stripped_and_adult_untouched():
+    out = run_demo(str(SRCDIR / "contrib" / "demo" / "feed_demo.py"), "--build", BUILD)
+    received = [l for l in out.splitlines() if l.startswith("watch_history=")]
+    assert len(received) == 1, out
+    child, adult = (side.strip() for side in received[0].split("|"))
+    assert child.startswith("watch_history=0 engagement=0 interests=0 searches=0"), out
+    assert adult.startswith("watch_history=3 engagement=1 interests=2 searches=1"), out
+    geo = [l for l in out.splitlines() if l.startswith("geo=")][0]
+    assert geo.split("|")[0].strip() == "geo=51.500000,-0.100000 city=-", out
+    segments = [l for l in out.splitlines() if l.startswith("profile_segments:")][0]
+    assert segments.split("|")[0].strip() == "profile_segments: (none)", out
+    assert "because you" not in "\n".join(l.split("|")[0] for l in out.splitlines() if "|" in l), out
+
+
+def test_transparency_demo_finds_no_difference():
+    out = run_demo(str(SRCDIR / "contrib" / "demo" / "transparency_demo.py"), "--feedguardd", FEEDGUARDD)
+    assert "every call came out exactly as it went in." in out, out
+    assert "DIFFERS" not in out, out
