@@ -85,6 +85,7 @@ def assert_child_stripped(raw, what=""):
 
 # ---------------------------------------------------------------- 1. bands
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("band", CHILD_BANDS)
 def test_child_band_request_stripped(fg, ranker, band):
     d = fg(ph.demo_policy_text())
