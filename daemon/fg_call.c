@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "fg_call.h"
+#include "fg_clock.h"
 #include "fg_error.h"
 #include "fg_grpc.h"
 #include "fg_h2front.h"
@@ -16,14 +17,6 @@
 #include "fg_worker.h"
 
 #define GRPC_MESSAGE_MAX 512
-
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 /* The grpc-status in <h>, or -1. */
 static int hdrs_grpc_status(const struct fg_hdrs *h)
@@ -364,7 +357,7 @@ static void call_arm_deadline(struct fg_call *call)
 	const char *v;
 	size_t len;
 	int64_t usec;
-	struct timeval tv, now;
+	struct timeval tv;
 
 	v = fg_hdrs_find(&call->req_hdrs, "grpc-timeout", &len);
 	if (!v || fg_grpc_parse_timeout(v, len, &usec) < 0)
@@ -374,8 +367,7 @@ static void call_arm_deadline(struct fg_call *call)
 		return;
 	tv.tv_sec = (time_t)(usec / 1000000);
 	tv.tv_usec = (suseconds_t)(usec % 1000000);
-	event_base_gettimeofday_cached(call->worker->base, &now);
-	evutil_timeradd(&now, &tv, &call->deadline);
+	call->deadline_us = fg_clock_now_us() + (uint64_t)usec;
 	evtimer_add(call->deadline_ev, &tv);
 }
 
@@ -393,7 +385,7 @@ struct fg_call *fg_call_new(struct fg_worker *w, struct fg_front *front, int32_t
 	}
 	call->worker = w;
 	call->status = -1;
-	call->start_us = now_us();
+	call->start_us = fg_clock_now_us();
 	call->front = front;
 	call->front_sid = sid;
 	TAILQ_INSERT_TAIL(&front->calls, call, front_link);
@@ -535,9 +527,11 @@ static void call_record(struct fg_call *call, uint32_t error_code)
 	struct fg_metrics *m = &call->worker->metrics;
 	int status = call->status;
 
-	if (status < 0 || (error_code != NGHTTP2_NO_ERROR && !(call->flags & FG_CALL_RESP_END)))
+	/* What the client saw: a reset before our END_STREAM reached it ends
+	 * the call as the reset says, even if the upstream had said OK. */
+	if (status < 0 || (error_code != NGHTTP2_NO_ERROR && !(call->flags & FG_CALL_RESP_SENT)))
 		status = rst_to_status(error_code);
-	uint64_t usec = now_us() - call->start_us;
+	uint64_t usec = fg_clock_now_us() - call->start_us;
 
 	fg_metrics_record_call(m, call->method_idx, status, usec);
 	fg_metrics_gauge(&m->active_streams, -1);
@@ -564,6 +558,11 @@ void fg_call_on_front_close(struct fg_call *call, uint32_t error_code)
 	call_maybe_free(call);
 }
 
+void fg_call_on_resp_sent(struct fg_call *call)
+{
+	call->flags |= FG_CALL_RESP_SENT;
+}
+
 void fg_call_on_front_gone(struct fg_call *call)
 {
 	fg_call_on_front_close(call, NGHTTP2_CANCEL);
@@ -575,15 +574,12 @@ void fg_call_on_front_gone(struct fg_call *call)
  * to the time left, since the call may have waited in the queue. */
 static void nv_update_timeout(struct fg_call *call, nghttp2_nv *nv, size_t n, char *buf, size_t len)
 {
-	struct timeval now, left;
 	int64_t usec;
 	size_t i;
 
 	if (!call->deadline_ev)
 		return;
-	event_base_gettimeofday_cached(call->worker->base, &now);
-	evutil_timersub(&call->deadline, &now, &left);
-	usec = (int64_t)left.tv_sec * 1000000 + left.tv_usec;
+	usec = (int64_t)(call->deadline_us - fg_clock_now_us());
 	if (usec < 1)
 		usec = 1;
 	for (i = 0; i < n; i++) {

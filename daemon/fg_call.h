@@ -49,6 +49,7 @@ enum fg_call_flag {
 	                                    message tells the band */
 	FG_CALL_RESP_HELD = 1u << 12,    /* intercepted unary: response headers wait in <resp_held>
 	                                    for the edited message */
+	FG_CALL_RESP_SENT = 1u << 13,    /* the response's END_STREAM went out to the client */
 };
 
 struct fg_call {
@@ -68,7 +69,7 @@ struct fg_call {
 	struct fg_bufq req_body;        /* client -> upstream bytes not yet taken by the upstream session */
 	struct fg_bufq resp_body;       /* upstream -> client bytes not yet taken by the front session */
 	struct event *deadline_ev;      /* grpc-timeout enforced here too; NULL when none */
-	struct timeval deadline;        /* absolute, in the loop's cached time */
+	uint64_t deadline_us;           /* absolute, fg_clock_now_us(); valid with <deadline_ev> */
 	uint64_t start_us;              /* CLOCK_MONOTONIC at request headers, for the duration histogram */
 	unsigned method_idx;            /* metrics label slot (fg_metrics_method_index) */
 	int status;                     /* gRPC status sent to the client; -1 until known */
@@ -156,6 +157,10 @@ void fg_call_on_up_lost(struct fg_call *call, const char *why);
  * text, encoded here), and cancel its upstream stream.  May free <call>.
  */
 void fg_call_fail(struct fg_call *call, int status, const char *msg);
+
+/* fg_call_on_resp_sent - the END_STREAM of the response was written to the
+ * client: from now on the call ended as <status> whatever the client does. */
+void fg_call_on_resp_sent(struct fg_call *call);
 
 /* fg_call_on_front_gone - the client connection is being freed; cancel
  * upstream and forget the front.  May free <call>. */

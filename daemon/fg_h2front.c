@@ -124,7 +124,10 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *u
 	    (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA))
 		return 0;
 	call = stream_call(s, frame->hd.stream_id);
-	if (call && !(call->flags & FG_CALL_REQ_END))
+	if (!call)
+		return 0;
+	fg_call_on_resp_sent(call);
+	if (!(call->flags & FG_CALL_REQ_END))
 		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
 	return 0;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fg_clock.h"
 #include "fg_error.h"
 #include "fg_grpc.h"
 #include "fg_log.h"
@@ -41,7 +42,7 @@ struct fg_upstream {
 	struct fg_call_list pending;        /* calls waiting for a stream slot, oldest first */
 	int npending;
 	int64_t backoff_us;                 /* current backoff; 0 after a good connect */
-	struct timeval retry_at;            /* no new connect before this (monotonic loop time) */
+	uint64_t retry_at_us;               /* no new connect before this (fg_clock_now_us) */
 	char last_error[UP_WHY_LEN];        /* why the last connect failed, for fast-fail messages */
 	unsigned dispatching;               /* guards pool_dispatch against re-entry */
 };
@@ -246,7 +247,6 @@ static void conn_arm_keepalive(struct fg_upconn *up)
 
 static void backoff_start(struct fg_upstream *pool)
 {
-	struct timeval now, tv;
 	int64_t delay;
 
 	pool->backoff_us = pool->backoff_us ? pool->backoff_us * 2 : pool->backoff_initial_us;
@@ -254,9 +254,7 @@ static void backoff_start(struct fg_upstream *pool)
 		pool->backoff_us = pool->backoff_max_us;
 	/* +-20% jitter so a fleet of sidecars does not reconnect in step. */
 	delay = pool->backoff_us * (80 + random() % 41) / 100;
-	tv = us_to_tv(delay);
-	event_base_gettimeofday_cached(pool->worker->base, &now);
-	evutil_timeradd(&now, &tv, &pool->retry_at);
+	pool->retry_at_us = fg_clock_now_us() + (uint64_t)delay;
 }
 
 static void conn_connect_failed(struct fg_upconn *up, const char *why)
@@ -422,12 +420,9 @@ static struct fg_upconn *pool_pick(struct fg_upstream *pool, unsigned *connectin
 
 static int pool_in_backoff(struct fg_upstream *pool)
 {
-	struct timeval now;
-
 	if (!pool->backoff_us)
 		return 0;
-	event_base_gettimeofday_cached(pool->worker->base, &now);
-	return evutil_timercmp(&now, &pool->retry_at, <);
+	return fg_clock_now_us() < pool->retry_at_us;
 }
 
 static void pool_fail_pending(struct fg_upstream *pool, const char *why)
