@@ -67,6 +67,8 @@ static void call_destroy(struct fg_call *call)
 	fg_hdrs_free(&call->resp_held);
 	fg_bufq_free(&call->req_body);
 	fg_bufq_free(&call->resp_body);
+	fg_bufq_free(&call->req_raw);
+	fg_bufq_free(&call->resp_raw);
 	free(call);
 }
 
@@ -79,7 +81,7 @@ static void call_recycle(struct fg_call *call)
 {
 	struct fg_worker *w = call->worker;
 	struct fg_hdrs h[4] = { call->req_hdrs, call->req_trailers, call->resp_hdrs, call->resp_held };
-	struct fg_bufq q[2] = { call->req_body, call->resp_body };
+	struct fg_bufq q[4] = { call->req_body, call->resp_body, call->req_raw, call->resp_raw };
 	size_t i;
 
 	if (w->ncall_pool >= FG_CALL_POOL_MAX) {
@@ -88,8 +90,8 @@ static void call_recycle(struct fg_call *call)
 	}
 	for (i = 0; i < 4; i++)
 		fg_hdrs_reset(&h[i]);
-	fg_bufq_clear(&q[0]);
-	fg_bufq_clear(&q[1]);
+	for (i = 0; i < 4; i++)
+		fg_bufq_clear(&q[i]);
 	memset(call, 0, sizeof(*call));
 	call->req_hdrs = h[0];
 	call->req_trailers = h[1];
@@ -97,6 +99,8 @@ static void call_recycle(struct fg_call *call)
 	call->resp_held = h[3];
 	call->req_body = q[0];
 	call->resp_body = q[1];
+	call->req_raw = q[2];
+	call->resp_raw = q[3];
 	TAILQ_INSERT_HEAD(&w->call_pool, call, front_link);
 	w->ncall_pool++;
 }
@@ -119,6 +123,8 @@ static void call_maybe_free(struct fg_call *call)
 		return;
 	if (call->up)
 		TAILQ_REMOVE(&call->up->calls, call, up_link);
+	if (call->flags & FG_CALL_PUMP_QUEUED)
+		TAILQ_REMOVE(&call->worker->pump_calls, call, pump_link);
 	if (call->deadline_ev)
 		event_free(call->deadline_ev);
 	fg_intercept_free(call->ic);
@@ -167,9 +173,15 @@ static size_t call_keep(const struct fg_call *call, size_t body, size_t owed)
 	return body > call->worker->cfg->limits.stream_window ? owed : 0;
 }
 
+/* Whether held (not yet fed) bytes keep their window: the same rule. */
+static size_t call_keep_raw(const struct fg_call *call, const struct fg_bufq *raw, size_t body, size_t owed)
+{
+	return fg_bufq_len(raw) > 0 ? owed : call_keep(call, body, owed);
+}
+
 static void call_settle_front(struct fg_call *call)
 {
-	size_t keep = call_keep(call, fg_bufq_len(&call->req_body), call->req_owed);
+	size_t keep = call_keep_raw(call, &call->req_raw, fg_bufq_len(&call->req_body), call->req_owed);
 
 	if (call->req_owed > keep) {
 		call_consume_front(call, call->req_owed - keep);
@@ -179,7 +191,7 @@ static void call_settle_front(struct fg_call *call)
 
 static void call_settle_up(struct fg_call *call)
 {
-	size_t keep = call_keep(call, fg_bufq_len(&call->resp_body), call->resp_owed);
+	size_t keep = call_keep_raw(call, &call->resp_raw, fg_bufq_len(&call->resp_body), call->resp_owed);
 
 	if (call->resp_owed > keep) {
 		call_consume_up(call, call->resp_owed - keep);
@@ -190,13 +202,29 @@ static void call_settle_up(struct fg_call *call)
 static void call_drop_req_body(struct fg_call *call)
 {
 	fg_bufq_clear(&call->req_body);
+	fg_bufq_clear(&call->req_raw);
 	call_settle_front(call);
 }
 
 static void call_drop_resp_body(struct fg_call *call)
 {
 	fg_bufq_clear(&call->resp_body);
+	fg_bufq_clear(&call->resp_raw);
 	call_settle_up(call);
+}
+
+/* An intercepted call whose held bytes can move (its output queue drained)
+ * is queued for the worker's pump event. */
+static void call_schedule_pump(struct fg_call *call)
+{
+	struct fg_worker *w = call->worker;
+
+	if (!call->ic || (call->flags & FG_CALL_PUMP_QUEUED) ||
+	    (!fg_bufq_len(&call->req_raw) && !fg_bufq_len(&call->resp_raw)))
+		return;
+	call->flags |= FG_CALL_PUMP_QUEUED;
+	TAILQ_INSERT_TAIL(&w->pump_calls, call, pump_link);
+	event_active(w->pump_ev, 0, 0);
 }
 
 /* --- client-bound side ------------------------------------------------- */
@@ -211,6 +239,7 @@ static ssize_t resp_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf,
 	if (n > 0) {
 		call->resp_bytes += (uint64_t)n;
 		call_settle_up(call);
+		call_schedule_pump(call);
 	}
 	if (fg_bufq_len(&call->resp_body) == 0 && (call->flags & FG_CALL_RESP_END)) {
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -308,8 +337,10 @@ static ssize_t req_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf, 
 	if (n > 0) {
 		call->req_bytes += (uint64_t)n;
 		call_settle_front(call);
+		call_schedule_pump(call);
 	}
-	if (fg_bufq_len(&call->req_body) == 0 && (call->flags & FG_CALL_REQ_END)) {
+	if (fg_bufq_len(&call->req_body) == 0 && (call->flags & FG_CALL_REQ_END) &&
+	    fg_bufq_len(&call->req_raw) == 0 && !(call->flags & FG_CALL_REQ_END_WAIT)) {
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (call->flags & FG_CALL_REQ_TRAILERS) {
 			nv = fg_hdrs_nv(&call->req_trailers);
@@ -414,6 +445,9 @@ static void call_submit(struct fg_call *call)
 	struct fg_hdrs out, tmp;
 
 	call->flags &= ~FG_CALL_WAIT_BAND;
+	/* Already answered (a stage failure, the deadline): nothing goes upstream. */
+	if (call->flags & FG_CALL_RESP_END)
+		return;
 	if (call->ic) {
 		fg_hdrs_init(&out);
 		if (fg_intercept_headers(call->ic, &call->req_hdrs, &out) < 0) {
@@ -433,6 +467,66 @@ static void call_submit(struct fg_call *call)
 static void call_fail_icpt(struct fg_call *call, const struct fg_intercept_err *err)
 {
 	fg_call_fail(call, err->status, err->msg);
+}
+
+/* The end of an intercepted request, once no byte is held: a message cut
+ * short fails the call; trailers lose what the band's policy removes. */
+static int call_icpt_req_end(struct fg_call *call)
+{
+	struct fg_intercept_err err;
+	struct fg_hdrs out, tmp;
+
+	call->flags &= ~FG_CALL_REQ_END_WAIT;
+	if (call->flags & FG_CALL_RESP_END)
+		return 0;
+	if (fg_intercept_request_end(call->ic, &err) < 0) {
+		call_fail_icpt(call, &err);
+		return -1;
+	}
+	if (!(call->flags & FG_CALL_REQ_TRAILERS))
+		return 0;
+	fg_hdrs_init(&out);
+	if (fg_intercept_trailers(call->ic, &call->req_trailers, &out) < 0) {
+		fg_hdrs_free(&out);
+		fg_call_fail(call, FG_GRPC_INTERNAL, "feedguardd is out of memory");
+		return -1;
+	}
+	tmp = call->req_trailers;
+	call->req_trailers = out;
+	fg_hdrs_free(&tmp);
+	return 0;
+}
+
+/*
+ * Feed held request bytes through the stage while the output queue is
+ * under one stream window, then move the call on: send it upstream once
+ * the band is known, finish the request once nothing is held.  A stage
+ * failure fails the call.  Not from inside an nghttp2 callback of the
+ * upstream session (see call_schedule_pump).
+ */
+static void call_pump_req(struct fg_call *call)
+{
+	size_t limit = call->worker->cfg->limits.stream_window, taken;
+	struct fg_intercept_err err;
+	int rc;
+
+	while (fg_bufq_len(&call->req_raw) && fg_bufq_len(&call->req_body) <= limit &&
+	       !(call->flags & FG_CALL_RESP_END)) {
+		rc = fg_intercept_request(call->ic, fg_bufq_head(&call->req_raw), fg_bufq_len(&call->req_raw),
+		                          &call->req_body, limit, &taken, &err);
+		fg_bufq_consume(&call->req_raw, taken);
+		if (rc < 0) {
+			call_fail_icpt(call, &err);
+			return;
+		}
+	}
+	call_settle_front(call);
+	if (fg_bufq_len(&call->req_raw) == 0 && (call->flags & FG_CALL_REQ_END_WAIT) && call_icpt_req_end(call) < 0)
+		return;
+	if ((call->flags & FG_CALL_WAIT_BAND) && (fg_intercept_ready(call->ic) || (call->flags & FG_CALL_REQ_END)))
+		call_submit(call);
+	else
+		call_resume_up(call);
 }
 
 void fg_call_on_req_headers_end(struct fg_call *call, int end_stream)
@@ -490,36 +584,28 @@ void fg_call_on_req_data(struct fg_call *call, const uint8_t *data, size_t len)
 		return;
 	}
 	call->req_owed += len;
-	if (call->ic) {
-		struct fg_intercept_err err;
-		if (fg_intercept_request(call->ic, data, len, &call->req_body, &err) < 0) {
-			call_fail_icpt(call, &err);
-			return;
-		}
-	} else if (fg_bufq_append(&call->req_body, data, len) < 0) {
+	if (fg_bufq_append(call->ic ? &call->req_raw : &call->req_body, data, len) < 0) {
 		fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
 		return;
 	}
+	if (call->ic) {
+		call_pump_req(call);
+		return;
+	}
 	call_settle_front(call);
-	if ((call->flags & FG_CALL_WAIT_BAND) && fg_intercept_ready(call->ic))
-		call_submit(call);
-	else
-		call_resume_up(call);
+	call_resume_up(call);
 }
 
 void fg_call_on_req_end(struct fg_call *call)
 {
-	struct fg_intercept_err err;
-
 	call->flags |= FG_CALL_REQ_END;
-	if (call->ic && !(call->flags & FG_CALL_RESP_END) && fg_intercept_request_end(call->ic, &err) < 0) {
-		call_fail_icpt(call, &err);
+	if (call->ic) {
+		/* Checked (and trailers filtered) once every held byte went through the stage. */
+		call->flags |= FG_CALL_REQ_END_WAIT;
+		call_pump_req(call);
 		return;
 	}
-	if (call->flags & FG_CALL_WAIT_BAND)
-		call_submit(call);
-	else
-		call_resume_up(call);
+	call_resume_up(call);
 }
 
 static void call_record(struct fg_call *call, uint32_t error_code)
@@ -601,7 +687,8 @@ int fg_call_start_upstream(struct fg_call *call, struct fg_upconn *up)
 	if (!nv)
 		return FG_ENOMEM;
 	nv_update_timeout(call, nv, call->req_hdrs.n, tbuf, sizeof(tbuf));
-	if ((call->flags & FG_CALL_REQ_END) && fg_bufq_len(&call->req_body) == 0)
+	if ((call->flags & FG_CALL_REQ_END) && !(call->flags & (FG_CALL_REQ_TRAILERS | FG_CALL_REQ_END_WAIT)) &&
+	    fg_bufq_len(&call->req_body) == 0 && fg_bufq_len(&call->req_raw) == 0)
 		p = NULL;
 	sid = nghttp2_submit_request(up->h2.session, NULL, nv, call->req_hdrs.n, p, call);
 	if (sid < 0)
@@ -619,6 +706,9 @@ void fg_call_on_resp_header(struct fg_call *call, const uint8_t *name, size_t na
                             const uint8_t *value, size_t valuelen, uint8_t flags)
 {
 	if (call->flags & FG_CALL_RESP_END)
+		return;
+	/* Edited messages change the body's length (RFC 9113 §8.1.1). */
+	if (call->ic && namelen == 14 && memcmp(name, "content-length", 14) == 0)
 		return;
 	/* Bounded by the SETTINGS_MAX_HEADER_LIST_SIZE we advertise upstream;
 	 * a failed copy is reported when the block ends. */
@@ -654,7 +744,8 @@ static void call_release_headers(struct fg_call *call)
 	if (!(call->flags & FG_CALL_RESP_HELD))
 		return;
 	call->flags &= ~FG_CALL_RESP_HELD;
-	call_start_response(call, &call->resp_held, 0);
+	if (call->front)
+		call_start_response(call, &call->resp_held, 0);
 }
 
 /* The policy stage failed on the response: the client gets the stage's
@@ -703,6 +794,72 @@ static int call_icpt_resp_end(struct fg_call *call)
 	return 0;
 }
 
+/* The upstream's end of response takes effect: trailers (in resp_hdrs)
+ * or a DATA END_STREAM. */
+static void call_apply_resp_end(struct fg_call *call, int trailers)
+{
+	call->flags &= ~FG_CALL_RESP_END_WAIT;
+	if (call_icpt_resp_end(call) < 0)
+		return;
+	call->flags |= FG_CALL_RESP_END;
+	if (trailers) {
+		call->flags |= FG_CALL_RESP_TRAILERS;
+		call->status = hdrs_grpc_status(&call->resp_hdrs);
+	}
+	call_resume_front(call);
+}
+
+/* The end of an intercepted response waits for its held bytes. */
+static void call_resp_end(struct fg_call *call, int trailers)
+{
+	if (call->ic && fg_bufq_len(&call->resp_raw)) {
+		call->flags |= FG_CALL_RESP_END_WAIT;
+		call->resp_end_trailers = (unsigned)trailers;
+		return;
+	}
+	call_apply_resp_end(call, trailers);
+}
+
+/* As call_pump_req for the response side. */
+static void call_pump_resp(struct fg_call *call)
+{
+	size_t limit = call->worker->cfg->limits.stream_window, taken;
+	struct fg_intercept_err err;
+	int rc;
+
+	while (fg_bufq_len(&call->resp_raw) && fg_bufq_len(&call->resp_body) <= limit &&
+	       !(call->flags & FG_CALL_RESP_END)) {
+		rc = fg_intercept_response(call->ic, fg_bufq_head(&call->resp_raw), fg_bufq_len(&call->resp_raw),
+		                           &call->resp_body, limit, &taken, &err);
+		fg_bufq_consume(&call->resp_raw, taken);
+		if (rc < 0) {
+			call_fail_response(call, &err);
+			call_drop_resp_body(call);
+			return;
+		}
+	}
+	call_settle_up(call);
+	if (fg_bufq_len(&call->resp_body) > 0)
+		call_release_headers(call);
+	if (fg_bufq_len(&call->resp_raw) == 0 && (call->flags & FG_CALL_RESP_END_WAIT))
+		call_apply_resp_end(call, (int)call->resp_end_trailers);
+	call_resume_front(call);
+}
+
+void fg_call_run_pumps(struct fg_worker *w)
+{
+	struct fg_call *call;
+
+	while ((call = TAILQ_FIRST(&w->pump_calls)) != NULL) {
+		TAILQ_REMOVE(&w->pump_calls, call, pump_link);
+		call->flags &= ~FG_CALL_PUMP_QUEUED;
+		if (fg_bufq_len(&call->resp_raw))
+			call_pump_resp(call);
+		if (fg_bufq_len(&call->req_raw) && !(call->flags & FG_CALL_FRONT_CLOSED))
+			call_pump_req(call);
+	}
+}
+
 void fg_call_on_resp_headers_end(struct fg_call *call, int end_stream)
 {
 	const char *st;
@@ -734,33 +891,25 @@ void fg_call_on_resp_headers_end(struct fg_call *call, int end_stream)
 		}
 	}
 	/* Trailers: they go out once the body queued before them has. */
-	if (call_icpt_resp_end(call) < 0)
-		return;
-	call->flags |= FG_CALL_RESP_END | FG_CALL_RESP_TRAILERS;
-	call->status = hdrs_grpc_status(&call->resp_hdrs);
-	call_resume_front(call);
+	call_resp_end(call, 1);
 }
 
 void fg_call_on_resp_data(struct fg_call *call, const uint8_t *data, size_t len)
 {
-	struct fg_intercept_err err;
-
 	if (!call->front || (call->flags & FG_CALL_RESP_END)) {
 		call_consume_up(call, len);
 		return;
 	}
 	call->resp_owed += len;
-	if (call->ic) {
-		if (fg_intercept_response(call->ic, data, len, &call->resp_body, &err) < 0) {
-			call_fail_response(call, &err);
-			call_settle_up(call);
-			return;
-		}
-		if (fg_bufq_len(&call->resp_body) > 0)
-			call_release_headers(call);
-	} else if (fg_bufq_append(&call->resp_body, data, len) < 0) {
+	if (fg_bufq_append(call->ic ? &call->resp_raw : &call->resp_body, data, len) < 0) {
 		call_reply_status(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
 		call_rst_up(call, NGHTTP2_CANCEL);
+		call_settle_up(call);
+		return;
+	}
+	if (call->ic) {
+		call_pump_resp(call);
+		return;
 	}
 	call_settle_up(call);
 	call_resume_front(call);
@@ -768,12 +917,9 @@ void fg_call_on_resp_data(struct fg_call *call, const uint8_t *data, size_t len)
 
 void fg_call_on_resp_end(struct fg_call *call)
 {
-	if (call->flags & FG_CALL_RESP_END)
+	if (call->flags & (FG_CALL_RESP_END | FG_CALL_RESP_END_WAIT))
 		return;
-	if (call_icpt_resp_end(call) < 0)
-		return;
-	call->flags |= FG_CALL_RESP_END;
-	call_resume_front(call);
+	call_resp_end(call, 0);
 }
 
 /* The code the client gets for an upstream RST_STREAM.  REFUSED_STREAM
@@ -802,7 +948,9 @@ void fg_call_on_up_close(struct fg_call *call, uint32_t error_code)
 	call->flags &= ~FG_CALL_UP_OPEN;
 	/* Request bytes the upstream will never take: free the client's window. */
 	call_drop_req_body(call);
-	if (!(call->flags & FG_CALL_RESP_END)) {
+	/* RESP_END_WAIT: the upstream ended well; the end applies once the
+	 * held response bytes went through the stage. */
+	if (!(call->flags & (FG_CALL_RESP_END | FG_CALL_RESP_END_WAIT))) {
 		call_rst_front(call, up_rst_to_front(error_code, call->flags & FG_CALL_RESP_STARTED));
 	}
 	up->nstreams--;
@@ -821,7 +969,7 @@ void fg_call_on_up_lost(struct fg_call *call, const char *why)
 			call->up->nstreams--;
 		call->up = NULL;
 	}
-	if (!(call->flags & FG_CALL_RESP_END))
+	if (!(call->flags & (FG_CALL_RESP_END | FG_CALL_RESP_END_WAIT)))
 		call_reply_status(call, FG_GRPC_UNAVAILABLE, why);
 	call_drop_req_body(call);
 	call_maybe_free(call);

@@ -50,6 +50,9 @@ enum fg_call_flag {
 	FG_CALL_RESP_HELD = 1u << 12,    /* intercepted unary: response headers wait in <resp_held>
 	                                    for the edited message */
 	FG_CALL_RESP_SENT = 1u << 13,    /* the response's END_STREAM went out to the client */
+	FG_CALL_PUMP_QUEUED = 1u << 14,  /* intercepted: in the worker's list of calls to pump */
+	FG_CALL_REQ_END_WAIT = 1u << 15, /* intercepted: the request ended; checked once req_raw drains */
+	FG_CALL_RESP_END_WAIT = 1u << 16, /* intercepted: the response ended; applied once resp_raw drains */
 };
 
 struct fg_call {
@@ -64,6 +67,10 @@ struct fg_call {
 	struct fg_hdrs resp_hdrs;       /* response headers being collected, then trailers */
 	struct fg_hdrs resp_held;       /* intercepted unary: response headers held back */
 	struct fg_intercept *ic;        /* policy stage; NULL for a pass-through call */
+	struct fg_bufq req_raw;         /* intercepted: request bytes not yet fed to the stage, held
+	                                   while <req_body> is over a window (their window too) */
+	struct fg_bufq resp_raw;        /* intercepted: the same for response bytes */
+	unsigned resp_end_trailers;     /* RESP_END_WAIT: the end came with trailers (in <resp_hdrs>) */
 	size_t req_owed;                /* client bytes received and not yet given back to its window */
 	size_t resp_owed;               /* upstream bytes received and not yet given back */
 	struct fg_bufq req_body;        /* client -> upstream bytes not yet taken by the upstream session */
@@ -77,6 +84,7 @@ struct fg_call {
 	uint64_t req_bytes, resp_bytes; /* body bytes forwarded each way, for the access log */
 	TAILQ_ENTRY(fg_call) front_link;   /* in front->calls */
 	TAILQ_ENTRY(fg_call) up_link;      /* in up->calls, or in the pool's pending queue */
+	TAILQ_ENTRY(fg_call) pump_link;    /* in worker->pump_calls while FG_CALL_PUMP_QUEUED */
 };
 
 TAILQ_HEAD(fg_call_list, fg_call);
@@ -86,6 +94,13 @@ TAILQ_HEAD(fg_call_list, fg_call);
 
 /* fg_call_pool_free - free the calls <w> keeps for reuse (at worker exit). */
 void fg_call_pool_free(struct fg_worker *w);
+
+/*
+ * fg_call_run_pumps - feed the held bytes of every intercepted call queued
+ * on <w> through its policy stage (run from the worker's pump event, never
+ * from inside an nghttp2 callback, since a failure resets streams).
+ */
+void fg_call_run_pumps(struct fg_worker *w);
 
 /* --- from the front (client) session ----------------------------------- */
 

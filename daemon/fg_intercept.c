@@ -24,21 +24,6 @@ static int fail(struct fg_intercept_err *err, int status, const char *fmt, ...)
 	return status == FG_GRPC_INTERNAL ? FG_ENOMEM : FG_EINVAL;
 }
 
-/* The pseudonymous key of user id <v>: the raw id never leaves this function. */
-static void set_user(struct fg_intercept *ic, const char *v, size_t len)
-{
-	if (!ic->env->keys || len == 0 ||
-	    fg_keyring_pseudonym(ic->env->keys, 0, v, len, ic->user, sizeof(ic->user)) < 0)
-		ic->user[0] = '\0';
-}
-
-static void decide_band(struct fg_intercept *ic, const char *v, size_t len)
-{
-	ic->band = fg_policy_band(ic->pol, v, len);
-	ic->band_known = 1;
-	fg_policy_count_call(ic->pol, ic->m, ic->band, ic->env->slot);
-}
-
 /*
  * The one value of header <name>, or NULL when it is absent or repeated
  * with different values: a client that sends its own band header ahead of
@@ -60,6 +45,21 @@ static const char *single_value(const struct fg_hdrs *h, const char *name, size_
 		*len = e->value_len;
 	}
 	return v;
+}
+
+/* The pseudonymous key of user id <v>: the raw id never leaves this function. */
+static void set_user(struct fg_intercept *ic, const char *v, size_t len)
+{
+	if (!ic->env->keys || len == 0 ||
+	    fg_keyring_pseudonym(ic->env->keys, 0, v, len, ic->user, sizeof(ic->user)) < 0)
+		ic->user[0] = '\0';
+}
+
+static void decide_band(struct fg_intercept *ic, const char *v, size_t len)
+{
+	ic->band = fg_policy_band(ic->pol, v, len);
+	ic->band_known = 1;
+	fg_policy_count_call(ic->pol, ic->m, ic->band, ic->env->slot);
 }
 
 /* Band and user from headers, where the policy says so. */
@@ -97,7 +97,7 @@ static void read_field_sources(struct fg_intercept *ic, const uint8_t *msg, size
 	}
 }
 
-int fg_intercept_begin(struct fg_intercept **out, struct fg_config *cfg, const struct fg_intercept_env *env,
+int fg_intercept_begin(struct fg_intercept **out, struct fg_config *cfg, struct fg_intercept_env *env,
                        const char *path, size_t len, const struct fg_hdrs *h, struct fg_intercept_err *err)
 {
 	const struct fg_policy_method *m;
@@ -109,11 +109,14 @@ int fg_intercept_begin(struct fg_intercept **out, struct fg_config *cfg, const s
 	*out = NULL;
 	if (!cfg->policy || !(m = fg_policy_find_method(cfg->policy, path, len)))
 		return 0;
-	/* A message feedguard cannot read must never pass unedited. */
-	v = fg_hdrs_find(h, "grpc-encoding", &vlen);
-	if (v && fg_grpcframe_encoding_parse(v, vlen, &enc) < 0)
+	/* A message feedguard cannot read must never pass unedited; a
+	 * repeated grpc-encoding could be read one way here and another way
+	 * upstream, so it is unreadable too. */
+	v = single_value(h, "grpc-encoding", &vlen);
+	if ((!v && fg_hdrs_find(h, "grpc-encoding", &vlen)) || (v && fg_grpcframe_encoding_parse(v, vlen, &enc) < 0))
 		return fail(err, FG_GRPC_UNIMPLEMENTED, "grpc-encoding '%.*s' is not supported by feedguard "
-		            "(it reads identity, gzip and deflate)", (int)(vlen > 64 ? 64 : vlen), v);
+		            "(it reads one of identity, gzip and deflate)", v ? (int)(vlen > 64 ? 64 : vlen) : 8,
+		            v ? v : "repeated");
 	ic = calloc(1, sizeof(*ic));
 	if (!ic)
 		return fail(err, FG_GRPC_INTERNAL, "feedguardd is out of memory");
@@ -134,12 +137,12 @@ int fg_intercept_ready(const struct fg_intercept *ic)
 	return ic->band_known && ic->m->user_id.kind != FG_POLICY_SRC_FIELD ? 1 : ic->req_messages > 0;
 }
 
-static int header_removed(const struct fg_policy_edit *e, const char *name, size_t len)
+static int header_removed(const struct fg_policy_edit *e, const char *name, size_t len, int plumbing)
 {
 	size_t i;
 
-	if ((len == 14 && memcmp(name, "content-length", 14) == 0) ||
-	    (len == 20 && memcmp(name, "grpc-accept-encoding", 20) == 0))
+	if (plumbing && ((len == 14 && memcmp(name, "content-length", 14) == 0) ||
+	                 (len == 20 && memcmp(name, "grpc-accept-encoding", 20) == 0)))
 		return 1;
 	for (i = 0; i < e->nremove_headers; i++)
 		if (strlen(e->remove_headers[i]) == len && memcmp(e->remove_headers[i], name, len) == 0)
@@ -147,23 +150,51 @@ static int header_removed(const struct fg_policy_edit *e, const char *name, size
 	return 0;
 }
 
-int fg_intercept_headers(const struct fg_intercept *ic, const struct fg_hdrs *in, struct fg_hdrs *out)
+/* <in> into <out> without the headers the band removes (and, with
+ * <plumbing>, without content-length and grpc-accept-encoding). */
+static int copy_kept(const struct fg_intercept *ic, const struct fg_hdrs *in, struct fg_hdrs *out, int plumbing)
 {
 	const struct fg_policy_edit *e = &ic->m->request[ic->band];
-	static const char accept[] = FG_GRPCFRAME_ACCEPT_ENCODING;
 	size_t i;
 
 	fg_hdrs_reset(out);
 	for (i = 0; i < in->n; i++) {
 		const struct fg_hdrs_entry *h = &in->ent[i];
-		if (header_removed(e, in->buf + h->name_off, h->name_len))
+		if (header_removed(e, in->buf + h->name_off, h->name_len, plumbing))
 			continue;
 		if (fg_hdrs_add(out, (const uint8_t *)in->buf + h->name_off, h->name_len,
 		                (const uint8_t *)in->buf + h->value_off, h->value_len, h->flags) < 0)
 			return FG_ENOMEM;
 	}
+	return 0;
+}
+
+int fg_intercept_headers(const struct fg_intercept *ic, const struct fg_hdrs *in, struct fg_hdrs *out)
+{
+	char accept[64] = "identity";
+	const char *v;
+	size_t len;
+	unsigned mask;
+
+	if (copy_kept(ic, in, out, 1) < 0)
+		return FG_ENOMEM;
+	/* What both the client and feedguard read: an unedited response goes
+	 * to the client compressed as the upstream chose, so the upstream may
+	 * choose only among the client's codings; and feedguard must be able
+	 * to read it to edit it. */
+	v = fg_hdrs_find(in, "grpc-accept-encoding", &len);
+	mask = v ? fg_grpcframe_accept_parse(v, len) : 0;
+	if (mask & FG_GRPCFRAME_ENC_BIT(FG_GRPCFRAME_DEFLATE))
+		strcat(accept, ",deflate");
+	if (mask & FG_GRPCFRAME_ENC_BIT(FG_GRPCFRAME_GZIP))
+		strcat(accept, ",gzip");
 	return fg_hdrs_add(out, (const uint8_t *)"grpc-accept-encoding", 20, (const uint8_t *)accept,
-	                   sizeof(accept) - 1, 0);
+	                   strlen(accept), 0);
+}
+
+int fg_intercept_trailers(const struct fg_intercept *ic, const struct fg_hdrs *in, struct fg_hdrs *out)
+{
+	return copy_kept(ic, in, out, 0);
 }
 
 static int frame_error(struct fg_intercept_err *err, int rc, const char *side, const char *why,
@@ -197,19 +228,19 @@ static int handle_message(struct fg_intercept *ic, const struct fg_grpcframe_msg
 	if (msg->flag == FG_GRPCFRAME_COMPRESSED) {
 		if (enc == FG_GRPCFRAME_IDENTITY)
 			return fail(err, bad, "%s message is compressed but the call has no grpc-encoding", side);
-		ic->plain.len = 0;
-		rc = fg_grpcframe_inflate(ic->env->zctx, enc, msg->data, msg->len, max, &ic->plain, &why);
+		ic->env->plain.len = 0;
+		rc = fg_grpcframe_inflate(ic->env->zctx, enc, msg->data, msg->len, max, &ic->env->plain, &why);
 		if (rc < 0)
 			return frame_error(err, rc, side, why, max, bad);
-		plain = ic->plain.data;
-		plain_len = ic->plain.len;
+		plain = ic->env->plain.data;
+		plain_len = ic->env->plain.len;
 	}
 	/* The band and user may come from the first request message itself. */
 	if (is_request && ic->req_messages++ == 0)
 		read_field_sources(ic, plain, plain_len);
 	e = is_request ? &ic->m->request[ic->band] : &ic->m->response[ic->band];
-	ic->edited.len = 0;
-	rc = fg_policy_edit(ic->pol, e, ic->band, ic->env->slot, plain, plain_len, &ic->edited, &changed, &why);
+	ic->env->edited.len = 0;
+	rc = fg_policy_edit(ic->pol, e, ic->band, ic->env->slot, plain, plain_len, &ic->env->edited, &changed, &why);
 	if (rc == FG_ENOMEM)
 		return frame_error(err, rc, side, why, max, bad);
 	if (rc < 0)
@@ -219,14 +250,18 @@ static int handle_message(struct fg_intercept *ic, const struct fg_grpcframe_msg
 		fg_grpcframe_write_prefix(prefix, msg->flag, msg->len);
 		rc = fg_bufq_append(out, prefix, sizeof(prefix)) | fg_bufq_append(out, msg->data, msg->len);
 	} else {
-		fg_grpcframe_write_prefix(prefix, FG_GRPCFRAME_UNCOMPRESSED, (uint32_t)ic->edited.len);
-		rc = fg_bufq_append(out, prefix, sizeof(prefix)) | fg_bufq_append(out, ic->edited.data, ic->edited.len);
+		fg_grpcframe_write_prefix(prefix, FG_GRPCFRAME_UNCOMPRESSED, (uint32_t)ic->env->edited.len);
+		rc = fg_bufq_append(out, prefix, sizeof(prefix)) | fg_bufq_append(out, ic->env->edited.data, ic->env->edited.len);
 	}
 	return rc < 0 ? fail(err, FG_GRPC_INTERNAL, "feedguardd is out of memory") : 0;
 }
 
+/* Feed <len> bytes, stopping after a message once <out> holds more than
+ * <limit> bytes: a compressed message may inflate a thousandfold, so the
+ * caller keeps the rest (and its flow-control window) until <out> drains. */
 static int feed(struct fg_intercept *ic, struct fg_grpcframe_reader *r, const uint8_t *data, size_t len,
-                enum fg_grpcframe_enc enc, int is_request, struct fg_bufq *out, struct fg_intercept_err *err)
+                enum fg_grpcframe_enc enc, int is_request, struct fg_bufq *out, size_t limit,
+                size_t *taken, struct fg_intercept_err *err)
 {
 	int bad = is_request ? FG_GRPC_INVALID_ARGUMENT : FG_GRPC_INTERNAL;
 	struct fg_grpcframe_msg msg;
@@ -234,13 +269,15 @@ static int feed(struct fg_intercept *ic, struct fg_grpcframe_reader *r, const ui
 	size_t used;
 	int rc;
 
-	while (len > 0) {
+	*taken = 0;
+	while (len > 0 && fg_bufq_len(out) <= limit) {
 		rc = fg_grpcframe_reader_feed(r, data, len, &used, &msg, &why);
 		if (rc < 0)
 			return frame_error(err, rc, is_request ? "request" : "response", why,
 			                   ic->cfg->limits.max_message_size, bad);
 		data += used;
 		len -= used;
+		*taken += used;
 		if (rc == FG_GRPCFRAME_MESSAGE && (rc = handle_message(ic, &msg, enc, is_request, out, err)) < 0)
 			return rc;
 	}
@@ -248,9 +285,9 @@ static int feed(struct fg_intercept *ic, struct fg_grpcframe_reader *r, const ui
 }
 
 int fg_intercept_request(struct fg_intercept *ic, const uint8_t *data, size_t len, struct fg_bufq *out,
-                         struct fg_intercept_err *err)
+                         size_t limit, size_t *taken, struct fg_intercept_err *err)
 {
-	return feed(ic, &ic->req, data, len, ic->req_enc, 1, out, err);
+	return feed(ic, &ic->req, data, len, ic->req_enc, 1, out, limit, taken, err);
 }
 
 int fg_intercept_request_end(struct fg_intercept *ic, struct fg_intercept_err *err)
@@ -276,9 +313,9 @@ int fg_intercept_response_headers(struct fg_intercept *ic, const struct fg_hdrs 
 }
 
 int fg_intercept_response(struct fg_intercept *ic, const uint8_t *data, size_t len, struct fg_bufq *out,
-                          struct fg_intercept_err *err)
+                          size_t limit, size_t *taken, struct fg_intercept_err *err)
 {
-	return feed(ic, &ic->resp, data, len, ic->resp_enc, 0, out, err);
+	return feed(ic, &ic->resp, data, len, ic->resp_enc, 0, out, limit, taken, err);
 }
 
 int fg_intercept_response_end(struct fg_intercept *ic, struct fg_intercept_err *err)
@@ -299,8 +336,6 @@ void fg_intercept_free(struct fg_intercept *ic)
 		return;
 	fg_grpcframe_reader_free(&ic->req);
 	fg_grpcframe_reader_free(&ic->resp);
-	fg_grpcframe_buf_free(&ic->plain);
-	fg_pbwire_buf_free(&ic->edited);
 	fg_config_unref(ic->cfg);
 	free(ic);
 }

@@ -39,6 +39,8 @@ struct fg_intercept_err {
 /* What a worker lends every intercepted call (reused, never shared across threads). */
 struct fg_intercept_env {
 	struct fg_grpcframe_zctx *zctx;     /* inflate state */
+	struct fg_grpcframe_buf plain;      /* scratch: the inflated message being edited */
+	struct fg_pbwire_buf edited;        /* scratch: the edited message */
 	struct fg_keyring_ctx *keys;        /* HMAC contexts of the worker's key ring; NULL without keys */
 	size_t slot;                        /* the worker's counter slot */
 };
@@ -47,15 +49,13 @@ struct fg_intercept {
 	struct fg_config *cfg;                  /* reference held for the call: the policy lives in it */
 	const struct fg_policy *pol;
 	const struct fg_policy_method *m;
-	const struct fg_intercept_env *env;
+	struct fg_intercept_env *env;        /* the worker's: scratch buffers shared by its calls, one at a time */
 	size_t band;                            /* valid once <band_known> */
 	unsigned band_known;
 	enum fg_grpcframe_enc req_enc;          /* the request's grpc-encoding */
 	enum fg_grpcframe_enc resp_enc;         /* the response's, from its headers */
 	struct fg_grpcframe_reader req;         /* request messages being assembled */
 	struct fg_grpcframe_reader resp;
-	struct fg_grpcframe_buf plain;          /* scratch: an inflated message */
-	struct fg_pbwire_buf edited;            /* scratch: an edited message */
 	unsigned req_messages;                  /* request messages seen */
 	char user[FG_KEYRING_PSEUDONYM_MAX];    /* pseudonymous user key; "" when the call carries none */
 };
@@ -69,7 +69,7 @@ struct fg_intercept {
  * returns FG_EINVAL with <err> filled (an unreadable grpc-encoding:
  * UNIMPLEMENTED) or FG_ENOMEM.
  */
-int fg_intercept_begin(struct fg_intercept **out, struct fg_config *cfg, const struct fg_intercept_env *env,
+int fg_intercept_begin(struct fg_intercept **out, struct fg_config *cfg, struct fg_intercept_env *env,
                        const char *path, size_t len, const struct fg_hdrs *h, struct fg_intercept_err *err);
 
 /*
@@ -83,20 +83,28 @@ int fg_intercept_ready(const struct fg_intercept *ic);
  * fg_intercept_headers - the request headers to send upstream, built from
  * <in> into <out> (reset first): the band's remove_headers and
  * content-length (edited messages change the length) dropped, and
- * grpc-accept-encoding replaced by what feedguard can read, so responses
- * stay editable.  Only once fg_intercept_ready().  Returns 0 or FG_ENOMEM.
+ * grpc-accept-encoding narrowed to the codings both the client and
+ * feedguard read, so responses stay editable and an unedited one still
+ * reaches the client in a coding it accepts.  Only once
+ * fg_intercept_ready().  Returns 0 or FG_ENOMEM.
  */
 int fg_intercept_headers(const struct fg_intercept *ic, const struct fg_hdrs *in, struct fg_hdrs *out);
 
+/* fg_intercept_trailers - request trailers <in> into <out> without the
+ * band's remove_headers.  Returns 0 or FG_ENOMEM. */
+int fg_intercept_trailers(const struct fg_intercept *ic, const struct fg_hdrs *in, struct fg_hdrs *out);
+
 /*
- * fg_intercept_request - <len> request body bytes; each complete message is
- * edited and appended, framed, to <out>.  Returns 0, or a negative FG_E*
- * with <err> filled: INVALID_ARGUMENT (not a valid message, bad flag),
- * RESOURCE_EXHAUSTED (over limits.max_message_size, also after inflating),
- * INTERNAL (out of memory).
+ * fg_intercept_request - take request body bytes from the <len> at <data>;
+ * each complete message is edited and appended, framed, to <out>.  Stops
+ * after a message once <out> holds more than <limit> bytes; <*taken> says
+ * how many bytes were used (the caller keeps the rest for later).  Returns
+ * 0, or a negative FG_E* with <err> filled: INVALID_ARGUMENT (not a valid
+ * message, bad flag), RESOURCE_EXHAUSTED (over limits.max_message_size,
+ * also after inflating), INTERNAL (out of memory).
  */
 int fg_intercept_request(struct fg_intercept *ic, const uint8_t *data, size_t len, struct fg_bufq *out,
-                         struct fg_intercept_err *err);
+                         size_t limit, size_t *taken, struct fg_intercept_err *err);
 
 /* fg_intercept_request_end - the request ended; a partial message is
  * INVALID_ARGUMENT.  Decides the band if no message did. */
@@ -112,7 +120,7 @@ int fg_intercept_response_headers(struct fg_intercept *ic, const struct fg_hdrs 
 /* fg_intercept_response - as fg_intercept_request for response bytes
  * (a malformed response message is INTERNAL). */
 int fg_intercept_response(struct fg_intercept *ic, const uint8_t *data, size_t len, struct fg_bufq *out,
-                          struct fg_intercept_err *err);
+                          size_t limit, size_t *taken, struct fg_intercept_err *err);
 
 /* fg_intercept_response_end - the response ended; a partial message is INTERNAL. */
 int fg_intercept_response_end(struct fg_intercept *ic, struct fg_intercept_err *err);

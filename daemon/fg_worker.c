@@ -155,6 +155,11 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 	fg_log(FG_LOG_WARN, "accept_failed", "worker=%d why=\"%s\"", w->id, evutil_socket_error_to_string(err));
 }
 
+static void pump_cb(evutil_socket_t fd, short what, void *arg)
+{
+	fg_call_run_pumps(arg);
+}
+
 void fg_worker_front_closed(struct fg_worker *w, struct fg_front *f)
 {
 	w->nfronts--;
@@ -186,11 +191,15 @@ struct fg_worker *fg_worker_new(int id, struct fg_config *cfg, const int *fds, i
 	LIST_INIT(&w->fronts);
 	fg_mempool_init(&w->mempool);
 	TAILQ_INIT(&w->call_pool);
+	TAILQ_INIT(&w->pump_calls);
 	w->base = event_base_new();
 	if (!w->base || pipe2(w->ctl_fd, O_CLOEXEC | O_NONBLOCK) < 0)
 		goto fail;
 	w->ctl_ev = event_new(w->base, w->ctl_fd[0], EV_READ | EV_PERSIST, ctl_cb, w);
 	w->upstream = fg_upstream_new(w, cfg);
+	w->pump_ev = event_new(w->base, -1, 0, pump_cb, w);
+	if (!w->pump_ev)
+		goto fail;
 	if (!w->ctl_ev || !w->upstream || event_add(w->ctl_ev, NULL) < 0)
 		goto fail;
 	for (i = 0; i < nfds; i++) {
@@ -290,12 +299,16 @@ void fg_worker_join(struct fg_worker *w)
 		event_free(w->ctl_ev);
 	if (w->drain_ev)
 		event_free(w->drain_ev);
+	if (w->pump_ev)
+		event_free(w->pump_ev);
 	if (w->base)
 		event_base_free(w->base);
 	if (w->access_fd >= 0)
 		close(w->access_fd);
 	fg_keyring_ctx_free(w->icpt_env.keys);
 	fg_grpcframe_zctx_free(w->icpt_env.zctx);
+	fg_grpcframe_buf_free(&w->icpt_env.plain);
+	fg_pbwire_buf_free(&w->icpt_env.edited);
 	fg_config_unref(w->cfg);
 	free(w);
 }
