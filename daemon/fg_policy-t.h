@@ -38,6 +38,9 @@ struct fg_policy_source {
 	size_t depth;
 	enum fg_policy_value_kind value;    /* FIELD: how to read the value */
 	uint8_t sint;                       /* FIELD: zigzag-encoded integer (sint32/sint64) */
+	uint8_t bits32;                     /* FIELD: a 32-bit type: only the varint's low 32 bits
+	                                       count, as the receiver's parser truncates */
+	uint8_t is_unsigned;                /* FIELD: uint32/uint64: decimal without a sign */
 };
 
 struct fg_policy_band {

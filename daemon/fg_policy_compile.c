@@ -11,6 +11,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <float.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,17 +89,24 @@ struct comp {
 	struct fg_schema *schema;
 	size_t stat_cap;
 	const char *dir;                /* "request" or "response", for stat names */
+	uint32_t unlisted;              /* the keep_only block's counter for what it drops, at
+	                                   every level; UINT32_MAX outside such a block */
 };
 
 __attribute__((format(printf, 3, 4)))
 static int fail(struct comp *c, const struct fg_yaml_node *at, const char *fmt, ...)
 {
-	char msg[FG_POLICY_MAX_PATH * 16 + 256];
+	char msg[FG_POLICY_MAX_PATH * 16 + 256], *p;
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* Paths and values are quoted as written: a control byte in one must
+	 * not start a forged line in the operator's log. */
+	for (p = msg; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	return fg_yaml_fail(c->err, c->errlen, c->name, at, "%s", msg);
 }
 
@@ -393,7 +401,7 @@ static struct bnode *bnode_new(struct comp *c, const struct fg_schema_message *t
 		return NULL;
 	b->msg.allow_only = (uint8_t)allow_only;
 	b->msg.rules = b->rules;
-	b->msg.unlisted_stat = UINT32_MAX;
+	b->msg.unlisted_stat = allow_only ? c->unlisted : UINT32_MAX;
 	return b;
 }
 
@@ -427,7 +435,15 @@ static int new_stat(struct comp *c, const char *path, uint32_t *stat)
 	struct fg_policy *p = c->pol;
 	char name[512];
 	char **names;
+	size_t i;
 
+	/* One counter per name: the metrics show one series per name and band. */
+	snprintf(name, sizeof(name), "%s:%s", c->dir, path);
+	for (i = 0; i < p->nstats; i++)
+		if (strcmp(p->stat_names[i], name) == 0) {
+			*stat = (uint32_t)i;
+			return 0;
+		}
 	if (p->nstats == POLICY_MAX_STATS)
 		return FG_ETOOBIG;
 	if (p->nstats == c->stat_cap) {
@@ -440,7 +456,6 @@ static int new_stat(struct comp *c, const char *path, uint32_t *stat)
 		p->stat_names = names;
 		c->stat_cap = cap;
 	}
-	snprintf(name, sizeof(name), "%s:%s", c->dir, path);
 	p->stat_names[p->nstats] = arena_strndup(&p->arena, name, strlen(name));
 	if (!p->stat_names[p->nstats])
 		return FG_ENOMEM;
@@ -475,6 +490,26 @@ static uint8_t coarsen_scalar(enum fg_schema_type t)
 	}
 }
 
+/* The least precision fg_pbwire acts on for scalar kind <s>: an integer
+ * step rounds to 2 or more, a float step is at least the smallest normal. */
+static double min_precision(uint8_t s)
+{
+	return s == FG_PBWIRE_S_DOUBLE ? DBL_MIN : s == FG_PBWIRE_S_FLOAT ? FLT_MIN : 1.5;
+}
+
+/* What fg_pbwire checks a kept value's wire type against: the field's
+ * scalar kind (enum and bool are varints); none for LEN fields. */
+static uint8_t keep_scalar(const struct fg_schema_field *f)
+{
+	if (fg_schema_field_flags(f) & FG_SCHEMA_F_MAP)
+		return FG_PBWIRE_S_NONE;
+	switch (fg_schema_field_type(f)) {
+	case FG_SCHEMA_ENUM: return FG_PBWIRE_S_INT32;
+	case FG_SCHEMA_BOOL: return FG_PBWIRE_S_UINT64;
+	default: return coarsen_scalar(fg_schema_field_type(f));
+	}
+}
+
 /* Everything one path entry of a rule block says. */
 struct path_req {
 	const struct fg_yaml_node *at;  /* for messages */
@@ -500,6 +535,17 @@ static struct bnode *descend(struct comp *c, struct fg_pbwire_rule *r, const str
 	r->action = FG_PBWIRE_RECURSE;
 	r->sub = &sub->msg;
 	return sub;
+}
+
+/* In a keep_only block, remove and coarsen name what keep_only keeps: a
+ * new rule for a field it does not keep would let that field through. */
+static int check_kept(struct comp *c, const struct bnode *node, const struct fg_pbwire_rule *r,
+                      const struct fg_schema_field *f, const struct path_req *q)
+{
+	if (r || !node->msg.allow_only || q->action == PA_KEEP)
+		return 0;
+	return fail(c, q->at, "'%s': '%s' is not in keep_only, so it is removed whole already", q->text,
+	            fg_schema_field_name(f));
 }
 
 /* Add <key> to the DROP_KEYS set of rule <r> on a map whose key field is <kf>. */
@@ -552,6 +598,8 @@ static int apply_leaf(struct comp *c, struct bnode *node, const struct fg_schema
 	struct fg_pbwire_rule *r = bnode_rule(node, fg_schema_field_number(f));
 	int rc;
 
+	if ((rc = check_kept(c, node, r, f, q)))
+		return rc;
 	if (pp->sel == 2) {
 		if (!(fg_schema_field_flags(f) & FG_SCHEMA_F_MAP) || q->action != PA_DROP)
 			return fail(c, q->at, "'%s': [key] selects map entries, and only 'remove' takes it", q->text);
@@ -577,7 +625,10 @@ static int apply_leaf(struct comp *c, struct bnode *node, const struct fg_schema
 	}
 	switch (q->action) {
 	case PA_KEEP:
-		return bnode_add(node, fg_schema_field_number(f), FG_PBWIRE_KEEP) ? 0 : fail_nomem(c);
+		if (!(r = bnode_add(node, fg_schema_field_number(f), FG_PBWIRE_KEEP)))
+			return fail_nomem(c);
+		r->scalar = keep_scalar(f);
+		return 0;
 	case PA_DROP:
 		/* The receiver would reject the message (proto2 required). */
 		if (fg_schema_field_flags(f) & FG_SCHEMA_F_REQUIRED)
@@ -590,6 +641,10 @@ static int apply_leaf(struct comp *c, struct bnode *node, const struct fg_schema
 		if (coarsen_scalar(fg_schema_field_type(f)) == FG_PBWIRE_S_NONE || (fg_schema_field_flags(f) & FG_SCHEMA_F_MAP))
 			return fail(c, q->at, "'%s': coarsen needs a numeric field; '%s' is %s", q->text,
 			            fg_schema_field_name(f), fg_schema_type_name(fg_schema_field_type(f)));
+		if (!(q->precision >= min_precision(coarsen_scalar(fg_schema_field_type(f)))))
+			return fail(c, q->at, "'%s': precision %g would change no %s value (the smallest that does is %g)",
+			            q->text, q->precision, fg_schema_type_name(fg_schema_field_type(f)),
+			            min_precision(coarsen_scalar(fg_schema_field_type(f))));
 		if (!r && !(r = bnode_add(node, fg_schema_field_number(f), FG_PBWIRE_COARSEN)))
 			return fail_nomem(c);
 		r->action = FG_PBWIRE_COARSEN;
@@ -631,6 +686,8 @@ static struct bnode *inner_node(struct comp *c, struct bnode *node, const struct
 	struct fg_pbwire_rule *r = bnode_rule(node, fg_schema_field_number(f));
 	struct bnode *sub;
 
+	if ((*rc = check_kept(c, node, r, f, q)))
+		return NULL;
 	if (r && r->action != FG_PBWIRE_KEEP && r->action != FG_PBWIRE_RECURSE) {
 		*rc = fail(c, q->at, "'%s': field '%s' is already removed or coarsened", q->text, fg_schema_field_name(f));
 		return NULL;
@@ -841,7 +898,7 @@ static int read_headers(struct comp *c, const struct fg_yaml_node *list, struct 
 
 /* Compile one rule block for message type <type> into edits[band]. */
 static int read_block(struct comp *c, const struct fg_yaml_node *block, const struct fg_schema_message *type,
-                      struct fg_policy_edit *edits, int is_request)
+                      struct fg_policy_edit *edits, unsigned char *claimed, int is_request)
 {
 	const struct fg_yaml_node *keep = fg_yaml_map_get(block, "keep_only"), *n;
 	unsigned char sel[FG_POLICY_MAX_BANDS] = { 0 };
@@ -855,11 +912,13 @@ static int read_block(struct comp *c, const struct fg_yaml_node *block, const st
 	                     is_request ? "a request rule block" : "a response rule block")) ||
 	    (rc = read_block_bands(c, block, sel)))
 		return rc;
+	c->unlisted = UINT32_MAX;
 	if (!(root = bnode_new(c, type, keep != NULL)))
 		return fail_nomem(c);
 	if (keep) {
 		if ((rc = new_stat(c, "(not in keep_only)", &root->msg.unlisted_stat)))
-			return fail_nomem(c);
+			return rc == FG_ENOMEM ? fail_nomem(c) : fail(c, keep, "too many field paths in one policy");
+		c->unlisted = root->msg.unlisted_stat;
 		if ((rc = read_paths(c, root, keep, PA_KEEP, 1)))
 			return rc;
 	}
@@ -875,9 +934,10 @@ static int read_block(struct comp *c, const struct fg_yaml_node *block, const st
 	for (b = 0; b < c->pol->nbands; b++) {
 		if (!sel[b])
 			continue;
-		if (edits[b].prog || edits[b].nremove_headers)
+		if (claimed[b])
 			return fail(c, fg_yaml_map_get(block, "bands"), "band '%s' already has a %s rule block",
 			            c->pol->bands[b].name, c->dir);
+		claimed[b] = 1;
 		edits[b] = e;
 	}
 	return 0;
@@ -886,6 +946,7 @@ static int read_block(struct comp *c, const struct fg_yaml_node *block, const st
 static int read_direction(struct comp *c, const struct fg_yaml_node *list, const struct fg_schema_message *type,
                           struct fg_policy_edit *edits, int is_request)
 {
+	unsigned char claimed[FG_POLICY_MAX_BANDS] = { 0 };
 	size_t i;
 	int rc;
 
@@ -895,7 +956,7 @@ static int read_direction(struct comp *c, const struct fg_yaml_node *list, const
 	if ((rc = want_kind(c, list, FG_YAML_SEQ, c->dir)))
 		return rc;
 	for (i = 0; i < list->nkids; i++)
-		if ((rc = read_block(c, list->kids[i], type, edits, is_request)))
+		if ((rc = read_block(c, list->kids[i], type, edits, claimed, is_request)))
 			return rc;
 	return 0;
 }
@@ -932,12 +993,21 @@ static int read_field_source(struct comp *c, const struct fg_yaml_node *n, const
 	case FG_SCHEMA_BYTES:
 		s->value = FG_POLICY_V_STRING;
 		break;
-	case FG_SCHEMA_INT32: case FG_SCHEMA_INT64: case FG_SCHEMA_UINT32: case FG_SCHEMA_UINT64:
-	case FG_SCHEMA_ENUM:
+	case FG_SCHEMA_INT64:
 		s->value = FG_POLICY_V_INTEGER;
+		break;
+	case FG_SCHEMA_INT32: case FG_SCHEMA_ENUM:
+		s->value = FG_POLICY_V_INTEGER;
+		s->bits32 = 1;
+		break;
+	case FG_SCHEMA_UINT32: case FG_SCHEMA_UINT64:
+		s->value = FG_POLICY_V_INTEGER;
+		s->bits32 = fg_schema_field_type(f) == FG_SCHEMA_UINT32;
+		s->is_unsigned = 1;
 		break;
 	case FG_SCHEMA_SINT32: case FG_SCHEMA_SINT64:
 		s->value = FG_POLICY_V_INTEGER;
+		s->bits32 = fg_schema_field_type(f) == FG_SCHEMA_SINT32;
 		s->sint = 1;
 		break;
 	default:

@@ -67,8 +67,16 @@ int fg_policy_read_field(const struct fg_policy_source *s, const uint8_t *msg, s
 	v = f.value;
 	if (f.wire_type != FG_PBWIRE_VARINT || fg_pbwire_read_varint(&v, f.value + f.vlen, &x) < 0)
 		return FG_EINVAL;
+	/* Read the value as the receiver will, so a padded varint cannot name
+	 * another user or band to feedguard than to the server. */
+	if (s->bits32)
+		x = (uint32_t)x;
 	if (s->sint)
-		n = snprintf(buf, buflen, "%lld", (long long)((x >> 1) ^ (~(x & 1) + 1)));
+		x = (x >> 1) ^ (~(x & 1) + 1);
+	if (s->is_unsigned)
+		n = snprintf(buf, buflen, "%llu", (unsigned long long)x);
+	else if (s->bits32)
+		n = snprintf(buf, buflen, "%ld", (long)(int32_t)(uint32_t)x);
 	else
 		n = snprintf(buf, buflen, "%lld", (long long)x);
 	return n > 0 && (size_t)n < buflen ? n : FG_EINVAL;

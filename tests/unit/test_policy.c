@@ -312,6 +312,8 @@ static void in_dir(char *out, size_t outlen, const char *name)
 	snprintf(out, outlen, "%s/%s", dir, name);
 }
 
+static int teardown(void **state);
+
 static int setup(void **state)
 {
 	char path[PATH_MAX + 64], *pb;
@@ -324,6 +326,7 @@ static int setup(void **state)
 	if (!pb) {
 		fprintf(stderr, "test_policy: cannot read %s (set FG_RANKING_PB to the build's proto/ranking.pb)\n",
 		        ranking_pb);
+		rmdir(dir);
 		return -1;
 	}
 	in_dir(path, sizeof(path), "ranking.pb");
@@ -334,8 +337,10 @@ static int setup(void **state)
 	in_dir(path, sizeof(path), "garbage.pb");
 	write_file(path, "\xff\xff\xff", 3);
 	in_dir(path, sizeof(path), "sub.pb");
-	if (mkdir(path, 0700) != 0)
+	if (mkdir(path, 0700) != 0) {
+		teardown(state);
 		return -1;
+	}
 	if (srcdir)
 		snprintf(path, sizeof(path), "%s/policies/demo.yaml", srcdir);
 	else
@@ -345,6 +350,7 @@ static int setup(void **state)
 	demo = read_all(path, &len);
 	if (!demo) {
 		fprintf(stderr, "test_policy: cannot read %s (set FG_SRCDIR to the source tree)\n", path);
+		teardown(state);
 		return -1;
 	}
 	*state = NULL;
@@ -395,7 +401,9 @@ static void expect_error(const char *text, const char *want)
 	int rc = load(text, &p);
 
 	if (rc != FG_ECONFIG || strcmp(err, want) != 0)
-		print_error("policy:\n%s\nwant: %s\ngot:  %s (rc %d)\n", text, want, rc ? err : "success", rc);
+		print_error("want: %s\ngot:  %s (rc %d)\npolicy:\n%.2000s\n", want, rc ? err : "success", rc, text);
+	if (rc == 0)
+		fg_policy_free(p);      /* the test fails below; leak nothing meanwhile */
 	assert_int_equal(rc, FG_ECONFIG);
 	assert_null(p);
 	assert_string_equal(err, want);
@@ -744,13 +752,7 @@ static void test_remove(void **state)
 		"      - bands: [child]\n"                                      /* 15 */
 		"        remove: [items.explanations.reason, profile_segments]\n");   /* 16 */
 	const struct fg_policy_method *m = method(p, RANK_FEED);
-	const struct fg_pbwire_msg *root = m->request[0].prog, *sig;
-	const char *const names[] = {
-		"request:signals.watch_history", "request:page_size", "request:signals.advertising_id",
-		"request:cursor", "request:cursor", "response:items.explanations.reason",
-		"response:profile_segments",
-	};
-	size_t i;
+	const struct fg_pbwire_msg *root = m->request[0].prog, *sig, *expl;
 
 	/* "*": every band gets the same program. */
 	assert_ptr_equal(m->request[1].prog, root);
@@ -764,16 +766,15 @@ static void test_remove(void **state)
 	assert_int_equal(rule(root, 4)->action, FG_PBWIRE_DROP);
 	assert_int_equal(rule(root, 5)->action, FG_PBWIRE_DROP);
 	assert_int_equal(rule(root, 6)->action, FG_PBWIRE_DROP);
-	/* One counter per path (per oneof member), in the policy's order,
-	 * named "<direction>:<path as written>". */
-	assert_int_equal(p->nstats, sizeof(names) / sizeof(names[0]));
-	for (i = 0; i < p->nstats; i++)
-		assert_string_equal(p->stat_names[i], names[i]);
-	assert_int_equal(rule(sig, 1)->stat, 0);
-	assert_int_equal(rule(root, 4)->stat, 1);
-	assert_int_equal(rule(sig, 5)->stat, 2);
-	assert_int_equal(rule(root, 5)->stat, 3);
-	assert_int_equal(rule(root, 6)->stat, 4);
+	/* A counter per path, named "<direction>:<path as written>"; a oneof's
+	 * members count under its name. */
+	assert_string_equal(stat_name(p, rule(sig, 1)->stat), "request:signals.watch_history");
+	assert_string_equal(stat_name(p, rule(root, 4)->stat), "request:page_size");
+	assert_string_equal(stat_name(p, rule(sig, 5)->stat), "request:signals.advertising_id");
+	assert_string_equal(stat_name(p, rule(root, 5)->stat), "request:cursor");
+	assert_string_equal(stat_name(p, rule(root, 6)->stat), "request:cursor");
+	assert_int_not_equal(rule(sig, 1)->stat, rule(sig, 5)->stat);
+	assert_int_not_equal(rule(sig, 1)->stat, rule(root, 4)->stat);
 
 	/* Response: the repeated message items, then explanations (repeated
 	 * too): RECURSE edits each element. */
@@ -781,11 +782,12 @@ static void test_remove(void **state)
 	assert_null(m->response[1].prog);
 	expect_node(root, 0, 2, 1u, 2u);
 	expect_node(sub(root, 1), 0, 1, 5u);
-	expect_node(sub(sub(root, 1), 5), 0, 1, 1u);
-	assert_int_equal(rule(sub(sub(root, 1), 5), 1)->action, FG_PBWIRE_DROP);
-	assert_int_equal(rule(sub(sub(root, 1), 5), 1)->stat, 5);
+	expl = sub(sub(root, 1), 5);
+	expect_node(expl, 0, 1, 1u);
+	assert_int_equal(rule(expl, 1)->action, FG_PBWIRE_DROP);
+	assert_string_equal(stat_name(p, rule(expl, 1)->stat), "response:items.explanations.reason");
 	assert_int_equal(rule(root, 2)->action, FG_PBWIRE_DROP);
-	assert_int_equal(rule(root, 2)->stat, 6);
+	assert_string_equal(stat_name(p, rule(root, 2)->stat), "response:profile_segments");
 	/* Counters: slots x stats x bands, and slots x methods x bands. */
 	assert_non_null(p->counters.stripped);
 	assert_non_null(p->counters.calls);
@@ -854,7 +856,7 @@ static void test_maps(void **state)
 		"        remove:\n"                                    /* 12 */
 		"          - signals.features[\"affinity.gaming\"]\n"  /* 13 */
 		"          - signals.features[session_depth]\n"        /* 14 */
-		"          - signals.features['it''s']\n");            /* 15 */
+		"          - signals.features[\"a]b\"]\n");               /* 15 */
 	const struct fg_pbwire_msg *root = method(p, RANK_FEED)->request[0].prog;
 	const struct fg_pbwire_rule *r;
 
@@ -871,8 +873,9 @@ static void test_maps(void **state)
 	assert_memory_equal(r->keys->str[0], "affinity.gaming", 15);
 	assert_int_equal(r->keys->str_len[1], 13);
 	assert_memory_equal(r->keys->str[1], "session_depth", 13);
-	/* YAML's '' is one quote; the path's own quotes are '...'. */
-	assert_int_equal(r->keys->str_len[2], 0);
+	/* Inside quotes, "]" is part of the key. */
+	assert_int_equal(r->keys->str_len[2], 3);
+	assert_memory_equal(r->keys->str[2], "a]b", 3);
 	/* One counter for the map, named after the first path. */
 	assert_int_equal(p->nstats, 1);
 	assert_string_equal(stat_name(p, r->stat), "request:signals.features[\"affinity.gaming\"]");
@@ -971,7 +974,7 @@ static void test_err_top(void **state)
 	/* YAML errors come from fg_yaml, positioned too. */
 	expect_error("descriptor_set: ranking.pb\n"
 	             "bands: [\n",
-	             NAME ":3:1: did not find expected node content (while parsing a flow node, at 3:1)");
+	             NAME ":3:1: did not find expected node content (while parsing a flow node started at 3:1)");
 }
 
 static void test_err_bands(void **state)
@@ -1077,14 +1080,14 @@ static void test_err_methods(void **state)
 	             "bands: [{name: a}]\n"
 	             "methods:\n"
 	             "  " RANK_FEED ": []\n",
-	             NAME ":4:43: a method must be a mapping, not a list");
+	             NAME ":4:42: a method must be a mapping, not a list");
 }
 
 static void test_err_sources(void **state)
 {
 	expect_error(HEAD
 	             "    user_id: {field: recently_shown_ids}\n",                        /* 10 */
-	             NAME ":10:21: user_id: 'recently_shown_ids' is a repeated field; it needs a single value");
+	             NAME ":10:22: user_id: 'recently_shown_ids' is a repeated field; it needs a single value");
 	expect_error(HEAD
 	             "    user_id: {header: x-user, field: user.user_id}\n",              /* 10 */
 	             NAME ":10:14: user_id takes exactly one of 'header' or 'field'");
@@ -1099,35 +1102,35 @@ static void test_err_sources(void **state)
 	             NAME ":10:15: unknown key 'cookie' in user_id (valid keys: header, field)");
 	expect_error(HEAD
 	             "    user_id: {field: user}\n",                                      /* 10 */
-	             NAME ":10:21: user_id: 'user' is message; it must be a string or an integer");
+	             NAME ":10:22: user_id: 'user' is message; it must be a string or an integer");
 	expect_error(HEAD
 	             "    user_id: {field: context.geo.latitude}\n",                      /* 10 */
-	             NAME ":10:21: user_id: 'context.geo.latitude' is double; it must be a string or an integer");
+	             NAME ":10:22: user_id: 'context.geo.latitude' is double; it must be a string or an integer");
 	expect_error(HEAD
 	             "    user_id: {field: user.nope}\n",                                 /* 10 */
-	             NAME ":10:21: user_id: 'user.nope': feedguard.ranking.v1.User has no field 'nope'");
+	             NAME ":10:22: user_id: 'user.nope': feedguard.ranking.v1.User has no field 'nope'");
 	expect_error(HEAD
 	             "    user_id: {field: user.user_id.x}\n",                            /* 10 */
-	             NAME ":10:21: user_id: 'user.user_id.x': a scalar has no field 'x'");
+	             NAME ":10:22: user_id: 'user.user_id.x': a scalar has no field 'x'");
 	expect_error(HEAD
 	             "    user_id: {field: 'signals.features[*]'}\n",                     /* 10 */
-	             NAME ":10:21: user_id: 'signals.features[*]' cannot go through map entries");
+	             NAME ":10:22: user_id: 'signals.features[*]' cannot go through map entries");
 	expect_error(HEAD
 	             "    user_id: {field: user..user_id}\n",                             /* 10 */
-	             NAME ":10:21: 'user..user_id' is not a field path");
+	             NAME ":10:22: 'user..user_id' is not a field path");
 	expect_error(HEAD
 	             "    user_id: {field: [user]}\n",                                    /* 10 */
-	             NAME ":10:21: user_id must be a single value, not a list");
+	             NAME ":10:22: user_id must be a single value, not a list");
 	expect_error(HEAD
 	             "    user_id: {header: [x]}\n",                                      /* 10 */
-	             NAME ":10:22: a header name must be a single value, not a list");
+	             NAME ":10:23: a header name must be a single value, not a list");
 	/* The source of the band, on another line: the same checks. */
 	expect_error("descriptor_set: ranking.pb\n"
 	             "bands: [{name: a}]\n"
 	             "methods:\n"
 	             "  " RANK_FEED ":\n"
 	             "    age_band: {field: signals.search_history}\n",
-	             NAME ":5:22: age_band: 'signals.search_history' is a repeated field; it needs a single value");
+	             NAME ":5:23: age_band: 'signals.search_history' is a repeated field; it needs a single value");
 	expect_error("descriptor_set: t.pb\n"
 	             "bands: [{name: a}]\n"
 	             "methods:\n"
@@ -1145,7 +1148,7 @@ static void test_err_blocks(void **state)
 	expect_error(HEAD
 	             "    request:\n"                                                 /* 10 */
 	             "      - bands: [child, teen]\n",                                /* 11 */
-	             NAME ":11:23: band 'teen' is not declared in bands");
+	             NAME ":11:24: band 'teen' is not declared in bands");
 	expect_error(HEAD
 	             "    request:\n"                                                 /* 10 */
 	             "      - remove: [page_size]\n",                                 /* 11 */
@@ -1236,7 +1239,7 @@ static void test_err_paths(void **state)
 	             NAME ":12:36: 'signals.features[\"x\"]': map 'features' already has another rule");
 	expect_error(REQ_CHILD
 	             "        remove: ['signals.features[\"x\"]', signals.features]\n",    /* 12 */
-	             NAME ":12:44: 'signals.features': field 'features' already has a rule (another action) "
+	             NAME ":12:43: 'signals.features': field 'features' already has a rule (another action) "
 	             "here");
 	expect_error(REQ_CHILD
 	             "        keep_only: [user, user.user_id]\n",                     /* 12 */
@@ -1377,3 +1380,606 @@ static void test_band_select(void **state)
 	fg_policy_free(p);
 }
 
+static int read_field(const struct fg_policy_source *s, const char *msg, size_t len, char *buf, size_t buflen)
+{
+	memset(buf, 'x', buflen);
+	return fg_policy_read_field(s, (const uint8_t *)msg, len, buf, buflen);
+}
+
+#define READ(s, lit, buf, buflen) read_field((s), (lit), sizeof(lit) - 1, (buf), (buflen))
+
+static void test_read_field(void **state)
+{
+	struct fg_policy *p = load_ok(
+		"descriptor_set: ranking.pb\n"
+		"bands: [{name: child}]\n"
+		"methods:\n"
+		"  " RANK_FEED ": {user_id: {field: user.user_id}, age_band: {field: page_size}}\n"
+		"  " STREAM_FEED ": {user_id: {field: offset}, age_band: {field: context.surface}}\n");
+	const struct fg_policy_source *uid = &method(p, RANK_FEED)->user_id;
+	const struct fg_policy_source *age = &method(p, RANK_FEED)->age_band;
+	char buf[64];
+
+	/* A string: user (1) { user_id (1) "kid-1" } */
+	assert_int_equal(READ(uid, "\x0a\x07\x0a\x05kid-1", buf, sizeof(buf)), 5);
+	assert_string_equal(buf, "kid-1");
+	assert_int_equal(READ(uid, "\x0a\x07\x0a\x05kid-1", buf, 6), 5);     /* just fits, with the NUL */
+	assert_string_equal(buf, "kid-1");
+	assert_int_equal(READ(uid, "\x0a\x07\x0a\x05kid-1", buf, 5), FG_EINVAL);
+	assert_int_equal(READ(uid, "\x0a\x02\x0a\x00", buf, sizeof(buf)), 0);   /* present and empty */
+	assert_string_equal(buf, "");
+	/* Last one wins, across occurrences of the enclosing message too. */
+	assert_int_equal(READ(uid, "\x0a\x03\x0a\x01" "a" "\x0a\x03\x0a\x01" "b", buf, sizeof(buf)), 1);
+	assert_string_equal(buf, "b");
+	assert_int_equal(READ(uid, "\x0a\x06\x0a\x01" "a" "\x0a\x01" "c" "\x0a\x02\x18\x05", buf, sizeof(buf)), 1);
+	assert_string_equal(buf, "c");
+	/* Absent: no message, no user, a user without user_id. */
+	assert_int_equal(read_field(uid, "", 0, buf, sizeof(buf)), 0);
+	assert_int_equal(READ(uid, "\x20\x14", buf, sizeof(buf)), 0);
+	assert_int_equal(READ(uid, "\x0a\x02\x18\x05", buf, sizeof(buf)), 0);
+	/* Malformed: truncated, wrong wire types, a bad tag. */
+	assert_int_equal(READ(uid, "\x0a\x07\x0a\x05ki", buf, sizeof(buf)), FG_EINVAL);
+	assert_int_equal(READ(uid, "\x0a\x02\x08\x05", buf, sizeof(buf)), FG_EINVAL);     /* user_id a varint */
+	assert_int_equal(READ(uid, "\x08\x01", buf, sizeof(buf)), FG_EINVAL);             /* user a varint */
+	assert_int_equal(READ(uid, "\x00", buf, sizeof(buf)), FG_EINVAL);
+	assert_int_equal(READ(uid, "\x20\x14\x0a", buf, sizeof(buf)), FG_EINVAL);
+	/* Integers as decimal text: page_size (4, int32). */
+	assert_int_equal(READ(age, "\x20\x14", buf, sizeof(buf)), 2);
+	assert_string_equal(buf, "20");
+	assert_int_equal(READ(age, "\x20\x14", buf, 3), 2);
+	assert_int_equal(READ(age, "\x20\x14", buf, 2), FG_EINVAL);
+	assert_int_equal(READ(age, "\x20\xfd\xff\xff\xff\xff\xff\xff\xff\xff\x01", buf, sizeof(buf)), 2);
+	assert_string_equal(buf, "-3");
+	assert_int_equal(READ(age, "\x20\x80\x00", buf, sizeof(buf)), 1);     /* non-minimal 0 */
+	assert_string_equal(buf, "0");
+	assert_int_equal(READ(age, "\x22\x01\x14", buf, sizeof(buf)), FG_EINVAL);     /* LEN */
+	assert_int_equal(READ(age, "\x25\x14\x00\x00\x00", buf, sizeof(buf)), FG_EINVAL);  /* I32 */
+	assert_int_equal(READ(age, "\x20\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f", buf, sizeof(buf)), FG_EINVAL);
+	/* An enum two levels down: context (2) { surface (1) 3 }. */
+	age = &method(p, STREAM_FEED)->age_band;
+	assert_int_equal(READ(age, "\x12\x02\x08\x03", buf, sizeof(buf)), 1);
+	assert_string_equal(buf, "3");
+	/* int64 offset (6) at its maximum. */
+	uid = &method(p, STREAM_FEED)->user_id;
+	assert_int_equal(READ(uid, "\x30\xff\xff\xff\xff\xff\xff\xff\xff\x7f", buf, sizeof(buf)), 19);
+	assert_string_equal(buf, "9223372036854775807");
+	fg_policy_free(p);
+
+	/* sint32 (zigzag) and uint64 from t.pb. */
+	p = load_ok("descriptor_set: t.pb\n"
+	            "bands: [{name: child}]\n"
+	            "methods:\n"
+	            "  /t.S/Up: {user_id: {field: u}, age_band: {field: s}}\n");
+	uid = &method(p, "/t.S/Up")->user_id;
+	age = &method(p, "/t.S/Up")->age_band;
+	assert_int_equal(READ(age, "\x18\x05", buf, sizeof(buf)), 2);
+	assert_string_equal(buf, "-3");
+	assert_int_equal(READ(age, "\x18\x04", buf, sizeof(buf)), 1);
+	assert_string_equal(buf, "2");
+	assert_int_equal(READ(age, "\x18\xff\xff\xff\xff\x0f", buf, sizeof(buf)), 11);
+	assert_string_equal(buf, "-2147483648");
+	assert_int_equal(READ(uid, "\x20\x2a", buf, sizeof(buf)), 2);
+	assert_string_equal(buf, "42");
+	fg_policy_free(p);
+}
+
+/*
+ * RankFeedRequest, encoded by hand:
+ *   user (1, 14 bytes) { user_id "kid-1", age_band "u13", account_age_days 40 }
+ *   context (2, 41) { surface 1, locale "en-GB",
+ *                     geo (4, 30) { latitude 48.8566, longitude 2.3522,
+ *                                   accuracy_m 12.5f, city "Paris" } }
+ *   signals (3, 13) { watch_history { item_id 7, watch_ms 3000 }, advertising_id "AAID" }
+ *   page_size 20, page_token "p2", recently_shown_ids [1, 2] (packed)
+ */
+static const uint8_t rank_req[] = {
+	0x0a, 0x0e, 0x0a, 0x05, 'k', 'i', 'd', '-', '1', 0x12, 0x03, 'u', '1', '3', 0x18, 0x28,
+	0x12, 0x29, 0x08, 0x01, 0x12, 0x05, 'e', 'n', '-', 'G', 'B',
+	0x22, 0x1e, 0x09, 0x76, 0xe0, 0x9c, 0x11, 0xa5, 0x6d, 0x48, 0x40,
+	0x11, 0xa8, 0x35, 0xcd, 0x3b, 0x4e, 0xd1, 0x02, 0x40,
+	0x1d, 0x00, 0x00, 0x48, 0x41, 0x22, 0x05, 'P', 'a', 'r', 'i', 's',
+	0x1a, 0x0d, 0x0a, 0x05, 0x08, 0x07, 0x10, 0xb8, 0x17, 0x2a, 0x04, 'A', 'A', 'I', 'D',
+	0x20, 0x14, 0x2a, 0x02, 'p', '2', 0x3a, 0x02, 0x01, 0x02,
+};
+
+/*
+ * What the demo's child bands send on: user without account_age_days,
+ * context with geo rounded to 0.1 (round(v / 0.1) * 0.1 in double:
+ * 48.900000000000006 and 2.4000000000000004) and without accuracy_m and
+ * city, no signals, page_size, page_token; no recently_shown_ids.
+ */
+static const uint8_t rank_req_child[] = {
+	0x0a, 0x0c, 0x0a, 0x05, 'k', 'i', 'd', '-', '1', 0x12, 0x03, 'u', '1', '3',
+	0x12, 0x1d, 0x08, 0x01, 0x12, 0x05, 'e', 'n', '-', 'G', 'B',
+	0x22, 0x12, 0x09, 0x34, 0x33, 0x33, 0x33, 0x33, 0x73, 0x48, 0x40,
+	0x11, 0x34, 0x33, 0x33, 0x33, 0x33, 0x33, 0x03, 0x40,
+	0x20, 0x14, 0x2a, 0x02, 'p', '2',
+};
+
+/* The double at field <number> of geo in an edited request. */
+static double geo_double(const struct fg_pbwire_buf *b, uint32_t number)
+{
+	const uint32_t path[] = { 2, 4, number };
+	struct fg_pbwire_field f;
+	double d;
+
+	assert_int_equal(fg_pbwire_find(b->data, b->len, path, 3, &f, NULL), 0);
+	assert_int_equal(f.wire_type, FG_PBWIRE_I64);
+	memcpy(&d, f.value, sizeof(d));     /* little-endian host assumed, as x86-64 and arm64 are */
+	return d;
+}
+
+static void test_edit_request(void **state)
+{
+	struct fg_policy *p = load_ok(demo);
+	const struct fg_policy_method *m = method(p, RANK_FEED);
+	const struct fg_pbwire_msg *geo;
+	struct fg_pbwire_buf out = { 0 }, again = { 0 };
+	size_t child = band(p, "under_13"), adult = band(p, "adult"), b, s, st;
+	uint32_t lat, lon, unlisted;
+	const char *why = NULL;
+	int changed = -1;
+
+	geo = sub(sub(m->request[child].prog, 2), 4);
+	lat = rule(geo, 1)->stat;
+	lon = rule(geo, 2)->stat;
+	unlisted = m->request[child].prog->unlisted_stat;
+	assert_string_equal(stat_name(p, lat), "request:context.geo.latitude");
+	assert_string_equal(stat_name(p, lon), "request:context.geo.longitude");
+	assert_string_equal(stat_name(p, unlisted), "request:(not in keep_only)");
+
+	assert_int_equal(fg_policy_edit(p, &m->request[child], child, 2, rank_req, sizeof(rank_req), &out, &changed,
+	                                &why), 0);
+	assert_int_equal(changed, 1);
+	assert_int_equal(out.len, sizeof(rank_req_child));
+	assert_memory_equal(out.data, rank_req_child, sizeof(rank_req_child));
+	assert_true(geo_double(&out, 1) == 48.900000000000006);
+	assert_true(geo_double(&out, 2) == 2.4000000000000004);
+	/* Counted in slot 2, band under_13 only. */
+	assert_int_equal(stripped(p, 2, lat, child), 1);
+	assert_int_equal(stripped(p, 2, lon, child), 1);
+	/* signals and recently_shown_ids at the top; the fields dropped below
+	 * it see test_regress_unlisted_below_root. */
+	assert_true(stripped(p, 2, unlisted, child) >= 2);
+	for (s = 0; s < NSLOTS; s++)
+		for (st = 0; st < p->nstats; st++)
+			for (b = 0; b < p->nbands; b++)
+				if (s != 2 || b != child)
+					assert_int_equal(stripped(p, s, (uint32_t)st, b), 0);
+
+	/* Editing the result again changes nothing and counts nothing. */
+	assert_int_equal(fg_policy_edit(p, &m->request[child], child, 2, out.data, out.len, &again, &changed, &why), 0);
+	assert_int_equal(changed, 0);
+	assert_int_equal(again.len, out.len);
+	assert_memory_equal(again.data, out.data, out.len);
+	assert_int_equal(stripped(p, 2, lat, child), 1);
+
+	/* Appends to <out>; an adult's request passes as it is. */
+	assert_int_equal(fg_policy_edit(p, &m->request[adult], adult, 0, rank_req, sizeof(rank_req), &out, &changed,
+	                                &why), 0);
+	assert_int_equal(changed, 0);
+	assert_int_equal(out.len, sizeof(rank_req_child) + sizeof(rank_req));
+	assert_memory_equal(out.data + sizeof(rank_req_child), rank_req, sizeof(rank_req));
+	assert_memory_equal(out.data, rank_req_child, sizeof(rank_req_child));
+	out.len = 0;
+	assert_int_equal(fg_policy_edit(p, NULL, adult, 0, rank_req, sizeof(rank_req), &out, &changed, &why), 0);
+	assert_int_equal(changed, 0);
+	assert_memory_equal(out.data, rank_req, sizeof(rank_req));
+
+	/* A slot past the last edits but counts nothing. */
+	out.len = 0;
+	assert_int_equal(fg_policy_edit(p, &m->request[child], child, NSLOTS, rank_req, sizeof(rank_req), &out,
+	                                &changed, &why), 0);
+	assert_int_equal(changed, 1);
+	assert_memory_equal(out.data, rank_req_child, sizeof(rank_req_child));
+	assert_int_equal(stripped(p, 2, lat, child), 1);
+
+	/* Malformed: FG_EINVAL with a reason, <out> as it was, nothing counted. */
+	out.len = 3;
+	changed = -1;
+	assert_int_equal(fg_policy_edit(p, &m->request[child], child, 1, rank_req, sizeof(rank_req) - 1, &out,
+	                                &changed, &why), FG_EINVAL);
+	assert_non_null(why);
+	assert_int_equal(out.len, 3);
+	for (st = 0; st < p->nstats; st++)
+		assert_int_equal(stripped(p, 1, (uint32_t)st, child), 0);
+	fg_pbwire_buf_free(&out);
+	fg_pbwire_buf_free(&again);
+	fg_policy_free(p);
+}
+
+/*
+ * RankFeedResponse, by hand:
+ *   items (1, 29) { item_id 1, explanations (5, 9) { reason "because" },
+ *                   debug_score 0.5, topic "sport" }
+ *   profile_segments "gamer", model_version "m1"
+ */
+static const uint8_t rank_resp[] = {
+	0x0a, 0x1d, 0x08, 0x01, 0x2a, 0x09, 0x0a, 0x07, 'b', 'e', 'c', 'a', 'u', 's', 'e',
+	0x41, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xe0, 0x3f, 0x4a, 0x05, 's', 'p', 'o', 'r', 't',
+	0x12, 0x05, 'g', 'a', 'm', 'e', 'r', 0x1a, 0x02, 'm', '1',
+};
+
+static const uint8_t rank_resp_child[] = {
+	0x0a, 0x09, 0x08, 0x01, 0x4a, 0x05, 's', 'p', 'o', 'r', 't', 0x1a, 0x02, 'm', '1',
+};
+
+static void test_edit_response(void **state)
+{
+	struct fg_policy *p = load_ok(demo);
+	const struct fg_policy_method *m = method(p, RANK_FEED);
+	const struct fg_pbwire_msg *items;
+	size_t teen = band(p, "13_15"), adult = band(p, "adult");
+	struct fg_pbwire_buf out = { 0 };
+	const char *why = NULL;
+	int changed = -1;
+
+	assert_int_equal(fg_policy_edit(p, &m->response[teen], teen, 0, rank_resp, sizeof(rank_resp), &out, &changed,
+	                                &why), 0);
+	assert_int_equal(changed, 1);
+	assert_int_equal(out.len, sizeof(rank_resp_child));
+	assert_memory_equal(out.data, rank_resp_child, sizeof(rank_resp_child));
+	items = sub(m->response[teen].prog, 1);
+	assert_int_equal(stripped(p, 0, rule(items, 5)->stat, teen), 1);
+	assert_int_equal(stripped(p, 0, rule(items, 8)->stat, teen), 1);
+	assert_int_equal(stripped(p, 0, rule(items, 6)->stat, teen), 0);   /* none in the message */
+	assert_int_equal(stripped(p, 0, rule(m->response[teen].prog, 2)->stat, teen), 1);
+	out.len = 0;
+	assert_int_equal(fg_policy_edit(p, &m->response[adult], adult, 0, rank_resp, sizeof(rank_resp), &out,
+	                                &changed, &why), 0);
+	assert_int_equal(changed, 0);
+	assert_memory_equal(out.data, rank_resp, sizeof(rank_resp));
+	fg_pbwire_buf_free(&out);
+	fg_policy_free(p);
+}
+
+static void test_count_call(void **state)
+{
+	struct fg_policy *p = load_ok(demo);
+	const struct fg_policy_method *m = method(p, STREAM_FEED);
+	size_t i, n = NSLOTS * p->nmethods * p->nbands;
+	uint64_t sum = 0;
+
+	fg_policy_count_call(p, m, 2, 3);
+	fg_policy_count_call(p, m, 2, 3);
+	fg_policy_count_call(p, m, 1, 0);
+	fg_policy_count_call(p, m, 1, NSLOTS);          /* no such slot: not counted */
+	assert_int_equal(p->counters.calls[(3 * p->nmethods + m->index) * p->nbands + 2], 2);
+	assert_int_equal(p->counters.calls[(0 * p->nmethods + m->index) * p->nbands + 1], 1);
+	for (i = 0; i < n; i++)
+		sum += p->counters.calls[i];
+	assert_int_equal(sum, 3);
+	fg_policy_free(p);
+}
+
+/* ---- allocation failures ---- */
+
+/* Fail each allocation of loading <text> in turn: each failure must come
+ * back as "out of memory" and leave nothing allocated; returns how many
+ * allocations a load takes. */
+static long fail_each_allocation(const char *text)
+{
+	struct fg_policy *p;
+	long n, live = mem.live;
+	int rc;
+
+	for (n = 1;; n++) {
+		p = (struct fg_policy *)(uintptr_t)1;
+		mem_arm(n);
+		rc = load(text, &p);
+		mem_arm(0);
+		if (rc == 0) {
+			assert_non_null(p);
+			fg_policy_free(p);
+			assert_int_equal(mem.live, live);
+			return n - 1;
+		}
+		if (!(rc == FG_ENOMEM || (rc == FG_ECONFIG && strstr(err, "out of memory"))))
+			fail_msg("allocation %ld failed: rc %d, %s", n, rc, err);
+		assert_non_null(strstr(err, NAME ": out of memory"));
+		assert_null(p);
+		assert_int_equal(mem.live, live);
+	}
+}
+
+static void test_alloc_failures(void **state)
+{
+	struct fg_policy *p;
+	long live = mem.live;
+
+	/* The loop ends on a load that no failure reached, which must then be
+	 * the only allocation-free outcome: count them to be sure. */
+	mem_arm(0);
+	assert_int_equal(load(demo, &p), 0);
+	fg_policy_free(p);
+	assert_int_equal(mem.live, live);
+	assert_true(fail_each_allocation(demo) > 200);
+	assert_true(fail_each_allocation(T_UP
+		"        remove: ['n[42]', 'n[-7]', 'm[\"k\"]', 'm[\"l\"]']\n"
+		"        remove_headers: [X-A, x-b]\n"
+		"      - bands: [adult]\n"
+		"        keep_only: ['m[*].b', i, u]\n"
+		"        coarsen: [{field: u, precision: 10}]\n") > 50);
+}
+
+static void test_alloc_failure_edit(void **state)
+{
+	struct fg_policy *p = load_ok(demo);
+	const struct fg_policy_method *m = method(p, RANK_FEED);
+	struct fg_pbwire_buf out = { 0 };
+	int changed = -1;
+	size_t st;
+
+	mem_arm(1);
+	assert_int_equal(fg_policy_edit(p, &m->request[0], 0, 0, rank_req, sizeof(rank_req), &out, &changed, NULL),
+	                 FG_ENOMEM);
+	mem_arm(1);
+	assert_int_equal(fg_policy_edit(p, &m->request[3], 3, 0, rank_req, sizeof(rank_req), &out, &changed, NULL),
+	                 FG_ENOMEM);
+	mem_arm(0);
+	assert_int_equal(out.len, 0);
+	for (st = 0; st < p->nstats; st++)
+		assert_int_equal(stripped(p, 0, (uint32_t)st, 0), 0);
+	fg_pbwire_buf_free(&out);
+	fg_policy_free(p);
+}
+
+/* ---- limits ---- */
+
+/* HEAD, "request:" and <n> blocks for no band, each removing one key of
+ * signals.features (one counter each): block i is on lines 11 + 2i and
+ * 12 + 2i. */
+static char *many_blocks(size_t n, const char *tail)
+{
+	size_t cap = sizeof(HEAD) + 16 + n * 64 + strlen(tail), len, i;
+	char *text = malloc(cap);
+
+	assert_non_null(text);
+	len = (size_t)snprintf(text, cap, "%s    request:\n", HEAD);
+	for (i = 0; i < n; i++)
+		len += (size_t)snprintf(text + len, cap - len,
+		                        "      - bands: []\n        remove: ['signals.features[\"k%zu\"]']\n", i);
+	snprintf(text + len, cap - len, "%s", tail);
+	return text;
+}
+
+static void test_too_many_paths(void **state)
+{
+	char *text = many_blocks(4096, "");
+	struct fg_policy *p = load_ok(text);
+
+	assert_int_equal(p->nstats, 4096);
+	assert_null(method(p, RANK_FEED)->request[0].prog);     /* "bands: []" applies to none */
+	fg_policy_free(p);
+	free(text);
+	text = many_blocks(4097, "");
+	expect_error(text, NAME ":8204:18: too many field paths in one policy");
+	free(text);
+}
+
+/* ---- regressions: fail until the fixes reported with them are in ---- */
+
+/* A remove or coarsen path in a keep_only block must not let through a
+ * field keep_only does not keep (it did: the path's new node copied
+ * everything but what it named, so "remove: [signals.watch_history]" sent
+ * the rest of signals). */
+static void test_regress_keep_only_not_widened(void **state)
+{
+	expect_error(REQ_CHILD
+	             "        keep_only: [user.user_id]\n"                            /* 12 */
+	             "        remove: [signals.watch_history]\n",                     /* 13 */
+	             NAME ":13:18: 'signals.watch_history': 'signals' is not in keep_only, so it is removed "
+	             "whole already");
+	expect_error(REQ_CHILD
+	             "        keep_only: [user.user_id]\n"                            /* 12 */
+	             "        coarsen: [{field: context.geo.latitude, precision: 1}]\n",   /* 13 */
+	             NAME ":13:27: 'context.geo.latitude': 'context' is not in keep_only, so it is removed "
+	             "whole already");
+	expect_error(REQ_CHILD
+	             "        keep_only: [context.locale]\n"                          /* 12 */
+	             "        remove: [context.geo.city]\n",                          /* 13 */
+	             NAME ":13:18: 'context.geo.city': 'geo' is not in keep_only, so it is removed whole already");
+	expect_error(REQ_CHILD
+	             "        keep_only: [user.user_id]\n"                            /* 12 */
+	             "        coarsen: [{field: page_size, precision: 10}]\n",        /* 13 */
+	             NAME ":13:27: 'page_size': 'page_size' is not in keep_only, so it is removed whole already");
+}
+
+/* Values quoted into a message must not carry control bytes into a log. */
+static void test_regress_message_printable(void **state)
+{
+	expect_error(REQ_CHILD
+	             "        remove: [\"sig\\nnals\\e[2K\"]\n",                      /* 12 */
+	             NAME ":12:18: 'sig?nals?[2K' is not a field path (name.name[\"key\"].name, at most 32 parts)");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands:\n"
+	             "  - {name: \"a\\rb\", match: [x]}\n"
+	             "  - {name: c, match: [x]}\n",
+	             NAME ":4:5: value 'x' selects both band 'a?b' and band 'c'");
+}
+
+/* One counter per name: the metrics render one series per stat name and
+ * band, and Prometheus refuses a scrape with the same series twice. */
+static void test_regress_stat_names_unique(void **state)
+{
+	struct fg_policy *p = load_ok(demo);
+	size_t i, j, dups = 0;
+
+	for (i = 0; i < p->nstats; i++)
+		for (j = i + 1; j < p->nstats; j++)
+			if (strcmp(p->stat_names[i], p->stat_names[j]) == 0) {
+				print_error("stats %zu and %zu are both named %s\n", i, j, p->stat_names[i]);
+				dups++;
+			}
+	fg_policy_free(p);
+	assert_int_equal(dups, 0);
+}
+
+/* Running out of counters is "too many field paths", not "out of memory". */
+static void test_regress_too_many_paths_keep_only(void **state)
+{
+	char *text = many_blocks(4096, "      - bands: []\n"                   /* 8203 */
+	                               "        keep_only: [page_size]\n");    /* 8204 */
+	struct fg_policy *p;
+	int rc = load(text, &p);
+
+	free(text);
+	fg_policy_free(p);
+	assert_int_equal(rc, FG_ECONFIG);
+	assert_string_equal(err, NAME ":8204:20: too many field paths in one policy");
+}
+
+/* The fields a keep_only block drops below the top count as
+ * "(not in keep_only)" too: account_age_days, accuracy_m and city, with
+ * signals and recently_shown_ids. */
+static void test_regress_unlisted_below_root(void **state)
+{
+	struct fg_policy *p = load_ok(demo);
+	const struct fg_policy_method *m = method(p, RANK_FEED);
+	struct fg_pbwire_buf out = { 0 };
+	uint64_t n;
+	int changed, rc;
+
+	rc = fg_policy_edit(p, &m->request[0], 0, 0, rank_req, sizeof(rank_req), &out, &changed, NULL);
+	n = stripped(p, 0, m->request[0].prog->unlisted_stat, 0);
+	fg_pbwire_buf_free(&out);
+	fg_policy_free(p);
+	assert_int_equal(rc, 0);
+	assert_int_equal(n, 5);
+}
+
+/* A 32-bit field reads as the receiver reads it: the low 32 bits of the
+ * varint (protobuf's parsers truncate), and a uint64 as unsigned; else a
+ * client picks its own user id (and screen-time state) by padding the
+ * value, and feedguard and the server disagree. */
+static void test_regress_source_widths(void **state)
+{
+	struct fg_policy *p = load_ok("descriptor_set: t.pb\n"
+	                              "bands: [{name: child}]\n"
+	                              "methods:\n"
+	                              "  /t.S/Up: {user_id: {field: i}, age_band: {field: s}}\n"
+	                              "  /t.S/Both: {user_id: {field: u}, age_band: {header: b}}\n");
+	const struct fg_policy_source *i = &method(p, "/t.S/Up")->user_id, *s = &method(p, "/t.S/Up")->age_band;
+	const struct fg_policy_source *u = &method(p, "/t.S/Both")->user_id;
+	char buf[4][64];
+	int n[4];
+
+	/* i = 2^32 + 5: the receiver sees 5. */
+	n[0] = READ(i, "\x38\x85\x80\x80\x80\x10", buf[0], sizeof(buf[0]));
+	/* i = 2^32 - 1 (not sign-extended): the receiver sees -1. */
+	n[1] = READ(i, "\x38\xff\xff\xff\xff\x0f", buf[1], sizeof(buf[1]));
+	/* s = 2^32 + 5 on the wire: zigzag of 5 is -3. */
+	n[2] = READ(s, "\x18\x85\x80\x80\x80\x10", buf[2], sizeof(buf[2]));
+	/* u = 2^64 - 1. */
+	n[3] = READ(u, "\x20\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", buf[3], sizeof(buf[3]));
+	fg_policy_free(p);
+	assert_int_equal(n[0], 1);
+	assert_string_equal(buf[0], "5");
+	assert_int_equal(n[1], 2);
+	assert_string_equal(buf[1], "-1");
+	assert_int_equal(n[2], 2);
+	assert_string_equal(buf[2], "-3");
+	assert_int_equal(n[3], 20);
+	assert_string_equal(buf[3], "18446744073709551615");
+}
+
+/* A block that names a band and nothing else still claims it: a second
+ * block for that band is refused (it was silently merged away). */
+static void test_regress_empty_block_claims_band(void **state)
+{
+	expect_error(REQ_CHILD
+	             "      - bands: [child]\n"                                       /* 12 */
+	             "        remove: [signals]\n",                                   /* 13 */
+	             NAME ":12:16: band 'child' already has a request rule block");
+}
+
+/* A precision that rounds an integer field to a step below 2 changes
+ * nothing (fg_pbwire leaves such values alone): refused, not ignored. */
+static void test_regress_integer_precision(void **state)
+{
+	expect_error(REQ_CHILD
+	             "        coarsen: [{field: page_size, precision: 1.4}]\n",       /* 12 */
+	             NAME ":12:27: 'page_size': precision 1.4 would change no int32 value (the smallest that does "
+	             "is 1.5)");
+	expect_error(REQ_CHILD
+	             "        coarsen: [{field: context.geo.accuracy_m, precision: 1e-39}]\n",   /* 12 */
+	             NAME ":12:27: 'context.geo.accuracy_m': precision 1e-39 would change no float value (the "
+	             "smallest that does is 1.17549e-38)");
+}
+
+/* An allow-listed scalar must arrive with its own wire type: a page_size
+ * (int32, a varint) sent as 8 fixed bytes would reach the server as an
+ * unknown field, a channel around the allow-list.  (A LEN value still
+ * passes when it parses as packed varints: fg_pbwire cannot tell a
+ * singular field from a repeated one.) */
+static void test_regress_keep_checks_wire_type(void **state)
+{
+	static const uint8_t msg[] = { 0x21, 'p', 'r', 'o', 'f', 'i', 'l', 'e', '!' };   /* 4: I64 */
+	struct fg_policy *p = load_ok(demo);
+	const struct fg_policy_method *m = method(p, RANK_FEED);
+	struct fg_pbwire_buf out = { 0 };
+	const struct fg_pbwire_msg *root = m->request[0].prog;
+	uint8_t scalar[4] = { rule(root, 4)->scalar, rule(root, 6)->scalar, rule(sub(root, 2), 1)->scalar,
+	                      rule(root, 5)->scalar };
+	const char *why = NULL;
+	int changed, rc;
+
+	rc = fg_policy_edit(p, &m->request[0], 0, 0, msg, sizeof(msg), &out, &changed, &why);
+	fg_pbwire_buf_free(&out);
+	fg_policy_free(p);
+	assert_int_equal(scalar[0], FG_PBWIRE_S_INT32);     /* page_size */
+	assert_int_equal(scalar[1], FG_PBWIRE_S_INT64);     /* offset */
+	assert_int_equal(scalar[2], FG_PBWIRE_S_INT32);     /* context.surface, an enum */
+	assert_int_equal(scalar[3], FG_PBWIRE_S_NONE);      /* page_token, a string */
+	assert_int_equal(rc, FG_EINVAL);
+	assert_non_null(why);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_bands),
+		cmocka_unit_test(test_demo),
+		cmocka_unit_test(test_methods),
+		cmocka_unit_test(test_sources),
+		cmocka_unit_test(test_keep_only),
+		cmocka_unit_test(test_remove),
+		cmocka_unit_test(test_coarsen_kinds),
+		cmocka_unit_test(test_maps),
+		cmocka_unit_test(test_remove_headers),
+		cmocka_unit_test(test_err_top),
+		cmocka_unit_test(test_err_bands),
+		cmocka_unit_test(test_err_methods),
+		cmocka_unit_test(test_err_sources),
+		cmocka_unit_test(test_err_blocks),
+		cmocka_unit_test(test_err_paths),
+		cmocka_unit_test(test_err_coarsen),
+		cmocka_unit_test(test_band_select),
+		cmocka_unit_test(test_read_field),
+		cmocka_unit_test(test_edit_request),
+		cmocka_unit_test(test_edit_response),
+		cmocka_unit_test(test_count_call),
+		cmocka_unit_test(test_alloc_failures),
+		cmocka_unit_test(test_alloc_failure_edit),
+		cmocka_unit_test(test_too_many_paths),
+		cmocka_unit_test(test_regress_keep_only_not_widened),
+		cmocka_unit_test(test_regress_message_printable),
+		cmocka_unit_test(test_regress_stat_names_unique),
+		cmocka_unit_test(test_regress_too_many_paths_keep_only),
+		cmocka_unit_test(test_regress_unlisted_below_root),
+		cmocka_unit_test(test_regress_source_widths),
+		cmocka_unit_test(test_regress_empty_block_claims_band),
+		cmocka_unit_test(test_regress_integer_precision),
+		cmocka_unit_test(test_regress_keep_checks_wire_type),
+	};
+	const char *env = getenv("FG_RANKING_PB");
+
+	if (env && *env)
+		ranking_pb = env;
+	else if (argc > 1)
+		ranking_pb = argv[1];
+	env = getenv("FG_SRCDIR");
+	if (env && *env)
+		srcdir = env;
+	return cmocka_run_group_tests_name("policy", tests, setup, teardown);
+}
