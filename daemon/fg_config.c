@@ -80,6 +80,7 @@ struct load_ctx {
 	char *err;                  /* caller's message buffer, may be NULL */
 	size_t errlen;
 	struct fg_config *cfg;      /* the snapshot being filled */
+	unsigned policy_line, policy_col;  /* where the policy key's value is, for load errors */
 	char key[64];               /* dotted name of the key being parsed */
 };
 
@@ -755,6 +756,8 @@ static int parse_policy(struct load_ctx *c, const struct key_spec *k, const stru
 
 	if (rc)
 		return rc;
+	c->policy_line = val->line;
+	c->policy_col = val->col;
 	c->cfg->policy_path = fg_yaml_path_resolve(c->basedir, val->text);
 	return c->cfg->policy_path ? 0 : fail_nomem(c);
 }
@@ -932,7 +935,16 @@ static int load(struct load_ctx *c, const char *text, size_t len, char *path,
 		/* One counter slot per worker (workers: auto counts CPUs the way
 		 * the daemon will). */
 		size_t slots = c->cfg->workers ? (size_t)c->cfg->workers : (size_t)fg_cpu_count();
-		rc = fg_policy_load(c->cfg->policy_path, slots, &c->cfg->policy, c->err, c->errlen);
+		char why[FG_CONFIG_ERRLEN];
+		rc = fg_policy_load(c->cfg->policy_path, slots, &c->cfg->policy, why, sizeof(why));
+		/* A policy that cannot be read is an error of this file, at the
+		 * key naming it; errors inside the policy carry its own position. */
+		if (rc == FG_EIO) {
+			struct fg_yaml_node at = { .line = c->policy_line, .col = c->policy_col };
+			rc = fail(c, &at, "policy: %s", why);
+		}
+		else if (rc && c->err && c->errlen)
+			snprintf(c->err, c->errlen, "%s", why);
 	}
 	if (rc)
 		goto out_free_cfg;

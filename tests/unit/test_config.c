@@ -938,6 +938,25 @@ static void test_reload_check(void **state)
 	expect_reload(UP, UP "workers: 2\nadmin: {listen: off}\n", FG_ECONFIG, workers_msg);
 }
 
+/* A policy or key file that cannot be read is an error of the config, at
+ * the key that names it (errors inside a policy carry its own position). */
+static void test_policy_and_keys_errors(void **state)
+{
+	char want[FG_CONFIG_ERRLEN];
+
+	snprintf(want, sizeof(want), NAME ":2:9: policy: %s/nope.yaml: cannot open: No such file or directory",
+	         BASE);
+	expect_error(UP "policy: nope.yaml\n", want);
+	expect_error(UP "policy: [a]\n", NAME ":2:9: policy must be the path of a policy file, not a list");
+	snprintf(want, sizeof(want), NAME ":3:20: pseudonym_keys: %s/k.key: cannot open: No such file or directory",
+	         BASE);
+	expect_error(UP "pseudonym_keys:\n  - {id: k1, file: k.key}\n", want);
+	expect_error(UP "pseudonym_keys: []\n",
+	             NAME ":2:17: pseudonym_keys must be a list of {id, file}, newest first");
+	expect_error(UP "pseudonym_keys:\n  - {id: k1}\n",
+	             NAME ":3:5: pseudonym_keys: each entry is {id: NAME, file: PATH}");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -962,6 +981,7 @@ int main(void)
 		cmocka_unit_test(test_yaml_syntax),
 		cmocka_unit_test(test_unsupported_yaml),
 		cmocka_unit_test(test_hostile_values),
+		cmocka_unit_test(test_policy_and_keys_errors),
 		cmocka_unit_test(test_too_many_values),
 		cmocka_unit_test(test_too_large),
 		cmocka_unit_test(test_error_buffer),
