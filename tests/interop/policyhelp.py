@@ -31,7 +31,7 @@ import h2.exceptions
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 import harness
-from harness import PYTHON, SRCDIR, poll_until, tail, tf
+from harness import PYTHON, SRCDIR, Events, poll_until, tail, tf
 
 PKG = "feedguard.ranking.v1."
 SERVICE = "feedguard.ranking.v1.Ranker"
@@ -290,9 +290,7 @@ class Ranker:
         self.stderr_path = self.workdir / ("%s.stderr" % name)
         self.proc = None
         self.port = None
-        self._pos = 0
-        self._buf = b""
-        self._records = []
+        self._record_reader = Events(self.record_path)
 
     @property
     def addr(self):
@@ -325,17 +323,7 @@ class Ranker:
         return self
 
     def records(self):
-        try:
-            with open(self.record_path, "rb") as f:
-                f.seek(self._pos)
-                chunk = f.read()
-        except FileNotFoundError:
-            return self._records
-        self._pos += len(chunk)
-        self._buf += chunk
-        *lines, self._buf = self._buf.split(b"\n")
-        self._records += [json.loads(l) for l in lines if l.strip()]
-        return self._records
+        return self._record_reader.all()
 
     def find(self, cid):
         return [r for r in self.records() if ["x-call-id", cid] in r["metadata"]]
@@ -452,7 +440,7 @@ class CaptureUpstream:
                     return
                 for ev in conn.receive_data(data):
                     if isinstance(ev, h2.events.RequestReceived):
-                        req = {"headers": list(ev.headers), "data": b"", "ended": False}
+                        req = {"headers": list(ev.headers), "data": b"", "ended": False, "trailers": None}
                         streams[ev.stream_id] = req
                         with self.lock:
                             self.requests.append(req)
@@ -460,8 +448,9 @@ class CaptureUpstream:
                         streams[ev.stream_id]["data"] += ev.data
                         if ev.flow_controlled_length:
                             conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                    if isinstance(ev, (h2.events.RequestReceived, h2.events.DataReceived)) and \
-                            ev.stream_ended is not None:
+                    elif isinstance(ev, h2.events.TrailersReceived):
+                        streams[ev.stream_id]["trailers"] = list(ev.headers)
+                    elif isinstance(ev, h2.events.StreamEnded):
                         req = streams[ev.stream_id]
                         req["ended"] = True
                         extra, body = self.respond(req)

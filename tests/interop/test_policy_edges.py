@@ -11,7 +11,6 @@ import grpc
 import h2.config
 import h2.connection
 import h2.events
-import h2.exceptions
 import pytest
 
 import harness
@@ -31,50 +30,6 @@ def fg(tmp_path, middle):
         cfg = harness.deep_merge({"policy": "policy.yaml"}, config or {})
         return middle(upstream, cfg)
     return start
-
-
-class TrailerUpstream(ph.CaptureUpstream):
-    """CaptureUpstream that also records request trailers (and ends on them)."""
-    def _serve(self, sock):
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
-        conn.initiate_connection()
-        streams = {}
-        try:
-            sock.sendall(conn.data_to_send())
-            while not self.stop_flag.is_set():
-                if not select.select([sock], [], [], 0.02)[0]:
-                    continue
-                data = sock.recv(1 << 16)
-                if not data:
-                    return
-                for ev in conn.receive_data(data):
-                    sid = getattr(ev, "stream_id", None)
-                    if isinstance(ev, h2.events.RequestReceived):
-                        req = {"headers": list(ev.headers), "data": b"", "ended": False, "trailers": None}
-                        streams[sid] = req
-                        with self.lock:
-                            self.requests.append(req)
-                    elif isinstance(ev, h2.events.DataReceived):
-                        streams[sid]["data"] += ev.data
-                        if ev.flow_controlled_length:
-                            conn.acknowledge_received_data(ev.flow_controlled_length, sid)
-                    elif isinstance(ev, h2.events.TrailersReceived):
-                        streams[sid]["trailers"] = list(ev.headers)
-                    elif isinstance(ev, h2.events.StreamEnded):
-                        req = streams[sid]
-                        req["ended"] = True
-                        extra, body = self.respond(req)
-                        conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")] + list(extra))
-                        if body:
-                            conn.send_data(sid, body)
-                        conn.send_headers(sid, [("grpc-status", "0")], end_stream=True)
-                out = conn.data_to_send()
-                if out:
-                    sock.sendall(out)
-        except (OSError, h2.exceptions.ProtocolError):
-            pass
-        finally:
-            sock.close()
 
 
 class SilentUpstream:
@@ -146,7 +101,7 @@ def test_edited_response_drops_content_length(fg, tmp_path):
     r = Resp()
     it = r.items.add(); it.item_id = 7; it.debug_score = 0.5
     body = grpc_frame(r.SerializeToString())
-    up = TrailerUpstream(lambda req: ([("content-length", str(len(body)))], body))
+    up = ph.CaptureUpstream(lambda req: ([("content-length", str(len(body)))], body))
     try:
         d = fg(ph.demo_policy_text(), up.addr)
         f = tmp_path / "req.bin"
@@ -168,7 +123,7 @@ def test_edited_response_drops_content_length(fg, tmp_path):
 
 def test_request_trailers_lose_removed_headers(fg):
     """remove_headers applies to request trailers too."""
-    up = TrailerUpstream(lambda req: ([], grpc_frame(b"")))
+    up = ph.CaptureUpstream(lambda req: ([], grpc_frame(b"")))
     try:
         d = fg(ph.demo_policy_text(), up.addr)
         cid = ph.call_id()
