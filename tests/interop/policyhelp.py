@@ -9,7 +9,6 @@ it), FEEDGUARDD and the rest as in conftest.py.
 import base64
 import gzip
 import importlib.util
-import json
 import os
 import re
 import select

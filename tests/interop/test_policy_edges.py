@@ -1,13 +1,11 @@
 """Policy edge cases from review: what must never slip past the stage or
 blow up, each a regression test.  Needs the daemon (proxy_only)."""
 import gzip
-import select
 import socket
 import subprocess
 import threading
 import time
 
-import grpc
 import h2.config
 import h2.connection
 import h2.events
@@ -18,7 +16,7 @@ import policyhelp as ph
 from fgcommon import grpc_frame
 from harness import tf
 from policyhelp import RANK
-from rawh2 import RawClient, headers_dict
+from rawh2 import RawClient
 
 pytestmark = pytest.mark.proxy_only
 
