@@ -2,12 +2,13 @@
  * bench-upstream.c - the fixed gRPC upstream of the feedguard benchmark.
  *
  * A single-threaded h2c server (nghttp2 + libevent) that answers every POST,
- * whatever its :path, the way a unary gRPC handler with a 4 KiB reply does:
- * HEADERS (:status 200, content-type application/grpc), one DATA holding a
- * 5-byte gRPC prefix and 4096 bytes, then trailers (grpc-status: 0).  The
- * request body is read and thrown away; the reply is sent once the request
- * has ended (END_STREAM), as a unary server does.  Anything but POST gets
- * :status 405 and no body.
+ * whatever its :path, the way a unary gRPC handler does: HEADERS (:status
+ * 200, content-type application/grpc), DATA holding one gRPC message (a
+ * 5-byte prefix and 4096 bytes of 'x', or the bytes of the file given with
+ * -r), then trailers (grpc-status: 0).  The request body is read, counted
+ * and thrown away; the reply is sent once the request has ended
+ * (END_STREAM), as a unary server does.  Anything but POST gets :status 405
+ * and no body.
  *
  * It must cost as little CPU as possible, because it shares a core with the
  * proxy under test and every cycle it spends is taken from that proxy:
@@ -17,11 +18,16 @@
  *     which otherwise grows memory and slows stream lookup;
  *   - windows are large, so WINDOW_UPDATE frames are rare.
  *
- * Usage: bench-upstream [-a ADDR] [-s MAX_STREAMS] [PORT]
+ * Usage: bench-upstream [-a ADDR] [-s MAX_STREAMS] [-r FILE] [PORT]
  *   ADDR         IPv4 address to bind, default 127.0.0.1
  *   MAX_STREAMS  SETTINGS_MAX_CONCURRENT_STREAMS it advertises, default 100
+ *   FILE         the reply message: the file's bytes, unframed (the server
+ *                adds the 5-byte prefix, flag 0); default 4096 bytes of 'x'
  *   PORT         default 0: the kernel picks
- * Once listening it prints the port and a newline on stdout.  It runs until
+ * Once listening it prints the port and a newline on stdout.  On SIGUSR1 it
+ * writes "stats requests=N request_bytes=M\n" to stderr: the requests
+ * answered (POSTs that ended) and the request DATA bytes received since it
+ * started, so a benchmark can see what a proxy passed on.  It runs until
  * killed.
  */
 #define _GNU_SOURCE 1
@@ -33,6 +39,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -44,8 +51,9 @@
 /* gRPC wire spec: a message is a 1-byte compressed flag, a 4-byte
  * big-endian length, then the bytes. */
 #define GRPC_PREFIX_LEN 5
-#define REPLY_MSG_LEN 4096
-#define REPLY_LEN (GRPC_PREFIX_LEN + REPLY_MSG_LEN)
+#define DEFAULT_REPLY_MSG_LEN 4096
+/* gRPC's length prefix is 32 bits; keep well below any proxy's limit. */
+#define MAX_REPLY_MSG_LEN (64u << 20)
 
 #define DEFAULT_MAX_STREAMS 100
 /* Large windows (RFC 9113 section 6.9.2 caps them at 2^31-1): the peer
@@ -80,7 +88,10 @@ static struct event_base *base;
 static nghttp2_session_callbacks *callbacks;
 static nghttp2_option *option;
 static uint32_t max_streams = DEFAULT_MAX_STREAMS;
-static uint8_t reply[REPLY_LEN];        /* prefix + message, built once in main */
+static uint8_t *reply;                  /* prefix + message, built once in main */
+static size_t reply_len;
+static unsigned long long stat_requests;        /* POSTs answered */
+static unsigned long long stat_request_bytes;   /* request DATA payload received */
 static uint8_t rbuf[READ_CHUNK];        /* one thread: one read buffer serves every connection */
 
 #define NV(n, v) { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, \
@@ -151,25 +162,31 @@ static int out_write(struct conn *c)
 }
 
 /* Pulls every pending frame out of nghttp2 into one buffer and writes it in
- * one go.  0, or -1 when <c> must be closed. */
+ * one go (in batches of OUT_HIGH_WATER), until nghttp2 has nothing more or
+ * the socket is full.  A batch cut at the mark must not wait for the next
+ * read event: that may never come, e.g. when nghttp2 interleaved the DATA of
+ * many large replies and the peer waits for the end of one of them.  0, or
+ * -1 when <c> must be closed. */
 static int conn_flush(struct conn *c)
 {
 	const uint8_t *data;
-	ssize_t n;
+	ssize_t n = 1;
 
-	if (c->out_off < c->out_len)
-		return 0;       /* a write is pending; on_write calls us again */
-	while (c->out_len < OUT_HIGH_WATER) {
-		n = nghttp2_session_mem_send(c->session, &data);
-		if (n < 0)
-			return -1;
-		if (n == 0)
-			break;
-		if (out_append(c, data, (size_t)n) < 0)
+	while (n > 0) {
+		if (c->out_off < c->out_len)
+			return 0;       /* a write is pending; on_write calls us again */
+		while (c->out_len < OUT_HIGH_WATER) {
+			n = nghttp2_session_mem_send(c->session, &data);
+			if (n < 0)
+				return -1;
+			if (n == 0)
+				break;
+			if (out_append(c, data, (size_t)n) < 0)
+				return -1;
+		}
+		if (out_write(c) < 0)
 			return -1;
 	}
-	if (out_write(c) < 0)
-		return -1;
 	if (c->out_len == 0 && !nghttp2_session_want_read(c->session) &&
 	    !nghttp2_session_want_write(c->session))
 		return -1;      /* GOAWAY exchanged and everything sent */
@@ -217,14 +234,14 @@ static ssize_t read_reply(nghttp2_session *session, int32_t stream_id, uint8_t *
                           uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
 	size_t off = (uintptr_t)nghttp2_session_get_stream_user_data(session, stream_id);
-	size_t n = REPLY_LEN - off;
+	size_t n = reply_len - off;
 
 	if (n > length)
 		n = length;
 	memcpy(buf, reply + off, n);
 	off += n;
 	nghttp2_session_set_stream_user_data(session, stream_id, (void *)(uintptr_t)off);
-	if (off == REPLY_LEN) {
+	if (off == reply_len) {
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
 		if (nghttp2_submit_trailer(session, stream_id, reply_trailers, 1) != 0)
 			return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -239,6 +256,7 @@ static int answer(nghttp2_session *session, int32_t stream_id)
 	if (nghttp2_session_get_stream_user_data(session, stream_id) == STREAM_NOT_POST)
 		return nghttp2_submit_response(session, stream_id, not_post_headers, 1, NULL);
 	nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+	stat_requests++;
 	return nghttp2_submit_response(session, stream_id, reply_headers, 2, &prd);
 }
 
@@ -251,6 +269,13 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 	if (namelen == 7 && memcmp(name, ":method", 7) == 0 &&
 	    !(valuelen == 4 && memcmp(value, "POST", 4) == 0))
 		nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, STREAM_NOT_POST);
+	return 0;
+}
+
+static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                              size_t len, void *user_data)
+{
+	stat_request_bytes += len;
 	return 0;
 }
 
@@ -356,25 +381,85 @@ static int setup_nghttp2(void)
 		return -1;
 	nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk_recv);
 	nghttp2_option_set_no_closed_streams(option, 1);
 	return 0;
 }
 
+static void on_usr1(evutil_socket_t sig, short what, void *arg)
+{
+	fprintf(stderr, "stats requests=%llu request_bytes=%llu\n", stat_requests, stat_request_bytes);
+}
+
+/* Builds <reply>: the gRPC prefix, then <file>'s bytes or the default
+ * message.  0, or -1 with a message printed. */
+static int load_reply(const char *file)
+{
+	size_t len = DEFAULT_REPLY_MSG_LEN, got = 0;
+	struct stat st;
+	FILE *f = NULL;
+	size_t n;
+
+	if (file) {
+		f = fopen(file, "rb");
+		if (!f || fstat(fileno(f), &st) < 0) {
+			perror(file);
+			goto fail;
+		}
+		if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAX_REPLY_MSG_LEN) {
+			fprintf(stderr, "bench-upstream: %s: not a regular file of at most %u bytes\n", file,
+			        MAX_REPLY_MSG_LEN);
+			goto fail;
+		}
+		len = (size_t)st.st_size;
+	}
+	reply_len = GRPC_PREFIX_LEN + len;
+	reply = malloc(reply_len);
+	if (!reply) {
+		fprintf(stderr, "bench-upstream: out of memory\n");
+		goto fail;
+	}
+	reply[0] = 0;           /* not compressed */
+	reply[1] = (len >> 24) & 0xff;
+	reply[2] = (len >> 16) & 0xff;
+	reply[3] = (len >> 8) & 0xff;
+	reply[4] = len & 0xff;
+	if (!f) {
+		memset(reply + GRPC_PREFIX_LEN, 'x', len);
+		return 0;
+	}
+	while (got < len && (n = fread(reply + GRPC_PREFIX_LEN + got, 1, len - got, f)) > 0)
+		got += n;
+	if (got != len) {
+		fprintf(stderr, "bench-upstream: %s: short read\n", file);
+		goto fail;
+	}
+	fclose(f);
+	return 0;
+
+fail:
+	if (f)
+		fclose(f);
+	return -1;
+}
+
 static void usage(void)
 {
-	fprintf(stderr, "usage: bench-upstream [-a ADDR] [-s MAX_STREAMS] [PORT]\n");
+	fprintf(stderr, "usage: bench-upstream [-a ADDR] [-s MAX_STREAMS] [-r FILE] [PORT]\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
-	const char *addr = "127.0.0.1";
-	struct event *lev;
+	const char *addr = "127.0.0.1", *reply_file = NULL;
+	struct event *lev, *sev;
 	int opt, port = 0, lfd;
 
-	while ((opt = getopt(argc, argv, "a:s:")) != -1) {
+	while ((opt = getopt(argc, argv, "a:s:r:")) != -1) {
 		if (opt == 'a')
 			addr = optarg;
+		else if (opt == 'r')
+			reply_file = optarg;
 		else if (opt == 's' && atol(optarg) > 0)
 			max_streams = (uint32_t)atol(optarg);
 		else
@@ -386,17 +471,19 @@ int main(int argc, char **argv)
 		usage();
 
 	signal(SIGPIPE, SIG_IGN);
-	reply[1] = (REPLY_MSG_LEN >> 24) & 0xff;
-	reply[2] = (REPLY_MSG_LEN >> 16) & 0xff;
-	reply[3] = (REPLY_MSG_LEN >> 8) & 0xff;
-	reply[4] = REPLY_MSG_LEN & 0xff;
-	memset(reply + GRPC_PREFIX_LEN, 'x', REPLY_MSG_LEN);
+	if (load_reply(reply_file) < 0)
+		return 1;
 
 	base = event_base_new();
 	if (!base || setup_nghttp2() < 0) {
 		fprintf(stderr, "bench-upstream: out of memory\n");
 		return 1;
 	}
+	/* Before the port is printed: SIGUSR1 kills a process that has not
+	 * taken it over yet. */
+	sev = evsignal_new(base, SIGUSR1, on_usr1, NULL);
+	if (!sev || event_add(sev, NULL) < 0)
+		return 1;
 	lfd = listen_on(addr, port);
 	if (lfd < 0)
 		return 1;

@@ -7,6 +7,12 @@
 # the table is the median over the rounds.  h2load runs on CPU 0; the
 # upstream and the proxy under test share CPU 1.
 #
+# Scenarios: "passthrough" (the default: a 200-byte call no policy names,
+# throughput, latency and idle memory) and "rankfeed" (an intercepted
+# RankFeed call of the reference contract with 10 KiB request and a 100-item
+# response: feedguardd without a policy, with the policy for a child band
+# and for the adult band, next to nghttpx and direct).
+#
 # Installs nothing.  Every process it starts is killed by PID when it exits.
 
 set -uo pipefail
@@ -24,8 +30,11 @@ OUT=""
 PERF=0
 CLIENT_CPU=0
 SERVER_CPU=1
+SCENARIO=passthrough
+DESCRIPTOR_SET=""
 URL_PATH=/bench.Bench/Call
-REPLY_BYTES=4101        # 5-byte gRPC prefix + 4096, see bench-upstream.c
+RANKFEED_PATH=/feedguard.ranking.v1.Ranker/RankFeed
+CHILD_BAND=13_15        # a band the policy edits; "adult" has no rule block
 
 usage() {
 	cat <<EOF
@@ -38,7 +47,14 @@ Usage: contrib/bench/run-bench.sh [options]
   --idle-conns N      idle h2c connections for the memory test, 0 to skip (default $IDLE_CONNS)
   --upstream-streams N  SETTINGS_MAX_CONCURRENT_STREAMS of the upstream (default $UP_STREAMS)
   --out DIR           keep logs and results in DIR (default: a new /tmp/feedguard-bench.*)
-  --perf              also profile feedguardd under the c16/m32 load (perf record -g)
+  --scenario NAME     passthrough (default): a 200-byte call no policy names, throughput,
+                      latency, idle memory; rankfeed: an intercepted RankFeed call (10 KiB
+                      request, 100-item response), feedguardd with no policy / child band /
+                      adult band next to nghttpx and direct (throughput only)
+  --descriptor-set F  ranking.pb for the rankfeed scenario
+                      (default: the build directory's proto/ranking.pb)
+  --perf              also profile feedguardd under the c16/m32 load (perf record -g;
+                      rankfeed: the policy daemon with the child band)
   -h, --help          this text
 EOF
 }
@@ -55,6 +71,8 @@ while [[ $# -gt 0 ]]; do
 	--idle-conns) IDLE_CONNS=$2; shift 2 ;;
 	--upstream-streams) UP_STREAMS=$2; shift 2 ;;
 	--out) OUT=$2; shift 2 ;;
+	--scenario) SCENARIO=$2; shift 2 ;;
+	--descriptor-set) DESCRIPTOR_SET=$2; shift 2 ;;
 	--perf) PERF=1; shift ;;
 	-h|--help) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
@@ -64,6 +82,7 @@ for v in ROUNDS DURATION WARMUP IDLE_CONNS UP_STREAMS; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "--${v,,} wants a whole number, not '${!v}'"
 done
 (( ROUNDS >= 1 && DURATION >= 1 )) || die "need at least one round of at least one second"
+[[ $SCENARIO == passthrough || $SCENARIO == rankfeed ]] || die "--scenario is passthrough or rankfeed, not '$SCENARIO'"
 
 # --- prerequisites ------------------------------------------------------
 
@@ -81,6 +100,9 @@ check_tools() {
 	[[ -x $py ]] || py=$(command -v python3 || true)
 	[[ -n $py ]] || missing+=(python3)
 	PYTHON=$py
+	if [[ $SCENARIO == rankfeed && -n $py ]] && ! "$py" -c 'import google.protobuf' 2>/dev/null; then
+		missing+=(python3-protobuf)
+	fi
 	if [[ ${#missing[@]} -gt 0 ]]; then
 		die "missing tools; install them with: apt-get install ${missing[*]}"
 	fi
@@ -95,6 +117,11 @@ find_daemon() {
 		FEEDGUARDD=$TOP/daemon/feedguardd
 	fi
 	[[ -x $FEEDGUARDD ]] || die "no feedguardd at $FEEDGUARDD: build it (see README.md) or pass --build DIR"
+	[[ $SCENARIO == rankfeed ]] || return 0
+	# The build makes proto/ranking.pb next to daemon/.
+	[[ -n $DESCRIPTOR_SET ]] || DESCRIPTOR_SET=$(dirname "$(dirname "$FEEDGUARDD")")/proto/ranking.pb
+	[[ -s $DESCRIPTOR_SET ]] ||
+		die "no descriptor set at $DESCRIPTOR_SET: build it (make proto/ranking.pb) or pass --descriptor-set FILE"
 }
 
 # File descriptors: the idle test holds IDLE_CONNS sockets in the opener and
@@ -184,12 +211,16 @@ wait_port() {
 
 # --- servers ------------------------------------------------------------
 
-declare -A PORT CPU_PIDS
+# Per target: its port, the PIDs whose CPU is its cost, the extra request
+# headers h2load sends, and the DATA bytes a correct call carries at the
+# client (response) and at the upstream (request), 5-byte prefix included.
+declare -A PORT CPU_PIDS HDRS EXPECT_RESP EXPECT_REQ
+UP_ARGS=()
 
 start_upstream() {
 	rm -f "$WORK/upstream.port"       # a stale one from an earlier run would be read at once
 	# taskset execs the server, so $! is the server's own PID.
-	taskset -c "$SERVER_CPU" "$WORK"/bench-upstream -s "$UP_STREAMS" 0 \
+	taskset -c "$SERVER_CPU" "$WORK"/bench-upstream -s "$UP_STREAMS" "${UP_ARGS[@]}" 0 \
 		> "$WORK/upstream.port" 2> "$WORK/upstream.log" &
 	UP_PID=$!
 	PIDS+=("$UP_PID")
@@ -241,32 +272,56 @@ start_nghttpx() {
 	CPU_PIDS[nghttpx]="$NGHTTPX_PID $kids"
 }
 
-# start_feedguardd LOGNAME
+# start_feedguardd TARGET LOGNAME [CONFIG-LINES]
+# Writes TARGET.yaml in the results directory (workers 1, admin off, the
+# rest default, then CONFIG-LINES: the rankfeed scenario's policy and key)
+# and starts feedguardd on it.  Sets PORT[TARGET], CPU_PIDS[TARGET], FG_PID.
 start_feedguardd() {
-	local log=$WORK/$1 i port
-	cat > "$WORK/feedguardd.yaml" <<EOF
-listen: 127.0.0.1:0
-workers: 1
-upstream:
-  address: 127.0.0.1:$UP_PORT
-admin:
-  listen: off
-log:
-  level: info
-EOF
+	local target=$1 log=$WORK/$2 extra=${3:-} conf=$WORK/$1.yaml i port
+	{
+		echo "listen: 127.0.0.1:0"
+		echo "workers: 1"
+		echo "upstream:"
+		echo "  address: 127.0.0.1:$UP_PORT"
+		echo "admin:"
+		echo "  listen: off"
+		echo "log:"
+		echo "  level: info"
+		[[ -n $extra ]] && printf '%s\n' "$extra"
+	} > "$conf"
 	: > "$log"
-	taskset -c "$SERVER_CPU" "$FEEDGUARDD" -c "$WORK/feedguardd.yaml" 2>> "$log" &
+	taskset -c "$SERVER_CPU" "$FEEDGUARDD" -c "$conf" 2>> "$log" &
 	FG_PID=$!
 	PIDS+=("$FG_PID")
 	for i in {1..100}; do
 		grep -q 'event=ready' "$log" && break
-		kill -0 "$FG_PID" 2>/dev/null || die "feedguardd exited: $(tail -5 "$log")"
+		kill -0 "$FG_PID" 2>/dev/null || die "feedguardd ($target) exited: $(tail -5 "$log")"
 		sleep 0.05
 	done
 	port=$(sed -n 's/.*event=listening addr=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log" | head -1)
-	[[ -n $port ]] || die "feedguardd did not say where it listens: $(tail -5 "$log")"
-	PORT[feedguardd]=$port
-	CPU_PIDS[feedguardd]=$FG_PID
+	[[ -n $port ]] || die "feedguardd ($target) did not say where it listens: $(tail -5 "$log")"
+	PORT[$target]=$port
+	CPU_PIDS[$target]=$FG_PID
+}
+
+# upstream_stats REQS_VAR BYTES_VAR: the upstream's running totals of
+# requests answered and request DATA bytes received, which bench-upstream
+# writes to its log on SIGUSR1.
+upstream_stats() {
+	local -n _reqs=$1 _bytes=$2
+	local n0 n line
+	_reqs=0 _bytes=0
+	n0=$(grep -c '^stats ' "$WORK/upstream.log")
+	kill -USR1 "$UP_PID" 2>/dev/null || return 1
+	for _ in {1..300}; do
+		n=$(grep -c '^stats ' "$WORK/upstream.log")
+		(( n > n0 )) && break
+		sleep 0.01
+	done
+	(( n > n0 )) || return 1
+	line=$(grep '^stats ' "$WORK/upstream.log" | tail -1)
+	_reqs=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<< "$line")
+	_bytes=$(sed -n 's/.*request_bytes=\([0-9]*\).*/\1/p' <<< "$line")
 }
 
 alive() {
@@ -278,13 +333,33 @@ alive() {
 
 # --- one load run ---------------------------------------------------------
 
+# h2load_args TARGET: sets H2ARGS to the request options every run of
+# TARGET uses (body, headers) and H2URL to its URL.
+h2load_args() {
+	local target=$1 h
+	H2ARGS=(-d "$REQUEST" -H 'content-type: application/grpc' -H 'te: trailers')
+	while IFS= read -r h; do
+		[[ -n $h ]] && H2ARGS+=(-H "$h")
+	done <<< "${HDRS[$target]:-}"
+	H2URL="http://127.0.0.1:${PORT[$target]}$URL_PATH"
+}
+
+# within_1pct VALUE EXPECTED OVERHEAD: true when VALUE is within 1% of
+# EXPECTED, or of EXPECTED + OVERHEAD.
+within_1pct() {
+	awk -v v="$1" -v e="$2" -v o="$3" 'BEGIN { d = v - e; if (d > o) d -= o; else if (d > 0) d = 0
+		if (d < 0) d = -d; exit !(e > 0 && d <= e / 100) }'
+}
+
 # run_load TARGET ROUND SHAPE  (SHAPE is c16 or c1)
 # Appends one line to $RESULTS: shape target round req/s p50_us p99_us
-# proxy_cpu_us_per_req upstream_cpu_us_per_req succeeded errors short.
+# proxy_cpu_us_per_req upstream_cpu_us_per_req succeeded errors short
+# response_bytes_per_call upstream_request_bytes_per_call check.
 run_load() {
 	local target=$1 round=$2 shape=$3
 	local conc streams tag out lat fifo hpid line c0=0 c1=0 u0=0 u1=0 marks=0
 	local rps="" succ=0 failed=0 errored=0 tmo=0 bytes=0 p50=- p99=- cpu=- ucpu=- err short
+	local r0 b0 r1 b1 resp=- upreq=- check=ok
 	local -a pids
 	read -ra pids <<< "${CPU_PIDS[$target]}"
 	case $shape in
@@ -297,10 +372,11 @@ run_load() {
 	fifo=$WORK/fifo
 	rm -f "$fifo"
 	mkfifo "$fifo"
+	h2load_args "$target"
+	upstream_stats r0 b0
 	taskset -c "$CLIENT_CPU" timeout $((DURATION + WARMUP + 60)) \
 		h2load -c"$conc" -m"$streams" -t1 -D "$DURATION" --warm-up-time="$WARMUP" \
-		-d "$WORK/request.bin" -H 'content-type: application/grpc' -H 'te: trailers' \
-		--log-file="$lat" "http://127.0.0.1:${PORT[$target]}$URL_PATH" > "$fifo" 2>&1 &
+		"${H2ARGS[@]}" --log-file="$lat" "$H2URL" > "$fifo" 2>&1 &
 	hpid=$!
 	PIDS+=("$hpid")
 	# CPU is sampled when h2load announces the start and the end of the
@@ -323,6 +399,7 @@ run_load() {
 	done < "$fifo"
 	wait "$hpid"
 	rm -f "$fifo"
+	upstream_stats r1 b1
 
 	[[ -n $rps ]] || { note "h2load failed for $tag: $(tail -3 "$out")"; rps=0; }
 	if [[ -s $lat ]]; then
@@ -336,20 +413,63 @@ run_load() {
 		ucpu=$(awk -v d=$((u1 - u0)) -v n="$succ" 'BEGIN { printf "%.2f", d / 1000 / n }')
 	fi
 	# h2load reads no trailers: a gRPC error in a 200 looks like a success.
-	# A good reply carries at least REPLY_BYTES of DATA; count the shortfall
-	# (1% slack for replies cut at the phase boundaries).
+	# A good reply carries EXPECT_RESP bytes of DATA, so h2load's traffic
+	# total (measured phase; its "data" figure counts the warm-up too) is at
+	# least that per call; count the shortfall (1% slack for replies cut at
+	# the phase boundaries).
 	err=$((failed + errored + tmo))
-	short=$(awk -v b="$bytes" -v n="$succ" -v r=$REPLY_BYTES \
+	short=$(awk -v b="${bytes:-0}" -v n="$succ" -v r="${EXPECT_RESP[$target]}" \
 		'BEGIN { s = n - b / r; print (n > 0 && s > n / 100) ? int(s) : 0 }')
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$target" "$round" "$rps" "$p50" \
-		"$p99" "$cpu" "$ucpu" "$succ" "$err" "$short" >> "$RESULTS"
-	printf '  %-3s %-10s round %s: %9.0f req/s  p50 %6s us  p99 %6s us  cpu %5s us/req  upstream %5s us/req  errors %s%s\n' \
-		"$shape" "$target" "$round" "$rps" "$p50" "$p99" "$cpu" "$ucpu" "$err" \
+	# What the policy did, seen from both ends: bytes per call at the client
+	# (h2load's total: the DATA plus some 30-60 bytes of frame and header
+	# overhead) and request DATA bytes per call at the upstream (its own
+	# counters, whole run).  Both must match the expected sizes within 1%
+	# (plus 64 bytes of overhead at the client).
+	(( succ > 0 )) && resp=$(( ${bytes:-0} / succ ))
+	(( r1 > r0 )) && upreq=$(( (b1 - b0) / (r1 - r0) ))
+	if ! within_1pct "$resp" "${EXPECT_RESP[$target]}" 64 || ! within_1pct "$upreq" "${EXPECT_REQ[$target]}" 0; then
+		check=FAIL
+		note "CHECK FAILED for $tag: $resp bytes per call at the client (expected ${EXPECT_RESP[$target]}" \
+			"of DATA + framing), $upreq request bytes per call at the upstream (expected ${EXPECT_REQ[$target]})"
+		CHECK_FAILED+=("$tag")
+	fi
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$target" "$round" "$rps" "$p50" \
+		"$p99" "$cpu" "$ucpu" "$succ" "$err" "$short" "$resp" "$upreq" "$check" >> "$RESULTS"
+	printf '  %-3s %-10s round %s: %9.0f req/s  p50 %6s us  p99 %6s us  cpu %5s us/req  upstream %5s us/req  bytes resp %s req %s  errors %s%s\n' \
+		"$shape" "$target" "$round" "$rps" "$p50" "$p99" "$cpu" "$ucpu" "$resp" "$upreq" "$err" \
 		"$( ((short > 0)) && echo " short-replies $short")" >&2
 	if ! alive "${pids[@]}" "$UP_PID"; then
 		note "a server died during $tag; see $WORK/*.log"
 		DIED+=("$tag")
 	fi
+}
+
+# preflight: 2048 calls in the shape of the load (-c16 -m32) to every target
+# before anything is measured.  Every call must complete (a call that stalls
+# hangs h2load -n) and carry exactly the expected bytes at both ends (the
+# child's messages edited, everyone else's untouched), or we stop.
+preflight() {
+	local t n=2048 out succ data r0 b0 r1 b1 bad=0
+	for t in "${TARGETS[@]}"; do
+		h2load_args "$t"
+		upstream_stats r0 b0
+		out=$(taskset -c "$CLIENT_CPU" timeout 30 h2load -n "$n" -c16 -m32 -t1 "${H2ARGS[@]}" "$H2URL" 2>&1)
+		upstream_stats r1 b1
+		printf '%s\n' "$out" > "$WORK/h2load-preflight-$t.txt"
+		succ=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' <<< "$out")
+		data=$(sed -n 's/^traffic: .*(\([0-9]*\)) data.*/\1/p' <<< "$out")
+		if [[ ${succ:-0} != "$n" || ${data:-0} != $((n * ${EXPECT_RESP[$t]})) ||
+		      $((r1 - r0)) != "$n" || $((b1 - b0)) != $((n * ${EXPECT_REQ[$t]})) ]]; then
+			note "CHECK FAILED: $t: $n calls: ${succ:-0} succeeded, ${data:-0} response bytes at the client" \
+				"(expected $((n * ${EXPECT_RESP[$t]}))), $((r1 - r0)) requests with $((b1 - b0)) bytes at the" \
+				"upstream (expected $((n * ${EXPECT_REQ[$t]})))"
+			bad=1
+		else
+			note "check $t: ${EXPECT_RESP[$t]} response bytes per call at the client," \
+				"${EXPECT_REQ[$t]} request bytes per call at the upstream: ok"
+		fi
+	done
+	(( bad == 0 )) || die "the targets do not pass the calls on as expected (see above and $WORK); nothing measured"
 }
 
 # --- idle connections -----------------------------------------------------
@@ -453,12 +573,64 @@ report_idle() {
 		($3 - $2) / 1024, ($4 > 0) ? ($3 - $2) / $4 : 0, $4 }' "$IDLE_RESULTS"
 }
 
+# deltas TARGET BASE: "median r1 r2 ..." of the per-round differences of
+# the c16 CPU per call, TARGET minus BASE (the same round: adjacent runs).
+deltas() {
+	awk -F'\t' -v t="$1" -v b="$2" '
+		$1 == "c16" && $7 != "-" && $2 == t { x[$3] = $7 }
+		$1 == "c16" && $7 != "-" && $2 == b { y[$3] = $7 }
+		END {
+			n = 0
+			for (r = 1; r in x || r in y; r++)
+				if (r in x && r in y) { d[++n] = x[r] - y[r]; list = list sprintf(" %+.2f", d[n]) }
+			if (!n) { print "-"; exit }
+			for (i = 2; i <= n; i++)        # insertion sort: a handful of rounds
+				for (j = i; j > 1 && d[j - 1] > d[j]; j--) { t = d[j]; d[j] = d[j - 1]; d[j - 1] = t }
+			m = (n % 2) ? d[(n + 1) / 2] : (d[n / 2] + d[n / 2 + 1]) / 2
+			printf "%+.2f%s\n", m, list
+		}' "$RESULTS"
+}
+
+report_rankfeed() {
+	local t rps p50 p99 cpu ucpu errs short direct_rps delta d fails
+	direct_rps=$(median c16 direct 4)
+	echo "| target | x-age-band | req/s | × direct | p50 ms | p99 ms | CPU µs/call | − no policy µs | upstream µs/call | upstream got B/call | client got B/call | errors |"
+	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	for t in "${TARGETS[@]}"; do
+		rps=$(median c16 "$t" 4)
+		p50=$(median c16 "$t" 5); p99=$(median c16 "$t" 6)
+		cpu=$(median c16 "$t" 7); ucpu=$(median c16 "$t" 8)
+		errs=$(sum_col "$t" 10); short=$(sum_col "$t" 11)
+		delta=-
+		[[ $t == fg-child || $t == fg-adult ]] && { read -r delta _ <<< "$(deltas "$t" fg-pass)"; }
+		printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %.0f | %.0f | %s%s |\n' "${LABEL[$t]}" \
+			"$(sed -n 's/^x-age-band: //p' <<< "${HDRS[$t]}")" "$rps" "$(ratio "$rps" "$direct_rps")" \
+			"$(ms "$p50")" "$(ms "$p99")" "$cpu" "$delta" "$ucpu" "$(median c16 "$t" 13)" \
+			"$(median c16 "$t" 12)" "$errs" "$( ((short > 0)) && echo " ($short short)")"
+	done
+	echo
+	read -r d rest <<< "$(deltas fg-child fg-pass)"
+	printf 'Intercepted call, band %s, minus the same call through feedguardd without a policy: %s µs of CPU per call\n' \
+		"$CHILD_BAND" "$d"
+	printf '(median of the rounds:%s); target under 5 µs: %s.\n' "$rest" \
+		"$(awk -v d="$d" 'BEGIN { print (d != "-" && d + 0 < 5) ? "met" : "NOT MET" }')"
+	read -r d rest <<< "$(deltas fg-adult fg-pass)"
+	printf 'Intercepted, band adult (no rule block: nothing stripped, messages forwarded as they came): %s µs (rounds:%s).\n' "$d" "$rest"
+	fails=$(awk -F'\t' '$14 == "FAIL"' "$RESULTS" | wc -l)
+	if (( fails == 0 )); then
+		printf 'Checked before the rounds (exact DATA bytes of 2048 calls per target) and in every run (within 1%%): band %s edited, the others untouched.\n' \
+			"$CHILD_BAND"
+	else
+		printf '**CHECK FAILED** in %d runs: the calls did not carry the expected bytes (see results.tsv).\n' "$fails"
+	fi
+}
+
 # --- main ---------------------------------------------------------------
 
 check_tools
 find_daemon
 check_quiet
-raise_nofile
+(( IDLE_CONNS > 0 )) && [[ $SCENARIO == passthrough ]] && raise_nofile
 taskset -pc "$CLIENT_CPU" $$ >/dev/null     # this script and its helpers stay off the servers' core
 
 if [[ -n $OUT ]]; then
@@ -478,37 +650,130 @@ IDLE_RESULTS=$WORK/idle.tsv
 : > "$RESULTS"
 : > "$IDLE_RESULTS"
 DIED=()
+CHECK_FAILED=()
+declare -A LABEL=([direct]=direct [nghttpx]=nghttpx [feedguardd]=feedguardd
+	[fg-pass]="feedguardd, no policy" [fg-child]="feedguardd + policy" [fg-adult]="feedguardd + policy")
 
 make -s -C "$HERE" O="$WORK" >/dev/null || die "cannot build bench-upstream"
-# Request: one gRPC message, 5-byte prefix (uncompressed, length 200) + 200 bytes.
-{ printf '\0\0\0\0\310'; head -c 200 /dev/zero | tr '\0' 'q'; } > "$WORK/request.bin"
+# The binary measured is a copy: a rebuild during the run cannot swap it.
+cp "$FEEDGUARDD" "$WORK/feedguardd" || die "cannot copy $FEEDGUARDD"
+note "results in $WORK; feedguardd is $FEEDGUARDD (run from a copy there)"
+FEEDGUARDD=$WORK/feedguardd
 
-CMDLINE="contrib/bench/run-bench.sh --rounds $ROUNDS --duration $DURATION --warm-up $WARMUP --idle-conns $IDLE_CONNS"
-note "results in $WORK; feedguardd is $FEEDGUARDD"
-start_upstream
-start_nghttpx
-start_feedguardd feedguardd.log
+if [[ $SCENARIO == passthrough ]]; then
+	# Request: one gRPC message, 5-byte prefix (uncompressed, length 200) + 200 bytes.
+	{ printf '\0\0\0\0\310'; head -c 200 /dev/zero | tr '\0' 'q'; } > "$WORK/request.bin"
+	REQUEST=$WORK/request.bin
+	TARGETS=(direct nghttpx feedguardd)
+	SHAPES=(c16 c1)
+	for t in "${TARGETS[@]}"; do
+		EXPECT_REQ[$t]=205
+		EXPECT_RESP[$t]=4101    # bench-upstream's default reply: 5 + 4096
+	done
+	CMDLINE="contrib/bench/run-bench.sh --rounds $ROUNDS --duration $DURATION --warm-up $WARMUP --idle-conns $IDLE_CONNS"
+	start_upstream
+	start_nghttpx
+	start_feedguardd feedguardd feedguardd.log
+	PERF_TARGET=feedguardd
+else
+	# The messages, the sizes a correct feedguardd produces, the policy.
+	cp "$DESCRIPTOR_SET" "$WORK/ranking.pb" || die "cannot copy $DESCRIPTOR_SET"
+	"$PYTHON" "$HERE/rankfeed-messages.py" "$WORK/ranking.pb" "$WORK" || die "cannot build the RankFeed messages"
+	declare -A SIZE
+	while read -r k v; do SIZE[$k]=$v; done < "$WORK/expected.txt"
+	head -c 32 /dev/urandom > "$WORK/bench.key"
+	# policies/demo.yaml's bands and RankFeed rules; StreamFeed is not called.
+	cat > "$WORK/policy.yaml" <<'POLICY'
+# run-bench.sh --scenario rankfeed: policies/demo.yaml's RankFeed rules.
+descriptor_set: ranking.pb
+bands:
+  - name: under_13
+    match: [under_13, u13]
+  - name: "13_15"
+    match: ["13_15"]
+  - name: "16_17"
+    match: ["16_17"]
+  - name: adult
+    match: [adult, "18_plus"]
+unknown_band: under_13
+methods:
+  /feedguard.ranking.v1.Ranker/RankFeed:
+    user_id: {field: user.user_id}
+    age_band: {header: x-age-band}
+    request:
+      - bands: [under_13, "13_15", "16_17"]
+        keep_only:
+          - user.user_id
+          - user.age_band
+          - context.surface
+          - context.locale
+          - context.time_zone
+          - context.geo.latitude
+          - context.geo.longitude
+          - page_size
+          - cursor
+        coarsen:
+          - {field: context.geo.latitude, precision: 0.1}
+          - {field: context.geo.longitude, precision: 0.1}
+        remove_headers: [x-device-id, x-advertising-id]
+    response:
+      - bands: [under_13, "13_15", "16_17"]
+        remove:
+          - items.explanations
+          - items.inferred_interest_labels
+          - items.feature_weights
+          - items.debug_score
+          - profile_segments
+POLICY
+	REQUEST=$WORK/request.bin
+	URL_PATH=$RANKFEED_PATH
+	UP_ARGS=(-r "$WORK/response.msg")
+	TARGETS=(direct nghttpx fg-pass fg-child fg-adult)
+	SHAPES=(c16)
+	for t in "${TARGETS[@]}"; do
+		HDRS[$t]=$(printf 'x-age-band: %s\nx-device-id: dev-42' "$CHILD_BAND")
+		EXPECT_REQ[$t]=$((5 + SIZE[request_len]))
+		EXPECT_RESP[$t]=$((5 + SIZE[response_len]))
+	done
+	HDRS[fg-adult]=$(printf 'x-age-band: adult\nx-device-id: dev-42')
+	EXPECT_REQ[fg-child]=$((5 + SIZE[request_child_len]))
+	EXPECT_RESP[fg-child]=$((5 + SIZE[response_child_len]))
+	CMDLINE="contrib/bench/run-bench.sh --scenario rankfeed --rounds $ROUNDS --duration $DURATION --warm-up $WARMUP"
+	start_upstream
+	start_nghttpx
+	start_feedguardd fg-pass fg-pass.log
+	start_feedguardd fg-policy fg-policy.log "$(printf '%s\n' 'policy: policy.yaml' 'pseudonym_keys:' \
+		'  - {id: bench, file: bench.key}')"
+	PORT[fg-child]=${PORT[fg-policy]} CPU_PIDS[fg-child]=${CPU_PIDS[fg-policy]}
+	PORT[fg-adult]=${PORT[fg-policy]} CPU_PIDS[fg-adult]=${CPU_PIDS[fg-policy]}
+	PERF_TARGET=fg-child
+	note "RankFeed: request 5+${SIZE[request_len]} bytes (${SIZE[watch_history]} watch_history entries)," \
+		"5+${SIZE[request_child_len]} after the $CHILD_BAND policy; response 5+${SIZE[response_len]}" \
+		"bytes (${SIZE[items]} items), 5+${SIZE[response_child_len]} after it"
+fi
 
-for shape in c16 c1; do
+preflight
+
+for shape in "${SHAPES[@]}"; do
 	if [[ $shape == c16 ]]; then
 		note "load h2load -c16 -m32 -t1, $ROUNDS rounds of ${WARMUP}s + ${DURATION}s"
 	else
 		note "latency h2load -c1 -m1 -t1, $ROUNDS rounds of ${WARMUP}s + ${DURATION}s"
 	fi
 	for ((r = 1; r <= ROUNDS; r++)); do
-		for t in direct nghttpx feedguardd; do
+		for t in "${TARGETS[@]}"; do
 			run_load "$t" "$r" "$shape"
 		done
 	done
 done
 
 if (( PERF )) && command -v perf >/dev/null 2>&1; then
-	note "perf: profiling feedguardd under -c16 -m32 for ${DURATION}s"
-	perf record -e cpu-clock -g -o "$WORK/perf.data" -p "$FG_PID" -- sleep $((DURATION + WARMUP)) \
+	note "perf: profiling $PERF_TARGET under -c16 -m32 for ${DURATION}s"
+	perf record -e cpu-clock -g -o "$WORK/perf.data" -p "${CPU_PIDS[$PERF_TARGET]}" -- sleep $((DURATION + WARMUP)) \
 		> "$WORK/perf-record.log" 2>&1 &
 	perf_pid=$!
 	PIDS+=("$perf_pid")
-	run_load feedguardd perf c16
+	run_load "$PERF_TARGET" perf c16
 	wait "$perf_pid"
 	sed -i '/\tperf\t/d' "$RESULTS"
 	{
@@ -518,14 +783,14 @@ if (( PERF )) && command -v perf >/dev/null 2>&1; then
 	note "profile in $WORK/perf.txt"
 fi
 
-if (( IDLE_CONNS > 0 )); then
+if [[ $SCENARIO == passthrough ]] && (( IDLE_CONNS > 0 )); then
 	note "idle: $IDLE_CONNS idle h2c connections to each proxy, fresh processes"
 	stop_pid "$NGHTTPX_PID"
 	stop_pid "$FG_PID"
 	start_nghttpx
 	idle_test nghttpx
 	stop_pid "$NGHTTPX_PID"
-	start_feedguardd feedguardd-idle.log
+	start_feedguardd feedguardd feedguardd-idle.log
 	idle_test feedguardd
 fi
 
@@ -535,9 +800,18 @@ fi
 	     "$(nghttpx --version | head -1); $(h2load --version | head -1)"
 	echo "Load: h2load -t1 pinned to CPU $CLIENT_CPU; upstream and proxy pinned to CPU $SERVER_CPU;" \
 	     "medians of $ROUNDS rounds of ${DURATION}s (after ${WARMUP}s warm-up)"
-	echo
-	report
-	report_idle
+	if [[ $SCENARIO == rankfeed ]]; then
+		echo "Call: $RANKFEED_PATH, h2load -c16 -m32; request 5+${SIZE[request_len]} bytes" \
+		     "(${SIZE[watch_history]} watch_history entries), response 5+${SIZE[response_len]} bytes" \
+		     "(${SIZE[items]} items); band $CHILD_BAND edited to 5+${SIZE[request_child_len]} and" \
+		     "5+${SIZE[response_child_len]}"
+		echo
+		report_rankfeed
+	else
+		echo
+		report
+		report_idle
+	fi
 } > "$WORK/results.md"
 echo
 cat "$WORK/results.md"
@@ -545,6 +819,11 @@ if (( ${#DIED[@]} )); then
 	echo
 	echo "Servers died during: ${DIED[*]} (logs in $WORK)"
 fi
-warns=$(grep -cE 'level=(warn|error)' "$WORK/feedguardd.log")
-(( warns > 0 )) && note "feedguardd logged $warns warn/error lines; see $WORK/feedguardd.log"
+warns=$(cat "$WORK"/feedguardd*.log "$WORK"/fg-*.log 2>/dev/null | grep -cE 'level=(warn|error)')
+(( warns > 0 )) && note "feedguardd logged $warns warn/error lines; see its logs in $WORK"
+if (( ${#CHECK_FAILED[@]} )); then
+	echo
+	echo "CHECK FAILED: the calls did not carry the expected bytes in: ${CHECK_FAILED[*]}"
+	exit 1
+fi
 exit 0
