@@ -529,6 +529,27 @@ static void call_pump_req(struct fg_call *call)
 		call_resume_up(call);
 }
 
+/* Request bytes of an intercepted call: straight into the stage when
+ * nothing is held and the output has room (no staging copy), the rest
+ * held for the pump. */
+static void call_icpt_req_data(struct fg_call *call, const uint8_t *data, size_t len)
+{
+	size_t limit = call->worker->cfg->limits.stream_window, taken = 0;
+	struct fg_intercept_err err;
+
+	if (!fg_bufq_len(&call->req_raw) && fg_bufq_len(&call->req_body) <= limit) {
+		if (fg_intercept_request(call->ic, data, len, &call->req_body, limit, &taken, &err) < 0) {
+			call_fail_icpt(call, &err);
+			return;
+		}
+	}
+	if (taken < len && fg_bufq_append(&call->req_raw, data + taken, len - taken) < 0) {
+		fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
+		return;
+	}
+	call_pump_req(call);
+}
+
 void fg_call_on_req_headers_end(struct fg_call *call, int end_stream)
 {
 	const char *path;
@@ -584,12 +605,12 @@ void fg_call_on_req_data(struct fg_call *call, const uint8_t *data, size_t len)
 		return;
 	}
 	call->req_owed += len;
-	if (fg_bufq_append(call->ic ? &call->req_raw : &call->req_body, data, len) < 0) {
-		fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
+	if (call->ic) {
+		call_icpt_req_data(call, data, len);
 		return;
 	}
-	if (call->ic) {
-		call_pump_req(call);
+	if (fg_bufq_append(&call->req_body, data, len) < 0) {
+		fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
 		return;
 	}
 	call_settle_front(call);
@@ -846,6 +867,28 @@ static void call_pump_resp(struct fg_call *call)
 	call_resume_front(call);
 }
 
+/* As call_icpt_req_data for response bytes. */
+static void call_icpt_resp_data(struct fg_call *call, const uint8_t *data, size_t len)
+{
+	size_t limit = call->worker->cfg->limits.stream_window, taken = 0;
+	struct fg_intercept_err err;
+
+	if (!fg_bufq_len(&call->resp_raw) && fg_bufq_len(&call->resp_body) <= limit) {
+		if (fg_intercept_response(call->ic, data, len, &call->resp_body, limit, &taken, &err) < 0) {
+			call_fail_response(call, &err);
+			call_drop_resp_body(call);
+			return;
+		}
+	}
+	if (taken < len && fg_bufq_append(&call->resp_raw, data + taken, len - taken) < 0) {
+		call_reply_status(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
+		call_rst_up(call, NGHTTP2_CANCEL);
+		call_drop_resp_body(call);
+		return;
+	}
+	call_pump_resp(call);
+}
+
 void fg_call_run_pumps(struct fg_worker *w)
 {
 	struct fg_call *call;
@@ -901,14 +944,14 @@ void fg_call_on_resp_data(struct fg_call *call, const uint8_t *data, size_t len)
 		return;
 	}
 	call->resp_owed += len;
-	if (fg_bufq_append(call->ic ? &call->resp_raw : &call->resp_body, data, len) < 0) {
+	if (call->ic) {
+		call_icpt_resp_data(call, data, len);
+		return;
+	}
+	if (fg_bufq_append(&call->resp_body, data, len) < 0) {
 		call_reply_status(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
 		call_rst_up(call, NGHTTP2_CANCEL);
 		call_settle_up(call);
-		return;
-	}
-	if (call->ic) {
-		call_pump_resp(call);
 		return;
 	}
 	call_settle_up(call);

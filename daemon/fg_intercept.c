@@ -128,6 +128,15 @@ int fg_intercept_begin(struct fg_intercept **out, struct fg_config *cfg, struct 
 	fg_grpcframe_reader_init(&ic->req, cfg->limits.max_message_size);
 	fg_grpcframe_reader_init(&ic->resp, cfg->limits.max_message_size);
 	read_header_sources(ic, h);
+	/* A band known from the headers for which the policy edits nothing, in
+	 * either direction: the call is counted and then passes through as if
+	 * the method were not intercepted (no framing, no copies).  Its user
+	 * key is not needed by anything yet; the screen-time stage will. */
+	if (ic->band_known && !ic->m->request[ic->band].prog &&
+	    !ic->m->response[ic->band].prog && !ic->m->request[ic->band].nremove_headers) {
+		fg_intercept_free(ic);
+		return 0;
+	}
 	*out = ic;
 	return 0;
 }
@@ -210,6 +219,18 @@ static int frame_error(struct fg_intercept_err *err, int rc, const char *side, c
 	return fail(err, bad_status, "%s message: %s", side, why ? why : "malformed");
 }
 
+/* Append one message with its 5-byte prefix to <out>. */
+static int append_framed(struct fg_bufq *out, enum fg_grpcframe_flag flag, const uint8_t *data, size_t len,
+                         struct fg_intercept_err *err)
+{
+	uint8_t prefix[FG_GRPC_PREFIX_LEN];
+
+	fg_grpcframe_write_prefix(prefix, flag, (uint32_t)len);
+	if (fg_bufq_append(out, prefix, sizeof(prefix)) < 0 || fg_bufq_append(out, data, len) < 0)
+		return fail(err, FG_GRPC_INTERNAL, "feedguardd is out of memory");
+	return 0;
+}
+
 /* Edit one complete message and append it, framed, to <out>: the original
  * bytes when nothing changed, the edited bytes with flag 0 otherwise. */
 static int handle_message(struct fg_intercept *ic, const struct fg_grpcframe_msg *msg, enum fg_grpcframe_enc enc,
@@ -221,7 +242,6 @@ static int handle_message(struct fg_intercept *ic, const struct fg_grpcframe_msg
 	const struct fg_policy_edit *e;
 	const uint8_t *plain = msg->data;
 	size_t plain_len = msg->len;
-	uint8_t prefix[FG_GRPC_PREFIX_LEN];
 	const char *why = NULL;
 	int rc, changed = 0;
 
@@ -239,6 +259,10 @@ static int handle_message(struct fg_intercept *ic, const struct fg_grpcframe_msg
 	if (is_request && ic->req_messages++ == 0)
 		read_field_sources(ic, plain, plain_len);
 	e = is_request ? &ic->m->request[ic->band] : &ic->m->response[ic->band];
+	/* Nothing to edit for this band: the message goes on as it came,
+	 * without a copy through the scratch buffer. */
+	if (!e->prog)
+		return append_framed(out, msg->flag, msg->data, msg->len, err);
 	ic->env->edited.len = 0;
 	rc = fg_policy_edit(ic->pol, e, ic->band, ic->env->slot, plain, plain_len, &ic->env->edited, &changed, &why);
 	if (rc == FG_ENOMEM)
@@ -246,14 +270,9 @@ static int handle_message(struct fg_intercept *ic, const struct fg_grpcframe_msg
 	if (rc < 0)
 		return fail(err, bad, "%s message is not valid protobuf for %s: %s", side, ic->m->path,
 		            why ? why : "malformed");
-	if (!changed) {
-		fg_grpcframe_write_prefix(prefix, msg->flag, msg->len);
-		rc = fg_bufq_append(out, prefix, sizeof(prefix)) | fg_bufq_append(out, msg->data, msg->len);
-	} else {
-		fg_grpcframe_write_prefix(prefix, FG_GRPCFRAME_UNCOMPRESSED, (uint32_t)ic->env->edited.len);
-		rc = fg_bufq_append(out, prefix, sizeof(prefix)) | fg_bufq_append(out, ic->env->edited.data, ic->env->edited.len);
-	}
-	return rc < 0 ? fail(err, FG_GRPC_INTERNAL, "feedguardd is out of memory") : 0;
+	if (!changed)
+		return append_framed(out, msg->flag, msg->data, msg->len, err);
+	return append_framed(out, FG_GRPCFRAME_UNCOMPRESSED, ic->env->edited.data, ic->env->edited.len, err);
 }
 
 /* Feed <len> bytes, stopping after a message once <out> holds more than

@@ -63,8 +63,9 @@ struct fg_intercept {
 /*
  * fg_intercept_begin - start the stage for a call to <path> (<len> bytes)
  * with request headers <h> under <cfg>.  Stores NULL in <*out> and returns
- * 0 when the policy does not intercept the method (the call passes through
- * untouched).  Otherwise stores a new stage (returned owned:
+ * 0 when the policy does not intercept the method, or when the headers
+ * already tell a band for which the policy edits nothing (the call is
+ * counted, then passes through untouched).  Otherwise stores a new stage (returned owned:
  * fg_intercept_free; it holds a reference on <cfg>) and returns 0, or
  * returns FG_EINVAL with <err> filled (an unreadable grpc-encoding:
  * UNIMPLEMENTED) or FG_ENOMEM.
