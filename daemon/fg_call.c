@@ -89,9 +89,17 @@ static void call_recycle(struct fg_call *call)
 		return;
 	}
 	for (i = 0; i < 4; i++)
-		fg_hdrs_reset(&h[i]);
+		if (h[i].cap > FG_CALL_POOL_KEEP_BYTES)
+			fg_hdrs_free(&h[i]);
+		else
+			fg_hdrs_reset(&h[i]);
+	/* A pooled call keeps small buffers only: 256 idle calls must not pin
+	 * the memory of the largest messages they ever carried. */
 	for (i = 0; i < 4; i++)
-		fg_bufq_clear(&q[i]);
+		if (q[i].cap > FG_CALL_POOL_KEEP_BYTES)
+			fg_bufq_free(&q[i]);
+		else
+			fg_bufq_clear(&q[i]);
 	memset(call, 0, sizeof(*call));
 	call->req_hdrs = h[0];
 	call->req_trailers = h[1];

@@ -91,6 +91,8 @@ TAILQ_HEAD(fg_call_list, fg_call);
 
 /* Ended calls a worker keeps for reuse, with their buffers. */
 #define FG_CALL_POOL_MAX 256
+/* Body buffers larger than this are freed, not kept, when a call is pooled. */
+#define FG_CALL_POOL_KEEP_BYTES (16 * 1024)
 
 /* fg_call_pool_free - free the calls <w> keeps for reuse (at worker exit). */
 void fg_call_pool_free(struct fg_worker *w);
