@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "fg_mempool.h"
 
@@ -27,6 +29,86 @@ struct fg_mempool_block {
 };
 
 #define HDR sizeof(struct fg_mempool_block)
+
+/* --- mapped (lazily zeroed) blocks ------------------------------------- */
+
+#define MAP_DELETED ((void *)1)
+
+static size_t map_slot(const void *p, size_t cap)
+{
+	return ((uintptr_t)p >> 12) * 0x9E3779B97F4A7C15ull % cap;
+}
+
+static struct fg_mempool_map *map_find(struct fg_mempool *p, const void *ptr)
+{
+	size_t i, n;
+
+	if (!p->capmaps)
+		return NULL;
+	for (i = map_slot(ptr, p->capmaps), n = 0; n < p->capmaps; i = (i + 1) % p->capmaps, n++) {
+		if (!p->maps[i].p)
+			return NULL;
+		if (p->maps[i].p == ptr)
+			return &p->maps[i];
+	}
+	return NULL;
+}
+
+static int map_grow(struct fg_mempool *p)
+{
+	size_t cap = p->capmaps ? p->capmaps * 2 : 64, i, j;
+	struct fg_mempool_map *m = calloc(cap, sizeof(*m));
+
+	if (!m)
+		return -1;
+	for (i = 0; i < p->capmaps; i++) {
+		if (!p->maps[i].p || p->maps[i].p == MAP_DELETED)
+			continue;
+		for (j = map_slot(p->maps[i].p, cap); m[j].p; j = (j + 1) % cap)
+			;
+		m[j] = p->maps[i];
+	}
+	free(p->maps);
+	p->maps = m;
+	p->capmaps = cap;
+	p->nused = p->nmaps;
+	return 0;
+}
+
+static void *map_alloc(struct fg_mempool *p, size_t n)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), len = (n + page - 1) / page * page, i;
+	void *ptr;
+
+	if ((p->nused + 1) * 2 > p->capmaps && map_grow(p) < 0)
+		return NULL;
+	ptr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (ptr == MAP_FAILED)
+		return NULL;
+	for (i = map_slot(ptr, p->capmaps); p->maps[i].p && p->maps[i].p != MAP_DELETED; i = (i + 1) % p->capmaps)
+		;
+	if (!p->maps[i].p)
+		p->nused++;
+	p->maps[i].p = ptr;
+	p->maps[i].len = len;
+	p->nmaps++;
+	return ptr;
+}
+
+static void map_release(struct fg_mempool *p, struct fg_mempool_map *m)
+{
+	munmap(m->p, m->len);
+	m->p = MAP_DELETED;
+	p->nmaps--;
+}
+
+/* A block of ours that mmap made: page-aligned and in the set. */
+static struct fg_mempool_map *map_of(struct fg_mempool *p, void *ptr)
+{
+	if (((uintptr_t)ptr & 4095) != 0)
+		return NULL;
+	return map_find(p, ptr);
+}
 
 static int class_of(size_t n)
 {
@@ -73,9 +155,14 @@ static void pool_free(void *ptr, void *user)
 {
 	struct fg_mempool *p = user;
 	struct fg_mempool_block *b;
+	struct fg_mempool_map *m;
 
 	if (!ptr)
 		return;
+	if ((m = map_of(p, ptr))) {
+		map_release(p, m);
+		return;
+	}
 	b = (struct fg_mempool_block *)(void *)((char *)ptr - HDR);
 	if (b->h.cls == MEMPOOL_LARGE || p->nfree[b->h.cls] >= FG_MEMPOOL_KEEP) {
 		free(b);
@@ -92,6 +179,9 @@ static void *pool_calloc(size_t nmemb, size_t size, void *user)
 
 	if (size && nmemb > SIZE_MAX / size)
 		return NULL;
+	/* Fresh anonymous pages are zero already: no memset, no resident page. */
+	if (nmemb * size >= FG_MEMPOOL_LAZY_MIN && (ptr = map_alloc(user, nmemb * size)))
+		return ptr;
 	ptr = pool_malloc(nmemb * size, user);
 	if (ptr)
 		memset(ptr, 0, nmemb * size);
@@ -101,10 +191,21 @@ static void *pool_calloc(size_t nmemb, size_t size, void *user)
 static void *pool_realloc(void *ptr, size_t n, void *user)
 {
 	struct fg_mempool_block *b;
+	struct fg_mempool_map *m;
 	void *np;
 
 	if (!ptr)
 		return pool_malloc(n, user);
+	if ((m = map_of(user, ptr))) {
+		if (n <= m->len)
+			return ptr;
+		np = pool_malloc(n, user);
+		if (!np)
+			return NULL;
+		memcpy(np, ptr, m->len);
+		map_release(user, m);
+		return np;
+	}
 	b = (struct fg_mempool_block *)(void *)((char *)ptr - HDR);
 	if (n <= b->h.size)
 		return ptr;
@@ -139,4 +240,9 @@ void fg_mempool_free(struct fg_mempool *p)
 		p->free[c] = NULL;
 		p->nfree[c] = 0;
 	}
+	/* Sessions are gone by now; a mapping left would be a leak of theirs,
+	 * but the set is ours. */
+	free(p->maps);
+	p->maps = NULL;
+	p->nmaps = p->nused = p->capmaps = 0;
 }

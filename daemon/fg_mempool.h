@@ -25,9 +25,21 @@
 
 struct fg_mempool_block;
 
+/* A zeroed block of at least this size is mapped, not allocated: its pages
+ * stay untouched (and cost no memory) until written.  nghttp2 callocs a
+ * 4 KiB stream table per session that an idle connection never fills. */
+#define FG_MEMPOOL_LAZY_MIN 4096
+
+struct fg_mempool_map {
+	void *p;                        /* page-aligned mapping; NULL: empty slot; (void *)1: deleted */
+	size_t len;
+};
+
 struct fg_mempool {
 	struct fg_mempool_block *free[FG_MEMPOOL_NCLASSES];
 	unsigned nfree[FG_MEMPOOL_NCLASSES];
+	struct fg_mempool_map *maps;    /* open-addressing set of the mapped blocks in use */
+	size_t nmaps, nused, capmaps;   /* live entries, live + deleted slots, slots */
 	nghttp2_mem mem;                /* what nghttp2_session_*_new3 takes; mem_user_data is the pool */
 };
 

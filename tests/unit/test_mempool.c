@@ -1,0 +1,120 @@
+/* test_mempool.c - the per-worker allocator nghttp2 uses, through fg_mempool.h. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "fg_mempool.h"
+
+static void *m_malloc(struct fg_mempool *p, size_t n) { return p->mem.malloc(n, p->mem.mem_user_data); }
+static void *m_calloc(struct fg_mempool *p, size_t a, size_t b) { return p->mem.calloc(a, b, p->mem.mem_user_data); }
+static void *m_realloc(struct fg_mempool *p, void *x, size_t n) { return p->mem.realloc(x, n, p->mem.mem_user_data); }
+static void m_free(struct fg_mempool *p, void *x) { p->mem.free(x, p->mem.mem_user_data); }
+
+static void test_mempool_small_blocks_are_reused(void **state)
+{
+	struct fg_mempool p;
+	void *a, *b;
+
+	fg_mempool_init(&p);
+	a = m_malloc(&p, 100);
+	assert_non_null(a);
+	memset(a, 0xab, 100);
+	m_free(&p, a);
+	b = m_malloc(&p, 120);              /* same class (128): the freed block comes back */
+	assert_ptr_equal(a, b);
+	m_free(&p, b);
+	assert_int_equal(p.nfree[1], 1);
+	fg_mempool_free(&p);
+	assert_int_equal(p.nfree[1], 0);
+}
+
+static void test_mempool_calloc_zeroes_every_size(void **state)
+{
+	static const size_t sizes[] = { 1, 64, 65, 1000, 1024, 1025, 4095, 4096, 4097, 65536 };
+	struct fg_mempool p;
+	unsigned char *x;
+	size_t i, j;
+
+	fg_mempool_init(&p);
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		/* dirty a block of that size first, so reuse must be cleared */
+		x = m_malloc(&p, sizes[i]);
+		memset(x, 0xff, sizes[i]);
+		m_free(&p, x);
+		x = m_calloc(&p, 1, sizes[i]);
+		assert_non_null(x);
+		for (j = 0; j < sizes[i]; j++)
+			assert_int_equal(x[j], 0);
+		if (sizes[i] >= FG_MEMPOOL_LAZY_MIN)      /* mapped: page-aligned, in the set */
+			assert_int_equal((uintptr_t)x & 4095, 0);
+		m_free(&p, x);
+	}
+	assert_int_equal(p.nmaps, 0);
+	fg_mempool_free(&p);
+}
+
+static void test_mempool_realloc_keeps_content(void **state)
+{
+	struct fg_mempool p;
+	unsigned char *x;
+	size_t i;
+
+	fg_mempool_init(&p);
+	x = m_calloc(&p, 1, 8192);          /* mapped */
+	for (i = 0; i < 8192; i++)
+		x[i] = (unsigned char)i;
+	x = m_realloc(&p, x, 4000);         /* shrinking keeps the block */
+	assert_int_equal((uintptr_t)x & 4095, 0);
+	x = m_realloc(&p, x, 20000);        /* growing moves it to malloc */
+	for (i = 0; i < 8192; i++)
+		assert_int_equal(x[i], (unsigned char)i);
+	assert_int_equal(p.nmaps, 0);
+	x = m_realloc(&p, x, 30);
+	m_free(&p, x);
+	x = m_realloc(&p, NULL, 50);        /* NULL is malloc */
+	memset(x, 1, 50);
+	x = m_realloc(&p, x, 900);          /* across classes */
+	for (i = 0; i < 50; i++)
+		assert_int_equal(x[i], 1);
+	m_free(&p, x);
+	m_free(&p, NULL);
+	fg_mempool_free(&p);
+}
+
+static void test_mempool_many_mappings(void **state)
+{
+	enum { N = 3000 };
+	static void *blocks[N];
+	struct fg_mempool p;
+	size_t i;
+
+	fg_mempool_init(&p);
+	for (i = 0; i < N; i++) {
+		blocks[i] = m_calloc(&p, 4096, 1);
+		assert_non_null(blocks[i]);
+		((char *)blocks[i])[0] = 1;
+	}
+	assert_int_equal(p.nmaps, N);
+	for (i = 0; i < N; i += 2)          /* free half, in an order that leaves holes */
+		m_free(&p, blocks[i]);
+	for (i = 0; i < N; i += 2)
+		blocks[i] = m_calloc(&p, 1, 5000);
+	for (i = 0; i < N; i++)
+		m_free(&p, blocks[i]);
+	assert_int_equal(p.nmaps, 0);
+	fg_mempool_free(&p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_mempool_small_blocks_are_reused),
+		cmocka_unit_test(test_mempool_calloc_zeroes_every_size),
+		cmocka_unit_test(test_mempool_realloc_keeps_content),
+		cmocka_unit_test(test_mempool_many_mappings),
+	};
+	return cmocka_run_group_tests_name("mempool", tests, NULL, NULL);
+}
