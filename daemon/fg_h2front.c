@@ -242,7 +242,7 @@ int fg_front_accept(struct fg_worker *w, int fd, const struct sockaddr *sa, sock
 {
 	struct fg_front *f;
 	nghttp2_session *session;
-	int one = 1;
+	int one = 1, rc;
 
 	pthread_once(&front_once, front_init_once);
 	if (!front_option || !(f = calloc(1, sizeof(*f)))) {
@@ -253,7 +253,10 @@ int fg_front_accept(struct fg_worker *w, int fd, const struct sockaddr *sa, sock
 	f->worker = w;
 	TAILQ_INIT(&f->calls);
 	fg_addr_format(sa, f->peer, sizeof(f->peer));
-	if (nghttp2_session_server_new3(&session, front_callbacks, f, front_option, &w->mempool.mem) != 0) {
+	fg_mempool_session_begin(&w->mempool);
+	rc = nghttp2_session_server_new3(&session, front_callbacks, f, front_option, &w->mempool.mem);
+	fg_mempool_session_end(&w->mempool);
+	if (rc != 0) {
 		close(fd);
 		free(f);
 		return FG_ENOMEM;

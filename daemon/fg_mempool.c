@@ -127,6 +127,10 @@ static void *pool_malloc(size_t n, void *user)
 	struct fg_mempool *p = user;
 	struct fg_mempool_block *b;
 	int c = class_of(n);
+	void *ptr;
+
+	if (p->lazy_session && n >= FG_MEMPOOL_LAZY_SESSION_MIN && (ptr = map_alloc(p, n)))
+		return ptr;
 
 	if (c < 0) {
 		b = malloc(HDR + n);
@@ -225,6 +229,16 @@ void fg_mempool_init(struct fg_mempool *p)
 	p->mem.free = pool_free;
 	p->mem.calloc = pool_calloc;
 	p->mem.realloc = pool_realloc;
+}
+
+void fg_mempool_session_begin(struct fg_mempool *p)
+{
+	p->lazy_session = 1;
+}
+
+void fg_mempool_session_end(struct fg_mempool *p)
+{
+	p->lazy_session = 0;
 }
 
 void fg_mempool_free(struct fg_mempool *p)

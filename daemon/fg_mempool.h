@@ -40,11 +40,24 @@ struct fg_mempool {
 	unsigned nfree[FG_MEMPOOL_NCLASSES];
 	struct fg_mempool_map *maps;    /* open-addressing set of the mapped blocks in use */
 	size_t nmaps, nused, capmaps;   /* live entries, live + deleted slots, slots */
+	unsigned lazy_session;          /* a session is being created: see fg_mempool_session_begin */
 	nghttp2_mem mem;                /* what nghttp2_session_*_new3 takes; mem_user_data is the pool */
 };
 
 /* fg_mempool_init - an empty pool with <p>->mem ready for nghttp2. */
 void fg_mempool_init(struct fg_mempool *p);
+
+/*
+ * fg_mempool_session_begin / _end - bracket nghttp2_session_*_new3.  In
+ * between, blocks of FG_MEMPOOL_LAZY_SESSION_MIN bytes or more are mapped
+ * lazily too: a new session's HPACK tables (two 1 KiB blocks) and frame
+ * buffer are written only when the connection carries headers, so an idle
+ * connection keeps them out of memory.  (Per-call allocations never get
+ * this: a mapping per call would cost two system calls.)
+ */
+#define FG_MEMPOOL_LAZY_SESSION_MIN 1024
+void fg_mempool_session_begin(struct fg_mempool *p);
+void fg_mempool_session_end(struct fg_mempool *p);
 
 /* fg_mempool_free - release the blocks the pool keeps (not those in use). */
 void fg_mempool_free(struct fg_mempool *p);

@@ -280,9 +280,12 @@ static int conn_start_session(struct fg_upconn *up)
 		{ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, pool->stream_window },
 		{ NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, pool->max_header_list_size },
 	};
-	int fd = up->connect_fd;
+	int fd = up->connect_fd, rc;
 
-	if (nghttp2_session_client_new3(&session, up_callbacks, up, up_option, &pool->worker->mempool.mem) != 0)
+	fg_mempool_session_begin(&pool->worker->mempool);
+	rc = nghttp2_session_client_new3(&session, up_callbacks, up, up_option, &pool->worker->mempool.mem);
+	fg_mempool_session_end(&pool->worker->mempool);
+	if (rc != 0)
 		return FG_ENOMEM;
 	up->connect_fd = -1;
 	if (fg_h2conn_init(&up->h2, pool->worker->base, fd, session, conn_closed_cb, up) < 0)

@@ -108,6 +108,29 @@ static void test_mempool_many_mappings(void **state)
 	fg_mempool_free(&p);
 }
 
+static void test_mempool_session_blocks_are_mapped(void **state)
+{
+	struct fg_mempool p;
+	void *in, *out, *small;
+
+	fg_mempool_init(&p);
+	out = m_malloc(&p, 2048);                /* per call: from the heap */
+	fg_mempool_session_begin(&p);
+	in = m_malloc(&p, 1024);                 /* a new session's table: mapped */
+	small = m_malloc(&p, 1023);              /* below the bound: from the classes */
+	fg_mempool_session_end(&p);
+	assert_int_equal((uintptr_t)in & 4095, 0);
+	assert_int_equal(p.nmaps, 1);
+	memset(in, 7, 1024);
+	in = m_realloc(&p, in, 3000);            /* grows within its page */
+	assert_int_equal(((unsigned char *)in)[1023], 7);
+	m_free(&p, in);
+	m_free(&p, small);
+	m_free(&p, out);
+	assert_int_equal(p.nmaps, 0);
+	fg_mempool_free(&p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -115,6 +138,7 @@ int main(void)
 		cmocka_unit_test(test_mempool_calloc_zeroes_every_size),
 		cmocka_unit_test(test_mempool_realloc_keeps_content),
 		cmocka_unit_test(test_mempool_many_mappings),
+		cmocka_unit_test(test_mempool_session_blocks_are_mapped),
 	};
 	return cmocka_run_group_tests_name("mempool", tests, NULL, NULL);
 }
