@@ -21,6 +21,8 @@
 
 #include <cmocka.h>
 
+#include "fg_testutil.h"
+
 #include "fg_config.h"
 #include "fg_error.h"
 
@@ -757,58 +759,24 @@ static void test_error_buffer(void **state)
 
 /* --- files -------------------------------------------------------------- */
 
-struct dir {
-	char path[64];
-	char file[128];         /* <path>/feedguard.yaml */
-};
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
 static int dir_setup(void **state)
 {
-	struct dir *d = calloc(1, sizeof(*d));
-
-	if (!d)
-		return -1;
-	strcpy(d->path, "/tmp/fg_config_test.XXXXXX");
-	if (!mkdtemp(d->path)) {
-		free(d);
-		return -1;
-	}
-	snprintf(d->file, sizeof(d->file), "%s/feedguard.yaml", d->path);
-	*state = d;
-	return 0;
+	return fg_test_dir_new(state, "feedguard.yaml");
 }
 
 static int dir_teardown(void **state)
 {
-	struct dir *d = *state;
-	int rc = nftw(d->path, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
-
-	free(d);
-	return rc;
-}
-
-static void write_file(const char *path, const char *text, size_t len)
-{
-	FILE *f = fopen(path, "w");
-
-	assert_non_null(f);
-	assert_int_equal(fwrite(text, 1, len, f), len);
-	assert_int_equal(fclose(f), 0);
+	return fg_test_dir_free(state);
 }
 
 static void test_load_file(void **state)
 {
 	static const char yaml[] = UP "log: {access_log: logs/access.log}\n";
-	const struct dir *d = *state;
+	const struct fg_test_dir *d = *state;
 	char err[FG_CONFIG_ERRLEN], want[256];
 	struct fg_config *cfg;
 
-	write_file(d->file, yaml, sizeof(yaml) - 1);
+	fg_test_write_file(d->file, yaml, sizeof(yaml) - 1);
 	assert_int_equal(fg_config_load(d->file, &cfg, err, sizeof(err)), 0);
 	assert_string_equal(err, "");
 	assert_string_equal(cfg->path, d->file);
@@ -822,12 +790,12 @@ static void test_load_file(void **state)
 static void test_load_relative_path(void **state)
 {
 	static const char yaml[] = UP "log: {access_log: access.log}\n";
-	const struct dir *d = *state;
+	const struct fg_test_dir *d = *state;
 	char err[FG_CONFIG_ERRLEN], want[256], cwd[4096];
 	struct fg_config *cfg;
 	int rc;
 
-	write_file(d->file, yaml, sizeof(yaml) - 1);
+	fg_test_write_file(d->file, yaml, sizeof(yaml) - 1);
 	assert_non_null(getcwd(cwd, sizeof(cwd)));
 	assert_int_equal(chdir(d->path), 0);
 	rc = fg_config_load("./feedguard.yaml", &cfg, err, sizeof(err));
@@ -841,13 +809,13 @@ static void test_load_relative_path(void **state)
 
 static void test_load_file_errors(void **state)
 {
-	const struct dir *d = *state;
+	const struct fg_test_dir *d = *state;
 	char err[FG_CONFIG_ERRLEN], want[512], missing[128];
 	struct fg_config *cfg;
 	char *big;
 
 	/* a config error names the file as the caller wrote it */
-	write_file(d->file, "workers: 2\nbogus: 1\n", 20);
+	fg_test_write_file(d->file, "workers: 2\nbogus: 1\n", 20);
 	assert_int_equal(fg_config_load(d->file, &cfg, err, sizeof(err)), FG_ECONFIG);
 	assert_null(cfg);
 	snprintf(want, sizeof(want), "%s:2:1: unknown key 'bogus'; valid keys: listen, workers, "
@@ -869,7 +837,7 @@ static void test_load_file_errors(void **state)
 	big = malloc((1 << 20) + 10);
 	assert_non_null(big);
 	memset(big, '#', (1 << 20) + 10);
-	write_file(d->file, big, (1 << 20) + 10);
+	fg_test_write_file(d->file, big, (1 << 20) + 10);
 	free(big);
 	assert_int_equal(fg_config_load(d->file, &cfg, err, sizeof(err)), FG_ECONFIG);
 	snprintf(want, sizeof(want), "%s:1:1: larger than 1048576 bytes", d->file);

@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include "fg_testutil.h"
+
 #include "fg_cpu.h"
 
 struct tree {
@@ -68,15 +70,10 @@ static int setup(void **state)
 	return 0;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
 static int teardown(void **state)
 {
 	struct tree *t = *state;
-	int rc = nftw(t->root, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+	int rc = fg_test_rmtree(t->root);
 
 	free(t);
 	return rc;

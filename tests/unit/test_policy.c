@@ -44,6 +44,8 @@
 
 #include <cmocka.h>
 
+#include "fg_testutil.h"
+
 #include "descriptor.pb-c.h"
 #include "fg_error.h"
 #include "fg_pbwire.h"
@@ -204,15 +206,6 @@ static void t_method(Google__Protobuf__MethodDescriptorProto *m, const char *nam
 	m->server_streaming = ss;
 }
 
-static void write_file(const char *path, const void *data, size_t len)
-{
-	FILE *fp = fopen(path, "wb");
-
-	assert_non_null(fp);
-	assert_int_equal(fwrite(data, 1, len, fp), len);
-	assert_int_equal(fclose(fp), 0);
-}
-
 static void write_t_pb(const char *path)
 {
 	Google__Protobuf__FieldDescriptorProto *val_f[2], *req_f[8], *ment_f[2], *nent_f[2];
@@ -271,7 +264,7 @@ static void write_t_pb(const char *path)
 	buf = malloc(len);
 	assert_non_null(buf);
 	assert_int_equal(google__protobuf__file_descriptor_set__pack(&set, buf), len);
-	write_file(path, buf, len);
+	fg_test_write_file(path, buf, len);
 	free(buf);
 }
 
@@ -330,12 +323,12 @@ static int setup(void **state)
 		return -1;
 	}
 	in_dir(path, sizeof(path), "ranking.pb");
-	write_file(path, pb, len);
+	fg_test_write_file(path, pb, len);
 	free(pb);
 	in_dir(path, sizeof(path), "t.pb");
 	write_t_pb(path);
 	in_dir(path, sizeof(path), "garbage.pb");
-	write_file(path, "\xff\xff\xff", 3);
+	fg_test_write_file(path, "\xff\xff\xff", 3);
 	in_dir(path, sizeof(path), "sub.pb");
 	if (mkdir(path, 0700) != 0) {
 		teardown(state);

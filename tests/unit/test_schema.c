@@ -21,6 +21,8 @@
 
 #include <cmocka.h>
 
+#include "fg_testutil.h"
+
 #include "descriptor.pb-c.h"
 #include "fg_error.h"
 #include "fg_schema.h"
@@ -314,15 +316,6 @@ static void expect_load_error(const char *path, int rc, const char *want)
 		fail_msg("error \"%s\" lacks \"%s\" or does not start with the path", err, want);
 }
 
-static void write_file(const char *path, const void *data, size_t len)
-{
-	FILE *fp = fopen(path, "wb");
-
-	assert_non_null(fp);
-	assert_int_equal(fwrite(data, 1, len, fp), len);
-	assert_int_equal(fclose(fp), 0);
-}
-
 static void test_missing_file(void **state)
 {
 	expect_load_error("/nonexistent/feedguard/ranking.pb", FG_EIO, "No such file or directory");
@@ -338,11 +331,11 @@ static void test_garbage_file(void **state)
 
 	assert_true(fd >= 0);
 	close(fd);
-	write_file(path, "", 0);
+	fg_test_write_file(path, "", 0);
 	expect_load_error(path, FG_EINVAL, "not a FileDescriptorSet");
-	write_file(path, text, sizeof(text) - 1);     /* the .proto instead of its set */
+	fg_test_write_file(path, text, sizeof(text) - 1);     /* the .proto instead of its set */
 	expect_load_error(path, FG_EINVAL, "not a FileDescriptorSet");
-	write_file(path, junk, sizeof(junk));
+	fg_test_write_file(path, junk, sizeof(junk));
 	expect_load_error(path, FG_EINVAL, "not a FileDescriptorSet");
 	unlink(path);
 }

@@ -20,6 +20,8 @@
 
 #include <cmocka.h>
 
+#include "fg_testutil.h"
+
 #include "fg_error.h"
 #include "fg_yaml.h"
 
@@ -574,48 +576,14 @@ static void test_free_null(void **state)
 
 /* --- files -------------------------------------------------------------- */
 
-struct dir {
-	char path[64];
-	char file[128];         /* <path>/f.yaml */
-};
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
 static int dir_setup(void **state)
 {
-	struct dir *d = calloc(1, sizeof(*d));
-
-	if (!d)
-		return -1;
-	strcpy(d->path, "/tmp/fg_yaml_test.XXXXXX");
-	if (!mkdtemp(d->path)) {
-		free(d);
-		return -1;
-	}
-	snprintf(d->file, sizeof(d->file), "%s/f.yaml", d->path);
-	*state = d;
-	return 0;
+	return fg_test_dir_new(state, "f.yaml");
 }
 
 static int dir_teardown(void **state)
 {
-	struct dir *d = *state;
-	int rc = nftw(d->path, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
-
-	free(d);
-	return rc;
-}
-
-static void write_file(const char *path, const char *text, size_t len)
-{
-	FILE *f = fopen(path, "w");
-
-	assert_non_null(f);
-	assert_int_equal(fwrite(text, 1, len, f), len);
-	assert_int_equal(fclose(f), 0);
+	return fg_test_dir_free(state);
 }
 
 /* Read <path> with cap <max> and check it gave the first <want> bytes of <data>. */
@@ -635,19 +603,19 @@ static void expect_read(const char *path, size_t max, const char *data, size_t w
 
 static void test_read_file(void **state)
 {
-	const struct dir *d = *state;
+	const struct fg_test_dir *d = *state;
 	size_t big = 10000;
 	char *data = malloc(big);
 
 	assert_non_null(data);
 	for (size_t i = 0; i < big; i++)
 		data[i] = (char)('a' + i % 26);
-	write_file(d->file, "a: 1\n", 5);
+	fg_test_write_file(d->file, "a: 1\n", 5);
 	expect_read(d->file, 100, "a: 1\n", 5);
-	write_file(d->file, "", 0);
+	fg_test_write_file(d->file, "", 0);
 	expect_read(d->file, 100, "", 0);
 	/* larger than the first buffer: it grows, up to one byte past the cap */
-	write_file(d->file, data, big);
+	fg_test_write_file(d->file, data, big);
 	expect_read(d->file, 1 << 20, data, big);
 	expect_read(d->file, big, data, big);
 	expect_read(d->file, big - 1, data, big);
@@ -662,12 +630,12 @@ static void test_read_file(void **state)
 static void test_read_then_parse(void **state)
 {
 	static const struct fg_yaml_limits lim = { .max_bytes = 8, .max_depth = 16, .max_nodes = 100 };
-	const struct dir *d = *state;
+	const struct fg_test_dir *d = *state;
 	char err[ERRLEN], *text, want[256];
 	struct fg_yaml_node *root;
 	size_t len;
 
-	write_file(d->file, "a: 1\nb: 2\n", 10);
+	fg_test_write_file(d->file, "a: 1\nb: 2\n", 10);
 	assert_int_equal(fg_yaml_read_file(d->file, lim.max_bytes, &text, &len, err, sizeof(err)), 0);
 	assert_int_equal(len, 9);
 	assert_int_equal(fg_yaml_parse(d->file, text, len, &lim, &root, err, sizeof(err)), FG_ECONFIG);
@@ -678,7 +646,7 @@ static void test_read_then_parse(void **state)
 
 static void test_read_file_errors(void **state)
 {
-	const struct dir *d = *state;
+	const struct fg_test_dir *d = *state;
 	char err[ERRLEN], want[512], missing[128], *text = (char *)&err;
 	size_t len = 12345;
 
