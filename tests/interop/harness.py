@@ -145,6 +145,34 @@ class Events:
 
 # ---------------------------------------------------------------- test upstream
 
+def spawn_serving(cmd, stderr_path, timeout, what):
+    """Start <cmd> (a test server that prints "PORT <n>" on stdout once it
+    serves), stderr appended to <stderr_path>; returns (proc, port).  Fails
+    with the server's stderr if it exits or stays silent for <timeout> s."""
+    with open(stderr_path, "ab") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+    line = b""
+    limit = time.monotonic() + timeout
+    fd = proc.stdout.fileno()
+    while not line.endswith(b"\n"):
+        left = limit - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            proc.kill()
+            proc.wait(timeout=10)
+            proc.stdout.close()
+            raise AssertionError("%s did not start in %.0fs:\n%s" % (what, timeout, tail(stderr_path)))
+        chunk = os.read(fd, 256)
+        if not chunk:
+            proc.wait()
+            proc.stdout.close()
+            raise AssertionError("%s exited (%s) before serving:\n%s"
+                                 % (what, proc.returncode, tail(stderr_path)))
+        line += chunk
+    m = re.match(rb"PORT (\d+)", line)
+    assert m, "%s printed %r" % (what, line)
+    return proc, int(m.group(1))
+
+
 class Upstream:
     """tests/interop/upstream.py as a subprocess."""
 
@@ -168,29 +196,7 @@ class Upstream:
         <max_streams>: SETTINGS_MAX_CONCURRENT_STREAMS it advertises (0: grpc's)."""
         cmd = [PYTHON, str(HERE / "upstream.py"), "--port", str(port),
                "--events", str(self.events_path), "--max-streams", str(max_streams)]
-        with open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE, stderr=err)
-        line = b""
-        limit = time.monotonic() + self.START_TIMEOUT
-        fd = self.proc.stdout.fileno()
-        while not line.endswith(b"\n"):
-            left = limit - time.monotonic()
-            if left <= 0:
-                self.kill()
-                raise AssertionError("upstream did not start in %.0fs:\n%s"
-                                     % (self.START_TIMEOUT, tail(self.stderr_path)))
-            r, _, _ = select.select([fd], [], [], left)
-            if r:
-                chunk = os.read(fd, 256)
-                if not chunk:
-                    self.proc.wait()
-                    raise AssertionError("upstream exited (%s) before serving:\n%s"
-                                         % (self.proc.returncode, tail(self.stderr_path)))
-                line += chunk
-        m = re.match(rb"PORT (\d+)", line)
-        assert m, "upstream printed %r" % line
-        self.port = int(m.group(1))
+        self.proc, self.port = spawn_serving(cmd, self.stderr_path, self.START_TIMEOUT, "upstream")
         assert port in (0, self.port)
         return self
 

@@ -17,7 +17,6 @@ import socket
 import struct
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -30,7 +29,7 @@ import h2.exceptions
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 import harness
-from harness import PYTHON, SRCDIR, Events, poll_until, tail, tf
+from harness import PYTHON, SRCDIR, Events, poll_until, spawn_serving, tail, tf
 
 PKG = "feedguard.ranking.v1."
 SERVICE = "feedguard.ranking.v1.Ranker"
@@ -298,27 +297,7 @@ class Ranker:
     def start(self):
         cmd = [PYTHON, str(RANKER_PY), "--port", "0", "--descriptor-set", str(ranking_pb()),
                "--record", str(self.record_path)]
-        with open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=err)
-        fd = self.proc.stdout.fileno()
-        line = b""
-        limit = time.monotonic() + self.START_TIMEOUT
-        while not line.endswith(b"\n"):
-            left = limit - time.monotonic()
-            r = select.select([fd], [], [], max(left, 0))[0] if left > 0 else []
-            if not r:
-                self.stop()
-                raise AssertionError("the demo ranker did not start:\n%s" % tail(self.stderr_path))
-            chunk = os.read(fd, 256)
-            if not chunk:
-                self.proc.wait()
-                raise AssertionError("the demo ranker exited (%s):\n%s"
-                                     % (self.proc.returncode, tail(self.stderr_path)))
-            line += chunk
-        m = re.match(rb"PORT (\d+)", line)
-        assert m, "the demo ranker printed %r" % line
-        self.port = int(m.group(1))
+        self.proc, self.port = spawn_serving(cmd, self.stderr_path, self.START_TIMEOUT, "the demo ranker")
         return self
 
     def records(self):
