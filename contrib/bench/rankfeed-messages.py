@@ -38,26 +38,12 @@ import random
 import struct
 import sys
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demo"))
+from demo_common import load_messages  # noqa: E402
 
-PKG = "feedguard.ranking.v1."
 REQUEST_LEN = 10240             # bytes of RankFeedRequest, prefix not included
 WATCH_EVENTS = 200
 ITEMS = 100
-
-
-def message_classes(pb_path):
-    fds = descriptor_pb2.FileDescriptorSet()
-    with open(pb_path, "rb") as f:
-        fds.ParseFromString(f.read())
-    pool = descriptor_pool.DescriptorPool()
-    for f in fds.file:
-        pool.Add(f)
-    names = ("RankFeedRequest", "RankFeedResponse")
-    if hasattr(message_factory, "GetMessageClass"):
-        return [message_factory.GetMessageClass(pool.FindMessageTypeByName(PKG + n)) for n in names]
-    factory = message_factory.MessageFactory(pool)
-    return [factory.GetPrototype(pool.FindMessageTypeByName(PKG + n)) for n in names]
 
 
 TOPICS = ["sport", "music", "gaming", "comedy", "science", "cooking", "fashion", "travel", "pets", "dance"]
@@ -167,7 +153,8 @@ def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__.split("\n\n")[-2].strip())
     pb, out = sys.argv[1], sys.argv[2]
-    Req, Resp = message_classes(pb)
+    classes = load_messages(pb)
+    Req, Resp = classes["RankFeedRequest"], classes["RankFeedResponse"]
 
     # Grow the device fingerprint until the request is exactly REQUEST_LEN.
     pad = max(0, REQUEST_LEN - build_request(Req, random.Random(1), 0).ByteSize() - 8)

@@ -1,5 +1,7 @@
-"""What both demos need: waiting for a process's readiness line, and
-stopping every process they started, by PID."""
+"""What the demos (and contrib/bench) need: waiting for a process's
+readiness line, stopping every process they started by PID, and the
+reference contract's message classes."""
+import importlib.util
 import os
 import re
 import signal
@@ -33,3 +35,15 @@ def stop_all(procs):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def load_messages(pb_path):
+    """{name: class} for RankFeedRequest, RankFeedResponse and FeedItem, built
+    from the descriptor set at <pb_path> by the demo ranker's own loader (no
+    generated code anywhere)."""
+    ranker_py = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "demo-ranker", "ranker.py")
+    spec = importlib.util.spec_from_file_location("fg_demo_ranker", ranker_py)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.load_messages(pb_path)

@@ -16,35 +16,18 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from demo_common import stop_all, wait_for  # noqa: E402
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from demo_common import load_messages, stop_all, wait_for  # noqa: E402
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PKG = "feedguard.ranking.v1."
 RANK = "/feedguard.ranking.v1.Ranker/RankFeed"
-
-
-def message_classes(pb_path):
-    fds = descriptor_pb2.FileDescriptorSet()
-    fds.ParseFromString(open(pb_path, "rb").read())
-    pool = descriptor_pool.DescriptorPool()
-    for f in fds.file:
-        pool.Add(f)
-    names = ("RankFeedRequest", "RankFeedResponse")
-    if hasattr(message_factory, "GetMessageClass"):
-        return [message_factory.GetMessageClass(pool.FindMessageTypeByName(PKG + n)) for n in names]
-    factory = message_factory.MessageFactory(pool)
-    return [factory.GetPrototype(pool.FindMessageTypeByName(PKG + n)) for n in names]
 
 
 def profiled_request(Req):
@@ -140,7 +123,8 @@ def main():
         wait_for(flog, r"event=ready", fg)
         port = re.search(r"event=listening addr=127\.0\.0\.1:(\d+)", open(flog).read()).group(1)
 
-        Req, Resp = message_classes(pb)
+        classes = load_messages(pb)
+        Req, Resp = classes["RankFeedRequest"], classes["RankFeedResponse"]
         feeds = {}
         with grpc.insecure_channel("127.0.0.1:" + port) as ch:
             call = ch.unary_unary(RANK, request_serializer=lambda m: m.SerializeToString(),

@@ -26,12 +26,10 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 import harness
 from harness import PYTHON, SRCDIR, Events, poll_until, spawn_serving, tail, tf
 
-PKG = "feedguard.ranking.v1."
 SERVICE = "feedguard.ranking.v1.Ranker"
 RANK = "/%s/RankFeed" % SERVICE
 STREAM = "/%s/StreamFeed" % SERVICE
@@ -57,22 +55,11 @@ _CLASSES = {}
 
 def messages():
     """{name: class} for RankFeedRequest, RankFeedResponse, FeedItem, built at
-    run time from the descriptor set (no generated code), as the demo does."""
-    if _CLASSES:
-        return _CLASSES
-    fds = descriptor_pb2.FileDescriptorSet()
-    fds.ParseFromString(ranking_pb().read_bytes())
-    pool = descriptor_pool.DescriptorPool()
-    for f in fds.file:
-        pool.Add(f)
-    for n in ("RankFeedRequest", "RankFeedResponse", "FeedItem"):
-        d = pool.FindMessageTypeByName(PKG + n)
-        if hasattr(message_factory, "GetMessageClass"):     # protobuf >= 4.22
-            _CLASSES[n] = message_factory.GetMessageClass(d)
-        else:                                                # Debian 12: 3.21
-            _CLASSES[n] = message_factory.MessageFactory(pool).GetPrototype(d)
+    run time from the descriptor set (no generated code) by the demo
+    ranker's own loader."""
+    if not _CLASSES:
+        _CLASSES.update(load_ranker_module().load_messages(str(ranking_pb())))
     return _CLASSES
-
 
 def profiled_request(user_id="user-8a41c2", age_band="13_15"):
     """A RankFeedRequest with every kind of field set: what a ranking client
