@@ -320,6 +320,69 @@ static int get_field(const uint8_t **p, const uint8_t *end, struct fg_pbwire_fie
 	return 0;
 }
 
+/*
+ * get_field() for the common case, inlined into the editor's loop: a
+ * one-byte tag of a non-group wire type, a varint value of up to ten
+ * bytes that ends in time, a fixed-width value or a length of one or two
+ * bytes that stays inside <end>.  Anything else (long tags and lengths,
+ * groups, every error) goes to get_field(), which validates it and names
+ * what is wrong, so both paths accept and reject the same input.
+ */
+static inline __attribute__((always_inline))
+int next_field(const uint8_t **p, const uint8_t *end, struct fg_pbwire_field *f, const char **why)
+{
+	const uint8_t *s = *p, *v;
+	size_t room, n, i;
+	uint8_t t;
+
+	if (__builtin_expect(s >= end || (t = s[0]) >= 0x80 || t < (1u << TAG_TYPE_BITS), 0))
+		return get_field(p, end, f, why);
+	v = s + 1;
+	room = (size_t)(end - v);
+	f->tag = s;
+	f->tag_len = 1;
+	f->number = t >> TAG_TYPE_BITS;
+	f->wire_type = t & TAG_TYPE_MASK;
+	f->value = v;
+	f->varint = 0;
+	switch (f->wire_type) {
+	case FG_PBWIRE_VARINT:
+		for (i = 0; i < room && i < FG_PBWIRE_VARINT_MAX - 1; i++)
+			if (v[i] < 0x80)
+				break;
+		if (i == room || i == FG_PBWIRE_VARINT_MAX - 1)
+			return get_field(p, end, f, why);
+		for (f->varint = v[i], n = i; n-- > 0;)
+			f->varint = f->varint << 7 | (v[n] & 0x7f);
+		f->vlen = i + 1;
+		break;
+	case FG_PBWIRE_I64:
+	case FG_PBWIRE_I32:
+		f->vlen = f->wire_type == FG_PBWIRE_I64 ? 8 : 4;
+		if (f->vlen > room)
+			return get_field(p, end, f, why);
+		break;
+	case FG_PBWIRE_LEN:
+		if (room >= 1 && v[0] < 0x80) {
+			n = v[0];
+			f->value = v + 1;
+		} else if (room >= 2 && v[1] < 0x80) {
+			n = (size_t)(v[0] & 0x7f) | (size_t)v[1] << 7;
+			f->value = v + 2;
+		} else
+			return get_field(p, end, f, why);
+		if (n > (size_t)(end - f->value))
+			return get_field(p, end, f, why);
+		f->varint = n;
+		f->vlen = n;
+		break;
+	default:
+		return get_field(p, end, f, why);
+	}
+	f->end = *p = f->value + f->vlen;
+	return 0;
+}
+
 int fg_pbwire_next_field(const uint8_t **p, const uint8_t *end, struct fg_pbwire_field *f)
 {
 	const char *why;
@@ -359,15 +422,15 @@ void fg_pbwire_buf_free(struct fg_pbwire_buf *b)
 	b->len = b->cap = 0;
 }
 
-static int buf_append(struct fg_pbwire_buf *b, const uint8_t *src, size_t n)
+/* Inlined: the editor appends a few bytes per field it touches. */
+static inline int buf_append(struct fg_pbwire_buf *b, const uint8_t *src, size_t n)
 {
 	int rv;
 
-	if (n == 0)
-		return 0;
-	if ((rv = fg_pbwire_buf_reserve(b, n)) < 0)
+	if (n > b->cap - b->len && (rv = fg_pbwire_buf_reserve(b, n)) < 0)
 		return rv;
-	memcpy(b->data + b->len, src, n);
+	if (n > 0)
+		memcpy(b->data + b->len, src, n);
 	b->len += n;
 	return 0;
 }
@@ -555,13 +618,14 @@ static int fail(struct edit *e, const char *why)
 	return FG_EINVAL;
 }
 
-static void count(struct edit *e, uint32_t stat)
+static inline void count(struct edit *e, uint32_t stat)
 {
 	if (stat < e->nstats)
 		e->stats[stat]++;
 }
 
-static const struct fg_pbwire_rule *find_rule(const struct fg_pbwire_msg *m, uint32_t number)
+/* The index of the first rule of <m> whose number is not below <number>. */
+static size_t lower_bound(const struct fg_pbwire_msg *m, uint32_t number)
 {
 	size_t lo = 0, hi = m->nrules, mid;
 
@@ -572,7 +636,29 @@ static const struct fg_pbwire_rule *find_rule(const struct fg_pbwire_msg *m, uin
 		else
 			hi = mid;
 	}
-	return lo < m->nrules && m->rules[lo].number == number ? &m->rules[lo] : NULL;
+	return lo;
+}
+
+/*
+ * The rule for field <number>, from <*cursor>, the lower bound of the
+ * previous field's number in <m>'s sorted rules.  Encoders write fields
+ * in number order, so the bound only moves forward and one message costs
+ * one merge-walk over its rules; a field that goes back (any order is
+ * valid protobuf) costs a binary search.
+ */
+static inline const struct fg_pbwire_rule *seek_rule(const struct fg_pbwire_msg *m, size_t *cursor,
+                                                     uint32_t number)
+{
+	const struct fg_pbwire_rule *r = m->rules;
+	size_t i = *cursor;
+
+	if (i > 0 && r[i - 1].number >= number)
+		i = lower_bound(m, number);
+	else
+		while (i < m->nrules && r[i].number < number)
+			i++;
+	*cursor = i;
+	return i < m->nrules && r[i].number == number ? &r[i] : NULL;
 }
 
 /* Append one coarsened value: its original bytes <orig> when the value
@@ -672,24 +758,47 @@ static int keep_field(struct edit *e, const struct fg_pbwire_field *f,
 static int edit_msg(struct edit *e, const uint8_t *in, size_t len,
                     const struct fg_pbwire_msg *prog, unsigned depth, int *changed);
 
+/*
+ * Edit a sub-message.  The room left for its new length is a guess, the
+ * size the previous sub-message of the same parent needed (<*guess>, 0 at
+ * first: the original length's size), so a run of repeated messages that
+ * all shrink, or all stay, writes each one's content where it belongs and
+ * moves nothing; a wrong guess costs one memmove of the content.  The
+ * bytes written do not depend on the guess.
+ */
 static int recurse_field(struct edit *e, const struct fg_pbwire_field *f,
-                         const struct fg_pbwire_rule *r, unsigned depth, int *changed)
+                         const struct fg_pbwire_rule *r, unsigned depth, uint8_t *guess, int *changed)
 {
-	size_t at, body;
+	size_t orig = (size_t)(f->value - f->tag) - f->tag_len, hole = *guess ? *guess : orig;
+	size_t at, body, n, need;
+	struct fg_pbwire_buf *out = e->out;
 	int rv;
 
 	if (f->wire_type != FG_PBWIRE_LEN)
 		return fail(e, "RECURSE field is not length-delimited");
 	if (depth >= FG_PBWIRE_MAX_DEPTH)
 		return fail(e, "messages nested too deep");
-	if ((rv = open_len(e->out, f, &at, &body)) < 0)
+	if ((rv = buf_append(out, f->tag, (size_t)f->tag_len + hole)) < 0)
 		return rv;
+	at = out->len - hole;
+	body = out->len;
 	if ((rv = edit_msg(e, f->value, f->vlen, r->sub, depth + 1, changed)) < 0)
 		return rv;
-	if (!*changed)
-		return 0;
-	count(e, r->stat);
-	return close_len(e->out, at, body);
+	n = out->len - body;
+	/* unchanged content keeps its original length bytes, minimal or not */
+	need = *changed ? fg_pbwire_varint_size(n) : orig;
+	if (need > hole && (rv = fg_pbwire_buf_reserve(out, need - hole)) < 0)
+		return rv;
+	if (need != hole)
+		memmove(out->data + at + need, out->data + body, n);
+	if (*changed) {
+		fg_pbwire_write_varint(out->data + at, n);
+		count(e, r->stat);
+	} else
+		memcpy(out->data + at, f->tag + f->tag_len, orig);
+	out->len = at + need + n;
+	*guess = (uint8_t)need;
+	return 0;
 }
 
 static int last_field(const uint8_t *in, size_t len, const uint32_t *path, size_t depth,
@@ -772,7 +881,7 @@ static int drop_keys_field(struct edit *e, const struct fg_pbwire_field *f,
  * allow-list of <prog> drops (<r> NULL). */
 static int edit_field(struct edit *e, const struct fg_pbwire_field *f,
                       const struct fg_pbwire_msg *prog, const struct fg_pbwire_rule *r,
-                      unsigned depth, int *changed)
+                      unsigned depth, uint8_t *guess, int *changed)
 {
 	*changed = 0;
 	if (r == NULL) {
@@ -788,7 +897,7 @@ static int edit_field(struct edit *e, const struct fg_pbwire_field *f,
 		*changed = 1;
 		return 0;
 	case FG_PBWIRE_RECURSE:
-		return recurse_field(e, f, r, depth, changed);
+		return recurse_field(e, f, r, depth, guess, changed);
 	case FG_PBWIRE_COARSEN:
 		return coarsen_field(e, f, r, changed);
 	case FG_PBWIRE_DROP_KEYS:
@@ -817,19 +926,27 @@ static int edit_msg(struct edit *e, const uint8_t *in, size_t len,
 	const uint8_t *p = in, *end = in + len, *run = in;
 	const struct fg_pbwire_rule *r;
 	struct fg_pbwire_field f;
+	size_t cursor = 0;
+	uint8_t guess = 0;      /* recurse_field()'s length guess for this message's children */
 	int rv, ch;
 
 	*changed = 0;
 	while (p < end) {
-		if (get_field(&p, end, &f, &e->why) < 0)
+		if (next_field(&p, end, &f, &e->why) < 0)
 			return FG_EINVAL;
-		r = prog != NULL ? find_rule(prog, f.number) : NULL;
+		r = prog != NULL ? seek_rule(prog, &cursor, f.number) : NULL;
 		if (is_verbatim(prog, r))
 			continue;
-		if ((rv = buf_append(e->out, run, (size_t)(f.tag - run))) < 0)
+		if (f.tag != run && (rv = buf_append(e->out, run, (size_t)(f.tag - run))) < 0)
 			return rv;
 		run = f.end;
-		if ((rv = edit_field(e, &f, prog, r, depth, &ch)) < 0)
+		/* the common edit inline: a field dropped by its rule */
+		if (r != NULL && r->action == FG_PBWIRE_DROP) {
+			count(e, r->stat);
+			*changed = 1;
+			continue;
+		}
+		if ((rv = edit_field(e, &f, prog, r, depth, &guess, &ch)) < 0)
 			return rv;
 		*changed |= ch;
 	}

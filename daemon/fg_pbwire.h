@@ -184,11 +184,18 @@ void fg_pbwire_buf_free(struct fg_pbwire_buf *b);
  * node drops for having no rule counts once in <stats>[node->unlisted_stat].
  *
  * Method: one pass, recursion only into sub-messages the program edits.
- * The original tag and length bytes of a sub-message (or packed field) are
- * copied first, its content is appended after them, and only if the
- * content changed is the length rewritten, with one memmove of the content
- * when the new length needs a different number of bytes.  Unchanged
- * content therefore costs one copy and no move.
+ * A sub-message's tag is copied, then room is left for its length, as
+ * many bytes as the previous sub-message of the same parent needed (the
+ * original length's size for the first); its content is appended, and the
+ * length is written: the original bytes when the content is unchanged,
+ * minimal when it changed, with one memmove of the content only when the
+ * guess was wrong.  A run of repeated messages that all shrink, or all
+ * stay, therefore costs one copy and no move.  A packed field keeps its
+ * original length bytes until its content changes.  Per field: one-byte tags
+ * and lengths under 16384 are read inline (longer ones, groups and errors
+ * by the general reader), and the rule is found by walking the node's
+ * sorted rules forward as the field numbers rise, a binary search only
+ * when a number goes back.  contrib/bench/pbwire-bench.c measures it.
  *
  * Coarsening: floating kinds compute round(v / p) * p in double (NaN and
  * infinities are kept; so are values with |v / p| >= 2^48 for double or

@@ -43,7 +43,7 @@ void *__wrap_realloc(void *p, size_t n)
 /* ---- a tiny encoder ---- */
 
 struct msg {
-	uint8_t b[4096];
+	uint8_t b[200000];      /* room for fields with 3-byte lengths */
 	size_t n;
 };
 
@@ -989,6 +989,113 @@ static void test_pbwire_depth_limit(void **state)
 	free(want);
 }
 
+/*
+ * The editor reads the common encodings on an inlined fast path and hands
+ * everything else to the general reader: one-byte and longer tags,
+ * varints of every length, lengths of one, two and three bytes, and fields
+ * out of number order must all be edited the same way, whichever path
+ * reads them.
+ */
+static void test_pbwire_encoding_edges(void **state)
+{
+	const struct fg_pbwire_msg inner = PROG(0, DROP(1, 1));
+	const struct fg_pbwire_msg root = PROG(0, COARSEN(2, UINT64, 10, 0), RECURSE(3, &inner, 2),
+	                                       DROP(5, 3), DROP(9, 3), DROP(20, 3));
+	static const size_t fills[] = { 100, 126, 127, 128, 16381, 16382, 16383, 16384, 20000 };
+	struct msg *in = msg_new(), *want = msg_new(), *sub = msg_new(), *subw = msg_new();
+	static uint8_t filler[20000];
+	struct run run;
+	uint64_t v, changed = 0, nstripped = 0;
+	size_t i;
+	int k;
+
+	/* varints of 1 to 10 bytes, each rounded to a multiple of 10 */
+	for (k = 0; k < 64; k += 7) {
+		v = (UINT64_C(1) << k) + 3;
+		f_varint(in, 2, v);
+		f_varint(want, 2, v - v % 10 + (v % 10 >= 5 ? 10 : 0));
+		changed += v % 10 != 0;
+	}
+	f_varint(in, 2, UINT64_MAX - 1);        /* 10 bytes, the last one 0x01 */
+	f_varint(want, 2, UINT64_MAX - 5);      /* rounding up would wrap: rounds down */
+	put_hex(in, "10" "80808080808080808000");       /* 0 in 10 bytes: kept as it came */
+	put_hex(want, "10" "80808080808080808000");
+	put_hex(in, "9000" "07");               /* field 2 in a two-byte tag: 7 becomes 10 */
+	put_hex(want, "9000" "0a");
+	edit_expect(in, &root, want, &run);
+	assert_int_equal(run.stats[0], changed + 2);
+
+	/* sub-messages whose length takes 1, 2 or 3 bytes before the edit and
+	 * maybe fewer after it */
+	memset(filler, 'x', sizeof(filler));
+	for (i = 0; i < sizeof(fills) / sizeof(fills[0]); i++) {
+		in->n = want->n = sub->n = subw->n = 0;
+		f_str(sub, 1, "drop me");
+		f_bytes(sub, 2, filler, fills[i]);
+		f_bytes(subw, 2, filler, fills[i]);
+		f_msg(in, 3, sub);
+		f_msg(want, 3, subw);
+		f_str(in, 4, "after");
+		f_str(want, 4, "after");
+		print_message("fill %zu\n", fills[i]);
+		edit_expect(in, &root, want, &run);
+		assert_true(run.stats[1] == 1 && run.stats[2] == 1);
+	}
+
+	/* siblings whose lengths need 1, 2 or 3 bytes, changed or not, one of
+	 * them with a non-minimal length: each must come out right whatever
+	 * the sibling before it needed */
+	in->n = want->n = 0;
+	for (k = 0; k < 18; k++) {
+		size_t fill = fills[k % 9];
+		int strip = (k / 9 + k) % 2;
+
+		sub->n = subw->n = 0;
+		if (strip) {
+			f_str(sub, 1, "drop me");
+			nstripped++;
+		}
+		f_bytes(sub, 2, filler, fill);
+		f_bytes(subw, 2, filler, fill);
+		if (k == 2) {                   /* unchanged, length in 3 bytes where 1 would do */
+			assert_true(sub->n < 16384);
+			put_tag(in, 3, FG_PBWIRE_LEN);
+			put_raw(in, (uint8_t[]){ (uint8_t)(sub->n | 0x80), (uint8_t)(sub->n >> 7 | 0x80), 0 }, 3);
+			put_raw(in, sub->b, sub->n);
+			put_tag(want, 3, FG_PBWIRE_LEN);
+			put_raw(want, (uint8_t[]){ (uint8_t)(sub->n | 0x80), (uint8_t)(sub->n >> 7 | 0x80), 0 }, 3);
+			put_raw(want, sub->b, sub->n);
+			continue;
+		}
+		f_msg(in, 3, sub);
+		f_msg(want, 3, subw);
+	}
+	edit_expect(in, &root, want, &run);
+	assert_int_equal(run.stats[2], nstripped);
+
+	/* fields out of number order, and a field number of two tag bytes */
+	in->n = want->n = 0;
+	for (k = 0; k < 2; k++) {
+		f_str(in, 20, "twenty");
+		f_str(in, 9, "nine");
+		f_varint(in, 7, 7);
+		f_str(in, 5, "five");
+		f_str(in, 1, "one");
+		f_varint(in, 5, 5);
+		f_str(in, 17, "seventeen");
+		f_str(in, 9, "nine");
+		f_varint(want, 7, 7);
+		f_str(want, 1, "one");
+		f_str(want, 17, "seventeen");
+	}
+	edit_expect(in, &root, want, &run);
+	assert_int_equal(run.stats[3], 10);
+	free(in);
+	free(want);
+	free(sub);
+	free(subw);
+}
+
 static void test_pbwire_find(void **state)
 {
 	static const uint32_t user[] = { 1 };
@@ -1170,6 +1277,7 @@ int main(void)
 		cmocka_unit_test(test_pbwire_malformed),
 		cmocka_unit_test(test_pbwire_bad_program),
 		cmocka_unit_test(test_pbwire_depth_limit),
+		cmocka_unit_test(test_pbwire_encoding_edges),
 		cmocka_unit_test(test_pbwire_find),
 		cmocka_unit_test(test_pbwire_python_vectors),
 		cmocka_unit_test(test_pbwire_enomem),
