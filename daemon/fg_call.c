@@ -446,26 +446,37 @@ int fg_call_on_req_header(struct fg_call *call, const uint8_t *name, size_t name
 	return 0;
 }
 
+/* Replace <*h> with what <filter> keeps of it, built in the worker's
+ * scratch list; the old list becomes the scratch, so memory circulates
+ * instead of being allocated per call.  0 or FG_ENOMEM (<*h> unchanged). */
+static int call_filter_hdrs(struct fg_call *call, struct fg_hdrs *h,
+                            int (*filter)(const struct fg_intercept *, const struct fg_hdrs *, struct fg_hdrs *))
+{
+	struct fg_hdrs *scratch = &call->worker->hdrs_scratch, tmp;
+
+	if (filter(call->ic, h, scratch) < 0)
+		return FG_ENOMEM;
+	tmp = *h;
+	*h = *scratch;
+	*scratch = tmp;
+	if (scratch->cap > FG_CALL_POOL_KEEP_BYTES)
+		fg_hdrs_free(scratch);
+	else
+		fg_hdrs_reset(scratch);
+	return 0;
+}
+
 /* Send the call upstream: for an intercepted call, with the headers the
  * policy leaves for the caller's band. */
 static void call_submit(struct fg_call *call)
 {
-	struct fg_hdrs out, tmp;
-
 	call->flags &= ~FG_CALL_WAIT_BAND;
 	/* Already answered (a stage failure, the deadline): nothing goes upstream. */
 	if (call->flags & FG_CALL_RESP_END)
 		return;
-	if (call->ic) {
-		fg_hdrs_init(&out);
-		if (fg_intercept_headers(call->ic, &call->req_hdrs, &out) < 0) {
-			fg_hdrs_free(&out);
-			fg_call_fail(call, FG_GRPC_INTERNAL, "feedguardd is out of memory");
-			return;
-		}
-		tmp = call->req_hdrs;
-		call->req_hdrs = out;
-		fg_hdrs_free(&tmp);
+	if (call->ic && call_filter_hdrs(call, &call->req_hdrs, fg_intercept_headers) < 0) {
+		fg_call_fail(call, FG_GRPC_INTERNAL, "feedguardd is out of memory");
+		return;
 	}
 	fg_upstream_submit(call->worker->upstream, call);
 }
@@ -482,7 +493,6 @@ static void call_fail_icpt(struct fg_call *call, const struct fg_intercept_err *
 static int call_icpt_req_end(struct fg_call *call)
 {
 	struct fg_intercept_err err;
-	struct fg_hdrs out, tmp;
 
 	call->flags &= ~FG_CALL_REQ_END_WAIT;
 	if (call->flags & FG_CALL_RESP_END)
@@ -493,15 +503,10 @@ static int call_icpt_req_end(struct fg_call *call)
 	}
 	if (!(call->flags & FG_CALL_REQ_TRAILERS))
 		return 0;
-	fg_hdrs_init(&out);
-	if (fg_intercept_trailers(call->ic, &call->req_trailers, &out) < 0) {
-		fg_hdrs_free(&out);
+	if (call_filter_hdrs(call, &call->req_trailers, fg_intercept_trailers) < 0) {
 		fg_call_fail(call, FG_GRPC_INTERNAL, "feedguardd is out of memory");
 		return -1;
 	}
-	tmp = call->req_trailers;
-	call->req_trailers = out;
-	fg_hdrs_free(&tmp);
 	return 0;
 }
 
@@ -793,6 +798,7 @@ static void call_fail_response(struct fg_call *call, const struct fg_intercept_e
 static int call_hold_headers(struct fg_call *call)
 {
 	struct fg_intercept_err err;
+	struct fg_hdrs tmp;
 
 	if (fg_intercept_response_headers(call->ic, &call->resp_hdrs, &err) < 0) {
 		call_fail_response(call, &err);
@@ -800,9 +806,11 @@ static int call_hold_headers(struct fg_call *call)
 	}
 	if (fg_intercept_streaming_response(call->ic))
 		return 0;
-	fg_hdrs_free(&call->resp_held);
+	/* swapped, not moved: both lists keep their memory for the call pool */
+	tmp = call->resp_held;
 	call->resp_held = call->resp_hdrs;
-	fg_hdrs_init(&call->resp_hdrs);
+	call->resp_hdrs = tmp;
+	fg_hdrs_reset(&call->resp_hdrs);
 	call->flags |= FG_CALL_RESP_HELD;
 	return 1;
 }

@@ -234,7 +234,7 @@ static int reader_grow(struct fg_grpcframe_reader *r, size_t need)
 	if (need <= r->cap)
 		return 0;
 	if (cap < need)
-		cap = need;
+		cap = need <= SIZE_MAX / 2 ? need * 2 : need;
 	if (cap > r->msg_len)
 		cap = r->msg_len;
 	p = realloc(r->buf, cap);

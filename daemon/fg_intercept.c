@@ -97,6 +97,30 @@ static void read_field_sources(struct fg_intercept *ic, const uint8_t *msg, size
 	}
 }
 
+/* A zeroed stage, from the env's spares (their message buffers kept) or new. */
+static struct fg_intercept *stage_new(struct fg_intercept_env *env, size_t max_message)
+{
+	struct fg_intercept *ic = env->spare;
+	struct fg_grpcframe_reader req, resp;
+
+	if (!ic) {
+		if ((ic = calloc(1, sizeof(*ic))) == NULL)
+			return NULL;
+		fg_grpcframe_reader_init(&ic->req, max_message);
+		fg_grpcframe_reader_init(&ic->resp, max_message);
+		return ic;
+	}
+	env->spare = ic->next_spare;
+	env->nspare--;
+	req = ic->req;
+	resp = ic->resp;
+	memset(ic, 0, sizeof(*ic));
+	ic->req = req;
+	ic->resp = resp;
+	ic->req.max_message = ic->resp.max_message = max_message;
+	return ic;
+}
+
 int fg_intercept_begin(struct fg_intercept **out, struct fg_config *cfg, struct fg_intercept_env *env,
                        const char *path, size_t len, const struct fg_hdrs *h, struct fg_intercept_err *err)
 {
@@ -117,16 +141,13 @@ int fg_intercept_begin(struct fg_intercept **out, struct fg_config *cfg, struct 
 		return fail(err, FG_GRPC_UNIMPLEMENTED, "grpc-encoding '%.*s' is not supported by feedguard "
 		            "(it reads one of identity, gzip and deflate)", v ? (int)(vlen > 64 ? 64 : vlen) : 8,
 		            v ? v : "repeated");
-	ic = calloc(1, sizeof(*ic));
-	if (!ic)
+	if ((ic = stage_new(env, cfg->limits.max_message_size)) == NULL)
 		return fail(err, FG_GRPC_INTERNAL, "feedguardd is out of memory");
 	ic->cfg = fg_config_ref(cfg);
 	ic->pol = cfg->policy;
 	ic->m = m;
 	ic->env = env;
 	ic->req_enc = enc;
-	fg_grpcframe_reader_init(&ic->req, cfg->limits.max_message_size);
-	fg_grpcframe_reader_init(&ic->resp, cfg->limits.max_message_size);
 	read_header_sources(ic, h);
 	/* A band known from the headers for which the policy edits nothing, in
 	 * either direction: the call is counted and then passes through as if
@@ -349,12 +370,49 @@ int fg_intercept_streaming_response(const struct fg_intercept *ic)
 	return ic->m->server_streaming != 0;
 }
 
-void fg_intercept_free(struct fg_intercept *ic)
+static void stage_destroy(struct fg_intercept *ic)
 {
-	if (!ic)
-		return;
 	fg_grpcframe_reader_free(&ic->req);
 	fg_grpcframe_reader_free(&ic->resp);
-	fg_config_unref(ic->cfg);
 	free(ic);
+}
+
+void fg_intercept_free(struct fg_intercept *ic)
+{
+	struct fg_intercept_env *env;
+
+	if (!ic)
+		return;
+	env = ic->env;
+	fg_config_unref(ic->cfg);
+	ic->cfg = NULL;
+	/* the user key goes now, not when the stage is next used */
+	memset(ic->user, 0, sizeof(ic->user));
+	if (env->nspare >= FG_INTERCEPT_SPARE_MAX) {
+		stage_destroy(ic);
+		return;
+	}
+	/* a partial message is forgotten; a buffer grown past the keep size goes */
+	fg_grpcframe_reader_reset(&ic->req);
+	fg_grpcframe_reader_reset(&ic->resp);
+	ic->next_spare = env->spare;
+	env->spare = ic;
+	env->nspare++;
+}
+
+void fg_intercept_env_release(struct fg_intercept_env *env)
+{
+	struct fg_intercept *ic;
+
+	while ((ic = env->spare) != NULL) {
+		env->spare = ic->next_spare;
+		stage_destroy(ic);
+	}
+	env->nspare = 0;
+	fg_keyring_ctx_free(env->keys);
+	env->keys = NULL;
+	fg_grpcframe_zctx_free(env->zctx);
+	env->zctx = NULL;
+	fg_grpcframe_buf_free(&env->plain);
+	fg_pbwire_buf_free(&env->edited);
 }

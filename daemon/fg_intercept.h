@@ -36,8 +36,20 @@ struct fg_intercept_err {
 	char msg[FG_INTERCEPT_MSG_MAX];     /* plain text (encoded for grpc-message by the caller) */
 };
 
+/*
+ * Ended stages a worker keeps for its next intercepted calls, with their
+ * message buffers (each up to FG_GRPCFRAME_READER_KEEP): in steady state
+ * an intercepted call allocates nothing, and a message split across DATA
+ * frames is assembled into memory that already has its size.
+ */
+#define FG_INTERCEPT_SPARE_MAX 32
+
+struct fg_intercept;
+
 /* What a worker lends every intercepted call (reused, never shared across threads). */
 struct fg_intercept_env {
+	struct fg_intercept *spare;         /* ended stages kept for reuse (linked by <next_spare>) */
+	size_t nspare;                      /* at most FG_INTERCEPT_SPARE_MAX */
 	struct fg_grpcframe_zctx *zctx;     /* inflate state */
 	struct fg_grpcframe_buf plain;      /* scratch: the inflated message being edited */
 	struct fg_pbwire_buf edited;        /* scratch: the edited message */
@@ -58,6 +70,7 @@ struct fg_intercept {
 	struct fg_grpcframe_reader resp;
 	unsigned req_messages;                  /* request messages seen */
 	char user[FG_KEYRING_PSEUDONYM_MAX];    /* pseudonymous user key; "" when the call carries none */
+	struct fg_intercept *next_spare;        /* in <env>->spare once ended */
 };
 
 /*
@@ -132,7 +145,13 @@ int fg_intercept_response_end(struct fg_intercept *ic, struct fg_intercept_err *
  * message. */
 int fg_intercept_streaming_response(const struct fg_intercept *ic);
 
-/* fg_intercept_free - NULL is a no-op. */
+/* fg_intercept_free - end the stage: it drops its reference on the config
+ * and goes back to its env's spares (or is freed when they are full).
+ * NULL is a no-op. */
 void fg_intercept_free(struct fg_intercept *ic);
+
+/* fg_intercept_env_release - free <env>'s spare stages and scratch
+ * buffers, at worker exit, after its last call has ended. */
+void fg_intercept_env_release(struct fg_intercept_env *env);
 
 #endif /* FG_INTERCEPT_H */

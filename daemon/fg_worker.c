@@ -305,10 +305,8 @@ void fg_worker_join(struct fg_worker *w)
 		event_base_free(w->base);
 	if (w->access_fd >= 0)
 		close(w->access_fd);
-	fg_keyring_ctx_free(w->icpt_env.keys);
-	fg_grpcframe_zctx_free(w->icpt_env.zctx);
-	fg_grpcframe_buf_free(&w->icpt_env.plain);
-	fg_pbwire_buf_free(&w->icpt_env.edited);
+	fg_intercept_env_release(&w->icpt_env);
+	fg_hdrs_free(&w->hdrs_scratch);
 	fg_config_unref(w->cfg);
 	free(w);
 }

@@ -54,6 +54,8 @@ struct fg_worker {
 	int access_fd;                      /* log.access_log opened by this worker (O_APPEND); -1 when off */
 	int done_fd;                        /* main's notify pipe: one byte when the loop ends; -1 for none */
 	struct fg_intercept_env icpt_env;   /* inflate state, HMAC contexts, counter slot for the policy stage */
+	struct fg_hdrs hdrs_scratch;        /* an intercepted call's filtered headers are built here, then
+	                                       swapped with the call's (fg_call.c): no allocation per call */
 	struct fg_mempool mempool;          /* small blocks for this worker's nghttp2 sessions */
 	struct fg_metrics metrics;          /* written by this worker only; read by the admin endpoint */
 };
