@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "fg_error.h"
 #include "fg_grpc.h"
 #include "fg_intercept.h"
@@ -386,8 +388,12 @@ void fg_intercept_free(struct fg_intercept *ic)
 	env = ic->env;
 	fg_config_unref(ic->cfg);
 	ic->cfg = NULL;
-	/* the user key goes now, not when the stage is next used */
-	memset(ic->user, 0, sizeof(ic->user));
+	/* The user key goes now, not when the stage is next used, and so does
+	 * a request assembled across frames, which may carry the raw user id
+	 * (cleanse: a plain memset before free may be optimised away). */
+	OPENSSL_cleanse(ic->user, sizeof(ic->user));
+	if (ic->req.cap)
+		OPENSSL_cleanse(ic->req.buf, ic->req.cap);
 	if (env->nspare >= FG_INTERCEPT_SPARE_MAX) {
 		stage_destroy(ic);
 		return;

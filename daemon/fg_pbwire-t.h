@@ -93,6 +93,9 @@ struct fg_pbwire_rule {
 	                                   counted nowhere */
 };
 
+/* Field numbers below this are found through a node's <index>, once built. */
+#define FG_PBWIRE_INDEX_MAX 64
+
 struct fg_pbwire_msg {
 	uint8_t allow_only;             /* 1: fields without a rule (unknown ones and groups
 	                                   too) are dropped, so a node's allow-list is its
@@ -102,6 +105,10 @@ struct fg_pbwire_msg {
 	                                   dropped for having no rule (ignored when >= nstats) */
 	size_t nrules;
 	const struct fg_pbwire_rule *rules;   /* sorted by <number>, no duplicates */
+	uint8_t indexed;                /* 1: <index> was built by fg_pbwire_msg_index();
+	                                   0 (a program written as a literal): rules are
+	                                   searched, with the same results */
+	uint8_t index[FG_PBWIRE_INDEX_MAX]; /* field number -> 1 + position in <rules>, 0: none */
 };
 
 #endif /* FG_PBWIRE_T_H */

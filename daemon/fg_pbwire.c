@@ -322,7 +322,7 @@ static int get_field(const uint8_t **p, const uint8_t *end, struct fg_pbwire_fie
 
 /*
  * get_field() for the common case, inlined into the editor's loop: a
- * one-byte tag of a non-group wire type, a varint value of up to ten
+ * one-byte tag of a non-group wire type, a varint value of up to nine
  * bytes that ends in time, a fixed-width value or a length of one or two
  * bytes that stays inside <end>.  Anything else (long tags and lengths,
  * groups, every error) goes to get_field(), which validates it and names
@@ -661,6 +661,30 @@ static inline const struct fg_pbwire_rule *seek_rule(const struct fg_pbwire_msg 
 	return i < m->nrules && r[i].number == number ? &r[i] : NULL;
 }
 
+/* The rule for field <number> of <m>: the index when it covers the number. */
+static inline const struct fg_pbwire_rule *rule_for(const struct fg_pbwire_msg *m, size_t *cursor,
+                                                    uint32_t number)
+{
+	uint8_t k;
+
+	if (m->indexed && number < FG_PBWIRE_INDEX_MAX) {
+		k = m->index[number];
+		return k ? &m->rules[k - 1] : NULL;
+	}
+	return seek_rule(m, cursor, number);
+}
+
+void fg_pbwire_msg_index(struct fg_pbwire_msg *m)
+{
+	size_t i;
+
+	memset(m->index, 0, sizeof(m->index));
+	/* sorted: the rules below the index's end come first, at most 63 of them */
+	for (i = 0; i < m->nrules && m->rules[i].number < FG_PBWIRE_INDEX_MAX; i++)
+		m->index[m->rules[i].number] = (uint8_t)(i + 1);
+	m->indexed = 1;
+}
+
 /* Append one coarsened value: its original bytes <orig> when the value
  * stays, else the new encoding, so unchanged input stays byte-identical. */
 static int put_coarse(struct edit *e, const struct fg_pbwire_rule *r, const struct kind *k,
@@ -778,10 +802,12 @@ static int recurse_field(struct edit *e, const struct fg_pbwire_field *f,
 		return fail(e, "RECURSE field is not length-delimited");
 	if (depth >= FG_PBWIRE_MAX_DEPTH)
 		return fail(e, "messages nested too deep");
-	if ((rv = buf_append(out, f->tag, (size_t)f->tag_len + hole)) < 0)
+	/* the tag, then the hole, whose bytes are written once the content is in */
+	if ((rv = fg_pbwire_buf_reserve(out, (size_t)f->tag_len + hole)) < 0)
 		return rv;
-	at = out->len - hole;
-	body = out->len;
+	memcpy(out->data + out->len, f->tag, f->tag_len);
+	at = out->len + f->tag_len;
+	body = out->len = at + hole;
 	if ((rv = edit_msg(e, f->value, f->vlen, r->sub, depth + 1, changed)) < 0)
 		return rv;
 	n = out->len - body;
@@ -934,7 +960,7 @@ static int edit_msg(struct edit *e, const uint8_t *in, size_t len,
 	while (p < end) {
 		if (next_field(&p, end, &f, &e->why) < 0)
 			return FG_EINVAL;
-		r = prog != NULL ? seek_rule(prog, &cursor, f.number) : NULL;
+		r = prog != NULL ? rule_for(prog, &cursor, f.number) : NULL;
 		if (is_verbatim(prog, r))
 			continue;
 		if (f.tag != run && (rv = buf_append(e->out, run, (size_t)(f.tag - run))) < 0)

@@ -147,6 +147,15 @@ int fg_pbwire_buf_reserve(struct fg_pbwire_buf *b, size_t n);
 void fg_pbwire_buf_free(struct fg_pbwire_buf *b);
 
 /*
+ * fg_pbwire_msg_index - build <m>'s lookup table of the rules for field
+ * numbers below FG_PBWIRE_INDEX_MAX (the node only, not its subs), so the
+ * editor finds them without a search.  <m>->rules must be sorted already
+ * and must not change afterwards.  Optional: an unindexed node is edited
+ * the same way, a little more slowly.
+ */
+void fg_pbwire_msg_index(struct fg_pbwire_msg *m);
+
+/*
  * fg_pbwire_edit - run <prog> over the message <in>[0 .. <len>) and append
  * the edited message to <out>.
  *
@@ -193,9 +202,11 @@ void fg_pbwire_buf_free(struct fg_pbwire_buf *b);
  * stay, therefore costs one copy and no move.  A packed field keeps its
  * original length bytes until its content changes.  Per field: one-byte tags
  * and lengths under 16384 are read inline (longer ones, groups and errors
- * by the general reader), and the rule is found by walking the node's
- * sorted rules forward as the field numbers rise, a binary search only
- * when a number goes back.  contrib/bench/pbwire-bench.c measures it.
+ * by the general reader), and the rule is found through the node's
+ * index (fg_pbwire_msg_index()) or, above it or without one, by
+ * walking the sorted rules forward as the field numbers rise, a binary
+ * search only when a number goes back.  contrib/bench/pbwire-bench.c
+ * measures it.
  *
  * Coarsening: floating kinds compute round(v / p) * p in double (NaN and
  * infinities are kept; so are values with |v / p| >= 2^48 for double or

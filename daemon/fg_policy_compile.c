@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "fg_error.h"
+#include "fg_pbwire.h"
 #include "fg_policy_compile.h"
 #include "fg_schema.h"
 #include "fg_yaml.h"
@@ -767,7 +768,7 @@ static int apply_text(struct comp *c, struct bnode *root, const struct fg_yaml_n
 	return apply_path(c, root, parts, (size_t)n, &q, allow_only);
 }
 
-/* Sort every node's rules by field number, as fg_pbwire wants them. */
+/* Sort every node's rules by field number, as fg_pbwire wants them, and index them. */
 static int rule_cmp(const void *a, const void *b)
 {
 	const struct fg_pbwire_rule *x = a, *y = b;
@@ -780,6 +781,7 @@ static void freeze(struct fg_pbwire_msg *m)
 	size_t i;
 
 	qsort((void *)m->rules, m->nrules, sizeof(*m->rules), rule_cmp);
+	fg_pbwire_msg_index(m);
 	for (i = 0; i < m->nrules; i++)
 		if (m->rules[i].action == FG_PBWIRE_RECURSE)
 			freeze((struct fg_pbwire_msg *)(void *)m->rules[i].sub);

@@ -13,7 +13,9 @@
  *   - the empty program copies any message it accepts byte for byte, and
  *     accepts every message that some program accepts;
  *   - fg_pbwire_find, fg_pbwire_next_field and the varint primitives
- *     agree with the editor on what is valid.
+ *     agree with the editor on what is valid;
+ *   - every program gives the same result with its nodes indexed
+ *     (fg_pbwire_msg_index) as without.
  *
  * The programs cover every action and scalar kind, allow-lists at the root
  * and three levels down, maps, and a program that recurses into itself
@@ -185,17 +187,60 @@ static void check_primitives(const uint8_t *in, size_t len, int top_ok)
 	}
 }
 
+/*
+ * Every program again with each node indexed (fg_pbwire_msg_index), built
+ * once and kept for the run: the editor must give the same result
+ * whichever way it finds rules.  A node reached twice is copied once.
+ */
+#define NPROGRAMS (sizeof(programs) / sizeof(programs[0]))
+#define MAX_NODES 64
+
+static const struct fg_pbwire_msg *indexed[NPROGRAMS];
+static const struct fg_pbwire_msg *copied_from[MAX_NODES];
+static struct fg_pbwire_msg *copied_to[MAX_NODES];
+static size_t ncopied;
+
+static const struct fg_pbwire_msg *index_copy(const struct fg_pbwire_msg *m)
+{
+	struct fg_pbwire_rule *rules;
+	struct fg_pbwire_msg *t;
+	size_t i;
+
+	if (m == NULL)
+		return NULL;
+	for (i = 0; i < ncopied; i++)
+		if (copied_from[i] == m)
+			return copied_to[i];
+	check(ncopied < MAX_NODES);
+	t = malloc(sizeof(*t));
+	rules = calloc(m->nrules + 1, sizeof(*rules));
+	check(t != NULL && rules != NULL);
+	*t = *m;
+	if (m->nrules)
+		memcpy(rules, m->rules, m->nrules * sizeof(*rules));
+	t->rules = rules;
+	copied_from[ncopied] = m;
+	copied_to[ncopied++] = t;
+	for (i = 0; i < m->nrules; i++)
+		rules[i].sub = index_copy(m->rules[i].sub);
+	fg_pbwire_msg_index(t);
+	return t;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fg_pbwire_buf out = { 0 }, again = { 0 }, copy = { 0 };
 	const struct fg_pbwire_msg *prog;
 	const uint8_t *in;
-	size_t len;
+	size_t len, i;
 	int rv, changed, changed2, top_ok;
 
+	if (indexed[0] == NULL)
+		for (i = 0; i < NPROGRAMS; i++)
+			indexed[i] = index_copy(programs[i]);
 	if (size < 1)
 		return 0;
-	prog = programs[data[0] % (sizeof(programs) / sizeof(programs[0]))];
+	prog = programs[data[0] % NPROGRAMS];
 	in = data + 1;
 	len = size - 1;
 
@@ -205,6 +250,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_primitives(in, len, top_ok);
 
 	rv = edit(in, len, prog, &out, &changed);
+	check(edit(in, len, indexed[data[0] % NPROGRAMS], &again, &changed2) == rv);
+	check(rv < 0 || (changed2 == changed && again.len == out.len &&
+	                 memcmp(again.data, out.data, out.len) == 0));
 	if (rv == 0) {
 		check(top_ok);
 		check(edit(out.data + PREFIX_LEN, out.len - PREFIX_LEN, prog, &again, &changed2) == 0);

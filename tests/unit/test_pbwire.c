@@ -148,15 +148,80 @@ struct run {
 };
 
 /*
+ * A copy of the program tree <m> with every node indexed
+ * (fg_pbwire_msg_index), so each edit below also runs with the other way
+ * of finding rules; a node reached twice (recursive types) is copied once.
+ */
+#define ICOPY_MAX 32
+
+struct icopy {
+	const struct fg_pbwire_msg *from[ICOPY_MAX];
+	struct fg_pbwire_msg *to[ICOPY_MAX];
+	size_t n;
+};
+
+static const struct fg_pbwire_msg *index_copy(struct icopy *c, const struct fg_pbwire_msg *m)
+{
+	struct fg_pbwire_rule *rules;
+	struct fg_pbwire_msg *t;
+	size_t i;
+
+	if (m == NULL)
+		return NULL;
+	for (i = 0; i < c->n; i++)
+		if (c->from[i] == m)
+			return c->to[i];
+	assert_true(c->n < ICOPY_MAX);
+	t = calloc(1, sizeof(*t));
+	rules = calloc(m->nrules + 1, sizeof(*rules));
+	assert_true(t != NULL && rules != NULL);
+	*t = *m;
+	if (m->nrules)
+		memcpy(rules, m->rules, m->nrules * sizeof(*rules));
+	t->rules = rules;
+	c->from[c->n] = m;
+	c->to[c->n++] = t;
+	for (i = 0; i < m->nrules; i++)
+		rules[i].sub = index_copy(c, m->rules[i].sub);
+	fg_pbwire_msg_index(t);
+	return t;
+}
+
+static void icopy_free(struct icopy *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->n; i++) {
+		free((void *)c->to[i]->rules);
+		free(c->to[i]);
+	}
+	c->n = 0;
+}
+
+/* <in>'s bytes in a block of exactly their size, so a read past the end
+ * is caught by the sanitizers and valgrind. */
+static uint8_t *exact_copy(const struct msg *in)
+{
+	uint8_t *p = malloc(in->n ? in->n : 1);
+
+	assert_non_null(p);
+	memcpy(p, in->b, in->n);
+	return p;
+}
+
+/*
  * Edit <in> with <prog> into a buffer holding a 3-byte prefix, check the
  * prefix survives and the result equals <want>, then check the promises
- * every success makes: editing the output again changes nothing.
+ * every success makes: editing the output again changes nothing, and the
+ * indexed copy of the program does exactly the same.
  */
 static void edit_expect(const struct msg *in, const struct fg_pbwire_msg *prog,
                         const struct msg *want, struct run *run)
 {
 	struct fg_pbwire_buf out = { 0 }, again = { 0 };
 	uint64_t stats2[NSTATS] = { 0 };
+	uint8_t *exact = exact_copy(in);
+	struct icopy ic = { .n = 0 };
 	const char *why = NULL;
 	int changed = -1;
 
@@ -165,7 +230,7 @@ static void edit_expect(const struct msg *in, const struct fg_pbwire_msg *prog,
 	out.len = 3;
 	memset(run, 0, sizeof(*run));
 	run->changed = -1;
-	assert_int_equal(fg_pbwire_edit(in->b, in->n, prog, &out, run->stats, NSTATS, &run->changed,
+	assert_int_equal(fg_pbwire_edit(exact, in->n, prog, &out, run->stats, NSTATS, &run->changed,
 	                                 &why), 0);
 	assert_memory_equal(out.data, "PFX", 3);
 	assert_int_equal(out.len - 3, want->n);
@@ -177,6 +242,17 @@ static void edit_expect(const struct msg *in, const struct fg_pbwire_msg *prog,
 	assert_int_equal(changed, 0);
 	assert_int_equal(again.len, want->n);
 	assert_memory_equal(again.data, want->b, want->n);
+
+	again.len = 0;
+	memset(stats2, 0, sizeof(stats2));
+	assert_int_equal(fg_pbwire_edit(exact, in->n, index_copy(&ic, prog), &again, stats2, NSTATS,
+	                                &changed, &why), 0);
+	assert_int_equal(changed, run->changed);
+	assert_int_equal(again.len, want->n);
+	assert_memory_equal(again.data, want->b, want->n);
+	assert_memory_equal(stats2, run->stats, sizeof(stats2));
+	icopy_free(&ic);
+	free(exact);
 	fg_pbwire_buf_free(&again);
 	fg_pbwire_buf_free(&out);
 }
@@ -185,17 +261,25 @@ static void edit_expect(const struct msg *in, const struct fg_pbwire_msg *prog,
 static void edit_invalid(const struct msg *in, const struct fg_pbwire_msg *prog)
 {
 	struct fg_pbwire_buf out = { 0 };
-	const char *why = NULL;
+	uint8_t *exact = exact_copy(in);
+	struct icopy ic = { .n = 0 };
+	const char *why = NULL, *why2 = NULL;
 	int changed = 7;
 
 	assert_int_equal(fg_pbwire_buf_reserve(&out, 3), 0);
 	memcpy(out.data, "PFX", 3);
 	out.len = 3;
-	assert_int_equal(fg_pbwire_edit(in->b, in->n, prog, &out, NULL, 0, &changed, &why), FG_EINVAL);
+	assert_int_equal(fg_pbwire_edit(exact, in->n, prog, &out, NULL, 0, &changed, &why), FG_EINVAL);
 	assert_non_null(why);
 	assert_int_equal(out.len, 3);
 	assert_memory_equal(out.data, "PFX", 3);
 	assert_int_equal(changed, 7);
+	assert_int_equal(fg_pbwire_edit(exact, in->n, index_copy(&ic, prog), &out, NULL, 0, &changed, &why2),
+	                 FG_EINVAL);
+	assert_string_equal(why2, why);
+	assert_int_equal(out.len, 3);
+	icopy_free(&ic);
+	free(exact);
 	fg_pbwire_buf_free(&out);
 }
 
@@ -1072,6 +1156,22 @@ static void test_pbwire_encoding_edges(void **state)
 	}
 	edit_expect(in, &root, want, &run);
 	assert_int_equal(run.stats[2], nstripped);
+
+	/* a short last item after a sibling whose length needed more bytes:
+	 * the room left for the guess must not be read from the input */
+	in->n = want->n = sub->n = subw->n = 0;
+	f_bytes(sub, 4, filler, 130);
+	f_str(sub, 1, "x");                     /* dropped: 133 bytes left, a 2-byte length */
+	f_bytes(subw, 4, filler, 130);
+	f_msg(in, 3, sub);
+	f_msg(want, 3, subw);
+	put_hex(in, "1a00");                    /* the input ends with an empty item */
+	put_hex(want, "1a00");
+	edit_expect(in, &root, want, &run);
+	in->n = want->n = 0;
+	put_hex(in, "1a828000" "1001" "1a00");  /* unchanged with a 3-byte length, then an empty item */
+	put_hex(want, "1a828000" "1001" "1a00");
+	edit_expect(in, &root, want, &run);
 
 	/* fields out of number order, and a field number of two tag bytes */
 	in->n = want->n = 0;
