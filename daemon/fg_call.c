@@ -1034,6 +1034,31 @@ void fg_call_on_up_lost(struct fg_call *call, const char *why)
 	call_maybe_free(call);
 }
 
+int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_us)
+{
+	size_t queued = fg_bufq_len(&call->resp_body) + fg_bufq_len(&call->resp_raw);
+
+	/* Only bytes the client could take count: before the response starts
+	 * (held headers of an intercepted call) the wait is the upstream's. */
+	if (!call->front || !(call->flags & FG_CALL_RESP_STARTED) || queued == 0 ||
+	    call->resp_bytes != call->stall_mark || call->stall_since_us == 0) {
+		call->stall_mark = call->resp_bytes;
+		call->stall_since_us = call->front && queued ? now_us : 0;
+		return 0;
+	}
+	if (now_us - call->stall_since_us < timeout_us)
+		return 0;
+	fg_metrics_add(&call->worker->metrics.client_stalled_streams, 1);
+	fg_log(FG_LOG_INFO, "stalled_stream", "peer=%s stream=%d queued_bytes=%zu stalled_ms=%llu",
+	       call->front->peer, (int)call->front_sid, queued,
+	       (unsigned long long)((now_us - call->stall_since_us) / 1000));
+	call_rst_up(call, NGHTTP2_CANCEL);
+	call_drop_req_body(call);
+	call_drop_resp_body(call);
+	call_rst_front(call, NGHTTP2_CANCEL);
+	return 1;
+}
+
 void fg_call_fail(struct fg_call *call, int status, const char *msg)
 {
 	call_reply_status(call, status, msg);

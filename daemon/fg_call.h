@@ -82,6 +82,8 @@ struct fg_call {
 	int status;                     /* gRPC status sent to the client; -1 until known */
 	char *path;                     /* :path, kept only when the access log is on */
 	uint64_t req_bytes, resp_bytes; /* body bytes forwarded each way, for the access log */
+	uint64_t stall_mark;            /* <resp_bytes> when the stall sweep last saw progress */
+	uint64_t stall_since_us;        /* since when queued response bytes wait untaken; 0: none wait */
 	TAILQ_ENTRY(fg_call) front_link;   /* in front->calls */
 	TAILQ_ENTRY(fg_call) up_link;      /* in up->calls, or in the pool's pending queue */
 	TAILQ_ENTRY(fg_call) pump_link;    /* in worker->pump_calls while FG_CALL_PUMP_QUEUED */
@@ -168,6 +170,19 @@ void fg_call_on_up_close(struct fg_call *call, uint32_t error_code);
  * ended.  May free <call>.
  */
 void fg_call_on_up_lost(struct fg_call *call, const char *why);
+
+/*
+ * fg_call_check_stall - the stalled-reader check, run by the worker's
+ * sweep on every call of a client connection.  A call whose started
+ * response has bytes queued for the client, of which the client took none
+ * between sweeps for <timeout_us>, is cut: its client stream is reset
+ * with CANCEL, its upstream stream cancelled, its queued bytes dropped
+ * (so a client that grants no window cannot pin a stream window of memory
+ * per stream), and it is counted and logged.  A call that is merely quiet
+ * (nothing queued) is never cut.  Returns 1 if the call was cut (it is
+ * freed later, when its client stream closes), else 0.
+ */
+int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_us);
 
 /*
  * fg_call_fail - end the call now with gRPC <status> and <msg> (plain

@@ -730,6 +730,8 @@ static const struct key_spec timeouts_keys[] = {
 	  0, USEC_PER_HOUR, NULL, NULL },
 	{ "readiness_delay", parse_duration_key, CFG_OFF(timeouts.readiness_delay_us),
 	  0, USEC_PER_HOUR, NULL, NULL },
+	{ "write", parse_duration_key, CFG_OFF(timeouts.write_us),
+	  10 * USEC_PER_MS, USEC_PER_HOUR, NULL, NULL },
 };
 
 static const struct key_spec admin_keys[] = {
@@ -888,6 +890,7 @@ static void set_defaults(struct fg_config *cfg)
 	cfg->timeouts.idle_us = 5 * USEC_PER_MIN;
 	cfg->timeouts.drain_us = 30 * USEC_PER_SEC;
 	cfg->timeouts.readiness_delay_us = 0;
+	cfg->timeouts.write_us = 30 * USEC_PER_SEC;
 	cfg->admin.enabled = 1;
 	parse_addr(DEFAULT_ADMIN, 0, &cfg->admin.listen);
 	cfg->log.level = FG_LOG_INFO;

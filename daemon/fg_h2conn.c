@@ -63,7 +63,22 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 
 static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
 {
-	conn_flush(arg);
+	struct fg_h2conn *c = arg;
+
+	if (what & EV_TIMEOUT) {
+		conn_end(c, FG_ETIMEOUT, "write timeout: the peer took no byte");
+		return;
+	}
+	conn_flush(c);
+}
+
+/* Wait for the socket to take more; the timeout restarts at every wait, so
+ * it measures the time without progress. */
+static void conn_wait_writable(struct fg_h2conn *c)
+{
+	int timed = c->write_timeout.tv_sec != 0 || c->write_timeout.tv_usec != 0;
+
+	event_add(c->wev, timed ? &c->write_timeout : NULL);
 }
 
 static void conn_flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -117,8 +132,10 @@ static void conn_flush(struct fg_h2conn *c)
 		if (n > 0)
 			fg_bufq_consume(&c->out, (size_t)n);
 		if (fg_bufq_len(&c->out) > 0) {
-			/* The kernel is full: wait for room, produce nothing more. */
-			event_add(c->wev, NULL);
+			/* The kernel is full: wait for room, produce nothing more
+			 * (a wait already armed keeps its timer unless bytes moved). */
+			if (n > 0 || !event_pending(c->wev, EV_WRITE, NULL))
+				conn_wait_writable(c);
 			return;
 		}
 	}
@@ -134,6 +151,14 @@ void fg_h2conn_want_flush(struct fg_h2conn *c)
 	 * activation would only spin. */
 	if (!c->closing && !event_pending(c->wev, EV_WRITE, NULL))
 		event_active(c->flush_ev, 0, 0);
+}
+
+void fg_h2conn_set_write_timeout(struct fg_h2conn *c, int64_t us)
+{
+	c->write_timeout.tv_sec = (time_t)(us / 1000000);
+	c->write_timeout.tv_usec = (suseconds_t)(us % 1000000);
+	if (!c->closing && event_pending(c->wev, EV_WRITE, NULL))
+		conn_wait_writable(c);
 }
 
 void fg_h2conn_fail(struct fg_h2conn *c, int err, const char *why)

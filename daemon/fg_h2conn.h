@@ -13,6 +13,10 @@
  * returned to the other side, and the peer that sends too fast is stopped
  * by HTTP/2 flow control, not by our memory.
  *
+ * Write timeout: an owner that sets <write_timeout> has the connection
+ * ended when the socket takes no byte for that long while output waits (a
+ * peer that stopped reading must not pin its buffers forever).
+ *
  * The owner embeds struct fg_h2conn and is told through <on_close> when the
  * connection has to end; it then calls fg_h2conn_cleanup() and frees itself.
  * <on_close> is only ever called from this module's own event callbacks,
@@ -28,8 +32,9 @@
 #include "fg_bufq.h"
 
 /* fg_h2conn_close_cb - the connection ended.  <err> is 0 for an orderly end
- * (both sides done, or the peer closed after GOAWAY), otherwise FG_EIO or
- * FG_EPROTO; <why> is a static or errno text for logs. */
+ * (both sides done, or the peer closed after GOAWAY), otherwise FG_EIO,
+ * FG_EPROTO or FG_ETIMEOUT (the write timeout); <why> is a static or errno
+ * text for logs. */
 typedef void (*fg_h2conn_close_cb)(void *owner, int err, const char *why);
 
 struct fg_h2conn {
@@ -42,6 +47,9 @@ struct fg_h2conn {
 	const unsigned *nstreams;       /* the owner's count of open streams, or NULL: while it is 0
 	                                   the output buffer's memory is released after each flush,
 	                                   so idle connections cost no buffer */
+	struct timeval write_timeout;   /* {0, 0}: none; else a socket that takes no byte for this long
+	                                   while output waits ends the connection (FG_ETIMEOUT);
+	                                   set with fg_h2conn_set_write_timeout() */
 	fg_h2conn_close_cb on_close;
 	void *owner;
 	unsigned closing;               /* on_close is scheduled; ignore further I/O */
@@ -67,6 +75,12 @@ void fg_h2conn_want_flush(struct fg_h2conn *c);
  * would pull the rug from under a caller.
  */
 void fg_h2conn_fail(struct fg_h2conn *c, int err, const char *why);
+
+/*
+ * fg_h2conn_set_write_timeout - set <c>'s write timeout to <us>
+ * microseconds (0: none).  A wait already under way restarts with it.
+ */
+void fg_h2conn_set_write_timeout(struct fg_h2conn *c, int64_t us);
 
 /* fg_h2conn_cleanup - free events, buffer and session; close the fd. */
 void fg_h2conn_cleanup(struct fg_h2conn *c);

@@ -193,7 +193,12 @@ static void front_closed_cb(void *owner, int err, const char *why)
 {
 	struct fg_front *f = owner;
 
-	if (err)
+	if (err == FG_ETIMEOUT) {
+		/* a client that stopped reading: worth an operator's eye, unlike a hang-up */
+		fg_metrics_add(&f->worker->metrics.client_write_timeouts, 1);
+		fg_log(FG_LOG_INFO, "write_timeout", "peer=%s streams=%u pending_bytes=%zu", f->peer, f->nstreams,
+		            fg_h2conn_pending_out(&f->h2));
+	} else if (err)
 		fg_log_debug("client_close", "peer=%s err=%d why=\"%s\"", f->peer, err, why);
 	fg_front_free(f);
 }
@@ -266,6 +271,7 @@ int fg_front_accept(struct fg_worker *w, int fd, const struct sockaddr *sa, sock
 		return FG_ENOMEM;
 	}
 	f->h2.nstreams = &f->nstreams;
+	fg_h2conn_set_write_timeout(&f->h2, w->cfg->timeouts.write_us);
 	f->idle_ev = evtimer_new(w->base, idle_cb, f);
 	LIST_INSERT_HEAD(&w->fronts, f, link);
 	w->nfronts++;
@@ -317,4 +323,20 @@ void fg_front_free(struct fg_front *f)
 void fg_front_flush(struct fg_front *f)
 {
 	fg_h2conn_want_flush(&f->h2);
+}
+
+void fg_front_check_stalls(struct fg_front *f, uint64_t now_us, uint64_t timeout_us)
+{
+	struct fg_call *call, *next;
+
+	/* a cut call stays on the list until its stream closes; take the next first anyway */
+	for (call = TAILQ_FIRST(&f->calls); call != NULL; call = next) {
+		next = TAILQ_NEXT(call, front_link);
+		fg_call_check_stall(call, now_us, timeout_us);
+	}
+}
+
+void fg_front_configure(struct fg_front *f, const struct fg_config *cfg)
+{
+	fg_h2conn_set_write_timeout(&f->h2, cfg->timeouts.write_us);
 }

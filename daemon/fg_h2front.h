@@ -18,6 +18,7 @@
 #include "fg_call.h"
 #include "fg_h2conn.h"
 
+struct fg_config;
 struct fg_worker;
 
 struct fg_front {
@@ -48,6 +49,13 @@ void fg_front_drain(struct fg_front *f);
 
 /* fg_front_free - close now, cancelling the calls still running. */
 void fg_front_free(struct fg_front *f);
+
+/* fg_front_configure - apply the reloadable settings of <cfg> that live
+ * on the connection (timeouts.write) to <f>. */
+void fg_front_configure(struct fg_front *f, const struct fg_config *cfg);
+
+/* fg_front_check_stalls - run fg_call_check_stall() on every call of <f>. */
+void fg_front_check_stalls(struct fg_front *f, uint64_t now_us, uint64_t timeout_us);
 
 /* fg_front_flush - schedule the batched write of whatever the session has to send. */
 void fg_front_flush(struct fg_front *f);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fg_clock.h"
 #include "fg_error.h"
 #include "fg_h2front.h"
 #include "fg_log.h"
@@ -56,14 +57,21 @@ static void worker_load_keys(struct fg_worker *w)
 	}
 }
 
+static void stall_arm(struct fg_worker *w);
+
 static void worker_take_config(struct fg_worker *w, struct fg_config *cfg)
 {
 	struct fg_config *old = w->cfg;
+
+	struct fg_front *f;
 
 	w->cfg = cfg;
 	worker_open_access_log(w);
 	worker_load_keys(w);
 	fg_upstream_configure(w->upstream, cfg);
+	LIST_FOREACH(f, &w->fronts, link)
+		fg_front_configure(f, cfg);
+	stall_arm(w);           /* the sweep's period follows timeouts.write at once */
 	fg_config_unref(old);
 }
 
@@ -160,6 +168,40 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg)
 	fg_call_run_pumps(arg);
 }
 
+/* The stall sweep runs four times per timeouts.write (the config of the
+ * moment: a reload re-arms it), between 10ms and 1s apart.  A stall's
+ * clock starts at the first sweep that sees bytes waiting, so a stalled
+ * stream is cut between 1 and 1.5 timeouts after its last progress (one
+ * to two seconds late for timeouts over 4s). */
+#define STALL_SWEEP_MIN_US 10000
+#define STALL_SWEEP_MAX_US 1000000
+
+static void stall_arm(struct fg_worker *w)
+{
+	int64_t us = w->cfg->timeouts.write_us / 4;
+	struct timeval tv;
+
+	if (us < STALL_SWEEP_MIN_US)
+		us = STALL_SWEEP_MIN_US;
+	if (us > STALL_SWEEP_MAX_US)
+		us = STALL_SWEEP_MAX_US;
+	tv.tv_sec = (time_t)(us / 1000000);
+	tv.tv_usec = (suseconds_t)(us % 1000000);
+	evtimer_add(w->stall_ev, &tv);
+}
+
+static void stall_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fg_worker *w = arg;
+	uint64_t now = fg_clock_now_us();
+	struct fg_front *f;
+
+	LIST_FOREACH(f, &w->fronts, link)
+		if (f->nstreams > 0)
+			fg_front_check_stalls(f, now, (uint64_t)w->cfg->timeouts.write_us);
+	stall_arm(w);
+}
+
 void fg_worker_front_closed(struct fg_worker *w, struct fg_front *f)
 {
 	w->nfronts--;
@@ -198,8 +240,10 @@ struct fg_worker *fg_worker_new(int id, struct fg_config *cfg, const int *fds, i
 	w->ctl_ev = event_new(w->base, w->ctl_fd[0], EV_READ | EV_PERSIST, ctl_cb, w);
 	w->upstream = fg_upstream_new(w, cfg);
 	w->pump_ev = event_new(w->base, -1, 0, pump_cb, w);
-	if (!w->pump_ev)
+	w->stall_ev = evtimer_new(w->base, stall_cb, w);
+	if (!w->pump_ev || !w->stall_ev)
 		goto fail;
+	stall_arm(w);
 	if (!w->ctl_ev || !w->upstream || event_add(w->ctl_ev, NULL) < 0)
 		goto fail;
 	for (i = 0; i < nfds; i++) {
@@ -301,6 +345,8 @@ void fg_worker_join(struct fg_worker *w)
 		event_free(w->drain_ev);
 	if (w->pump_ev)
 		event_free(w->pump_ev);
+	if (w->stall_ev)
+		event_free(w->stall_ev);
 	if (w->base)
 		event_base_free(w->base);
 	if (w->access_fd >= 0)

@@ -70,13 +70,11 @@ class RawClient:
     """A gRPC-over-h2c client driven by hand.  Not thread-safe: one test
     thread drives it with pump()/wait()."""
 
-    def __init__(self, addr, timeout=5.0, ack_data=True, initial_window=None):
+    def __init__(self, addr, timeout=5.0, ack_data=True):
         self.addr = addr
         self.sock = socket.create_connection(_split(addr), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        if initial_window is not None:
-            self.conn.local_settings.initial_window_size = initial_window
         self.conn.initiate_connection()
         self.ack_data = ack_data
         self.streams = {}
