@@ -269,9 +269,11 @@ static void call_resume_front(struct fg_call *call)
 	fg_front_flush(call->front);
 }
 
+/* Reset the client stream; what was queued for it can never be sent. */
 static void call_rst_front(struct fg_call *call, uint32_t code)
 {
 	call->flags |= FG_CALL_RESP_END;
+	call_drop_resp_body(call);
 	if (!call->front)
 		return;
 	nghttp2_submit_rst_stream(front_session(call), NGHTTP2_FLAG_NONE, call->front_sid, code);
@@ -1034,14 +1036,26 @@ void fg_call_on_up_lost(struct fg_call *call, const char *why)
 	call_maybe_free(call);
 }
 
+/* Whether the client's flow control, not our socket, keeps <call>'s
+ * queued bytes: its stream or connection window is shut.  A stream
+ * waiting for its turn on a busy socket is the write timeout's business. */
+static int call_window_shut(const struct fg_call *call)
+{
+	nghttp2_session *s = front_session(call);
+
+	return nghttp2_session_get_stream_remote_window_size(s, call->front_sid) <= 0 ||
+	       nghttp2_session_get_remote_window_size(s) <= 0;
+}
+
 int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_us)
 {
 	size_t queued = fg_bufq_len(&call->resp_body) + fg_bufq_len(&call->resp_raw);
 
-	/* Only bytes the client could take count: before the response starts
-	 * (held headers of an intercepted call) the wait is the upstream's. */
+	/* Only bytes the client could take and refuses count: before the
+	 * response starts (held headers of an intercepted call) the wait is
+	 * the upstream's, and with a window open it is the socket's. */
 	if (!call->front || !(call->flags & FG_CALL_RESP_STARTED) || queued == 0 ||
-	    call->resp_bytes != call->stall_mark || call->stall_since_us == 0) {
+	    call->resp_bytes != call->stall_mark || call->stall_since_us == 0 || !call_window_shut(call)) {
 		call->stall_mark = call->resp_bytes;
 		call->stall_since_us = call->front && queued ? now_us : 0;
 		return 0;
@@ -1049,9 +1063,9 @@ int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_
 	if (now_us - call->stall_since_us < timeout_us)
 		return 0;
 	fg_metrics_add(&call->worker->metrics.client_stalled_streams, 1);
-	fg_log(FG_LOG_INFO, "stalled_stream", "peer=%s stream=%d queued_bytes=%zu stalled_ms=%llu",
-	       call->front->peer, (int)call->front_sid, queued,
-	       (unsigned long long)((now_us - call->stall_since_us) / 1000));
+	fg_log_debug("stalled_stream", "peer=%s stream=%d queued_bytes=%zu stalled_ms=%llu",
+	             call->front->peer, (int)call->front_sid, queued,
+	             (unsigned long long)((now_us - call->stall_since_us) / 1000));
 	call_rst_up(call, NGHTTP2_CANCEL);
 	call_drop_req_body(call);
 	call_drop_resp_body(call);

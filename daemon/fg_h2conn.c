@@ -3,7 +3,10 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
+
+#include <linux/sockios.h>
 
 #include "fg_error.h"
 #include "fg_h2conn.h"
@@ -61,24 +64,44 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 	fg_h2conn_want_flush(c);
 }
 
-static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
+/* Bytes in the socket's send queue, not yet acknowledged by the peer, or
+ * -1 when the kernel cannot tell. */
+static int conn_outq(const struct fg_h2conn *c)
 {
-	struct fg_h2conn *c = arg;
+	int n;
 
-	if (what & EV_TIMEOUT) {
-		conn_end(c, FG_ETIMEOUT, "write timeout: the peer took no byte");
-		return;
-	}
-	conn_flush(c);
+	return ioctl(c->fd, SIOCOUTQ, &n) == 0 ? n : -1;
 }
 
-/* Wait for the socket to take more; the timeout restarts at every wait, so
- * it measures the time without progress. */
+/*
+ * Wait for the socket to take more.  The timeout restarts at every wait,
+ * and a wait that times out while the peer still acknowledged bytes (the
+ * kernel reports a socket writable only once a good part of its send
+ * buffer is free, which a slow but steady reader can take longer than the
+ * timeout to reach) starts again: only a peer that takes nothing is cut.
+ */
 static void conn_wait_writable(struct fg_h2conn *c)
 {
 	int timed = c->write_timeout.tv_sec != 0 || c->write_timeout.tv_usec != 0;
 
+	c->outq_at_wait = timed ? conn_outq(c) : -1;
 	event_add(c->wev, timed ? &c->write_timeout : NULL);
+}
+
+static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fg_h2conn *c = arg;
+	int q;
+
+	if (what & EV_TIMEOUT) {
+		q = conn_outq(c);
+		if (q < 0 || c->outq_at_wait < 0 || q >= c->outq_at_wait) {
+			conn_end(c, FG_ETIMEOUT, "write timeout: the peer took no byte");
+			return;
+		}
+		/* the peer is slow, not gone: write what fits and wait again */
+	}
+	conn_flush(c);
 }
 
 static void conn_flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -155,8 +178,13 @@ void fg_h2conn_want_flush(struct fg_h2conn *c)
 
 void fg_h2conn_set_write_timeout(struct fg_h2conn *c, int64_t us)
 {
-	c->write_timeout.tv_sec = (time_t)(us / 1000000);
-	c->write_timeout.tv_usec = (suseconds_t)(us % 1000000);
+	struct timeval tv = { .tv_sec = (time_t)(us / 1000000), .tv_usec = (suseconds_t)(us % 1000000) };
+
+	/* an unchanged value leaves a wait alone: reloads must not keep
+	 * postponing the end of a stalled connection */
+	if (tv.tv_sec == c->write_timeout.tv_sec && tv.tv_usec == c->write_timeout.tv_usec)
+		return;
+	c->write_timeout = tv;
 	if (!c->closing && event_pending(c->wev, EV_WRITE, NULL))
 		conn_wait_writable(c);
 }

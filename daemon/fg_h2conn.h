@@ -50,6 +50,7 @@ struct fg_h2conn {
 	struct timeval write_timeout;   /* {0, 0}: none; else a socket that takes no byte for this long
 	                                   while output waits ends the connection (FG_ETIMEOUT);
 	                                   set with fg_h2conn_set_write_timeout() */
+	int outq_at_wait;               /* the socket's unacknowledged bytes when the wait began (SIOCOUTQ) */
 	fg_h2conn_close_cb on_close;
 	void *owner;
 	unsigned closing;               /* on_close is scheduled; ignore further I/O */

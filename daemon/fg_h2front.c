@@ -328,12 +328,17 @@ void fg_front_flush(struct fg_front *f)
 void fg_front_check_stalls(struct fg_front *f, uint64_t now_us, uint64_t timeout_us)
 {
 	struct fg_call *call, *next;
+	unsigned cut = 0;
 
 	/* a cut call stays on the list until its stream closes; take the next first anyway */
 	for (call = TAILQ_FIRST(&f->calls); call != NULL; call = next) {
 		next = TAILQ_NEXT(call, front_link);
-		fg_call_check_stall(call, now_us, timeout_us);
+		cut += (unsigned)fg_call_check_stall(call, now_us, timeout_us);
 	}
+	/* one line per connection and sweep, however many streams a client stalls */
+	if (cut > 0)
+		fg_log(FG_LOG_INFO, "stalled_stream", "peer=%s streams_reset=%u open_streams=%u", f->peer, cut,
+		       f->nstreams);
 }
 
 void fg_front_configure(struct fg_front *f, const struct fg_config *cfg)

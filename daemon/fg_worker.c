@@ -71,7 +71,9 @@ static void worker_take_config(struct fg_worker *w, struct fg_config *cfg)
 	fg_upstream_configure(w->upstream, cfg);
 	LIST_FOREACH(f, &w->fronts, link)
 		fg_front_configure(f, cfg);
-	stall_arm(w);           /* the sweep's period follows timeouts.write at once */
+	/* the sweep's period follows a new timeouts.write at once */
+	if (cfg->timeouts.write_us != old->timeouts.write_us)
+		stall_arm(w);
 	fg_config_unref(old);
 }
 
