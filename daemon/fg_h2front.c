@@ -197,7 +197,7 @@ static void front_closed_cb(void *owner, int err, const char *why)
 		/* a client that stopped reading: worth an operator's eye, unlike a hang-up */
 		fg_metrics_add(&f->worker->metrics.client_write_timeouts, 1);
 		fg_log(FG_LOG_INFO, "write_timeout", "peer=%s streams=%u pending_bytes=%zu", f->peer, f->nstreams,
-		            fg_h2conn_pending_out(&f->h2));
+		       fg_h2conn_pending_out(&f->h2));
 	} else if (err)
 		fg_log_debug("client_close", "peer=%s err=%d why=\"%s\"", f->peer, err, why);
 	fg_front_free(f);

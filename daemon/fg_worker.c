@@ -62,7 +62,6 @@ static void stall_arm(struct fg_worker *w);
 static void worker_take_config(struct fg_worker *w, struct fg_config *cfg)
 {
 	struct fg_config *old = w->cfg;
-
 	struct fg_front *f;
 
 	w->cfg = cfg;
