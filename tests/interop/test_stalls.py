@@ -312,6 +312,69 @@ def test_client_that_stops_reading_loses_connection(middle, upstream):
     assert ended < streams, "all %d responses completed: nothing was cut" % streams
 
 
+@pytest.mark.proxy_only
+def test_busy_socket_streams_not_cut(middle, upstream):
+    """64 streams share a socket the client drains at about 2 MB/s with
+    every HTTP/2 window open.  8 MiB in all: once the kernel's buffers are
+    full (up to 4 MiB on loopback) the daemon's queues hold the rest, and
+    each stream waits its turn for a 16 KiB frame about half a second,
+    longer than timeouts.write; but the client refuses nothing (its windows
+    are open) and its socket keeps taking bytes, so neither the stream
+    check nor the write timeout may cut anything."""
+    m = middle(upstream.addr, CONFIG)
+    s, conn = open_non_reader(m.addr, 64 * KiB)
+    streams, count, size = 64, 2, 64 * KiB
+    sids = []
+    for _ in range(streams):
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"),
+                                (":path", method("ServerStream")), (":authority", m.addr),
+                                ("content-type", "application/grpc"), ("te", "trailers"),
+                                ("x-count", str(count)), ("x-size", str(size))])
+        conn.send_data(sid, grpc_frame(b""), end_stream=True)
+        sids.append(sid)
+    s.sendall(conn.data_to_send())
+    body = {sid: bytearray() for sid in sids}
+    status, resets = {}, []
+    t0 = time.monotonic()
+    limit = t0 + tf(60)
+    s.settimeout(tf(5))
+    try:
+        while len(status) + len(resets) < streams:
+            assert time.monotonic() < limit, "busy socket: %d of %d streams ended" % (
+                len(status) + len(resets), streams)
+            got = 0
+            while got < 200 * KiB and len(status) + len(resets) < streams:
+                data = s.recv(16 * KiB)
+                assert data, "the daemon closed the connection of a reading client"
+                got += len(data)
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.DataReceived):
+                        body[ev.stream_id] += ev.data
+                        if ev.flow_controlled_length:
+                            conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.TrailersReceived):
+                        status[ev.stream_id] = dict(
+                            (k.decode() if isinstance(k, bytes) else k,
+                             v.decode() if isinstance(v, bytes) else v)
+                            for k, v in ev.headers).get("grpc-status")
+                    elif isinstance(ev, h2.events.StreamReset):
+                        resets.append((ev.stream_id, ev.error_code))
+            out = conn.data_to_send()
+            if out:
+                s.sendall(out)
+            time.sleep(0.1)
+    finally:
+        s.close()
+    elapsed = time.monotonic() - t0
+    assert not resets, "streams reset after %.2fs: %r" % (elapsed, resets)
+    assert all(status[sid] == "0" for sid in sids), status
+    want = b"".join(grpc_frame(payload(size, seed=i)) for i in range(count))
+    assert all(bytes(body[sid]) == want for sid in sids), "a stream lost bytes"
+    assert scrape(m, STALLED) == 0
+    assert scrape(m, WRITE_TIMEOUTS) == 0
+
+
 # ------------------------------------------------------------------ config
 
 def config_error(path, stderr):
