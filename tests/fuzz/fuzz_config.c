@@ -20,23 +20,11 @@
 
 #include "fg_config.h"
 #include "fg_error.h"
+#include "fuzz_common.h"
 
 #define NAME "fuzz.yaml"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void check_message(const char *err)
-{
-	unsigned line, col;
-	int end = 0;
-
-	if (sscanf(err, NAME ":%u:%u: %n", &line, &col, &end) != 2 || end == 0 ||
-	    line == 0 || col == 0 || err[end] == '\0')
-		abort();
-	for (const char *p = err; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			abort();
-}
 
 static void check_snapshot(struct fg_config *cfg)
 {
@@ -72,7 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (cfg)
 		abort();
 	if (rc == FG_ECONFIG)
-		check_message(err);
+		fuzz_check_position_message(err, NAME);
 	else if (rc != FG_ENOMEM)
 		abort();
 	return 0;

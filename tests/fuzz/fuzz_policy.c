@@ -43,6 +43,7 @@
 #include <string.h>
 
 #include "fg_error.h"
+#include "fuzz_common.h"
 #include "fg_pbwire.h"
 #include "fg_policy_compile.h"
 #include "fg_policy_eval.h"
@@ -208,19 +209,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 /* ---- checks ---- */
-
-static void check_message(const char *err)
-{
-	unsigned line, col;
-	int end = 0;
-
-	if (sscanf(err, NAME ":%u:%u: %n", &line, &col, &end) != 2 || end == 0 || line == 0 || col == 0 ||
-	    err[end] == '\0')
-		abort();
-	for (const char *p = err; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			abort();
-}
 
 static void check_stat(const struct fg_policy *p, uint32_t stat)
 {
@@ -390,6 +378,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (p || rc != FG_ECONFIG || memchr(err, '\0', sizeof(err)) == NULL)
 		abort();
-	check_message(err);
+	fuzz_check_position_message(err, NAME);
 	return 0;
 }

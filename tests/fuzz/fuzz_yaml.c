@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "fg_error.h"
+#include "fuzz_common.h"
 #include "fg_yaml.h"
 
 #define NAME "fuzz.yaml"
@@ -27,19 +28,6 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const struct fg_yaml_limits lim = { .max_bytes = 64 * 1024, .max_depth = 8, .max_nodes = 512 };
-
-static void check_message(const char *err)
-{
-	unsigned line, col;
-	int end = 0;
-
-	if (sscanf(err, NAME ":%u:%u: %n", &line, &col, &end) != 2 || end == 0 ||
-	    line == 0 || col == 0 || err[end] == '\0')
-		abort();
-	for (const char *p = err; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			abort();
-}
 
 /* The quoted form has no byte that could end the quote or the log line, and
  * a cut lands on a character boundary of the (libyaml-validated) UTF-8. */
@@ -131,7 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (root)
 		abort();
 	if (rc == FG_ECONFIG)
-		check_message(err);
+		fuzz_check_position_message(err, NAME);
 	else if (rc != FG_ENOMEM)
 		abort();
 	return 0;
