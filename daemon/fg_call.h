@@ -172,15 +172,17 @@ void fg_call_on_up_close(struct fg_call *call, uint32_t error_code);
 void fg_call_on_up_lost(struct fg_call *call, const char *why);
 
 /*
- * fg_call_check_stall - the stalled-reader check, run by the worker's
- * sweep on every call of a client connection.  A call whose started
- * response has bytes queued for the client, of which the client took none
- * between sweeps for <timeout_us>, is cut: its client stream is reset
- * with CANCEL, its upstream stream cancelled, its queued bytes dropped
- * (so a client that grants no window cannot pin a stream window of memory
- * per stream), and it is counted and logged.  A call that is merely quiet
- * (nothing queued) is never cut.  Returns 1 if the call was cut (it is
- * freed later, when its client stream closes), else 0.
+ * fg_call_check_stall - the stalled-stream check (timeouts.stalled_stream),
+ * run by the worker's sweep on every call of a client connection.  A call
+ * whose started response has bytes queued for the client, of which the
+ * client took none between sweeps for <timeout_us> while its stream or
+ * connection window was shut, is cut: its client stream is reset with
+ * CANCEL, its upstream stream cancelled, its queued bytes dropped (so a
+ * client that grants no window cannot pin a stream window of memory per
+ * stream), and it is counted (the caller logs).  A call that is merely
+ * quiet (nothing queued), or waiting for a busy socket (windows open), is
+ * never cut.  Returns 1 if the call was cut (it is freed later, when its
+ * client stream closes), else 0.
  */
 int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_us);
 

@@ -732,6 +732,8 @@ static const struct key_spec timeouts_keys[] = {
 	  0, USEC_PER_HOUR, NULL, NULL },
 	{ "write", parse_duration_key, CFG_OFF(timeouts.write_us),
 	  10 * USEC_PER_MS, USEC_PER_HOUR, NULL, NULL },
+	{ "stalled_stream", parse_duration_key, CFG_OFF(timeouts.stalled_stream_us),
+	  10 * USEC_PER_MS, 24 * USEC_PER_HOUR, NULL, NULL },
 };
 
 static const struct key_spec admin_keys[] = {
@@ -891,6 +893,7 @@ static void set_defaults(struct fg_config *cfg)
 	cfg->timeouts.drain_us = 30 * USEC_PER_SEC;
 	cfg->timeouts.readiness_delay_us = 0;
 	cfg->timeouts.write_us = 30 * USEC_PER_SEC;
+	cfg->timeouts.stalled_stream_us = 5 * USEC_PER_MIN;
 	cfg->admin.enabled = 1;
 	parse_addr(DEFAULT_ADMIN, 0, &cfg->admin.listen);
 	cfg->log.level = FG_LOG_INFO;

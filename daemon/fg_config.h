@@ -90,8 +90,10 @@ struct fg_config {
 		int64_t idle_us;                /* timeouts.idle: a client connection with no stream for this long is closed, 1s..24h, default 5m */
 		int64_t drain_us;               /* timeouts.drain: the longest a graceful stop waits for calls, 0s..1h, default 30s */
 		int64_t readiness_delay_us;     /* timeouts.readiness_delay: /readyz is 503 this long before draining, 0s..1h, default 0s */
-		int64_t write_us;               /* timeouts.write: a client that takes no queued response byte (stream)
-		                                   or no byte at all (socket) for this long is cut, 10ms..1h, default 30s */
+		int64_t write_us;               /* timeouts.write: a client socket that takes no byte for this long
+		                                   while output waits is closed, 10ms..1h, default 30s */
+		int64_t stalled_stream_us;      /* timeouts.stalled_stream: a client stream whose windows stay shut
+		                                   on queued response bytes this long is reset, 10ms..24h, default 5m */
 	} timeouts;
 
 	struct {

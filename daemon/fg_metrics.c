@@ -134,7 +134,7 @@ static const struct simple_metric simple_metrics[] = {
 	  "Client connections closed because their socket took no byte for timeouts.write.",
 	  offsetof(struct fg_metrics, client_write_timeouts), 0 },
 	{ "feedguard_client_stalled_streams_total", "counter",
-	  "Client streams reset (CANCEL) because the client took none of their queued response bytes for timeouts.write.",
+	  "Client streams reset (CANCEL) because the client's windows stayed shut on their queued response bytes for timeouts.stalled_stream.",
 	  offsetof(struct fg_metrics, client_stalled_streams), 0 },
 	{ "feedguard_upstream_connections", "gauge", "Upstream connections open or opening.",
 	  offsetof(struct fg_metrics, upstream_connections), 1 },

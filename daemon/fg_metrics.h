@@ -33,7 +33,7 @@ struct fg_metrics {
 	uint64_t connections_accepted;
 	uint64_t connections_refused;               /* over limits.max_connections */
 	uint64_t client_write_timeouts;             /* client sockets that took nothing for timeouts.write */
-	uint64_t client_stalled_streams;            /* client streams reset for taking no queued byte */
+	uint64_t client_stalled_streams;            /* client streams reset: windows shut for timeouts.stalled_stream */
 	uint64_t upstream_connects;
 	uint64_t upstream_connect_failures;
 	int64_t active_streams;                     /* gauge */

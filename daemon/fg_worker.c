@@ -70,8 +70,8 @@ static void worker_take_config(struct fg_worker *w, struct fg_config *cfg)
 	fg_upstream_configure(w->upstream, cfg);
 	LIST_FOREACH(f, &w->fronts, link)
 		fg_front_configure(f, cfg);
-	/* the sweep's period follows a new timeouts.write at once */
-	if (cfg->timeouts.write_us != old->timeouts.write_us)
+	/* the sweep's period follows a new timeouts.stalled_stream at once */
+	if (cfg->timeouts.stalled_stream_us != old->timeouts.stalled_stream_us)
 		stall_arm(w);
 	fg_config_unref(old);
 }
@@ -169,8 +169,8 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg)
 	fg_call_run_pumps(arg);
 }
 
-/* The stall sweep runs four times per timeouts.write (the config of the
- * moment: a reload re-arms it), between 10ms and 1s apart.  A stall's
+/* The stall sweep runs four times per timeouts.stalled_stream (the config
+ * of the moment: a reload re-arms it), between 10ms and 1s apart.  A stall's
  * clock starts at the first sweep that sees bytes waiting, so a stalled
  * stream is cut between 1 and 1.5 timeouts after its last progress (one
  * to two seconds late for timeouts over 4s). */
@@ -179,7 +179,7 @@ static void pump_cb(evutil_socket_t fd, short what, void *arg)
 
 static void stall_arm(struct fg_worker *w)
 {
-	int64_t us = w->cfg->timeouts.write_us / 4;
+	int64_t us = w->cfg->timeouts.stalled_stream_us / 4;
 	struct timeval tv;
 
 	if (us < STALL_SWEEP_MIN_US)
@@ -199,7 +199,7 @@ static void stall_cb(evutil_socket_t fd, short what, void *arg)
 
 	LIST_FOREACH(f, &w->fronts, link)
 		if (f->nstreams > 0)
-			fg_front_check_stalls(f, now, (uint64_t)w->cfg->timeouts.write_us);
+			fg_front_check_stalls(f, now, (uint64_t)w->cfg->timeouts.stalled_stream_us);
 	stall_arm(w);
 }
 

@@ -45,7 +45,7 @@ struct fg_worker {
 	struct fg_call_list call_pool;      /* ended calls kept for reuse (fg_call.c) */
 	struct fg_call_list pump_calls;     /* intercepted calls with held bytes to feed (fg_call.c) */
 	struct event *pump_ev;              /* runs fg_call_run_pumps() */
-	struct event *stall_ev;             /* the stalled-reader sweep (timeouts.write) */
+	struct event *stall_ev;             /* the stalled-stream sweep (timeouts.stalled_stream) */
 	unsigned ncall_pool;
 	unsigned nfronts;
 	int ctl_fd[2];                      /* control pipe: main writes [1], the loop reads [0] */

@@ -1,4 +1,5 @@
-"""Clients that stop taking what they asked for (timeouts.write, 300 ms here).
+"""Clients that stop taking what they asked for (timeouts.stalled_stream and
+timeouts.write, both 300 ms here).
 
 A stalled stream (response bytes queued, the client's HTTP/2 window stays
 shut) is reset with CANCEL and cancelled upstream, and only that stream ends;
@@ -24,8 +25,9 @@ from harness import (Daemon, channel, deep_merge, new_call_id, poll_until, run_f
                      to_yaml)
 from rawh2 import RawClient
 
-TIMEOUT = 0.3                      # timeouts.write below, in seconds
-CONFIG = {"timeouts": {"write": "300ms"}, "admin": {"listen": "127.0.0.1:0"}}
+TIMEOUT = 0.3                      # both timeouts below, in seconds
+CONFIG = {"timeouts": {"write": "300ms", "stalled_stream": "300ms"},
+          "admin": {"listen": "127.0.0.1:0"}}
 
 # A stalled stream asks for 16 MiB (256 x 64 KiB): far more than the windows
 # on the way (1 MiB per stream on the daemon's upstream side), so the upstream
@@ -83,8 +85,9 @@ def wait_stall_end(c, st, since):
 
 
 def assert_reset_in_time(st, gap):
-    """<st> ended with RST_STREAM(CANCEL), no trailers, between timeouts.write
-    and twice that (the sweep runs every timeout/4) after its last DATA."""
+    """<st> ended with RST_STREAM(CANCEL), no trailers, between
+    timeouts.stalled_stream and twice that (the sweep runs every timeout/4)
+    after its last DATA."""
     assert st.reset == h2.errors.ErrorCodes.CANCEL, \
         "stalled stream ended with reset %r, frames %r" % (st.reset, st.frames[-3:])
     assert st.trailers is None, "a stalled stream got trailers: %r" % (st.trailers,)
@@ -93,8 +96,8 @@ def assert_reset_in_time(st, gap):
         % (len(st.data), STALL_WINDOW)
     # the daemon's clock starts when its write left, a moment before the
     # client read it: allow 50 ms below the timeout
-    assert gap >= TIMEOUT - 0.05, "reset %.3fs after the last DATA: before timeouts.write" % gap
-    assert gap <= TIMEOUT + tf(TIMEOUT), "reset %.3fs after the last DATA (timeouts.write " \
+    assert gap >= TIMEOUT - 0.05, "reset %.3fs after the last DATA: before the timeout" % gap
+    assert gap <= TIMEOUT + tf(TIMEOUT), "reset %.3fs after the last DATA (timeouts.stalled_stream " \
         "%.1fs)" % (gap, TIMEOUT)
 
 
@@ -119,7 +122,7 @@ def assert_unary_ok(st, body):
 @pytest.mark.proxy_only
 def test_stalled_stream_reset_and_connection_kept(middle, upstream):
     """A client that never sends WINDOW_UPDATE: its stream is reset with
-    CANCEL between 1x and 2x timeouts.write after its last DATA, the counter
+    CANCEL between 1x and 2x timeouts.stalled_stream after its last DATA, the counter
     and the log say so, the connection stays open and a call on it works."""
     m = middle(upstream.addr, CONFIG)
     assert scrape(m, STALLED) == 0
@@ -165,7 +168,7 @@ def test_stalled_stream_cancelled_upstream(middle, upstream, events):
 # ------------------------------------------------------------------ not stalls
 
 def test_quiet_stream_not_reset(middle, upstream):
-    """An upstream that says nothing for 3x timeouts.write, before its first
+    """An upstream that says nothing for 3x the timeouts, before its first
     message and between messages: nothing is queued, so nothing is cut."""
     m = middle(upstream.addr, CONFIG)
     pause_ms = int(TIMEOUT * 3 * 1000)
@@ -185,7 +188,7 @@ def test_quiet_stream_not_reset(middle, upstream):
 
 def test_slow_reader_not_reset(middle, upstream):
     """A reader with a 16 KiB window that re-opens what it took every
-    timeouts.write / 3: the 256 KiB call takes several timeouts and ends OK
+    timeouts.stalled_stream / 3: the 256 KiB call takes several timeouts and ends OK
     with every byte."""
     m = middle(upstream.addr, CONFIG)
     count, size, window, every = 8, 32 * KiB, 16 * KiB, TIMEOUT / 3
@@ -430,16 +433,17 @@ def test_start_rejects_bad_write_timeout(tmp_path, upstream):
 
 
 @pytest.mark.proxy_only
-def test_write_timeout_reload(middle, upstream):
-    """Start with timeouts.write 30s and a connection; SIGHUP to 300ms: the
-    connection stays, and a new stall on it is reset after 300 ms.  A bad
-    value on the next SIGHUP is refused with its position and 300ms stays."""
-    m = middle(upstream.addr, deep_merge(CONFIG, {"timeouts": {"write": "30s"}}))
+def test_stalled_stream_reload(middle, upstream):
+    """Start with timeouts.stalled_stream 30s and a connection; SIGHUP to
+    300ms: the connection stays, and a new stall on it is reset after
+    300 ms.  A bad value on the next SIGHUP is refused with its position and
+    300ms stays."""
+    m = middle(upstream.addr, deep_merge(CONFIG, {"timeouts": {"stalled_stream": "30s"}}))
     c = small_window_client(m.addr, STALL_WINDOW)
     try:
         assert_unary_ok(unary_on(c, b"before"), b"before")
         c.ack_data = False
-        m.config = deep_merge(m.config, {"timeouts": {"write": "300ms"}})
+        m.config = deep_merge(m.config, {"timeouts": {"stalled_stream": "300ms"}})
         m.config_path.write_text(to_yaml(m.config))
         ph.sighup_and_wait(m, "reloaded", len(m.stderr()))
 
@@ -447,11 +451,11 @@ def test_write_timeout_reload(middle, upstream):
         assert_reset_in_time(st, wait_stall_end(c, st, t0))
         assert not c.closed and c.goaway is None
 
-        m.config = deep_merge(m.config, {"timeouts": {"write": "abc"}})
+        m.config = deep_merge(m.config, {"timeouts": {"stalled_stream": "abc"}})
         m.config_path.write_text(to_yaml(m.config))
         line = ph.sighup_and_wait(m, "reload_failed", len(m.stderr()))
         lines = m.config_path.read_text().splitlines()
-        at = next(i for i, l in enumerate(lines) if l.strip() == "write: abc")
+        at = next(i for i, l in enumerate(lines) if l.strip() == "stalled_stream: abc")
         assert "%s:%d:%d:" % (m.config_path, at + 1, lines[at].index("abc") + 1) in line, line
 
         st, t0 = start_stalled(c, new_call_id("reload-stall-2"))
@@ -462,6 +466,27 @@ def test_write_timeout_reload(middle, upstream):
         c.close()
     assert scrape(m, "feedguard_client_connections_accepted_total") == 1
     assert scrape(m, STALLED) == 2
+
+
+@pytest.mark.proxy_only
+def test_write_timeout_leaves_window_stalls_alone(middle, upstream):
+    """The two timeouts are separate: with only timeouts.write at 300 ms
+    (timeouts.stalled_stream at its 5m default), a client whose window is
+    shut but whose socket takes every frame keeps its stream well past
+    300 ms; a consumer of a server stream may pause that long."""
+    m = middle(upstream.addr, {"timeouts": {"write": "300ms"}, "admin": {"listen": "127.0.0.1:0"}})
+    c = small_window_client(m.addr, STALL_WINDOW)
+    try:
+        st, t0 = start_stalled(c, new_call_id("no-stall"))
+        end = time.monotonic() + 5 * TIMEOUT
+        while time.monotonic() < end:
+            c.pump(0.05)
+        assert st.reset is None and not st.finished, "a window stall was cut by timeouts.write"
+        assert not c.closed and c.goaway is None
+    finally:
+        c.close()
+    assert scrape(m, STALLED) == 0
+    assert scrape(m, WRITE_TIMEOUTS) == 0
 
 
 @pytest.mark.proxy_only

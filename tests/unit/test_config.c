@@ -134,6 +134,7 @@ static void test_defaults(void **state)
 	assert_true(cfg->timeouts.drain_us == 30000000);
 	assert_true(cfg->timeouts.readiness_delay_us == 0);
 	assert_true(cfg->timeouts.write_us == 30000000);
+	assert_true(cfg->timeouts.stalled_stream_us == 300000000);
 	assert_int_equal(cfg->admin.enabled, 1);
 	assert_v4(&cfg->admin.listen, "127.0.0.1:9901", "127.0.0.1", 9901);
 	assert_int_equal(cfg->metrics.nmethods, 0);
@@ -171,6 +172,7 @@ static void test_every_key(void **state)
 		"  drain: 0s\n"
 		"  readiness_delay: 5s\n"
 		"  write: 250ms\n"
+		"  stalled_stream: 90s\n"
 		"admin:\n"
 		"  listen: \"[::1]:0\"\n"
 		"metrics:\n"
@@ -204,6 +206,7 @@ static void test_every_key(void **state)
 	assert_true(cfg->timeouts.drain_us == 0);
 	assert_true(cfg->timeouts.readiness_delay_us == 5000000);
 	assert_true(cfg->timeouts.write_us == 250000);
+	assert_true(cfg->timeouts.stalled_stream_us == 90000000);
 	assert_int_equal(cfg->admin.enabled, 1);
 	assert_v6(&cfg->admin.listen, "[::1]:0", "::1", 0);
 	assert_int_equal(cfg->metrics.nmethods, 2);
@@ -577,6 +580,8 @@ static void test_duration_errors(void **state)
 		{ UP "timeouts: {idle: 0s}\n", NAME ":2:18: timeouts.idle: '0s' is out of range (1s to 24h)" },
 		{ UP "timeouts: {drain: 2h}\n", NAME ":2:19: timeouts.drain: '2h' is out of range (0s to 1h)" },
 		{ UP "timeouts: {write: 5ms}\n", NAME ":2:19: timeouts.write: '5ms' is out of range (10ms to 1h)" },
+		{ UP "timeouts: {stalled_stream: 25h}\n", NAME ":2:28: timeouts.stalled_stream: '25h' is out of "
+		  "range (10ms to 24h)" },
 		{ UP "timeouts: {readiness_delay: -1s}\n", NAME ":2:29: timeouts.readiness_delay: '-1s' is "
 		  "not a duration: expected digits" },
 		/* backoff_max defaults to 10s: the error points at what was written */
@@ -607,7 +612,7 @@ static void test_unknown_keys(void **state)
 		  "keys: max_concurrent_streams, max_header_list_size, max_message_size, stream_window, "
 		  "connection_window, max_connections" },
 		{ UP "timeouts: {connect: 1s}\n", NAME ":2:12: unknown key 'connect' in timeouts; valid "
-		  "keys: idle, drain, readiness_delay, write" },
+		  "keys: idle, drain, readiness_delay, write, stalled_stream" },
 		{ UP "admin: {port: 9901}\n", NAME ":2:9: unknown key 'port' in admin; valid keys: listen" },
 		{ UP "log: {file: x.log}\n", NAME ":2:7: unknown key 'file' in log; valid keys: level, "
 		  "access_log" },
