@@ -1068,8 +1068,7 @@ int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_
 	             (unsigned long long)((now_us - call->stall_since_us) / 1000));
 	call_rst_up(call, NGHTTP2_CANCEL);
 	call_drop_req_body(call);
-	call_drop_resp_body(call);
-	call_rst_front(call, NGHTTP2_CANCEL);
+	call_rst_front(call, NGHTTP2_CANCEL);       /* drops the queued bytes too */
 	return 1;
 }
 
