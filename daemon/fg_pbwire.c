@@ -966,7 +966,9 @@ static int edit_msg(struct edit *e, const uint8_t *in, size_t len,
 		if (f.tag != run && (rv = buf_append(e->out, run, (size_t)(f.tag - run))) < 0)
 			return rv;
 		run = f.end;
-		/* the common edit inline: a field dropped by its rule */
+		/* the common edit inline: a field dropped by its rule (edit_field
+		 * does the same; inlining it here is worth 9% of the rankfeed
+		 * response edit, pbwire-bench 5.5 against 6.0 us) */
 		if (r != NULL && r->action == FG_PBWIRE_DROP) {
 			count(e, r->stat);
 			*changed = 1;
