@@ -118,9 +118,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (root)
 		abort();
-	if (rc == FG_ECONFIG)
-		fuzz_check_position_message(err, NAME);
-	else if (rc != FG_ENOMEM)
-		abort();
+	fuzz_check_load_failure(rc, err, NAME);
 	return 0;
 }
