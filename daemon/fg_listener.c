@@ -1,15 +1,19 @@
-/* fg_listener.c - SO_REUSEPORT listening sockets; see fg_listener.h. */
+/* fg_listener.c - SO_REUSEPORT listening sockets, the accept pause; see fg_listener.h. */
 #include "config.h"
 
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "fg_addr.h"
+#include "fg_clock.h"
 #include "fg_error.h"
 #include "fg_listener.h"
+#include "fg_log.h"
+#include "fg_metrics.h"
 
 /* Bind <a> without SO_REUSEPORT to prove nobody holds it, and learn the
  * real address into <bound>.  Returns 0 or an errno. */
@@ -84,4 +88,90 @@ fail_close_opened:
 		fds[i] = -1;
 	}
 	return FG_EIO;
+}
+
+struct fg_listener_pause {
+	struct event *resume_ev;                /* one-shot: ends the pause */
+	struct evconnlistener *const *ls;       /* the worker's listeners (borrowed) */
+	const int *nls;                         /* how many of <ls> are live; 0 once drained */
+	uint64_t *npaused;                      /* the worker's pause counter (borrowed) */
+	int worker_id;
+	uint64_t next_log_us;                   /* monotonic; failures before it are only counted */
+	uint64_t unlogged;                      /* failures since the last accept_failed line */
+};
+
+/* The listeners are read here, not remembered at pause time: a drain may
+ * have freed them since. */
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fg_listener_pause *p = arg;
+	int i;
+
+	for (i = 0; i < *p->nls; i++)
+		evconnlistener_enable(p->ls[i]);
+}
+
+struct fg_listener_pause *fg_listener_pause_new(struct event_base *base, struct evconnlistener *const *ls,
+                                                const int *nls, int worker_id, uint64_t *npaused)
+{
+	struct fg_listener_pause *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	p->resume_ev = evtimer_new(base, resume_cb, p);
+	if (!p->resume_ev) {
+		free(p);
+		return NULL;
+	}
+	p->ls = ls;
+	p->nls = nls;
+	p->npaused = npaused;
+	p->worker_id = worker_id;
+	return p;
+}
+
+void fg_listener_pause_free(struct fg_listener_pause *p)
+{
+	if (!p)
+		return;
+	event_free(p->resume_ev);
+	free(p);
+}
+
+static int is_shortage(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+static void pause_listeners(struct fg_listener_pause *p)
+{
+	struct timeval tv = {
+		.tv_sec = FG_LISTENER_PAUSE_MS / 1000,
+		.tv_usec = (FG_LISTENER_PAUSE_MS % 1000) * 1000,
+	};
+	int i;
+
+	if (evtimer_pending(p->resume_ev, NULL))
+		return;
+	for (i = 0; i < *p->nls; i++)
+		evconnlistener_disable(p->ls[i]);
+	evtimer_add(p->resume_ev, &tv);
+	fg_metrics_add(p->npaused, 1);
+}
+
+void fg_listener_accept_failed(struct fg_listener_pause *p, int err)
+{
+	uint64_t now = fg_clock_now_us();
+	int shortage = is_shortage(err);
+
+	if (shortage)
+		pause_listeners(p);
+	p->unlogged++;
+	if (now < p->next_log_us)
+		return;
+	fg_log(FG_LOG_WARN, "accept_failed", "worker=%d why=\"%s\" failures=%llu pause_ms=%d", p->worker_id,
+	       evutil_socket_error_to_string(err), (unsigned long long)p->unlogged,
+	       shortage ? FG_LISTENER_PAUSE_MS : 0);
+	p->unlogged = 0;
+	p->next_log_us = now + (uint64_t)FG_LISTENER_LOG_EVERY_MS * 1000u;
 }

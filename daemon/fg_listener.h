@@ -10,9 +10,16 @@
  * kernel chose for port 0, which every worker's socket then binds.  (The
  * probe is closed just before the group binds: a process that grabs the
  * port in that instant makes our bind fail, it cannot share it.)
+ *
+ * When accept(2) runs out of descriptors, a worker pauses its listeners
+ * instead of spinning on them (fg_listener_pause, below).
  */
 #ifndef FG_LISTENER_H
 #define FG_LISTENER_H
+
+#include <stdint.h>
+#include <event2/event.h>
+#include <event2/listener.h>
 
 #include "fg_config.h"
 
@@ -29,5 +36,54 @@
  */
 int fg_listener_open(const struct fg_config *cfg, int nworkers, int *fds, struct fg_config_addr *bound,
                      char *err, size_t errlen);
+
+/*
+ * Out of descriptors.  accept(2) failing with EMFILE (this process), ENFILE
+ * (the system), ENOBUFS or ENOMEM leaves the client queued, so the socket
+ * stays readable and libevent calls accept again at once: a full core and
+ * a log line per try (a million in five seconds in the attack probe that
+ * found it).  As nghttpx does (sleep_acceptor), a worker then
+ * stops accepting on all its listeners for FG_LISTENER_PAUSE_MS; queued
+ * clients wait in the backlog meanwhile.
+ *
+ * 100ms makes a shortage cost ten accept(2) calls a second, and is short
+ * next to a client's connect timeout (seconds), so the queue moves again
+ * soon after descriptors come back.
+ */
+#define FG_LISTENER_PAUSE_MS 100
+
+/* At most one accept_failed line per worker this often: a shortage can last
+ * minutes, and the line carries the count of failures since the last one. */
+#define FG_LISTENER_LOG_EVERY_MS 1000
+
+struct fg_listener_pause;
+
+/*
+ * fg_listener_pause_new - the accept pause of one worker, on <base>.
+ * <ls> and <nls> are borrowed: the worker's listeners and how many of them
+ * are live.  Both are read each time a pause begins or ends, so a worker
+ * that frees its listeners (a drain) and sets *<nls> to 0 before the pause
+ * ends has none touched.  Each pause adds 1 to <*npaused> (borrowed, a
+ * counter of the worker's metrics).  <worker_id> names the worker in logs.
+ * Returns NULL when out of memory.  Loop thread only.
+ */
+struct fg_listener_pause *fg_listener_pause_new(struct event_base *base, struct evconnlistener *const *ls,
+                                                const int *nls, int worker_id, uint64_t *npaused);
+
+/* fg_listener_pause_free - cancel a pending resume and free <p> (NULL does
+ * nothing).  Call it before freeing the event base. */
+void fg_listener_pause_free(struct fg_listener_pause *p);
+
+/*
+ * fg_listener_accept_failed - accept(2) on one of <p>'s listeners failed with
+ * errno <err> (libevent has already retried EINTR, EAGAIN and ECONNABORTED).
+ * On a shortage (EMFILE, ENFILE, ENOBUFS, ENOMEM) disables every listener
+ * and re-enables them FG_LISTENER_PAUSE_MS later (a failure during a pause
+ * does not extend it).  Other errors concern the one connection that failed
+ * (EPROTO, EPERM, network errors) and leave the listeners on.  Logs
+ * event=accept_failed at most once per FG_LISTENER_LOG_EVERY_MS, with
+ * failures=N counting this failure and the unlogged ones before it.
+ */
+void fg_listener_accept_failed(struct fg_listener_pause *p, int err);
 
 #endif /* FG_LISTENER_H */

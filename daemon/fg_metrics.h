@@ -32,6 +32,7 @@ struct fg_metrics {
 	uint64_t calls_started;
 	uint64_t connections_accepted;
 	uint64_t connections_refused;               /* over limits.max_connections */
+	uint64_t accept_paused;                     /* accept pauses: out of descriptors (fg_listener.h) */
 	uint64_t client_write_timeouts;             /* client sockets that took nothing for timeouts.write */
 	uint64_t client_stalled_streams;            /* client streams reset: windows shut for timeouts.stalled_stream */
 	uint64_t upstream_connects;

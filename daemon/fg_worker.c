@@ -12,6 +12,7 @@
 #include "fg_clock.h"
 #include "fg_error.h"
 #include "fg_h2front.h"
+#include "fg_listener.h"
 #include "fg_log.h"
 #include "fg_upstream.h"
 #include "fg_worker.h"
@@ -157,11 +158,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
 	struct fg_worker *w = arg;
-	int err = EVUTIL_SOCKET_ERROR();
 
-	/* EMFILE and friends: the listener stays; the next accept may succeed
-	 * once connections close. */
-	fg_log(FG_LOG_WARN, "accept_failed", "worker=%d why=\"%s\"", w->id, evutil_socket_error_to_string(err));
+	fg_listener_accept_failed(w->accept_pause, EVUTIL_SOCKET_ERROR());
 }
 
 static void pump_cb(evutil_socket_t fd, short what, void *arg)
@@ -246,6 +244,10 @@ struct fg_worker *fg_worker_new(int id, struct fg_config *cfg, const int *fds, i
 		goto fail;
 	stall_arm(w);
 	if (!w->ctl_ev || !w->upstream || event_add(w->ctl_ev, NULL) < 0)
+		goto fail;
+	w->accept_pause = fg_listener_pause_new(w->base, w->listeners, &w->nlisteners, id,
+	                                        &w->metrics.accept_paused);
+	if (!w->accept_pause)
 		goto fail;
 	for (i = 0; i < nfds; i++) {
 		w->listeners[i] = evconnlistener_new(w->base, accept_cb, w,
@@ -332,6 +334,7 @@ void fg_worker_join(struct fg_worker *w)
 	fg_mempool_free(&w->mempool);
 	for (i = 0; i < w->nlisteners; i++)
 		evconnlistener_free(w->listeners[i]);
+	fg_listener_pause_free(w->accept_pause);
 	/* Snapshots posted but never read still carry a reference. */
 	if (w->ctl_fd[0] >= 0) {
 		while (read(w->ctl_fd[0], &m, sizeof(m)) == (ssize_t)sizeof(m))

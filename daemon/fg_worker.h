@@ -24,6 +24,7 @@
 #include "fg_metrics.h"
 
 struct fg_front;
+struct fg_listener_pause;
 struct fg_upstream;
 
 enum fg_worker_cmd {
@@ -40,6 +41,8 @@ struct fg_worker {
 	struct fg_config *cfg;              /* this worker's reference to the current snapshot */
 	struct evconnlistener *listeners[FG_CONFIG_MAX_LISTEN];
 	int nlisteners;
+	struct fg_listener_pause *accept_pause; /* stops accepting a moment when out of descriptors; reads
+	                                           <listeners> and <nlisteners> (0 once drained) */
 	struct fg_upstream *upstream;       /* this worker's upstream pool */
 	LIST_HEAD(, fg_front) fronts;       /* client connections */
 	struct fg_call_list call_pool;      /* ended calls kept for reuse (fg_call.c) */
