@@ -8,7 +8,6 @@ Unary and Bidi echo the (edited) request, so an intercepted call's
 response is what the upstream received.  ClientStream answers with JSON,
 not a RankFeedRequest: give it no response rules.
 """
-import shutil
 from pathlib import Path
 
 from google.protobuf import descriptor_pb2

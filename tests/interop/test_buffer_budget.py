@@ -1,0 +1,329 @@
+"""The bytes intercepted calls hold have a budget: limits.connection_buffer
+(per client connection) and limits.worker_buffer (all of a worker's
+connections).
+
+An intercepted call holds its request message until the whole message is
+there (to edit it); a client that opens many intercepted streams and never
+finishes a message must not make feedguardd hold more than the budget plus
+what flow control lets through anyway.  Past limits.connection_buffer a
+connection's intercepted streams get no more window (except the oldest,
+which may finish its message) and its new intercepted streams are refused
+with RESOURCE_EXHAUSTED; past limits.worker_buffer new intercepted streams
+are refused with UNAVAILABLE.  Metrics: feedguard_intercept_buffered_bytes
+(gauge) and feedguard_intercept_refused_total{limit} (counter).
+
+feedguardd runs with one worker and the policy intercepts fgtest.Echo/Unary
+(band from x-age-band; 13_15 is edited, so such a call is intercepted) in
+front of upstream.py, whose Unary echoes the (edited) request.
+"""
+import struct
+import time
+import urllib.parse
+
+import grpc
+import h2.exceptions
+import pytest
+
+import echopolicy as ep
+import policyhelp as ph
+from fgcommon import KiB, MiB, grpc_frame, method
+from harness import channel, deep_merge, new_call_id, poll_until, rss_kib, tf
+from rawh2 import RawClient
+
+pytestmark = pytest.mark.proxy_only
+
+# The defaults, written out: the budget under test.
+CONNECTION_BUFFER = 1 * MiB
+WORKER_BUFFER = 64 * MiB
+MAX_MESSAGE_SIZE = 4 * MiB          # limits.max_message_size (default)
+CONNECTION_WINDOW = 16 * MiB        # limits.connection_window (default)
+SLACK = 16 * MiB                    # allocator, nghttp2, one-time growth
+HELD_BOUND = CONNECTION_BUFFER + MAX_MESSAGE_SIZE + CONNECTION_WINDOW
+
+CONFIG = {"workers": 1, "admin": {"listen": "127.0.0.1:0"}, "policy": "policy.yaml",
+          "limits": {"connection_buffer": "1MiB", "worker_buffer": "64MiB"}}
+
+BUFFERED = "feedguard_intercept_buffered_bytes"
+REFUSED = "feedguard_intercept_refused_total"
+RESOURCE_EXHAUSTED, UNAVAILABLE, OK = "8", "14", "0"
+BAND = "13_15"
+INTERCEPTED = method("Unary")        # in the policy
+PASSTHROUGH = method("ServerStream")  # not in the policy: never intercepted
+
+
+@pytest.fixture
+def fg(tmp_path, middle, upstream):
+    """fg(config=None): feedguardd (one worker, admin endpoint, the policy)
+    in front of the shared upstream."""
+    ep.write_echo_policy(tmp_path, {"Unary": "header"})
+
+    def start(config=None):
+        return middle(upstream.addr, deep_merge(CONFIG, config or {}))
+    return start
+
+
+def scrape(d, name, **labels):
+    _, text = ph.http_get(ph.admin_addr(d), "/metrics")
+    return ph.metric(text, name, **labels)
+
+
+def buffered(d):
+    v = scrape(d, BUFFERED)
+    assert v is not None, "no %s in feedguardd's /metrics" % BUFFERED
+    return v
+
+
+def refused(d, limit):
+    return scrape(d, REFUSED, limit=limit) or 0
+
+
+def grpc_message(h):
+    """The grpc-message of status headers <h>, percent-decoded."""
+    return urllib.parse.unquote(h.get("grpc-message", ""))
+
+
+def small_request(seed=0):
+    return ph.profiled_request(user_id="user-%d" % seed, age_band=BAND)
+
+
+def md(cid=None, band=BAND):
+    return [("x-call-id", cid or new_call_id("budget")), ("x-age-band", band)]
+
+
+def raw_call(c, path, req, cid=None, timeout=5.0):
+    """One unary call with message <req> on RawClient <c>; returns its StreamResult."""
+    sid = c.request(path, md(cid), [req.SerializeToString()])
+    st = c.streams[sid]
+    c.wait(lambda: st.finished, tf(timeout), "the end of call %d on %s" % (sid, path))
+    return st
+
+
+def assert_ok_echo(st, want, what):
+    h = st.status_headers()
+    assert h.get("grpc-status") == OK, "%s: grpc-status %r (%r), frames %s" \
+        % (what, h.get("grpc-status"), h.get("grpc-message"), st.frames)
+    assert st.messages == [want], "%s: the echo is not the expected message" % what
+
+
+def push_unfinished(c, n_streams, send_bytes, declared=MAX_MESSAGE_SIZE, budget=5.0, idle=1.0):
+    """Open <n_streams> intercepted streams on RawClient <c>, one more each
+    round, and send on each the prefix of a <declared>-byte message and
+    <send_bytes> bytes of it (never the rest, never END_STREAM), as far as
+    flow control allows: a stream whose window is shut is left for the next
+    round.  Stops when all is sent, after <budget> s, or once no window
+    opened for <idle> s (both x FG_TIME_FACTOR).  Returns {stream id: bytes
+    sent, prefix included}."""
+    prefix = struct.pack(">BI", 0, declared)
+    total = len(prefix) + send_bytes
+    zeros = bytes(1 << 20)
+    sent = {}
+    to_open = n_streams
+    now = time.monotonic()
+    limit, last = now + tf(budget), now
+    while now < limit and not c.closed:
+        progress = False
+        if to_open:
+            sid = c.request(INTERCEPTED, md(new_call_id("push")), (), end_stream=False)
+            sent[sid] = 0
+            to_open -= 1
+            progress = True
+        for sid in sent:
+            st = c.streams[sid]
+            while sent[sid] < total and not st.finished:
+                n = min(c.conn.local_flow_control_window(sid), c.conn.max_outbound_frame_size,
+                        total - sent[sid])
+                if n <= 0:
+                    break
+                off = sent[sid]
+                piece = (prefix[off:] + zeros[:n])[:n] if off < len(prefix) else zeros[:n]
+                try:
+                    c.conn.send_data(sid, piece)
+                except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                    break      # reset by the daemon (the pump below records it)
+                sent[sid] += n
+                progress = True
+            c.flush()
+            c.pump(0)
+        now = time.monotonic()
+        if progress:
+            last = now
+        elif to_open == 0 and all(sent[s] >= total or c.streams[s].finished for s in sent):
+            break
+        elif now - last > tf(idle):
+            break
+        else:
+            c.pump(0.05)
+    return sent
+
+
+def settled_rss(pid):
+    """VmRSS (KiB) of <pid> once it stops growing (what is in the sockets
+    has been read): two readings 0.2 s apart within 256 KiB."""
+    prev = [rss_kib(pid)]
+
+    def stable():
+        time.sleep(0.2)
+        cur = rss_kib(pid)
+        same = abs(cur - prev[0]) < 256
+        prev[0] = cur
+        return cur if same else None
+    return poll_until(stable, tf(5), "feedguardd's RSS to settle", interval=0)
+
+
+def warm_up(c):
+    """One intercepted call on <c>: settings exchanged, upstream connected,
+    the worker's intercept stage and buffers made."""
+    req = small_request()
+    assert_ok_echo(raw_call(c, INTERCEPTED, req), ep.stripped(req), "the warm-up call")
+
+
+# ---------------------------------------------------------------- 1. amplification
+
+def test_unfinished_messages_hold_bounded_memory(fg):
+    """100 intercepted streams on one connection, each sending 4 MiB - 1
+    bytes of a declared 4 MiB message and never finishing: feedguardd grows
+    by at most connection_buffer + max_message_size + connection_window
+    (+ slack), and its gauge says what it holds, then 0 once the client
+    is gone."""
+    d = fg()
+    c = RawClient(d.addr, timeout=tf(10))
+    try:
+        warm_up(c)
+        before = settled_rss(d.pid)
+        sent = push_unfinished(c, 100, MAX_MESSAGE_SIZE - 1)
+        after = settled_rss(d.pid)
+        growth = (after - before) * KiB
+        pushed = sum(sent.values())
+        assert growth < HELD_BOUND + SLACK, \
+            "feedguardd grew by %.1f MiB (RSS %.1f -> %.1f MiB) while one client pushed %.1f MiB of " \
+            "unfinished messages on %d streams; bound %.0f MiB (connection_buffer %d + " \
+            "max_message_size %d + connection_window %d + slack %d MiB)" \
+            % (growth / MiB, before / KiB, after / KiB, pushed / MiB, len(sent), (HELD_BOUND + SLACK) / MiB,
+               CONNECTION_BUFFER // MiB, MAX_MESSAGE_SIZE // MiB, CONNECTION_WINDOW // MiB, SLACK // MiB)
+        held = buffered(d)
+        assert 0 < held <= HELD_BOUND, "%s is %d while the client holds %d unfinished messages " \
+            "(bound %d)" % (BUFFERED, held, len(sent), HELD_BOUND)
+    finally:
+        c.close()
+    poll_until(lambda: buffered(d) == 0, tf(5), "%s back to 0 after the client left (now %s)"
+               % (BUFFERED, scrape(d, BUFFERED)))
+
+
+# ---------------------------------------------------------------- 2. refusal
+
+def test_over_budget_connection_refuses_new_intercepted_streams(fg):
+    """Once a connection holds more than limits.connection_buffer, a new
+    intercepted stream on it is refused (RESOURCE_EXHAUSTED, trailers-only,
+    naming limits.connection_buffer); a pass-through call on the same
+    connection and an intercepted call on another connection still work."""
+    d = fg()
+    c = RawClient(d.addr, timeout=tf(10))
+    try:
+        warm_up(c)
+        push_unfinished(c, 4, MAX_MESSAGE_SIZE - 1)
+        poll_until(lambda: buffered(d) > CONNECTION_BUFFER, tf(5),
+                   "precondition: the connection holds more than limits.connection_buffer (%s: %s)"
+                   % (BUFFERED, scrape(d, BUFFERED)))
+        was = refused(d, "connection_buffer")
+        # Refused at its HEADERS: its message goes only if the windows let it.
+        sid = c.request(INTERCEPTED, md(), (), end_stream=False)
+        frame = grpc_frame(small_request(1).SerializeToString())
+        if c.conn.local_flow_control_window(sid) >= len(frame):
+            c.conn.send_data(sid, frame, end_stream=True)
+            c.flush()
+        st = c.streams[sid]
+        c.wait(lambda: st.finished, tf(5), "an answer to a new intercepted stream on the over-budget "
+               "connection (frames so far: %s)" % st.frames)
+        h = st.status_headers()
+        assert h.get("grpc-status") == RESOURCE_EXHAUSTED, \
+            "a new intercepted stream on an over-budget connection: grpc-status %r (%r), expected " \
+            "RESOURCE_EXHAUSTED; frames %s" % (h.get("grpc-status"), grpc_message(h), st.frames)
+        assert "limits.connection_buffer" in grpc_message(h), h
+        assert st.trailers is None and st.data == b"", \
+            "expected a trailers-only response, got frames %s" % st.frames
+        assert refused(d, "connection_buffer") >= was + 1, \
+            "%s{limit=\"connection_buffer\"} did not go up" % REFUSED
+        assert refused(d, "worker_buffer") == 0
+        # A pass-through call on the same connection is not held: it works.
+        req = small_request(2)
+        need = len(grpc_frame(req.SerializeToString()))
+        c.wait(lambda: c.conn.outbound_flow_control_window >= need, tf(5),
+               "the connection window to let a %d-byte pass-through message through (it is %d)"
+               % (need, c.conn.outbound_flow_control_window))
+        st = raw_call(c, PASSTHROUGH, req)
+        assert_ok_echo(st, req.SerializeToString(), "a pass-through call on the over-budget connection")
+        # The budget is per connection: another one is not refused.
+        other = RawClient(d.addr, timeout=tf(10))
+        try:
+            req = small_request(3)
+            assert_ok_echo(raw_call(other, INTERCEPTED, req), ep.stripped(req),
+                           "an intercepted call on a new connection")
+        finally:
+            other.close()
+    finally:
+        c.close()
+
+
+# ---------------------------------------------------------------- 3. honest clients
+
+def test_concurrent_big_messages_within_budget_complete(fg):
+    """Three concurrent 3 MiB intercepted calls on one grpcio channel (DATA
+    frames interleaved, default windows), with connection_buffer at 1 MiB:
+    no deadlock, each gets OK and its own edited message back."""
+    d = fg()
+    reqs = []
+    for i in range(3):
+        r = small_request(i)
+        r.user.user_id = ("call-%d-" % i) + "x" * (3 * MiB)
+        reqs.append(r)
+    with channel(d.addr) as ch:
+        f = ch.unary_unary(INTERCEPTED)
+        futs = [f.future(r.SerializeToString(), metadata=md(), timeout=tf(30)) for r in reqs]
+        for i, (r, fut) in enumerate(zip(reqs, futs)):
+            try:
+                resp = fut.result()
+            except grpc.RpcError as e:
+                pytest.fail("concurrent 3 MiB call %d: %s %r" % (i, e.code(), e.details()), pytrace=False)
+            assert resp == ep.stripped(r), "call %d: the response is not its edited request" % i
+    poll_until(lambda: buffered(d) == 0, tf(5), "%s back to 0 (now %s)" % (BUFFERED, scrape(d, BUFFERED)))
+
+
+# ---------------------------------------------------------------- 4. worker budget
+
+def test_worker_budget_refuses_other_connections(fg):
+    """limits.worker_buffer 1 MiB, connection_buffer 64 MiB: while client A
+    holds 2 MiB of an unfinished message, client B's intercepted call is
+    refused with UNAVAILABLE (feedguardd overloaded, limits.worker_buffer);
+    once A is gone, B's next call works."""
+    # A stream window larger than what A sends: A needs no window update.
+    d = fg({"limits": {"worker_buffer": "1MiB", "connection_buffer": "64MiB", "stream_window": "4MiB"}})
+    a = RawClient(d.addr, timeout=tf(10))
+    clients = [a]
+    try:
+        warm_up(a)
+        sent = push_unfinished(a, 1, 2 * MiB)
+        assert list(sent.values()) == [5 + 2 * MiB], "client A could not send its 2 MiB: %s" % sent
+        poll_until(lambda: buffered(d) > 1 * MiB, tf(5),
+                   "precondition: feedguardd holds more than limits.worker_buffer (%s: %s)"
+                   % (BUFFERED, scrape(d, BUFFERED)))
+        was = refused(d, "worker_buffer")
+        b = RawClient(d.addr, timeout=tf(10))
+        clients.append(b)
+        st = raw_call(b, INTERCEPTED, small_request(1))
+        h = st.status_headers()
+        msg = grpc_message(h)
+        assert h.get("grpc-status") == UNAVAILABLE, \
+            "an intercepted call while the worker is over its budget: grpc-status %r (%r), expected " \
+            "UNAVAILABLE; frames %s" % (h.get("grpc-status"), msg, st.frames)
+        assert "overloaded" in msg and "limits.worker_buffer" in msg, msg
+        assert refused(d, "worker_buffer") >= was + 1, "%s{limit=\"worker_buffer\"} did not go up" % REFUSED
+        assert refused(d, "connection_buffer") == 0
+        a.close()
+        poll_until(lambda: buffered(d) == 0, tf(5), "%s back to 0 after client A left (now %s)"
+                   % (BUFFERED, scrape(d, BUFFERED)))
+        req = small_request(2)
+        assert_ok_echo(raw_call(b, INTERCEPTED, req), ep.stripped(req),
+                       "client B's call once client A is gone")
+    finally:
+        for c in clients:
+            c.close()
