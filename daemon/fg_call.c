@@ -11,7 +11,7 @@
 #include "fg_error.h"
 #include "fg_grpc.h"
 #include "fg_h2front.h"
-#include "fg_intercept.h"
+#include "fg_pipeline.h"
 #include "fg_log.h"
 #include "fg_upstream.h"
 #include "fg_worker.h"
@@ -64,11 +64,8 @@ static void call_destroy(struct fg_call *call)
 	fg_hdrs_free(&call->req_hdrs);
 	fg_hdrs_free(&call->req_trailers);
 	fg_hdrs_free(&call->resp_hdrs);
-	fg_hdrs_free(&call->resp_held);
 	fg_bufq_free(&call->req_body);
 	fg_bufq_free(&call->resp_body);
-	fg_bufq_free(&call->req_raw);
-	fg_bufq_free(&call->resp_raw);
 	free(call);
 }
 
@@ -80,22 +77,22 @@ static void call_destroy(struct fg_call *call)
 static void call_recycle(struct fg_call *call)
 {
 	struct fg_worker *w = call->worker;
-	struct fg_hdrs h[4] = { call->req_hdrs, call->req_trailers, call->resp_hdrs, call->resp_held };
-	struct fg_bufq q[4] = { call->req_body, call->resp_body, call->req_raw, call->resp_raw };
+	struct fg_hdrs h[3] = { call->req_hdrs, call->req_trailers, call->resp_hdrs };
+	struct fg_bufq q[2] = { call->req_body, call->resp_body };
 	size_t i;
 
 	if (w->ncall_pool >= FG_CALL_POOL_MAX) {
 		call_destroy(call);
 		return;
 	}
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < 3; i++)
 		if (h[i].cap > FG_CALL_POOL_KEEP_BYTES)
 			fg_hdrs_free(&h[i]);
 		else
 			fg_hdrs_reset(&h[i]);
 	/* A pooled call keeps small buffers only: 256 idle calls must not pin
 	 * the memory of the largest messages they ever carried. */
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < 2; i++)
 		if (q[i].cap > FG_CALL_POOL_KEEP_BYTES)
 			fg_bufq_free(&q[i]);
 		else
@@ -104,11 +101,8 @@ static void call_recycle(struct fg_call *call)
 	call->req_hdrs = h[0];
 	call->req_trailers = h[1];
 	call->resp_hdrs = h[2];
-	call->resp_held = h[3];
 	call->req_body = q[0];
 	call->resp_body = q[1];
-	call->req_raw = q[2];
-	call->resp_raw = q[3];
 	TAILQ_INSERT_HEAD(&w->call_pool, call, front_link);
 	w->ncall_pool++;
 }
@@ -131,11 +125,10 @@ static void call_maybe_free(struct fg_call *call)
 		return;
 	if (call->up)
 		TAILQ_REMOVE(&call->up->calls, call, up_link);
-	if (call->flags & FG_CALL_PUMP_QUEUED)
-		TAILQ_REMOVE(&call->worker->pump_calls, call, pump_link);
 	if (call->deadline_ev)
 		event_free(call->deadline_ev);
-	fg_intercept_free(call->ic);
+	fg_pipeline_free(call->pl);
+	call->pl = NULL;
 	free(call->path);
 	call_recycle(call);
 }
@@ -165,31 +158,29 @@ static void call_consume_up(struct fg_call *call, size_t n)
 }
 
 /*
- * How many received bytes a side may keep unreturned to its peer's window,
- * given <body> bytes waiting to go out on the other side.  Pass-through:
- * exactly those bytes (they are the same bytes), so the window moves only
- * as the other side takes them.  Intercepted: messages are assembled and
- * edited, so output and input no longer match byte for byte; bytes go back
- * at once while the output queue is under one stream window, and are held
- * while it is over.  Either way a stalled reader stalls its writer and the
- * memory of a call stays bounded.
+ * How many received bytes side <dir> may keep unreturned to its peer's
+ * window, given <body> bytes waiting to go out on the other side.
+ * Pass-through: exactly those bytes (they are the same bytes), so the
+ * window moves only as the other side takes them.  Intercepted: messages
+ * are assembled and edited, so output and input no longer match byte for
+ * byte; bytes go back at once while the output queue is under one stream
+ * window and the pipeline holds nothing (no stage waits, the budgets have
+ * room), and are kept otherwise.  Either way a stalled reader stalls its
+ * writer and the memory of a call stays bounded.
  */
-static size_t call_keep(const struct fg_call *call, size_t body, size_t owed)
+static size_t call_keep(struct fg_call *call, enum fg_stage_dir dir, size_t body, size_t owed)
 {
-	if (!call->ic)
+	if (!call->pl)
 		return body < owed ? body : owed;
+	fg_pipeline_account(call->pl);
+	if (fg_pipeline_holds(call->pl, dir))
+		return owed;
 	return body > call->worker->cfg->limits.stream_window ? owed : 0;
-}
-
-/* Whether held (not yet fed) bytes keep their window: the same rule. */
-static size_t call_keep_raw(const struct fg_call *call, const struct fg_bufq *raw, size_t body, size_t owed)
-{
-	return fg_bufq_len(raw) > 0 ? owed : call_keep(call, body, owed);
 }
 
 static void call_settle_front(struct fg_call *call)
 {
-	size_t keep = call_keep_raw(call, &call->req_raw, fg_bufq_len(&call->req_body), call->req_owed);
+	size_t keep = call_keep(call, FG_STAGE_REQUEST, fg_bufq_len(&call->req_body), call->req_owed);
 
 	if (call->req_owed > keep) {
 		call_consume_front(call, call->req_owed - keep);
@@ -199,7 +190,7 @@ static void call_settle_front(struct fg_call *call)
 
 static void call_settle_up(struct fg_call *call)
 {
-	size_t keep = call_keep_raw(call, &call->resp_raw, fg_bufq_len(&call->resp_body), call->resp_owed);
+	size_t keep = call_keep(call, FG_STAGE_RESPONSE, fg_bufq_len(&call->resp_body), call->resp_owed);
 
 	if (call->resp_owed > keep) {
 		call_consume_up(call, call->resp_owed - keep);
@@ -210,29 +201,13 @@ static void call_settle_up(struct fg_call *call)
 static void call_drop_req_body(struct fg_call *call)
 {
 	fg_bufq_clear(&call->req_body);
-	fg_bufq_clear(&call->req_raw);
 	call_settle_front(call);
 }
 
 static void call_drop_resp_body(struct fg_call *call)
 {
 	fg_bufq_clear(&call->resp_body);
-	fg_bufq_clear(&call->resp_raw);
 	call_settle_up(call);
-}
-
-/* An intercepted call whose held bytes can move (its output queue drained)
- * is queued for the worker's pump event. */
-static void call_schedule_pump(struct fg_call *call)
-{
-	struct fg_worker *w = call->worker;
-
-	if (!call->ic || (call->flags & FG_CALL_PUMP_QUEUED) ||
-	    (!fg_bufq_len(&call->req_raw) && !fg_bufq_len(&call->resp_raw)))
-		return;
-	call->flags |= FG_CALL_PUMP_QUEUED;
-	TAILQ_INSERT_TAIL(&w->pump_calls, call, pump_link);
-	event_active(w->pump_ev, 0, 0);
 }
 
 /* --- client-bound side ------------------------------------------------- */
@@ -247,7 +222,8 @@ static ssize_t resp_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf,
 	if (n > 0) {
 		call->resp_bytes += (uint64_t)n;
 		call_settle_up(call);
-		call_schedule_pump(call);
+		if (call->pl)
+			fg_pipeline_output_taken(call->pl, FG_STAGE_RESPONSE);
 	}
 	if (fg_bufq_len(&call->resp_body) == 0 && (call->flags & FG_CALL_RESP_END)) {
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -302,12 +278,14 @@ static int status_hdrs(struct fg_hdrs *h, int status, const char *msg, int with_
 
 /*
  * Answer the client with <status>: trailers-only when nothing was sent yet,
- * otherwise trailers after the response bytes already queued.
+ * otherwise trailers after the response bytes already queued.  The
+ * pipeline, if any, is done: a stage waiting on the call hears of it.
  */
 static void call_reply_status(struct fg_call *call, int status, const char *msg)
 {
 	nghttp2_nv *nv;
 
+	fg_pipeline_cancel(call->pl, FG_STAGE_CANCEL_FAILED);
 	if (call->flags & FG_CALL_RESP_END)
 		return;
 	call->flags |= FG_CALL_RESP_END;
@@ -347,10 +325,10 @@ static ssize_t req_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf, 
 	if (n > 0) {
 		call->req_bytes += (uint64_t)n;
 		call_settle_front(call);
-		call_schedule_pump(call);
+		if (call->pl)
+			fg_pipeline_output_taken(call->pl, FG_STAGE_REQUEST);
 	}
-	if (fg_bufq_len(&call->req_body) == 0 && (call->flags & FG_CALL_REQ_END) &&
-	    fg_bufq_len(&call->req_raw) == 0 && !(call->flags & FG_CALL_REQ_END_WAIT)) {
+	if (fg_bufq_len(&call->req_body) == 0 && (call->flags & FG_CALL_REQ_END)) {
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (call->flags & FG_CALL_REQ_TRAILERS) {
 			nv = fg_hdrs_nv(&call->req_trailers);
@@ -388,6 +366,7 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 
 	/* The client asked for this deadline; a client that ignores its own
 	 * deadline must not hold an upstream stream open past it. */
+	fg_pipeline_cancel(call->pl, FG_STAGE_CANCEL_DEADLINE);
 	call_reply_status(call, FG_GRPC_DEADLINE_EXCEEDED, "Deadline Exceeded");
 	call_rst_up(call, NGHTTP2_CANCEL);
 	call_drop_req_body(call);
@@ -411,6 +390,132 @@ static void call_arm_deadline(struct fg_call *call)
 	call->deadline_us = fg_clock_now_us() + (uint64_t)usec;
 	evtimer_add(call->deadline_ev, &tv);
 }
+
+/* --- what the pipeline asks of the call (struct fg_pipeline_ops) ------- */
+
+/* Send the call upstream, unless it was already answered (a stage, the
+ * deadline): nothing goes upstream then. */
+static void op_go_upstream(void *host)
+{
+	struct fg_call *call = host;
+
+	if (call->flags & FG_CALL_RESP_END)
+		return;
+	fg_upstream_submit(call->worker->upstream, call);
+}
+
+static void op_request_more(void *host)
+{
+	struct fg_call *call = host;
+
+	call_settle_front(call);
+	call_resume_up(call);
+}
+
+/* Swap the contents of two header lists: both keep their memory. */
+static void hdrs_swap(struct fg_hdrs *a, struct fg_hdrs *b)
+{
+	struct fg_hdrs tmp = *a;
+
+	*a = *b;
+	*b = tmp;
+}
+
+static void op_request_end(void *host, struct fg_hdrs *t)
+{
+	struct fg_call *call = host;
+
+	call->flags |= FG_CALL_REQ_END;
+	if (t) {
+		hdrs_swap(&call->req_trailers, t);
+		call->flags |= FG_CALL_REQ_TRAILERS;
+	}
+	call_settle_front(call);
+	call_resume_up(call);
+}
+
+/* Send response headers <h> to the client (and forget them). */
+static void call_start_response(struct fg_call *call, struct fg_hdrs *h, int end_stream)
+{
+	nghttp2_data_provider prd = { .source.ptr = call, .read_callback = resp_read_cb };
+	nghttp2_nv *nv = fg_hdrs_nv(h);
+
+	call->flags |= FG_CALL_RESP_STARTED;
+	if (end_stream) {
+		call->flags |= FG_CALL_RESP_END;
+		call->status = hdrs_grpc_status(h);
+	}
+	if (!nv || nghttp2_submit_response(front_session(call), call->front_sid, nv, h->n,
+	                                   end_stream ? NULL : &prd) != 0) {
+		call_rst_front(call, NGHTTP2_INTERNAL_ERROR);
+		call_rst_up(call, NGHTTP2_CANCEL);
+		return;
+	}
+	fg_hdrs_reset(h);
+	fg_front_flush(call->front);
+}
+
+static void op_response_start(void *host, struct fg_hdrs *h, int end)
+{
+	struct fg_call *call = host;
+
+	if (!call->front || (call->flags & FG_CALL_RESP_END))
+		return;
+	call_start_response(call, h, end);
+}
+
+static void op_response_more(void *host)
+{
+	struct fg_call *call = host;
+
+	call_settle_up(call);
+	call_resume_front(call);
+}
+
+/* The response's end: trailers <t> (or none) after the queued bytes. */
+static void op_response_end(void *host, struct fg_hdrs *t)
+{
+	struct fg_call *call = host;
+
+	if (call->flags & FG_CALL_RESP_END)
+		return;
+	call->flags |= FG_CALL_RESP_END;
+	if (t) {
+		hdrs_swap(&call->resp_hdrs, t);
+		call->flags |= FG_CALL_RESP_TRAILERS;
+		call->status = hdrs_grpc_status(&call->resp_hdrs);
+	}
+	call_settle_up(call);
+	call_resume_front(call);
+}
+
+static void op_fail(void *host, int status, const char *msg)
+{
+	struct fg_call *call = host;
+
+	call_reply_status(call, status, msg);
+	call_rst_up(call, NGHTTP2_CANCEL);
+	call_drop_req_body(call);
+}
+
+static void op_cancel_upstream(void *host)
+{
+	struct fg_call *call = host;
+
+	call_rst_up(call, NGHTTP2_CANCEL);
+	call_drop_req_body(call);
+}
+
+static const struct fg_pipeline_ops call_pipeline_ops = {
+	.go_upstream = op_go_upstream,
+	.request_more = op_request_more,
+	.request_end = op_request_end,
+	.response_start = op_response_start,
+	.response_more = op_response_more,
+	.response_end = op_response_end,
+	.fail = op_fail,
+	.cancel_upstream = op_cancel_upstream,
+};
 
 /* --- public: from the front session ------------------------------------ */
 
@@ -448,121 +553,25 @@ int fg_call_on_req_header(struct fg_call *call, const uint8_t *name, size_t name
 	return 0;
 }
 
-/* Replace <*h> with what <filter> keeps of it, built in the worker's
- * scratch list; the old list becomes the scratch, so memory circulates
- * instead of being allocated per call.  0 or FG_ENOMEM (<*h> unchanged). */
-static int call_filter_hdrs(struct fg_call *call, struct fg_hdrs *h,
-                            int (*filter)(const struct fg_intercept *, const struct fg_hdrs *, struct fg_hdrs *))
+/* The stages a call to <path> needs, if any.  0, or -1 when the call failed. */
+static int call_begin_pipeline(struct fg_call *call, const char *path, size_t len)
 {
-	struct fg_hdrs *scratch = &call->worker->hdrs_scratch, tmp;
+	struct fg_worker *w = call->worker;
+	struct fg_pipeline_args a = {
+		.cfg = w->cfg, .path = path, .path_len = len, .req_hdrs = &call->req_hdrs,
+		.req_out = &call->req_body, .resp_out = &call->resp_body, .budget = &call->front->budget,
+		.ops = &call_pipeline_ops, .host = call,
+	};
+	char msg[256];
+	int status;
 
-	if (filter(call->ic, h, scratch) < 0)
-		return FG_ENOMEM;
-	tmp = *h;
-	*h = *scratch;
-	*scratch = tmp;
-	if (scratch->cap > FG_CALL_POOL_KEEP_BYTES)
-		fg_hdrs_free(scratch);
-	else
-		fg_hdrs_reset(scratch);
-	return 0;
-}
-
-/* Send the call upstream: for an intercepted call, with the headers the
- * policy leaves for the caller's band. */
-static void call_submit(struct fg_call *call)
-{
-	call->flags &= ~FG_CALL_WAIT_BAND;
-	/* Already answered (a stage failure, the deadline): nothing goes upstream. */
-	if (call->flags & FG_CALL_RESP_END)
-		return;
-	if (call->ic && call_filter_hdrs(call, &call->req_hdrs, fg_intercept_headers) < 0) {
-		fg_call_fail(call, FG_GRPC_INTERNAL, "feedguardd is out of memory");
-		return;
-	}
-	fg_upstream_submit(call->worker->upstream, call);
-}
-
-/* A failure of the policy stage: the client gets its status, the
- * upstream (if it saw the call) a cancel. */
-static void call_fail_icpt(struct fg_call *call, const struct fg_intercept_err *err)
-{
-	fg_call_fail(call, err->status, err->msg);
-}
-
-/* The end of an intercepted request, once no byte is held: a message cut
- * short fails the call; trailers lose what the band's policy removes. */
-static int call_icpt_req_end(struct fg_call *call)
-{
-	struct fg_intercept_err err;
-
-	call->flags &= ~FG_CALL_REQ_END_WAIT;
-	if (call->flags & FG_CALL_RESP_END)
-		return 0;
-	if (fg_intercept_request_end(call->ic, &err) < 0) {
-		call_fail_icpt(call, &err);
-		return -1;
-	}
-	if (!(call->flags & FG_CALL_REQ_TRAILERS))
-		return 0;
-	if (call_filter_hdrs(call, &call->req_trailers, fg_intercept_trailers) < 0) {
-		fg_call_fail(call, FG_GRPC_INTERNAL, "feedguardd is out of memory");
+	if (fg_pipeline_begin(&call->pl, w->pipelines, &a, &status, msg, sizeof(msg)) < 0) {
+		if (status == FG_GRPC_UNAVAILABLE)
+			fg_metrics_add(&w->metrics.buffer_refused_worker, 1);
+		fg_call_fail(call, status, msg);
 		return -1;
 	}
 	return 0;
-}
-
-/*
- * Feed held request bytes through the stage while the output queue is
- * under one stream window, then move the call on: send it upstream once
- * the band is known, finish the request once nothing is held.  A stage
- * failure fails the call.  Not from inside an nghttp2 callback of the
- * upstream session (see call_schedule_pump).
- */
-static void call_pump_req(struct fg_call *call)
-{
-	size_t limit = call->worker->cfg->limits.stream_window, taken;
-	struct fg_intercept_err err;
-	int rc;
-
-	while (fg_bufq_len(&call->req_raw) && fg_bufq_len(&call->req_body) <= limit &&
-	       !(call->flags & FG_CALL_RESP_END)) {
-		rc = fg_intercept_request(call->ic, fg_bufq_head(&call->req_raw), fg_bufq_len(&call->req_raw),
-		                          &call->req_body, limit, &taken, &err);
-		fg_bufq_consume(&call->req_raw, taken);
-		if (rc < 0) {
-			call_fail_icpt(call, &err);
-			return;
-		}
-	}
-	call_settle_front(call);
-	if (fg_bufq_len(&call->req_raw) == 0 && (call->flags & FG_CALL_REQ_END_WAIT) && call_icpt_req_end(call) < 0)
-		return;
-	if ((call->flags & FG_CALL_WAIT_BAND) && (fg_intercept_ready(call->ic) || (call->flags & FG_CALL_REQ_END)))
-		call_submit(call);
-	else
-		call_resume_up(call);
-}
-
-/* Request bytes of an intercepted call: straight into the stage when
- * nothing is held and the output has room (no staging copy), the rest
- * held for the pump. */
-static void call_icpt_req_data(struct fg_call *call, const uint8_t *data, size_t len)
-{
-	size_t limit = call->worker->cfg->limits.stream_window, taken = 0;
-	struct fg_intercept_err err;
-
-	if (!fg_bufq_len(&call->req_raw) && fg_bufq_len(&call->req_body) <= limit) {
-		if (fg_intercept_request(call->ic, data, len, &call->req_body, limit, &taken, &err) < 0) {
-			call_fail_icpt(call, &err);
-			return;
-		}
-	}
-	if (taken < len && fg_bufq_append(&call->req_raw, data + taken, len - taken) < 0) {
-		fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
-		return;
-	}
-	call_pump_req(call);
 }
 
 void fg_call_on_req_headers_end(struct fg_call *call, int end_stream)
@@ -571,8 +580,6 @@ void fg_call_on_req_headers_end(struct fg_call *call, int end_stream)
 	size_t len;
 
 	call->flags |= FG_CALL_REQ_HDRS_DONE;
-	if (end_stream)
-		call->flags |= FG_CALL_REQ_END;
 	if (call->flags & FG_CALL_HDRS_TOO_BIG) {
 		fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED,
 		             "request headers exceed limits.max_header_list_size");
@@ -585,20 +592,19 @@ void fg_call_on_req_headers_end(struct fg_call *call, int end_stream)
 		call->method_idx = fg_metrics_method_index(call->worker->cfg, path, len);
 	else
 		call->method_idx = (unsigned)call->worker->cfg->metrics.nmethods;
-	if (path && call->worker->cfg->policy) {
-		struct fg_intercept_err err;
-		if (fg_intercept_begin(&call->ic, call->worker->cfg, &call->worker->icpt_env, path, len,
-		                       &call->req_hdrs, &err) < 0) {
-			fg_call_fail(call, err.status, err.msg);
-			return;
-		}
-	}
+	if (path && call_begin_pipeline(call, path, len) < 0)
+		return;
 	call_arm_deadline(call);
-	if (call->ic && !fg_intercept_ready(call->ic)) {
-		call->flags |= FG_CALL_WAIT_BAND;
+	if (!call->pl) {
+		if (end_stream)
+			call->flags |= FG_CALL_REQ_END;
+		fg_upstream_submit(call->worker->upstream, call);
 		return;
 	}
-	call_submit(call);
+	/* Every way a request ends reaches the stages, this one included. */
+	fg_pipeline_start(call->pl);
+	if (end_stream)
+		fg_pipeline_request_end(call->pl, NULL);
 }
 
 void fg_call_on_req_trailers_end(struct fg_call *call)
@@ -606,6 +612,10 @@ void fg_call_on_req_trailers_end(struct fg_call *call)
 	if (call->flags & FG_CALL_HDRS_TOO_BIG) {
 		fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED,
 		             "request trailers exceed limits.max_header_list_size");
+		return;
+	}
+	if (call->pl) {
+		fg_pipeline_request_end(call->pl, &call->req_trailers);
 		return;
 	}
 	call->flags |= FG_CALL_REQ_TRAILERS;
@@ -620,8 +630,9 @@ void fg_call_on_req_data(struct fg_call *call, const uint8_t *data, size_t len)
 		return;
 	}
 	call->req_owed += len;
-	if (call->ic) {
-		call_icpt_req_data(call, data, len);
+	if (call->pl) {
+		fg_pipeline_request_data(call->pl, data, len);
+		call_settle_front(call);
 		return;
 	}
 	if (fg_bufq_append(&call->req_body, data, len) < 0) {
@@ -634,13 +645,11 @@ void fg_call_on_req_data(struct fg_call *call, const uint8_t *data, size_t len)
 
 void fg_call_on_req_end(struct fg_call *call)
 {
-	call->flags |= FG_CALL_REQ_END;
-	if (call->ic) {
-		/* Checked (and trailers filtered) once every held byte went through the stage. */
-		call->flags |= FG_CALL_REQ_END_WAIT;
-		call_pump_req(call);
+	if (call->pl) {
+		fg_pipeline_request_end(call->pl, NULL);
 		return;
 	}
+	call->flags |= FG_CALL_REQ_END;
 	call_resume_up(call);
 }
 
@@ -648,13 +657,17 @@ static void call_record(struct fg_call *call, uint32_t error_code)
 {
 	struct fg_metrics *m = &call->worker->metrics;
 	int status = call->status;
+	uint64_t now = fg_clock_now_us(), usec = now - call->start_us;
 
 	/* What the client saw: a reset before our END_STREAM reached it ends
 	 * the call as the reset says, even if the upstream had said OK. */
 	if (status < 0 || (error_code != NGHTTP2_NO_ERROR && !(call->flags & FG_CALL_RESP_SENT)))
 		status = rst_to_status(error_code);
-	uint64_t usec = fg_clock_now_us() - call->start_us;
-
+	if (call->pl) {
+		struct fg_stage_end end = { .status = status, .req_bytes = call->req_bytes,
+		                            .resp_bytes = call->resp_bytes, .start_us = call->start_us, .end_us = now };
+		fg_pipeline_end(call->pl, &end);
+	}
 	fg_metrics_record_call(m, call->method_idx, status, usec);
 	fg_metrics_gauge(&m->active_streams, -1);
 	if (call->worker->access_fd >= 0)
@@ -667,6 +680,7 @@ static void call_record(struct fg_call *call, uint32_t error_code)
 
 void fg_call_on_front_close(struct fg_call *call, uint32_t error_code)
 {
+	fg_pipeline_cancel(call->pl, FG_STAGE_CANCEL_CLIENT);
 	call_record(call, error_code);
 	call_drop_req_body(call);
 	call_drop_resp_body(call);
@@ -723,8 +737,8 @@ int fg_call_start_upstream(struct fg_call *call, struct fg_upconn *up)
 	if (!nv)
 		return FG_ENOMEM;
 	nv_update_timeout(call, nv, call->req_hdrs.n, tbuf, sizeof(tbuf));
-	if ((call->flags & FG_CALL_REQ_END) && !(call->flags & (FG_CALL_REQ_TRAILERS | FG_CALL_REQ_END_WAIT)) &&
-	    fg_bufq_len(&call->req_body) == 0 && fg_bufq_len(&call->req_raw) == 0)
+	if ((call->flags & FG_CALL_REQ_END) && !(call->flags & FG_CALL_REQ_TRAILERS) &&
+	    fg_bufq_len(&call->req_body) == 0)
 		p = NULL;
 	sid = nghttp2_submit_request(up->h2.session, NULL, nv, call->req_hdrs.n, p, call);
 	if (sid < 0)
@@ -743,8 +757,8 @@ void fg_call_on_resp_header(struct fg_call *call, const uint8_t *name, size_t na
 {
 	if (call->flags & FG_CALL_RESP_END)
 		return;
-	/* Edited messages change the body's length (RFC 9113 §8.1.1). */
-	if (call->ic && namelen == 14 && memcmp(name, "content-length", 14) == 0)
+	/* Stages may change the body's length (RFC 9113 §8.1.1). */
+	if (call->pl && namelen == 14 && memcmp(name, "content-length", 14) == 0)
 		return;
 	/* Bounded by the SETTINGS_MAX_HEADER_LIST_SIZE we advertise upstream;
 	 * a failed copy is reported when the block ends. */
@@ -752,173 +766,21 @@ void fg_call_on_resp_header(struct fg_call *call, const uint8_t *name, size_t na
 		call->flags |= FG_CALL_HDRS_TOO_BIG;
 }
 
-/* Send response headers <h> to the client (and forget them). */
-static void call_start_response(struct fg_call *call, struct fg_hdrs *h, int end_stream)
+/* The upstream's end of response takes effect for a pass-through call:
+ * trailers (in resp_hdrs) or a DATA END_STREAM. */
+static void call_resp_end(struct fg_call *call, int trailers)
 {
-	nghttp2_data_provider prd = { .source.ptr = call, .read_callback = resp_read_cb };
-	nghttp2_nv *nv = fg_hdrs_nv(h);
-
-	call->flags |= FG_CALL_RESP_STARTED;
-	if (end_stream) {
-		call->flags |= FG_CALL_RESP_END;
-		call->status = hdrs_grpc_status(h);
-	}
-	if (!nv || nghttp2_submit_response(front_session(call), call->front_sid, nv, h->n,
-	                                   end_stream ? NULL : &prd) != 0) {
-		call_rst_front(call, NGHTTP2_INTERNAL_ERROR);
-		call_rst_up(call, NGHTTP2_CANCEL);
+	call->flags |= FG_CALL_UP_RESP_DONE;
+	if (call->pl) {
+		fg_pipeline_response_end(call->pl, trailers ? &call->resp_hdrs : NULL);
 		return;
 	}
-	fg_hdrs_reset(h);
-	fg_front_flush(call->front);
-}
-
-/* Intercepted unary: the held response headers go out now, before the
- * edited message (or the trailers) that released them. */
-static void call_release_headers(struct fg_call *call)
-{
-	if (!(call->flags & FG_CALL_RESP_HELD))
-		return;
-	call->flags &= ~FG_CALL_RESP_HELD;
-	if (call->front)
-		call_start_response(call, &call->resp_held, 0);
-}
-
-/* The policy stage failed on the response: the client gets the stage's
- * status (trailers-only while the headers are still held), the upstream a
- * cancel. */
-static void call_fail_response(struct fg_call *call, const struct fg_intercept_err *err)
-{
-	call->flags &= ~FG_CALL_RESP_HELD;
-	call_reply_status(call, err->status, err->msg);
-	call_rst_up(call, NGHTTP2_CANCEL);
-}
-
-/* Response headers of an intercepted call: their grpc-encoding is read,
- * and on unary calls they wait for the edited message (so metadata the
- * policy adds can still go in them).  Returns 1 when held or failed. */
-static int call_hold_headers(struct fg_call *call)
-{
-	struct fg_intercept_err err;
-	struct fg_hdrs tmp;
-
-	if (fg_intercept_response_headers(call->ic, &call->resp_hdrs, &err) < 0) {
-		call_fail_response(call, &err);
-		return 1;
-	}
-	if (fg_intercept_streaming_response(call->ic))
-		return 0;
-	/* swapped, not moved: both lists keep their memory for the call pool */
-	tmp = call->resp_held;
-	call->resp_held = call->resp_hdrs;
-	call->resp_hdrs = tmp;
-	fg_hdrs_reset(&call->resp_hdrs);
-	call->flags |= FG_CALL_RESP_HELD;
-	return 1;
-}
-
-/* The upstream finished its response: an intercepted call checks no
- * message was cut short and releases held headers. */
-static int call_icpt_resp_end(struct fg_call *call)
-{
-	struct fg_intercept_err err;
-
-	if (!call->ic)
-		return 0;
-	if (fg_intercept_response_end(call->ic, &err) < 0) {
-		call_fail_response(call, &err);
-		return -1;
-	}
-	call_release_headers(call);
-	return 0;
-}
-
-/* The upstream's end of response takes effect: trailers (in resp_hdrs)
- * or a DATA END_STREAM. */
-static void call_apply_resp_end(struct fg_call *call, int trailers)
-{
-	call->flags &= ~FG_CALL_RESP_END_WAIT;
-	if (call_icpt_resp_end(call) < 0)
-		return;
 	call->flags |= FG_CALL_RESP_END;
 	if (trailers) {
 		call->flags |= FG_CALL_RESP_TRAILERS;
 		call->status = hdrs_grpc_status(&call->resp_hdrs);
 	}
 	call_resume_front(call);
-}
-
-/* The end of an intercepted response waits for its held bytes. */
-static void call_resp_end(struct fg_call *call, int trailers)
-{
-	if (call->ic && fg_bufq_len(&call->resp_raw)) {
-		call->flags |= FG_CALL_RESP_END_WAIT;
-		call->resp_end_trailers = (unsigned)trailers;
-		return;
-	}
-	call_apply_resp_end(call, trailers);
-}
-
-/* As call_pump_req for the response side. */
-static void call_pump_resp(struct fg_call *call)
-{
-	size_t limit = call->worker->cfg->limits.stream_window, taken;
-	struct fg_intercept_err err;
-	int rc;
-
-	while (fg_bufq_len(&call->resp_raw) && fg_bufq_len(&call->resp_body) <= limit &&
-	       !(call->flags & FG_CALL_RESP_END)) {
-		rc = fg_intercept_response(call->ic, fg_bufq_head(&call->resp_raw), fg_bufq_len(&call->resp_raw),
-		                           &call->resp_body, limit, &taken, &err);
-		fg_bufq_consume(&call->resp_raw, taken);
-		if (rc < 0) {
-			call_fail_response(call, &err);
-			call_drop_resp_body(call);
-			return;
-		}
-	}
-	call_settle_up(call);
-	if (fg_bufq_len(&call->resp_body) > 0)
-		call_release_headers(call);
-	if (fg_bufq_len(&call->resp_raw) == 0 && (call->flags & FG_CALL_RESP_END_WAIT))
-		call_apply_resp_end(call, (int)call->resp_end_trailers);
-	call_resume_front(call);
-}
-
-/* As call_icpt_req_data for response bytes. */
-static void call_icpt_resp_data(struct fg_call *call, const uint8_t *data, size_t len)
-{
-	size_t limit = call->worker->cfg->limits.stream_window, taken = 0;
-	struct fg_intercept_err err;
-
-	if (!fg_bufq_len(&call->resp_raw) && fg_bufq_len(&call->resp_body) <= limit) {
-		if (fg_intercept_response(call->ic, data, len, &call->resp_body, limit, &taken, &err) < 0) {
-			call_fail_response(call, &err);
-			call_drop_resp_body(call);
-			return;
-		}
-	}
-	if (taken < len && fg_bufq_append(&call->resp_raw, data + taken, len - taken) < 0) {
-		call_reply_status(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
-		call_rst_up(call, NGHTTP2_CANCEL);
-		call_drop_resp_body(call);
-		return;
-	}
-	call_pump_resp(call);
-}
-
-void fg_call_run_pumps(struct fg_worker *w)
-{
-	struct fg_call *call;
-
-	while ((call = TAILQ_FIRST(&w->pump_calls)) != NULL) {
-		TAILQ_REMOVE(&w->pump_calls, call, pump_link);
-		call->flags &= ~FG_CALL_PUMP_QUEUED;
-		if (fg_bufq_len(&call->resp_raw))
-			call_pump_resp(call);
-		if (fg_bufq_len(&call->req_raw) && !(call->flags & FG_CALL_FRONT_CLOSED))
-			call_pump_req(call);
-	}
 }
 
 void fg_call_on_resp_headers_end(struct fg_call *call, int end_stream)
@@ -937,22 +799,25 @@ void fg_call_on_resp_headers_end(struct fg_call *call, int end_stream)
 		fg_hdrs_reset(&call->resp_hdrs);
 		return;
 	}
-	if (!(call->flags & FG_CALL_RESP_STARTED)) {
-		/* 1xx responses are interim (RFC 9110 §15.2); gRPC has no use for them. */
-		st = fg_hdrs_find(&call->resp_hdrs, ":status", &len);
-		if (st && len == 3 && st[0] == '1' && !end_stream) {
-			fg_hdrs_reset(&call->resp_hdrs);
-			return;
-		}
-		if (!(call->flags & FG_CALL_RESP_HELD)) {
-			if (call->ic && !end_stream && call_hold_headers(call))
-				return;
-			call_start_response(call, &call->resp_hdrs, end_stream);
-			return;
-		}
+	if (call->flags & FG_CALL_RESP_HDRS_IN) {
+		/* Trailers: they go out once the body queued before them has. */
+		call_resp_end(call, 1);
+		return;
 	}
-	/* Trailers: they go out once the body queued before them has. */
-	call_resp_end(call, 1);
+	/* 1xx responses are interim (RFC 9110 §15.2); gRPC has no use for them. */
+	st = fg_hdrs_find(&call->resp_hdrs, ":status", &len);
+	if (st && len == 3 && st[0] == '1' && !end_stream) {
+		fg_hdrs_reset(&call->resp_hdrs);
+		return;
+	}
+	call->flags |= FG_CALL_RESP_HDRS_IN;
+	if (end_stream)
+		call->flags |= FG_CALL_UP_RESP_DONE;
+	if (call->pl) {
+		fg_pipeline_response_headers(call->pl, &call->resp_hdrs, end_stream);
+		return;
+	}
+	call_start_response(call, &call->resp_hdrs, end_stream);
 }
 
 void fg_call_on_resp_data(struct fg_call *call, const uint8_t *data, size_t len)
@@ -962,8 +827,9 @@ void fg_call_on_resp_data(struct fg_call *call, const uint8_t *data, size_t len)
 		return;
 	}
 	call->resp_owed += len;
-	if (call->ic) {
-		call_icpt_resp_data(call, data, len);
+	if (call->pl) {
+		fg_pipeline_response_data(call->pl, data, len);
+		call_settle_up(call);
 		return;
 	}
 	if (fg_bufq_append(&call->resp_body, data, len) < 0) {
@@ -978,7 +844,7 @@ void fg_call_on_resp_data(struct fg_call *call, const uint8_t *data, size_t len)
 
 void fg_call_on_resp_end(struct fg_call *call)
 {
-	if (call->flags & (FG_CALL_RESP_END | FG_CALL_RESP_END_WAIT))
+	if (call->flags & (FG_CALL_RESP_END | FG_CALL_UP_RESP_DONE))
 		return;
 	call_resp_end(call, 0);
 }
@@ -1009,9 +875,10 @@ void fg_call_on_up_close(struct fg_call *call, uint32_t error_code)
 	call->flags &= ~FG_CALL_UP_OPEN;
 	/* Request bytes the upstream will never take: free the client's window. */
 	call_drop_req_body(call);
-	/* RESP_END_WAIT: the upstream ended well; the end applies once the
-	 * held response bytes went through the stage. */
-	if (!(call->flags & (FG_CALL_RESP_END | FG_CALL_RESP_END_WAIT))) {
+	/* UP_RESP_DONE: the upstream ended well; the pipeline may still be
+	 * working on the last bytes, and ends the response itself. */
+	if (!(call->flags & (FG_CALL_RESP_END | FG_CALL_UP_RESP_DONE))) {
+		fg_pipeline_cancel(call->pl, FG_STAGE_CANCEL_UPSTREAM);
 		call_rst_front(call, up_rst_to_front(error_code, call->flags & FG_CALL_RESP_STARTED));
 	}
 	up->nstreams--;
@@ -1030,8 +897,10 @@ void fg_call_on_up_lost(struct fg_call *call, const char *why)
 			call->up->nstreams--;
 		call->up = NULL;
 	}
-	if (!(call->flags & (FG_CALL_RESP_END | FG_CALL_RESP_END_WAIT)))
+	if (!(call->flags & (FG_CALL_RESP_END | FG_CALL_UP_RESP_DONE))) {
+		fg_pipeline_cancel(call->pl, FG_STAGE_CANCEL_UPSTREAM);
 		call_reply_status(call, FG_GRPC_UNAVAILABLE, why);
+	}
 	call_drop_req_body(call);
 	call_maybe_free(call);
 }
@@ -1049,7 +918,8 @@ static int call_window_shut(const struct fg_call *call)
 
 int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_us)
 {
-	size_t queued = fg_bufq_len(&call->resp_body) + fg_bufq_len(&call->resp_raw);
+	size_t queued = fg_bufq_len(&call->resp_body) +
+	                (call->pl ? fg_pipeline_held(call->pl, FG_STAGE_RESPONSE) : 0);
 
 	/* Only bytes the client could take and refuses count: before the
 	 * response starts (held headers of an intercepted call) the wait is
@@ -1066,6 +936,7 @@ int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_
 	fg_log_debug("stalled_stream", "peer=%s stream=%d queued_bytes=%zu stalled_ms=%llu",
 	             call->front->peer, (int)call->front_sid, queued,
 	             (unsigned long long)((now_us - call->stall_since_us) / 1000));
+	fg_pipeline_cancel(call->pl, FG_STAGE_CANCEL_CLIENT);
 	call_rst_up(call, NGHTTP2_CANCEL);
 	call_drop_req_body(call);
 	call_rst_front(call, NGHTTP2_CANCEL);       /* drops the queued bytes too */

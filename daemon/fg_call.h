@@ -15,6 +15,11 @@
  * never opened).  Either side may end first; the other is then reset or
  * answered with a gRPC status, never with an invented OK.
  *
+ * A call whose method some stage wants carries a pipeline (fg_pipeline.h)
+ * that frames and edits its messages; the call knows nothing else of the
+ * stages, and keeps its one job: two streams, flow control, deadlines and
+ * resets.
+ *
  * Everything here runs on the owning worker's loop thread.
  */
 #ifndef FG_CALL_H
@@ -29,12 +34,13 @@
 #include "fg_hdrs.h"
 
 struct fg_front;
-struct fg_intercept;
+struct fg_pipeline;
 struct fg_upconn;
 struct fg_worker;
 
 enum fg_call_flag {
-	FG_CALL_REQ_END = 1u << 0,       /* the client finished its request (END_STREAM) */
+	FG_CALL_REQ_END = 1u << 0,       /* the request is complete (for an intercepted call: as the
+	                                    pipeline says, once its stages saw the end) */
 	FG_CALL_REQ_TRAILERS = 1u << 1,  /* <req_trailers> holds request trailers to forward */
 	FG_CALL_RESP_STARTED = 1u << 2,  /* response HEADERS were submitted to the client */
 	FG_CALL_RESP_END = 1u << 3,      /* the response's end is decided; upstream events are ignored */
@@ -45,14 +51,10 @@ enum fg_call_flag {
 	FG_CALL_HDRS_TOO_BIG = 1u << 8,  /* request headers went over limits.max_header_list_size */
 	FG_CALL_UP_STARTED = 1u << 9,    /* the request was handed to an upstream connection */
 	FG_CALL_REQ_HDRS_DONE = 1u << 10, /* the request HEADERS block ended: later fields are trailers */
-	FG_CALL_WAIT_BAND = 1u << 11,    /* intercepted: not sent upstream until the first request
-	                                    message tells the band */
-	FG_CALL_RESP_HELD = 1u << 12,    /* intercepted unary: response headers wait in <resp_held>
-	                                    for the edited message */
-	FG_CALL_RESP_SENT = 1u << 13,    /* the response's END_STREAM went out to the client */
-	FG_CALL_PUMP_QUEUED = 1u << 14,  /* intercepted: in the worker's list of calls to pump */
-	FG_CALL_REQ_END_WAIT = 1u << 15, /* intercepted: the request ended; checked once req_raw drains */
-	FG_CALL_RESP_END_WAIT = 1u << 16, /* intercepted: the response ended; applied once resp_raw drains */
+	FG_CALL_RESP_SENT = 1u << 11,    /* the response's END_STREAM went out to the client */
+	FG_CALL_RESP_HDRS_IN = 1u << 12, /* the upstream's response headers arrived: a later block is trailers */
+	FG_CALL_UP_RESP_DONE = 1u << 13, /* the upstream ended its response (the pipeline may still be
+	                                    working on its last bytes) */
 };
 
 struct fg_call {
@@ -65,12 +67,7 @@ struct fg_call {
 	struct fg_hdrs req_hdrs;        /* request headers */
 	struct fg_hdrs req_trailers;    /* request trailers (rare in gRPC, forwarded all the same) */
 	struct fg_hdrs resp_hdrs;       /* response headers being collected, then trailers */
-	struct fg_hdrs resp_held;       /* intercepted unary: response headers held back */
-	struct fg_intercept *ic;        /* policy stage; NULL for a pass-through call */
-	struct fg_bufq req_raw;         /* intercepted: request bytes not yet fed to the stage, held
-	                                   while <req_body> is over a window (their window too) */
-	struct fg_bufq resp_raw;        /* intercepted: the same for response bytes */
-	unsigned resp_end_trailers;     /* RESP_END_WAIT: the end came with trailers (in <resp_hdrs>) */
+	struct fg_pipeline *pl;         /* the call's stages; NULL for a pass-through call */
 	size_t req_owed;                /* client bytes received and not yet given back to its window */
 	size_t resp_owed;               /* upstream bytes received and not yet given back */
 	struct fg_bufq req_body;        /* client -> upstream bytes not yet taken by the upstream session */
@@ -86,7 +83,6 @@ struct fg_call {
 	uint64_t stall_since_us;        /* since when queued response bytes wait untaken; 0: none wait */
 	TAILQ_ENTRY(fg_call) front_link;   /* in front->calls */
 	TAILQ_ENTRY(fg_call) up_link;      /* in up->calls, or in the pool's pending queue */
-	TAILQ_ENTRY(fg_call) pump_link;    /* in worker->pump_calls while FG_CALL_PUMP_QUEUED */
 };
 
 TAILQ_HEAD(fg_call_list, fg_call);
@@ -98,13 +94,6 @@ TAILQ_HEAD(fg_call_list, fg_call);
 
 /* fg_call_pool_free - free the calls <w> keeps for reuse (at worker exit). */
 void fg_call_pool_free(struct fg_worker *w);
-
-/*
- * fg_call_run_pumps - feed the held bytes of every intercepted call queued
- * on <w> through its policy stage (run from the worker's pump event, never
- * from inside an nghttp2 callback, since a failure resets streams).
- */
-void fg_call_run_pumps(struct fg_worker *w);
 
 /* --- from the front (client) session ----------------------------------- */
 

@@ -888,6 +888,8 @@ static void set_defaults(struct fg_config *cfg)
 	cfg->limits.max_message_size = 4 * MIB;
 	cfg->limits.stream_window = 1 * MIB;
 	cfg->limits.connection_window = 16 * MIB;
+	cfg->limits.connection_buffer = MIB;
+	cfg->limits.worker_buffer = 64 * MIB;
 	cfg->limits.max_connections = 100000;
 	cfg->timeouts.idle_us = 5 * USEC_PER_MIN;
 	cfg->timeouts.drain_us = 30 * USEC_PER_SEC;

@@ -257,6 +257,7 @@ int fg_front_accept(struct fg_worker *w, int fd, const struct sockaddr *sa, sock
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	f->worker = w;
 	TAILQ_INIT(&f->calls);
+	fg_pipeline_budget_init(&f->budget);
 	fg_addr_format(sa, f->peer, sizeof(f->peer));
 	fg_mempool_session_begin(&w->mempool);
 	rc = nghttp2_session_server_new3(&session, front_callbacks, f, front_option, &w->mempool.mem);

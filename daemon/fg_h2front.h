@@ -17,6 +17,7 @@
 
 #include "fg_call.h"
 #include "fg_h2conn.h"
+#include "fg_pipeline.h"
 
 struct fg_config;
 struct fg_worker;
@@ -25,6 +26,7 @@ struct fg_front {
 	struct fg_h2conn h2;            /* socket pump and server session */
 	struct fg_worker *worker;
 	struct fg_call_list calls;      /* calls whose client stream is on this connection */
+	struct fg_pipeline_budget budget; /* bytes its intercepted calls hold (limits.connection_buffer) */
 	unsigned nstreams;              /* open client streams, for the idle timer */
 	struct event *idle_ev;          /* armed while <nstreams> is 0 */
 	unsigned draining;              /* GOAWAY (shutdown notice) sent; no new calls */

@@ -108,3 +108,20 @@ const char *fg_hdrs_find(const struct fg_hdrs *h, const char *name, size_t *len)
 	}
 	return NULL;
 }
+
+const char *fg_hdrs_find_single(const struct fg_hdrs *h, const char *name, size_t *len)
+{
+	const char *v = NULL;
+	size_t i, n = strlen(name);
+
+	for (i = 0; i < h->n; i++) {
+		const struct fg_hdrs_entry *e = &h->ent[i];
+		if (e->name_len != n || memcmp(h->buf + e->name_off, name, n) != 0)
+			continue;
+		if (v && (e->value_len != *len || memcmp(h->buf + e->value_off, v, *len) != 0))
+			return NULL;
+		v = h->buf + e->value_off;
+		*len = e->value_len;
+	}
+	return v;
+}

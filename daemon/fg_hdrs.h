@@ -65,4 +65,12 @@ nghttp2_nv *fg_hdrs_nv(struct fg_hdrs *h);
  */
 const char *fg_hdrs_find(const struct fg_hdrs *h, const char *name, size_t *len);
 
+/*
+ * fg_hdrs_find_single - as fg_hdrs_find, but NULL also when <name> appears
+ * more than once with different values: a client that sends its own copy
+ * of a header ahead of the one the platform's gateway adds must not pick
+ * which one counts, so a conflict reads as malformed.
+ */
+const char *fg_hdrs_find_single(const struct fg_hdrs *h, const char *name, size_t *len);
+
 #endif /* FG_HDRS_H */

@@ -139,6 +139,9 @@ static const struct simple_metric simple_metrics[] = {
 	{ "feedguard_client_stalled_streams_total", "counter",
 	  "Client streams reset (CANCEL) because the client's windows stayed shut on their queued response bytes for timeouts.stalled_stream.",
 	  offsetof(struct fg_metrics, client_stalled_streams), 0 },
+	{ "feedguard_intercept_buffered_bytes", "gauge",
+	  "Bytes intercepted calls hold in feedguardd (messages being assembled or edited, output not yet taken).",
+	  offsetof(struct fg_metrics, intercept_buffered), 0 },
 	{ "feedguard_upstream_connections", "gauge", "Upstream connections open or opening.",
 	  offsetof(struct fg_metrics, upstream_connections), 1 },
 	{ "feedguard_upstream_connects_total", "counter", "Upstream connections attempted.",
@@ -234,6 +237,11 @@ int fg_metrics_render(struct evbuffer *out, const struct fg_config *cfg, struct 
 		else
 			evbuffer_add_printf(out, "%s %llu\n", s->name, (unsigned long long)sum_u(blocks, n, s->off));
 	}
+	evbuffer_add_printf(out, "# HELP feedguard_intercept_refused_total Intercepted calls refused (UNAVAILABLE) "
+	                         "because a buffer budget was reached, by limit.\n"
+	                         "# TYPE feedguard_intercept_refused_total counter\n"
+	                         "feedguard_intercept_refused_total{limit=\"worker_buffer\"} %llu\n",
+	                    (unsigned long long)sum_u(blocks, n, offsetof(struct fg_metrics, buffer_refused_worker)));
 	render_calls(out, cfg, blocks, n);
 	render_durations(out, cfg, blocks, n);
 	if (cfg->policy)

@@ -35,6 +35,8 @@ struct fg_metrics {
 	uint64_t accept_paused;                     /* accept pauses: out of descriptors (fg_listener.h) */
 	uint64_t client_write_timeouts;             /* client sockets that took nothing for timeouts.write */
 	uint64_t client_stalled_streams;            /* client streams reset: windows shut for timeouts.stalled_stream */
+	uint64_t buffer_refused_worker;             /* intercepted calls refused: limits.worker_buffer */
+	uint64_t intercept_buffered;                /* gauge: bytes intercepted calls hold (fg_pipeline.c writes it) */
 	uint64_t upstream_connects;
 	uint64_t upstream_connect_failures;
 	int64_t active_streams;                     /* gauge */

@@ -14,6 +14,7 @@
 #include "fg_h2front.h"
 #include "fg_listener.h"
 #include "fg_log.h"
+#include "fg_pipeline.h"
 #include "fg_upstream.h"
 #include "fg_worker.h"
 
@@ -45,19 +46,6 @@ static void worker_open_access_log(struct fg_worker *w)
 		       strerror(errno));
 }
 
-/* HMAC contexts for the key ring of the worker's current snapshot (the
- * ring lives in the snapshot, which the worker holds). */
-static void worker_load_keys(struct fg_worker *w)
-{
-	fg_keyring_ctx_free(w->icpt_env.keys);
-	w->icpt_env.keys = NULL;
-	if (w->cfg->keyring && w->cfg->keyring->n) {
-		w->icpt_env.keys = fg_keyring_ctx_new(w->cfg->keyring);
-		if (!w->icpt_env.keys)
-			fg_log(FG_LOG_ERROR, "keyring_failed", "worker=%d", w->id);
-	}
-}
-
 static void stall_arm(struct fg_worker *w);
 
 static void worker_take_config(struct fg_worker *w, struct fg_config *cfg)
@@ -67,7 +55,7 @@ static void worker_take_config(struct fg_worker *w, struct fg_config *cfg)
 
 	w->cfg = cfg;
 	worker_open_access_log(w);
-	worker_load_keys(w);
+	fg_pipeline_env_config(w->pipelines, cfg);
 	fg_upstream_configure(w->upstream, cfg);
 	LIST_FOREACH(f, &w->fronts, link)
 		fg_front_configure(f, cfg);
@@ -162,11 +150,6 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 	fg_listener_accept_failed(w->accept_pause, EVUTIL_SOCKET_ERROR());
 }
 
-static void pump_cb(evutil_socket_t fd, short what, void *arg)
-{
-	fg_call_run_pumps(arg);
-}
-
 /* The stall sweep runs four times per timeouts.stalled_stream (the config
  * of the moment: a reload re-arms it), between 10ms and 1s apart.  A stall's
  * clock starts at the first sweep that sees bytes waiting, so a stalled
@@ -224,23 +207,18 @@ struct fg_worker *fg_worker_new(int id, struct fg_config *cfg, const int *fds, i
 	w->ctl_fd[0] = w->ctl_fd[1] = -1;
 	w->done_fd = -1;
 	w->access_fd = -1;
-	w->icpt_env.slot = (size_t)id;
 	worker_open_access_log(w);
-	worker_load_keys(w);
-	if (fg_grpcframe_zctx_new(&w->icpt_env.zctx) < 0)
-		goto fail;
 	LIST_INIT(&w->fronts);
 	fg_mempool_init(&w->mempool);
 	TAILQ_INIT(&w->call_pool);
-	TAILQ_INIT(&w->pump_calls);
 	w->base = event_base_new();
 	if (!w->base || pipe2(w->ctl_fd, O_CLOEXEC | O_NONBLOCK) < 0)
 		goto fail;
 	w->ctl_ev = event_new(w->base, w->ctl_fd[0], EV_READ | EV_PERSIST, ctl_cb, w);
 	w->upstream = fg_upstream_new(w, cfg);
-	w->pump_ev = event_new(w->base, -1, 0, pump_cb, w);
 	w->stall_ev = evtimer_new(w->base, stall_cb, w);
-	if (!w->pump_ev || !w->stall_ev)
+	if (!w->stall_ev || fg_pipeline_env_new(&w->pipelines, w->base, cfg, (size_t)id,
+	                                            &w->metrics.intercept_buffered) < 0)
 		goto fail;
 	stall_arm(w);
 	if (!w->ctl_ev || !w->upstream || event_add(w->ctl_ev, NULL) < 0)
@@ -331,6 +309,7 @@ void fg_worker_join(struct fg_worker *w)
 		fg_front_free(LIST_FIRST(&w->fronts));
 	fg_upstream_free(w->upstream);
 	fg_call_pool_free(w);
+	fg_pipeline_env_free(w->pipelines);
 	fg_mempool_free(&w->mempool);
 	for (i = 0; i < w->nlisteners; i++)
 		evconnlistener_free(w->listeners[i]);
@@ -347,16 +326,12 @@ void fg_worker_join(struct fg_worker *w)
 		event_free(w->ctl_ev);
 	if (w->drain_ev)
 		event_free(w->drain_ev);
-	if (w->pump_ev)
-		event_free(w->pump_ev);
 	if (w->stall_ev)
 		event_free(w->stall_ev);
 	if (w->base)
 		event_base_free(w->base);
 	if (w->access_fd >= 0)
 		close(w->access_fd);
-	fg_intercept_env_release(&w->icpt_env);
-	fg_hdrs_free(&w->hdrs_scratch);
 	fg_config_unref(w->cfg);
 	free(w);
 }

@@ -19,11 +19,11 @@
 
 #include "fg_call.h"
 #include "fg_config.h"
-#include "fg_intercept.h"
 #include "fg_mempool.h"
 #include "fg_metrics.h"
 
 struct fg_front;
+struct fg_pipeline_env;
 struct fg_listener_pause;
 struct fg_upstream;
 
@@ -46,8 +46,6 @@ struct fg_worker {
 	struct fg_upstream *upstream;       /* this worker's upstream pool */
 	LIST_HEAD(, fg_front) fronts;       /* client connections */
 	struct fg_call_list call_pool;      /* ended calls kept for reuse (fg_call.c) */
-	struct fg_call_list pump_calls;     /* intercepted calls with held bytes to feed (fg_call.c) */
-	struct event *pump_ev;              /* runs fg_call_run_pumps() */
 	struct event *stall_ev;             /* the stalled-stream sweep (timeouts.stalled_stream) */
 	unsigned ncall_pool;
 	unsigned nfronts;
@@ -57,9 +55,7 @@ struct fg_worker {
 	unsigned draining;
 	int access_fd;                      /* log.access_log opened by this worker (O_APPEND); -1 when off */
 	int done_fd;                        /* main's notify pipe: one byte when the loop ends; -1 for none */
-	struct fg_intercept_env icpt_env;   /* inflate state, HMAC contexts, counter slot for the policy stage */
-	struct fg_hdrs hdrs_scratch;        /* an intercepted call's filtered headers are built here, then
-	                                       swapped with the call's (fg_call.c): no allocation per call */
+	struct fg_pipeline_env *pipelines;  /* pooled pipelines and the stages' per-worker state */
 	struct fg_mempool mempool;          /* small blocks for this worker's nghttp2 sessions */
 	struct fg_metrics metrics;          /* written by this worker only; read by the admin endpoint */
 };

@@ -1,0 +1,151 @@
+/*
+ * fg_stage_identify.c - the identify stage: the caller's age band and
+ * pseudonymous user key, from request metadata or from the first request
+ * message, as the policy's method entry says.
+ *
+ * The band is decided (and the call counted) as soon as its source is
+ * read; a call whose band comes from a field waits for its first request
+ * message before going upstream.  The user key is an HMAC under the
+ * newest key of the ring, computed only when a later stage said it needs
+ * one (need_user): the raw id never leaves this file.
+ */
+#include "config.h"
+
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "fg_config.h"
+#include "fg_keyring.h"
+#include "fg_log.h"
+#include "fg_pipeline.h"
+#include "fg_policy_eval.h"
+#include "fg_stage.h"
+
+struct identify_worker {
+	struct fg_keyring_ctx *keys;        /* HMAC contexts of the worker's key ring; NULL without keys */
+};
+
+static void identify_worker_config(void *wstate, struct fg_config *cfg);
+
+static int identify_worker_init(void *wstate, const struct fg_stage_worker_env *env)
+{
+	struct identify_worker *w = wstate;
+
+	identify_worker_config(w, env->cfg);
+	return 0;
+}
+
+static void identify_worker_free(void *wstate)
+{
+	struct identify_worker *w = wstate;
+
+	fg_keyring_ctx_free(w->keys);
+	w->keys = NULL;
+}
+
+/* A reload may bring a new key ring: the contexts follow it.  Without
+ * memory for them, calls carry no user key until the next reload. */
+static void identify_worker_config(void *wstate, struct fg_config *cfg)
+{
+	struct identify_worker *w = wstate;
+
+	fg_keyring_ctx_free(w->keys);
+	w->keys = NULL;
+	if (cfg->keyring && cfg->keyring->n && !(w->keys = fg_keyring_ctx_new(cfg->keyring)))
+		fg_log(FG_LOG_ERROR, "keyring_failed", "stage=identify");
+}
+
+/* The pseudonymous key of user id <v>, when some stage needs it. */
+static void set_user(struct fg_stage_ctx *c, const char *v, size_t len)
+{
+	struct identify_worker *w = c->wstate;
+
+	c->call->user[0] = '\0';
+	if (!c->call->need_user || !w->keys || len == 0 ||
+	    fg_keyring_pseudonym(w->keys, 0, v, len, c->call->user, sizeof(c->call->user)) < 0)
+		c->call->user[0] = '\0';
+}
+
+static void decide_band(struct fg_stage_call *call, const char *v, size_t len)
+{
+	call->band = fg_policy_band(call->pol, v, len);
+	call->band_known = 1;
+	fg_policy_count_call(call->pol, call->m, call->band, call->slot);
+}
+
+static enum fg_stage_begin identify_begin(struct fg_stage_ctx *c, const struct fg_hdrs *h)
+{
+	const struct fg_policy_method *m = c->call->m;
+	const char *v;
+	size_t len = 0;
+
+	if (m->age_band.kind == FG_POLICY_SRC_HEADER) {
+		v = fg_hdrs_find_single(h, m->age_band.header, &len);
+		decide_band(c->call, v, v ? len : 0);
+	}
+	if (m->age_band.kind == FG_POLICY_SRC_FIELD || m->user_id.kind == FG_POLICY_SRC_FIELD)
+		c->call->need_first_message = 1;
+	return FG_STAGE_RUN;
+}
+
+/* Runs after every begin and, for field sources, after the first request
+ * message (or at the request's end when there was none). */
+static enum fg_stage_rc identify_request_headers(struct fg_stage_ctx *c, struct fg_hdrs *h)
+{
+	const struct fg_policy_method *m = c->call->m;
+	const char *v;
+	size_t len = 0;
+
+	if (m->user_id.kind == FG_POLICY_SRC_HEADER) {
+		v = fg_hdrs_find_single(h, m->user_id.header, &len);
+		set_user(c, v, v ? len : 0);
+	}
+	/* A field source and no message: the value is absent, which is the
+	 * unknown band (the most protective unless the policy chose otherwise). */
+	if (!c->call->band_known)
+		decide_band(c->call, NULL, 0);
+	return FG_STAGE_CONTINUE;
+}
+
+/* Band and user from the first request message, where the policy says so.
+ * A field that cannot be read counts as absent. */
+static enum fg_stage_rc identify_message(struct fg_stage_ctx *c, enum fg_stage_dir dir, struct fg_stage_msg *msg)
+{
+	const struct fg_policy_method *m = c->call->m;
+	char buf[FG_POLICY_VALUE_MAX];
+	int n;
+
+	if (dir != FG_STAGE_REQUEST || msg->index != 0)
+		return FG_STAGE_CONTINUE;
+	if (m->user_id.kind == FG_POLICY_SRC_FIELD) {
+		n = fg_policy_read_field(&m->user_id, msg->data, msg->len, buf, sizeof(buf));
+		set_user(c, buf, n > 0 ? (size_t)n : 0);
+		OPENSSL_cleanse(buf, sizeof(buf));
+	}
+	if (!c->call->band_known) {
+		n = fg_policy_read_field(&m->age_band, msg->data, msg->len, buf, sizeof(buf));
+		decide_band(c->call, buf, n > 0 ? (size_t)n : 0);
+	}
+	return FG_STAGE_CONTINUE;
+}
+
+/* The user key goes when the call does, not when the state is next used
+ * (cleanse: a plain memset before reuse may be optimised away). */
+static void identify_call_free(struct fg_stage_ctx *c)
+{
+	OPENSSL_cleanse(c->call->user, sizeof(c->call->user));
+}
+
+const struct fg_stage fg_stage_identify = {
+	.name = "identify",
+	.flags = FG_STAGE_F_SUPPORT,
+	.worker_size = sizeof(struct identify_worker),
+	.worker_init = identify_worker_init,
+	.worker_free = identify_worker_free,
+	.worker_config = identify_worker_config,
+	.begin = identify_begin,
+	.on_request_headers = identify_request_headers,
+	.on_message = identify_message,
+	.call_free = identify_call_free,
+};
