@@ -141,7 +141,7 @@ static void call_consume_front(struct fg_call *call, size_t n)
 		return;
 	nghttp2_session_consume_connection(front_session(call), n);
 	nghttp2_session_consume_stream(front_session(call), call->front_sid, n);
-	fg_front_flush(call->front);
+	fg_h2front_flush(call->front);
 }
 
 /* Same for response bytes and the upstream stream's window.  The upstream
@@ -242,7 +242,7 @@ static void call_resume_front(struct fg_call *call)
 	if (!call->front || !(call->flags & FG_CALL_RESP_STARTED))
 		return;
 	nghttp2_session_resume_data(front_session(call), call->front_sid);
-	fg_front_flush(call->front);
+	fg_h2front_flush(call->front);
 }
 
 /* Reset the client stream; what was queued for it can never be sent. */
@@ -253,7 +253,7 @@ static void call_rst_front(struct fg_call *call, uint32_t code)
 	if (!call->front)
 		return;
 	nghttp2_submit_rst_stream(front_session(call), NGHTTP2_FLAG_NONE, call->front_sid, code);
-	fg_front_flush(call->front);
+	fg_h2front_flush(call->front);
 }
 
 /* Build grpc-status/grpc-message into <h> (reset first). */
@@ -298,7 +298,7 @@ static void call_reply_status(struct fg_call *call, int status, const char *msg)
 		    nghttp2_submit_response(front_session(call), call->front_sid, nv, call->resp_hdrs.n, NULL) != 0)
 			nghttp2_submit_rst_stream(front_session(call), NGHTTP2_FLAG_NONE, call->front_sid,
 			                          NGHTTP2_INTERNAL_ERROR);
-		fg_front_flush(call->front);
+		fg_h2front_flush(call->front);
 		return;
 	}
 	if (status_hdrs(&call->resp_hdrs, status, msg, 0) < 0) {
@@ -452,7 +452,7 @@ static void call_start_response(struct fg_call *call, struct fg_hdrs *h, int end
 		return;
 	}
 	fg_hdrs_reset(h);
-	fg_front_flush(call->front);
+	fg_h2front_flush(call->front);
 }
 
 static void op_response_start(void *host, struct fg_hdrs *h, int end)

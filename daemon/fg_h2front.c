@@ -143,7 +143,7 @@ static void front_goaway_final(struct fg_front *f)
 	f->goaway_final = 1;
 	nghttp2_submit_goaway(f->h2.session, NGHTTP2_FLAG_NONE,
 	                      nghttp2_session_get_last_proc_stream_id(f->h2.session), NGHTTP2_NO_ERROR, NULL, 0);
-	fg_front_flush(f);
+	fg_h2front_flush(f);
 }
 
 static void front_arm_idle(struct fg_front *f)
@@ -200,7 +200,7 @@ static void front_closed_cb(void *owner, int err, const char *why)
 		       fg_h2conn_pending_out(&f->h2));
 	} else if (err)
 		fg_log_debug("client_close", "peer=%s err=%d why=\"%s\"", f->peer, err, why);
-	fg_front_free(f);
+	fg_h2front_free(f);
 }
 
 static void front_init_once(void)
@@ -243,7 +243,7 @@ static int front_submit_settings(struct fg_front *f)
 	return rv == 0 ? 0 : FG_ENOMEM;
 }
 
-int fg_front_accept(struct fg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
+int fg_h2front_accept(struct fg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
 {
 	struct fg_front *f;
 	nghttp2_session *session;
@@ -279,17 +279,17 @@ int fg_front_accept(struct fg_worker *w, int fd, const struct sockaddr *sa, sock
 	fg_metrics_add(&w->metrics.connections_accepted, 1);
 	fg_metrics_gauge(&w->metrics.client_connections, 1);
 	if (front_submit_settings(f) < 0) {
-		fg_front_free(f);
+		fg_h2front_free(f);
 		return FG_ENOMEM;
 	}
 	front_arm_idle(f);
 	if (w->draining)
-		fg_front_drain(f);
-	fg_front_flush(f);
+		fg_h2front_drain(f);
+	fg_h2front_flush(f);
 	return 0;
 }
 
-void fg_front_drain(struct fg_front *f)
+void fg_h2front_drain(struct fg_front *f)
 {
 	if (f->draining || f->h2.closing)
 		return;
@@ -301,10 +301,10 @@ void fg_front_drain(struct fg_front *f)
 	/* A client that never answers the PING still gets the final GOAWAY. */
 	if (f->idle_ev)
 		evtimer_add(f->idle_ev, &tv);
-	fg_front_flush(f);
+	fg_h2front_flush(f);
 }
 
-void fg_front_free(struct fg_front *f)
+void fg_h2front_free(struct fg_front *f)
 {
 	struct fg_call *call;
 
@@ -321,12 +321,12 @@ void fg_front_free(struct fg_front *f)
 	free(f);
 }
 
-void fg_front_flush(struct fg_front *f)
+void fg_h2front_flush(struct fg_front *f)
 {
 	fg_h2conn_want_flush(&f->h2);
 }
 
-void fg_front_check_stalls(struct fg_front *f, uint64_t now_us, uint64_t timeout_us)
+void fg_h2front_check_stalls(struct fg_front *f, uint64_t now_us, uint64_t timeout_us)
 {
 	struct fg_call *call, *next;
 	unsigned cut = 0;
@@ -342,7 +342,7 @@ void fg_front_check_stalls(struct fg_front *f, uint64_t now_us, uint64_t timeout
 		       f->nstreams);
 }
 
-void fg_front_configure(struct fg_front *f, const struct fg_config *cfg)
+void fg_h2front_configure(struct fg_front *f, const struct fg_config *cfg)
 {
 	fg_h2conn_set_write_timeout(&f->h2, cfg->timeouts.write_us);
 }

@@ -36,30 +36,30 @@ struct fg_front {
 };
 
 /*
- * fg_front_accept - serve the client on <fd> (taken; closed on failure).
+ * fg_h2front_accept - serve the client on <fd> (taken; closed on failure).
  * <sa> is its address.  Returns 0 or FG_ENOMEM.
  */
-int fg_front_accept(struct fg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen);
+int fg_h2front_accept(struct fg_worker *w, int fd, const struct sockaddr *sa, socklen_t salen);
 
 /*
- * fg_front_drain - begin a graceful close: GOAWAY with the maximum stream
+ * fg_h2front_drain - begin a graceful close: GOAWAY with the maximum stream
  * id and a PING; when the PING comes back, GOAWAY with the real last
  * stream id (so no request in flight races the close, RFC 9113 §6.8).
  * Calls in flight finish; the connection closes when the last one does.
  */
-void fg_front_drain(struct fg_front *f);
+void fg_h2front_drain(struct fg_front *f);
 
-/* fg_front_free - close now, cancelling the calls still running. */
-void fg_front_free(struct fg_front *f);
+/* fg_h2front_free - close now, cancelling the calls still running. */
+void fg_h2front_free(struct fg_front *f);
 
-/* fg_front_configure - apply the reloadable settings of <cfg> that live
+/* fg_h2front_configure - apply the reloadable settings of <cfg> that live
  * on the connection (timeouts.write) to <f>. */
-void fg_front_configure(struct fg_front *f, const struct fg_config *cfg);
+void fg_h2front_configure(struct fg_front *f, const struct fg_config *cfg);
 
-/* fg_front_check_stalls - run fg_call_check_stall() on every call of <f>. */
-void fg_front_check_stalls(struct fg_front *f, uint64_t now_us, uint64_t timeout_us);
+/* fg_h2front_check_stalls - run fg_call_check_stall() on every call of <f>. */
+void fg_h2front_check_stalls(struct fg_front *f, uint64_t now_us, uint64_t timeout_us);
 
-/* fg_front_flush - schedule the batched write of whatever the session has to send. */
-void fg_front_flush(struct fg_front *f);
+/* fg_h2front_flush - schedule the batched write of whatever the session has to send. */
+void fg_h2front_flush(struct fg_front *f);
 
 #endif /* FG_H2FRONT_H */

@@ -58,7 +58,7 @@ static void worker_take_config(struct fg_worker *w, struct fg_config *cfg)
 	fg_pipeline_env_config(w->pipelines, cfg);
 	fg_upstream_configure(w->upstream, cfg);
 	LIST_FOREACH(f, &w->fronts, link)
-		fg_front_configure(f, cfg);
+		fg_h2front_configure(f, cfg);
 	/* the sweep's period follows a new timeouts.stalled_stream at once */
 	if (cfg->timeouts.stalled_stream_us != old->timeouts.stalled_stream_us)
 		stall_arm(w);
@@ -77,7 +77,7 @@ static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 	fg_log(FG_LOG_WARN, "drain_timeout", "worker=%d connections=%u", w->id, w->nfronts);
 	while (!LIST_EMPTY(&w->fronts))
-		fg_front_free(LIST_FIRST(&w->fronts));
+		fg_h2front_free(LIST_FIRST(&w->fronts));
 	event_base_loopexit(w->base, NULL);
 }
 
@@ -98,7 +98,7 @@ static void worker_drain(struct fg_worker *w)
 	}
 	w->nlisteners = 0;
 	LIST_FOREACH(f, &w->fronts, link)
-		fg_front_drain(f);
+		fg_h2front_drain(f);
 	tv.tv_sec = (time_t)(w->cfg->timeouts.drain_us / 1000000);
 	tv.tv_usec = (suseconds_t)(w->cfg->timeouts.drain_us % 1000000);
 	w->drain_ev = evtimer_new(w->base, drain_timeout_cb, w);
@@ -140,7 +140,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		close(fd);
 		return;
 	}
-	fg_front_accept(w, fd, sa, (socklen_t)salen);
+	fg_h2front_accept(w, fd, sa, (socklen_t)salen);
 }
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
@@ -180,7 +180,7 @@ static void stall_cb(evutil_socket_t fd, short what, void *arg)
 
 	LIST_FOREACH(f, &w->fronts, link)
 		if (f->nstreams > 0)
-			fg_front_check_stalls(f, now, (uint64_t)w->cfg->timeouts.stalled_stream_us);
+			fg_h2front_check_stalls(f, now, (uint64_t)w->cfg->timeouts.stalled_stream_us);
 	stall_arm(w);
 }
 
@@ -213,31 +213,31 @@ struct fg_worker *fg_worker_new(int id, struct fg_config *cfg, const int *fds, i
 	TAILQ_INIT(&w->call_pool);
 	w->base = event_base_new();
 	if (!w->base || pipe2(w->ctl_fd, O_CLOEXEC | O_NONBLOCK) < 0)
-		goto fail;
+		goto fail_join_worker;
 	w->ctl_ev = event_new(w->base, w->ctl_fd[0], EV_READ | EV_PERSIST, ctl_cb, w);
 	w->upstream = fg_upstream_new(w, cfg);
 	w->stall_ev = evtimer_new(w->base, stall_cb, w);
 	if (!w->stall_ev || fg_pipeline_env_new(&w->pipelines, w->base, cfg, (size_t)id,
 	                                            &w->metrics.intercept_buffered) < 0)
-		goto fail;
+		goto fail_join_worker;
 	stall_arm(w);
 	if (!w->ctl_ev || !w->upstream || event_add(w->ctl_ev, NULL) < 0)
-		goto fail;
+		goto fail_join_worker;
 	w->accept_pause = fg_listener_pause_new(w->base, w->listeners, &w->nlisteners, id,
 	                                        &w->metrics.accept_paused);
 	if (!w->accept_pause)
-		goto fail;
+		goto fail_join_worker;
 	for (i = 0; i < nfds; i++) {
 		w->listeners[i] = evconnlistener_new(w->base, accept_cb, w,
 		                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fds[i]);
 		if (!w->listeners[i])
-			goto fail;
+			goto fail_join_worker;
 		evconnlistener_set_error_cb(w->listeners[i], accept_error_cb);
 		w->nlisteners++;
 	}
 	return w;
 
-fail:
+fail_join_worker:
 	snprintf(err, errlen, "worker %d: %s", id, strerror(errno ? errno : ENOMEM));
 	for (i = w->nlisteners; i < nfds; i++)
 		close(fds[i]);
@@ -306,7 +306,7 @@ void fg_worker_join(struct fg_worker *w)
 	if (w->thread_started)
 		pthread_join(w->thread, NULL);
 	while (!LIST_EMPTY(&w->fronts))
-		fg_front_free(LIST_FIRST(&w->fronts));
+		fg_h2front_free(LIST_FIRST(&w->fronts));
 	fg_upstream_free(w->upstream);
 	fg_call_pool_free(w);
 	fg_pipeline_env_free(w->pipelines);

@@ -81,7 +81,7 @@ int fg_worker_send(struct fg_worker *w, enum fg_worker_cmd cmd, void *arg);
 /* fg_worker_join - wait for the thread to end, then free the worker. */
 void fg_worker_join(struct fg_worker *w);
 
-/* fg_worker_front_closed - <f> left the worker's list (called by fg_front_free). */
+/* fg_worker_front_closed - <f> left the worker's list (called by fg_h2front_free). */
 void fg_worker_front_closed(struct fg_worker *w, struct fg_front *f);
 
 #endif /* FG_WORKER_H */
