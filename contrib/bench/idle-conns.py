@@ -1,13 +1,17 @@
 #!/usr/bin/python3
 """idle-conns.py - hold N idle HTTP/2 (h2c) client connections open.
 
-Usage: idle-conns.py HOST PORT N [PARALLEL]
+Usage: idle-conns.py [--silent] HOST PORT N [PARALLEL]
 
 Each connection sends the client preface and an empty SETTINGS frame,
 acknowledges the server's SETTINGS (as every real client does; nghttpx drops
 a connection whose SETTINGS stay unacknowledged for 10s), then sends nothing
 more.  At most PARALLEL (default 256) connects are in flight at once, so the
 server's listen backlog never overflows (an overflow costs a 1s SYN retry).
+
+With --silent a connection sends the preface and its SETTINGS and then
+nothing at all: no SETTINGS ACK, and it never reads (what a careless or
+hostile client does); it counts as set up once its bytes are sent.
 
 Once every connection is set up (or failed) it prints one line on stdout:
     ready opened=N failed=M
@@ -85,6 +89,11 @@ def on_event(sel, c, mask, counts):
         c.state = "handshake"
         if not send_all(c, PREFACE + EMPTY_SETTINGS):
             return close_conn(sel, c, counts, "failed")
+        if SILENT:
+            sel.unregister(c.sock)
+            c.state = "ready"
+            counts["opened"] += 1
+            return 1
         sel.modify(c.sock, selectors.EVENT_READ, c)
         return 0
     try:
@@ -117,7 +126,14 @@ def close_conn(sel, c, counts, what):
     return 1 if what == "failed" else 0
 
 
+SILENT = False
+
+
 def main():
+    global SILENT
+    if len(sys.argv) > 1 and sys.argv[1] == "--silent":
+        SILENT = True
+        del sys.argv[1]
     if len(sys.argv) not in (4, 5):
         sys.exit(__doc__)
     addr = (sys.argv[1], int(sys.argv[2]))
