@@ -9,15 +9,34 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 
 #include "fg_addr.h"
 #include "fg_admin.h"
 #include "fg_error.h"
+#include "fg_listener.h"
+
+/* The backlog handed to listen(2): scrapes and probes, not clients. */
+#define ADMIN_BACKLOG 128
 
 struct fg_admin {
 	struct evhttp *http;
 	const struct fg_admin_source *src;
+	struct evconnlistener *listener;        /* ours, owned by <http> once bound */
+	int nlisteners;                         /* 1 once <listener> is bound: what <pause> may touch */
+	struct fg_listener_pause *pause;        /* stops accepting a moment when out of descriptors */
 };
+
+/*
+ * The endpoint of this process, for accept_error_cb only.  evhttp_bind_listener()
+ * makes the listener's user pointer the struct evhttp (libevent 2.1 http.c:
+ * evconnlistener_set_cb(listener, accept_socket_cb, http)), and the error
+ * callback receives that same pointer; evhttp gives back nothing of ours
+ * either, and hands an accepted socket to no public call, so we cannot keep
+ * the accept loop ourselves.  Hence one endpoint per process, set and read
+ * on main's loop only.
+ */
+static struct fg_admin *the_admin;
 
 static int admin_method_ok(struct evhttp_request *req)
 {
@@ -87,24 +106,50 @@ static void notfound_cb(struct evhttp_request *req, void *arg)
 		reply_text(req, 404, "Not Found", "not found: try /metrics, /healthz or /readyz");
 }
 
-static int admin_bind(struct fg_admin *a, const struct fg_config_addr *addr, struct fg_config_addr *bound)
+/* accept(2) failed on the admin socket.  <http> is evhttp's (see the_admin).
+ * Without this callback libevent logs "Error from accept() call" and, on
+ * EMFILE, retries at once for as long as the shortage lasts. */
+static void accept_error_cb(struct evconnlistener *l, void *http)
 {
-	struct evhttp_bound_socket *bs;
+	fg_listener_accept_failed(the_admin->pause, EVUTIL_SOCKET_ERROR());
+}
+
+/* Our own listener on the bound socket <fd> (taken), with accept_error_cb,
+ * handed to <a>->http, which frees it (and closes <fd>) in evhttp_free.
+ * Returns 0 or -ENOMEM; <fd> is closed on failure. */
+static int admin_listen(struct fg_admin *a, struct event_base *base, int fd)
+{
+	struct evconnlistener *l;
+
+	/* backlog 0: listen(2) was called already */
+	l = evconnlistener_new(base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+	if (!l) {
+		close(fd);
+		return -ENOMEM;
+	}
+	evconnlistener_set_error_cb(l, accept_error_cb);
+	if (!evhttp_bind_listener(a->http, l)) {
+		evconnlistener_free(l);
+		return -ENOMEM;
+	}
+	a->listener = l;
+	a->nlisteners = 1;
+	return 0;
+}
+
+static int admin_bind(struct fg_admin *a, struct event_base *base, const struct fg_config_addr *addr,
+                      struct fg_config_addr *bound)
+{
 	int fd, one = 1;
 
 	fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)&addr->sa, addr->salen) < 0 || listen(fd, 128) < 0) {
+	if (bind(fd, (const struct sockaddr *)&addr->sa, addr->salen) < 0 || listen(fd, ADMIN_BACKLOG) < 0) {
 		int err = errno;
 		close(fd);
 		return -err;
-	}
-	bs = evhttp_accept_socket_with_handle(a->http, fd);
-	if (!bs) {
-		close(fd);
-		return -ENOMEM;
 	}
 	if (bound) {
 		*bound = *addr;
@@ -112,22 +157,33 @@ static int admin_bind(struct fg_admin *a, const struct fg_config_addr *addr, str
 		getsockname(fd, (struct sockaddr *)&bound->sa, &bound->salen);
 		fg_addr_format((struct sockaddr *)&bound->sa, bound->text, sizeof(bound->text));
 	}
-	return 0;
+	return admin_listen(a, base, fd);
 }
 
 struct fg_admin *fg_admin_new(struct event_base *base, const struct fg_config_addr *addr,
                               const struct fg_admin_source *src, struct fg_config_addr *bound,
                               char *err, size_t errlen)
 {
-	struct fg_admin *a = calloc(1, sizeof(*a));
+	struct fg_admin *a;
 	int rv;
 
+	if (the_admin) {
+		snprintf(err, errlen, "admin: one endpoint per process");
+		return NULL;
+	}
+	a = calloc(1, sizeof(*a));
 	if (!a || !(a->http = evhttp_new(base))) {
 		snprintf(err, errlen, "admin: out of memory");
 		free(a);
 		return NULL;
 	}
 	a->src = src;
+	a->pause = fg_listener_pause_new(base, &a->listener, &a->nlisteners, "listener=admin", src->accept_paused);
+	if (!a->pause) {
+		snprintf(err, errlen, "admin: out of memory");
+		fg_admin_free(a);
+		return NULL;
+	}
 	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
 	                                    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
 	evhttp_set_timeout(a->http, 10);
@@ -135,12 +191,13 @@ struct fg_admin *fg_admin_new(struct event_base *base, const struct fg_config_ad
 	evhttp_set_cb(a->http, "/healthz", healthz_cb, a);
 	evhttp_set_cb(a->http, "/readyz", readyz_cb, a);
 	evhttp_set_gencb(a->http, notfound_cb, a);
-	rv = admin_bind(a, addr, bound);
+	rv = admin_bind(a, base, addr, bound);
 	if (rv < 0) {
 		snprintf(err, errlen, "admin.listen %s: %s", addr->text, strerror(-rv));
 		fg_admin_free(a);
 		return NULL;
 	}
+	the_admin = a;
 	return a;
 }
 
@@ -148,6 +205,11 @@ void fg_admin_free(struct fg_admin *a)
 {
 	if (!a)
 		return;
+	if (the_admin == a)
+		the_admin = NULL;
+	/* first: a pending resume must not outlive the listener evhttp_free frees */
+	fg_listener_pause_free(a->pause);
+	a->pause = NULL;
 	evhttp_free(a->http);
 	free(a);
 }

@@ -92,10 +92,10 @@ fail_close_opened:
 
 struct fg_listener_pause {
 	struct event *resume_ev;                /* one-shot: ends the pause */
-	struct evconnlistener *const *ls;       /* the worker's listeners (borrowed) */
+	struct evconnlistener *const *ls;       /* the owner's listeners (borrowed) */
 	const int *nls;                         /* how many of <ls> are live; 0 once drained */
-	uint64_t *npaused;                      /* the worker's pause counter (borrowed) */
-	int worker_id;
+	uint64_t *npaused;                      /* the owner's pause counter (borrowed) */
+	char who[FG_LISTENER_WHO_MAX];          /* "worker=3", "listener=admin": for the log line */
 	uint64_t next_log_us;                   /* monotonic; failures before it are only counted */
 	uint64_t unlogged;                      /* failures since the last accept_failed line */
 };
@@ -112,7 +112,7 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 struct fg_listener_pause *fg_listener_pause_new(struct event_base *base, struct evconnlistener *const *ls,
-                                                const int *nls, int worker_id, uint64_t *npaused)
+                                                const int *nls, const char *who, uint64_t *npaused)
 {
 	struct fg_listener_pause *p = calloc(1, sizeof(*p));
 
@@ -126,7 +126,7 @@ struct fg_listener_pause *fg_listener_pause_new(struct event_base *base, struct 
 	p->ls = ls;
 	p->nls = nls;
 	p->npaused = npaused;
-	p->worker_id = worker_id;
+	snprintf(p->who, sizeof(p->who), "%s", who);
 	return p;
 }
 
@@ -169,7 +169,7 @@ void fg_listener_accept_failed(struct fg_listener_pause *p, int err)
 	p->unlogged++;
 	if (now < p->next_log_us)
 		return;
-	fg_log(FG_LOG_WARN, "accept_failed", "worker=%d why=\"%s\" failures=%llu pause_ms=%d", p->worker_id,
+	fg_log(FG_LOG_WARN, "accept_failed", "%s why=\"%s\" failures=%llu pause_ms=%d", p->who,
 	       evutil_socket_error_to_string(err), (unsigned long long)p->unlogged,
 	       shortage ? FG_LISTENER_PAUSE_MS : 0);
 	p->unlogged = 0;

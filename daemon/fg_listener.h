@@ -12,7 +12,8 @@
  * port in that instant makes our bind fail, it cannot share it.)
  *
  * When accept(2) runs out of descriptors, a worker pauses its listeners
- * instead of spinning on them (fg_listener_pause, below).
+ * instead of spinning on them (fg_listener_pause, below); so does the admin
+ * endpoint (fg_admin.c) with its one listener.
  */
 #ifndef FG_LISTENER_H
 #define FG_LISTENER_H
@@ -42,9 +43,10 @@ int fg_listener_open(const struct fg_config *cfg, int nworkers, int *fds, struct
  * (the system), ENOBUFS or ENOMEM leaves the client queued, so the socket
  * stays readable and libevent calls accept again at once: a full core and
  * a log line per try (a million in five seconds in the attack probe that
- * found it).  As nghttpx does (sleep_acceptor), a worker then
- * stops accepting on all its listeners for FG_LISTENER_PAUSE_MS; queued
- * clients wait in the backlog meanwhile.
+ * found it).  As nghttpx does (sleep_acceptor), the owner of the listeners
+ * (a worker, or the admin endpoint on main's loop) then stops accepting on
+ * all of them for FG_LISTENER_PAUSE_MS; queued clients wait in the backlog
+ * meanwhile.
  *
  * 100ms makes a shortage cost ten accept(2) calls a second, and is short
  * next to a client's connect timeout (seconds), so the queue moves again
@@ -52,23 +54,30 @@ int fg_listener_open(const struct fg_config *cfg, int nworkers, int *fds, struct
  */
 #define FG_LISTENER_PAUSE_MS 100
 
-/* At most one accept_failed line per worker this often: a shortage can last
- * minutes, and the line carries the count of failures since the last one. */
+/* At most one accept_failed line per pause object (per worker, and one for
+ * the admin endpoint) this often: a shortage can last minutes, and the line
+ * carries the count of failures since the last one. */
 #define FG_LISTENER_LOG_EVERY_MS 1000
+
+/* Room for the <who> of fg_listener_pause_new, NUL included. */
+#define FG_LISTENER_WHO_MAX 32
 
 struct fg_listener_pause;
 
 /*
- * fg_listener_pause_new - the accept pause of one worker, on <base>.
- * <ls> and <nls> are borrowed: the worker's listeners and how many of them
- * are live.  Both are read each time a pause begins or ends, so a worker
- * that frees its listeners (a drain) and sets *<nls> to 0 before the pause
- * ends has none touched.  Each pause adds 1 to <*npaused> (borrowed, a
- * counter of the worker's metrics).  <worker_id> names the worker in logs.
+ * fg_listener_pause_new - the accept pause of one set of listeners, all on
+ * <base>.  <ls> and <nls> are borrowed: the listeners and how many of them
+ * are live.  Both are read each time a pause begins or ends, so an owner
+ * that frees its listeners (a worker's drain) and sets *<nls> to 0 before
+ * the pause ends has none touched.  Each pause adds 1 to <*npaused>
+ * (borrowed: a counter that only <base>'s thread writes, such as the
+ * worker's accept_paused or main's admin_accept_paused).  <who> names the
+ * listeners in the accept_failed line as key=value ("worker=3",
+ * "listener=admin"); it is copied, cut to FG_LISTENER_WHO_MAX - 1 bytes.
  * Returns NULL when out of memory.  Loop thread only.
  */
 struct fg_listener_pause *fg_listener_pause_new(struct event_base *base, struct evconnlistener *const *ls,
-                                                const int *nls, int worker_id, uint64_t *npaused);
+                                                const int *nls, const char *who, uint64_t *npaused);
 
 /* fg_listener_pause_free - cancel a pending resume and free <p> (NULL does
  * nothing).  Call it before freeing the event base. */
@@ -81,8 +90,11 @@ void fg_listener_pause_free(struct fg_listener_pause *p);
  * and re-enables them FG_LISTENER_PAUSE_MS later (a failure during a pause
  * does not extend it).  Other errors concern the one connection that failed
  * (EPROTO, EPERM, network errors) and leave the listeners on.  Logs
- * event=accept_failed at most once per FG_LISTENER_LOG_EVERY_MS, with
- * failures=N counting this failure and the unlogged ones before it.
+ * event=accept_failed <who> at most once per FG_LISTENER_LOG_EVERY_MS, with
+ * failures=N counting this failure and the unlogged ones before it.  Call it
+ * from the listeners' error callback (evconnlistener_set_error_cb): without
+ * one, libevent logs "Error from accept() call" for every try instead.
+ * Loop thread only.
  */
 void fg_listener_accept_failed(struct fg_listener_pause *p, int err);
 

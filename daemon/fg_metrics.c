@@ -229,6 +229,11 @@ int fg_metrics_render(struct evbuffer *out, const struct fg_config *cfg, struct 
 	                         "# TYPE feedguard_last_reload_success_timestamp_seconds gauge\n"
 	                         "feedguard_last_reload_success_timestamp_seconds %.3f\n",
 	                    proc->last_reload_success);
+	evbuffer_add_printf(out, "# HELP feedguard_admin_accept_paused_total Times the admin endpoint stopped accepting "
+	                         "for a short pause because accept(2) ran out of file descriptors or memory.\n"
+	                         "# TYPE feedguard_admin_accept_paused_total counter\n"
+	                         "feedguard_admin_accept_paused_total %llu\n",
+	                    (unsigned long long)proc->admin_accept_paused);
 	for (i = 0; i < sizeof(simple_metrics) / sizeof(simple_metrics[0]); i++) {
 		const struct simple_metric *s = &simple_metrics[i];
 		evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", s->name, s->help, s->name, s->type);

@@ -48,6 +48,8 @@ struct fg_metrics {
 struct fg_metrics_process {
 	uint64_t reloads;
 	uint64_t reload_failures;
+	uint64_t admin_accept_paused;   /* the admin endpoint's accept pauses (fg_listener.h); the
+	                                   workers' are apart, in each block's accept_paused */
 	double last_reload_success;     /* unix time of the last good (re)load */
 	double start_time;              /* unix time the daemon started */
 };

@@ -194,6 +194,7 @@ struct fg_worker *fg_worker_new(int id, struct fg_config *cfg, const int *fds, i
                                 char *err, size_t errlen)
 {
 	struct fg_worker *w = calloc(1, sizeof(*w));
+	char who[FG_LISTENER_WHO_MAX];
 	int i;
 
 	if (!w) {
@@ -223,7 +224,8 @@ struct fg_worker *fg_worker_new(int id, struct fg_config *cfg, const int *fds, i
 	stall_arm(w);
 	if (!w->ctl_ev || !w->upstream || event_add(w->ctl_ev, NULL) < 0)
 		goto fail_join_worker;
-	w->accept_pause = fg_listener_pause_new(w->base, w->listeners, &w->nlisteners, id,
+	snprintf(who, sizeof(who), "worker=%d", id);
+	w->accept_pause = fg_listener_pause_new(w->base, w->listeners, &w->nlisteners, who,
 	                                        &w->metrics.accept_paused);
 	if (!w->accept_pause)
 		goto fail_join_worker;

@@ -231,6 +231,7 @@ static int start_admin(struct daemon *d)
 	d->admin_src.nblocks = &d->nworkers;
 	d->admin_src.proc = &d->proc;
 	d->admin_src.not_ready = &d->stopping;
+	d->admin_src.accept_paused = &d->proc.admin_accept_paused;
 	d->admin = fg_admin_new(d->base, &d->cfg->admin.listen, &d->admin_src, &bound, err, sizeof(err));
 	if (!d->admin) {
 		fg_log(FG_LOG_ERROR, "admin_failed", "error=\"%s\"", err);
