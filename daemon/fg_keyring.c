@@ -116,19 +116,19 @@ struct fg_keyring_ctx *fg_keyring_ctx_new(const struct fg_keyring *ring)
 	ctx->ring = ring;
 	ctx->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
 	if (!ctx->mac)
-		goto fail;
+		goto fail_free_ctx;
 	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
 	params[1] = OSSL_PARAM_construct_end();
 	for (i = 0; i < ring->n; i++) {
 		ctx->keyed[i] = EVP_MAC_CTX_new(ctx->mac);
 		if (!ctx->keyed[i])
-			goto fail;
+			goto fail_free_ctx;
 		ctx->n++;
 		if (!EVP_MAC_init(ctx->keyed[i], ring->keys[i].secret, ring->keys[i].len, params))
-			goto fail;
+			goto fail_free_ctx;
 	}
 	return ctx;
-fail:
+fail_free_ctx:
 	fg_keyring_ctx_free(ctx);
 	return NULL;
 }
