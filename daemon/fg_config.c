@@ -911,7 +911,7 @@ static void config_free(struct fg_config *cfg)
 		free(cfg->metrics.methods[i]);
 	free(cfg->log.access_log);
 	free(cfg->policy_path);
-	fg_policy_free(cfg->policy);
+	fg_policy_compile_free(cfg->policy);
 	if (cfg->keyring) {
 		fg_keyring_wipe(cfg->keyring);
 		free(cfg->keyring);
@@ -944,7 +944,7 @@ static int load(struct load_ctx *c, const char *text, size_t len, char *path,
 		 * the daemon will). */
 		size_t slots = c->cfg->workers ? (size_t)c->cfg->workers : (size_t)fg_cpu_count();
 		char why[FG_CONFIG_ERRLEN];
-		rc = fg_policy_load(c->cfg->policy_path, slots, &c->cfg->policy, why, sizeof(why));
+		rc = fg_policy_compile_load(c->cfg->policy_path, slots, &c->cfg->policy, why, sizeof(why));
 		/* A policy that cannot be read is an error of this file, at the
 		 * key naming it; errors inside the policy carry its own position. */
 		if (rc == FG_EIO) {

@@ -3,7 +3,7 @@
  * band applies, and per band the wire-editing programs for the requests
  * and responses of each intercepted method.
  *
- * Built once by fg_policy_compile() from a YAML policy and the platform's
+ * Built once by fg_policy_compile_load() from a YAML policy and the platform's
  * descriptor set; immutable afterwards and shared read-only by every
  * worker, except for the counters, which each worker bumps in its own slot.
  */

@@ -6,7 +6,7 @@
  * through fg_schema and merged into a tree of wire-editing nodes (one per
  * message reached), which is then frozen into the fg_pbwire program the
  * workers run.  Every node, rule and string of a policy lives in its arena
- * and goes with fg_policy_free().
+ * and goes with fg_policy_compile_free().
  */
 #include "config.h"
 
@@ -1172,8 +1172,8 @@ static int compile(struct comp *c, const char *text, size_t len, size_t nslots)
 	return rc;
 }
 
-int fg_policy_load_string(const char *name, const char *basedir, const char *text, size_t len,
-                          size_t nslots, struct fg_policy **out, char *err, size_t errlen)
+int fg_policy_compile_load_string(const char *name, const char *basedir, const char *text, size_t len,
+                                  size_t nslots, struct fg_policy **out, char *err, size_t errlen)
 {
 	struct comp c = { .name = name ? name : "<string>", .err = err, .errlen = errlen };
 	int rc;
@@ -1191,14 +1191,14 @@ int fg_policy_load_string(const char *name, const char *basedir, const char *tex
 	rc = compile(&c, text, len, nslots);
 	free(c.basedir);
 	if (rc) {
-		fg_policy_free(c.pol);
+		fg_policy_compile_free(c.pol);
 		return rc;
 	}
 	*out = c.pol;
 	return 0;
 }
 
-int fg_policy_load(const char *path, size_t nslots, struct fg_policy **out, char *err, size_t errlen)
+int fg_policy_compile_load(const char *path, size_t nslots, struct fg_policy **out, char *err, size_t errlen)
 {
 	char *text = NULL, *abs, *dir;
 	size_t len = 0;
@@ -1216,9 +1216,9 @@ int fg_policy_load(const char *path, size_t nslots, struct fg_policy **out, char
 		rc = FG_ENOMEM;
 		goto out_free;
 	}
-	rc = fg_policy_load_string(path, dir, text, len, nslots, out, err, errlen);
+	rc = fg_policy_compile_load_string(path, dir, text, len, nslots, out, err, errlen);
 	if (rc == 0 && !((*out)->file = arena_strndup(&(*out)->arena, abs, strlen(abs)))) {
-		fg_policy_free(*out);
+		fg_policy_compile_free(*out);
 		*out = NULL;
 		rc = FG_ENOMEM;
 	}
@@ -1229,7 +1229,7 @@ out_free:
 	return rc;
 }
 
-void fg_policy_free(struct fg_policy *p)
+void fg_policy_compile_free(struct fg_policy *p)
 {
 	if (!p)
 		return;

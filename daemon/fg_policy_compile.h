@@ -20,24 +20,25 @@
 #define FG_POLICY_MAX_BYTES (4 << 20)
 
 /*
- * fg_policy_load - read, parse and compile the policy file at <path>
- * (relative paths inside it, such as descriptor_set, are relative to its
- * directory), with counter slots for <nslots> workers (1 .. FG_POLICY_MAX_WORKERS).
- * On success stores the policy in <*out> (returned owned: fg_policy_free)
- * and returns 0.  On failure returns FG_ECONFIG (or FG_EIO, FG_ENOMEM),
- * leaves <*out> NULL and writes "file:line:column: message" into <err>.
+ * fg_policy_compile_load - read, parse and compile the policy file at
+ * <path> (relative paths inside it, such as descriptor_set, are relative to
+ * its directory), with counter slots for <nslots> workers
+ * (1 .. FG_POLICY_MAX_WORKERS).  On success stores the policy in <*out>
+ * (returned owned: fg_policy_compile_free) and returns 0.  On failure
+ * returns FG_ECONFIG (or FG_EIO, FG_ENOMEM), leaves <*out> NULL and writes
+ * "file:line:column: message" into <err>.
  */
-int fg_policy_load(const char *path, size_t nslots, struct fg_policy **out, char *err, size_t errlen);
+int fg_policy_compile_load(const char *path, size_t nslots, struct fg_policy **out, char *err, size_t errlen);
 
 /*
- * fg_policy_load_string - as fg_policy_load from <len> bytes at <text>,
- * named <name> in messages, with relative paths resolved against <basedir>.
- * For tests and the fuzzer.
+ * fg_policy_compile_load_string - as fg_policy_compile_load from <len>
+ * bytes at <text>, named <name> in messages, with relative paths resolved
+ * against <basedir>.  For tests and the fuzzer.
  */
-int fg_policy_load_string(const char *name, const char *basedir, const char *text, size_t len,
-                          size_t nslots, struct fg_policy **out, char *err, size_t errlen);
+int fg_policy_compile_load_string(const char *name, const char *basedir, const char *text, size_t len,
+                                  size_t nslots, struct fg_policy **out, char *err, size_t errlen);
 
-/* fg_policy_free - free a policy.  NULL is a no-op. */
-void fg_policy_free(struct fg_policy *p);
+/* fg_policy_compile_free - free a policy.  NULL is a no-op. */
+void fg_policy_compile_free(struct fg_policy *p);
 
 #endif /* FG_POLICY_COMPILE_H */

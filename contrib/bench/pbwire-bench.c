@@ -110,7 +110,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pbwire-bench: EDITS must be a positive number\n");
 		return 2;
 	}
-	if (fg_policy_load(argv[1], 1, &pol, err, sizeof(err)) < 0) {
+	if (fg_policy_compile_load(argv[1], 1, &pol, err, sizeof(err)) < 0) {
 		fprintf(stderr, "pbwire-bench: %s\n", err);
 		return 2;
 	}
@@ -129,6 +129,6 @@ int main(int argc, char **argv)
 	run("response", m->response[band].prog, resp, resp_len, edits);
 	free(req);
 	free(resp);
-	fg_policy_free(pol);
+	fg_policy_compile_free(pol);
 	return 0;
 }

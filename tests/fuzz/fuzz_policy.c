@@ -1,6 +1,6 @@
 /*
  * fuzz_policy.c - libFuzzer target for the policy compiler
- * (fg_policy_load_string), against the reference contract's descriptor set.
+ * (fg_policy_compile_load_string), against the reference contract's descriptor set.
  *
  * Input: a policy file.  Its descriptor_set resolves against the
  * directory of the build's proto/ranking.pb (the seeds name it
@@ -368,12 +368,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int rc;
 
 	memset(err, 'x', sizeof(err));
-	rc = fg_policy_load_string(NAME, dir, (const char *)data, size, NSLOTS, &p, err, sizeof(err));
+	rc = fg_policy_compile_load_string(NAME, dir, (const char *)data, size, NSLOTS, &p, err, sizeof(err));
 	if (rc == 0) {
 		if (!p)
 			abort();
 		check_policy(p);
-		fg_policy_free(p);
+		fg_policy_compile_free(p);
 		return 0;
 	}
 	if (p || rc != FG_ECONFIG || memchr(err, '\0', sizeof(err)) == NULL)

@@ -3,7 +3,7 @@
  * fg_policy_eval.h, through their headers.
  *
  * Policies are written here as text and compiled with
- * fg_policy_load_string() in a private temporary directory that holds:
+ * fg_policy_compile_load_string() in a private temporary directory that holds:
  *   ranking.pb  the reference contract's descriptor set (the build's
  *               proto/ranking.pb: `make check` names it in FG_RANKING_PB;
  *               by hand, give its path as the first argument);
@@ -373,7 +373,7 @@ static int load(const char *text, struct fg_policy **p)
 {
 	memset(err, 'x', sizeof(err));
 	err[sizeof(err) - 1] = '\0';
-	return fg_policy_load_string(NAME, dir, text, strlen(text), NSLOTS, p, err, sizeof(err));
+	return fg_policy_compile_load_string(NAME, dir, text, strlen(text), NSLOTS, p, err, sizeof(err));
 }
 
 static struct fg_policy *load_ok(const char *text)
@@ -396,7 +396,7 @@ static void expect_error(const char *text, const char *want)
 	if (rc != FG_ECONFIG || strcmp(err, want) != 0)
 		print_error("want: %s\ngot:  %s (rc %d)\npolicy:\n%.2000s\n", want, rc ? err : "success", rc, text);
 	if (rc == 0)
-		fg_policy_free(p);      /* the test fails below; leak nothing meanwhile */
+		fg_policy_compile_free(p);      /* the test fails below; leak nothing meanwhile */
 	assert_int_equal(rc, FG_ECONFIG);
 	assert_null(p);
 	assert_string_equal(err, want);
@@ -520,14 +520,14 @@ static void test_bands(void **state)
 	assert_int_equal(p->nstats, 0);
 	assert_int_equal(p->counters.nslots, NSLOTS);
 	assert_null(p->file);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 
 	/* Without unknown_band, the first (most protective) band. */
 	p = load_ok("descriptor_set: ranking.pb\n"
 	            "bands: [{name: a}, {name: b}]\n"
 	            "methods: {}\n");
 	assert_int_equal(p->unknown_band, 0);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 
 	/* A band with an empty match list is selected by nothing. */
 	p = load_ok("descriptor_set: ranking.pb\n"
@@ -537,8 +537,8 @@ static void test_bands(void **state)
 	assert_int_equal(p->bands[1].nmatch, 0);
 	assert_int_equal(fg_policy_band(p, "b", 1), 1);     /* unknown: b, not "b" matched */
 	assert_int_equal(fg_policy_band(p, "a", 1), 0);
-	fg_policy_free(p);
-	fg_policy_free(NULL);
+	fg_policy_compile_free(p);
+	fg_policy_compile_free(NULL);
 }
 
 static void test_demo(void **state)
@@ -556,7 +556,7 @@ static void test_demo(void **state)
 	assert_int_equal(m->response[band(p, "adult")].prog == NULL, 1);
 	assert_int_equal(m->request[band(p, "adult")].nremove_headers, 0);
 	assert_non_null(m->request[band(p, "16_17")].prog);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 }
 
 static void test_methods(void **state)
@@ -596,7 +596,7 @@ static void test_methods(void **state)
 	/* No rule block: every band passes both directions unedited. */
 	assert_null(rank->request[0].prog);
 	assert_null(rank->response[0].prog);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 
 	p = load_ok("descriptor_set: t.pb\n"
 	            "bands: [{name: child}]\n"
@@ -609,7 +609,7 @@ static void test_methods(void **state)
 	assert_string_equal(p->methods[1].path, "/t.S/Up");
 	assert_int_equal(p->methods[1].client_streaming, 1);
 	assert_int_equal(p->methods[1].server_streaming, 0);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 }
 
 static void test_sources(void **state)
@@ -643,7 +643,7 @@ static void test_sources(void **state)
 	assert_int_equal(m->age_band.path[0], 2);       /* context */
 	assert_int_equal(m->age_band.path[1], 1);       /* surface, an enum */
 	assert_int_equal(m->age_band.value, FG_POLICY_V_INTEGER);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 
 	p = load_ok("descriptor_set: ranking.pb\n"
 	            "bands: [{name: child}]\n"
@@ -656,7 +656,7 @@ static void test_sources(void **state)
 	assert_int_equal(m->age_band.path[0], 4);
 	assert_int_equal(m->age_band.value, FG_POLICY_V_INTEGER);
 	assert_int_equal(m->age_band.sint, 0);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 
 	p = load_ok("descriptor_set: t.pb\n"
 	            "bands: [{name: child}]\n"
@@ -669,7 +669,7 @@ static void test_sources(void **state)
 	assert_int_equal(m->age_band.path[0], 3);
 	assert_int_equal(m->age_band.value, FG_POLICY_V_INTEGER);
 	assert_int_equal(m->age_band.sint, 1);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 }
 
 /* keep_only of one leaf three levels down: an allow-list at each level. */
@@ -696,7 +696,7 @@ static void test_keep_only(void **state)
 	assert_null(m->request[1].prog);
 	assert_null(m->response[0].prog);
 	assert_int_equal(m->request[0].nremove_headers, 0);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 
 	/* The same leaf kept and coarsened: the KEEP becomes COARSEN. */
 	p = load_ok(REQ_CHILD
@@ -717,7 +717,7 @@ static void test_keep_only(void **state)
 	assert_int_equal(r->scalar, FG_PBWIRE_S_DOUBLE);
 	assert_true(r->precision == 0.25);
 	assert_string_equal(stat_name(p, r->stat), "request:context.geo.latitude");
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 
 	/* remove inside a field keep_only keeps whole: that field's node
 	 * copies everything but what is removed. */
@@ -731,7 +731,7 @@ static void test_keep_only(void **state)
 	assert_string_equal(stat_name(p, rule(sub(root, 1), 3)->stat), "request:user.account_age_days");
 	expect_node(sub(root, 2), 1, 1, 2u);
 	assert_int_equal(rule(sub(root, 2), 2)->action, FG_PBWIRE_KEEP);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 }
 
 static void test_remove(void **state)
@@ -787,7 +787,7 @@ static void test_remove(void **state)
 	assert_int_equal(p->counters.nslots, NSLOTS);
 	assert_int_equal(p->counters.stripped[NSLOTS * p->nstats * p->nbands - 1], 0);
 	assert_int_equal(p->counters.calls[NSLOTS * p->nmethods * p->nbands - 1], 0);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 }
 
 static void test_coarsen_kinds(void **state)
@@ -817,7 +817,7 @@ static void test_coarsen_kinds(void **state)
 	assert_int_equal(rule(geo, 2)->scalar, FG_PBWIRE_S_DOUBLE);
 	assert_true(rule(geo, 2)->precision == 0.5);
 	assert_string_equal(stat_name(p, rule(geo, 3)->stat), "request:context.geo.accuracy_m");
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 
 	p = load_ok("descriptor_set: t.pb\n"
 	            "bands: [{name: child}]\n"
@@ -831,7 +831,7 @@ static void test_coarsen_kinds(void **state)
 	expect_node(root, 0, 2, 3u, 4u);
 	assert_int_equal(rule(root, 3)->scalar, FG_PBWIRE_S_SINT32);
 	assert_int_equal(rule(root, 4)->scalar, FG_PBWIRE_S_UINT64);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 }
 
 #define T_UP \
@@ -872,7 +872,7 @@ static void test_maps(void **state)
 	/* One counter for the map, named after the first path. */
 	assert_int_equal(p->nstats, 1);
 	assert_string_equal(stat_name(p, r->stat), "request:signals.features[\"affinity.gaming\"]");
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 
 	/* Integer keys; a map of messages walked with [*]. */
 	p = load_ok(T_UP
@@ -901,7 +901,7 @@ static void test_maps(void **state)
 	expect_node(sub(sub(root, 1), 2), 1, 1, 2u);
 	assert_int_equal(rule(sub(sub(root, 1), 2), 2)->action, FG_PBWIRE_KEEP);
 	assert_int_equal(rule(root, 7)->action, FG_PBWIRE_KEEP);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 }
 
 static void test_remove_headers(void **state)
@@ -920,7 +920,7 @@ static void test_remove_headers(void **state)
 	assert_int_equal(m->request[1].nremove_headers, 1);
 	assert_string_equal(m->request[1].remove_headers[0], "x-debug");
 	assert_int_equal(m->response[0].nremove_headers, 0);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 }
 
 /* ---- compiling: every error, with its exact position ---- */
@@ -1358,7 +1358,7 @@ static void test_band_select(void **state)
 	assert_int_equal(fg_policy_band(p, "", 0), 0);
 	assert_int_equal(fg_policy_band(p, NULL, 0), 0);
 	assert_int_equal(fg_policy_band(p, "adult", 0), 0);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 
 	/* A different unknown_band is what every non-match gets. */
 	p = load_ok("descriptor_set: ranking.pb\n"
@@ -1370,7 +1370,7 @@ static void test_band_select(void **state)
 	assert_int_equal(fg_policy_band(p, "grown-up", 8), 1);
 	assert_int_equal(fg_policy_band(p, NULL, 0), 1);
 	assert_int_equal(fg_policy_band(p, "", 0), 1);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 }
 
 static int read_field(const struct fg_policy_source *s, const char *msg, size_t len, char *buf, size_t buflen)
@@ -1436,7 +1436,7 @@ static void test_read_field(void **state)
 	uid = &method(p, STREAM_FEED)->user_id;
 	assert_int_equal(READ(uid, "\x30\xff\xff\xff\xff\xff\xff\xff\xff\x7f", buf, sizeof(buf)), 19);
 	assert_string_equal(buf, "9223372036854775807");
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 
 	/* sint32 (zigzag) and uint64 from t.pb. */
 	p = load_ok("descriptor_set: t.pb\n"
@@ -1453,7 +1453,7 @@ static void test_read_field(void **state)
 	assert_string_equal(buf, "-2147483648");
 	assert_int_equal(READ(uid, "\x20\x2a", buf, sizeof(buf)), 2);
 	assert_string_equal(buf, "42");
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 }
 
 /*
@@ -1578,7 +1578,7 @@ static void test_edit_request(void **state)
 		assert_int_equal(stripped(p, 1, (uint32_t)st, child), 0);
 	fg_pbwire_buf_free(&out);
 	fg_pbwire_buf_free(&again);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 }
 
 /*
@@ -1623,7 +1623,7 @@ static void test_edit_response(void **state)
 	assert_int_equal(changed, 0);
 	assert_memory_equal(out.data, rank_resp, sizeof(rank_resp));
 	fg_pbwire_buf_free(&out);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 }
 
 static void test_count_call(void **state)
@@ -1642,7 +1642,7 @@ static void test_count_call(void **state)
 	for (i = 0; i < n; i++)
 		sum += p->counters.calls[i];
 	assert_int_equal(sum, 3);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 }
 
 /* ---- allocation failures ---- */
@@ -1663,7 +1663,7 @@ static long fail_each_allocation(const char *text)
 		mem_arm(0);
 		if (rc == 0) {
 			assert_non_null(p);
-			fg_policy_free(p);
+			fg_policy_compile_free(p);
 			assert_int_equal(mem.live, live);
 			return n - 1;
 		}
@@ -1684,7 +1684,7 @@ static void test_alloc_failures(void **state)
 	 * the only allocation-free outcome: count them to be sure. */
 	mem_arm(0);
 	assert_int_equal(load(demo, &p), 0);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 	assert_int_equal(mem.live, live);
 	assert_true(fail_each_allocation(demo) > 200);
 	assert_true(fail_each_allocation(T_UP
@@ -1714,7 +1714,7 @@ static void test_alloc_failure_edit(void **state)
 	for (st = 0; st < p->nstats; st++)
 		assert_int_equal(stripped(p, 0, (uint32_t)st, 0), 0);
 	fg_pbwire_buf_free(&out);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 }
 
 /* ---- limits ---- */
@@ -1743,7 +1743,7 @@ static void test_too_many_paths(void **state)
 
 	assert_int_equal(p->nstats, 4096);
 	assert_null(method(p, RANK_FEED)->request[0].prog);     /* "bands: []" applies to none */
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 	free(text);
 	text = many_blocks(4097, "");
 	expect_error(text, NAME ":8204:18: too many field paths in one policy");
@@ -1804,7 +1804,7 @@ static void test_regress_stat_names_unique(void **state)
 				print_error("stats %zu and %zu are both named %s\n", i, j, p->stat_names[i]);
 				dups++;
 			}
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 	assert_int_equal(dups, 0);
 }
 
@@ -1817,7 +1817,7 @@ static void test_regress_too_many_paths_keep_only(void **state)
 	int rc = load(text, &p);
 
 	free(text);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 	assert_int_equal(rc, FG_ECONFIG);
 	assert_string_equal(err, NAME ":8204:20: too many field paths in one policy");
 }
@@ -1836,7 +1836,7 @@ static void test_regress_unlisted_below_root(void **state)
 	rc = fg_policy_edit(p, &m->request[0], 0, 0, rank_req, sizeof(rank_req), &out, &changed, NULL);
 	n = stripped(p, 0, m->request[0].prog->unlisted_stat, 0);
 	fg_pbwire_buf_free(&out);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 	assert_int_equal(rc, 0);
 	assert_int_equal(n, 5);
 }
@@ -1865,7 +1865,7 @@ static void test_regress_source_widths(void **state)
 	n[2] = READ(s, "\x18\x85\x80\x80\x80\x10", buf[2], sizeof(buf[2]));
 	/* u = 2^64 - 1. */
 	n[3] = READ(u, "\x20\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", buf[3], sizeof(buf[3]));
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 	assert_int_equal(n[0], 1);
 	assert_string_equal(buf[0], "5");
 	assert_int_equal(n[1], 2);
@@ -1919,7 +1919,7 @@ static void test_regress_keep_checks_wire_type(void **state)
 
 	rc = fg_policy_edit(p, &m->request[0], 0, 0, msg, sizeof(msg), &out, &changed, &why);
 	fg_pbwire_buf_free(&out);
-	fg_policy_free(p);
+	fg_policy_compile_free(p);
 	assert_int_equal(scalar[0], FG_PBWIRE_S_INT32);     /* page_size */
 	assert_int_equal(scalar[1], FG_PBWIRE_S_INT64);     /* offset */
 	assert_int_equal(scalar[2], FG_PBWIRE_S_INT32);     /* context.surface, an enum */
