@@ -7,9 +7,12 @@
  * (values are quoted back into it, so a hostile file must not be able to
  * forge log lines), and a success gives a snapshot that agrees with itself.
  *
- * Build (from the top build dir, after configure, for config.h):
- *   clang -g -std=c11 -fsanitize=fuzzer,address,undefined -I. -Idaemon \
- *     tests/fuzz/fuzz_config.c daemon/fg_config.c daemon/fg_units.c -lyaml
+ * Build and run: FG_BUILD_DIR=<build dir> tests/fuzz/run.sh 60 config.  By
+ * hand (the config compiles its policy, so the policy compiler comes too):
+ *   clang -g -O1 -std=c11 -fsanitize=fuzzer,address,undefined -Idaemon -I<build> -I<build>/daemon \
+ *     tests/fuzz/fuzz_config.c daemon/fg_config*.c daemon/fg_units.c daemon/fg_yaml.c daemon/fg_cpu.c \
+ *     daemon/fg_keyring.c daemon/fg_policy_*.c daemon/fg_pbwire.c daemon/fg_schema.c \
+ *     <build>/daemon/descriptor.pb-c.c -lyaml -lprotobuf-c -lcrypto -lm
  * Run:   ./fuzz_config -max_total_time=60 new_corpus_dir tests/fuzz/corpus/config
  * (new inputs go to the first directory; keep the checked-in seeds small).
  */

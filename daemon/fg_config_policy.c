@@ -1,0 +1,61 @@
+/*
+ * fg_config_policy.c - config section "policy": the path of the policy
+ * file, compiled (fg_policy_compile.h) into the snapshot once the whole
+ * config is read.  Reloadable: calls in flight keep the policy they
+ * started with.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "fg_config-internal.h"
+#include "fg_cpu.h"
+#include "fg_error.h"
+#include "fg_policy_compile.h"
+
+static int parse_policy(struct fg_config_loader *l, const struct fg_yaml_node *key,
+                        const struct fg_yaml_node *val)
+{
+	int rc = fg_config_value_want(l, val, "the path of a policy file");
+
+	if (rc)
+		return rc;
+	l->cfg->policy_path = fg_yaml_path_resolve(l->basedir, val->text);
+	return l->cfg->policy_path ? 0 : fg_config_fail_nomem(l);
+}
+
+/* Compiled last, when the worker count its counters need is known: one
+ * counter slot per worker (workers: auto counts CPUs the way the daemon
+ * will). */
+static int policy_finish(struct fg_config_loader *l, const struct fg_yaml_node *val)
+{
+	struct fg_config *cfg = l->cfg;
+	size_t slots = cfg->workers ? (size_t)cfg->workers : (size_t)fg_cpu_count();
+	char why[FG_CONFIG_ERRLEN];
+	int rc;
+
+	rc = fg_policy_compile_load(cfg->policy_path, slots, &cfg->policy, why, sizeof(why));
+	/* A policy that cannot be read is an error of this file, at the key
+	 * naming it; errors inside the policy carry its own position. */
+	if (rc == FG_EIO)
+		return fg_config_fail(l, val, "policy: %s", why);
+	if (rc && l->err && l->errlen)
+		snprintf(l->err, l->errlen, "%s", why);
+	return rc;
+}
+
+static void policy_release(struct fg_config *cfg)
+{
+	free(cfg->policy_path);
+	cfg->policy_path = NULL;
+	fg_policy_compile_free(cfg->policy);
+	cfg->policy = NULL;
+}
+
+const struct fg_config_section fg_config_policy_section = {
+	.name = "policy",
+	.parse = parse_policy,
+	.finish = policy_finish,
+	.release = policy_release,
+};
