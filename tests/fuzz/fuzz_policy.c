@@ -30,8 +30,8 @@
  * hand (descriptor.pb-c.c is generated in the build directory):
  *   clang -g -O1 -std=c11 -fsanitize=fuzzer,address,undefined -Idaemon -I<dir of config.h> \
  *     -I<build>/daemon -DFG_FUZZ_RANKING_PB=\"<build>/proto/ranking.pb\" tests/fuzz/fuzz_policy.c \
- *     daemon/fg_policy_compile.c daemon/fg_policy_eval.c daemon/fg_pbwire.c daemon/fg_schema.c \
- *     daemon/fg_yaml.c <build>/daemon/descriptor.pb-c.c -lyaml -lprotobuf-c -lm
+ *     daemon/fg_policy_*.c daemon/fg_pbwire.c daemon/fg_schema.c daemon/fg_yaml.c \
+ *     <build>/daemon/descriptor.pb-c.c -lyaml -lprotobuf-c -lm
  *   ./fuzz_policy -max_total_time=120 new_corpus_dir tests/fuzz/corpus/policy
  */
 #include "config.h"             /* _GNU_SOURCE, for realpath and PATH_MAX */

@@ -1,0 +1,220 @@
+/*
+ * fg_policy_compile-internal.h - what the policy compiler's files share.
+ * Private to fg_policy_compile.c (the driver) and the fg_policy_*.c files
+ * it runs; everything else uses fg_policy_compile.h.
+ *
+ * A policy is read level by level: the file, each method, each rule block.
+ * Each level is a table of keys (struct fg_policy_key), and each key has
+ * its own compile function, in the file that owns that kind of rule:
+ *   the file      descriptor_set (driver), bands and unknown_band
+ *                 (fg_policy_bands.c), methods (fg_policy_methods.c);
+ *   a method      user_id and age_band (fg_policy_sources.c), request and
+ *                 response (fg_policy_blocks.c);
+ *   a rule block  bands (fg_policy_blocks.c), keep_only, remove, coarsen
+ *                 and remove_headers (fg_policy_strip.c).
+ * A new kind of rule is a new file whose keys are added to its level's
+ * table; the walker (fg_policy_compile_keys_check and _run) refuses unknown
+ * and repeated keys and runs the compile functions in table order, whatever
+ * the order in the file, so a key may rely on those before it.
+ */
+#ifndef FG_POLICY_COMPILE_INTERNAL_H
+#define FG_POLICY_COMPILE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fg_pbwire-t.h"
+#include "fg_policy-t.h"
+#include "fg_schema.h"
+#include "fg_yaml.h"
+
+/* Keys of one level (the file, a method, a rule block). */
+#define FG_POLICY_LEVEL_MAX_KEYS 32
+
+#define FG_POLICY_NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* One compile in progress. */
+struct fg_policy_comp {
+	const char *name;               /* file name in messages */
+	char *basedir;                  /* relative paths in values start here */
+	char *err;                      /* caller's message buffer, may be NULL */
+	size_t errlen;
+	struct fg_policy *pol;          /* the policy being built; its arena owns every allocation */
+	struct fg_schema *schema;       /* the descriptor set, once descriptor_set is read */
+	size_t stat_cap;                /* room in pol->stat_names */
+	const char *dir;                /* "request" or "response", for stat names */
+	uint32_t unlisted;              /* the keep_only block's counter for what it drops, at
+	                                   every level; UINT32_MAX outside such a block */
+};
+
+/* A node of a wire-editing program while it is built: the pbwire node plus
+ * the room its rule array has (one slot per field of the message type,
+ * which bounds the rules a node can get). */
+struct fg_policy_prog_node {
+	struct fg_pbwire_msg msg;
+	struct fg_pbwire_rule *rules;
+	size_t cap;
+	const struct fg_schema_message *type;
+};
+
+/* One rule block while its keys are compiled. */
+struct fg_policy_block {
+	const struct fg_schema_message *type;   /* the message its field paths start from */
+	unsigned char sel[FG_POLICY_MAX_BANDS]; /* 1 for each band it applies to */
+	struct fg_policy_edit edit;             /* what it does, given to each selected band */
+	struct fg_policy_prog_node *strip;      /* the strip rules' program; NULL until one makes it */
+};
+
+/* Where a key is compiled: what the levels above it have set up. */
+struct fg_policy_scope {
+	const struct fg_yaml_node *map;         /* the mapping the key belongs to: where an error
+	                                           about a missing key points */
+	const struct fg_yaml_node *method_key;  /* a method and below: its path, as written */
+	struct fg_policy_method *method;        /* a method and below */
+	const struct fg_schema_message *in;     /* a method and below: its request type */
+	const struct fg_schema_message *out;    /* a method and below: its response type */
+	struct fg_policy_block *block;          /* a rule block */
+};
+
+/* Flags of a struct fg_policy_key. */
+#define FG_POLICY_KEY_REQUEST 0x1       /* a rule block key: request blocks only */
+#define FG_POLICY_KEY_RESPONSE 0x2      /* a rule block key: response blocks only */
+#define FG_POLICY_KEY_ALWAYS 0x4        /* compile runs when the key is absent too, with
+                                           <val> NULL: to require it or default it */
+
+struct fg_policy_key {
+	const char *name;
+	unsigned flags;                 /* FG_POLICY_KEY_*; neither direction: every block */
+	/* Compiles <val> (the key's value, NULL only with FG_POLICY_KEY_ALWAYS)
+	 * within <s>; 0 or a negative FG_E* with the message written. */
+	int (*compile)(struct fg_policy_comp *c, const struct fg_policy_scope *s, const struct fg_yaml_node *val);
+};
+
+/* The keys, by the file that compiles them. */
+extern const struct fg_policy_key fg_policy_bands_key;             /* bands */
+extern const struct fg_policy_key fg_policy_bands_unknown_key;     /* unknown_band */
+extern const struct fg_policy_key fg_policy_methods_key;           /* methods */
+extern const struct fg_policy_key fg_policy_sources_user_id_key;   /* user_id */
+extern const struct fg_policy_key fg_policy_sources_age_band_key;  /* age_band */
+extern const struct fg_policy_key fg_policy_blocks_request_key;    /* request */
+extern const struct fg_policy_key fg_policy_blocks_response_key;   /* response */
+extern const struct fg_policy_key fg_policy_strip_keep_only_key;   /* keep_only */
+extern const struct fg_policy_key fg_policy_strip_remove_key;      /* remove */
+extern const struct fg_policy_key fg_policy_strip_coarsen_key;     /* coarsen */
+extern const struct fg_policy_key fg_policy_strip_headers_key;     /* remove_headers */
+
+/* --- fg_policy_compile.c: messages, memory, keys --- */
+
+/* fg_policy_compile_fail - "file:line:column: <fmt...>" at <at>, control
+ * bytes shown as '?'; returns FG_ECONFIG. */
+int fg_policy_compile_fail(struct fg_policy_comp *c, const struct fg_yaml_node *at, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* fg_policy_compile_nomem - "file: out of memory"; returns FG_ENOMEM. */
+int fg_policy_compile_nomem(struct fg_policy_comp *c);
+
+/* fg_policy_compile_alloc - <size> zeroed bytes owned by the policy (freed
+ * with it), or NULL. */
+void *fg_policy_compile_alloc(struct fg_policy_comp *c, size_t size);
+
+/* fg_policy_compile_strndup - <len> bytes at <s> and a NUL, owned by the
+ * policy, or NULL. */
+char *fg_policy_compile_strndup(struct fg_policy_comp *c, const char *s, size_t len);
+
+/* fg_policy_compile_dup - scalar <n>'s text, owned by the policy, or NULL. */
+char *fg_policy_compile_dup(struct fg_policy_comp *c, const struct fg_yaml_node *n);
+
+/* fg_policy_compile_want_scalar - 0 if <n> is a non-empty scalar, else
+ * FG_ECONFIG: "<what> must be a single value, not ...". */
+int fg_policy_compile_want_scalar(struct fg_policy_comp *c, const struct fg_yaml_node *n, const char *what);
+
+/* fg_policy_compile_want_kind - 0 if <n> is of <kind>, else FG_ECONFIG:
+ * "<what> must be a list, not ...". */
+int fg_policy_compile_want_kind(struct fg_policy_comp *c, const struct fg_yaml_node *n,
+                                enum fg_yaml_kind kind, const char *what);
+
+/*
+ * fg_policy_compile_check_record - for a mapping of fixed shape (a band, a
+ * source, a coarsen entry): 0 if every key of <map> is in <allowed>
+ * (NULL-terminated) and none appears twice; else FG_ECONFIG at that key,
+ * naming <where> and the valid keys.
+ */
+int fg_policy_compile_check_record(struct fg_policy_comp *c, const struct fg_yaml_node *map,
+                                   const char *const *allowed, const char *where);
+
+/*
+ * fg_policy_compile_keys_check - 0 if every key of mapping <map> is one of
+ * the <n> keys of <keys> (at most FG_POLICY_LEVEL_MAX_KEYS; assert it
+ * beside the table) allowed in <dir> (FG_POLICY_KEY_REQUEST or _RESPONSE
+ * in a rule block, 0 elsewhere), and none appears twice; else FG_ECONFIG
+ * at that key, naming <where> and the keys allowed there.
+ */
+int fg_policy_compile_keys_check(struct fg_policy_comp *c, const struct fg_yaml_node *map,
+                                 const struct fg_policy_key *const *keys, size_t n, unsigned dir,
+                                 const char *where);
+
+/*
+ * fg_policy_compile_keys_run - run the compile function of each key of
+ * <keys> allowed in <dir>, in table order, whatever the order of mapping
+ * <s->map>: for the keys it has, and the FG_POLICY_KEY_ALWAYS ones.
+ * Returns 0 or the first error.  Call fg_policy_compile_keys_check first.
+ */
+int fg_policy_compile_keys_run(struct fg_policy_comp *c, const struct fg_policy_scope *s,
+                               const struct fg_policy_key *const *keys, size_t n, unsigned dir);
+
+/* --- fg_policy_bands.c --- */
+
+/* fg_policy_bands_find - the index of the band named <name>, or -1. */
+int fg_policy_bands_find(const struct fg_policy *p, const char *name);
+
+/* --- fg_policy_path.c: field paths as written --- */
+
+/* One component of a field path: a name, optionally followed by [*]
+ * (every map entry's value) or ["key"] / [123] (one map key). */
+struct fg_policy_path_part {
+	char name[128];
+	int sel;                    /* 0 none, 1 [*], 2 [key] */
+	char key[128];
+	size_t keylen;
+};
+
+/* fg_policy_path_split - split <text> ("a.b[\"k\"].c") into at most <max>
+ * <parts>; returns their count, or -1 on a syntax error or more parts. */
+int fg_policy_path_split(const char *text, struct fg_policy_path_part *parts, size_t max);
+
+/* --- fg_policy_prog.c: wire-editing programs --- */
+
+/* What a field path does in a program. */
+enum fg_policy_prog_action {
+	FG_POLICY_PROG_KEEP,        /* keep_only entry */
+	FG_POLICY_PROG_DROP,        /* remove */
+	FG_POLICY_PROG_COARSEN,     /* coarsen */
+};
+
+/* fg_policy_prog_new - a node for message <type>; <allow_only> 1: fields
+ * without a rule are dropped (counted in c->unlisted).  NULL: no memory. */
+struct fg_policy_prog_node *fg_policy_prog_new(struct fg_policy_comp *c, const struct fg_schema_message *type,
+                                               int allow_only);
+
+/*
+ * fg_policy_prog_apply - resolve the field path written in scalar <at>
+ * against <root>'s type and add what <action> does to it (<precision>:
+ * COARSEN's step) to the tree under <root>; <allow_only> is the kind of
+ * node a path creates below.  Returns 0, or FG_ECONFIG at <at> (no such
+ * field, a type the action cannot take, a clash with an earlier rule) or
+ * FG_ENOMEM, with the message written.
+ */
+int fg_policy_prog_apply(struct fg_policy_comp *c, struct fg_policy_prog_node *root,
+                         const struct fg_yaml_node *at, enum fg_policy_prog_action action, double precision,
+                         int allow_only);
+
+/* fg_policy_prog_stat - the counter named "<c->dir>:<path>" into <*stat>,
+ * made on first use: 0, FG_ETOOBIG (too many counters) or FG_ENOMEM; no
+ * message written. */
+int fg_policy_prog_stat(struct fg_policy_comp *c, const char *path, uint32_t *stat);
+
+/* fg_policy_prog_freeze - sort and index the rules of every node under
+ * <root>, as fg_pbwire runs them.  The tree is read-only after. */
+void fg_policy_prog_freeze(struct fg_policy_prog_node *root);
+
+#endif /* FG_POLICY_COMPILE_INTERNAL_H */

@@ -1,0 +1,139 @@
+/*
+ * fg_policy_sources.c - a method's keys "user_id" and "age_band": where
+ * each call's user and age band are read, a request header or a field of
+ * the request message (struct fg_policy_source).
+ */
+#include "config.h"
+
+#include "fg_error.h"
+#include "fg_policy_compile-internal.h"
+
+static const char *const source_keys[] = { "header", "field", NULL };
+
+/* How a field of type <t> is read as a band or user value; -1: it cannot be. */
+static int field_value(enum fg_schema_type t, struct fg_policy_source *s)
+{
+	switch (t) {
+	case FG_SCHEMA_STRING:
+	case FG_SCHEMA_BYTES:
+		s->value = FG_POLICY_V_STRING;
+		return 0;
+	case FG_SCHEMA_INT64:
+		s->value = FG_POLICY_V_INTEGER;
+		return 0;
+	case FG_SCHEMA_INT32: case FG_SCHEMA_ENUM:
+		s->value = FG_POLICY_V_INTEGER;
+		s->bits32 = 1;
+		return 0;
+	case FG_SCHEMA_UINT32: case FG_SCHEMA_UINT64:
+		s->value = FG_POLICY_V_INTEGER;
+		s->bits32 = t == FG_SCHEMA_UINT32;
+		s->is_unsigned = 1;
+		return 0;
+	case FG_SCHEMA_SINT32: case FG_SCHEMA_SINT64:
+		s->value = FG_POLICY_V_INTEGER;
+		s->bits32 = t == FG_SCHEMA_SINT32;
+		s->sint = 1;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+/* "field: a.b.c": a single string or integer field, reached through
+ * singular messages only, of request type <type>. */
+static int read_field(struct fg_policy_comp *c, const struct fg_yaml_node *n,
+                      const struct fg_schema_message *type, struct fg_policy_source *s, const char *what)
+{
+	struct fg_policy_path_part parts[FG_POLICY_MAX_PATH];
+	const struct fg_schema_field *f = NULL;
+	int np, i;
+
+	np = fg_policy_path_split(n->text, parts, FG_POLICY_MAX_PATH);
+	if (np < 0)
+		return fg_policy_compile_fail(c, n, "'%s' is not a field path", n->text);
+	for (i = 0; i < np; i++) {
+		if (parts[i].sel)
+			return fg_policy_compile_fail(c, n, "%s: '%s' cannot go through map entries", what, n->text);
+		if (!type || !(f = fg_schema_find_field(type, parts[i].name)))
+			return fg_policy_compile_fail(c, n, "%s: '%s': %s has no field '%s'", what, n->text,
+			                              type ? fg_schema_message_name(type) : "a scalar", parts[i].name);
+		if ((fg_schema_field_flags(f) & FG_SCHEMA_F_REPEATED) && i + 1 < np)
+			return fg_policy_compile_fail(c, n, "%s: '%s' goes through repeated field '%s'", what, n->text,
+			                              fg_schema_field_name(f));
+		s->path[s->depth++] = fg_schema_field_number(f);
+		type = fg_schema_field_message(f);
+	}
+	if ((fg_schema_field_flags(f) & FG_SCHEMA_F_REPEATED) || (fg_schema_field_flags(f) & FG_SCHEMA_F_MAP))
+		return fg_policy_compile_fail(c, n, "%s: '%s' is a repeated field; it needs a single value", what,
+		                              n->text);
+	if (field_value(fg_schema_field_type(f), s) < 0)
+		return fg_policy_compile_fail(c, n, "%s: '%s' is %s; it must be a string or an integer", what, n->text,
+		                              fg_schema_type_name(fg_schema_field_type(f)));
+	s->kind = FG_POLICY_SRC_FIELD;
+	return 0;
+}
+
+/* "header: name", kept lowercase as HTTP/2 sends it (RFC 9113 section 8.2.1). */
+static int read_header(struct fg_policy_comp *c, const struct fg_yaml_node *h, struct fg_policy_source *s)
+{
+	size_t j;
+	int rc;
+
+	if ((rc = fg_policy_compile_want_scalar(c, h, "a header name")))
+		return rc;
+	if (!(s->header = fg_policy_compile_dup(c, h)))
+		return fg_policy_compile_nomem(c);
+	for (j = 0; j < h->len; j++)
+		if (s->header[j] >= 'A' && s->header[j] <= 'Z')
+			s->header[j] = (char)(s->header[j] - 'A' + 'a');
+	s->kind = FG_POLICY_SRC_HEADER;
+	return 0;
+}
+
+/* Source <m> ({header} or {field}) of key <what> into <s>; NULL: none. */
+static int read_source(struct fg_policy_comp *c, const struct fg_yaml_node *m,
+                       const struct fg_schema_message *type, struct fg_policy_source *s, const char *what)
+{
+	const struct fg_yaml_node *h, *f;
+	int rc;
+
+	if (!m)
+		return 0;
+	if ((rc = fg_policy_compile_want_kind(c, m, FG_YAML_MAP, what)) ||
+	    (rc = fg_policy_compile_check_record(c, m, source_keys, what)))
+		return rc;
+	h = fg_yaml_map_get(m, "header");
+	f = fg_yaml_map_get(m, "field");
+	if ((h && f) || (!h && !f))
+		return fg_policy_compile_fail(c, m, "%s takes exactly one of 'header' or 'field'", what);
+	if (f)
+		return fg_policy_compile_want_scalar(c, f, what) ? FG_ECONFIG : read_field(c, f, type, s, what);
+	return read_header(c, h, s);
+}
+
+static int compile_user_id(struct fg_policy_comp *c, const struct fg_policy_scope *s,
+                           const struct fg_yaml_node *val)
+{
+	return read_source(c, val, s->in, &s->method->user_id, "user_id");
+}
+
+/* Every intercepted method needs its band: the rules are chosen by it. */
+static int compile_age_band(struct fg_policy_comp *c, const struct fg_policy_scope *s,
+                            const struct fg_yaml_node *val)
+{
+	char buf[FG_YAML_SHOWLEN];
+	int rc;
+
+	if ((rc = read_source(c, val, s->in, &s->method->age_band, "age_band")))
+		return rc;
+	if (s->method->age_band.kind == FG_POLICY_SRC_NONE)
+		return fg_policy_compile_fail(c, s->method_key, "method '%s' needs age_band: where the age band comes from",
+		                              fg_yaml_show(s->method_key, buf, sizeof(buf)));
+	return 0;
+}
+
+const struct fg_policy_key fg_policy_sources_user_id_key = { "user_id", 0, compile_user_id };
+const struct fg_policy_key fg_policy_sources_age_band_key = {
+	"age_band", FG_POLICY_KEY_ALWAYS, compile_age_band,
+};

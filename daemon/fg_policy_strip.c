@@ -1,0 +1,150 @@
+/*
+ * fg_policy_strip.c - the strip rules of a rule block: "keep_only" (an
+ * allow-list of field paths), "remove" (field paths and map keys),
+ * "coarsen" (numeric fields rounded to a precision) and, in request blocks,
+ * "remove_headers" (request metadata).  The field rules build the block's
+ * wire-editing program (fg_policy_prog.c).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "fg_error.h"
+#include "fg_policy_compile-internal.h"
+
+static const char *const coarsen_keys[] = { "field", "precision", NULL };
+
+/* The block's program, made by the first rule that needs it: an
+ * allow-list (<allow_only> 1) when keep_only makes it. */
+static struct fg_policy_prog_node *strip_root(struct fg_policy_comp *c, struct fg_policy_block *b,
+                                              int allow_only)
+{
+	if (!b->strip)
+		b->strip = fg_policy_prog_new(c, b->type, allow_only);
+	return b->strip;
+}
+
+/* Each path of list <list> (key <what>) applied to <root> as <action>. */
+static int read_paths(struct fg_policy_comp *c, struct fg_policy_prog_node *root,
+                      const struct fg_yaml_node *list, enum fg_policy_prog_action action, const char *what,
+                      int allow_only)
+{
+	size_t i;
+	int rc;
+
+	if ((rc = fg_policy_compile_want_kind(c, list, FG_YAML_SEQ, what)))
+		return rc;
+	for (i = 0; i < list->nkids; i++)
+		if ((rc = fg_policy_prog_apply(c, root, list->kids[i], action, 0, allow_only)))
+			return rc;
+	return 0;
+}
+
+/* Fields it does not list are dropped, at every level it names, and
+ * counted under one name. */
+static int compile_keep_only(struct fg_policy_comp *c, const struct fg_policy_scope *s,
+                             const struct fg_yaml_node *val)
+{
+	struct fg_policy_prog_node *root = strip_root(c, s->block, 1);
+	int rc;
+
+	if (!root)
+		return fg_policy_compile_nomem(c);
+	if ((rc = fg_policy_prog_stat(c, "(not in keep_only)", &root->msg.unlisted_stat)))
+		return rc == FG_ENOMEM ? fg_policy_compile_nomem(c)
+		                       : fg_policy_compile_fail(c, val, "too many field paths in one policy");
+	c->unlisted = root->msg.unlisted_stat;
+	return read_paths(c, root, val, FG_POLICY_PROG_KEEP, "keep_only", 1);
+}
+
+static int compile_remove(struct fg_policy_comp *c, const struct fg_policy_scope *s,
+                          const struct fg_yaml_node *val)
+{
+	struct fg_policy_prog_node *root = strip_root(c, s->block, 0);
+
+	if (!root)
+		return fg_policy_compile_nomem(c);
+	return read_paths(c, root, val, FG_POLICY_PROG_DROP, "remove", 0);
+}
+
+static int read_precision(struct fg_policy_comp *c, const struct fg_yaml_node *n, double *out)
+{
+	char *end;
+
+	if (n->kind != FG_YAML_SCALAR)
+		return fg_policy_compile_fail(c, n, "precision must be a number");
+	errno = 0;
+	*out = strtod(n->text, &end);
+	if (errno || end == n->text || *end || !(*out > 0) || *out > 1e18)
+		return fg_policy_compile_fail(c, n, "precision must be a number above 0 "
+		                                    "(the value becomes a multiple of it)");
+	return 0;
+}
+
+/* A list of {field, precision}. */
+static int compile_coarsen(struct fg_policy_comp *c, const struct fg_policy_scope *s,
+                           const struct fg_yaml_node *list)
+{
+	struct fg_policy_prog_node *root = strip_root(c, s->block, 0);
+	const struct fg_yaml_node *f, *p;
+	double precision = 0;
+	size_t i;
+	int rc;
+
+	if (!root)
+		return fg_policy_compile_nomem(c);
+	if ((rc = fg_policy_compile_want_kind(c, list, FG_YAML_SEQ, "coarsen")))
+		return rc;
+	for (i = 0; i < list->nkids; i++) {
+		const struct fg_yaml_node *item = list->kids[i];
+		if ((rc = fg_policy_compile_want_kind(c, item, FG_YAML_MAP, "a coarsen entry")) ||
+		    (rc = fg_policy_compile_check_record(c, item, coarsen_keys, "a coarsen entry")))
+			return rc;
+		f = fg_yaml_map_get(item, "field");
+		p = fg_yaml_map_get(item, "precision");
+		if (!f || !p)
+			return fg_policy_compile_fail(c, item, "a coarsen entry needs 'field' and 'precision'");
+		if ((rc = read_precision(c, p, &precision)) ||
+		    (rc = fg_policy_prog_apply(c, root, f, FG_POLICY_PROG_COARSEN, precision, 0)))
+			return rc;
+	}
+	return 0;
+}
+
+/* Request metadata names, kept lowercase as HTTP/2 sends them (RFC 9113
+ * section 8.2.1); pseudo-headers are the call itself. */
+static int compile_headers(struct fg_policy_comp *c, const struct fg_policy_scope *s,
+                           const struct fg_yaml_node *list)
+{
+	struct fg_policy_edit *e = &s->block->edit;
+	size_t i, j;
+	int rc;
+
+	if ((rc = fg_policy_compile_want_kind(c, list, FG_YAML_SEQ, "remove_headers")))
+		return rc;
+	e->remove_headers = fg_policy_compile_alloc(c, (list->nkids ? list->nkids : 1) * sizeof(char *));
+	if (!e->remove_headers)
+		return fg_policy_compile_nomem(c);
+	for (i = 0; i < list->nkids; i++) {
+		const struct fg_yaml_node *h = list->kids[i];
+		if ((rc = fg_policy_compile_want_scalar(c, h, "a header name")))
+			return rc;
+		if (h->text[0] == ':')
+			return fg_policy_compile_fail(c, h, "pseudo-headers (%s) cannot be removed", h->text);
+		if (!(e->remove_headers[i] = fg_policy_compile_dup(c, h)))
+			return fg_policy_compile_nomem(c);
+		for (j = 0; j < h->len; j++)
+			if (e->remove_headers[i][j] >= 'A' && e->remove_headers[i][j] <= 'Z')
+				e->remove_headers[i][j] = (char)(e->remove_headers[i][j] - 'A' + 'a');
+		e->nremove_headers++;
+	}
+	return 0;
+}
+
+const struct fg_policy_key fg_policy_strip_keep_only_key = { "keep_only", 0, compile_keep_only };
+const struct fg_policy_key fg_policy_strip_remove_key = { "remove", 0, compile_remove };
+const struct fg_policy_key fg_policy_strip_coarsen_key = { "coarsen", 0, compile_coarsen };
+const struct fg_policy_key fg_policy_strip_headers_key = {
+	"remove_headers", FG_POLICY_KEY_REQUEST, compile_headers,
+};
