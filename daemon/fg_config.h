@@ -84,6 +84,11 @@ struct fg_config {
 		uint32_t stream_window;            /* limits.stream_window, HTTP/2 window per stream, 65535B..2^31-1 bytes (RFC 9113 section 6.9.1), default 1MiB */
 		uint32_t connection_window;        /* limits.connection_window, same range, default 16MiB */
 		int max_connections;               /* limits.max_connections per worker, integer 1..2^31-1, default 100000 */
+		uint64_t connection_buffer;        /* limits.connection_buffer, bytes one client connection's intercepted
+		                                      calls may hold (messages being assembled, bytes waiting to be edited,
+		                                      edited output the peer has not taken), 64KiB..2^32-1, default 1MiB */
+		uint64_t worker_buffer;            /* limits.worker_buffer, the same over all of one worker's connections,
+		                                      1MiB..2^63-1 bytes, default 64MiB */
 	} limits;
 
 	struct {

@@ -16,8 +16,16 @@
 /* gRPC's message prefix carries a 32-bit length. */
 #define GRPC_MAX_MESSAGE 4294967295LL
 
+/* The intercepted bytes one connection, and one worker, may hold; the
+ * defaults follow Envoy's per_connection_buffer_limit_bytes (1MiB) and
+ * leave a worker room for 64 such connections. */
+#define CONNECTION_BUFFER_MIN (64 * FG_CONFIG_KIB)
+#define CONNECTION_BUFFER_MAX 4294967295LL
+#define WORKER_BUFFER_MIN FG_CONFIG_MIB
+
 enum { LIM_MAX_CONCURRENT_STREAMS, LIM_MAX_HEADER_LIST_SIZE, LIM_MAX_MESSAGE_SIZE,
-       LIM_STREAM_WINDOW, LIM_CONNECTION_WINDOW, LIM_MAX_CONNECTIONS, LIM_NKEYS };
+       LIM_STREAM_WINDOW, LIM_CONNECTION_WINDOW, LIM_MAX_CONNECTIONS, LIM_CONNECTION_BUFFER,
+       LIM_WORKER_BUFFER, LIM_NKEYS };
 
 static const struct fg_config_key limits_keys[] = {
 	[LIM_MAX_CONCURRENT_STREAMS] = { "max_concurrent_streams", fg_config_value_u32,
@@ -35,6 +43,10 @@ static const struct fg_config_key limits_keys[] = {
 		"RFC 9113 section 6.9.1" },
 	[LIM_MAX_CONNECTIONS] = { "max_connections", fg_config_value_int,
 		FG_CONFIG_OFF(limits.max_connections), 1, INT_MAX, NULL },
+	[LIM_CONNECTION_BUFFER] = { "connection_buffer", fg_config_value_size64,
+		FG_CONFIG_OFF(limits.connection_buffer), CONNECTION_BUFFER_MIN, CONNECTION_BUFFER_MAX, NULL },
+	[LIM_WORKER_BUFFER] = { "worker_buffer", fg_config_value_size64,
+		FG_CONFIG_OFF(limits.worker_buffer), WORKER_BUFFER_MIN, INT64_MAX, NULL },
 };
 
 _Static_assert(FG_CONFIG_NELEM(limits_keys) == LIM_NKEYS && LIM_NKEYS <= FG_CONFIG_SECTION_MAX_KEYS,
@@ -48,6 +60,8 @@ static void limits_defaults(struct fg_config *cfg)
 	cfg->limits.stream_window = 1 * FG_CONFIG_MIB;
 	cfg->limits.connection_window = 16 * FG_CONFIG_MIB;
 	cfg->limits.max_connections = 100000;
+	cfg->limits.connection_buffer = 1 * FG_CONFIG_MIB;
+	cfg->limits.worker_buffer = 64 * FG_CONFIG_MIB;
 }
 
 const struct fg_config_section fg_config_limits_section = {

@@ -130,6 +130,8 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->limits.stream_window, 1048576);
 	assert_int_equal(cfg->limits.connection_window, 16777216);
 	assert_int_equal(cfg->limits.max_connections, 100000);
+	assert_true(cfg->limits.connection_buffer == 1048576);
+	assert_true(cfg->limits.worker_buffer == 67108864);
 	assert_true(cfg->timeouts.idle_us == 300000000);
 	assert_true(cfg->timeouts.drain_us == 30000000);
 	assert_true(cfg->timeouts.readiness_delay_us == 0);
@@ -167,6 +169,8 @@ static void test_every_key(void **state)
 		"  stream_window: 65535B\n"
 		"  connection_window: 2147483647B\n"
 		"  max_connections: 5\n"
+		"  connection_buffer: 4294967295B\n"
+		"  worker_buffer: 9223372036854775807B\n"
 		"timeouts:\n"
 		"  idle: 1m\n"
 		"  drain: 0s\n"
@@ -202,6 +206,8 @@ static void test_every_key(void **state)
 	assert_int_equal(cfg->limits.stream_window, 65535);
 	assert_int_equal(cfg->limits.connection_window, 2147483647);
 	assert_int_equal(cfg->limits.max_connections, 5);
+	assert_true(cfg->limits.connection_buffer == 4294967295ULL);
+	assert_true(cfg->limits.worker_buffer == 9223372036854775807ULL);
 	assert_true(cfg->timeouts.idle_us == 60000000);
 	assert_true(cfg->timeouts.drain_us == 0);
 	assert_true(cfg->timeouts.readiness_delay_us == 5000000);
@@ -554,6 +560,18 @@ static void test_limits_errors(void **state)
 		  NAME ":2:27: limits.max_connections: '-5' is out of range (1 to 2147483647)" },
 		{ UP "limits: {max_connections: 2147483648}\n",
 		  NAME ":2:27: limits.max_connections: '2147483648' is out of range (1 to 2147483647)" },
+		{ UP "limits: {connection_buffer: 65535B}\n", NAME ":2:29: limits.connection_buffer: "
+		  "'65535B' is out of range (64KiB to 4294967295B)" },
+		{ UP "limits: {connection_buffer: 4GiB}\n", NAME ":2:29: limits.connection_buffer: "
+		  "'4GiB' is out of range (64KiB to 4294967295B)" },
+		{ UP "limits: {connection_buffer: 1048576}\n", NAME ":2:29: limits.connection_buffer: "
+		  "'1048576' is not a size: missing unit (use B, KiB, MiB or GiB)" },
+		{ UP "limits:\n  worker_buffer: 1023KiB\n", NAME ":3:18: limits.worker_buffer: "
+		  "'1023KiB' is out of range (1MiB to 9223372036854775807B)" },
+		{ UP "limits:\n  worker_buffer: 8589934592GiB\n", NAME ":3:18: limits.worker_buffer: "
+		  "'8589934592GiB' is out of range (1MiB to 9223372036854775807B)" },
+		{ UP "limits: {worker_buffer: [64MiB]}\n",
+		  NAME ":2:25: limits.worker_buffer must be a size such as 64KiB, not a list" },
 	};
 
 	EXPECT_ERRORS(cases);
@@ -610,7 +628,7 @@ static void test_unknown_keys(void **state)
 		  "keepalive_time, keepalive_timeout, backoff_initial, backoff_max" },
 		{ UP "limits:\n  max_streams: 5\n", NAME ":3:3: unknown key 'max_streams' in limits; valid "
 		  "keys: max_concurrent_streams, max_header_list_size, max_message_size, stream_window, "
-		  "connection_window, max_connections" },
+		  "connection_window, max_connections, connection_buffer, worker_buffer" },
 		{ UP "timeouts: {connect: 1s}\n", NAME ":2:12: unknown key 'connect' in timeouts; valid "
 		  "keys: idle, drain, readiness_delay, write, stalled_stream" },
 		{ UP "admin: {port: 9901}\n", NAME ":2:9: unknown key 'port' in admin; valid keys: listen" },
@@ -893,6 +911,7 @@ static void test_reload_check(void **state)
 	expect_reload(UP, UP "listen: \"*:8080\"\nworkers: auto\nadmin: {listen: 127.0.0.1:9901}\n",
 	              0, "");
 	expect_reload(UP "admin: {listen: off}\n", UP "admin: {listen: off}\n", 0, "");
+	expect_reload(UP, UP "limits: {connection_buffer: 256KiB, worker_buffer: 1GiB}\n", 0, "");
 
 	expect_reload(UP, UP "listen: \"*:8081\"\n", FG_ECONFIG, listen_msg);
 	expect_reload(UP, UP "listen: [\"*:8080\", \"*:8081\"]\n", FG_ECONFIG, listen_msg);
