@@ -200,6 +200,8 @@ def test_unfinished_messages_hold_bounded_memory(fg):
             % (growth / MiB, before / KiB, after / KiB, pushed / MiB, len(sent), (HELD_BOUND + SLACK) / MiB,
                CONNECTION_BUFFER // MiB, MAX_MESSAGE_SIZE // MiB, CONNECTION_WINDOW // MiB, SLACK // MiB)
         held = buffered(d)
+        print("rss %.1f -> %.1f MiB, pushed %.1f MiB, held %.1f MiB"
+              % (before / KiB, after / KiB, pushed / MiB, held / MiB))
         assert 0 < held <= HELD_BOUND, "%s is %d while the client holds %d unfinished messages " \
             "(bound %d)" % (BUFFERED, held, len(sent), HELD_BOUND)
     finally:
@@ -208,7 +210,7 @@ def test_unfinished_messages_hold_bounded_memory(fg):
                % (BUFFERED, scrape(d, BUFFERED)))
 
 
-# ---------------------------------------------------------------- 2. refusal
+# ---------------------------------------------------------------- 2. backpressure
 
 def test_over_budget_connection_gets_backpressure_not_errors(fg):
     """Once a connection holds more than limits.connection_buffer, its
