@@ -419,12 +419,17 @@ static int build_field(struct loader *ld, struct fg_schema_message *m, const pb_
 		            m->name, f->name, fd->oneof_index);
 	if (fd->has_proto3_optional && fd->proto3_optional)
 		m->oneofs[fd->oneof_index].synthetic = 1;
-	else
-		f->oneof = &m->oneofs[fd->oneof_index];
+	f->oneof = &m->oneofs[fd->oneof_index];        /* until link_oneofs: hidden ones too */
 	return 0;
 }
 
-/* Gives each real oneof of <m> its members, by number (fields are sorted). */
+/*
+ * Gives each real oneof of <m> its members, by number (fields are sorted),
+ * and unlinks the fields of hidden ones.  protoc makes a proto3 `optional`
+ * field the only member of its oneof; a hand-made set that adds another
+ * field would leave that field in a oneof no lookup finds, so it is refused
+ * as protoc refuses it.
+ */
 static int link_oneofs(struct loader *ld, struct fg_schema_message *m)
 {
 	size_t i;
@@ -433,6 +438,9 @@ static int link_oneofs(struct loader *ld, struct fg_schema_message *m)
 		if (m->fields[i].oneof)
 			((struct fg_schema_oneof *)m->fields[i].oneof)->nfields++;
 	for (i = 0; i < m->noneofs; i++) {
+		if (m->oneofs[i].synthetic && m->oneofs[i].nfields != 1)
+			return fail(ld, FG_EINVAL, "message %s: oneof %s holds a proto3 optional field "
+			            "and other fields", m->name, m->oneofs[i].name);
 		m->oneofs[i].fields = calloc(m->oneofs[i].nfields + 1, sizeof(*m->oneofs[i].fields));
 		if (m->oneofs[i].fields == NULL)
 			return fail(ld, FG_ENOMEM, "out of memory");
@@ -441,7 +449,9 @@ static int link_oneofs(struct loader *ld, struct fg_schema_message *m)
 	for (i = 0; i < m->nfields; i++) {
 		struct fg_schema_oneof *o = (struct fg_schema_oneof *)m->fields[i].oneof;
 
-		if (o)
+		if (o && o->synthetic)
+			m->fields[i].oneof = NULL;
+		else if (o)
 			o->fields[o->nfields++] = &m->fields[i];
 	}
 	return 0;

@@ -544,6 +544,42 @@ static void test_proto3_optional(void **state)
 	free_built();
 }
 
+/*
+ * protoc makes a proto3 `optional` field the only member of its hidden
+ * oneof.  A hand-made set that puts an ordinary field into that oneof too
+ * left the field pointing at a oneof that fg_schema_find_oneof never finds
+ * (found by fuzz_schema): refused, as protoc refuses it, whichever field
+ * comes first.
+ */
+static void test_proto3_optional_alone(void **state)
+{
+	Google__Protobuf__OneofDescriptorProto oneof = GOOGLE__PROTOBUF__ONEOF_DESCRIPTOR_PROTO__INIT;
+	Google__Protobuf__OneofDescriptorProto *oneofs[1] = { &oneof };
+	Google__Protobuf__FieldDescriptorProto *f[2];
+	Google__Protobuf__DescriptorProto *m;
+	struct fg_schema *s = NULL;
+	char err[FG_SCHEMA_ERRLEN];
+	int first;
+
+	oneof.name = "_maybe";
+	for (first = 0; first < 2; first++) {
+		f[0] = mkfield("maybe", 1, OPT, T(INT32), NULL);
+		f[1] = mkfield("plain", 2, OPT, T(STRING), NULL);
+		f[first]->has_proto3_optional = 1;
+		f[first]->proto3_optional = 1;
+		f[0]->has_oneof_index = f[1]->has_oneof_index = 1;
+		m = mkmsg("M", 2, f[0], f[1]);
+		m->n_oneof_decl = 1;
+		m->oneof_decl = oneofs;
+		assert_int_equal(load_files(&s, err, sizeof(err), 1, mkfile("m.proto", NULL, "proto3", 1, m)),
+		                 FG_EINVAL);
+		assert_null(s);
+		if (strstr(err, "oneof _maybe") == NULL)
+			fail_msg("error \"%s\" lacks \"oneof _maybe\"", err);
+		free_built();
+	}
+}
+
 /* Gives <f> a top-level enum E. */
 static Google__Protobuf__FileDescriptorProto *with_enum(Google__Protobuf__FileDescriptorProto *f)
 {
@@ -619,6 +655,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_err_may_be_null),
 		cmocka_unit_test(test_packing_and_scopes),
 		cmocka_unit_test(test_proto3_optional),
+		cmocka_unit_test(test_proto3_optional_alone),
 		cmocka_unit_test(test_bad_sets),
 	};
 	const char *env = getenv("FG_RANKING_PB");
