@@ -159,6 +159,48 @@ static int cmp_field_name(const void *a, const void *b)
 
 /* ---- pass 1: every message and enum under its full name ---- */
 
+/* 1 when the <len> bytes at <s> are a name as protoc checks one
+ * (descriptor.cc, ValidateSymbolName): letters, digits and '_'. */
+static int is_name(const char *s, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+			return 0;
+	return len > 0;
+}
+
+/* 1 when <s> is names joined by single dots, as a package must be. */
+static int is_dotted_name(const char *s)
+{
+	const char *dot;
+
+	for (; (dot = strchr(s, '.')) != NULL; s = dot + 1)
+		if (!is_name(s, (size_t)(dot - s)))
+			return 0;
+	return is_name(s, strlen(s));
+}
+
+/*
+ * Refuses a missing <name> or one that is not a name: <what> ("a field")
+ * declared in <scope>.  Full names are the scope's and the name joined by a
+ * dot, so a dot in a name, or a leading one in a package, would make a type
+ * that no lookup reaches or that reads as declared elsewhere.
+ */
+static int check_name(struct loader *ld, const char *name, const char *what, const char *scope)
+{
+	if (scope == NULL || *scope == '\0')
+		scope = "the top scope";
+	if (name == NULL || *name == '\0')
+		return fail(ld, FG_EINVAL, "%s in %s has no name", what, scope);
+	if (!is_name(name, strlen(name)))
+		return fail(ld, FG_EINVAL, "%s in %s: \"%s\" is not a name (letters, digits and _)",
+		            what, scope, name);
+	return 0;
+}
+
 static void count_message(const pb_msg_t *d, size_t *nmsg, size_t *nenum)
 {
 	size_t i;
@@ -172,9 +214,10 @@ static void count_message(const pb_msg_t *d, size_t *nmsg, size_t *nenum)
 static int add_enum(struct loader *ld, const char *prefix, const char *name)
 {
 	char *full;
+	int rc;
 
-	if (name == NULL || *name == '\0')
-		return fail(ld, FG_EINVAL, "an enum in %s has no name", prefix ? prefix : "the top scope");
+	if ((rc = check_name(ld, name, "an enum", prefix)) != 0)
+		return rc;
 	full = join_name(prefix, name);
 	if (full == NULL)
 		return fail(ld, FG_ENOMEM, "out of memory");
@@ -189,8 +232,8 @@ static int add_message(struct loader *ld, const char *prefix, const pb_msg_t *d,
 	size_t i;
 	int rc;
 
-	if (d->name == NULL || *d->name == '\0')
-		return fail(ld, FG_EINVAL, "a message in %s has no name", prefix ? prefix : "the top scope");
+	if ((rc = check_name(ld, d->name, "a message", prefix)) != 0)
+		return rc;
 	m = &ld->s->messages[ld->s->nmessages];
 	m->name = join_name(prefix, d->name);
 	if (m->name == NULL)
@@ -230,6 +273,9 @@ static int add_file(struct loader *ld, const pb_file_t *f)
 	if (proto3 < 0)
 		return fail(ld, FG_EINVAL, "%s: syntax \"%s\" is not supported (proto2 and proto3 are)",
 		            f->name, f->syntax);
+	if (pkg != NULL && *pkg != '\0' && !is_dotted_name(pkg))
+		return fail(ld, FG_EINVAL, "%s: package \"%s\" is not a dotted name (letters, digits and _ "
+		            "between single dots)", f->name, pkg);
 	for (i = 0; i < f->n_enum_type; i++)
 		if ((rc = add_enum(ld, pkg, f->enum_type[i]->name)) != 0)
 			return rc;
@@ -402,8 +448,8 @@ static int build_field(struct loader *ld, struct fg_schema_message *m, const pb_
 {
 	int rc;
 
-	if (fd->name == NULL || *fd->name == '\0')
-		return fail(ld, FG_EINVAL, "message %s has a field without a name", m->name);
+	if ((rc = check_name(ld, fd->name, "a field", m->name)) != 0)
+		return rc;
 	f->name = fd->name;
 	f->parent = m;
 	if (!fd->has_number || fd->number < 1 || (uint32_t)fd->number > FG_SCHEMA_MAX_FIELD_NUMBER)
@@ -461,6 +507,7 @@ static int build_oneofs(struct loader *ld, struct fg_schema_message *m)
 {
 	const pb_msg_t *d = m->desc;
 	size_t i;
+	int rc;
 
 	m->noneofs = d->n_oneof_decl;
 	m->oneofs = calloc(m->noneofs + 1, sizeof(*m->oneofs));
@@ -468,8 +515,8 @@ static int build_oneofs(struct loader *ld, struct fg_schema_message *m)
 		return fail(ld, FG_ENOMEM, "out of memory");
 	for (i = 0; i < m->noneofs; i++) {
 		m->oneofs[i].name = d->oneof_decl[i]->name;
-		if (m->oneofs[i].name == NULL || *m->oneofs[i].name == '\0')
-			return fail(ld, FG_EINVAL, "message %s has a oneof without a name", m->name);
+		if ((rc = check_name(ld, m->oneofs[i].name, "a oneof", m->name)) != 0)
+			return rc;
 	}
 	return 0;
 }
@@ -549,17 +596,15 @@ static int add_service(struct loader *ld, const char *pkg, const pb_service_t *s
 	size_t i, len;
 	int rc = 0;
 
-	if (sd->name == NULL || *sd->name == '\0')
-		return fail(ld, FG_EINVAL, "a service in %s has no name", pkg ? pkg : "the top scope");
+	if ((rc = check_name(ld, sd->name, "a service", pkg)) != 0)
+		return rc;
 	if ((svc = join_name(pkg, sd->name)) == NULL)
 		return fail(ld, FG_ENOMEM, "out of memory");
 	for (i = 0; i < sd->n_method && rc == 0; i++) {
 		const char *name = sd->method[i]->name;
 
-		if (name == NULL || *name == '\0') {
-			rc = fail(ld, FG_EINVAL, "service %s has a method without a name", svc);
+		if ((rc = check_name(ld, name, "a method", svc)) != 0)
 			break;
-		}
 		m = &ld->s->methods[ld->s->nmethods];
 		len = strlen(svc) + strlen(name) + 3;
 		if ((m->path = malloc(len)) == NULL) {

@@ -105,7 +105,9 @@ enum fg_schema_method_flag {
  *   FG_EINVAL    the file is not a FileDescriptorSet (does not parse, holds no
  *                file, a name or number is missing or invalid, a type or a
  *                field is defined twice, a type name does not resolve, an
- *                unsupported syntax, a proto3 optional field shares its oneof)
+ *                unsupported syntax, a proto3 optional field shares its oneof).
+ *                Names are protoc's: letters, digits and _; a package is such
+ *                names joined by single dots.
  *   FG_ENOMEM    allocation failed
  * Blocking file I/O: call it from the main thread (config load), never from
  * a worker's loop.

@@ -636,6 +636,46 @@ static void test_bad_sets(void **state)
 	expect_set_error(FG_EINVAL, "a message in x has no name", mkfile("x.proto", "x", "proto3", 1, m));
 }
 
+/*
+ * Names are protobuf names, as protoc checks them: letters, digits and _,
+ * packages such names between single dots.  A set with a package ".x"
+ * (found by fuzz_schema) loaded with a message ".x.M" that no lookup could
+ * reach, since a leading dot is taken off the name asked for.  A dot
+ * inside a name hides which scope a full name is in.
+ */
+static void test_bad_names(void **state)
+{
+	Google__Protobuf__OneofDescriptorProto oneof = GOOGLE__PROTOBUF__ONEOF_DESCRIPTOR_PROTO__INIT;
+	Google__Protobuf__OneofDescriptorProto *oneofs[1] = { &oneof };
+	Google__Protobuf__DescriptorProto *m;
+	static const char *const packages[] = { ".x", "x.", "x..y", "x.y-z" };
+	struct fg_schema *s = NULL;
+	char err[FG_SCHEMA_ERRLEN];
+	size_t i;
+
+	for (i = 0; i < sizeof(packages) / sizeof(packages[0]); i++)
+		expect_set_error(FG_EINVAL, "is not a dotted name",
+			mkfile("x.proto", packages[i], "proto3", 1, mkmsg("M", 0)));
+	expect_set_error(FG_EINVAL, "a message in x: \"M.N\" is not a name",
+		mkfile("x.proto", "x", "proto3", 1, mkmsg("M.N", 0)));
+	expect_set_error(FG_EINVAL, "a field in x.M: \"a\nb\" is not a name",
+		mkfile("x.proto", "x", "proto3", 1, mkmsg("M", 1, mkfield("a\nb", 1, OPT, T(INT32), NULL))));
+	m = mkmsg("M", 0);
+	oneof.name = "o/p";
+	m->n_oneof_decl = 1;
+	m->oneof_decl = oneofs;
+	expect_set_error(FG_EINVAL, "a oneof in x.M: \"o/p\" is not a name", mkfile("x.proto", "x", "proto3", 1, m));
+	/* the same names without the flaw load */
+	m = mkmsg("M_1", 1, mkfield("a_2", 1, OPT, T(INT32), NULL));
+	oneof.name = "o";
+	m->n_oneof_decl = 1;
+	m->oneof_decl = oneofs;
+	assert_int_equal(load_files(&s, err, sizeof(err), 1, mkfile("x.proto", "x.y_2.z", "proto3", 1, m)), 0);
+	assert_non_null(fg_schema_find_message(s, "x.y_2.z.M_1"));
+	fg_schema_free(s);
+	free_built();
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -657,6 +697,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_proto3_optional),
 		cmocka_unit_test(test_proto3_optional_alone),
 		cmocka_unit_test(test_bad_sets),
+		cmocka_unit_test(test_bad_names),
 	};
 	const char *env = getenv("FG_RANKING_PB");
 
