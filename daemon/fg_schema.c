@@ -2,7 +2,9 @@
  * fg_schema.c - a FileDescriptorSet read with protobuf-c, indexed for the
  * policy compiler.
  *
- * Loading is four passes over the unpacked set, which the schema keeps (its
+ * Before protobuf-c unpacks the bytes, one walk over them bounds how deep
+ * messages nest (protobuf-c recurses without a limit).  Loading is then
+ * four passes over the unpacked set, which the schema keeps (its
  * names are borrowed from it): collect every message and enum under its full
  * name; sort them and refuse a name defined twice; build each message's
  * fields (types resolved, flags computed, sorted by number and by name) and
@@ -22,6 +24,7 @@
 
 #include "descriptor.pb-c.h"
 #include "fg_error.h"
+#include "fg_pbwire.h"
 #include "fg_schema.h"
 
 typedef Google__Protobuf__FileDescriptorSet pb_set_t;
@@ -80,12 +83,21 @@ struct fg_schema {
 	struct fg_schema_method *methods;       /* sorted by path */
 };
 
+/* Field numbers of descriptor.proto on the one path where it recurses:
+ * FileDescriptorSet.file, FileDescriptorProto.message_type and
+ * DescriptorProto.nested_type. */
+#define PB_SET_FILE 1
+#define PB_FILE_MESSAGE_TYPE 4
+#define PB_MSG_NESTED_TYPE 3
+
 /* What the passes share: the schema being built and where errors go. */
 struct loader {
 	struct fg_schema *s;
 	const char *source;                     /* path or name, first word of every error */
 	char *err;
 	size_t errlen;
+	size_t name_bytes;                      /* full names kept so far, against FG_SCHEMA_MAX_NAMES */
+	size_t lookup_bytes;                    /* relative candidates tried, against FG_SCHEMA_MAX_LOOKUP */
 };
 
 static int fail(struct loader *ld, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -157,7 +169,92 @@ static int cmp_field_name(const void *a, const void *b)
 	              (*(const struct fg_schema_field *const *)b)->name);
 }
 
+/* ---- before unpacking: how deep messages nest ---- */
+
+/* The DescriptorProto at [p, end), itself at nesting <depth>, and those it
+ * nests.  Returns 0, FG_ETOOBIG past FG_SCHEMA_MAX_NESTING, or FG_EINVAL
+ * for bytes that are no protobuf message. */
+static int scan_message(const uint8_t *p, const uint8_t *end, unsigned depth)
+{
+	struct fg_pbwire_field f;
+	int rc;
+
+	if (depth > FG_SCHEMA_MAX_NESTING)
+		return FG_ETOOBIG;
+	while (p < end) {
+		if ((rc = fg_pbwire_next_field(&p, end, &f)) != 0)
+			return rc;
+		if (f.number == PB_MSG_NESTED_TYPE && f.wire_type == FG_PBWIRE_LEN &&
+		    (rc = scan_message(f.value, f.value + f.vlen, depth + 1)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/*
+ * protobuf-c unpacks a nested message by recursing, with no depth limit,
+ * and pass 1 below recurses the same way: a set of 140 KiB whose messages
+ * nested 20000 deep overflowed the stack.  DescriptorProto.nested_type is
+ * the only recursion of descriptor.proto, so bounding it on the wire first
+ * bounds both.  Bytes fg_pbwire cannot walk are refused here rather than
+ * left unscanned.  Returns 0, FG_ETOOBIG or FG_EINVAL, with a message.
+ */
+static int check_nesting(struct loader *ld, const uint8_t *buf, size_t len)
+{
+	const uint8_t *p = buf, *end, *q;
+	struct fg_pbwire_field file, f;
+	int rc = 0;
+
+	if (len == 0)
+		return 0;               /* buf may be NULL: no arithmetic on it */
+	end = buf + len;
+	while (rc == 0 && p < end) {
+		if ((rc = fg_pbwire_next_field(&p, end, &file)) != 0 ||
+		    file.number != PB_SET_FILE || file.wire_type != FG_PBWIRE_LEN)
+			continue;
+		for (q = file.value; rc == 0 && q < file.value + file.vlen;)
+			if ((rc = fg_pbwire_next_field(&q, file.value + file.vlen, &f)) == 0 &&
+			    f.number == PB_FILE_MESSAGE_TYPE && f.wire_type == FG_PBWIRE_LEN)
+				rc = scan_message(f.value, f.value + f.vlen, 1);
+	}
+	if (rc == FG_ETOOBIG)
+		return fail(ld, rc, "messages nest more than %d deep", FG_SCHEMA_MAX_NESTING);
+	if (rc != 0)
+		return fail(ld, FG_EINVAL, "not a FileDescriptorSet (it does not parse as one; "
+		            "make it with protoc --include_imports --descriptor_set_out)");
+	return 0;
+}
+
 /* ---- pass 1: every message and enum under its full name ---- */
+
+/*
+ * Counts <len> more bytes of kept full names against FG_SCHEMA_MAX_NAMES.
+ * A full name repeats its whole scope, so a long package or message name
+ * over many short declarations would turn a set of kilobytes into
+ * gigabytes of names (170 KiB made 790 MB).  Returns 0 or FG_ETOOBIG.
+ */
+static int charge_name(struct loader *ld, size_t len)
+{
+	if (len > FG_SCHEMA_MAX_NAMES - ld->name_bytes)
+		return fail(ld, FG_ETOOBIG, "the full names of its types and methods take more than %u MiB",
+		            FG_SCHEMA_MAX_NAMES >> 20);
+	ld->name_bytes += len;
+	return 0;
+}
+
+/* join_name() for a name the schema keeps, charged with charge_name(). */
+static int keep_name(struct loader *ld, const char *prefix, const char *name, char **out)
+{
+	size_t plen = prefix ? strlen(prefix) : 0;
+	int rc;
+
+	*out = NULL;
+	if ((rc = charge_name(ld, plen + (plen > 0) + strlen(name) + 1)) != 0)
+		return rc;
+	if ((*out = join_name(prefix, name)) == NULL)
+		return fail(ld, FG_ENOMEM, "out of memory");
+	return 0;
+}
 
 /* 1 when the <len> bytes at <s> are a name as protoc checks one
  * (descriptor.cc, ValidateSymbolName): letters, digits and '_'. */
@@ -216,11 +313,9 @@ static int add_enum(struct loader *ld, const char *prefix, const char *name)
 	char *full;
 	int rc;
 
-	if ((rc = check_name(ld, name, "an enum", prefix)) != 0)
+	if ((rc = check_name(ld, name, "an enum", prefix)) != 0 ||
+	    (rc = keep_name(ld, prefix, name, &full)) != 0)
 		return rc;
-	full = join_name(prefix, name);
-	if (full == NULL)
-		return fail(ld, FG_ENOMEM, "out of memory");
 	ld->s->enums[ld->s->nenums++] = full;
 	return 0;
 }
@@ -235,9 +330,8 @@ static int add_message(struct loader *ld, const char *prefix, const pb_msg_t *d,
 	if ((rc = check_name(ld, d->name, "a message", prefix)) != 0)
 		return rc;
 	m = &ld->s->messages[ld->s->nmessages];
-	m->name = join_name(prefix, d->name);
-	if (m->name == NULL)
-		return fail(ld, FG_ENOMEM, "out of memory");
+	if ((rc = keep_name(ld, prefix, d->name, &m->name)) != 0)
+		return rc;
 	ld->s->nmessages++;
 	m->desc = d;
 	m->proto3 = proto3;
@@ -349,11 +443,18 @@ static int sort_types(struct loader *ld)
  * service full name, or a package).  ".a.B" is absolute.  Otherwise, as
  * protoc does, the innermost scope is tried first: in scope "p.M", "T" is
  * looked for as "p.M.T", "p.T", then "T".  On success sets one of <*msg>
- * and <*enm> and returns 0; FG_ENOTFOUND or FG_ENOMEM otherwise.
+ * and <*enm> and returns 0; otherwise FG_ENOTFOUND (no message written),
+ * FG_ETOOBIG or FG_ENOMEM.
+ *
+ * Each relative try costs a lookup as long as the scope, and a scope has as
+ * many tries as dots: a set of 90 KiB whose fields all sat under a package
+ * of thousands of dots took 28 s.  So the tries of a load are charged to
+ * FG_SCHEMA_MAX_LOOKUP; protoc writes every name absolute anyway.
  */
-static int resolve_type(const struct fg_schema *s, const char *scope, const char *name,
+static int resolve_type(struct loader *ld, const char *scope, const char *name,
                         const struct fg_schema_message **msg, const char **enm)
 {
+	const struct fg_schema *s = ld->s;
 	size_t len = scope ? strlen(scope) : 0, nlen = strlen(name);
 	char *buf;
 	int rc = FG_ENOTFOUND;
@@ -364,10 +465,17 @@ static int resolve_type(const struct fg_schema *s, const char *scope, const char
 		return *msg || *enm ? 0 : FG_ENOTFOUND;
 	}
 	if ((buf = malloc(len + nlen + 2)) == NULL)
-		return FG_ENOMEM;
+		return fail(ld, FG_ENOMEM, "out of memory");
+	if (len > 0)
+		memcpy(buf, scope, len);        /* once: each try only shortens it */
 	for (;;) {
-		if (len > 0)
-			memcpy(buf, scope, len);
+		if (len + 1 + nlen > FG_SCHEMA_MAX_LOOKUP - ld->lookup_bytes) {
+			rc = fail(ld, FG_ETOOBIG, "resolving its relative type names takes more than %u MiB "
+			          "of lookups (write them absolute, \".pkg.Msg\", as protoc does)",
+			          FG_SCHEMA_MAX_LOOKUP >> 20);
+			break;
+		}
+		ld->lookup_bytes += len + 1 + nlen;
 		buf[len] = '.';
 		memcpy(buf + len + (len > 0), name, nlen + 1);
 		*msg = lookup_message(s, buf);
@@ -409,12 +517,12 @@ static int field_type(struct loader *ld, const struct fg_schema_message *m, cons
 		return 0;
 	if (fd->type_name == NULL || *fd->type_name == '\0')
 		return fail(ld, FG_EINVAL, "field %s.%s has no type", m->name, f->name);
-	rc = resolve_type(ld->s, m->name, fd->type_name, &msg, &enm);
-	if (rc == FG_ENOMEM)
-		return fail(ld, rc, "out of memory");
-	if (rc != 0)
+	rc = resolve_type(ld, m->name, fd->type_name, &msg, &enm);
+	if (rc == FG_ENOTFOUND)
 		return fail(ld, FG_EINVAL, "field %s.%s: type %s is not in the descriptor set "
 		            "(was it built with protoc --include_imports?)", m->name, f->name, fd->type_name);
+	if (rc != 0)
+		return rc;
 	if (type == 0)
 		type = msg ? FG_SCHEMA_MESSAGE : FG_SCHEMA_ENUM;
 	if ((type == FG_SCHEMA_ENUM) != (enm != NULL))
@@ -580,9 +688,9 @@ static int method_type(struct loader *ld, const char *svc, const char *method, c
 
 	if (name == NULL || *name == '\0')
 		return fail(ld, FG_EINVAL, "method %s.%s lacks an input or output type", svc, method);
-	rc = resolve_type(ld->s, svc, name, out, &enm);
-	if (rc == FG_ENOMEM)
-		return fail(ld, rc, "out of memory");
+	rc = resolve_type(ld, svc, name, out, &enm);
+	if (rc != 0 && rc != FG_ENOTFOUND)
+		return rc;
 	if (rc != 0 || *out == NULL)
 		return fail(ld, FG_EINVAL, "method %s.%s: message type %s is not in the descriptor set "
 		            "(was it built with protoc --include_imports?)", svc, method, name);
@@ -607,6 +715,8 @@ static int add_service(struct loader *ld, const char *pkg, const pb_service_t *s
 			break;
 		m = &ld->s->methods[ld->s->nmethods];
 		len = strlen(svc) + strlen(name) + 3;
+		if ((rc = charge_name(ld, len)) != 0)
+			break;
 		if ((m->path = malloc(len)) == NULL) {
 			rc = fail(ld, FG_ENOMEM, "out of memory");
 			break;
@@ -675,6 +785,8 @@ int fg_schema_load_buffer(const char *name, const uint8_t *buf, size_t len,
 	*out = NULL;
 	if (err && errlen)
 		err[0] = '\0';
+	if ((rc = check_nesting(&ld, buf, len)) != 0)
+		return rc;
 	if ((ld.s = calloc(1, sizeof(*ld.s))) == NULL)
 		return fail(&ld, FG_ENOMEM, "out of memory");
 	/* NULL is a parse error or, rarely, allocation failure: protobuf-c does

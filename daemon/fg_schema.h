@@ -42,6 +42,21 @@
 /* Largest descriptor set accepted (FG_ETOOBIG above).  Sets of large
  * platforms with every import run to a few MiB. */
 #define FG_SCHEMA_MAX_FILE (64u << 20)
+/* Deepest nesting of messages accepted (FG_ETOOBIG beyond): a top-level
+ * message is at 1, a message nested in it at 2.  protobuf's own parsers
+ * give up at 100 levels of any nesting; protoc never writes sets near it. */
+#define FG_SCHEMA_MAX_NESTING 64
+/* Most bytes the full names of all messages, enums and method paths may
+ * take together (FG_ETOOBIG above).  Each full name repeats its scope, so
+ * a small crafted set could otherwise need gigabytes; real ones need well
+ * under a MiB. */
+#define FG_SCHEMA_MAX_NAMES (64u << 20)
+/* Most bytes of candidate names that resolving relative type names
+ * ("Inner", not ".pkg.Outer.Inner") may try in one load (FG_ETOOBIG
+ * above): each is tried in every enclosing scope, so a scope with many dots
+ * could otherwise make a small set take minutes.  protoc writes absolute
+ * names, which cost one lookup and are not counted. */
+#define FG_SCHEMA_MAX_LOOKUP (16u << 20)
 /* Field numbers are 1 .. 2^29-1 (protobuf language spec, "Field numbers"). */
 #define FG_SCHEMA_MAX_FIELD_NUMBER ((1u << 29) - 1)
 
@@ -101,7 +116,10 @@ enum fg_schema_method_flag {
  * one-line message starting with <path> into <err> (<errlen> bytes,
  * NUL-terminated, FG_SCHEMA_ERRLEN is enough; <err> may be NULL) and returns:
  *   FG_EIO       the file cannot be opened or read (the message has strerror)
- *   FG_ETOOBIG   the file is larger than FG_SCHEMA_MAX_FILE
+ *   FG_ETOOBIG   the file is larger than FG_SCHEMA_MAX_FILE, its messages nest
+ *                deeper than FG_SCHEMA_MAX_NESTING, its full names take more
+ *                than FG_SCHEMA_MAX_NAMES bytes, or its relative type names
+ *                more than FG_SCHEMA_MAX_LOOKUP bytes of lookups
  *   FG_EINVAL    the file is not a FileDescriptorSet (does not parse, holds no
  *                file, a name or number is missing or invalid, a type or a
  *                field is defined twice, a type name does not resolve, an
@@ -118,7 +136,8 @@ int fg_schema_load(const char *path, struct fg_schema **out, char *err, size_t e
  * fg_schema_load_buffer - as fg_schema_load, from the <len> serialized bytes
  * at <buf> (borrowed; not kept after the call).  <name> (borrowed) starts
  * error messages in place of a path.  For tests and the fuzzer.  Returns 0,
- * FG_EINVAL or FG_ENOMEM as fg_schema_load.  Any thread.
+ * FG_ETOOBIG (any cause but the size of <buf>), FG_EINVAL or
+ * FG_ENOMEM as fg_schema_load.  Any thread.
  */
 int fg_schema_load_buffer(const char *name, const uint8_t *buf, size_t len,
                           struct fg_schema **out, char *err, size_t errlen);

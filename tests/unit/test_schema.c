@@ -25,6 +25,7 @@
 
 #include "descriptor.pb-c.h"
 #include "fg_error.h"
+#include "fg_pbwire.h"
 #include "fg_schema.h"
 
 #define PKG "feedguard.ranking.v1."
@@ -676,6 +677,152 @@ static void test_bad_names(void **state)
 	free_built();
 }
 
+/* ---- limits: sets that cost far more than their size ---- */
+
+/* Writes field <number> as LEN with <len> bytes of <payload> at <dst>;
+ * returns the bytes written. */
+static size_t put_len(uint8_t *dst, uint32_t number, const void *payload, size_t len)
+{
+	size_t n = fg_pbwire_write_varint(dst, (uint64_t)number << 3 | FG_PBWIRE_LEN);
+
+	n += fg_pbwire_write_varint(dst + n, len);
+	memmove(dst + n, payload, len);
+	return n + len;
+}
+
+/* Moves the <len> bytes at <*p> to after field <number>'s tag and length,
+ * which go just before them: wraps them as that field, from the end of a
+ * buffer towards its start. */
+static void wrap(uint8_t **p, uint32_t number, size_t len)
+{
+	uint8_t head[2 * FG_PBWIRE_VARINT_MAX];
+	size_t n = fg_pbwire_write_varint(head, (uint64_t)number << 3 | FG_PBWIRE_LEN);
+
+	n += fg_pbwire_write_varint(head + n, len);
+	*p -= n;
+	memcpy(*p, head, n);
+}
+
+/* A set with one file holding messages "M" nested <depth> deep (a top-level
+ * message is at depth 1), built inside out at the end of <buf> (<cap>
+ * bytes).  Returns where it starts; <*len> is its length. */
+static uint8_t *nested_set(size_t depth, uint8_t *buf, size_t cap, size_t *len)
+{
+	static const uint8_t name_m[] = { 0x0a, 1, 'M' };              /* DescriptorProto.name */
+	static const uint8_t file_name[] = { 0x0a, 7, 'a', '.', 'p', 'r', 'o', 't', 'o' };
+	uint8_t *end = buf + cap, *p = end;
+	size_t i;
+
+	for (i = 0; i < depth; i++) {
+		if (i > 0)
+			wrap(&p, 3, (size_t)(end - p));                  /* DescriptorProto.nested_type */
+		p -= sizeof(name_m);
+		memcpy(p, name_m, sizeof(name_m));
+	}
+	wrap(&p, 4, (size_t)(end - p));                                  /* FileDescriptorProto.message_type */
+	p -= sizeof(file_name);
+	memcpy(p, file_name, sizeof(file_name));
+	wrap(&p, 1, (size_t)(end - p));                                  /* FileDescriptorSet.file */
+	assert_true(p >= buf);
+	*len = (size_t)(end - p);
+	return p;
+}
+
+/*
+ * protobuf-c unpacks nested messages by recursion without a limit, and so
+ * did the loader's first pass: a 700 KiB set nesting 100000 deep crashed
+ * it on the stack (20000 deep, 140 KiB, was enough with 8 MiB of stack).
+ */
+static void test_nesting_limit(void **state)
+{
+	static const size_t depths[] = { FG_SCHEMA_MAX_NESTING + 1, 100000 };
+	size_t cap = 100000 * 8 + 64, len, i;
+	uint8_t *buf = malloc(cap), *set;
+	struct fg_schema *s = NULL;
+	char err[FG_SCHEMA_ERRLEN];
+
+	assert_non_null(buf);
+	set = nested_set(FG_SCHEMA_MAX_NESTING, buf, cap, &len);
+	assert_int_equal(fg_schema_load_buffer("deep.pb", set, len, &s, err, sizeof(err)), 0);
+	assert_non_null(fg_schema_find_message(s, "M.M.M.M"));
+	fg_schema_free(s);
+	for (i = 0; i < sizeof(depths) / sizeof(depths[0]); i++) {
+		set = nested_set(depths[i], buf, cap, &len);
+		assert_int_equal(fg_schema_load_buffer("deep.pb", set, len, &s, err, sizeof(err)), FG_ETOOBIG);
+		assert_null(s);
+		assert_non_null(strstr(err, "deep.pb: messages nest more than"));
+	}
+	free(buf);
+}
+
+/*
+ * Every full name repeats its scope: one message with a 64 KiB name and
+ * 1025 nested ones (a 72 KiB set) made 64 MiB of names, and 170 KiB made
+ * 790 MB, before FG_SCHEMA_MAX_NAMES.
+ */
+static void test_names_limit(void **state)
+{
+	size_t nchild = (FG_SCHEMA_MAX_NAMES >> 16) + 1, big = 1u << 16, room = big + nchild * 16 + 64;
+	uint8_t *msg = malloc(room), *file = malloc(room), *set = malloc(room), child[16];
+	char *name = malloc(big), cname[16];
+	struct fg_schema *s = NULL;
+	char err[FG_SCHEMA_ERRLEN];
+	size_t n, i;
+
+	assert_true(msg && file && set && name);
+	memset(name, 'L', big);
+	n = put_len(msg, 1, name, big);                                  /* DescriptorProto.name */
+	for (i = 0; i < nchild; i++) {
+		snprintf(cname, sizeof(cname), "C%zu", i);
+		n += put_len(msg + n, 3, child, put_len(child, 1, cname, strlen(cname)));
+	}
+	n = put_len(file, 4, msg, n);                                     /* FileDescriptorProto.message_type */
+	n += put_len(file + n, 1, "a.proto", 7);                          /* FileDescriptorProto.name */
+	n = put_len(set, 1, file, n);                                     /* FileDescriptorSet.file */
+	assert_int_equal(fg_schema_load_buffer("wide.pb", set, n, &s, err, sizeof(err)), FG_ETOOBIG);
+	assert_null(s);
+	assert_non_null(strstr(err, "wide.pb: the full names of its types and methods take more than"));
+	free(name);
+	free(set);
+	free(file);
+	free(msg);
+}
+
+/*
+ * A relative type name is tried in each enclosing scope, each try a lookup
+ * as long as the scope: fields under a package of thousands of dots made a
+ * 46 KiB set take 6 s and a 90 KiB one 28 s.  The tries are charged to
+ * FG_SCHEMA_MAX_LOOKUP; absolute names (what protoc writes) are not.
+ */
+static void test_lookup_limit(void **state)
+{
+	size_t ndots = 4096, i;
+	char *pkg = malloc(2 * ndots + 2);
+	struct fg_schema *s = NULL;
+	char err[FG_SCHEMA_ERRLEN];
+
+	assert_non_null(pkg);
+	for (i = 0; i <= ndots; i++)
+		memcpy(pkg + 2 * i, "a.", 2);
+	pkg[2 * ndots + 1] = '\0';
+	assert_int_equal(load_files(&s, err, sizeof(err), 2, mkfile("t.proto", NULL, "proto3", 1, mkmsg("T", 0)),
+	                            mkfile("a.proto", pkg, "proto3", 1,
+	                                   mkmsg("M", 2, mkfield("x", 1, OPT, T(MESSAGE), ".T"),
+	                                         mkfield("y", 2, OPT, T(MESSAGE), "T")))),
+	                 FG_ETOOBIG);
+	assert_null(s);
+	assert_non_null(strstr(err, "test.pb: resolving its relative type names takes more than"));
+	free_built();
+	/* the absolute name alone costs one lookup */
+	assert_int_equal(load_files(&s, err, sizeof(err), 2, mkfile("t.proto", NULL, "proto3", 1, mkmsg("T", 0)),
+	                            mkfile("a.proto", pkg, "proto3", 1,
+	                                   mkmsg("M", 1, mkfield("x", 1, OPT, T(MESSAGE), ".T")))),
+	                 0);
+	fg_schema_free(s);
+	free_built();
+	free(pkg);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -698,6 +845,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_proto3_optional_alone),
 		cmocka_unit_test(test_bad_sets),
 		cmocka_unit_test(test_bad_names),
+		cmocka_unit_test(test_nesting_limit),
+		cmocka_unit_test(test_names_limit),
+		cmocka_unit_test(test_lookup_limit),
 	};
 	const char *env = getenv("FG_RANKING_PB");
 
