@@ -387,50 +387,58 @@ static unsigned pipeline_assembling(const struct fg_pipeline *pl)
 	return fg_grpcframe_reader_pending(&pl->side[0].reader) || fg_grpcframe_reader_pending(&pl->side[1].reader);
 }
 
-void fg_pipeline_account(struct fg_pipeline *pl)
+/*
+ * Count <now> bytes and the <assembling> state for <pl> in its budgets.
+ * Windows held for a budget are looked at again (the pipelines get a pump
+ * turn) only when that can change something: a budget went back under its
+ * limit, or, while one is over, the call that may go on can have changed.
+ * Under the limits nothing is woken: a call ending on a busy connection
+ * costs nothing.
+ */
+static void budget_count(struct fg_pipeline *pl, uint64_t now, unsigned assembling)
 {
-	uint64_t now = pipeline_bytes(pl), climit = pl->call.cfg->limits.connection_buffer;
-	uint64_t wlimit = pl->call.cfg->limits.worker_buffer;
+	const struct fg_config *cfg = pl->call.cfg;
 	struct fg_pipeline_env *env = pl->env;
 	struct fg_pipeline_budget *b = pl->budget;
-	unsigned assembling = pipeline_assembling(pl);
-	int was_over;
+	int conn_over = 0, mover_changed = assembling != pl->assembling;
 
-	if (now == pl->accounted && assembling == pl->assembling)
-		return;
 	if (b) {
-		was_over = b->held > climit;
+		conn_over = b->held > cfg->limits.connection_buffer;
 		b->held = b->held - pl->accounted + now;
-		/* Back under the limit, or another call may now be the one
-		 * that goes on: the held windows are looked at again. */
-		if ((was_over && b->held <= climit) || (b->held > climit && assembling != pl->assembling))
-			wake_budget(b);
 	}
-	pl->assembling = assembling;
 	env_set_held(env, env->held - pl->accounted + now);
 	pl->accounted = now;
-	if (env->over && env->held <= wlimit) {
+	pl->assembling = assembling;
+	if (env->over && env->held <= cfg->limits.worker_buffer) {
 		env->over = 0;
 		wake_worker(env);
-	} else if (env->held > wlimit) {
-		env->over = 1;
+		return;
 	}
+	if (env->held > cfg->limits.worker_buffer)
+		env->over = 1;
+	if (b && ((conn_over && b->held <= cfg->limits.connection_buffer) ||
+	          ((conn_over || env->over) && mover_changed)))
+		wake_budget(b);
+}
+
+void fg_pipeline_account(struct fg_pipeline *pl)
+{
+	uint64_t now = pipeline_bytes(pl);
+	unsigned assembling = pipeline_assembling(pl);
+
+	if (now != pl->accounted || assembling != pl->assembling)
+		budget_count(pl, now, assembling);
 }
 
 static void budget_detach(struct fg_pipeline *pl)
 {
 	struct fg_pipeline_budget *b = pl->budget;
 
-	env_set_held(pl->env, pl->env->held - pl->accounted);
+	budget_count(pl, 0, 0);
 	if (b) {
-		b->held -= pl->accounted;
 		TAILQ_REMOVE(&b->calls, pl, budget_link);
 		pl->budget = NULL;
-		if (TAILQ_FIRST(&b->calls))
-			wake_budget(b);
 	}
-	pl->accounted = 0;
-	pl->assembling = 0;
 }
 
 size_t fg_pipeline_held(const struct fg_pipeline *pl, enum fg_stage_dir dir)
