@@ -11,9 +11,11 @@
 #include "fg_error.h"
 #include "fg_h2conn.h"
 
-/* One read(2) per 16 KiB, a few per readiness event so one busy
- * connection cannot starve the others on the loop. */
-#define H2CONN_READ_CHUNK 16384
+/* One read(2) per 64 KiB (a 36 KiB ranked feed in one call, one
+ * nghttp2_session_mem_recv), a few per readiness event so one busy
+ * connection cannot starve the others on the loop.  The buffer is on the
+ * worker's stack, not per connection. */
+#define H2CONN_READ_CHUNK 65536
 #define H2CONN_READS_PER_EVENT 8
 /* Stop asking nghttp2 for frames once this much waits for the socket: the
  * kernel's send buffer is the real queue, ours only batches into it. */

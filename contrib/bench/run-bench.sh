@@ -751,7 +751,7 @@ POLICY
 		'  - {id: bench, file: bench.key}')"
 	PORT[fg-child]=${PORT[fg-policy]} CPU_PIDS[fg-child]=${CPU_PIDS[fg-policy]}
 	PORT[fg-adult]=${PORT[fg-policy]} CPU_PIDS[fg-adult]=${CPU_PIDS[fg-policy]}
-	PERF_TARGET=fg-child
+	PERF_TARGET=${FG_PERF_TARGET:-fg-child}
 	note "RankFeed: request 5+${SIZE[request_len]} bytes (${SIZE[watch_history]} watch_history entries)," \
 		"5+${SIZE[request_child_len]} after the $CHILD_BAND policy; response 5+${SIZE[response_len]}" \
 		"bytes (${SIZE[items]} items), 5+${SIZE[response_child_len]} after it"
