@@ -715,7 +715,10 @@ static int run_message(struct fg_pipeline *pl, enum fg_stage_dir dir, struct msg
 			pipeline_fail(pl, FG_GRPC_INTERNAL, "feedguardd is out of memory");
 			return FG_ENOMEM;
 		}
-		return FG_ESTATE;
+		/* Not an error: feed() stops at the blocked side by itself and
+		 * must report the bytes it took, or side_data() loses the rest
+		 * of the chunk and pump_side() feeds the held bytes twice. */
+		return 0;
 	case FG_STAGE_HOLD_RESPONSE:
 		if (dir == FG_STAGE_REQUEST && pl->hold == NO_STAGE)
 			pl->hold = (int)at;
