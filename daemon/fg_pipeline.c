@@ -1317,15 +1317,19 @@ int fg_pipeline_begin(struct fg_pipeline **out, struct fg_pipeline_env *env, con
 		pipeline_put(pl);
 		return FG_EINVAL;
 	}
-	if (!run_begins(pl, a->req_hdrs)) {
-		pipeline_put(pl);
-		return 0;
-	}
+	/* The slot before the begins: a stage may take its handle in <begin>
+	 * (to start a lookup there and suspend later), and that handle must
+	 * name this call, not the slot the pipeline had in its last life. */
 	if (slot_take(env, pl) < 0) {
 		pipeline_put(pl);
 		*status = FG_GRPC_INTERNAL;
 		snprintf(msg, msglen, "feedguardd is out of memory");
 		return FG_ENOMEM;
+	}
+	if (!run_begins(pl, a->req_hdrs)) {
+		slot_release(pl);
+		pipeline_put(pl);
+		return 0;
 	}
 	pl->ops = a->ops;
 	pl->host = a->host;
