@@ -558,8 +558,12 @@ static void cancel_waiting(struct fg_pipeline *pl, enum fg_stage_cancel why)
 	struct fg_stage_ctx c;
 
 	pl->side[0].susp = pl->side[1].susp = pl->hold = NO_STAGE;
+	/* once per stage (fg_stage.h): one stage may wait on both sides (a
+	 * request message and the response headers of a streaming call) as
+	 * well as hold the response */
 	for (i = 0; i < 3; i++) {
-		if (waiting[i] == NO_STAGE || (i == 2 && waiting[i] == waiting[0]))
+		if (waiting[i] == NO_STAGE || (i > 0 && waiting[i] == waiting[0]) ||
+		    (i > 1 && waiting[i] == waiting[1]))
 			continue;
 		c = ctx_of(pl, (size_t)waiting[i]);
 		if (pl->env->stages[waiting[i]]->on_cancel)
