@@ -106,6 +106,7 @@ struct fg_pipeline_env {
 	const struct fg_stage *const *stages;
 	size_t nstages;
 	void *wstate[MAX_STAGES];               /* each stage's per-worker block */
+	size_t ninit;                           /* stages whose worker_init succeeded (in order) */
 	size_t slot_no;                         /* the worker's counter slot */
 	struct event *pump_ev;                  /* runs the queued pipelines on the next loop turn */
 	TAILQ_HEAD(, fg_pipeline) pump;
@@ -137,11 +138,12 @@ static void env_free_stages(struct fg_pipeline_env *env)
 	size_t i;
 
 	for (i = 0; i < env->nstages; i++) {
-		if (env->wstate[i] && env->stages[i]->worker_free)
+		if (i < env->ninit && env->stages[i]->worker_free)
 			env->stages[i]->worker_free(env->wstate[i]);
 		free(env->wstate[i]);
 		env->wstate[i] = NULL;
 	}
+	env->ninit = 0;
 }
 
 static int env_init_stages(struct fg_pipeline_env *env, struct fg_config *cfg)
@@ -152,15 +154,14 @@ static int env_init_stages(struct fg_pipeline_env *env, struct fg_config *cfg)
 
 	for (i = 0; i < env->nstages; i++) {
 		const struct fg_stage *st = env->stages[i];
-		if (!st->worker_size)
-			continue;
-		if ((env->wstate[i] = calloc(1, st->worker_size)) == NULL)
+		if (st->worker_size && (env->wstate[i] = calloc(1, st->worker_size)) == NULL)
 			return FG_ENOMEM;
 		if (st->worker_init && (rv = st->worker_init(env->wstate[i], &wenv)) < 0) {
 			free(env->wstate[i]);
 			env->wstate[i] = NULL;
 			return rv;
 		}
+		env->ninit = i + 1;
 	}
 	return 0;
 }
@@ -659,6 +660,11 @@ static enum fg_stage_rc run_msg_hooks(struct fg_pipeline *pl, enum fg_stage_dir 
 
 static int copy_buf(struct fg_pbwire_buf *b, const uint8_t *p, size_t n)
 {
+	/* a second suspension of the same message: the bytes are already here */
+	if (p == b->data) {
+		b->len = n;
+		return 0;
+	}
 	b->len = 0;
 	if (fg_pbwire_buf_reserve(b, n) < 0)
 		return FG_ENOMEM;
@@ -1255,7 +1261,7 @@ static void pipeline_put(struct fg_pipeline *pl)
 static int budget_admit(struct fg_pipeline_env *env, const struct fg_pipeline_args *a, int *status, char *msg,
                         size_t msglen)
 {
-	if (env->held >= a->cfg->limits.worker_buffer) {
+	if (env->held > a->cfg->limits.worker_buffer) {
 		*status = FG_GRPC_UNAVAILABLE;
 		snprintf(msg, msglen, "feedguardd is overloaded (limits.worker_buffer reached); retry");
 		return FG_ETOOBIG;

@@ -16,7 +16,9 @@
  * allows on any call).
  *
  * Re-entry: a host operation must not call back into the pipeline, except
- * fg_pipeline_held(), fg_pipeline_holds() and fg_pipeline_account().
+ * fg_pipeline_held(), fg_pipeline_holds(), fg_pipeline_account() and
+ * fg_pipeline_cancel() (a no-op then: the pipeline is already finished
+ * when it asks the host to fail the call).
  * Everything runs on the owning worker's loop thread.
  */
 #ifndef FG_PIPELINE_H

@@ -149,7 +149,9 @@ struct fg_stage {
 	size_t call_size;                   /* per-call state, zeroed before <begin> */
 	size_t worker_size;                 /* per-worker state, zeroed before <worker_init> */
 
-	/* Per-worker state: 0, or a negative FG_E* (the worker does not start). */
+	/* Per-worker state (<wstate> is NULL when <worker_size> is 0): 0, or
+	 * a negative FG_E* (the worker does not start).  A failing
+	 * worker_init cleans up after itself: worker_free is not called. */
 	int (*worker_init)(void *wstate, const struct fg_stage_worker_env *env);
 	void (*worker_free)(void *wstate);
 	/* A new snapshot reached the worker (reload). */
@@ -157,7 +159,9 @@ struct fg_stage {
 
 	/* Whether the stage runs on this call; request headers <h> are read
 	 * only.  Runs for every stage in order, so a stage sees what earlier
-	 * ones decided (the band, when it came from a header). */
+	 * ones decided (the band, when it came from a header).  It may take a
+	 * handle (fg_pipeline_handle_of) and start asynchronous work, but not
+	 * answer or fail the call: that waits for its first hook. */
 	enum fg_stage_begin (*begin)(struct fg_stage_ctx *c, const struct fg_hdrs *h);
 
 	/* Request headers, just before they go upstream (after the first
@@ -168,14 +172,17 @@ struct fg_stage {
 	enum fg_stage_rc (*on_request_end)(struct fg_stage_ctx *c, struct fg_hdrs *trailers);
 	/* Response headers, before they go to the client. */
 	enum fg_stage_rc (*on_response_headers)(struct fg_stage_ctx *c, struct fg_hdrs *h);
-	/* The response's trailers (or a trailers-only response's headers). */
+	/* The response's trailers (or a trailers-only response's headers);
+	 * NULL when the upstream ended without trailers (not valid gRPC), and
+	 * then metadata added after the headers went out is not sent. */
 	enum fg_stage_rc (*on_response_end)(struct fg_stage_ctx *c, struct fg_hdrs *trailers);
 
 	/* The call is gone while this stage had it suspended or held. */
 	void (*on_cancel)(struct fg_stage_ctx *c, enum fg_stage_cancel why);
 	/* The call ended (once, for every stage that ran). */
 	void (*on_end)(struct fg_stage_ctx *c, const struct fg_stage_end *end);
-	/* The per-call state is about to be reused: release what it holds. */
+	/* The per-call state is about to be reused: release what it holds.
+	 * Only for stages that ran on the call (begin returned RUN). */
 	void (*call_free)(struct fg_stage_ctx *c);
 };
 
