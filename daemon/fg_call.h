@@ -181,6 +181,17 @@ int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_
  */
 void fg_call_fail(struct fg_call *call, int status, const char *msg);
 
+/*
+ * fg_call_send_resp_data / fg_call_send_req_data - nghttp2's
+ * send_data_callback for the call's DATA frames (the read callbacks set
+ * NGHTTP2_DATA_FLAG_NO_COPY): append the 9-byte <framehd> and <length>
+ * bytes of the response (client-bound) or request (upstream-bound) queue to
+ * the connection's output <out>.  Padding is never used.  Returns 0, or
+ * NGHTTP2_ERR_CALLBACK_FAILURE when <out> cannot grow (the session ends).
+ */
+int fg_call_send_resp_data(struct fg_call *call, const uint8_t *framehd, size_t length, struct fg_bufq *out);
+int fg_call_send_req_data(struct fg_call *call, const uint8_t *framehd, size_t length, struct fg_bufq *out);
+
 /* fg_call_on_resp_sent - the END_STREAM of the response was written to the
  * client: from now on the call ended as <status> whatever the client does. */
 void fg_call_on_resp_sent(struct fg_call *call);

@@ -114,6 +114,17 @@ static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t sid, co
 	return 0;
 }
 
+/* A response DATA frame, sent from the call's queue (NO_COPY). */
+static int on_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+                        nghttp2_data_source *source, void *user_data)
+{
+	struct fg_front *f = user_data;
+
+	(void)s;
+	(void)frame;
+	return fg_call_send_resp_data(source->ptr, framehd, length, &f->h2.out);
+}
+
 /* After the response ended, a request still streaming in is not needed:
  * RFC 9113 §8.1 lets a server reset it with NO_ERROR. */
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *user_data)
@@ -213,6 +224,7 @@ static void front_init_once(void)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(front_callbacks, on_data_chunk_recv);
 	nghttp2_session_callbacks_set_on_frame_send_callback(front_callbacks, on_frame_send);
 	nghttp2_session_callbacks_set_on_stream_close_callback(front_callbacks, on_stream_close);
+	nghttp2_session_callbacks_set_send_data_callback(front_callbacks, on_send_data);
 	/* Windows are returned by hand, once bytes left through the upstream. */
 	nghttp2_option_set_no_auto_window_update(front_option, 1);
 	/* Priority bookkeeping for closed streams costs memory and time for

@@ -124,6 +124,21 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
 	return 0;
 }
 
+/* A request DATA frame, sent from the call's queue (NO_COPY).  Only a
+ * stream whose call still holds it gets here (req_read_cb defers the
+ * others). */
+static int on_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+                        nghttp2_data_source *source, void *user_data)
+{
+	struct fg_upconn *up = user_data;
+	struct fg_call *call = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
+
+	(void)source;
+	if (!call)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	return fg_call_send_req_data(call, framehd, length, &up->h2.out);
+}
+
 static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
                               size_t len, void *user_data)
 {
@@ -158,6 +173,7 @@ static void up_init_once(void)
 	nghttp2_session_callbacks_set_on_frame_recv_callback(up_callbacks, on_frame_recv);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(up_callbacks, on_data_chunk_recv);
 	nghttp2_session_callbacks_set_on_stream_close_callback(up_callbacks, on_stream_close);
+	nghttp2_session_callbacks_set_send_data_callback(up_callbacks, on_send_data);
 	nghttp2_option_set_no_auto_window_update(up_option, 1);
 	nghttp2_option_set_no_closed_streams(up_option, 1);
 	/* Streams are counted by the pool against the upstream's own limit;
