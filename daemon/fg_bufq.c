@@ -1,4 +1,4 @@
-/* fg_bufq.c - flat byte queue; see fg_bufq.h. */
+/* fg_bufq.c - the one growable byte buffer; see fg_bufq.h. */
 #include "config.h"
 
 #include <stdlib.h>
@@ -7,7 +7,15 @@
 #include "fg_bufq.h"
 #include "fg_error.h"
 
-#define BUFQ_MIN 4096
+/* First allocation: a small gRPC message or header list fits, and a queue
+ * that needs more reaches it in one realloc per doubling. */
+#define BUFQ_MIN 256
+
+/* How bufq_room() sizes new memory. */
+enum bufq_grow {
+	GROW_DOUBLE,            /* the capacity doubles until it is enough */
+	GROW_EXACT,             /* exactly what is asked for */
+};
 
 void fg_bufq_init(struct fg_bufq *q)
 {
@@ -16,36 +24,24 @@ void fg_bufq_init(struct fg_bufq *q)
 
 void fg_bufq_free(struct fg_bufq *q)
 {
+	if (!q)
+		return;
 	free(q->data);
 	fg_bufq_init(q);
 }
 
-/* Room for <n> more bytes at the tail: slide the content to the front when
- * that is enough, grow (doubling) otherwise. */
-static int bufq_room(struct fg_bufq *q, size_t n)
+static int bufq_grow(struct fg_bufq *q, size_t need, enum bufq_grow how)
 {
-	size_t need, cap;
+	size_t cap = need;
 	uint8_t *p;
 
-	if (q->off + q->len + n <= q->cap)
-		return 0;
-	need = q->len + n;
-	if (need < q->len)
-		return FG_ENOMEM;
-	if (need <= q->cap) {
-		memmove(q->data, q->data + q->off, q->len);
-		q->off = 0;
-		return 0;
-	}
-	cap = q->cap ? q->cap : BUFQ_MIN;
-	while (cap < need) {
-		if (cap > SIZE_MAX / 2)
-			return FG_ENOMEM;
-		cap *= 2;
-	}
-	if (q->off) {
-		memmove(q->data, q->data + q->off, q->len);
-		q->off = 0;
+	if (how == GROW_DOUBLE) {
+		cap = q->cap ? q->cap : BUFQ_MIN;
+		while (cap < need) {
+			if (cap > SIZE_MAX / 2)
+				return FG_ENOMEM;
+			cap *= 2;
+		}
 	}
 	p = realloc(q->data, cap);
 	if (!p)
@@ -55,14 +51,45 @@ static int bufq_room(struct fg_bufq *q, size_t n)
 	return 0;
 }
 
+/* Room for <n> more bytes at the tail: slide the content to the front when
+ * that is enough, grow otherwise. */
+static int bufq_room(struct fg_bufq *q, size_t n, enum bufq_grow how)
+{
+	size_t need;
+
+	/* not off + len + n <= cap: that sum can wrap */
+	if (n <= fg_bufq_room(q))
+		return 0;
+	if (n > SIZE_MAX - q->len)
+		return FG_ENOMEM;
+	need = q->len + n;
+	if (q->off) {
+		memmove(q->data, q->data + q->off, q->len);
+		q->off = 0;
+	}
+	if (need <= q->cap)
+		return 0;
+	return bufq_grow(q, need, how);
+}
+
+int fg_bufq_reserve(struct fg_bufq *q, size_t n)
+{
+	return bufq_room(q, n, GROW_DOUBLE);
+}
+
+int fg_bufq_reserve_exact(struct fg_bufq *q, size_t n)
+{
+	return bufq_room(q, n, GROW_EXACT);
+}
+
 int fg_bufq_append(struct fg_bufq *q, const void *p, size_t n)
 {
 	if (n == 0)
 		return 0;
-	if (bufq_room(q, n) < 0)
+	if (bufq_room(q, n, GROW_DOUBLE) < 0)
 		return FG_ENOMEM;
-	memcpy(q->data + q->off + q->len, p, n);
-	q->len += n;
+	memcpy(fg_bufq_tail(q), p, n);
+	fg_bufq_commit(q, n);
 	return 0;
 }
 
@@ -84,6 +111,15 @@ size_t fg_bufq_take(struct fg_bufq *q, void *dst, size_t n)
 		memcpy(dst, q->data + q->off, n);
 	fg_bufq_consume(q, n);
 	return n;
+}
+
+void fg_bufq_truncate(struct fg_bufq *q, size_t len)
+{
+	if (len >= q->len)
+		return;
+	q->len = len;
+	if (len == 0)
+		q->off = 0;
 }
 
 void fg_bufq_clear(struct fg_bufq *q)
