@@ -9,9 +9,6 @@
 #include "fg_error.h"
 #include "fg_pbwire.h"
 
-/* First allocation of a buffer; small gRPC messages then need no more. */
-#define BUF_MIN_CAP 256
-
 /*
  * Reserved up front beyond the input length: the output is rarely longer
  * than the input (only coarsened varints and the lengths around them can
@@ -40,7 +37,7 @@
 
 /* State of one fg_pbwire_edit() call, shared by every nesting level. */
 struct edit {
-	struct fg_pbwire_buf *out;
+	struct fg_bufq *out;    /* positions in it count from its head (fg_bufq.h) */
 	uint64_t *stats;
 	size_t nstats;
 	const char *why;        /* static reason of the FG_EINVAL being returned */
@@ -390,48 +387,44 @@ int fg_pbwire_next_field(const uint8_t **p, const uint8_t *end, struct fg_pbwire
 	return get_field(p, end, f, &why);
 }
 
-/* ---- output buffer ---- */
+/* ---- output ---- */
 
-int fg_pbwire_buf_reserve(struct fg_pbwire_buf *b, size_t n)
+/*
+ * The editor's positions in <out> count from its head, not from its
+ * memory: a reserve may slide the bytes to the front (the caller consumed
+ * some) or move them to new memory, and neither changes a position.
+ */
+static inline uint8_t *out_at(struct fg_bufq *out, size_t pos)
 {
-	size_t need, cap;
-	uint8_t *data;
-
-	if (n <= b->cap - b->len)
-		return 0;
-	if (n > SIZE_MAX - b->len)
-		return FG_ENOMEM;
-	need = b->len + n;
-	cap = b->cap ? b->cap : BUF_MIN_CAP;
-	while (cap < need)
-		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-	data = realloc(b->data, cap);
-	if (data == NULL)
-		return FG_ENOMEM;
-	b->data = data;
-	b->cap = cap;
-	return 0;
+	return fg_bufq_tail(out) - fg_bufq_len(out) + pos;
 }
 
-void fg_pbwire_buf_free(struct fg_pbwire_buf *b)
+/* Make <out> <len> bytes long: longer only by bytes already written in
+ * its room, shorter by dropping its tail. */
+static inline void out_set_len(struct fg_bufq *out, size_t len)
 {
-	if (b == NULL)
-		return;
-	free(b->data);
-	b->data = NULL;
-	b->len = b->cap = 0;
+	if (len >= fg_bufq_len(out))
+		fg_bufq_commit(out, len - fg_bufq_len(out));
+	else
+		fg_bufq_truncate(out, len);
 }
 
-/* Inlined: the editor appends a few bytes per field it touches. */
-static inline int buf_append(struct fg_pbwire_buf *b, const uint8_t *src, size_t n)
+/* fg_bufq_reserve() with the room checked inline: the editor reserves a
+ * few bytes per field it touches, and the call is rarely needed. */
+static inline int out_reserve(struct fg_bufq *out, size_t n)
+{
+	return n <= fg_bufq_room(out) ? 0 : fg_bufq_reserve(out, n);
+}
+
+static inline int buf_append(struct fg_bufq *b, const uint8_t *src, size_t n)
 {
 	int rv;
 
-	if (n > b->cap - b->len && (rv = fg_pbwire_buf_reserve(b, n)) < 0)
+	if ((rv = out_reserve(b, n)) < 0)
 		return rv;
 	if (n > 0)
-		memcpy(b->data + b->len, src, n);
-	b->len += n;
+		memcpy(fg_bufq_tail(b), src, n);
+	fg_bufq_commit(b, n);
 	return 0;
 }
 
@@ -440,31 +433,31 @@ static inline int buf_append(struct fg_pbwire_buf *b, const uint8_t *src, size_t
  * if the content comes out unchanged they are already right, non-minimal
  * or not.  <*at> gets the offset of the length, <*body> of the content.
  */
-static int open_len(struct fg_pbwire_buf *out, const struct fg_pbwire_field *f, size_t *at,
+static int open_len(struct fg_bufq *out, const struct fg_pbwire_field *f, size_t *at,
                     size_t *body)
 {
 	int rv;
 
 	if ((rv = buf_append(out, f->tag, (size_t)(f->value - f->tag))) < 0)
 		return rv;
-	*body = out->len;
+	*body = fg_bufq_len(out);
 	*at = *body - (size_t)(f->value - f->tag - f->tag_len);
 	return 0;
 }
 
 /* Rewrite the length at <at> for the content [<body>, len) of <out>, which
  * changed, as a minimal varint, moving the content if its size differs. */
-static int close_len(struct fg_pbwire_buf *out, size_t at, size_t body)
+static int close_len(struct fg_bufq *out, size_t at, size_t body)
 {
-	size_t n = out->len - body, need = fg_pbwire_varint_size(n), have = body - at;
+	size_t n = fg_bufq_len(out) - body, need = fg_pbwire_varint_size(n), have = body - at;
 	int rv;
 
-	if (need > have && (rv = fg_pbwire_buf_reserve(out, need - have)) < 0)
+	if (need > have && (rv = out_reserve(out, need - have)) < 0)
 		return rv;
 	if (need != have)
-		memmove(out->data + at + need, out->data + body, n);
-	fg_pbwire_write_varint(out->data + at, n);
-	out->len = at + need + n;
+		memmove(out_at(out, at + need), out_at(out, body), n);
+	fg_pbwire_write_varint(out_at(out, at), n);
+	out_set_len(out, at + need + n);
 	return 0;
 }
 
@@ -795,7 +788,7 @@ static int recurse_field(struct edit *e, const struct fg_pbwire_field *f,
 {
 	size_t orig = (size_t)(f->value - f->tag) - f->tag_len, hole = *guess ? *guess : orig;
 	size_t at, body, n, need;
-	struct fg_pbwire_buf *out = e->out;
+	struct fg_bufq *out = e->out;
 	int rv;
 
 	if (f->wire_type != FG_PBWIRE_LEN)
@@ -803,26 +796,27 @@ static int recurse_field(struct edit *e, const struct fg_pbwire_field *f,
 	if (depth >= FG_PBWIRE_MAX_DEPTH)
 		return fail(e, "messages nested too deep");
 	/* the tag, then the hole, whose bytes are written once the content is in */
-	if ((rv = fg_pbwire_buf_reserve(out, (size_t)f->tag_len + hole)) < 0)
+	if ((rv = out_reserve(out, (size_t)f->tag_len + hole)) < 0)
 		return rv;
-	memcpy(out->data + out->len, f->tag, f->tag_len);
-	at = out->len + f->tag_len;
-	body = out->len = at + hole;
+	memcpy(fg_bufq_tail(out), f->tag, f->tag_len);
+	at = fg_bufq_len(out) + f->tag_len;
+	body = at + hole;
+	fg_bufq_commit(out, (size_t)f->tag_len + hole);
 	if ((rv = edit_msg(e, f->value, f->vlen, r->sub, depth + 1, changed)) < 0)
 		return rv;
-	n = out->len - body;
+	n = fg_bufq_len(out) - body;
 	/* unchanged content keeps its original length bytes, minimal or not */
 	need = *changed ? fg_pbwire_varint_size(n) : orig;
-	if (need > hole && (rv = fg_pbwire_buf_reserve(out, need - hole)) < 0)
+	if (need > hole && (rv = out_reserve(out, need - hole)) < 0)
 		return rv;
 	if (need != hole)
-		memmove(out->data + at + need, out->data + body, n);
+		memmove(out_at(out, at + need), out_at(out, body), n);
 	if (*changed) {
-		fg_pbwire_write_varint(out->data + at, n);
+		fg_pbwire_write_varint(out_at(out, at), n);
 		count(e, r->stat);
 	} else
-		memcpy(out->data + at, f->tag + f->tag_len, orig);
-	out->len = at + need + n;
+		memcpy(out_at(out, at), f->tag + f->tag_len, orig);
+	out_set_len(out, at + need + n);
 	*guess = (uint8_t)need;
 	return 0;
 }
@@ -982,20 +976,20 @@ static int edit_msg(struct edit *e, const uint8_t *in, size_t len,
 }
 
 int fg_pbwire_edit(const uint8_t *in, size_t len, const struct fg_pbwire_msg *prog,
-                   struct fg_pbwire_buf *out, uint64_t *stats, size_t nstats,
+                   struct fg_bufq *out, uint64_t *stats, size_t nstats,
                    int *changed, const char **why)
 {
 	struct edit e = { .out = out, .stats = stats, .nstats = nstats, .why = NULL };
-	size_t saved = out->len;
+	size_t saved = fg_bufq_len(out);
 	int rv = 0, ch = 0;
 
 	if (len > 0) {
-		rv = fg_pbwire_buf_reserve(out, len <= SIZE_MAX - EDIT_SLACK ? len + EDIT_SLACK : len);
+		rv = fg_bufq_reserve(out, len <= SIZE_MAX - EDIT_SLACK ? len + EDIT_SLACK : len);
 		if (rv == 0)
 			rv = edit_msg(&e, in, len, prog, 0, &ch);
 	}
 	if (rv < 0) {
-		out->len = saved;
+		fg_bufq_truncate(out, saved);
 		if (why != NULL)
 			*why = rv == FG_ENOMEM ? "out of memory" : e.why;
 		return rv;

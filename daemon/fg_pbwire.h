@@ -6,7 +6,7 @@
  *   - primitives (varint, tag, skip a value, step over one field) that the
  *     rest of feedguard may use to look inside a message;
  *   - fg_pbwire_edit(), which runs a compiled program (fg_pbwire-t.h) over
- *     a message in one pass and appends the result to a growable buffer,
+ *     a message in one pass and appends the result to a struct fg_bufq,
  *     and fg_pbwire_find(), which reads one field by a path of numbers.
  *
  * Reference: protobuf "Encoding" (protobuf.dev/programming-guides/encoding)
@@ -15,8 +15,9 @@
  *
  * Stateless and reentrant: no globals, no libevent, no nghttp2.  Every
  * function may run on any thread, several at once, as long as each call
- * has its own <out> buffer.  The only allocation is realloc() of a
- * struct fg_pbwire_buf (the unit test wraps realloc to fail it on purpose).
+ * has its own <out> buffer.  The only allocation is the growth of that
+ * struct fg_bufq, by realloc() (the unit test wraps realloc to fail it on
+ * purpose).
  *
  * Input is hostile: every length is checked against the end of its
  * enclosing message before it is used, and nesting is bounded by
@@ -28,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fg_bufq.h"
 #include "fg_pbwire-t.h"
 
 /* A varint carries 7 bits per byte, so 64 bits need at most 10 bytes. */
@@ -44,19 +46,6 @@
  * no real request nests this deep.
  */
 #define FG_PBWIRE_MAX_DEPTH 64
-
-/*
- * A growable output buffer.  Start from all zeroes
- * (struct fg_pbwire_buf b = { 0 };), append with fg_pbwire_edit(), and
- * release with fg_pbwire_buf_free().  The caller may read and shorten
- * <data>[0 .. <len>) freely, and may set <len> back to 0 to reuse the
- * memory for the next message.
- */
-struct fg_pbwire_buf {
-	uint8_t *data;          /* <cap> bytes from realloc(), NULL while <cap> is 0 */
-	size_t len;             /* bytes in use */
-	size_t cap;             /* bytes allocated */
-};
 
 /*
  * One field as it appears on the wire, as filled by fg_pbwire_next_field()
@@ -131,20 +120,6 @@ int fg_pbwire_skip_value(const uint8_t **p, const uint8_t *end, uint32_t number,
  * is then unchanged and <*f> undefined.
  */
 int fg_pbwire_next_field(const uint8_t **p, const uint8_t *end, struct fg_pbwire_field *f);
-
-/*
- * fg_pbwire_buf_reserve - make room for <n> more bytes after <b>->len
- * (amortized: the capacity at least doubles when it grows).  Returns 0, or
- * FG_ENOMEM when realloc() fails or the size overflows; <b> is then
- * unchanged.
- */
-int fg_pbwire_buf_reserve(struct fg_pbwire_buf *b, size_t n);
-
-/*
- * fg_pbwire_buf_free - release <b>'s memory and leave it empty (all
- * zeroes), ready for reuse.  <b> NULL does nothing.
- */
-void fg_pbwire_buf_free(struct fg_pbwire_buf *b);
 
 /*
  * fg_pbwire_msg_index - build <m>'s lookup table of the rules for field
@@ -222,9 +197,12 @@ void fg_pbwire_msg_index(struct fg_pbwire_msg *m);
  *
  * Arguments: <in> may be NULL when <len> is 0; it must not point into
  * <out>'s memory, which appending may move.  <prog> NULL is the empty
- * program (no rules, not allow_only).  <out> is appended to; on success
- * its previous bytes are untouched.  <stats> may be NULL when <nstats> is
- * 0.  <changed> (may be NULL) gets 1 if the output differs from <in>,
+ * program (no rules, not allow_only).  <out> (a queue, borrowed) is
+ * appended to at its tail, whatever was consumed from its head before: the
+ * editor keeps its positions relative to the head, so a reserve that
+ * moves the bytes costs it nothing; on success the previous bytes are
+ * untouched (they may have moved within <out>'s memory, as any append may
+ * move them).  <stats> may be NULL when <nstats> is 0.  <changed> (may be NULL) gets 1 if the output differs from <in>,
  * else 0.  <why> (may be NULL) gets a static message on failure.
  *
  * Returns 0, or
@@ -238,14 +216,14 @@ void fg_pbwire_msg_index(struct fg_pbwire_msg *m);
  *     itself is bad (unknown action, COARSEN without a scalar kind, KEEP
  *     with an unknown one, DROP_KEYS with a floating-point key kind);
  *   FG_ENOMEM: growing <out> failed.
- * On failure <out>->len and its bytes are as before the call (the
+ * On failure <out>'s length and bytes are as before the call (the
  * capacity may have grown), <*changed> is not set, and <stats> may already
  * hold the increments for the fields handled before the error: a caller
  * that needs exact counts passes a zeroed scratch array and adds it to the
  * real counters on success.
  */
 int fg_pbwire_edit(const uint8_t *in, size_t len, const struct fg_pbwire_msg *prog,
-                   struct fg_pbwire_buf *out, uint64_t *stats, size_t nstats,
+                   struct fg_bufq *out, uint64_t *stats, size_t nstats,
                    int *changed, const char **why);
 
 /*

@@ -55,8 +55,8 @@ struct side {
 	int susp;                           /* stage that suspended this side, or NO_STAGE */
 	enum pl_event susp_ev;              /* what it suspended */
 	unsigned susp_resumed;              /* fg_pipeline_resume() came; the pump continues */
-	struct fg_pbwire_buf susp_orig;     /* the suspended message as it came (payload) */
-	struct fg_pbwire_buf susp_cur;      /* and as the stages left it */
+	struct fg_bufq susp_orig;           /* the suspended message as it came (payload) */
+	struct fg_bufq susp_cur;            /* and as the stages left it */
 	enum fg_grpcframe_flag susp_flag;
 	unsigned susp_changed;
 };
@@ -116,7 +116,7 @@ struct fg_pipeline_env {
 	uint32_t nslots, free_slot;             /* free_slot: head of the free list, or nslots */
 	struct fg_grpcframe_zctx *zctx;         /* inflate state */
 	struct fg_grpcframe_buf plain;          /* the inflated message */
-	struct fg_pbwire_buf scratch[2];        /* stages' edits, alternating */
+	struct fg_bufq scratch[2];              /* stages' edits, alternating */
 	uint64_t held;                          /* bytes all pipelines hold (limits.worker_buffer) */
 	unsigned over;                          /* <held> was over limits.worker_buffer when last counted */
 	uint64_t *held_gauge;                   /* the worker's metric, or NULL */
@@ -227,8 +227,8 @@ static void side_destroy(struct side *s)
 	fg_grpcframe_reader_free(&s->reader);
 	fg_bufq_free(&s->raw);
 	fg_hdrs_free(&s->trailers);
-	fg_pbwire_buf_free(&s->susp_orig);
-	fg_pbwire_buf_free(&s->susp_cur);
+	fg_bufq_free(&s->susp_orig);
+	fg_bufq_free(&s->susp_cur);
 }
 
 static void pipeline_destroy(struct fg_pipeline *pl)
@@ -259,8 +259,8 @@ void fg_pipeline_env_free(struct fg_pipeline_env *env)
 		event_free(env->pump_ev);
 	fg_grpcframe_zctx_free(env->zctx);
 	fg_grpcframe_buf_free(&env->plain);
-	fg_pbwire_buf_free(&env->scratch[0]);
-	fg_pbwire_buf_free(&env->scratch[1]);
+	fg_bufq_free(&env->scratch[0]);
+	fg_bufq_free(&env->scratch[1]);
 	free(env->slots);
 	free(env);
 }
@@ -337,8 +337,8 @@ static uint64_t pipeline_bytes(const struct fg_pipeline *pl)
 
 	for (d = 0; d < 2; d++) {
 		const struct side *s = &pl->side[d];
-		n += fg_bufq_len(&s->raw) + fg_grpcframe_reader_pending(&s->reader) + s->susp_orig.len +
-		     s->susp_cur.len;
+		n += fg_bufq_len(&s->raw) + fg_grpcframe_reader_pending(&s->reader) + fg_bufq_len(&s->susp_orig) +
+		     fg_bufq_len(&s->susp_cur);
 		if (s->out)
 			n += fg_bufq_len(s->out);
 	}
@@ -637,15 +637,16 @@ static enum fg_stage_rc run_msg_hooks(struct fg_pipeline *pl, enum fg_stage_dir 
 	for (i = from; i < env->nstages; i++) {
 		if (!(pl->run & (1u << i)) || !env->stages[i]->on_message)
 			continue;
+		/* emptied, memory kept: <m.data> never points into this one */
 		r->m.out = &env->scratch[r->out_idx];
-		r->m.out->len = 0;
+		fg_bufq_truncate(r->m.out, 0);
 		r->m.changed = 0;
 		c = ctx_of(pl, i);
 		rc = env->stages[i]->on_message(&c, dir, &r->m);
 		if (r->m.changed && !r->m.drop) {
 			/* the next stage reads these bytes and writes the other buffer */
-			r->m.data = env->scratch[r->out_idx].data;
-			r->m.len = env->scratch[r->out_idx].len;
+			r->m.data = fg_bufq_head(&env->scratch[r->out_idx]);
+			r->m.len = fg_bufq_len(&env->scratch[r->out_idx]);
 			r->out_idx ^= 1;
 			r->changed = 1;
 		}
@@ -658,20 +659,14 @@ static enum fg_stage_rc run_msg_hooks(struct fg_pipeline *pl, enum fg_stage_dir 
 	return FG_STAGE_CONTINUE;
 }
 
-static int copy_buf(struct fg_pbwire_buf *b, const uint8_t *p, size_t n)
+/* <b> becomes the <n> bytes at <p>, which may be <b>'s own: a message
+ * suspended again after its resume is saved from where it already is. */
+static int copy_buf(struct fg_bufq *b, const uint8_t *p, size_t n)
 {
-	/* a second suspension of the same message: the bytes are already here */
-	if (p == b->data) {
-		b->len = n;
+	if (n && n == fg_bufq_len(b) && p == fg_bufq_head(b))
 		return 0;
-	}
-	b->len = 0;
-	if (fg_pbwire_buf_reserve(b, n) < 0)
-		return FG_ENOMEM;
-	if (n)
-		memcpy(b->data, p, n);
-	b->len = n;
-	return 0;
+	fg_bufq_truncate(b, 0);
+	return fg_bufq_append(b, p, n);
 }
 
 /* A stage suspended on a message: keep it (it lived in borrowed memory). */
@@ -1068,16 +1063,18 @@ static void continue_suspended(struct fg_pipeline *pl, enum fg_stage_dir dir)
 		break;
 	case EV_MESSAGE:
 		memset(&r, 0, sizeof(r));
-		r.orig = s->susp_orig.data;
-		r.orig_len = s->susp_orig.len;
+		r.orig = fg_bufq_head(&s->susp_orig);
+		r.orig_len = fg_bufq_len(&s->susp_orig);
 		r.flag = s->susp_flag;
 		r.changed = s->susp_changed;
-		r.m.data = s->susp_cur.data;
-		r.m.len = s->susp_cur.len;
+		r.m.data = fg_bufq_head(&s->susp_cur);
+		r.m.len = fg_bufq_len(&s->susp_cur);
 		r.m.index = s->nmsg - 1;
 		(void)run_message(pl, dir, &r, from);
-		if (s->susp == NO_STAGE)
-			s->susp_orig.len = s->susp_cur.len = 0;
+		if (s->susp == NO_STAGE) {
+			fg_bufq_truncate(&s->susp_orig, 0);
+			fg_bufq_truncate(&s->susp_cur, 0);
+		}
 		break;
 	case EV_END:
 		if (dir == FG_STAGE_REQUEST)
@@ -1178,7 +1175,8 @@ static void side_reset(struct side *s, size_t max_message, struct fg_bufq *out)
 	s->susp = NO_STAGE;
 	s->susp_ev = EV_NONE;
 	s->susp_resumed = 0;
-	s->susp_orig.len = s->susp_cur.len = 0;
+	fg_bufq_truncate(&s->susp_orig, 0);
+	fg_bufq_truncate(&s->susp_cur, 0);
 	fg_hdrs_reset(&s->trailers);
 }
 
@@ -1242,9 +1240,9 @@ static void pipeline_put(struct fg_pipeline *pl)
 		fg_grpcframe_reader_reset(&pl->side[i].reader);
 		fg_bufq_clear(&pl->side[i].raw);
 		if (pl->side[i].susp_orig.cap > FG_GRPCFRAME_READER_KEEP)
-			fg_pbwire_buf_free(&pl->side[i].susp_orig);
+			fg_bufq_free(&pl->side[i].susp_orig);
 		if (pl->side[i].susp_cur.cap > FG_GRPCFRAME_READER_KEEP)
-			fg_pbwire_buf_free(&pl->side[i].susp_cur);
+			fg_bufq_free(&pl->side[i].susp_cur);
 	}
 	pl->next_spare = env->spare;
 	env->spare = pl;

@@ -93,19 +93,14 @@ static void add_stats(const struct fg_policy *p, size_t band, size_t slot, const
 }
 
 int fg_policy_edit(const struct fg_policy *p, const struct fg_policy_edit *e, size_t band, size_t slot,
-                   const uint8_t *msg, size_t len, struct fg_pbwire_buf *out, int *changed, const char **why)
+                   const uint8_t *msg, size_t len, struct fg_bufq *out, int *changed, const char **why)
 {
 	uint64_t stats[EVAL_MAX_STATS];
 	int rc;
 
 	*changed = 0;
-	if (!e || !e->prog) {
-		if (fg_pbwire_buf_reserve(out, len) < 0)
-			return FG_ENOMEM;
-		memcpy(out->data + out->len, msg, len);
-		out->len += len;
-		return 0;
-	}
+	if (!e || !e->prog)
+		return fg_bufq_append(out, msg, len);
 	memset(stats, 0, p->nstats * sizeof(stats[0]));
 	rc = fg_pbwire_edit(msg, len, e->prog, out, stats, p->nstats, changed, why);
 	if (rc == 0 && *changed && slot < p->counters.nslots)

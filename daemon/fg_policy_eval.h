@@ -45,7 +45,7 @@ int fg_policy_read_field(const struct fg_policy_source *s, const uint8_t *msg, s
  * or FG_ENOMEM.  A NULL program copies the message.
  */
 int fg_policy_edit(const struct fg_policy *p, const struct fg_policy_edit *e, size_t band, size_t slot,
-                   const uint8_t *msg, size_t len, struct fg_pbwire_buf *out, int *changed, const char **why);
+                   const uint8_t *msg, size_t len, struct fg_bufq *out, int *changed, const char **why);
 
 /* fg_policy_count_call - one intercepted call of <m> in <band>, in slot <slot>. */
 void fg_policy_count_call(const struct fg_policy *p, const struct fg_policy_method *m, size_t band, size_t slot);

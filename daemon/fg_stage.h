@@ -43,6 +43,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fg_bufq.h"
 #include "fg_grpcframe.h"
 #include "fg_hdrs.h"
 #include "fg_keyring.h"
@@ -109,7 +110,7 @@ struct fg_stage_msg {
 	const uint8_t *data;
 	size_t len;
 	unsigned index;                     /* 0 for the first message of its side */
-	struct fg_pbwire_buf *out;          /* where an edit goes */
+	struct fg_bufq *out;                /* where an edit goes */
 	unsigned changed;                   /* set by a stage that wrote <out> */
 	unsigned drop;                      /* set by a stage that drops the message */
 };

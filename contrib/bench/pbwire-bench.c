@@ -66,7 +66,7 @@ static int cmp_double(const void *a, const void *b)
 /* Median over ROUNDS of the microseconds one edit of <in> takes. */
 static void run(const char *what, const struct fg_pbwire_msg *prog, const uint8_t *in, size_t len, long edits)
 {
-	struct fg_pbwire_buf out = { 0 };
+	struct fg_bufq out = { 0 };
 	double per[ROUNDS], t0;
 	const char *why = NULL;
 	int changed, r;
@@ -79,7 +79,7 @@ static void run(const char *what, const struct fg_pbwire_msg *prog, const uint8_
 	for (r = 0; r < ROUNDS; r++) {
 		t0 = now_us();
 		for (i = 0; i < edits; i++) {
-			out.len = 0;
+			fg_bufq_truncate(&out, 0);
 			if (fg_pbwire_edit(in, len, prog, &out, NULL, 0, &changed, &why) < 0) {
 				fprintf(stderr, "pbwire-bench: %s: %s\n", what, why);
 				exit(1);
@@ -88,8 +88,8 @@ static void run(const char *what, const struct fg_pbwire_msg *prog, const uint8_
 		per[r] = (now_us() - t0) / (double)edits;
 	}
 	qsort(per, ROUNDS, sizeof(per[0]), cmp_double);
-	printf("%s %zu %zu %.2f\n", what, len, out.len, per[ROUNDS / 2]);
-	fg_pbwire_buf_free(&out);
+	printf("%s %zu %zu %.2f\n", what, len, fg_bufq_len(&out), per[ROUNDS / 2]);
+	fg_bufq_free(&out);
 }
 
 int main(int argc, char **argv)

@@ -30,7 +30,7 @@
  *
  * Build (see tests/fuzz/run.sh, which also runs it):
  *   clang -g -O1 -std=c11 -fsanitize=fuzzer,address,undefined -I<dir of config.h> \
- *     -Idaemon tests/fuzz/fuzz_pbwire.c daemon/fg_pbwire.c -lm
+ *     -Idaemon tests/fuzz/fuzz_pbwire.c daemon/fg_pbwire.c daemon/fg_bufq.c -lm
  * Run:   ./fuzz_pbwire -max_total_time=120 new_corpus_dir tests/fuzz/corpus/pbwire
  */
 #include <stdint.h>
@@ -116,28 +116,30 @@ static void check(int ok)
 		abort();
 }
 
-/* Edit into a buffer holding PREFIX; returns the result code. */
+/* Edit into a queue holding PREFIX after one consumed byte (its head is
+ * not at the front of its memory); returns the result code. */
 static int edit(const uint8_t *in, size_t len, const struct fg_pbwire_msg *prog,
-                struct fg_pbwire_buf *out, int *changed)
+                struct fg_bufq *out, int *changed)
 {
 	uint64_t stats[NSTATS] = { 0 };
 	const char *why = NULL;
+	const uint8_t *o;
 	int rv;
 
-	out->len = 0;
-	check(fg_pbwire_buf_reserve(out, PREFIX_LEN) == 0);
-	memcpy(out->data, PREFIX, PREFIX_LEN);
-	out->len = PREFIX_LEN;
+	fg_bufq_truncate(out, 0);
+	check(fg_bufq_append(out, "#", 1) == 0 && fg_bufq_append(out, PREFIX, PREFIX_LEN) == 0);
+	fg_bufq_consume(out, 1);
 	*changed = -1;
 	rv = fg_pbwire_edit(in, len, prog, out, stats, NSTATS, changed, &why);
-	check(out->len >= PREFIX_LEN && memcmp(out->data, PREFIX, PREFIX_LEN) == 0);
+	o = fg_bufq_head(out);
+	check(fg_bufq_len(out) >= PREFIX_LEN && memcmp(o, PREFIX, PREFIX_LEN) == 0);
 	if (rv < 0) {
-		check(rv == FG_EINVAL && why != NULL && out->len == PREFIX_LEN && *changed == -1);
+		check(rv == FG_EINVAL && why != NULL && fg_bufq_len(out) == PREFIX_LEN && *changed == -1);
 		return rv;
 	}
 	check(*changed == 0 || *changed == 1);
-	check(*changed == (out->len - PREFIX_LEN != len ||
-	                   (len > 0 && memcmp(out->data + PREFIX_LEN, in, len) != 0)));
+	check(*changed == (fg_bufq_len(out) - PREFIX_LEN != len ||
+	                   (len > 0 && memcmp(o + PREFIX_LEN, in, len) != 0)));
 	return 0;
 }
 
@@ -229,7 +231,7 @@ static const struct fg_pbwire_msg *index_copy(const struct fg_pbwire_msg *m)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct fg_pbwire_buf out = { 0 }, again = { 0 }, copy = { 0 };
+	struct fg_bufq out = { 0 }, again = { 0 }, copy = { 0 };
 	const struct fg_pbwire_msg *prog;
 	const uint8_t *in;
 	size_t len, i;
@@ -246,22 +248,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	top_ok = edit(in, len, &empty, &copy, &changed) == 0;
 	if (top_ok)
-		check(changed == 0 && copy.len - PREFIX_LEN == len);
+		check(changed == 0 && fg_bufq_len(&copy) - PREFIX_LEN == len);
 	check_primitives(in, len, top_ok);
 
 	rv = edit(in, len, prog, &out, &changed);
 	check(edit(in, len, indexed[data[0] % NPROGRAMS], &again, &changed2) == rv);
-	check(rv < 0 || (changed2 == changed && again.len == out.len &&
-	                 memcmp(again.data, out.data, out.len) == 0));
+	check(rv < 0 || (changed2 == changed && fg_bufq_len(&again) == fg_bufq_len(&out) &&
+	                 memcmp(fg_bufq_head(&again), fg_bufq_head(&out), fg_bufq_len(&out)) == 0));
 	if (rv == 0) {
 		check(top_ok);
-		check(edit(out.data + PREFIX_LEN, out.len - PREFIX_LEN, prog, &again, &changed2) == 0);
-		check(changed2 == 0 && again.len == out.len &&
-		      memcmp(again.data, out.data, out.len) == 0);
-		check(edit(out.data + PREFIX_LEN, out.len - PREFIX_LEN, &empty, &copy, &changed2) == 0);
+		check(edit(fg_bufq_head(&out) + PREFIX_LEN, fg_bufq_len(&out) - PREFIX_LEN, prog, &again,
+		           &changed2) == 0);
+		check(changed2 == 0 && fg_bufq_len(&again) == fg_bufq_len(&out) &&
+		      memcmp(fg_bufq_head(&again), fg_bufq_head(&out), fg_bufq_len(&out)) == 0);
+		check(edit(fg_bufq_head(&out) + PREFIX_LEN, fg_bufq_len(&out) - PREFIX_LEN, &empty, &copy,
+		           &changed2) == 0);
 	}
-	fg_pbwire_buf_free(&out);
-	fg_pbwire_buf_free(&again);
-	fg_pbwire_buf_free(&copy);
+	fg_bufq_free(&out);
+	fg_bufq_free(&again);
+	fg_bufq_free(&copy);
 	return 0;
 }

@@ -30,7 +30,7 @@
  * hand (descriptor.pb-c.c is generated in the build directory):
  *   clang -g -O1 -std=c11 -fsanitize=fuzzer,address,undefined -Idaemon -I<dir of config.h> \
  *     -I<build>/daemon -DFG_FUZZ_RANKING_PB=\"<build>/proto/ranking.pb\" tests/fuzz/fuzz_policy.c \
- *     daemon/fg_policy_*.c daemon/fg_pbwire.c daemon/fg_schema.c daemon/fg_yaml.c \
+ *     daemon/fg_policy_*.c daemon/fg_pbwire.c daemon/fg_bufq.c daemon/fg_schema.c daemon/fg_yaml.c \
  *     <build>/daemon/descriptor.pb-c.c -lyaml -lprotobuf-c -lm
  *   ./fuzz_policy -max_total_time=120 new_corpus_dir tests/fuzz/corpus/policy
  */
@@ -267,18 +267,20 @@ static void check_lowercase(const char *s)
 static void check_edit(const struct fg_policy *p, const struct fg_policy_edit *e, size_t band,
                        const struct msg *msg)
 {
-	struct fg_pbwire_buf once = { 0 }, twice = { 0 };
+	struct fg_bufq once = { 0 }, twice = { 0 };
+	size_t n;
 	int changed = -1;
 
 	if (fg_policy_edit(p, e, band, band % NSLOTS, msg->b, msg->n, &once, &changed, NULL) != 0)
 		abort();
-	if (changed != (once.len != msg->n || memcmp(once.data, msg->b, msg->n) != 0))
+	n = fg_bufq_len(&once);
+	if (changed != (n != msg->n || memcmp(fg_bufq_head(&once), msg->b, msg->n) != 0))
 		abort();
-	if (fg_policy_edit(p, e, band, NSLOTS, once.data, once.len, &twice, &changed, NULL) != 0 || changed ||
-	    twice.len != once.len || (once.len && memcmp(twice.data, once.data, once.len) != 0))
+	if (fg_policy_edit(p, e, band, NSLOTS, fg_bufq_head(&once), n, &twice, &changed, NULL) != 0 || changed ||
+	    fg_bufq_len(&twice) != n || (n && memcmp(fg_bufq_head(&twice), fg_bufq_head(&once), n) != 0))
 		abort();
-	fg_pbwire_buf_free(&once);
-	fg_pbwire_buf_free(&twice);
+	fg_bufq_free(&once);
+	fg_bufq_free(&twice);
 }
 
 static void check_source(const struct fg_policy_source *s)

@@ -209,78 +209,82 @@ static uint8_t *exact_copy(const struct msg *in)
 	return p;
 }
 
+/* A queue holding "PFX" after 2 bytes consumed: its head is not at the
+ * front of its memory, as the editor must expect of any queue. */
+static void prefixed(struct fg_bufq *out)
+{
+	assert_int_equal(fg_bufq_append(out, "..PFX", 5), 0);
+	fg_bufq_consume(out, 2);
+}
+
 /*
- * Edit <in> with <prog> into a buffer holding a 3-byte prefix, check the
- * prefix survives and the result equals <want>, then check the promises
- * every success makes: editing the output again changes nothing, and the
- * indexed copy of the program does exactly the same.
+ * Edit <in> with <prog> into a queue holding a 3-byte prefix (prefixed()),
+ * check the prefix survives and the result equals <want>, then check the
+ * promises every success makes: editing the output again changes nothing,
+ * and the indexed copy of the program does exactly the same.
  */
 static void edit_expect(const struct msg *in, const struct fg_pbwire_msg *prog,
                         const struct msg *want, struct run *run)
 {
-	struct fg_pbwire_buf out = { 0 }, again = { 0 };
+	struct fg_bufq out = { 0 }, again = { 0 };
 	uint64_t stats2[NSTATS] = { 0 };
 	uint8_t *exact = exact_copy(in);
 	struct icopy ic = { .n = 0 };
 	const char *why = NULL;
 	int changed = -1;
 
-	assert_int_equal(fg_pbwire_buf_reserve(&out, 3), 0);
-	memcpy(out.data, "PFX", 3);
-	out.len = 3;
+	prefixed(&out);
 	memset(run, 0, sizeof(*run));
 	run->changed = -1;
 	assert_int_equal(fg_pbwire_edit(exact, in->n, prog, &out, run->stats, NSTATS, &run->changed,
 	                                 &why), 0);
-	assert_memory_equal(out.data, "PFX", 3);
-	assert_int_equal(out.len - 3, want->n);
-	assert_memory_equal(out.data + 3, want->b, want->n);
+	assert_memory_equal(fg_bufq_head(&out), "PFX", 3);
+	assert_int_equal(fg_bufq_len(&out) - 3, want->n);
+	assert_memory_equal(fg_bufq_head(&out) + 3, want->b, want->n);
 	assert_int_equal(run->changed, in->n != want->n || memcmp(in->b, want->b, in->n) != 0);
 
-	assert_int_equal(fg_pbwire_edit(out.data + 3, out.len - 3, prog, &again, stats2, NSTATS,
-	                                &changed, &why), 0);
+	assert_int_equal(fg_pbwire_edit(fg_bufq_head(&out) + 3, fg_bufq_len(&out) - 3, prog, &again, stats2,
+	                                NSTATS, &changed, &why), 0);
 	assert_int_equal(changed, 0);
-	assert_int_equal(again.len, want->n);
-	assert_memory_equal(again.data, want->b, want->n);
+	assert_int_equal(fg_bufq_len(&again), want->n);
+	assert_memory_equal(fg_bufq_head(&again), want->b, want->n);
 
-	again.len = 0;
+	fg_bufq_clear(&again);
 	memset(stats2, 0, sizeof(stats2));
 	assert_int_equal(fg_pbwire_edit(exact, in->n, index_copy(&ic, prog), &again, stats2, NSTATS,
 	                                &changed, &why), 0);
 	assert_int_equal(changed, run->changed);
-	assert_int_equal(again.len, want->n);
-	assert_memory_equal(again.data, want->b, want->n);
+	assert_int_equal(fg_bufq_len(&again), want->n);
+	assert_memory_equal(fg_bufq_head(&again), want->b, want->n);
 	assert_memory_equal(stats2, run->stats, sizeof(stats2));
 	icopy_free(&ic);
 	free(exact);
-	fg_pbwire_buf_free(&again);
-	fg_pbwire_buf_free(&out);
+	fg_bufq_free(&again);
+	fg_bufq_free(&out);
 }
 
 /* Expect FG_EINVAL with a reason, and <out> (prefilled) left as it was. */
 static void edit_invalid(const struct msg *in, const struct fg_pbwire_msg *prog)
 {
-	struct fg_pbwire_buf out = { 0 };
+	struct fg_bufq out = { 0 };
 	uint8_t *exact = exact_copy(in);
 	struct icopy ic = { .n = 0 };
 	const char *why = NULL, *why2 = NULL;
 	int changed = 7;
 
-	assert_int_equal(fg_pbwire_buf_reserve(&out, 3), 0);
-	memcpy(out.data, "PFX", 3);
-	out.len = 3;
+	prefixed(&out);
 	assert_int_equal(fg_pbwire_edit(exact, in->n, prog, &out, NULL, 0, &changed, &why), FG_EINVAL);
 	assert_non_null(why);
-	assert_int_equal(out.len, 3);
-	assert_memory_equal(out.data, "PFX", 3);
+	assert_int_equal(fg_bufq_len(&out), 3);
+	assert_memory_equal(fg_bufq_head(&out), "PFX", 3);
 	assert_int_equal(changed, 7);
 	assert_int_equal(fg_pbwire_edit(exact, in->n, index_copy(&ic, prog), &out, NULL, 0, &changed, &why2),
 	                 FG_EINVAL);
 	assert_string_equal(why2, why);
-	assert_int_equal(out.len, 3);
+	assert_int_equal(fg_bufq_len(&out), 3);
 	icopy_free(&ic);
 	free(exact);
-	fg_pbwire_buf_free(&out);
+	fg_bufq_free(&out);
 }
 
 #define RULES(...) ((const struct fg_pbwire_rule[]){ __VA_ARGS__ })
@@ -475,23 +479,66 @@ static void test_pbwire_next_field(void **state)
 	assert_ptr_equal(p, m.b);
 }
 
-static void test_pbwire_buf(void **state)
+/*
+ * Edit <in> into a queue holding "PFX" at offset <off> of <cap> bytes of
+ * memory; expect <want> after the prefix and <reallocs> growths.
+ */
+static void edit_at_offset(const struct msg *in, const struct fg_pbwire_msg *prog, const struct msg *want,
+                           size_t cap, size_t off, long reallocs)
 {
-	struct fg_pbwire_buf b = { 0 };
-	size_t cap;
+	struct fg_bufq out = { 0 };
+	int changed = -1;
 
-	fg_pbwire_buf_free(NULL);
-	fg_pbwire_buf_free(&b);
-	assert_int_equal(fg_pbwire_buf_reserve(&b, 1000), 0);
-	assert_true(b.cap >= 1000 && b.len == 0 && b.data != NULL);
-	cap = b.cap;
-	b.len = cap;
-	assert_int_equal(fg_pbwire_buf_reserve(&b, 1), 0);
-	assert_true(b.cap >= 2 * cap);  /* amortized: at least doubles */
-	assert_int_equal(fg_pbwire_buf_reserve(&b, SIZE_MAX), FG_ENOMEM);
-	assert_true(b.len == cap && b.data != NULL);
-	fg_pbwire_buf_free(&b);
-	assert_true(b.data == NULL && b.len == 0 && b.cap == 0);
+	assert_int_equal(fg_bufq_reserve_exact(&out, cap), 0);
+	memset(fg_bufq_tail(&out), 'f', off);
+	fg_bufq_commit(&out, off);
+	assert_int_equal(fg_bufq_append(&out, "PFX", 3), 0);
+	fg_bufq_consume(&out, off);
+	assert_true(out.off == off && out.cap == cap);
+	realloc_calls = 0;
+	assert_int_equal(fg_pbwire_edit(in->b, in->n, prog, &out, NULL, 0, &changed, NULL), 0);
+	assert_int_equal(realloc_calls, reallocs);
+	assert_int_equal(out.off, 0);           /* the bytes were slid to the front */
+	assert_int_equal(changed, 1);
+	assert_int_equal(fg_bufq_len(&out), 3 + want->n);
+	assert_memory_equal(fg_bufq_head(&out), "PFX", 3);
+	assert_memory_equal(fg_bufq_head(&out) + 3, want->b, want->n);
+	fg_bufq_free(&out);
+}
+
+/*
+ * The output queue's head is not at the front of its memory (the caller
+ * consumed what it held before): positions the editor keeps, such as the
+ * length hole of a sub-message, count from the head, so they survive the
+ * bytes sliding to the front in the middle of an edit, with or without new
+ * memory.
+ */
+static void test_pbwire_out_not_at_front(void **state)
+{
+	const struct fg_pbwire_msg sub = PROG(0, COARSEN(1, UINT32, 2, 0));
+	const struct fg_pbwire_msg root = PROG(0, RECURSE(2, &sub, 1));
+	struct msg *in = msg_new(), *s = msg_new(), *want = msg_new(), *ws = msg_new();
+	int i;
+
+	/* 200 values of 127 become 128, a byte longer each: 403 bytes in, 603
+	 * out, more than the editor reserves up front (the input + 64) */
+	for (i = 0; i < 200; i++) {
+		f_varint(s, 1, 127);
+		f_varint(ws, 1, 128);
+	}
+	f_msg(in, 2, s);
+	f_msg(want, 2, ws);
+	assert_int_equal(in->n, 403);
+	assert_int_equal(want->n, 603);
+	/* room for the first reserve at the tail, not for the output: the
+	 * slide happens inside the sub-message, the memory is enough */
+	edit_at_offset(in, &root, want, 1024, 500, 0);
+	/* the first reserve slides and grows, a later one grows again */
+	edit_at_offset(in, &root, want, 256, 250, 2);
+	free(in);
+	free(s);
+	free(want);
+	free(ws);
 }
 
 /* ---- editing ---- */
@@ -502,7 +549,7 @@ static void test_pbwire_identity(void **state)
 	const struct fg_pbwire_msg root = PROG(0, RECURSE(3, &leaf, 2), COARSEN(4, SINT64, 5, 3),
 	                                              RECURSE(5, &leaf, 2), COARSEN(6, DOUBLE, 0.5, 3));
 	struct msg *in = msg_new(), *sub = msg_new();
-	struct fg_pbwire_buf out = { 0 };
+	struct fg_bufq out = { 0 };
 	struct run run;
 	int changed = -1;
 
@@ -534,8 +581,8 @@ static void test_pbwire_identity(void **state)
 	edit_expect(in, NULL, in, &run);
 	/* an empty message appends nothing and needs no buffer */
 	assert_int_equal(fg_pbwire_edit(NULL, 0, &root, &out, NULL, 0, &changed, NULL), 0);
-	assert_true(changed == 0 && out.len == 0);
-	fg_pbwire_buf_free(&out);
+	assert_true(changed == 0 && fg_bufq_len(&out) == 0);
+	fg_bufq_free(&out);
 	free(in);
 	free(sub);
 }
@@ -953,7 +1000,7 @@ static void test_pbwire_stats_bounds(void **state)
 {
 	const struct fg_pbwire_msg root = PROG(0, DROP(1, 0), DROP(2, NSTATS), DROP(3, 7));
 	struct msg *in = msg_new(), *want = msg_new();
-	struct fg_pbwire_buf out = { 0 };
+	struct fg_bufq out = { 0 };
 	uint64_t one[1] = { 0 };
 	struct run run;
 	int changed;
@@ -969,7 +1016,7 @@ static void test_pbwire_stats_bounds(void **state)
 	/* a counter array shorter than the stat indexes: those are ignored */
 	assert_int_equal(fg_pbwire_edit(in->b, in->n, &root, &out, one, 1, &changed, NULL), 0);
 	assert_true(one[0] == 2 && changed == 1);
-	fg_pbwire_buf_free(&out);
+	fg_bufq_free(&out);
 	free(in);
 	free(want);
 }
@@ -1309,7 +1356,7 @@ static void test_pbwire_enomem(void **state)
 	const struct fg_pbwire_msg sub = PROG(0, COARSEN(1, UINT32, 2, 0));
 	const struct fg_pbwire_msg root = PROG(0, RECURSE(2, &sub, 1));
 	struct msg *in = msg_new(), *s = msg_new();
-	struct fg_pbwire_buf out = { 0 };
+	struct fg_bufq out = { 0 };
 	const char *why;
 	long n;
 	int i, rv, changed;
@@ -1332,25 +1379,25 @@ static void test_pbwire_enomem(void **state)
 			break;
 		assert_int_equal(rv, FG_ENOMEM);
 		assert_string_equal(why, "out of memory");
-		assert_int_equal(out.len, 0);
+		assert_int_equal(fg_bufq_len(&out), 0);
 		assert_int_equal(changed, -1);
-		fg_pbwire_buf_free(&out);
+		fg_bufq_free(&out);
 	}
 	assert_int_equal(n, 2);
 	assert_int_equal(realloc_calls, 2);
-	assert_true(changed == 1 && out.len == in->n + 400);
-	fg_pbwire_buf_free(&out);
+	assert_true(changed == 1 && fg_bufq_len(&out) == in->n + 400);
+	fg_bufq_free(&out);
 
-	/* a failure with bytes already in <out> keeps them */
-	assert_int_equal(fg_pbwire_buf_reserve(&out, 4), 0);
-	memcpy(out.data, "keep", 4);
-	out.len = 4;
+	/* a failure with bytes already in <out>, its head not at the front,
+	 * keeps them */
+	assert_int_equal(fg_bufq_append(&out, "..keep", 6), 0);
+	fg_bufq_consume(&out, 2);
 	realloc_fail_at = 0;
 	rv = fg_pbwire_edit(in->b, in->n, &root, &out, NULL, 0, &changed, NULL);
 	realloc_fail_at = -1;
 	assert_int_equal(rv, FG_ENOMEM);
-	assert_true(out.len == 4 && memcmp(out.data, "keep", 4) == 0);
-	fg_pbwire_buf_free(&out);
+	assert_true(fg_bufq_len(&out) == 4 && memcmp(fg_bufq_head(&out), "keep", 4) == 0);
+	fg_bufq_free(&out);
 	free(in);
 	free(s);
 }
@@ -1362,7 +1409,7 @@ int main(void)
 		cmocka_unit_test(test_pbwire_tag),
 		cmocka_unit_test(test_pbwire_skip),
 		cmocka_unit_test(test_pbwire_next_field),
-		cmocka_unit_test(test_pbwire_buf),
+		cmocka_unit_test(test_pbwire_out_not_at_front),
 		cmocka_unit_test(test_pbwire_identity),
 		cmocka_unit_test(test_pbwire_drop),
 		cmocka_unit_test(test_pbwire_drop_in_repeated),

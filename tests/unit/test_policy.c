@@ -1490,13 +1490,13 @@ static const uint8_t rank_req_child[] = {
 };
 
 /* The double at field <number> of geo in an edited request. */
-static double geo_double(const struct fg_pbwire_buf *b, uint32_t number)
+static double geo_double(const struct fg_bufq *b, uint32_t number)
 {
 	const uint32_t path[] = { 2, 4, number };
 	struct fg_pbwire_field f;
 	double d;
 
-	assert_int_equal(fg_pbwire_find(b->data, b->len, path, 3, &f, NULL), 0);
+	assert_int_equal(fg_pbwire_find(fg_bufq_head(b), fg_bufq_len(b), path, 3, &f, NULL), 0);
 	assert_int_equal(f.wire_type, FG_PBWIRE_I64);
 	memcpy(&d, f.value, sizeof(d));     /* little-endian host assumed, as x86-64 and arm64 are */
 	return d;
@@ -1507,7 +1507,7 @@ static void test_edit_request(void **state)
 	struct fg_policy *p = load_ok(demo);
 	const struct fg_policy_method *m = method(p, RANK_FEED);
 	const struct fg_pbwire_msg *geo;
-	struct fg_pbwire_buf out = { 0 }, again = { 0 };
+	struct fg_bufq out = { 0 }, again = { 0 };
 	size_t child = band(p, "under_13"), adult = band(p, "adult"), b, s, st;
 	uint32_t lat, lon, unlisted;
 	const char *why = NULL;
@@ -1524,8 +1524,8 @@ static void test_edit_request(void **state)
 	assert_int_equal(fg_policy_edit(p, &m->request[child], child, 2, rank_req, sizeof(rank_req), &out, &changed,
 	                                &why), 0);
 	assert_int_equal(changed, 1);
-	assert_int_equal(out.len, sizeof(rank_req_child));
-	assert_memory_equal(out.data, rank_req_child, sizeof(rank_req_child));
+	assert_int_equal(fg_bufq_len(&out), sizeof(rank_req_child));
+	assert_memory_equal(fg_bufq_head(&out), rank_req_child, sizeof(rank_req_child));
 	assert_true(geo_double(&out, 1) == 48.900000000000006);
 	assert_true(geo_double(&out, 2) == 2.4000000000000004);
 	/* Counted in slot 2, band under_13 only. */
@@ -1541,43 +1541,44 @@ static void test_edit_request(void **state)
 					assert_int_equal(stripped(p, s, (uint32_t)st, b), 0);
 
 	/* Editing the result again changes nothing and counts nothing. */
-	assert_int_equal(fg_policy_edit(p, &m->request[child], child, 2, out.data, out.len, &again, &changed, &why), 0);
+	assert_int_equal(fg_policy_edit(p, &m->request[child], child, 2, fg_bufq_head(&out), fg_bufq_len(&out),
+	                                &again, &changed, &why), 0);
 	assert_int_equal(changed, 0);
-	assert_int_equal(again.len, out.len);
-	assert_memory_equal(again.data, out.data, out.len);
+	assert_int_equal(fg_bufq_len(&again), fg_bufq_len(&out));
+	assert_memory_equal(fg_bufq_head(&again), fg_bufq_head(&out), fg_bufq_len(&out));
 	assert_int_equal(stripped(p, 2, lat, child), 1);
 
 	/* Appends to <out>; an adult's request passes as it is. */
 	assert_int_equal(fg_policy_edit(p, &m->request[adult], adult, 0, rank_req, sizeof(rank_req), &out, &changed,
 	                                &why), 0);
 	assert_int_equal(changed, 0);
-	assert_int_equal(out.len, sizeof(rank_req_child) + sizeof(rank_req));
-	assert_memory_equal(out.data + sizeof(rank_req_child), rank_req, sizeof(rank_req));
-	assert_memory_equal(out.data, rank_req_child, sizeof(rank_req_child));
-	out.len = 0;
+	assert_int_equal(fg_bufq_len(&out), sizeof(rank_req_child) + sizeof(rank_req));
+	assert_memory_equal(fg_bufq_head(&out) + sizeof(rank_req_child), rank_req, sizeof(rank_req));
+	assert_memory_equal(fg_bufq_head(&out), rank_req_child, sizeof(rank_req_child));
+	fg_bufq_clear(&out);
 	assert_int_equal(fg_policy_edit(p, NULL, adult, 0, rank_req, sizeof(rank_req), &out, &changed, &why), 0);
 	assert_int_equal(changed, 0);
-	assert_memory_equal(out.data, rank_req, sizeof(rank_req));
+	assert_memory_equal(fg_bufq_head(&out), rank_req, sizeof(rank_req));
 
 	/* A slot past the last edits but counts nothing. */
-	out.len = 0;
+	fg_bufq_clear(&out);
 	assert_int_equal(fg_policy_edit(p, &m->request[child], child, NSLOTS, rank_req, sizeof(rank_req), &out,
 	                                &changed, &why), 0);
 	assert_int_equal(changed, 1);
-	assert_memory_equal(out.data, rank_req_child, sizeof(rank_req_child));
+	assert_memory_equal(fg_bufq_head(&out), rank_req_child, sizeof(rank_req_child));
 	assert_int_equal(stripped(p, 2, lat, child), 1);
 
 	/* Malformed: FG_EINVAL with a reason, <out> as it was, nothing counted. */
-	out.len = 3;
+	fg_bufq_truncate(&out, 3);
 	changed = -1;
 	assert_int_equal(fg_policy_edit(p, &m->request[child], child, 1, rank_req, sizeof(rank_req) - 1, &out,
 	                                &changed, &why), FG_EINVAL);
 	assert_non_null(why);
-	assert_int_equal(out.len, 3);
+	assert_int_equal(fg_bufq_len(&out), 3);
 	for (st = 0; st < p->nstats; st++)
 		assert_int_equal(stripped(p, 1, (uint32_t)st, child), 0);
-	fg_pbwire_buf_free(&out);
-	fg_pbwire_buf_free(&again);
+	fg_bufq_free(&out);
+	fg_bufq_free(&again);
 	fg_policy_compile_free(p);
 }
 
@@ -1603,26 +1604,26 @@ static void test_edit_response(void **state)
 	const struct fg_policy_method *m = method(p, RANK_FEED);
 	const struct fg_pbwire_msg *items;
 	size_t teen = band(p, "13_15"), adult = band(p, "adult");
-	struct fg_pbwire_buf out = { 0 };
+	struct fg_bufq out = { 0 };
 	const char *why = NULL;
 	int changed = -1;
 
 	assert_int_equal(fg_policy_edit(p, &m->response[teen], teen, 0, rank_resp, sizeof(rank_resp), &out, &changed,
 	                                &why), 0);
 	assert_int_equal(changed, 1);
-	assert_int_equal(out.len, sizeof(rank_resp_child));
-	assert_memory_equal(out.data, rank_resp_child, sizeof(rank_resp_child));
+	assert_int_equal(fg_bufq_len(&out), sizeof(rank_resp_child));
+	assert_memory_equal(fg_bufq_head(&out), rank_resp_child, sizeof(rank_resp_child));
 	items = sub(m->response[teen].prog, 1);
 	assert_int_equal(stripped(p, 0, rule(items, 5)->stat, teen), 1);
 	assert_int_equal(stripped(p, 0, rule(items, 8)->stat, teen), 1);
 	assert_int_equal(stripped(p, 0, rule(items, 6)->stat, teen), 0);   /* none in the message */
 	assert_int_equal(stripped(p, 0, rule(m->response[teen].prog, 2)->stat, teen), 1);
-	out.len = 0;
+	fg_bufq_clear(&out);
 	assert_int_equal(fg_policy_edit(p, &m->response[adult], adult, 0, rank_resp, sizeof(rank_resp), &out,
 	                                &changed, &why), 0);
 	assert_int_equal(changed, 0);
-	assert_memory_equal(out.data, rank_resp, sizeof(rank_resp));
-	fg_pbwire_buf_free(&out);
+	assert_memory_equal(fg_bufq_head(&out), rank_resp, sizeof(rank_resp));
+	fg_bufq_free(&out);
 	fg_policy_compile_free(p);
 }
 
@@ -1699,7 +1700,7 @@ static void test_alloc_failure_edit(void **state)
 {
 	struct fg_policy *p = load_ok(demo);
 	const struct fg_policy_method *m = method(p, RANK_FEED);
-	struct fg_pbwire_buf out = { 0 };
+	struct fg_bufq out = { 0 };
 	int changed = -1;
 	size_t st;
 
@@ -1710,10 +1711,10 @@ static void test_alloc_failure_edit(void **state)
 	assert_int_equal(fg_policy_edit(p, &m->request[3], 3, 0, rank_req, sizeof(rank_req), &out, &changed, NULL),
 	                 FG_ENOMEM);
 	mem_arm(0);
-	assert_int_equal(out.len, 0);
+	assert_int_equal(fg_bufq_len(&out), 0);
 	for (st = 0; st < p->nstats; st++)
 		assert_int_equal(stripped(p, 0, (uint32_t)st, 0), 0);
-	fg_pbwire_buf_free(&out);
+	fg_bufq_free(&out);
 	fg_policy_compile_free(p);
 }
 
@@ -1829,13 +1830,13 @@ static void test_regress_unlisted_below_root(void **state)
 {
 	struct fg_policy *p = load_ok(demo);
 	const struct fg_policy_method *m = method(p, RANK_FEED);
-	struct fg_pbwire_buf out = { 0 };
+	struct fg_bufq out = { 0 };
 	uint64_t n;
 	int changed, rc;
 
 	rc = fg_policy_edit(p, &m->request[0], 0, 0, rank_req, sizeof(rank_req), &out, &changed, NULL);
 	n = stripped(p, 0, m->request[0].prog->unlisted_stat, 0);
-	fg_pbwire_buf_free(&out);
+	fg_bufq_free(&out);
 	fg_policy_compile_free(p);
 	assert_int_equal(rc, 0);
 	assert_int_equal(n, 5);
@@ -1910,7 +1911,7 @@ static void test_regress_keep_checks_wire_type(void **state)
 	static const uint8_t msg[] = { 0x21, 'p', 'r', 'o', 'f', 'i', 'l', 'e', '!' };   /* 4: I64 */
 	struct fg_policy *p = load_ok(demo);
 	const struct fg_policy_method *m = method(p, RANK_FEED);
-	struct fg_pbwire_buf out = { 0 };
+	struct fg_bufq out = { 0 };
 	const struct fg_pbwire_msg *root = m->request[0].prog;
 	uint8_t scalar[4] = { rule(root, 4)->scalar, rule(root, 6)->scalar, rule(sub(root, 2), 1)->scalar,
 	                      rule(root, 5)->scalar };
@@ -1918,7 +1919,7 @@ static void test_regress_keep_checks_wire_type(void **state)
 	int changed, rc;
 
 	rc = fg_policy_edit(p, &m->request[0], 0, 0, msg, sizeof(msg), &out, &changed, &why);
-	fg_pbwire_buf_free(&out);
+	fg_bufq_free(&out);
 	fg_policy_compile_free(p);
 	assert_int_equal(scalar[0], FG_PBWIRE_S_INT32);     /* page_size */
 	assert_int_equal(scalar[1], FG_PBWIRE_S_INT64);     /* offset */
