@@ -11,7 +11,8 @@
 #include "fg_error.h"
 #include "fg_grpcframe.h"
 
-/* First allocation of a growing buffer: small messages need one realloc. */
+/* First allocation of the reader's buffer and least room offered to
+ * inflate: small messages need one realloc. */
 #define BUF_MIN 256
 /* Offsets in the prefix (PROTOCOL-HTTP2.md Length-Prefixed-Message). */
 #define PREFIX_FLAG 0
@@ -34,49 +35,6 @@ static void set_why(const char **why, const char *text)
 		*why = text;
 }
 
-/* ---- growable buffer ---- */
-
-void fg_grpcframe_buf_init(struct fg_grpcframe_buf *b)
-{
-	memset(b, 0, sizeof(*b));
-}
-
-void fg_grpcframe_buf_free(struct fg_grpcframe_buf *b)
-{
-	free(b->data);
-	fg_grpcframe_buf_init(b);
-}
-
-/* Set the capacity of <b> to exactly <cap> (>= b->len). */
-static int buf_resize(struct fg_grpcframe_buf *b, size_t cap)
-{
-	uint8_t *p;
-
-	if (cap <= b->cap)
-		return 0;
-	p = realloc(b->data, cap);
-	if (!p)
-		return FG_ENOMEM;
-	b->data = p;
-	b->cap = cap;
-	return 0;
-}
-
-int fg_grpcframe_buf_reserve(struct fg_grpcframe_buf *b, size_t n)
-{
-	size_t need, cap;
-
-	if (n > SIZE_MAX - b->len)
-		return FG_ETOOBIG;
-	need = b->len + n;
-	if (need <= b->cap)
-		return 0;
-	cap = b->cap < BUF_MIN ? BUF_MIN : b->cap;
-	while (cap < need)
-		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-	return buf_resize(b, cap);
-}
-
 /* ---- framing ---- */
 
 void fg_grpcframe_write_prefix(uint8_t out[FG_GRPC_PREFIX_LEN], enum fg_grpcframe_flag flag,
@@ -89,20 +47,22 @@ void fg_grpcframe_write_prefix(uint8_t out[FG_GRPC_PREFIX_LEN], enum fg_grpcfram
 	out[PREFIX_LENGTH + 3] = (uint8_t)len;
 }
 
-int fg_grpcframe_append(struct fg_grpcframe_buf *b, enum fg_grpcframe_flag flag,
+int fg_grpcframe_append(struct fg_bufq *b, enum fg_grpcframe_flag flag,
                         const uint8_t *msg, size_t len)
 {
+	uint8_t *p;
 	int rc;
 
 	if (len > FG_GRPCFRAME_MAX_LEN)
 		return FG_ETOOBIG;
-	rc = fg_grpcframe_buf_reserve(b, FG_GRPC_PREFIX_LEN + len);
+	rc = fg_bufq_reserve(b, FG_GRPC_PREFIX_LEN + len);
 	if (rc)
 		return rc;
-	fg_grpcframe_write_prefix(b->data + b->len, flag, (uint32_t)len);
+	p = fg_bufq_tail(b);
+	fg_grpcframe_write_prefix(p, flag, (uint32_t)len);
 	if (len)
-		memcpy(b->data + b->len + FG_GRPC_PREFIX_LEN, msg, len);
-	b->len += FG_GRPC_PREFIX_LEN + len;
+		memcpy(p + FG_GRPC_PREFIX_LEN, msg, len);
+	fg_bufq_commit(b, FG_GRPC_PREFIX_LEN + len);
 	return 0;
 }
 
@@ -453,16 +413,16 @@ void fg_grpcframe_zctx_free(struct fg_grpcframe_zctx *z)
 }
 
 /* Append <len> bytes, allocating exactly what they need. */
-static int append_copy(struct fg_grpcframe_buf *out, const uint8_t *in, size_t len)
+static int append_copy(struct fg_bufq *out, const uint8_t *in, size_t len)
 {
 	if (len == 0)
 		return 0;
-	if (len > SIZE_MAX - out->len)
+	if (len > SIZE_MAX - fg_bufq_len(out))
 		return FG_ETOOBIG;
-	if (buf_resize(out, out->len + len))
+	if (fg_bufq_reserve_exact(out, len))
 		return FG_ENOMEM;
-	memcpy(out->data + out->len, in, len);
-	out->len += len;
+	memcpy(fg_bufq_tail(out), in, len);
+	fg_bufq_commit(out, len);
 	return 0;
 }
 
@@ -473,11 +433,11 @@ static int append_copy(struct fg_grpcframe_buf *out, const uint8_t *in, size_t l
  * is the only slack an attacker gets.  Growth doubles what was produced so
  * far, starting from a guess from the input size.
  */
-static int inflate_room(z_stream *zs, struct fg_grpcframe_buf *out, size_t produced,
+static int inflate_room(z_stream *zs, struct fg_bufq *out, size_t produced,
                         size_t max_out, size_t in_len)
 {
 	size_t left = max_out - produced + 1;
-	size_t room = out->cap - out->len;
+	size_t room = fg_bufq_room(out);
 
 	if (room == 0) {
 		room = produced ? produced : in_len < SIZE_MAX / INFLATE_RATIO_GUESS ?
@@ -486,16 +446,16 @@ static int inflate_room(z_stream *zs, struct fg_grpcframe_buf *out, size_t produ
 			room = BUF_MIN;
 		if (room > left)
 			room = left;
-		if (room > SIZE_MAX - out->len)
+		if (room > SIZE_MAX - fg_bufq_len(out))
 			return FG_ETOOBIG;
-		if (buf_resize(out, out->len + room))
+		if (fg_bufq_reserve_exact(out, room))
 			return FG_ENOMEM;
 	}
 	if (room > left)
 		room = left;
 	if (room > UINT_MAX)
 		room = UINT_MAX;
-	zs->next_out = out->data + out->len;
+	zs->next_out = fg_bufq_tail(out);
 	zs->avail_out = (uInt)room;
 	return 0;
 }
@@ -529,16 +489,16 @@ static int inflate_verdict(z_stream *zs, int zrc, const char **why)
 }
 
 static int run_inflate(z_stream *zs, const uint8_t *in, size_t len, size_t max_out,
-                       struct fg_grpcframe_buf *out, const char **why)
+                       struct fg_bufq *out, const char **why)
 {
-	size_t start = out->len;
+	size_t start = fg_bufq_len(out);
 	uInt given;
 	int rc, zrc;
 
 	zs->next_in = in;
 	zs->avail_in = (uInt)len;
 	do {
-		rc = inflate_room(zs, out, out->len - start, max_out, len);
+		rc = inflate_room(zs, out, fg_bufq_len(out) - start, max_out, len);
 		if (rc) {
 			set_why(why, rc == FG_ENOMEM ? "out of memory inflating a message" :
 			             "output buffer would overflow");
@@ -546,9 +506,9 @@ static int run_inflate(z_stream *zs, const uint8_t *in, size_t len, size_t max_o
 		}
 		given = zs->avail_out;
 		zrc = inflate(zs, Z_NO_FLUSH);
-		out->len += given - zs->avail_out;
+		fg_bufq_commit(out, given - zs->avail_out);
 		rc = inflate_verdict(zs, zrc, why);
-		if (rc >= 0 && out->len - start > max_out) {
+		if (rc >= 0 && fg_bufq_len(out) - start > max_out) {
 			set_why(why, "inflated message longer than the limit");
 			rc = FG_ETOOBIG;
 		}
@@ -558,13 +518,13 @@ static int run_inflate(z_stream *zs, const uint8_t *in, size_t len, size_t max_o
 	return 0;
 
 fail_rewind:
-	out->len = start;
+	fg_bufq_truncate(out, start);
 	return rc;
 }
 
 int fg_grpcframe_inflate(struct fg_grpcframe_zctx *z, enum fg_grpcframe_enc enc,
                          const uint8_t *in, size_t len, size_t max_out,
-                         struct fg_grpcframe_buf *out, const char **why)
+                         struct fg_bufq *out, const char **why)
 {
 	z_stream one;
 	int rc;
@@ -600,29 +560,29 @@ int fg_grpcframe_inflate(struct fg_grpcframe_zctx *z, enum fg_grpcframe_enc enc,
 }
 
 /* One deflate(Z_FINISH) into deflateBound() bytes: zlib promises it completes. */
-static int run_deflate(z_stream *zs, const uint8_t *in, size_t len, struct fg_grpcframe_buf *out)
+static int run_deflate(z_stream *zs, const uint8_t *in, size_t len, struct fg_bufq *out)
 {
 	uLong bound = deflateBound(zs, (uLong)len);
 	int rc;
 
 	if (bound > FG_GRPCFRAME_MAX_LEN)
 		return FG_ETOOBIG;
-	rc = fg_grpcframe_buf_reserve(out, bound);
+	rc = fg_bufq_reserve(out, bound);
 	if (rc)
 		return rc;
 	zs->next_in = in;
 	zs->avail_in = (uInt)len;
-	zs->next_out = out->data + out->len;
+	zs->next_out = fg_bufq_tail(out);
 	zs->avail_out = (uInt)bound;
 	rc = deflate(zs, Z_FINISH);
 	if (rc != Z_STREAM_END)
 		return rc == Z_MEM_ERROR ? FG_ENOMEM : FG_EINVAL;
-	out->len += bound - zs->avail_out;
+	fg_bufq_commit(out, bound - zs->avail_out);
 	return 0;
 }
 
 int fg_grpcframe_deflate(enum fg_grpcframe_enc enc, const uint8_t *in, size_t len,
-                         struct fg_grpcframe_buf *out)
+                         struct fg_bufq *out)
 {
 	z_stream zs;
 	int rc;

@@ -14,9 +14,10 @@
  * used from any thread, but by one thread at a time.  In the daemon a
  * reader belongs to one call and a zctx to one worker.
  *
- * Allocation: the reader (only for a message split across chunks), the
- * buffer helpers, inflate, deflate and fg_grpcframe_zctx_new() allocate;
- * everything else does not.  Allocation failure is returned as FG_ENOMEM,
+ * Allocation: the reader (only for a message split across chunks),
+ * fg_grpcframe_append(), inflate, deflate and fg_grpcframe_zctx_new()
+ * allocate; everything else does not.  Output goes to a struct fg_bufq
+ * (fg_bufq.h), appended at its tail.  Allocation failure is returned as FG_ENOMEM,
  * never aborted.  Limits (all in bytes):
  *   - a message is at most FG_GRPCFRAME_MAX_LEN (the 32-bit length field);
  *   - a reader copies a message only when it is split across chunks, and
@@ -35,6 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fg_bufq.h"
 #include "fg_grpc.h"    /* FG_GRPC_PREFIX_LEN: the 5-byte prefix */
 
 /* Message-Length is a 4-byte unsigned integer. */
@@ -72,14 +74,6 @@ enum fg_grpcframe_enc {
 enum fg_grpcframe_feed {
 	FG_GRPCFRAME_NEED_MORE = 0,     /* all input was used; no message is complete */
 	FG_GRPCFRAME_MESSAGE = 1,       /* one message is complete (input may be left) */
-};
-
-/* A growable byte buffer: <data> is owned by the buffer; callers may read
- * <data>[0 .. <len>) and set <len> to 0 to reuse the memory. */
-struct fg_grpcframe_buf {
-	uint8_t *data;                  /* NULL until something is appended */
-	size_t len;                     /* bytes in use */
-	size_t cap;                     /* bytes allocated */
 };
 
 /* One complete message handed out by the reader. */
@@ -231,7 +225,9 @@ void fg_grpcframe_zctx_free(struct fg_grpcframe_zctx *z);
  * <max_out> bounds the bytes this call appends (values above
  * FG_GRPCFRAME_MAX_LEN count as FG_GRPCFRAME_MAX_LEN: the result must fit a
  * message again).  Decoding stops as soon as the output would exceed it,
- * so an inflation bomb costs at most <max_out> + 1 bytes of <out>.
+ * so an inflation bomb costs at most <max_out> + 1 bytes of <out>: its
+ * memory grows to exactly what is offered to zlib (fg_bufq_reserve_exact),
+ * never rounded up, so to at most its length on entry + <max_out> + 1.
  *
  * gzip must be exactly one member: a second member, or any byte after the
  * end of the compressed stream, is trailing garbage (grpc-core rejects it
@@ -244,13 +240,13 @@ void fg_grpcframe_zctx_free(struct fg_grpcframe_zctx *z);
  *   FG_EINVAL     corrupt or truncated data, a bad checksum, trailing bytes;
  *   FG_ENOTFOUND  <enc> is not one of enum fg_grpcframe_enc;
  *   FG_ENOMEM     growing <out> or setting up zlib failed.
- * On error <out->len> is as it was on entry (its memory may have grown;
+ * On error <out>'s length is as it was on entry (its memory may have grown;
  * <out> still owns it) and <*why> (when <why> is not NULL) is a static
  * string for logs.  <z> stays usable after any error.
  */
 int fg_grpcframe_inflate(struct fg_grpcframe_zctx *z, enum fg_grpcframe_enc enc,
                          const uint8_t *in, size_t len, size_t max_out,
-                         struct fg_grpcframe_buf *out, const char **why);
+                         struct fg_bufq *out, const char **why);
 
 /*
  * fg_grpcframe_deflate - compress <len> bytes at <in> with <enc>, appending
@@ -261,10 +257,10 @@ int fg_grpcframe_inflate(struct fg_grpcframe_zctx *z, enum fg_grpcframe_enc enc,
  * fresh z_stream per call (~256 KiB while it runs).
  * Returns 0, or FG_ETOOBIG (<len> exceeds FG_GRPCFRAME_MAX_LEN, or zlib's
  * worst case for it, deflateBound(), does), FG_ENOTFOUND (<enc> unknown),
- * FG_ENOMEM.  On error <out->len> is as on entry.
+ * FG_ENOMEM.  On error <out>'s length is as on entry.
  */
 int fg_grpcframe_deflate(enum fg_grpcframe_enc enc, const uint8_t *in, size_t len,
-                         struct fg_grpcframe_buf *out);
+                         struct fg_bufq *out);
 
 /*
  * fg_grpcframe_write_prefix - the 5-byte prefix of a message of <len> bytes
@@ -275,24 +271,11 @@ void fg_grpcframe_write_prefix(uint8_t out[FG_GRPC_PREFIX_LEN], enum fg_grpcfram
 
 /*
  * fg_grpcframe_append - append the prefix and the <len> bytes at <msg>
- * (borrowed; may be NULL when <len> is 0) to <b>.  Returns 0, FG_ETOOBIG
- * when <len> exceeds FG_GRPCFRAME_MAX_LEN, or FG_ENOMEM; on error <b> is
- * unchanged in content.
+ * (borrowed; may be NULL when <len> is 0; not in <b>'s memory) to <b>.
+ * Returns 0, FG_ETOOBIG when <len> exceeds FG_GRPCFRAME_MAX_LEN, or
+ * FG_ENOMEM; on error <b> is unchanged in content.
  */
-int fg_grpcframe_append(struct fg_grpcframe_buf *b, enum fg_grpcframe_flag flag,
+int fg_grpcframe_append(struct fg_bufq *b, enum fg_grpcframe_flag flag,
                         const uint8_t *msg, size_t len);
-
-/* fg_grpcframe_buf_init - an empty buffer; no allocation. */
-void fg_grpcframe_buf_init(struct fg_grpcframe_buf *b);
-
-/*
- * fg_grpcframe_buf_reserve - make room for <n> more bytes after <b->len>
- * (capacity grows geometrically).  Returns 0, FG_ENOMEM, or FG_ETOOBIG when
- * the size would overflow size_t.
- */
-int fg_grpcframe_buf_reserve(struct fg_grpcframe_buf *b, size_t n);
-
-/* fg_grpcframe_buf_free - release the memory; <b> is then as after init. */
-void fg_grpcframe_buf_free(struct fg_grpcframe_buf *b);
 
 #endif /* FG_GRPCFRAME_H */

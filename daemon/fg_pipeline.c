@@ -115,7 +115,7 @@ struct fg_pipeline_env {
 	struct slot *slots;
 	uint32_t nslots, free_slot;             /* free_slot: head of the free list, or nslots */
 	struct fg_grpcframe_zctx *zctx;         /* inflate state */
-	struct fg_grpcframe_buf plain;          /* the inflated message */
+	struct fg_bufq plain;                   /* the inflated message */
 	struct fg_bufq scratch[2];              /* stages' edits, alternating */
 	uint64_t held;                          /* bytes all pipelines hold (limits.worker_buffer) */
 	unsigned over;                          /* <held> was over limits.worker_buffer when last counted */
@@ -258,7 +258,7 @@ void fg_pipeline_env_free(struct fg_pipeline_env *env)
 	if (env->pump_ev)
 		event_free(env->pump_ev);
 	fg_grpcframe_zctx_free(env->zctx);
-	fg_grpcframe_buf_free(&env->plain);
+	fg_bufq_free(&env->plain);
 	fg_bufq_free(&env->scratch[0]);
 	fg_bufq_free(&env->scratch[1]);
 	free(env->slots);
@@ -780,15 +780,15 @@ static int handle_message(struct fg_pipeline *pl, enum fg_stage_dir dir, const s
 			              side_name(dir));
 			return FG_EINVAL;
 		}
-		env->plain.len = 0;
+		fg_bufq_truncate(&env->plain, 0);
 		rc = fg_grpcframe_inflate(env->zctx, s->enc, fm->data, fm->len, pl->call.cfg->limits.max_message_size,
 		                          &env->plain, &why);
 		if (rc < 0) {
 			frame_fail(pl, dir, rc, why);
 			return rc;
 		}
-		r.m.data = env->plain.data;
-		r.m.len = env->plain.len;
+		r.m.data = fg_bufq_head(&env->plain);
+		r.m.len = fg_bufq_len(&env->plain);
 	}
 	return run_message(pl, dir, &r, 0);
 }

@@ -19,7 +19,7 @@
  *
  * Build (after configure, for config.h):
  *   clang -g -std=c11 -fsanitize=fuzzer,address,undefined -I. -Idaemon \
- *     tests/fuzz/fuzz_grpcframe.c daemon/fg_grpcframe.c -lz
+ *     tests/fuzz/fuzz_grpcframe.c daemon/fg_grpcframe.c daemon/fg_bufq.c -lz
  * Run:   ./fuzz_grpcframe -max_total_time=120 new_corpus_dir tests/fuzz/corpus/grpcframe
  */
 #include "config.h"
@@ -37,7 +37,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct pass {
-	struct fg_grpcframe_buf msgs;   /* every message, framed again */
+	struct fg_bufq msgs;            /* every message, framed again */
 	size_t used;                    /* stream bytes consumed */
 	size_t pending;                 /* reader_pending() at the end */
 	int rc;                         /* first error, or 0 */
@@ -126,30 +126,36 @@ static struct fg_grpcframe_zctx *shared_z;
 
 static void check_inflate(enum fg_grpcframe_enc enc, const uint8_t *m, size_t len, size_t max_out)
 {
-	struct fg_grpcframe_buf a, b, c;
+	struct fg_bufq a, b, c;
+	size_t n;
 	int rc1, rc2;
 
-	fg_grpcframe_buf_init(&a);
-	fg_grpcframe_buf_init(&b);
-	fg_grpcframe_buf_init(&c);
-	check(fg_grpcframe_append(&b, FG_GRPCFRAME_UNCOMPRESSED, NULL, 0) == 0); /* something already there */
+	fg_bufq_init(&a);
+	fg_bufq_init(&b);
+	fg_bufq_init(&c);
+	/* something already there, after a consumed byte: <b>'s head is not at
+	 * the front of its memory */
+	check(fg_bufq_append(&b, "#", 1) == 0);
+	check(fg_grpcframe_append(&b, FG_GRPCFRAME_UNCOMPRESSED, NULL, 0) == 0);
+	fg_bufq_consume(&b, 1);
 	rc1 = fg_grpcframe_inflate(shared_z, enc, m, len, max_out, &a, NULL);
 	rc2 = fg_grpcframe_inflate(NULL, enc, m, len, max_out, &b, NULL);
 	check(rc1 == rc2);
 	check(rc1 == 0 || rc1 == FG_EINVAL || rc1 == FG_ETOOBIG);
+	n = fg_bufq_len(&a);
 	if (rc1 == 0) {
-		check(a.len <= max_out && b.len == a.len + FG_GRPC_PREFIX_LEN);
-		check(a.len == 0 || memcmp(a.data, b.data + FG_GRPC_PREFIX_LEN, a.len) == 0);
-		check(fg_grpcframe_deflate(enc, a.data, a.len, &c) == 0);
-		b.len = 0;
-		check(fg_grpcframe_inflate(shared_z, enc, c.data, c.len, a.len, &b, NULL) == 0);
-		check(b.len == a.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0));
+		check(n <= max_out && fg_bufq_len(&b) == n + FG_GRPC_PREFIX_LEN);
+		check(n == 0 || memcmp(fg_bufq_head(&a), fg_bufq_head(&b) + FG_GRPC_PREFIX_LEN, n) == 0);
+		check(fg_grpcframe_deflate(enc, fg_bufq_head(&a), n, &c) == 0);
+		fg_bufq_truncate(&b, 0);
+		check(fg_grpcframe_inflate(shared_z, enc, fg_bufq_head(&c), fg_bufq_len(&c), n, &b, NULL) == 0);
+		check(fg_bufq_len(&b) == n && (n == 0 || memcmp(fg_bufq_head(&a), fg_bufq_head(&b), n) == 0));
 	} else {
-		check(a.len == 0 && b.len == FG_GRPC_PREFIX_LEN);
+		check(n == 0 && fg_bufq_len(&b) == FG_GRPC_PREFIX_LEN);
 	}
-	fg_grpcframe_buf_free(&a);
-	fg_grpcframe_buf_free(&b);
-	fg_grpcframe_buf_free(&c);
+	fg_bufq_free(&a);
+	fg_bufq_free(&b);
+	fg_bufq_free(&c);
 }
 
 /* The header parsers on a message's bytes, as if it were a header value. */
@@ -174,12 +180,12 @@ static void check_headers(const uint8_t *m, size_t len)
 /* Walk the framed messages of <ps> and inflate each with <enc>. */
 static void check_messages(const struct pass *ps, enum fg_grpcframe_enc enc, size_t max_out)
 {
-	const uint8_t *p = ps->msgs.data, *end;
+	const uint8_t *p = fg_bufq_head(&ps->msgs), *end;
 	uint32_t len;
 
-	if (ps->msgs.len == 0)
+	if (fg_bufq_len(&ps->msgs) == 0)
 		return;
-	end = p + ps->msgs.len;
+	end = p + fg_bufq_len(&ps->msgs);
 	while (p < end) {
 		len = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
 		check(p[0] <= FG_GRPCFRAME_COMPRESSED && len <= (size_t)(end - p) - FG_GRPC_PREFIX_LEN);
@@ -192,7 +198,7 @@ static void check_messages(const struct pass *ps, enum fg_grpcframe_enc enc, siz
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct pass whole = { 0 }, cut = { 0 };
-	size_t cuts[MAX_CUTS], ncuts, i, max_message, max_out, len;
+	size_t cuts[MAX_CUTS], ncuts, i, max_message, max_out, len, n;
 	enum fg_grpcframe_enc enc;
 	const uint8_t *s;
 
@@ -215,18 +221,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	run_whole(s, len, max_message, &whole);
 	run_cut(s, len, max_message, cuts, ncuts, &cut);
 	check(whole.rc == cut.rc && whole.used == cut.used && whole.pending == cut.pending);
-	check(whole.msgs.len == cut.msgs.len);
-	check(whole.msgs.len == 0 || memcmp(whole.msgs.data, cut.msgs.data, whole.msgs.len) == 0);
+	n = fg_bufq_len(&whole.msgs);
+	check(n == fg_bufq_len(&cut.msgs));
+	check(n == 0 || memcmp(fg_bufq_head(&whole.msgs), fg_bufq_head(&cut.msgs), n) == 0);
 	/* framed again, the messages are the stream up to the unfinished one */
-	check(whole.msgs.len == 0 || memcmp(whole.msgs.data, s, whole.msgs.len) == 0);
-	check(whole.msgs.len + whole.pending == whole.used);
+	check(n == 0 || memcmp(fg_bufq_head(&whole.msgs), s, n) == 0);
+	check(n + whole.pending == whole.used);
 	if (whole.rc == 0)
 		check(whole.used == len);
 	else
 		check(whole.rc == FG_EINVAL || whole.rc == FG_ETOOBIG);
 
 	check_messages(&whole, enc, max_out);
-	fg_grpcframe_buf_free(&whole.msgs);
-	fg_grpcframe_buf_free(&cut.msgs);
+	fg_bufq_free(&whole.msgs);
+	fg_bufq_free(&cut.msgs);
 	return 0;
 }

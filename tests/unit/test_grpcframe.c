@@ -125,7 +125,7 @@ static void mem_arm(long fail_at)
 
 /* Feed one chunk completely, re-framing every message into <out>. */
 static int feed_chunk(struct fg_grpcframe_reader *r, const uint8_t *p, size_t len,
-                      struct fg_grpcframe_buf *out, size_t *nmsg)
+                      struct fg_bufq *out, size_t *nmsg)
 {
 	struct fg_grpcframe_msg msg;
 	size_t used;
@@ -151,37 +151,37 @@ static int feed_chunk(struct fg_grpcframe_reader *r, const uint8_t *p, size_t le
 }
 
 /* Three messages: 3 bytes, empty (compressed flag set), 300 bytes. */
-static void make_stream(struct fg_grpcframe_buf *s)
+static void make_stream(struct fg_bufq *s)
 {
 	uint8_t body[300];
 	size_t i;
 
 	for (i = 0; i < sizeof(body); i++)
 		body[i] = (uint8_t)(i * 7 + 1);
-	fg_grpcframe_buf_init(s);
+	fg_bufq_init(s);
 	assert_int_equal(fg_grpcframe_append(s, FG_GRPCFRAME_UNCOMPRESSED, (const uint8_t *)"abc", 3), 0);
 	assert_int_equal(fg_grpcframe_append(s, FG_GRPCFRAME_COMPRESSED, NULL, 0), 0);
 	assert_int_equal(fg_grpcframe_append(s, FG_GRPCFRAME_UNCOMPRESSED, body, sizeof(body)), 0);
 }
 
 /* Feed <s> cut at <a> and <b> (a <= b) and check the same stream comes back. */
-static void check_split(const struct fg_grpcframe_buf *s, size_t a, size_t b)
+static void check_split(const struct fg_bufq *s, size_t a, size_t b)
 {
 	struct fg_grpcframe_reader r;
-	struct fg_grpcframe_buf out;
+	struct fg_bufq out;
 	size_t n = 0;
 
 	fg_grpcframe_reader_init(&r, 1024);
-	fg_grpcframe_buf_init(&out);
-	assert_int_equal(feed_chunk(&r, s->data, a, &out, &n), 0);
-	assert_int_equal(feed_chunk(&r, s->data + a, b - a, &out, &n), 0);
-	assert_int_equal(feed_chunk(&r, s->data + b, s->len - b, &out, &n), 0);
+	fg_bufq_init(&out);
+	assert_int_equal(feed_chunk(&r, fg_bufq_head(s), a, &out, &n), 0);
+	assert_int_equal(feed_chunk(&r, fg_bufq_head(s) + a, b - a, &out, &n), 0);
+	assert_int_equal(feed_chunk(&r, fg_bufq_head(s) + b, fg_bufq_len(s) - b, &out, &n), 0);
 	assert_int_equal(n, 3);
-	assert_int_equal(out.len, s->len);
-	assert_memory_equal(out.data, s->data, s->len);
+	assert_int_equal(fg_bufq_len(&out), fg_bufq_len(s));
+	assert_memory_equal(fg_bufq_head(&out), fg_bufq_head(s), fg_bufq_len(s));
 	assert_int_equal(fg_grpcframe_reader_pending(&r), 0);
 	fg_grpcframe_reader_free(&r);
-	fg_grpcframe_buf_free(&out);
+	fg_bufq_free(&out);
 }
 
 static size_t gzip_with_zlib(const uint8_t *in, size_t len, uint8_t *out, size_t cap, int wbits)
@@ -204,7 +204,7 @@ static size_t gzip_with_zlib(const uint8_t *in, size_t len, uint8_t *out, size_t
 
 static void test_grpcframe_prefix(void **state)
 {
-	struct fg_grpcframe_buf b;
+	struct fg_bufq b;
 	uint8_t p[FG_GRPC_PREFIX_LEN];
 	static const uint8_t want[] = { 1, 0x12, 0x34, 0x56, 0x78 };
 
@@ -214,71 +214,71 @@ static void test_grpcframe_prefix(void **state)
 	assert_int_equal(p[0], 0);
 	assert_int_equal(p[1] & p[2] & p[3] & p[4], 0xff);
 
-	fg_grpcframe_buf_init(&b);
+	fg_bufq_init(&b);
 	assert_int_equal(fg_grpcframe_append(&b, FG_GRPCFRAME_UNCOMPRESSED, (const uint8_t *)"hi", 2), 0);
-	assert_int_equal(b.len, 7);
-	assert_memory_equal(b.data, "\0\0\0\0\2hi", 7);
+	assert_int_equal(fg_bufq_len(&b), 7);
+	assert_memory_equal(fg_bufq_head(&b), "\0\0\0\0\2hi", 7);
 #if SIZE_MAX > UINT32_MAX
-	assert_int_equal(fg_grpcframe_append(&b, FG_GRPCFRAME_UNCOMPRESSED, b.data,
+	assert_int_equal(fg_grpcframe_append(&b, FG_GRPCFRAME_UNCOMPRESSED, fg_bufq_head(&b),
 	                                     (size_t)UINT32_MAX + 1), FG_ETOOBIG);
-	assert_int_equal(b.len, 7);
+	assert_int_equal(fg_bufq_len(&b), 7);
 #endif
-	fg_grpcframe_buf_free(&b);
-	fg_grpcframe_buf_free(&b);
+	fg_bufq_free(&b);
+	fg_bufq_free(&b);
 }
 
 static void test_grpcframe_split_everywhere(void **state)
 {
-	struct fg_grpcframe_buf s;
+	struct fg_bufq s;
 	size_t a, b;
 
 	make_stream(&s);
 	/* every pair of cut points, which covers every single cut (a == b) */
-	for (a = 0; a <= s.len; a++)
-		for (b = a; b <= s.len; b++)
+	for (a = 0; a <= fg_bufq_len(&s); a++)
+		for (b = a; b <= fg_bufq_len(&s); b++)
 			check_split(&s, a, b);
-	fg_grpcframe_buf_free(&s);
+	fg_bufq_free(&s);
 }
 
 static void test_grpcframe_byte_at_a_time(void **state)
 {
 	struct fg_grpcframe_reader r;
-	struct fg_grpcframe_buf s, out;
+	struct fg_bufq s, out;
 	size_t i, n = 0;
 
 	make_stream(&s);
 	fg_grpcframe_reader_init(&r, 300);
-	fg_grpcframe_buf_init(&out);
-	for (i = 0; i < s.len; i++) {
-		assert_int_equal(feed_chunk(&r, s.data + i, 1, &out, &n), 0);
+	fg_bufq_init(&out);
+	for (i = 0; i < fg_bufq_len(&s); i++) {
+		assert_int_equal(feed_chunk(&r, fg_bufq_head(&s) + i, 1, &out, &n), 0);
 		assert_int_equal(fg_grpcframe_reader_pending(&r) == 0,
-		                 i + 1 == 8 || i + 1 == 13 || i + 1 == s.len);
+		                 i + 1 == 8 || i + 1 == 13 || i + 1 == fg_bufq_len(&s));
 	}
 	assert_int_equal(n, 3);
-	assert_memory_equal(out.data, s.data, s.len);
+	assert_memory_equal(fg_bufq_head(&out), fg_bufq_head(&s), fg_bufq_len(&s));
 	fg_grpcframe_reader_free(&r);
-	fg_grpcframe_buf_free(&out);
-	fg_grpcframe_buf_free(&s);
+	fg_bufq_free(&out);
+	fg_bufq_free(&s);
 }
 
 static void test_grpcframe_many_in_one_chunk(void **state)
 {
 	struct fg_grpcframe_reader r;
-	struct fg_grpcframe_buf s;
+	struct fg_bufq s;
 	struct fg_grpcframe_msg msg;
 	const uint8_t *p;
 	size_t len, used, n = 0;
 	uint8_t body[64];
 	int rc;
 
-	fg_grpcframe_buf_init(&s);
+	fg_bufq_init(&s);
 	for (n = 0; n < 100; n++) {
 		memset(body, (int)n, sizeof(body));
 		assert_int_equal(fg_grpcframe_append(&s, FG_GRPCFRAME_UNCOMPRESSED, body, n % 65), 0);
 	}
 	fg_grpcframe_reader_init(&r, 64);
-	p = s.data;
-	len = s.len;
+	p = fg_bufq_head(&s);
+	len = fg_bufq_len(&s);
 	for (n = 0; len > 0; n++) {
 		rc = fg_grpcframe_reader_feed(&r, p, len, &used, &msg, NULL);
 		assert_int_equal(rc, FG_GRPCFRAME_MESSAGE);
@@ -293,7 +293,7 @@ static void test_grpcframe_many_in_one_chunk(void **state)
 	assert_int_equal(n, 100);
 	assert_null(r.buf); /* nothing was ever copied */
 	fg_grpcframe_reader_free(&r);
-	fg_grpcframe_buf_free(&s);
+	fg_bufq_free(&s);
 }
 
 static void test_grpcframe_empty_messages(void **state)
@@ -329,22 +329,22 @@ static void test_grpcframe_max_size(void **state)
 	static const uint8_t over[] = { 0, 0, 0, 0x03, 0xe9, 'x' };   /* 1001 */
 	struct fg_grpcframe_reader r;
 	struct fg_grpcframe_msg msg;
-	struct fg_grpcframe_buf s, out;
+	struct fg_bufq s, out;
 	const char *why = NULL;
 	uint8_t body[1000];
 	size_t used, n = 0;
 
 	memset(body, 'b', sizeof(body));
-	fg_grpcframe_buf_init(&s);
-	fg_grpcframe_buf_init(&out);
+	fg_bufq_init(&s);
+	fg_bufq_init(&out);
 	assert_int_equal(fg_grpcframe_append(&s, FG_GRPCFRAME_UNCOMPRESSED, body, 1000), 0);
-	assert_memory_equal(s.data, at_max, sizeof(at_max));
+	assert_memory_equal(fg_bufq_head(&s), at_max, sizeof(at_max));
 	fg_grpcframe_reader_init(&r, 1000);
-	assert_int_equal(feed_chunk(&r, s.data, 600, &out, &n), 0); /* split: goes through the buffer */
-	assert_int_equal(feed_chunk(&r, s.data + 600, 405, &out, &n), 0);
+	assert_int_equal(feed_chunk(&r, fg_bufq_head(&s), 600, &out, &n), 0); /* split: goes through the buffer */
+	assert_int_equal(feed_chunk(&r, fg_bufq_head(&s) + 600, 405, &out, &n), 0);
 	assert_int_equal(n, 1);
-	assert_int_equal(out.len, 1005);
-	assert_memory_equal(out.data, s.data, 1005);
+	assert_int_equal(fg_bufq_len(&out), 1005);
+	assert_memory_equal(fg_bufq_head(&out), fg_bufq_head(&s), 1005);
 
 	/* one over: refused at the last prefix byte, with no body sent at all */
 	fg_grpcframe_reader_reset(&r);
@@ -360,7 +360,7 @@ static void test_grpcframe_max_size(void **state)
 	assert_true(fg_grpcframe_reader_pending(&r) > 0);
 	fg_grpcframe_reader_reset(&r);
 	assert_int_equal(fg_grpcframe_reader_pending(&r), 0);
-	assert_int_equal(feed_chunk(&r, s.data, 1005, &out, &n), 0);
+	assert_int_equal(feed_chunk(&r, fg_bufq_head(&s), 1005, &out, &n), 0);
 	assert_int_equal(n, 2);
 
 	/* the largest length the wire allows against an unlimited reader */
@@ -371,8 +371,8 @@ static void test_grpcframe_max_size(void **state)
 	assert_int_equal(fg_grpcframe_reader_pending(&r), 8);
 	assert_true(r.cap < 1024); /* buffer follows what arrived, not what was declared */
 	fg_grpcframe_reader_free(&r);
-	fg_grpcframe_buf_free(&s);
-	fg_grpcframe_buf_free(&out);
+	fg_bufq_free(&s);
+	fg_bufq_free(&out);
 }
 
 static void test_grpcframe_bad_flag(void **state)
@@ -402,18 +402,19 @@ static void test_grpcframe_pending_and_keep(void **state)
 {
 	struct fg_grpcframe_reader r;
 	struct fg_grpcframe_msg msg;
-	struct fg_grpcframe_buf s;
+	struct fg_bufq s;
 	static uint8_t big[FG_GRPCFRAME_READER_KEEP + 1];
 	size_t used;
 
-	fg_grpcframe_buf_init(&s);
+	fg_bufq_init(&s);
 	assert_int_equal(fg_grpcframe_append(&s, FG_GRPCFRAME_UNCOMPRESSED, big, sizeof(big)), 0);
 	fg_grpcframe_reader_init(&r, sizeof(big));
-	assert_int_equal(fg_grpcframe_reader_feed(&r, s.data, 3, &used, &msg, NULL), FG_GRPCFRAME_NEED_MORE);
+	assert_int_equal(fg_grpcframe_reader_feed(&r, fg_bufq_head(&s), 3, &used, &msg, NULL), FG_GRPCFRAME_NEED_MORE);
 	assert_int_equal(fg_grpcframe_reader_pending(&r), 3);
-	assert_int_equal(fg_grpcframe_reader_feed(&r, s.data + 3, 10, &used, &msg, NULL), FG_GRPCFRAME_NEED_MORE);
+	assert_int_equal(fg_grpcframe_reader_feed(&r, fg_bufq_head(&s) + 3, 10, &used, &msg, NULL),
+	                 FG_GRPCFRAME_NEED_MORE);
 	assert_int_equal(fg_grpcframe_reader_pending(&r), 13);
-	assert_int_equal(fg_grpcframe_reader_feed(&r, s.data + 13, s.len - 13, &used, &msg, NULL),
+	assert_int_equal(fg_grpcframe_reader_feed(&r, fg_bufq_head(&s) + 13, fg_bufq_len(&s) - 13, &used, &msg, NULL),
 	                 FG_GRPCFRAME_MESSAGE);
 	assert_int_equal(msg.len, sizeof(big));
 	assert_int_equal(fg_grpcframe_reader_pending(&r), 0);
@@ -423,7 +424,7 @@ static void test_grpcframe_pending_and_keep(void **state)
 	assert_null(r.buf);
 	fg_grpcframe_reader_free(&r);
 	fg_grpcframe_reader_free(&r);
-	fg_grpcframe_buf_free(&s);
+	fg_bufq_free(&s);
 }
 
 /* ---- compression ---- */
@@ -433,51 +434,53 @@ static void test_grpcframe_gzip_roundtrip_zlib(void **state)
 	static const int wbits[] = { 16 + MAX_WBITS, MAX_WBITS };
 	static const enum fg_grpcframe_enc enc[] = { FG_GRPCFRAME_GZIP, FG_GRPCFRAME_DEFLATE };
 	struct fg_grpcframe_zctx *z;
-	struct fg_grpcframe_buf out, c;
+	struct fg_bufq out, c;
 	uint8_t plain[5000], packed[6000];
 	size_t i, k, n;
 
 	for (i = 0; i < sizeof(plain); i++)
 		plain[i] = (uint8_t)(i % 251 < 100 ? 'a' : i * 13);
 	assert_int_equal(fg_grpcframe_zctx_new(&z), 0);
-	fg_grpcframe_buf_init(&out);
-	fg_grpcframe_buf_init(&c);
+	fg_bufq_init(&out);
+	fg_bufq_init(&c);
 	for (k = 0; k < 2; k++) {
 		n = gzip_with_zlib(plain, sizeof(plain), packed, sizeof(packed), wbits[k]);
 		/* the reused context, twice, then a one-shot stream */
 		for (i = 0; i < 3; i++) {
-			out.len = 0;
+			fg_bufq_truncate(&out, 0);
 			assert_int_equal(fg_grpcframe_inflate(i < 2 ? z : NULL, enc[k], packed, n,
 			                                      sizeof(plain), &out, NULL), 0);
-			assert_int_equal(out.len, sizeof(plain));
-			assert_memory_equal(out.data, plain, sizeof(plain));
+			assert_int_equal(fg_bufq_len(&out), sizeof(plain));
+			assert_memory_equal(fg_bufq_head(&out), plain, sizeof(plain));
 		}
 		/* ours, read back by zlib itself and by us */
-		c.len = 0;
+		fg_bufq_truncate(&c, 0);
 		assert_int_equal(fg_grpcframe_deflate(enc[k], plain, sizeof(plain), &c), 0);
-		assert_true(c.len < sizeof(plain));
+		assert_true(fg_bufq_len(&c) < sizeof(plain));
 		if (enc[k] == FG_GRPCFRAME_DEFLATE) {
 			uLongf dlen = sizeof(packed);
-			assert_int_equal(uncompress(packed, &dlen, c.data, c.len), Z_OK);
+			assert_int_equal(uncompress(packed, &dlen, fg_bufq_head(&c), fg_bufq_len(&c)), Z_OK);
 			assert_int_equal(dlen, sizeof(plain));
 			assert_memory_equal(packed, plain, sizeof(plain));
 		} else {
-			assert_memory_equal(c.data, "\x1f\x8b\x08", 3);
+			assert_memory_equal(fg_bufq_head(&c), "\x1f\x8b\x08", 3);
 		}
-		out.len = 0;
-		assert_int_equal(fg_grpcframe_inflate(z, enc[k], c.data, c.len, sizeof(plain), &out, NULL), 0);
-		assert_memory_equal(out.data, plain, sizeof(plain));
+		fg_bufq_truncate(&out, 0);
+		assert_int_equal(fg_grpcframe_inflate(z, enc[k], fg_bufq_head(&c), fg_bufq_len(&c), sizeof(plain),
+		                                      &out, NULL), 0);
+		assert_memory_equal(fg_bufq_head(&out), plain, sizeof(plain));
 	}
 	/* an empty message compresses to a valid, non-empty stream */
-	c.len = 0;
+	fg_bufq_truncate(&c, 0);
 	assert_int_equal(fg_grpcframe_deflate(FG_GRPCFRAME_GZIP, NULL, 0, &c), 0);
-	out.len = 0;
-	assert_int_equal(fg_grpcframe_inflate(z, FG_GRPCFRAME_GZIP, c.data, c.len, 0, &out, NULL), 0);
-	assert_int_equal(out.len, 0);
+	fg_bufq_truncate(&out, 0);
+	assert_int_equal(fg_grpcframe_inflate(z, FG_GRPCFRAME_GZIP, fg_bufq_head(&c), fg_bufq_len(&c), 0, &out,
+	                                      NULL), 0);
+	assert_int_equal(fg_bufq_len(&out), 0);
 	fg_grpcframe_zctx_free(z);
 	fg_grpcframe_zctx_free(NULL);
-	fg_grpcframe_buf_free(&out);
-	fg_grpcframe_buf_free(&c);
+	fg_bufq_free(&out);
+	fg_bufq_free(&c);
 }
 
 /* python3: gzip.compress(text, compresslevel=9, mtime=0) and zlib.compress(text, 9) */
@@ -516,33 +519,62 @@ static size_t py_text(char *buf, size_t cap)
 
 static void test_grpcframe_python_gzip(void **state)
 {
-	struct fg_grpcframe_buf out;
+	struct fg_bufq out;
 	char text[1024];
 	size_t len = py_text(text, sizeof(text));
 
 	assert_int_equal(len, 554);
-	fg_grpcframe_buf_init(&out);
+	fg_bufq_init(&out);
 	assert_int_equal(fg_grpcframe_inflate(NULL, FG_GRPCFRAME_GZIP, py_gzip, sizeof(py_gzip), 4096, &out,
 	                                      NULL), 0);
-	assert_int_equal(out.len, len);
-	assert_memory_equal(out.data, text, len);
+	assert_int_equal(fg_bufq_len(&out), len);
+	assert_memory_equal(fg_bufq_head(&out), text, len);
 	/* appends after what is there */
 	assert_int_equal(fg_grpcframe_inflate(NULL, FG_GRPCFRAME_DEFLATE, py_zlib, sizeof(py_zlib), 4096, &out,
 	                                      NULL), 0);
-	assert_int_equal(out.len, 2 * len);
-	assert_memory_equal(out.data + len, text, len);
+	assert_int_equal(fg_bufq_len(&out), 2 * len);
+	assert_memory_equal(fg_bufq_head(&out) + len, text, len);
 	/* our gzip of the same text is what python's gzip.decompress takes too: same header bytes */
-	out.len = 0;
+	fg_bufq_truncate(&out, 0);
 	assert_int_equal(fg_grpcframe_deflate(FG_GRPCFRAME_GZIP, (const uint8_t *)text, len, &out), 0);
-	assert_memory_equal(out.data, py_gzip, 4); /* magic, CM=8, no flags */
-	fg_grpcframe_buf_free(&out);
+	assert_memory_equal(fg_bufq_head(&out), py_gzip, 4); /* magic, CM=8, no flags */
+	fg_bufq_free(&out);
+}
+
+/* Inflate appends at the tail of a queue whose head is not at the front of
+ * its memory, and an error takes back only what this call appended. */
+static void test_grpcframe_inflate_after_consume(void **state)
+{
+	struct fg_bufq out = { 0 };
+	uint8_t fill[250], bad[sizeof(py_gzip)];
+	char text[1024];
+	size_t len = py_text(text, sizeof(text));
+
+	memset(fill, 'x', sizeof(fill));
+	assert_int_equal(fg_bufq_append(&out, fill, sizeof(fill)), 0);
+	assert_int_equal(fg_bufq_append(&out, "ab", 2), 0);
+	fg_bufq_consume(&out, sizeof(fill));
+	assert_int_equal(fg_grpcframe_inflate(NULL, FG_GRPCFRAME_GZIP, py_gzip, sizeof(py_gzip), 4096, &out,
+	                                      NULL), 0);
+	assert_int_equal(fg_bufq_len(&out), 2 + len);
+	assert_memory_equal(fg_bufq_head(&out), "ab", 2);
+	assert_memory_equal(fg_bufq_head(&out) + 2, text, len);
+	fg_bufq_consume(&out, 1);
+	memcpy(bad, py_gzip, sizeof(bad));
+	bad[20] ^= 0x55;
+	assert_int_equal(fg_grpcframe_inflate(NULL, FG_GRPCFRAME_GZIP, bad, sizeof(bad), 4096, &out, NULL),
+	                 FG_EINVAL);
+	assert_int_equal(fg_bufq_len(&out), 1 + len);
+	assert_memory_equal(fg_bufq_head(&out), "b", 1);
+	assert_memory_equal(fg_bufq_head(&out) + 1, text, len);
+	fg_bufq_free(&out);
 }
 
 static void test_grpcframe_inflation_bomb(void **state)
 {
 	const size_t plain = 10u << 20, max_out = 4u << 20;
 	struct fg_grpcframe_zctx *z;
-	struct fg_grpcframe_buf out;
+	struct fg_bufq out;
 	uint8_t *zeros, *bomb;
 	const char *why = NULL;
 	size_t n, before;
@@ -556,12 +588,12 @@ static void test_grpcframe_inflation_bomb(void **state)
 	assert_true(n < 20 * 1024);
 
 	assert_int_equal(fg_grpcframe_zctx_new(&z), 0);
-	fg_grpcframe_buf_init(&out);
+	fg_bufq_init(&out);
 	before = mem.bytes;
 	mem_arm(0);
 	assert_int_equal(fg_grpcframe_inflate(z, FG_GRPCFRAME_GZIP, bomb, n, max_out, &out, &why), FG_ETOOBIG);
 	assert_non_null(why);
-	assert_int_equal(out.len, 0);
+	assert_int_equal(fg_bufq_len(&out), 0);
 	/* the output never passed max_out + 1; zlib's window is allocated on first use */
 	assert_true(out.cap <= max_out + 1);
 	print_message("bomb: %zu -> %zu bytes, max_out %zu, peak growth %zu bytes\n", n, plain, max_out,
@@ -574,34 +606,34 @@ static void test_grpcframe_inflation_bomb(void **state)
 	assert_true(mem.peak - before <= max_out + 1 + 64 * 1024);
 	/* the same data is fine with room for it; and exactly at the limit */
 	assert_int_equal(fg_grpcframe_inflate(z, FG_GRPCFRAME_GZIP, bomb, n, plain, &out, NULL), 0);
-	assert_int_equal(out.len, plain);
-	out.len = 0;
+	assert_int_equal(fg_bufq_len(&out), plain);
+	fg_bufq_truncate(&out, 0);
 	assert_int_equal(fg_grpcframe_inflate(z, FG_GRPCFRAME_GZIP, bomb, n, plain - 1, &out, NULL), FG_ETOOBIG);
-	fg_grpcframe_buf_free(&out);
+	fg_bufq_free(&out);
 	fg_grpcframe_zctx_free(z);
 	free(bomb);
 }
 
 /* <in> must be refused as corrupt, leaving the 5 bytes already in <out>. */
-static void expect_einval(struct fg_grpcframe_zctx *z, struct fg_grpcframe_buf *out,
+static void expect_einval(struct fg_grpcframe_zctx *z, struct fg_bufq *out,
                           const uint8_t *in, size_t len, enum fg_grpcframe_enc enc)
 {
 	const char *why = NULL;
 
 	assert_int_equal(fg_grpcframe_inflate(z, enc, in, len, 4096, out, &why), FG_EINVAL);
 	assert_non_null(why);
-	assert_int_equal(out->len, 5);
+	assert_int_equal(fg_bufq_len(out), 5);
 }
 
 static void test_grpcframe_corrupt(void **state)
 {
 	struct fg_grpcframe_zctx *z;
-	struct fg_grpcframe_buf out;
+	struct fg_bufq out;
 	uint8_t bad[sizeof(py_gzip) * 2 + 1];
 	size_t n = sizeof(py_gzip);
 
 	assert_int_equal(fg_grpcframe_zctx_new(&z), 0);
-	fg_grpcframe_buf_init(&out);
+	fg_bufq_init(&out);
 	assert_int_equal(fg_grpcframe_append(&out, FG_GRPCFRAME_UNCOMPRESSED, NULL, 0), 0); /* 5 bytes already there */
 	memcpy(bad, py_gzip, n);
 	bad[20] ^= 0x55;                                 /* corrupt deflate data */
@@ -626,33 +658,33 @@ static void test_grpcframe_corrupt(void **state)
 	expect_einval(z, &out, (const uint8_t *)"\x78\xbb\x00\x00\x00\x01\x03\x00", 8, FG_GRPCFRAME_DEFLATE);
 	/* the context still works */
 	assert_int_equal(fg_grpcframe_inflate(z, FG_GRPCFRAME_GZIP, py_gzip, n, 4096, &out, NULL), 0);
-	assert_int_equal(out.len, 5 + 554);
-	fg_grpcframe_buf_free(&out);
+	assert_int_equal(fg_bufq_len(&out), 5 + 554);
+	fg_bufq_free(&out);
 	fg_grpcframe_zctx_free(z);
 }
 
 static void test_grpcframe_identity_and_unknown(void **state)
 {
-	struct fg_grpcframe_buf out;
+	struct fg_bufq out;
 	const char *why = NULL;
 
-	fg_grpcframe_buf_init(&out);
+	fg_bufq_init(&out);
 	assert_int_equal(fg_grpcframe_inflate(NULL, FG_GRPCFRAME_IDENTITY, (const uint8_t *)"abcd", 4, 4, &out,
 	                                      NULL), 0);
-	assert_int_equal(out.len, 4);
+	assert_int_equal(fg_bufq_len(&out), 4);
 	assert_int_equal(fg_grpcframe_inflate(NULL, FG_GRPCFRAME_IDENTITY, (const uint8_t *)"abcd", 4, 3, &out,
 	                                      NULL), FG_ETOOBIG);
-	assert_int_equal(out.len, 4);
+	assert_int_equal(fg_bufq_len(&out), 4);
 	assert_int_equal(fg_grpcframe_inflate(NULL, (enum fg_grpcframe_enc)7, py_gzip, sizeof(py_gzip), 4096,
 	                                      &out, &why), FG_ENOTFOUND);
 	assert_non_null(why);
 	assert_int_equal(fg_grpcframe_deflate((enum fg_grpcframe_enc)3, py_gzip, 4, &out), FG_ENOTFOUND);
 	assert_int_equal(fg_grpcframe_deflate(FG_GRPCFRAME_IDENTITY, (const uint8_t *)"ef", 2, &out), 0);
-	assert_memory_equal(out.data, "abcdef", 6);
+	assert_memory_equal(fg_bufq_head(&out), "abcdef", 6);
 	/* no limit at all is the wire's limit */
 	assert_int_equal(fg_grpcframe_inflate(NULL, FG_GRPCFRAME_GZIP, py_gzip, sizeof(py_gzip), SIZE_MAX,
 	                                      &out, NULL), 0);
-	assert_int_equal(out.len, 6 + 554);
+	assert_int_equal(fg_bufq_len(&out), 6 + 554);
 #if SIZE_MAX > UINT32_MAX
 	/* lengths no message can have are refused before the bytes are touched */
 	assert_int_equal(fg_grpcframe_deflate(FG_GRPCFRAME_GZIP, py_gzip, (size_t)UINT32_MAX + 1, &out),
@@ -660,9 +692,9 @@ static void test_grpcframe_identity_and_unknown(void **state)
 	assert_int_equal(fg_grpcframe_deflate(FG_GRPCFRAME_GZIP, py_gzip, UINT32_MAX, &out), FG_ETOOBIG);
 	assert_int_equal(fg_grpcframe_inflate(NULL, FG_GRPCFRAME_GZIP, py_gzip, (size_t)UINT32_MAX + 1, SIZE_MAX,
 	                                      &out, NULL), FG_ETOOBIG);
-	assert_int_equal(out.len, 6 + 554);
+	assert_int_equal(fg_bufq_len(&out), 6 + 554);
 #endif
-	fg_grpcframe_buf_free(&out);
+	fg_bufq_free(&out);
 }
 
 /* ---- headers ---- */
@@ -745,32 +777,32 @@ static int alloc_scenario(void)
 {
 	struct fg_grpcframe_zctx *z = NULL;
 	struct fg_grpcframe_reader r;
-	struct fg_grpcframe_buf s, out;
+	struct fg_bufq s, out;
 	size_t n = 0;
 	int rc;
 
 	fg_grpcframe_reader_init(&r, 1u << 20);
-	fg_grpcframe_buf_init(&out);
-	fg_grpcframe_buf_init(&s);
+	fg_bufq_init(&out);
+	fg_bufq_init(&s);
 	rc = fg_grpcframe_append(&s, FG_GRPCFRAME_COMPRESSED, py_gzip, sizeof(py_gzip));
 	if (rc)
 		goto out_free;
 	/* a split message: the reader must buffer it */
-	rc = feed_chunk(&r, s.data, 50, &out, &n);
-	rc = rc ? rc : feed_chunk(&r, s.data + 50, s.len - 50, &out, &n);
+	rc = feed_chunk(&r, fg_bufq_head(&s), 50, &out, &n);
+	rc = rc ? rc : feed_chunk(&r, fg_bufq_head(&s) + 50, fg_bufq_len(&s) - 50, &out, &n);
 	rc = rc ? rc : fg_grpcframe_zctx_new(&z);
 	rc = rc ? rc : fg_grpcframe_inflate(z, FG_GRPCFRAME_GZIP, py_gzip, sizeof(py_gzip), 1024, &out, NULL);
 	rc = rc ? rc : fg_grpcframe_inflate(NULL, FG_GRPCFRAME_DEFLATE, py_zlib, sizeof(py_zlib), 1024, &out, NULL);
-	rc = rc ? rc : fg_grpcframe_deflate(FG_GRPCFRAME_GZIP, out.data, out.len, &s);
-	rc = rc ? rc : fg_grpcframe_deflate(FG_GRPCFRAME_DEFLATE, out.data, out.len, &s);
-	fg_grpcframe_buf_free(&out); /* so that identity has to allocate too */
+	rc = rc ? rc : fg_grpcframe_deflate(FG_GRPCFRAME_GZIP, fg_bufq_head(&out), fg_bufq_len(&out), &s);
+	rc = rc ? rc : fg_grpcframe_deflate(FG_GRPCFRAME_DEFLATE, fg_bufq_head(&out), fg_bufq_len(&out), &s);
+	fg_bufq_free(&out); /* so that identity has to allocate too */
 	rc = rc ? rc : fg_grpcframe_inflate(z, FG_GRPCFRAME_IDENTITY, py_zlib, sizeof(py_zlib), 1024, &out, NULL);
 	rc = rc ? rc : fg_grpcframe_deflate(FG_GRPCFRAME_IDENTITY, py_zlib, sizeof(py_zlib), &out);
 out_free:
 	fg_grpcframe_zctx_free(z);
 	fg_grpcframe_reader_free(&r);
-	fg_grpcframe_buf_free(&s);
-	fg_grpcframe_buf_free(&out);
+	fg_bufq_free(&s);
+	fg_bufq_free(&out);
 	return rc;
 }
 
@@ -799,27 +831,27 @@ static void test_grpcframe_failmalloc(void **state)
 static void test_grpcframe_failmalloc_resume(void **state)
 {
 	struct fg_grpcframe_reader r;
-	struct fg_grpcframe_buf s, out;
+	struct fg_bufq s, out;
 	struct fg_grpcframe_msg msg;
 	size_t used, n = 0;
 
 	make_stream(&s);
-	fg_grpcframe_buf_init(&out);
+	fg_bufq_init(&out);
 	fg_grpcframe_reader_init(&r, 1024);
 	/* 2 bytes into the 300-byte body, then past the first 256-byte buffer */
-	assert_int_equal(feed_chunk(&r, s.data, 20, &out, &n), 0);
+	assert_int_equal(feed_chunk(&r, fg_bufq_head(&s), 20, &out, &n), 0);
 	assert_int_equal(fg_grpcframe_reader_pending(&r), 7);
 	mem_arm(1);
-	assert_int_equal(fg_grpcframe_reader_feed(&r, s.data + 20, 280, &used, &msg, NULL), FG_ENOMEM);
+	assert_int_equal(fg_grpcframe_reader_feed(&r, fg_bufq_head(&s) + 20, 280, &used, &msg, NULL), FG_ENOMEM);
 	assert_int_equal(fg_grpcframe_reader_pending(&r), 7);
 	mem_arm(0);
 	assert_int_equal(used, 0);
-	assert_int_equal(feed_chunk(&r, s.data + 20, s.len - 20, &out, &n), 0);
+	assert_int_equal(feed_chunk(&r, fg_bufq_head(&s) + 20, fg_bufq_len(&s) - 20, &out, &n), 0);
 	assert_int_equal(n, 3);
-	assert_memory_equal(out.data, s.data, s.len);
+	assert_memory_equal(fg_bufq_head(&out), fg_bufq_head(&s), fg_bufq_len(&s));
 	fg_grpcframe_reader_free(&r);
-	fg_grpcframe_buf_free(&out);
-	fg_grpcframe_buf_free(&s);
+	fg_bufq_free(&out);
+	fg_bufq_free(&s);
 }
 
 int main(void)
@@ -835,6 +867,7 @@ int main(void)
 		cmocka_unit_test(test_grpcframe_pending_and_keep),
 		cmocka_unit_test(test_grpcframe_gzip_roundtrip_zlib),
 		cmocka_unit_test(test_grpcframe_python_gzip),
+		cmocka_unit_test(test_grpcframe_inflate_after_consume),
 		cmocka_unit_test(test_grpcframe_inflation_bomb),
 		cmocka_unit_test(test_grpcframe_corrupt),
 		cmocka_unit_test(test_grpcframe_identity_and_unknown),
