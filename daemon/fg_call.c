@@ -88,7 +88,7 @@ static void call_recycle(struct fg_call *call)
 		return;
 	}
 	for (i = 0; i < 3; i++)
-		if (h[i].cap > FG_CALL_POOL_KEEP_BYTES)
+		if (h[i].buf.cap > FG_CALL_POOL_KEEP_BYTES)
 			fg_hdrs_free(&h[i]);
 		else
 			fg_hdrs_reset(&h[i]);

@@ -9,6 +9,7 @@
 
 /* RFC 9113 §6.5.2: each field costs its octets plus 32. */
 #define HDRS_ENTRY_OVERHEAD 32
+/* Reserved by the first add: a typical request's headers fit at once. */
 #define HDRS_MIN_BUF 512
 #define HDRS_MIN_ENTRIES 16
 
@@ -19,14 +20,14 @@ void fg_hdrs_init(struct fg_hdrs *h)
 
 void fg_hdrs_reset(struct fg_hdrs *h)
 {
-	h->len = 0;
+	fg_bufq_truncate(&h->buf, 0);
 	h->n = 0;
 	h->list_size = 0;
 }
 
 void fg_hdrs_free(struct fg_hdrs *h)
 {
-	free(h->buf);
+	fg_bufq_free(&h->buf);
 	free(h->ent);
 	free(h->nv);
 	fg_hdrs_init(h);
@@ -53,22 +54,23 @@ int fg_hdrs_add(struct fg_hdrs *h, const uint8_t *name, size_t namelen,
                 const uint8_t *value, size_t valuelen, uint8_t flags)
 {
 	struct fg_hdrs_entry *e;
-	size_t need = h->len + namelen + valuelen;
+	size_t len = fg_bufq_len(&h->buf), room = namelen + valuelen;
 
-	if (need > UINT32_MAX)
+	if (len + room > UINT32_MAX)
 		return FG_ETOOBIG;
-	if (grow((void **)&h->buf, &h->cap, need, 1, HDRS_MIN_BUF) ||
+	if (len == 0 && room < HDRS_MIN_BUF)
+		room = HDRS_MIN_BUF;
+	if (fg_bufq_reserve(&h->buf, room) < 0 ||
 	    grow((void **)&h->ent, &h->ncap, h->n + 1, sizeof(*h->ent), HDRS_MIN_ENTRIES))
 		return FG_ENOMEM;
 	e = &h->ent[h->n++];
-	e->name_off = (uint32_t)h->len;
+	e->name_off = (uint32_t)len;
 	e->name_len = (uint32_t)namelen;
-	memcpy(h->buf + h->len, name, namelen);
-	h->len += namelen;
-	e->value_off = (uint32_t)h->len;
+	e->value_off = (uint32_t)(len + namelen);
 	e->value_len = (uint32_t)valuelen;
-	memcpy(h->buf + h->len, value, valuelen);
-	h->len += valuelen;
+	/* the room is reserved: these cannot fail */
+	(void)fg_bufq_append(&h->buf, name, namelen);
+	(void)fg_bufq_append(&h->buf, value, valuelen);
 	e->flags = flags & NGHTTP2_NV_FLAG_NO_INDEX;
 	h->list_size += namelen + valuelen + HDRS_ENTRY_OVERHEAD;
 	return 0;
@@ -76,6 +78,8 @@ int fg_hdrs_add(struct fg_hdrs *h, const uint8_t *name, size_t namelen,
 
 nghttp2_nv *fg_hdrs_nv(struct fg_hdrs *h)
 {
+	/* nghttp2_nv's pointers are not const, but nghttp2 only reads them */
+	uint8_t *bytes = (uint8_t *)fg_bufq_head(&h->buf);
 	nghttp2_nv *nv;
 	size_t i;
 
@@ -86,9 +90,9 @@ nghttp2_nv *fg_hdrs_nv(struct fg_hdrs *h)
 	nv = h->nv;
 	for (i = 0; i < h->n; i++) {
 		const struct fg_hdrs_entry *e = &h->ent[i];
-		nv[i].name = (uint8_t *)h->buf + e->name_off;
+		nv[i].name = bytes + e->name_off;
 		nv[i].namelen = e->name_len;
-		nv[i].value = (uint8_t *)h->buf + e->value_off;
+		nv[i].value = bytes + e->value_off;
 		nv[i].valuelen = e->value_len;
 		nv[i].flags = e->flags;
 	}
@@ -97,13 +101,14 @@ nghttp2_nv *fg_hdrs_nv(struct fg_hdrs *h)
 
 const char *fg_hdrs_find(const struct fg_hdrs *h, const char *name, size_t *len)
 {
+	const char *bytes = (const char *)fg_bufq_head(&h->buf);
 	size_t i, nlen = strlen(name);
 
 	for (i = 0; i < h->n; i++) {
 		const struct fg_hdrs_entry *e = &h->ent[i];
-		if (e->name_len == nlen && memcmp(h->buf + e->name_off, name, nlen) == 0) {
+		if (e->name_len == nlen && memcmp(bytes + e->name_off, name, nlen) == 0) {
 			*len = e->value_len;
-			return h->buf + e->value_off;
+			return bytes + e->value_off;
 		}
 	}
 	return NULL;
@@ -111,16 +116,16 @@ const char *fg_hdrs_find(const struct fg_hdrs *h, const char *name, size_t *len)
 
 const char *fg_hdrs_find_single(const struct fg_hdrs *h, const char *name, size_t *len)
 {
-	const char *v = NULL;
+	const char *bytes = (const char *)fg_bufq_head(&h->buf), *v = NULL;
 	size_t i, n = strlen(name);
 
 	for (i = 0; i < h->n; i++) {
 		const struct fg_hdrs_entry *e = &h->ent[i];
-		if (e->name_len != n || memcmp(h->buf + e->name_off, name, n) != 0)
+		if (e->name_len != n || memcmp(bytes + e->name_off, name, n) != 0)
 			continue;
-		if (v && (e->value_len != *len || memcmp(h->buf + e->value_off, v, *len) != 0))
+		if (v && (e->value_len != *len || memcmp(bytes + e->value_off, v, *len) != 0))
 			return NULL;
-		v = h->buf + e->value_off;
+		v = bytes + e->value_off;
 		*len = e->value_len;
 	}
 	return v;

@@ -2,9 +2,9 @@
  * fg_hdrs.h - an HTTP/2 header list collected from one HEADERS frame and
  * handed to nghttp2 for another.
  *
- * Names and values are copied into one growing byte block (one allocation
- * for most requests, not two per header) and turned into an nghttp2_nv
- * array only when submitted.  The list also counts the HPACK size
+ * Names and values are copied into one byte queue (struct fg_bufq: one
+ * allocation for most requests, not two per header) and turned into an
+ * nghttp2_nv array only when submitted.  The list also counts the HPACK size
  * (name + value + 32 per RFC 9113 §6.5.2) so callers can enforce
  * SETTINGS_MAX_HEADER_LIST_SIZE.
  */
@@ -15,17 +15,18 @@
 #include <stdint.h>
 #include <nghttp2/nghttp2.h>
 
+#include "fg_bufq.h"
+
 struct fg_hdrs_entry {
-	uint32_t name_off;      /* offset of the name in <buf> */
+	uint32_t name_off;      /* offset of the name from fg_bufq_head(&<buf>) */
 	uint32_t name_len;
-	uint32_t value_off;     /* offset of the value in <buf> */
+	uint32_t value_off;     /* offset of the value from fg_bufq_head(&<buf>) */
 	uint32_t value_len;
 	uint8_t flags;          /* NGHTTP2_NV_FLAG_NO_INDEX is kept for sensitive headers */
 };
 
 struct fg_hdrs {
-	char *buf;                      /* names and values, back to back */
-	size_t len, cap;                /* bytes used / allocated in <buf> */
+	struct fg_bufq buf;             /* names and values, back to back (never consumed) */
 	struct fg_hdrs_entry *ent;      /* one per header, in arrival order */
 	size_t n, ncap;                 /* entries used / allocated */
 	nghttp2_nv *nv;                 /* built by fg_hdrs_nv(), valid until the next change */

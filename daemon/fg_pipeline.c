@@ -930,12 +930,13 @@ static int add_hdr(struct fg_hdrs *h, const char *name, const char *value, size_
 static int place_metadata(struct fg_pipeline *pl, struct fg_hdrs *h)
 {
 	const struct fg_hdrs *m = &pl->meta;
+	const uint8_t *bytes = fg_bufq_head(&m->buf);
 	size_t i;
 
 	for (i = 0; i < m->n; i++) {
 		const struct fg_hdrs_entry *e = &m->ent[i];
-		if (fg_hdrs_add(h, (const uint8_t *)m->buf + e->name_off, e->name_len,
-		                (const uint8_t *)m->buf + e->value_off, e->value_len, e->flags) < 0)
+		if (fg_hdrs_add(h, bytes + e->name_off, e->name_len, bytes + e->value_off, e->value_len,
+		                e->flags) < 0)
 			return FG_ENOMEM;
 	}
 	fg_hdrs_reset(&pl->meta);

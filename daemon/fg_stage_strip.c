@@ -73,15 +73,16 @@ static int header_removed(const struct fg_policy_edit *e, const char *name, size
  * <plumbing>, without content-length and grpc-accept-encoding). */
 static int copy_kept(const struct fg_policy_edit *e, const struct fg_hdrs *in, struct fg_hdrs *out, int plumbing)
 {
+	const uint8_t *bytes = fg_bufq_head(&in->buf);
 	size_t i;
 
 	fg_hdrs_reset(out);
 	for (i = 0; i < in->n; i++) {
 		const struct fg_hdrs_entry *h = &in->ent[i];
-		if (header_removed(e, in->buf + h->name_off, h->name_len, plumbing))
+		if (header_removed(e, (const char *)bytes + h->name_off, h->name_len, plumbing))
 			continue;
-		if (fg_hdrs_add(out, (const uint8_t *)in->buf + h->name_off, h->name_len,
-		                (const uint8_t *)in->buf + h->value_off, h->value_len, h->flags) < 0)
+		if (fg_hdrs_add(out, bytes + h->name_off, h->name_len, bytes + h->value_off, h->value_len,
+		                h->flags) < 0)
 			return FG_ENOMEM;
 	}
 	return 0;
@@ -120,7 +121,7 @@ static enum fg_stage_rc filter_headers(struct fg_stage_ctx *c, struct fg_hdrs *h
 	tmp = *h;
 	*h = w->scratch;
 	w->scratch = tmp;
-	if (w->scratch.cap > STRIP_SCRATCH_KEEP)
+	if (w->scratch.buf.cap > STRIP_SCRATCH_KEEP)
 		fg_hdrs_free(&w->scratch);
 	else
 		fg_hdrs_reset(&w->scratch);
