@@ -63,11 +63,12 @@ int fg_bufq_append(struct fg_bufq *q, const void *p, size_t n);
  * after the last one, so a writer can produce them in place at
  * fg_bufq_tail().  Moves the bytes to the front of the memory when that
  * makes enough room, else grows the memory, doubling from 256 bytes until
- * it is large enough (amortized: each growth at least doubles).  Returns 0
- * at once when fg_bufq_room() is already <n>; otherwise pointers into <q>
- * are invalid afterwards (offsets from the head are not).  Returns 0, or
- * FG_ENOMEM when realloc() fails or the size overflows; the queue's bytes
- * and length are then unchanged (they may have moved to the front).
+ * it is large enough (amortized: each growth at least doubles).  When
+ * fg_bufq_room() is already at least <n> nothing moves; otherwise pointers
+ * into <q> are invalid afterwards (offsets from the head are not).
+ * Returns 0, or FG_ENOMEM when realloc() fails or the size overflows; the
+ * queue's bytes and length are then unchanged (they may have moved to the
+ * front).
  */
 int fg_bufq_reserve(struct fg_bufq *q, size_t n);
 
