@@ -404,12 +404,8 @@ static int edit_append(struct fg_stage_msg *m, const char *tail)
 {
 	size_t n = strlen(tail);
 
-	if (fg_pbwire_buf_reserve(m->out, m->len + n) < 0)
+	if (fg_bufq_append(m->out, m->data, m->len) < 0 || fg_bufq_append(m->out, tail, n) < 0)
 		return FG_ENOMEM;
-	if (m->len)
-		memcpy(m->out->data, m->data, m->len);
-	memcpy(m->out->data + m->len, tail, n);
-	m->out->len = m->len + n;
 	m->changed = 1;
 	return 0;
 }
@@ -628,7 +624,7 @@ static void assert_hdr(const struct fg_hdrs *h, const char *name, const char *va
 	const char *v = fg_hdrs_find(h, name, &len);
 
 	for (i = 0; i < h->n; i++)
-		n += h->ent[i].name_len == strlen(name) && memcmp(h->buf + h->ent[i].name_off, name, strlen(name)) == 0;
+		n += h->ent[i].name_len == strlen(name) && memcmp((const char *)fg_bufq_head(&h->buf) + h->ent[i].name_off, name, strlen(name)) == 0;
 	if (!value) {
 		if (v)
 			fail_msg("header %s: '%.*s', expected none", name, (int)len, v);
@@ -724,28 +720,28 @@ static void feed(struct fg_pipeline *pl, enum fg_stage_dir dir, const uint8_t *p
 }
 
 /* <len> bytes at <p> framed with <flag> at the end of <b>. */
-static void frame(struct fg_grpcframe_buf *b, enum fg_grpcframe_flag flag, const void *p, size_t len)
+static void frame(struct fg_bufq *b, enum fg_grpcframe_flag flag, const void *p, size_t len)
 {
 	assert_int_equal(fg_grpcframe_append(b, flag, p, len), 0);
 }
 
-static void frame_str(struct fg_grpcframe_buf *b, const char *s)
+static void frame_str(struct fg_bufq *b, const char *s)
 {
 	frame(b, FG_GRPCFRAME_UNCOMPRESSED, s, strlen(s));
 }
 
 /* <s> gzip-compressed and framed with flag 1 at the end of <b>. */
-static void frame_gzip(struct fg_grpcframe_buf *b, const char *s)
+static void frame_gzip(struct fg_bufq *b, const char *s)
 {
-	struct fg_grpcframe_buf z = { 0 };
+	struct fg_bufq z = { 0 };
 
 	assert_int_equal(fg_grpcframe_deflate(FG_GRPCFRAME_GZIP, (const uint8_t *)s, strlen(s), &z), 0);
 	frame(b, FG_GRPCFRAME_COMPRESSED, z.data, z.len);
-	fg_grpcframe_buf_free(&z);
+	fg_bufq_free(&z);
 }
 
 /* Output queue <q> holds exactly the bytes of <b>. */
-static void assert_out(const struct fg_bufq *q, const struct fg_grpcframe_buf *b)
+static void assert_out(const struct fg_bufq *q, const struct fg_bufq *b)
 {
 	assert_int_equal(fg_bufq_len(q), b->len);
 	if (b->len)
@@ -863,7 +859,7 @@ static void test_pipeline_continue(void **state)
 {
 	struct t *t = *state;
 	struct host *h = &t->host[0], *g = &t->host[1];
-	struct fg_grpcframe_buf req = { 0 }, resp = { 0 }, zreq = { 0 }, zresp = { 0 };
+	struct fg_bufq req = { 0 }, resp = { 0 }, zreq = { 0 }, zresp = { 0 };
 	char big[301], saw[512];
 
 	env_open(t, 2);
@@ -917,10 +913,10 @@ static void test_pipeline_continue(void **state)
 	assert_string_equal(g->log, "UEST");
 	call_close(g, FG_GRPC_OK);
 
-	fg_grpcframe_buf_free(&req);
-	fg_grpcframe_buf_free(&resp);
-	fg_grpcframe_buf_free(&zreq);
-	fg_grpcframe_buf_free(&zresp);
+	fg_bufq_free(&req);
+	fg_bufq_free(&resp);
+	fg_bufq_free(&zreq);
+	fg_bufq_free(&zresp);
 	done(t);
 }
 
@@ -932,7 +928,7 @@ static void test_pipeline_edit(void **state)
 {
 	struct t *t = *state;
 	struct host *h = &t->host[0];
-	struct fg_grpcframe_buf in = { 0 }, want = { 0 };
+	struct fg_bufq in = { 0 }, want = { 0 };
 
 	env_open(t, 2);
 	fakes[0].append = "+a";
@@ -966,8 +962,8 @@ static void test_pipeline_edit(void **state)
 	response_trailers(h->pl, "0");
 	assert_string_equal(h->log, "UEST");
 	call_close(h, FG_GRPC_OK);
-	fg_grpcframe_buf_free(&in);
-	fg_grpcframe_buf_free(&want);
+	fg_bufq_free(&in);
+	fg_bufq_free(&want);
 	done(t);
 }
 
@@ -977,7 +973,7 @@ static void test_pipeline_drop(void **state)
 {
 	struct t *t = *state;
 	struct host *h = &t->host[0];
-	struct fg_grpcframe_buf in = { 0 }, want = { 0 };
+	struct fg_bufq in = { 0 }, want = { 0 };
 
 	env_open(t, 2);
 	fakes[0].act[H_MSG_REQ] = drop_second;
@@ -1007,8 +1003,8 @@ static void test_pipeline_drop(void **state)
 	assert_hdr(&h->resp_trailers, "grpc-status", "0");
 	assert_out_empty(&h->resp_out);
 	call_close(h, FG_GRPC_OK);
-	fg_grpcframe_buf_free(&in);
-	fg_grpcframe_buf_free(&want);
+	fg_bufq_free(&in);
+	fg_bufq_free(&want);
 	done(t);
 }
 
@@ -1020,7 +1016,7 @@ static void test_pipeline_suspend_headers(void **state)
 {
 	struct t *t = *state;
 	struct host *h = &t->host[0];
-	struct fg_grpcframe_buf in = { 0 };
+	struct fg_bufq in = { 0 };
 
 	env_open(t, 2);
 	fakes[0].rc[H_REQ_HEADERS] = FG_STAGE_SUSPEND;
@@ -1052,7 +1048,7 @@ static void test_pipeline_suspend_headers(void **state)
 	response_trailers(h->pl, "0");
 	assert_string_equal(h->log, "UEST");
 	call_close(h, FG_GRPC_OK);
-	fg_grpcframe_buf_free(&in);
+	fg_bufq_free(&in);
 	done(t);
 }
 
@@ -1081,7 +1077,7 @@ static void test_pipeline_suspend_message(void **state)
 {
 	struct t *t = *state;
 	struct host *h = &t->host[0], *g = &t->host[1];
-	struct fg_grpcframe_buf in = { 0 }, want = { 0 };
+	struct fg_bufq in = { 0 }, want = { 0 };
 
 	env_open(t, 3);
 	fakes[0].act[H_MSG_REQ] = edit_suspend_second;
@@ -1135,8 +1131,8 @@ static void test_pipeline_suspend_message(void **state)
 	assert_string_equal(g->log, "U");
 	fg_pipeline_cancel(g->pl, FG_STAGE_CANCEL_CLIENT);
 	call_close(g, FG_GRPC_CANCELLED);
-	fg_grpcframe_buf_free(&in);
-	fg_grpcframe_buf_free(&want);
+	fg_bufq_free(&in);
+	fg_bufq_free(&want);
 	done(t);
 }
 
@@ -1146,7 +1142,7 @@ static void test_pipeline_suspend_response_end(void **state)
 {
 	struct t *t = *state;
 	struct host *h = &t->host[0];
-	struct fg_grpcframe_buf in = { 0 };
+	struct fg_bufq in = { 0 };
 
 	env_open(t, 2);
 	fakes[0].rc[H_RESP_END] = FG_STAGE_SUSPEND;
@@ -1164,7 +1160,7 @@ static void test_pipeline_suspend_response_end(void **state)
 	assert_hdr(&h->resp_trailers, "grpc-status", "0");
 	assert_out(&h->resp_out, &in);
 	call_close(h, FG_GRPC_OK);
-	fg_grpcframe_buf_free(&in);
+	fg_bufq_free(&in);
 	done(t);
 }
 
@@ -1175,7 +1171,7 @@ static void test_pipeline_suspend_response_end(void **state)
  * on a response message (the upstream resets). */
 static void suspend_for(struct t *t, struct host *h, enum fg_stage_cancel why)
 {
-	struct fg_grpcframe_buf in = { 0 };
+	struct fg_bufq in = { 0 };
 
 	frame_str(&in, "m");
 	if (why == FG_STAGE_CANCEL_CLIENT)
@@ -1192,7 +1188,7 @@ static void suspend_for(struct t *t, struct host *h, enum fg_stage_cancel why)
 		feed(h->pl, RESP, in.data, in.len, 4);
 		assert_string_equal(h->log, "UE");
 	}
-	fg_grpcframe_buf_free(&in);
+	fg_bufq_free(&in);
 }
 
 static void test_pipeline_cancel(void **state)
@@ -1269,7 +1265,7 @@ static void test_pipeline_cancel_both_sides(void **state)
 {
 	struct t *t = *state;
 	struct host *h = &t->host[0];
-	struct fg_grpcframe_buf in = { 0 };
+	struct fg_bufq in = { 0 };
 
 	env_open(t, 2);
 	fakes[0].act[H_MSG_REQ] = suspend_second;
@@ -1287,7 +1283,7 @@ static void test_pipeline_cancel_both_sides(void **state)
 	assert_int_equal(fakes[0].why, FG_STAGE_CANCEL_UPSTREAM);
 	assert_int_equal(fakes[1].n_cancel, 0);
 	call_close(h, FG_GRPC_UNAVAILABLE);
-	fg_grpcframe_buf_free(&in);
+	fg_bufq_free(&in);
 	done(t);
 }
 
@@ -1318,7 +1314,7 @@ static int answer_own_late(struct fg_pipeline *pl, const struct fg_stage *st)
 
 static void assert_own_answer(const struct host *h)
 {
-	struct fg_grpcframe_buf want = { 0 };
+	struct fg_bufq want = { 0 };
 
 	assert_string_equal(h->log, "CST");
 	assert_hdr(&h->resp_hdrs, ":status", "200");
@@ -1330,7 +1326,7 @@ static void assert_own_answer(const struct host *h)
 	assert_hdr(&h->resp_trailers, "grpc-status", "0");
 	assert_hdr(&h->resp_trailers, "grpc-message", PAUSED_ENC);
 	assert_out_empty(&h->req_out);
-	fg_grpcframe_buf_free(&want);
+	fg_bufq_free(&want);
 }
 
 static void test_pipeline_answer(void **state)
@@ -1400,7 +1396,7 @@ static void test_pipeline_fail(void **state)
 {
 	struct t *t = *state;
 	struct host *h = &t->host[0], *g = &t->host[1];
-	struct fg_grpcframe_buf in = { 0 }, want = { 0 };
+	struct fg_bufq in = { 0 }, want = { 0 };
 
 	env_open(t, 2);
 	frame_str(&in, "m0");
@@ -1455,8 +1451,8 @@ static void test_pipeline_fail(void **state)
 	assert_non_null(strstr(g->fail_msg, "fake0"));
 	assert_out_empty(&g->req_out);
 	call_close(g, FG_GRPC_INTERNAL);
-	fg_grpcframe_buf_free(&in);
-	fg_grpcframe_buf_free(&want);
+	fg_bufq_free(&in);
+	fg_bufq_free(&want);
 	done(t);
 }
 
@@ -1501,7 +1497,7 @@ static void test_pipeline_metadata(void **state)
 {
 	struct t *t = *state;
 	struct host *h = &t->host[0], *g = &t->host[1];
-	struct fg_grpcframe_buf in = { 0 };
+	struct fg_bufq in = { 0 };
 
 	env_open(t, 2);
 	frame_str(&in, "r0");
@@ -1565,7 +1561,7 @@ static void test_pipeline_metadata(void **state)
 	assert_hdr(&h->resp_hdrs, "x-end", "4");
 	assert_int_equal(fakes[1].n[H_RESP_END], 1);
 	call_close(h, FG_GRPC_NOT_FOUND);
-	fg_grpcframe_buf_free(&in);
+	fg_bufq_free(&in);
 	done(t);
 }
 
@@ -1575,7 +1571,7 @@ static void test_pipeline_hold_response(void **state)
 {
 	struct t *t = *state;
 	struct host *h = &t->host[0], *g = &t->host[1];
-	struct fg_grpcframe_buf req = { 0 }, resp = { 0 };
+	struct fg_bufq req = { 0 }, resp = { 0 };
 
 	env_open(t, 2);
 	frame_str(&req, "q");
@@ -1615,8 +1611,8 @@ static void test_pipeline_hold_response(void **state)
 	assert_int_equal(fakes[1].n_cancel, 0);
 	assert_string_equal(g->log, "U");
 	call_close(g, FG_GRPC_UNAVAILABLE);
-	fg_grpcframe_buf_free(&req);
-	fg_grpcframe_buf_free(&resp);
+	fg_bufq_free(&req);
+	fg_bufq_free(&resp);
 	done(t);
 }
 
@@ -1629,7 +1625,7 @@ static void test_pipeline_output_full(void **state)
 {
 	struct t *t = *state;
 	struct host *h = &t->host[0];
-	struct fg_grpcframe_buf in = { 0 }, one = { 0 };
+	struct fg_bufq in = { 0 }, one = { 0 };
 
 	env_open(t, 1);
 	cfg.limits.stream_window = 16;
@@ -1659,8 +1655,8 @@ static void test_pipeline_output_full(void **state)
 	assert_int_equal(fg_pipeline_held(h->pl, REQ), 0);
 	assert_int_equal(h->holds[REQ], 0);
 	call_close(h, FG_GRPC_OK);
-	fg_grpcframe_buf_free(&in);
-	fg_grpcframe_buf_free(&one);
+	fg_bufq_free(&in);
+	fg_bufq_free(&one);
 	done(t);
 }
 
@@ -1670,7 +1666,7 @@ static void test_pipeline_malformed(void **state)
 {
 	struct t *t = *state;
 	struct host *h = &t->host[0];
-	struct fg_grpcframe_buf in = { 0 };
+	struct fg_bufq in = { 0 };
 	char msg[256], big[64];
 	int status = -1;
 
@@ -1707,7 +1703,7 @@ static void test_pipeline_malformed(void **state)
 	assert_non_null(strstr(h->fail_msg, "limits.max_message_size"));
 	assert_out_empty(&h->resp_out);
 	call_close(h, FG_GRPC_RESOURCE_EXHAUSTED);
-	fg_grpcframe_buf_free(&in);
+	fg_bufq_free(&in);
 	done(t);
 }
 
@@ -1724,7 +1720,7 @@ static void test_pipeline_request_end(void **state)
 {
 	struct t *t = *state;
 	struct host *h = &t->host[0];
-	struct fg_grpcframe_buf in = { 0 };
+	struct fg_bufq in = { 0 };
 	struct fg_hdrs tr = { 0 };
 	uint8_t none = 0;
 
@@ -1806,7 +1802,7 @@ static void test_pipeline_request_end(void **state)
 	assert_string_equal(h->log, "UE");
 	call_close(h, FG_GRPC_OK);
 	fg_hdrs_free(&tr);
-	fg_grpcframe_buf_free(&in);
+	fg_bufq_free(&in);
 	done(t);
 }
 
@@ -1835,7 +1831,7 @@ static void test_pipeline_on_end(void **state)
 {
 	struct t *t = *state;
 	struct host *h = &t->host[0];
-	struct fg_grpcframe_buf in = { 0 };
+	struct fg_bufq in = { 0 };
 	char msg[256];
 	int i, n, status = -1;
 	struct fg_stage_end again = { .status = FG_GRPC_INTERNAL };
@@ -1889,7 +1885,7 @@ static void test_pipeline_on_end(void **state)
 	assert_null(h->pl);
 	assert_int_equal(fakes[0].n_begin, 0);
 	assert_string_equal(h->log, "");
-	fg_grpcframe_buf_free(&in);
+	fg_bufq_free(&in);
 	done(t);
 }
 
@@ -1899,7 +1895,7 @@ static void test_pipeline_budgets(void **state)
 {
 	struct t *t = *state;
 	struct host *a = &t->host[0], *b = &t->host[1], *c = &t->host[2];
-	struct fg_grpcframe_buf in = { 0 };
+	struct fg_bufq in = { 0 };
 	char body[200], msg[256];
 	int status = -1;
 
@@ -1963,7 +1959,7 @@ static void test_pipeline_budgets(void **state)
 	assert_int_equal(fg_pipeline_env_held(t->env), 0);
 	assert_int_equal(t->budget.held, 0);
 	assert_int_equal(t->gauge, 0);
-	fg_grpcframe_buf_free(&in);
+	fg_bufq_free(&in);
 	done(t);
 }
 
@@ -1980,7 +1976,7 @@ static enum fg_stage_rc meta_or_fail(struct fg_stage_ctx *c, struct fg_hdrs *hd,
 
 /* What the client got: 0 (the whole call, exactly), or the status it
  * failed with, from ops->fail or an answer's trailers. */
-static int outcome(const struct host *h, const struct fg_grpcframe_buf *req, const struct fg_grpcframe_buf *resp)
+static int outcome(const struct host *h, const struct fg_bufq *req, const struct fg_bufq *resp)
 {
 	const char *v;
 	size_t len;
@@ -2011,9 +2007,9 @@ static int outcome(const struct host *h, const struct fg_grpcframe_buf *req, con
 
 /* One call's whole life with allocation <n> failed (<*injected>: it came);
  * 1 when the call completed. */
-static int failmalloc_run(struct t *t, long n, int *injected, const struct fg_grpcframe_buf *req,
-                          const struct fg_grpcframe_buf *resp, const struct fg_grpcframe_buf *wreq,
-                          const struct fg_grpcframe_buf *wresp)
+static int failmalloc_run(struct t *t, long n, int *injected, const struct fg_bufq *req,
+                          const struct fg_bufq *resp, const struct fg_bufq *wreq,
+                          const struct fg_bufq *wresp)
 {
 	long live = mem.live;
 	struct host *h = &t->host[0];
@@ -2085,7 +2081,7 @@ static int failmalloc_run(struct t *t, long n, int *injected, const struct fg_gr
 static void test_pipeline_failmalloc(void **state)
 {
 	struct t *t = *state;
-	struct fg_grpcframe_buf req = { 0 }, resp = { 0 }, wreq = { 0 }, wresp = { 0 };
+	struct fg_bufq req = { 0 }, resp = { 0 }, wreq = { 0 }, wresp = { 0 };
 	long n;
 	int incomplete = 0, injected;
 
@@ -2107,10 +2103,10 @@ static void test_pipeline_failmalloc(void **state)
 	}
 	assert_true(n > 5 && n < 10000);
 	assert_true(incomplete > 0);
-	fg_grpcframe_buf_free(&req);
-	fg_grpcframe_buf_free(&resp);
-	fg_grpcframe_buf_free(&wreq);
-	fg_grpcframe_buf_free(&wresp);
+	fg_bufq_free(&req);
+	fg_bufq_free(&resp);
+	fg_bufq_free(&wreq);
+	fg_bufq_free(&wresp);
 	done(t);
 }
 
