@@ -719,6 +719,7 @@ static void call_record(struct fg_call *call, uint32_t error_code)
 void fg_call_on_front_close(struct fg_call *call, uint32_t error_code)
 {
 	fg_pipeline_cancel(call->pl, FG_STAGE_CANCEL_CLIENT);
+	fg_pipeline_leave_connection(call->pl);
 	call_record(call, error_code);
 	call_drop_req_body(call);
 	call_drop_resp_body(call);

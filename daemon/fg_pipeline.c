@@ -433,13 +433,22 @@ void fg_pipeline_account(struct fg_pipeline *pl)
 
 static void budget_detach(struct fg_pipeline *pl)
 {
-	struct fg_pipeline_budget *b = pl->budget;
-
+	fg_pipeline_leave_connection(pl);
 	budget_count(pl, 0, 0);
-	if (b) {
-		TAILQ_REMOVE(&b->calls, pl, budget_link);
-		pl->budget = NULL;
-	}
+}
+
+void fg_pipeline_leave_connection(struct fg_pipeline *pl)
+{
+	struct fg_pipeline_budget *b = pl ? pl->budget : NULL;
+
+	if (!b)
+		return;
+	b->held -= pl->accounted;
+	TAILQ_REMOVE(&b->calls, pl, budget_link);
+	pl->budget = NULL;
+	/* it may have been the call that went on past the budget */
+	if (pl->assembling && TAILQ_FIRST(&b->calls))
+		wake_budget(b);
 }
 
 size_t fg_pipeline_held(const struct fg_pipeline *pl, enum fg_stage_dir dir)

@@ -176,6 +176,15 @@ void fg_pipeline_cancel(struct fg_pipeline *pl, enum fg_stage_cancel why);
  * it once.  Implies cancel. */
 void fg_pipeline_end(struct fg_pipeline *pl, const struct fg_stage_end *end);
 
+/*
+ * fg_pipeline_leave_connection - the client stream is gone: <pl> stops
+ * counting against its connection's budget (the connection may be freed
+ * before the call, which waits for its upstream stream to close).  What
+ * it holds still counts for the worker until fg_pipeline_free.  NULL or a
+ * second call is a no-op.
+ */
+void fg_pipeline_leave_connection(struct fg_pipeline *pl);
+
 /* fg_pipeline_free - back to the env's pool; the handle goes stale.  NULL is a no-op. */
 void fg_pipeline_free(struct fg_pipeline *pl);
 

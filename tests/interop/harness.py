@@ -70,6 +70,14 @@ def rss_kib(pid):
     raise AssertionError("no VmRSS for pid %d" % pid)
 
 
+def rss_factor(pid):
+    """How much more RSS the daemon <pid> needs for the same work: 3 under
+    AddressSanitizer (shadow memory, redzones and the quarantine of freed
+    blocks), else 1.  Memory bounds in tests are multiplied by it."""
+    with open("/proc/%d/maps" % pid) as f:
+        return 3 if any("libasan" in line for line in f) else 1
+
+
 def tail(path, n=60):
     try:
         with open(path, "rb") as f:
