@@ -129,3 +129,23 @@ void fg_bufq_clear(struct fg_bufq *q)
 	if (q->cap > FG_BUFQ_KEEP)
 		fg_bufq_free(q);
 }
+
+int fg_bufq_headroom(struct fg_bufq *q, size_t n)
+{
+	q->off = 0;
+	q->len = 0;
+	if (fg_bufq_reserve(q, n) < 0)
+		return FG_ENOMEM;
+	q->off = n;
+	return 0;
+}
+
+int fg_bufq_prepend(struct fg_bufq *q, const void *p, size_t n)
+{
+	if (q->off < n)
+		return FG_ESTATE;
+	q->off -= n;
+	q->len += n;
+	memcpy(q->data + q->off, p, n);
+	return 0;
+}

@@ -100,6 +100,23 @@ void fg_bufq_consume(struct fg_bufq *q, size_t n);
  */
 void fg_bufq_truncate(struct fg_bufq *q, size_t len);
 
+/*
+ * fg_bufq_headroom - empty <q> and keep <n> bytes free before its head,
+ * so that bytes written later can get a prefix put in front of them with
+ * fg_bufq_prepend() without being moved (a gRPC message prefix, once the
+ * message's length is known).  Returns 0 or FG_ENOMEM (<q> is then empty
+ * with no headroom).
+ */
+int fg_bufq_headroom(struct fg_bufq *q, size_t n);
+
+/*
+ * fg_bufq_prepend - copy <n> bytes from <p> in front of the head, into
+ * room kept by fg_bufq_headroom() (a writer that needed more room may have
+ * moved its bytes to the front and used it up).  Returns 0, or FG_ESTATE
+ * when there is no such room (<q> unchanged).
+ */
+int fg_bufq_prepend(struct fg_bufq *q, const void *p, size_t n);
+
 /* fg_bufq_clear - drop everything; keeps the memory unless it grew past
  * FG_BUFQ_KEEP. */
 void fg_bufq_clear(struct fg_bufq *q);

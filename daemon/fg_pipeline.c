@@ -648,7 +648,10 @@ static enum fg_stage_rc run_msg_hooks(struct fg_pipeline *pl, enum fg_stage_dir 
 			continue;
 		/* emptied, memory kept: <m.data> never points into this one */
 		r->m.out = &env->scratch[r->out_idx];
-		fg_bufq_truncate(r->m.out, 0);
+		/* room for the prefix in front of an edit, so the edited
+		 * message can become the output queue without a copy */
+		if (fg_bufq_headroom(r->m.out, FG_GRPC_PREFIX_LEN) < 0)
+			fg_bufq_truncate(r->m.out, 0);
 		r->m.changed = 0;
 		c = ctx_of(pl, i);
 		rc = env->stages[i]->on_message(&c, dir, &r->m);
@@ -693,13 +696,36 @@ static int save_message(struct side *s, const struct msg_run *r, size_t at)
 static void release_headers(struct fg_pipeline *pl);
 static void request_headers(struct fg_pipeline *pl, size_t from);
 
+/*
+ * An edited message whose output queue is empty (the usual case: a unary
+ * response, or a request whose previous message has gone) becomes that
+ * queue: its prefix goes in the room kept in front of it and the buffers
+ * are swapped, so the edited bytes are not copied again.  1 when done.
+ */
+static int swap_edited(struct fg_pipeline_env *env, struct fg_bufq *out, const struct msg_run *r)
+{
+	struct fg_bufq *ed = &env->scratch[r->out_idx ^ 1], tmp;
+	uint8_t prefix[FG_GRPC_PREFIX_LEN];
+
+	if (fg_bufq_len(out) != 0 || r->m.data != fg_bufq_head(ed) || r->m.len != fg_bufq_len(ed))
+		return 0;
+	fg_grpcframe_write_prefix(prefix, FG_GRPCFRAME_UNCOMPRESSED, (uint32_t)r->m.len);
+	if (fg_bufq_prepend(ed, prefix, sizeof(prefix)) < 0)
+		return 0;
+	tmp = *out;
+	*out = *ed;
+	*ed = tmp;
+	fg_bufq_truncate(ed, 0);
+	return 1;
+}
+
 /* The message has been through every stage: frame it onto the output. */
 static int emit_message(struct fg_pipeline *pl, enum fg_stage_dir dir, const struct msg_run *r)
 {
 	struct side *s = &pl->side[dir];
 	int rv = 0;
 
-	if (!r->m.drop)
+	if (!r->m.drop && !(r->changed && swap_edited(pl->env, s->out, r)))
 		rv = r->changed ? append_framed(s->out, FG_GRPCFRAME_UNCOMPRESSED, r->m.data, r->m.len)
 		                : append_framed(s->out, r->flag, r->orig, r->orig_len);
 	if (rv < 0) {

@@ -187,6 +187,33 @@ static void test_bufq_truncate_and_clear(void **state)
 }
 
 /* Each growth failed in turn: FG_ENOMEM and the bytes as they were. */
+/* Room kept in front of the head takes a prefix without moving the bytes;
+ * once a writer needed that room, prepend says so and changes nothing. */
+static void test_bufq_headroom_prepend(void **state)
+{
+	struct fg_bufq q = { 0 };
+	const uint8_t *body;
+
+	(void)state;
+	assert_int_equal(fg_bufq_headroom(&q, 5), 0);
+	assert_int_equal(fg_bufq_len(&q), 0);
+	assert_int_equal(fg_bufq_append(&q, "message", 7), 0);
+	body = fg_bufq_head(&q);
+	assert_int_equal(fg_bufq_prepend(&q, "PREFX", 5), 0);
+	assert_int_equal(fg_bufq_len(&q), 12);
+	assert_memory_equal(fg_bufq_head(&q), "PREFXmessage", 12);
+	assert_ptr_equal(fg_bufq_head(&q) + 5, body);
+	/* no room left in front */
+	assert_int_equal(fg_bufq_prepend(&q, "X", 1), FG_ESTATE);
+	assert_int_equal(fg_bufq_len(&q), 12);
+	/* a writer that grew the queue past its memory moved the bytes to
+	 * the front: the room is gone, and prepend refuses */
+	assert_int_equal(fg_bufq_headroom(&q, 5), 0);
+	assert_int_equal(fg_bufq_reserve(&q, q.cap), 0);
+	assert_int_equal(fg_bufq_prepend(&q, "PREFX", 5), FG_ESTATE);
+	fg_bufq_free(&q);
+}
+
 static void test_bufq_enomem(void **state)
 {
 	struct fg_bufq q = { 0 };
@@ -222,6 +249,7 @@ int main(void)
 		cmocka_unit_test(test_bufq_reserve_compacts),
 		cmocka_unit_test(test_bufq_reserve_exact),
 		cmocka_unit_test(test_bufq_truncate_and_clear),
+		cmocka_unit_test(test_bufq_headroom_prepend),
 		cmocka_unit_test(test_bufq_enomem),
 	};
 
