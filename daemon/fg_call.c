@@ -10,6 +10,7 @@
 #include "fg_clock.h"
 #include "fg_error.h"
 #include "fg_grpc.h"
+#include "fg_h2conn.h"
 #include "fg_h2front.h"
 #include "fg_pipeline.h"
 #include "fg_log.h"
@@ -92,13 +93,17 @@ static void call_recycle(struct fg_call *call)
 			fg_hdrs_free(&h[i]);
 		else
 			fg_hdrs_reset(&h[i]);
-	/* A pooled call keeps small buffers only: 256 idle calls must not pin
-	 * the memory of the largest messages they ever carried. */
-	for (i = 0; i < 2; i++)
-		if (q[i].cap > FG_CALL_POOL_KEEP_BYTES)
+	/* A pooled call keeps body buffers of the usual size only, and the
+	 * pool as a whole a bounded amount: 256 idle calls must not pin the
+	 * memory of the largest messages they ever carried. */
+	for (i = 0; i < 2; i++) {
+		if (q[i].cap > FG_CALL_POOL_KEEP_BODY || w->call_pool_body + q[i].cap > FG_CALL_POOL_BODY_BYTES) {
 			fg_bufq_free(&q[i]);
-		else
-			fg_bufq_clear(&q[i]);
+			continue;
+		}
+		fg_bufq_clear(&q[i]);
+		w->call_pool_body += q[i].cap;
+	}
 	memset(call, 0, sizeof(*call));
 	call->req_hdrs = h[0];
 	call->req_trailers = h[1];
@@ -118,6 +123,7 @@ void fg_call_pool_free(struct fg_worker *w)
 		call_destroy(call);
 	}
 	w->ncall_pool = 0;
+	w->call_pool_body = 0;
 }
 
 /* A call is freed once neither side can call back into it. */
@@ -245,9 +251,13 @@ static ssize_t resp_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf,
 }
 
 /* Append one DATA frame, header <framehd> and <length> bytes from the
- * head of <q>, to <out>.  0 or NGHTTP2_ERR_CALLBACK_FAILURE. */
+ * head of <q>, to <out>.  0, NGHTTP2_ERR_WOULDBLOCK when <out> is full
+ * (one mem_send call would otherwise move every stream's queued bytes into
+ * it), or NGHTTP2_ERR_CALLBACK_FAILURE. */
 static int send_queued(struct fg_bufq *q, const uint8_t *framehd, size_t length, struct fg_bufq *out)
 {
+	if (fg_bufq_len(out) >= FG_H2CONN_OUT_HIGH)
+		return NGHTTP2_ERR_WOULDBLOCK;
 	if (length > fg_bufq_len(q) || fg_bufq_append(out, framehd, H2_FRAME_HEADER_LEN) < 0 ||
 	    fg_bufq_append(out, fg_bufq_head(q), length) < 0)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -257,8 +267,10 @@ static int send_queued(struct fg_bufq *q, const uint8_t *framehd, size_t length,
 
 int fg_call_send_resp_data(struct fg_call *call, const uint8_t *framehd, size_t length, struct fg_bufq *out)
 {
-	if (send_queued(&call->resp_body, framehd, length, out) < 0)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	int rv = send_queued(&call->resp_body, framehd, length, out);
+
+	if (rv < 0)
+		return rv;
 	call->resp_bytes += length;
 	call_settle_up(call);
 	if (call->pl)
@@ -369,8 +381,10 @@ static ssize_t req_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf, 
 
 int fg_call_send_req_data(struct fg_call *call, const uint8_t *framehd, size_t length, struct fg_bufq *out)
 {
-	if (send_queued(&call->req_body, framehd, length, out) < 0)
-		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	int rv = send_queued(&call->req_body, framehd, length, out);
+
+	if (rv < 0)
+		return rv;
 	call->req_bytes += length;
 	call_settle_front(call);
 	if (call->pl)
@@ -564,6 +578,7 @@ struct fg_call *fg_call_new(struct fg_worker *w, struct fg_front *front, int32_t
 	if (call) {
 		TAILQ_REMOVE(&w->call_pool, call, front_link);
 		w->ncall_pool--;
+		w->call_pool_body -= call->req_body.cap + call->resp_body.cap;
 	} else if (!(call = calloc(1, sizeof(*call)))) {
 		return NULL;
 	}

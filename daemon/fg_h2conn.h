@@ -31,6 +31,12 @@
 
 #include "fg_bufq.h"
 
+/* Stop asking nghttp2 for frames once this much waits for the socket: the
+ * kernel's send buffer is the real queue, ours only batches into it.  DATA
+ * frames an owner appends itself (NGHTTP2_DATA_FLAG_NO_COPY) wait too
+ * (NGHTTP2_ERR_WOULDBLOCK) once the output holds this much. */
+#define FG_H2CONN_OUT_HIGH 65536
+
 /* fg_h2conn_close_cb - the connection ended.  <err> is 0 for an orderly end
  * (both sides done, or the peer closed after GOAWAY), otherwise FG_EIO,
  * FG_EPROTO or FG_ETIMEOUT (the write timeout); <why> is a static or errno

@@ -48,6 +48,7 @@ struct fg_worker {
 	struct fg_call_list call_pool;      /* ended calls kept for reuse (fg_call.c) */
 	struct event *stall_ev;             /* the stalled-stream sweep (timeouts.stalled_stream) */
 	unsigned ncall_pool;
+	size_t call_pool_body;              /* bytes of body buffers the pooled calls keep (fg_call.c) */
 	unsigned nfronts;
 	int ctl_fd[2];                      /* control pipe: main writes [1], the loop reads [0] */
 	struct event *ctl_ev;

@@ -774,7 +774,7 @@ done
 
 if (( PERF )) && command -v perf >/dev/null 2>&1; then
 	note "perf: profiling $PERF_TARGET under -c16 -m32 for ${DURATION}s"
-	perf record -e cpu-clock -g -o "$WORK/perf.data" -p "${CPU_PIDS[$PERF_TARGET]}" -- sleep $((DURATION + WARMUP)) \
+	perf record -e cpu-clock ${FG_PERF_CALLGRAPH:--g} -o "$WORK/perf.data" -p "${CPU_PIDS[$PERF_TARGET]}" -- sleep $((DURATION + WARMUP)) \
 		> "$WORK/perf-record.log" 2>&1 &
 	perf_pid=$!
 	PIDS+=("$perf_pid")
