@@ -11,531 +11,13 @@
 #include "fg_config.h"
 #include "fg_error.h"
 #include "fg_grpc.h"
-#include "fg_pipeline.h"
+#include "fg_pipeline-internal.h"
 #include "fg_policy_eval.h"
 #include "fg_units.h"
 
-/*
- * The stages of the daemon, in the one order they run.  identify comes
- * first because every later stage reads the band and user it decides;
- * gate, filter, account and capture join here as they are written.
- */
-static const struct fg_stage *const daemon_stages[] = {
-	&fg_stage_identify,
-	&fg_stage_strip,
-};
-
-#define MAX_STAGES 8
-#define NO_STAGE (-1)
-/* Ended pipelines a worker keeps, with their message buffers: in steady
- * state an intercepted call allocates nothing. */
-#define PIPELINE_SPARE_MAX 32
 #define TEXT_MAX 256
 
-/* The event a suspended side resumes. */
-enum pl_event {
-	EV_NONE = 0,
-	EV_REQ_HEADERS,
-	EV_MESSAGE,
-	EV_END,
-	EV_RESP_HEADERS,
-};
-
-/* One direction of the call. */
-struct side {
-	struct fg_grpcframe_reader reader;  /* messages being assembled */
-	struct fg_bufq raw;                 /* bytes not yet fed (a stage waits, or <out> is full) */
-	struct fg_bufq *out;                /* the call's output queue for this side */
-	enum fg_grpcframe_enc enc;          /* grpc-encoding of this side's messages */
-	unsigned nmsg;                      /* messages seen */
-	unsigned end_wait;                  /* the end arrived; applied once nothing is held */
-	unsigned ended;                     /* the end went through the stages */
-	unsigned has_trailers;              /* <trailers> came with the end */
-	struct fg_hdrs trailers;            /* held with the end */
-	int susp;                           /* stage that suspended this side, or NO_STAGE */
-	enum pl_event susp_ev;              /* what it suspended */
-	unsigned susp_resumed;              /* fg_pipeline_resume() came; the pump continues */
-	struct fg_bufq susp_orig;           /* the suspended message as it came (payload) */
-	struct fg_bufq susp_cur;            /* and as the stages left it */
-	enum fg_grpcframe_flag susp_flag;
-	unsigned susp_changed;
-};
-
-enum pl_flag {
-	PL_STARTED = 1u << 0,        /* fg_pipeline_start() ran */
-	PL_UPSTREAM = 1u << 1,       /* the request headers went upstream */
-	PL_HDRS_HELD = 1u << 2,      /* response headers wait in <resp_hdrs> for the first message */
-	PL_HDRS_PENDING = 1u << 3,   /* response headers arrived while the response was held */
-	PL_RESP_STARTED = 1u << 4,   /* response headers went to the client */
-	PL_FINISHED = 1u << 5,       /* answered, failed or cancelled: no more host operations */
-	PL_ENDED = 1u << 6,          /* on_end delivered */
-	PL_PUMP_QUEUED = 1u << 7,    /* in env->pump */
-	PL_PENDING_END = 1u << 8,    /* response headers arrived with END (trailers-only) while held */
-};
-
-struct fg_pipeline {
-	struct fg_pipeline_env *env;
-	struct fg_stage_call call;              /* what the stages share */
-	const struct fg_pipeline_ops *ops;
-	void *host;
-	struct fg_hdrs *req_hdrs;               /* the call's, until go_upstream */
-	unsigned run;                           /* bit i: stage i runs on this call */
-	void *state[MAX_STAGES];                /* per-call state blocks, kept across reuse */
-	struct side side[2];                    /* FG_STAGE_REQUEST, FG_STAGE_RESPONSE */
-	unsigned flags;                         /* enum pl_flag */
-	int hold;                               /* stage holding the response, or NO_STAGE */
-	struct fg_hdrs resp_hdrs;               /* response headers held or pending */
-	struct fg_hdrs meta;                    /* metadata added and not yet placed */
-	uint32_t slot, gen;                     /* the handle */
-	uint64_t accounted;                     /* bytes counted in the budgets */
-	unsigned assembling;                    /* a partial message when last counted */
-	struct fg_pipeline_budget *budget;      /* the client connection's; NULL once detached */
-	TAILQ_ENTRY(fg_pipeline) budget_link;
-	TAILQ_ENTRY(fg_pipeline) pump_link;
-	struct fg_pipeline *next_spare;
-};
-
-struct slot {
-	struct fg_pipeline *pl;     /* NULL when free */
-	uint32_t gen;               /* bumped whenever the slot is freed */
-	uint32_t next_free;         /* free-list link, when free */
-};
-
-struct fg_pipeline_env {
-	struct event_base *base;
-	const struct fg_stage *const *stages;
-	size_t nstages;
-	void *wstate[MAX_STAGES];               /* each stage's per-worker block */
-	size_t ninit;                           /* stages whose worker_init succeeded (in order) */
-	size_t slot_no;                         /* the worker's counter slot */
-	struct event *pump_ev;                  /* runs the queued pipelines on the next loop turn */
-	TAILQ_HEAD(, fg_pipeline) pump;
-	struct fg_pipeline *spare;
-	size_t nspare;
-	struct slot *slots;
-	uint32_t nslots, free_slot;             /* free_slot: head of the free list, or nslots */
-	struct fg_grpcframe_zctx *zctx;         /* inflate state */
-	struct fg_bufq plain;                   /* the inflated message */
-	struct fg_bufq scratch[2];              /* stages' edits, alternating */
-	uint64_t held;                          /* bytes all pipelines hold (limits.worker_buffer) */
-	unsigned over;                          /* <held> was over limits.worker_buffer when last counted */
-	uint64_t *held_gauge;                   /* the worker's metric, or NULL */
-};
-
-static void pump_cb(evutil_socket_t fd, short what, void *arg);
-static void pipeline_pump(struct fg_pipeline *pl);
-
-/* --- environment ------------------------------------------------------- */
-
-void fg_pipeline_budget_init(struct fg_pipeline_budget *b)
-{
-	b->held = 0;
-	TAILQ_INIT(&b->calls);
-}
-
-static void env_free_stages(struct fg_pipeline_env *env)
-{
-	size_t i;
-
-	for (i = 0; i < env->nstages; i++) {
-		if (i < env->ninit && env->stages[i]->worker_free)
-			env->stages[i]->worker_free(env->wstate[i]);
-		free(env->wstate[i]);
-		env->wstate[i] = NULL;
-	}
-	env->ninit = 0;
-}
-
-static int env_init_stages(struct fg_pipeline_env *env, struct fg_config *cfg)
-{
-	struct fg_stage_worker_env wenv = { .base = env->base, .cfg = cfg, .slot = env->slot_no };
-	size_t i;
-	int rv;
-
-	for (i = 0; i < env->nstages; i++) {
-		const struct fg_stage *st = env->stages[i];
-		if (st->worker_size && (env->wstate[i] = calloc(1, st->worker_size)) == NULL)
-			return FG_ENOMEM;
-		if (st->worker_init && (rv = st->worker_init(env->wstate[i], &wenv)) < 0) {
-			free(env->wstate[i]);
-			env->wstate[i] = NULL;
-			return rv;
-		}
-		env->ninit = i + 1;
-	}
-	return 0;
-}
-
-/*
- * fg_pipeline_env_new_stages - fg_pipeline_env_new() with the stage list
- * <stages>[0..<n>-1] (at most MAX_STAGES) instead of the daemon's: the
- * unit tests run fake stages through the real pipeline.  Declared in the
- * test, not in the header: the daemon has one order of stages.
- */
-int fg_pipeline_env_new_stages(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg,
-                               size_t slot, uint64_t *held_gauge, const struct fg_stage *const *stages, size_t n);
-
-int fg_pipeline_env_new_stages(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg,
-                               size_t slot, uint64_t *held_gauge, const struct fg_stage *const *stages, size_t n)
-{
-	struct fg_pipeline_env *env;
-	int rv = FG_ENOMEM;
-
-	*out = NULL;
-	if (n > MAX_STAGES)
-		return FG_EINVAL;
-	if ((env = calloc(1, sizeof(*env))) == NULL)
-		return FG_ENOMEM;
-	env->base = base;
-	env->stages = stages;
-	env->nstages = n;
-	env->slot_no = slot;
-	env->held_gauge = held_gauge;
-	TAILQ_INIT(&env->pump);
-	if ((env->pump_ev = event_new(base, -1, 0, pump_cb, env)) == NULL)
-		goto fail_free_env;
-	if (fg_grpcframe_zctx_new(&env->zctx) < 0)
-		goto fail_free_env;
-	if ((rv = env_init_stages(env, cfg)) < 0)
-		goto fail_free_env;
-	*out = env;
-	return 0;
-
-fail_free_env:
-	fg_pipeline_env_free(env);
-	return rv;
-}
-
-int fg_pipeline_env_new(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg, size_t slot,
-                        uint64_t *held_gauge)
-{
-	return fg_pipeline_env_new_stages(out, base, cfg, slot, held_gauge, daemon_stages,
-	                                  sizeof(daemon_stages) / sizeof(daemon_stages[0]));
-}
-
-void fg_pipeline_env_config(struct fg_pipeline_env *env, struct fg_config *cfg)
-{
-	size_t i;
-
-	for (i = 0; i < env->nstages; i++)
-		if (env->stages[i]->worker_config)
-			env->stages[i]->worker_config(env->wstate[i], cfg);
-}
-
-static void side_destroy(struct side *s)
-{
-	fg_grpcframe_reader_free(&s->reader);
-	fg_bufq_free(&s->raw);
-	fg_hdrs_free(&s->trailers);
-	fg_bufq_free(&s->susp_orig);
-	fg_bufq_free(&s->susp_cur);
-}
-
-static void pipeline_destroy(struct fg_pipeline *pl)
-{
-	size_t i;
-
-	side_destroy(&pl->side[0]);
-	side_destroy(&pl->side[1]);
-	fg_hdrs_free(&pl->resp_hdrs);
-	fg_hdrs_free(&pl->meta);
-	for (i = 0; i < MAX_STAGES; i++)
-		free(pl->state[i]);
-	free(pl);
-}
-
-void fg_pipeline_env_free(struct fg_pipeline_env *env)
-{
-	struct fg_pipeline *pl;
-
-	if (!env)
-		return;
-	while ((pl = env->spare) != NULL) {
-		env->spare = pl->next_spare;
-		pipeline_destroy(pl);
-	}
-	env_free_stages(env);
-	if (env->pump_ev)
-		event_free(env->pump_ev);
-	fg_grpcframe_zctx_free(env->zctx);
-	fg_bufq_free(&env->plain);
-	fg_bufq_free(&env->scratch[0]);
-	fg_bufq_free(&env->scratch[1]);
-	free(env->slots);
-	free(env);
-}
-
-uint64_t fg_pipeline_env_held(const struct fg_pipeline_env *env)
-{
-	return env->held;
-}
-
-/* --- handles ----------------------------------------------------------- */
-
-static int slot_take(struct fg_pipeline_env *env, struct fg_pipeline *pl)
-{
-	uint32_t i = env->free_slot, n;
-	struct slot *s;
-
-	if (i >= env->nslots) {
-		n = env->nslots ? env->nslots * 2 : 64;
-		if (n <= env->nslots || !(s = realloc(env->slots, (size_t)n * sizeof(*s))))
-			return FG_ENOMEM;
-		env->slots = s;
-		for (i = env->nslots; i < n; i++) {
-			s[i].pl = NULL;
-			s[i].gen = 1;
-			s[i].next_free = i + 1;
-		}
-		i = env->nslots;
-		env->nslots = n;
-	}
-	env->free_slot = env->slots[i].next_free;
-	env->slots[i].pl = pl;
-	pl->slot = i;
-	pl->gen = env->slots[i].gen;
-	return 0;
-}
-
-static void slot_release(struct fg_pipeline *pl)
-{
-	struct fg_pipeline_env *env = pl->env;
-	struct slot *s = &env->slots[pl->slot];
-
-	s->pl = NULL;
-	s->gen++;
-	s->next_free = env->free_slot;
-	env->free_slot = pl->slot;
-}
-
-fg_pipeline_handle fg_pipeline_handle_of(const struct fg_pipeline *pl)
-{
-	return ((uint64_t)pl->gen << 32) | pl->slot;
-}
-
-struct fg_pipeline *fg_pipeline_lookup(struct fg_pipeline_env *env, fg_pipeline_handle h)
-{
-	uint32_t i = (uint32_t)h, gen = (uint32_t)(h >> 32);
-	struct fg_pipeline *pl;
-
-	if (i >= env->nslots || env->slots[i].gen != gen || !(pl = env->slots[i].pl))
-		return NULL;
-	return (pl->flags & PL_FINISHED) ? NULL : pl;
-}
-
-struct fg_pipeline_env *fg_pipeline_env_of(const struct fg_pipeline *pl)
-{
-	return pl->env;
-}
-
-/* --- budgets ----------------------------------------------------------- */
-
-static uint64_t pipeline_bytes(const struct fg_pipeline *pl)
-{
-	uint64_t n = 0;
-	int d;
-
-	for (d = 0; d < 2; d++) {
-		const struct side *s = &pl->side[d];
-		n += fg_bufq_len(&s->raw) + fg_grpcframe_reader_pending(&s->reader) + fg_bufq_len(&s->susp_orig) +
-		     fg_bufq_len(&s->susp_cur);
-		if (s->out)
-			n += fg_bufq_len(s->out);
-	}
-	return n;
-}
-
-static int budget_over(const struct fg_pipeline *pl)
-{
-	const struct fg_config *cfg = pl->call.cfg;
-
-	return (pl->budget && pl->budget->held > cfg->limits.connection_buffer) ||
-	       pl->env->held > cfg->limits.worker_buffer;
-}
-
-static void env_set_held(struct fg_pipeline_env *env, uint64_t held)
-{
-	env->held = held;
-	if (env->held_gauge)
-		__atomic_store_n(env->held_gauge, held, __ATOMIC_RELAXED);
-}
-
-/* Every pipeline of <b> (or, with <b> NULL, of the worker) gets a pump
- * turn: the budget went back under its limit, so windows held for it
- * can open again. */
-static void schedule(struct fg_pipeline *pl);
-static void wake_budget(struct fg_pipeline_budget *b)
-{
-	struct fg_pipeline *pl;
-
-	TAILQ_FOREACH(pl, &b->calls, budget_link)
-		schedule(pl);
-}
-
-static void wake_worker(struct fg_pipeline_env *env)
-{
-	uint32_t i;
-
-	for (i = 0; i < env->nslots; i++)
-		if (env->slots[i].pl)
-			schedule(env->slots[i].pl);
-}
-
-/* In the middle of a message on either side: the calls that may go on
- * past a budget are chosen among these. */
-static unsigned pipeline_assembling(const struct fg_pipeline *pl)
-{
-	return fg_grpcframe_reader_pending(&pl->side[0].reader) || fg_grpcframe_reader_pending(&pl->side[1].reader);
-}
-
-/*
- * Count <now> bytes and the <assembling> state for <pl> in its budgets.
- * Windows held for a budget are looked at again (the pipelines get a pump
- * turn) only when that can change something: a budget went back under its
- * limit, or, while one is over, the call that may go on can have changed.
- * Under the limits nothing is woken: a call ending on a busy connection
- * costs nothing.
- */
-static void budget_count(struct fg_pipeline *pl, uint64_t now, unsigned assembling)
-{
-	const struct fg_config *cfg = pl->call.cfg;
-	struct fg_pipeline_env *env = pl->env;
-	struct fg_pipeline_budget *b = pl->budget;
-	int conn_over = 0, mover_changed = assembling != pl->assembling;
-
-	if (b) {
-		conn_over = b->held > cfg->limits.connection_buffer;
-		b->held = b->held - pl->accounted + now;
-	}
-	env_set_held(env, env->held - pl->accounted + now);
-	pl->accounted = now;
-	pl->assembling = assembling;
-	if (env->over && env->held <= cfg->limits.worker_buffer) {
-		env->over = 0;
-		wake_worker(env);
-		return;
-	}
-	if (env->held > cfg->limits.worker_buffer)
-		env->over = 1;
-	if (b && ((conn_over && b->held <= cfg->limits.connection_buffer) ||
-	          ((conn_over || env->over) && mover_changed)))
-		wake_budget(b);
-}
-
-void fg_pipeline_account(struct fg_pipeline *pl)
-{
-	uint64_t now = pipeline_bytes(pl);
-	unsigned assembling = pipeline_assembling(pl);
-
-	if (now != pl->accounted || assembling != pl->assembling)
-		budget_count(pl, now, assembling);
-}
-
-static void budget_detach(struct fg_pipeline *pl)
-{
-	fg_pipeline_leave_connection(pl);
-	budget_count(pl, 0, 0);
-}
-
-void fg_pipeline_leave_connection(struct fg_pipeline *pl)
-{
-	struct fg_pipeline_budget *b = pl ? pl->budget : NULL;
-
-	if (!b)
-		return;
-	b->held -= pl->accounted;
-	TAILQ_REMOVE(&b->calls, pl, budget_link);
-	pl->budget = NULL;
-	/* it may have been the call that went on past the budget */
-	if (pl->assembling && TAILQ_FIRST(&b->calls))
-		wake_budget(b);
-}
-
-size_t fg_pipeline_held(const struct fg_pipeline *pl, enum fg_stage_dir dir)
-{
-	const struct side *s = &pl->side[dir];
-
-	return fg_bufq_len(&s->raw) + fg_grpcframe_reader_pending(&s->reader);
-}
-
-static int side_blocked(const struct fg_pipeline *pl, enum fg_stage_dir dir)
-{
-	return pl->side[dir].susp != NO_STAGE || (dir == FG_STAGE_RESPONSE && pl->hold != NO_STAGE);
-}
-
-/* The call of <b> that goes on while a budget is over: the oldest one in
- * the middle of a message, so that message (up to limits.max_message_size)
- * always completes and frees its bytes, while a call that is merely open
- * (a quiet stream) blocks nobody. */
-static const struct fg_pipeline *budget_mover(const struct fg_pipeline_budget *b)
-{
-	const struct fg_pipeline *pl;
-
-	TAILQ_FOREACH(pl, &b->calls, budget_link)
-		if (pl->assembling)
-			return pl;
-	return NULL;
-}
-
-int fg_pipeline_holds(const struct fg_pipeline *pl, enum fg_stage_dir dir)
-{
-	if (pl->flags & PL_FINISHED)
-		return 0;
-	if (fg_bufq_len(&pl->side[dir].raw) || side_blocked(pl, dir))
-		return 1;
-	if (!budget_over(pl))
-		return 0;
-	return !pl->budget || budget_mover(pl->budget) != pl;
-}
-
-/* --- pump -------------------------------------------------------------- */
-
-static void schedule(struct fg_pipeline *pl)
-{
-	struct fg_pipeline_env *env = pl->env;
-
-	if ((pl->flags & (PL_PUMP_QUEUED | PL_FINISHED)))
-		return;
-	pl->flags |= PL_PUMP_QUEUED;
-	TAILQ_INSERT_TAIL(&env->pump, pl, pump_link);
-	event_active(env->pump_ev, 0, 0);
-}
-
-static void unschedule(struct fg_pipeline *pl)
-{
-	if (!(pl->flags & PL_PUMP_QUEUED))
-		return;
-	TAILQ_REMOVE(&pl->env->pump, pl, pump_link);
-	pl->flags &= ~PL_PUMP_QUEUED;
-}
-
-static void pump_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct fg_pipeline_env *env = arg;
-	struct fg_pipeline *pl;
-
-	(void)fd;
-	(void)what;
-	while ((pl = TAILQ_FIRST(&env->pump)) != NULL) {
-		unschedule(pl);
-		pipeline_pump(pl);
-	}
-}
-
-void fg_pipeline_output_taken(struct fg_pipeline *pl, enum fg_stage_dir dir)
-{
-	if (fg_bufq_len(&pl->side[dir].raw) || pl->side[dir].end_wait)
-		schedule(pl);
-}
-
 /* --- ending ------------------------------------------------------------ */
-
-static struct fg_stage_ctx ctx_of(struct fg_pipeline *pl, size_t i)
-{
-	struct fg_stage_ctx c = { .pl = pl, .state = pl->state[i], .wstate = pl->env->wstate[i], .call = &pl->call };
-
-	return c;
-}
 
 static void cancel_waiting(struct fg_pipeline *pl, enum fg_stage_cancel why);
 
@@ -543,7 +25,7 @@ static void cancel_waiting(struct fg_pipeline *pl, enum fg_stage_cancel why);
 static void finish(struct fg_pipeline *pl)
 {
 	pl->flags |= PL_FINISHED;
-	unschedule(pl);
+	fg_pipeline_unschedule(pl);
 }
 
 __attribute__((format(printf, 3, 4)))
@@ -1158,7 +640,7 @@ static void pump_side(struct fg_pipeline *pl, enum fg_stage_dir dir)
 		response_end(pl, 0);
 }
 
-static void pipeline_pump(struct fg_pipeline *pl)
+void fg_pipeline_run(struct fg_pipeline *pl)
 {
 	if (pl->flags & PL_FINISHED)
 		return;
@@ -1216,93 +698,6 @@ static void side_reset(struct side *s, size_t max_message, struct fg_bufq *out)
 	fg_hdrs_reset(&s->trailers);
 }
 
-/* A pipeline from the env's spares (buffers and state blocks kept) or new. */
-static struct fg_pipeline *pipeline_get(struct fg_pipeline_env *env, size_t max_message)
-{
-	struct fg_pipeline *pl = env->spare;
-	size_t i;
-
-	if (pl) {
-		env->spare = pl->next_spare;
-		env->nspare--;
-	} else {
-		if ((pl = calloc(1, sizeof(*pl))) == NULL)
-			return NULL;
-		fg_grpcframe_reader_init(&pl->side[0].reader, max_message);
-		fg_grpcframe_reader_init(&pl->side[1].reader, max_message);
-		for (i = 0; i < env->nstages; i++) {
-			if (env->stages[i]->call_size && !(pl->state[i] = malloc(env->stages[i]->call_size))) {
-				pipeline_destroy(pl);
-				return NULL;
-			}
-		}
-	}
-	pl->env = env;
-	pl->flags = 0;
-	pl->run = 0;
-	pl->hold = NO_STAGE;
-	pl->accounted = 0;
-	pl->assembling = 0;
-	pl->budget = NULL;
-	fg_hdrs_reset(&pl->resp_hdrs);
-	fg_hdrs_reset(&pl->meta);
-	for (i = 0; i < env->nstages; i++)
-		if (pl->state[i])
-			memset(pl->state[i], 0, env->stages[i]->call_size);
-	memset(&pl->call, 0, sizeof(pl->call));
-	return pl;
-}
-
-static void pipeline_put(struct fg_pipeline *pl)
-{
-	struct fg_pipeline_env *env = pl->env;
-	struct fg_stage_ctx c;
-	size_t i;
-
-	for (i = 0; i < env->nstages; i++) {
-		if (!(pl->run & (1u << i)) || !env->stages[i]->call_free)
-			continue;
-		c = ctx_of(pl, i);
-		env->stages[i]->call_free(&c);
-	}
-	fg_config_unref(pl->call.cfg);
-	pl->call.cfg = NULL;
-	if (env->nspare >= PIPELINE_SPARE_MAX) {
-		pipeline_destroy(pl);
-		return;
-	}
-	/* a partial message is forgotten; buffers grown past their keep size go */
-	for (i = 0; i < 2; i++) {
-		fg_grpcframe_reader_reset(&pl->side[i].reader);
-		fg_bufq_clear(&pl->side[i].raw);
-		if (pl->side[i].susp_orig.cap > FG_GRPCFRAME_READER_KEEP)
-			fg_bufq_free(&pl->side[i].susp_orig);
-		if (pl->side[i].susp_cur.cap > FG_GRPCFRAME_READER_KEEP)
-			fg_bufq_free(&pl->side[i].susp_cur);
-	}
-	pl->next_spare = env->spare;
-	env->spare = pl;
-	env->nspare++;
-}
-
-/*
- * Past limits.worker_buffer new intercepted calls are refused, as
- * Envoy's overload manager does: UNAVAILABLE, so clients retry elsewhere.
- * A connection over limits.connection_buffer only gets backpressure (its
- * windows are held, as Envoy's per-connection buffer limit does): its new
- * calls are not refused.
- */
-static int budget_admit(struct fg_pipeline_env *env, const struct fg_pipeline_args *a, int *status, char *msg,
-                        size_t msglen)
-{
-	if (env->held > a->cfg->limits.worker_buffer) {
-		*status = FG_GRPC_UNAVAILABLE;
-		snprintf(msg, msglen, "feedguardd is overloaded (limits.worker_buffer reached); retry");
-		return FG_ETOOBIG;
-	}
-	return 0;
-}
-
 /* Run every stage's begin; 1 when some stage runs. */
 static int run_begins(struct fg_pipeline *pl, const struct fg_hdrs *h)
 {
@@ -1336,9 +731,9 @@ int fg_pipeline_begin(struct fg_pipeline **out, struct fg_pipeline_env *env, con
 	*out = NULL;
 	if (!a->cfg->policy || !fg_policy_find_method(a->cfg->policy, a->path, a->path_len))
 		return 0;
-	if ((rv = budget_admit(env, a, status, msg, msglen)) < 0)
+	if ((rv = fg_pipeline_admit(env, a, status, msg, msglen)) < 0)
 		return rv;
-	if ((pl = pipeline_get(env, a->cfg->limits.max_message_size)) == NULL) {
+	if ((pl = fg_pipeline_get(env, a->cfg->limits.max_message_size)) == NULL) {
 		*status = FG_GRPC_INTERNAL;
 		snprintf(msg, msglen, "feedguardd is out of memory");
 		return FG_ENOMEM;
@@ -1358,21 +753,21 @@ int fg_pipeline_begin(struct fg_pipeline **out, struct fg_pipeline_env *env, con
 		*status = FG_GRPC_UNIMPLEMENTED;
 		snprintf(msg, msglen, "grpc-encoding '%.*s' is not supported by feedguard (it reads one of identity, "
 		         "gzip and deflate)", v ? (int)(vlen > 64 ? 64 : vlen) : 8, v ? v : "repeated");
-		pipeline_put(pl);
+		fg_pipeline_put(pl);
 		return FG_EINVAL;
 	}
 	/* The slot before the begins: a stage may take its handle in <begin>
 	 * (to start a lookup there and suspend later), and that handle must
 	 * name this call, not the slot the pipeline had in its last life. */
-	if (slot_take(env, pl) < 0) {
-		pipeline_put(pl);
+	if (fg_pipeline_slot_take(env, pl) < 0) {
+		fg_pipeline_put(pl);
 		*status = FG_GRPC_INTERNAL;
 		snprintf(msg, msglen, "feedguardd is out of memory");
 		return FG_ENOMEM;
 	}
 	if (!run_begins(pl, a->req_hdrs)) {
-		slot_release(pl);
-		pipeline_put(pl);
+		fg_pipeline_slot_release(pl);
+		fg_pipeline_put(pl);
 		return 0;
 	}
 	pl->ops = a->ops;
@@ -1453,9 +848,9 @@ void fg_pipeline_free(struct fg_pipeline *pl)
 	if (!pl)
 		return;
 	finish(pl);
-	budget_detach(pl);
-	slot_release(pl);
-	pipeline_put(pl);
+	fg_pipeline_budget_detach(pl);
+	fg_pipeline_slot_release(pl);
+	fg_pipeline_put(pl);
 }
 
 int fg_pipeline_streaming_response(const struct fg_pipeline *pl)
@@ -1484,7 +879,7 @@ int fg_pipeline_resume(struct fg_pipeline *pl, const struct fg_stage *st)
 	}
 	if (!any)
 		return FG_ESTATE;
-	schedule(pl);
+	fg_pipeline_schedule(pl);
 	return 0;
 }
 

@@ -13,7 +13,7 @@
  * The stages are fake_stages[] (struct fg_stage tables), each driven by
  * fakes[i] (struct fake): what each hook returns, or a test's function for
  * it, and what the stage saw.  The env is built with
- * fg_pipeline_env_new_stages() (fg_pipeline.c; declared here, not in the
+ * fg_pipeline_env_new_stages() (fg_pipeline_env.c; declared here, not in the
  * header, because the daemon has one order of stages).
  *
  * The snapshot is a struct fg_config built by hand around a two-method

@@ -1,0 +1,522 @@
+/*
+ * fg_pipeline_env.c - the worker's side of the stage pipeline: its
+ * environment (every stage's per-worker state, the inflate context and
+ * scratch buffers), pooled pipelines, the handle table that makes a late
+ * resume harmless, the buffer budgets of connections and of the worker,
+ * and the pump event that moves held bytes.  See fg_pipeline.h.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "fg_config.h"
+#include "fg_error.h"
+#include "fg_grpc.h"
+#include "fg_pipeline-internal.h"
+
+/*
+ * The stages of the daemon, in the one order they run.  identify comes
+ * first because every later stage reads the band and user it decides;
+ * gate, filter, account and capture join here as they are written.
+ */
+static const struct fg_stage *const daemon_stages[] = {
+	&fg_stage_identify,
+	&fg_stage_strip,
+};
+
+/* Ended pipelines a worker keeps, with their message buffers: in steady
+ * state an intercepted call allocates nothing. */
+#define PIPELINE_SPARE_MAX 32
+
+static void pump_cb(evutil_socket_t fd, short what, void *arg);
+
+/* --- environment ------------------------------------------------------- */
+
+void fg_pipeline_budget_init(struct fg_pipeline_budget *b)
+{
+	b->held = 0;
+	TAILQ_INIT(&b->calls);
+}
+
+static void env_free_stages(struct fg_pipeline_env *env)
+{
+	size_t i;
+
+	for (i = 0; i < env->nstages; i++) {
+		if (i < env->ninit && env->stages[i]->worker_free)
+			env->stages[i]->worker_free(env->wstate[i]);
+		free(env->wstate[i]);
+		env->wstate[i] = NULL;
+	}
+	env->ninit = 0;
+}
+
+static int env_init_stages(struct fg_pipeline_env *env, struct fg_config *cfg)
+{
+	struct fg_stage_worker_env wenv = { .base = env->base, .cfg = cfg, .slot = env->slot_no };
+	size_t i;
+	int rv;
+
+	for (i = 0; i < env->nstages; i++) {
+		const struct fg_stage *st = env->stages[i];
+		if (st->worker_size && (env->wstate[i] = calloc(1, st->worker_size)) == NULL)
+			return FG_ENOMEM;
+		if (st->worker_init && (rv = st->worker_init(env->wstate[i], &wenv)) < 0) {
+			free(env->wstate[i]);
+			env->wstate[i] = NULL;
+			return rv;
+		}
+		env->ninit = i + 1;
+	}
+	return 0;
+}
+
+/*
+ * fg_pipeline_env_new_stages - fg_pipeline_env_new() with the stage list
+ * <stages>[0..<n>-1] (at most MAX_STAGES) instead of the daemon's: the
+ * unit tests run fake stages through the real pipeline.  Declared in the
+ * test, not in the header: the daemon has one order of stages.
+ */
+int fg_pipeline_env_new_stages(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg,
+                               size_t slot, uint64_t *held_gauge, const struct fg_stage *const *stages, size_t n);
+
+int fg_pipeline_env_new_stages(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg,
+                               size_t slot, uint64_t *held_gauge, const struct fg_stage *const *stages, size_t n)
+{
+	struct fg_pipeline_env *env;
+	int rv = FG_ENOMEM;
+
+	*out = NULL;
+	if (n > MAX_STAGES)
+		return FG_EINVAL;
+	if ((env = calloc(1, sizeof(*env))) == NULL)
+		return FG_ENOMEM;
+	env->base = base;
+	env->stages = stages;
+	env->nstages = n;
+	env->slot_no = slot;
+	env->held_gauge = held_gauge;
+	TAILQ_INIT(&env->pump);
+	if ((env->pump_ev = event_new(base, -1, 0, pump_cb, env)) == NULL)
+		goto fail_free_env;
+	if (fg_grpcframe_zctx_new(&env->zctx) < 0)
+		goto fail_free_env;
+	if ((rv = env_init_stages(env, cfg)) < 0)
+		goto fail_free_env;
+	*out = env;
+	return 0;
+
+fail_free_env:
+	fg_pipeline_env_free(env);
+	return rv;
+}
+
+int fg_pipeline_env_new(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg, size_t slot,
+                        uint64_t *held_gauge)
+{
+	return fg_pipeline_env_new_stages(out, base, cfg, slot, held_gauge, daemon_stages,
+	                                  sizeof(daemon_stages) / sizeof(daemon_stages[0]));
+}
+
+void fg_pipeline_env_config(struct fg_pipeline_env *env, struct fg_config *cfg)
+{
+	size_t i;
+
+	for (i = 0; i < env->nstages; i++)
+		if (env->stages[i]->worker_config)
+			env->stages[i]->worker_config(env->wstate[i], cfg);
+}
+
+static void side_destroy(struct side *s)
+{
+	fg_grpcframe_reader_free(&s->reader);
+	fg_bufq_free(&s->raw);
+	fg_hdrs_free(&s->trailers);
+	fg_bufq_free(&s->susp_orig);
+	fg_bufq_free(&s->susp_cur);
+}
+
+static void pipeline_destroy(struct fg_pipeline *pl)
+{
+	size_t i;
+
+	side_destroy(&pl->side[0]);
+	side_destroy(&pl->side[1]);
+	fg_hdrs_free(&pl->resp_hdrs);
+	fg_hdrs_free(&pl->meta);
+	for (i = 0; i < MAX_STAGES; i++)
+		free(pl->state[i]);
+	free(pl);
+}
+
+void fg_pipeline_env_free(struct fg_pipeline_env *env)
+{
+	struct fg_pipeline *pl;
+
+	if (!env)
+		return;
+	while ((pl = env->spare) != NULL) {
+		env->spare = pl->next_spare;
+		pipeline_destroy(pl);
+	}
+	env_free_stages(env);
+	if (env->pump_ev)
+		event_free(env->pump_ev);
+	fg_grpcframe_zctx_free(env->zctx);
+	fg_bufq_free(&env->plain);
+	fg_bufq_free(&env->scratch[0]);
+	fg_bufq_free(&env->scratch[1]);
+	free(env->slots);
+	free(env);
+}
+
+uint64_t fg_pipeline_env_held(const struct fg_pipeline_env *env)
+{
+	return env->held;
+}
+
+/* --- handles ----------------------------------------------------------- */
+
+int fg_pipeline_slot_take(struct fg_pipeline_env *env, struct fg_pipeline *pl)
+{
+	uint32_t i = env->free_slot, n;
+	struct slot *s;
+
+	if (i >= env->nslots) {
+		n = env->nslots ? env->nslots * 2 : 64;
+		if (n <= env->nslots || !(s = realloc(env->slots, (size_t)n * sizeof(*s))))
+			return FG_ENOMEM;
+		env->slots = s;
+		for (i = env->nslots; i < n; i++) {
+			s[i].pl = NULL;
+			s[i].gen = 1;
+			s[i].next_free = i + 1;
+		}
+		i = env->nslots;
+		env->nslots = n;
+	}
+	env->free_slot = env->slots[i].next_free;
+	env->slots[i].pl = pl;
+	pl->slot = i;
+	pl->gen = env->slots[i].gen;
+	return 0;
+}
+
+void fg_pipeline_slot_release(struct fg_pipeline *pl)
+{
+	struct fg_pipeline_env *env = pl->env;
+	struct slot *s = &env->slots[pl->slot];
+
+	s->pl = NULL;
+	s->gen++;
+	s->next_free = env->free_slot;
+	env->free_slot = pl->slot;
+}
+
+fg_pipeline_handle fg_pipeline_handle_of(const struct fg_pipeline *pl)
+{
+	return ((uint64_t)pl->gen << 32) | pl->slot;
+}
+
+struct fg_pipeline *fg_pipeline_lookup(struct fg_pipeline_env *env, fg_pipeline_handle h)
+{
+	uint32_t i = (uint32_t)h, gen = (uint32_t)(h >> 32);
+	struct fg_pipeline *pl;
+
+	if (i >= env->nslots || env->slots[i].gen != gen || !(pl = env->slots[i].pl))
+		return NULL;
+	return (pl->flags & PL_FINISHED) ? NULL : pl;
+}
+
+struct fg_pipeline_env *fg_pipeline_env_of(const struct fg_pipeline *pl)
+{
+	return pl->env;
+}
+
+/* --- budgets ----------------------------------------------------------- */
+
+static uint64_t pipeline_bytes(const struct fg_pipeline *pl)
+{
+	uint64_t n = 0;
+	int d;
+
+	for (d = 0; d < 2; d++) {
+		const struct side *s = &pl->side[d];
+		n += fg_bufq_len(&s->raw) + fg_grpcframe_reader_pending(&s->reader) + fg_bufq_len(&s->susp_orig) +
+		     fg_bufq_len(&s->susp_cur);
+		if (s->out)
+			n += fg_bufq_len(s->out);
+	}
+	return n;
+}
+
+static int budget_over(const struct fg_pipeline *pl)
+{
+	const struct fg_config *cfg = pl->call.cfg;
+
+	return (pl->budget && pl->budget->held > cfg->limits.connection_buffer) ||
+	       pl->env->held > cfg->limits.worker_buffer;
+}
+
+static void env_set_held(struct fg_pipeline_env *env, uint64_t held)
+{
+	env->held = held;
+	if (env->held_gauge)
+		__atomic_store_n(env->held_gauge, held, __ATOMIC_RELAXED);
+}
+
+/* Every pipeline of <b> (or, with <b> NULL, of the worker) gets a pump
+ * turn: the budget went back under its limit, so windows held for it
+ * can open again. */
+static void wake_budget(struct fg_pipeline_budget *b)
+{
+	struct fg_pipeline *pl;
+
+	TAILQ_FOREACH(pl, &b->calls, budget_link)
+		fg_pipeline_schedule(pl);
+}
+
+static void wake_worker(struct fg_pipeline_env *env)
+{
+	uint32_t i;
+
+	for (i = 0; i < env->nslots; i++)
+		if (env->slots[i].pl)
+			fg_pipeline_schedule(env->slots[i].pl);
+}
+
+/* In the middle of a message on either side: the calls that may go on
+ * past a budget are chosen among these. */
+static unsigned pipeline_assembling(const struct fg_pipeline *pl)
+{
+	return fg_grpcframe_reader_pending(&pl->side[0].reader) || fg_grpcframe_reader_pending(&pl->side[1].reader);
+}
+
+/*
+ * Count <now> bytes and the <assembling> state for <pl> in its budgets.
+ * Windows held for a budget are looked at again (the pipelines get a pump
+ * turn) only when that can change something: a budget went back under its
+ * limit, or, while one is over, the call that may go on can have changed.
+ * Under the limits nothing is woken: a call ending on a busy connection
+ * costs nothing.
+ */
+static void budget_count(struct fg_pipeline *pl, uint64_t now, unsigned assembling)
+{
+	const struct fg_config *cfg = pl->call.cfg;
+	struct fg_pipeline_env *env = pl->env;
+	struct fg_pipeline_budget *b = pl->budget;
+	int conn_over = 0, mover_changed = assembling != pl->assembling;
+
+	if (b) {
+		conn_over = b->held > cfg->limits.connection_buffer;
+		b->held = b->held - pl->accounted + now;
+	}
+	env_set_held(env, env->held - pl->accounted + now);
+	pl->accounted = now;
+	pl->assembling = assembling;
+	if (env->over && env->held <= cfg->limits.worker_buffer) {
+		env->over = 0;
+		wake_worker(env);
+		return;
+	}
+	if (env->held > cfg->limits.worker_buffer)
+		env->over = 1;
+	if (b && ((conn_over && b->held <= cfg->limits.connection_buffer) ||
+	          ((conn_over || env->over) && mover_changed)))
+		wake_budget(b);
+}
+
+void fg_pipeline_account(struct fg_pipeline *pl)
+{
+	uint64_t now = pipeline_bytes(pl);
+	unsigned assembling = pipeline_assembling(pl);
+
+	if (now != pl->accounted || assembling != pl->assembling)
+		budget_count(pl, now, assembling);
+}
+
+void fg_pipeline_budget_detach(struct fg_pipeline *pl)
+{
+	fg_pipeline_leave_connection(pl);
+	budget_count(pl, 0, 0);
+}
+
+void fg_pipeline_leave_connection(struct fg_pipeline *pl)
+{
+	struct fg_pipeline_budget *b = pl ? pl->budget : NULL;
+
+	if (!b)
+		return;
+	b->held -= pl->accounted;
+	TAILQ_REMOVE(&b->calls, pl, budget_link);
+	pl->budget = NULL;
+	/* it may have been the call that went on past the budget */
+	if (pl->assembling && TAILQ_FIRST(&b->calls))
+		wake_budget(b);
+}
+
+size_t fg_pipeline_held(const struct fg_pipeline *pl, enum fg_stage_dir dir)
+{
+	const struct side *s = &pl->side[dir];
+
+	return fg_bufq_len(&s->raw) + fg_grpcframe_reader_pending(&s->reader);
+}
+
+/* The call of <b> that goes on while a budget is over: the oldest one in
+ * the middle of a message, so that message (up to limits.max_message_size)
+ * always completes and frees its bytes, while a call that is merely open
+ * (a quiet stream) blocks nobody. */
+static const struct fg_pipeline *budget_mover(const struct fg_pipeline_budget *b)
+{
+	const struct fg_pipeline *pl;
+
+	TAILQ_FOREACH(pl, &b->calls, budget_link)
+		if (pl->assembling)
+			return pl;
+	return NULL;
+}
+
+int fg_pipeline_holds(const struct fg_pipeline *pl, enum fg_stage_dir dir)
+{
+	if (pl->flags & PL_FINISHED)
+		return 0;
+	if (fg_bufq_len(&pl->side[dir].raw) || side_blocked(pl, dir))
+		return 1;
+	if (!budget_over(pl))
+		return 0;
+	return !pl->budget || budget_mover(pl->budget) != pl;
+}
+
+/* --- pump -------------------------------------------------------------- */
+
+void fg_pipeline_schedule(struct fg_pipeline *pl)
+{
+	struct fg_pipeline_env *env = pl->env;
+
+	if ((pl->flags & (PL_PUMP_QUEUED | PL_FINISHED)))
+		return;
+	pl->flags |= PL_PUMP_QUEUED;
+	TAILQ_INSERT_TAIL(&env->pump, pl, pump_link);
+	event_active(env->pump_ev, 0, 0);
+}
+
+void fg_pipeline_unschedule(struct fg_pipeline *pl)
+{
+	if (!(pl->flags & PL_PUMP_QUEUED))
+		return;
+	TAILQ_REMOVE(&pl->env->pump, pl, pump_link);
+	pl->flags &= ~PL_PUMP_QUEUED;
+}
+
+static void pump_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fg_pipeline_env *env = arg;
+	struct fg_pipeline *pl;
+
+	(void)fd;
+	(void)what;
+	while ((pl = TAILQ_FIRST(&env->pump)) != NULL) {
+		fg_pipeline_unschedule(pl);
+		fg_pipeline_run(pl);
+	}
+}
+
+void fg_pipeline_output_taken(struct fg_pipeline *pl, enum fg_stage_dir dir)
+{
+	if (fg_bufq_len(&pl->side[dir].raw) || pl->side[dir].end_wait)
+		fg_pipeline_schedule(pl);
+}
+
+/* --- pool -------------------------------------------------------------- */
+
+/* A pipeline from the env's spares (buffers and state blocks kept) or new. */
+struct fg_pipeline *fg_pipeline_get(struct fg_pipeline_env *env, size_t max_message)
+{
+	struct fg_pipeline *pl = env->spare;
+	size_t i;
+
+	if (pl) {
+		env->spare = pl->next_spare;
+		env->nspare--;
+	} else {
+		if ((pl = calloc(1, sizeof(*pl))) == NULL)
+			return NULL;
+		fg_grpcframe_reader_init(&pl->side[0].reader, max_message);
+		fg_grpcframe_reader_init(&pl->side[1].reader, max_message);
+		for (i = 0; i < env->nstages; i++) {
+			if (env->stages[i]->call_size && !(pl->state[i] = malloc(env->stages[i]->call_size))) {
+				pipeline_destroy(pl);
+				return NULL;
+			}
+		}
+	}
+	pl->env = env;
+	pl->flags = 0;
+	pl->run = 0;
+	pl->hold = NO_STAGE;
+	pl->accounted = 0;
+	pl->assembling = 0;
+	pl->budget = NULL;
+	fg_hdrs_reset(&pl->resp_hdrs);
+	fg_hdrs_reset(&pl->meta);
+	for (i = 0; i < env->nstages; i++)
+		if (pl->state[i])
+			memset(pl->state[i], 0, env->stages[i]->call_size);
+	memset(&pl->call, 0, sizeof(pl->call));
+	return pl;
+}
+
+void fg_pipeline_put(struct fg_pipeline *pl)
+{
+	struct fg_pipeline_env *env = pl->env;
+	struct fg_stage_ctx c;
+	size_t i;
+
+	for (i = 0; i < env->nstages; i++) {
+		if (!(pl->run & (1u << i)) || !env->stages[i]->call_free)
+			continue;
+		c = ctx_of(pl, i);
+		env->stages[i]->call_free(&c);
+	}
+	fg_config_unref(pl->call.cfg);
+	pl->call.cfg = NULL;
+	if (env->nspare >= PIPELINE_SPARE_MAX) {
+		pipeline_destroy(pl);
+		return;
+	}
+	/* a partial message is forgotten; buffers grown past their keep size go */
+	for (i = 0; i < 2; i++) {
+		fg_grpcframe_reader_reset(&pl->side[i].reader);
+		fg_bufq_clear(&pl->side[i].raw);
+		if (pl->side[i].susp_orig.cap > FG_GRPCFRAME_READER_KEEP)
+			fg_bufq_free(&pl->side[i].susp_orig);
+		if (pl->side[i].susp_cur.cap > FG_GRPCFRAME_READER_KEEP)
+			fg_bufq_free(&pl->side[i].susp_cur);
+	}
+	pl->next_spare = env->spare;
+	env->spare = pl;
+	env->nspare++;
+}
+
+/*
+ * Past limits.worker_buffer new intercepted calls are refused, as
+ * Envoy's overload manager does: UNAVAILABLE, so clients retry elsewhere.
+ * A connection over limits.connection_buffer only gets backpressure (its
+ * windows are held, as Envoy's per-connection buffer limit does): its new
+ * calls are not refused.
+ */
+int fg_pipeline_admit(struct fg_pipeline_env *env, const struct fg_pipeline_args *a, int *status, char *msg,
+                        size_t msglen)
+{
+	if (env->held > a->cfg->limits.worker_buffer) {
+		*status = FG_GRPC_UNAVAILABLE;
+		snprintf(msg, msglen, "feedguardd is overloaded (limits.worker_buffer reached); retry");
+		return FG_ETOOBIG;
+	}
+	return 0;
+}
+
