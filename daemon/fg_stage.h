@@ -10,7 +10,7 @@
  * a capture queue never becomes a field of struct fg_worker) and one per
  * call (<call_size> bytes, zeroed before <begin>).  The pipeline
  * (fg_pipeline.h) runs the stages of a call in the one order of
- * fg_pipeline.c's table and owns everything between them: framing and
+ * fg_pipeline_env.c's table and owns everything between them: framing and
  * inflating messages, holding bytes, flow-control pressure, metadata.
  *
  * What a hook may do, and how it says so:
