@@ -253,13 +253,18 @@ static ssize_t resp_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf,
 /* Append one DATA frame, header <framehd> and <length> bytes from the
  * head of <q>, to <out>.  0, NGHTTP2_ERR_WOULDBLOCK when <out> is full
  * (one mem_send call would otherwise move every stream's queued bytes into
- * it), or NGHTTP2_ERR_CALLBACK_FAILURE. */
+ * it), NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE (the stream is reset) when <q>
+ * lost the bytes since the frame was sized, or NGHTTP2_ERR_CALLBACK_FAILURE
+ * when <out> cannot grow. */
 static int send_queued(struct fg_bufq *q, const uint8_t *framehd, size_t length, struct fg_bufq *out)
 {
 	if (fg_bufq_len(out) >= FG_H2CONN_OUT_HIGH)
 		return NGHTTP2_ERR_WOULDBLOCK;
-	if (length > fg_bufq_len(q) || fg_bufq_append(out, framehd, H2_FRAME_HEADER_LEN) < 0 ||
-	    fg_bufq_append(out, fg_bufq_head(q), length) < 0)
+	/* A frame sized before a WOULDBLOCK whose bytes were dropped since (the
+	 * stream is being reset): that stream only, never the connection. */
+	if (length > fg_bufq_len(q))
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	if (fg_bufq_append(out, framehd, H2_FRAME_HEADER_LEN) < 0 || fg_bufq_append(out, fg_bufq_head(q), length) < 0)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	fg_bufq_consume(q, length);
 	return 0;
@@ -683,6 +688,7 @@ void fg_call_on_req_data(struct fg_call *call, const uint8_t *data, size_t len)
 		return;
 	}
 	call->req_owed += len;
+	call->req_in += len;
 	if (call->pl) {
 		fg_pipeline_request_data(call->pl, data, len);
 		call_settle_front(call);
@@ -970,10 +976,56 @@ static int call_window_shut(const struct fg_call *call)
 	       nghttp2_session_get_remote_window_size(s) <= 0;
 }
 
+/* Whether the client may still send on <call>'s stream: both its stream
+ * and connection windows toward us are open. */
+static int call_client_may_send(const struct fg_call *call)
+{
+	nghttp2_session *s = front_session(call);
+
+	return nghttp2_session_get_stream_local_window_size(s, call->front_sid) > 0 &&
+	       nghttp2_session_get_local_window_size(s) > 0;
+}
+
+/* Whether an intercepted call's request has sat in the middle of a
+ * message, with the client free to send the rest, for <timeout_us>. */
+static int call_req_stalled(struct fg_call *call, uint64_t now_us, uint64_t timeout_us)
+{
+	int waiting = call->front && call->pl && !(call->flags & FG_CALL_RESP_END) &&
+	              fg_pipeline_held(call->pl, FG_STAGE_REQUEST) > 0 && call_client_may_send(call);
+
+	if (!waiting || call->req_in != call->req_stall_mark || call->req_stall_since_us == 0) {
+		call->req_stall_mark = call->req_in;
+		call->req_stall_since_us = waiting ? now_us : 0;
+		return 0;
+	}
+	return now_us - call->req_stall_since_us >= timeout_us;
+}
+
+/* Cut a stalled stream: its client stream reset with CANCEL, its upstream
+ * call cancelled, what it holds dropped; counted (the caller logs). */
+static void call_cut_stalled(struct fg_call *call, const char *side, size_t held, uint64_t since_us,
+                             uint64_t now_us)
+{
+	fg_metrics_add(&call->worker->metrics.client_stalled_streams, 1);
+	fg_log_debug("stalled_stream", "peer=%s stream=%d side=%s held_bytes=%zu stalled_ms=%llu",
+	             call->front->peer, (int)call->front_sid, side, held,
+	             (unsigned long long)((now_us - since_us) / 1000));
+	fg_pipeline_cancel(call->pl, FG_STAGE_CANCEL_CLIENT);
+	call_rst_up(call, NGHTTP2_CANCEL);
+	call_drop_req_body(call);
+	call_rst_front(call, NGHTTP2_CANCEL);       /* drops the queued bytes too */
+}
+
 int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_us)
 {
 	size_t queued = fg_bufq_len(&call->resp_body) +
 	                (call->pl ? fg_pipeline_held(call->pl, FG_STAGE_RESPONSE) : 0);
+
+	if (call_req_stalled(call, now_us, timeout_us)) {
+		call_cut_stalled(call, "request", fg_pipeline_held(call->pl, FG_STAGE_REQUEST),
+		                 call->req_stall_since_us, now_us);
+		return 1;
+	}
 
 	/* Only bytes the client could take and refuses count: before the
 	 * response starts (held headers of an intercepted call) the wait is
@@ -986,14 +1038,7 @@ int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_
 	}
 	if (now_us - call->stall_since_us < timeout_us)
 		return 0;
-	fg_metrics_add(&call->worker->metrics.client_stalled_streams, 1);
-	fg_log_debug("stalled_stream", "peer=%s stream=%d queued_bytes=%zu stalled_ms=%llu",
-	             call->front->peer, (int)call->front_sid, queued,
-	             (unsigned long long)((now_us - call->stall_since_us) / 1000));
-	fg_pipeline_cancel(call->pl, FG_STAGE_CANCEL_CLIENT);
-	call_rst_up(call, NGHTTP2_CANCEL);
-	call_drop_req_body(call);
-	call_rst_front(call, NGHTTP2_CANCEL);       /* drops the queued bytes too */
+	call_cut_stalled(call, "response", queued, call->stall_since_us, now_us);
 	return 1;
 }
 

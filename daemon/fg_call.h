@@ -81,6 +81,9 @@ struct fg_call {
 	uint64_t req_bytes, resp_bytes; /* body bytes forwarded each way, for the access log */
 	uint64_t stall_mark;            /* <resp_bytes> when the stall sweep last saw progress */
 	uint64_t stall_since_us;        /* since when queued response bytes wait untaken; 0: none wait */
+	uint64_t req_in;                /* request body bytes received from the client */
+	uint64_t req_stall_mark;        /* <req_in> when the sweep last saw an intercepted request progress */
+	uint64_t req_stall_since_us;    /* since when its bytes wait, mid-message, for the rest; 0: none */
 	TAILQ_ENTRY(fg_call) front_link;   /* in front->calls */
 	TAILQ_ENTRY(fg_call) up_link;      /* in up->calls, or in the pool's pending queue */
 };
@@ -176,8 +179,12 @@ void fg_call_on_up_lost(struct fg_call *call, const char *why);
  * client that grants no window cannot pin a stream window of memory per
  * stream), and it is counted (the caller logs).  A call that is merely
  * quiet (nothing queued), or waiting for a busy socket (windows open), is
- * never cut.  Returns 1 if the call was cut (it is freed later, when its
- * client stream closes), else 0.
+ * never cut.  The same for the request of an intercepted call stopped in
+ * the middle of a message (its bytes count against the buffer budgets
+ * until the message completes): when the client could send the rest (its
+ * windows are open) and sends nothing for <timeout_us>, the call is cut.
+ * Returns 1 if the call was cut (it is freed later, when its client
+ * stream closes), else 0.
  */
 int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_us);
 
@@ -194,8 +201,11 @@ void fg_call_fail(struct fg_call *call, int status, const char *msg);
  * bytes of the response (client-bound) or request (upstream-bound) queue to
  * the connection's output <out>.  Padding is never used.  Returns 0,
  * NGHTTP2_ERR_WOULDBLOCK while <out> holds FG_H2CONN_OUT_HIGH bytes (nghttp2
- * asks again after the next write), or NGHTTP2_ERR_CALLBACK_FAILURE when
- * <out> cannot grow (the session ends).
+ * asks again after the next write, with the same length),
+ * NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE when the queue was dropped in
+ * between (the stream is being reset; nghttp2 resets it, the connection
+ * lives on), or NGHTTP2_ERR_CALLBACK_FAILURE when <out> cannot grow (the
+ * session ends).
  */
 int fg_call_send_resp_data(struct fg_call *call, const uint8_t *framehd, size_t length, struct fg_bufq *out);
 int fg_call_send_req_data(struct fg_call *call, const uint8_t *framehd, size_t length, struct fg_bufq *out);

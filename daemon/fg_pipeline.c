@@ -49,6 +49,11 @@ static void cancel_waiting(struct fg_pipeline *pl, enum fg_stage_cancel why)
 	int waiting[3] = { pl->side[0].susp, pl->side[1].susp, pl->hold }, i;
 	struct fg_stage_ctx c;
 
+	/* a stage that already resumed a side is no longer waiting on it */
+	for (i = 0; i < 2; i++)
+		if (pl->side[i].susp_resumed)
+			waiting[i] = NO_STAGE;
+
 	pl->side[0].susp = pl->side[1].susp = pl->hold = NO_STAGE;
 	/* once per stage (fg_stage.h): one stage may wait on both sides (a
 	 * request message and the response headers of a streaming call) as
@@ -143,6 +148,13 @@ static enum fg_stage_rc run_msg_hooks(struct fg_pipeline *pl, enum fg_stage_dir 
 			r->m.len = fg_bufq_len(&env->scratch[r->out_idx]);
 			r->out_idx ^= 1;
 			r->changed = 1;
+		}
+		/* the request goes on through the later stages; the response
+		 * waits (a hold asked on the response side means nothing) */
+		if (rc == FG_STAGE_HOLD_RESPONSE) {
+			if (dir == FG_STAGE_REQUEST && pl->hold == NO_STAGE)
+				pl->hold = (int)i;
+			rc = FG_STAGE_CONTINUE;
 		}
 		if (rc != FG_STAGE_CONTINUE || r->m.drop || (pl->flags & PL_FINISHED)) {
 			*at = i;
@@ -241,10 +253,6 @@ static int run_message(struct fg_pipeline *pl, enum fg_stage_dir dir, struct msg
 		 * must report the bytes it took, or side_data() loses the rest
 		 * of the chunk and pump_side() feeds the held bytes twice. */
 		return 0;
-	case FG_STAGE_HOLD_RESPONSE:
-		if (dir == FG_STAGE_REQUEST && pl->hold == NO_STAGE)
-			pl->hold = (int)at;
-		return emit_message(pl, dir, r) < 0 ? FG_ENOMEM : 0;
 	case FG_STAGE_DONE:
 		pipeline_fail(pl, FG_GRPC_INTERNAL, "feedguardd stage %s ended the call without an answer",
 		              pl->env->stages[at]->name);
@@ -508,6 +516,11 @@ static void response_headers(struct fg_pipeline *pl, size_t from)
 			s->susp_ev = EV_RESP_HEADERS;
 			return;
 		}
+		if (rc == FG_STAGE_DONE) {
+			pipeline_fail(pl, FG_GRPC_INTERNAL, "feedguardd stage %s ended the call without an answer",
+			              env->stages[i]->name);
+			return;
+		}
 	}
 	pl->flags &= ~PL_HDRS_PENDING;
 	pl->flags |= PL_HDRS_HELD;
@@ -545,14 +558,18 @@ static void response_trailers_only(struct fg_pipeline *pl, size_t from)
 	struct side *s = &pl->side[FG_STAGE_RESPONSE];
 	struct fg_hdrs tmp;
 
-	pl->flags &= ~PL_PENDING_END;
-	/* the end hooks see it as the trailers it is */
-	tmp = s->trailers;
-	s->trailers = pl->resp_hdrs;
-	pl->resp_hdrs = tmp;
-	s->has_trailers = 1;
+	/* The end hooks see it as the trailers it is.  PL_PENDING_END stays
+	 * while a hook has it suspended, so the resume comes back here. */
+	pl->flags &= ~PL_HDRS_PENDING;
+	if (from == 0) {
+		tmp = s->trailers;
+		s->trailers = pl->resp_hdrs;
+		pl->resp_hdrs = tmp;
+		s->has_trailers = 1;
+	}
 	if (!run_end_hooks(pl, FG_STAGE_RESPONSE, from))
 		return;
+	pl->flags &= ~PL_PENDING_END;
 	if (place_metadata(pl, &s->trailers) < 0) {
 		pipeline_fail(pl, FG_GRPC_INTERNAL, "feedguardd is out of memory");
 		return;
@@ -928,7 +945,6 @@ int fg_pipeline_answer(struct fg_pipeline *pl, int status, const char *text, con
 		pl->flags |= PL_RESP_STARTED;
 		pl->ops->response_start(pl->host, &pl->resp_hdrs, 0);
 	}
-	fg_bufq_clear(&s->raw);
 	if (msg && append_framed(s->out, FG_GRPCFRAME_UNCOMPRESSED, msg, len) < 0)
 		goto fail_nomem;
 	if (status_block(&s->trailers, 0, status, text) < 0 || place_metadata(pl, &s->trailers) < 0)

@@ -349,13 +349,19 @@ void fg_pipeline_leave_connection(struct fg_pipeline *pl)
 {
 	struct fg_pipeline_budget *b = pl ? pl->budget : NULL;
 
+	uint64_t limit;
+	int was_over;
+
 	if (!b)
 		return;
+	limit = pl->call.cfg->limits.connection_buffer;
+	was_over = b->held > limit;
 	b->held -= pl->accounted;
 	TAILQ_REMOVE(&b->calls, pl, budget_link);
 	pl->budget = NULL;
-	/* it may have been the call that went on past the budget */
-	if (pl->assembling && TAILQ_FIRST(&b->calls))
+	/* The budget went back under its limit, or the call that went on past
+	 * it is gone: the others' held windows are looked at again. */
+	if (was_over && (b->held <= limit || pl->assembling) && TAILQ_FIRST(&b->calls))
 		wake_budget(b);
 }
 
@@ -363,7 +369,7 @@ size_t fg_pipeline_held(const struct fg_pipeline *pl, enum fg_stage_dir dir)
 {
 	const struct side *s = &pl->side[dir];
 
-	return fg_bufq_len(&s->raw) + fg_grpcframe_reader_pending(&s->reader);
+	return fg_bufq_len(&s->raw) + fg_grpcframe_reader_pending(&s->reader) + fg_bufq_len(&s->susp_orig);
 }
 
 /* The call of <b> that goes on while a budget is over: the oldest one in

@@ -20,6 +20,7 @@ import time
 import urllib.parse
 
 import grpc
+import h2.errors
 import h2.exceptions
 import pytest
 
@@ -324,3 +325,51 @@ def test_worker_budget_refuses_other_connections(fg):
     finally:
         for c in clients:
             c.close()
+
+
+# ---------------------------------------------------------------- 5. stalled partial messages
+STALL = 0.3            # timeouts.stalled_stream in these tests, seconds
+STALLED = "feedguard_client_stalled_streams_total"
+
+
+def test_request_stopped_mid_message_is_cut(fg):
+    """An intercepted request that stops in the middle of a message holds
+    its bytes against the budgets; a client that could send the rest (its
+    windows are open) and sends nothing for timeouts.stalled_stream has the
+    stream reset with CANCEL (counted as a stalled stream), the bytes are
+    released, and the connection keeps serving.  A call that is merely
+    quiet between whole messages is not cut."""
+    d = fg({"timeouts": {"stalled_stream": "%dms" % int(STALL * 1000)}})
+    c = RawClient(d.addr, timeout=tf(10))
+    try:
+        warm_up(c)
+        was = scrape(d, STALLED) or 0
+        # the first 12 KiB of a 64 KiB message, then nothing
+        sid = c.request(INTERCEPTED, md(), (), end_stream=False)
+        c.conn.send_data(sid, struct.pack(">BI", 0, 64 * KiB) + bytes(12 * KiB))
+        c.flush()
+        poll_until(lambda: buffered(d) > 0, tf(2), "the partial message held (%s)" % BUFFERED)
+        start = time.monotonic()
+        st = c.streams[sid]
+        c.wait(lambda: st.finished, tf(STALL * 4 + 2), "the stalled partial request to be cut")
+        took = time.monotonic() - start
+        assert st.reset == h2.errors.ErrorCodes.CANCEL, \
+            "a request stopped mid-message: expected RST_STREAM(CANCEL), got frames %s" % st.frames
+        assert took >= STALL * 0.9, "cut after %.3fs, before timeouts.stalled_stream (%.1fs)" % (took, STALL)
+        poll_until(lambda: buffered(d) == 0, tf(2), "%s back to 0 after the cut (now %s)"
+                   % (BUFFERED, scrape(d, BUFFERED)))
+        assert (scrape(d, STALLED) or 0) >= was + 1, "%s did not count the cut" % STALLED
+        # a quiet request between whole messages (stream left open; the
+        # unary upstream answers, and the reset that may follow is NO_ERROR)
+        # is not cut
+        quiet = c.request(INTERCEPTED, md(), (), end_stream=False)
+        c.conn.send_data(quiet, grpc_frame(small_request(5).SerializeToString()))
+        c.flush()
+        c.pump(STALL * 3)
+        assert c.streams[quiet].reset != h2.errors.ErrorCodes.CANCEL, \
+            "a quiet request with no partial message was cut: %s" % c.streams[quiet].frames
+        # and the connection still serves
+        req = small_request(6)
+        assert_ok_echo(raw_call(c, INTERCEPTED, req), ep.stripped(req), "a call after the cut")
+    finally:
+        c.close()
