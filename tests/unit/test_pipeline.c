@@ -1091,7 +1091,8 @@ static void test_pipeline_suspend_message(void **state)
 	fg_pipeline_request_end(h->pl, NULL);
 	assert_out(&h->req_out, &want);
 	assert_int_equal(fg_pipeline_holds(h->pl, REQ), 1);
-	assert_int_equal(fg_pipeline_held(h->pl, REQ), 5 + 3);   /* "two", framed */
+	/* "two", framed, and "one" as the stage holds it */
+	assert_int_equal(fg_pipeline_held(h->pl, REQ), 5 + 3 + 3);
 	assert_string_equal(h->log, "U");
 
 	/* the pump runs on the loop, not inside fg_pipeline_resume */
@@ -1122,7 +1123,7 @@ static void test_pipeline_suspend_message(void **state)
 	want.len = 0;
 	frame_str(&want, "zero");
 	assert_out(&g->req_out, &want);
-	assert_int_equal(fg_pipeline_held(g->pl, REQ), 5 + 3);
+	assert_int_equal(fg_pipeline_held(g->pl, REQ), 5 + 3 + 3);
 	assert_int_equal(resume_later(t, fakes[0].handle, 0), 0);
 	frame_str(&want, "one");
 	frame_str(&want, "two");
@@ -1963,6 +1964,356 @@ static void test_pipeline_budgets(void **state)
 	done(t);
 }
 
+/* ---- 15. a trailers-only response whose end hook waits ---- */
+
+static enum fg_stage_rc meta_wait_end(struct fg_stage_ctx *c, struct fg_hdrs *hd, struct fg_stage_msg *m)
+{
+	assert_non_null(hd);
+	assert_hdr(hd, "grpc-status", "5");
+	assert_int_equal(fg_pipeline_add_metadata(c->pl, "x-wait", "5", 1), 0);
+	return FG_STAGE_SUSPEND;
+}
+
+/* The end hooks see a trailers-only response as trailers; one that waits
+ * on it is resumed into the rest of them, then the client gets the one
+ * header block (END_STREAM, the upstream's status, the metadata added):
+ * no trailers after it, and no header hook on an empty list, then or on
+ * any later pump turn. */
+static void test_pipeline_trailers_only_suspended(void **state)
+{
+	struct t *t = *state;
+	struct host *h = &t->host[0], *g = &t->host[1];
+	struct fg_bufq in = { 0 }, one = { 0 };
+
+	env_open(t, 2);
+	fakes[0].act[H_RESP_END] = meta_wait_end;
+	fakes[1].act[H_RESP_END] = meta_end;
+	call_open(t, h, UNARY, NULL);
+	fg_pipeline_request_end(h->pl, NULL);
+	response_headers(h->pl, NULL, 1);
+	assert_string_equal(h->log, "UE");
+	assert_int_equal(fakes[0].n[H_RESP_END], 1);
+	assert_int_equal(fakes[1].n[H_RESP_END], 0);
+	assert_int_equal(fg_pipeline_holds(h->pl, RESP), 1);
+
+	assert_int_equal(resume_later(t, fakes[0].handle, 0), 0);
+	assert_string_equal(h->log, "UES");
+	assert_int_equal(h->resp_start_end, 1);
+	assert_hdr(&h->resp_hdrs, ":status", "200");
+	assert_hdr(&h->resp_hdrs, "x-up", "1");
+	assert_hdr(&h->resp_hdrs, "grpc-status", "5");
+	assert_hdr(&h->resp_hdrs, "x-wait", "5");
+	assert_hdr(&h->resp_hdrs, "x-end", "4");
+	assert_int_equal(h->resp_trailers_given, 0);
+	assert_int_equal(fakes[0].n[H_RESP_END], 1);
+	assert_int_equal(fakes[1].n[H_RESP_END], 1);
+	assert_int_equal(fakes[0].n[H_RESP_HEADERS] + fakes[1].n[H_RESP_HEADERS], 0);
+	assert_int_equal(fg_pipeline_holds(h->pl, RESP), 0);
+	turn(t);
+	assert_string_equal(h->log, "UES");
+	assert_int_equal(fakes[0].n[H_RESP_HEADERS] + fakes[1].n[H_RESP_HEADERS], 0);
+	call_close(h, FG_GRPC_NOT_FOUND);
+	assert_int_equal(fakes[0].n_cancel, 0);
+
+	/* no stage waits: the end goes out at once, and a later pump turn
+	 * (the request side moves on) leaves the response alone; server
+	 * streaming, where headers that came again would go out again */
+	fakes_reset();
+	fakes[1].act[H_RESP_END] = meta_end;
+	cfg.limits.stream_window = 16;
+	frame_str(&one, "twenty bytes long...");
+	frame_str(&in, "twenty bytes long...");
+	frame_str(&in, "twenty bytes long...");
+	call_open(t, g, STREAM, NULL);
+	feed(g->pl, REQ, in.data, in.len, in.len);
+	assert_out(&g->req_out, &one);
+	response_headers(g->pl, NULL, 1);
+	assert_string_equal(g->log, "US");
+	assert_int_equal(g->resp_start_end, 1);
+	assert_hdr(&g->resp_hdrs, "grpc-status", "5");
+	assert_hdr(&g->resp_hdrs, "x-end", "4");
+	fg_bufq_clear(&g->req_out);
+	fg_pipeline_output_taken(g->pl, REQ);
+	turn(t);
+	assert_out(&g->req_out, &one);
+	assert_string_equal(g->log, "US");
+	assert_int_equal(fakes[0].n[H_RESP_HEADERS] + fakes[1].n[H_RESP_HEADERS], 0);
+	assert_int_equal(fakes[0].n[H_RESP_END] + fakes[1].n[H_RESP_END], 2);
+	call_close(g, FG_GRPC_NOT_FOUND);
+	fg_bufq_free(&in);
+	fg_bufq_free(&one);
+	done(t);
+}
+
+/* ---- 16. HOLD_RESPONSE on a message ---- */
+
+static enum fg_stage_rc edit_b(struct fg_stage_ctx *c, struct fg_hdrs *hd, struct fg_stage_msg *m)
+{
+	assert_int_equal(edit_append(m, "+b"), 0);
+	return FG_STAGE_CONTINUE;
+}
+
+/* A stage that holds the response from a request message lets that
+ * message go on: the later stages see it and may edit it, and the edit is
+ * what goes upstream; the response waits for its resume.  Asked on a
+ * response message, a hold means nothing. */
+static void test_pipeline_hold_on_message(void **state)
+{
+	struct t *t = *state;
+	struct host *h = &t->host[0];
+	struct fg_bufq req = { 0 }, resp = { 0 }, want = { 0 };
+
+	env_open(t, 3);
+	frame_str(&req, "q");
+	frame_str(&resp, "r0");
+	frame_str(&resp, "r1");
+	frame_str(&want, "q+b");
+	fakes[0].rc[H_MSG_REQ] = FG_STAGE_HOLD_RESPONSE;
+	fakes[0].rc[H_MSG_RESP] = FG_STAGE_HOLD_RESPONSE;
+	fakes[1].act[H_MSG_REQ] = edit_b;
+	call_open(t, h, UNARY, NULL);
+	feed(h->pl, REQ, req.data, req.len, 2);
+	assert_string_equal(fakes[1].saw[REQ], "q|");
+	assert_string_equal(fakes[2].saw[REQ], "q+b|");
+	assert_out(&h->req_out, &want);
+	fg_pipeline_request_end(h->pl, NULL);
+	assert_string_equal(h->log, "UE");
+
+	response_headers(h->pl, NULL, 0);
+	feed(h->pl, RESP, resp.data, resp.len, 3);
+	response_trailers(h->pl, "0");
+	assert_string_equal(h->log, "UE");
+	assert_out_empty(&h->resp_out);
+	assert_int_equal(fg_pipeline_holds(h->pl, RESP), 1);
+	assert_int_equal(fg_pipeline_held(h->pl, RESP), resp.len);
+	assert_int_equal(fakes[0].n[H_RESP_HEADERS] + fakes[1].n[H_RESP_HEADERS], 0);
+
+	assert_int_equal(resume_later(t, fakes[0].handle, 0), 0);
+	assert_string_equal(h->log, "UEST");
+	assert_out(&h->resp_out, &resp);
+	assert_string_equal(fakes[2].saw[RESP], "r0|r1|");
+	assert_hdr(&h->resp_trailers, "grpc-status", "0");
+	assert_int_equal(fg_pipeline_holds(h->pl, RESP), 0);
+	call_close(h, FG_GRPC_OK);
+	assert_int_equal(fakes[0].n_cancel, 0);
+	fg_bufq_free(&req);
+	fg_bufq_free(&resp);
+	fg_bufq_free(&want);
+	done(t);
+}
+
+/* ---- 17. resumed, then cancelled before the pump ---- */
+
+/* A stage that resumed a side waits on it no more: a cancel that comes
+ * before the pump ran is not its news; a stage still waiting on the other
+ * side hears of it. */
+static void test_pipeline_resumed_then_cancelled(void **state)
+{
+	struct t *t = *state;
+	struct host *h = &t->host[0], *g = &t->host[1];
+	struct fg_bufq in = { 0 };
+
+	env_open(t, 2);
+	fakes[1].rc[H_REQ_HEADERS] = FG_STAGE_SUSPEND;
+	call_open(t, h, UNARY, NULL);
+	assert_string_equal(h->log, "");
+	assert_int_equal(fg_pipeline_resume(h->pl, &fake_stages[1]), 0);
+	fg_pipeline_cancel(h->pl, FG_STAGE_CANCEL_CLIENT);
+	assert_int_equal(fakes[1].n_cancel, 0);
+	assert_int_equal(fakes[0].n_cancel, 0);
+	turn(t);
+	assert_string_equal(h->log, "");                /* the pump does not run it */
+	call_close(h, FG_GRPC_CANCELLED);
+	assert_int_equal(fakes[1].n_cancel, 0);
+	assert_int_equal(fakes[1].n_end, 1);
+
+	/* fake0 waits on a request message and resumes it; fake1 still waits
+	 * on the response headers of a streaming call */
+	fakes_reset();
+	fakes[0].rc[H_MSG_REQ] = FG_STAGE_SUSPEND;
+	fakes[1].rc[H_RESP_HEADERS] = FG_STAGE_SUSPEND;
+	frame_str(&in, "a");
+	call_open(t, g, STREAM, NULL);
+	feed(g->pl, REQ, in.data, in.len, 64);
+	response_headers(g->pl, NULL, 0);
+	assert_string_equal(g->log, "U");
+	assert_int_equal(fg_pipeline_holds(g->pl, REQ), 1);
+	assert_int_equal(fg_pipeline_holds(g->pl, RESP), 1);
+	assert_int_equal(fg_pipeline_resume(g->pl, &fake_stages[0]), 0);
+	fg_pipeline_cancel(g->pl, FG_STAGE_CANCEL_UPSTREAM);
+	assert_int_equal(fakes[0].n_cancel, 0);
+	assert_int_equal(fakes[1].n_cancel, 1);
+	assert_int_equal(fakes[1].why, FG_STAGE_CANCEL_UPSTREAM);
+	turn(t);
+	assert_string_equal(g->log, "U");
+	assert_out_empty(&g->req_out);
+	call_close(g, FG_GRPC_UNAVAILABLE);
+	assert_int_equal(fakes[0].n_cancel + fakes[1].n_cancel, 1);
+	fg_bufq_free(&in);
+	done(t);
+}
+
+/* ---- 18. a call leaves its connection ---- */
+
+/* x holds a whole message in its output queue (not mid-message), which
+ * puts the connection over its budget; z and y are mid-message, and z,
+ * the older, is the one that goes on: y's window is held.  When x's
+ * client stream goes, the connection is back under its budget: y gets a
+ * pump turn on the next loop turn, and its window opens. */
+static void test_pipeline_leave_connection(void **state)
+{
+	struct t *t = *state;
+	struct host *x = &t->host[0], *z = &t->host[1], *y = &t->host[2];
+	struct fg_bufq in = { 0 };
+	char body[200];
+
+	env_open(t, 1);
+	cfg.limits.connection_buffer = 64;
+	memset(body, 'b', sizeof(body));
+	frame(&in, FG_GRPCFRAME_UNCOMPRESSED, body, sizeof(body));
+	call_open(t, x, STREAM, NULL);
+	call_open(t, z, STREAM, NULL);
+	call_open(t, y, STREAM, NULL);
+	feed(x->pl, REQ, in.data, in.len, in.len);
+	assert_out(&x->req_out, &in);
+	feed(z->pl, REQ, in.data, 10, 10);
+	feed(y->pl, REQ, in.data, 10, 10);
+	turn(t);
+	assert_int_equal(t->budget.held, in.len + 20);
+	assert_int_equal(fg_pipeline_held(x->pl, REQ), 0);
+	assert_int_equal(fg_pipeline_holds(x->pl, REQ), 1);
+	assert_int_equal(fg_pipeline_holds(z->pl, REQ), 0);
+	assert_int_equal(fg_pipeline_holds(y->pl, REQ), 1);
+	assert_int_equal(y->holds[REQ], 1);
+
+	y->nmore[REQ] = 0;
+	fg_pipeline_leave_connection(x->pl);
+	assert_int_equal(t->budget.held, 20);
+	assert_int_equal(fg_pipeline_env_held(t->env), in.len + 20);   /* still the worker's */
+	assert_int_equal(fg_pipeline_holds(y->pl, REQ), 0);
+	assert_int_equal(y->nmore[REQ], 0);             /* on the loop, not inside */
+	turn(t);
+	assert_true(y->nmore[REQ] > 0);                 /* woken: its window may open */
+	assert_int_equal(y->holds[REQ], 0);
+	fg_pipeline_leave_connection(x->pl);            /* a second time is nothing */
+	assert_int_equal(t->budget.held, 20);
+
+	fg_pipeline_cancel(x->pl, FG_STAGE_CANCEL_CLIENT);
+	call_close(x, FG_GRPC_CANCELLED);
+	assert_int_equal(fg_pipeline_env_held(t->env), 20);
+	fg_pipeline_cancel(z->pl, FG_STAGE_CANCEL_CLIENT);
+	call_close(z, FG_GRPC_CANCELLED);
+	fg_pipeline_cancel(y->pl, FG_STAGE_CANCEL_CLIENT);
+	call_close(y, FG_GRPC_CANCELLED);
+	fg_bufq_free(&in);
+	done(t);
+}
+
+/* ---- 19. DONE at the response headers without an answer ---- */
+
+static void test_pipeline_done_at_response_headers(void **state)
+{
+	struct t *t = *state;
+	struct host *h = &t->host[0], *g = &t->host[1];
+	struct fg_bufq in = { 0 };
+
+	env_open(t, 2);
+	frame_str(&in, "r");
+	fakes[0].act[H_RESP_HEADERS] = done_without_answer;
+	call_open(t, h, UNARY, NULL);
+	fg_pipeline_request_end(h->pl, NULL);
+	response_headers(h->pl, NULL, 0);
+	assert_string_equal(h->log, "UEF");
+	assert_int_equal(h->fail_status, FG_GRPC_INTERNAL);
+	assert_non_null(strstr(h->fail_msg, "fake0"));
+	assert_int_equal(fakes[1].n[H_RESP_HEADERS], 0);
+	feed(h->pl, RESP, in.data, in.len, 64);
+	response_trailers(h->pl, "0");
+	turn(t);
+	assert_string_equal(h->log, "UEF");
+	assert_out_empty(&h->resp_out);
+	assert_int_equal(fakes[0].n[H_MSG_RESP] + fakes[1].n[H_MSG_RESP], 0);
+	call_close(h, FG_GRPC_INTERNAL);
+
+	/* server streaming: the headers never go out */
+	fakes_reset();
+	fakes[1].act[H_RESP_HEADERS] = done_without_answer;
+	call_open(t, g, STREAM, NULL);
+	response_headers(g->pl, NULL, 0);
+	assert_string_equal(g->log, "UF");
+	assert_int_equal(g->fail_status, FG_GRPC_INTERNAL);
+	assert_non_null(strstr(g->fail_msg, "fake1"));
+	call_close(g, FG_GRPC_INTERNAL);
+	fg_bufq_free(&in);
+	done(t);
+}
+
+/* ---- 20. an answer made of held bytes ---- */
+
+/* Answer with the message the hook was handed: when it came out of the
+ * held input, its bytes are in that buffer. */
+static enum fg_stage_rc answer_with_second(struct fg_stage_ctx *c, struct fg_hdrs *hd, struct fg_stage_msg *m)
+{
+	if (m->index != 1)
+		return FG_STAGE_CONTINUE;
+	assert_int_equal(fg_pipeline_answer(c->pl, FG_GRPC_OK, "filtered", m->data, m->len), 0);
+	return FG_STAGE_DONE;
+}
+
+/* More than FG_BUFQ_KEEP of response bytes held behind a full output
+ * queue; a stage answers with the message the pump just fed it from
+ * them: the answer reads that message before anything is freed, and it is
+ * what the client gets. */
+static void test_pipeline_answer_from_held(void **state)
+{
+	struct t *t = *state;
+	struct host *h = &t->host[0];
+	struct fg_bufq in = { 0 }, first = { 0 }, want = { 0 };
+	char body[1000], label[32];
+	unsigned i;
+	int n;
+
+	env_open(t, 2);
+	cfg.limits.stream_window = 64;
+	fakes[0].act[H_MSG_RESP] = answer_with_second;
+	for (i = 0; fg_bufq_len(&in) <= FG_BUFQ_KEEP + 2 * sizeof(body); i++) {
+		memset(body, 'a' + i % 26, sizeof(body));
+		n = snprintf(label, sizeof(label), "message %u.", i);
+		memcpy(body, label, (size_t)n);
+		frame(&in, FG_GRPCFRAME_UNCOMPRESSED, body, sizeof(body));
+		if (i == 0)
+			frame(&first, FG_GRPCFRAME_UNCOMPRESSED, body, sizeof(body));
+		if (i == 1)
+			frame(&want, FG_GRPCFRAME_UNCOMPRESSED, body, sizeof(body));
+	}
+	call_open(t, h, UNARY, NULL);
+	fg_pipeline_request_end(h->pl, NULL);
+	response_headers(h->pl, NULL, 0);
+	feed(h->pl, RESP, in.data, in.len, in.len);
+	assert_string_equal(h->log, "UES");
+	assert_out(&h->resp_out, &first);
+	assert_true(fg_pipeline_held(h->pl, RESP) > FG_BUFQ_KEEP);
+	assert_int_equal(fg_pipeline_held(h->pl, RESP), in.len - first.len);
+	assert_int_equal(fg_pipeline_holds(h->pl, RESP), 1);
+
+	/* the client takes the first message: the pump feeds the second */
+	fg_bufq_clear(&h->resp_out);
+	fg_pipeline_output_taken(h->pl, RESP);
+	turn(t);
+	assert_string_equal(h->log, "UESCT");
+	assert_out(&h->resp_out, &want);
+	assert_hdr(&h->resp_trailers, "grpc-status", "0");
+	assert_hdr(&h->resp_trailers, "grpc-message", "filtered");
+	assert_string_equal(fakes[1].saw[RESP], "message 0.aaaaaaaaaaaaaaaaaaaaaa|");
+	assert_int_equal(fakes[0].n[H_MSG_RESP], 2);
+	assert_int_equal(fakes[0].n_cancel + fakes[1].n_cancel, 0);
+	call_close(h, FG_GRPC_OK);
+	fg_bufq_free(&in);
+	fg_bufq_free(&first);
+	fg_bufq_free(&want);
+	done(t);
+}
+
 /* ---- 14. fail the Nth allocation over a whole call ---- */
 
 /* Added metadata that a failed allocation turns into a failed call. */
@@ -2132,6 +2483,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pipeline_worker_init_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_on_end, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_budgets, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pipeline_trailers_only_suspended, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pipeline_hold_on_message, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pipeline_resumed_then_cancelled, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pipeline_leave_connection, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pipeline_done_at_response_headers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pipeline_answer_from_held, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_failmalloc, setup, teardown),
 	};
 
