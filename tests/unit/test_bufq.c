@@ -18,19 +18,8 @@
 
 /* ---- failing realloc ---- */
 
-void *__real_realloc(void *p, size_t n);
-void *__wrap_realloc(void *p, size_t n);
-
-static long realloc_fail_at = -1;       /* calls left before one fails; -1: never */
-static long realloc_calls;
-
-void *__wrap_realloc(void *p, size_t n)
-{
-	realloc_calls++;
-	if (realloc_fail_at >= 0 && realloc_fail_at-- == 0)
-		return NULL;
-	return __real_realloc(p, n);
-}
+#define FG_FAILALLOC_REALLOC
+#include "fg_failalloc.h"
 
 /* ---- helpers ---- */
 

@@ -64,77 +64,8 @@ int fg_pipeline_env_new_stages(struct fg_pipeline_env **out, struct event_base *
 
 /* ---- allocation hooks (see the file comment) ---- */
 
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t n);
-void __real_free(void *p);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t n);
-void __wrap_free(void *p);
-
-static struct {
-	long fail_at;           /* fail the allocation with this number (1 = next); 0: never */
-	long count;             /* allocations since arming */
-	long live;              /* blocks allocated and not freed */
-	int failed;             /* the armed allocation came and was failed */
-} mem;
-
-static int mem_should_fail(void)
-{
-	mem.count++;
-	if (mem.fail_at == 0 || mem.count != mem.fail_at)
-		return 0;
-	mem.failed = 1;
-	return 1;
-}
-
-void *__wrap_malloc(size_t n)
-{
-	void *p;
-
-	if (mem_should_fail())
-		return NULL;
-	if ((p = __real_malloc(n)) != NULL)
-		mem.live++;
-	return p;
-}
-
-void *__wrap_calloc(size_t n, size_t size)
-{
-	void *p;
-
-	if (mem_should_fail())
-		return NULL;
-	if ((p = __real_calloc(n, size)) != NULL)
-		mem.live++;
-	return p;
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-	void *np;
-
-	if (mem_should_fail())
-		return NULL;
-	if ((np = __real_realloc(p, n)) != NULL && !p)
-		mem.live++;
-	return np;
-}
-
-void __wrap_free(void *p)
-{
-	if (p)
-		mem.live--;
-	__real_free(p);
-}
-
-static void mem_arm(long fail_at)
-{
-	mem.fail_at = fail_at;
-	mem.count = 0;
-	mem.failed = 0;
-}
+#define FG_FAILALLOC_ALL
+#include "fg_failalloc.h"
 
 /* ---- the snapshot: limits and a two-method policy ---- */
 

@@ -59,85 +59,9 @@
 
 /* ---- allocation hooks (see the file comment) ---- */
 
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t n);
-void __real_free(void *p);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t n);
-void __wrap_free(void *p);
-char *__wrap_strdup(const char *s);
-
-static struct {
-	long fail_at;           /* fail the allocation with this number (1 = next); 0: never */
-	long count;             /* allocations since arming */
-	long live;              /* blocks allocated and not freed */
-} mem;
-
-static int mem_should_fail(void)
-{
-	mem.count++;
-	return mem.fail_at != 0 && mem.count == mem.fail_at;
-}
-
-void *__wrap_malloc(size_t n)
-{
-	void *p;
-
-	if (mem_should_fail())
-		return NULL;
-	p = __real_malloc(n);
-	mem.live += p != NULL;
-	return p;
-}
-
-void *__wrap_calloc(size_t n, size_t size)
-{
-	void *p;
-
-	if (mem_should_fail())
-		return NULL;
-	p = __real_calloc(n, size);
-	mem.live += p != NULL;
-	return p;
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-	void *np;
-
-	if (mem_should_fail())
-		return NULL;
-	np = __real_realloc(p, n);
-	if (np && !p)
-		mem.live++;
-	return np;
-}
-
-void __wrap_free(void *p)
-{
-	mem.live -= p != NULL;
-	__real_free(p);
-}
-
-/* strdup() allocates inside libc, out of --wrap=malloc's reach: do it here
- * so it is counted and can fail like the rest. */
-char *__wrap_strdup(const char *s)
-{
-	size_t n = strlen(s) + 1;
-	char *d = __wrap_malloc(n);
-
-	if (d)
-		memcpy(d, s, n);
-	return d;
-}
-
-static void mem_arm(long fail_at)
-{
-	mem.fail_at = fail_at;
-	mem.count = 0;
-}
+#define FG_FAILALLOC_ALL
+#define FG_FAILALLOC_STRDUP
+#include "fg_failalloc.h"
 
 /* ---- t.pb (see the file comment) ----
  *
