@@ -137,7 +137,7 @@ static const struct simple_metric simple_metrics[] = {
 	  "Client connections closed because their socket took no byte for timeouts.write.",
 	  offsetof(struct fg_metrics, client_write_timeouts), 0 },
 	{ "feedguard_client_stalled_streams_total", "counter",
-	  "Client streams reset (CANCEL) because the client's windows stayed shut on their queued response bytes for timeouts.stalled_stream.",
+	  "Client streams reset (CANCEL) because the client's windows stayed shut on their queued response bytes, or an intercepted request sat in the middle of a message, for timeouts.stalled_stream.",
 	  offsetof(struct fg_metrics, client_stalled_streams), 0 },
 	{ "feedguard_intercept_buffered_bytes", "gauge",
 	  "Bytes intercepted calls hold in feedguardd (messages being assembled or edited, output not yet taken).",
