@@ -17,7 +17,6 @@
 #include "fg_upstream.h"
 #include "fg_worker.h"
 
-#define GRPC_MESSAGE_MAX 512
 /* Every HTTP/2 frame starts with a 9-byte header (RFC 9113 §4.1). */
 #define H2_FRAME_HEADER_LEN 9
 
@@ -302,24 +301,14 @@ static void call_rst_front(struct fg_call *call, uint32_t code)
 	fg_h2front_flush(call->front);
 }
 
-/* Build grpc-status/grpc-message into <h> (reset first). */
+/* grpc-status/grpc-message into <h> (reset first), opening a
+ * trailers-only response with <with_status_line>. */
 static int status_hdrs(struct fg_hdrs *h, int status, const char *msg, int with_status_line)
 {
-	char code[16], enc[GRPC_MESSAGE_MAX];
-	size_t enclen;
-	int n, rv = 0;
-
 	fg_hdrs_reset(h);
-	n = snprintf(code, sizeof(code), "%d", status);
-	enclen = fg_grpc_percent_encode(msg, enc, sizeof(enc));
-	if (with_status_line) {
-		rv |= fg_hdrs_add(h, (const uint8_t *)":status", 7, (const uint8_t *)"200", 3, 0);
-		rv |= fg_hdrs_add(h, (const uint8_t *)"content-type", 12,
-		                  (const uint8_t *)"application/grpc", 16, 0);
-	}
-	rv |= fg_hdrs_add(h, (const uint8_t *)"grpc-status", 11, (const uint8_t *)code, (size_t)n, 0);
-	rv |= fg_hdrs_add(h, (const uint8_t *)"grpc-message", 12, (const uint8_t *)enc, enclen, 0);
-	return rv;
+	if (with_status_line && fg_hdrs_add_grpc_response(h) < 0)
+		return FG_ENOMEM;
+	return fg_hdrs_add_grpc_status(h, status, msg);
 }
 
 /*

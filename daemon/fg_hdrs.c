@@ -1,10 +1,12 @@
 /* fg_hdrs.c - collected HTTP/2 header lists; see fg_hdrs.h. */
 #include "config.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fg_error.h"
+#include "fg_grpc.h"
 #include "fg_hdrs.h"
 
 /* RFC 9113 §6.5.2: each field costs its octets plus 32. */
@@ -129,4 +131,27 @@ const char *fg_hdrs_find_single(const struct fg_hdrs *h, const char *name, size_
 		*len = e->value_len;
 	}
 	return v;
+}
+
+static int add_str(struct fg_hdrs *h, const char *name, const char *value, size_t len)
+{
+	return fg_hdrs_add(h, (const uint8_t *)name, strlen(name), (const uint8_t *)value, len, 0);
+}
+
+int fg_hdrs_add_grpc_response(struct fg_hdrs *h)
+{
+	if (add_str(h, ":status", "200", 3) < 0 || add_str(h, "content-type", "application/grpc", 16) < 0)
+		return FG_ENOMEM;
+	return 0;
+}
+
+int fg_hdrs_add_grpc_status(struct fg_hdrs *h, int status, const char *msg)
+{
+	char code[16], enc[FG_HDRS_GRPC_MESSAGE_MAX];
+	size_t enclen = fg_grpc_percent_encode(msg ? msg : "", enc, sizeof(enc));
+	int n = snprintf(code, sizeof(code), "%d", status);
+
+	if (add_str(h, "grpc-status", code, (size_t)n) < 0 || add_str(h, "grpc-message", enc, enclen) < 0)
+		return FG_ENOMEM;
+	return 0;
 }

@@ -74,4 +74,21 @@ const char *fg_hdrs_find(const struct fg_hdrs *h, const char *name, size_t *len)
  */
 const char *fg_hdrs_find_single(const struct fg_hdrs *h, const char *name, size_t *len);
 
+/* Longest grpc-message feedguard writes, percent-encoded (longer texts are cut). */
+#define FG_HDRS_GRPC_MESSAGE_MAX 512
+
+/*
+ * fg_hdrs_add_grpc_response - append the headers that open a gRPC response
+ * of feedguard's own: ":status: 200" and "content-type: application/grpc".
+ * Returns 0 or FG_ENOMEM.
+ */
+int fg_hdrs_add_grpc_response(struct fg_hdrs *h);
+
+/*
+ * fg_hdrs_add_grpc_status - append "grpc-status: <status>" and
+ * "grpc-message: <msg>" (plain text, percent-encoded here, cut to
+ * FG_HDRS_GRPC_MESSAGE_MAX; NULL is empty).  Returns 0 or FG_ENOMEM.
+ */
+int fg_hdrs_add_grpc_status(struct fg_hdrs *h, int status, const char *msg);
+
 #endif /* FG_HDRS_H */

@@ -101,16 +101,6 @@ void fg_pipeline_end(struct fg_pipeline *pl, const struct fg_stage_end *end)
 
 /* --- messages ---------------------------------------------------------- */
 
-static int append_framed(struct fg_bufq *out, enum fg_grpcframe_flag flag, const uint8_t *data, size_t len)
-{
-	uint8_t prefix[FG_GRPC_PREFIX_LEN];
-
-	fg_grpcframe_write_prefix(prefix, flag, (uint32_t)len);
-	if (fg_bufq_append(out, prefix, sizeof(prefix)) < 0 || fg_bufq_append(out, data, len) < 0)
-		return FG_ENOMEM;
-	return 0;
-}
-
 /* A message on its way through the stages. */
 struct msg_run {
 	const uint8_t *orig;            /* payload as it came (maybe compressed) */
@@ -220,8 +210,8 @@ static int emit_message(struct fg_pipeline *pl, enum fg_stage_dir dir, const str
 	int rv = 0;
 
 	if (!r->m.drop && !(r->changed && swap_edited(pl->env, s->out, r)))
-		rv = r->changed ? append_framed(s->out, FG_GRPCFRAME_UNCOMPRESSED, r->m.data, r->m.len)
-		                : append_framed(s->out, r->flag, r->orig, r->orig_len);
+		rv = r->changed ? fg_grpcframe_append(s->out, FG_GRPCFRAME_UNCOMPRESSED, r->m.data, r->m.len)
+		                : fg_grpcframe_append(s->out, r->flag, r->orig, r->orig_len);
 	if (rv < 0) {
 		pipeline_fail(pl, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
 		return rv;
@@ -900,27 +890,6 @@ int fg_pipeline_resume(struct fg_pipeline *pl, const struct fg_stage *st)
 	return 0;
 }
 
-/* Status trailers (and, with <status_line>, a trailers-only or headers
- * block) for an answer of feedguard's own. */
-static int status_block(struct fg_hdrs *h, int status_line, int status, const char *text)
-{
-	char code[16], enc[512];
-	size_t enclen;
-	int n, rv = 0;
-
-	n = snprintf(code, sizeof(code), "%d", status);
-	if (status_line) {
-		rv |= add_hdr(h, ":status", "200", 3);
-		rv |= add_hdr(h, "content-type", "application/grpc", 16);
-	}
-	if (status >= 0) {
-		enclen = fg_grpc_percent_encode(text ? text : "", enc, sizeof(enc));
-		rv |= add_hdr(h, "grpc-status", code, (size_t)n);
-		rv |= add_hdr(h, "grpc-message", enc, enclen);
-	}
-	return rv < 0 ? FG_ENOMEM : 0;
-}
-
 int fg_pipeline_answer(struct fg_pipeline *pl, int status, const char *text, const uint8_t *msg, size_t len)
 {
 	struct side *s = &pl->side[FG_STAGE_RESPONSE];
@@ -940,14 +909,14 @@ int fg_pipeline_answer(struct fg_pipeline *pl, int status, const char *text, con
 	fg_hdrs_reset(&s->trailers);
 	if (!(pl->flags & PL_RESP_STARTED)) {
 		fg_hdrs_reset(&pl->resp_hdrs);
-		if (status_block(&pl->resp_hdrs, 1, -1, NULL) < 0 || place_metadata(pl, &pl->resp_hdrs) < 0)
+		if (fg_hdrs_add_grpc_response(&pl->resp_hdrs) < 0 || place_metadata(pl, &pl->resp_hdrs) < 0)
 			goto fail_nomem;
 		pl->flags |= PL_RESP_STARTED;
 		pl->ops->response_start(pl->host, &pl->resp_hdrs, 0);
 	}
-	if (msg && append_framed(s->out, FG_GRPCFRAME_UNCOMPRESSED, msg, len) < 0)
+	if (msg && fg_grpcframe_append(s->out, FG_GRPCFRAME_UNCOMPRESSED, msg, len) < 0)
 		goto fail_nomem;
-	if (status_block(&s->trailers, 0, status, text) < 0 || place_metadata(pl, &s->trailers) < 0)
+	if (fg_hdrs_add_grpc_status(&s->trailers, status, text) < 0 || place_metadata(pl, &s->trailers) < 0)
 		goto fail_nomem;
 	pl->ops->response_end(pl->host, &s->trailers);
 	return 0;
