@@ -226,27 +226,40 @@ static void call_drop_resp_body(struct fg_call *call)
  * connection's output, one copy fewer per byte than through nghttp2's
  * frame buffer.
  */
+
+/*
+ * Size the next DATA frame of one side: up to <len> of the bytes queued
+ * in <q>, sent later from <q> itself (NO_COPY).  Once the side has ended
+ * (<ended>) and this frame takes the last byte, it carries EOF, and
+ * <trailers> (NULL: none) follow it.
+ */
+static ssize_t size_frame(nghttp2_session *session, int32_t sid, const struct fg_bufq *q, size_t len,
+                          uint32_t *data_flags, int ended, struct fg_hdrs *trailers)
+{
+	size_t n = fg_bufq_len(q) < len ? fg_bufq_len(q) : len;
+	nghttp2_nv *nv;
+
+	if (n > 0)
+		*data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+	if (n == fg_bufq_len(q) && ended) {
+		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
+		if (trailers && (nv = fg_hdrs_nv(trailers)) != NULL &&
+		    nghttp2_submit_trailer(session, sid, nv, trailers->n) == 0)
+			*data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+		return (ssize_t)n;
+	}
+	return n > 0 ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+}
+
 static ssize_t resp_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf, size_t len,
                             uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
 	struct fg_call *call = source->ptr;
-	size_t n = fg_bufq_len(&call->resp_body) < len ? fg_bufq_len(&call->resp_body) : len;
-	nghttp2_nv *nv;
 
 	(void)buf;
 	(void)user_data;
-	if (n > 0)
-		*data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-	if (n == fg_bufq_len(&call->resp_body) && (call->flags & FG_CALL_RESP_END)) {
-		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
-		if (call->flags & FG_CALL_RESP_TRAILERS) {
-			nv = fg_hdrs_nv(&call->resp_hdrs);
-			if (nv && nghttp2_submit_trailer(session, sid, nv, call->resp_hdrs.n) == 0)
-				*data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-		}
-		return (ssize_t)n;
-	}
-	return n > 0 ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+	return size_frame(session, sid, &call->resp_body, len, data_flags, call->flags & FG_CALL_RESP_END,
+	                  (call->flags & FG_CALL_RESP_TRAILERS) ? &call->resp_hdrs : NULL);
 }
 
 /* Append one DATA frame, header <framehd> and <length> bytes from the
@@ -350,27 +363,15 @@ static ssize_t req_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf, 
                            uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
 	struct fg_call *call = nghttp2_session_get_stream_user_data(session, sid);
-	nghttp2_nv *nv;
-	size_t n;
 
 	(void)buf;
+	(void)source;
 	(void)user_data;
 	/* The call let go of this stream (its RST_STREAM is queued): send nothing. */
 	if (!call)
 		return NGHTTP2_ERR_DEFERRED;
-	n = fg_bufq_len(&call->req_body) < len ? fg_bufq_len(&call->req_body) : len;
-	if (n > 0)
-		*data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-	if (n == fg_bufq_len(&call->req_body) && (call->flags & FG_CALL_REQ_END)) {
-		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
-		if (call->flags & FG_CALL_REQ_TRAILERS) {
-			nv = fg_hdrs_nv(&call->req_trailers);
-			if (nv && nghttp2_submit_trailer(session, sid, nv, call->req_trailers.n) == 0)
-				*data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-		}
-		return (ssize_t)n;
-	}
-	return n > 0 ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+	return size_frame(session, sid, &call->req_body, len, data_flags, call->flags & FG_CALL_REQ_END,
+	                  (call->flags & FG_CALL_REQ_TRAILERS) ? &call->req_trailers : NULL);
 }
 
 int fg_call_send_req_data(struct fg_call *call, const uint8_t *framehd, size_t length, struct fg_bufq *out)
