@@ -207,6 +207,61 @@ static void render_policy(struct evbuffer *out, const struct fg_policy *p)
 		}
 }
 
+static const char *const filter_actions[FG_POLICY_FILTER_NACTIONS] = { "removed", "demoted", "surplus" };
+
+static void method_band_labels(struct evbuffer *out, const struct fg_policy *p, size_t m, size_t b)
+{
+	evbuffer_add_printf(out, "{method=\"");
+	add_label_value(out, p->methods[m].path);
+	evbuffer_add_printf(out, "\",band=\"");
+	add_label_value(out, p->bands[b].name);
+	evbuffer_add_printf(out, "\"");
+}
+
+/* The filter's counters: items per class and action (only those that
+ * happened: the label space is methods x bands x classes x actions), pages
+ * per method and band (every feed's, zero included). */
+static void render_filter(struct evbuffer *out, const struct fg_policy *p)
+{
+	size_t m, b, k, a, nb = p->nbands, ncls = p->nclasses + 1;
+	size_t row = p->nmethods * nb * ncls * FG_POLICY_FILTER_NACTIONS;
+	uint64_t v;
+
+	if (!p->counters.filtered)
+		return;
+	evbuffer_add_printf(out, "# HELP feedguard_filter_items_total Feed items the filter removed, demoted or "
+	                         "found no room for (surplus), by method, age band and deciding class.\n"
+	                         "# TYPE feedguard_filter_items_total counter\n");
+	for (m = 0; m < p->nmethods; m++)
+		for (b = 0; p->methods[m].feed && b < nb; b++)
+			for (k = 0; k < ncls; k++)
+				for (a = 0; a < FG_POLICY_FILTER_NACTIONS; a++) {
+					size_t i = ((m * nb + b) * ncls + k) * FG_POLICY_FILTER_NACTIONS + a;
+					v = sum_slots(p->counters.filtered, p->counters.nslots, row, i);
+					if (!v)
+						continue;
+					evbuffer_add_printf(out, "feedguard_filter_items_total");
+					method_band_labels(out, p, m, b);
+					evbuffer_add_printf(out, ",class=\"");
+					add_label_value(out, k < p->nclasses ? p->classes[k].name : "unlabelled");
+					evbuffer_add_printf(out, "\",action=\"%s\"} %llu\n", filter_actions[a],
+					                    (unsigned long long)v);
+				}
+	for (a = 0; a < 2; a++) {
+		const char *name = a ? "feedguard_filter_pages_unmet_total" : "feedguard_filter_pages_total";
+		evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s counter\n", name,
+		                    a ? "Feed pages on which the prominence rules could not all be met (surplus items)."
+		                      : "Feed pages (response messages) the filter ran on.", name);
+		for (m = 0; m < p->nmethods; m++)
+			for (b = 0; p->methods[m].feed && b < nb; b++) {
+				v = sum_slots(p->counters.pages, p->counters.nslots, p->nmethods * nb * 2, (m * nb + b) * 2 + a);
+				evbuffer_add_printf(out, "%s", name);
+				method_band_labels(out, p, m, b);
+				evbuffer_add_printf(out, "} %llu\n", (unsigned long long)v);
+			}
+	}
+}
+
 int fg_metrics_render(struct evbuffer *out, const struct fg_config *cfg, struct fg_metrics *const *blocks,
                       int n, const struct fg_metrics_process *proc)
 {
@@ -249,7 +304,9 @@ int fg_metrics_render(struct evbuffer *out, const struct fg_config *cfg, struct 
 	                    (unsigned long long)sum_u(blocks, n, offsetof(struct fg_metrics, buffer_refused_worker)));
 	render_calls(out, cfg, blocks, n);
 	render_durations(out, cfg, blocks, n);
-	if (cfg->policy)
+	if (cfg->policy) {
 		render_policy(out, cfg->policy);
+		render_filter(out, cfg->policy);
+	}
 	return 0;
 }

@@ -26,6 +26,7 @@
 static const struct fg_stage *const daemon_stages[] = {
 	&fg_stage_identify,
 	&fg_stage_strip,
+	&fg_stage_filter,
 };
 
 /* Ended pipelines a worker keeps, with their message buffers: in steady

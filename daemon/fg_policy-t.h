@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fg_items.h"
 #include "fg_pbwire-t.h"
 
 #define FG_POLICY_MAX_PATH 32       /* field numbers in one field path */
@@ -56,6 +57,48 @@ struct fg_policy_edit {
 	size_t nremove_headers;
 };
 
+/* Harm-class categories (Online Safety Act 2023 ss.60-62). */
+enum fg_policy_category {
+	FG_POLICY_CAT_PRIMARY_PRIORITY = 0,
+	FG_POLICY_CAT_PRIORITY,
+	FG_POLICY_CAT_NON_DESIGNATED,
+	FG_POLICY_NCATEGORIES,
+};
+
+/* feedguard's built-in classes, then the policy's own; the index is the
+ * class's bit in the item editor's masks. */
+#define FG_POLICY_MAX_CLASSES 48
+
+struct fg_policy_class {
+	char *name;
+	uint8_t category;                   /* enum fg_policy_category */
+};
+
+/* Where a method's feed items and labels are ("feed"). */
+struct fg_policy_feed {
+	struct fg_items_spec spec;
+	uint32_t page_size_path[FG_ITEMS_MAX_PATH]; /* request integer field; depth 0: none */
+	size_t page_size_depth;
+	uint64_t default_page_size;         /* a request without page_size asks for this (0: unknown) */
+	char *report_header;                /* NULL: no counts header */
+};
+
+/* One band's filter ("filter" rule block). */
+struct fg_policy_filter {
+	unsigned active;                    /* 0: the band's feed is not filtered */
+	struct fg_items_rules rules;
+	double overfetch;                   /* > 1: page_size raised by this factor */
+	uint64_t overfetch_max;
+};
+
+/* Actions counted per class by the filter. */
+enum fg_policy_filter_action {
+	FG_POLICY_FILTER_REMOVED = 0,
+	FG_POLICY_FILTER_DEMOTED,
+	FG_POLICY_FILTER_SURPLUS,
+	FG_POLICY_FILTER_NACTIONS,
+};
+
 struct fg_policy_method {
 	char *path;                         /* "/pkg.Service/Method" */
 	unsigned client_streaming;
@@ -64,6 +107,8 @@ struct fg_policy_method {
 	struct fg_policy_source age_band;
 	struct fg_policy_edit *request;     /* [nbands] */
 	struct fg_policy_edit *response;    /* [nbands] */
+	const struct fg_policy_feed *feed;  /* NULL: the method has no feed to filter */
+	struct fg_policy_filter *filter;    /* [nbands] when <feed> is set */
 	size_t index;                       /* position in fg_policy.methods, for counters */
 };
 
@@ -76,6 +121,9 @@ struct fg_policy_method {
 struct fg_policy_counters {
 	uint64_t *calls;            /* [slot][method][band] intercepted calls */
 	uint64_t *stripped;         /* [slot][stat][band] fields removed or changed */
+	uint64_t *filtered;         /* [slot][method][band][class + 1][action] items; class
+	                               nclasses is "unlabelled" */
+	uint64_t *pages;            /* [slot][method][band][2] pages filtered, pages unmet */
 	size_t nslots;
 };
 
@@ -86,6 +134,8 @@ struct fg_policy {
 	size_t unknown_band;                /* band for a missing, unknown or malformed value */
 	struct fg_policy_method *methods;   /* sorted by <path> */
 	size_t nmethods;
+	struct fg_policy_class *classes;    /* built-in first */
+	size_t nclasses;
 	char **stat_names;                  /* "request:signals.watch_history" per pbwire stat index */
 	size_t nstats;
 	struct fg_policy_counters counters;

@@ -43,6 +43,7 @@ struct fg_policy_comp {
 	struct fg_schema *schema;       /* the descriptor set, once descriptor_set is read */
 	size_t stat_cap;                /* room in pol->stat_names */
 	const char *dir;                /* "request" or "response", for stat names */
+	const struct fg_yaml_node *label_maps; /* the top-level label_maps, once read */
 	uint32_t unlisted;              /* the keep_only block's counter for what it drops, at
 	                                   every level; UINT32_MAX outside such a block */
 };
@@ -102,6 +103,10 @@ extern const struct fg_policy_key fg_policy_strip_keep_only_key;   /* keep_only 
 extern const struct fg_policy_key fg_policy_strip_remove_key;      /* remove */
 extern const struct fg_policy_key fg_policy_strip_coarsen_key;     /* coarsen */
 extern const struct fg_policy_key fg_policy_strip_headers_key;     /* remove_headers */
+extern const struct fg_policy_key fg_policy_filter_classes_key;    /* classes (top level) */
+extern const struct fg_policy_key fg_policy_filter_label_maps_key; /* label_maps (top level) */
+extern const struct fg_policy_key fg_policy_filter_feed_key;       /* feed (a method) */
+extern const struct fg_policy_key fg_policy_filter_filter_key;     /* filter (a method) */
 
 /* --- fg_policy_compile.c: messages, memory, keys --- */
 

@@ -231,6 +231,8 @@ static const struct fg_policy_key *const top_keys[] = {
 	&descriptor_set_key,
 	&fg_policy_bands_key,
 	&fg_policy_bands_unknown_key,
+	&fg_policy_filter_classes_key,
+	&fg_policy_filter_label_maps_key,
 	&fg_policy_methods_key,
 };
 
@@ -239,12 +241,21 @@ _Static_assert(FG_POLICY_NELEM(top_keys) <= FG_POLICY_LEVEL_MAX_KEYS, "top-level
 static int alloc_counters(struct fg_policy_comp *c, size_t nslots)
 {
 	struct fg_policy *p = c->pol;
-	size_t per = p->nbands;
+	size_t per = p->nbands, i;
 
 	p->counters.nslots = nslots;
 	p->counters.calls = calloc(nslots * (p->nmethods ? p->nmethods : 1) * per, sizeof(uint64_t));
 	p->counters.stripped = calloc(nslots * (p->nstats ? p->nstats : 1) * per, sizeof(uint64_t));
-	return p->counters.calls && p->counters.stripped ? 0 : fg_policy_compile_nomem(c);
+	if (!p->counters.calls || !p->counters.stripped)
+		return fg_policy_compile_nomem(c);
+	for (i = 0; i < p->nmethods && !p->methods[i].feed; i++)
+		;
+	if (i == p->nmethods)
+		return 0;       /* no feeds: no filter counters */
+	p->counters.filtered = calloc(nslots * p->nmethods * per * (p->nclasses + 1) * FG_POLICY_FILTER_NACTIONS,
+	                              sizeof(uint64_t));
+	p->counters.pages = calloc(nslots * p->nmethods * per * 2, sizeof(uint64_t));
+	return p->counters.filtered && p->counters.pages ? 0 : fg_policy_compile_nomem(c);
 }
 
 static int compile(struct fg_policy_comp *c, const char *text, size_t len, size_t nslots)
@@ -331,6 +342,8 @@ void fg_policy_compile_free(struct fg_policy *p)
 		return;
 	free(p->counters.calls);
 	free(p->counters.stripped);
+	free(p->counters.filtered);
+	free(p->counters.pages);
 	arena_free(p->arena);
 	free(p);
 }

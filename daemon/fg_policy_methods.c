@@ -18,6 +18,8 @@ static const struct fg_policy_key *const method_keys[] = {
 	&fg_policy_sources_age_band_key,
 	&fg_policy_blocks_request_key,
 	&fg_policy_blocks_response_key,
+	&fg_policy_filter_feed_key,
+	&fg_policy_filter_filter_key,
 };
 
 _Static_assert(FG_POLICY_NELEM(method_keys) <= FG_POLICY_LEVEL_MAX_KEYS, "method keys");

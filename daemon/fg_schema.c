@@ -32,6 +32,7 @@ typedef Google__Protobuf__FileDescriptorProto pb_file_t;
 typedef Google__Protobuf__DescriptorProto pb_msg_t;
 typedef Google__Protobuf__FieldDescriptorProto pb_field_t;
 typedef Google__Protobuf__ServiceDescriptorProto pb_service_t;
+typedef Google__Protobuf__EnumDescriptorProto pb_enum_t;
 
 struct fg_schema_field {
 	const char *name;                       /* borrowed from the unpacked set */
@@ -73,12 +74,18 @@ struct fg_schema_method {
 	const struct fg_schema_message *output;
 };
 
+/* An enum: its full name first, so name comparisons see it as a char *. */
+struct fg_schema_enum {
+	char *name;
+	const pb_enum_t *desc;
+};
+
 struct fg_schema {
 	pb_set_t *set;                          /* the unpacked set; every borrowed name points into it */
 	size_t nmessages;
 	struct fg_schema_message *messages;     /* sorted by name */
 	size_t nenums;
-	char **enums;                           /* full names, sorted */
+	struct fg_schema_enum *enums;           /* sorted by full name */
 	size_t nmethods;
 	struct fg_schema_method *methods;       /* sorted by path */
 };
@@ -308,15 +315,16 @@ static void count_message(const pb_msg_t *d, size_t *nmsg, size_t *nenum)
 		count_message(d->nested_type[i], nmsg, nenum);
 }
 
-static int add_enum(struct loader *ld, const char *prefix, const char *name)
+static int add_enum(struct loader *ld, const char *prefix, const pb_enum_t *d)
 {
 	char *full;
 	int rc;
 
-	if ((rc = check_name(ld, name, "an enum", prefix)) != 0 ||
-	    (rc = keep_name(ld, prefix, name, &full)) != 0)
+	if ((rc = check_name(ld, d->name, "an enum", prefix)) != 0 ||
+	    (rc = keep_name(ld, prefix, d->name, &full)) != 0)
 		return rc;
-	ld->s->enums[ld->s->nenums++] = full;
+	ld->s->enums[ld->s->nenums].name = full;
+	ld->s->enums[ld->s->nenums++].desc = d;
 	return 0;
 }
 
@@ -337,7 +345,7 @@ static int add_message(struct loader *ld, const char *prefix, const pb_msg_t *d,
 	m->proto3 = proto3;
 	m->map_entry = d->options != NULL && d->options->has_map_entry && d->options->map_entry;
 	for (i = 0; i < d->n_enum_type; i++)
-		if ((rc = add_enum(ld, m->name, d->enum_type[i]->name)) != 0)
+		if ((rc = add_enum(ld, m->name, d->enum_type[i])) != 0)
 			return rc;
 	for (i = 0; i < d->n_nested_type; i++)
 		if ((rc = add_message(ld, m->name, d->nested_type[i], proto3)) != 0)
@@ -371,7 +379,7 @@ static int add_file(struct loader *ld, const pb_file_t *f)
 		return fail(ld, FG_EINVAL, "%s: package \"%s\" is not a dotted name (letters, digits and _ "
 		            "between single dots)", f->name, pkg);
 	for (i = 0; i < f->n_enum_type; i++)
-		if ((rc = add_enum(ld, pkg, f->enum_type[i]->name)) != 0)
+		if ((rc = add_enum(ld, pkg, f->enum_type[i])) != 0)
 			return rc;
 	for (i = 0; i < f->n_message_type; i++)
 		if ((rc = add_message(ld, pkg, f->message_type[i], proto3)) != 0)
@@ -409,11 +417,16 @@ static const struct fg_schema_message *lookup_message(const struct fg_schema *s,
 	return bsearch(&key, s->messages, s->nmessages, sizeof(*s->messages), cmp_message);
 }
 
+static const struct fg_schema_enum *lookup_enum_type(const struct fg_schema *s, const char *name)
+{
+	return bsearch(&name, s->enums, s->nenums, sizeof(*s->enums), cmp_str);
+}
+
 static const char *lookup_enum(const struct fg_schema *s, const char *name)
 {
-	char *const *hit = bsearch(&name, s->enums, s->nenums, sizeof(*s->enums), cmp_str);
+	const struct fg_schema_enum *e = lookup_enum_type(s, name);
 
-	return hit ? *hit : NULL;
+	return e ? e->name : NULL;
 }
 
 /* A name defined twice (two files with one package, a set concatenated by
@@ -429,9 +442,9 @@ static int sort_types(struct loader *ld)
 		if (strcmp(s->messages[i - 1].name, s->messages[i].name) == 0)
 			return fail(ld, FG_EINVAL, "message %s is defined twice", s->messages[i].name);
 	for (i = 0; i < s->nenums; i++) {
-		if ((i > 0 && strcmp(s->enums[i - 1], s->enums[i]) == 0) ||
-		    lookup_message(s, s->enums[i]) != NULL)
-			return fail(ld, FG_EINVAL, "type %s is defined twice", s->enums[i]);
+		if ((i > 0 && strcmp(s->enums[i - 1].name, s->enums[i].name) == 0) ||
+		    lookup_message(s, s->enums[i].name) != NULL)
+			return fail(ld, FG_EINVAL, "type %s is defined twice", s->enums[i].name);
 	}
 	return 0;
 }
@@ -879,7 +892,7 @@ void fg_schema_free(struct fg_schema *s)
 	}
 	free(s->messages);
 	for (i = 0; s->enums && i < s->nenums; i++)
-		free(s->enums[i]);
+		free(s->enums[i].name);
 	free(s->enums);
 	for (i = 0; s->methods && i < s->nmethods; i++)
 		free(s->methods[i].path);
@@ -995,4 +1008,26 @@ int fg_schema_type_wire(enum fg_schema_type type)
 	if ((int)type < FG_SCHEMA_DOUBLE || (int)type > FG_SCHEMA_SINT64)
 		return -1;
 	return type_info[type].wire;
+}
+
+const struct fg_schema_enum *fg_schema_find_enum(const struct fg_schema *schema, const char *name)
+{
+	if (name[0] == '.')
+		name++;
+	return lookup_enum_type(schema, name);
+}
+
+size_t fg_schema_enum_nvalues(const struct fg_schema_enum *e)
+{
+	return e->desc->n_value;
+}
+
+const char *fg_schema_enum_value_name(const struct fg_schema_enum *e, size_t i)
+{
+	return e->desc->value[i]->name ? e->desc->value[i]->name : "";
+}
+
+int32_t fg_schema_enum_value_number(const struct fg_schema_enum *e, size_t i)
+{
+	return e->desc->value[i]->number;
 }

@@ -65,6 +65,7 @@ struct fg_schema_message;
 struct fg_schema_field;
 struct fg_schema_oneof;
 struct fg_schema_method;
+struct fg_schema_enum;
 
 /* A field's declared type.  The values are those of
  * google.protobuf.FieldDescriptorProto.Type. */
@@ -216,6 +217,17 @@ const struct fg_schema_oneof *fg_schema_field_oneof(const struct fg_schema_field
 const char *fg_schema_oneof_name(const struct fg_schema_oneof *o);
 size_t fg_schema_oneof_nfields(const struct fg_schema_oneof *o);
 const struct fg_schema_field *fg_schema_oneof_field_at(const struct fg_schema_oneof *o, size_t i);
+
+/*
+ * fg_schema_find_enum - the enum with full name <name> (as
+ * fg_schema_field_type_name() gives it; a leading dot is accepted), or
+ * NULL; its values in declaration order (an alias appears under each of
+ * its names).  Any thread.
+ */
+const struct fg_schema_enum *fg_schema_find_enum(const struct fg_schema *schema, const char *name);
+size_t fg_schema_enum_nvalues(const struct fg_schema_enum *e);
+const char *fg_schema_enum_value_name(const struct fg_schema_enum *e, size_t i);
+int32_t fg_schema_enum_value_number(const struct fg_schema_enum *e, size_t i);
 
 /* fg_schema_type_name - the .proto keyword of <type> ("int32", "message",
  * ...), "?" for a value outside the enum.  For messages to operators. */

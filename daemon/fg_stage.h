@@ -187,8 +187,9 @@ struct fg_stage {
 	void (*call_free)(struct fg_stage_ctx *c);
 };
 
-/* The stages of the daemon, in fg_stage_identify.c and fg_stage_strip.c. */
+/* The stages of the daemon, in fg_stage_<name>.c. */
 extern const struct fg_stage fg_stage_identify;
 extern const struct fg_stage fg_stage_strip;
+extern const struct fg_stage fg_stage_filter;
 
 #endif /* FG_STAGE_H */

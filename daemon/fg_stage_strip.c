@@ -40,10 +40,13 @@ static const struct fg_policy_edit *edit_of(const struct fg_stage_call *call, en
 	return dir == FG_STAGE_REQUEST ? &call->m->request[call->band] : &call->m->response[call->band];
 }
 
-/* Whether band <band> of method <m> has anything to edit. */
+/* Whether band <band> of method <m> has anything to edit: strip rules, or
+ * a filter, whose edits need the same request headers (no content-length,
+ * response encodings feedguard reads). */
 static int band_edits(const struct fg_policy_method *m, size_t band)
 {
-	return m->request[band].prog || m->response[band].prog || m->request[band].nremove_headers;
+	return m->request[band].prog || m->response[band].prog || m->request[band].nremove_headers ||
+	       (m->feed && m->filter[band].active);
 }
 
 /* A band known from the headers for which the policy edits nothing, in

@@ -44,6 +44,7 @@ SERVICE = "feedguard.ranking.v1.Ranker"
 PKG = "feedguard.ranking.v1."
 MODEL = "demo-ranker-1"
 DEFAULT_PAGE = 10
+STREAM_PAGES = 3
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 
@@ -352,6 +353,15 @@ def rank(msgs, req):
         fi.topic = it["topic"]
         fi.score = -neg
         fi.content_labels.extend(it["labels"])
+        # The same findings as a moderation pipeline reports them: each
+        # label with its classifier's confidence, the topic among them.
+        for label in it["labels"]:
+            m = fi.moderation.add()
+            m.label = label
+            m.confidence = 0.6 + (it["id"] % 7) * 0.05
+        m = fi.moderation.add()
+        m.label = it["topic"]
+        m.confidence = 0.95
         for reason, src in prof.explanations(it):
             ex = fi.explanations.add()
             ex.reason = reason
@@ -409,6 +419,17 @@ class Ranker:
         for fi in rank(self.msgs, req).items:
             yield fi.SerializeToString(deterministic=True)
 
+    def stream_pages(self, raw, context):
+        """Up to STREAM_PAGES pages of the feed, each page_size items, from
+        the request's cursor on."""
+        req = self._request("/%s/StreamPages" % SERVICE, raw, context)
+        for _ in range(STREAM_PAGES):
+            page = rank(self.msgs, req)
+            yield page.SerializeToString(deterministic=True)
+            if not page.next_page_token:
+                break
+            req.page_token = page.next_page_token
+
 
 def serve(args, msgs):
     ranker = Ranker(msgs, args.record)
@@ -416,6 +437,7 @@ def serve(args, msgs):
         # No (de)serializers: handlers get and return the bytes.
         "RankFeed": grpc.unary_unary_rpc_method_handler(ranker.rank_feed),
         "StreamFeed": grpc.unary_stream_rpc_method_handler(ranker.stream_feed),
+        "StreamPages": grpc.unary_stream_rpc_method_handler(ranker.stream_pages),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))

@@ -1,0 +1,682 @@
+/*
+ * fg_items.c - the item editor: scan a feed page, plan the order of its
+ * items under a band's rules, write the page again.  See fg_items.h.
+ */
+#include "config.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fg_error.h"
+#include "fg_items.h"
+
+/* --- stepping over fields --------------------------------------------- */
+
+/*
+ * One field at <*pp>.  The common case (a one-byte tag; a varint, a fixed
+ * value or a length under 16384) is read here without a call; anything
+ * else goes to the general reader, which also reports the errors.
+ */
+static inline int step(const uint8_t **pp, const uint8_t *end, struct fg_pbwire_field *f)
+{
+	const uint8_t *p = *pp;
+	size_t avail = (size_t)(end - p);
+
+	if (avail >= 3 && p[0] < 0x80 && p[0] >= 0x08) {
+		const uint8_t *v = p + 1;
+		f->number = p[0] >> 3;
+		f->wire_type = p[0] & 7;
+		f->tag = p;
+		f->tag_len = 1;
+		switch (f->wire_type) {
+		case FG_PBWIRE_VARINT: {
+			size_t i, lim = avail - 1 < 9 ? avail - 1 : 9;
+			uint64_t x = 0;
+			/* Up to 9 bytes here (63 bits); a 10th byte goes to the general reader. */
+			for (i = 0; i < lim; i++) {
+				x |= (uint64_t)(v[i] & 0x7f) << (7 * i);
+				if (v[i] < 0x80)
+					break;
+			}
+			if (i == lim)
+				break;
+			f->value = v;
+			f->vlen = i + 1;
+			f->varint = x;
+			f->end = v + i + 1;
+			*pp = f->end;
+			return 0;
+		}
+		case FG_PBWIRE_LEN: {
+			size_t n, hl;
+			if (v[0] < 0x80) {
+				n = v[0];
+				hl = 1;
+			} else if (v[1] < 0x80) {
+				n = (size_t)(v[0] & 0x7f) | ((size_t)v[1] << 7);
+				hl = 2;
+			} else {
+				break;
+			}
+			if (n > avail - 1 - hl)
+				break;
+			f->value = v + hl;
+			f->vlen = n;
+			f->varint = n;
+			f->end = f->value + n;
+			*pp = f->end;
+			return 0;
+		}
+		case FG_PBWIRE_I32:
+			if (avail < 5)
+				break;
+			f->value = v;
+			f->vlen = 4;
+			f->varint = 0;
+			f->end = v + 4;
+			*pp = f->end;
+			return 0;
+		case FG_PBWIRE_I64:
+			if (avail < 9)
+				break;
+			f->value = v;
+			f->vlen = 8;
+			f->varint = 0;
+			f->end = v + 8;
+			*pp = f->end;
+			return 0;
+		default:
+			break;
+		}
+	}
+	return fg_pbwire_next_field(pp, end, f);
+}
+
+/* --- scanning ---------------------------------------------------------- */
+
+struct scan {
+	const struct fg_items_spec *spec;
+	const struct fg_items_rules *r;
+	struct fg_items_page *page;
+	const uint8_t *base;
+	const char **why;
+	uint64_t classes;           /* of the item being classified */
+	unsigned labelled;
+};
+
+static int bad(struct scan *s, const char *msg)
+{
+	if (s->why)
+		*s->why = msg;
+	return FG_EINVAL;
+}
+
+static const struct fg_items_label *find_str(const struct fg_items_spec *sp, const uint8_t *p, size_t n)
+{
+	size_t lo = 0, hi = sp->nlabels;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct fg_items_label *l = &sp->labels[mid];
+		int c = l->len < n ? -1 : l->len > n ? 1 : memcmp(l->str, p, n);
+		if (c == 0)
+			return l;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static const struct fg_items_label *find_num(const struct fg_items_spec *sp, int64_t v)
+{
+	size_t lo = 0, hi = sp->nlabels;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (sp->labels[mid].num == v)
+			return &sp->labels[mid];
+		if (sp->labels[mid].num < v)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/*
+ * A label <l> with confidence <conf>.  NULL: a string the map does not
+ * list (a topic: the item is labelled all the same) or, with <is_enum>, a
+ * number the enum does not name (no label).
+ */
+static void add_label(struct scan *s, const struct fg_items_label *l, double conf, int is_enum)
+{
+	uint64_t m;
+
+	if (!l) {
+		s->labelled |= !is_enum;
+		return;
+	}
+	s->labelled = 1;
+	/* A confidence that is not a number is a signal all the same. */
+	if (isnan(conf))
+		conf = 1.0;
+	for (m = l->classes; m; m &= m - 1) {
+		unsigned b = (unsigned)__builtin_ctzll(m);
+		if (conf >= (double)s->r->threshold[b])
+			s->classes |= UINT64_C(1) << b;
+	}
+}
+
+/* An enum value as the receiver reads it: a varint truncated to int32. */
+static int64_t enum_value(uint64_t v)
+{
+	return (int64_t)(int32_t)(uint32_t)v;
+}
+
+static int enum_labels(struct scan *s, const struct fg_pbwire_field *f)
+{
+	const struct fg_items_spec *sp = s->spec;
+
+	if (f->wire_type == FG_PBWIRE_VARINT) {
+		add_label(s, find_num(sp, enum_value(f->varint)), 1.0, 1);
+		return 0;
+	}
+	if (f->wire_type == FG_PBWIRE_LEN) {            /* packed */
+		const uint8_t *p = f->value, *e = f->value + f->vlen;
+		uint64_t v;
+		while (p < e) {
+			if (fg_pbwire_read_varint(&p, e, &v) < 0)
+				return bad(s, "a packed enum label is not whole varints");
+			add_label(s, find_num(sp, enum_value(v)), 1.0, 1);
+		}
+		return 0;
+	}
+	return bad(s, "an enum label is not a varint");
+}
+
+/* One label message: its value and confidence (the last of each wins). */
+static int message_label(struct scan *s, const uint8_t *p, const uint8_t *end)
+{
+	const struct fg_items_spec *sp = s->spec;
+	struct fg_pbwire_field f, val = { 0 };
+	double conf = 1.0;
+	int have = 0;
+
+	while (p < end) {
+		if (step(&p, end, &f) < 0)
+			return bad(s, "a label message is not valid protobuf");
+		if (f.number == sp->value_number) {
+			if (sp->value_enum ? f.wire_type != FG_PBWIRE_VARINT : f.wire_type != FG_PBWIRE_LEN)
+				return bad(s, "a label's value has the wrong wire type");
+			val = f;
+			have = 1;
+		} else if (f.number == sp->conf_number && sp->conf_kind != FG_ITEMS_C_NONE) {
+			if (sp->conf_kind == FG_ITEMS_C_FLOAT) {
+				float x;
+				if (f.wire_type != FG_PBWIRE_I32)
+					return bad(s, "a label's confidence is not a float");
+				memcpy(&x, f.value, 4);
+				conf = x;
+			} else {
+				if (f.wire_type != FG_PBWIRE_I64)
+					return bad(s, "a label's confidence is not a double");
+				memcpy(&conf, f.value, 8);
+			}
+		}
+	}
+	/* An absent value is the field's default: "" or 0. */
+	if (sp->value_enum)
+		add_label(s, find_num(sp, have ? enum_value(val.varint) : 0), conf, 1);
+	else
+		add_label(s, have ? find_str(sp, val.value, val.vlen) : find_str(sp, (const uint8_t *)"", 0), conf, 0);
+	return 0;
+}
+
+/* The labels under labels_path[d..] in the message [p, end). */
+static int scan_labels(struct scan *s, const uint8_t *p, const uint8_t *end, size_t d)
+{
+	const struct fg_items_spec *sp = s->spec;
+	uint32_t want = sp->labels_path[d];
+	int last = d + 1 == sp->labels_depth;
+	struct fg_pbwire_field f;
+	int rc;
+
+	while (p < end) {
+		if (step(&p, end, &f) < 0)
+			return bad(s, "an item is not valid protobuf");
+		if (f.number != want)
+			continue;
+		if (!last) {
+			if (f.wire_type != FG_PBWIRE_LEN)
+				return bad(s, "a message on the labels path is not a message");
+			if ((rc = scan_labels(s, f.value, f.end, d + 1)) < 0)
+				return rc;
+			continue;
+		}
+		switch (sp->label_kind) {
+		case FG_ITEMS_L_STRING:
+			if (f.wire_type != FG_PBWIRE_LEN)
+				return bad(s, "a string label is not length-delimited");
+			add_label(s, find_str(sp, f.value, f.vlen), 1.0, 0);
+			break;
+		case FG_ITEMS_L_ENUM:
+			if ((rc = enum_labels(s, &f)) < 0)
+				return rc;
+			break;
+		default:
+			if (f.wire_type != FG_PBWIRE_LEN)
+				return bad(s, "a label message is not length-delimited");
+			if ((rc = message_label(s, f.value, f.end)) < 0)
+				return rc;
+			break;
+		}
+	}
+	return 0;
+}
+
+static int grow(struct fg_items_page *pg)
+{
+	size_t cap = pg->cap ? pg->cap * 2 : 64;
+	struct fg_items_item *it;
+	uint32_t *ord;
+
+	if (cap > FG_ITEMS_MAX)
+		cap = FG_ITEMS_MAX;
+	if (!(it = realloc(pg->item, cap * sizeof(*it))))
+		return FG_ENOMEM;
+	pg->item = it;
+	if (!(ord = realloc(pg->order, 2 * cap * sizeof(*ord))))
+		return FG_ENOMEM;
+	pg->order = ord;
+	pg->cap = cap;
+	return 0;
+}
+
+/* Decide an item from its classes under the band's rules. */
+static void decide(const struct fg_items_rules *r, uint64_t classes, unsigned labelled, struct fg_items_item *it)
+{
+	uint64_t m;
+
+	it->group = 0;
+	it->cls = 0;
+	if ((m = classes & r->exclude)) {
+		it->decision = FG_ITEMS_EXCLUDE;
+		it->cls = (uint8_t)__builtin_ctzll(m);
+	} else if ((m = classes & r->demote)) {
+		unsigned g = FG_ITEMS_MAX_GROUPS;
+		it->decision = FG_ITEMS_DEMOTE;
+		it->cls = (uint8_t)__builtin_ctzll(m);
+		for (; m; m &= m - 1)
+			if (r->group[__builtin_ctzll(m)] < g)
+				g = r->group[__builtin_ctzll(m)];
+		it->group = (uint8_t)g;
+	} else if (!labelled) {
+		it->decision = r->unlabelled;
+		it->cls = FG_ITEMS_UNLABELLED;
+		it->group = r->unlabelled_group;
+	} else {
+		it->decision = FG_ITEMS_ALLOW;
+	}
+}
+
+/* One item: the field occurrence [tag, end) whose payload is [v, vend). */
+static int add_item(struct scan *s, const uint8_t *tag, const uint8_t *v, const uint8_t *vend)
+{
+	struct fg_items_page *pg = s->page;
+	struct fg_items_item *it;
+	int rc;
+
+	if (pg->n == FG_ITEMS_MAX)
+		return FG_ETOOBIG;
+	if (pg->n == pg->cap && (rc = grow(pg)) < 0)
+		return rc;
+	it = &pg->item[pg->n++];
+	it->start = (uint32_t)(tag - s->base);
+	it->end = (uint32_t)(vend - s->base);
+	it->fate = FG_ITEMS_KEPT;
+	s->classes = 0;
+	s->labelled = 0;
+	if ((rc = scan_labels(s, v, vend, 0)) < 0)
+		return rc;
+	decide(s->r, s->classes, s->labelled, it);
+	return 0;
+}
+
+/* The items under items_path[d..] in the message [p, end). */
+static int scan_items(struct scan *s, const uint8_t *p, const uint8_t *end, size_t d)
+{
+	const struct fg_items_spec *sp = s->spec;
+	uint32_t want = sp->items_path[d];
+	int last = d + 1 == sp->items_depth;
+	struct fg_pbwire_field f;
+	int rc;
+
+	while (p < end) {
+		if (step(&p, end, &f) < 0)
+			return bad(s, "the page is not valid protobuf");
+		if (f.number != want)
+			continue;
+		if (f.wire_type != FG_PBWIRE_LEN)
+			return bad(s, last ? "an item is not a message" : "a message on the items path is not a message");
+		rc = last ? add_item(s, f.tag, f.value, f.end) : scan_items(s, f.value, f.end, d + 1);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int fg_items_scan(const uint8_t *in, size_t len, const struct fg_items_spec *spec,
+                  const struct fg_items_rules *r, struct fg_items_page *page, const char **why)
+{
+	struct scan s = { .spec = spec, .r = r, .page = page, .base = in, .why = why };
+
+	page->n = 0;
+	page->norder = 0;
+	page->unmet = 0;
+	if (len > UINT32_MAX)
+		return FG_ETOOBIG;
+	if (!in)
+		in = s.base = (const uint8_t *)"";
+	if (spec->items_depth == 0)
+		return add_item(&s, in, in, in + len);
+	if (spec->items_depth > FG_ITEMS_MAX_PATH || spec->labels_depth == 0 ||
+	    spec->labels_depth > FG_ITEMS_MAX_PATH)
+		return bad(&s, "bad item spec");
+	return scan_items(&s, in, in + len, 0);
+}
+
+/* --- planning ---------------------------------------------------------- */
+
+struct plan {
+	const struct fg_items_rules *r;
+	struct fg_items_page *pg;
+	uint64_t base;                          /* stream position of this page's first item */
+	uint64_t last[FG_ITEMS_MAX_GROUPS];     /* 1 + stream position of the group's last item */
+	uint64_t count[FG_ITEMS_MAX_GROUPS];    /* the group's items in this page (or stream) */
+	uint64_t pos0;                          /* what position 0 of the rules is: 0 for a page */
+};
+
+/* Whether an item of group <g> may be delivered at page position <p>. */
+static int fits(const struct plan *pl, unsigned g, uint64_t p)
+{
+	const struct fg_items_group *gr = &pl->r->groups[g];
+	uint64_t at = pl->base + p, rp = pl->pos0 + p;
+
+	if (rp < gr->not_before)
+		return 0;
+	if (pl->last[g] && at - (pl->last[g] - 1) < gr->spacing)
+		return 0;
+	/* (count + 1) / (rp + 1) <= share, with room for the share's rounding. */
+	return (double)(pl->count[g] + 1) <= gr->max_share * (double)(rp + 1) + 1e-9;
+}
+
+static void deliver(struct plan *pl, uint32_t i)
+{
+	struct fg_items_page *pg = pl->pg;
+	struct fg_items_item *it = &pg->item[i];
+
+	if (it->decision == FG_ITEMS_DEMOTE) {
+		pl->last[it->group] = pl->base + pg->norder + 1;
+		pl->count[it->group]++;
+	}
+	pg->order[pg->norder++] = i;
+}
+
+static void plan_item_mode(struct plan *pl, struct fg_items_stream *st, uint64_t limit)
+{
+	struct fg_items_page *pg = pl->pg;
+	struct fg_items_item *it = &pg->item[0];
+
+	if (it->decision == FG_ITEMS_EXCLUDE) {
+		it->fate = FG_ITEMS_REMOVED;
+		return;
+	}
+	if (limit && pl->base >= limit) {
+		it->fate = FG_ITEMS_TRIMMED;
+		return;
+	}
+	if (it->decision == FG_ITEMS_DEMOTE && !fits(pl, it->group, 0)) {
+		it->fate = FG_ITEMS_SURPLUS_DROPPED;
+		pg->unmet = 1;
+		return;
+	}
+	deliver(pl, 0);
+	if (st) {
+		memcpy(st->last, pl->last, sizeof(st->last));
+		memcpy(st->count, pl->count, sizeof(st->count));
+		st->delivered++;
+	}
+}
+
+void fg_items_plan(struct fg_items_page *page, const struct fg_items_rules *r, struct fg_items_stream *st,
+                   uint64_t limit, int item_mode)
+{
+	struct plan pl = { .r = r, .pg = page };
+	uint32_t *next = page->order + page->cap;      /* per group FIFO links of pending items */
+	uint32_t head[FG_ITEMS_MAX_GROUPS], tail[FG_ITEMS_MAX_GROUPS];
+	size_t ri, i, g, ng = r->ngroups ? r->ngroups : 1;
+
+	page->norder = 0;
+	page->unmet = 0;
+	if (page->n == 0)
+		return;
+	if (st) {
+		pl.base = st->delivered;
+		memcpy(pl.last, st->last, sizeof(pl.last));
+	}
+	if (item_mode) {
+		pl.pos0 = pl.base;
+		if (st)
+			memcpy(pl.count, st->count, sizeof(pl.count));
+		plan_item_mode(&pl, st, limit);
+		return;
+	}
+	if (ng > FG_ITEMS_MAX_GROUPS)
+		ng = FG_ITEMS_MAX_GROUPS;
+	for (g = 0; g < ng; g++)
+		head[g] = tail[g] = UINT32_MAX;
+	/* Excluded items go; demoted ones queue in their group. */
+	for (i = 0; i < page->n; i++) {
+		struct fg_items_item *it = &page->item[i];
+		it->fate = FG_ITEMS_KEPT;
+		if (it->decision == FG_ITEMS_EXCLUDE) {
+			it->fate = FG_ITEMS_REMOVED;
+		} else if (it->decision == FG_ITEMS_DEMOTE) {
+			if (it->group >= ng)
+				it->group = (uint8_t)(ng - 1);
+			next[i] = UINT32_MAX;
+			if (head[it->group] == UINT32_MAX)
+				head[it->group] = (uint32_t)i;
+			else
+				next[tail[it->group]] = (uint32_t)i;
+			tail[it->group] = (uint32_t)i;
+		}
+	}
+	/* Merge: at each position, the earliest due demoted item that fits,
+	 * else the next allowed item.  A demoted item is due once every
+	 * allowed item ranked before it has been placed: it only moves later. */
+	ri = 0;
+	for (;;) {
+		uint32_t pick = UINT32_MAX;
+		while (ri < page->n && page->item[ri].decision != FG_ITEMS_ALLOW)
+			ri++;
+		for (g = 0; g < ng; g++) {
+			uint32_t h = head[g];
+			if (h == UINT32_MAX || h > ri || (pick != UINT32_MAX && h > pick))
+				continue;
+			if (fits(&pl, (unsigned)g, page->norder))
+				pick = h;
+		}
+		if (pick != UINT32_MAX) {
+			g = page->item[pick].group;
+			head[g] = next[pick];
+			deliver(&pl, pick);
+			continue;
+		}
+		if (ri < page->n) {
+			deliver(&pl, (uint32_t)ri++);
+			continue;
+		}
+		break;
+	}
+	/* What is left of the queues is surplus, in ranked order. */
+	for (i = 0; i < page->n; i++) {
+		struct fg_items_item *it = &page->item[i];
+		/* Pending items leave their queue in ranked order, so an
+		 * unplaced one is its queue's head when its turn comes. */
+		if (it->decision != FG_ITEMS_DEMOTE || head[it->group] != i)
+			continue;
+		head[it->group] = next[i];
+		page->unmet = 1;
+		if (r->surplus_end) {
+			it->fate = FG_ITEMS_SURPLUS_END;
+			page->order[page->norder++] = (uint32_t)i;
+		} else {
+			it->fate = FG_ITEMS_SURPLUS_DROPPED;
+		}
+	}
+	if (limit && page->norder > limit) {
+		for (i = limit; i < page->norder; i++)
+			page->item[page->order[i]].fate = FG_ITEMS_TRIMMED;
+		page->norder = (size_t)limit;
+	}
+	if (st) {
+		/* What the next page's spacing counts from: the delivered page. */
+		for (i = 0; i < page->norder; i++) {
+			const struct fg_items_item *it = &page->item[page->order[i]];
+			if (it->decision == FG_ITEMS_DEMOTE)
+				st->last[it->group] = st->delivered + i + 1;
+		}
+		st->delivered += page->norder;
+	}
+}
+
+int fg_items_identity(const struct fg_items_page *page)
+{
+	size_t i;
+
+	if (page->norder != page->n)
+		return 0;
+	for (i = 0; i < page->norder; i++)
+		if (page->order[i] != i)
+			return 0;
+	return 1;
+}
+
+/* --- writing ----------------------------------------------------------- */
+
+struct writer {
+	const struct fg_items_spec *spec;
+	const struct fg_items_page *page;
+	const uint8_t *base;
+	struct fg_bufq *out;
+	size_t k;                   /* the next slot */
+	const char **why;
+};
+
+static int put(struct writer *w, const uint8_t *p, size_t n)
+{
+	return n ? fg_bufq_append(w->out, p, n) : 0;
+}
+
+/* The next slot: the plan's next item, or nothing once it is used up. */
+static int put_slot(struct writer *w)
+{
+	const struct fg_items_page *pg = w->page;
+	const struct fg_items_item *it;
+
+	if (w->k >= pg->norder) {
+		w->k++;
+		return 0;
+	}
+	it = &pg->item[pg->order[w->k++]];
+	return put(w, w->base + it->start, it->end - it->start);
+}
+
+/* The message [p, end) at level <d> of the items path, rewritten. */
+static int write_level(struct writer *w, const uint8_t *p, const uint8_t *end, size_t d)
+{
+	const struct fg_items_spec *sp = w->spec;
+	uint32_t want = sp->items_path[d];
+	int last = d + 1 == sp->items_depth;
+	const uint8_t *run = p;
+	struct fg_pbwire_field f;
+	int rc;
+
+	while (p < end) {
+		if (step(&p, end, &f) < 0 || (f.number == want && f.wire_type != FG_PBWIRE_LEN)) {
+			if (w->why)
+				*w->why = "the page changed between scan and write";
+			return FG_EINVAL;
+		}
+		if (f.number != want)
+			continue;
+		if ((rc = put(w, run, (size_t)(f.tag - run))) < 0)
+			return rc;
+		run = f.end;
+		if (last) {
+			if ((rc = put_slot(w)) < 0)
+				return rc;
+		} else {
+			/* An enclosing message: its tag, room for the longest
+			 * length, the content, then the length moved into place. */
+			uint8_t len[FG_PBWIRE_VARINT_MAX];
+			size_t at, content, ll;
+			if ((rc = put(w, f.tag, f.tag_len)) < 0)
+				return rc;
+			at = fg_bufq_len(w->out);
+			if ((rc = put(w, (const uint8_t *)"\0\0\0\0\0", 5)) < 0 ||
+			    (rc = write_level(w, f.value, f.end, d + 1)) < 0)
+				return rc;
+			content = fg_bufq_len(w->out) - at - 5;
+			ll = fg_pbwire_write_varint(len, content);
+			{
+				uint8_t *q = (uint8_t *)fg_bufq_head(w->out) + at;
+				memcpy(q, len, ll);
+				memmove(q + ll, q + 5, content);
+			}
+			fg_bufq_truncate(w->out, at + ll + content);
+		}
+	}
+	return put(w, run, (size_t)(end - run));
+}
+
+int fg_items_write(const uint8_t *in, size_t len, const struct fg_items_spec *spec,
+                   const struct fg_items_page *page, struct fg_bufq *out, const char **why)
+{
+	struct writer w = { .spec = spec, .page = page, .base = in, .out = out, .why = why };
+	size_t before = fg_bufq_len(out), i, at = 0;
+	int rc = 0;
+
+	if (spec->items_depth == 0)
+		return page->norder ? put(&w, in, len) : 0;
+	if (spec->items_depth == 1) {
+		/* The items are the page's own fields: the bytes between them
+		 * stay, each item's place gets the plan's next item. */
+		if (fg_bufq_reserve(out, len) < 0)
+			return FG_ENOMEM;
+		for (i = 0; i < page->n && rc == 0; i++) {
+			rc = put(&w, in + at, page->item[i].start - at);
+			if (rc == 0)
+				rc = put_slot(&w);
+			at = page->item[i].end;
+		}
+		if (rc == 0)
+			rc = put(&w, in + at, len - at);
+	} else {
+		rc = write_level(&w, in, in + len, 0);
+	}
+	if (rc < 0)
+		fg_bufq_truncate(out, before);
+	return rc;
+}
+
+void fg_items_page_free(struct fg_items_page *page)
+{
+	free(page->item);
+	free(page->order);
+	memset(page, 0, sizeof(*page));
+}

@@ -1,0 +1,273 @@
+/*
+ * fg_stage_filter.c - the filter stage: harmful items out of a band's
+ * feed, demoted items moved to low prominence, per the method's "feed"
+ * and the band's "filter" block (fg_policy_filter.c), done by the item
+ * editor (fg_items.h) on each response message.  On the request it raises
+ * the page size when the band over-fetches, and remembers what the client
+ * asked for so each page is trimmed back to it.
+ *
+ * It runs after strip, so it sees the items as the band's response rules
+ * left them (the policy compiler refuses rules that remove what it reads).
+ * Counts go to the policy's counters and, when the feed names a
+ * report_header, to the client: in the held headers of a unary call, in
+ * the trailers of a streaming one.
+ */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fg_error.h"
+#include "fg_grpc.h"
+#include "fg_items.h"
+#include "fg_pipeline.h"
+#include "fg_policy-t.h"
+#include "fg_stage.h"
+
+/* Scratch arrays larger than this (items of one page) are let go after the
+ * page rather than kept by the worker. */
+#define FILTER_SCRATCH_KEEP 4096
+
+struct filter_worker {
+	struct fg_items_page page;          /* the page being filtered */
+};
+
+struct filter_call {
+	struct fg_items_stream stream;      /* what spacing and item streams carry across messages */
+	uint64_t limit;                     /* items the client asked for when over-fetched, else 0 */
+	uint64_t removed, demoted, surplus; /* for the report header */
+	unsigned reported;
+};
+
+static void filter_worker_free(void *wstate)
+{
+	struct filter_worker *w = wstate;
+
+	fg_items_page_free(&w->page);
+}
+
+static const struct fg_policy_filter *band_filter(const struct fg_stage_call *call)
+{
+	const struct fg_policy_method *m = call->m;
+
+	return m->feed && m->filter[call->band].active ? &m->filter[call->band] : NULL;
+}
+
+/* Runs when the method has a feed and the band (if known yet) filters it. */
+static enum fg_stage_begin filter_begin(struct fg_stage_ctx *c, const struct fg_hdrs *h)
+{
+	(void)h;
+	if (!c->call->m->feed)
+		return FG_STAGE_SKIP;
+	if (c->call->band_known && !band_filter(c->call))
+		return FG_STAGE_SKIP;
+	return FG_STAGE_RUN;
+}
+
+static enum fg_stage_rc fail_nomem(struct fg_stage_ctx *c)
+{
+	fg_pipeline_fail(c->pl, FG_GRPC_INTERNAL, "feedguardd is out of memory");
+	return FG_STAGE_DONE;
+}
+
+/* The enclosing fields of <path>[0 .. depth-1) around a varint <v> in the
+ * last: a field appended after the message's own, which protobuf merges
+ * into them (the last scalar wins). */
+static int append_varint_at(struct fg_bufq *out, const uint32_t *path, size_t depth, uint64_t v)
+{
+	uint8_t buf[FG_ITEMS_MAX_PATH * 2 * FG_PBWIRE_VARINT_MAX + FG_PBWIRE_VARINT_MAX * 2];
+	uint8_t tmp[sizeof(buf)];
+	size_t n = 0, i;
+
+	/* Built inside out: the value, then each enclosing tag and length. */
+	n += fg_pbwire_write_varint(buf + n, (uint64_t)path[depth - 1] << 3);
+	n += fg_pbwire_write_varint(buf + n, v);
+	for (i = depth - 1; i-- > 0;) {
+		size_t m = 0;
+		m += fg_pbwire_write_varint(tmp + m, ((uint64_t)path[i] << 3) | FG_PBWIRE_LEN);
+		m += fg_pbwire_write_varint(tmp + m, n);
+		memcpy(tmp + m, buf, n);
+		memcpy(buf, tmp, m + n);
+		n += m;
+	}
+	return fg_bufq_append(out, buf, n);
+}
+
+/* Over-fetch: raise the request's page size by the band's factor. */
+static enum fg_stage_rc overfetch(struct fg_stage_ctx *c, const struct fg_policy_filter *f, struct fg_stage_msg *msg)
+{
+	const struct fg_policy_feed *feed = c->call->m->feed;
+	struct filter_call *fc = c->state;
+	struct fg_pbwire_field fld;
+	uint64_t asked = 0, raised;
+	int rc;
+
+	rc = fg_pbwire_find(msg->data, msg->len, feed->page_size_path, feed->page_size_depth, &fld, NULL);
+	if (rc == 0 && fld.wire_type == FG_PBWIRE_VARINT && (int64_t)fld.varint > 0)
+		asked = fld.varint;
+	else if (rc == FG_EINVAL || (rc == 0 && fld.wire_type != FG_PBWIRE_VARINT))
+		return FG_STAGE_CONTINUE;       /* the ranker answers for a malformed request */
+	if (asked == 0)
+		asked = feed->default_page_size;
+	if (asked == 0)
+		return FG_STAGE_CONTINUE;       /* no size known: nothing to scale or trim to */
+	raised = (uint64_t)ceil((double)asked * f->overfetch);
+	if (raised > f->overfetch_max)
+		raised = f->overfetch_max;
+	if (raised > INT32_MAX)
+		raised = INT32_MAX;
+	if (raised <= asked)
+		return FG_STAGE_CONTINUE;
+	fc->limit = asked;
+	if (fg_bufq_append(msg->out, msg->data, msg->len) < 0 ||
+	    append_varint_at(msg->out, feed->page_size_path, feed->page_size_depth, raised) < 0)
+		return fail_nomem(c);
+	msg->changed = 1;
+	return FG_STAGE_CONTINUE;
+}
+
+static void count(const struct fg_stage_call *call, unsigned cls, unsigned action)
+{
+	const struct fg_policy *p = call->pol;
+	size_t ncls = p->nclasses + 1, at;
+
+	if (!p->counters.filtered || call->slot >= p->counters.nslots)
+		return;
+	if (cls == FG_ITEMS_UNLABELLED || cls >= p->nclasses)
+		cls = (unsigned)p->nclasses;
+	at = (((call->slot * p->nmethods + call->m->index) * p->nbands + call->band) * ncls + cls) *
+	             FG_POLICY_FILTER_NACTIONS + action;
+	__atomic_fetch_add(&p->counters.filtered[at], 1, __ATOMIC_RELAXED);
+}
+
+static void count_page(const struct fg_stage_call *call, unsigned unmet)
+{
+	const struct fg_policy *p = call->pol;
+	size_t at;
+
+	if (!p->counters.pages || call->slot >= p->counters.nslots)
+		return;
+	at = ((call->slot * p->nmethods + call->m->index) * p->nbands + call->band) * 2;
+	__atomic_fetch_add(&p->counters.pages[at], 1, __ATOMIC_RELAXED);
+	if (unmet)
+		__atomic_fetch_add(&p->counters.pages[at + 1], 1, __ATOMIC_RELAXED);
+}
+
+/* Each item's fate into the counters and the call's totals. */
+static void count_items(struct fg_stage_ctx *c, const struct fg_items_page *pg)
+{
+	struct filter_call *fc = c->state;
+	size_t i;
+
+	for (i = 0; i < pg->n; i++) {
+		const struct fg_items_item *it = &pg->item[i];
+		switch (it->fate) {
+		case FG_ITEMS_REMOVED:
+			count(c->call, it->cls, FG_POLICY_FILTER_REMOVED);
+			fc->removed++;
+			break;
+		case FG_ITEMS_SURPLUS_DROPPED:
+		case FG_ITEMS_SURPLUS_END:
+			count(c->call, it->cls, FG_POLICY_FILTER_SURPLUS);
+			fc->surplus++;
+			break;
+		case FG_ITEMS_KEPT:
+			if (it->decision == FG_ITEMS_DEMOTE) {
+				count(c->call, it->cls, FG_POLICY_FILTER_DEMOTED);
+				fc->demoted++;
+			}
+			break;
+		default:
+			break;
+		}
+	}
+	count_page(c->call, pg->unmet);
+}
+
+static void report(struct fg_stage_ctx *c)
+{
+	const struct fg_policy_feed *feed = c->call->m->feed;
+	struct filter_call *fc = c->state;
+	char v[96];
+	int n;
+
+	if (!feed->report_header || fc->reported)
+		return;
+	fc->reported = 1;
+	n = snprintf(v, sizeof(v), "removed=%llu,demoted=%llu,surplus=%llu", (unsigned long long)fc->removed,
+	             (unsigned long long)fc->demoted, (unsigned long long)fc->surplus);
+	if (n > 0 && (size_t)n < sizeof(v))
+		(void)fg_pipeline_add_metadata(c->pl, feed->report_header, v, (size_t)n);
+}
+
+static enum fg_stage_rc filter_page(struct fg_stage_ctx *c, const struct fg_policy_filter *f, struct fg_stage_msg *msg)
+{
+	const struct fg_policy_feed *feed = c->call->m->feed;
+	struct filter_worker *w = c->wstate;
+	struct filter_call *fc = c->state;
+	struct fg_items_page *pg = &w->page;
+	int item_mode = feed->spec.items_depth == 0, rc;
+	const char *why = NULL;
+	char text[256];
+
+	rc = fg_items_scan(msg->data, msg->len, &feed->spec, &f->rules, pg, &why);
+	if (rc == 0) {
+		fg_items_plan(pg, &f->rules, &fc->stream, fc->limit, item_mode);
+		count_items(c, pg);
+		if (item_mode)
+			msg->drop = pg->norder == 0;
+		else if (!fg_items_identity(pg)) {
+			rc = fg_items_write(msg->data, msg->len, &feed->spec, pg, msg->out, &why);
+			msg->changed = rc == 0;
+		}
+	}
+	if (pg->cap > FILTER_SCRATCH_KEEP)
+		fg_items_page_free(pg);
+	if (rc == FG_ENOMEM)
+		return fail_nomem(c);
+	if (rc == FG_ETOOBIG) {
+		snprintf(text, sizeof(text), "response page of %s has more than %d items", c->call->m->path, FG_ITEMS_MAX);
+		fg_pipeline_fail(c->pl, FG_GRPC_INTERNAL, text);
+		return FG_STAGE_DONE;
+	}
+	if (rc < 0) {
+		snprintf(text, sizeof(text), "response message is not a feed page of %s: %s", c->call->m->path,
+		         why ? why : "malformed");
+		fg_pipeline_fail(c->pl, FG_GRPC_INTERNAL, text);
+		return FG_STAGE_DONE;
+	}
+	if (!fg_pipeline_streaming_response(c->pl))
+		report(c);
+	return FG_STAGE_CONTINUE;
+}
+
+static enum fg_stage_rc filter_message(struct fg_stage_ctx *c, enum fg_stage_dir dir, struct fg_stage_msg *msg)
+{
+	const struct fg_policy_filter *f = band_filter(c->call);
+
+	if (!f)
+		return FG_STAGE_CONTINUE;
+	if (dir == FG_STAGE_REQUEST)
+		return msg->index == 0 && f->overfetch > 1 ? overfetch(c, f, msg) : FG_STAGE_CONTINUE;
+	return filter_page(c, f, msg);
+}
+
+/* A streaming call's counts go in its trailers. */
+static enum fg_stage_rc filter_response_end(struct fg_stage_ctx *c, struct fg_hdrs *trailers)
+{
+	(void)trailers;
+	if (band_filter(c->call))
+		report(c);
+	return FG_STAGE_CONTINUE;
+}
+
+const struct fg_stage fg_stage_filter = {
+	.name = "filter",
+	.call_size = sizeof(struct filter_call),
+	.worker_size = sizeof(struct filter_worker),
+	.worker_free = filter_worker_free,
+	.begin = filter_begin,
+	.on_message = filter_message,
+	.on_response_end = filter_response_end,
+};
