@@ -13,27 +13,59 @@
 
 /* --- stepping over fields --------------------------------------------- */
 
-/*
- * One field at <*pp>.  The common case (a one-byte tag; a varint, a fixed
- * value or a length under 16384) is read here without a call; anything
- * else goes to the general reader, which also reports the errors.
- */
-static inline int step(const uint8_t **pp, const uint8_t *end, struct fg_pbwire_field *f)
+/* One field as the scanner needs it; <end> NULL when the input is bad. */
+struct fld {
+	const uint8_t *tag;         /* the field's first byte */
+	const uint8_t *value;       /* as struct fg_pbwire_field's */
+	const uint8_t *end;         /* one past the field; NULL: not valid wire format */
+	size_t vlen;
+	uint64_t varint;
+	uint32_t number;
+	uint8_t wire_type;
+	uint8_t tag_len;
+};
+
+/* The general reader, for what step() leaves to it: longer tags and
+ * lengths, 10-byte varints, groups, and every error.  Out of line, and by
+ * value, so step()'s caller keeps its field and cursor in registers. */
+static __attribute__((noinline)) struct fld step_slow(const uint8_t *p, const uint8_t *end)
 {
-	const uint8_t *p = *pp;
+	struct fg_pbwire_field f;
+	struct fld r = { 0 };
+
+	if (fg_pbwire_next_field(&p, end, &f) < 0)
+		return r;
+	r.tag = f.tag;
+	r.value = f.value;
+	r.end = f.end;
+	r.vlen = f.vlen;
+	r.varint = f.varint;
+	r.number = f.number;
+	r.wire_type = f.wire_type;
+	r.tag_len = f.tag_len;
+	return r;
+}
+
+/*
+ * The field at <p> (before <end>).  The common case (a one-byte tag; a
+ * varint of up to 9 bytes, a fixed value or a length under 16384) is read
+ * here, inline; anything else goes to the general reader.
+ */
+static inline __attribute__((always_inline)) struct fld step(const uint8_t *p, const uint8_t *end)
+{
 	size_t avail = (size_t)(end - p);
+	struct fld f;
 
 	if (avail >= 3 && p[0] < 0x80 && p[0] >= 0x08) {
 		const uint8_t *v = p + 1;
-		f->number = p[0] >> 3;
-		f->wire_type = p[0] & 7;
-		f->tag = p;
-		f->tag_len = 1;
-		switch (f->wire_type) {
+		f.number = p[0] >> 3;
+		f.wire_type = p[0] & 7;
+		f.tag = p;
+		f.tag_len = 1;
+		switch (f.wire_type) {
 		case FG_PBWIRE_VARINT: {
 			size_t i, lim = avail - 1 < 9 ? avail - 1 : 9;
 			uint64_t x = 0;
-			/* Up to 9 bytes here (63 bits); a 10th byte goes to the general reader. */
 			for (i = 0; i < lim; i++) {
 				x |= (uint64_t)(v[i] & 0x7f) << (7 * i);
 				if (v[i] < 0x80)
@@ -41,12 +73,11 @@ static inline int step(const uint8_t **pp, const uint8_t *end, struct fg_pbwire_
 			}
 			if (i == lim)
 				break;
-			f->value = v;
-			f->vlen = i + 1;
-			f->varint = x;
-			f->end = v + i + 1;
-			*pp = f->end;
-			return 0;
+			f.value = v;
+			f.vlen = i + 1;
+			f.varint = x;
+			f.end = v + i + 1;
+			return f;
 		}
 		case FG_PBWIRE_LEN: {
 			size_t n, hl;
@@ -61,36 +92,33 @@ static inline int step(const uint8_t **pp, const uint8_t *end, struct fg_pbwire_
 			}
 			if (n > avail - 1 - hl)
 				break;
-			f->value = v + hl;
-			f->vlen = n;
-			f->varint = n;
-			f->end = f->value + n;
-			*pp = f->end;
-			return 0;
+			f.value = v + hl;
+			f.vlen = n;
+			f.varint = n;
+			f.end = f.value + n;
+			return f;
 		}
 		case FG_PBWIRE_I32:
 			if (avail < 5)
 				break;
-			f->value = v;
-			f->vlen = 4;
-			f->varint = 0;
-			f->end = v + 4;
-			*pp = f->end;
-			return 0;
+			f.value = v;
+			f.vlen = 4;
+			f.varint = 0;
+			f.end = v + 4;
+			return f;
 		case FG_PBWIRE_I64:
 			if (avail < 9)
 				break;
-			f->value = v;
-			f->vlen = 8;
-			f->varint = 0;
-			f->end = v + 8;
-			*pp = f->end;
-			return 0;
+			f.value = v;
+			f.vlen = 8;
+			f.varint = 0;
+			f.end = v + 8;
+			return f;
 		default:
 			break;
 		}
 	}
-	return fg_pbwire_next_field(pp, end, f);
+	return step_slow(p, end);
 }
 
 /* --- scanning ---------------------------------------------------------- */
@@ -176,7 +204,7 @@ static int64_t enum_value(uint64_t v)
 	return (int64_t)(int32_t)(uint32_t)v;
 }
 
-static int enum_labels(struct scan *s, const struct fg_pbwire_field *f)
+static int enum_labels(struct scan *s, const struct fld *f)
 {
 	const struct fg_items_spec *sp = s->spec;
 
@@ -201,13 +229,15 @@ static int enum_labels(struct scan *s, const struct fg_pbwire_field *f)
 static int message_label(struct scan *s, const uint8_t *p, const uint8_t *end)
 {
 	const struct fg_items_spec *sp = s->spec;
-	struct fg_pbwire_field f, val = { 0 };
+	struct fld f, val = { 0 };
 	double conf = 1.0;
 	int have = 0;
 
 	while (p < end) {
-		if (step(&p, end, &f) < 0)
+		f = step(p, end);
+		if (!f.end)
 			return bad(s, "a label message is not valid protobuf");
+		p = f.end;
 		if (f.number == sp->value_number) {
 			if (sp->value_enum ? f.wire_type != FG_PBWIRE_VARINT : f.wire_type != FG_PBWIRE_LEN)
 				return bad(s, "a label's value has the wrong wire type");
@@ -241,12 +271,14 @@ static int scan_labels(struct scan *s, const uint8_t *p, const uint8_t *end, siz
 	const struct fg_items_spec *sp = s->spec;
 	uint32_t want = sp->labels_path[d];
 	int last = d + 1 == sp->labels_depth;
-	struct fg_pbwire_field f;
+	struct fld f;
 	int rc;
 
 	while (p < end) {
-		if (step(&p, end, &f) < 0)
+		f = step(p, end);
+		if (!f.end)
 			return bad(s, "an item is not valid protobuf");
+		p = f.end;
 		if (f.number != want)
 			continue;
 		if (!last) {
@@ -351,12 +383,14 @@ static int scan_items(struct scan *s, const uint8_t *p, const uint8_t *end, size
 	const struct fg_items_spec *sp = s->spec;
 	uint32_t want = sp->items_path[d];
 	int last = d + 1 == sp->items_depth;
-	struct fg_pbwire_field f;
+	struct fld f;
 	int rc;
 
 	while (p < end) {
-		if (step(&p, end, &f) < 0)
+		f = step(p, end);
+		if (!f.end)
 			return bad(s, "the page is not valid protobuf");
+		p = f.end;
 		if (f.number != want)
 			continue;
 		if (f.wire_type != FG_PBWIRE_LEN)
@@ -603,15 +637,17 @@ static int write_level(struct writer *w, const uint8_t *p, const uint8_t *end, s
 	uint32_t want = sp->items_path[d];
 	int last = d + 1 == sp->items_depth;
 	const uint8_t *run = p;
-	struct fg_pbwire_field f;
+	struct fld f;
 	int rc;
 
 	while (p < end) {
-		if (step(&p, end, &f) < 0 || (f.number == want && f.wire_type != FG_PBWIRE_LEN)) {
+		f = step(p, end);
+		if (!f.end || (f.number == want && f.wire_type != FG_PBWIRE_LEN)) {
 			if (w->why)
 				*w->why = "the page changed between scan and write";
 			return FG_EINVAL;
 		}
+		p = f.end;
 		if (f.number != want)
 			continue;
 		if ((rc = put(w, run, (size_t)(f.tag - run))) < 0)

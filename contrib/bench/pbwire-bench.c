@@ -13,6 +13,10 @@
  * of the rounds in microseconds per edit:
  *   request 10240 113 0.12
  *   response 36493 9509 7.10
+ * When the band filters the method's feed, a third line times the filter
+ * alone (fg_items scan, plan and write) on the response as the strip rules
+ * left it:
+ *   filter 9509 8400 2.10
  * Built by "make -C contrib/bench pbwire-bench FG_BUILD=<build dir>"
  * against that build's libfeedguard.a; run-bench.sh does it when it knows
  * the build directory.
@@ -24,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "fg_items.h"
 #include "fg_pbwire.h"
 #include "fg_policy-t.h"
 #include "fg_policy_compile.h"
@@ -92,6 +97,51 @@ static void run(const char *what, const struct fg_pbwire_msg *prog, const uint8_
 	fg_bufq_free(&out);
 }
 
+/* The filter alone on the response as the band's strip rules leave it. */
+static void run_filter(const struct fg_policy_method *m, size_t band, const uint8_t *resp, size_t resp_len,
+                       long edits)
+{
+	const struct fg_policy_filter *f = &m->filter[band];
+	struct fg_bufq stripped = { 0 }, out = { 0 };
+	struct fg_items_page page = { 0 };
+	double per[ROUNDS], t0;
+	const char *why = NULL;
+	const uint8_t *in = resp;
+	size_t len = resp_len;
+	int changed, r;
+	long i;
+
+	if (m->response[band].prog) {
+		if (fg_pbwire_edit(resp, resp_len, m->response[band].prog, &stripped, NULL, 0, &changed, &why) < 0) {
+			fprintf(stderr, "pbwire-bench: response: %s\n", why);
+			exit(1);
+		}
+		in = fg_bufq_head(&stripped);
+		len = fg_bufq_len(&stripped);
+	}
+	for (r = 0; r < ROUNDS; r++) {
+		t0 = now_us();
+		for (i = 0; i < edits; i++) {
+			fg_bufq_truncate(&out, 0);
+			if (fg_items_scan(in, len, &m->feed->spec, &f->rules, &page, &why) < 0) {
+				fprintf(stderr, "pbwire-bench: filter: %s\n", why);
+				exit(1);
+			}
+			fg_items_plan(&page, &f->rules, NULL, 0, m->feed->spec.items_depth == 0);
+			if (!fg_items_identity(&page) && fg_items_write(in, len, &m->feed->spec, &page, &out, &why) < 0) {
+				fprintf(stderr, "pbwire-bench: filter: %s\n", why);
+				exit(1);
+			}
+		}
+		per[r] = (now_us() - t0) / (double)edits;
+	}
+	qsort(per, ROUNDS, sizeof(per[0]), cmp_double);
+	printf("filter %zu %zu %.2f\n", len, fg_bufq_len(&out), per[ROUNDS / 2]);
+	fg_items_page_free(&page);
+	fg_bufq_free(&stripped);
+	fg_bufq_free(&out);
+}
+
 int main(int argc, char **argv)
 {
 	const struct fg_policy_method *m;
@@ -127,6 +177,8 @@ int main(int argc, char **argv)
 	}
 	run("request", m->request[band].prog, req + GRPC_PREFIX, req_len - GRPC_PREFIX, edits);
 	run("response", m->response[band].prog, resp, resp_len, edits);
+	if (m->feed && m->filter[band].active)
+		run_filter(m, band, resp, resp_len, edits);
 	free(req);
 	free(resp);
 	fg_policy_compile_free(pol);

@@ -16,6 +16,11 @@ sends the same bytes:
                     answers with: 100 FeedItems, each with explanations,
                     inferred_interest_labels, feature_weights, debug_score
                     and content labels, plus profile_segments;
+                    Each item also carries moderation labels (label and
+                    confidence): two topics, and on every 10th item
+                    (i % 10 == 3) "self_harm" at 0.9, on every 5th
+                    (i % 5 == 1) "body_image" at 0.8: 10% excluded and 20%
+                    demoted under the benchmark's filter band;
   expected.txt      the sizes a correct feedguardd must produce, for the
                     benchmark's own check (one "name value" a line):
                     request/response message lengths as sent and as the
@@ -131,6 +136,13 @@ def build_response(Resp, rnd):
             it.feature_weights[name] = rnd.random()
         it.debug_score = rnd.random() * 10
         it.topic = topic
+        for label in rnd.sample(TOPICS, 2):
+            m = it.moderation.add()
+            m.label, m.confidence = label, 0.5 + rnd.random() / 2
+        for cond, label, conf in ((i % 10 == 3, "self_harm", 0.9), (i % 5 == 1, "body_image", 0.8)):
+            if cond:
+                m = it.moderation.add()
+                m.label, m.confidence = label, conf
     p.profile_segments.extend(["teen_fitness", "gamer", "late_night_viewer", "body_image_risk"])
     p.model_version = "ranker-2026.11.3"
     p.next_page_token = "pt-0000000000000000000000000002"
@@ -146,6 +158,46 @@ def child_response(Resp, p):
         it.ClearField("feature_weights")
         it.ClearField("debug_score")
     c.ClearField("profile_segments")
+    return c
+
+
+# The filter band's rules (run-bench.sh writes the same into the policy).
+NOT_BEFORE, SPACING, MAX_SHARE = 3, 3, 0.34
+
+
+def filter_order(items):
+    """The README's placement rules on one page, for the expected size:
+    excluded items out, each demoted item at the first position, no earlier
+    than its own, where not_before, spacing and max_share hold; surplus
+    dropped."""
+    kind = []
+    for it in items:
+        labels = {m.label for m in it.moderation}
+        kind.append("x" if "self_harm" in labels else "d" if "body_image" in labels else "a")
+    allowed = [i for i, k in enumerate(kind) if k == "a"]
+    pending = [i for i, k in enumerate(kind) if k == "d"]
+    out, last, count, ri = [], None, 0, 0
+    while ri < len(allowed) or pending:
+        p = len(out)
+        nxt = allowed[ri] if ri < len(allowed) else len(items)
+        if pending and pending[0] < nxt and p >= NOT_BEFORE and (last is None or p - last >= SPACING) \
+                and count + 1 <= MAX_SHARE * (p + 1) + 1e-9:
+            out.append(pending.pop(0))
+            last, count = p, count + 1
+        elif ri < len(allowed):
+            out.append(allowed[ri])
+            ri += 1
+        else:
+            break
+    return out
+
+
+def filtered_response(Resp, child):
+    c = Resp()
+    c.CopyFrom(child)
+    del c.items[:]
+    for i in filter_order(child.items):
+        c.items.add().CopyFrom(child.items[i])
     return c
 
 
@@ -173,15 +225,19 @@ def main():
     req_b = req.SerializeToString(deterministic=True)
     resp_b = resp.SerializeToString(deterministic=True)
     creq_b = child_request(Req, req).SerializeToString(deterministic=True)
-    cresp_b = child_response(Resp, resp).SerializeToString(deterministic=True)
+    cresp = child_response(Resp, resp)
+    cresp_b = cresp.SerializeToString(deterministic=True)
+    fresp = filtered_response(Resp, cresp)
+    fresp_b = fresp.SerializeToString(deterministic=True)
     with open(os.path.join(out, "request.bin"), "wb") as f:
         f.write(struct.pack(">BI", 0, len(req_b)) + req_b)
     with open(os.path.join(out, "response.msg"), "wb") as f:
         f.write(resp_b)
     with open(os.path.join(out, "expected.txt"), "w") as f:
         f.write("request_len %d\nrequest_child_len %d\nresponse_len %d\nresponse_child_len %d\n"
-                "watch_history %d\nitems %d\n" % (len(req_b), len(creq_b), len(resp_b), len(cresp_b),
-                                                  len(req.signals.watch_history), len(resp.items)))
+                "response_filter_len %d\nfilter_items %d\nwatch_history %d\nitems %d\n"
+                % (len(req_b), len(creq_b), len(resp_b), len(cresp_b), len(fresp_b), len(fresp.items),
+                   len(req.signals.watch_history), len(resp.items)))
     return 0
 
 

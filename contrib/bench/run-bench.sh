@@ -602,7 +602,7 @@ report_rankfeed() {
 		cpu=$(median c16 "$t" 7); ucpu=$(median c16 "$t" 8)
 		errs=$(sum_col "$t" 10); short=$(sum_col "$t" 11)
 		delta=-
-		[[ $t == fg-child || $t == fg-adult ]] && { read -r delta _ <<< "$(deltas "$t" fg-pass)"; }
+		[[ $t == fg-child || $t == fg-adult || $t == fg-filter ]] && { read -r delta _ <<< "$(deltas "$t" fg-pass)"; }
 		printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %.0f | %.0f | %s%s |\n' "${LABEL[$t]}" \
 			"$(sed -n 's/^x-age-band: //p' <<< "${HDRS[$t]}")" "$rps" "$(ratio "$rps" "$direct_rps")" \
 			"$(ms "$p50")" "$(ms "$p99")" "$cpu" "$delta" "$ucpu" "$(median c16 "$t" 13)" \
@@ -614,6 +614,9 @@ report_rankfeed() {
 		"$CHILD_BAND" "$d"
 	printf '(median of the rounds:%s); target under 5 µs: %s.\n' "$rest" \
 		"$(awk -v d="$d" 'BEGIN { print (d != "-" && d + 0 < 5) ? "met" : "NOT MET" }')"
+	read -r d rest <<< "$(deltas fg-filter fg-child)"
+	printf 'Filter (band under_13: the same strip, then 100 items with labels as messages, 10 excluded, 20 demoted): %s µs of CPU per call over the strip-only call (rounds:%s); target under 5 µs: %s.\n' \
+		"$d" "$rest" "$(awk -v d="$d" 'BEGIN { print (d != "-" && d + 0 < 5) ? "met" : "NOT MET" }')"
 	read -r d rest <<< "$(deltas fg-adult fg-pass)"
 	printf 'Intercepted, band adult (no rule block: nothing stripped, messages forwarded as they came): %s µs (rounds:%s).\n' "$d" "$rest"
 	if [[ -n $EDIT_LINE ]]; then
@@ -656,7 +659,8 @@ IDLE_RESULTS=$WORK/idle.tsv
 DIED=()
 CHECK_FAILED=()
 declare -A LABEL=([direct]=direct [nghttpx]=nghttpx [feedguardd]=feedguardd
-	[fg-pass]="feedguardd, no policy" [fg-child]="feedguardd + policy" [fg-adult]="feedguardd + policy")
+	[fg-pass]="feedguardd, no policy" [fg-child]="feedguardd + policy" [fg-adult]="feedguardd + policy"
+	[fg-filter]="feedguardd + policy + filter")
 
 make -s -C "$HERE" O="$WORK" >/dev/null || die "cannot build bench-upstream"
 # The binary measured is a copy: a rebuild during the run cannot swap it.
@@ -729,11 +733,22 @@ methods:
           - items.feature_weights
           - items.debug_score
           - profile_segments
+    # The filter: band under_13 only, so fg-filter minus fg-child is its cost.
+    feed:
+      items: items
+      labels: {field: moderation, value: label, confidence: confidence}
+      classes: {self_harm: self_harm, body_image: body_image}
+    filter:
+      - bands: [under_13]
+        exclude: [primary_priority]
+        demote: [body_image]
+        unlabelled: allow
+        prominence: {not_before: 3, spacing: 3, max_share: 0.34}
 POLICY
 	REQUEST=$WORK/request.bin
 	URL_PATH=$RANKFEED_PATH
 	UP_ARGS=(-r "$WORK/response.msg")
-	TARGETS=(direct nghttpx fg-pass fg-child fg-adult)
+	TARGETS=(direct nghttpx fg-pass fg-child fg-filter fg-adult)
 	SHAPES=(c16)
 	for t in "${TARGETS[@]}"; do
 		HDRS[$t]=$(printf 'x-age-band: %s\nx-device-id: dev-42' "$CHILD_BAND")
@@ -741,8 +756,11 @@ POLICY
 		EXPECT_RESP[$t]=$((5 + SIZE[response_len]))
 	done
 	HDRS[fg-adult]=$(printf 'x-age-band: adult\nx-device-id: dev-42')
+	HDRS[fg-filter]=$(printf 'x-age-band: under_13\nx-device-id: dev-42')
 	EXPECT_REQ[fg-child]=$((5 + SIZE[request_child_len]))
 	EXPECT_RESP[fg-child]=$((5 + SIZE[response_child_len]))
+	EXPECT_REQ[fg-filter]=$((5 + SIZE[request_child_len]))
+	EXPECT_RESP[fg-filter]=$((5 + SIZE[response_filter_len]))
 	CMDLINE="contrib/bench/run-bench.sh --scenario rankfeed --rounds $ROUNDS --duration $DURATION --warm-up $WARMUP"
 	start_upstream
 	start_nghttpx
@@ -751,6 +769,7 @@ POLICY
 		'  - {id: bench, file: bench.key}')"
 	PORT[fg-child]=${PORT[fg-policy]} CPU_PIDS[fg-child]=${CPU_PIDS[fg-policy]}
 	PORT[fg-adult]=${PORT[fg-policy]} CPU_PIDS[fg-adult]=${CPU_PIDS[fg-policy]}
+	PORT[fg-filter]=${PORT[fg-policy]} CPU_PIDS[fg-filter]=${CPU_PIDS[fg-policy]}
 	PERF_TARGET=${FG_PERF_TARGET:-fg-child}
 	note "RankFeed: request 5+${SIZE[request_len]} bytes (${SIZE[watch_history]} watch_history entries)," \
 		"5+${SIZE[request_child_len]} after the $CHILD_BAND policy; response 5+${SIZE[response_len]}" \
@@ -800,6 +819,10 @@ if [[ $SCENARIO == rankfeed ]]; then
 			EDIT_LINE=$(awk '{ t[$1] = $4; s[$1] = $2 " → " $3 " B" }
 				END { printf "The wire edit alone (contrib/bench/pbwire-bench.c: same policy and messages, one core, median of 5 rounds): request %s µs (%s), response %s µs (%s).", t["request"], s["request"], t["response"], s["response"] }' \
 				"$WORK/pbwire-bench.txt")
+		(cd "$WORK" && taskset -c "$SERVER_CPU" ./pbwire-bench policy.yaml "$RANKFEED_PATH" under_13 \
+			request.bin response.msg) > "$WORK/filter-bench.txt" 2>>"$WORK/pbwire-bench.log" &&
+			EDIT_LINE+=$'\n'$(awk '$1 == "filter" { printf "The filter alone (the same tool, band under_13, on the stripped response): %s µs (%s → %s B, 100 items, 10 excluded, 20 demoted).", $4, $2, $3 }' \
+				"$WORK/filter-bench.txt")
 	fi
 	[[ -n $EDIT_LINE ]] || note "pbwire-bench not run (needs the build directory of $FEEDGUARDD_SRC; see $WORK/pbwire-bench.log)"
 fi
