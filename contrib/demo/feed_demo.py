@@ -2,9 +2,11 @@
 """feedguard demo: a 14-year-old's and an adult's feed side by side.
 
 Starts the demo ranker (contrib/demo-ranker, python3-grpcio), feedguardd in
-front of it with policies/demo.yaml, and asks for the same feed twice with
-the same rich behavioural profile: once as a 14-year-old (x-age-band: 13_15),
-once as an adult.  Prints both feeds and what the ranker received for each.
+front of it with policies/uk-children.yaml, and asks for the same feed twice
+with the same rich behavioural profile: once as a 14-year-old (x-age-band:
+13_15), once as an adult.  Prints what the ranker received for each and both
+feeds: the child's without its harmful items (the ranker's moderation labels
+say which), the adult's with them.
 
 Usage: /usr/bin/python3 contrib/demo/feed_demo.py [--build DIR]
 Everything runs on 127.0.0.1 with ports the kernel picks, in a temporary
@@ -53,17 +55,24 @@ def profiled_request(Req):
     r.signals.device_fingerprint = "fp-77d0"
     r.signals.social_graph.extend(["u-1", "u-2", "u-3"])
     r.signals.features["affinity.fitness"] = 0.9
-    r.page_size = 6
+    r.page_size = 10
     return r
 
 
-def describe_feed(resp):
+# The ranker's labels that uk-children.yaml maps to a harm class.
+HARM_LABELS = {"pornography", "suicide", "self_harm", "eating_disorder", "hate_abuse", "hate_incitement",
+               "bullying", "violence", "violence_incitement", "animal_cruelty", "dangerous_challenge",
+               "harmful_substances", "depression", "body_image", "gambling", "alcohol"}
+
+
+def describe_feed(resp, report):
     lines = []
     for it in resp.items:
         why = it.explanations[0].reason if it.explanations else ""
-        labels = ",".join(it.content_labels)
-        lines.append("%-28s %s" % (it.title[:28], ("[%s] " % labels if labels else "") + why))
+        harm = [m.label for m in it.moderation if m.label in HARM_LABELS]
+        lines.append("%-28s %s" % (it.title[:28], ("[%s] " % ",".join(harm) if harm else "") + why))
     lines.append("profile_segments: %s" % (", ".join(resp.profile_segments) or "(none)"))
+    lines.append("x-feedguard-filter: %s" % (report or "-"))
     return lines
 
 
@@ -102,7 +111,7 @@ def main():
     procs = []
     try:
         shutil.copy(pb, os.path.join(tmp, "ranking.pb"))
-        shutil.copy(os.path.join(TOP, "policies", "demo.yaml"), os.path.join(tmp, "policy.yaml"))
+        shutil.copy(os.path.join(TOP, "policies", "uk-children.yaml"), os.path.join(tmp, "policy.yaml"))
         with open(os.path.join(tmp, "demo.key"), "wb") as f:
             f.write(os.urandom(32))
         rec = os.path.join(tmp, "ranker.jsonl")
@@ -125,23 +134,29 @@ def main():
 
         classes = load_messages(pb)
         Req, Resp = classes["RankFeedRequest"], classes["RankFeedResponse"]
-        feeds = {}
+        feeds, reports = {}, {}
         with grpc.insecure_channel("127.0.0.1:" + port) as ch:
             call = ch.unary_unary(RANK, request_serializer=lambda m: m.SerializeToString(),
                                   response_deserializer=Resp.FromString)
             for band in ("13_15", "adult"):
                 req = profiled_request(Req)
                 req.user.age_band = band
-                feeds[band] = call(req, timeout=10, metadata=(("x-age-band", band), ("x-device-id", "dev-42")))
+                feeds[band], c = call.with_call(req, timeout=10,
+                                                metadata=(("x-age-band", band), ("x-device-id", "dev-42")))
+                reports[band] = dict(c.initial_metadata()).get("x-feedguard-filter")
         records = [json.loads(l) for l in open(rec)]
         print("\nfeedguard demo: the same user profile, the same ranker, two age bands.")
         print("The ranking client sent watch history, likes, inferred interests, searches, an")
         print("advertising id, a device fingerprint, a social graph and a precise location.")
         side_by_side("What the ranker received (through feedguardd)",
                      describe_received(Req, records[0]), describe_received(Req, records[1]))
-        side_by_side("The feed that came back", describe_feed(feeds["13_15"]), describe_feed(feeds["adult"]))
+        side_by_side("The feed that came back ([labels]: the ranker's harm labels)",
+                     describe_feed(feeds["13_15"], reports["13_15"]), describe_feed(feeds["adult"], reports["adult"]))
         print("\nFor the 14-year-old, feedguardd passed only the allow-listed fields, rounded the")
-        print("location to 0.1 degree and removed the profiling explanations from the feed.\n")
+        print("location to 0.1 degree, removed the profiling explanations from the feed, kept")
+        print("harmful content out of it (primary priority and priority content excluded,")
+        print("gambling and alcohol promotion dispersed) and asked the ranker for more items")
+        print("so the page stays full.\n")
         return 0
     finally:
         stop_all(procs)

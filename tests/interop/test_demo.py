@@ -33,6 +33,20 @@ def test_feed_demo_shows_child_stripped_and_adult_untouched():
     segments = [l for l in out.splitlines() if l.startswith("profile_segments:")][0]
     assert segments.split("|")[0].strip() == "profile_segments: (none)", out
     assert "because you" not in "\n".join(l.split("|")[0] for l in out.splitlines() if "|" in l), out
+    # policies/uk-children.yaml's filter: the child's feed has no item the
+    # ranker labelled with an excluded class, the adult's has some; both
+    # pages are full (over-fetch).
+    feed = out[out.index("The feed that came back"):].splitlines()[3:]
+    rows = [l.split("|") for l in feed if "|" in l and not l.lstrip().startswith(("profile_segments", "x-feedguard"))]
+    excluded = ("[self_harm", "[eating_disorder", "[violence", "self_harm]", "eating_disorder]", "violence]")
+    child = [r[0] for r in rows if r[0].strip()]
+    adult = [r[1] for r in rows if len(r) > 1 and r[1].strip()]
+    assert len(child) == 10 and len(adult) == 10, out
+    assert not any(x in c for c in child for x in excluded), out
+    assert any(x in a for a in adult for x in excluded), out
+    report = [l for l in out.splitlines() if l.startswith("x-feedguard-filter:")][0]
+    assert report.split("|")[0].strip().startswith("x-feedguard-filter: removed="), out
+    assert report.split("|")[1].strip() == "x-feedguard-filter: -", out
 
 
 def test_transparency_demo_finds_no_difference():
