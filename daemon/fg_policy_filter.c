@@ -776,9 +776,12 @@ static int prog_removes(const struct fg_pbwire_msg *prog, const uint32_t *path, 
 	return 0;
 }
 
-static int check_strip(struct fg_policy_comp *c, const struct fg_yaml_node *at, const struct fg_policy_method *m,
+/* The filter's band <band> reads what its response rules leave: an error
+ * at the feed's items or labels (within method mapping <method>) if not. */
+static int check_strip(struct fg_policy_comp *c, const struct fg_yaml_node *method, const struct fg_policy_method *m,
                        size_t band)
 {
+	const struct fg_yaml_node *feed = fg_yaml_map_get(method, "feed");
 	const struct fg_items_spec *sp = &m->feed->spec;
 	const struct fg_pbwire_msg *prog = m->response[band].prog;
 	uint32_t path[2 * FG_ITEMS_MAX_PATH];
@@ -789,13 +792,18 @@ static int check_strip(struct fg_policy_comp *c, const struct fg_yaml_node *at, 
 	for (i = 0; i < sp->items_depth; i++)
 		path[d++] = sp->items_path[i];
 	if (prog_removes(prog, path, d))
-		return fg_policy_compile_fail(c, at, "band '%s': the response rules remove the items the filter "
-		                                     "reads (the filter runs after them)", c->pol->bands[band].name);
+		return fg_policy_compile_fail(c, fg_yaml_map_get(feed, "items"), "band '%s': its response rules remove "
+		                              "the items the filter reads (%s; the filter runs after the response rules)",
+		                              c->pol->bands[band].name, fg_yaml_map_get(feed, "items")->text);
 	for (i = 0; i < sp->labels_depth; i++)
 		path[d++] = sp->labels_path[i];
-	if (prog_removes(prog, path, d))
-		return fg_policy_compile_fail(c, at, "band '%s': the response rules remove the labels the filter "
-		                                     "reads (the filter runs after them)", c->pol->bands[band].name);
+	if (prog_removes(prog, path, d)) {
+		const struct fg_yaml_node *l = fg_yaml_map_get(feed, "labels");
+		const struct fg_yaml_node *f = l->kind == FG_YAML_MAP ? fg_yaml_map_get(l, "field") : l;
+		return fg_policy_compile_fail(c, l, "band '%s': its response rules remove the labels the filter reads "
+		                              "(%s in each item; the filter runs after the response rules)",
+		                              c->pol->bands[band].name, f->text);
+	}
 	return 0;
 }
 
@@ -808,9 +816,9 @@ static int read_filter_block(struct fg_policy_comp *c, const struct fg_policy_sc
 	struct fg_items_group base = { DEFAULT_NOT_BEFORE, DEFAULT_SPACING, DEFAULT_MAX_SHARE };
 	struct decisions d;
 	const struct fg_yaml_node *n, *bands;
-	unsigned char sel[FG_POLICY_MAX_BANDS] = { 0 };
+	const struct fg_yaml_node *sel[FG_POLICY_MAX_BANDS] = { 0 };   /* where each band is named */
 	char buf[FG_YAML_SHOWLEN];
-	int plain_group = -1, unl = FG_ITEMS_DEMOTE, rc, k;
+	int plain_group = -1, unl = FG_ITEMS_DEMOTE, has_exclude, rc, k;
 	size_t i;
 
 	memset(&d, 0, sizeof(d));
@@ -822,7 +830,8 @@ static int read_filter_block(struct fg_policy_comp *c, const struct fg_policy_sc
 	if (!(bands = fg_yaml_map_get(b, "bands")))
 		return fg_policy_compile_fail(c, b, "a filter block needs 'bands': the bands it applies to (or \"*\")");
 	if (bands->kind == FG_YAML_SCALAR && strcmp(bands->text, "*") == 0) {
-		memset(sel, 1, p->nbands);
+		for (i = 0; i < p->nbands; i++)
+			sel[i] = bands;
 	} else {
 		if ((rc = fg_policy_compile_want_kind(c, bands, FG_YAML_SEQ, "bands")))
 			return rc;
@@ -832,7 +841,7 @@ static int read_filter_block(struct fg_policy_comp *c, const struct fg_policy_sc
 			if ((k = fg_policy_bands_find(p, bands->kids[i]->text)) < 0)
 				return fg_policy_compile_fail(c, bands->kids[i], "band '%s' is not declared in bands",
 				                              fg_yaml_show(bands->kids[i], buf, sizeof(buf)));
-			sel[k] = 1;
+			sel[k] = bands->kids[i];
 		}
 	}
 	if ((n = fg_yaml_map_get(b, "prominence"))) {
@@ -876,8 +885,10 @@ static int read_filter_block(struct fg_policy_comp *c, const struct fg_policy_sc
 			return rc;
 		f.overfetch_max = max;
 	}
-	/* Each class: its own entry, else its category's, else the default
-	 * (primary priority content excluded, the rest allowed). */
+	/* Each class: its own entry, else its category's, else the default:
+	 * allowed, except primary priority content when the block has no
+	 * exclude list of its own (exclude's default is [primary_priority]). */
+	has_exclude = fg_yaml_map_get(b, "exclude") != NULL;
 	for (i = 0; i < p->nclasses; i++) {
 		int dec = d.cls[i], g = d.cls_group[i];
 		unsigned cat = p->classes[i].category;
@@ -886,7 +897,7 @@ static int read_filter_block(struct fg_policy_comp *c, const struct fg_policy_sc
 			g = d.cat_group[cat];
 		}
 		if (dec < 0)
-			dec = cat == FG_POLICY_CAT_PRIMARY_PRIORITY ? FG_ITEMS_EXCLUDE : FG_ITEMS_ALLOW;
+			dec = cat == FG_POLICY_CAT_PRIMARY_PRIORITY && !has_exclude ? FG_ITEMS_EXCLUDE : FG_ITEMS_ALLOW;
 		if (dec == FG_ITEMS_EXCLUDE)
 			r->exclude |= UINT64_C(1) << i;
 		else if (dec == FG_ITEMS_DEMOTE) {
@@ -904,8 +915,8 @@ static int read_filter_block(struct fg_policy_comp *c, const struct fg_policy_sc
 		if (!sel[i])
 			continue;
 		if (claimed[i])
-			return fg_policy_compile_fail(c, bands, "band '%s' already has a filter block", p->bands[i].name);
-		if ((rc = check_strip(c, bands, s->method, i)))
+			return fg_policy_compile_fail(c, sel[i], "band '%s' already has a filter block", p->bands[i].name);
+		if ((rc = check_strip(c, s->map, s->method, i)))
 			return rc;
 		claimed[i] = 1;
 		s->method->filter[i] = f;
