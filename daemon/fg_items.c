@@ -230,7 +230,9 @@ static int message_label(struct scan *s, const uint8_t *p, const uint8_t *end)
 {
 	const struct fg_items_spec *sp = s->spec;
 	struct fld f, val = { 0 };
-	double conf = 1.0;
+	/* With a confidence field, an absent value is its default, 0 (proto3
+	 * does not send 0.0); without one, every label is certain. */
+	double conf = sp->conf_kind == FG_ITEMS_C_NONE ? 1.0 : 0.0;
 	int have = 0;
 
 	while (p < end) {

@@ -435,9 +435,13 @@ static int read_label_map(struct fg_policy_comp *c, const struct fg_yaml_node *n
 		}
 	}
 	if (t->is_enum) {
-		/* Every number the enum names is a label (a topic when unmapped). */
+		/* Every number the enum names is a label (a topic when unmapped),
+		 * except its zero value (FOO_UNSPECIFIED, what an unset field
+		 * reads as), which is a label only when the map names it. */
 		size_t j, nv = fg_schema_enum_nvalues(t->en);
 		for (j = 0; j < nv; j++) {
+			if (fg_schema_enum_value_number(t->en, j) == 0)
+				continue;
 			tab[k].num = fg_schema_enum_value_number(t->en, j);
 			tab[k++].classes = 0;
 		}

@@ -311,7 +311,9 @@ def mk(iid, labels=(), form=STRINGS, unknown=b""):
     if form == STRINGS:
         norm = [(l, None) for l, _ in norm]
         return item(iid, labels=[l for l, _ in norm], unknown=unknown), norm
-    return item(iid, moderation=norm, unknown=unknown), norm
+    # A label message without its confidence field reads as the field's
+    # default, 0.0 (proto3 does not send 0.0), as the README says.
+    return item(iid, moderation=norm, unknown=unknown), [(l, 0.0 if c is None else c) for l, c in norm]
 
 
 def report(md_seq):
@@ -529,7 +531,7 @@ def test_thresholds_category_and_class(fg, ranker):
         (6, [("bullying", 0.0625)], True),
         (7, [("gore", 0.375)], True),           # priority: 0.5
         (8, [("gore", 0.5)], False),
-        (9, [("hate_speech", None)], False),    # no confidence: certain
+        (9, [("hate_speech", None)], True),     # no confidence field: its default, 0.0, below 0.5
         (10, [("sport", 1.0), ("porn", 0.125)], True),   # a harm label under threshold: harmless
         (11, [("sport", 1.0), ("pro_ana", 0.9375)], False),
     ]
@@ -847,7 +849,7 @@ def test_unknown_fields_in_items_kept(fg, ranker):
            + ph.tag(102, 1) + b"12345678")
     it1 = (f_len(10, f_len(1, "sad_content") + ph.f_float(2, 0.75) + f_len(7, "model-x"))
            + ph.tag(1, 0) + b"\x81\x80\x00" + odd)                      # item_id 1 as 3 bytes
-    it2 = f_len(2, "second") + f_varint(1, 2) + f_len(10, f_len(1, "porn") + f_len(9, b"\x00")) + odd
+    it2 = f_len(2, "second") + f_varint(1, 2) + f_len(10, f_len(1, "porn") + ph.f_float(2, 0.5) + f_len(9, b"\x00")) + odd
     it3 = item(3, moderation=[("music", 0.5)], unknown=odd + f_len(99, "again"))
     it4 = item(4, unknown=f_len(10, f_len(1, "sport") + ph.f_float(2, 0.5) + f_varint(3, 9)))
     sent = page([it1, it2, it3, it4], f_len(77, "top"), TAIL)
