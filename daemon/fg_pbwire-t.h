@@ -34,6 +34,10 @@ enum fg_pbwire_action {
 	                           value of an unpacked or packed repeated field too */
 	FG_PBWIRE_DROP_KEYS,    /* a map: drop the entries whose key is in <keys>, keep the
 	                           rest as they are (values are not edited) */
+	FG_PBWIRE_REPLACE,      /* a LEN field (string, bytes): each occurrence's value becomes
+	                           the per-call value <arg> given to fg_pbwire_edit_ex(); a
+	                           call without that value drops the field instead, so the
+	                           original never passes */
 };
 
 /* Scalar kinds COARSEN understands; the wire type must match on input (or
@@ -89,8 +93,11 @@ struct fg_pbwire_rule {
 	uint32_t stat;                  /* index into the caller's counters: bumped once per
 	                                   occurrence dropped or changed by this rule (per
 	                                   value for COARSEN, per changed sub-message for
-	                                   RECURSE); >= the caller's count (UINT32_MAX):
+	                                   RECURSE, per value replaced or dropped for
+	                                   REPLACE); >= the caller's count (UINT32_MAX):
 	                                   counted nowhere */
+	uint32_t arg;                   /* REPLACE: index into the call's values
+	                                   (struct fg_pbwire_ctx) */
 };
 
 /* Field numbers below this are found through a node's <index>, once built. */
@@ -109,6 +116,24 @@ struct fg_pbwire_msg {
 	                                   0 (a program written as a literal): rules are
 	                                   searched, with the same results */
 	uint8_t index[FG_PBWIRE_INDEX_MAX]; /* field number -> 1 + position in <rules>, 0: none */
+};
+
+/* One per-call value for REPLACE rules: bytes the caller owns for the
+ * duration of the edit.  <data> NULL: the call has no such value. */
+struct fg_pbwire_value {
+	const uint8_t *data;
+	size_t len;
+};
+
+/*
+ * What one call of fg_pbwire_edit_ex() brings besides the shared program:
+ * the values its REPLACE rules put in, indexed by a rule's <arg>.  The
+ * program is compiled once and shared by every worker, but a pseudonym
+ * belongs to one call, so it travels here, never in the rules.
+ */
+struct fg_pbwire_ctx {
+	const struct fg_pbwire_value *values;   /* [nvalues], may be NULL when nvalues is 0 */
+	size_t nvalues;
 };
 
 #endif /* FG_PBWIRE_T_H */

@@ -40,6 +40,7 @@ struct edit {
 	struct fg_bufq *out;    /* positions in it count from its head (fg_bufq.h) */
 	uint64_t *stats;
 	size_t nstats;
+	const struct fg_pbwire_ctx *ctx;        /* REPLACE's values; NULL: none */
 	const char *why;        /* static reason of the FG_EINVAL being returned */
 };
 
@@ -897,6 +898,39 @@ static int drop_keys_field(struct edit *e, const struct fg_pbwire_field *f,
 	return 0;
 }
 
+/* The call's value for REPLACE rule <r>, or NULL when it has none. */
+static const struct fg_pbwire_value *replace_value(const struct edit *e, const struct fg_pbwire_rule *r)
+{
+	const struct fg_pbwire_value *v;
+
+	if (e->ctx == NULL || r->arg >= e->ctx->nvalues)
+		return NULL;
+	v = &e->ctx->values[r->arg];
+	return v->data != NULL ? v : NULL;
+}
+
+/* REPLACE: the tag as it came, then the call's value; dropped without one. */
+static int replace_field(struct edit *e, const struct fg_pbwire_field *f, const struct fg_pbwire_rule *r,
+                         int *changed)
+{
+	const struct fg_pbwire_value *v = replace_value(e, r);
+	uint8_t len[FG_PBWIRE_VARINT_MAX];
+	int rv;
+
+	if (f->wire_type != FG_PBWIRE_LEN)
+		return fail(e, "REPLACE field is not length-delimited");
+	if (v != NULL && v->len == f->vlen && (v->len == 0 || memcmp(v->data, f->value, v->len) == 0))
+		return buf_append(e->out, f->tag, (size_t)(f->end - f->tag));
+	count(e, r->stat);
+	*changed = 1;
+	if (v == NULL)
+		return 0;
+	if ((rv = buf_append(e->out, f->tag, f->tag_len)) < 0 ||
+	    (rv = buf_append(e->out, len, fg_pbwire_write_varint(len, v->len))) < 0)
+		return rv;
+	return buf_append(e->out, v->data, v->len);
+}
+
 /* Append the edited form of one field that has a rule, or that the
  * allow-list of <prog> drops (<r> NULL). */
 static int edit_field(struct edit *e, const struct fg_pbwire_field *f,
@@ -922,6 +956,8 @@ static int edit_field(struct edit *e, const struct fg_pbwire_field *f,
 		return coarsen_field(e, f, r, changed);
 	case FG_PBWIRE_DROP_KEYS:
 		return drop_keys_field(e, f, r, depth, changed);
+	case FG_PBWIRE_REPLACE:
+		return replace_field(e, f, r, changed);
 	default:
 		return fail(e, "program: unknown action");
 	}
@@ -979,7 +1015,14 @@ int fg_pbwire_edit(const uint8_t *in, size_t len, const struct fg_pbwire_msg *pr
                    struct fg_bufq *out, uint64_t *stats, size_t nstats,
                    int *changed, const char **why)
 {
-	struct edit e = { .out = out, .stats = stats, .nstats = nstats, .why = NULL };
+	return fg_pbwire_edit_ex(in, len, prog, NULL, out, stats, nstats, changed, why);
+}
+
+int fg_pbwire_edit_ex(const uint8_t *in, size_t len, const struct fg_pbwire_msg *prog,
+                      const struct fg_pbwire_ctx *ctx, struct fg_bufq *out, uint64_t *stats, size_t nstats,
+                      int *changed, const char **why)
+{
+	struct edit e = { .out = out, .stats = stats, .nstats = nstats, .ctx = ctx, .why = NULL };
 	size_t saved = fg_bufq_len(out);
 	int rv = 0, ch = 0;
 

@@ -6,7 +6,9 @@
  *   - primitives (varint, tag, skip a value, step over one field) that the
  *     rest of feedguard may use to look inside a message;
  *   - fg_pbwire_edit(), which runs a compiled program (fg_pbwire-t.h) over
- *     a message in one pass and appends the result to a struct fg_bufq,
+ *     a message in one pass and appends the result to a struct fg_bufq
+ *     (fg_pbwire_edit_ex() also takes the per-call values the program's
+ *     REPLACE rules put in),
  *     and fg_pbwire_find(), which reads one field by a path of numbers.
  *
  * Reference: protobuf "Encoding" (protobuf.dev/programming-guides/encoding)
@@ -225,6 +227,23 @@ void fg_pbwire_msg_index(struct fg_pbwire_msg *m);
 int fg_pbwire_edit(const uint8_t *in, size_t len, const struct fg_pbwire_msg *prog,
                    struct fg_bufq *out, uint64_t *stats, size_t nstats,
                    int *changed, const char **why);
+
+/*
+ * fg_pbwire_edit_ex - fg_pbwire_edit() with the per-call values <ctx>
+ * (borrowed; NULL: none) that REPLACE rules put in:
+ *   - REPLACE: each occurrence must be LEN; it becomes the rule's tag and
+ *     <ctx>->values[rule->arg] as a minimal length and bytes, counted and
+ *     "changed" only when the bytes differ (an occurrence that already
+ *     holds the value is copied as it came, so an edit of an edited
+ *     message changes nothing).  When <ctx> has no such value (<arg> >=
+ *     <nvalues> or its <data> NULL) every occurrence is dropped and
+ *     counted: a field meant to be replaced never passes as it came.
+ * Everything else, the arguments, the results and the errors are those of
+ * fg_pbwire_edit(), plus FG_EINVAL for a REPLACE field that is not LEN.
+ */
+int fg_pbwire_edit_ex(const uint8_t *in, size_t len, const struct fg_pbwire_msg *prog,
+                      const struct fg_pbwire_ctx *ctx, struct fg_bufq *out, uint64_t *stats, size_t nstats,
+                      int *changed, const char **why);
 
 /*
  * fg_pbwire_find - the value of the field reached by <path>[0 .. <depth>)

@@ -2,7 +2,9 @@
  * fuzz_pbwire.c - libFuzzer target for the wire-level protobuf editor.
  *
  * Input: the first byte picks one of the fixed programs below, the rest is
- * the message.  Besides "no crash, no leak, no UB" (the sanitizers), it
+ * the message; for the last program (REPLACE rules), the byte after it is
+ * the length L (mod 40) of the per-call value, whose L bytes come next,
+ * before the message.  Besides "no crash, no leak, no UB" (the sanitizers), it
  * checks the promises of fg_pbwire.h that a fuzzer can see:
  *   - failure is FG_EINVAL with a reason, and <out> keeps its prefix and
  *     length; success keeps the prefix too;
@@ -17,7 +19,9 @@
  *   - every program gives the same result with its nodes indexed
  *     (fg_pbwire_msg_index) as without.
  *
- * The programs cover every action and scalar kind, allow-lists at the root
+ * The programs cover every action and scalar kind (REPLACE with a value
+ * from the input, with a value that is absent and with an index past the
+ * values given), allow-lists at the root
  * and three levels down, maps, and a program that recurses into itself
  * (depth limit).  Field numbers follow the seed corpus, whose Req messages
  * are python3-protobuf encodings of:
@@ -58,6 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
                                  .stat = (st) }
 #define COARSEN(num, kind, p, st) { .number = (num), .action = FG_PBWIRE_COARSEN, \
                                     .scalar = FG_PBWIRE_S_##kind, .precision = (p), .stat = (st) }
+#define REPLACE(num, a, st) { .number = (num), .action = FG_PBWIRE_REPLACE, .arg = (a), .stat = (st) }
 #define DROP_KEYS(num, kind, k, st) { .number = (num), .action = FG_PBWIRE_DROP_KEYS, \
                                       .scalar = FG_PBWIRE_S_##kind, .keys = (k), .stat = (st) }
 
@@ -108,7 +113,22 @@ static const struct fg_pbwire_msg maps = PROG(0, UINT32_MAX, RECURSE(4, &signal,
 
 static const struct fg_pbwire_msg empty = { .unlisted_stat = UINT32_MAX };
 
-static const struct fg_pbwire_msg *const programs[] = { &empty, &strip, &allow, &self, &maps };
+/* Pseudonymizing: user_id replaced by value 0 at the root, in an allow-list;
+ * each signal's name by value 1 (absent) and the map's keys' entries by
+ * value 7 (past the values given): both dropped. */
+static const struct fg_pbwire_msg pseudo_sig = PROG(0, UINT32_MAX, REPLACE(1, 1, 4));
+static const struct fg_pbwire_msg pseudo_entry = PROG(0, UINT32_MAX, REPLACE(1, 7, 5));
+static const struct fg_pbwire_msg pseudo = PROG(1, 0, REPLACE(1, 0, 1), KEEP(2, INT32),
+                                                RECURSE(4, &pseudo_sig, 2), RECURSE(5, &pseudo_entry, 3));
+
+static const struct fg_pbwire_msg *const programs[] = { &empty, &strip, &allow, &self, &maps, &pseudo };
+
+#define PSEUDO_PROGRAM 5
+#define VALUE_MAX 40
+
+/* The per-call values every edit gets: [0] from the input, [1] absent. */
+static struct fg_pbwire_value values[2];
+static const struct fg_pbwire_ctx ctx = { values, 2 };
 
 static void check(int ok)
 {
@@ -130,7 +150,7 @@ static int edit(const uint8_t *in, size_t len, const struct fg_pbwire_msg *prog,
 	check(fg_bufq_append(out, "#", 1) == 0 && fg_bufq_append(out, PREFIX, PREFIX_LEN) == 0);
 	fg_bufq_consume(out, 1);
 	*changed = -1;
-	rv = fg_pbwire_edit(in, len, prog, out, stats, NSTATS, changed, &why);
+	rv = fg_pbwire_edit_ex(in, len, prog, &ctx, out, stats, NSTATS, changed, &why);
 	o = fg_bufq_head(out);
 	check(fg_bufq_len(out) >= PREFIX_LEN && memcmp(o, PREFIX, PREFIX_LEN) == 0);
 	if (rv < 0) {
@@ -245,6 +265,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	prog = programs[data[0] % NPROGRAMS];
 	in = data + 1;
 	len = size - 1;
+	values[0].data = (const uint8_t *)"";
+	values[0].len = 0;
+	if (data[0] % NPROGRAMS == PSEUDO_PROGRAM && len > 0) {
+		i = in[0] % VALUE_MAX;
+		i = i < len - 1 ? i : len - 1;
+		values[0].data = in + 1;
+		values[0].len = i;
+		in += 1 + i;
+		len -= 1 + i;
+	}
 
 	top_ok = edit(in, len, &empty, &copy, &changed) == 0;
 	if (top_ok)

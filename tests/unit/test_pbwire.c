@@ -1338,6 +1338,146 @@ static void test_pbwire_python_vectors(void **state)
 	free(want);
 }
 
+/* ---- REPLACE: per-call values (fg_pbwire_edit_ex) ---- */
+
+#define REPLACE(num, a, st) { .number = (num), .action = FG_PBWIRE_REPLACE, .arg = (a), .stat = (st) }
+
+/*
+ * edit_expect() for fg_pbwire_edit_ex() with <ctx>: the result is <want>,
+ * editing it again with the same values changes nothing, and the indexed
+ * program does the same.
+ */
+static void replace_expect(const struct msg *in, const struct fg_pbwire_msg *prog, const struct fg_pbwire_ctx *ctx,
+                           const struct msg *want, struct run *run)
+{
+	struct fg_bufq out = { 0 }, again = { 0 };
+	uint64_t stats2[NSTATS] = { 0 };
+	uint8_t *exact = exact_copy(in);
+	struct icopy ic = { .n = 0 };
+	const char *why = NULL;
+	int changed = -1;
+
+	prefixed(&out);
+	memset(run, 0, sizeof(*run));
+	run->changed = -1;
+	assert_int_equal(fg_pbwire_edit_ex(exact, in->n, prog, ctx, &out, run->stats, NSTATS, &run->changed, &why),
+	                 0);
+	assert_memory_equal(fg_bufq_head(&out), "PFX", 3);
+	assert_int_equal(fg_bufq_len(&out) - 3, want->n);
+	assert_memory_equal(fg_bufq_head(&out) + 3, want->b, want->n);
+	assert_int_equal(run->changed, in->n != want->n || memcmp(in->b, want->b, in->n) != 0);
+
+	assert_int_equal(fg_pbwire_edit_ex(fg_bufq_head(&out) + 3, fg_bufq_len(&out) - 3, prog, ctx, &again, stats2,
+	                                   NSTATS, &changed, &why), 0);
+	assert_int_equal(changed, 0);
+	assert_int_equal(fg_bufq_len(&again), want->n);
+	memset(stats2, 0, sizeof(stats2));
+	fg_bufq_clear(&again);
+	assert_int_equal(fg_pbwire_edit_ex(exact, in->n, index_copy(&ic, prog), ctx, &again, stats2, NSTATS,
+	                                   &changed, &why), 0);
+	assert_int_equal(changed, run->changed);
+	assert_int_equal(fg_bufq_len(&again), want->n);
+	assert_memory_equal(fg_bufq_head(&again), want->b, want->n);
+	assert_memory_equal(stats2, run->stats, sizeof(stats2));
+	icopy_free(&ic);
+	free(exact);
+	fg_bufq_free(&again);
+	fg_bufq_free(&out);
+}
+
+static void test_pbwire_replace(void **state)
+{
+	static const char key[] = "k1:0123456789abcdef";
+	const struct fg_pbwire_msg sig = PROG(0, REPLACE(1, 0, 1));
+	const struct fg_pbwire_msg root = PROG(0, REPLACE(1, 0, 0), RECURSE(4, &sig, UINT32_MAX), REPLACE(5, 1, 2));
+	const struct fg_pbwire_msg allow = PROG(1, REPLACE(1, 0, 0));
+	struct fg_pbwire_value vals[2] = { { (const uint8_t *)key, sizeof(key) - 1 }, { NULL, 0 } };
+	struct fg_pbwire_ctx ctx = { vals, 2 }, one = { vals, 1 };
+	struct msg *in = msg_new(), *want = msg_new(), *s = msg_new(), *sw = msg_new();
+	char big[300];
+	struct run run;
+
+	f_str(s, 1, "raw-user-7");
+	f_varint(s, 2, 9);
+	f_str(sw, 1, key);
+	f_varint(sw, 2, 9);
+	f_str(in, 1, "raw-user-7");
+	f_msg(in, 4, s);
+	f_msg(in, 4, s);
+	f_str(in, 1, "raw-user-7");             /* a second occurrence is replaced too */
+	f_str(in, 5, "other");                  /* arg 1 has no value: dropped */
+	f_str(in, 99, "unknown");
+	f_str(want, 1, key);
+	f_msg(want, 4, sw);
+	f_msg(want, 4, sw);
+	f_str(want, 1, key);
+	f_str(want, 99, "unknown");
+	replace_expect(in, &root, &ctx, want, &run);
+	assert_int_equal(run.changed, 1);
+	assert_true(run.stats[0] == 2 && run.stats[1] == 2 && run.stats[2] == 1);
+	/* arg beyond the values given: dropped the same way */
+	replace_expect(in, &root, &one, want, &run);
+	assert_true(run.stats[0] == 2 && run.stats[2] == 1);
+
+	/* the value already there: copied as it came, nothing counted */
+	in->n = 0;
+	f_str(in, 1, key);
+	f_str(in, 99, "u");
+	replace_expect(in, &root, &ctx, in, &run);
+	assert_int_equal(run.changed, 0);
+	assert_int_equal(run.stats[0], 0);
+
+	/* no values at all (fg_pbwire_edit, or a NULL ctx): the field goes */
+	in->n = want->n = 0;
+	f_str(in, 1, "raw-user-7");
+	f_varint(in, 2, 3);
+	f_varint(want, 2, 3);
+	replace_expect(in, &root, NULL, want, &run);
+	assert_int_equal(run.stats[0], 1);
+	edit_expect(in, &root, want, &run);
+	assert_int_equal(run.stats[0], 1);
+
+	/* an allow-list keeps what it replaces, and nothing else */
+	in->n = want->n = 0;
+	f_varint(in, 2, 3);
+	f_str(in, 1, "");
+	f_str(want, 1, key);
+	replace_expect(in, &allow, &ctx, want, &run);
+
+	/* an empty value, and one whose length takes two bytes */
+	memset(big, 'h', sizeof(big));
+	vals[0].data = (const uint8_t *)big;
+	vals[0].len = sizeof(big);
+	in->n = want->n = 0;
+	f_str(in, 1, "x");
+	f_bytes(want, 1, big, sizeof(big));
+	replace_expect(in, &root, &ctx, want, &run);
+	vals[0].len = 0;
+	want->n = 0;
+	f_str(want, 1, "");
+	replace_expect(in, &root, &ctx, want, &run);
+
+	/* a REPLACE field that is not LEN: malformed, never passed or guessed at */
+	in->n = 0;
+	f_varint(in, 1, 42);
+	{
+		struct fg_bufq out = { 0 };
+		const char *why = NULL;
+		int changed = 5;
+
+		prefixed(&out);
+		assert_int_equal(fg_pbwire_edit_ex(in->b, in->n, &root, &ctx, &out, NULL, 0, &changed, &why), FG_EINVAL);
+		assert_string_equal(why, "REPLACE field is not length-delimited");
+		assert_int_equal(fg_bufq_len(&out), 3);
+		assert_int_equal(changed, 5);
+		fg_bufq_free(&out);
+	}
+	free(in);
+	free(want);
+	free(s);
+	free(sw);
+}
+
 /* Fail each realloc of an edit in turn: FG_ENOMEM, <out> as it was, no
  * leak (valgrind or LSan checks that part). */
 static void test_pbwire_enomem(void **state)
@@ -1409,6 +1549,7 @@ int main(void)
 		cmocka_unit_test(test_pbwire_coarsen_kinds),
 		cmocka_unit_test(test_pbwire_map_recurse),
 		cmocka_unit_test(test_pbwire_map_drop_keys),
+		cmocka_unit_test(test_pbwire_replace),
 		cmocka_unit_test(test_pbwire_stats_bounds),
 		cmocka_unit_test(test_pbwire_malformed),
 		cmocka_unit_test(test_pbwire_bad_program),
