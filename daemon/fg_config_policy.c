@@ -12,6 +12,7 @@
 #include "fg_config-internal.h"
 #include "fg_cpu.h"
 #include "fg_error.h"
+#include "fg_keyring.h"
 #include "fg_policy_compile.h"
 
 static int parse_policy(struct fg_config_loader *l, const struct fg_yaml_node *key,
@@ -23,6 +24,21 @@ static int parse_policy(struct fg_config_loader *l, const struct fg_yaml_node *k
 		return rc;
 	l->cfg->policy_path = fg_yaml_path_resolve(l->basedir, val->text);
 	return l->cfg->policy_path ? 0 : fg_config_fail_nomem(l);
+}
+
+/* A policy that pseudonymizes needs a key ring: without one every
+ * pseudonymized field would be dropped on every call, which is not what
+ * its writer asked for.  Said at the rule, naming this file. */
+static int check_keys(struct fg_config_loader *l)
+{
+	const struct fg_config *cfg = l->cfg;
+
+	if (!cfg->policy->need_keys_at || (cfg->keyring && cfg->keyring->n > 0))
+		return 0;
+	if (l->err && l->errlen)
+		snprintf(l->err, l->errlen, "%s: pseudonymize needs pseudonym_keys in %s, which has none "
+		         "(the pseudonym is a keyed HMAC of the user id)", cfg->policy->need_keys_at, l->name);
+	return FG_ECONFIG;
 }
 
 /* Compiled last, when the worker count its counters need is known: one
@@ -42,7 +58,9 @@ static int policy_finish(struct fg_config_loader *l, const struct fg_yaml_node *
 		return fg_config_fail(l, val, "policy: %s", why);
 	if (rc && l->err && l->errlen)
 		snprintf(l->err, l->errlen, "%s", why);
-	return rc;
+	if (rc)
+		return rc;
+	return check_keys(l);
 }
 
 static void policy_release(struct fg_config *cfg)

@@ -50,11 +50,19 @@ struct fg_policy_band {
 	size_t nmatch;
 };
 
+/* The per-call values a program's REPLACE rules put in: the index of each
+ * in the struct fg_pbwire_ctx that fg_policy_edit_call() builds. */
+enum fg_policy_value {
+	FG_POLICY_VALUE_USER_KEY = 0,   /* the call's pseudonymous user key (pseudonymize) */
+	FG_POLICY_NVALUES
+};
+
 /* What happens to one direction of a call for one band. */
 struct fg_policy_edit {
 	const struct fg_pbwire_msg *prog;   /* NULL: the message passes unedited */
 	char **remove_headers;              /* request metadata removed (lowercase), request side only */
 	size_t nremove_headers;
+	unsigned need_user;                 /* <prog> pseudonymizes: the call needs its user key */
 };
 
 /* Harm-class categories (Online Safety Act 2023 ss.60-62). */
@@ -139,6 +147,9 @@ struct fg_policy {
 	char **stat_names;                  /* "request:signals.watch_history" per pbwire stat index */
 	size_t nstats;
 	struct fg_policy_counters counters;
+	char *need_keys_at;                 /* "file:line:column" of the first rule that needs
+	                                       pseudonym_keys in the config (pseudonymize);
+	                                       NULL: none does */
 	void *arena;                        /* owns the programs' nodes and rules; private */
 };
 

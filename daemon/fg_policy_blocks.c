@@ -1,8 +1,9 @@
 /*
  * fg_policy_blocks.c - a method's keys "request" and "response": lists of
- * rule blocks, each naming the bands it applies to ("bands") and the rules
- * that edit one direction of the call for them.  The rules come from the
- * table of a rule block's keys below, one file per kind of rule.
+ * rule blocks (written in place, or the name of a rule set), each naming
+ * the bands it applies to ("bands") and the rules that edit one direction
+ * of the call for them.  The rules come from the table of a rule block's
+ * keys below, one file per kind of rule.
  */
 #include "config.h"
 
@@ -20,6 +21,7 @@ static const struct fg_policy_key *const block_keys[] = {
 	&fg_policy_strip_keep_only_key,
 	&fg_policy_strip_remove_key,
 	&fg_policy_strip_coarsen_key,
+	&fg_policy_strip_pseudonymize_key,
 	&fg_policy_strip_headers_key,
 };
 
@@ -101,17 +103,19 @@ static int read_block(struct fg_policy_comp *c, const struct fg_policy_scope *me
 	return assign_block(c, block, &b, edits, claimed);
 }
 
-/* The list of rule blocks <list> of one direction, for message <type>. */
+/* The rule blocks of one direction, for message <type>: the list <val>,
+ * or the rule set it names. */
 static int read_direction(struct fg_policy_comp *c, const struct fg_policy_scope *s,
-                          const struct fg_yaml_node *list, const struct fg_schema_message *type,
+                          const struct fg_yaml_node *val, const struct fg_schema_message *type,
                           struct fg_policy_edit *edits, unsigned dir)
 {
 	unsigned char claimed[FG_POLICY_MAX_BANDS] = { 0 };
+	const struct fg_yaml_node *list;
 	size_t i;
 	int rc;
 
 	c->dir = dir == FG_POLICY_KEY_REQUEST ? "request" : "response";
-	if ((rc = fg_policy_compile_want_kind(c, list, FG_YAML_SEQ, c->dir)))
+	if ((rc = fg_policy_compile_rule_list(c, val, c->dir, &list)))
 		return rc;
 	for (i = 0; i < list->nkids; i++)
 		if ((rc = read_block(c, s, list->kids[i], type, edits, claimed, dir)))

@@ -7,11 +7,15 @@
  * Each level is a table of keys (struct fg_policy_key), and each key has
  * its own compile function, in the file that owns that kind of rule:
  *   the file      descriptor_set (driver), bands and unknown_band
- *                 (fg_policy_bands.c), methods (fg_policy_methods.c);
+ *                 (fg_policy_bands.c), rule_sets (fg_policy_rulesets.c),
+ *                 methods (fg_policy_methods.c);
  *   a method      user_id and age_band (fg_policy_sources.c), request and
  *                 response (fg_policy_blocks.c);
- *   a rule block  bands (fg_policy_blocks.c), keep_only, remove, coarsen
- *                 and remove_headers (fg_policy_strip.c).
+ *   a rule block  bands (fg_policy_blocks.c), keep_only, remove, coarsen,
+ *                 pseudonymize and remove_headers (fg_policy_strip.c).
+ * A list of rule blocks is written in place or named: a scalar names a
+ * rule set (fg_policy_compile_rule_list), compiled again for each method
+ * that uses it.
  * A new kind of rule is a new file whose keys are added to its level's
  * table; the walker (fg_policy_compile_keys_check and _run) refuses unknown
  * and repeated keys and runs the compile functions in table order, whatever
@@ -46,6 +50,14 @@ struct fg_policy_comp {
 	const struct fg_yaml_node *label_maps; /* the top-level label_maps, once read */
 	uint32_t unlisted;              /* the keep_only block's counter for what it drops, at
 	                                   every level; UINT32_MAX outside such a block */
+	const struct fg_yaml_node *rule_sets;   /* the rule_sets mapping; NULL: none */
+	const struct fg_yaml_node *method;      /* the method being compiled (its path as
+	                                           written), for messages; NULL outside one */
+	const struct fg_yaml_node *set_name;    /* the rule set fg_policy_compile_rule_list()
+	                                           last resolved; NULL: the list was inline */
+	const struct fg_yaml_node *set_list;    /* its list: errors inside it name the set and
+	                                           the method it is compiled for */
+	const char *set_what;                   /* the key it was named under ("request") */
 };
 
 /* A node of a wire-editing program while it is built: the pbwire node plus
@@ -94,6 +106,7 @@ struct fg_policy_key {
 /* The keys, by the file that compiles them. */
 extern const struct fg_policy_key fg_policy_bands_key;             /* bands */
 extern const struct fg_policy_key fg_policy_bands_unknown_key;     /* unknown_band */
+extern const struct fg_policy_key fg_policy_rulesets_key;          /* rule_sets */
 extern const struct fg_policy_key fg_policy_methods_key;           /* methods */
 extern const struct fg_policy_key fg_policy_sources_user_id_key;   /* user_id */
 extern const struct fg_policy_key fg_policy_sources_age_band_key;  /* age_band */
@@ -102,6 +115,7 @@ extern const struct fg_policy_key fg_policy_blocks_response_key;   /* response *
 extern const struct fg_policy_key fg_policy_strip_keep_only_key;   /* keep_only */
 extern const struct fg_policy_key fg_policy_strip_remove_key;      /* remove */
 extern const struct fg_policy_key fg_policy_strip_coarsen_key;     /* coarsen */
+extern const struct fg_policy_key fg_policy_strip_pseudonymize_key; /* pseudonymize */
 extern const struct fg_policy_key fg_policy_strip_headers_key;     /* remove_headers */
 extern const struct fg_policy_key fg_policy_filter_classes_key;    /* classes (top level) */
 extern const struct fg_policy_key fg_policy_filter_label_maps_key; /* label_maps (top level) */
@@ -167,6 +181,28 @@ int fg_policy_compile_keys_check(struct fg_policy_comp *c, const struct fg_yaml_
 int fg_policy_compile_keys_run(struct fg_policy_comp *c, const struct fg_policy_scope *s,
                                const struct fg_policy_key *const *keys, size_t n, unsigned dir);
 
+/* --- fg_policy_rulesets.c --- */
+
+/*
+ * fg_policy_compile_rule_list - the list of rule blocks that value <val>
+ * of key <what> ("request", "response", or another key taking rule blocks)
+ * stands for, into <*list>: <val> itself when it is a list, or the list of
+ * the rule set that scalar <val> names (top-level key rule_sets).  The
+ * caller compiles <*list> against the current method's types as if it were
+ * written in place; until the next call, an error reported at a node inside
+ * a named set's list gets " (rule set 'NAME', compiled for METHOD WHAT)"
+ * after its message, so the user sees where the rule is written and what
+ * it was being checked against.  Returns 0, or FG_ECONFIG with the message
+ * written: at <val> when it is neither a list nor a non-empty scalar, or
+ * names no rule set.  Nothing is allocated.
+ */
+int fg_policy_compile_rule_list(struct fg_policy_comp *c, const struct fg_yaml_node *val, const char *what,
+                                const struct fg_yaml_node **list);
+
+/* fg_policy_rulesets_in_set - 1 when node <at> (may be NULL) is inside the
+ * list of the rule set fg_policy_compile_rule_list() last resolved, else 0. */
+int fg_policy_rulesets_in_set(const struct fg_policy_comp *c, const struct fg_yaml_node *at);
+
 /* --- fg_policy_bands.c --- */
 
 /* fg_policy_bands_find - the index of the band named <name>, or -1. */
@@ -193,7 +229,9 @@ int fg_policy_path_split(const char *text, struct fg_policy_path_part *parts, si
 enum fg_policy_prog_action {
 	FG_POLICY_PROG_KEEP,        /* keep_only entry */
 	FG_POLICY_PROG_DROP,        /* remove */
-	FG_POLICY_PROG_COARSEN,     /* coarsen */
+	FG_POLICY_PROG_COARSEN,     /* coarsen; under keep_only, kept too */
+	FG_POLICY_PROG_PSEUDONYMIZE, /* pseudonymize (REPLACE with the call's user key);
+	                               under keep_only, kept too */
 };
 
 /* fg_policy_prog_new - a node for message <type>; <allow_only> 1: fields
@@ -205,7 +243,8 @@ struct fg_policy_prog_node *fg_policy_prog_new(struct fg_policy_comp *c, const s
  * fg_policy_prog_apply - resolve the field path written in scalar <at>
  * against <root>'s type and add what <action> does to it (<precision>:
  * COARSEN's step) to the tree under <root>; <allow_only> is the kind of
- * node a path creates below.  Returns 0, or FG_ECONFIG at <at> (no such
+ * node the path creates right below <root> (deeper ones take the kind of
+ * the node they hang from: copy-the-rest inside a field kept whole).  Returns 0, or FG_ECONFIG at <at> (no such
  * field, a type the action cannot take, a clash with an earlier rule) or
  * FG_ENOMEM, with the message written.
  */

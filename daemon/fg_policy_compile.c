@@ -88,12 +88,18 @@ char *fg_policy_compile_dup(struct fg_policy_comp *c, const struct fg_yaml_node 
 
 int fg_policy_compile_fail(struct fg_policy_comp *c, const struct fg_yaml_node *at, const char *fmt, ...)
 {
-	char msg[FG_POLICY_MAX_PATH * 16 + 256], *p;
+	char msg[FG_POLICY_MAX_PATH * 16 + 512], *p;
+	size_t n;
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* A rule written once in rule_sets is compiled for each method that
+	 * names it: the position is where it is written, this says for what. */
+	if (fg_policy_rulesets_in_set(c, at) && c->method && (n = strlen(msg)) < sizeof(msg))
+		snprintf(msg + n, sizeof(msg) - n, " (rule set '%s', compiled for %s %s)", c->set_name->text,
+		         c->method->text, c->set_what);
 	/* Paths and values are quoted as written: a control byte in one must
 	 * not start a forged line in the operator's log. */
 	for (p = msg; *p; p++)
@@ -226,13 +232,15 @@ static const struct fg_policy_key descriptor_set_key = {
 /* --- the file ------------------------------------------------------------ */
 
 /* The top-level keys, in the order they compile: the contract first, then
- * the bands every rule names, then the methods. */
+ * the bands every rule names, the rule sets methods may name, then the
+ * methods. */
 static const struct fg_policy_key *const top_keys[] = {
 	&descriptor_set_key,
 	&fg_policy_bands_key,
 	&fg_policy_bands_unknown_key,
 	&fg_policy_filter_classes_key,
 	&fg_policy_filter_label_maps_key,
+	&fg_policy_rulesets_key,
 	&fg_policy_methods_key,
 };
 

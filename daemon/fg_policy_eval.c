@@ -95,14 +95,28 @@ static void add_stats(const struct fg_policy *p, size_t band, size_t slot, const
 int fg_policy_edit(const struct fg_policy *p, const struct fg_policy_edit *e, size_t band, size_t slot,
                    const uint8_t *msg, size_t len, struct fg_bufq *out, int *changed, const char **why)
 {
+	return fg_policy_edit_call(p, e, band, slot, NULL, msg, len, out, changed, why);
+}
+
+int fg_policy_edit_call(const struct fg_policy *p, const struct fg_policy_edit *e, size_t band, size_t slot,
+                        const char *user_key, const uint8_t *msg, size_t len, struct fg_bufq *out, int *changed,
+                        const char **why)
+{
+	struct fg_pbwire_value values[FG_POLICY_NVALUES] = { { NULL, 0 } };
+	struct fg_pbwire_ctx ctx = { values, FG_POLICY_NVALUES };
 	uint64_t stats[EVAL_MAX_STATS];
 	int rc;
 
 	*changed = 0;
 	if (!e || !e->prog)
 		return fg_bufq_append(out, msg, len);
+	/* No key: the value stays NULL, so REPLACE drops the field. */
+	if (user_key && user_key[0]) {
+		values[FG_POLICY_VALUE_USER_KEY].data = (const uint8_t *)user_key;
+		values[FG_POLICY_VALUE_USER_KEY].len = strlen(user_key);
+	}
 	memset(stats, 0, p->nstats * sizeof(stats[0]));
-	rc = fg_pbwire_edit(msg, len, e->prog, out, stats, p->nstats, changed, why);
+	rc = fg_pbwire_edit_ex(msg, len, e->prog, &ctx, out, stats, p->nstats, changed, why);
 	if (rc == 0 && *changed && slot < p->counters.nslots)
 		add_stats(p, band, slot, stats);
 	return rc;
@@ -113,4 +127,16 @@ void fg_policy_count_call(const struct fg_policy *p, const struct fg_policy_meth
 	if (slot < p->counters.nslots)
 		__atomic_fetch_add(&p->counters.calls[(slot * p->nmethods + m->index) * p->nbands + band], 1,
 		                   __ATOMIC_RELAXED);
+}
+
+int fg_policy_need_user(const struct fg_policy_method *m, size_t nbands, int band_known, size_t band)
+{
+	size_t b;
+
+	if (band_known)
+		return band < nbands && m->request[band].need_user;
+	for (b = 0; b < nbands; b++)
+		if (m->request[b].need_user)
+			return 1;
+	return 0;
 }

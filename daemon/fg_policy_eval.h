@@ -47,6 +47,26 @@ int fg_policy_read_field(const struct fg_policy_source *s, const uint8_t *msg, s
 int fg_policy_edit(const struct fg_policy *p, const struct fg_policy_edit *e, size_t band, size_t slot,
                    const uint8_t *msg, size_t len, struct fg_bufq *out, int *changed, const char **why);
 
+/*
+ * fg_policy_edit_call - fg_policy_edit() with the call's own values for the
+ * program's REPLACE rules: <user_key> (borrowed, NUL-terminated) is the
+ * call's pseudonymous user key, which pseudonymized fields become; NULL or
+ * "" when the call has none, and then those fields are removed (the value
+ * the client sent never reaches the ranker).  fg_policy_edit() is this
+ * with <user_key> NULL.
+ */
+int fg_policy_edit_call(const struct fg_policy *p, const struct fg_policy_edit *e, size_t band, size_t slot,
+                        const char *user_key, const uint8_t *msg, size_t len, struct fg_bufq *out, int *changed,
+                        const char **why);
+
+/*
+ * fg_policy_need_user - 1 when a call of <m> needs its pseudonymous user
+ * key: its band (<band>, when <band_known>) pseudonymizes request fields,
+ * or, the band not known yet (it comes from the request message, read
+ * with the user id), some band of <m> does.  <nbands>: the policy's.
+ */
+int fg_policy_need_user(const struct fg_policy_method *m, size_t nbands, int band_known, size_t band);
+
 /* fg_policy_count_call - one intercepted call of <m> in <band>, in slot <slot>. */
 void fg_policy_count_call(const struct fg_policy *p, const struct fg_policy_method *m, size_t band, size_t slot);
 

@@ -60,7 +60,10 @@ static int read_method(struct fg_policy_comp *c, const struct fg_yaml_node *key,
 	m->response = fg_policy_compile_alloc(c, c->pol->nbands * sizeof(*m->response));
 	if (!m->path || !m->request || !m->response)
 		return fg_policy_compile_nomem(c);
-	return fg_policy_compile_keys_run(c, &s, method_keys, FG_POLICY_NELEM(method_keys), 0);
+	c->method = key;
+	rc = fg_policy_compile_keys_run(c, &s, method_keys, FG_POLICY_NELEM(method_keys), 0);
+	c->method = NULL;
+	return rc;
 }
 
 static int method_cmp(const void *a, const void *b)

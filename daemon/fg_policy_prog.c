@@ -7,6 +7,11 @@
  * What may combine is decided here, at load, so the editor never meets a
  * contradiction: a field removed and named below, a map key on a field
  * that is not a map, a keep_only entry inside a field kept whole.
+ *
+ * In a keep_only block, coarsen and pseudonymize paths keep what they name
+ * (an allow-list entry that also changes the value), so they may create
+ * nodes where keep_only did not go; remove may only name what keep_only
+ * keeps, since anything else is removed already.
  */
 #include "config.h"
 
@@ -195,15 +200,24 @@ static struct fg_policy_prog_node *descend(struct fg_policy_comp *c, struct fg_p
 	return sub;
 }
 
-/* In a keep_only block, remove and coarsen name what keep_only keeps: a
- * new rule for a field it does not keep would let that field through. */
+/* Actions whose path is an allow-list entry too: the field is kept
+ * (changed, for coarsen and pseudonymize) whether keep_only lists it or not. */
+static int keeps(enum fg_policy_prog_action a)
+{
+	return a == FG_POLICY_PROG_KEEP || a == FG_POLICY_PROG_COARSEN || a == FG_POLICY_PROG_PSEUDONYMIZE;
+}
+
+/* In a keep_only block, remove names what keep_only keeps: a new DROP
+ * rule for a field it does not keep would add nothing, and a user who
+ * wrote one expects the field to be there otherwise: say so. */
 static int check_kept(struct fg_policy_comp *c, const struct fg_policy_prog_node *node,
                       const struct fg_pbwire_rule *r, const struct fg_schema_field *f,
                       const struct path_req *q)
 {
-	if (r || !node->msg.allow_only || q->action == FG_POLICY_PROG_KEEP)
+	if (r || !node->msg.allow_only || keeps(q->action))
 		return 0;
-	return fg_policy_compile_fail(c, q->at, "'%s': '%s' is not in keep_only, so it is removed whole already",
+	return fg_policy_compile_fail(c, q->at, "'%s': keep_only does not keep '%s', so it is removed already; "
+	                              "remove may only name fields inside what keep_only keeps",
 	                              q->text, fg_schema_field_name(f));
 }
 
@@ -277,13 +291,17 @@ static int check_again(struct fg_policy_comp *c, const struct fg_pbwire_rule *r,
 {
 	if (q->action == FG_POLICY_PROG_KEEP && r->action == FG_PBWIRE_KEEP)
 		return 1;   /* listed twice in keep_only: harmless */
-	/* An allow-listed field may still be coarsened: kept, but rounded. */
-	if (q->action == FG_POLICY_PROG_COARSEN && r->action == FG_PBWIRE_KEEP)
+	/* An allow-listed field may still be coarsened or pseudonymized: kept,
+	 * but changed. */
+	if ((q->action == FG_POLICY_PROG_COARSEN || q->action == FG_POLICY_PROG_PSEUDONYMIZE) &&
+	    r->action == FG_PBWIRE_KEEP)
 		return 0;
 	return fg_policy_compile_fail(c, q->at, "'%s': field '%s' already has a rule (%s) here", q->text,
 	                              fg_schema_field_name(f),
 	                              r->action == FG_PBWIRE_DROP ? "it is removed" :
-	                              r->action == FG_PBWIRE_RECURSE ? "a path below it is named" : "another action");
+	                              r->action == FG_PBWIRE_RECURSE ? "a path below it is named" :
+	                              r->action == FG_PBWIRE_COARSEN ? "it is coarsened" :
+	                              r->action == FG_PBWIRE_REPLACE ? "it is pseudonymized" : "another action");
 }
 
 static int apply_coarsen(struct fg_policy_comp *c, struct fg_policy_prog_node *node, struct fg_pbwire_rule *r,
@@ -303,6 +321,28 @@ static int apply_coarsen(struct fg_policy_comp *c, struct fg_policy_prog_node *n
 	r->action = FG_PBWIRE_COARSEN;
 	r->scalar = coarsen_scalar(t);
 	r->precision = q->precision;
+	return rule_stat(c, r, q);
+}
+
+/* A singular string or bytes field becomes the call's pseudonymous user
+ * key: a repeated one would get the same key in every element, and any
+ * other type cannot hold it. */
+static int apply_pseudonymize(struct fg_policy_comp *c, struct fg_policy_prog_node *node, struct fg_pbwire_rule *r,
+                              const struct fg_schema_field *f, const struct path_req *q)
+{
+	enum fg_schema_type t = fg_schema_field_type(f);
+
+	if ((t != FG_SCHEMA_STRING && t != FG_SCHEMA_BYTES) || (fg_schema_field_flags(f) & FG_SCHEMA_F_MAP))
+		return fg_policy_compile_fail(c, q->at, "'%s': pseudonymize needs a string or bytes field; '%s' is %s",
+		                              q->text, fg_schema_field_name(f), fg_schema_type_name(t));
+	if (fg_schema_field_flags(f) & FG_SCHEMA_F_REPEATED)
+		return fg_policy_compile_fail(c, q->at, "'%s': pseudonymize needs a single value; '%s' is repeated",
+		                              q->text, fg_schema_field_name(f));
+	if (!r && !(r = node_add(node, fg_schema_field_number(f), FG_PBWIRE_REPLACE)))
+		return fg_policy_compile_nomem(c);
+	r->action = FG_PBWIRE_REPLACE;
+	r->scalar = FG_PBWIRE_S_NONE;
+	r->arg = FG_POLICY_VALUE_USER_KEY;
 	return rule_stat(c, r, q);
 }
 
@@ -339,6 +379,8 @@ static int apply_leaf(struct fg_policy_comp *c, struct fg_policy_prog_node *node
 		return rule_stat(c, r, q);
 	case FG_POLICY_PROG_COARSEN:
 		return apply_coarsen(c, node, r, f, q);
+	case FG_POLICY_PROG_PSEUDONYMIZE:
+		return apply_pseudonymize(c, node, r, f, q);
 	}
 	return 0;
 }
@@ -399,7 +441,9 @@ static struct fg_policy_prog_node *inner_node(struct fg_policy_comp *c, struct f
 
 /* Walk into field <f> (named by <part>) and apply <rest> there.  A map
  * is a repeated entry message {1: key, 2: value}: "m[*].x" goes through
- * the entry into the value message. */
+ * the entry into the value message.  Nodes the rest creates are of the
+ * kind of the node it continues from: allow-lists inside an allow-list,
+ * copy-the-rest inside a field kept whole. */
 static int apply_inner(struct fg_policy_comp *c, struct fg_policy_prog_node *node,
                        const struct fg_schema_field *f, const struct fg_policy_path_part *part,
                        const struct fg_policy_path_part *rest, size_t nrest, const struct path_req *q,
@@ -407,6 +451,8 @@ static int apply_inner(struct fg_policy_comp *c, struct fg_policy_prog_node *nod
 {
 	int is_map = (fg_schema_field_flags(f) & FG_SCHEMA_F_MAP) != 0;
 	const struct fg_schema_field *vf = is_map ? fg_schema_field_map_value(f) : NULL;
+	const struct fg_pbwire_rule *r = node_rule(node, fg_schema_field_number(f));
+	int kept_whole = r && r->action == FG_PBWIRE_KEEP;
 	struct fg_policy_prog_node *sub;
 	int rc = 0;
 
@@ -424,9 +470,9 @@ static int apply_inner(struct fg_policy_comp *c, struct fg_policy_prog_node *nod
 	 * what it has no rule for, and the allow-list applies in the value. */
 	if (!(sub = inner_node(c, node, f, q, vf ? 0 : allow_only, &rc)))
 		return rc;
-	if (vf && !(sub = inner_node(c, sub, vf, q, allow_only, &rc)))
+	if (vf && !(sub = inner_node(c, sub, vf, q, kept_whole ? 0 : allow_only, &rc)))
 		return rc;
-	return apply_path(c, sub, rest, nrest, q, allow_only);
+	return apply_path(c, sub, rest, nrest, q, sub->msg.allow_only);
 }
 
 static int apply_path(struct fg_policy_comp *c, struct fg_policy_prog_node *node,

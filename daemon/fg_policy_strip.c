@@ -2,13 +2,16 @@
  * fg_policy_strip.c - the strip rules of a rule block: "keep_only" (an
  * allow-list of field paths), "remove" (field paths and map keys),
  * "coarsen" (numeric fields rounded to a precision) and, in request blocks,
- * "remove_headers" (request metadata).  The field rules build the block's
- * wire-editing program (fg_policy_prog.c).
+ * "pseudonymize" (string fields replaced by the call's pseudonymous user
+ * key) and "remove_headers" (request metadata).  The field rules build the
+ * block's wire-editing program (fg_policy_prog.c).
  */
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fg_error.h"
 #include "fg_policy_compile-internal.h"
@@ -105,11 +108,54 @@ static int compile_coarsen(struct fg_policy_comp *c, const struct fg_policy_scop
 		p = fg_yaml_map_get(item, "precision");
 		if (!f || !p)
 			return fg_policy_compile_fail(c, item, "a coarsen entry needs 'field' and 'precision'");
+		/* Under keep_only the path is an allow-list entry too. */
 		if ((rc = read_precision(c, p, &precision)) ||
-		    (rc = fg_policy_prog_apply(c, root, f, FG_POLICY_PROG_COARSEN, precision, 0)))
+		    (rc = fg_policy_prog_apply(c, root, f, FG_POLICY_PROG_COARSEN, precision, root->msg.allow_only)))
 			return rc;
 	}
 	return 0;
+}
+
+/* Where the policy first needs pseudonym_keys, for the config's check
+ * (fg_config_policy.c), which knows whether it has them. */
+static int note_need_keys(struct fg_policy_comp *c, const struct fg_yaml_node *at)
+{
+	char where[512];
+
+	if (c->pol->need_keys_at)
+		return 0;
+	snprintf(where, sizeof(where), "%s:%u:%u", c->name, at->line, at->col);
+	c->pol->need_keys_at = fg_policy_compile_strndup(c, where, strlen(where));
+	return c->pol->need_keys_at ? 0 : fg_policy_compile_nomem(c);
+}
+
+/* String fields the ranker gets as the call's pseudonymous user key (an
+ * HMAC of the method's user_id, fg_stage_identify.c) instead of what the
+ * client sent: the ranker can still tell a child's calls apart, but cannot
+ * join them with anything keyed by the raw id.  Under keep_only they are
+ * kept. */
+static int compile_pseudonymize(struct fg_policy_comp *c, const struct fg_policy_scope *s,
+                                const struct fg_yaml_node *list)
+{
+	struct fg_policy_prog_node *root = strip_root(c, s->block, 0);
+	char buf[FG_YAML_SHOWLEN];
+	size_t i;
+	int rc;
+
+	if (!root)
+		return fg_policy_compile_nomem(c);
+	if ((rc = fg_policy_compile_want_kind(c, list, FG_YAML_SEQ, "pseudonymize")))
+		return rc;
+	if (s->method->user_id.kind == FG_POLICY_SRC_NONE)
+		return fg_policy_compile_fail(c, list, "pseudonymize needs the method's user_id (%s has none): "
+		                              "the pseudonym is computed from it",
+		                              fg_yaml_show(s->method_key, buf, sizeof(buf)));
+	for (i = 0; i < list->nkids; i++)
+		if ((rc = fg_policy_prog_apply(c, root, list->kids[i], FG_POLICY_PROG_PSEUDONYMIZE, 0,
+		                               root->msg.allow_only)))
+			return rc;
+	s->block->edit.need_user = list->nkids > 0;
+	return list->nkids > 0 ? note_need_keys(c, list) : 0;
 }
 
 /* Request metadata names, kept lowercase as HTTP/2 sends them (RFC 9113
@@ -145,6 +191,9 @@ static int compile_headers(struct fg_policy_comp *c, const struct fg_policy_scop
 const struct fg_policy_key fg_policy_strip_keep_only_key = { "keep_only", 0, compile_keep_only };
 const struct fg_policy_key fg_policy_strip_remove_key = { "remove", 0, compile_remove };
 const struct fg_policy_key fg_policy_strip_coarsen_key = { "coarsen", 0, compile_coarsen };
+const struct fg_policy_key fg_policy_strip_pseudonymize_key = {
+	"pseudonymize", FG_POLICY_KEY_REQUEST, compile_pseudonymize,
+};
 const struct fg_policy_key fg_policy_strip_headers_key = {
 	"remove_headers", FG_POLICY_KEY_REQUEST, compile_headers,
 };

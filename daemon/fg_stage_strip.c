@@ -1,7 +1,9 @@
 /*
  * fg_stage_strip.c - the strip stage: the band's wire edit of request and
- * response messages (fg_policy_edit: keep_only, remove, coarsen) and its
- * remove_headers on request metadata.
+ * response messages (fg_policy_edit_call: keep_only, remove, coarsen,
+ * pseudonymize) and its remove_headers on request metadata.  For
+ * pseudonymize it asks the identify stage for the call's user key
+ * (need_user), which the edit then puts in place of the raw id.
  *
  * Request headers also lose content-length (edited messages change the
  * body's length) and get a grpc-accept-encoding narrowed to what both the
@@ -53,9 +55,14 @@ static int band_edits(const struct fg_policy_method *m, size_t band)
  * either direction: no work here (the call may then pass through). */
 static enum fg_stage_begin strip_begin(struct fg_stage_ctx *c, const struct fg_hdrs *h)
 {
+	struct fg_stage_call *call = c->call;
+
 	(void)h;
-	if (c->call->band_known && !band_edits(c->call->m, c->call->band))
+	if (call->band_known && !band_edits(call->m, call->band))
 		return FG_STAGE_SKIP;
+	/* identify reads the user id after every begin has run */
+	if (fg_policy_need_user(call->m, call->pol->nbands, (int)call->band_known, call->band))
+		call->need_user = 1;
 	return FG_STAGE_RUN;
 }
 
@@ -152,7 +159,8 @@ static enum fg_stage_rc strip_message(struct fg_stage_ctx *c, enum fg_stage_dir 
 	/* Nothing to edit for this band: the message goes on as it came. */
 	if (!e->prog)
 		return FG_STAGE_CONTINUE;
-	rc = fg_policy_edit(call->pol, e, call->band, call->slot, msg->data, msg->len, msg->out, &changed, &why);
+	rc = fg_policy_edit_call(call->pol, e, call->band, call->slot, call->user, msg->data, msg->len, msg->out,
+	                         &changed, &why);
 	if (rc == FG_ENOMEM) {
 		fg_pipeline_fail(c->pl, FG_GRPC_INTERNAL, "feedguardd is out of memory");
 		return FG_STAGE_DONE;

@@ -24,7 +24,11 @@
  *     request programs; a RankFeedResponse or a FeedItem, the two methods'
  *     outputs, for response programs), and editing its output again
  *     changes nothing (a retry through feedguard strips nothing twice);
- *   - every field source reads the sample request without an error.
+ *   - every field source reads the sample request without an error;
+ *   - a band's request program has a REPLACE rule exactly when it says
+ *     it needs the user key (pseudonymize), responses never do, and the
+ *     policy names where it needs pseudonym_keys exactly when one does;
+ *     with a key or without, the edit is idempotent.
  *
  * Build and run: FG_BUILD_DIR=<build dir> tests/fuzz/run.sh 120 policy.  By
  * hand (descriptor.pb-c.c is generated in the build directory):
@@ -216,8 +220,9 @@ static void check_stat(const struct fg_policy *p, uint32_t stat)
 		abort();
 }
 
-/* Rules sorted and unique, every field of them something fg_pbwire runs. */
-static void check_prog(const struct fg_policy *p, const struct fg_pbwire_msg *m, unsigned depth)
+/* Rules sorted and unique, every field of them something fg_pbwire runs;
+ * the REPLACE rules counted into <*replaces>. */
+static void check_prog(const struct fg_policy *p, const struct fg_pbwire_msg *m, unsigned depth, size_t *replaces)
 {
 	size_t i;
 
@@ -237,7 +242,12 @@ static void check_prog(const struct fg_policy *p, const struct fg_pbwire_msg *m,
 		case FG_PBWIRE_RECURSE:
 			if (!r->sub)
 				abort();
-			check_prog(p, r->sub, depth + 1);
+			check_prog(p, r->sub, depth + 1, replaces);
+			break;
+		case FG_PBWIRE_REPLACE:
+			if (r->arg >= FG_POLICY_NVALUES)
+				abort();
+			++*replaces;
 			break;
 		case FG_PBWIRE_COARSEN:
 			if (r->scalar == FG_PBWIRE_S_NONE || r->scalar > FG_PBWIRE_S_FIXED64 || !(r->precision > 0) ||
@@ -263,20 +273,21 @@ static void check_lowercase(const char *s)
 			abort();
 }
 
-/* <prog> over <msg>: accepted, and idempotent. */
+/* <prog> over <msg> with user key <key> (NULL: none): accepted, and idempotent. */
 static void check_edit(const struct fg_policy *p, const struct fg_policy_edit *e, size_t band,
-                       const struct msg *msg)
+                       const struct msg *msg, const char *key)
 {
 	struct fg_bufq once = { 0 }, twice = { 0 };
 	size_t n;
 	int changed = -1;
 
-	if (fg_policy_edit(p, e, band, band % NSLOTS, msg->b, msg->n, &once, &changed, NULL) != 0)
+	if (fg_policy_edit_call(p, e, band, band % NSLOTS, key, msg->b, msg->n, &once, &changed, NULL) != 0)
 		abort();
 	n = fg_bufq_len(&once);
 	if (changed != (n != msg->n || memcmp(fg_bufq_head(&once), msg->b, msg->n) != 0))
 		abort();
-	if (fg_policy_edit(p, e, band, NSLOTS, fg_bufq_head(&once), n, &twice, &changed, NULL) != 0 || changed ||
+	if (fg_policy_edit_call(p, e, band, NSLOTS, key, fg_bufq_head(&once), n, &twice, &changed, NULL) != 0 ||
+	    changed ||
 	    fg_bufq_len(&twice) != n || (n && memcmp(fg_bufq_head(&twice), fg_bufq_head(&once), n) != 0))
 		abort();
 	fg_bufq_free(&once);
@@ -304,8 +315,10 @@ static void check_source(const struct fg_policy_source *s)
 	}
 }
 
-static void check_method(const struct fg_policy *p, const struct fg_policy_method *m, size_t i)
+static void check_method(const struct fg_policy *p, const struct fg_policy_method *m, size_t i,
+                         size_t *need_user)
 {
+	size_t replaces;
 	const struct msg *out = strcmp(m->path, RANK_FEED) == 0 ? &response :
 	                        strcmp(m->path, STREAM_FEED) == 0 ? &item : NULL;
 	size_t b, h;
@@ -326,19 +339,27 @@ static void check_method(const struct fg_policy *p, const struct fg_policy_metho
 			abort();
 		for (h = 0; h < m->request[b].nremove_headers; h++)
 			check_lowercase(m->request[b].remove_headers[h]);
+		replaces = 0;
 		if (m->request[b].prog)
-			check_prog(p, m->request[b].prog, 0);
+			check_prog(p, m->request[b].prog, 0, &replaces);
+		if ((replaces > 0) != (m->request[b].need_user != 0))
+			abort();
+		*need_user += replaces;
+		replaces = 0;
 		if (m->response[b].prog)
-			check_prog(p, m->response[b].prog, 0);
-		check_edit(p, &m->request[b], b, &request);
+			check_prog(p, m->response[b].prog, 0, &replaces);
+		if (replaces || m->response[b].need_user)
+			abort();
+		check_edit(p, &m->request[b], b, &request, NULL);
+		check_edit(p, &m->request[b], b, &request, "k1:0123abcd");
 		if (out)
-			check_edit(p, &m->response[b], b, out);
+			check_edit(p, &m->response[b], b, out, NULL);
 	}
 }
 
 static void check_policy(const struct fg_policy *p)
 {
-	size_t b, i;
+	size_t b, i, need_user = 0;
 
 	if (p->nbands < 1 || p->nbands > FG_POLICY_MAX_BANDS || p->unknown_band >= p->nbands || p->file)
 		abort();
@@ -360,7 +381,9 @@ static void check_policy(const struct fg_policy *p)
 		                          strncmp(p->stat_names[i], "response:", 9) != 0))
 			abort();
 	for (i = 0; i < p->nmethods; i++)
-		check_method(p, &p->methods[i], i);
+		check_method(p, &p->methods[i], i, &need_user);
+	if ((need_user > 0) != (p->need_keys_at != NULL))
+		abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -856,7 +856,7 @@ static void test_err_top(void **state)
 	expect_error("descriptor_set: ranking.pb\n"
 	             "bandz: []\n",
 	             NAME ":2:1: unknown key 'bandz' in the policy (valid keys: descriptor_set, bands, "
-	             "unknown_band, methods)");
+	             "unknown_band, rule_sets, methods)");
 	expect_error("descriptor_set: ranking.pb\n"
 	             "methods: {}\n"
 	             "methods: {}\n",
@@ -989,7 +989,7 @@ static void test_err_methods(void **state)
 	             "response)");
 	expect_error(HEAD
 	             "    request: {bands: [child]}\n",                                    /* 10 */
-	             NAME ":10:14: request must be a list, not a mapping");
+	             NAME ":10:14: request must be a list of rule blocks or the name of a rule set, not a mapping");
 	expect_error(HEAD
 	             "    request: [[child]]\n",                                           /* 10 */
 	             NAME ":10:15: a rule block must be a mapping, not a list");
@@ -1100,7 +1100,7 @@ static void test_err_blocks(void **state)
 	expect_error(REQ_CHILD
 	             "        drop: [page_size]\n",                                   /* 12 */
 	             NAME ":12:9: unknown key 'drop' in a request rule block (valid keys: bands, keep_only, "
-	             "remove, coarsen, remove_headers)");
+	             "remove, coarsen, pseudonymize, remove_headers)");
 	expect_error(REQ_CHILD
 	             "        remove_headers: [\":authority\"]\n",                    /* 12 */
 	             NAME ":12:26: pseudo-headers (:authority) cannot be removed");
@@ -1278,6 +1278,11 @@ static void test_band_select(void **state)
 	assert_int_equal(fg_policy_band(p, buf, 6), 0);
 	assert_int_equal(fg_policy_band(p, "adul", 4), 0);
 	assert_int_equal(fg_policy_band(p, "Adult", 5), 0);
+	assert_int_equal(fg_policy_band(p, "ADULT", 5), 0);
+	/* Nor trimmed: the value is compared byte for byte, as the README says. */
+	assert_int_equal(fg_policy_band(p, " adult", 6), 0);
+	assert_int_equal(fg_policy_band(p, "adult ", 6), 0);
+	assert_int_equal(fg_policy_band(p, "adult\t", 6), 0);
 	assert_int_equal(fg_policy_band(p, "adult\0", 6), 0);
 	assert_int_equal(fg_policy_band(p, "", 0), 0);
 	assert_int_equal(fg_policy_band(p, NULL, 0), 0);
@@ -1551,6 +1556,312 @@ static void test_edit_response(void **state)
 	fg_policy_compile_free(p);
 }
 
+/* ---- the policy format as a new user reads it (issue 9) ---- */
+
+/* keep_only works in response blocks as in request blocks. */
+static void test_keep_only_response(void **state)
+{
+	struct fg_policy *p = load_ok(HEAD
+		"    response:\n"                                                       /* 10 */
+		"      - bands: [child]\n"                                              /* 11 */
+		"        keep_only: [items.item_id, items.title, next_page_token]\n");  /* 12 */
+	const struct fg_policy_method *m = method(p, RANK_FEED);
+	const struct fg_pbwire_msg *root = m->response[0].prog;
+	static const uint8_t want[] = { 0x0a, 0x02, 0x08, 0x01 };
+	struct fg_bufq out = { 0 };
+	const char *why = NULL;
+	int changed = -1;
+
+	expect_node(root, 1, 2, 1u, 4u);
+	expect_node(sub(root, 1), 1, 2, 1u, 2u);
+	assert_null(m->request[0].prog);
+	/* items keep item_id only (no title in it); segments and model go */
+	assert_int_equal(fg_policy_edit(p, &m->response[0], 0, 0, rank_resp, sizeof(rank_resp), &out, &changed, &why),
+	                 0);
+	assert_int_equal(changed, 1);
+	assert_int_equal(fg_bufq_len(&out), sizeof(want));
+	assert_memory_equal(fg_bufq_head(&out), want, sizeof(want));
+	fg_bufq_free(&out);
+	fg_policy_compile_free(p);
+}
+
+/* Under keep_only a coarsen path is kept: listed or not, the field comes
+ * through rounded, and nothing beside it is let through. */
+static void test_coarsen_kept_by_keep_only(void **state)
+{
+	/* context { geo { latitude rounded to 0.1 } }, page_size 20 */
+	static const uint8_t want[] = {
+		0x12, 0x0b, 0x22, 0x09, 0x09, 0x34, 0x33, 0x33, 0x33, 0x33, 0x73, 0x48, 0x40, 0x20, 0x14,
+	};
+	const struct fg_pbwire_msg *root, *geo;
+	struct fg_policy *p;
+	struct fg_bufq out = { 0 };
+	const char *why = NULL;
+	int changed = -1;
+
+	p = load_ok(REQ_CHILD
+		"        keep_only: [page_size]\n"                                      /* 12 */
+		"        coarsen: [{field: context.geo.latitude, precision: 0.1}]\n");  /* 13 */
+	root = method(p, RANK_FEED)->request[0].prog;
+	assert_int_equal(fg_policy_edit(p, &method(p, RANK_FEED)->request[0], 0, 0, rank_req, sizeof(rank_req), &out,
+	                                &changed, &why), 0);
+	assert_int_equal(fg_bufq_len(&out), sizeof(want));
+	assert_memory_equal(fg_bufq_head(&out), want, sizeof(want));
+	assert_int_equal(stripped(p, 0, rule(sub(sub(root, 2), 4), 1)->stat, 0), 1);
+	fg_bufq_free(&out);
+	fg_policy_compile_free(p);
+
+	/* Inside a field keep_only keeps whole, the nodes a coarsen path
+	 * makes copy everything else: geo keeps longitude, accuracy, city. */
+	p = load_ok(REQ_CHILD
+		"        keep_only: [context]\n"                                        /* 12 */
+		"        coarsen: [{field: context.geo.latitude, precision: 0.1}]\n");  /* 13 */
+	root = method(p, RANK_FEED)->request[0].prog;
+	expect_node(root, 1, 1, 2u);
+	expect_node(sub(root, 2), 0, 1, 4u);
+	geo = sub(sub(root, 2), 4);
+	expect_node(geo, 0, 1, 1u);
+	assert_int_equal(rule(geo, 1)->action, FG_PBWIRE_COARSEN);
+	fg_policy_compile_free(p);
+}
+
+/* Two methods name one rule set; each compiles it against its own types. */
+#define SETS \
+	"descriptor_set: ranking.pb\n"                          /* 1 */ \
+	"bands: [{name: child}, {name: adult}]\n"               /* 2 */ \
+	"rule_sets:\n"                                          /* 3 */ \
+	"  child_request:\n"                                    /* 4 */ \
+	"    - bands: [child]\n"                                /* 5 */ \
+	"      keep_only: [user.age_band, page_size]\n"         /* 6 */ \
+	"      remove_headers: [x-device-id]\n"                 /* 7 */ \
+	"  never_named:\n"                                      /* 8 */ \
+	"    - bands: [adult]\n"                                /* 9 */ \
+	"      remove: [no.such.field]\n"                       /* 10 */ \
+	"methods:\n"                                            /* 11 */ \
+	"  " RANK_FEED ":\n"                                    /* 12 */ \
+	"    age_band: {header: x-age-band}\n"                  /* 13 */ \
+	"    request: child_request\n"                          /* 14 */
+
+static void test_rule_sets(void **state)
+{
+	struct fg_policy *p = load_ok(SETS
+		"  " STREAM_FEED ":\n"                                  /* 15 */
+		"    age_band: {header: x-age-band}\n"                  /* 16 */
+		"    request: child_request\n"                          /* 17 */
+		"    response:\n"                                       /* 18 */
+		"      - bands: [child]\n"                              /* 19 */
+		"        remove: [explanations]\n");                    /* 20 */
+	const struct fg_policy_method *rank = method(p, RANK_FEED), *stream = method(p, STREAM_FEED);
+	const struct fg_policy_method *ms[] = { rank, stream };
+	size_t i;
+
+	for (i = 0; i < 2; i++) {
+		expect_node(ms[i]->request[0].prog, 1, 2, 1u, 4u);
+		expect_node(sub(ms[i]->request[0].prog, 1), 1, 1, 2u);
+		assert_int_equal(ms[i]->request[0].nremove_headers, 1);
+		assert_string_equal(ms[i]->request[0].remove_headers[0], "x-device-id");
+		assert_null(ms[i]->request[1].prog);
+	}
+	/* compiled once per method: two programs, one counter name */
+	assert_ptr_not_equal(rank->request[0].prog, stream->request[0].prog);
+	assert_null(rank->response[0].prog);
+	expect_node(stream->response[0].prog, 0, 1, 5u);
+	assert_int_equal(p->nstats, 2);
+	fg_policy_compile_free(p);
+
+	/* A set's errors are where it is written, naming what it was compiled for. */
+	expect_error(SETS
+		"    response: child_request\n",                        /* 15 */
+		NAME ":7:7: unknown key 'remove_headers' in a response rule block (valid keys: bands, keep_only, "
+		"remove, coarsen) (rule set 'child_request', compiled for " RANK_FEED " response)");
+	expect_error("descriptor_set: ranking.pb\n"                 /* 1 */
+		"bands: [{name: child}]\n"                              /* 2 */
+		"rule_sets:\n"                                          /* 3 */
+		"  no_explanations:\n"                                  /* 4 */
+		"    - bands: [child]\n"                                /* 5 */
+		"      remove: [items.explanations]\n"                  /* 6 */
+		"methods:\n"                                            /* 7 */
+		"  " RANK_FEED ":\n"                                    /* 8 */
+		"    age_band: {header: x-age-band}\n"                  /* 9 */
+		"    response: no_explanations\n"                       /* 10 */
+		"  " STREAM_FEED ":\n"                                  /* 11 */
+		"    age_band: {header: x-age-band}\n"                  /* 12 */
+		"    response: no_explanations\n",                      /* 13 */
+		NAME ":6:16: 'items.explanations': message feedguard.ranking.v1.FeedItem has no field 'items' "
+		"(rule set 'no_explanations', compiled for " STREAM_FEED " response)");
+	/* ... also for what the block as a whole gets wrong */
+	expect_error(SETS
+		"    response:\n"                                       /* 15 */
+		"      - bands: [child]\n"                              /* 16 */
+		"        remove: [model_version]\n"                     /* 17 */
+		"  " STREAM_FEED ":\n"                                  /* 18 */
+		"    age_band: {header: x-age-band}\n"                  /* 19 */
+		"    request: [{bands: \"*\"}, {bands: [child]}]\n",    /* 20 */
+		NAME ":20:37: band 'child' already has a request rule block");
+
+	/* Naming what is not there. */
+	expect_error(SETS
+		"  " STREAM_FEED ":\n"                                  /* 15 */
+		"    age_band: {header: x-age-band}\n"                  /* 16 */
+		"    request: child_requets\n",                         /* 17 */
+		NAME ":17:14: request: no rule set named 'child_requets' (rule_sets declares: child_request, "
+		"never_named)");
+	expect_error(HEAD
+		"    request: child_request\n",                         /* 10 */
+		NAME ":10:14: request: no rule set named 'child_request' (the policy declares no rule_sets; write the "
+		"list of rule blocks here, or declare it under rule_sets)");
+	expect_error(HEAD
+		"    request: ''\n",                                    /* 10 */
+		NAME ":10:14: request must be a list of rule blocks or the name of a rule set, not an empty value");
+	/* Shapes, checked whether a set is named or not. */
+	expect_error("descriptor_set: ranking.pb\n"
+		"bands: [{name: child}]\n"
+		"rule_sets: [a]\n"
+		"methods: {}\n",
+		NAME ":3:12: rule_sets must be a mapping, not a list");
+	expect_error("descriptor_set: ranking.pb\n"
+		"bands: [{name: child}]\n"
+		"rule_sets: {a: {bands: [child]}}\n"
+		"methods: {}\n",
+		NAME ":3:16: a rule set must be a list, not a mapping");
+	expect_error("descriptor_set: ranking.pb\n"
+		"bands: [{name: child}]\n"
+		"rule_sets: {a: [remove]}\n"
+		"methods: {}\n",
+		NAME ":3:17: a rule block must be a mapping, not a single value");
+	expect_error("descriptor_set: ranking.pb\n"
+		"bands: [{name: child}]\n"
+		"rule_sets: {a: [], a: []}\n"
+		"methods: {}\n",
+		NAME ":3:20: rule set 'a' is declared twice");
+}
+
+/* HEAD with a user_id; a request block for band child starts at line 9. */
+#define USER_HEAD \
+	"descriptor_set: ranking.pb\n"                          /* 1 */ \
+	"bands: [{name: child}, {name: adult}]\n"               /* 2 */ \
+	"methods:\n"                                            /* 3 */ \
+	"  " RANK_FEED ":\n"                                    /* 4 */ \
+	"    user_id: {field: user.user_id}\n"                  /* 5 */ \
+	"    age_band: {header: x-age-band}\n"                  /* 6 */ \
+	"    request:\n"                                        /* 7 */ \
+	"      - bands: [child]\n"                              /* 8 */
+
+static void test_pseudonymize(void **state)
+{
+	static const char key[] = "k1:00ff";
+	static const uint32_t user_id[] = { 1, 1 }, age_band[] = { 1, 2 }, page_size[] = { 4 };
+	struct fg_policy *p = load_ok(USER_HEAD
+		"        pseudonymize: [user.user_id]\n");              /* 9 */
+	const struct fg_policy_method *m = method(p, RANK_FEED);
+	const struct fg_pbwire_rule *r;
+	struct fg_pbwire_field f;
+	struct fg_bufq out = { 0 };
+	const char *why = NULL;
+	int changed = -1;
+
+	expect_node(m->request[0].prog, 0, 1, 1u);
+	expect_node(sub(m->request[0].prog, 1), 0, 1, 1u);
+	r = rule(sub(m->request[0].prog, 1), 1);
+	assert_int_equal(r->action, FG_PBWIRE_REPLACE);
+	assert_int_equal(r->arg, FG_POLICY_VALUE_USER_KEY);
+	assert_string_equal(stat_name(p, r->stat), "request:user.user_id");
+	assert_int_equal(m->request[0].need_user, 1);
+	assert_int_equal(m->request[1].need_user, 0);
+	assert_non_null(p->need_keys_at);
+	assert_string_equal(p->need_keys_at, NAME ":9:23");
+	/* the key is needed for the child band, or while the band is not known */
+	assert_int_equal(fg_policy_need_user(m, p->nbands, 1, 0), 1);
+	assert_int_equal(fg_policy_need_user(m, p->nbands, 1, 1), 0);
+	assert_int_equal(fg_policy_need_user(m, p->nbands, 0, 0), 1);
+
+	/* the key in place of the raw id; the rest as it came */
+	assert_int_equal(fg_policy_edit_call(p, &m->request[0], 0, 0, key, rank_req, sizeof(rank_req), &out, &changed,
+	                                     &why), 0);
+	assert_int_equal(changed, 1);
+	assert_int_equal(fg_pbwire_find(fg_bufq_head(&out), fg_bufq_len(&out), user_id, 2, &f, NULL), 0);
+	assert_int_equal(f.vlen, strlen(key));
+	assert_memory_equal(f.value, key, f.vlen);
+	assert_int_equal(fg_bufq_len(&out), sizeof(rank_req) - strlen("kid-1") + strlen(key));
+	assert_int_equal(stripped(p, 0, r->stat, 0), 1);
+	/* no key for the call: the field is left out, never passed raw */
+	fg_bufq_clear(&out);
+	assert_int_equal(fg_policy_edit_call(p, &m->request[0], 0, 0, "", rank_req, sizeof(rank_req), &out, &changed,
+	                                     &why), 0);
+	assert_int_equal(fg_pbwire_find(fg_bufq_head(&out), fg_bufq_len(&out), user_id, 2, &f, NULL), FG_ENOTFOUND);
+	assert_int_equal(fg_pbwire_find(fg_bufq_head(&out), fg_bufq_len(&out), age_band, 2, &f, NULL), 0);
+	fg_bufq_clear(&out);
+	assert_int_equal(fg_policy_edit(p, &m->request[0], 0, 0, rank_req, sizeof(rank_req), &out, &changed, &why), 0);
+	assert_int_equal(fg_pbwire_find(fg_bufq_head(&out), fg_bufq_len(&out), user_id, 2, &f, NULL), FG_ENOTFOUND);
+	assert_int_equal(stripped(p, 0, r->stat, 0), 3);
+	fg_policy_compile_free(p);
+
+	/* Under keep_only a pseudonymized field is kept, listed or not. */
+	p = load_ok(USER_HEAD
+		"        keep_only: [page_size]\n"                      /* 9 */
+		"        pseudonymize: [user.user_id]\n");              /* 10 */
+	m = method(p, RANK_FEED);
+	expect_node(m->request[0].prog, 1, 2, 1u, 4u);
+	expect_node(sub(m->request[0].prog, 1), 1, 1, 1u);
+	fg_bufq_clear(&out);
+	assert_int_equal(fg_policy_edit_call(p, &m->request[0], 0, 0, key, rank_req, sizeof(rank_req), &out, &changed,
+	                                     &why), 0);
+	assert_int_equal(fg_pbwire_find(fg_bufq_head(&out), fg_bufq_len(&out), user_id, 2, &f, NULL), 0);
+	assert_memory_equal(f.value, key, f.vlen);
+	assert_int_equal(fg_pbwire_find(fg_bufq_head(&out), fg_bufq_len(&out), age_band, 2, &f, NULL), FG_ENOTFOUND);
+	assert_int_equal(fg_pbwire_find(fg_bufq_head(&out), fg_bufq_len(&out), page_size, 1, &f, NULL), 0);
+	fg_policy_compile_free(p);
+	p = load_ok(USER_HEAD
+		"        keep_only: [user.user_id, page_size]\n"        /* 9 */
+		"        pseudonymize: [user.user_id]\n");              /* 10 */
+	assert_int_equal(rule(sub(method(p, RANK_FEED)->request[0].prog, 1), 1)->action, FG_PBWIRE_REPLACE);
+	fg_policy_compile_free(p);
+	p = load_ok(USER_HEAD
+		"        keep_only: [user]\n"                           /* 9 */
+		"        pseudonymize: [user.user_id]\n");              /* 10 */
+	expect_node(sub(method(p, RANK_FEED)->request[0].prog, 1), 0, 1, 1u);
+	fg_policy_compile_free(p);
+	fg_bufq_free(&out);
+
+	/* A policy without pseudonymize needs no keys, and no call a user key. */
+	p = load_ok(demo);
+	assert_null(p->need_keys_at);
+	assert_int_equal(fg_policy_need_user(method(p, RANK_FEED), p->nbands, 0, 0), 0);
+	fg_policy_compile_free(p);
+
+	expect_error(REQ_CHILD
+		"        pseudonymize: [user.user_id]\n",               /* 12 */
+		NAME ":12:23: pseudonymize needs the method's user_id (" RANK_FEED " has none): the pseudonym is "
+		"computed from it");
+	expect_error(USER_HEAD
+		"        pseudonymize: [page_size]\n",                  /* 9 */
+		NAME ":9:24: 'page_size': pseudonymize needs a string or bytes field; 'page_size' is int32");
+	expect_error(USER_HEAD
+		"        pseudonymize: [user]\n",                       /* 9 */
+		NAME ":9:24: 'user': pseudonymize needs a string or bytes field; 'user' is message");
+	expect_error(USER_HEAD
+		"        pseudonymize: [signals.search_history]\n",     /* 9 */
+		NAME ":9:24: 'signals.search_history': pseudonymize needs a single value; 'search_history' is repeated");
+	expect_error(USER_HEAD
+		"        remove: [user.user_id]\n"                      /* 9 */
+		"        pseudonymize: [user.user_id]\n",               /* 10 */
+		NAME ":10:24: 'user.user_id': field 'user_id' already has a rule (it is removed) here");
+	expect_error(USER_HEAD
+		"        pseudonymize: user.user_id\n",                 /* 9 */
+		NAME ":9:23: pseudonymize must be a list, not a single value");
+	expect_error("descriptor_set: ranking.pb\n"
+		"bands: [{name: child}]\n"
+		"methods:\n"
+		"  " RANK_FEED ":\n"
+		"    user_id: {field: user.user_id}\n"
+		"    age_band: {header: x-age-band}\n"
+		"    response:\n"
+		"      - bands: [child]\n"
+		"        pseudonymize: [model_version]\n",              /* 9 */
+		NAME ":9:9: unknown key 'pseudonymize' in a response rule block (valid keys: bands, keep_only, remove, "
+		"coarsen)");
+}
+
 static void test_count_call(void **state)
 {
 	struct fg_policy *p = load_ok(demo);
@@ -1618,6 +1929,16 @@ static void test_alloc_failures(void **state)
 		"      - bands: [adult]\n"
 		"        keep_only: ['m[*].b', i, u]\n"
 		"        coarsen: [{field: u, precision: 10}]\n") > 50);
+	/* rule sets compiled for two methods, pseudonymize under keep_only */
+	assert_true(fail_each_allocation(SETS
+		"  " STREAM_FEED ":\n"
+		"    user_id: {header: x-user-id}\n"
+		"    age_band: {header: x-age-band}\n"
+		"    request:\n"
+		"      - bands: [child]\n"
+		"        keep_only: [page_size]\n"
+		"        pseudonymize: [user.user_id]\n"
+		"        coarsen: [{field: context.geo.latitude, precision: 0.1}]\n") > 50);
 }
 
 static void test_alloc_failure_edit(void **state)
@@ -1680,27 +2001,32 @@ static void test_too_many_paths(void **state)
 /* A remove or coarsen path in a keep_only block must not let through a
  * field keep_only does not keep (it did: the path's new node copied
  * everything but what it named, so "remove: [signals.watch_history]" sent
- * the rest of signals). */
+ * the rest of signals).  A remove there is an error that says why; a
+ * coarsen path is kept, and the nodes it makes are allow-lists too. */
 static void test_regress_keep_only_not_widened(void **state)
 {
+	struct fg_policy *p;
+	const struct fg_pbwire_msg *root;
+
 	expect_error(REQ_CHILD
 	             "        keep_only: [user.user_id]\n"                            /* 12 */
 	             "        remove: [signals.watch_history]\n",                     /* 13 */
-	             NAME ":13:18: 'signals.watch_history': 'signals' is not in keep_only, so it is removed "
-	             "whole already");
-	expect_error(REQ_CHILD
-	             "        keep_only: [user.user_id]\n"                            /* 12 */
-	             "        coarsen: [{field: context.geo.latitude, precision: 1}]\n",   /* 13 */
-	             NAME ":13:27: 'context.geo.latitude': 'context' is not in keep_only, so it is removed "
-	             "whole already");
+	             NAME ":13:18: 'signals.watch_history': keep_only does not keep 'signals', so it is removed "
+	             "already; remove may only name fields inside what keep_only keeps");
 	expect_error(REQ_CHILD
 	             "        keep_only: [context.locale]\n"                          /* 12 */
 	             "        remove: [context.geo.city]\n",                          /* 13 */
-	             NAME ":13:18: 'context.geo.city': 'geo' is not in keep_only, so it is removed whole already");
-	expect_error(REQ_CHILD
-	             "        keep_only: [user.user_id]\n"                            /* 12 */
-	             "        coarsen: [{field: page_size, precision: 10}]\n",        /* 13 */
-	             NAME ":13:27: 'page_size': 'page_size' is not in keep_only, so it is removed whole already");
+	             NAME ":13:18: 'context.geo.city': keep_only does not keep 'geo', so it is removed already; "
+	             "remove may only name fields inside what keep_only keeps");
+	p = load_ok(REQ_CHILD
+	            "        keep_only: [user.user_id]\n"                             /* 12 */
+	            "        coarsen: [{field: context.geo.latitude, precision: 1}]\n");   /* 13 */
+	root = method(p, RANK_FEED)->request[0].prog;
+	expect_node(root, 1, 2, 1u, 2u);
+	expect_node(sub(root, 2), 1, 1, 4u);
+	expect_node(sub(sub(root, 2), 4), 1, 1, 1u);
+	assert_int_equal(rule(sub(sub(root, 2), 4), 1)->action, FG_PBWIRE_COARSEN);
+	fg_policy_compile_free(p);
 }
 
 /* Values quoted into a message must not carry control bytes into a log. */
@@ -1876,6 +2202,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_read_field),
 		cmocka_unit_test(test_edit_request),
 		cmocka_unit_test(test_edit_response),
+		cmocka_unit_test(test_keep_only_response),
+		cmocka_unit_test(test_coarsen_kept_by_keep_only),
+		cmocka_unit_test(test_rule_sets),
+		cmocka_unit_test(test_pseudonymize),
 		cmocka_unit_test(test_count_call),
 		cmocka_unit_test(test_alloc_failures),
 		cmocka_unit_test(test_alloc_failure_edit),
