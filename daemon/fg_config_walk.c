@@ -43,12 +43,32 @@ static int fail_unknown_key(struct fg_config_loader *l, const struct fg_config_s
 	                      fg_yaml_show(key, buf, sizeof(buf)), s->name, list);
 }
 
+/* The README writes nested keys dotted (admin.listen); a key written that
+ * way at the top level gets the nested form in its message. */
+static int fail_dotted(struct fg_config_loader *l, const struct fg_config_section *const *sections,
+                       size_t nsections, const struct fg_yaml_node *key)
+{
+	const char *dot = memchr(key->text, '.', key->len);
+	char buf[FG_YAML_SHOWLEN];
+
+	for (size_t i = 0; dot && i < nsections; i++)
+		if (strlen(sections[i]->name) == (size_t)(dot - key->text) &&
+		    memcmp(sections[i]->name, key->text, (size_t)(dot - key->text)) == 0 && sections[i]->nkeys > 0)
+			return fg_config_fail(l, key, "unknown key '%s': a dotted key of the reference is nested in the "
+			                      "file (write '%s:' and the rest of the name inside it)",
+			                      fg_yaml_show(key, buf, sizeof(buf)), sections[i]->name);
+	return 0;
+}
+
 static int fail_unknown_section(struct fg_config_loader *l, const struct fg_config_section *const *sections,
                                 size_t nsections, const struct fg_yaml_node *key)
 {
 	char list[KEY_LIST_LEN], buf[FG_YAML_SHOWLEN];
 	size_t n = 0;
+	int rc;
 
+	if ((rc = fail_dotted(l, sections, nsections, key)))
+		return rc;
 	list[0] = '\0';
 	for (size_t i = 0; i < nsections; i++)
 		list_add(list, &n, i, sections[i]->name);

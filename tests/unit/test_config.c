@@ -621,6 +621,11 @@ static void test_unknown_keys(void **state)
 	static const struct error_case cases[] = {
 		{ "foo: 1\n", NAME ":1:1: unknown key 'foo'; valid keys: listen, workers, upstream, "
 		  "limits, timeouts, admin, metrics, log, policy, pseudonym_keys" },
+		/* the reference's dotted names are nested mappings in the file */
+		{ UP "admin.listen: off\n", NAME ":2:1: unknown key 'admin.listen': a dotted key of the reference is "
+		  "nested in the file (write 'admin:' and the rest of the name inside it)" },
+		{ UP "listen.port: 1\n", NAME ":2:1: unknown key 'listen.port'; valid keys: listen, workers, upstream, "
+		  "limits, timeouts, admin, metrics, log, policy, pseudonym_keys" },
 		{ UP "Upstream: {}\n", NAME ":2:1: unknown key 'Upstream'; valid keys: listen, workers, "
 		  "upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys" },
 		{ "upstream:\n  address: 10.0.0.1:1\n  addr: 10.0.0.1:1\n", NAME ":3:3: unknown key 'addr' "
