@@ -207,9 +207,10 @@ static int keeps(enum fg_policy_prog_action a)
 	return a == FG_POLICY_PROG_KEEP || a == FG_POLICY_PROG_COARSEN || a == FG_POLICY_PROG_PSEUDONYMIZE;
 }
 
-/* In a keep_only block, remove names what keep_only keeps: a new DROP
- * rule for a field it does not keep would add nothing, and a user who
- * wrote one expects the field to be there otherwise: say so. */
+/* In a keep_only block, remove names what keep_only keeps: for a field
+ * it does not keep, a new rule would do nothing (the field is dropped
+ * already), and a node made to reach it would copy what keep_only meant
+ * to drop; the writer is told which, not left to guess. */
 static int check_kept(struct fg_policy_comp *c, const struct fg_policy_prog_node *node,
                       const struct fg_pbwire_rule *r, const struct fg_schema_field *f,
                       const struct path_req *q)
