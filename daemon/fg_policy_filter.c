@@ -931,16 +931,19 @@ static int read_filter_block(struct fg_policy_comp *c, const struct fg_policy_sc
 static int compile_filter(struct fg_policy_comp *c, const struct fg_policy_scope *s, const struct fg_yaml_node *val)
 {
 	unsigned char claimed[FG_POLICY_MAX_BANDS] = { 0 };
+	const struct fg_yaml_node *list;
 	size_t i;
 	int rc;
 
 	if (!s->method->feed)
 		return fg_policy_compile_fail(c, val, "filter needs the method's 'feed': where the items and their "
 		                                      "labels are");
-	if ((rc = fg_policy_compile_want_kind(c, val, FG_YAML_SEQ, "filter")))
+	/* Blocks written here, or a rule set's (shared by a unary and a
+	 * streaming method of one feed). */
+	if ((rc = fg_policy_compile_rule_list(c, val, "filter", &list)))
 		return rc;
-	for (i = 0; i < val->nkids; i++)
-		if ((rc = read_filter_block(c, s, val->kids[i], claimed)))
+	for (i = 0; i < list->nkids; i++)
+		if ((rc = read_filter_block(c, s, list->kids[i], claimed)))
 			return rc;
 	return 0;
 }
