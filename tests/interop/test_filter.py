@@ -980,6 +980,14 @@ def test_check_accepts_the_good_policies(tmp_path):
         assert res.returncode == 0, "policy %d:\n%s\n%s" % (k, text, res.stderr.decode("utf-8", "replace"))
 
 
+def test_check_accepts_uk_children_policy(tmp_path):
+    """policies/uk-children.yaml, the policy a UK platform starts from, passes
+    -t as shipped (beside the reference contract's descriptor set)."""
+    ph.write_policy(tmp_path, (harness.SRCDIR / "policies" / "uk-children.yaml").read_text())
+    res = run_feedguardd(["-t", "-c", str(write_check_config(tmp_path))])
+    assert res.returncode == 0, res.stderr.decode("utf-8", "replace")
+
+
 @pytest.mark.parametrize("kind", sorted(BAD))
 def test_check_rejects_bad_filter_policy(tmp_path, kind):
     text, places, words = bad_policy(kind)
