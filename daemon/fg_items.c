@@ -4,6 +4,7 @@
  */
 #include "config.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,6 +176,20 @@ static const struct fg_items_label *find_num(const struct fg_items_spec *sp, int
 }
 
 /*
+ * Whether confidence <conf> reaches threshold <t>.  The policy keeps its
+ * thresholds as floats, so the 0.1 it was given is 0.1f, a little above
+ * the double 0.1 a classifier sends at the threshold: a double confidence
+ * counts when it is <t> at a float's precision (a float one is exact).
+ */
+static int reaches(double conf, float t)
+{
+	if (conf >= (double)t)
+		return 1;
+	/* below <t>; converting a double out of a float's range is undefined */
+	return conf >= -FLT_MAX && (float)conf >= t;
+}
+
+/*
  * A label <l> with confidence <conf>.  NULL: a string the map does not
  * list (a topic: the item is labelled all the same) or, with <is_enum>, a
  * number the enum does not name (no label).
@@ -193,7 +208,7 @@ static void add_label(struct scan *s, const struct fg_items_label *l, double con
 		conf = 1.0;
 	for (m = l->classes; m; m &= m - 1) {
 		unsigned b = (unsigned)__builtin_ctzll(m);
-		if (conf >= (double)s->r->threshold[b])
+		if (reaches(conf, s->r->threshold[b]))
 			s->classes |= UINT64_C(1) << b;
 	}
 }

@@ -464,8 +464,22 @@ static void test_items_message_labels(void **state)
 	label_item(&m, NULL, 1, FG_ITEMS_C_DOUBLE, 0.0);         /* 5: a topic, whatever its confidence */
 	label_item(&m, NULL, -5, FG_ITEMS_C_DOUBLE, 0.09);       /* 6: below 0.1 */
 	label_item(&m, NULL, 3, FG_ITEMS_C_DOUBLE, 0.75);        /* 7: stunt */
+	/* 8, 9: a double at the policy's 0.1 and 0.3, which it keeps as floats
+	 * (0.1f and 0.3f are above the doubles 0.1 and 0.3): at the threshold */
+	label_item(&m, NULL, -5, FG_ITEMS_C_DOUBLE, 0.1);
+	label_item(&m, NULL, 2, FG_ITEMS_C_DOUBLE, 0.3);
+	/* 10, 11: far out of a float's range, both ways */
+	label_item(&m, NULL, 2, FG_ITEMS_C_DOUBLE, 1e300);
+	label_item(&m, NULL, 2, FG_ITEMS_C_DOUBLE, -1e300);
+	r.threshold[C_SAD] = 0.3f;
 	assert_int_equal(fg_items_scan(m.b, m.n, &sp, &r, &pg, &why), 0);
-	assert_int_equal(pg.n, 8);
+	r.threshold[C_SAD] = 0.5f;
+	assert_int_equal(pg.n, 12);
+	expect_item(&pg.item[8], FG_ITEMS_EXCLUDE, 0, C_PORN);
+	expect_item(&pg.item[9], FG_ITEMS_DEMOTE, 0, C_SAD);
+	expect_item(&pg.item[10], FG_ITEMS_DEMOTE, 0, C_SAD);
+	expect_item(&pg.item[11], FG_ITEMS_ALLOW, 0, 0);
+	assert_int_equal(fg_items_scan(m.b, m.n, &sp, &r, &pg, &why), 0);
 	expect_item(&pg.item[0], FG_ITEMS_DEMOTE, 0, C_SAD);
 	expect_item(&pg.item[1], FG_ITEMS_ALLOW, 0, 0);
 	expect_item(&pg.item[2], FG_ITEMS_DEMOTE, 0, C_SAD);
