@@ -431,11 +431,12 @@ int fg_items_scan(const uint8_t *in, size_t len, const struct fg_items_spec *spe
 		return FG_ETOOBIG;
 	if (!in)
 		in = s.base = (const uint8_t *)"";
-	if (spec->items_depth == 0)
-		return add_item(&s, in, in, in + len);
+	/* Item mode too: scan_labels follows labels_path[] to its depth. */
 	if (spec->items_depth > FG_ITEMS_MAX_PATH || spec->labels_depth == 0 ||
 	    spec->labels_depth > FG_ITEMS_MAX_PATH)
 		return bad(&s, "bad item spec");
+	if (spec->items_depth == 0)
+		return add_item(&s, in, in, in + len);
 	return scan_items(&s, in, in + len, 0);
 }
 
@@ -464,6 +465,15 @@ static int fits(const struct plan *pl, unsigned g, uint64_t p)
 	return (double)(pl->count[g] + 1) <= gr->max_share * (double)(rp + 1) + 1e-9;
 }
 
+/* A demoted item's group, within the rules' <ng> groups: a group beyond
+ * them counts in the last one (the arrays have FG_ITEMS_MAX_GROUPS). */
+static unsigned own_group(struct fg_items_item *it, size_t ng)
+{
+	if (it->group >= ng)
+		it->group = (uint8_t)(ng - 1);
+	return it->group;
+}
+
 static void deliver(struct plan *pl, uint32_t i)
 {
 	struct fg_items_page *pg = pl->pg;
@@ -476,11 +486,14 @@ static void deliver(struct plan *pl, uint32_t i)
 	pg->order[pg->norder++] = i;
 }
 
-static void plan_item_mode(struct plan *pl, struct fg_items_stream *st, uint64_t limit)
+static void plan_item_mode(struct plan *pl, struct fg_items_stream *st, uint64_t limit, size_t ng)
 {
 	struct fg_items_page *pg = pl->pg;
 	struct fg_items_item *it = &pg->item[0];
 
+	it->fate = FG_ITEMS_KEPT;
+	if (it->decision == FG_ITEMS_DEMOTE)
+		own_group(it, ng);
 	if (it->decision == FG_ITEMS_EXCLUDE) {
 		it->fate = FG_ITEMS_REMOVED;
 		return;
@@ -514,6 +527,8 @@ void fg_items_plan(struct fg_items_page *page, const struct fg_items_rules *r, s
 	page->unmet = 0;
 	if (page->n == 0)
 		return;
+	if (ng > FG_ITEMS_MAX_GROUPS)
+		ng = FG_ITEMS_MAX_GROUPS;
 	if (st) {
 		pl.base = st->delivered;
 		memcpy(pl.last, st->last, sizeof(pl.last));
@@ -522,11 +537,9 @@ void fg_items_plan(struct fg_items_page *page, const struct fg_items_rules *r, s
 		pl.pos0 = pl.base;
 		if (st)
 			memcpy(pl.count, st->count, sizeof(pl.count));
-		plan_item_mode(&pl, st, limit);
+		plan_item_mode(&pl, st, limit, ng);
 		return;
 	}
-	if (ng > FG_ITEMS_MAX_GROUPS)
-		ng = FG_ITEMS_MAX_GROUPS;
 	for (g = 0; g < ng; g++)
 		head[g] = tail[g] = UINT32_MAX;
 	/* Excluded items go; demoted ones queue in their group. */
@@ -536,8 +549,7 @@ void fg_items_plan(struct fg_items_page *page, const struct fg_items_rules *r, s
 		if (it->decision == FG_ITEMS_EXCLUDE) {
 			it->fate = FG_ITEMS_REMOVED;
 		} else if (it->decision == FG_ITEMS_DEMOTE) {
-			if (it->group >= ng)
-				it->group = (uint8_t)(ng - 1);
+			own_group(it, ng);
 			next[i] = UINT32_MAX;
 			if (head[it->group] == UINT32_MAX)
 				head[it->group] = (uint32_t)i;
@@ -628,6 +640,13 @@ struct writer {
 	const char **why;
 };
 
+static int changed(struct writer *w)
+{
+	if (w->why)
+		*w->why = "the page changed between scan and write";
+	return FG_EINVAL;
+}
+
 static int put(struct writer *w, const uint8_t *p, size_t n)
 {
 	return n ? fg_bufq_append(w->out, p, n) : 0;
@@ -659,11 +678,8 @@ static int write_level(struct writer *w, const uint8_t *p, const uint8_t *end, s
 
 	while (p < end) {
 		f = step(p, end);
-		if (!f.end || (f.number == want && f.wire_type != FG_PBWIRE_LEN)) {
-			if (w->why)
-				*w->why = "the page changed between scan and write";
-			return FG_EINVAL;
-		}
+		if (!f.end || (f.number == want && f.wire_type != FG_PBWIRE_LEN))
+			return changed(w);
 		p = f.end;
 		if (f.number != want)
 			continue;
@@ -712,6 +728,12 @@ int fg_items_write(const uint8_t *in, size_t len, const struct fg_items_spec *sp
 		if (fg_bufq_reserve(out, len) < 0)
 			return FG_ENOMEM;
 		for (i = 0; i < page->n && rc == 0; i++) {
+			/* What the offsets can tell of another page: they must
+			 * not run backwards or past its end. */
+			if (page->item[i].start < at || page->item[i].end > len) {
+				rc = changed(&w);
+				break;
+			}
 			rc = put(&w, in + at, page->item[i].start - at);
 			if (rc == 0)
 				rc = put_slot(&w);

@@ -784,6 +784,27 @@ static void test_items_item_mode(void **state)
 	set_group(&r, 0, 0, 1, 1.0);
 	fg_items_plan(&pg, &r, NULL, 0, 1);
 	assert_true(fg_items_identity(&pg));
+	/* planned again: the fate is the new plan's, as in page mode */
+	st = (struct fg_items_stream){ .delivered = 10 };
+	fg_items_plan(&pg, &r, &st, 5, 1);
+	assert_int_equal(pg.item[0].fate, FG_ITEMS_TRIMMED);
+	fg_items_plan(&pg, &r, NULL, 5, 1);
+	assert_int_equal(pg.item[0].fate, FG_ITEMS_KEPT);
+	assert_int_equal(pg.norder, 1);
+	/* a group beyond ngroups counts in the last group, as in page mode
+	 * (it indexed past the rules' and the stream's arrays) */
+	r.ngroups = 2;
+	set_group(&r, 1, 0, 1, 1.0);
+	for (i = 0; i < 2; i++) {
+		r.unlabelled_group = i ? 200 : 5;
+		memset(&st, 0, sizeof(st));
+		assert_int_equal(fg_items_scan(NULL, 0, &sp, &r, &pg, &why), 0);
+		fg_items_plan(&pg, &r, &st, 0, 1);
+		assert_int_equal(pg.item[0].fate, FG_ITEMS_KEPT);
+		assert_int_equal(pg.item[0].group, 1);
+		assert_int_equal(st.last[1], 1);
+		assert_int_equal(st.count[1], 1);
+	}
 	fg_bufq_free(&out);
 	fg_items_page_free(&pg);
 }
@@ -1021,6 +1042,7 @@ static void test_items_malformed(void **state)
 	static const uint8_t trunc_len[] = { 0x0a, 0x05, 0x12, 0x01 };
 	static const uint8_t trunc_varint[] = { 0x28, 0x80 };
 	static const uint8_t bad_packed[] = { 0x12, 0x02, 0x02, 0x80 };
+	int i;
 
 	(void)state;
 	/* the page itself: an item runs past the end; a varint ends early */
@@ -1097,6 +1119,20 @@ static void test_items_malformed(void **state)
 	sp = spec_str();
 	sp.items_depth = FG_ITEMS_MAX_PATH + 1;
 	expect_einval(&m, &sp, "items_depth too deep");
+	/* the labels path is checked in item mode too: with no depth the scan
+	 * followed field 2 down past the end of labels_path[] */
+	sp = spec_str();
+	sp.items_depth = 0;
+	sp.labels_depth = 0;
+	m.n = 0;
+	for (i = 0; i < 20; i++) {
+		it = m;
+		m.n = 0;
+		f_msg(&m, 2, &it);
+	}
+	expect_einval(&m, &sp, "item mode: labels_depth 0");
+	sp.labels_depth = FG_ITEMS_MAX_PATH + 1;
+	expect_einval(&m, &sp, "item mode: labels_depth too deep");
 }
 
 /* write refuses a page that is not the one scanned, and leaves <out> as it was */
@@ -1135,6 +1171,21 @@ static void test_items_write_changed(void **state)
 	assert_int_equal(fg_items_write(in.b, in.n - 1, &sp, &pg, &out, &why), FG_EINVAL);
 	assert_non_null(why);
 	assert_int_equal(fg_bufq_len(&out), 4);
+	/* items straight under the root: a page shorter than its items (the
+	 * writer used to copy past its end) */
+	sp = spec_str();
+	in.n = 0;
+	item_of(&in, 'a', 0);
+	item_of(&in, 'x', 1);
+	item_of(&in, 'a', 2);
+	assert_int_equal(fg_items_scan(in.b, in.n, &sp, &r, &pg, &why), 0);
+	fg_items_plan(&pg, &r, NULL, 0, 0);
+	assert_string_equal(order_str(&pg), "0 2");
+	why = NULL;
+	assert_int_equal(fg_items_write(in.b, in.n - 1, &sp, &pg, &out, &why), FG_EINVAL);
+	assert_non_null(why);
+	assert_int_equal(fg_bufq_len(&out), 4);
+	assert_memory_equal(fg_bufq_head(&out), "keep", 4);
 	fg_bufq_free(&out);
 	fg_items_page_free(&pg);
 }
