@@ -519,7 +519,7 @@ void fg_items_plan(struct fg_items_page *page, const struct fg_items_rules *r, s
                    uint64_t limit, int item_mode)
 {
 	struct plan pl = { .r = r, .pg = page };
-	uint32_t *next = page->order + page->cap;      /* per group FIFO links of pending items */
+	uint32_t *next;                                 /* per group FIFO links of pending items */
 	uint32_t head[FG_ITEMS_MAX_GROUPS], tail[FG_ITEMS_MAX_GROUPS];
 	size_t ri, i, g, ng = r->ngroups ? r->ngroups : 1;
 
@@ -527,6 +527,8 @@ void fg_items_plan(struct fg_items_page *page, const struct fg_items_rules *r, s
 	page->unmet = 0;
 	if (page->n == 0)
 		return;
+	/* Only now: a page that never held an item has no arrays (NULL + 0). */
+	next = page->order + page->cap;
 	if (ng > FG_ITEMS_MAX_GROUPS)
 		ng = FG_ITEMS_MAX_GROUPS;
 	if (st) {
@@ -720,6 +722,8 @@ int fg_items_write(const uint8_t *in, size_t len, const struct fg_items_spec *sp
 	size_t before = fg_bufq_len(out), i, at = 0;
 	int rc = 0;
 
+	if (!in)        /* an empty page, as fg_items_scan takes it */
+		in = w.base = (const uint8_t *)"";
 	if (spec->items_depth == 0)
 		return page->norder ? put(&w, in, len) : 0;
 	if (spec->items_depth == 1) {

@@ -316,6 +316,20 @@ static void test_items_string_labels(void **state)
 	assert_int_equal(fg_items_scan(m.b, m.n, &sp, &r, &pg, &why), 0);
 	expect_item(&pg.item[1], FG_ITEMS_DEMOTE, 1, FG_ITEMS_UNLABELLED);
 
+	/* a page that never held an item (no arrays yet; found by fuzz_items:
+	 * the plan computed NULL + 0, undefined), planned and written */
+	{
+		struct fg_items_page fresh = { 0 };
+		struct fg_bufq out = { 0 };
+		assert_int_equal(fg_items_scan(NULL, 0, &sp, &r, &fresh, &why), 0);
+		fg_items_plan(&fresh, &r, NULL, 0, 0);
+		assert_int_equal(fresh.norder, 0);
+		assert_true(fg_items_identity(&fresh));
+		assert_int_equal(fg_items_write(NULL, 0, &sp, &fresh, &out, &why), 0);
+		assert_int_equal(fg_bufq_len(&out), 0);
+		fg_bufq_free(&out);
+		fg_items_page_free(&fresh);
+	}
 	/* an empty page, and a page with no items */
 	assert_int_equal(fg_items_scan(NULL, 0, &sp, &r, &pg, &why), 0);
 	assert_int_equal(pg.n, 0);
