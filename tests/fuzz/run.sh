@@ -4,6 +4,8 @@
 # fails the run and leaves the reproducer in the work directory.
 #
 # Usage: tests/fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]   (default 20, all)
+# A target is named as its file without fuzz_ and .c (pbwire, items), or
+# with the prefix (fuzz_items).
 # Environment: FG_BUILD_DIR, a configured build directory (default build/):
 # its generated daemon/descriptor.pb-c.c and proto/ranking.pb are used.
 set -euo pipefail
@@ -40,6 +42,7 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 export FG_RANKING_PB="$build/proto/ranking.pb"
 for t in "${targets[@]}"; do
+	t=${t#fuzz_}
 	# shellcheck disable=SC2086
 	clang $cflags -fsanitize=fuzzer $incs "$top/tests/fuzz/fuzz_$t.c" "$work/libfg.a" $libs -o "$work/fuzz_$t"
 	mkdir -p "$work/corpus_$t"
