@@ -118,8 +118,9 @@ struct fg_items_item {
 	uint32_t start, end;        /* the item field's occurrence (tag to end) in the message */
 	uint8_t decision;           /* enum fg_items_decision */
 	uint8_t group;              /* DEMOTE: its group */
-	uint8_t cls;                /* the class that decided (lowest index), FG_ITEMS_UNLABELLED,
-	                               or 0 for an allowed item */
+	uint8_t cls;                /* the class that decided (lowest index); FG_ITEMS_UNLABELLED
+	                               for an item without labels, whatever its decision; 0 for
+	                               a labelled item that is allowed */
 	uint8_t fate;               /* set by fg_items_plan: enum fg_items_fate */
 };
 

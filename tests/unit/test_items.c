@@ -451,7 +451,7 @@ static void test_items_message_labels(void **state)
 	label_item(&m, "sad", 0, FG_ITEMS_C_FLOAT, 0.5);         /* 0: at the threshold */
 	label_item(&m, "sad", 0, FG_ITEMS_C_FLOAT, 0.49);        /* 1: below: labelled, allowed */
 	label_item(&m, "sad", 0, FG_ITEMS_C_FLOAT, NAN);         /* 2: NaN counts as 1.0 */
-	label_item(&m, "sad", 0, FG_ITEMS_C_NONE, 0);            /* 3: no confidence: certain */
+	label_item(&m, "sad", 0, FG_ITEMS_C_NONE, 0);            /* 3: no confidence field: 0.0 */
 	label_item(&m, "porn", 0, FG_ITEMS_C_FLOAT, 0.1);        /* 4: at the 0.1 threshold */
 	label_item(&m, "porn", 0, FG_ITEMS_C_FLOAT, 0.09);       /* 5: below it */
 	label_item(&m, "sad", 0, FG_ITEMS_C_FLOAT, 1.0);         /* 6 */
@@ -461,7 +461,7 @@ static void test_items_message_labels(void **state)
 	expect_item(&pg.item[0], FG_ITEMS_DEMOTE, 0, C_SAD);
 	expect_item(&pg.item[1], FG_ITEMS_ALLOW, 0, 0);
 	expect_item(&pg.item[2], FG_ITEMS_DEMOTE, 0, C_SAD);
-	expect_item(&pg.item[3], FG_ITEMS_DEMOTE, 0, C_SAD);
+	expect_item(&pg.item[3], FG_ITEMS_ALLOW, 0, 0);
 	expect_item(&pg.item[4], FG_ITEMS_EXCLUDE, 0, C_PORN);
 	expect_item(&pg.item[5], FG_ITEMS_ALLOW, 0, 0);
 	expect_item(&pg.item[6], FG_ITEMS_DEMOTE, 0, C_SAD);
@@ -473,7 +473,7 @@ static void test_items_message_labels(void **state)
 	label_item(&m, NULL, 2, FG_ITEMS_C_DOUBLE, 0.5);         /* 0: at */
 	label_item(&m, NULL, 2, FG_ITEMS_C_DOUBLE, 0.4999);      /* 1: below */
 	label_item(&m, NULL, 2, FG_ITEMS_C_DOUBLE, NAN);         /* 2: NaN */
-	label_item(&m, NULL, 2, FG_ITEMS_C_NONE, 0);             /* 3: absent */
+	label_item(&m, NULL, 2, FG_ITEMS_C_NONE, 0);             /* 3: absent: 0.0 */
 	label_item(&m, NULL, 4, FG_ITEMS_C_DOUBLE, 1.0);         /* 4: unnamed: no label */
 	label_item(&m, NULL, 1, FG_ITEMS_C_DOUBLE, 0.0);         /* 5: a topic, whatever its confidence */
 	label_item(&m, NULL, -5, FG_ITEMS_C_DOUBLE, 0.09);       /* 6: below 0.1 */
@@ -497,7 +497,7 @@ static void test_items_message_labels(void **state)
 	expect_item(&pg.item[0], FG_ITEMS_DEMOTE, 0, C_SAD);
 	expect_item(&pg.item[1], FG_ITEMS_ALLOW, 0, 0);
 	expect_item(&pg.item[2], FG_ITEMS_DEMOTE, 0, C_SAD);
-	expect_item(&pg.item[3], FG_ITEMS_DEMOTE, 0, C_SAD);
+	expect_item(&pg.item[3], FG_ITEMS_ALLOW, 0, 0);
 	expect_item(&pg.item[4], FG_ITEMS_DEMOTE, 0, FG_ITEMS_UNLABELLED);
 	expect_item(&pg.item[5], FG_ITEMS_ALLOW, 0, 0);
 	expect_item(&pg.item[6], FG_ITEMS_ALLOW, 0, 0);
@@ -1388,7 +1388,7 @@ static void random_item(struct rpage *p, const struct fg_items_rules *r)
 		struct msg lab = { .n = 0 }, mod = { .n = 0 };
 		size_t li = rnd(sizeof(rnd_labels) / sizeof(rnd_labels[0]));
 		uint32_t ci = rnd(8);
-		double cv = ci < 7 ? conf[ci] : 1.0;   /* 7: no confidence field */
+		double cv = ci < 7 ? conf[ci] : 0.0;   /* 7: no confidence field: its default */
 		f_bytes(&lab, 1, rnd_labels[li].str, rnd_labels[li].len);
 		if (ci < 7)
 			f_float(&lab, 2, conf[ci]);
