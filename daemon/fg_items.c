@@ -250,6 +250,19 @@ static int message_label(struct scan *s, const uint8_t *p, const uint8_t *end)
 	double conf = sp->conf_kind == FG_ITEMS_C_NONE ? 1.0 : 0.0;
 	int have = 0;
 
+	/* What classifiers send nearly always: a short string label, then a
+	 * float confidence, one-byte tags, nothing else.  Read it in place. */
+	if (!sp->value_enum && sp->conf_kind == FG_ITEMS_C_FLOAT && sp->value_number < 16 && sp->conf_number < 16 &&
+	    end - p >= 2 && p[0] == ((sp->value_number << 3) | FG_PBWIRE_LEN) && p[1] < 0x80 &&
+	    (size_t)(end - p) - 2 >= p[1]) {
+		const uint8_t *v = p + 2, *q = p + 2 + p[1];
+		if (end - q == 5 && q[0] == ((sp->conf_number << 3) | FG_PBWIRE_I32)) {
+			float x;
+			memcpy(&x, q + 1, 4);
+			add_label(s, find_str(sp, v, p[1]), x, 0);
+			return 0;
+		}
+	}
 	while (p < end) {
 		f = step(p, end);
 		if (!f.end)
