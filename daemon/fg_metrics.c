@@ -224,7 +224,7 @@ static void method_band_labels(struct evbuffer *out, const struct fg_policy *p, 
 static void render_filter(struct evbuffer *out, const struct fg_policy *p)
 {
 	size_t m, b, k, a, nb = p->nbands, ncls = p->nclasses + 1;
-	size_t row = p->nmethods * nb * ncls * FG_POLICY_FILTER_NACTIONS;
+	size_t row = p->nfeeds * nb * ncls * FG_POLICY_FILTER_NACTIONS;
 	uint64_t v;
 
 	if (!p->counters.filtered)
@@ -236,7 +236,8 @@ static void render_filter(struct evbuffer *out, const struct fg_policy *p)
 		for (b = 0; p->methods[m].feed && b < nb; b++)
 			for (k = 0; k < ncls; k++)
 				for (a = 0; a < FG_POLICY_FILTER_NACTIONS; a++) {
-					size_t i = ((m * nb + b) * ncls + k) * FG_POLICY_FILTER_NACTIONS + a;
+					size_t fi = p->methods[m].feed_index;
+					size_t i = ((fi * nb + b) * ncls + k) * FG_POLICY_FILTER_NACTIONS + a;
 					v = sum_slots(p->counters.filtered, p->counters.nslots, row, i);
 					if (!v)
 						continue;
@@ -254,7 +255,10 @@ static void render_filter(struct evbuffer *out, const struct fg_policy *p)
 		                      : "Feed pages (response messages) the filter ran on.", name);
 		for (m = 0; m < p->nmethods; m++)
 			for (b = 0; p->methods[m].feed && b < nb; b++) {
-				v = sum_slots(p->counters.pages, p->counters.nslots, p->nmethods * nb * 2, (m * nb + b) * 2 + a);
+				if (!p->methods[m].filter[b].active)
+					continue;       /* bands with a filter block only */
+				v = sum_slots(p->counters.pages, p->counters.nslots, p->nfeeds * nb * 2,
+				              (p->methods[m].feed_index * nb + b) * 2 + a);
 				evbuffer_add_printf(out, "%s", name);
 				method_band_labels(out, p, m, b);
 				evbuffer_add_printf(out, "} %llu\n", (unsigned long long)v);

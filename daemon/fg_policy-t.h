@@ -88,6 +88,7 @@ struct fg_policy_feed {
 	uint32_t page_size_path[FG_ITEMS_MAX_PATH]; /* request integer field; depth 0: none */
 	size_t page_size_depth;
 	uint64_t default_page_size;         /* a request without page_size asks for this (0: unknown) */
+	uint8_t page_size_signed;           /* int32/int64: a negative value is no size */
 	char *report_header;                /* NULL: no counts header */
 };
 
@@ -117,6 +118,8 @@ struct fg_policy_method {
 	struct fg_policy_edit *response;    /* [nbands] */
 	const struct fg_policy_feed *feed;  /* NULL: the method has no feed to filter */
 	struct fg_policy_filter *filter;    /* [nbands] when <feed> is set */
+	size_t feed_index;                  /* <feed> set: position among the methods with one, for
+	                                       the filter's counters */
 	size_t index;                       /* position in fg_policy.methods, for counters */
 };
 
@@ -129,9 +132,9 @@ struct fg_policy_method {
 struct fg_policy_counters {
 	uint64_t *calls;            /* [slot][method][band] intercepted calls */
 	uint64_t *stripped;         /* [slot][stat][band] fields removed or changed */
-	uint64_t *filtered;         /* [slot][method][band][class + 1][action] items; class
+	uint64_t *filtered;         /* [slot][feed][band][class + 1][action] items; class
 	                               nclasses is "unlabelled" */
-	uint64_t *pages;            /* [slot][method][band][2] pages filtered, pages unmet */
+	uint64_t *pages;            /* [slot][feed][band][2] pages filtered, pages unmet */
 	size_t nslots;
 };
 
@@ -144,6 +147,7 @@ struct fg_policy {
 	size_t nmethods;
 	struct fg_policy_class *classes;    /* built-in first */
 	size_t nclasses;
+	size_t nfeeds;                      /* methods with a feed */
 	char **stat_names;                  /* "request:signals.watch_history" per pbwire stat index */
 	size_t nstats;
 	struct fg_policy_counters counters;

@@ -256,13 +256,15 @@ static int alloc_counters(struct fg_policy_comp *c, size_t nslots)
 	p->counters.stripped = calloc(nslots * (p->nstats ? p->nstats : 1) * per, sizeof(uint64_t));
 	if (!p->counters.calls || !p->counters.stripped)
 		return fg_policy_compile_nomem(c);
-	for (i = 0; i < p->nmethods && !p->methods[i].feed; i++)
-		;
-	if (i == p->nmethods)
-		return 0;       /* no feeds: no filter counters */
-	p->counters.filtered = calloc(nslots * p->nmethods * per * (p->nclasses + 1) * FG_POLICY_FILTER_NACTIONS,
+	/* The filter's counters exist for the methods with a feed only. */
+	for (i = 0; i < p->nmethods; i++)
+		if (p->methods[i].feed)
+			p->methods[i].feed_index = p->nfeeds++;
+	if (!p->nfeeds)
+		return 0;
+	p->counters.filtered = calloc(nslots * p->nfeeds * per * (p->nclasses + 1) * FG_POLICY_FILTER_NACTIONS,
 	                              sizeof(uint64_t));
-	p->counters.pages = calloc(nslots * p->nmethods * per * 2, sizeof(uint64_t));
+	p->counters.pages = calloc(nslots * p->nfeeds * per * 2, sizeof(uint64_t));
 	return p->counters.filtered && p->counters.pages ? 0 : fg_policy_compile_nomem(c);
 }
 

@@ -239,7 +239,7 @@ static int is_repeated(const struct fg_schema_field *f)
 
 /* "items": a repeated message field of the response, or "." */
 static int read_items(struct fg_policy_comp *c, const struct fg_yaml_node *n, const struct fg_schema_message *out,
-                      struct fg_items_spec *sp, const struct fg_schema_message **item)
+                      int server_streaming, struct fg_items_spec *sp, const struct fg_schema_message **item)
 {
 	const struct fg_schema_field *f;
 	int rc;
@@ -247,6 +247,9 @@ static int read_items(struct fg_policy_comp *c, const struct fg_yaml_node *n, co
 	if (!n)
 		return FG_ENOTFOUND;
 	if (n->kind == FG_YAML_SCALAR && strcmp(n->text, ".") == 0) {
+		if (!server_streaming)
+			return fg_policy_compile_fail(c, n, "items: \".\" (each response message is an item) needs a "
+			                                    "server-streaming method; this one answers with one message");
 		sp->items_depth = 0;
 		*item = out;
 		return 0;
@@ -417,10 +420,15 @@ static int read_label_map(struct fg_policy_comp *c, const struct fg_yaml_node *n
 	for (i = 0; i + 1 < map->nkids; i += 2) {
 		const struct fg_yaml_node *key = map->kids[i], *val = map->kids[i + 1];
 		struct fg_items_label *l = &tab[k++];
+		size_t j;
+		for (j = 0; j < i; j += 2)
+			if (map->kids[j]->len == key->len && memcmp(map->kids[j]->text, key->text, key->len) == 0)
+				return fg_policy_compile_fail(c, key, "label '%s' is mapped twice (line %u)",
+				                              fg_yaml_show(key, buf, sizeof(buf)), map->kids[j]->line);
 		if ((rc = read_label_classes(c, val, &l->classes)))
 			return rc;
 		if (t->is_enum) {
-			size_t j, nv = fg_schema_enum_nvalues(t->en);
+			size_t nv = fg_schema_enum_nvalues(t->en);
 			for (j = 0; j < nv && strcmp(fg_schema_enum_value_name(t->en, j), key->text) != 0; j++)
 				;
 			if (j == nv)
@@ -456,9 +464,6 @@ static int read_label_map(struct fg_policy_comp *c, const struct fg_yaml_node *n
 		k = cap;
 	} else {
 		qsort(tab, k, sizeof(*tab), cmp_label_str);
-		for (i = 1; i < k; i++)
-			if (cmp_label_str(&tab[i - 1], &tab[i]) == 0)
-				return fg_policy_compile_fail(c, map, "label '%s' is mapped twice", tab[i].str);
 	}
 	sp->labels = tab;
 	sp->nlabels = k;
@@ -482,6 +487,23 @@ static int read_page_size(struct fg_policy_comp *c, const struct fg_yaml_node *n
 		                                    "or uint64 field", n->text,
 		                              (fg_schema_field_flags(f) & FG_SCHEMA_F_REPEATED) ? "repeated " : "",
 		                              fg_schema_type_name(ty));
+	feed->page_size_signed = ty == FG_SCHEMA_INT32 || ty == FG_SCHEMA_INT64;
+	/* Writing a oneof member switches its oneof: the raised page size
+	 * would clear a cursor the client set.  (A proto3 optional field's
+	 * oneof has one member: nothing to clear.) */
+	{
+		const struct fg_schema_message *t = in;
+		size_t i;
+		for (i = 0; i < feed->page_size_depth; i++) {
+			const struct fg_schema_field *pf = fg_schema_find_field_number(t, feed->page_size_path[i]);
+			const struct fg_schema_oneof *o = pf ? fg_schema_field_oneof(pf) : NULL;
+			if (o && fg_schema_oneof_nfields(o) > 1)
+				return fg_policy_compile_fail(c, n, "page_size: '%s' goes through oneof '%s': raising it would "
+				                                    "clear the oneof's other member", n->text,
+				                              fg_schema_oneof_name(o));
+			t = pf ? fg_schema_field_message(pf) : NULL;
+		}
+	}
 	return 0;
 }
 
@@ -520,6 +542,42 @@ static int read_number(struct fg_policy_comp *c, const struct fg_yaml_node *n, d
 	return 0;
 }
 
+/* Response metadata names the filter may not use: what HTTP/2 and gRPC
+ * own (RFC 9113 section 8.2.2; gRPC over HTTP/2). */
+static const char *const reserved_headers[] = {
+	"content-type", "content-length", "te", "connection", "keep-alive", "proxy-connection",
+	"transfer-encoding", "upgrade", "host", NULL,
+};
+
+/* "report_header": a metadata name, lowercase token characters (RFC 9110
+ * section 5.6.2), not one HTTP/2 or gRPC owns. */
+static int read_report_header(struct fg_policy_comp *c, const struct fg_yaml_node *n, struct fg_policy_feed *feed)
+{
+	static const char tchar[] = "!#$%&'*+-.^_`|~";
+	size_t j;
+	int rc;
+
+	if ((rc = fg_policy_compile_want_scalar(c, n, "report_header")))
+		return rc;
+	if (!(feed->report_header = fg_policy_compile_dup(c, n)))
+		return fg_policy_compile_nomem(c);
+	for (j = 0; j < n->len; j++) {
+		char ch = feed->report_header[j];
+		if (ch >= 'A' && ch <= 'Z')
+			feed->report_header[j] = ch = (char)(ch - 'A' + 'a');
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || (ch && strchr(tchar, ch))))
+			return fg_policy_compile_fail(c, n, "report_header: '%s' is not a header name (letters, digits "
+			                                    "and !#$%%&'*+-.^_`|~ only)", n->text);
+	}
+	if (strncmp(feed->report_header, "grpc-", 5) == 0)
+		return fg_policy_compile_fail(c, n, "report_header: '%s' is reserved (grpc-* belongs to gRPC)", n->text);
+	for (j = 0; reserved_headers[j]; j++)
+		if (strcmp(feed->report_header, reserved_headers[j]) == 0)
+			return fg_policy_compile_fail(c, n, "report_header: '%s' is reserved (HTTP/2 and gRPC own it)",
+			                              n->text);
+	return 0;
+}
+
 static const char *const feed_keys[] = {
 	"items", "labels", "classes", "page_size", "default_page_size", "report_header", NULL,
 };
@@ -541,7 +599,8 @@ static int compile_feed(struct fg_policy_comp *c, const struct fg_policy_scope *
 		return fg_policy_compile_fail(c, val, "feed needs 'items' (the response's repeated item field), "
 		                                      "'labels' (where an item's labels are) and 'classes' (the "
 		                                      "platform's labels mapped to classes)");
-	if ((rc = read_items(c, fg_yaml_map_get(val, "items"), s->out, &feed->spec, &item)) ||
+	if ((rc = read_items(c, fg_yaml_map_get(val, "items"), s->out, s->method->server_streaming, &feed->spec,
+	                     &item)) ||
 	    (rc = read_labels(c, fg_yaml_map_get(val, "labels"), item, &feed->spec, &t)) ||
 	    (rc = read_label_map(c, fg_yaml_map_get(val, "classes"), &feed->spec, &t)))
 		return rc;
@@ -550,19 +609,8 @@ static int compile_feed(struct fg_policy_comp *c, const struct fg_policy_scope *
 	if ((n = fg_yaml_map_get(val, "default_page_size")) &&
 	    (rc = read_uint(c, n, 1, 1000000, &feed->default_page_size, "default_page_size")))
 		return rc;
-	if ((n = fg_yaml_map_get(val, "report_header"))) {
-		size_t j;
-		if ((rc = fg_policy_compile_want_scalar(c, n, "report_header")))
-			return rc;
-		if (n->text[0] == ':' || strncmp(n->text, "grpc-", 5) == 0)
-			return fg_policy_compile_fail(c, n, "report_header: '%s' is reserved (pseudo-headers and grpc-*)",
-			                              n->text);
-		if (!(feed->report_header = fg_policy_compile_dup(c, n)))
-			return fg_policy_compile_nomem(c);
-		for (j = 0; j < n->len; j++)
-			if (feed->report_header[j] >= 'A' && feed->report_header[j] <= 'Z')
-				feed->report_header[j] = (char)(feed->report_header[j] - 'A' + 'a');
-	}
+	if ((n = fg_yaml_map_get(val, "report_header")) && (rc = read_report_header(c, n, feed)))
+		return rc;
 	if (!(s->method->filter = fg_policy_compile_alloc(c, c->pol->nbands * sizeof(*s->method->filter))))
 		return fg_policy_compile_nomem(c);
 	s->method->feed = feed;
@@ -714,6 +762,11 @@ static int read_thresholds(struct fg_policy_comp *c, const struct fg_yaml_node *
 			double v;
 			uint64_t mask;
 			int is_cat, which;
+			size_t j;
+			for (j = 0; j < i; j += 2)
+				if (strcmp(m->kids[j]->text, k->text) == 0)
+					return fg_policy_compile_fail(c, k, "'%s' has a threshold already (line %u)", k->text,
+					                              m->kids[j]->line);
 			if ((rc = read_number(c, m->kids[i + 1], 0, 0, 1, &v, "a threshold")))
 				return rc;
 			if (strcmp(k->text, "default") == 0) {
@@ -728,15 +781,18 @@ static int read_thresholds(struct fg_policy_comp *c, const struct fg_yaml_node *
 				cls[which] = v;
 		}
 	}
+	/* Class, then category, then (primary priority content keeps its low
+	 * built-in threshold unless written for) default, then 0.5. */
 	for (i = 0; i < p->nclasses; i++) {
 		double v = cls[i];
 		if (v < 0)
 			v = cat[p->classes[i].category];
+		if (v < 0 && p->classes[i].category == FG_POLICY_CAT_PRIMARY_PRIORITY)
+			v = DEFAULT_THRESHOLD_PPC;
 		if (v < 0)
 			v = def;
 		if (v < 0)
-			v = p->classes[i].category == FG_POLICY_CAT_PRIMARY_PRIORITY ? DEFAULT_THRESHOLD_PPC
-			                                                           : DEFAULT_THRESHOLD;
+			v = DEFAULT_THRESHOLD;
 		r->threshold[i] = (float)v;
 	}
 	return 0;
@@ -758,9 +814,10 @@ static const char *const filter_block_keys[] = {
 	"bands", "exclude", "demote", "allow", "unlabelled", "prominence", "surplus", "thresholds", "overfetch", NULL,
 };
 
-/* Whether the strip program <prog> removes the field at <path> (what the
- * filter reads): dropped, or not on an allow-list. */
-static int prog_removes(const struct fg_pbwire_msg *prog, const uint32_t *path, size_t depth)
+/* Whether the strip program <prog> changes the field at <path> (what the
+ * filter reads): dropped, not on an allow-list, or rewritten (coarsened,
+ * pseudonymized); kept whole or only descended into is fine. */
+static int prog_changes(const struct fg_pbwire_msg *prog, const uint32_t *path, size_t depth)
 {
 	size_t i, j;
 
@@ -771,10 +828,10 @@ static int prog_removes(const struct fg_pbwire_msg *prog, const uint32_t *path, 
 				rule = &prog->rules[j];
 		if (!rule)
 			return prog->allow_only;
-		if (rule->action == FG_PBWIRE_DROP)
-			return 1;
-		if (rule->action != FG_PBWIRE_RECURSE)
+		if (rule->action == FG_PBWIRE_KEEP)
 			return 0;
+		if (rule->action != FG_PBWIRE_RECURSE)
+			return 1;
 		prog = rule->sub;
 	}
 	return 0;
@@ -788,25 +845,38 @@ static int check_strip(struct fg_policy_comp *c, const struct fg_yaml_node *meth
 	const struct fg_yaml_node *feed = fg_yaml_map_get(method, "feed");
 	const struct fg_items_spec *sp = &m->feed->spec;
 	const struct fg_pbwire_msg *prog = m->response[band].prog;
-	uint32_t path[2 * FG_ITEMS_MAX_PATH];
+	uint32_t path[2 * FG_ITEMS_MAX_PATH + 1];
 	size_t d = 0, i;
 
 	if (!prog)
 		return 0;
 	for (i = 0; i < sp->items_depth; i++)
 		path[d++] = sp->items_path[i];
-	if (prog_removes(prog, path, d))
+	if (prog_changes(prog, path, d))
 		return fg_policy_compile_fail(c, fg_yaml_map_get(feed, "items"), "band '%s': its response rules remove "
 		                              "the items the filter reads (%s; the filter runs after the response rules)",
 		                              c->pol->bands[band].name, fg_yaml_map_get(feed, "items")->text);
 	for (i = 0; i < sp->labels_depth; i++)
 		path[d++] = sp->labels_path[i];
-	if (prog_removes(prog, path, d)) {
+	{
 		const struct fg_yaml_node *l = fg_yaml_map_get(feed, "labels");
 		const struct fg_yaml_node *f = l->kind == FG_YAML_MAP ? fg_yaml_map_get(l, "field") : l;
-		return fg_policy_compile_fail(c, l, "band '%s': its response rules remove the labels the filter reads "
-		                              "(%s in each item; the filter runs after the response rules)",
-		                              c->pol->bands[band].name, f->text);
+		int bad = prog_changes(prog, path, d);
+		/* Label messages: their value and confidence too, or a label
+		 * stripped of its value would read as a harmless topic. */
+		if (!bad && sp->label_kind == FG_ITEMS_L_MESSAGE) {
+			path[d] = sp->value_number;
+			bad = prog_changes(prog, path, d + 1);
+			if (!bad && sp->conf_kind != FG_ITEMS_C_NONE) {
+				path[d] = sp->conf_number;
+				bad = prog_changes(prog, path, d + 1);
+			}
+		}
+		if (bad)
+			return fg_policy_compile_fail(c, l, "band '%s': its response rules remove or change the labels "
+			                              "the filter reads (%s in each item, with their values and "
+			                              "confidences; the filter runs after the response rules)",
+			                              c->pol->bands[band].name, f->text);
 	}
 	return 0;
 }
@@ -845,6 +915,8 @@ static int read_filter_block(struct fg_policy_comp *c, const struct fg_policy_sc
 			if ((k = fg_policy_bands_find(p, bands->kids[i]->text)) < 0)
 				return fg_policy_compile_fail(c, bands->kids[i], "band '%s' is not declared in bands",
 				                              fg_yaml_show(bands->kids[i], buf, sizeof(buf)));
+			if (sel[k])
+				return fg_policy_compile_fail(c, bands->kids[i], "band '%s' is listed twice", p->bands[k].name);
 			sel[k] = bands->kids[i];
 		}
 	}
@@ -911,6 +983,10 @@ static int read_filter_block(struct fg_policy_comp *c, const struct fg_policy_sc
 	}
 	r->unlabelled = (uint8_t)unl;
 	if (unl == FG_ITEMS_DEMOTE) {
+		if (plain_group < 0 && r->ngroups == FG_ITEMS_MAX_GROUPS)
+			return fg_policy_compile_fail(c, b, "unlabelled items are demoted in a group of their own, a "
+			                                    "ninth: at most %d demote groups in a block (name a class "
+			                                    "outside the groups, or set unlabelled)", FG_ITEMS_MAX_GROUPS);
 		if (plain_group < 0 && (rc = new_group(c, b, r, &base, (unsigned *)&plain_group)))
 			return rc;
 		r->unlabelled_group = (uint8_t)plain_group;

@@ -104,19 +104,24 @@ static enum fg_stage_rc overfetch(struct fg_stage_ctx *c, const struct fg_policy
 	int rc;
 
 	rc = fg_pbwire_find(msg->data, msg->len, feed->page_size_path, feed->page_size_depth, &fld, NULL);
-	if (rc == 0 && fld.wire_type == FG_PBWIRE_VARINT && (int64_t)fld.varint > 0)
-		asked = fld.varint;
-	else if (rc == FG_EINVAL || (rc == 0 && fld.wire_type != FG_PBWIRE_VARINT))
+	if (rc == FG_EINVAL || (rc == 0 && fld.wire_type != FG_PBWIRE_VARINT))
 		return FG_STAGE_CONTINUE;       /* the ranker answers for a malformed request */
-	if (asked == 0)
+	if (rc == 0)
+		asked = feed->page_size_signed && (int64_t)fld.varint < 0 ? 0 : fld.varint;
+	if (asked == 0) {
+		/* No size in the request: the default, written into the
+		 * enclosing message only when the request has it (appending
+		 * would otherwise make one, without its other fields). */
+		if (feed->page_size_depth > 1 &&
+		    fg_pbwire_find(msg->data, msg->len, feed->page_size_path, feed->page_size_depth - 1, &fld, NULL) < 0)
+			return FG_STAGE_CONTINUE;
 		asked = feed->default_page_size;
-	if (asked == 0)
-		return FG_STAGE_CONTINUE;       /* no size known: nothing to scale or trim to */
+	}
+	if (asked == 0 || asked >= f->overfetch_max)
+		return FG_STAGE_CONTINUE;       /* no size to scale, or already at the cap */
 	raised = (uint64_t)ceil((double)asked * f->overfetch);
 	if (raised > f->overfetch_max)
 		raised = f->overfetch_max;
-	if (raised > INT32_MAX)
-		raised = INT32_MAX;
 	if (raised <= asked)
 		return FG_STAGE_CONTINUE;
 	fc->limit = asked;
@@ -136,7 +141,7 @@ static void count(const struct fg_stage_call *call, unsigned cls, unsigned actio
 		return;
 	if (cls == FG_ITEMS_UNLABELLED || cls >= p->nclasses)
 		cls = (unsigned)p->nclasses;
-	at = (((call->slot * p->nmethods + call->m->index) * p->nbands + call->band) * ncls + cls) *
+	at = (((call->slot * p->nfeeds + call->m->feed_index) * p->nbands + call->band) * ncls + cls) *
 	             FG_POLICY_FILTER_NACTIONS + action;
 	__atomic_fetch_add(&p->counters.filtered[at], 1, __ATOMIC_RELAXED);
 }
@@ -148,7 +153,7 @@ static void count_page(const struct fg_stage_call *call, unsigned unmet)
 
 	if (!p->counters.pages || call->slot >= p->counters.nslots)
 		return;
-	at = ((call->slot * p->nmethods + call->m->index) * p->nbands + call->band) * 2;
+	at = ((call->slot * p->nfeeds + call->m->feed_index) * p->nbands + call->band) * 2;
 	__atomic_fetch_add(&p->counters.pages[at], 1, __ATOMIC_RELAXED);
 	if (unmet)
 		__atomic_fetch_add(&p->counters.pages[at + 1], 1, __ATOMIC_RELAXED);
@@ -214,13 +219,14 @@ static enum fg_stage_rc filter_page(struct fg_stage_ctx *c, const struct fg_poli
 	rc = fg_items_scan(msg->data, msg->len, &feed->spec, &f->rules, pg, &why);
 	if (rc == 0) {
 		fg_items_plan(pg, &f->rules, &fc->stream, fc->limit, item_mode);
-		count_items(c, pg);
 		if (item_mode)
 			msg->drop = pg->norder == 0;
 		else if (!fg_items_identity(pg)) {
 			rc = fg_items_write(msg->data, msg->len, &feed->spec, pg, msg->out, &why);
 			msg->changed = rc == 0;
 		}
+		if (rc == 0)
+			count_items(c, pg);
 	}
 	if (pg->cap > FILTER_SCRATCH_KEEP)
 		fg_items_page_free(pg);

@@ -544,6 +544,18 @@ def test_thresholds_category_and_class(fg, ranker):
     check_page(items, got, rules, "thresholds")
 
 
+def test_default_threshold_leaves_primary_priority_low(fg, ranker):
+    """thresholds: {default: 0.8} raises every class's threshold except
+    primary priority content's, which stays at 0.1 unless written for."""
+    rules = Rules(exclude=["primary_priority", "priority"], unlabelled="allow", thresholds={"default": 0.8})
+    d = fg(filter_policy([(CHILD_BANDS, rules)], labels=MODERATION))
+    cases = [(1, [("porn", 0.125)], False), (2, [("gore", 0.75)], True), (3, [("gore", 0.875)], False),
+             (4, [("sport", 1.0)], True)]
+    items = [mk(i, labels, "moderation") for i, labels, _ in cases]
+    resp, _, _ = call(ranker, d, page([r for r, _ in items], HEAD, TAIL), "13_15")
+    assert ids(page_items(resp)) == [i for i, _, kept in cases if kept]
+
+
 @pytest.mark.parametrize("written", ["none", "other_class_only"])
 def test_primary_priority_default_threshold(fg, ranker, written):
     """No threshold written for primary priority content: 0.1 (a signal is
@@ -942,6 +954,25 @@ BAD = {
                                                   "        remove: [@@items.content_labels]\n")
                                     .replace("labels: content_labels", "labels: @2content_labels"),
                                     ("content_labels",)),
+    # A label stripped of its value or confidence would read as a harmless
+    # topic: the response rules may not touch them either.
+    "response_removes_label_values": (filter_policy(GOOD, labels=MODERATION,
+                                                    response_block="      - bands: [under_13]\n"
+                                                    "        remove: [items.moderation.label]\n")
+                                      .replace("labels: {field", "labels: @@{field"), ("moderation",)),
+    "response_coarsens_confidences": (filter_policy(GOOD, labels=MODERATION,
+                                                    response_block="      - bands: [under_13]\n"
+                                                    "        coarsen:\n"
+                                                    "          - {field: items.moderation.confidence, "
+                                                    "precision: 10}\n")
+                                      .replace("labels: {field", "labels: @@{field"), ("moderation",)),
+    "items_dot_on_unary": (GOOD_TEXT.replace("items: items", "items: @@."), ("server-streaming",)),
+    "report_header_grpc": (filter_policy(GOOD, feed_extra={"report_header": "@@GRPC-STATUS"}), ("reserved",)),
+    "report_header_space": (filter_policy(GOOD, feed_extra={"report_header": '@@"x bad"'}),
+                            ("header name",)),
+    "label_mapped_twice": (GOOD_TEXT.replace("    porn: pornography", "    porn: pornography\n    @@porn: suicide"),
+                           ("porn",)),
+    "page_size_in_oneof": (filter_policy(GOOD, feed_extra={"page_size": "@@offset"}), ("oneof", "cursor")),
 }
 
 
