@@ -141,9 +141,55 @@ static int bad(struct scan *s, const char *msg)
 	return FG_EINVAL;
 }
 
+/* Cheap and good enough for a few dozen short labels: the length and
+ * three bytes, mixed by one multiplication. */
+uint32_t fg_items_hash(const uint8_t *p, size_t n)
+{
+	uint32_t h = (uint32_t)n;
+
+	if (n)
+		h ^= (uint32_t)p[0] << 8 ^ (uint32_t)p[n - 1] << 16 ^ (uint32_t)p[n / 2] << 24;
+	return (h * 0x9E3779B1u) >> 16;
+}
+
+size_t fg_items_slots_size(size_t nlabels)
+{
+	size_t n = 8;
+
+	while (n < 2 * nlabels)
+		n *= 2;
+	return n;
+}
+
+void fg_items_slots(struct fg_items_spec *spec, uint16_t *slots)
+{
+	size_t n = fg_items_slots_size(spec->nlabels), i;
+
+	memset(slots, 0, n * sizeof(*slots));
+	for (i = 0; i < spec->nlabels && i < 32767; i++) {
+		const struct fg_items_label *l = &spec->labels[i];
+		uint32_t at = fg_items_hash((const uint8_t *)l->str, l->len) & (uint32_t)(n - 1);
+		while (slots[at])
+			at = (at + 1) & (uint32_t)(n - 1);
+		slots[at] = (uint16_t)(i + 1);
+	}
+	spec->slots = slots;
+	spec->slot_mask = (uint32_t)(n - 1);
+}
+
 static const struct fg_items_label *find_str(const struct fg_items_spec *sp, const uint8_t *p, size_t n)
 {
 	size_t lo = 0, hi = sp->nlabels;
+
+	if (sp->slots) {
+		uint32_t at = fg_items_hash(p, n) & sp->slot_mask;
+		for (; sp->slots[at]; at = (at + 1) & sp->slot_mask) {
+			const struct fg_items_label *l = &sp->labels[sp->slots[at] - 1];
+			if (l->len == n && memcmp(l->str, p, n) == 0)
+				return l;
+		}
+		return NULL;
+	}
 
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
@@ -742,22 +788,39 @@ int fg_items_write(const uint8_t *in, size_t len, const struct fg_items_spec *sp
 	if (spec->items_depth == 1) {
 		/* The items are the page's own fields: the bytes between them
 		 * stay, each item's place gets the plan's next item. */
+		uint8_t *dst, *room_end;
+		size_t k = 0;
+		/* The page loses items, never gains: it fits in <len>, written
+		 * in place without a check per copy. */
 		if (fg_bufq_reserve(out, len) < 0)
 			return FG_ENOMEM;
-		for (i = 0; i < page->n && rc == 0; i++) {
+		dst = fg_bufq_tail(out);
+		room_end = dst + len;
+		for (i = 0; i < page->n; i++) {
+			const struct fg_items_item *it = &page->item[i];
 			/* What the offsets can tell of another page: they must
 			 * not run backwards or past its end. */
-			if (page->item[i].start < at || page->item[i].end > len) {
-				rc = changed(&w);
-				break;
+			if (it->start < at || it->end > len)
+				return changed(&w);
+			memcpy(dst, in + at, it->start - at);
+			dst += it->start - at;
+			if (k < page->norder) {
+				const struct fg_items_item *put_it = &page->item[page->order[k]];
+				size_t n = put_it->end - put_it->start;
+				if (put_it->end > len || n > (size_t)(room_end - dst))
+					return changed(&w);
+				memcpy(dst, in + put_it->start, n);
+				dst += n;
 			}
-			rc = put(&w, in + at, page->item[i].start - at);
-			if (rc == 0)
-				rc = put_slot(&w);
-			at = page->item[i].end;
+			k++;
+			at = it->end;
 		}
-		if (rc == 0)
-			rc = put(&w, in + at, len - at);
+		if (len - at > (size_t)(room_end - dst))
+			return changed(&w);
+		memcpy(dst, in + at, len - at);
+		dst += len - at;
+		fg_bufq_commit(out, (size_t)(dst - fg_bufq_tail(out)));
+		return 0;
 	} else {
 		rc = write_level(&w, in, in + len, 0);
 	}

@@ -81,7 +81,23 @@ struct fg_items_spec {
 	uint32_t conf_number;                   /* L_MESSAGE: the confidence field's number */
 	const struct fg_items_label *labels;    /* sorted: strings by (len, bytes), enums by num */
 	size_t nlabels;
+	const uint16_t *slots;                  /* string labels, optional: an open-addressing
+	                                           table of 1 + label index (0: empty) by
+	                                           fg_items_hash(), fg_items_slots() builds it;
+	                                           NULL: binary search */
+	uint32_t slot_mask;                     /* table size - 1 (a power of two) */
 };
+
+/* fg_items_hash - where a string label starts its probe in a table. */
+uint32_t fg_items_hash(const uint8_t *p, size_t n);
+
+/*
+ * fg_items_slots - the slot table of <spec>'s string labels into <slots>
+ * (room for fg_items_slots_size(<spec>->nlabels) entries), setting
+ * <spec>->slots and slot_mask.  For tables of up to 32767 labels.
+ */
+size_t fg_items_slots_size(size_t nlabels);
+void fg_items_slots(struct fg_items_spec *spec, uint16_t *slots);
 
 /* What happens to an item. */
 enum fg_items_decision {

@@ -464,6 +464,14 @@ static int read_label_map(struct fg_policy_comp *c, const struct fg_yaml_node *n
 		k = cap;
 	} else {
 		qsort(tab, k, sizeof(*tab), cmp_label_str);
+		if (k <= 32767) {
+			uint16_t *slots = fg_policy_compile_alloc(c, fg_items_slots_size(k) * sizeof(*slots));
+			if (!slots)
+				return fg_policy_compile_nomem(c);
+			sp->labels = tab;
+			sp->nlabels = k;
+			fg_items_slots(sp, slots);
+		}
 	}
 	sp->labels = tab;
 	sp->nlabels = k;

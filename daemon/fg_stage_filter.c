@@ -132,18 +132,36 @@ static enum fg_stage_rc overfetch(struct fg_stage_ctx *c, const struct fg_policy
 	return FG_STAGE_CONTINUE;
 }
 
-static void count(const struct fg_stage_call *call, unsigned cls, unsigned action)
+/* A page's counts, added to the shared counters once per class and
+ * action rather than once per item (each add is an atomic operation). */
+struct page_counts {
+	uint32_t n[FG_POLICY_MAX_CLASSES + 1][FG_POLICY_FILTER_NACTIONS];
+	uint16_t touched[(FG_POLICY_MAX_CLASSES + 1) * FG_POLICY_FILTER_NACTIONS];
+	size_t ntouched;
+};
+
+static void count(struct page_counts *pc, const struct fg_stage_call *call, unsigned cls, unsigned action)
+{
+	if (cls == FG_ITEMS_UNLABELLED || cls >= call->pol->nclasses)
+		cls = (unsigned)call->pol->nclasses;
+	if (pc->n[cls][action]++ == 0)
+		pc->touched[pc->ntouched++] = (uint16_t)(cls * FG_POLICY_FILTER_NACTIONS + action);
+}
+
+static void count_flush(const struct page_counts *pc, const struct fg_stage_call *call)
 {
 	const struct fg_policy *p = call->pol;
-	size_t ncls = p->nclasses + 1, at;
+	size_t ncls = p->nclasses + 1, row, i;
 
 	if (!p->counters.filtered || call->slot >= p->counters.nslots)
 		return;
-	if (cls == FG_ITEMS_UNLABELLED || cls >= p->nclasses)
-		cls = (unsigned)p->nclasses;
-	at = (((call->slot * p->nfeeds + call->m->feed_index) * p->nbands + call->band) * ncls + cls) *
-	             FG_POLICY_FILTER_NACTIONS + action;
-	__atomic_fetch_add(&p->counters.filtered[at], 1, __ATOMIC_RELAXED);
+	row = ((call->slot * p->nfeeds + call->m->feed_index) * p->nbands + call->band) * ncls *
+	      FG_POLICY_FILTER_NACTIONS;
+	for (i = 0; i < pc->ntouched; i++) {
+		unsigned cls = pc->touched[i] / FG_POLICY_FILTER_NACTIONS, a = pc->touched[i] % FG_POLICY_FILTER_NACTIONS;
+		__atomic_fetch_add(&p->counters.filtered[row + cls * FG_POLICY_FILTER_NACTIONS + a], pc->n[cls][a],
+		                   __ATOMIC_RELAXED);
+	}
 }
 
 static void count_page(const struct fg_stage_call *call, unsigned unmet)
@@ -163,23 +181,26 @@ static void count_page(const struct fg_stage_call *call, unsigned unmet)
 static void count_items(struct fg_stage_ctx *c, const struct fg_items_page *pg)
 {
 	struct filter_call *fc = c->state;
+	struct page_counts pc;
 	size_t i;
 
+	pc.ntouched = 0;
+	memset(pc.n, 0, (c->call->pol->nclasses + 1) * sizeof(pc.n[0]));
 	for (i = 0; i < pg->n; i++) {
 		const struct fg_items_item *it = &pg->item[i];
 		switch (it->fate) {
 		case FG_ITEMS_REMOVED:
-			count(c->call, it->cls, FG_POLICY_FILTER_REMOVED);
+			count(&pc, c->call, it->cls, FG_POLICY_FILTER_REMOVED);
 			fc->removed++;
 			break;
 		case FG_ITEMS_SURPLUS_DROPPED:
 		case FG_ITEMS_SURPLUS_END:
-			count(c->call, it->cls, FG_POLICY_FILTER_SURPLUS);
+			count(&pc, c->call, it->cls, FG_POLICY_FILTER_SURPLUS);
 			fc->surplus++;
 			break;
 		case FG_ITEMS_KEPT:
 			if (it->decision == FG_ITEMS_DEMOTE) {
-				count(c->call, it->cls, FG_POLICY_FILTER_DEMOTED);
+				count(&pc, c->call, it->cls, FG_POLICY_FILTER_DEMOTED);
 				fc->demoted++;
 			}
 			break;
@@ -187,6 +208,7 @@ static void count_items(struct fg_stage_ctx *c, const struct fg_items_page *pg)
 			break;
 		}
 	}
+	count_flush(&pc, c->call);
 	count_page(c->call, pg->unmet);
 }
 
