@@ -143,6 +143,13 @@ char *fg_policy_compile_strndup(struct fg_policy_comp *c, const char *s, size_t 
 /* fg_policy_compile_dup - scalar <n>'s text, owned by the policy, or NULL. */
 char *fg_policy_compile_dup(struct fg_policy_comp *c, const struct fg_yaml_node *n);
 
+/* fg_policy_compile_header_name - scalar <n>'s text lowercased, as HTTP/2
+ * sends metadata names (RFC 9113 section 8.2.1), owned by the policy, into
+ * <*out>: 0, or FG_ECONFIG ("<what> must be a single value") or FG_ENOMEM
+ * with the message written. */
+int fg_policy_compile_header_name(struct fg_policy_comp *c, const struct fg_yaml_node *n, const char *what,
+                                  char **out);
+
 /* fg_policy_compile_want_scalar - 0 if <n> is a non-empty scalar, else
  * FG_ECONFIG: "<what> must be a single value, not ...". */
 int fg_policy_compile_want_scalar(struct fg_policy_comp *c, const struct fg_yaml_node *n, const char *what);

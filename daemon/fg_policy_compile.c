@@ -115,6 +115,22 @@ int fg_policy_compile_nomem(struct fg_policy_comp *c)
 	return FG_ENOMEM;
 }
 
+int fg_policy_compile_header_name(struct fg_policy_comp *c, const struct fg_yaml_node *n, const char *what,
+                                  char **out)
+{
+	size_t j;
+	int rc;
+
+	if ((rc = fg_policy_compile_want_scalar(c, n, what)))
+		return rc;
+	if (!(*out = fg_policy_compile_dup(c, n)))
+		return fg_policy_compile_nomem(c);
+	for (j = 0; j < n->len; j++)
+		if ((*out)[j] >= 'A' && (*out)[j] <= 'Z')
+			(*out)[j] = (char)((*out)[j] - 'A' + 'a');
+	return 0;
+}
+
 int fg_policy_compile_want_scalar(struct fg_policy_comp *c, const struct fg_yaml_node *n, const char *what)
 {
 	if (n->kind != FG_YAML_SCALAR || n->len == 0)

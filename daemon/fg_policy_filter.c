@@ -565,14 +565,10 @@ static int read_report_header(struct fg_policy_comp *c, const struct fg_yaml_nod
 	size_t j;
 	int rc;
 
-	if ((rc = fg_policy_compile_want_scalar(c, n, "report_header")))
+	if ((rc = fg_policy_compile_header_name(c, n, "report_header", &feed->report_header)))
 		return rc;
-	if (!(feed->report_header = fg_policy_compile_dup(c, n)))
-		return fg_policy_compile_nomem(c);
 	for (j = 0; j < n->len; j++) {
 		char ch = feed->report_header[j];
-		if (ch >= 'A' && ch <= 'Z')
-			feed->report_header[j] = ch = (char)(ch - 'A' + 'a');
 		if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || (ch && strchr(tchar, ch))))
 			return fg_policy_compile_fail(c, n, "report_header: '%s' is not a header name (letters, digits "
 			                                    "and !#$%%&'*+-.^_`|~ only)", n->text);

@@ -77,16 +77,10 @@ static int read_field(struct fg_policy_comp *c, const struct fg_yaml_node *n,
 /* "header: name", kept lowercase as HTTP/2 sends it (RFC 9113 section 8.2.1). */
 static int read_header(struct fg_policy_comp *c, const struct fg_yaml_node *h, struct fg_policy_source *s)
 {
-	size_t j;
 	int rc;
 
-	if ((rc = fg_policy_compile_want_scalar(c, h, "a header name")))
+	if ((rc = fg_policy_compile_header_name(c, h, "a header name", &s->header)))
 		return rc;
-	if (!(s->header = fg_policy_compile_dup(c, h)))
-		return fg_policy_compile_nomem(c);
-	for (j = 0; j < h->len; j++)
-		if (s->header[j] >= 'A' && s->header[j] <= 'Z')
-			s->header[j] = (char)(s->header[j] - 'A' + 'a');
 	s->kind = FG_POLICY_SRC_HEADER;
 	return 0;
 }

@@ -164,7 +164,7 @@ static int compile_headers(struct fg_policy_comp *c, const struct fg_policy_scop
                            const struct fg_yaml_node *list)
 {
 	struct fg_policy_edit *e = &s->block->edit;
-	size_t i, j;
+	size_t i;
 	int rc;
 
 	if ((rc = fg_policy_compile_want_kind(c, list, FG_YAML_SEQ, "remove_headers")))
@@ -174,15 +174,10 @@ static int compile_headers(struct fg_policy_comp *c, const struct fg_policy_scop
 		return fg_policy_compile_nomem(c);
 	for (i = 0; i < list->nkids; i++) {
 		const struct fg_yaml_node *h = list->kids[i];
-		if ((rc = fg_policy_compile_want_scalar(c, h, "a header name")))
+		if ((rc = fg_policy_compile_header_name(c, h, "a header name", &e->remove_headers[i])))
 			return rc;
 		if (h->text[0] == ':')
 			return fg_policy_compile_fail(c, h, "pseudo-headers (%s) cannot be removed", h->text);
-		if (!(e->remove_headers[i] = fg_policy_compile_dup(c, h)))
-			return fg_policy_compile_nomem(c);
-		for (j = 0; j < h->len; j++)
-			if (e->remove_headers[i][j] >= 'A' && e->remove_headers[i][j] <= 'Z')
-				e->remove_headers[i][j] = (char)(e->remove_headers[i][j] - 'A' + 'a');
 		e->nremove_headers++;
 	}
 	return 0;
