@@ -790,6 +790,8 @@ int fg_items_write(const uint8_t *in, size_t len, const struct fg_items_spec *sp
 		 * stay, each item's place gets the plan's next item. */
 		uint8_t *dst, *room_end;
 		size_t k = 0;
+		if (len == 0)           /* no bytes, no items, no buffer to write to */
+			return page->n ? changed(&w) : 0;
 		/* The page loses items, never gains: it fits in <len>, written
 		 * in place without a check per copy. */
 		if (fg_bufq_reserve(out, len) < 0)
