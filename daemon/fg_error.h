@@ -19,6 +19,7 @@ enum fg_error {
 	FG_ETIMEOUT = -4,    /* a deadline passed */
 	FG_EUNAVAIL = -5,    /* a dependency (upstream) cannot be reached */
 	FG_ESTATE = -6,      /* call made in a state that does not allow it */
+	FG_EBUSY = -7,       /* a bound on work in flight was reached; try later */
 	/* connection- or process-level */
 	FG_E_FATAL_BASE = -100,
 	FG_ENOMEM = -100,    /* allocation failed */

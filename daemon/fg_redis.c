@@ -1,0 +1,910 @@
+/* fg_redis.c - one worker's Redis link on hiredis 0.14 async; see fg_redis.h. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+#include <openssl/evp.h>
+
+#include "fg_bufq.h"
+#include "fg_clock.h"
+#include "fg_error.h"
+#include "fg_log.h"
+#include "fg_redis.h"
+
+#define WHY_LEN 256
+#define PASSWORD_MAX 512        /* Redis has no limit; a longer file is surely not a password */
+#define SHA1_HEX 40
+
+/* Who a command is for: only CMD_USER has a caller waiting. */
+enum cmd_kind {
+	CMD_USER,
+	CMD_HANDSHAKE,          /* AUTH, SELECT, SCRIPT LOAD, PING of a connect */
+	CMD_RELOAD,             /* SCRIPT LOAD after a NOSCRIPT */
+};
+
+/*
+ * One command held by hiredis.  hiredis calls its reply callback exactly
+ * once per command (with the reply, or NULL when the context is freed), so
+ * that callback is where a command ends and goes back to the free list,
+ * whatever happened to its caller before: a timeout only forgets the
+ * caller (<cb> = NULL).  Commands are kept for reuse, with their timer.
+ */
+struct rcmd {
+	struct fg_redis *link;
+	struct event *timer;            /* the caller's timeout, then the stall deadline */
+	enum cmd_kind kind;
+	fg_redis_reply_cb *cb;          /* NULL once the caller got its result (or for internal ones) */
+	void *arg;
+	int script;                     /* script index of an EVALSHA, else -1 */
+	unsigned retried;               /* the EVALSHA was already sent again after NOSCRIPT */
+	unsigned stalling;              /* the timer now waits for the stall deadline */
+	const char *what;               /* handshake step, for messages */
+	uint64_t sent_us;
+	uint64_t deadline_us;           /* the caller's timeout, on fg_clock */
+	struct fg_bufq wire;            /* the command as sent (RESP), kept for the NOSCRIPT retry */
+	TAILQ_ENTRY(rcmd) free_link;    /* in link->free while unused */
+};
+
+struct script {
+	char sha[SHA1_HEX + 1];
+	char *body;
+	size_t len;
+};
+
+struct fg_redis {
+	struct event_base *base;
+	redisAsyncContext *ac;          /* NULL while DOWN or once given up */
+	enum fg_redis_state state;
+	unsigned gen;                   /* bumped at each connect: a deferred drop names its context */
+	unsigned drop_gen;              /* the generation a pending drop_ev is for */
+	unsigned was_connected;         /* the current context reached CONNECTED */
+	unsigned handshake_left;        /* handshake replies still awaited */
+	unsigned handshake_failed;      /* a handshake step failed: the drop is on its way */
+
+	/* settings */
+	char address[128];
+	char host[64];                  /* IP for TCP, or "" for a unix socket */
+	int port;
+	char *password;                 /* NUL-terminated; wiped at free */
+	int db;
+	int64_t connect_timeout_us;
+	int64_t stall_timeout_us;
+	int64_t backoff_initial_us;
+	int64_t backoff_max_us;
+	unsigned max_inflight;
+	fg_redis_state_cb *on_state;
+	void *state_arg;
+	fg_redis_latency_cb *on_latency;
+	void *latency_arg;
+
+	struct script scripts[FG_REDIS_MAX_SCRIPTS];
+	unsigned nscripts;
+
+	struct event *connect_ev;       /* connect + handshake deadline */
+	struct event *retry_ev;         /* next connect */
+	struct event *drop_ev;          /* a drop decided inside a hiredis callback */
+	int64_t backoff_us;             /* 0 after a good connect */
+	uint64_t rng;                   /* xorshift state for jitter: no shared random() */
+	char why[WHY_LEN];              /* last_error */
+	char pending_why[WHY_LEN];      /* why of the drop drop_ev will do */
+	char drop_why[WHY_LEN + 160];   /* what DOWN results say while we free a context: address and why */
+
+	TAILQ_HEAD(, rcmd) free;
+	struct fg_redis_stats stats;
+};
+
+static void link_connect(struct fg_redis *r);
+
+static struct timeval us_to_tv(int64_t us)
+{
+	struct timeval tv = { .tv_sec = (time_t)(us / 1000000), .tv_usec = (suseconds_t)(us % 1000000) };
+	return tv;
+}
+
+/* A uniform 64-bit random number (xorshift64*): jitter only, not secrets. */
+static uint64_t rng_next(struct fg_redis *r)
+{
+	r->rng ^= r->rng >> 12;
+	r->rng ^= r->rng << 25;
+	r->rng ^= r->rng >> 27;
+	return r->rng * 0x2545F4914F6CDD1DULL;
+}
+
+static void set_state(struct fg_redis *r, enum fg_redis_state st, const char *why)
+{
+	if (r->state == st)
+		return;
+	r->state = st;
+	if (r->on_state)
+		r->on_state(r->state_arg, st, why);
+}
+
+/* --- commands ---------------------------------------------------------- */
+
+static void cmd_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static struct rcmd *cmd_get(struct fg_redis *r, enum cmd_kind kind)
+{
+	struct rcmd *c = TAILQ_FIRST(&r->free);
+
+	if (c) {
+		TAILQ_REMOVE(&r->free, c, free_link);
+	} else {
+		c = calloc(1, sizeof(*c));
+		if (!c)
+			return NULL;
+		c->link = r;
+		c->timer = evtimer_new(r->base, cmd_timer_cb, c);
+		if (!c->timer) {
+			free(c);
+			return NULL;
+		}
+	}
+	c->kind = kind;
+	c->cb = NULL;
+	c->arg = NULL;
+	c->script = -1;
+	c->retried = 0;
+	c->stalling = 0;
+	c->what = NULL;
+	fg_bufq_clear(&c->wire);
+	return c;
+}
+
+static void cmd_put(struct rcmd *c)
+{
+	evtimer_del(c->timer);
+	TAILQ_INSERT_HEAD(&c->link->free, c, free_link);
+}
+
+static int wire_arg(struct fg_bufq *q, const char *p, size_t n)
+{
+	char hdr[32];
+	int len = snprintf(hdr, sizeof(hdr), "$%zu\r\n", n);
+
+	if (fg_bufq_append(q, hdr, (size_t)len) < 0 || fg_bufq_append(q, p, n) < 0 ||
+	    fg_bufq_append(q, "\r\n", 2) < 0)
+		return FG_ENOMEM;
+	return 0;
+}
+
+static int wire_count(struct fg_bufq *q, int n)
+{
+	char hdr[32];
+	int len = snprintf(hdr, sizeof(hdr), "*%d\r\n", n);
+
+	return fg_bufq_append(q, hdr, (size_t)len);
+}
+
+/* Append <argc> arguments to <q>, which already holds <pre> of them. */
+static int wire_args(struct fg_bufq *q, int argc, const char *const *argv, const size_t *argvlen)
+{
+	for (int i = 0; i < argc; i++)
+		if (wire_arg(q, argv[i], argvlen ? argvlen[i] : strlen(argv[i])) < 0)
+			return FG_ENOMEM;
+	return 0;
+}
+
+static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata);
+
+/* Hand <c>'s wire to hiredis.  0, or FG_EUNAVAIL when hiredis refuses
+ * (the context is going down). */
+static int cmd_send(struct fg_redis *r, struct rcmd *c)
+{
+	if (!r->ac || redisAsyncFormattedCommand(r->ac, reply_cb, c, (const char *)fg_bufq_head(&c->wire),
+	                                         fg_bufq_len(&c->wire)) != REDIS_OK)
+		return FG_EUNAVAIL;
+	return 0;
+}
+
+static void result_from_reply(struct fg_redis_result *res, const redisReply *rep)
+{
+	memset(res, 0, sizeof(*res));
+	res->reply = rep;
+	switch (rep->type) {
+	case REDIS_REPLY_INTEGER:
+		res->kind = FG_REDIS_R_INT;
+		res->integer = rep->integer;
+		break;
+	case REDIS_REPLY_STRING:
+	case REDIS_REPLY_STATUS:
+		res->kind = FG_REDIS_R_STR;
+		res->str = rep->str;
+		res->len = rep->len;
+		break;
+	case REDIS_REPLY_ARRAY:
+		res->kind = FG_REDIS_R_ARRAY;
+		res->nelem = rep->elements;
+		break;
+	case REDIS_REPLY_ERROR:
+		res->kind = FG_REDIS_R_ERROR;
+		res->str = rep->str;
+		res->len = rep->len;
+		break;
+	default:
+		res->kind = FG_REDIS_R_NIL;
+		break;
+	}
+}
+
+/* Give the caller of <c> its one result: no reply (<kind>, <why>) or <rep>. */
+static void cmd_deliver(struct rcmd *c, enum fg_redis_kind kind, const char *why, const redisReply *rep)
+{
+	struct fg_redis_result res;
+	fg_redis_reply_cb *cb = c->cb;
+
+	if (!cb)
+		return;
+	c->cb = NULL;
+	if (rep) {
+		result_from_reply(&res, rep);
+		if (res.kind == FG_REDIS_R_ERROR)
+			c->link->stats.errors++;
+	} else {
+		memset(&res, 0, sizeof(res));
+		res.kind = kind;
+		res.str = why;
+		res.len = strlen(why);
+		if (kind == FG_REDIS_R_TIMEOUT)
+			c->link->stats.timeouts++;
+		else
+			c->link->stats.down++;
+	}
+	cb(c->arg, &res);
+}
+
+/* --- dropping and reconnecting ----------------------------------------- */
+
+static void schedule_connect(struct fg_redis *r)
+{
+	int64_t delay;
+	struct timeval tv;
+
+	if (r->was_connected) {
+		/* A link that worked: come back soon, but not in step with the
+		 * rest of the fleet that lost Redis at the same moment. */
+		r->backoff_us = 0;
+		delay = (int64_t)(rng_next(r) % (uint64_t)(r->backoff_initial_us + 1));
+	} else {
+		r->backoff_us = r->backoff_us ? r->backoff_us * 2 : r->backoff_initial_us;
+		if (r->backoff_us > r->backoff_max_us)
+			r->backoff_us = r->backoff_max_us;
+		delay = r->backoff_us / 2 + (int64_t)(rng_next(r) % (uint64_t)(r->backoff_us / 2 + 1));
+		r->stats.connect_failures++;
+	}
+	r->was_connected = 0;
+	tv = us_to_tv(delay);
+	evtimer_add(r->retry_ev, &tv);
+}
+
+/* The current context is gone or going: DOWN, remember why, plan the next
+ * connect.  Does not touch the context. */
+static void link_lost(struct fg_redis *r, const char *why)
+{
+	enum fg_log_level level = r->was_connected ? FG_LOG_WARN : FG_LOG_INFO;
+	char q[WHY_LEN + 8];
+
+	evtimer_del(r->connect_ev);
+	snprintf(r->why, sizeof(r->why), "%s", why);
+	fg_log(level, "redis_down", "redis=%s why=%s", r->address, fg_log_quote(q, sizeof(q), r->why));
+	schedule_connect(r);
+	set_state(r, FG_REDIS_DOWN, r->why);
+}
+
+/*
+ * Give up the current context now: DOWN first (so callbacks cannot submit
+ * to it), then every command on it gets its callback (DOWN for the callers
+ * still waiting) from inside redisAsyncFree.  Never from inside a hiredis
+ * callback of that context (drop_deferred is for that).
+ */
+static void link_drop(struct fg_redis *r, const char *why)
+{
+	redisAsyncContext *ac = r->ac;
+
+	if (!ac)
+		return;
+	r->ac = NULL;
+	snprintf(r->drop_why, sizeof(r->drop_why), "redis %s: %s", r->address, why);
+	link_lost(r, why);
+	redisAsyncFree(ac);
+}
+
+static void drop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fg_redis *r = arg;
+
+	if (r->ac && r->gen == r->drop_gen)
+		link_drop(r, r->pending_why);
+}
+
+/* Drop the current context from the loop, after the hiredis callback we
+ * are in returns: freeing a context inside its own callback corrupts it. */
+static void drop_deferred(struct fg_redis *r, const char *why)
+{
+	r->drop_gen = r->gen;
+	snprintf(r->pending_why, sizeof(r->pending_why), "%s", why);
+	event_active(r->drop_ev, EV_TIMEOUT, 0);
+}
+
+static void cmd_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct rcmd *c = arg;
+	struct fg_redis *r = c->link;
+	uint64_t now;
+	int64_t left;
+	struct timeval tv;
+
+	/* libevent measures from the time it cached at the top of the loop
+	 * iteration, which may be before the submit: the caller was promised
+	 * its whole timeout. */
+	now = fg_clock_now_us();
+	if (!c->stalling && now < c->deadline_us) {
+		tv = us_to_tv((int64_t)(c->deadline_us - now));
+		evtimer_add(c->timer, &tv);
+		return;
+	}
+	if (c->stalling) {
+		r->stats.drops++;
+		link_drop(r, "no reply within the stall timeout (Redis paused or overloaded?)");
+		return;
+	}
+	c->stalling = 1;
+	cmd_deliver(c, FG_REDIS_R_TIMEOUT, "redis: no reply within the command timeout", NULL);
+	left = (int64_t)(c->sent_us + (uint64_t)r->stall_timeout_us) - (int64_t)now;
+	tv = us_to_tv(left > 0 ? left : 0);
+	evtimer_add(c->timer, &tv);
+}
+
+/* --- replies ----------------------------------------------------------- */
+
+static void handshake_reply(struct fg_redis *r, struct rcmd *c, const redisReply *rep)
+{
+	char why[WHY_LEN];
+
+	if (r->handshake_failed)
+		return;
+	if (rep->type == REDIS_REPLY_ERROR) {
+		/* Redis's words only: the password is never part of them. */
+		snprintf(why, sizeof(why), "%s failed: %s", c->what, rep->str);
+		r->handshake_failed = 1;
+		drop_deferred(r, why);
+		return;
+	}
+	if (--r->handshake_left > 0)
+		return;
+	evtimer_del(r->connect_ev);
+	r->was_connected = 1;
+	r->backoff_us = 0;
+	fg_log(FG_LOG_INFO, "redis_connected", "redis=%s", r->address);
+	set_state(r, FG_REDIS_CONNECTED, NULL);
+}
+
+static int is_noscript(const redisReply *rep)
+{
+	return rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0;
+}
+
+/* EVALSHA answered NOSCRIPT: SCRIPT LOAD, then the same EVALSHA again on
+ * the same command (its timer keeps running).  0 if both were sent. */
+static int script_reload(struct fg_redis *r, struct rcmd *c)
+{
+	struct script *s = &r->scripts[c->script];
+	struct rcmd *load = cmd_get(r, CMD_RELOAD);
+
+	if (!load)
+		return FG_ENOMEM;
+	if (wire_count(&load->wire, 3) < 0 || wire_arg(&load->wire, "SCRIPT", 6) < 0 ||
+	    wire_arg(&load->wire, "LOAD", 4) < 0 || wire_arg(&load->wire, s->body, s->len) < 0 ||
+	    cmd_send(r, load) < 0) {
+		cmd_put(load);
+		return FG_EUNAVAIL;
+	}
+	c->retried = 1;
+	return cmd_send(r, c);
+}
+
+static void user_reply(struct fg_redis *r, struct rcmd *c, const redisReply *rep)
+{
+	uint64_t us = fg_clock_now_us() - c->sent_us;
+
+	if (c->script >= 0 && !c->retried && c->cb && is_noscript(rep)) {
+		if (script_reload(r, c) == 0) {
+			r->stats.noscript_reloads++;
+			return;         /* <c> lives on: hiredis holds it again */
+		}
+	}
+	r->stats.replies++;
+	r->stats.latency_sum_us += us;
+	if (r->on_latency)
+		r->on_latency(r->latency_arg, us);
+	r->stats.inflight--;
+	cmd_deliver(c, 0, NULL, rep);
+	cmd_put(c);
+}
+
+/* A command's end in hiredis: <reply> is NULL when its context is being
+ * freed (by us, or by hiredis after an error). */
+static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct rcmd *c = privdata;
+	struct fg_redis *r = c->link;
+	const redisReply *rep = reply;
+
+	if (!rep) {
+		/* The context is going.  When hiredis is the one freeing it (an
+		 * error or EOF; on_disconnect comes after these callbacks), the
+		 * link goes DOWN now so callbacks cannot submit to it. */
+		if (r->ac == ac) {
+			char why[WHY_LEN];
+			snprintf(why, sizeof(why), "connection lost: %s", ac->err ? ac->errstr : "closed");
+			snprintf(r->drop_why, sizeof(r->drop_why), "redis %s: %s", r->address, why);
+			r->ac = NULL;
+			link_lost(r, why);
+		}
+		if (c->kind == CMD_USER) {
+			r->stats.inflight--;
+			cmd_deliver(c, FG_REDIS_R_DOWN, r->drop_why, NULL);
+		}
+		cmd_put(c);
+		return;
+	}
+	switch (c->kind) {
+	case CMD_USER:
+		user_reply(r, c, rep);
+		return;
+	case CMD_HANDSHAKE:
+		if (r->ac == ac)
+			handshake_reply(r, c, rep);
+		break;
+	case CMD_RELOAD:
+		if (rep->type == REDIS_REPLY_ERROR)
+			fg_log(FG_LOG_WARN, "redis_script_load", "redis=%s error=\"%.100s\"", r->address, rep->str);
+		break;
+	}
+	cmd_put(c);
+}
+
+/* --- connecting -------------------------------------------------------- */
+
+static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fg_redis *r = arg;
+
+	link_drop(r, "connect and handshake timed out");
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+	struct fg_redis *r = ac->data;
+	char why[WHY_LEN];
+
+	if (status == REDIS_OK || r->ac != ac)
+		return;
+	/* hiredis frees this context when we return, after calling the
+	 * handshake commands back with NULL. */
+	snprintf(why, sizeof(why), "connect: %s", ac->errstr);
+	snprintf(r->drop_why, sizeof(r->drop_why), "redis %s: %s", r->address, why);
+	r->ac = NULL;
+	link_lost(r, why);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct fg_redis *r = ac->data;
+	char why[WHY_LEN];
+
+	/* Our own redisAsyncFree also ends here: r->ac was cleared first. */
+	if (r->ac != ac)
+		return;
+	/* hiredis frees the context when we return: never free it here. */
+	snprintf(why, sizeof(why), "connection lost: %s", ac->err ? ac->errstr : "closed");
+	r->ac = NULL;
+	link_lost(r, why);
+}
+
+static int handshake_add(struct fg_redis *r, const char *what, int argc, const char *const *argv,
+                         const size_t *argvlen)
+{
+	struct rcmd *c = cmd_get(r, CMD_HANDSHAKE);
+
+	if (!c)
+		return FG_ENOMEM;
+	c->what = what;
+	if (wire_count(&c->wire, argc) < 0 || wire_args(&c->wire, argc, argv, argvlen) < 0 ||
+	    cmd_send(r, c) < 0) {
+		cmd_put(c);
+		return FG_ENOMEM;
+	}
+	r->handshake_left++;
+	return 0;
+}
+
+/*
+ * Queue the handshake before the socket is even connected: hiredis writes
+ * it as soon as the connect completes, and 0.14 does not support sending
+ * from the connect callback.
+ */
+static int handshake_start(struct fg_redis *r)
+{
+	char db[16];
+	const char *auth[] = { "AUTH", r->password };
+	const char *sel[] = { "SELECT", db };
+	const char *ping[] = { "PING" };
+
+	r->handshake_left = 0;
+	r->handshake_failed = 0;
+	if (r->password && handshake_add(r, "AUTH", 2, auth, NULL) < 0)
+		return FG_ENOMEM;
+	snprintf(db, sizeof(db), "%d", r->db);
+	if (r->db > 0 && handshake_add(r, "SELECT", 2, sel, NULL) < 0)
+		return FG_ENOMEM;
+	for (unsigned i = 0; i < r->nscripts; i++) {
+		const char *load[] = { "SCRIPT", "LOAD", r->scripts[i].body };
+		size_t lens[] = { 6, 4, r->scripts[i].len };
+		if (handshake_add(r, "SCRIPT LOAD", 3, load, lens) < 0)
+			return FG_ENOMEM;
+	}
+	return handshake_add(r, "PING", 1, ping, NULL);
+}
+
+static redisAsyncContext *open_context(struct fg_redis *r)
+{
+	if (r->host[0])
+		return redisAsyncConnect(r->host, r->port);
+	return redisAsyncConnectUnix(r->address);
+}
+
+static void link_connect(struct fg_redis *r)
+{
+	redisAsyncContext *ac;
+	struct timeval tv = us_to_tv(r->connect_timeout_us);
+	char why[WHY_LEN];
+
+	r->gen++;
+	if (r->stats.connects++)
+		r->stats.reconnects++;
+	r->was_connected = 0;
+	set_state(r, FG_REDIS_CONNECTING, NULL);
+	ac = open_context(r);
+	if (!ac || ac->err) {
+		snprintf(why, sizeof(why), "connect: %s", ac ? ac->errstr : "out of memory");
+		if (ac)
+			redisAsyncFree(ac);     /* nothing attached, nothing pending */
+		link_lost(r, why);
+		return;
+	}
+	ac->data = r;
+	r->ac = ac;
+	if (redisLibeventAttach(ac, r->base) != REDIS_OK ||
+	    redisAsyncSetConnectCallback(ac, on_connect) != REDIS_OK ||
+	    redisAsyncSetDisconnectCallback(ac, on_disconnect) != REDIS_OK || handshake_start(r) < 0) {
+		link_drop(r, "connect: cannot set up the context");
+		return;
+	}
+	evtimer_add(r->connect_ev, &tv);
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	link_connect(arg);
+}
+
+/* --- setup ------------------------------------------------------------- */
+
+/* Split "ip:port", "[ipv6]:port" or "/path" into <r>.  0 or FG_EINVAL. */
+static int parse_address(struct fg_redis *r, const char *addr, const char **why)
+{
+	const char *colon, *host = addr;
+	size_t hlen;
+	char *end;
+	long port;
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	if (!addr || strlen(addr) >= sizeof(r->address)) {
+		*why = "redis address missing or too long";
+		return FG_EINVAL;
+	}
+	snprintf(r->address, sizeof(r->address), "%s", addr);
+	if (addr[0] == '/')
+		return 0;
+	colon = strrchr(addr, ':');
+	if (!colon) {
+		*why = "redis address must be ip:port, [ipv6]:port or an absolute socket path";
+		return FG_EINVAL;
+	}
+	hlen = (size_t)(colon - addr);
+	if (addr[0] == '[' && hlen >= 2 && colon[-1] == ']') {
+		host++;
+		hlen -= 2;
+	}
+	errno = 0;
+	port = strtol(colon + 1, &end, 10);
+	if (hlen == 0 || hlen >= sizeof(r->host) || *end || end == colon + 1 || port < 1 || port > 65535) {
+		*why = "redis address must be ip:port, [ipv6]:port or an absolute socket path";
+		return FG_EINVAL;
+	}
+	memcpy(r->host, host, hlen);
+	r->host[hlen] = '\0';
+	/* hiredis would resolve a name with a blocking getaddrinfo on the loop. */
+	if (inet_pton(AF_INET, r->host, buf) != 1 && inet_pton(AF_INET6, r->host, buf) != 1) {
+		*why = "redis address must be a numeric IP (names would block the loop) or a socket path";
+		return FG_EINVAL;
+	}
+	r->port = (int)port;
+	return 0;
+}
+
+static int read_password(struct fg_redis *r, const char *path)
+{
+	char buf[PASSWORD_MAX + 2];
+	FILE *fp = fopen(path, "re");
+	size_t n;
+	int err;
+
+	if (!fp)
+		return FG_EIO;
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	err = ferror(fp) ? errno : 0;
+	fclose(fp);
+	if (err || n > PASSWORD_MAX) {
+		explicit_bzero(buf, sizeof(buf));
+		errno = err ? err : EFBIG;
+		return FG_EIO;
+	}
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		n--;
+	buf[n] = '\0';
+	r->password = strdup(buf);
+	explicit_bzero(buf, sizeof(buf));
+	return r->password ? 0 : FG_ENOMEM;
+}
+
+static int64_t or_default(int64_t v, int64_t def)
+{
+	return v > 0 ? v : def;
+}
+
+static void copy_settings(struct fg_redis *r, const struct fg_redis_config *cfg)
+{
+	r->db = cfg->db;
+	r->connect_timeout_us = or_default(cfg->connect_timeout_us, FG_REDIS_DEFAULT_CONNECT_TIMEOUT_US);
+	r->stall_timeout_us = or_default(cfg->stall_timeout_us, FG_REDIS_DEFAULT_STALL_TIMEOUT_US);
+	r->backoff_initial_us = or_default(cfg->backoff_initial_us, FG_REDIS_DEFAULT_BACKOFF_INITIAL_US);
+	r->backoff_max_us = or_default(cfg->backoff_max_us, FG_REDIS_DEFAULT_BACKOFF_MAX_US);
+	if (r->backoff_max_us < r->backoff_initial_us)
+		r->backoff_max_us = r->backoff_initial_us;
+	r->max_inflight = cfg->max_inflight ? cfg->max_inflight : FG_REDIS_DEFAULT_MAX_INFLIGHT;
+	r->on_state = cfg->on_state;
+	r->state_arg = cfg->state_arg;
+	r->on_latency = cfg->on_latency;
+	r->latency_arg = cfg->latency_arg;
+	/* Seeded per link and per process so workers and pods draw apart. */
+	r->rng = fg_clock_now_us() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)r;
+	if (!r->rng)
+		r->rng = 1;
+}
+
+int fg_redis_new(struct fg_redis **out, struct event_base *base, const struct fg_redis_config *cfg,
+                 const char **why)
+{
+	struct fg_redis *r = calloc(1, sizeof(*r));
+	struct timeval now = { 0, 0 };
+	int rc;
+
+	if (!r)
+		return FG_ENOMEM;
+	r->base = base;
+	TAILQ_INIT(&r->free);
+	copy_settings(r, cfg);
+	rc = parse_address(r, cfg->address, why);
+	if (rc < 0)
+		goto fail_free;
+	if (cfg->password_file) {
+		rc = read_password(r, cfg->password_file);
+		if (rc < 0) {
+			*why = rc == FG_EIO ? "redis password file cannot be read" : "out of memory";
+			goto fail_free;
+		}
+	}
+	rc = FG_ENOMEM;
+	*why = "out of memory";
+	r->connect_ev = evtimer_new(base, connect_timeout_cb, r);
+	r->retry_ev = evtimer_new(base, retry_cb, r);
+	r->drop_ev = evtimer_new(base, drop_cb, r);
+	if (!r->connect_ev || !r->retry_ev || !r->drop_ev)
+		goto fail_free;
+	/* The first connect runs from the loop, so scripts registered right
+	 * after this call are in its handshake. */
+	evtimer_add(r->retry_ev, &now);
+	r->state = FG_REDIS_CONNECTING;
+	*out = r;
+	return 0;
+
+fail_free:
+	fg_redis_free(r);
+	return rc;
+}
+
+void fg_redis_free(struct fg_redis *r)
+{
+	struct rcmd *c;
+
+	if (!r)
+		return;
+	r->on_state = NULL;
+	if (r->ac) {
+		redisAsyncContext *ac = r->ac;
+		r->ac = NULL;
+		snprintf(r->drop_why, sizeof(r->drop_why), "redis %s: link freed", r->address);
+		r->state = FG_REDIS_DOWN;
+		redisAsyncFree(ac);     /* every command's callback runs, callers get DOWN */
+	}
+	while ((c = TAILQ_FIRST(&r->free)) != NULL) {
+		TAILQ_REMOVE(&r->free, c, free_link);
+		event_free(c->timer);
+		fg_bufq_free(&c->wire);
+		free(c);
+	}
+	if (r->connect_ev)
+		event_free(r->connect_ev);
+	if (r->retry_ev)
+		event_free(r->retry_ev);
+	if (r->drop_ev)
+		event_free(r->drop_ev);
+	for (unsigned i = 0; i < r->nscripts; i++)
+		free(r->scripts[i].body);
+	if (r->password) {
+		explicit_bzero(r->password, strlen(r->password));
+		free(r->password);
+	}
+	free(r);
+}
+
+/* --- scripts and submits ----------------------------------------------- */
+
+int fg_redis_script_add(struct fg_redis *r, const char *body, size_t len, unsigned *id)
+{
+	struct script *s;
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+
+	if (r->nscripts >= FG_REDIS_MAX_SCRIPTS)
+		return FG_ETOOBIG;
+	s = &r->scripts[r->nscripts];
+	if (EVP_Digest(body, len, md, &mdlen, EVP_sha1(), NULL) != 1 || mdlen * 2 != SHA1_HEX)
+		return FG_ENOMEM;
+	for (unsigned i = 0; i < mdlen; i++)
+		snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
+	s->body = malloc(len + 1);
+	if (!s->body)
+		return FG_ENOMEM;
+	memcpy(s->body, body, len);
+	s->body[len] = '\0';
+	s->len = len;
+	*id = r->nscripts++;
+	return 0;
+}
+
+const char *fg_redis_script_sha(const struct fg_redis *r, unsigned id)
+{
+	return id < r->nscripts ? r->scripts[id].sha : NULL;
+}
+
+/* Take a command slot for a caller, or say why not. */
+static int submit_begin(struct fg_redis *r, struct rcmd **out)
+{
+	if (r->state != FG_REDIS_CONNECTED || !r->ac) {
+		r->stats.unavailable++;
+		return FG_EUNAVAIL;
+	}
+	if (r->stats.inflight >= r->max_inflight) {
+		r->stats.busy++;
+		return FG_EBUSY;
+	}
+	*out = cmd_get(r, CMD_USER);
+	return *out ? 0 : FG_ENOMEM;
+}
+
+static int submit_end(struct fg_redis *r, struct rcmd *c, int64_t timeout_us, fg_redis_reply_cb *cb, void *arg)
+{
+	struct timeval tv;
+	int rc = cmd_send(r, c);
+
+	if (rc < 0) {
+		r->stats.unavailable++;
+		cmd_put(c);
+		return rc;
+	}
+	c->cb = cb;
+	c->arg = arg;
+	if (timeout_us <= 0)
+		timeout_us = 1;
+	tv = us_to_tv(timeout_us);
+	c->sent_us = fg_clock_now_us();
+	c->deadline_us = c->sent_us + (uint64_t)timeout_us;
+	evtimer_add(c->timer, &tv);
+	r->stats.commands++;
+	r->stats.inflight++;
+	return 0;
+}
+
+int fg_redis_command(struct fg_redis *r, int64_t timeout_us, int argc, const char *const *argv,
+                     const size_t *argvlen, fg_redis_reply_cb *cb, void *arg)
+{
+	struct rcmd *c;
+	int rc;
+
+	if (argc < 1)
+		return FG_EINVAL;
+	rc = submit_begin(r, &c);
+	if (rc < 0)
+		return rc;
+	if (wire_count(&c->wire, argc) < 0 || wire_args(&c->wire, argc, argv, argvlen) < 0) {
+		cmd_put(c);
+		return FG_ENOMEM;
+	}
+	return submit_end(r, c, timeout_us, cb, arg);
+}
+
+int fg_redis_script(struct fg_redis *r, int64_t timeout_us, unsigned id, int nkeys, int argc,
+                    const char *const *argv, const size_t *argvlen, fg_redis_reply_cb *cb, void *arg)
+{
+	struct rcmd *c;
+	char nk[16];
+	int rc;
+
+	if (id >= r->nscripts || nkeys < 0 || argc < 0 || nkeys > argc)
+		return FG_EINVAL;
+	rc = submit_begin(r, &c);
+	if (rc < 0)
+		return rc;
+	c->script = (int)id;
+	snprintf(nk, sizeof(nk), "%d", nkeys);
+	if (wire_count(&c->wire, argc + 3) < 0 || wire_arg(&c->wire, "EVALSHA", 7) < 0 ||
+	    wire_arg(&c->wire, r->scripts[id].sha, SHA1_HEX) < 0 || wire_arg(&c->wire, nk, strlen(nk)) < 0 ||
+	    wire_args(&c->wire, argc, argv, argvlen) < 0) {
+		cmd_put(c);
+		return FG_ENOMEM;
+	}
+	return submit_end(r, c, timeout_us, cb, arg);
+}
+
+int fg_redis_result_elem(const struct fg_redis_result *res, size_t i, struct fg_redis_result *out)
+{
+	const redisReply *rep = res->reply;
+
+	if (res->kind != FG_REDIS_R_ARRAY || !rep || i >= rep->elements)
+		return FG_EINVAL;
+	result_from_reply(out, rep->element[i]);
+	return 0;
+}
+
+enum fg_redis_state fg_redis_get_state(const struct fg_redis *r)
+{
+	return r->state;
+}
+
+const char *fg_redis_last_error(const struct fg_redis *r)
+{
+	return r->why;
+}
+
+const struct fg_redis_stats *fg_redis_get_stats(const struct fg_redis *r)
+{
+	return &r->stats;
+}
+
+const char *fg_redis_address(const struct fg_redis *r)
+{
+	return r->address;
+}
