@@ -197,10 +197,15 @@ static int wire_args(struct fg_bufq *q, int argc, const char *const *argv, const
 
 static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata);
 
-/* Hand <c>'s wire to hiredis.  0, or FG_EUNAVAIL when hiredis refuses
- * (the context is going down). */
+/* Hand <c>'s wire to hiredis.  0, FG_ENOMEM, or FG_EUNAVAIL when hiredis
+ * refuses (the context is going down). */
 static int cmd_send(struct fg_redis *r, struct rcmd *c)
 {
+	/* hiredis peeks at the command as a C string (to spot SUBSCRIBE) and
+	 * reads a byte past its end: terminate it, outside its length. */
+	if (fg_bufq_reserve(&c->wire, 1) < 0)
+		return FG_ENOMEM;
+	*fg_bufq_tail(&c->wire) = '\0';
 	if (!r->ac || redisAsyncFormattedCommand(r->ac, reply_cb, c, (const char *)fg_bufq_head(&c->wire),
 	                                         fg_bufq_len(&c->wire)) != REDIS_OK)
 		return FG_EUNAVAIL;
@@ -821,7 +826,8 @@ static int submit_end(struct fg_redis *r, struct rcmd *c, int64_t timeout_us, fg
 	int rc = cmd_send(r, c);
 
 	if (rc < 0) {
-		r->stats.unavailable++;
+		if (rc == FG_EUNAVAIL)
+			r->stats.unavailable++;
 		cmd_put(c);
 		return rc;
 	}
