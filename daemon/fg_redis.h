@@ -9,7 +9,9 @@
  * every callback runs on that loop's thread.  Several workers each create
  * their own link; links share nothing.
  *
- * Life of a link.  fg_redis_new() starts connecting at once.  The link is
+ * Life of a link.  fg_redis_new() schedules the first connect for the
+ * loop's next turn (scripts registered before then are in its handshake),
+ * and is CONNECTING from then on.  The link is
  * CONNECTING while TCP (or the unix socket) connects and a handshake runs,
  * pipelined in one write: AUTH (when a password file is set), SELECT (when a
  * database is set), SCRIPT LOAD of each registered script, PING.  When every
@@ -73,7 +75,8 @@ enum fg_redis_state {
 };
 
 /* fg_redis_state_cb - the link went to <state>; <why> says why for DOWN
- * (borrowed for the call), else NULL. */
+ * (borrowed for the call), else NULL.  On the loop; may submit, must not
+ * free the link; not called from fg_redis_free(). */
 typedef void fg_redis_state_cb(void *arg, enum fg_redis_state state, const char *why);
 
 /* fg_redis_latency_cb - a reply to a caller's command came <us> after the
@@ -148,7 +151,9 @@ typedef void fg_redis_reply_cb(void *arg, const struct fg_redis_result *res);
 /*
  * fg_redis_new - a link on <base> (borrowed; must outlive the link) with the
  * settings of <cfg> (borrowed; copied).  Reads the password file now (so do
- * this at startup, not on the loop's hot path) and starts connecting.  On
+ * this at startup, not on the loop's hot path) and schedules the first
+ * connect (the state is CONNECTING; the state callback is not called from
+ * here).  On
  * success stores the link in <*out> and returns 0; else returns FG_EINVAL
  * (an address that is not an IP:port or an absolute path, with <*why> set
  * to a static message), FG_EIO (the password file cannot be read; errno is
