@@ -10,7 +10,7 @@ packages=(
 	libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev protobuf-compiler
 	libhiredis-dev libcmocka-dev
 	redis-server python3-grpcio python3-h2 python3-pytest python3-yaml python3-protobuf
-	nghttp2-client nghttp2-proxy valgrind clang
+	nghttp2-client nghttp2-proxy valgrind clang tzdata
 )
 
 missing=()
