@@ -604,8 +604,11 @@ void fg_tz_local(const struct fg_tz *tz, int64_t utc_seconds, struct fg_tz_local
 
 int64_t fg_tz_wall_to_utc(const struct fg_tz *tz, int64_t day_number, int32_t wall_seconds)
 {
-	/* keeps day * 86400 + wall within FG_TZ_TIME_LIMIT + one day */
-	int64_t day = clamp(day_number, FG_TZ_TIME_LIMIT / FG_TZ_DAY);
+	/*
+	 * Wide enough for every date fg_tz_local gives (a clamped instant plus
+	 * its offset), small enough that day * 86400 + wall cannot overflow.
+	 */
+	int64_t day = clamp(day_number, FG_TZ_TIME_LIMIT / FG_TZ_DAY + 2);
 
 	return first_at_or_after(tz, day * FG_TZ_DAY + wall_seconds, INT64_MIN);
 }

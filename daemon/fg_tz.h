@@ -121,8 +121,8 @@ void fg_tz_local(const struct fg_tz *tz, int64_t utc_seconds, struct fg_tz_local
  *     the first occurrence (00:30 UTC, 01:30 BST).
  *   - On a date the zone skipped (Pacific/Apia, 2011-12-30) it is the
  *     first instant of the next date.
- * <day_number> and <wall_seconds> are clamped so the result stays within
- * +-FG_TZ_TIME_LIMIT.  Any thread; no allocation, no lock.
+ * <day_number> is clamped to the dates of +-FG_TZ_TIME_LIMIT (plus two
+ * days), so nothing overflows.  Any thread; no allocation, no lock.
  */
 int64_t fg_tz_wall_to_utc(const struct fg_tz *tz, int64_t day_number, int32_t wall_seconds);
 

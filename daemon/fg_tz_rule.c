@@ -195,6 +195,9 @@ static int read_dst(struct cur *c, int hours_max, struct fg_tz_rule *r)
 	r->dst_off = r->std_off + DST_DEFAULT_SHIFT;
 	if (peek(c) != ',' && peek(c) >= 0 && read_offset(c, &r->dst_off) < 0)
 		return FG_EINVAL;
+	/* the default (std + 1h) can go past the bound every offset keeps */
+	if (r->dst_off > FG_TZ_OFFSET_MAX)
+		return fail(c, "DST offset beyond 24:59:59");
 	if (peek(c) < 0)
 		return fail(c, "a zone with DST must give its rule");
 	if (read_date(c, hours_max, &r->start) < 0 || read_date(c, hours_max, &r->end) < 0)

@@ -3,8 +3,8 @@
  *
  * The reference is glibc: localtime_r with setenv("TZ") + tzset(), which
  * this single-threaded test may call (the daemon may not).  For each zone,
- * random instants over 1900..2100, a scan every 12 hours and every change
- * of offset or DST the scan finds (at -1, 0 and +1 s) must agree on every
+ * random instants over 1900..2100 and every change of offset, DST or
+ * abbreviation a daily scan finds (at -1, 0 and +1 s) must agree on every
  * field.  Zones beyond 2037 run on their footer's POSIX rule, including
  * the v3 forms (America/Nuuk: -1:00; Asia/Jerusalem: 26:00; America/
  * Santiago: 24:00).  Tests that need the system's zoneinfo skip with a
@@ -33,7 +33,7 @@
 #define Y2100 INT64_C(4102444800)
 /* glibc applies a POSIX TZ string to years before 1971 as if they were 1970 */
 #define Y1971 INT64_C(31536000)
-#define SCAN_STEP (12 * 3600)
+#define SCAN_STEP 86400        /* a change undone within a day is left to the random instants */
 #define RANDOM_INSTANTS 3000
 #define HOUR 3600
 
@@ -154,7 +154,6 @@ static int compare_zone(const struct fg_tz *tz, const char *glibc_tz, int64_t fr
 
 	use_glibc_zone(glibc_tz);
 	for (int64_t t = from; t < Y2100; t += SCAN_STEP) {
-		check_instant(tz, t);
 		if (!same_type((time_t)t, (time_t)(t + SCAN_STEP))) {
 			int64_t c = glibc_change(t, t + SCAN_STEP);
 
@@ -577,6 +576,8 @@ static void test_posix_errors(void **state)
 	expect_bad_posix("EST5 ", "byte 4: abbreviation");
 	expect_bad_posix("EST5EDT,M3.2.0,M11.1.0 ", "byte 22: unexpected character");
 	expect_bad_posix("EST0005", "number too long");
+	/* found by fuzz_tz: the default DST offset, std + 1h, past 24:59:59 */
+	expect_bad_posix("EST-24EDT,0/0,3", "DST offset beyond");
 	/* DST all year (RFC 8536 3.3.1) */
 	assert_int_equal(fg_tz_parse_posix("EST5EDT,0/0,J365/25", &tz, err, sizeof(err)), 0);
 	for (int64_t t = Y1900; t < Y2100; t += 86400 * 7 + 3601) {
