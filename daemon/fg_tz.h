@@ -51,7 +51,8 @@ struct fg_tz_local {
 	int weekday;             /* 0 Sunday .. 6 Saturday */
 	int hour, minute, second;
 	int64_t day_number;      /* local date as days since 1970-01-01 (a key for "today") */
-	int32_t sec_of_day;      /* wall clock seconds since 00:00: hour * 3600 + minute * 60 + second */
+	int32_t sec_of_day;      /* wall clock seconds since 00:00: hour * 3600 + minute * 60 + second;
+	                          * the time elapsed since the day began is utc - day_start */
 	int64_t day_start;       /* UTC of the first instant whose local date is this date */
 	int64_t next_day_start;  /* UTC of the first instant after <utc> whose local date is later */
 };

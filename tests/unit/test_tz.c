@@ -7,7 +7,8 @@
  * abbreviation a daily scan finds (at -1, 0 and +1 s) must agree on every
  * field.  Zones beyond 2037 run on their footer's POSIX rule, including
  * the v3 forms (America/Nuuk: -1:00; Asia/Jerusalem: 26:00; America/
- * Santiago: 24:00).  Tests that need the system's zoneinfo skip with a
+ * Santiago: 24:00).  Allocation is wrapped (fg_failalloc.h) so that
+ * test_enomem fails each of the loader's allocations in turn.  Tests that need the system's zoneinfo skip with a
  * message when it is missing (contrib/install-deps.sh installs tzdata).
  */
 #include "config.h"
@@ -27,6 +28,9 @@
 #include "fg_error.h"
 #include "fg_testutil.h"
 #include "fg_tz.h"
+
+#define FG_FAILALLOC_ALL
+#include "fg_failalloc.h"
 
 #define ZONEINFO "/usr/share/zoneinfo"
 #define Y1900 INT64_C(-2208988800)
@@ -607,6 +611,46 @@ static void test_extremes(void **state)
 	fg_tz_free(NULL);
 }
 
+/* Each allocation failed in turn: FG_ENOMEM, nothing returned, nothing leaked. */
+static void test_enomem(void **state)
+{
+	struct fg_tz *tz;
+	char err[256];
+	long live = mem.live;
+	int rc;
+
+	(void)state;
+	for (long n = 1;; n++) {
+		mem_arm(n);
+		rc = fg_tz_parse_posix("EST5EDT,M3.2.0,M11.1.0", &tz, err, sizeof(err));
+		mem_arm(0);
+		if (rc == 0) {
+			fg_tz_free(tz);
+			break;
+		}
+		assert_int_equal(rc, FG_ENOMEM);
+		assert_null(tz);
+		assert_int_equal(mem.live, live);
+	}
+	if (!have_zoneinfo())
+		skip();
+	unsetenv("TZDIR");
+	for (long n = 1;; n++) {
+		mem_arm(n);
+		rc = fg_tz_load("Europe/London", &tz, err, sizeof(err));
+		mem_arm(0);
+		assert_int_equal(mem.live, live + (rc == 0));
+		if (rc == 0) {
+			assert_true(n > 2);     /* the file's buffer, then the zone */
+			fg_tz_free(tz);
+			break;
+		}
+		assert_int_equal(rc, FG_ENOMEM);
+		assert_non_null(strstr(err, "out of memory"));
+		assert_null(tz);
+	}
+}
+
 static int setup_dir(void **state)
 {
 	return fg_test_dir_new(state, "unused");
@@ -629,6 +673,7 @@ int main(void)
 		cmocka_unit_test(test_bad_fields),
 		cmocka_unit_test(test_posix_errors),
 		cmocka_unit_test(test_extremes),
+		cmocka_unit_test(test_enomem),
 	};
 
 	return cmocka_run_group_tests_name("tz", tests, NULL, NULL);
