@@ -401,6 +401,35 @@ static void expect_load(const struct fg_test_dir *d, const char *name, int rc, c
 		fail_msg("%s: error \"%s\" lacks \"%s\"", name, err, msg);
 }
 
+/* A v1 file: Asia/Kolkata's header and 32-bit block alone, version 0. */
+static void expect_v1(const struct fg_test_dir *d)
+{
+	struct fg_tz *tz = NULL;
+	struct fg_tz_local l;
+	char err[256] = "";
+	size_t len, n;
+	uint8_t *buf = slurp(ZONEINFO "/Asia/Kolkata", &len);
+	uint32_t c[6];
+
+	for (int i = 0; i < 6; i++)
+		c[i] = (uint32_t)buf[20 + 4 * i] << 24 | (uint32_t)buf[21 + 4 * i] << 16 |
+		       (uint32_t)buf[22 + 4 * i] << 8 | buf[23 + 4 * i];
+	n = 44 + c[3] * 5 + c[4] * 6 + c[5] + c[2] * 8 + c[1] + c[0];
+	buf[4] = 0;
+	put(d, "V1", buf, n);
+	setenv("TZDIR", d->path, 1);
+	if (fg_tz_load("V1", &tz, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	unsetenv("TZDIR");
+	fg_tz_local(tz, utc(2024, 1, 1, 0, 0), &l);
+	assert_int_equal(l.utc_offset, 5 * 3600 + 1800);
+	assert_string_equal(l.abbr, "IST");
+	fg_tz_free(tz);
+	put(d, "V1Trailing", buf, n + 1);
+	expect_load(d, "V1Trailing", FG_EINVAL, "bytes after the v1 data block");
+	free(buf);
+}
+
 static void test_bad_files(void **state)
 {
 	struct fg_test_dir *d = *state;
@@ -437,6 +466,7 @@ static void test_bad_files(void **state)
 	put(d, "Trailing", buf, len);
 	buf[len - 1] = '\n';
 	expect_load(d, "Trailing", FG_EINVAL, "footer: no closing newline");
+	expect_v1(d);
 	big = calloc(1, FG_TZ_FILE_MAX + 1);
 	assert_non_null(big);
 	memcpy(big, buf, len);
