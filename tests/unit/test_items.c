@@ -33,70 +33,13 @@
 
 /* ---- a tiny encoder ---- */
 
-struct msg {
-	uint8_t b[16384];
-	size_t n;
-};
-
-static void put_raw(struct msg *m, const void *p, size_t n)
-{
-	assert_true(m->n + n <= sizeof(m->b));
-	if (n)
-		memcpy(m->b + m->n, p, n);
-	m->n += n;
-}
-
-static void put_varint(struct msg *m, uint64_t v)
-{
-	uint8_t tmp[FG_PBWIRE_VARINT_MAX];
-
-	put_raw(m, tmp, fg_pbwire_write_varint(tmp, v));
-}
-
-static void put_tag(struct msg *m, uint32_t number, unsigned wire_type)
-{
-	put_varint(m, (uint64_t)number << 3 | wire_type);
-}
-
-static void f_varint(struct msg *m, uint32_t number, uint64_t v)
-{
-	put_tag(m, number, FG_PBWIRE_VARINT);
-	put_varint(m, v);
-}
-
-static void f_bytes(struct msg *m, uint32_t number, const void *p, size_t n)
-{
-	put_tag(m, number, FG_PBWIRE_LEN);
-	put_varint(m, n);
-	put_raw(m, p, n);
-}
-
-static void f_str(struct msg *m, uint32_t number, const char *s)
-{
-	f_bytes(m, number, s, strlen(s));
-}
-
-static void f_msg(struct msg *m, uint32_t number, const struct msg *sub)
-{
-	f_bytes(m, number, sub->b, sub->n);
-}
-
-static void f_float(struct msg *m, uint32_t number, float x)
-{
-	put_tag(m, number, FG_PBWIRE_I32);
-	put_raw(m, &x, 4);      /* little-endian host, as the CI machines */
-}
-
-static void f_double(struct msg *m, uint32_t number, double x)
-{
-	put_tag(m, number, FG_PBWIRE_I64);
-	put_raw(m, &x, 8);
-}
+#define FG_PBMSG_CAP 16384
+#include "fg_pbmsg.h"
 
 static void f_fixed32(struct msg *m, uint32_t number, uint32_t x)
 {
 	put_tag(m, number, FG_PBWIRE_I32);
-	put_raw(m, &x, 4);
+	put_le(m, x, 4);
 }
 
 static void f_packed(struct msg *m, uint32_t number, const int64_t *v, size_t n)

@@ -31,29 +31,7 @@
 
 /* ---- a tiny encoder ---- */
 
-struct msg {
-	uint8_t b[200000];      /* room for fields with 3-byte lengths */
-	size_t n;
-};
-
-static void put_raw(struct msg *m, const void *p, size_t n)
-{
-	assert_true(m->n + n <= sizeof(m->b));
-	memcpy(m->b + m->n, p, n);
-	m->n += n;
-}
-
-static void put_varint(struct msg *m, uint64_t v)
-{
-	uint8_t tmp[FG_PBWIRE_VARINT_MAX];
-
-	put_raw(m, tmp, fg_pbwire_write_varint(tmp, v));
-}
-
-static void put_tag(struct msg *m, uint32_t number, unsigned wire_type)
-{
-	put_varint(m, (uint64_t)number << 3 | wire_type);
-}
+#include "fg_pbmsg.h"
 
 static void put_hex(struct msg *m, const char *hex)
 {
@@ -63,55 +41,6 @@ static void put_hex(struct msg *m, const char *hex)
 		assert_int_equal(sscanf(hex, "%2x", &x), 1);
 		m->b[m->n++] = (uint8_t)x;
 	}
-}
-
-static void f_varint(struct msg *m, uint32_t number, uint64_t v)
-{
-	put_tag(m, number, FG_PBWIRE_VARINT);
-	put_varint(m, v);
-}
-
-static void f_bytes(struct msg *m, uint32_t number, const void *p, size_t n)
-{
-	put_tag(m, number, FG_PBWIRE_LEN);
-	put_varint(m, n);
-	put_raw(m, p, n);
-}
-
-static void f_str(struct msg *m, uint32_t number, const char *s)
-{
-	f_bytes(m, number, s, strlen(s));
-}
-
-static void f_msg(struct msg *m, uint32_t number, const struct msg *sub)
-{
-	f_bytes(m, number, sub->b, sub->n);
-}
-
-static void f_double(struct msg *m, uint32_t number, double d)
-{
-	uint64_t u;
-	uint8_t le[8];
-	int i;
-
-	memcpy(&u, &d, 8);
-	for (i = 0; i < 8; i++)
-		le[i] = (uint8_t)(u >> (8 * i));
-	put_tag(m, number, FG_PBWIRE_I64);
-	put_raw(m, le, 8);
-}
-
-static void f_float(struct msg *m, uint32_t number, float f)
-{
-	uint32_t u;
-	uint8_t le[4];
-	int i;
-
-	memcpy(&u, &f, 4);
-	for (i = 0; i < 4; i++)
-		le[i] = (uint8_t)(u >> (8 * i));
-	put_tag(m, number, FG_PBWIRE_I32);
-	put_raw(m, le, 4);
 }
 
 static uint64_t zz(int64_t v)
