@@ -290,13 +290,27 @@ static int label_value_kind(struct fg_policy_comp *c, const struct fg_schema_fie
 	return -1;
 }
 
+/* The field of label message <type> that scalar <n> (key <what>) names. */
+static int label_field(struct fg_policy_comp *c, const struct fg_yaml_node *n, const struct fg_schema_message *type,
+                       const char *what, const struct fg_schema_field **out)
+{
+	char buf[FG_YAML_SHOWLEN];
+	int rc;
+
+	if ((rc = fg_policy_compile_want_scalar(c, n, what)))
+		return rc;
+	if (!(*out = fg_schema_find_field(type, n->text)))
+		return fg_policy_compile_fail(c, n, "labels: %s has no field '%s'", fg_schema_message_name(type),
+		                              fg_yaml_show(n, buf, sizeof(buf)));
+	return 0;
+}
+
 /* "labels": a path to repeated strings or enums, or {field, value, confidence}. */
 static int read_labels(struct fg_policy_comp *c, const struct fg_yaml_node *n, const struct fg_schema_message *item,
                        struct fg_items_spec *sp, struct label_target *t)
 {
 	const struct fg_yaml_node *fn = n, *vn = NULL, *cn = NULL;
 	const struct fg_schema_field *f, *vf, *cf;
-	char buf[FG_YAML_SHOWLEN];
 	int rc;
 
 	t->at = n;
@@ -329,12 +343,8 @@ static int read_labels(struct fg_policy_comp *c, const struct fg_yaml_node *n, c
 		return fg_policy_compile_fail(c, fn, "labels: '%s' is repeated %s, not a message: write labels: %s",
 		                              fn->text, fg_schema_type_name(fg_schema_field_type(f)), fn->text);
 	sp->label_kind = FG_ITEMS_L_MESSAGE;
-	if ((rc = fg_policy_compile_want_scalar(c, vn, "value")))
+	if ((rc = label_field(c, vn, fg_schema_field_message(f), "value", &vf)))
 		return rc;
-	if (!(vf = fg_schema_find_field(fg_schema_field_message(f), vn->text)))
-		return fg_policy_compile_fail(c, vn, "labels: %s has no field '%s'",
-		                              fg_schema_message_name(fg_schema_field_message(f)),
-		                              fg_yaml_show(vn, buf, sizeof(buf)));
 	if ((fg_schema_field_flags(vf) & FG_SCHEMA_F_REPEATED) || label_value_kind(c, vf, t) < 0)
 		return fg_policy_compile_fail(c, vn, "labels: value '%s' must be a single string or enum field",
 		                              vn->text);
@@ -342,12 +352,8 @@ static int read_labels(struct fg_policy_comp *c, const struct fg_yaml_node *n, c
 	sp->value_enum = (uint8_t)t->is_enum;
 	if (cn) {
 		enum fg_schema_type ty;
-		if ((rc = fg_policy_compile_want_scalar(c, cn, "confidence")))
+		if ((rc = label_field(c, cn, fg_schema_field_message(f), "confidence", &cf)))
 			return rc;
-		if (!(cf = fg_schema_find_field(fg_schema_field_message(f), cn->text)))
-			return fg_policy_compile_fail(c, cn, "labels: %s has no field '%s'",
-			                              fg_schema_message_name(fg_schema_field_message(f)),
-			                              fg_yaml_show(cn, buf, sizeof(buf)));
 		ty = fg_schema_field_type(cf);
 		if ((fg_schema_field_flags(cf) & FG_SCHEMA_F_REPEATED) || (ty != FG_SCHEMA_FLOAT && ty != FG_SCHEMA_DOUBLE))
 			return fg_policy_compile_fail(c, cn, "labels: confidence '%s' must be a single float or double field",
