@@ -1,0 +1,148 @@
+/*
+ * fg_state.h - per-user screen-time state: the backend interface that the
+ * gate stage, feedguardctl and the replay tool use, and the one meaning of
+ * every operation, which each backend implements (fg_state_redis: Lua
+ * scripts on a worker's Redis link; fg_state_mem: an in-process table for
+ * the unit tests and offline replay).
+ *
+ * A user's state is one record under each of the user's pseudonyms
+ * (fg_keyring: "<key id>:<64 hex>"), newest key first.  A backend stores
+ * it under <prefix>{<pseudonym>}: the braces are the Redis Cluster hash
+ * tag, so one user's record lives on one shard.  Nothing in a record or a
+ * key is a raw user id.
+ *
+ * Times are milliseconds since the Unix epoch, given by the caller (a
+ * backend never reads a clock: Redis scripts never call TIME, and replay
+ * runs on recorded times).  Days and nights are the caller's numbers
+ * (fg_tz day numbers); the backend only compares them.
+ *
+ * The operations:
+ *
+ *   read    The record under the first of <keys> that has one (so a key
+ *           rotation resets nobody: older pseudonyms are still read until
+ *           their record expires).  Counters of another day or night than
+ *           the record's are the caller's to ignore: read returns what is
+ *           stored, with its <day> and <night>.
+ *
+ *   update  One feed call delivered, from <start_ms> to <end_ms>, atomically:
+ *     1. if keys[0] has no record and a later key has one, the first such
+ *        record moves to keys[0] (the older one is deleted);
+ *     2. if the record's day is not <day>: active and every exposure
+ *        counter restart at 0, and day = <day>;
+ *     3. if the record's night is not <night>: quiet restarts at 0, and
+ *        night = <night>;
+ *     4. when the record has no <last_ms>, or start_ms - last_ms >
+ *        <idle_gap_ms>, a new session begins: from = session_start =
+ *        start_ms; otherwise the gap counts as use: from = last_ms (also
+ *        when start_ms < last_ms: calls that overlap count once);
+ *     5. active += length of [from, end_ms] after <day_start_ms>;
+ *        quiet += length of [from, end_ms] inside [quiet_from_ms,
+ *        quiet_to_ms) (nothing when quiet_to_ms <= quiet_from_ms);
+ *     6. last_ms = max(last_ms, end_ms);
+ *     7. each exposure counter named in <classes> += its count;
+ *     8. the record expires <ttl_ms> from now (the time it can matter:
+ *        until the day and the night end, plus the idle gap).
+ *     Lengths are clamped at 0; counters saturate rather than wrap.
+ *
+ *   erase   Delete the records under every one of <keys> (data-subject
+ *           erasure: the caller passes the pseudonyms of every ring key).
+ *
+ * Callbacks.  Each operation that returns 0 calls its callback exactly
+ * once, with 0 or a negative FG_E* (FG_ETIMEOUT: no answer within the
+ * backend's timeout; FG_EUNAVAIL: the backend is down; FG_EPROTO: an
+ * answer that does not parse).  A backend may call it before the
+ * operation returns (fg_state_mem always does; fg_state_redis never
+ * does), so a caller must be ready for both.  An operation that returns
+ * non-zero never calls it: FG_EUNAVAIL (down), FG_EBUSY (too many
+ * operations in flight), FG_EINVAL (a bad argument), FG_ENOMEM.
+ *
+ * Threading: a backend instance belongs to one thread (a worker's loop, or
+ * the tool's main thread) and everything is called on it.
+ */
+#ifndef FG_STATE_H
+#define FG_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fg_keyring.h"
+
+#define FG_STATE_MAX_KEYS FG_KEYRING_MAX_KEYS   /* pseudonyms of one user: one per ring key */
+#define FG_STATE_MAX_CLASSES 16                 /* exposure counters read or added in one call */
+#define FG_STATE_CLASS_MAX 64                   /* a counter's name, bytes ([a-z0-9_]) */
+#define FG_STATE_PREFIX_MAX 64
+#define FG_STATE_DEFAULT_PREFIX "fg:"
+
+/* One user's record as read.  All zero when the user has none. */
+struct fg_state_user {
+	int found;                  /* 1: a record was read */
+	int64_t last_ms;            /* end of the last delivered feed call; 0: none */
+	int64_t session_start_ms;   /* start of the current session */
+	int64_t day;                /* the day <active_ms> and <exposure> belong to */
+	int64_t active_ms;          /* active feed time on <day> */
+	int64_t night;              /* the night <quiet_ms> belongs to */
+	int64_t quiet_ms;           /* active time in that night's quiet hours */
+	uint64_t exposure[FG_STATE_MAX_CLASSES]; /* items delivered on <day>, per class the read asked for */
+};
+
+/* Which user, and which exposure counters. */
+struct fg_state_who {
+	const char *const *keys;    /* the user's pseudonyms, newest ring key first (borrowed) */
+	size_t nkeys;               /* 1..FG_STATE_MAX_KEYS */
+	const char *const *classes; /* exposure counter names (borrowed) */
+	size_t nclasses;            /* 0..FG_STATE_MAX_CLASSES */
+};
+
+/* One delivered feed call (update); see the top of this file. */
+struct fg_state_update {
+	struct fg_state_who who;    /* <classes> are the counters to add to */
+	const uint32_t *counts;     /* [who.nclasses]: items delivered per class */
+	int64_t start_ms, end_ms;
+	int64_t idle_gap_ms;
+	int64_t day, day_start_ms;
+	int64_t night, quiet_from_ms, quiet_to_ms;
+	int64_t ttl_ms;             /* > 0 */
+};
+
+/* fg_state_read_cb - the result of a read: <rc> 0 and the record in <u>
+ * (borrowed for the call), or a negative FG_E* and <u> NULL. */
+typedef void fg_state_read_cb(void *arg, int rc, const struct fg_state_user *u);
+
+/* fg_state_done_cb - the result of an update or erase. */
+typedef void fg_state_done_cb(void *arg, int rc);
+
+struct fg_state;
+
+/* What every backend provides (a backend's instance starts with a pointer
+ * to its table: struct fg_state). */
+struct fg_state_ops {
+	const char *name;           /* "redis", "memory" */
+	int (*read)(struct fg_state *s, const struct fg_state_who *who, fg_state_read_cb *cb, void *arg);
+	int (*update)(struct fg_state *s, const struct fg_state_update *u, fg_state_done_cb *cb, void *arg);
+	int (*erase)(struct fg_state *s, const struct fg_state_who *who, fg_state_done_cb *cb, void *arg);
+	void (*free)(struct fg_state *s);
+};
+
+struct fg_state {
+	const struct fg_state_ops *ops;
+};
+
+/*
+ * fg_state_read, fg_state_update, fg_state_erase - the operations above on
+ * backend <s>; arguments are borrowed and copied before return.  Returns
+ * as described at the top; FG_EINVAL for nkeys out of 1..FG_STATE_MAX_KEYS,
+ * nclasses over FG_STATE_MAX_CLASSES, a key or class name that is empty or
+ * too long, or (update) ttl_ms <= 0.
+ */
+int fg_state_read(struct fg_state *s, const struct fg_state_who *who, fg_state_read_cb *cb, void *arg);
+int fg_state_update(struct fg_state *s, const struct fg_state_update *u, fg_state_done_cb *cb, void *arg);
+int fg_state_erase(struct fg_state *s, const struct fg_state_who *who, fg_state_done_cb *cb, void *arg);
+
+/* fg_state_free - NULL is a no-op.  Pending callbacks get FG_EUNAVAIL first. */
+void fg_state_free(struct fg_state *s);
+
+/* fg_state_check_who - FG_EINVAL when <who> breaks the limits above, else 0
+ * (every backend calls it first). */
+int fg_state_check_who(const struct fg_state_who *who);
+
+#endif /* FG_STATE_H */
