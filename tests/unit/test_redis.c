@@ -2,13 +2,10 @@
  * test_redis.c - cmocka group "redis": fg_redis.h against a real
  * redis-server, through the header.
  *
- * Each test starts its own redis-server on a free loopback port in a
- * private temporary directory (no RDB, no AOF), waits until it answers a
- * PING (any answer: NOAUTH counts), and stops it by PID in its teardown,
- * which cmocka runs when the test fails too; the child also gets
- * PR_SET_PDEATHSIG so a crashed test leaves no server behind.  Without a
- * redis-server on PATH every test is skipped with a message.  Paused and
- * killed servers are SIGSTOP/SIGCONT/SIGKILL on that PID.
+ * Each test starts its own redis-server (fg_redisserver.h) in a private
+ * temporary directory and stops it by PID in its teardown, which cmocka
+ * runs when the test fails too.  Without a redis-server on PATH every
+ * test is skipped with a message.
  *
  * The loop is a real libevent event_base run in short slices until a
  * condition holds (loop_until).  Timing bounds get FG_TIME_FACTOR (CI sets
@@ -17,8 +14,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -27,9 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -39,6 +31,7 @@
 #include "fg_clock.h"
 #include "fg_error.h"
 #include "fg_redis.h"
+#include "fg_redisserver.h"
 #include "fg_testutil.h"
 
 #define MS 1000
@@ -52,11 +45,7 @@ struct rt {
 	struct fg_test_dir *dir;
 	struct event_base *base;
 	struct event *tick;             /* keeps loop slices short */
-	pid_t pid;                      /* the server, 0 when stopped */
-	int port;
-	char sock[128];                 /* its unix socket */
-	char addr[64];                  /* "127.0.0.1:<port>" */
-	const char *password;           /* --requirepass, or NULL */
+	struct fg_redisserver srv;      /* pid 0 when stopped */
 	struct fg_redis *link;
 };
 
@@ -74,83 +63,14 @@ struct rec {
 
 /* ---- the server ---- */
 
-static int free_port(void)
-{
-	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sin);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-	close(fd);
-	return ntohs(sin.sin_port);
-}
-
-/* 1 when the server on <t->port> answers PING with anything. */
-static int server_answers(struct rt *t)
-{
-	struct timeval tv = { 0, 100000 };
-	redisContext *c = redisConnectWithTimeout("127.0.0.1", t->port, tv);
-	redisReply *rep = NULL;
-
-	if (c && !c->err)
-		rep = redisCommand(c, "PING");
-	if (rep)
-		freeReplyObject(rep);
-	if (c)
-		redisFree(c);
-	return rep != NULL;
-}
-
 static void server_start(struct rt *t)
 {
-	char port[16], log[160];
-	const char *argv[24];
-	int n = 0;
-	uint64_t deadline;
-
-	snprintf(port, sizeof(port), "%d", t->port);
-	snprintf(log, sizeof(log), "%s/redis.log", t->dir->path);
-	argv[n++] = redis_server;
-	argv[n++] = "--port"; argv[n++] = port;
-	argv[n++] = "--bind"; argv[n++] = "127.0.0.1";
-	argv[n++] = "--save"; argv[n++] = "";
-	argv[n++] = "--appendonly"; argv[n++] = "no";
-	argv[n++] = "--dir"; argv[n++] = t->dir->path;
-	argv[n++] = "--unixsocket"; argv[n++] = t->sock;
-	argv[n++] = "--logfile"; argv[n++] = log;
-	if (t->password) {
-		argv[n++] = "--requirepass";
-		argv[n++] = t->password;
-	}
-	argv[n] = NULL;
-	t->pid = fork();
-	assert_true(t->pid >= 0);
-	if (t->pid == 0) {
-		int null = open("/dev/null", O_RDWR);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(null, 1);
-		dup2(null, 2);
-		execv(redis_server, (char *const *)argv);
-		_exit(127);
-	}
-	deadline = fg_clock_now_us() + 5000000u * (uint64_t)time_factor;
-	while (!server_answers(t)) {
-		int status;
-		assert_int_equal(waitpid(t->pid, &status, WNOHANG), 0);
-		assert_true(fg_clock_now_us() < deadline);
-		usleep(5000);
-	}
+	fg_redisserver_start(&t->srv, time_factor);
 }
 
 static void server_kill(struct rt *t)
 {
-	if (t->pid <= 0)
-		return;
-	kill(t->pid, SIGKILL);
-	waitpid(t->pid, NULL, 0);
-	t->pid = 0;
+	fg_redisserver_kill(&t->srv);
 }
 
 /* ---- the loop ---- */
@@ -245,7 +165,7 @@ static void latency_cb(void *arg, uint64_t us)
 static void link_config(struct rt *t, struct fg_redis_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	cfg->address = t->addr;
+	cfg->address = t->srv.addr;
 	cfg->connect_timeout_us = 300 * MS;
 	cfg->stall_timeout_us = 300 * MS;
 	cfg->backoff_initial_us = 20 * MS;
@@ -274,10 +194,7 @@ static int setup_common(void **state, const char *password)
 	if (!t || fg_test_dir_new(&dir, "pw") < 0)
 		return -1;
 	t->dir = dir;
-	t->password = password;
-	t->port = free_port();
-	snprintf(t->sock, sizeof(t->sock), "%s/redis.sock", t->dir->path);
-	snprintf(t->addr, sizeof(t->addr), "127.0.0.1:%d", t->port);
+	fg_redisserver_init(&t->srv, redis_server, t->dir->path, password);
 	t->base = event_base_new();
 	t->tick = event_new(t->base, -1, EV_PERSIST, tick_cb, NULL);
 	event_add(t->tick, &(struct timeval){ 0, 5000 });
@@ -546,13 +463,13 @@ static void test_select_unix(void **state)
 
 	NEED_REDIS();
 	link_config(t, &cfg);
-	cfg.address = t->sock;
+	cfg.address = t->srv.sock;
 	cfg.db = 3;
 	t->link = link_new(t, &cfg);
 	assert_true(wait_state(t, FG_REDIS_CONNECTED, 2000));
 	cmd_wait(t, &a, "SET", "fg:db", "three");
 
-	c = redisConnectUnix(t->sock);
+	c = redisConnectUnix(t->srv.sock);
 	assert_true(c && !c->err);
 	rep = redisCommand(c, "GET fg:db");
 	assert_int_equal(rep->type, REDIS_REPLY_NIL);
@@ -584,7 +501,7 @@ static void test_timeout_sigstop(void **state)
 	NEED_REDIS();
 	connect_default(t);
 
-	kill(t->pid, SIGSTOP);
+	kill(t->srv.pid, SIGSTOP);
 	t0 = fg_clock_now_us();
 	assert_int_equal(cmd(t, &a, CMD_TIMEOUT, "SET", "fg:late", "1"), 0);
 	assert_true(loop_until(t, &a.calls, 2000));
@@ -596,7 +513,7 @@ static void test_timeout_sigstop(void **state)
 	/* Resumed before the stall timeout: the late reply is read, not
 	 * handed to anyone, and the link stays. */
 	replies = fg_redis_get_stats(t->link)->replies;
-	kill(t->pid, SIGCONT);
+	kill(t->srv.pid, SIGCONT);
 	loop_for(t, 100);
 	assert_int_equal(a.calls, 1);
 	assert_int_equal(fg_redis_get_stats(t->link)->replies, replies + 1);
@@ -606,7 +523,7 @@ static void test_timeout_sigstop(void **state)
 
 	/* A long pause: timeout, then the link is dropped at the stall
 	 * timeout and new commands fail at once. */
-	kill(t->pid, SIGSTOP);
+	kill(t->srv.pid, SIGSTOP);
 	assert_int_equal(cmd(t, &a, CMD_TIMEOUT, "GET", "fg:late", NULL), 0);
 	assert_int_equal(cmd(t, &b, 5000 * MS, "GET", "fg:late", NULL), 0);
 	assert_true(loop_until(t, &a.calls, 2000));
@@ -622,7 +539,7 @@ static void test_timeout_sigstop(void **state)
 	/* Reconnects to a paused Redis time out in their handshake. */
 	loop_for(t, 500);
 	assert_int_not_equal(fg_redis_get_state(t->link), FG_REDIS_CONNECTED);
-	kill(t->pid, SIGCONT);
+	kill(t->srv.pid, SIGCONT);
 	assert_true(wait_state(t, FG_REDIS_CONNECTED, 3000));
 	cmd_wait(t, &b, "GET", "fg:late", NULL);
 	assert_string_equal(b.str, "1");
@@ -714,13 +631,13 @@ static void test_inflight_bound(void **state)
 	assert_int_equal(r[4].calls, 0);
 
 	/* Timed-out commands still hold their slot until Redis answers. */
-	kill(t->pid, SIGSTOP);
+	kill(t->srv.pid, SIGSTOP);
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(cmd(t, &r[i], 20 * MS, "PING", NULL, NULL), 0);
 	assert_true(loop_until(t, &r[3].calls, 1000));
 	assert_int_equal(r[3].kind, FG_REDIS_R_TIMEOUT);
 	assert_int_equal(cmd(t, &r[4], 20 * MS, "PING", NULL, NULL), FG_EBUSY);
-	kill(t->pid, SIGCONT);
+	kill(t->srv.pid, SIGCONT);
 	loop_for(t, 100);
 	assert_int_equal(fg_redis_get_stats(t->link)->inflight, 0);
 	cmd_wait(t, &r[4], "PING", NULL, NULL);
@@ -754,7 +671,7 @@ static void test_free_pending(void **state)
 
 	/* Some timed out already (paused Redis), some still waiting. */
 	connect_default(t);
-	kill(t->pid, SIGSTOP);
+	kill(t->srv.pid, SIGSTOP);
 	assert_int_equal(cmd(t, &r[0], 20 * MS, "INCR", "fg:f", NULL), 0);
 	assert_int_equal(cmd(t, &r[1], 20 * MS, "INCR", "fg:f", NULL), 0);
 	assert_int_equal(cmd(t, &r[4], 5000 * MS, "INCR", "fg:f", NULL), 0);
@@ -762,7 +679,7 @@ static void test_free_pending(void **state)
 	assert_true(loop_until(t, &r[1].calls, 1000));
 	fg_redis_free(t->link);
 	t->link = NULL;
-	kill(t->pid, SIGCONT);
+	kill(t->srv.pid, SIGCONT);
 	assert_int_equal(r[0].calls, 1);
 	assert_int_equal(r[0].kind, FG_REDIS_R_TIMEOUT);
 	assert_int_equal(r[1].calls, 1);
@@ -772,23 +689,6 @@ static void test_free_pending(void **state)
 	loop_for(t, 50);
 	assert_int_equal(r[0].calls, 1);
 	assert_int_equal(r[5].calls, 1);
-}
-
-static void find_redis_server(void)
-{
-	const char *path = getenv("PATH");
-	char *copy, *dir, *save = NULL;
-
-	if (!path)
-		path = "/usr/bin:/bin";
-	copy = strdup(path);
-	for (dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
-		snprintf(redis_server, sizeof(redis_server), "%s/redis-server", dir);
-		if (access(redis_server, X_OK) == 0)
-			break;
-		redis_server[0] = '\0';
-	}
-	free(copy);
 }
 
 int main(void)
@@ -809,8 +709,7 @@ int main(void)
 	if (tf && atoi(tf) > 0)
 		time_factor = atoi(tf);
 	signal(SIGPIPE, SIG_IGN);
-	find_redis_server();
-	if (!redis_server[0])
+	if (!fg_redisserver_find(redis_server, sizeof(redis_server)))
 		fprintf(stderr, "test_redis: redis-server not found on PATH: the tests that need it are skipped "
 		                "(Debian: redis-server)\n");
 	return cmocka_run_group_tests_name("redis", tests, NULL, NULL);
