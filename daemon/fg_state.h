@@ -42,19 +42,27 @@
  *     7. each exposure counter named in <classes> += its count;
  *     8. the record expires <ttl_ms> from now (the time it can matter:
  *        until the day and the night end, plus the idle gap).
- *     Lengths are clamped at 0; counters saturate rather than wrap.
+ *     Lengths are clamped at 0; counters saturate at FG_STATE_VALUE_MAX
+ *     rather than wrap.  A class named twice in <classes> is added twice.
+ *     An update that fails with FG_ETIMEOUT may still have been applied
+ *     (Redis got it and answered late): callers must not retry it blindly.
  *
  *   erase   Delete the records under every one of <keys> (data-subject
  *           erasure: the caller passes the pseudonyms of every ring key).
  *
  * Callbacks.  Each operation that returns 0 calls its callback exactly
  * once, with 0 or a negative FG_E* (FG_ETIMEOUT: no answer within the
- * backend's timeout; FG_EUNAVAIL: the backend is down; FG_EPROTO: an
- * answer that does not parse).  A backend may call it before the
+ * backend's timeout; FG_EUNAVAIL: the backend is down or was freed;
+ * FG_EPROTO: an answer that does not parse, or a stored record that is
+ * not one; FG_ETOOBIG: the backend is out of room, fg_state_mem's record
+ * bound or a Redis at maxmemory).  A backend may call it before the
  * operation returns (fg_state_mem always does; fg_state_redis never
  * does), so a caller must be ready for both.  An operation that returns
  * non-zero never calls it: FG_EUNAVAIL (down), FG_EBUSY (too many
- * operations in flight), FG_EINVAL (a bad argument), FG_ENOMEM.
+ * operations in flight), FG_EINVAL (a bad argument), FG_ENOMEM.  A
+ * callback may start other operations on the same backend, but must not
+ * free it (fg_redis has the same rule, for the same reason: the backend
+ * is still inside its own code when the callback returns).
  *
  * Threading: a backend instance belongs to one thread (a worker's loop, or
  * the tool's main thread) and everything is called on it.
@@ -72,6 +80,11 @@
 #define FG_STATE_CLASS_MAX 64                   /* a counter's name, bytes ([a-z0-9_]) */
 #define FG_STATE_PREFIX_MAX 64
 #define FG_STATE_DEFAULT_PREFIX "fg:"
+
+/* Times, day and night numbers and counters: at most this in magnitude,
+ * the largest integer a Lua number (a double) holds exactly, so the Redis
+ * scripts compute what fg_state_mem computes in int64. */
+#define FG_STATE_VALUE_MAX ((INT64_C(1) << 53) - 1)
 
 /* One user's record as read.  All zero when the user has none. */
 struct fg_state_user {
@@ -129,20 +142,31 @@ struct fg_state {
 
 /*
  * fg_state_read, fg_state_update, fg_state_erase - the operations above on
- * backend <s>; arguments are borrowed and copied before return.  Returns
- * as described at the top; FG_EINVAL for nkeys out of 1..FG_STATE_MAX_KEYS,
- * nclasses over FG_STATE_MAX_CLASSES, a key or class name that is empty or
- * too long, or (update) ttl_ms <= 0.
+ * backend <s>; arguments are borrowed and copied before return; <cb> gets
+ * <arg>.  They check their arguments before the backend sees them.
+ * Returns as described at the top; FG_EINVAL for a NULL <s> or <cb>, a
+ * <who> that fg_state_check_who() refuses, or (update) a NULL <counts>
+ * with classes, ttl_ms <= 0, idle_gap_ms < 0, a time (start, end,
+ * idle gap, day start, quiet bounds, ttl) outside 0..FG_STATE_VALUE_MAX
+ * or a day or night outside +-FG_STATE_VALUE_MAX.
  */
 int fg_state_read(struct fg_state *s, const struct fg_state_who *who, fg_state_read_cb *cb, void *arg);
 int fg_state_update(struct fg_state *s, const struct fg_state_update *u, fg_state_done_cb *cb, void *arg);
 int fg_state_erase(struct fg_state *s, const struct fg_state_who *who, fg_state_done_cb *cb, void *arg);
 
-/* fg_state_free - NULL is a no-op.  Pending callbacks get FG_EUNAVAIL first. */
+/* fg_state_free - NULL is a no-op.  Pending callbacks get FG_EUNAVAIL
+ * before it returns.  Never from inside one of <s>'s callbacks. */
 void fg_state_free(struct fg_state *s);
 
-/* fg_state_check_who - FG_EINVAL when <who> breaks the limits above, else 0
- * (every backend calls it first). */
+/*
+ * fg_state_check_who - FG_EINVAL when <who> breaks the limits above, else
+ * 0: nkeys in 1..FG_STATE_MAX_KEYS and nclasses up to FG_STATE_MAX_CLASSES
+ * (arrays non-NULL when counted); each key 1..FG_KEYRING_PSEUDONYM_MAX - 1
+ * bytes of the pseudonym alphabet [A-Za-z0-9._:-] (so no key can carry
+ * Redis hash-tag braces, spaces or control bytes, and a raw id with any of
+ * those is refused); each class 1..FG_STATE_CLASS_MAX bytes of [a-z0-9_].
+ * Any thread (it reads only <who>).
+ */
 int fg_state_check_who(const struct fg_state_who *who);
 
 #endif /* FG_STATE_H */
