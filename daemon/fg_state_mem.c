@@ -1,0 +1,466 @@
+/* fg_state_mem.c - the in-process state backend; see fg_state_mem.h. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fg_error.h"
+#include "fg_state.h"
+#include "fg_state_mem.h"
+
+/* "<prefix>{<pseudonym>}" and its NUL */
+#define KEY_MAX (FG_STATE_PREFIX_MAX + 2 + FG_KEYRING_PSEUDONYM_MAX)
+#define INITIAL_BUCKETS 16
+
+struct mem_counter {
+	char name[FG_STATE_CLASS_MAX + 1];
+	uint64_t n;
+};
+
+/* One user's record under one key. */
+struct mem_rec {
+	struct mem_rec *next;           /* in its hash bucket */
+	uint64_t hash;                  /* of <key>, kept for rehashing */
+	int64_t expire_ms;              /* absent once now reaches it */
+	int64_t last_ms, session_start_ms, day, active_ms, night, quiet_ms;
+	struct mem_counter *x;          /* exposure counters of <day>, <nx> used of <capx> */
+	size_t nx, capx;
+	char key[KEY_MAX];
+};
+
+struct fg_state_mem {
+	struct fg_state base;           /* first: fg_state.c hands us this pointer */
+	struct mem_rec **buckets;       /* chained hash table */
+	size_t nbuckets;                /* a power of 2 */
+	size_t count;                   /* records in the table, expired ones not yet reclaimed included */
+	size_t max_records;
+	int64_t now_ms;                 /* fg_state_mem_set_now */
+	char prefix[FG_STATE_PREFIX_MAX + 1];
+};
+
+static const struct fg_state_ops mem_ops;
+
+static struct fg_state_mem *mem_of(struct fg_state *s)
+{
+	return (struct fg_state_mem *)s;
+}
+
+/* FNV-1a: keys are HMAC outputs, which nobody outside can steer into one
+ * bucket, so a keyed hash buys nothing here. */
+static uint64_t key_hash(const char *key)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (; *key; key++)
+		h = (h ^ (unsigned char)*key) * 0x100000001b3ULL;
+	return h;
+}
+
+static void make_key(const struct fg_state_mem *m, const char *pseudonym, char *out)
+{
+	/* fg_state_check_who bounded the pseudonym; the prefix was bounded at new. */
+	snprintf(out, KEY_MAX, "%s{%s}", m->prefix, pseudonym);
+}
+
+static void rec_free(struct mem_rec *r)
+{
+	free(r->x);
+	free(r);
+}
+
+/* Take the record at *<slot> out of the table and free it. */
+static void slot_remove(struct fg_state_mem *m, struct mem_rec **slot)
+{
+	struct mem_rec *r = *slot;
+
+	*slot = r->next;
+	rec_free(r);
+	m->count--;
+}
+
+/*
+ * The link that points at the record under <key> (expired or not), or NULL.
+ */
+static struct mem_rec **slot_find(struct fg_state_mem *m, const char *key)
+{
+	uint64_t h = key_hash(key);
+	struct mem_rec **slot = &m->buckets[h & (m->nbuckets - 1)];
+
+	for (; *slot; slot = &(*slot)->next)
+		if ((*slot)->hash == h && strcmp((*slot)->key, key) == 0)
+			return slot;
+	return NULL;
+}
+
+/* The live record under <pseudonym>, or NULL; an expired one is reclaimed. */
+static struct mem_rec **slot_live(struct fg_state_mem *m, const char *pseudonym)
+{
+	char key[KEY_MAX];
+	struct mem_rec **slot;
+
+	make_key(m, pseudonym, key);
+	slot = slot_find(m, key);
+	if (slot && (*slot)->expire_ms <= m->now_ms) {
+		slot_remove(m, slot);
+		slot = NULL;
+	}
+	return slot;
+}
+
+static void rec_insert(struct fg_state_mem *m, struct mem_rec *r)
+{
+	struct mem_rec **head = &m->buckets[r->hash & (m->nbuckets - 1)];
+
+	r->next = *head;
+	*head = r;
+}
+
+/* Keep chains short: double the buckets when there are more records than
+ * buckets.  A failed allocation keeps the old table (longer chains only). */
+static void maybe_grow(struct fg_state_mem *m)
+{
+	size_t n = m->nbuckets * 2;
+	struct mem_rec **old = m->buckets, **b;
+	size_t oldn = m->nbuckets;
+
+	if (m->count <= m->nbuckets || n < oldn)
+		return;
+	b = calloc(n, sizeof(*b));
+	if (!b)
+		return;
+	m->buckets = b;
+	m->nbuckets = n;
+	for (size_t i = 0; i < oldn; i++) {
+		struct mem_rec *r, *next;
+		for (r = old[i]; r; r = next) {
+			next = r->next;
+			rec_insert(m, r);
+		}
+	}
+	free(old);
+}
+
+/* Reclaim every expired record: only when the table is full, so the cost
+ * falls on the rare call that would otherwise fail. */
+static void sweep_expired(struct fg_state_mem *m)
+{
+	for (size_t i = 0; i < m->nbuckets; i++) {
+		struct mem_rec **slot = &m->buckets[i];
+		while (*slot) {
+			if ((*slot)->expire_ms <= m->now_ms)
+				slot_remove(m, slot);
+			else
+				slot = &(*slot)->next;
+		}
+	}
+}
+
+static struct mem_counter *counter_find(const struct mem_rec *r, const char *name)
+{
+	for (size_t i = 0; i < r->nx; i++)
+		if (strcmp(r->x[i].name, name) == 0)
+			return &r->x[i];
+	return NULL;
+}
+
+/* --- read ------------------------------------------------------------- */
+
+static void rec_to_user(const struct mem_rec *r, const struct fg_state_who *who, struct fg_state_user *u)
+{
+	u->found = 1;
+	u->last_ms = r->last_ms;
+	u->session_start_ms = r->session_start_ms;
+	u->day = r->day;
+	u->active_ms = r->active_ms;
+	u->night = r->night;
+	u->quiet_ms = r->quiet_ms;
+	for (size_t i = 0; i < who->nclasses; i++) {
+		const struct mem_counter *c = counter_find(r, who->classes[i]);
+		u->exposure[i] = c ? c->n : 0;
+	}
+}
+
+static int mem_read(struct fg_state *s, const struct fg_state_who *who, fg_state_read_cb *cb, void *arg)
+{
+	struct fg_state_mem *m = mem_of(s);
+	struct fg_state_user u;
+
+	memset(&u, 0, sizeof(u));
+	for (size_t i = 0; i < who->nkeys; i++) {
+		struct mem_rec **slot = slot_live(m, who->keys[i]);
+		if (slot) {
+			rec_to_user(*slot, who, &u);
+			break;
+		}
+	}
+	cb(arg, 0, &u);
+	return 0;
+}
+
+/* --- update ----------------------------------------------------------- */
+
+/* <a> + <b> for <a> in 0..FG_STATE_VALUE_MAX and <b> >= 0, saturated. */
+static int64_t sat_add(int64_t a, int64_t b)
+{
+	return b > FG_STATE_VALUE_MAX - a ? FG_STATE_VALUE_MAX : a + b;
+}
+
+/* The length of [<from>, <to>], 0 when empty. */
+static int64_t span(int64_t from, int64_t to)
+{
+	return to > from ? to - from : 0;
+}
+
+static int64_t max64(int64_t a, int64_t b)
+{
+	return a > b ? a : b;
+}
+
+static int64_t min64(int64_t a, int64_t b)
+{
+	return a < b ? a : b;
+}
+
+/*
+ * Exposure counters <r> needs beyond the ones it keeps after the update's
+ * day reset (<reset>: none kept): 1 per distinct new name.
+ */
+static size_t counters_needed(const struct mem_rec *r, int reset, const struct fg_state_who *who)
+{
+	size_t need = 0;
+
+	for (size_t i = 0; i < who->nclasses; i++) {
+		int seen = 0;
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = strcmp(who->classes[j], who->classes[i]) == 0;
+		if (!seen && (reset || !counter_find(r, who->classes[i])))
+			need++;
+	}
+	return need;
+}
+
+/* Room for <need> more counters after keeping <keep>: 0, FG_ETOOBIG or FG_ENOMEM. */
+static int counters_reserve(struct mem_rec *r, size_t keep, size_t need)
+{
+	struct mem_counter *x;
+	size_t cap;
+
+	if (keep + need > FG_STATE_MEM_MAX_COUNTERS)
+		return FG_ETOOBIG;
+	if (keep + need <= r->capx)
+		return 0;
+	cap = keep + need < 4 ? 4 : keep + need;
+	x = realloc(r->x, cap * sizeof(*x));
+	if (!x)
+		return FG_ENOMEM;
+	r->x = x;
+	r->capx = cap;
+	return 0;
+}
+
+/* Step 7 on <r>, whose room counters_reserve() made. */
+static void counters_add(struct mem_rec *r, const struct fg_state_who *who, const uint32_t *counts)
+{
+	for (size_t i = 0; i < who->nclasses; i++) {
+		struct mem_counter *c = counter_find(r, who->classes[i]);
+		if (!c) {
+			c = &r->x[r->nx++];
+			snprintf(c->name, sizeof(c->name), "%s", who->classes[i]);
+			c->n = 0;
+		}
+		c->n = (uint64_t)sat_add((int64_t)c->n, counts[i]);
+	}
+}
+
+/* Steps 2-6 and 8 on <r> (<fresh>: it had no record before). */
+static void apply_times(struct fg_state_mem *m, struct mem_rec *r, int fresh, const struct fg_state_update *u)
+{
+	int64_t from;
+
+	if (fresh || r->day != u->day) {
+		r->active_ms = 0;
+		r->nx = 0;
+		r->day = u->day;
+	}
+	if (fresh || r->night != u->night) {
+		r->quiet_ms = 0;
+		r->night = u->night;
+	}
+	if (fresh || u->start_ms - r->last_ms > u->idle_gap_ms)
+		from = r->session_start_ms = u->start_ms;
+	else
+		from = r->last_ms;      /* the gap was use; an overlap counts once */
+	r->active_ms = sat_add(r->active_ms, span(max64(from, u->day_start_ms), u->end_ms));
+	if (u->quiet_to_ms > u->quiet_from_ms)
+		r->quiet_ms = sat_add(r->quiet_ms, span(max64(from, u->quiet_from_ms), min64(u->end_ms, u->quiet_to_ms)));
+	r->last_ms = fresh ? u->end_ms : max64(r->last_ms, u->end_ms);
+	/* now is the caller's: it may be anything an int64 holds */
+	r->expire_ms = m->now_ms > INT64_MAX - u->ttl_ms ? INT64_MAX : m->now_ms + u->ttl_ms;
+}
+
+/* A new, empty record under <key>, not in the table yet; NULL: no memory. */
+static struct mem_rec *rec_new(const char *key)
+{
+	struct mem_rec *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	snprintf(r->key, sizeof(r->key), "%s", key);
+	r->hash = key_hash(key);
+	return r;
+}
+
+/*
+ * Step 1's lookup: the link to the record the update applies to, under
+ * keys[0] or, with <*later> set, under a later key; NULL when the user has
+ * none.  Expired records met on the way are reclaimed.
+ */
+static struct mem_rec **find_user(struct fg_state_mem *m, const struct fg_state_who *who, int *later)
+{
+	struct mem_rec **slot;
+
+	for (size_t i = 0; i < who->nkeys; i++) {
+		slot = slot_live(m, who->keys[i]);
+		if (slot) {
+			*later = i > 0;
+			return slot;
+		}
+	}
+	*later = 0;
+	return NULL;
+}
+
+/* A record for a user who has none: 0, FG_ETOOBIG (table full) or FG_ENOMEM. */
+static int make_room(struct fg_state_mem *m, const char *key0, struct mem_rec **out)
+{
+	if (m->count >= m->max_records)
+		sweep_expired(m);
+	if (m->count >= m->max_records)
+		return FG_ETOOBIG;
+	*out = rec_new(key0);
+	return *out ? 0 : FG_ENOMEM;
+}
+
+/* Step 1's move: the record at *<slot> goes under <key0>. */
+static void move_to(struct fg_state_mem *m, struct mem_rec **slot, const char *key0)
+{
+	struct mem_rec *r = *slot;
+
+	*slot = r->next;
+	snprintf(r->key, sizeof(r->key), "%s", key0);
+	r->hash = key_hash(key0);
+	rec_insert(m, r);
+}
+
+/*
+ * Every allocation and every check comes before the first change, so a
+ * failed update changes nothing (expired records aside), as a Redis
+ * script that errors before writing.
+ */
+static int mem_update(struct fg_state *s, const struct fg_state_update *u, fg_state_done_cb *cb, void *arg)
+{
+	struct fg_state_mem *m = mem_of(s);
+	char key0[KEY_MAX];
+	struct mem_rec **slot, *r = NULL;
+	int later, reset, rc;
+
+	make_key(m, u->who.keys[0], key0);
+	slot = find_user(m, &u->who, &later);
+	rc = slot ? 0 : make_room(m, key0, &r);
+	if (rc < 0)
+		goto out_result;
+	if (slot)
+		r = *slot;
+	reset = !slot || r->day != u->day;
+	rc = counters_reserve(r, reset ? 0 : r->nx, counters_needed(r, reset, &u->who));
+	if (rc < 0)
+		goto out_free_new;
+	if (later)
+		move_to(m, slot, key0);
+	apply_times(m, r, !slot, u);
+	counters_add(r, &u->who, u->counts);
+	if (!slot) {
+		rec_insert(m, r);
+		m->count++;
+		maybe_grow(m);
+	}
+	cb(arg, 0);
+	return 0;
+
+out_free_new:
+	if (!slot)
+		rec_free(r);
+out_result:
+	if (rc == FG_ENOMEM)
+		return rc;
+	cb(arg, rc);
+	return 0;
+}
+
+/* --- erase, new, free ------------------------------------------------- */
+
+static int mem_erase(struct fg_state *s, const struct fg_state_who *who, fg_state_done_cb *cb, void *arg)
+{
+	struct fg_state_mem *m = mem_of(s);
+	char key[KEY_MAX];
+
+	for (size_t i = 0; i < who->nkeys; i++) {
+		struct mem_rec **slot;
+		make_key(m, who->keys[i], key);
+		slot = slot_find(m, key);
+		if (slot)
+			slot_remove(m, slot);
+	}
+	cb(arg, 0);
+	return 0;
+}
+
+static void mem_free(struct fg_state *s)
+{
+	struct fg_state_mem *m = mem_of(s);
+
+	for (size_t i = 0; i < m->nbuckets; i++)
+		while (m->buckets[i])
+			slot_remove(m, &m->buckets[i]);
+	free(m->buckets);
+	free(m);
+}
+
+static const struct fg_state_ops mem_ops = {
+	.name = "memory",
+	.read = mem_read,
+	.update = mem_update,
+	.erase = mem_erase,
+	.free = mem_free,
+};
+
+int fg_state_mem_new(struct fg_state **out, const char *prefix, size_t max_records)
+{
+	struct fg_state_mem *m;
+
+	if (!prefix)
+		prefix = FG_STATE_DEFAULT_PREFIX;
+	if (strlen(prefix) > FG_STATE_PREFIX_MAX || strpbrk(prefix, "{}"))
+		return FG_EINVAL;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return FG_ENOMEM;
+	m->nbuckets = INITIAL_BUCKETS;
+	m->buckets = calloc(m->nbuckets, sizeof(*m->buckets));
+	if (!m->buckets) {
+		free(m);
+		return FG_ENOMEM;
+	}
+	m->base.ops = &mem_ops;
+	m->max_records = max_records ? max_records : FG_STATE_MEM_DEFAULT_MAX_RECORDS;
+	snprintf(m->prefix, sizeof(m->prefix), "%s", prefix);
+	*out = &m->base;
+	return 0;
+}
+
+void fg_state_mem_set_now(struct fg_state *s, int64_t now_ms)
+{
+	if (s && s->ops == &mem_ops)
+		mem_of(s)->now_ms = now_ms;
+}

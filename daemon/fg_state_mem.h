@@ -1,0 +1,54 @@
+/*
+ * fg_state_mem.h - the in-process state backend: fg_state.h's operations
+ * on a hash table in this process, for the unit tests and offline replay
+ * (feedguardctl replay), where a Redis would only add a moving part.  It
+ * computes exactly what fg_state_redis's scripts compute, so a replay
+ * predicts the daemon.
+ *
+ * Records are keyed "<prefix>{<pseudonym>}" as in Redis.  Every callback
+ * runs before the operation returns.  Nothing is shared between instances.
+ *
+ * Time.  The backend has no clock (replay runs on recorded time): its
+ * "now" is what fg_state_mem_set_now() last set, 0 at first.  An update
+ * makes its record expire at now + ttl_ms; a record whose expiry is at or
+ * before now is absent to every operation, and its memory is reused.
+ *
+ * Memory.  At most <max_records> records (live or expired but not yet
+ * reclaimed) and at most FG_STATE_MEM_MAX_COUNTERS exposure counters per
+ * record; an update that would need more gets FG_ETOOBIG in its callback
+ * and changes nothing.  A record costs about 270 bytes plus 80 per
+ * exposure counter, so the worst case is <max_records> * 5.3 KiB.
+ * Erasing a record, or its expiry, frees its slot.
+ *
+ * Threading: one thread, like every backend (fg_state.h).
+ */
+#ifndef FG_STATE_MEM_H
+#define FG_STATE_MEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fg_state.h"
+
+#define FG_STATE_MEM_DEFAULT_MAX_RECORDS 100000
+#define FG_STATE_MEM_MAX_COUNTERS 64    /* exposure counters of one record: a policy has a few classes */
+
+/*
+ * fg_state_mem_new - an empty table whose keys start with <prefix>
+ * (borrowed, copied; NULL: FG_STATE_DEFAULT_PREFIX) and that holds at most
+ * <max_records> records (0: FG_STATE_MEM_DEFAULT_MAX_RECORDS).  Stores it
+ * in <*out> (freed with fg_state_free) and returns 0; else FG_EINVAL (a
+ * prefix longer than FG_STATE_PREFIX_MAX or holding '{' or '}', which
+ * would move the hash tag) or FG_ENOMEM.
+ */
+int fg_state_mem_new(struct fg_state **out, const char *prefix, size_t max_records);
+
+/*
+ * fg_state_mem_set_now - from now on, the time of <s> is <now_ms>
+ * (milliseconds since the epoch): expiries are set from it and compared
+ * with it.  Replay calls it before each recorded operation.  Does nothing
+ * when <s> is not an fg_state_mem backend.
+ */
+void fg_state_mem_set_now(struct fg_state *s, int64_t now_ms);
+
+#endif /* FG_STATE_MEM_H */
