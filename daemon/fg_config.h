@@ -130,6 +130,23 @@ struct fg_config {
 	 * and keep the old ones until their state expires. */
 	struct fg_keyring *keyring;
 
+	/* state: where the screen-time state lives (Redis), and how long a
+	 * call may wait for it.  Reloadable: each worker reconnects with the
+	 * new settings. */
+	struct {
+		int enabled;                    /* the file has state.redis */
+		char *redis;                    /* state.redis: "ip:port", "[ipv6]:port" or an absolute unix socket path */
+		char *password_file;            /* state.password_file, absolute; NULL: no AUTH */
+		int db;                         /* state.db, 0..1000000, default 0 */
+		char *key_prefix;               /* state.key_prefix, 1..64 of [A-Za-z0-9:_.-], default "fg:" */
+		int64_t timeout_us;             /* state.timeout, per operation, 1ms..10s, default 20ms */
+		int64_t connect_timeout_us;     /* state.connect_timeout, 1ms..1h, default 500ms */
+		int64_t stall_timeout_us;       /* state.stall_timeout, >= timeout, 1ms..1h, default 500ms */
+		int max_pending;                /* state.max_pending per worker, 1..1000000, default 1024 */
+		int64_t backoff_initial_us;     /* state.backoff_initial, 1ms..1h, default 100ms */
+		int64_t backoff_max_us;         /* state.backoff_max, >= backoff_initial, 1ms..24h, default 5s */
+	} state;
+
 	struct {
 		enum fg_log_level level;        /* log.level: debug, info, warn, error; default info */
 		char *access_log;               /* log.access_log: "off" (NULL here, the default), "-" (stderr) or a path, made absolute against the config file's directory */

@@ -41,6 +41,26 @@ static int check_keys(struct fg_config_loader *l)
 	return FG_ECONFIG;
 }
 
+/* Limits keep per-user state: in Redis (state), under pseudonyms (keys). */
+static int check_state(struct fg_config_loader *l)
+{
+	const struct fg_config *cfg = l->cfg;
+	const char *what = NULL;
+
+	if (!cfg->policy->need_state_at)
+		return 0;
+	if (!cfg->state.enabled)
+		what = "state.redis (where the per-user state is kept)";
+	else if (!cfg->keyring || cfg->keyring->n == 0)
+		what = "pseudonym_keys (state is kept per pseudonym, a keyed HMAC of the user id)";
+	if (!what)
+		return 0;
+	if (l->err && l->errlen)
+		snprintf(l->err, l->errlen, "%s: limits need %s in %s, which has none", cfg->policy->need_state_at, what,
+		         l->name);
+	return FG_ECONFIG;
+}
+
 /* Compiled last, when the worker count its counters need is known: one
  * counter slot per worker (workers: auto counts CPUs the way the daemon
  * will). */
@@ -60,7 +80,9 @@ static int policy_finish(struct fg_config_loader *l, const struct fg_yaml_node *
 		snprintf(l->err, l->errlen, "%s", why);
 	if (rc)
 		return rc;
-	return check_keys(l);
+	if ((rc = check_keys(l)))
+		return rc;
+	return check_state(l);
 }
 
 static void policy_release(struct fg_config *cfg)

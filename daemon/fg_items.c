@@ -410,6 +410,11 @@ static void decide(const struct fg_items_rules *r, uint64_t classes, unsigned la
 
 	it->group = 0;
 	it->cls = 0;
+	it->limited = 0;
+	it->counters = 0;
+	for (m = 0; m < r->ncounters; m++)
+		if (classes & r->counter[m])
+			it->counters |= (uint16_t)(1u << m);
 	if ((m = classes & r->exclude)) {
 		it->decision = FG_ITEMS_EXCLUDE;
 		it->cls = (uint8_t)__builtin_ctzll(m);
@@ -554,7 +559,7 @@ static void plan_item_mode(struct plan *pl, struct fg_items_stream *st, uint64_t
 	if (it->decision == FG_ITEMS_DEMOTE)
 		own_group(it, ng);
 	if (it->decision == FG_ITEMS_EXCLUDE) {
-		it->fate = FG_ITEMS_REMOVED;
+		it->fate = it->limited ? FG_ITEMS_LIMITED : FG_ITEMS_REMOVED;
 		return;
 	}
 	if (limit && pl->base >= limit) {
@@ -608,7 +613,7 @@ void fg_items_plan(struct fg_items_page *page, const struct fg_items_rules *r, s
 		struct fg_items_item *it = &page->item[i];
 		it->fate = FG_ITEMS_KEPT;
 		if (it->decision == FG_ITEMS_EXCLUDE) {
-			it->fate = FG_ITEMS_REMOVED;
+			it->fate = it->limited ? FG_ITEMS_LIMITED : FG_ITEMS_REMOVED;
 		} else if (it->decision == FG_ITEMS_DEMOTE) {
 			own_group(it, ng);
 			next[i] = UINT32_MAX;
@@ -675,6 +680,45 @@ void fg_items_plan(struct fg_items_page *page, const struct fg_items_rules *r, s
 				st->last[it->group] = st->delivered + i + 1;
 		}
 		st->delivered += page->norder;
+	}
+}
+
+void fg_items_limit(struct fg_items_page *page, const struct fg_items_rules *r, const uint32_t *left)
+{
+	uint32_t rest[FG_ITEMS_MAX_COUNTERS];
+	size_t i;
+	unsigned k;
+
+	if (!r->ncounters)
+		return;
+	memcpy(rest, left, r->ncounters * sizeof(rest[0]));
+	for (i = 0; i < page->n; i++) {
+		struct fg_items_item *it = &page->item[i];
+		unsigned spent = 0;
+		if (!it->counters || it->decision == FG_ITEMS_EXCLUDE)
+			continue;
+		for (k = 0; k < r->ncounters; k++)
+			if ((it->counters >> k & 1) && rest[k] == 0)
+				spent = 1;
+		if (spent) {
+			it->decision = FG_ITEMS_EXCLUDE;
+			it->limited = 1;
+			continue;
+		}
+		for (k = 0; k < r->ncounters; k++)
+			rest[k] -= it->counters >> k & 1;
+	}
+}
+
+void fg_items_count_delivered(const struct fg_items_page *page, const struct fg_items_rules *r, uint32_t *counts)
+{
+	size_t i;
+	unsigned k;
+
+	for (i = 0; i < page->norder; i++) {
+		unsigned bits = page->item[page->order[i]].counters;
+		for (k = 0; bits && k < r->ncounters; k++, bits >>= 1)
+			counts[k] += bits & 1;
 	}
 }
 

@@ -38,6 +38,8 @@
 #define FG_ITEMS_MAX_CLASSES 64
 /* Demote groups of one band. */
 #define FG_ITEMS_MAX_GROUPS 8
+/* Exposure counters of one band (an item's counter bits). */
+#define FG_ITEMS_MAX_COUNTERS 16
 /* Items of one page. */
 #define FG_ITEMS_MAX 65536
 /* Field numbers in the items and labels paths. */
@@ -124,6 +126,8 @@ struct fg_items_rules {
 	uint8_t surplus_end;                    /* 1: surplus demoted items go to the page's end */
 	size_t ngroups;
 	struct fg_items_group groups[FG_ITEMS_MAX_GROUPS];
+	uint8_t ncounters;                      /* exposure counters: items of counter[k]'s classes */
+	uint64_t counter[FG_ITEMS_MAX_COUNTERS]; /* carry bit k (fg_items_limit) */
 };
 
 /* The class index under which an item without labels is counted. */
@@ -138,6 +142,8 @@ struct fg_items_item {
 	                               for an item without labels, whatever its decision; 0 for
 	                               a labelled item that is allowed */
 	uint8_t fate;               /* set by fg_items_plan: enum fg_items_fate */
+	uint8_t limited;            /* excluded by fg_items_limit (an exposure allowance) */
+	uint16_t counters;          /* bit k: the item counts toward exposure counter k */
 };
 
 /* Where an item ended up. */
@@ -147,6 +153,7 @@ enum fg_items_fate {
 	FG_ITEMS_SURPLUS_DROPPED,   /* demoted, no room under the rules, dropped */
 	FG_ITEMS_SURPLUS_END,       /* demoted, no room under the rules, placed at the end */
 	FG_ITEMS_TRIMMED,           /* cut by the page limit (over-fetch) */
+	FG_ITEMS_LIMITED,           /* over an exposure counter's allowance (fg_items_limit) */
 };
 
 /* A scanned page and its plan.  Zero it before first use; reused across
@@ -197,6 +204,21 @@ int fg_items_scan(const uint8_t *in, size_t len, const struct fg_items_spec *spe
  */
 void fg_items_plan(struct fg_items_page *page, const struct fg_items_rules *r, struct fg_items_stream *st,
                    uint64_t limit, int item_mode);
+
+/*
+ * fg_items_limit - exposure allowances, between scan and plan: in ranked
+ * order, each item that is not excluded and counts toward some counter of
+ * <r> whose allowance in <left> (<r>->ncounters entries, borrowed, not
+ * changed) is spent by the items before it is excluded and marked
+ * <limited> (its fate becomes FG_ITEMS_LIMITED).  An item the plan later
+ * drops or trims still used its allowance here: the page may deliver fewer
+ * items of a class than the allowance, never more.
+ */
+void fg_items_limit(struct fg_items_page *page, const struct fg_items_rules *r, const uint32_t *left);
+
+/* fg_items_count_delivered - add to <counts>[k] (<r>->ncounters entries)
+ * the items of counter k that <page>'s plan delivers. */
+void fg_items_count_delivered(const struct fg_items_page *page, const struct fg_items_rules *r, uint32_t *counts);
 
 /* fg_items_identity - 1 when <page>'s plan delivers every item in its
  * original order: the message goes out as it came. */

@@ -17,6 +17,23 @@ static const uint64_t bucket_le_us[FG_METRICS_NBUCKETS - 1] = {
 	250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 10000000,
 };
 
+/* Redis round trips: from a local socket's tens of microseconds to a
+ * stalled server's timeouts. */
+static const uint64_t redis_le_us[FG_METRICS_NREDIS_BUCKETS - 1] = {
+	100, 250, 500, 1000, 2500, 5000, 10000, 20000, 50000, 100000, 500000,
+};
+
+void fg_metrics_observe_redis(struct fg_metrics *m, uint64_t usec)
+{
+	unsigned b = 0;
+
+	while (b < FG_METRICS_NREDIS_BUCKETS - 1 && usec > redis_le_us[b])
+		b++;
+	fg_metrics_add(&m->redis_latency_bucket[b], 1);
+	fg_metrics_add(&m->redis_latency_count, 1);
+	fg_metrics_add(&m->redis_latency_sum_us, usec);
+}
+
 unsigned fg_metrics_method_index(const struct fg_config *cfg, const char *path, size_t len)
 {
 	int i;
@@ -207,7 +224,7 @@ static void render_policy(struct evbuffer *out, const struct fg_policy *p)
 		}
 }
 
-static const char *const filter_actions[FG_POLICY_FILTER_NACTIONS] = { "removed", "demoted", "surplus" };
+static const char *const filter_actions[FG_POLICY_FILTER_NACTIONS] = { "removed", "demoted", "surplus", "limited" };
 
 static void method_band_labels(struct evbuffer *out, const struct fg_policy *p, size_t m, size_t b)
 {
@@ -229,8 +246,8 @@ static void render_filter(struct evbuffer *out, const struct fg_policy *p)
 
 	if (!p->counters.filtered)
 		return;
-	evbuffer_add_printf(out, "# HELP feedguard_filter_items_total Feed items the filter removed, demoted or "
-	                         "found no room for (surplus), by method, age band and deciding class.\n"
+	evbuffer_add_printf(out, "# HELP feedguard_filter_items_total Feed items the filter removed, demoted, "
+	                         "found no room for (surplus) or limited (exposure), by method, age band and deciding class.\n"
 	                         "# TYPE feedguard_filter_items_total counter\n");
 	for (m = 0; m < p->nmethods; m++)
 		for (b = 0; p->methods[m].feed && b < nb; b++)
@@ -264,6 +281,108 @@ static void render_filter(struct evbuffer *out, const struct fg_policy *p)
 				evbuffer_add_printf(out, "} %llu\n", (unsigned long long)v);
 			}
 	}
+}
+
+static const char *const notice_names[FG_POLICY_NNOTICES] = {
+	"daily-limit", "quiet-hours", "take-a-break", "exposure-limit", "daily-limit-soon", "quiet-hours-soon",
+};
+static const char *const rule_names[FG_POLICY_NRULES] = { "daily", "quiet_hours", "break", "fail_mode" };
+static const char *const reason_names[FG_POLICY_NSREASONS] = { "timeout", "down", "busy", "error", "no_user" };
+static const char *const mode_names[FG_POLICY_NSMODES] = { "open", "empty", "deny", "update" };
+
+static void band_label(struct evbuffer *out, const struct fg_policy *p, size_t b)
+{
+	evbuffer_add_printf(out, "{band=\"");
+	add_label_value(out, p->bands[b].name);
+	evbuffer_add_printf(out, "\"");
+}
+
+/* Screen time: notices, answers and state failures that happened. */
+static void render_screen(struct evbuffer *out, const struct fg_policy *p)
+{
+	size_t b, k, a, nb = p->nbands;
+	uint64_t v;
+
+	if (!p->limits)
+		return;
+	evbuffer_add_printf(out, "# HELP feedguard_screen_time_notices_total Screen-time notices given, by band and kind.\n"
+	                         "# TYPE feedguard_screen_time_notices_total counter\n");
+	for (b = 0; b < nb; b++)
+		for (k = 0; k < FG_POLICY_NNOTICES; k++)
+			if ((v = sum_slots(p->counters.notices, p->counters.nslots, nb * FG_POLICY_NNOTICES,
+			                   b * FG_POLICY_NNOTICES + k))) {
+				evbuffer_add_printf(out, "feedguard_screen_time_notices_total");
+				band_label(out, p, b);
+				evbuffer_add_printf(out, ",kind=\"%s\"} %llu\n", notice_names[k], (unsigned long long)v);
+			}
+	evbuffer_add_printf(out, "# HELP feedguard_screen_time_answered_total Feed calls feedguard answered itself "
+	                         "(an empty feed or a denial), by band, rule and action.\n"
+	                         "# TYPE feedguard_screen_time_answered_total counter\n");
+	for (b = 0; b < nb; b++)
+		for (k = 0; k < FG_POLICY_NRULES; k++)
+			for (a = 0; a < 2; a++)
+				if ((v = sum_slots(p->counters.answered, p->counters.nslots, nb * FG_POLICY_NRULES * 2,
+				                   (b * FG_POLICY_NRULES + k) * 2 + a))) {
+					evbuffer_add_printf(out, "feedguard_screen_time_answered_total");
+					band_label(out, p, b);
+					evbuffer_add_printf(out, ",rule=\"%s\",action=\"%s\"} %llu\n", rule_names[k],
+					                    a ? "deny" : "empty", (unsigned long long)v);
+				}
+	evbuffer_add_printf(out, "# HELP feedguard_state_failures_total Screen-time state that could not be read "
+	                         "(the fail mode applied) or written (update), by band and reason.\n"
+	                         "# TYPE feedguard_state_failures_total counter\n");
+	for (b = 0; b < nb; b++)
+		for (k = 0; k < FG_POLICY_NSREASONS; k++)
+			for (a = 0; a < FG_POLICY_NSMODES; a++)
+				if ((v = sum_slots(p->counters.state_failures, p->counters.nslots,
+				                   nb * FG_POLICY_NSREASONS * FG_POLICY_NSMODES,
+				                   (b * FG_POLICY_NSREASONS + k) * FG_POLICY_NSMODES + a))) {
+					evbuffer_add_printf(out, "feedguard_state_failures_total");
+					band_label(out, p, b);
+					evbuffer_add_printf(out, ",reason=\"%s\",mode=\"%s\"} %llu\n", reason_names[k],
+					                    mode_names[a], (unsigned long long)v);
+				}
+}
+
+static const char *const redis_error_names[FG_METRICS_NREDIS_ERRORS] = {
+	"error", "timeout", "down", "busy", "unavailable",
+};
+
+/* The workers' Redis links, when the config has state. */
+static void render_redis(struct evbuffer *out, struct fg_metrics *const *b, int n)
+{
+	uint64_t cum = 0;
+	int k;
+
+	evbuffer_add_printf(out, "# HELP feedguard_redis_connected Workers whose Redis link is connected.\n"
+	                         "# TYPE feedguard_redis_connected gauge\nfeedguard_redis_connected %llu\n",
+	                    (unsigned long long)sum_u(b, n, offsetof(struct fg_metrics, redis_connected)));
+	evbuffer_add_printf(out, "# HELP feedguard_redis_commands_total Redis commands sent for screen-time state.\n"
+	                         "# TYPE feedguard_redis_commands_total counter\nfeedguard_redis_commands_total %llu\n",
+	                    (unsigned long long)sum_u(b, n, offsetof(struct fg_metrics, redis_commands)));
+	evbuffer_add_printf(out, "# HELP feedguard_redis_errors_total Redis commands that failed, by kind.\n"
+	                         "# TYPE feedguard_redis_errors_total counter\n");
+	for (k = 0; k < FG_METRICS_NREDIS_ERRORS; k++)
+		evbuffer_add_printf(out, "feedguard_redis_errors_total{kind=\"%s\"} %llu\n", redis_error_names[k],
+		                    (unsigned long long)sum_u(b, n, offsetof(struct fg_metrics, redis_errors) +
+		                                                        (size_t)k * sizeof(uint64_t)));
+	evbuffer_add_printf(out, "# HELP feedguard_redis_reconnects_total Redis connection attempts after the first.\n"
+	                         "# TYPE feedguard_redis_reconnects_total counter\nfeedguard_redis_reconnects_total %llu\n",
+	                    (unsigned long long)sum_u(b, n, offsetof(struct fg_metrics, redis_reconnects)));
+	evbuffer_add_printf(out, "# HELP feedguard_redis_latency_seconds Time from a Redis command to its reply.\n"
+	                         "# TYPE feedguard_redis_latency_seconds histogram\n");
+	for (k = 0; k < FG_METRICS_NREDIS_BUCKETS; k++) {
+		cum += sum_u(b, n, offsetof(struct fg_metrics, redis_latency_bucket) + (size_t)k * sizeof(uint64_t));
+		if (k < FG_METRICS_NREDIS_BUCKETS - 1)
+			evbuffer_add_printf(out, "feedguard_redis_latency_seconds_bucket{le=\"%g\"} %llu\n",
+			                    (double)redis_le_us[k] / 1e6, (unsigned long long)cum);
+		else
+			evbuffer_add_printf(out, "feedguard_redis_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
+			                    (unsigned long long)cum);
+	}
+	evbuffer_add_printf(out, "feedguard_redis_latency_seconds_sum %.6f\nfeedguard_redis_latency_seconds_count %llu\n",
+	                    (double)sum_u(b, n, offsetof(struct fg_metrics, redis_latency_sum_us)) / 1e6,
+	                    (unsigned long long)sum_u(b, n, offsetof(struct fg_metrics, redis_latency_count)));
 }
 
 int fg_metrics_render(struct evbuffer *out, const struct fg_config *cfg, struct fg_metrics *const *blocks,
@@ -311,6 +430,9 @@ int fg_metrics_render(struct evbuffer *out, const struct fg_config *cfg, struct 
 	if (cfg->policy) {
 		render_policy(out, cfg->policy);
 		render_filter(out, cfg->policy);
+		render_screen(out, cfg->policy);
 	}
+	if (cfg->state.enabled)
+		render_redis(out, blocks, n);
 	return 0;
 }

@@ -23,6 +23,17 @@
 #define FG_METRICS_NSTATUS 17           /* gRPC codes 0..16 */
 #define FG_METRICS_NBUCKETS 15          /* call duration buckets, see fg_metrics.c */
 #define FG_METRICS_NMETHODS (FG_CONFIG_MAX_METHODS + 1)   /* named methods + "other" */
+#define FG_METRICS_NREDIS_BUCKETS 12    /* Redis latency buckets, see fg_metrics.c */
+
+/* Kinds of failed Redis commands (feedguard_redis_errors_total{kind}). */
+enum fg_metrics_redis_error {
+	FG_METRICS_REDIS_ERROR = 0,     /* an error reply */
+	FG_METRICS_REDIS_TIMEOUT,       /* no answer within state.timeout */
+	FG_METRICS_REDIS_DOWN,          /* the link was lost with the command in flight */
+	FG_METRICS_REDIS_BUSY,          /* refused: state.max_pending in flight */
+	FG_METRICS_REDIS_UNAVAILABLE,   /* refused: the link was not connected */
+	FG_METRICS_NREDIS_ERRORS,
+};
 
 struct fg_metrics {
 	uint64_t calls[FG_METRICS_NMETHODS][FG_METRICS_NSTATUS];  /* ended calls by method and code */
@@ -42,6 +53,14 @@ struct fg_metrics {
 	int64_t active_streams;                     /* gauge */
 	int64_t client_connections;                 /* gauge */
 	int64_t upstream_connections;               /* gauge */
+	/* The worker's Redis link (fg_stage_screen.c keeps them). */
+	uint64_t redis_connected;                   /* gauge: 1 while connected */
+	uint64_t redis_commands;
+	uint64_t redis_errors[FG_METRICS_NREDIS_ERRORS];
+	uint64_t redis_reconnects;
+	uint64_t redis_latency_bucket[FG_METRICS_NREDIS_BUCKETS]; /* not cumulative */
+	uint64_t redis_latency_count;
+	uint64_t redis_latency_sum_us;
 };
 
 /* Process-wide values kept by the main thread. */
@@ -79,6 +98,9 @@ unsigned fg_metrics_method_index(const struct fg_config *cfg, const char *path, 
  * end of the client stream.
  */
 void fg_metrics_record_call(struct fg_metrics *m, unsigned method, int code, uint64_t usec);
+
+/* fg_metrics_observe_redis - one Redis reply <usec> after its command. */
+void fg_metrics_observe_redis(struct fg_metrics *m, uint64_t usec);
 
 /*
  * fg_metrics_render - append the exposition of the sum of <blocks>

@@ -108,6 +108,7 @@ struct fg_pipeline_env {
 	uint64_t held;                          /* bytes all pipelines hold (limits.worker_buffer) */
 	unsigned over;                          /* <held> was over limits.worker_buffer when last counted */
 	uint64_t *held_gauge;                   /* the worker's metric, or NULL */
+	struct fg_metrics *metrics;             /* the worker's metrics block, or NULL */
 };
 
 

@@ -907,6 +907,17 @@ int fg_pipeline_answer(struct fg_pipeline *pl, int status, const char *text, con
 	forget_waiting(pl);
 	pl->ops->cancel_upstream(pl->host);
 	fg_hdrs_reset(&s->trailers);
+	/* Nothing sent and no message: one trailers-only HEADERS frame that
+	 * carries the status beside the metadata. */
+	if (!msg && !(pl->flags & PL_RESP_STARTED)) {
+		fg_hdrs_reset(&pl->resp_hdrs);
+		if (fg_hdrs_add_grpc_response(&pl->resp_hdrs) < 0 ||
+		    fg_hdrs_add_grpc_status(&pl->resp_hdrs, status, text) < 0 || place_metadata(pl, &pl->resp_hdrs) < 0)
+			goto fail_nomem;
+		pl->flags |= PL_RESP_STARTED;
+		pl->ops->response_start(pl->host, &pl->resp_hdrs, 1);
+		return 0;
+	}
 	if (!(pl->flags & PL_RESP_STARTED)) {
 		fg_hdrs_reset(&pl->resp_hdrs);
 		if (fg_hdrs_add_grpc_response(&pl->resp_hdrs) < 0 || place_metadata(pl, &pl->resp_hdrs) < 0)

@@ -36,6 +36,7 @@ struct event_base;
 struct fg_config;
 struct fg_pipeline;
 struct fg_pipeline_env;
+struct fg_metrics;
 
 /*
  * A reference to a pipeline that stays safe after the call ended: the
@@ -89,13 +90,14 @@ void fg_pipeline_budget_init(struct fg_pipeline_budget *b);
  * pipelines, the handle table, the inflate context, scratch buffers, the
  * pump event on <base>, and every stage's per-worker state (their
  * <worker_init> run here, in stage order).  <cfg> is the worker's
- * snapshot (borrowed), <slot> its counter slot; <held_gauge> (may be
- * NULL) is kept equal to fg_pipeline_env_held() for the metrics reader.  Returns 0 with the env
+ * snapshot (borrowed), <slot> its counter slot; <metrics> (may be NULL)
+ * is the worker's metrics block: its intercept_buffered is kept equal to
+ * fg_pipeline_env_held(), and stages count into it.  Returns 0 with the env
  * returned owned in <*out> (fg_pipeline_env_free), or FG_ENOMEM, or the
  * first stage's failure (then nothing is left allocated).
  */
 int fg_pipeline_env_new(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg,
-                        size_t slot, uint64_t *held_gauge);
+                        size_t slot, struct fg_metrics *metrics);
 
 /* fg_pipeline_env_config - hand a new snapshot <cfg> (borrowed) to the
  * stages' per-worker state. */
@@ -218,6 +220,10 @@ fg_pipeline_handle fg_pipeline_handle_of(const struct fg_pipeline *pl);
  * ended (or been cancelled) since. */
 struct fg_pipeline *fg_pipeline_lookup(struct fg_pipeline_env *env, fg_pipeline_handle h);
 
+/* fg_pipeline_stage_state - stage <st>'s per-call state on <pl>, or NULL
+ * when <st> does not run on the call. */
+void *fg_pipeline_stage_state(struct fg_pipeline *pl, const struct fg_stage *st);
+
 /* fg_pipeline_env_of - the env <pl> belongs to. */
 struct fg_pipeline_env *fg_pipeline_env_of(const struct fg_pipeline *pl);
 
@@ -235,7 +241,9 @@ int fg_pipeline_resume(struct fg_pipeline *pl, const struct fg_stage *st);
  * the upstream call is cancelled; the client gets response headers (with
  * the metadata added so far) when none went out yet, then <msg> (<len>
  * bytes, a serialized message, framed here) when <msg> is not NULL, then
- * trailers with <status> and <text> (plain; percent-encoded here).
+ * trailers with <status> and <text> (plain; percent-encoded here).  With
+ * no <msg> and nothing sent yet, that is one trailers-only response: the
+ * status and the metadata in one HEADERS frame.
  * From a hook (then return FG_STAGE_DONE) or from the loop.  Stages that
  * had the call suspended or held are not told (on_cancel); each sees on_end.  Returns 0,
  * FG_ESTATE when the call is already ending, or FG_ENOMEM (the call then

@@ -16,6 +16,7 @@
 #include "fg_config.h"
 #include "fg_error.h"
 #include "fg_grpc.h"
+#include "fg_metrics.h"
 #include "fg_pipeline-internal.h"
 
 /*
@@ -25,8 +26,10 @@
  */
 static const struct fg_stage *const daemon_stages[] = {
 	&fg_stage_identify,
+	&fg_stage_gate,
 	&fg_stage_strip,
 	&fg_stage_filter,
+	&fg_stage_account,
 };
 
 /* Ended pipelines a worker keeps, with their message buffers: in steady
@@ -58,7 +61,9 @@ static void env_free_stages(struct fg_pipeline_env *env)
 
 static int env_init_stages(struct fg_pipeline_env *env, struct fg_config *cfg)
 {
-	struct fg_stage_worker_env wenv = { .base = env->base, .cfg = cfg, .slot = env->slot_no };
+	struct fg_stage_worker_env wenv = {
+		.base = env->base, .cfg = cfg, .slot = env->slot_no, .metrics = env->metrics, .pipelines = env,
+	};
 	size_t i;
 	int rv;
 
@@ -83,10 +88,10 @@ static int env_init_stages(struct fg_pipeline_env *env, struct fg_config *cfg)
  * test, not in the header: the daemon has one order of stages.
  */
 int fg_pipeline_env_new_stages(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg,
-                               size_t slot, uint64_t *held_gauge, const struct fg_stage *const *stages, size_t n);
+                               size_t slot, struct fg_metrics *metrics, const struct fg_stage *const *stages, size_t n);
 
 int fg_pipeline_env_new_stages(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg,
-                               size_t slot, uint64_t *held_gauge, const struct fg_stage *const *stages, size_t n)
+                               size_t slot, struct fg_metrics *metrics, const struct fg_stage *const *stages, size_t n)
 {
 	struct fg_pipeline_env *env;
 	int rv = FG_ENOMEM;
@@ -100,7 +105,8 @@ int fg_pipeline_env_new_stages(struct fg_pipeline_env **out, struct event_base *
 	env->stages = stages;
 	env->nstages = n;
 	env->slot_no = slot;
-	env->held_gauge = held_gauge;
+	env->held_gauge = metrics ? &metrics->intercept_buffered : NULL;
+	env->metrics = metrics;
 	TAILQ_INIT(&env->pump);
 	if ((env->pump_ev = event_new(base, -1, 0, pump_cb, env)) == NULL)
 		goto fail_free_env;
@@ -117,9 +123,9 @@ fail_free_env:
 }
 
 int fg_pipeline_env_new(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg, size_t slot,
-                        uint64_t *held_gauge)
+                        struct fg_metrics *metrics)
 {
-	return fg_pipeline_env_new_stages(out, base, cfg, slot, held_gauge, daemon_stages,
+	return fg_pipeline_env_new_stages(out, base, cfg, slot, metrics, daemon_stages,
 	                                  sizeof(daemon_stages) / sizeof(daemon_stages[0]));
 }
 
@@ -236,6 +242,16 @@ struct fg_pipeline *fg_pipeline_lookup(struct fg_pipeline_env *env, fg_pipeline_
 struct fg_pipeline_env *fg_pipeline_env_of(const struct fg_pipeline *pl)
 {
 	return pl->env;
+}
+
+void *fg_pipeline_stage_state(struct fg_pipeline *pl, const struct fg_stage *st)
+{
+	size_t i;
+
+	for (i = 0; i < pl->env->nstages; i++)
+		if (pl->env->stages[i] == st)
+			return (pl->run & (1u << i)) ? pl->state[i] : NULL;
+	return NULL;
 }
 
 /* --- budgets ----------------------------------------------------------- */

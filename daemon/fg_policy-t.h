@@ -94,7 +94,9 @@ struct fg_policy_feed {
 
 /* One band's filter ("filter" rule block). */
 struct fg_policy_filter {
-	unsigned active;                    /* 0: the band's feed is not filtered */
+	unsigned active;                    /* 0: the band has no filter block */
+	unsigned limited;                   /* the band has exposure counters: items are scanned
+	                                       (with pass-all rules when not <active>) */
 	struct fg_items_rules rules;
 	double overfetch;                   /* > 1: page_size raised by this factor */
 	uint64_t overfetch_max;
@@ -105,8 +107,86 @@ enum fg_policy_filter_action {
 	FG_POLICY_FILTER_REMOVED = 0,
 	FG_POLICY_FILTER_DEMOTED,
 	FG_POLICY_FILTER_SURPLUS,
+	FG_POLICY_FILTER_LIMITED,           /* over an exposure counter's allowance */
 	FG_POLICY_FILTER_NACTIONS,
 };
+
+/* What happens when a screen-time rule fires (README, "Actions"). */
+enum fg_policy_action {
+	FG_POLICY_ACT_NONE = 0,             /* nothing fired */
+	FG_POLICY_ACT_NOTICE,               /* served, with the notice */
+	FG_POLICY_ACT_EMPTY,                /* an empty feed with the notice */
+	FG_POLICY_ACT_DENY,                 /* RESOURCE_EXHAUSTED (UNAVAILABLE for a fail mode) */
+};
+
+/* A band's fail mode: what it gets when its state cannot be read. */
+enum fg_policy_fail_mode {
+	FG_POLICY_FAIL_OPEN = 0,
+	FG_POLICY_FAIL_EMPTY,
+	FG_POLICY_FAIL_DENY,
+};
+
+/* Notices, strongest first: the order of feedguard-notice. */
+enum fg_policy_notice {
+	FG_POLICY_N_DAILY_LIMIT = 0,
+	FG_POLICY_N_QUIET_HOURS,
+	FG_POLICY_N_TAKE_A_BREAK,
+	FG_POLICY_N_EXPOSURE_LIMIT,
+	FG_POLICY_N_DAILY_LIMIT_SOON,
+	FG_POLICY_N_QUIET_HOURS_SOON,
+	FG_POLICY_NNOTICES,
+};
+
+/* The rules that answer a call (counters of empty and deny answers). */
+enum fg_policy_rule {
+	FG_POLICY_R_DAILY = 0,
+	FG_POLICY_R_QUIET,
+	FG_POLICY_R_BREAK,
+	FG_POLICY_R_FAIL,                   /* the fail mode: the state could not be read */
+	FG_POLICY_NRULES,
+};
+
+/* Why a band's state could not be read or written. */
+enum fg_policy_state_reason {
+	FG_POLICY_S_TIMEOUT = 0,
+	FG_POLICY_S_DOWN,
+	FG_POLICY_S_BUSY,
+	FG_POLICY_S_ERROR,
+	FG_POLICY_S_NO_USER,
+	FG_POLICY_NSREASONS,
+};
+
+/* What was done about it: a fail mode, or a lost update. */
+#define FG_POLICY_S_UPDATE 3
+#define FG_POLICY_NSMODES 4
+
+/* Exposure counters per band ("exposure" entries); each is a bit of an
+ * item's counter mask (fg_items). */
+#define FG_POLICY_MAX_COUNTERS 16
+
+/* One band's screen-time rules ("limits" block); times in milliseconds,
+ * wall times in seconds after local midnight. */
+struct fg_policy_limits {
+	unsigned active;                    /* 0: the band is not limited */
+	int64_t idle_gap_ms;
+	int64_t daily_cap_ms;               /* 0: daily off */
+	int64_t daily_warn_ms;
+	uint8_t daily_action;               /* enum fg_policy_action */
+	int64_t break_after_ms;             /* 0: break off */
+	uint8_t break_action;
+	unsigned quiet_on;
+	int32_t quiet_from_s, quiet_to_s;   /* from > to: the night spans midnight */
+	int64_t quiet_allowance_ms;
+	int64_t quiet_warn_ms;
+	uint8_t quiet_action;
+	uint8_t fail_mode;                  /* enum fg_policy_fail_mode */
+	size_t ncounters;
+	char *counter_name[FG_POLICY_MAX_COUNTERS];     /* the Redis field is "x:<name>" */
+	uint64_t counter_classes[FG_POLICY_MAX_COUNTERS];
+	uint32_t per_day[FG_POLICY_MAX_COUNTERS];
+};
+
+struct fg_tz;
 
 struct fg_policy_method {
 	char *path;                         /* "/pkg.Service/Method" */
@@ -120,6 +200,8 @@ struct fg_policy_method {
 	struct fg_policy_filter *filter;    /* [nbands] when <feed> is set */
 	size_t feed_index;                  /* <feed> set: position among the methods with one, for
 	                                       the filter's counters */
+	struct fg_policy_source time_zone;  /* where the user's zone is read (string); NONE: the policy's */
+	unsigned screen_time;               /* calls are heartbeats of the bands' limits */
 	size_t index;                       /* position in fg_policy.methods, for counters */
 };
 
@@ -135,6 +217,9 @@ struct fg_policy_counters {
 	uint64_t *filtered;         /* [slot][feed][band][class + 1][action] items; class
 	                               nclasses is "unlabelled" */
 	uint64_t *pages;            /* [slot][feed][band][2] pages filtered, pages unmet */
+	uint64_t *notices;          /* [slot][band][kind] screen-time notices given */
+	uint64_t *answered;         /* [slot][band][rule][action] calls answered empty or deny */
+	uint64_t *state_failures;   /* [slot][band][reason][mode] */
 	size_t nslots;
 };
 
@@ -150,6 +235,12 @@ struct fg_policy {
 	size_t nfeeds;                      /* methods with a feed */
 	char **stat_names;                  /* "request:signals.watch_history" per pbwire stat index */
 	size_t nstats;
+	struct fg_policy_limits *limits;    /* [nbands]; NULL: no band is limited */
+	struct fg_tz *tz;                   /* time_zone (default UTC) */
+	struct fg_tz **zones;               /* time_zones: zones a request may name */
+	size_t nzones;
+	char *need_state_at;                /* "file:line:column" of "limits" when a band is limited:
+	                                       the config must have state and pseudonym_keys */
 	struct fg_policy_counters counters;
 	char *need_keys_at;                 /* "file:line:column" of the first rule that needs
 	                                       pseudonym_keys in the config (pseudonymize);

@@ -27,17 +27,15 @@ static const struct fg_policy_key *const block_keys[] = {
 
 _Static_assert(FG_POLICY_NELEM(block_keys) <= FG_POLICY_LEVEL_MAX_KEYS, "rule block keys");
 
-/* "bands: [a, b]" (or "*") into the block's <sel> (a flag per band). */
-static int compile_block_bands(struct fg_policy_comp *c, const struct fg_policy_scope *s,
-                               const struct fg_yaml_node *b)
+int fg_policy_blocks_read_bands(struct fg_policy_comp *c, const struct fg_yaml_node *map,
+                                const struct fg_yaml_node *b, unsigned char *sel)
 {
-	unsigned char *sel = s->block->sel;
 	char buf[FG_YAML_SHOWLEN];
 	size_t i;
 	int k, rc;
 
 	if (!b)
-		return fg_policy_compile_fail(c, s->map, "a rule block needs 'bands': the bands it applies to (or \"*\")");
+		return fg_policy_compile_fail(c, map, "a rule block needs 'bands': the bands it applies to (or \"*\")");
 	if (b->kind == FG_YAML_SCALAR && strcmp(b->text, "*") == 0) {
 		memset(sel, 1, c->pol->nbands);
 		return 0;
@@ -53,6 +51,13 @@ static int compile_block_bands(struct fg_policy_comp *c, const struct fg_policy_
 		sel[k] = 1;
 	}
 	return 0;
+}
+
+/* "bands: [a, b]" (or "*") into the block's <sel> (a flag per band). */
+static int compile_block_bands(struct fg_policy_comp *c, const struct fg_policy_scope *s,
+                               const struct fg_yaml_node *b)
+{
+	return fg_policy_blocks_read_bands(c, s->map, b, s->block->sel);
 }
 
 static const struct fg_policy_key block_bands_key = { "bands", FG_POLICY_KEY_ALWAYS, compile_block_bands };

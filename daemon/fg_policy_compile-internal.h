@@ -121,6 +121,11 @@ extern const struct fg_policy_key fg_policy_filter_classes_key;    /* classes (t
 extern const struct fg_policy_key fg_policy_filter_label_maps_key; /* label_maps (top level) */
 extern const struct fg_policy_key fg_policy_filter_feed_key;       /* feed (a method) */
 extern const struct fg_policy_key fg_policy_filter_filter_key;     /* filter (a method) */
+extern const struct fg_policy_key fg_policy_limits_time_zone_key;  /* time_zone (top level) */
+extern const struct fg_policy_key fg_policy_limits_time_zones_key; /* time_zones (top level) */
+extern const struct fg_policy_key fg_policy_limits_key;            /* limits (top level, after methods) */
+extern const struct fg_policy_key fg_policy_limits_method_zone_key; /* time_zone (a method) */
+extern const struct fg_policy_key fg_policy_limits_screen_time_key; /* screen_time (a method, after feed) */
 
 /* --- fg_policy_compile.c: messages, memory, keys --- */
 
@@ -209,6 +214,33 @@ int fg_policy_compile_rule_list(struct fg_policy_comp *c, const struct fg_yaml_n
 /* fg_policy_rulesets_in_set - 1 when node <at> (may be NULL) is inside the
  * list of the rule set fg_policy_compile_rule_list() last resolved, else 0. */
 int fg_policy_rulesets_in_set(const struct fg_policy_comp *c, const struct fg_yaml_node *at);
+
+/* --- fg_policy_filter.c --- */
+
+/* fg_policy_filter_read_classes - a class or category name, or a list of
+ * them (scalar or sequence <v>), as a class mask into <*mask>: 0, or
+ * FG_ECONFIG at the name that is neither. */
+int fg_policy_filter_read_classes(struct fg_policy_comp *c, const struct fg_yaml_node *v, uint64_t *mask);
+
+/* fg_policy_filter_pass_rules - rules that let every item through, with
+ * the default thresholds: what a band without a filter block is scanned
+ * with when its exposure is counted. */
+void fg_policy_filter_pass_rules(const struct fg_policy *p, struct fg_items_rules *r);
+
+/* --- fg_policy_sources.c --- */
+
+/* fg_policy_sources_read - source mapping <m> ({header} or {field}; NULL:
+ * none) of key <what> against request type <type> into <s>: 0 or
+ * FG_ECONFIG / FG_ENOMEM with the message written. */
+int fg_policy_sources_read(struct fg_policy_comp *c, const struct fg_yaml_node *m,
+                           const struct fg_schema_message *type, struct fg_policy_source *s, const char *what);
+
+/* --- fg_policy_blocks.c --- */
+
+/* fg_policy_blocks_read_bands - a block's "bands" value <b> ([names] or
+ * "*"; NULL is an error at <map>) into <sel> (a flag per band). */
+int fg_policy_blocks_read_bands(struct fg_policy_comp *c, const struct fg_yaml_node *map,
+                                const struct fg_yaml_node *b, unsigned char *sel);
 
 /* --- fg_policy_bands.c --- */
 

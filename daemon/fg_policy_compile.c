@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "fg_error.h"
+#include "fg_tz.h"
 #include "fg_policy_compile-internal.h"
 #include "fg_policy_compile.h"
 #include "fg_schema.h"
@@ -248,8 +249,8 @@ static const struct fg_policy_key descriptor_set_key = {
 /* --- the file ------------------------------------------------------------ */
 
 /* The top-level keys, in the order they compile: the contract first, then
- * the bands every rule names, the rule sets methods may name, then the
- * methods. */
+ * the bands every rule names, the rule sets methods may name, the zones,
+ * then the methods, then the limits (which check the methods). */
 static const struct fg_policy_key *const top_keys[] = {
 	&descriptor_set_key,
 	&fg_policy_bands_key,
@@ -257,7 +258,10 @@ static const struct fg_policy_key *const top_keys[] = {
 	&fg_policy_filter_classes_key,
 	&fg_policy_filter_label_maps_key,
 	&fg_policy_rulesets_key,
+	&fg_policy_limits_time_zone_key,
+	&fg_policy_limits_time_zones_key,
 	&fg_policy_methods_key,
+	&fg_policy_limits_key,
 };
 
 _Static_assert(FG_POLICY_NELEM(top_keys) <= FG_POLICY_LEVEL_MAX_KEYS, "top-level keys");
@@ -284,6 +288,22 @@ static int alloc_counters(struct fg_policy_comp *c, size_t nslots)
 	return p->counters.filtered && p->counters.pages ? 0 : fg_policy_compile_nomem(c);
 }
 
+/* The screen-time counters exist when some band is limited. */
+static int alloc_limit_counters(struct fg_policy_comp *c, size_t nslots)
+{
+	struct fg_policy *p = c->pol;
+
+	if (!p->limits)
+		return 0;
+	p->counters.notices = calloc(nslots * p->nbands * FG_POLICY_NNOTICES, sizeof(uint64_t));
+	p->counters.answered = calloc(nslots * p->nbands * FG_POLICY_NRULES * 2, sizeof(uint64_t));
+	p->counters.state_failures = calloc(nslots * p->nbands * FG_POLICY_NSREASONS * FG_POLICY_NSMODES,
+	                                    sizeof(uint64_t));
+	if (!p->counters.notices || !p->counters.answered || !p->counters.state_failures)
+		return fg_policy_compile_nomem(c);
+	return 0;
+}
+
 static int compile(struct fg_policy_comp *c, const char *text, size_t len, size_t nslots)
 {
 	struct fg_yaml_node *root = NULL;
@@ -299,6 +319,8 @@ static int compile(struct fg_policy_comp *c, const char *text, size_t len, size_
 		rc = fg_policy_compile_keys_run(c, &s, top_keys, FG_POLICY_NELEM(top_keys), 0);
 	if (rc == 0)
 		rc = alloc_counters(c, nslots);
+	if (rc == 0)
+		rc = alloc_limit_counters(c, nslots);
 	fg_schema_free(c->schema);
 	c->schema = NULL;
 	fg_yaml_free(root);
@@ -364,12 +386,20 @@ out_free:
 
 void fg_policy_compile_free(struct fg_policy *p)
 {
+	size_t i;
+
 	if (!p)
 		return;
 	free(p->counters.calls);
 	free(p->counters.stripped);
 	free(p->counters.filtered);
 	free(p->counters.pages);
+	free(p->counters.notices);
+	free(p->counters.answered);
+	free(p->counters.state_failures);
+	fg_tz_free(p->tz);
+	for (i = 0; i < p->nzones; i++)
+		fg_tz_free(p->zones[i]);
 	arena_free(p->arena);
 	free(p);
 }

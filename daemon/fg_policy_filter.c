@@ -386,6 +386,11 @@ static int read_label_classes(struct fg_policy_comp *c, const struct fg_yaml_nod
 	return 0;
 }
 
+int fg_policy_filter_read_classes(struct fg_policy_comp *c, const struct fg_yaml_node *v, uint64_t *mask)
+{
+	return read_label_classes(c, v, mask);
+}
+
 static int cmp_label_str(const void *a, const void *b)
 {
 	const struct fg_items_label *x = a, *y = b;
@@ -806,6 +811,17 @@ static int read_thresholds(struct fg_policy_comp *c, const struct fg_yaml_node *
 		r->threshold[i] = (float)v;
 	}
 	return 0;
+}
+
+void fg_policy_filter_pass_rules(const struct fg_policy *p, struct fg_items_rules *r)
+{
+	size_t i;
+
+	memset(r, 0, sizeof(*r));
+	r->unlabelled = FG_ITEMS_ALLOW;
+	for (i = 0; i < p->nclasses; i++)
+		r->threshold[i] = p->classes[i].category == FG_POLICY_CAT_PRIMARY_PRIORITY ? DEFAULT_THRESHOLD_PPC
+		                                                                            : DEFAULT_THRESHOLD;
 }
 
 static int read_decision(struct fg_policy_comp *c, const struct fg_yaml_node *n, const char *what)

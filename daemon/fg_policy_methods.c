@@ -20,6 +20,8 @@ static const struct fg_policy_key *const method_keys[] = {
 	&fg_policy_blocks_response_key,
 	&fg_policy_filter_feed_key,
 	&fg_policy_filter_filter_key,
+	&fg_policy_limits_method_zone_key,
+	&fg_policy_limits_screen_time_key,
 };
 
 _Static_assert(FG_POLICY_NELEM(method_keys) <= FG_POLICY_LEVEL_MAX_KEYS, "method keys");

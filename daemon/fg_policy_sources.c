@@ -85,8 +85,7 @@ static int read_header(struct fg_policy_comp *c, const struct fg_yaml_node *h, s
 	return 0;
 }
 
-/* Source <m> ({header} or {field}) of key <what> into <s>; NULL: none. */
-static int read_source(struct fg_policy_comp *c, const struct fg_yaml_node *m,
+int fg_policy_sources_read(struct fg_policy_comp *c, const struct fg_yaml_node *m,
                        const struct fg_schema_message *type, struct fg_policy_source *s, const char *what)
 {
 	const struct fg_yaml_node *h, *f;
@@ -109,7 +108,7 @@ static int read_source(struct fg_policy_comp *c, const struct fg_yaml_node *m,
 static int compile_user_id(struct fg_policy_comp *c, const struct fg_policy_scope *s,
                            const struct fg_yaml_node *val)
 {
-	return read_source(c, val, s->in, &s->method->user_id, "user_id");
+	return fg_policy_sources_read(c, val, s->in, &s->method->user_id, "user_id");
 }
 
 /* Every intercepted method needs its band: the rules are chosen by it. */
@@ -119,7 +118,7 @@ static int compile_age_band(struct fg_policy_comp *c, const struct fg_policy_sco
 	char buf[FG_YAML_SHOWLEN];
 	int rc;
 
-	if ((rc = read_source(c, val, s->in, &s->method->age_band, "age_band")))
+	if ((rc = fg_policy_sources_read(c, val, s->in, &s->method->age_band, "age_band")))
 		return rc;
 	if (s->method->age_band.kind == FG_POLICY_SRC_NONE)
 		return fg_policy_compile_fail(c, s->method_key, "method '%s' needs age_band: where the age band comes from",

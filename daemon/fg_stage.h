@@ -46,10 +46,13 @@
 #include "fg_bufq.h"
 #include "fg_grpcframe.h"
 #include "fg_hdrs.h"
+#include "fg_items.h"
 #include "fg_keyring.h"
 #include "fg_pbwire.h"
 
 struct fg_config;
+struct fg_metrics;
+struct fg_pipeline_env;
 struct fg_policy;
 struct fg_policy_method;
 struct fg_pipeline;
@@ -97,7 +100,17 @@ struct fg_stage_call {
 	unsigned need_first_message;        /* a stage reads the first request message before
 	                                       the request headers go upstream */
 	unsigned need_user;                 /* some stage needs the pseudonymous user key */
+	unsigned need_user_all;             /* ... under every key of the ring (state written under
+	                                       an older key is still read) */
 	char user[FG_KEYRING_PSEUDONYM_MAX]; /* "" when the call carries none, or none is needed */
+	char user_old[FG_KEYRING_MAX_KEYS - 1][FG_KEYRING_PSEUDONYM_MAX]; /* need_user_all: under the
+	                                       older keys, newest first */
+	size_t nuser_old;
+	/* Exposure allowances (the gate sets them, the filter spends them). */
+	unsigned exposure_on;               /* the filter removes items over <exposure_left> */
+	uint32_t exposure_left[FG_ITEMS_MAX_COUNTERS];
+	uint32_t exposure_delivered[FG_ITEMS_MAX_COUNTERS]; /* counted by the filter for account */
+	uint32_t exposure_limited;          /* items removed over an allowance */
 };
 
 /*
@@ -135,6 +148,8 @@ struct fg_stage_worker_env {
 	struct event_base *base;            /* the worker's loop, for timers and links */
 	struct fg_config *cfg;              /* the worker's snapshot at start (borrowed) */
 	size_t slot;                        /* the worker's counter slot */
+	struct fg_metrics *metrics;         /* the worker's metrics block; NULL in some tests */
+	struct fg_pipeline_env *pipelines;  /* for fg_pipeline_lookup() from callbacks */
 };
 
 /* Stage flags. */
@@ -191,5 +206,7 @@ struct fg_stage {
 extern const struct fg_stage fg_stage_identify;
 extern const struct fg_stage fg_stage_strip;
 extern const struct fg_stage fg_stage_filter;
+extern const struct fg_stage fg_stage_gate;         /* fg_stage_screen.c */
+extern const struct fg_stage fg_stage_account;      /* fg_stage_screen.c */
 
 #endif /* FG_STAGE_H */

@@ -36,7 +36,7 @@ struct filter_worker {
 struct filter_call {
 	struct fg_items_stream stream;      /* what spacing and item streams carry across messages */
 	uint64_t limit;                     /* items the client asked for when over-fetched, else 0 */
-	uint64_t removed, demoted, surplus; /* for the report header */
+	uint64_t removed, demoted, surplus, limited; /* for the report header */
 	unsigned reported;
 };
 
@@ -51,7 +51,9 @@ static const struct fg_policy_filter *band_filter(const struct fg_stage_call *ca
 {
 	const struct fg_policy_method *m = call->m;
 
-	return m->feed && m->filter[call->band].active ? &m->filter[call->band] : NULL;
+	if (!m->feed || !(m->filter[call->band].active || m->filter[call->band].limited))
+		return NULL;
+	return &m->filter[call->band];
 }
 
 /* Runs when the method has a feed and the band (if known yet) filters it. */
@@ -193,6 +195,10 @@ static void count_items(struct fg_stage_ctx *c, const struct fg_items_page *pg)
 			count(&pc, c->call, it->cls, FG_POLICY_FILTER_REMOVED);
 			fc->removed++;
 			break;
+		case FG_ITEMS_LIMITED:
+			count(&pc, c->call, it->cls, FG_POLICY_FILTER_LIMITED);
+			fc->limited++;
+			break;
 		case FG_ITEMS_SURPLUS_DROPPED:
 		case FG_ITEMS_SURPLUS_END:
 			count(&pc, c->call, it->cls, FG_POLICY_FILTER_SURPLUS);
@@ -209,14 +215,15 @@ static void count_items(struct fg_stage_ctx *c, const struct fg_items_page *pg)
 		}
 	}
 	count_flush(&pc, c->call);
-	count_page(c->call, pg->unmet);
+	if (band_filter(c->call)->active)
+		count_page(c->call, pg->unmet);
 }
 
 static void report(struct fg_stage_ctx *c)
 {
 	const struct fg_policy_feed *feed = c->call->m->feed;
 	struct filter_call *fc = c->state;
-	char v[96];
+	char v[128];
 	int n;
 
 	if (!feed->report_header || fc->reported)
@@ -224,8 +231,26 @@ static void report(struct fg_stage_ctx *c)
 	fc->reported = 1;
 	n = snprintf(v, sizeof(v), "removed=%llu,demoted=%llu,surplus=%llu", (unsigned long long)fc->removed,
 	             (unsigned long long)fc->demoted, (unsigned long long)fc->surplus);
+	if (band_filter(c->call)->limited && n > 0 && (size_t)n < sizeof(v))
+		n += snprintf(v + n, sizeof(v) - (size_t)n, ",limited=%llu", (unsigned long long)fc->limited);
 	if (n > 0 && (size_t)n < sizeof(v))
 		(void)fg_pipeline_add_metadata(c->pl, feed->report_header, v, (size_t)n);
+}
+
+/* What the page delivers of each exposure counter: spent from the
+ * allowance for the next pages, and added up for the account stage. */
+static void spend_exposure(struct fg_stage_call *call, const struct fg_items_rules *r, const struct fg_items_page *pg)
+{
+	uint32_t got[FG_ITEMS_MAX_COUNTERS] = { 0 };
+	size_t i;
+
+	fg_items_count_delivered(pg, r, got);
+	for (i = 0; i < r->ncounters; i++) {
+		call->exposure_left[i] = call->exposure_left[i] > got[i] ? call->exposure_left[i] - got[i] : 0;
+		call->exposure_delivered[i] += got[i];
+	}
+	for (i = 0; i < pg->n; i++)
+		call->exposure_limited += pg->item[i].fate == FG_ITEMS_LIMITED;
 }
 
 static enum fg_stage_rc filter_page(struct fg_stage_ctx *c, const struct fg_policy_filter *f, struct fg_stage_msg *msg)
@@ -240,7 +265,11 @@ static enum fg_stage_rc filter_page(struct fg_stage_ctx *c, const struct fg_poli
 
 	rc = fg_items_scan(msg->data, msg->len, &feed->spec, &f->rules, pg, &why);
 	if (rc == 0) {
+		if (f->limited && c->call->exposure_on)
+			fg_items_limit(pg, &f->rules, c->call->exposure_left);
 		fg_items_plan(pg, &f->rules, &fc->stream, fc->limit, item_mode);
+		if (f->limited)
+			spend_exposure(c->call, &f->rules, pg);
 		if (item_mode)
 			msg->drop = pg->norder == 0;
 		else if (!fg_items_identity(pg)) {

@@ -61,10 +61,22 @@ static void set_user(struct fg_stage_ctx *c, const char *v, size_t len)
 {
 	struct identify_worker *w = c->wstate;
 
-	c->call->user[0] = '\0';
-	if (!c->call->need_user || !w->keys || len == 0 ||
-	    fg_keyring_pseudonym(w->keys, 0, v, len, c->call->user, sizeof(c->call->user)) < 0)
-		c->call->user[0] = '\0';
+	struct fg_stage_call *call = c->call;
+	const struct fg_keyring *ring = call->cfg->keyring;
+	size_t i;
+
+	call->user[0] = '\0';
+	call->nuser_old = 0;
+	if (!call->need_user || !w->keys || len == 0 ||
+	    fg_keyring_pseudonym(w->keys, 0, v, len, call->user, sizeof(call->user)) < 0) {
+		call->user[0] = '\0';
+		return;
+	}
+	/* Older keys only for a stage that reads state kept under them. */
+	for (i = 1; call->need_user_all && ring && i < ring->n; i++)
+		if (fg_keyring_pseudonym(w->keys, i, v, len, call->user_old[call->nuser_old],
+		                         sizeof(call->user_old[0])) > 0)
+			call->nuser_old++;
 }
 
 static void decide_band(struct fg_stage_call *call, const char *v, size_t len)
@@ -135,6 +147,7 @@ static enum fg_stage_rc identify_message(struct fg_stage_ctx *c, enum fg_stage_d
 static void identify_call_free(struct fg_stage_ctx *c)
 {
 	OPENSSL_cleanse(c->call->user, sizeof(c->call->user));
+	OPENSSL_cleanse(c->call->user_old, sizeof(c->call->user_old));
 }
 
 const struct fg_stage fg_stage_identify = {

@@ -171,6 +171,10 @@ static int start_workers(struct daemon *d)
 	}
 	for (i = 0; i < d->cfg->nlisten; i++)
 		fg_log(FG_LOG_INFO, "listening", "addr=%s workers=%d", bound[i].text, n);
+#ifdef FG_TEST_HOOKS
+	fg_log(FG_LOG_WARN, "test_hooks", "why=\"built with --enable-test-hooks: clients can set the time "
+	       "screen-time rules see (feedguard-test-now); never deploy this build\"");
+#endif
 	for (i = 0; i < n; i++) {
 		struct fg_worker *w = fg_worker_new(i, d->cfg, fds + i * d->cfg->nlisten, d->cfg->nlisten, err,
 		                                    sizeof(err));
@@ -207,6 +211,10 @@ static int parse_args(int argc, char **argv, const char **path, int *test_only)
 		case 'v':
 			printf("feedguardd %s (nghttp2 %s, libevent %s)\n", PACKAGE_VERSION,
 			       nghttp2_version(0)->version_str, event_get_version());
+#ifdef FG_TEST_HOOKS
+			printf("test hooks: ON (the request header feedguard-test-now sets a call's time; "
+			       "never deploy this build)\n");
+#endif
 			exit(0);
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;

@@ -6,7 +6,10 @@
 #
 # Environment:
 #   FG_BUILD_DIR        build directory (default: build/ in the tree)
-#   FG_CONFIGURE_FLAGS  extra ./configure flags (e.g. --enable-sanitizers)
+#   FG_CONFIGURE_FLAGS  extra ./configure flags (e.g. --enable-sanitizers);
+#                       --enable-test-hooks is always given: the screen-time
+#                       tests set each call's time (README, "Testing
+#                       hour-scale rules"); .ci/run also builds without it
 #   FG_TIME_FACTOR      slack for timing assertions (sanitizers: 3, valgrind: 10)
 set -euo pipefail
 
@@ -21,10 +24,11 @@ if [ ! -x "$top/configure" ] || [ "$top/configure.ac" -nt "$top/configure" ] ||
 fi
 mkdir -p "$build"
 cd "$build"
-if [ ! -f Makefile ] || [ "$(cat .fg-configure-flags 2>/dev/null)" != "${FG_CONFIGURE_FLAGS:-}" ]; then
+flags="--enable-test-hooks ${FG_CONFIGURE_FLAGS:-}"
+if [ ! -f Makefile ] || [ "$(cat .fg-configure-flags 2>/dev/null)" != "$flags" ]; then
 	# shellcheck disable=SC2086
-	"$top/configure" -q ${FG_CONFIGURE_FLAGS:-}
-	echo "${FG_CONFIGURE_FLAGS:-}" > .fg-configure-flags
+	"$top/configure" -q $flags 2>/dev/null
+	echo "$flags" > .fg-configure-flags
 fi
 make -s -j"$jobs" >/dev/null
 

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -91,7 +92,7 @@ def describe_received(Req, rec):
     return out
 
 
-def side_by_side(title, left, right, width=58):
+def side_by_side(title, left, right, width=60):
     print("\n" + title)
     print("%-*s | %s" % (width, "14-year-old (x-age-band: 13_15)", "adult (x-age-band: adult)"))
     print("-" * width + "-+-" + "-" * width)
@@ -99,6 +100,13 @@ def side_by_side(title, left, right, width=58):
         a = textwrap.shorten(left[i], width) if i < len(left) else ""
         b = textwrap.shorten(right[i], width) if i < len(right) else ""
         print("%-*s | %s" % (width, a, b))
+
+
+def free_port():
+    """A loopback port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def main():
@@ -114,6 +122,13 @@ def main():
         shutil.copy(os.path.join(TOP, "policies", "uk-children.yaml"), os.path.join(tmp, "policy.yaml"))
         with open(os.path.join(tmp, "demo.key"), "wb") as f:
             f.write(os.urandom(32))
+        # The screen-time state: a local Redis of the demo's own.
+        rport_redis = free_port()
+        redis = subprocess.Popen(["redis-server", "--port", str(rport_redis), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no", "--dir", tmp],
+                                 stdout=open(os.path.join(tmp, "redis.log"), "w"))
+        procs.append(redis)
+        wait_for(os.path.join(tmp, "redis.log"), r"Ready to accept connections", redis)
         rec = os.path.join(tmp, "ranker.jsonl")
         rlog = os.path.join(tmp, "ranker.out")
         ranker = subprocess.Popen([sys.executable, os.path.join(TOP, "contrib", "demo-ranker", "ranker.py"),
@@ -125,7 +140,8 @@ def main():
         with open(cfg, "w") as f:
             f.write("listen: 127.0.0.1:0\nworkers: 1\nupstream:\n  address: 127.0.0.1:%s\n"
                     "admin:\n  listen: 127.0.0.1:0\npolicy: policy.yaml\n"
-                    "pseudonym_keys:\n  - {id: demo, file: demo.key}\n" % rport)
+                    "pseudonym_keys:\n  - {id: demo, file: demo.key}\n"
+                    "state:\n  redis: 127.0.0.1:%d\n" % (rport, rport_redis))
         flog = os.path.join(tmp, "feedguardd.log")
         fg = subprocess.Popen([fgd, "-c", cfg], stderr=open(flog, "w"))
         procs.append(fg)
@@ -134,7 +150,7 @@ def main():
 
         classes = load_messages(pb)
         Req, Resp = classes["RankFeedRequest"], classes["RankFeedResponse"]
-        feeds, reports = {}, {}
+        feeds, reports, screen = {}, {}, {}
         with grpc.insecure_channel("127.0.0.1:" + port) as ch:
             call = ch.unary_unary(RANK, request_serializer=lambda m: m.SerializeToString(),
                                   response_deserializer=Resp.FromString)
@@ -143,7 +159,9 @@ def main():
                 req.user.age_band = band
                 feeds[band], c = call.with_call(req, timeout=10,
                                                 metadata=(("x-age-band", band), ("x-device-id", "dev-42")))
-                reports[band] = dict(c.initial_metadata()).get("x-feedguard-filter")
+                md = dict(c.initial_metadata())
+                reports[band] = md.get("x-feedguard-filter")
+                screen[band] = (md.get("feedguard-screen-time"), md.get("feedguard-notice"))
         records = [json.loads(l) for l in open(rec)]
         print("\nfeedguard demo: the same user profile, the same ranker, two age bands.")
         print("The ranking client sent watch history, likes, inferred interests, searches, an")
@@ -156,7 +174,11 @@ def main():
         print("location to 0.1 degree, removed the profiling explanations from the feed, kept")
         print("harmful content out of it (primary priority and priority content excluded,")
         print("gambling and alcohol promotion dispersed) and asked the ranker for more items")
-        print("so the page stays full.\n")
+        print("so the page stays full.")
+        used, notice = screen["13_15"]
+        print("Its app was also told the day's feed time, kept per user in Redis under a keyed")
+        print("HMAC of the user id (the adult's call carries none of it):")
+        print("  feedguard-screen-time: %s%s\n" % (used, "   feedguard-notice: " + notice if notice else ""))
         return 0
     finally:
         stop_all(procs)

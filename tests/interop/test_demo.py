@@ -53,3 +53,12 @@ def test_transparency_demo_finds_no_difference():
     out = run_demo(str(SRCDIR / "contrib" / "demo" / "transparency_demo.py"), "--feedguardd", FEEDGUARDD)
     assert "every call came out exactly as it went in." in out, out
     assert "DIFFERS" not in out, out
+
+
+def test_feed_demo_shows_the_childs_screen_time():
+    """The demo's Redis holds the child's day: the app is told the minutes
+    used and left of policies/uk-children.yaml's 60-minute cap."""
+    out = run_demo(os.path.join(SRCDIR, "contrib", "demo", "feed_demo.py"), "--build", BUILD)
+    line = [l for l in out.splitlines() if l.strip().startswith("feedguard-screen-time:")]
+    assert line, out
+    assert line[0].split()[1].startswith("used=0,left=60,session=0"), out

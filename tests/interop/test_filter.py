@@ -1015,8 +1015,18 @@ def test_check_accepts_uk_children_policy(tmp_path):
     """policies/uk-children.yaml, the policy a UK platform starts from, passes
     -t as shipped (beside the reference contract's descriptor set)."""
     ph.write_policy(tmp_path, (harness.SRCDIR / "policies" / "uk-children.yaml").read_text())
-    res = run_feedguardd(["-t", "-c", str(write_check_config(tmp_path))])
+    cfg = write_check_config(tmp_path)
+    # Its screen-time limits keep state: a Redis (not contacted by -t) and
+    # the pseudonym key ring.
+    (tmp_path / "k.key").write_bytes(os.urandom(32))
+    cfg.write_text(cfg.read_text() + "pseudonym_keys: [{id: k1, file: k.key}]\nstate: {redis: 127.0.0.1:9}\n")
+    res = run_feedguardd(["-t", "-c", str(cfg)])
     assert res.returncode == 0, res.stderr.decode("utf-8", "replace")
+    # Without them the limits are refused, at the policy's limits key.
+    cfg.write_text(write_check_config(tmp_path).read_text())
+    res = run_feedguardd(["-t", "-c", str(cfg)])
+    assert res.returncode == 1
+    assert "limits need state.redis" in res.stderr.decode("utf-8", "replace")
 
 
 @pytest.mark.parametrize("kind", sorted(BAD))

@@ -51,13 +51,14 @@
 #include "fg_grpcframe.h"
 #include "fg_hdrs.h"
 #include "fg_pbwire.h"
+#include "fg_metrics.h"
 #include "fg_pipeline.h"
 #include "fg_policy-t.h"
 #include "fg_stage.h"
 
 /* In fg_pipeline.c, for tests only. */
 int fg_pipeline_env_new_stages(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg,
-                               size_t slot, uint64_t *held_gauge, const struct fg_stage *const *stages, size_t n);
+                               size_t slot, struct fg_metrics *metrics, const struct fg_stage *const *stages, size_t n);
 
 #define REQ FG_STAGE_REQUEST
 #define RESP FG_STAGE_RESPONSE
@@ -456,7 +457,7 @@ static void fakes_reset(void)
 struct t {
 	struct event_base *base;        /* the worker's loop */
 	struct fg_pipeline_env *env;    /* made by the test (env_open), freed by done() */
-	uint64_t gauge;                 /* the env's held_gauge */
+	struct fg_metrics metrics;      /* the env's metrics block (intercept_buffered) */
 	struct fg_pipeline_budget budget; /* one client connection's */
 	struct host host[3];
 	long live0;                     /* blocks live before the test */
@@ -505,7 +506,7 @@ static void done(struct t *t)
 	fg_pipeline_env_free(t->env);
 	t->env = NULL;
 	assert_int_equal(cfg.refcount, 1);
-	assert_int_equal(t->gauge, 0);
+	assert_int_equal(t->metrics.intercept_buffered, 0);
 	assert_int_equal(t->budget.held, 0);
 	assert_true(TAILQ_EMPTY(&t->budget.calls));
 	if (mem.live != t->live0)
@@ -529,7 +530,7 @@ static int teardown(void **state)
 /* An env running the first <n> fake stages. */
 static void env_open(struct t *t, size_t n)
 {
-	assert_int_equal(fg_pipeline_env_new_stages(&t->env, t->base, &cfg, 0, &t->gauge, stage_list, n), 0);
+	assert_int_equal(fg_pipeline_env_new_stages(&t->env, t->base, &cfg, 0, &t->metrics, stage_list, n), 0);
 	assert_non_null(t->env);
 }
 
@@ -1808,7 +1809,7 @@ static void test_pipeline_on_end(void **state)
 	assert_int_equal(fakes[0].n_call_free, 1);      /* what it began is released */
 	assert_int_equal(fakes[0].n_end, 0);
 	assert_null(fg_pipeline_lookup(t->env, fakes[0].begin_handle));
-	assert_int_equal(t->gauge, 0);
+	assert_int_equal(t->metrics.intercept_buffered, 0);
 
 	/* a method the policy does not name: no stage is asked */
 	fakes_reset();
@@ -1843,7 +1844,7 @@ static void test_pipeline_budgets(void **state)
 	feed(b->pl, REQ, in.data, 100, 100);
 	assert_int_equal(t->budget.held, 200);
 	assert_int_equal(fg_pipeline_env_held(t->env), 200);
-	assert_int_equal(t->gauge, 200);
+	assert_int_equal(t->metrics.intercept_buffered, 200);
 	assert_int_equal(fg_pipeline_held(b->pl, REQ), 100);
 	assert_int_equal(fg_pipeline_holds(a->pl, REQ), 0);
 	assert_int_equal(fg_pipeline_holds(b->pl, REQ), 1);
@@ -1890,7 +1891,7 @@ static void test_pipeline_budgets(void **state)
 	call_close(b, FG_GRPC_OK);
 	assert_int_equal(fg_pipeline_env_held(t->env), 0);
 	assert_int_equal(t->budget.held, 0);
-	assert_int_equal(t->gauge, 0);
+	assert_int_equal(t->metrics.intercept_buffered, 0);
 	fg_bufq_free(&in);
 	done(t);
 }
@@ -2317,7 +2318,7 @@ static int failmalloc_run(struct t *t, long n, int *injected, const struct fg_bu
 	assert_int_equal(evtimer_add(ev, &now), 0);
 
 	mem_arm(n);
-	rc = fg_pipeline_env_new_stages(&t->env, t->base, &cfg, 0, &t->gauge, stage_list, 2);
+	rc = fg_pipeline_env_new_stages(&t->env, t->base, &cfg, 0, &t->metrics, stage_list, 2);
 	if (rc == 0) {
 		l.env = t->env;
 		rc = call_begin(t, h, UNARY, &status, msg, sizeof(msg));
@@ -2354,7 +2355,7 @@ static int failmalloc_run(struct t *t, long n, int *injected, const struct fg_bu
 	fg_hdrs_free(&tr);
 	fg_hdrs_free(&rh);
 	fg_hdrs_free(&rt);
-	assert_int_equal(t->gauge, 0);
+	assert_int_equal(t->metrics.intercept_buffered, 0);
 	if (mem.live != live)
 		fail_msg("allocation %ld failed: %ld blocks leaked", n, mem.live - live);
 	return st == FG_GRPC_OK;

@@ -856,7 +856,7 @@ static void test_err_top(void **state)
 	expect_error("descriptor_set: ranking.pb\n"
 	             "bandz: []\n",
 	             NAME ":2:1: unknown key 'bandz' in the policy (valid keys: descriptor_set, bands, "
-	             "unknown_band, classes, label_maps, rule_sets, methods)");
+	             "unknown_band, classes, label_maps, rule_sets, time_zone, time_zones, methods, limits)");
 	expect_error("descriptor_set: ranking.pb\n"
 	             "methods: {}\n"
 	             "methods: {}\n",
@@ -986,7 +986,7 @@ static void test_err_methods(void **state)
 	expect_error(HEAD
 	             "    requests: []\n",                                                 /* 10 */
 	             NAME ":10:5: unknown key 'requests' in a method (valid keys: user_id, age_band, request, "
-	             "response, feed, filter)");
+	             "response, feed, filter, time_zone, screen_time)");
 	expect_error(HEAD
 	             "    request: {bands: [child]}\n",                                    /* 10 */
 	             NAME ":10:14: request must be a list of rule blocks or the name of a rule set, not a mapping");

@@ -1,0 +1,784 @@
+/*
+ * fg_stage_screen.c - screen time at the ranking boundary: two stages of
+ * one job.  The gate (after identify) reads the user's state while the
+ * ranker works (HOLD_RESPONSE), decides with fg_limits, and answers the
+ * call itself when a rule says empty or deny (the ranker's call is then
+ * cancelled); it hands the exposure allowances to the filter.  The account
+ * stage (after filter) tells the client (feedguard-screen-time,
+ * feedguard-notice) and, once the call ended, adds what was delivered to
+ * the state in one write.
+ *
+ * A call never waits longer than state.timeout for its state: the backend
+ * (fg_state_redis) answers every operation within it.  Operations carry a
+ * slot of the worker's bounded table (state.max_pending), never a pointer
+ * to the call: a reply for a call that ended finds its handle stale.
+ *
+ * The time of a call is the wall clock at its request headers; builds
+ * configured with --enable-test-hooks take it from the request header
+ * feedguard-test-now (ms since the epoch) so tests walk through a day.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "fg_clock.h"
+#include "fg_config.h"
+#include "fg_error.h"
+#include "fg_grpc.h"
+#include "fg_limits.h"
+#include "fg_log.h"
+#include "fg_metrics.h"
+#include "fg_pipeline.h"
+#include "fg_policy-t.h"
+#include "fg_policy_eval.h"
+#include "fg_redis.h"
+#include "fg_stage.h"
+#include "fg_state.h"
+#include "fg_state_redis.h"
+#include "fg_tz.h"
+
+#define HDR_SCREEN_TIME "feedguard-screen-time"
+#define HDR_NOTICE "feedguard-notice"
+#define HDR_TEST_NOW "feedguard-test-now"
+#define META_MAX 160
+
+/* What an operation in flight is for. */
+enum op_kind { OP_READ, OP_UPDATE };
+
+/* One state operation in flight: the callback's argument. */
+struct gate_op {
+	struct gate_op *next_free;
+	struct gate_worker *w;
+	enum op_kind kind;
+	fg_pipeline_handle h;               /* OP_READ: the call */
+	struct fg_config *cfg;              /* OP_UPDATE: a reference, for the failure counter */
+	size_t band;
+};
+
+struct gate_worker {
+	struct event_base *base;
+	struct fg_metrics *metrics;
+	struct fg_pipeline_env *pipelines;
+	size_t slot;
+	struct fg_state *state;             /* NULL: no state configured (or it could not start) */
+	char *settings;                     /* the state settings the backend was made with */
+	struct gate_op *ops;                /* state.max_pending slots */
+	size_t nops;
+	struct gate_op *free_ops;
+	struct fg_redis_stats base_stats;   /* counts of links already replaced */
+};
+
+/* Per call, shared by the two stages (account finds it with
+ * fg_pipeline_stage_state). */
+struct gate_call {
+	struct gate_worker *w;
+	struct fg_stage_call *call;         /* the pipeline's, for callbacks */
+	fg_pipeline_handle h;               /* the call, for callbacks and the timer */
+	const struct fg_policy_limits *l;   /* the band's limits; NULL: not limited */
+	const struct fg_tz *tz;             /* the call's zone */
+	int64_t start_ms;                   /* the call's time */
+	uint64_t start_mono_us;
+	unsigned held;                      /* the response waits for the read */
+	unsigned reading;                   /* a read is in flight */
+	unsigned decided;                   /* <v> holds a verdict */
+	unsigned answered;                  /* the gate answered the call: not use */
+	unsigned told;                      /* the metadata went to the client */
+	unsigned delivered;                 /* response messages the client got */
+	unsigned extra_notices;             /* notices of rules an open stream reached */
+	struct fg_limits_verdict v;
+	struct event *timer;                /* an open stream's next rule */
+	size_t next_event;
+	char zone_name[FG_TZ_NAME_MAX + 1];
+};
+
+/* --- time ---------------------------------------------------------------- */
+
+static int64_t wall_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The call's time: the wall clock, or (test builds) the request's say. */
+static int64_t call_time(const struct fg_hdrs *h)
+{
+#ifdef FG_TEST_HOOKS
+	char buf[24];
+	size_t len = 0;
+	const char *v = fg_hdrs_find_single(h, HDR_TEST_NOW, &len);
+
+	if (v && len > 0 && len < sizeof(buf)) {
+		memcpy(buf, v, len);
+		buf[len] = '\0';
+		if (strspn(buf, "0123456789") == len)
+			return strtoll(buf, NULL, 10);
+	}
+#else
+	(void)h;
+#endif
+	return wall_now_ms();
+}
+
+static int64_t elapsed_ms(const struct gate_call *g)
+{
+	return (int64_t)((fg_clock_now_us() - g->start_mono_us) / 1000);
+}
+
+/* --- counters -------------------------------------------------------------- */
+
+static void count_notices(const struct fg_stage_call *call, unsigned notices)
+{
+	const struct fg_policy *p = call->pol;
+	unsigned k;
+
+	if (!p->counters.notices || call->slot >= p->counters.nslots)
+		return;
+	for (k = 0; k < FG_POLICY_NNOTICES; k++)
+		if (notices >> k & 1)
+			__atomic_fetch_add(&p->counters.notices[(call->slot * p->nbands + call->band) * FG_POLICY_NNOTICES + k],
+			                   1, __ATOMIC_RELAXED);
+}
+
+static void count_answer(const struct fg_stage_call *call, unsigned rule, unsigned action)
+{
+	const struct fg_policy *p = call->pol;
+	size_t at;
+
+	if (!p->counters.answered || call->slot >= p->counters.nslots || action < FG_POLICY_ACT_EMPTY)
+		return;
+	at = ((call->slot * p->nbands + call->band) * FG_POLICY_NRULES + rule) * 2 + (action - FG_POLICY_ACT_EMPTY);
+	__atomic_fetch_add(&p->counters.answered[at], 1, __ATOMIC_RELAXED);
+}
+
+static void count_failure(const struct fg_policy *p, size_t slot, size_t band, unsigned reason, unsigned mode)
+{
+	size_t at;
+
+	if (!p->counters.state_failures || slot >= p->counters.nslots)
+		return;
+	at = ((slot * p->nbands + band) * FG_POLICY_NSREASONS + reason) * FG_POLICY_NSMODES + mode;
+	__atomic_fetch_add(&p->counters.state_failures[at], 1, __ATOMIC_RELAXED);
+}
+
+static unsigned reason_of(int rc)
+{
+	switch (rc) {
+	case FG_ETIMEOUT:
+		return FG_POLICY_S_TIMEOUT;
+	case FG_EBUSY:
+		return FG_POLICY_S_BUSY;
+	case FG_EUNAVAIL:
+		return FG_POLICY_S_DOWN;
+	default:
+		return FG_POLICY_S_ERROR;
+	}
+}
+
+/* The link's counters, and those of the links it replaced, into the
+ * worker's metrics block (the admin thread reads it). */
+static void sync_metrics(struct gate_worker *w)
+{
+	const struct fg_redis_stats *s;
+	struct fg_redis *link;
+	struct fg_metrics *m = w->metrics;
+
+	if (!m || !w->state || !(link = fg_state_redis_link(w->state)))
+		return;
+	s = fg_redis_get_stats(link);
+	__atomic_store_n(&m->redis_commands, w->base_stats.commands + s->commands, __ATOMIC_RELAXED);
+	__atomic_store_n(&m->redis_errors[FG_METRICS_REDIS_ERROR], w->base_stats.errors + s->errors, __ATOMIC_RELAXED);
+	__atomic_store_n(&m->redis_errors[FG_METRICS_REDIS_TIMEOUT], w->base_stats.timeouts + s->timeouts,
+	                 __ATOMIC_RELAXED);
+	__atomic_store_n(&m->redis_errors[FG_METRICS_REDIS_DOWN], w->base_stats.down + s->down, __ATOMIC_RELAXED);
+	__atomic_store_n(&m->redis_errors[FG_METRICS_REDIS_BUSY], w->base_stats.busy + s->busy, __ATOMIC_RELAXED);
+	__atomic_store_n(&m->redis_errors[FG_METRICS_REDIS_UNAVAILABLE], w->base_stats.unavailable + s->unavailable,
+	                 __ATOMIC_RELAXED);
+	__atomic_store_n(&m->redis_reconnects, w->base_stats.reconnects + s->reconnects, __ATOMIC_RELAXED);
+	__atomic_store_n(&m->redis_connected, fg_redis_get_state(link) == FG_REDIS_CONNECTED, __ATOMIC_RELAXED);
+}
+
+/* fg_redis logs the link's changes itself; the gauge follows them. */
+static void on_link_state(void *arg, enum fg_redis_state state, const char *why)
+{
+	(void)state;
+	(void)why;
+	sync_metrics(arg);
+}
+
+static void on_latency(void *arg, uint64_t us)
+{
+	struct gate_worker *w = arg;
+
+	if (w->metrics)
+		fg_metrics_observe_redis(w->metrics, us);
+}
+
+/* --- the worker's backend ------------------------------------------------ */
+
+/* The settings a backend is made from, as one string: a reload that
+ * leaves them as they were keeps the link. */
+static char *settings_of(const struct fg_config *cfg)
+{
+	char *s = NULL;
+
+	if (!cfg->state.enabled)
+		return NULL;
+	if (asprintf(&s, "%s|%s|%d|%s|%lld|%lld|%lld|%d|%lld|%lld", cfg->state.redis,
+	             cfg->state.password_file ? cfg->state.password_file : "", cfg->state.db,
+	             cfg->state.key_prefix ? cfg->state.key_prefix : FG_STATE_DEFAULT_PREFIX,
+	             (long long)cfg->state.timeout_us, (long long)cfg->state.connect_timeout_us,
+	             (long long)cfg->state.stall_timeout_us, cfg->state.max_pending,
+	             (long long)cfg->state.backoff_initial_us, (long long)cfg->state.backoff_max_us) < 0)
+		return NULL;
+	return s;
+}
+
+static void drop_backend(struct gate_worker *w)
+{
+	const struct fg_redis_stats *s;
+	struct fg_redis *link;
+
+	if (!w->state)
+		return;
+	if ((link = fg_state_redis_link(w->state))) {
+		s = fg_redis_get_stats(link);
+		w->base_stats.commands += s->commands;
+		w->base_stats.errors += s->errors;
+		w->base_stats.timeouts += s->timeouts;
+		w->base_stats.down += s->down;
+		w->base_stats.busy += s->busy;
+		w->base_stats.unavailable += s->unavailable;
+		w->base_stats.reconnects += s->reconnects;
+	}
+	/* Pending callbacks run now, with FG_EUNAVAIL: their calls take
+	 * the fail mode; the ops table outlives this. */
+	fg_state_free(w->state);
+	w->state = NULL;
+	if (w->metrics)
+		__atomic_store_n(&w->metrics->redis_connected, 0, __ATOMIC_RELAXED);
+}
+
+static int make_ops(struct gate_worker *w, size_t n)
+{
+	size_t i;
+
+	if (w->nops >= n)
+		return 0;
+	/* Only grown while no operation is in flight (at start, or after
+	 * drop_backend returned every slot). */
+	free(w->ops);
+	w->ops = calloc(n, sizeof(*w->ops));
+	w->nops = w->ops ? n : 0;
+	w->free_ops = NULL;
+	for (i = 0; i < w->nops; i++) {
+		w->ops[i].next_free = w->free_ops;
+		w->free_ops = &w->ops[i];
+	}
+	return w->ops ? 0 : FG_ENOMEM;
+}
+
+static void make_backend(struct gate_worker *w, struct fg_config *cfg)
+{
+	struct fg_state_redis_config rc = { 0 };
+	const char *why = NULL;
+	int err;
+
+	rc.link.address = cfg->state.redis;
+	rc.link.password_file = cfg->state.password_file;
+	rc.link.db = cfg->state.db;
+	rc.link.connect_timeout_us = cfg->state.connect_timeout_us;
+	rc.link.stall_timeout_us = cfg->state.stall_timeout_us;
+	rc.link.backoff_initial_us = cfg->state.backoff_initial_us;
+	rc.link.backoff_max_us = cfg->state.backoff_max_us;
+	rc.link.max_inflight = (unsigned)cfg->state.max_pending;
+	rc.link.on_state = on_link_state;
+	rc.link.state_arg = w;
+	rc.link.on_latency = on_latency;
+	rc.link.latency_arg = w;
+	rc.prefix = cfg->state.key_prefix ? cfg->state.key_prefix : FG_STATE_DEFAULT_PREFIX;
+	rc.timeout_us = cfg->state.timeout_us;
+	if (make_ops(w, (size_t)cfg->state.max_pending) < 0 ||
+	    (err = fg_state_redis_new(&w->state, w->base, &rc, &why)) < 0) {
+		w->state = NULL;
+		fg_log(FG_LOG_ERROR, "state_failed", "redis=%s why=\"%s\"", cfg->state.redis,
+		       why ? why : "out of memory");
+	}
+}
+
+static void gate_worker_config(void *wstate, struct fg_config *cfg)
+{
+	struct gate_worker *w = wstate;
+	char *s = settings_of(cfg);
+
+	if ((!s && !w->settings) || (s && w->settings && strcmp(s, w->settings) == 0)) {
+		free(s);
+		return;
+	}
+	drop_backend(w);
+	free(w->settings);
+	w->settings = s;
+	if (s)
+		make_backend(w, cfg);
+}
+
+static int gate_worker_init(void *wstate, const struct fg_stage_worker_env *env)
+{
+	struct gate_worker *w = wstate;
+
+	w->base = env->base;
+	w->metrics = env->metrics;
+	w->pipelines = env->pipelines;
+	w->slot = env->slot;
+	gate_worker_config(w, env->cfg);
+	return 0;
+}
+
+static void gate_worker_free(void *wstate)
+{
+	struct gate_worker *w = wstate;
+
+	drop_backend(w);
+	free(w->settings);
+	w->settings = NULL;
+	free(w->ops);
+	w->ops = NULL;
+}
+
+static struct gate_op *op_get(struct gate_worker *w)
+{
+	struct gate_op *op = w->free_ops;
+
+	if (op) {
+		w->free_ops = op->next_free;
+		op->w = w;
+	}
+	return op;
+}
+
+static void op_put(struct gate_op *op)
+{
+	struct gate_worker *w = op->w;
+
+	fg_config_unref(op->cfg);
+	op->cfg = NULL;
+	op->next_free = w->free_ops;
+	w->free_ops = op;
+}
+
+/* --- telling the client -------------------------------------------------- */
+
+/* feedguard-screen-time and feedguard-notice, into the response metadata:
+ * the held headers of a unary call, else the trailers. */
+static void tell(struct fg_pipeline *pl, struct gate_call *g, unsigned notices)
+{
+	char v[META_MAX];
+	int n;
+
+	if (g->told)
+		return;
+	g->told = 1;
+	count_notices(g->call, notices);
+	if ((n = fg_limits_screen_time(&g->v, v, sizeof(v))) > 0)
+		(void)fg_pipeline_add_metadata(pl, HDR_SCREEN_TIME, v, (size_t)n);
+	if ((n = fg_limits_notices(notices, v, sizeof(v))) > 0)
+		(void)fg_pipeline_add_metadata(pl, HDR_NOTICE, v, (size_t)n);
+}
+
+/* The call ends here, by <rule>'s <action> (empty or deny): the ranker's
+ * call is cancelled, the client gets the notice and, for deny, a status
+ * a person can read. */
+static void answer(struct fg_pipeline *pl, struct gate_call *g, unsigned rule, unsigned action)
+{
+	static const uint8_t empty_message[1];
+	char text[256];
+
+	tell(pl, g, g->v.notices | g->extra_notices);
+	count_answer(g->call, rule, action);
+	g->answered = 1;
+	if (action == FG_POLICY_ACT_DENY) {
+		if (fg_limits_message(g->l, &g->v, rule, g->zone_name, text, sizeof(text)) < 0)
+			snprintf(text, sizeof(text), "screen-time limit reached");
+		fg_pipeline_answer(pl, FG_GRPC_RESOURCE_EXHAUSTED, text, NULL, 0);
+	} else if (fg_pipeline_streaming_response(pl)) {
+		fg_pipeline_answer(pl, FG_GRPC_OK, NULL, NULL, 0);
+	} else {
+		/* A message of no bytes: every field at its default, no items. */
+		fg_pipeline_answer(pl, FG_GRPC_OK, NULL, empty_message, 0);
+	}
+}
+
+/* The state could not be read (<reason>): the band's fail mode.  1 when
+ * the call was answered. */
+static int fail_mode(struct fg_pipeline *pl, struct gate_call *g, unsigned reason)
+{
+	const struct fg_stage_call *call = g->call;
+	static const uint8_t empty_message[1];
+
+	count_failure(call->pol, call->slot, call->band, reason, g->l->fail_mode);
+	g->decided = 0;
+	switch (g->l->fail_mode) {
+	case FG_POLICY_FAIL_EMPTY:
+		count_answer(call, FG_POLICY_R_FAIL, FG_POLICY_ACT_EMPTY);
+		g->answered = 1;
+		fg_pipeline_answer(pl, FG_GRPC_OK, NULL, fg_pipeline_streaming_response(pl) ? NULL : empty_message, 0);
+		return 1;
+	case FG_POLICY_FAIL_DENY:
+		count_answer(call, FG_POLICY_R_FAIL, FG_POLICY_ACT_DENY);
+		g->answered = 1;
+		fg_pipeline_answer(pl, FG_GRPC_UNAVAILABLE, "screen-time state unavailable, try again later", NULL, 0);
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* --- an open stream meets a rule ------------------------------------------ */
+
+static void arm_timer(struct gate_call *g);
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct gate_call *g = arg;
+	struct fg_pipeline *pl = fg_pipeline_lookup(g->w->pipelines, g->h);
+	const struct fg_limits_event *e;
+	int64_t el;
+
+	(void)fd;
+	(void)what;
+	if (!pl || g->next_event >= g->v.nevents)
+		return;
+	e = &g->v.events[g->next_event++];
+	if (e->action < FG_POLICY_ACT_EMPTY) {
+		g->extra_notices |= 1u << e->notice;
+		arm_timer(g);
+		return;
+	}
+	/* The figures of the message, as of now. */
+	el = elapsed_ms(g);
+	g->v.used_ms += el;
+	g->v.session_ms += el;
+	if (g->v.left_ms >= 0)
+		g->v.left_ms = g->v.left_ms > el ? g->v.left_ms - el : 0;
+	g->extra_notices |= 1u << e->notice;
+	answer(pl, g, e->rule, e->action);
+}
+
+/* The next rule an open stream reaches, on the loop's clock. */
+static void arm_timer(struct gate_call *g)
+{
+	struct timeval tv;
+	int64_t in;
+
+	if (g->next_event >= g->v.nevents)
+		return;
+	if (!g->timer && !(g->timer = evtimer_new(g->w->base, timer_cb, g)))
+		return;
+	in = g->v.events[g->next_event].at_ms - g->start_ms - elapsed_ms(g);
+	if (in < 0)
+		in = 0;
+	tv.tv_sec = (time_t)(in / 1000);
+	tv.tv_usec = (suseconds_t)(in % 1000) * 1000;
+	evtimer_add(g->timer, &tv);
+}
+
+/* --- the gate ------------------------------------------------------------ */
+
+/* The verdict for state <u>: 1 when it answered the call. */
+static int apply(struct fg_pipeline *pl, struct gate_call *g, const struct fg_state_user *u)
+{
+	struct fg_stage_call *call = g->call;
+	struct fg_limits_clock clk;
+
+	fg_limits_clock(g->l, g->tz, g->start_ms, &clk);
+	fg_limits_decide(g->l, &clk, u, &g->v);
+	g->decided = 1;
+	if (g->l->ncounters) {
+		call->exposure_on = 1;
+		memcpy(call->exposure_left, g->v.left, g->l->ncounters * sizeof(call->exposure_left[0]));
+	}
+	if (g->v.action >= FG_POLICY_ACT_EMPTY) {
+		answer(pl, g, g->v.rule, g->v.action);
+		return 1;
+	}
+	if (fg_pipeline_streaming_response(pl))
+		arm_timer(g);
+	return 0;
+}
+
+static void read_cb(void *arg, int rc, const struct fg_state_user *u)
+{
+	struct gate_op *op = arg;
+	struct gate_worker *w = op->w;
+	struct fg_pipeline *pl = fg_pipeline_lookup(w->pipelines, op->h);
+	struct gate_call *g;
+	int answered;
+
+	op_put(op);
+	sync_metrics(w);
+	if (!pl || !(g = fg_pipeline_stage_state(pl, &fg_stage_gate)) || !g->reading)
+		return;         /* the call ended while its state was read */
+	g->reading = 0;
+	answered = rc < 0 ? fail_mode(pl, g, reason_of(rc)) : apply(pl, g, u);
+	if (!answered && g->held) {
+		g->held = 0;
+		fg_pipeline_resume(pl, &fg_stage_gate);
+	}
+}
+
+static enum fg_stage_begin gate_begin(struct fg_stage_ctx *c, const struct fg_hdrs *h)
+{
+	struct fg_stage_call *call = c->call;
+	struct gate_call *g = c->state;
+
+	(void)h;
+	if (!call->pol->limits || !call->m->screen_time)
+		return FG_STAGE_SKIP;
+	if (call->band_known && !call->pol->limits[call->band].active)
+		return FG_STAGE_SKIP;
+	call->need_user = 1;
+	call->need_user_all = 1;
+	if (call->m->time_zone.kind == FG_POLICY_SRC_FIELD)
+		call->need_first_message = 1;
+	g->w = c->wstate;
+	g->call = call;
+	g->h = fg_pipeline_handle_of(c->pl);
+	return FG_STAGE_RUN;
+}
+
+/* A zone named by the request counts when the policy lists it. */
+static const struct fg_tz *pick_zone(const struct fg_policy *p, const char *v, size_t len)
+{
+	size_t i;
+
+	for (i = 0; v && i < p->nzones; i++)
+		if (strlen(fg_tz_name(p->zones[i])) == len && memcmp(fg_tz_name(p->zones[i]), v, len) == 0)
+			return p->zones[i];
+	return p->tz;
+}
+
+static enum fg_stage_rc gate_message(struct fg_stage_ctx *c, enum fg_stage_dir dir, struct fg_stage_msg *msg)
+{
+	struct gate_call *g = c->state;
+	const struct fg_policy_method *m = c->call->m;
+	int n;
+
+	if (dir != FG_STAGE_REQUEST || msg->index != 0 || m->time_zone.kind != FG_POLICY_SRC_FIELD)
+		return FG_STAGE_CONTINUE;
+	n = fg_policy_read_field(&m->time_zone, msg->data, msg->len, g->zone_name, sizeof(g->zone_name));
+	if (n <= 0)
+		g->zone_name[0] = '\0';
+	return FG_STAGE_CONTINUE;
+}
+
+/* Where the user's state is: the pseudonyms, newest key first, and the
+ * band's counters. */
+static void who_of(const struct gate_call *g, const char **keys, struct fg_state_who *who)
+{
+	const struct fg_stage_call *call = g->call;
+	size_t i;
+
+	keys[0] = call->user;
+	for (i = 0; i < call->nuser_old && i + 1 < FG_STATE_MAX_KEYS; i++)
+		keys[i + 1] = call->user_old[i];
+	who->keys = keys;
+	who->nkeys = i + 1;
+	who->classes = (const char *const *)g->l->counter_name;
+	who->nclasses = g->l->ncounters;
+}
+
+static void set_zone(struct gate_call *g, const struct fg_hdrs *h)
+{
+	const struct fg_policy *p = g->call->pol;
+	const struct fg_policy_method *m = g->call->m;
+	const char *v = NULL;
+	size_t len = 0;
+
+	if (m->time_zone.kind == FG_POLICY_SRC_HEADER)
+		v = fg_hdrs_find_single(h, m->time_zone.header, &len);
+	else if (m->time_zone.kind == FG_POLICY_SRC_FIELD && g->zone_name[0])
+		v = g->zone_name, len = strlen(g->zone_name);
+	g->tz = pick_zone(p, v, len);
+	snprintf(g->zone_name, sizeof(g->zone_name), "%s", fg_tz_name(g->tz));
+}
+
+/* The band is known: read the user's state, beside the ranker. */
+static enum fg_stage_rc gate_request_headers(struct fg_stage_ctx *c, struct fg_hdrs *h)
+{
+	struct gate_call *g = c->state;
+	struct gate_worker *w = g->w;
+	const char *keys[FG_STATE_MAX_KEYS];
+	struct fg_state_who who;
+	struct gate_op *op;
+	int rc;
+
+	if (!c->call->pol->limits[c->call->band].active)
+		return FG_STAGE_CONTINUE;
+	g->l = &c->call->pol->limits[c->call->band];
+	g->start_ms = call_time(h);
+	g->start_mono_us = fg_clock_now_us();
+	set_zone(g, h);
+	if (!c->call->user[0])
+		return fail_mode(c->pl, g, FG_POLICY_S_NO_USER) ? FG_STAGE_DONE : FG_STAGE_CONTINUE;
+	if (!w->state)
+		return fail_mode(c->pl, g, FG_POLICY_S_DOWN) ? FG_STAGE_DONE : FG_STAGE_CONTINUE;
+	if (!(op = op_get(w)))
+		return fail_mode(c->pl, g, FG_POLICY_S_BUSY) ? FG_STAGE_DONE : FG_STAGE_CONTINUE;
+	op->kind = OP_READ;
+	op->h = g->h;
+	who_of(g, keys, &who);
+	g->reading = 1;
+	if ((rc = fg_state_read(w->state, &who, read_cb, op)) < 0) {
+		g->reading = 0;
+		op_put(op);
+		return fail_mode(c->pl, g, reason_of(rc)) ? FG_STAGE_DONE : FG_STAGE_CONTINUE;
+	}
+	if (!g->reading)        /* an in-process backend answered already */
+		return g->answered ? FG_STAGE_DONE : FG_STAGE_CONTINUE;
+	g->held = 1;
+	return FG_STAGE_HOLD_RESPONSE;
+}
+
+/* The hold is gone with the call; a reply that comes later finds the
+ * handle stale. */
+static void gate_cancel(struct fg_stage_ctx *c, enum fg_stage_cancel why)
+{
+	struct gate_call *g = c->state;
+
+	(void)why;
+	g->held = 0;
+	g->reading = 0;
+}
+
+static void gate_call_free(struct fg_stage_ctx *c)
+{
+	struct gate_call *g = c->state;
+
+	if (g->timer)
+		event_free(g->timer);
+	g->timer = NULL;
+}
+
+const struct fg_stage fg_stage_gate = {
+	.name = "gate",
+	.call_size = sizeof(struct gate_call),
+	.worker_size = sizeof(struct gate_worker),
+	.worker_init = gate_worker_init,
+	.worker_free = gate_worker_free,
+	.worker_config = gate_worker_config,
+	.begin = gate_begin,
+	.on_request_headers = gate_request_headers,
+	.on_message = gate_message,
+	.on_cancel = gate_cancel,
+	.call_free = gate_call_free,
+};
+
+/* --- account --------------------------------------------------------------- */
+
+static struct gate_call *gate_of(struct fg_stage_ctx *c)
+{
+	struct gate_call *g = fg_pipeline_stage_state(c->pl, &fg_stage_gate);
+
+	return g && g->l && !g->answered ? g : NULL;
+}
+
+static enum fg_stage_begin account_begin(struct fg_stage_ctx *c, const struct fg_hdrs *h)
+{
+	(void)h;
+	return fg_pipeline_stage_state(c->pl, &fg_stage_gate) ? FG_STAGE_RUN : FG_STAGE_SKIP;
+}
+
+static unsigned notices_now(const struct fg_stage_call *call, const struct gate_call *g)
+{
+	unsigned n = g->v.notices | g->extra_notices;
+
+	if (call->exposure_limited)
+		n |= 1u << FG_POLICY_N_EXPOSURE_LIMIT;
+	return n;
+}
+
+/* A unary call's metadata goes in its held headers, with the first
+ * message (after the filter counted what it limited). */
+static enum fg_stage_rc account_message(struct fg_stage_ctx *c, enum fg_stage_dir dir, struct fg_stage_msg *msg)
+{
+	struct gate_call *g;
+
+	if (dir != FG_STAGE_RESPONSE || !(g = gate_of(c)))
+		return FG_STAGE_CONTINUE;
+	if (!msg->drop)
+		g->delivered++;
+	if (g->decided && !fg_pipeline_streaming_response(c->pl))
+		tell(c->pl, g, notices_now(c->call, g));
+	return FG_STAGE_CONTINUE;
+}
+
+/* A streaming call's (or a unary call without a message) in the trailers. */
+static enum fg_stage_rc account_response_end(struct fg_stage_ctx *c, struct fg_hdrs *trailers)
+{
+	struct gate_call *g = gate_of(c);
+
+	(void)trailers;
+	if (g && g->decided)
+		tell(c->pl, g, notices_now(c->call, g));
+	return FG_STAGE_CONTINUE;
+}
+
+static void update_cb(void *arg, int rc)
+{
+	struct gate_op *op = arg;
+	struct gate_worker *w = op->w;
+
+	if (rc < 0 && op->cfg && op->cfg->policy)
+		count_failure(op->cfg->policy, w->slot, op->band, reason_of(rc), FG_POLICY_S_UPDATE);
+	op_put(op);
+	sync_metrics(w);
+}
+
+/* What the call delivered goes to the state, in one write: its time (a
+ * call the gate answered, or that failed without delivering anything, is
+ * not use) and the exposure counters the filter counted. */
+static void account_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
+{
+	struct gate_call *g = fg_pipeline_stage_state(c->pl, &fg_stage_gate);
+	const char *keys[FG_STATE_MAX_KEYS];
+	struct fg_state_update u = { 0 };
+	struct fg_limits_clock clk;
+	struct gate_op *op;
+	int rc;
+
+	if (g && g->timer)
+		evtimer_del(g->timer);
+	if (!g || !g->l || (g->answered && !g->delivered) || !c->call->user[0] || !g->w->state)
+		return;
+	if (end->status != FG_GRPC_OK && !g->delivered)
+		return;
+	if (!(op = op_get(g->w))) {
+		count_failure(c->call->pol, c->call->slot, c->call->band, FG_POLICY_S_BUSY, FG_POLICY_S_UPDATE);
+		return;
+	}
+	fg_limits_clock(g->l, g->tz, g->start_ms + elapsed_ms(g), &clk);
+	fg_limits_update(g->l, &clk, g->start_ms, &u);
+	who_of(g, keys, &u.who);
+	u.counts = c->call->exposure_delivered;
+	op->kind = OP_UPDATE;
+	op->cfg = fg_config_ref(c->call->cfg);
+	op->band = c->call->band;
+	if ((rc = fg_state_update(g->w->state, &u, update_cb, op)) < 0) {
+		count_failure(c->call->pol, c->call->slot, c->call->band, reason_of(rc), FG_POLICY_S_UPDATE);
+		op_put(op);
+	}
+}
+
+const struct fg_stage fg_stage_account = {
+	.name = "account",
+	.begin = account_begin,
+	.on_message = account_message,
+	.on_response_end = account_response_end,
+	.on_end = account_end,
+};
