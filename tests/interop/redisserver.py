@@ -159,6 +159,10 @@ class RedisServer:
             cmd += ["--unixsocket", str(self.unixsocket), "--unixsocketperm", "700"]
         return cmd
 
+    @staticmethod
+    def available():
+        return os.access(REDIS_SERVER, os.X_OK)
+
     def start(self, port=None):
         """Start on <port> (None: the port it had, else a free one) and wait
         until PING answers.  A free port that another process takes first

@@ -259,9 +259,15 @@ def ranker():
     r.stop()
 
 
+def need_redis():
+    if not RedisServer.available():
+        pytest.skip("redis-server is not installed (Debian: redis-server; or set FG_REDIS_SERVER)")
+
+
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory):
     """The module's Redis; tests keep apart by user id (a fresh one each)."""
+    need_redis()
     r = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield r
     r.stop()
@@ -270,6 +276,7 @@ def redis(tmp_path_factory):
 @pytest.fixture
 def redis_factory(tmp_path):
     """Private Redis servers a test may kill, pause or restart."""
+    need_redis()
     started = []
 
     def make(name=None, **kw):
@@ -704,7 +711,7 @@ def test_break_after_continuous_use(fg, redis, action):
 # ================================================================ 3. quiet hours
 
 SEASONS = {
-    # (day of the evening, UTC offset in hours that evening, the next morning)
+    # the date of the evening; its night runs to 07:00 local the next morning
     "winter": WINTER,
     "summer": SUMMER,
     "spring_forward": SPRING_NIGHT,
@@ -815,7 +822,8 @@ def test_strongest_action_wins_and_notices_in_order(fg, redis):
         r = rank(d, uid, t0 + 60 * MIN)
         check(r, "60m (daily %s, break deny)" % daily_action, code=EXHAUSTED, details=want_msg,
               notices=["daily-limit", "take-a-break"])
-        d.stop()
+        problems = d.stop()
+        assert not problems, problems
 
 
 def test_exposure_limit_and_daily_warning_together(fg, redis):
@@ -860,8 +868,8 @@ def test_exposure_per_day(fg, redis):
     check(r, "page 1", items=[1, 2, 4, 5, 6], notices=[])
     assert r.report.get("removed") == 1 and r.report.get("limited", 0) == 0, r.report
     key = redis_key(d, uid)
-    assert hget(d, uid, "x:dangerous_stunts") == 2 and hget(d, uid, "x:nd") == 1, \
-        "after page 1: %s" % RedisClient(redis.addr).hgetall(key)
+    poll_until(lambda: hget(d, uid, "x:dangerous_stunts") == 2 and hget(d, uid, "x:nd") == 1, tf(5),
+               "x:dangerous_stunts 2 and x:nd 1 after page 1 (got %s)" % RedisClient(redis.addr).hgetall(key))
 
     p2 = page([it(11, ("stunt", 0.9)), it(12, ("sport", 0.9)), it(13, ("stunt", 0.9)),
                it(14, ("sad_content", 0.9)), it(15, ("stunt", 0.9)), it(16, ("body_ideal", 0.9)),
@@ -983,7 +991,9 @@ def test_open_stream_is_ended_when_a_rule_fires(fg, redis, case):
     uid = new_user()
     t0 = local_ms(WINTER, first)
     check(rank(d, uid, t0), "the call before the stream", notices=[], items=PAGE_IDS)
-    n = 26 if action == "notice" else 80          # 100 ms apart: 2.6 s, or 8 s if nothing ends it
+    latest = 2.0 + tf(1.5)                        # when the stream must have ended, at the latest
+    # 100 ms apart: 2.6 s, or (if nothing ends it) 3 s past <latest>
+    n = 26 if action == "notice" else int(10 * (latest + 3))
     pages = [page([it(100 + i)]) for i in range(n)]
     r = stream(d, uid, t0 + offset_s * SEC, pages, interval=0.1)
     notice = {"daily": "daily-limit", "break": "take-a-break", "quiet": "quiet-hours"}[rule]
@@ -992,7 +1002,7 @@ def test_open_stream_is_ended_when_a_rule_fires(fg, redis, case):
         check(r, what, notices=[notice])
         assert r.items == [100 + i for i in range(n)], "%s: the stream was cut: %s" % (what, r.items)
         return
-    assert 1.5 <= r.elapsed <= 2.0 + tf(1.5), "%s: the stream ended after %.2f s, expected about 2 s (%r)" \
+    assert 1.5 <= r.elapsed <= latest, "%s: the stream ended after %.2f s, expected about 2 s (%r)" \
         % (what, r.elapsed, r)
     if action == "deny":
         check(r, what, code=EXHAUSTED, notices=[notice])
@@ -1001,7 +1011,7 @@ def test_open_stream_is_ended_when_a_rule_fires(fg, redis, case):
     else:
         check(r, what, code=OK, notices=[notice])
     got = r.items
-    assert 8 <= len(got) <= 25 and got == [100 + i for i in range(len(got))], \
+    assert 8 <= len(got) <= 10 * latest + 5 and got == [100 + i for i in range(len(got))], \
         "%s: the pages before the rule fired should have come through in order: %s" % (what, got)
 
 
@@ -1111,7 +1121,7 @@ def test_redis_keys_pseudonymous_with_ttl(fg, redis, keys):
 
 
 @pytest.mark.parametrize("how", ["reload", "restart"])
-def test_key_rotation_keeps_the_days_use(fg, redis, middle, how, tmp_path):
+def test_key_rotation_keeps_the_days_use(fg, redis, how):
     """Ring [k1], 8 minutes used; then ring [k2, k1] (by SIGHUP, or a new
     daemon): the next call goes on from 8 minutes and the state moves to
     the k2 key."""
