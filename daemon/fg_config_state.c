@@ -6,8 +6,10 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fg_config-internal.h"
 #include "fg_state.h"
@@ -50,8 +52,15 @@ static int parse_password_file(struct fg_config_loader *l, const struct fg_confi
 	(void)key;
 	if ((rc = fg_config_value_want(l, val, "the path of a file holding the password")))
 		return rc;
+	free(l->cfg->state.password_file);
 	l->cfg->state.password_file = fg_yaml_path_resolve(l->basedir, val->text);
-	return l->cfg->state.password_file ? 0 : fg_config_fail_nomem(l);
+	if (!l->cfg->state.password_file)
+		return fg_config_fail_nomem(l);
+	/* Said now, at the key, rather than by every worker at its connect. */
+	if (access(l->cfg->state.password_file, R_OK) != 0)
+		return fg_config_fail(l, val, "state.password_file: cannot read %s: %s", l->cfg->state.password_file,
+		                      strerror(errno));
+	return 0;
 }
 
 static int parse_key_prefix(struct fg_config_loader *l, const struct fg_config_key *k, const struct fg_yaml_node *key,

@@ -407,14 +407,15 @@ static int grow(struct fg_items_page *pg)
 static void decide(const struct fg_items_rules *r, uint64_t classes, unsigned labelled, struct fg_items_item *it)
 {
 	uint64_t m;
+	unsigned k;
 
 	it->group = 0;
 	it->cls = 0;
 	it->limited = 0;
 	it->counters = 0;
-	for (m = 0; m < r->ncounters; m++)
-		if (classes & r->counter[m])
-			it->counters |= (uint16_t)(1u << m);
+	for (k = 0; k < r->ncounters; k++)
+		if (classes & r->counter[k])
+			it->counters |= (uint16_t)(1u << k);
 	if ((m = classes & r->exclude)) {
 		it->decision = FG_ITEMS_EXCLUDE;
 		it->cls = (uint8_t)__builtin_ctzll(m);
@@ -432,6 +433,12 @@ static void decide(const struct fg_items_rules *r, uint64_t classes, unsigned la
 		it->group = r->unlabelled_group;
 	} else {
 		it->decision = FG_ITEMS_ALLOW;
+		/* An allowed item that counts toward exposure is counted (if its
+		 * allowance is spent) under its first such class. */
+		for (m = 0, k = 0; k < r->ncounters; k++)
+			m |= classes & r->counter[k];
+		if (m)
+			it->cls = (uint8_t)__builtin_ctzll(m);
 	}
 }
 

@@ -139,8 +139,9 @@ struct fg_items_item {
 	uint8_t decision;           /* enum fg_items_decision */
 	uint8_t group;              /* DEMOTE: its group */
 	uint8_t cls;                /* the class that decided (lowest index); FG_ITEMS_UNLABELLED
-	                               for an item without labels, whatever its decision; 0 for
-	                               a labelled item that is allowed */
+	                               for an item without labels, whatever its decision; for
+	                               a labelled item that is allowed, its first class that
+	                               an exposure counter counts, else 0 */
 	uint8_t fate;               /* set by fg_items_plan: enum fg_items_fate */
 	uint8_t limited;            /* excluded by fg_items_limit (an exposure allowance) */
 	uint16_t counters;          /* bit k: the item counts toward exposure counter k */

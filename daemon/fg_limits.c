@@ -12,9 +12,6 @@
 
 #define MS_PER_S 1000
 #define MS_PER_MIN 60000
-/* A record outlives what it counts by this much, so a clock a little
- * ahead of Redis's never sees it vanish early. */
-#define TTL_SLACK_MS (60 * MS_PER_MIN)
 
 static const char *const notice_names[FG_POLICY_NNOTICES] = {
 	[FG_POLICY_N_DAILY_LIMIT] = "daily-limit",
@@ -219,7 +216,9 @@ void fg_limits_update(const struct fg_policy_limits *l, const struct fg_limits_c
 	u->quiet_to_ms = end->quiet_to_ms;
 	if (l->quiet_on && end->quiet_to_ms > until)
 		until = end->quiet_to_ms;
-	u->ttl_ms = max64(1, until - end->now_ms) + l->idle_gap_ms + TTL_SLACK_MS;
+	/* Until the day (or the night) it counts ends, and the idle gap
+	 * after it, in which a session may still go on. */
+	u->ttl_ms = max64(1, until - end->now_ms) + l->idle_gap_ms;
 }
 
 static long minutes(int64_t ms)

@@ -270,6 +270,17 @@ static const char *const limits_keys[] = {
 	"bands", "idle_gap", "daily", "break", "quiet_hours", "exposure", "fail_mode", NULL,
 };
 
+/* Where list <bands> names band <name> (or "*"), for an error there. */
+static const struct fg_yaml_node *band_node(const struct fg_yaml_node *bands, const char *name)
+{
+	size_t i;
+
+	for (i = 0; bands->kind == FG_YAML_SEQ && i < bands->nkids; i++)
+		if (bands->kids[i]->text && strcmp(bands->kids[i]->text, name) == 0)
+			return bands->kids[i];
+	return bands;
+}
+
 static int read_block(struct fg_policy_comp *c, const struct fg_yaml_node *b, unsigned char *claimed)
 {
 	struct fg_policy *p = c->pol;
@@ -298,12 +309,24 @@ static int read_block(struct fg_policy_comp *c, const struct fg_yaml_node *b, un
 		if (!sel[i])
 			continue;
 		if (claimed[i])
-			return fg_policy_compile_fail(c, fg_yaml_map_get(b, "bands"), "band '%s' already has a limits block",
-			                              p->bands[i].name);
+			return fg_policy_compile_fail(c, band_node(fg_yaml_map_get(b, "bands"), p->bands[i].name),
+			                              "band '%s' already has a limits block", p->bands[i].name);
 		claimed[i] = 1;
 		p->limits[i] = l;
 	}
 	return 0;
+}
+
+/* The first block's "exposure" key, for an error there. */
+static const struct fg_yaml_node *exposure_node(const struct fg_yaml_node *blocks)
+{
+	size_t i, j;
+
+	for (i = 0; i < blocks->nkids; i++)
+		for (j = 0; blocks->kids[i]->kind == FG_YAML_MAP && j < blocks->kids[i]->nkids; j += 2)
+			if (strcmp(blocks->kids[i]->kids[j]->text, "exposure") == 0)
+				return blocks->kids[i]->kids[j];
+	return blocks;
 }
 
 /* Limited bands need the user (every heartbeat method's user_id), and
@@ -322,9 +345,16 @@ static int check_methods(struct fg_policy_comp *c, const struct fg_yaml_node *va
 	}
 	for (b = 0; b < p->nbands; b++)
 		counters += p->limits[b].ncounters;
-	if (counters && !feeds)
-		return fg_policy_compile_fail(c, val, "exposure counters need a method with a 'feed' (and screen_time on) "
-		                                      "whose items they count");
+	if (!counters)
+		return 0;
+	/* Every heartbeat method of a band with exposure counters must have
+	 * items to count, or its calls would deliver uncounted items. */
+	for (i = 0; i < p->nmethods; i++)
+		if (p->methods[i].screen_time && !p->methods[i].feed)
+			return fg_policy_compile_fail(c, exposure_node(val), "exposure counters need the method's 'feed' "
+			                              "to count its items: method %s has none (give it a feed, or "
+			                              "screen_time: off)", p->methods[i].path);
+	(void)feeds;
 	return 0;
 }
 
@@ -352,14 +382,26 @@ static void give_counters(struct fg_policy *p)
 	}
 }
 
+/* The top-level "limits" key itself: where an error about the whole
+ * section (the config has no state for it) points. */
+static const struct fg_yaml_node *limits_key(const struct fg_yaml_node *top)
+{
+	size_t i;
+
+	for (i = 0; top && i + 1 < top->nkids; i += 2)
+		if (strcmp(top->kids[i]->text, "limits") == 0)
+			return top->kids[i];
+	return NULL;
+}
+
 static int compile_limits(struct fg_policy_comp *c, const struct fg_policy_scope *s, const struct fg_yaml_node *val)
 {
 	unsigned char claimed[FG_POLICY_MAX_BANDS] = { 0 };
+	const struct fg_yaml_node *key;
 	char where[512];
 	size_t i;
 	int rc;
 
-	(void)s;
 	if ((rc = fg_policy_compile_want_kind(c, val, FG_YAML_SEQ, "limits")))
 		return rc;
 	if (!(c->pol->limits = fg_policy_compile_alloc(c, c->pol->nbands * sizeof(*c->pol->limits))))
@@ -370,7 +412,8 @@ static int compile_limits(struct fg_policy_comp *c, const struct fg_policy_scope
 	if ((rc = check_methods(c, val)))
 		return rc;
 	give_counters(c->pol);
-	snprintf(where, sizeof(where), "%s:%u:%u", c->name, val->line, val->col);
+	key = limits_key(s->map);
+	snprintf(where, sizeof(where), "%s:%u:%u", c->name, key ? key->line : val->line, key ? key->col : val->col);
 	c->pol->need_state_at = fg_policy_compile_strndup(c, where, strlen(where));
 	return c->pol->need_state_at ? 0 : fg_policy_compile_nomem(c);
 }

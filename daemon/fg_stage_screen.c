@@ -422,6 +422,7 @@ static int fail_mode(struct fg_pipeline *pl, struct gate_call *g, unsigned reaso
 	static const uint8_t empty_message[1];
 
 	count_failure(call->pol, call->slot, call->band, reason, g->l->fail_mode);
+	sync_metrics(g->w);             /* a refused submit has no callback to do it */
 	g->decided = 0;
 	switch (g->l->fail_mode) {
 	case FG_POLICY_FAIL_EMPTY:
