@@ -24,6 +24,8 @@ from fgcommon import MAX_MESSAGE
 HERE = Path(__file__).resolve().parent
 SRCDIR = Path(os.environ.get("FG_SRCDIR") or HERE.parent.parent)
 FEEDGUARDD = os.environ.get("FEEDGUARDD") or str(SRCDIR / "daemon" / "feedguardd")
+# The operators' tool is built beside the daemon (Makefile.am).
+FEEDGUARDCTL = os.environ.get("FEEDGUARDCTL") or str(Path(FEEDGUARDD).parent / "feedguardctl")
 WRAPPER = shlex.split(os.environ.get("FG_DAEMON_WRAPPER", ""))
 TIME_FACTOR = float(os.environ.get("FG_TIME_FACTOR", "1") or "1")
 DIRECT = os.environ.get("FG_INTEROP_DIRECT", "") not in ("", "0")
@@ -310,6 +312,16 @@ def feedguardd_cmd(args):
 def run_feedguardd(args, timeout=None):
     """Run feedguardd to completion (for -t, --version, --help)."""
     return subprocess.run(feedguardd_cmd(args), stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=timeout or tf(30))
+
+
+def run_feedguardctl(args, stdin=b"", timeout=None):
+    """Run feedguardctl to completion with <stdin> (bytes) on its standard
+    input; under FG_DAEMON_WRAPPER too, so valgrind runs check it."""
+    if not os.access(FEEDGUARDCTL, os.X_OK):
+        raise AssertionError("feedguardctl not found or not executable at %s (build it or set "
+                             "FEEDGUARDCTL)" % FEEDGUARDCTL)
+    return subprocess.run(WRAPPER + [FEEDGUARDCTL] + list(args), input=stdin, capture_output=True,
                           timeout=timeout or tf(30))
 
 
