@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -649,25 +650,36 @@ static int parse_address(struct fg_redis *r, const char *addr, const char **why)
 	return 0;
 }
 
+/* The password is the file's first line (README: state.password_file).
+ * Read with read(2) into a buffer wiped after use: stdio would keep a copy
+ * in its own buffer after fclose. */
 static int read_password(struct fg_redis *r, const char *path)
 {
 	char buf[PASSWORD_MAX + 2];
-	FILE *fp = fopen(path, "re");
-	size_t n;
-	int err;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t got;
+	size_t n = 0;
+	int err = 0;
 
-	if (!fp)
+	if (fd < 0)
 		return FG_EIO;
-	n = fread(buf, 1, sizeof(buf) - 1, fp);
-	err = ferror(fp) ? errno : 0;
-	fclose(fp);
+	while (n < sizeof(buf) - 1 && (got = read(fd, buf + n, sizeof(buf) - 1 - n)) != 0) {
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			err = errno;
+			break;
+		}
+		n += (size_t)got;
+	}
+	close(fd);
+	buf[n] = '\0';
+	n = strcspn(buf, "\r\n");     /* the first line only */
 	if (err || n > PASSWORD_MAX) {
 		explicit_bzero(buf, sizeof(buf));
 		errno = err ? err : EFBIG;
 		return FG_EIO;
 	}
-	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-		n--;
 	buf[n] = '\0';
 	r->password = strdup(buf);
 	explicit_bzero(buf, sizeof(buf));

@@ -254,12 +254,16 @@ static const char *op_name(enum op_kind kind)
 
 /* An answer of the wrong shape or an error is a bug or a damaged record:
  * worth a line, unlike timeouts and outages, which fg_redis counts. */
+/* Only the first word of Redis's error: the rest may name the key, whose
+ * pseudonym has no place in a log. */
 static void log_bad_answer(enum op_kind kind, const struct fg_redis_result *res)
 {
-	char q[160];
+	char q[160], word[64];
+	const char *e = res->kind == FG_REDIS_R_ERROR && res->str ? res->str : "";
 
+	snprintf(word, sizeof(word), "%.*s", (int)strcspn(e, " "), e);
 	fg_log(FG_LOG_WARN, "state_redis_answer", "op=%s kind=%d error=%s", op_name(kind), (int)res->kind,
-	       fg_log_quote(q, sizeof(q), res->kind == FG_REDIS_R_ERROR ? res->str : ""));
+	       fg_log_quote(q, sizeof(q), word));
 }
 
 static void reply_cb(void *arg, const struct fg_redis_result *res)

@@ -419,7 +419,8 @@ static void test_auth(void **state)
 	struct rec a;
 
 	NEED_REDIS();
-	fg_test_write_file(t->dir->file, "s3cret-pw\n", 10);
+	/* The first line is the password; what follows is not part of it. */
+	fg_test_write_file(t->dir->file, "s3cret-pw\r\n# rotated 2026-12\n", 27);
 	link_config(t, &cfg);
 	cfg.password_file = t->dir->file;
 	t->link = link_new(t, &cfg);
