@@ -7,8 +7,10 @@
  * 5-byte prefix and 4096 bytes of 'x', or the bytes of the file given with
  * -r), then trailers (grpc-status: 0).  The request body is read, counted
  * and thrown away; the reply is sent once the request has ended
- * (END_STREAM), as a unary server does.  Anything but POST gets :status 405
- * and no body.
+ * (END_STREAM), as a unary server does, or with -d that many microseconds
+ * later (a ranker that takes its time: a libevent timer per call, the loop
+ * goes on serving other calls meanwhile).  Anything but POST gets :status
+ * 405 and no body.
  *
  * It must cost as little CPU as possible, because it shares a core with the
  * proxy under test and every cycle it spends is taken from that proxy:
@@ -18,11 +20,13 @@
  *     which otherwise grows memory and slows stream lookup;
  *   - windows are large, so WINDOW_UPDATE frames are rare.
  *
- * Usage: bench-upstream [-a ADDR] [-s MAX_STREAMS] [-r FILE] [PORT]
+ * Usage: bench-upstream [-a ADDR] [-s MAX_STREAMS] [-r FILE] [-d USEC] [PORT]
  *   ADDR         IPv4 address to bind, default 127.0.0.1
  *   MAX_STREAMS  SETTINGS_MAX_CONCURRENT_STREAMS it advertises, default 100
  *   FILE         the reply message: the file's bytes, unframed (the server
  *                adds the 5-byte prefix, flag 0); default 4096 bytes of 'x'
+ *   USEC         answer each call this long after its request ended
+ *                (default 0: at once, in the same read event)
  *   PORT         default 0: the kernel picks
  * Once listening it prints the port and a newline on stdout.  On SIGUSR1 it
  * writes "stats requests=N request_bytes=M\n" to stderr: the requests
@@ -46,6 +50,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <event2/util.h>
 #include <nghttp2/nghttp2.h>
 
 /* gRPC wire spec: a message is a 1-byte compressed flag, a 4-byte
@@ -73,6 +78,8 @@
  * value is the offset reached in <reply> while sending its DATA. */
 #define STREAM_NOT_POST ((void *)~(uintptr_t)0)
 
+struct delayed;
+
 struct conn {
 	int fd;
 	nghttp2_session *session;
@@ -82,6 +89,16 @@ struct conn {
 	size_t out_len;                 /* bytes in <out> from <out_off> on are unsent */
 	size_t out_off;
 	size_t out_cap;
+	struct delayed *delayed;        /* calls waiting for their -d timer, a list */
+};
+
+/* A call whose answer waits for -d: its timer.  Kept on a free list for
+ * reuse (the event is made once), on its connection's list while armed. */
+struct delayed {
+	struct event *ev;
+	struct conn *c;
+	int32_t stream_id;
+	struct delayed *next, *prev;
 };
 
 static struct event_base *base;
@@ -91,6 +108,9 @@ static uint32_t max_streams = DEFAULT_MAX_STREAMS;
 static uint8_t *reply;                  /* prefix + message, built once in main */
 static size_t reply_len;
 static unsigned long long stat_requests;        /* POSTs answered */
+static struct timeval delay_tv;         /* -d */
+static const struct timeval *delay_common;      /* the base's common timeout for it */
+static struct delayed *delayed_free;
 static unsigned long long stat_request_bytes;   /* request DATA payload received */
 static uint8_t rbuf[READ_CHUNK];        /* one thread: one read buffer serves every connection */
 
@@ -108,8 +128,28 @@ static const nghttp2_nv not_post_headers[] = {
 	NV(":status", "405"),
 };
 
+static void delayed_put(struct delayed *d)
+{
+	struct conn *c = d->c;
+
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		c->delayed = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	d->c = NULL;
+	d->prev = NULL;
+	d->next = delayed_free;
+	delayed_free = d;
+}
+
 static void conn_free(struct conn *c)
 {
+	while (c->delayed) {
+		event_del(c->delayed->ev);
+		delayed_put(c->delayed);
+	}
 	nghttp2_session_del(c->session);
 	event_free(c->rev);
 	event_free(c->wev);
@@ -190,6 +230,57 @@ static int conn_flush(struct conn *c)
 	if (c->out_len == 0 && !nghttp2_session_want_read(c->session) &&
 	    !nghttp2_session_want_write(c->session))
 		return -1;      /* GOAWAY exchanged and everything sent */
+	return 0;
+}
+
+static int answer(nghttp2_session *session, int32_t stream_id);
+
+/* -d: the time is up for one call.  A stream the client reset meanwhile is
+ * gone (no closed streams are kept) and gets nothing. */
+static void on_delay(evutil_socket_t fd, short what, void *arg)
+{
+	struct delayed *d = arg;
+	struct conn *c = d->c;
+	int32_t stream_id = d->stream_id;
+
+	delayed_put(d);
+	if (nghttp2_session_find_stream(c->session, stream_id) &&
+	    answer(c->session, stream_id) != 0)
+		goto close_conn;
+	if (conn_flush(c) < 0)
+		goto close_conn;
+	return;
+
+close_conn:
+	conn_free(c);
+}
+
+/* -d: arms the call's timer.  0, or -1 when out of memory. */
+static int answer_later(struct conn *c, int32_t stream_id)
+{
+	struct delayed *d = delayed_free;
+
+	if (d) {
+		delayed_free = d->next;
+	} else {
+		if (!(d = calloc(1, sizeof(*d))))
+			return -1;
+		if (!(d->ev = evtimer_new(base, on_delay, d))) {
+			free(d);
+			return -1;
+		}
+	}
+	d->c = c;
+	d->stream_id = stream_id;
+	d->prev = NULL;
+	d->next = c->delayed;
+	if (c->delayed)
+		c->delayed->prev = d;
+	c->delayed = d;
+	if (evtimer_add(d->ev, delay_common) < 0) {
+		delayed_put(d);
+		return -1;
+	}
 	return 0;
 }
 
@@ -279,12 +370,17 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
 	return 0;
 }
 
-/* A unary server answers once the request has ended. */
+/* A unary server answers once the request has ended (-d: that long after). */
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
 	if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
 	    !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
 		return 0;
+	if (delay_common && nghttp2_session_get_stream_user_data(session, frame->hd.stream_id) != STREAM_NOT_POST) {
+		if (answer_later(user_data, frame->hd.stream_id) != 0)
+			return NGHTTP2_ERR_CALLBACK_FAILURE;
+		return 0;
+	}
 	if (answer(session, frame->hd.stream_id) != 0)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	return 0;
@@ -445,19 +541,28 @@ fail:
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: bench-upstream [-a ADDR] [-s MAX_STREAMS] [-r FILE] [PORT]\n");
+	fprintf(stderr, "usage: bench-upstream [-a ADDR] [-s MAX_STREAMS] [-r FILE] [-d USEC] [PORT]\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
 	const char *addr = "127.0.0.1", *reply_file = NULL;
+	struct event_config *ecfg;
 	struct event *lev, *sev;
 	int opt, port = 0, lfd;
+	long delay_us = 0;
+	char *end;
 
-	while ((opt = getopt(argc, argv, "a:s:r:")) != -1) {
+	while ((opt = getopt(argc, argv, "a:s:r:d:")) != -1) {
 		if (opt == 'a')
 			addr = optarg;
+		else if (opt == 'd') {
+			errno = 0;
+			delay_us = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || delay_us < 0 || delay_us > 60 * 1000000L)
+				usage();
+		}
 		else if (opt == 'r')
 			reply_file = optarg;
 		else if (opt == 's' && atol(optarg) > 0)
@@ -474,10 +579,26 @@ int main(int argc, char **argv)
 	if (load_reply(reply_file) < 0)
 		return 1;
 
-	base = event_base_new();
+	/* -d: timers to the microsecond (epoll's own timeout has whole
+	 * milliseconds; the flag makes libevent use a timerfd).  Without -d
+	 * the loop is as it always was. */
+	ecfg = event_config_new();
+	if (ecfg && delay_us > 0)
+		event_config_set_flag(ecfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+	base = ecfg ? event_base_new_with_config(ecfg) : NULL;
+	if (ecfg)
+		event_config_free(ecfg);
 	if (!base || setup_nghttp2() < 0) {
 		fprintf(stderr, "bench-upstream: out of memory\n");
 		return 1;
+	}
+	if (delay_us > 0) {
+		/* Every call waits as long: a common timeout is a queue, not a heap. */
+		delay_tv.tv_sec = delay_us / 1000000;
+		delay_tv.tv_usec = delay_us % 1000000;
+		delay_common = event_base_init_common_timeout(base, &delay_tv);
+		if (!delay_common)
+			return 1;
 	}
 	/* Before the port is printed: SIGUSR1 kills a process that has not
 	 * taken it over yet. */
