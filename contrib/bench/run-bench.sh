@@ -10,8 +10,9 @@
 # Scenarios: "passthrough" (the default: a 200-byte call no policy names,
 # throughput, latency and idle memory) and "rankfeed" (an intercepted
 # RankFeed call of the reference contract with 10 KiB request and a 100-item
-# response: feedguardd without a policy, with the policy for a child band
-# and for the adult band, next to nghttpx and direct).
+# response: feedguardd without a policy, with the policy for a child band,
+# for the filter band, for the filter band with screen-time state in a
+# local Redis, and for the adult band, next to nghttpx and direct).
 #
 # Installs nothing.  Every process it starts is killed by PID when it exits.
 
@@ -35,6 +36,8 @@ DESCRIPTOR_SET=""
 URL_PATH=/bench.Bench/Call
 RANKFEED_PATH=/feedguard.ranking.v1.Ranker/RankFeed
 CHILD_BAND=13_15        # a band the policy edits; "adult" has no rule block
+RANKER_DELAY=0          # microseconds the upstream waits before it answers (bench-upstream -d)
+REDIS_CPU=""            # rankfeed's redis-server; default the client's core
 
 usage() {
 	cat <<EOF
@@ -53,6 +56,10 @@ Usage: contrib/bench/run-bench.sh [options]
                       adult band next to nghttpx and direct (throughput only)
   --descriptor-set F  ranking.pb for the rankfeed scenario
                       (default: the build directory's proto/ranking.pb)
+  --ranker-delay USEC the upstream answers each call USEC microseconds after its request
+                      (bench-upstream -d: a ranker slower than a Redis round trip); default 0
+  --redis-cpu N       the CPU of rankfeed's redis-server (default $CLIENT_CPU, the client's;
+                      on a machine with a third core, give it that)
   --perf              also profile feedguardd under the c16/m32 load (perf record -g;
                       rankfeed: the policy daemon with the child band)
   -h, --help          this text
@@ -73,14 +80,19 @@ while [[ $# -gt 0 ]]; do
 	--out) OUT=$2; shift 2 ;;
 	--scenario) SCENARIO=$2; shift 2 ;;
 	--descriptor-set) DESCRIPTOR_SET=$2; shift 2 ;;
+	--ranker-delay) RANKER_DELAY=$2; shift 2 ;;
+	--redis-cpu) REDIS_CPU=$2; shift 2 ;;
 	--perf) PERF=1; shift ;;
 	-h|--help) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
 	esac
 done
-for v in ROUNDS DURATION WARMUP IDLE_CONNS UP_STREAMS; do
+for v in ROUNDS DURATION WARMUP IDLE_CONNS UP_STREAMS RANKER_DELAY; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "--${v,,} wants a whole number, not '${!v}'"
 done
+(( RANKER_DELAY <= 60000000 )) || die "--ranker-delay is at most 60000000 µs"
+[[ -z $REDIS_CPU ]] && REDIS_CPU=$CLIENT_CPU
+[[ $REDIS_CPU =~ ^[0-9]+$ ]] || die "--redis-cpu wants a CPU number, not '$REDIS_CPU'"
 (( ROUNDS >= 1 && DURATION >= 1 )) || die "need at least one round of at least one second"
 [[ $SCENARIO == passthrough || $SCENARIO == rankfeed ]] || die "--scenario is passthrough or rankfeed, not '$SCENARIO'"
 
@@ -103,11 +115,16 @@ check_tools() {
 	if [[ $SCENARIO == rankfeed && -n $py ]] && ! "$py" -c 'import google.protobuf' 2>/dev/null; then
 		missing+=(python3-protobuf)
 	fi
+	if [[ $SCENARIO == rankfeed ]]; then
+		command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+		command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+	fi
 	if [[ ${#missing[@]} -gt 0 ]]; then
 		die "missing tools; install them with: apt-get install ${missing[*]}"
 	fi
 	taskset -c "$SERVER_CPU" true 2>/dev/null ||
 		die "CPU $SERVER_CPU is not available: the benchmark needs two cores (h2load on one, the servers on the other)"
+	taskset -c "$REDIS_CPU" true 2>/dev/null || die "--redis-cpu $REDIS_CPU: no such CPU here"
 }
 
 find_daemon() {
@@ -214,13 +231,15 @@ wait_port() {
 # Per target: its port, the PIDs whose CPU is its cost, the extra request
 # headers h2load sends, and the DATA bytes a correct call carries at the
 # client (response) and at the upstream (request), 5-byte prefix included.
-declare -A PORT CPU_PIDS HDRS EXPECT_RESP EXPECT_REQ
+declare -A PORT CPU_PIDS HDRS EXPECT_RESP EXPECT_REQ ADMIN_PORT
 UP_ARGS=()
 
 start_upstream() {
+	local delay=()
+	(( RANKER_DELAY > 0 )) && delay=(-d "$RANKER_DELAY")
 	rm -f "$WORK/upstream.port"       # a stale one from an earlier run would be read at once
 	# taskset execs the server, so $! is the server's own PID.
-	taskset -c "$SERVER_CPU" "$WORK"/bench-upstream -s "$UP_STREAMS" "${UP_ARGS[@]}" 0 \
+	taskset -c "$SERVER_CPU" "$WORK"/bench-upstream -s "$UP_STREAMS" "${UP_ARGS[@]}" "${delay[@]}" 0 \
 		> "$WORK/upstream.port" 2> "$WORK/upstream.log" &
 	UP_PID=$!
 	PIDS+=("$UP_PID")
@@ -272,19 +291,25 @@ start_nghttpx() {
 	CPU_PIDS[nghttpx]="$NGHTTPX_PID $kids"
 }
 
-# start_feedguardd TARGET LOGNAME [CONFIG-LINES]
+# start_feedguardd TARGET LOGNAME [CONFIG-LINES [admin]]
 # Writes TARGET.yaml in the results directory (workers 1, admin off, the
 # rest default, then CONFIG-LINES: the rankfeed scenario's policy and key)
 # and starts feedguardd on it.  Sets PORT[TARGET], CPU_PIDS[TARGET], FG_PID.
+# With "admin" the admin endpoint listens on a port of its own (the kernel
+# picks it), in ADMIN_PORT[TARGET], so the script can read its /metrics.
 start_feedguardd() {
-	local target=$1 log=$WORK/$2 extra=${3:-} conf=$WORK/$1.yaml i port
+	local target=$1 log=$WORK/$2 extra=${3:-} admin=${4:-} conf=$WORK/$1.yaml i port
 	{
 		echo "listen: 127.0.0.1:0"
 		echo "workers: 1"
 		echo "upstream:"
 		echo "  address: 127.0.0.1:$UP_PORT"
 		echo "admin:"
-		echo "  listen: off"
+		if [[ $admin == admin ]]; then
+			echo "  listen: 127.0.0.1:0"
+		else
+			echo "  listen: off"
+		fi
 		echo "log:"
 		echo "  level: info"
 		[[ -n $extra ]] && printf '%s\n' "$extra"
@@ -302,6 +327,107 @@ start_feedguardd() {
 	[[ -n $port ]] || die "feedguardd ($target) did not say where it listens: $(tail -5 "$log")"
 	PORT[$target]=$port
 	CPU_PIDS[$target]=$FG_PID
+	if [[ $admin == admin ]]; then
+		port=$(sed -n 's/.*event=admin_listening addr=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log" | head -1)
+		[[ -n $port ]] || die "feedguardd ($target) did not say where its admin endpoint listens: $(tail -5 "$log")"
+		ADMIN_PORT[$target]=$port
+	fi
+}
+
+# start_redis: a redis-server of our own for the screen-time state, on a
+# free port, nothing persisted, pinned to the client's core unless
+# --redis-cpu says otherwise (the servers' core is what is measured; a real
+# Redis is on another machine, and at -c1 the client's core is idle while
+# the call is away).  Its CPU is nobody's cost in the tables.  Sets
+# REDIS_PORT, REDIS_PID.
+start_redis() {
+	local i
+	REDIS_PORT=$(free_port)
+	taskset -c "$REDIS_CPU" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+		--dir "$WORK" --logfile "$WORK/redis.log" --daemonize no > /dev/null 2>&1 &
+	REDIS_PID=$!
+	PIDS+=("$REDIS_PID")
+	for i in {1..100}; do
+		[[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && break
+		kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server exited: $(tail -5 "$WORK/redis.log" 2>/dev/null)"
+		sleep 0.05
+	done
+	[[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] ||
+		die "redis-server does not answer PING on port $REDIS_PORT: $(tail -5 "$WORK/redis.log" 2>/dev/null)"
+}
+
+# The exposure counter of fg-state's one user (every call carries the same
+# user.user_id) grows by the 20 body_image items of each page, and
+# per_day's largest value (100000) is 5000 calls: at thousands of calls a
+# second the limit would fire within a second and the bench would measure
+# pages with the body_image items removed.  So the counter's field is
+# dropped every 50 ms (one redis-cli, on the client's core), which leaves
+# every call's state work as it was: the read finds the user's record,
+# the filter applies the allowance, the update adds to the counter.  Each
+# time it writes the value it dropped to redis-reset.txt: the updates'
+# work, seen from Redis.
+start_exposure_reset() {
+	taskset -c "$CLIENT_CPU" redis-cli -p "$REDIS_PORT" -r -1 -i 0.05 EVAL \
+		"local m = 0
+		 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do
+		   m = math.max(m, tonumber(redis.call('HGET', k, ARGV[2]) or '0') or 0)
+		   redis.call('HDEL', k, ARGV[2])
+		 end
+		 return m" \
+		0 'fg:*' 'x:body_image' > "$WORK/redis-reset.txt" 2> "$WORK/redis-reset.log" &
+	RESET_PID=$!
+	PIDS+=("$RESET_PID")
+}
+
+# redis_rtt: "median p99" µs of 2000 PINGs to our Redis from the servers'
+# core, where feedguardd runs, one every 200 µs or so (back to back they
+# would be cheaper than a call's single round trip: nothing goes idle).
+redis_rtt() {
+	taskset -c "$SERVER_CPU" "$PYTHON" - "$REDIS_PORT" <<'PY'
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+t = []
+for _ in range(2000):
+    time.sleep(0.0002)
+    a = time.perf_counter_ns()
+    s.sendall(b"PING\r\n")
+    r = b""
+    while not r.endswith(b"\r\n"):
+        r += s.recv(64)
+    t.append((time.perf_counter_ns() - a) / 1000)
+t.sort()
+print("%.0f %.0f" % (t[len(t) // 2], t[len(t) * 99 // 100]))
+PY
+}
+
+# fetch_metrics TARGET FILE: the target's admin /metrics into FILE.
+fetch_metrics() {
+	"$PYTHON" -c 'import sys, urllib.request
+sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' \
+		"http://127.0.0.1:${ADMIN_PORT[$1]}/metrics" > "$2"
+}
+
+# metric FILE NAME [FILTER]: the sum of NAME's samples in FILE (every
+# label set, or those whose line matches the regular expression FILTER).
+metric() {
+	awk -v n="$2" -v f="${3:-}" '
+		/^#/ { next }
+		{ name = $1; sub(/\{.*/, "", name) }
+		name == n && (f == "" || $0 ~ f) { s += $NF }
+		END { printf "%.0f\n", s }' "$1"
+}
+
+# redis_latency FILE0 FILE1: mean µs of feedguardd's Redis commands between
+# two /metrics snapshots, and how many.
+redis_latency() {
+	local s0 c0 s1 c1
+	s0=$(awk '$1 == "feedguard_redis_latency_seconds_sum" { print $2 }' "$1")
+	c0=$(awk '$1 == "feedguard_redis_latency_seconds_count" { print $2 }' "$1")
+	s1=$(awk '$1 == "feedguard_redis_latency_seconds_sum" { print $2 }' "$2")
+	c1=$(awk '$1 == "feedguard_redis_latency_seconds_count" { print $2 }' "$2")
+	awk -v s0="${s0:-0}" -v c0="${c0:-0}" -v s1="${s1:-0}" -v c1="${c1:-0}" \
+		'BEGIN { n = c1 - c0; if (n > 0) printf "%.0f %d\n", (s1 - s0) * 1e6 / n, n; else print "- 0" }'
 }
 
 # upstream_stats REQS_VAR BYTES_VAR: the upstream's running totals of
@@ -573,12 +699,13 @@ report_idle() {
 		($3 - $2) / 1024, ($4 > 0) ? ($3 - $2) / $4 : 0, $4 }' "$IDLE_RESULTS"
 }
 
-# deltas TARGET BASE: "median r1 r2 ..." of the per-round differences of
-# the c16 CPU per call, TARGET minus BASE (the same round: adjacent runs).
+# deltas TARGET BASE [SHAPE [COLUMN]]: "median r1 r2 ..." of the per-round
+# differences of a RESULTS column (default: the c16 CPU per call), TARGET
+# minus BASE (the same round: adjacent runs).
 deltas() {
-	awk -F'\t' -v t="$1" -v b="$2" '
-		$1 == "c16" && $7 != "-" && $2 == t { x[$3] = $7 }
-		$1 == "c16" && $7 != "-" && $2 == b { y[$3] = $7 }
+	awk -F'\t' -v t="$1" -v b="$2" -v s="${3:-c16}" -v c="${4:-7}" '
+		$1 == s && $c != "-" && $2 == t { x[$3] = $c }
+		$1 == s && $c != "-" && $2 == b { y[$3] = $c }
 		END {
 			n = 0
 			for (r = 1; r in x || r in y; r++)
@@ -592,21 +719,22 @@ deltas() {
 }
 
 report_rankfeed() {
-	local t rps p50 p99 cpu ucpu errs short direct_rps delta d fails
+	local t rps p50 p99 cpu ucpu errs short direct_rps delta d d1 rest fails
 	direct_rps=$(median c16 direct 4)
-	echo "| target | x-age-band | req/s | × direct | p50 ms | p99 ms | CPU µs/call | − no policy µs | upstream µs/call | upstream got B/call | client got B/call | errors |"
-	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	echo "| target | x-age-band | req/s | × direct | p50 ms | p99 ms | c1 p50 µs | c1 p99 µs | CPU µs/call | − no policy µs | upstream µs/call | upstream got B/call | client got B/call | errors |"
+	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 	for t in "${TARGETS[@]}"; do
 		rps=$(median c16 "$t" 4)
 		p50=$(median c16 "$t" 5); p99=$(median c16 "$t" 6)
 		cpu=$(median c16 "$t" 7); ucpu=$(median c16 "$t" 8)
 		errs=$(sum_col "$t" 10); short=$(sum_col "$t" 11)
 		delta=-
-		[[ $t == fg-child || $t == fg-adult || $t == fg-filter ]] && { read -r delta _ <<< "$(deltas "$t" fg-pass)"; }
-		printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %.0f | %.0f | %s%s |\n' "${LABEL[$t]}" \
+		[[ $t == fg-child || $t == fg-adult || $t == fg-filter || $t == fg-state ]] &&
+			{ read -r delta _ <<< "$(deltas "$t" fg-pass)"; }
+		printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %.0f | %.0f | %s%s |\n' "${LABEL[$t]}" \
 			"$(sed -n 's/^x-age-band: //p' <<< "${HDRS[$t]}")" "$rps" "$(ratio "$rps" "$direct_rps")" \
-			"$(ms "$p50")" "$(ms "$p99")" "$cpu" "$delta" "$ucpu" "$(median c16 "$t" 13)" \
-			"$(median c16 "$t" 12)" "$errs" "$( ((short > 0)) && echo " ($short short)")"
+			"$(ms "$p50")" "$(ms "$p99")" "$(median c1 "$t" 5)" "$(median c1 "$t" 6)" "$cpu" "$delta" "$ucpu" \
+			"$(median c16 "$t" 13)" "$(median c16 "$t" 12)" "$errs" "$( ((short > 0)) && echo " ($short short)")"
 	done
 	echo
 	read -r d rest <<< "$(deltas fg-child fg-pass)"
@@ -617,8 +745,17 @@ report_rankfeed() {
 	read -r d rest <<< "$(deltas fg-filter fg-child)"
 	printf 'Filter (band under_13: the same strip, then 100 items with labels as messages, 10 excluded, 20 demoted): %s µs of CPU per call over the strip-only call (rounds:%s); target under 5 µs: %s.\n' \
 		"$d" "$rest" "$(awk -v d="$d" 'BEGIN { print (d != "-" && d + 0 < 5) ? "met" : "NOT MET" }')"
+	read -r d rest <<< "$(deltas fg-state fg-filter)"
+	printf 'State (band under_13: the filter, then a Redis read beside the ranker and an update after the response): %s µs of feedguardd CPU per call over the filter-only call (rounds:%s); target under 5 µs: %s.\n' \
+		"$d" "$rest" "$(awk -v d="$d" 'BEGIN { print (d != "-" && d + 0 < 5) ? "met" : "NOT MET" }')"
+	read -r d1 rest <<< "$(deltas fg-state fg-filter c1)"
+	printf 'At one call in flight (-c1 -m1, nothing batched) the same difference is %s µs of CPU per call (rounds:%s): nothing is batched there, so each call'"'"'s Redis replies (the read'"'"'s, the update'"'"'s) are events of their own.\n' \
+		"$d1" "$rest"
+	report_state_latency "$d"
 	read -r d rest <<< "$(deltas fg-adult fg-pass)"
 	printf 'Intercepted, band adult (no rule block: nothing stripped, messages forwarded as they came): %s µs (rounds:%s).\n' "$d" "$rest"
+	[[ -n $STATE_LINE ]] && echo "$STATE_LINE"
+	[[ -n $STATE_FAILED ]] && echo "**STATE CHECK FAILED**: $STATE_FAILED"
 	if [[ -n $EDIT_LINE ]]; then
 		echo "$EDIT_LINE"
 		echo "The difference is smaller than the edit because the edited call moves fewer bytes: its socket and HTTP/2 work shrinks with the stripped fields."
@@ -629,6 +766,37 @@ report_rankfeed() {
 			"$CHILD_BAND"
 	else
 		printf '**CHECK FAILED** in %d runs: the calls did not carry the expected bytes (see results.tsv).\n' "$fails"
+	fi
+}
+
+# report_state_latency STATE_CPU_DELTA: the c1 lines.  The state read goes
+# out beside the ranker's call, so a call waits for it only when Redis
+# answers after the ranker: the target is nothing added when the ranker
+# takes longer than a Redis round trip, at most one round trip otherwise.
+# What the state work costs in CPU on the call's path (sending the read,
+# taking its reply, the update after the response) is in the difference
+# either way; with a slow ranker it is all there is, so that is the bound
+# the difference is held to (noise of a few µs shows in it all the same).
+report_state_latency() {
+	local cpu=$1 d rest ranker verdict rtt=${REDIS_RTT[0]}
+	[[ $rtt =~ ^[0-9]+$ ]] || rtt=0
+	read -r d rest <<< "$(deltas fg-state fg-filter c1 5)"
+	if (( RANKER_DELAY > 0 )); then
+		ranker="the upstream answers after $RANKER_DELAY µs (--ranker-delay)"
+	else
+		ranker="the upstream answers at once: direct c1 p50 $(median c1 direct 5) µs, the whole call"
+	fi
+	printf 'added p50 at one call in flight: fg-state − fg-filter = %s µs (rounds:%s; a local Redis round trip is about %s µs: median of 2000 PINGs from the servers'"'"' core, p99 %s µs; feedguardd'"'"'s own Redis commands during the c1 runs: %s µs on average over %s); %s.\n' \
+		"$d" "$rest" "${REDIS_RTT[0]}" "${REDIS_RTT[1]}" "${REDIS_C1_LAT[0]}" "${REDIS_C1_LAT[1]}" "$ranker"
+	if (( RANKER_DELAY > rtt )); then
+		verdict=$(awk -v d="$d" -v c="$cpu" 'BEGIN { if (d == "-") { print "-"; exit }
+			if (c == "-" || c + 0 < 0) c = 0; print (d + 0 <= c + 0) ? "met" : "NOT MET" }')
+		printf 'Target (the ranker is slower than a Redis round trip): nothing added beyond the state work'"'"'s own CPU (%s µs per call, above): %s.\n' \
+			"$cpu" "$verdict"
+	else
+		verdict=$(awk -v d="$d" -v r="${REDIS_RTT[0]}" 'BEGIN { if (d == "-") print "-"; else print (d + 0 <= r + 0) ? "met" : "NOT MET" }')
+		printf 'Target (a ranker not slower than a Redis round trip): at most one round trip (%s µs): %s.\n' \
+			"${REDIS_RTT[0]}" "$verdict"
 	fi
 }
 
@@ -660,7 +828,7 @@ DIED=()
 CHECK_FAILED=()
 declare -A LABEL=([direct]=direct [nghttpx]=nghttpx [feedguardd]=feedguardd
 	[fg-pass]="feedguardd, no policy" [fg-child]="feedguardd + policy" [fg-adult]="feedguardd + policy"
-	[fg-filter]="feedguardd + policy + filter")
+	[fg-filter]="feedguardd + policy + filter" [fg-state]="feedguardd + policy + filter + state")
 
 make -s -C "$HERE" O="$WORK" >/dev/null || die "cannot build bench-upstream"
 # The binary measured is a copy: a rebuild during the run cannot swap it.
@@ -680,6 +848,7 @@ if [[ $SCENARIO == passthrough ]]; then
 		EXPECT_RESP[$t]=4101    # bench-upstream's default reply: 5 + 4096
 	done
 	CMDLINE="contrib/bench/run-bench.sh --rounds $ROUNDS --duration $DURATION --warm-up $WARMUP --idle-conns $IDLE_CONNS"
+	(( RANKER_DELAY > 0 )) && CMDLINE+=" --ranker-delay $RANKER_DELAY"
 	start_upstream
 	start_nghttpx
 	start_feedguardd feedguardd feedguardd.log
@@ -745,11 +914,33 @@ methods:
         unlabelled: allow
         prominence: {not_before: 3, spacing: 3, max_share: 0.34}
 POLICY
+	# fg-state: the same policy, plus screen time for the filter band.  The
+	# rules do the whole state work on every call (read beside the ranker,
+	# decide, the exposure allowance into the filter, the update after the
+	# response) and never fire in a bench: a 24-hour daily cap with no
+	# warning, no break or quiet hours, an exposure counter far from its
+	# per_day (see start_exposure_reset).  The user id is the request's
+	# user.user_id (the policy's user_id), the same on every call.
+	{
+		cat "$WORK/policy.yaml"
+		cat <<'LIMITS'
+# run-bench.sh fg-state: screen time for the filter band, rules that never fire.
+time_zone: Europe/London
+limits:
+  - bands: [under_13]
+    daily: {cap: 24h, warn_before: 0s}
+    break: off
+    quiet_hours: off
+    exposure:
+      - {classes: [body_image], per_day: 100000}
+    fail_mode: open
+LIMITS
+	} > "$WORK/policy-state.yaml"
 	REQUEST=$WORK/request.bin
 	URL_PATH=$RANKFEED_PATH
 	UP_ARGS=(-r "$WORK/response.msg")
-	TARGETS=(direct nghttpx fg-pass fg-child fg-filter fg-adult)
-	SHAPES=(c16)
+	TARGETS=(direct nghttpx fg-pass fg-child fg-filter fg-state fg-adult)
+	SHAPES=(c16 c1)
 	for t in "${TARGETS[@]}"; do
 		HDRS[$t]=$(printf 'x-age-band: %s\nx-device-id: dev-42' "$CHILD_BAND")
 		EXPECT_REQ[$t]=$((5 + SIZE[request_len]))
@@ -757,26 +948,49 @@ POLICY
 	done
 	HDRS[fg-adult]=$(printf 'x-age-band: adult\nx-device-id: dev-42')
 	HDRS[fg-filter]=$(printf 'x-age-band: under_13\nx-device-id: dev-42')
+	HDRS[fg-state]=${HDRS[fg-filter]}
 	EXPECT_REQ[fg-child]=$((5 + SIZE[request_child_len]))
 	EXPECT_RESP[fg-child]=$((5 + SIZE[response_child_len]))
 	EXPECT_REQ[fg-filter]=$((5 + SIZE[request_child_len]))
 	EXPECT_RESP[fg-filter]=$((5 + SIZE[response_filter_len]))
+	# Screen-time metadata is headers, not DATA: the same bytes as the filter.
+	EXPECT_REQ[fg-state]=${EXPECT_REQ[fg-filter]}
+	EXPECT_RESP[fg-state]=${EXPECT_RESP[fg-filter]}
 	CMDLINE="contrib/bench/run-bench.sh --scenario rankfeed --rounds $ROUNDS --duration $DURATION --warm-up $WARMUP"
+	(( RANKER_DELAY > 0 )) && CMDLINE+=" --ranker-delay $RANKER_DELAY"
+	[[ $REDIS_CPU != "$CLIENT_CPU" ]] && CMDLINE+=" --redis-cpu $REDIS_CPU"
 	start_upstream
 	start_nghttpx
+	start_redis
+	start_exposure_reset
 	start_feedguardd fg-pass fg-pass.log
 	start_feedguardd fg-policy fg-policy.log "$(printf '%s\n' 'policy: policy.yaml' 'pseudonym_keys:' \
 		'  - {id: bench, file: bench.key}')"
 	PORT[fg-child]=${PORT[fg-policy]} CPU_PIDS[fg-child]=${CPU_PIDS[fg-policy]}
 	PORT[fg-adult]=${PORT[fg-policy]} CPU_PIDS[fg-adult]=${CPU_PIDS[fg-policy]}
 	PORT[fg-filter]=${PORT[fg-policy]} CPU_PIDS[fg-filter]=${CPU_PIDS[fg-policy]}
+	# A process of its own (only its CPU is counted, not Redis's), with an
+	# admin endpoint so the script can see its calls reached Redis.
+	start_feedguardd fg-state fg-state.log "$(printf '%s\n' 'policy: policy-state.yaml' 'pseudonym_keys:' \
+		'  - {id: bench, file: bench.key}' 'state:' "  redis: 127.0.0.1:$REDIS_PORT")" admin
 	PERF_TARGET=${FG_PERF_TARGET:-fg-child}
 	note "RankFeed: request 5+${SIZE[request_len]} bytes (${SIZE[watch_history]} watch_history entries)," \
 		"5+${SIZE[request_child_len]} after the $CHILD_BAND policy; response 5+${SIZE[response_len]}" \
 		"bytes (${SIZE[items]} items), 5+${SIZE[response_child_len]} after it"
 fi
+(( RANKER_DELAY > 0 )) && note "the upstream answers every call after $RANKER_DELAY µs (bench-upstream -d)"
 
 preflight
+
+REDIS_RTT=(- -)
+REDIS_C1_LAT=(- 0)
+if [[ -n ${ADMIN_PORT[fg-state]:-} ]]; then
+	# While nothing else runs: what one Redis round trip costs here.
+	read -ra REDIS_RTT <<< "$(redis_rtt)"
+	[[ ${#REDIS_RTT[@]} == 2 ]] || REDIS_RTT=(- -)
+	note "Redis round trip (PING from CPU $SERVER_CPU): median ${REDIS_RTT[0]} µs, p99 ${REDIS_RTT[1]} µs"
+	fetch_metrics fg-state "$WORK/fg-state-metrics-0.txt" || die "cannot read fg-state's /metrics"
+fi
 
 for shape in "${SHAPES[@]}"; do
 	if [[ $shape == c16 ]]; then
@@ -789,7 +1003,46 @@ for shape in "${SHAPES[@]}"; do
 			run_load "$t" "$r" "$shape"
 		done
 	done
+	[[ -n ${ADMIN_PORT[fg-state]:-} ]] && fetch_metrics fg-state "$WORK/fg-state-metrics-$shape.txt"
 done
+
+# fg-state's calls must have reached Redis: its counters, after the rounds.
+# More state failures than 1% of its calls would mean the bench measured
+# the fail-open path; a limit that fired would mean it measured pages the
+# state changed.  Either fails the run (after the tables).
+STATE_LINE=""
+STATE_FAILED=""
+if [[ -n ${ADMIN_PORT[fg-state]:-} ]]; then
+	m=$WORK/fg-state-metrics.txt
+	fetch_metrics fg-state "$m" || die "cannot read fg-state's /metrics"
+	[[ -s $WORK/fg-state-metrics-c1.txt ]] &&
+		read -ra REDIS_C1_LAT <<< "$(redis_latency "$WORK/fg-state-metrics-c16.txt" "$WORK/fg-state-metrics-c1.txt")"
+	st_calls=$(metric "$m" feedguard_calls_total)
+	st_cmds=$(metric "$m" feedguard_redis_commands_total)
+	st_fail=$(metric "$m" feedguard_state_failures_total)
+	st_errs=$(metric "$m" feedguard_redis_errors_total)
+	st_limited=$(metric "$m" feedguard_filter_items_total 'action="limited"')
+	st_answered=$(metric "$m" feedguard_screen_time_answered_total)
+	st_notices=$(metric "$m" feedguard_screen_time_notices_total)
+	# The user's record as the last update left it (the keys: one user).
+	st_keys=$(redis-cli -p "$REDIS_PORT" --scan --pattern 'fg:*' 2>/dev/null | wc -l)
+	st_record=$(redis-cli -p "$REDIS_PORT" --scan --pattern 'fg:*' 2>/dev/null | head -1 |
+		xargs -r -I{} redis-cli -p "$REDIS_PORT" HGETALL {} 2>/dev/null | paste -d= - - | paste -sd' ' -)
+	st_xmax=$(awk '$1 ~ /^[0-9]+$/ && $1 > m { m = $1 } END { print m + 0 }' "$WORK/redis-reset.txt")
+	STATE_LINE=$(printf 'fg-state'"'"'s /metrics after the rounds: %s calls, feedguard_redis_commands_total %s (%s per call: a read and an update), feedguard_state_failures_total %s, feedguard_redis_errors_total %s; limits that fired: %s calls answered, %s items limited, %s notices.  In Redis after the rounds: %s user record(s), the first: %s; its x:body_image, dropped every 50 ms, was at most %s of per_day 100000 when dropped.' \
+		"$st_calls" "$st_cmds" "$(awk -v a="$st_cmds" -v n="$st_calls" 'BEGIN { printf "%.2f", n ? a / n : 0 }')" \
+		"$st_fail" "$st_errs" "$st_answered" "$st_limited" "$st_notices" "$st_keys" "${st_record:-none}" "$st_xmax")
+	note "$STATE_LINE"
+	if (( st_calls == 0 || st_fail * 100 > st_calls )); then
+		STATE_FAILED="fg-state: $st_fail state failures in $st_calls calls (over 1%): the bench measured the fail-open path (see $m, $WORK/fg-state.log, $WORK/redis.log)"
+	elif (( st_cmds < st_calls )); then
+		STATE_FAILED="fg-state: $st_cmds Redis commands for $st_calls calls: the calls did not all reach Redis (see $m)"
+	elif (( st_answered > 0 || st_limited > 0 )); then
+		STATE_FAILED="fg-state: a limit fired ($st_answered calls answered, $st_limited items limited): the bench measured something else (see $m)"
+	elif (( st_xmax == 0 )); then
+		STATE_FAILED="fg-state: the exposure counter was never found in Redis (see $WORK/redis-reset.txt): the updates did not do their work"
+	fi
+fi
 
 if (( PERF )) && command -v perf >/dev/null 2>&1; then
 	note "perf: profiling $PERF_TARGET under -c16 -m32 for ${DURATION}s"
@@ -845,10 +1098,14 @@ fi
 	echo "Load: h2load -t1 pinned to CPU $CLIENT_CPU; upstream and proxy pinned to CPU $SERVER_CPU;" \
 	     "medians of $ROUNDS rounds of ${DURATION}s (after ${WARMUP}s warm-up)"
 	if [[ $SCENARIO == rankfeed ]]; then
-		echo "Call: $RANKFEED_PATH, h2load -c16 -m32; request 5+${SIZE[request_len]} bytes" \
+		echo "Call: $RANKFEED_PATH, h2load -c16 -m32, then -c1 -m1; request 5+${SIZE[request_len]} bytes" \
 		     "(${SIZE[watch_history]} watch_history entries), response 5+${SIZE[response_len]} bytes" \
 		     "(${SIZE[items]} items); band $CHILD_BAND edited to 5+${SIZE[request_child_len]} and" \
-		     "5+${SIZE[response_child_len]}"
+		     "5+${SIZE[response_child_len]}; the upstream answers" \
+		     "$( ((RANKER_DELAY > 0)) && echo "after $RANKER_DELAY µs" || echo "at once")"
+		echo "State: fg-state is a feedguardd of its own with the same policy plus screen-time limits for" \
+		     "under_13 that never fire, state in a local redis-server (port $REDIS_PORT, no persistence," \
+		     "pinned to CPU $REDIS_CPU, its CPU not counted)"
 		echo
 		report_rankfeed
 	else
@@ -870,4 +1127,5 @@ if (( ${#CHECK_FAILED[@]} )); then
 	echo "CHECK FAILED: the calls did not carry the expected bytes in: ${CHECK_FAILED[*]}"
 	exit 1
 fi
+[[ -n $STATE_FAILED ]] && die "STATE CHECK FAILED: $STATE_FAILED"
 exit 0
