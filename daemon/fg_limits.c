@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fg_fmt.h"
 #include "fg_limits.h"
 #include "fg_tz.h"
 
@@ -226,22 +227,31 @@ static long minutes(int64_t ms)
 	return (long)(ms / MS_PER_MIN);
 }
 
+/* Append "<name><minutes of ms>" at <at> of <buf>; the new end, or <len>
+ * when it does not fit.  Called on every limited call: no printf. */
+static size_t put_minutes(char *buf, size_t len, size_t at, const char *name, int64_t ms)
+{
+	char num[FG_FMT_I64_MAX];
+	size_t n = strlen(name), d = fg_fmt_i64(num, ms / MS_PER_MIN);
+
+	if (at >= len || len - at <= n + d)
+		return len;
+	memcpy(buf + at, name, n);
+	memcpy(buf + at + n, num, d + 1);
+	return at + n + d;
+}
+
 int fg_limits_screen_time(const struct fg_limits_verdict *v, char *buf, size_t len)
 {
-	int n = snprintf(buf, len, "used=%ld", minutes(v->used_ms));
-	size_t at;
+	size_t at = put_minutes(buf, len, 0, "used=", v->used_ms);
 
-	if (n < 0 || (size_t)n >= len)
-		return -1;
-	at = (size_t)n;
 	if (v->left_ms >= 0)
-		at += (size_t)snprintf(buf + at, len - at, ",left=%ld", minutes(v->left_ms));
-	if (at < len)
-		at += (size_t)snprintf(buf + at, len - at, ",session=%ld", minutes(v->session_ms));
-	if (at < len && v->quiet_in_ms >= 0)
-		at += (size_t)snprintf(buf + at, len - at, ",quiet_in=%ld", minutes(v->quiet_in_ms));
-	if (at < len && v->quiet_left_ms >= 0)
-		at += (size_t)snprintf(buf + at, len - at, ",quiet_left=%ld", minutes(v->quiet_left_ms));
+		at = put_minutes(buf, len, at, ",left=", v->left_ms);
+	at = put_minutes(buf, len, at, ",session=", v->session_ms);
+	if (v->quiet_in_ms >= 0)
+		at = put_minutes(buf, len, at, ",quiet_in=", v->quiet_in_ms);
+	if (v->quiet_left_ms >= 0)
+		at = put_minutes(buf, len, at, ",quiet_left=", v->quiet_left_ms);
 	return at < len ? (int)at : -1;
 }
 

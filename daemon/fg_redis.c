@@ -20,6 +20,7 @@
 #include "fg_clock.h"
 #include "fg_error.h"
 #include "fg_log.h"
+#include "fg_fmt.h"
 #include "fg_redis.h"
 
 #define WHY_LEN 256
@@ -168,23 +169,32 @@ static void cmd_put(struct rcmd *c)
 	TAILQ_INSERT_HEAD(&c->link->free, c, free_link);
 }
 
+/* One RESP bulk string: "$<n>\r\n<bytes>\r\n". */
 static int wire_arg(struct fg_bufq *q, const char *p, size_t n)
 {
-	char hdr[32];
-	int len = snprintf(hdr, sizeof(hdr), "$%zu\r\n", n);
+	char hdr[FG_FMT_I64_MAX + 4];
+	size_t len;
 
-	if (fg_bufq_append(q, hdr, (size_t)len) < 0 || fg_bufq_append(q, p, n) < 0 ||
-	    fg_bufq_append(q, "\r\n", 2) < 0)
+	hdr[0] = '$';
+	len = 1 + fg_fmt_u64(hdr + 1, n);
+	hdr[len++] = '\r';
+	hdr[len++] = '\n';
+	if (fg_bufq_append(q, hdr, len) < 0 || fg_bufq_append(q, p, n) < 0 || fg_bufq_append(q, "\r\n", 2) < 0)
 		return FG_ENOMEM;
 	return 0;
 }
 
+/* A RESP array's header: "*<n>\r\n". */
 static int wire_count(struct fg_bufq *q, int n)
 {
-	char hdr[32];
-	int len = snprintf(hdr, sizeof(hdr), "*%d\r\n", n);
+	char hdr[FG_FMT_I64_MAX + 4];
+	size_t len;
 
-	return fg_bufq_append(q, hdr, (size_t)len);
+	hdr[0] = '*';
+	len = 1 + fg_fmt_u64(hdr + 1, (uint64_t)n);
+	hdr[len++] = '\r';
+	hdr[len++] = '\n';
+	return fg_bufq_append(q, hdr, len);
 }
 
 /* Append <argc> arguments to <q>, which already holds <pre> of them. */

@@ -147,7 +147,7 @@ static enum fg_stage_rc identify_message(struct fg_stage_ctx *c, enum fg_stage_d
 static void identify_call_free(struct fg_stage_ctx *c)
 {
 	OPENSSL_cleanse(c->call->user, sizeof(c->call->user));
-	OPENSSL_cleanse(c->call->user_old, sizeof(c->call->user_old));
+	OPENSSL_cleanse(c->call->user_old, c->call->nuser_old * sizeof(c->call->user_old[0]));
 }
 
 const struct fg_stage fg_stage_identify = {

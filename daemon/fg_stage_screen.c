@@ -91,6 +91,7 @@ struct gate_call {
 	unsigned delivered;                 /* response messages the client got */
 	unsigned extra_notices;             /* notices of rules an open stream reached */
 	struct fg_limits_verdict v;
+	struct fg_limits_clock clk;         /* the call's start, as its band's rules see it */
 	struct event *timer;                /* an open stream's next rule */
 	size_t next_event;
 	char zone_name[FG_TZ_NAME_MAX + 1];
@@ -495,10 +496,9 @@ static void arm_timer(struct gate_call *g)
 static int apply(struct fg_pipeline *pl, struct gate_call *g, const struct fg_state_user *u)
 {
 	struct fg_stage_call *call = g->call;
-	struct fg_limits_clock clk;
 
-	fg_limits_clock(g->l, g->tz, g->start_ms, &clk);
-	fg_limits_decide(g->l, &clk, u, &g->v);
+	fg_limits_clock(g->l, g->tz, g->start_ms, &g->clk);
+	fg_limits_decide(g->l, &g->clk, u, &g->v);
 	g->decided = 1;
 	if (g->l->ncounters) {
 		call->exposure_on = 1;
@@ -741,6 +741,22 @@ static void update_cb(void *arg, int rc)
 	sync_metrics(w);
 }
 
+/* The clock at the call's end <end_ms>: the start's when the call ended
+ * on the same day and on the same side of quiet hours (a unary call, a
+ * short stream), which saves the zone lookups; else computed again. */
+static void end_clock(const struct gate_call *g, int64_t end_ms, struct fg_limits_clock *clk)
+{
+	const struct fg_limits_clock *s = &g->clk;
+
+	if (g->decided && end_ms < s->next_day_ms &&
+	    (!g->l->quiet_on || (s->in_quiet ? end_ms < s->quiet_to_ms : end_ms < s->quiet_from_ms))) {
+		*clk = *s;
+		clk->now_ms = end_ms;
+		return;
+	}
+	fg_limits_clock(g->l, g->tz, end_ms, clk);
+}
+
 /* What the call delivered goes to the state, in one write: its time (a
  * call the gate answered, or that failed without delivering anything, is
  * not use) and the exposure counters the filter counted. */
@@ -763,7 +779,7 @@ static void account_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
 		count_failure(c->call->pol, c->call->slot, c->call->band, FG_POLICY_S_BUSY, FG_POLICY_S_UPDATE);
 		return;
 	}
-	fg_limits_clock(g->l, g->tz, g->start_ms + elapsed_ms(g), &clk);
+	end_clock(g, g->start_ms + elapsed_ms(g), &clk);
 	fg_limits_update(g->l, &clk, g->start_ms, &u);
 	who_of(g, keys, &u.who);
 	u.counts = c->call->exposure_delivered;

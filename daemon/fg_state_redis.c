@@ -10,6 +10,7 @@
 #include "fg_log.h"
 #include "fg_redis.h"
 #include "fg_state.h"
+#include "fg_fmt.h"
 #include "fg_state_redis.h"
 
 /* "<prefix>{<pseudonym>}" and its NUL */
@@ -290,17 +291,27 @@ static void reply_cb(void *arg, const struct fg_redis_result *res)
 
 /* --- submits ----------------------------------------------------------- */
 
+/* "<prefix>{<pseudonym>}": lengths checked by fg_state_check_who and
+ * check_config, so the key fits KEY_MAX. */
 static void args_keys(struct args *a, const struct fg_state_redis *s, const struct fg_state_who *who)
 {
+	size_t plen = strlen(s->prefix);
+
 	for (size_t i = 0; i < who->nkeys; i++) {
-		snprintf(a->keys[i], KEY_MAX, "%s{%s}", s->prefix, who->keys[i]);
-		a->argv[a->argc++] = a->keys[i];
+		size_t klen = strlen(who->keys[i]);
+		char *k = a->keys[i];
+		memcpy(k, s->prefix, plen);
+		k[plen] = '{';
+		memcpy(k + plen + 1, who->keys[i], klen);
+		k[plen + 1 + klen] = '}';
+		k[plen + 2 + klen] = '\0';
+		a->argv[a->argc++] = k;
 	}
 }
 
 static void args_num(struct args *a, int64_t v)
 {
-	snprintf(a->nums[a->nnums], NUM_MAX, "%" PRId64, v);
+	fg_fmt_i64(a->nums[a->nnums], v);
 	a->argv[a->argc++] = a->nums[a->nnums++];
 }
 

@@ -7,11 +7,13 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "fg_error.h"
+#include "fg_fmt.h"
 #include "fg_units.h"
 
 static void expect_duration(const char *text, int64_t want)
@@ -201,6 +203,23 @@ static void test_format_round_trip(void **state)
 	}
 }
 
+/* fg_fmt.h: decimal without printf, against printf. */
+static void test_fmt_integers(void **state)
+{
+	static const int64_t cases[] = { 0, 1, -1, 9, 10, 99, 100, 1768478400000, INT64_MAX, INT64_MIN, -42 };
+	char got[FG_FMT_I64_MAX], want[32];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(want, sizeof(want), "%lld", (long long)cases[i]);
+		assert_int_equal(fg_fmt_i64(got, cases[i]), strlen(want));
+		assert_string_equal(got, want);
+	}
+	assert_int_equal(fg_fmt_u64(got, UINT64_MAX), 20);
+	assert_string_equal(got, "18446744073709551615");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -214,6 +233,7 @@ int main(void)
 		cmocka_unit_test(test_format),
 		cmocka_unit_test(test_format_truncates),
 		cmocka_unit_test(test_format_round_trip),
+		cmocka_unit_test(test_fmt_integers),
 	};
 
 	return cmocka_run_group_tests_name("units", tests, NULL, NULL);
