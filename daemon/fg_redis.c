@@ -13,7 +13,6 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include <hiredis/adapters/libevent.h>
 #include <openssl/evp.h>
 
 #include "fg_bufq.h"
@@ -490,6 +489,130 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 	cmd_put(c);
 }
 
+/* --- the context's events ------------------------------------------------ */
+
+/*
+ * hiredis's own libevent adapter (adapters/libevent.h) registers a write
+ * event for every batch of commands and re-adds a one-shot read event after
+ * every read: two epoll_ctl calls and an extra loop wakeup per batch, which
+ * at one call in flight cost more than the state work itself.  This one
+ * keeps the read event persistent and, once connected, writes a batch from
+ * a user event activated in the same loop iteration (no system call until
+ * the write itself); only a write the socket could not take whole, and
+ * the connect, wait for EV_WRITE.
+ */
+struct link_events {
+	redisAsyncContext *ac;
+	struct event *rev;              /* EV_READ | EV_PERSIST */
+	struct event *wev;              /* EV_WRITE, one-shot: connect, or a partial write */
+	struct event *flush;            /* activated to write what was just submitted */
+	unsigned writing;               /* inside redisAsyncHandleWrite: more to write waits for EV_WRITE */
+	unsigned busy;                  /* inside a callback that may free the context */
+	unsigned dead;                  /* cleanup ran while busy: the callback frees */
+};
+
+/* hiredis may free the context (and call cleanup) inside HandleWrite:
+ * <e> outlives it until this returns. */
+static void events_write(struct link_events *e)
+{
+	e->busy = 1;
+	e->writing = 1;
+	redisAsyncHandleWrite(e->ac);
+	if (e->dead) {
+		free(e);
+		return;
+	}
+	e->writing = 0;
+	e->busy = 0;
+}
+
+static void events_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct link_events *e = arg;
+
+	redisAsyncHandleRead(e->ac);    /* <e> may be gone after this */
+}
+
+static void events_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	events_write(arg);
+}
+
+static void events_add_read(void *p)
+{
+	struct link_events *e = p;
+
+	event_add(e->rev, NULL);        /* a no-op while it is added */
+}
+
+static void events_del_read(void *p)
+{
+	struct link_events *e = p;
+
+	event_del(e->rev);
+}
+
+static void events_add_write(void *p)
+{
+	struct link_events *e = p;
+
+	if (e->writing || !(e->ac->c.flags & REDIS_CONNECTED))
+		event_add(e->wev, NULL);
+	else
+		event_active(e->flush, EV_WRITE, 0);    /* once per iteration: an active event stays one */
+}
+
+static void events_del_write(void *p)
+{
+	struct link_events *e = p;
+
+	event_del(e->wev);
+}
+
+static void events_cleanup(void *p)
+{
+	struct link_events *e = p;
+
+	event_free(e->rev);
+	event_free(e->wev);
+	event_free(e->flush);
+	if (e->busy)
+		e->dead = 1;
+	else
+		free(e);
+}
+
+static int attach_events(redisAsyncContext *ac, struct event_base *base)
+{
+	struct link_events *e;
+
+	if (ac->ev.data || !(e = calloc(1, sizeof(*e))))
+		return REDIS_ERR;
+	e->ac = ac;
+	e->rev = event_new(base, ac->c.fd, EV_READ | EV_PERSIST, events_read_cb, e);
+	e->wev = event_new(base, ac->c.fd, EV_WRITE, events_write_cb, e);
+	e->flush = event_new(base, -1, 0, events_write_cb, e);
+	if (!e->rev || !e->wev || !e->flush) {
+		if (e->rev)
+			event_free(e->rev);
+		if (e->wev)
+			event_free(e->wev);
+		if (e->flush)
+			event_free(e->flush);
+		free(e);
+		return REDIS_ERR;
+	}
+	ac->ev.addRead = events_add_read;
+	ac->ev.delRead = events_del_read;
+	ac->ev.addWrite = events_add_write;
+	ac->ev.delWrite = events_del_write;
+	ac->ev.cleanup = events_cleanup;
+	ac->ev.data = e;
+	event_add(e->rev, NULL);
+	event_add(e->wev, NULL);        /* the connect completes when the socket is writable */
+	return REDIS_OK;
+}
+
 /* --- connecting -------------------------------------------------------- */
 
 static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -601,7 +724,7 @@ static void link_connect(struct fg_redis *r)
 	}
 	ac->data = r;
 	r->ac = ac;
-	if (redisLibeventAttach(ac, r->base) != REDIS_OK ||
+	if (attach_events(ac, r->base) != REDIS_OK ||
 	    redisAsyncSetConnectCallback(ac, on_connect) != REDIS_OK ||
 	    redisAsyncSetDisconnectCallback(ac, on_disconnect) != REDIS_OK || handshake_start(r) < 0) {
 		link_drop(r, "connect: cannot set up the context");

@@ -39,9 +39,9 @@ static const char read_lua[] =
 	"      if not n or n ~= math.floor(n) or math.abs(n) > MAX then\n"
 	"        return redis.error_reply('FGCORRUPT ' .. KEYS[k] .. ' ' .. f[i])\n"
 	"      end\n"
-	"      v[i] = n\n"
+	"      v[i] = string.format('%.0f', n)\n"
 	"    end\n"
-	"    return v\n"
+	"    return table.concat(v, ' ')\n"
 	"  end\n"
 	"end\n"
 	"return false\n";
@@ -216,21 +216,42 @@ static int result_rc(const struct fg_redis_result *res)
 /* --- replies ----------------------------------------------------------- */
 
 /* The read script's answer into <u>: 0 or FG_EPROTO. */
+/* The read script answers one string of decimal integers separated by
+ * spaces (one reply object, where an array of integers costs hiredis an
+ * allocation per field): the six fields, then one per class. */
+static int parse_numbers(const char *p, size_t len, int64_t *v, size_t n)
+{
+	const char *end = p + len;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		int neg = 0;
+		uint64_t x = 0;
+		if (i > 0 && (p == end || *p++ != ' '))
+			return FG_EPROTO;
+		if (p < end && *p == '-') {
+			neg = 1;
+			p++;
+		}
+		if (p == end || *p < '0' || *p > '9')
+			return FG_EPROTO;
+		for (; p < end && *p >= '0' && *p <= '9'; p++)
+			if ((x = x * 10 + (uint64_t)(*p - '0')) > FG_STATE_VALUE_MAX)
+				return FG_EPROTO;
+		v[i] = neg ? -(int64_t)x : (int64_t)x;
+	}
+	return p == end ? 0 : FG_EPROTO;
+}
+
 static int parse_read(const struct fg_redis_result *res, size_t nclasses, struct fg_state_user *u)
 {
 	int64_t v[READ_FIELDS + FG_STATE_MAX_CLASSES];
-	struct fg_redis_result e;
 
 	memset(u, 0, sizeof(*u));
 	if (res->kind == FG_REDIS_R_NIL)
 		return 0;
-	if (res->kind != FG_REDIS_R_ARRAY || res->nelem != READ_FIELDS + nclasses)
+	if (res->kind != FG_REDIS_R_STR || parse_numbers(res->str, res->len, v, READ_FIELDS + nclasses) < 0)
 		return FG_EPROTO;
-	for (size_t i = 0; i < res->nelem; i++) {
-		if (fg_redis_result_elem(res, i, &e) < 0 || e.kind != FG_REDIS_R_INT)
-			return FG_EPROTO;
-		v[i] = e.integer;
-	}
 	if (v[3] < 0 || v[5] < 0)
 		return FG_EPROTO;
 	u->found = 1;

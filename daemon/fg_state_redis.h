@@ -11,7 +11,9 @@
  * classes of one day.  Every update sets the key's TTL (PEXPIRE).
  *
  * Operations.  read is one EVALSHA of a read-only script (the fields of
- * the first of the user's keys that exists); update is one EVALSHA of a
+ * the first of the user's keys that exists, answered as one string of
+ * decimal integers: an array would cost hiredis an allocation per field);
+ * update is one EVALSHA of a
  * script doing fg_state.h's steps 1-8 (the time comes in its arguments:
  * scripts never call TIME); erase is one DEL of all the user's keys.
  * Each has the backend's timeout (the longest a caller waits for an
