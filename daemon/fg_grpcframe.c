@@ -103,6 +103,35 @@ void fg_grpcframe_reader_reset(struct fg_grpcframe_reader *r)
 	r->why = NULL;
 }
 
+size_t fg_grpcframe_reader_room(const struct fg_grpcframe_reader *r, const uint8_t *data, size_t len)
+{
+	uint8_t pre[FG_GRPC_PREFIX_LEN];
+	size_t have = 0, need;
+	uint32_t body;
+
+	switch (r->state) {
+	case FG_GRPCFRAME_R_BODY:
+		need = r->msg_len - r->have;
+		return len < need ? len : need - 1;
+	case FG_GRPCFRAME_R_FAILED:
+		return 0;
+	case FG_GRPCFRAME_R_PREFIX:
+		have = r->prefix_len;
+		memcpy(pre, r->prefix, have);
+		break;
+	case FG_GRPCFRAME_R_DELIVERED:
+		break;
+	}
+	need = FG_GRPC_PREFIX_LEN - have;
+	if (len < need)
+		return len;             /* the prefix stays incomplete */
+	memcpy(pre + have, data, need);
+	body = (uint32_t)pre[1] << 24 | (uint32_t)pre[2] << 16 | (uint32_t)pre[3] << 8 | pre[4];
+	/* everything but the message's last byte (its last prefix byte when
+	 * the body is empty) */
+	return len < need + body ? len : need + body - 1;
+}
+
 size_t fg_grpcframe_reader_pending(const struct fg_grpcframe_reader *r)
 {
 	switch (r->state) {

@@ -158,6 +158,17 @@ int fg_grpcframe_reader_feed(struct fg_grpcframe_reader *r, const uint8_t *data,
 size_t fg_grpcframe_reader_pending(const struct fg_grpcframe_reader *r);
 
 /*
+ * fg_grpcframe_reader_room - how many of the <len> bytes at <data> (the
+ * next input) <r> can take without completing a message: all of them, or
+ * all but the last byte of the message they would complete.  For a caller
+ * that must not see a message yet but would rather have the reader hold
+ * the bytes (it keeps a split message's body anyway) than copy them aside.
+ * A prefix that the bytes would make invalid is not judged here: the feed
+ * refuses it as usual.
+ */
+size_t fg_grpcframe_reader_room(const struct fg_grpcframe_reader *r, const uint8_t *data, size_t len);
+
+/*
  * fg_grpcframe_reader_reset - back to a message boundary, forgetting a
  * partial message and a sticky error; <max_message> is kept, the buffer too
  * unless it is larger than FG_GRPCFRAME_READER_KEEP.

@@ -314,6 +314,13 @@ static int handle_message(struct fg_pipeline *pl, enum fg_stage_dir dir, const s
  * inflate a thousandfold: the rest waits with its window), or when a
  * stage suspends.  <*taken> says how many bytes were used.
  */
+/* The response waits for a stage's answer (HOLD_RESPONSE) and for nothing
+ * else. */
+static int held_only(const struct fg_pipeline *pl, enum fg_stage_dir dir)
+{
+	return dir == FG_STAGE_RESPONSE && pl->hold != NO_STAGE && pl->side[dir].susp == NO_STAGE;
+}
+
 static int feed(struct fg_pipeline *pl, enum fg_stage_dir dir, const uint8_t *data, size_t len, size_t *taken)
 {
 	struct side *s = &pl->side[dir];
@@ -323,8 +330,15 @@ static int feed(struct fg_pipeline *pl, enum fg_stage_dir dir, const uint8_t *da
 	int rc;
 
 	*taken = 0;
-	while (len > 0 && fg_bufq_len(s->out) <= limit && !side_blocked(pl, dir) && !(pl->flags & PL_FINISHED)) {
-		rc = fg_grpcframe_reader_feed(&s->reader, data, len, &used, &msg, &why);
+	while (len > 0 && fg_bufq_len(s->out) <= limit && (!side_blocked(pl, dir) || held_only(pl, dir)) &&
+	       !(pl->flags & PL_FINISHED)) {
+		size_t room = len;
+		/* A held response still assembles its message in the reader
+		 * (which keeps a split body anyway), up to its last byte: the
+		 * bytes are not copied aside to be fed again on the resume. */
+		if (side_blocked(pl, dir) && (room = fg_grpcframe_reader_room(&s->reader, data, len)) == 0)
+			break;
+		rc = fg_grpcframe_reader_feed(&s->reader, data, room, &used, &msg, &why);
 		if (rc < 0) {
 			frame_fail(pl, dir, rc, why);
 			return rc;

@@ -170,6 +170,39 @@ static void test_grpcframe_byte_at_a_time(void **state)
 	fg_bufq_free(&s);
 }
 
+/* fg_grpcframe_reader_room: from every point of the stream, the reader
+ * takes what room allows without a message, and the next byte completes
+ * one (every message of the stream, the empty one included). */
+static void test_grpcframe_room_stops_before_each_message(void **state)
+{
+	struct fg_grpcframe_reader r;
+	struct fg_grpcframe_msg msg;
+	struct fg_bufq s, out;
+	size_t p, n, used, room, rest;
+	const uint8_t *d;
+
+	make_stream(&s);
+	for (p = 0; p < fg_bufq_len(&s); p++) {
+		fg_grpcframe_reader_init(&r, 300);
+		fg_bufq_init(&out);
+		n = 0;
+		assert_int_equal(feed_chunk(&r, fg_bufq_head(&s), p, &out, &n), 0);
+		d = fg_bufq_head(&s) + p;
+		rest = fg_bufq_len(&s) - p;
+		room = fg_grpcframe_reader_room(&r, d, rest);
+		assert_true(room < rest);
+		if (room > 0) {
+			assert_int_equal(fg_grpcframe_reader_feed(&r, d, room, &used, &msg, NULL), FG_GRPCFRAME_NEED_MORE);
+			assert_int_equal(used, room);
+		}
+		assert_int_equal(fg_grpcframe_reader_room(&r, d + room, rest - room), 0);
+		assert_int_equal(fg_grpcframe_reader_feed(&r, d + room, 1, &used, &msg, NULL), FG_GRPCFRAME_MESSAGE);
+		fg_grpcframe_reader_free(&r);
+		fg_bufq_free(&out);
+	}
+	fg_bufq_free(&s);
+}
+
 static void test_grpcframe_many_in_one_chunk(void **state)
 {
 	struct fg_grpcframe_reader r;
@@ -782,6 +815,7 @@ int main(void)
 		cmocka_unit_test(test_grpcframe_identity_and_unknown),
 		cmocka_unit_test(test_grpcframe_encoding_header),
 		cmocka_unit_test(test_grpcframe_accept_header),
+		cmocka_unit_test(test_grpcframe_room_stops_before_each_message),
 		cmocka_unit_test(test_grpcframe_failmalloc),
 		cmocka_unit_test(test_grpcframe_failmalloc_resume),
 	};
