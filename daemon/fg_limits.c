@@ -136,7 +136,11 @@ static void decide_quiet(const struct fg_policy_limits *l, const struct fg_limit
 		}
 		v->notices |= 1u << FG_POLICY_N_QUIET_HOURS;
 		v->quiet_left_ms = l->quiet_allowance_ms - quiet_used;
-		add_event(v, c->now_ms + v->quiet_left_ms, FG_POLICY_R_QUIET, l->quiet_action, FG_POLICY_N_QUIET_HOURS);
+		/* Only if the allowance runs out before the night does: an open
+		 * stream is not ended in the morning by quiet hours that are over. */
+		if (c->now_ms + v->quiet_left_ms < c->quiet_to_ms)
+			add_event(v, c->now_ms + v->quiet_left_ms, FG_POLICY_R_QUIET, l->quiet_action,
+			          FG_POLICY_N_QUIET_HOURS);
 		return;
 	}
 	in = c->quiet_from_ms - c->now_ms;
@@ -144,8 +148,9 @@ static void decide_quiet(const struct fg_policy_limits *l, const struct fg_limit
 		v->notices |= 1u << FG_POLICY_N_QUIET_HOURS_SOON;
 		v->quiet_in_ms = in;
 	}
-	add_event(v, c->quiet_from_ms + l->quiet_allowance_ms, FG_POLICY_R_QUIET, l->quiet_action,
-	          FG_POLICY_N_QUIET_HOURS);
+	if (c->quiet_from_ms + l->quiet_allowance_ms < c->quiet_to_ms)
+		add_event(v, c->quiet_from_ms + l->quiet_allowance_ms, FG_POLICY_R_QUIET, l->quiet_action,
+		          FG_POLICY_N_QUIET_HOURS);
 }
 
 static void decide_break(const struct fg_policy_limits *l, const struct fg_limits_clock *c, struct fg_limits_verdict *v)

@@ -304,6 +304,39 @@ static void test_quiet_same_day(void **state)
 	assert_int_equal(clk.quiet_from_ms, WINTER_DAY_MS + 25 * HOUR);
 }
 
+/* A quiet-hours event is when an open stream would spend the allowance
+ * inside the night's quiet hours: never after they end (the stream would
+ * be ended in the morning by a rule that no longer applies). */
+static void test_quiet_event_inside_quiet_hours(void **state)
+{
+	struct fg_policy_limits l = defaults();
+	int64_t now = WINTER_DAY_MS + 30 * HOUR + 50 * MIN;    /* 06:50 the next morning */
+	struct fg_state_user u = { 0 };
+	struct fg_limits_verdict v;
+	struct fg_limits_clock clk;
+	size_t i;
+
+	(void)state;
+	NEED_LONDON();
+	l.daily_cap_ms = 0;
+	l.break_after_ms = 0;
+	l.quiet_allowance_ms = 30 * MIN;
+	l.quiet_action = FG_POLICY_ACT_EMPTY;
+	/* in quiet hours, 30 minutes of allowance left, 10 minutes of night left */
+	decide(&l, now, &u, &v, &clk);
+	assert_int_equal(clk.in_quiet, 1);
+	assert_int_equal(v.action, FG_POLICY_ACT_NONE);
+	for (i = 0; i < v.nevents; i++)
+		assert_true(v.events[i].rule != FG_POLICY_R_QUIET || v.events[i].at_ms < clk.quiet_to_ms);
+	/* before a night shorter than its allowance (22:00-22:20, 30m) */
+	l.quiet_from_s = 22 * 3600;
+	l.quiet_to_s = 22 * 3600 + 20 * 60;
+	decide(&l, WINTER_DAY_MS + 21 * HOUR, &u, &v, &clk);
+	assert_int_equal(clk.in_quiet, 0);
+	for (i = 0; i < v.nevents; i++)
+		assert_true(v.events[i].rule != FG_POLICY_R_QUIET || v.events[i].at_ms < clk.quiet_to_ms);
+}
+
 /* Several rules: the strongest action wins; a deny's message is the first
  * denying rule's in the order daily, quiet hours, break. */
 static void test_strongest_action(void **state)
@@ -425,6 +458,7 @@ int main(void)
 		cmocka_unit_test(test_quiet_hours_dst),
 		cmocka_unit_test(test_quiet_allowance),
 		cmocka_unit_test(test_quiet_same_day),
+		cmocka_unit_test(test_quiet_event_inside_quiet_hours),
 		cmocka_unit_test(test_strongest_action),
 		cmocka_unit_test(test_exposure),
 		cmocka_unit_test(test_events),
