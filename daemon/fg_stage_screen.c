@@ -107,19 +107,23 @@ static int64_t wall_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The call's time: the wall clock, or (test builds) the request's say. */
+/* The call's time: the wall clock, or (test builds) the request's say.
+ * A value past what a state time may be (FG_STATE_VALUE_MAX; strtoll
+ * saturates at INT64_MAX) is not a time: the sums of fg_limits would
+ * overflow. */
 static int64_t call_time(const struct fg_hdrs *h)
 {
 #ifdef FG_TEST_HOOKS
 	char buf[24];
 	size_t len = 0;
 	const char *v = fg_hdrs_find_single(h, HDR_TEST_NOW, &len);
+	long long t;
 
 	if (v && len > 0 && len < sizeof(buf)) {
 		memcpy(buf, v, len);
 		buf[len] = '\0';
-		if (strspn(buf, "0123456789") == len)
-			return strtoll(buf, NULL, 10);
+		if (strspn(buf, "0123456789") == len && (t = strtoll(buf, NULL, 10)) <= FG_STATE_VALUE_MAX)
+			return t;
 	}
 #else
 	(void)h;

@@ -1698,3 +1698,22 @@ def test_release_build_passes_test_now_through(middle, ranker, tmp_path, redis, 
     assert ranker.wait(cid)["md"].get(TEST_NOW) == [str(t)]
     last = poll_until(lambda: hget(d, uid, "last"), tf(5), "the state of the call")
     assert abs(last - time.time() * 1000) < tf(60) * SEC, "a release build used feedguard-test-now"
+
+
+# ================================================================ 14. review regressions
+
+def test_hostile_test_now_does_not_crash_the_daemon(fg, redis):
+    """feedguard-test-now is digits only, but any number of them: a value
+    past int64 (strtoll saturates) or past what a state time may be must
+    not make the time arithmetic overflow (UBSan aborts the daemon) nor
+    reach Redis; the call is served at the real time, and the daemon
+    stays up."""
+    d = fg(policy(only(daily={"cap": "60m", "warn_before": "0s", "action": "deny"})), redis, config=ADMIN)
+    for t in (10 ** 19 - 1, 2 ** 63 - 1, 2 ** 62, 2 ** 53, 2 ** 53 - 1):
+        uid = new_user()
+        r = rank(d, uid, t, settle=False)
+        assert d.alive(), "feedguardd died on feedguard-test-now: %d\n%s" % (
+            t, harness.tail(d.stderr_path, 30))
+        check(r, "feedguard-test-now: %d" % t, items=PAGE_IDS, notices=None)
+    uid = new_user()
+    check(rank(d, uid, local_ms(WINTER, "10:00")), "after", st={"used": 0}, items=PAGE_IDS)
