@@ -70,6 +70,7 @@ struct gate_worker {
 	struct gate_op *ops;                /* state.max_pending slots */
 	size_t nops;
 	struct gate_op *free_ops;
+	size_t nbusy;                       /* ops taken: each waits for its backend's callback */
 	struct fg_redis_stats base_stats;   /* counts of links already replaced */
 };
 
@@ -186,17 +187,20 @@ static unsigned reason_of(int rc)
 	}
 }
 
-/* The link's counters, and those of the links it replaced, into the
- * worker's metrics block (the admin thread reads it). */
+/* The link's counters (none while there is no link), and those of the
+ * links it replaced, into the worker's metrics block (the admin thread
+ * reads it). */
 static void sync_metrics(struct gate_worker *w)
 {
-	const struct fg_redis_stats *s;
-	struct fg_redis *link;
+	static const struct fg_redis_stats no_link;
+	const struct fg_redis_stats *s = &no_link;
+	struct fg_redis *link = w->state ? fg_state_redis_link(w->state) : NULL;
 	struct fg_metrics *m = w->metrics;
 
-	if (!m || !w->state || !(link = fg_state_redis_link(w->state)))
+	if (!m)
 		return;
-	s = fg_redis_get_stats(link);
+	if (link)
+		s = fg_redis_get_stats(link);
 	__atomic_store_n(&m->redis_commands, w->base_stats.commands + s->commands, __ATOMIC_RELAXED);
 	__atomic_store_n(&m->redis_errors[FG_METRICS_REDIS_ERROR], w->base_stats.errors + s->errors, __ATOMIC_RELAXED);
 	__atomic_store_n(&m->redis_errors[FG_METRICS_REDIS_TIMEOUT], w->base_stats.timeouts + s->timeouts,
@@ -206,7 +210,8 @@ static void sync_metrics(struct gate_worker *w)
 	__atomic_store_n(&m->redis_errors[FG_METRICS_REDIS_UNAVAILABLE], w->base_stats.unavailable + s->unavailable,
 	                 __ATOMIC_RELAXED);
 	__atomic_store_n(&m->redis_reconnects, w->base_stats.reconnects + s->reconnects, __ATOMIC_RELAXED);
-	__atomic_store_n(&m->redis_connected, fg_redis_get_state(link) == FG_REDIS_CONNECTED, __ATOMIC_RELAXED);
+	__atomic_store_n(&m->redis_connected, link && fg_redis_get_state(link) == FG_REDIS_CONNECTED,
+	                 __ATOMIC_RELAXED);
 }
 
 /* fg_redis logs the link's changes itself; the gauge follows them. */
@@ -248,11 +253,12 @@ static char *settings_of(const struct fg_config *cfg)
 static void drop_backend(struct gate_worker *w)
 {
 	const struct fg_redis_stats *s;
+	struct fg_state *old = w->state;
 	struct fg_redis *link;
 
-	if (!w->state)
+	if (!old)
 		return;
-	if ((link = fg_state_redis_link(w->state))) {
+	if ((link = fg_state_redis_link(old))) {
 		s = fg_redis_get_stats(link);
 		w->base_stats.commands += s->commands;
 		w->base_stats.errors += s->errors;
@@ -263,11 +269,15 @@ static void drop_backend(struct gate_worker *w)
 		w->base_stats.reconnects += s->reconnects;
 	}
 	/* Pending callbacks run now, with FG_EUNAVAIL: their calls take
-	 * the fail mode; the ops table outlives this. */
-	fg_state_free(w->state);
+	 * the fail mode; the ops table outlives this.  Each is a command the
+	 * link counts as down as it goes, after its stats were taken above.
+	 * The callbacks see no backend: sync_metrics would otherwise add the
+	 * old link's counters to base_stats a second time (and the counters
+	 * would fall back once the new link syncs). */
+	w->base_stats.down += w->nbusy;
 	w->state = NULL;
-	if (w->metrics)
-		__atomic_store_n(&w->metrics->redis_connected, 0, __ATOMIC_RELAXED);
+	fg_state_free(old);
+	sync_metrics(w);
 }
 
 static int make_ops(struct gate_worker *w, size_t n)
@@ -363,6 +373,7 @@ static struct gate_op *op_get(struct gate_worker *w)
 	if (op) {
 		w->free_ops = op->next_free;
 		op->w = w;
+		w->nbusy++;
 	}
 	return op;
 }
@@ -375,6 +386,7 @@ static void op_put(struct gate_op *op)
 	op->cfg = NULL;
 	op->next_free = w->free_ops;
 	w->free_ops = op;
+	w->nbusy--;
 }
 
 /* --- telling the client -------------------------------------------------- */

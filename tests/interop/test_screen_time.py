@@ -1717,3 +1717,58 @@ def test_hostile_test_now_does_not_crash_the_daemon(fg, redis):
         check(r, "feedguard-test-now: %d" % t, items=PAGE_IDS, notices=None)
     uid = new_user()
     check(rank(d, uid, local_ms(WINTER, "10:00")), "after", st={"used": 0}, items=PAGE_IDS)
+
+
+@pytest.mark.parametrize("mode", ["open", "empty", "deny"])
+def test_reload_replacing_the_link_ends_reads_in_flight_by_fail_mode(fg, redis_factory, mode):
+    """README: a reload that changes `state` drops the old link, and
+    operations in flight on it end by the band's fail_mode.  Redis is
+    paused with a read (and an update) in flight under a long
+    state.timeout; the reload must answer the waiting call at once, leave
+    the daemon sound (ASan) and the Redis counters monotonic."""
+    r = redis_factory().start()
+    long_timeout = "%dms" % int(tf(3.0) * 1000)
+    d = fg(policy(only(daily={"cap": "60m", "warn_before": "0s", "action": "deny"}, fail_mode=mode)), r,
+           state={"timeout": long_timeout, "stall_timeout": "%dms" % int(tf(6.0) * 1000)}, config=ADMIN)
+    uid = new_user()
+    t0 = local_ms(WINTER, "10:00")
+    check(rank(d, uid, t0), "before", st={"used": 0}, items=PAGE_IDS)
+    before = ph.metric(metrics(d), "feedguard_redis_commands_total")
+    r.pause()
+    try:
+        with ThreadPoolExecutor(2) as ex:
+            fut = ex.submit(rank, d, uid, t0 + MIN, settle=False)
+            time.sleep(tf(0.3))
+            assert not fut.done(), "the call should wait for its state (Redis paused): %r" % (fut.result(),)
+            cfg = harness.deep_merge(d.config, {"state": {"timeout": "%dms" % int(tf(2.9) * 1000)}})
+            d.config_path.write_text(harness.to_yaml(cfg))
+            start = time.monotonic()
+            ph.sighup_and_wait(d, "reloaded", len(d.stderr()))
+            res = fut.result(timeout=tf(10))
+        waited = time.monotonic() - start
+        assert waited < tf(1.5), "the call waited %.2f s after the reload dropped its link" % waited
+        what = "read in flight when the reload dropped the link, fail_mode %s" % mode
+        if mode == "open":
+            check(res, what, items=PAGE_IDS, notices=[])
+        elif mode == "empty":
+            check(res, what, empty=True, notices=None)
+        else:
+            check(res, what, code=UNAVAILABLE, details="screen-time state unavailable, try again later",
+                  notices=None)
+        text = metrics(d)
+        after = ph.metric(text, "feedguard_redis_commands_total")
+        assert after >= before, "feedguard_redis_commands_total went down across a reload: %s -> %s" % (
+            before, after)
+        time.sleep(tf(1.0))         # the new link's connect times out (Redis still paused)
+        text = metrics(d)
+        later = ph.metric(text, "feedguard_redis_commands_total")
+        assert later >= after, "feedguard_redis_commands_total went down after a reload: %s -> %s -> %s" % (
+            before, after, later)
+        # README: down is a command in flight when its link went.
+        assert ph.metric(text, "feedguard_redis_errors_total", kind="down") >= 1, \
+            "\n".join(l for l in text.splitlines() if "redis_errors" in l)
+    finally:
+        r.resume()
+    assert d.alive()
+    poll_until(lambda: (lambda x: x if x.st else None)(rank(d, new_user(), t0)), tf(10),
+               "a call that reads state on the new link")
