@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <event2/event.h>
@@ -233,15 +234,23 @@ static void on_latency(void *arg, uint64_t us)
 /* --- the worker's backend ------------------------------------------------ */
 
 /* The settings a backend is made from, as one string: a reload that
- * leaves them as they were keeps the link. */
+ * leaves them as they were keeps the link.  The password file counts by
+ * its identity and last change, not only its path: a password rotated in
+ * place is read again by a reload (the link reads it only when made), and
+ * the password itself never sits in this string. */
 static char *settings_of(const struct fg_config *cfg)
 {
-	char *s = NULL;
+	char *s = NULL, pw[96] = "";
+	struct stat st;
 
 	if (!cfg->state.enabled)
 		return NULL;
-	if (asprintf(&s, "%s|%s|%d|%s|%lld|%lld|%lld|%d|%lld|%lld", cfg->state.redis,
-	             cfg->state.password_file ? cfg->state.password_file : "", cfg->state.db,
+	if (cfg->state.password_file && stat(cfg->state.password_file, &st) == 0)
+		snprintf(pw, sizeof(pw), "%llu:%llu:%lld:%lld.%09ld", (unsigned long long)st.st_dev,
+		         (unsigned long long)st.st_ino, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+		         st.st_mtim.tv_nsec);
+	if (asprintf(&s, "%s|%s|%s|%d|%s|%lld|%lld|%lld|%d|%lld|%lld", cfg->state.redis,
+	             cfg->state.password_file ? cfg->state.password_file : "", pw, cfg->state.db,
 	             cfg->state.key_prefix ? cfg->state.key_prefix : FG_STATE_DEFAULT_PREFIX,
 	             (long long)cfg->state.timeout_us, (long long)cfg->state.connect_timeout_us,
 	             (long long)cfg->state.stall_timeout_us, cfg->state.max_pending,
@@ -332,7 +341,9 @@ static void gate_worker_config(void *wstate, struct fg_config *cfg)
 	struct gate_worker *w = wstate;
 	char *s = settings_of(cfg);
 
-	if ((!s && !w->settings) || (s && w->settings && strcmp(s, w->settings) == 0)) {
+	/* Unchanged settings keep the link; a backend that could not be made
+	 * (an unreadable password file) is tried again. */
+	if ((!s && !w->settings) || (s && w->settings && strcmp(s, w->settings) == 0 && w->state)) {
 		free(s);
 		return;
 	}

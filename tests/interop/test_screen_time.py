@@ -1772,3 +1772,47 @@ def test_reload_replacing_the_link_ends_reads_in_flight_by_fail_mode(fg, redis_f
     assert d.alive()
     poll_until(lambda: (lambda x: x if x.st else None)(rank(d, new_user(), t0)), tf(10),
                "a call that reads state on the new link")
+
+
+def test_reload_reads_a_rotated_password_file(fg, redis_factory, tmp_path):
+    """Rotating the Redis password: the operator writes the new one to
+    state.password_file and reloads.  The path is the same, so the worker
+    must still read the file again (README: AUTH on every connect with the
+    file's password); else it reconnects with the old password forever
+    and every call takes the fail mode until a restart."""
+    old, new = "pw-old-%s" % uuid.uuid4().hex, "pw-new-%s" % uuid.uuid4().hex
+    r = redis_factory(password=old).start()
+    (tmp_path / "redis.pass").write_text(old + "\n")
+    d = fg(policy(only(daily={"cap": "60m", "warn_before": "0s", "action": "deny"})), r,
+           state=dict(FAST_STATE, password_file="redis.pass"), config=ADMIN)
+    with RedisClient(r.addr, password=old) as c:
+        assert c.cmd("CONFIG", "SET", "requirepass", new) == "OK"
+        c.cmd("CLIENT", "KILL", "TYPE", "normal")       # SKIPME yes: drops feedguardd's link
+    r.password = new
+    (tmp_path / "redis.pass").write_text(new + "\n")
+    poll_until(lambda: redis_connected(d) == 0, tf(5), "the link to fail AUTH with the old password")
+    ph.sighup_and_wait(d, "reloaded", len(d.stderr()))
+    wait_state(d)
+    assert old not in d.stderr() and new not in d.stderr(), "a Redis password is in feedguardd's log"
+
+
+def test_reload_retries_a_backend_that_could_not_start(fg, redis_factory, tmp_path):
+    """A worker whose link could not be made at a reload (the password
+    file unreadable when the worker read it) gets it at the next reload of
+    the same config, once the file is fixed."""
+    password = "pw-%s" % uuid.uuid4().hex
+    r = redis_factory(password=password).start()
+    pw = tmp_path / "redis.pass"
+    pw.write_text(password + "\n")
+    d = fg(policy(only(daily={"cap": "60m", "warn_before": "0s", "action": "deny"})), r,
+           state=dict(FAST_STATE, password_file="redis.pass"), config=ADMIN)
+    # A reload with a changed setting, and a password file the config
+    # loader can read but the worker cannot: too long to be a password.
+    pw.write_text("x" * 600 + "\n")
+    cfg = harness.deep_merge(d.config, {"state": {"timeout": "120ms"}})
+    d.config_path.write_text(harness.to_yaml(cfg))
+    ph.sighup_and_wait(d, "reloaded", len(d.stderr()))
+    poll_until(lambda: redis_connected(d) == 0, tf(5), "no link after the failed start")
+    pw.write_text(password + "\n")
+    ph.sighup_and_wait(d, "reloaded", len(d.stderr()))
+    wait_state(d)
