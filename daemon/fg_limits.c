@@ -168,7 +168,7 @@ static void decide_break(const struct fg_policy_limits *l, const struct fg_limit
 static void decide_exposure(const struct fg_policy_limits *l, const struct fg_limits_clock *c,
                             const struct fg_state_user *u, struct fg_limits_verdict *v)
 {
-	int today = u->found && u->day == c->day;
+	int today = u->found && u->day >= c->day;
 	size_t k;
 
 	for (k = 0; k < l->ncounters; k++) {
@@ -190,10 +190,13 @@ void fg_limits_decide(const struct fg_policy_limits *l, const struct fg_limits_c
 	v->quiet_in_ms = -1;
 	v->quiet_left_ms = -1;
 	/* The gap since the last call is use when it is short: the update
-	 * will count it, so the decision does too. */
-	if (u->found && u->day == c->day)
+	 * will count it, so the decision does too.  A record of a later day
+	 * or night (another zone of time_zones, whose date is ahead) is the
+	 * current one: the update counts into it, and switching zones must
+	 * not restart the counters (fg_state.h, steps 2 and 3). */
+	if (u->found && u->day >= c->day)
 		v->used_ms = u->active_ms;
-	if (u->found && u->night == c->night)
+	if (u->found && u->night >= c->night)
 		quiet_used = u->quiet_ms;
 	if (continuing) {
 		v->session_ms = max64(0, now - u->session_start_ms);

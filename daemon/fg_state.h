@@ -27,10 +27,14 @@
  *   update  One feed call delivered, from <start_ms> to <end_ms>, atomically:
  *     1. if keys[0] has no record and a later key has one, the first such
  *        record moves to keys[0] (the older one is deleted);
- *     2. if the record's day is not <day>: active and every exposure
- *        counter restart at 0, and day = <day>;
- *     3. if the record's night is not <night>: quiet restarts at 0, and
- *        night = <night>;
+ *     2. if the record has no day or an earlier one than <day>: active
+ *        and every exposure counter restart at 0, and day = <day>; a
+ *        record of a later day keeps its day and counters (days never go
+ *        back: a user may name zones whose dates differ, and an update
+ *        may land late, after one of the next day);
+ *     3. likewise for nights: if the record's night is before <night>
+ *        (or missing): quiet restarts at 0, and night = <night>; a later
+ *        one is kept;
  *     4. when the record has no <last_ms>, or start_ms - last_ms >
  *        <idle_gap_ms>, a new session begins: from = session_start =
  *        start_ms; otherwise the gap counts as use: from = last_ms (also

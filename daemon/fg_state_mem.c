@@ -278,12 +278,13 @@ static void apply_times(struct fg_state_mem *m, struct mem_rec *r, int fresh, co
 {
 	int64_t from;
 
-	if (fresh || r->day != u->day) {
+	/* Days and nights never go back (fg_state.h, steps 2 and 3). */
+	if (fresh || r->day < u->day) {
 		r->active_ms = 0;
 		r->nx = 0;
 		r->day = u->day;
 	}
-	if (fresh || r->night != u->night) {
+	if (fresh || r->night < u->night) {
 		r->quiet_ms = 0;
 		r->night = u->night;
 	}
@@ -372,7 +373,7 @@ static int mem_update(struct fg_state *s, const struct fg_state_update *u, fg_st
 		goto out_result;
 	if (slot)
 		r = *slot;
-	reset = !slot || r->day != u->day;
+	reset = !slot || r->day < u->day;
 	rc = counters_reserve(r, reset ? 0 : r->nx, counters_needed(r, reset, &u->who));
 	if (rc < 0)
 		goto out_free_new;

@@ -56,7 +56,9 @@ static const char read_lua[] =
  * formats with %.17g: exact integers below 2^53 (never concatenate them:
  * Lua's tostring keeps 14 digits).  A day change deletes the key and
  * writes it again, which drops every x: field of the old day, not only
- * the ones this call names.  RENAME moves an older key's record in O(1).
+ * the ones this call names; a record of a later day or night than the
+ * call's keeps it (days never go back).  RENAME moves an older key's
+ * record in O(1).
  */
 static const char update_lua[] =
 	"local MAX = 9007199254740991\n"
@@ -86,12 +88,14 @@ static const char update_lua[] =
 	"local k = KEYS[1]\n"
 	"if src and src ~= k then redis.call('RENAME', src, k) end\n"
 	"local last, sess, act, qact = v[1], v[2] or 0, v[4] or 0, v[6] or 0\n"
-	"if v[3] ~= day then\n"
+	"if v[3] and v[3] > day then day = v[3]\n"
+	"elseif v[3] ~= day then\n"
 	"  act = 0\n"
 	"  for i = 7, #f do v[i] = false end\n"
 	"  if src then redis.call('DEL', k) end\n"
 	"end\n"
-	"if v[5] ~= night then qact = 0 end\n"
+	"if v[5] and v[5] > night then night = v[5]\n"
+	"elseif v[5] ~= night then qact = 0 end\n"
 	"local from = last\n"
 	"if not last or st - last > gap then from = st sess = st end\n"
 	"local function span(b, e) if e > b then return e - b end return 0 end\n"

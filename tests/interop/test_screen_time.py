@@ -1816,3 +1816,26 @@ def test_reload_retries_a_backend_that_could_not_start(fg, redis_factory, tmp_pa
     pw.write_text(password + "\n")
     ph.sighup_and_wait(d, "reloaded", len(d.stderr()))
     wait_state(d)
+
+
+def test_alternating_listed_zones_do_not_reset_the_day(fg, redis):
+    """Days are in the call's zone, and a child may name any zone of
+    time_zones.  At 14:00 in London it is already tomorrow in Sydney: a
+    child who sends x-time-zone London and Sydney by turns must not restart
+    the day's counters (and exposure allowances) at every call, or the
+    daily cap and per_day never bind.  (It may at most make its day end
+    at the earliest of the midnights of its zones: the cap still holds
+    over the calls below, 40 minutes of use against a 10-minute cap.)"""
+    d = fg(policy(only(daily={"cap": "10m", "warn_before": "0s", "action": "deny"},
+                       exposure=[{"classes": ["dangerous_stunts"], "per_day": 2}])), redis)
+    uid = new_user()
+    t0 = local_ms(WINTER, "14:00")
+    results = []
+    for k in range(11):
+        tz = LONDON if k % 2 == 0 else "Australia/Sydney"
+        results.append((k * 4, tz, rank(d, uid, t0 + k * 4 * MIN, tz=tz, resp=stunt_page(10 * k, 2))))
+    denied = [m for m, _, r in results if r.code == EXHAUSTED]
+    assert denied, "40 minutes of continuous use past a 10-minute cap, never denied: %s" % [
+        (m, tz, r.code.name, r.meta(ST) if r.code == OK else r.details) for m, tz, r in results]
+    stunts = sum(len(r.items) for _, _, r in results)
+    assert stunts <= 2 * 2, "per_day 2 of dangerous_stunts, %d delivered" % stunts

@@ -447,6 +447,32 @@ static void test_formatting_bounds(void **state)
 	assert_string_equal(small, "");
 }
 
+/* A record of a later day or night (a zone of time_zones whose date is
+ * ahead of the call's) is the current one: switching zones restarts
+ * neither the day's use nor its exposure counters. */
+static void test_later_day_is_today(void **state)
+{
+	struct fg_policy_limits l = defaults();
+	int64_t now = WINTER_DAY_MS + 14 * HOUR;
+	struct fg_state_user u = { .found = 1, .active_ms = 58 * MIN, .last_ms = now - 4 * MIN,
+	                           .session_start_ms = now - 40 * MIN, .exposure = { 10 } };
+	struct fg_limits_verdict v;
+	struct fg_limits_clock clk;
+
+	(void)state;
+	NEED_LONDON();
+	l.daily_action = FG_POLICY_ACT_DENY;
+	l.ncounters = 1;
+	l.per_day[0] = 10;
+	fg_limits_clock(&l, london, now, &clk);
+	u.day = clk.day + 1;
+	u.night = clk.night;
+	fg_limits_decide(&l, &clk, &u, &v);
+	assert_int_equal(v.used_ms, 62 * MIN);
+	assert_int_equal(v.action, FG_POLICY_ACT_DENY);
+	assert_int_equal(v.left[0], 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -461,6 +487,7 @@ int main(void)
 		cmocka_unit_test(test_quiet_event_inside_quiet_hours),
 		cmocka_unit_test(test_strongest_action),
 		cmocka_unit_test(test_exposure),
+		cmocka_unit_test(test_later_day_is_today),
 		cmocka_unit_test(test_events),
 		cmocka_unit_test(test_update),
 		cmocka_unit_test(test_formatting_bounds),

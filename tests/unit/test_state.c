@@ -115,6 +115,14 @@ static const struct vec vecs[] = {
 	{ "day", V_UPDATE, "A", { 120, 180, D + 1, 150, NIGHT_N, { 1, 0 } }, { 1, 180, 0, D + 1, 30, N, 0, { 1, 0 } } },
 	{ "day", V_UPDATE, "A", { 200, 210, D + 1, 150, NIGHT_N, { 0, 4 } }, { 1, 210, 0, D + 1, 60, N, 0, { 1, 4 } } },
 
+	/* Days and nights never go back: an update of an earlier day or night
+	 * (another zone of the policy's time_zones, or an update that landed
+	 * late) counts into the record's, and restarts nothing. */
+	{ "later_day", V_UPDATE, "A", { 0, 60, D + 1, -3600, NIGHT_N, { 2, 1 } }, { 1, 60, 0, D + 1, 60, N, 0, { 2, 1 } } },
+	{ "later_day", V_UPDATE, "A", { 100, 160, DAY_D, NIGHT_N, { 1, 0 } }, { 1, 160, 0, D + 1, 160, N, 0, { 3, 1 } } },
+	{ "later_day", V_UPDATE, "A", { 200, 260, DAY_D, N - 1, 0, 1000, { 0, 0 } },
+	  { 1, 260, 0, D + 1, 260, N, 100, { 3, 1 } } },
+
 	/* Quiet hours [30 s, 600 s): clipped at both ends; a new night restarts
 	 * quiet time, not active time; an empty window adds nothing. */
 	{ "night", V_UPDATE, "A", { 0, 60, DAY_D, N, 30, 600, { 0, 0 } }, { 1, 60, 0, D, 60, N, 30, { 0, 0 } } },
