@@ -1839,3 +1839,84 @@ def test_alternating_listed_zones_do_not_reset_the_day(fg, redis):
         (m, tz, r.code.name, r.meta(ST) if r.code == OK else r.details) for m, tz, r in results]
     stunts = sum(len(r.items) for _, _, r in results)
     assert stunts <= 2 * 2, "per_day 2 of dangerous_stunts, %d delivered" % stunts
+
+
+def test_chaos_calls_cancels_redis_faults_and_reloads(fg, redis_factory):
+    """Hostile mix for the sanitizers: unary calls and streams (some cut
+    by short deadlines while their state is read or their rule's timer is
+    armed, some ended by a rule) from several threads, while Redis is
+    paused, resumed, killed, restarted and the config reloaded with other
+    state settings (each reload drops the link with operations in
+    flight).  The daemon must stay up, answer every call with a status
+    the README allows, and leave no sanitizer report (the fixture checks
+    at teardown)."""
+    r = redis_factory().start()
+    d = fg(policy(only(idle_gap="10m", daily={"cap": "2m", "warn_before": "1m", "action": "deny"},
+                       brk={"after": "1m", "action": "empty"},
+                       quiet_hours={"from": "22:00", "to": "07:00", "allowance": "1m", "action": "empty"},
+                       exposure=[{"classes": ["dangerous_stunts"], "per_day": 3}], fail_mode="empty")), r,
+           state=dict(FAST_STATE, timeout="60ms", max_pending=8), config=ADMIN)
+    stop = threading.Event()
+    seen = set()
+    errors = []
+    allowed = {OK, EXHAUSTED, UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+
+    def client(k):
+        import random
+        rnd = random.Random(k)
+        uid = new_user("chaos%d" % k)
+        t = local_ms(WINTER, "21:57")
+        while not stop.is_set():
+            t += rnd.choice((10, 20, 40)) * SEC
+            try:
+                if rnd.random() < 0.5:
+                    cid = ph.call_id("cu")
+                    d.ranker.script(cid, [stunt_page(rnd.randrange(1000), 2)], delay=rnd.choice((0, 0, 0.05)))
+                    with harness.channel(d.addr) as ch:
+                        ch.unary_unary(RANK).with_call(REQ, metadata=metadata(uid, t, "under_13", cid),
+                                                       timeout=rnd.choice((0.03, 0.2, tf(2))))
+                    seen.add(OK)
+                else:
+                    cid = ph.call_id("cs")
+                    d.ranker.script(cid, [page([it(i, ("stunt", 0.9))]) for i in range(8)],
+                                    interval=rnd.choice((0.01, 0.05)))
+                    with harness.channel(d.addr) as ch:
+                        call = ch.unary_stream(STREAM_PAGES)(REQ, metadata=metadata(uid, t, "under_13", cid),
+                                                             timeout=rnd.choice((0.05, 0.2, tf(2))))
+                        for _ in call:
+                            pass
+                    seen.add(OK)
+            except grpc.RpcError as e:
+                seen.add(e.code())
+                if e.code() not in allowed:
+                    errors.append((e.code(), e.details()))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    try:
+        timeouts = ["50ms", "60ms", "70ms"]
+        for step in range(12):
+            time.sleep(0.3)
+            action = step % 6
+            if action == 0:
+                r.pause()
+            elif action == 1:
+                r.resume()
+            elif action == 2:
+                r.kill()
+            elif action == 3:
+                r.start()
+            cfg = harness.deep_merge(d.config, {"state": {"timeout": timeouts[step % 3]}})
+            d.config_path.write_text(harness.to_yaml(cfg))
+            ph.sighup_and_wait(d, "reloaded", len(d.stderr()))
+            assert d.alive(), harness.tail(d.stderr_path, 30)
+    finally:
+        if r.paused:
+            r.resume()
+        stop.set()
+        for th in threads:
+            th.join(timeout=tf(20))
+    assert d.alive(), harness.tail(d.stderr_path, 30)
+    assert not errors, errors[:5]
+    metrics(d)
