@@ -101,6 +101,24 @@ nghttp2_nv *fg_hdrs_nv(struct fg_hdrs *h)
 	return nv;
 }
 
+size_t fg_hdrs_remove(struct fg_hdrs *h, const char *name)
+{
+	const uint8_t *bytes = fg_bufq_head(&h->buf);
+	size_t n = strlen(name), i, kept = 0;
+
+	for (i = 0; i < h->n; i++) {
+		const struct fg_hdrs_entry *e = &h->ent[i];
+		if (e->name_len == n && memcmp(bytes + e->name_off, name, n) == 0) {
+			h->list_size -= e->name_len + e->value_len + HDRS_ENTRY_OVERHEAD;
+			continue;
+		}
+		h->ent[kept++] = *e;
+	}
+	n = h->n - kept;
+	h->n = kept;
+	return n;
+}
+
 const char *fg_hdrs_find(const struct fg_hdrs *h, const char *name, size_t *len)
 {
 	const char *bytes = (const char *)fg_bufq_head(&h->buf);

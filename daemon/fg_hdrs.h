@@ -74,6 +74,13 @@ const char *fg_hdrs_find(const struct fg_hdrs *h, const char *name, size_t *len)
  */
 const char *fg_hdrs_find_single(const struct fg_hdrs *h, const char *name, size_t *len);
 
+/*
+ * fg_hdrs_remove - drop every header named <name> (NUL-terminated,
+ * lowercase), keeping the order of the others; their bytes stay in <buf>
+ * until the next reset.  Returns how many were dropped.
+ */
+size_t fg_hdrs_remove(struct fg_hdrs *h, const char *name);
+
 /* Longest grpc-message feedguard writes, percent-encoded (longer texts are cut). */
 #define FG_HDRS_GRPC_MESSAGE_MAX 512
 

@@ -731,6 +731,24 @@ static unsigned notices_now(const struct fg_stage_call *call, const struct gate_
 	return n;
 }
 
+/* feedguard-screen-time and feedguard-notice are feedguard's word: the
+ * ranker's own copies (a bug, or an app told it has more time left)
+ * never reach the client, beside or instead of ours. */
+static void drop_forged(struct fg_hdrs *h)
+{
+	if (!h)
+		return;
+	fg_hdrs_remove(h, HDR_SCREEN_TIME);
+	fg_hdrs_remove(h, HDR_NOTICE);
+}
+
+static enum fg_stage_rc account_response_headers(struct fg_stage_ctx *c, struct fg_hdrs *h)
+{
+	(void)c;
+	drop_forged(h);
+	return FG_STAGE_CONTINUE;
+}
+
 /* A unary call's metadata goes in its held headers, with the first
  * message (after the filter counted what it limited). */
 static enum fg_stage_rc account_message(struct fg_stage_ctx *c, enum fg_stage_dir dir, struct fg_stage_msg *msg)
@@ -751,7 +769,7 @@ static enum fg_stage_rc account_response_end(struct fg_stage_ctx *c, struct fg_h
 {
 	struct gate_call *g = gate_of(c);
 
-	(void)trailers;
+	drop_forged(trailers);
 	if (g && g->decided)
 		tell(c->pl, g, notices_now(c->call, g));
 	return FG_STAGE_CONTINUE;
@@ -823,6 +841,7 @@ const struct fg_stage fg_stage_account = {
 	.name = "account",
 	.begin = account_begin,
 	.on_message = account_message,
+	.on_response_headers = account_response_headers,
 	.on_response_end = account_response_end,
 	.on_end = account_end,
 };

@@ -187,6 +187,7 @@ class StRanker(FeedRanker):
 
     def __init__(self):
         self.timing = {}
+        self.initial_md = {}
         super().__init__()
 
     def script(self, cid, responses, gzip=False, code=None, interval=0.0, delay=0.0):
@@ -217,6 +218,12 @@ class StRanker(FeedRanker):
             _, delay = self._timing(context)
             if delay and self._ended(context).wait(delay):
                 return b""
+            cid = next((v for k, v in context.invocation_metadata() if k == "x-call-id"), None)
+            with self.lock:
+                md = self.initial_md.get(cid)
+            if md:
+                context.send_initial_metadata(md)
+                context.set_trailing_metadata(md)
             return inner(raw, context)
         return handle
 
@@ -1920,3 +1927,22 @@ def test_chaos_calls_cancels_redis_faults_and_reloads(fg, redis_factory):
     assert d.alive(), harness.tail(d.stderr_path, 30)
     assert not errors, errors[:5]
     metrics(d)
+
+
+def test_ranker_cannot_forge_screen_time_metadata(fg, redis):
+    """feedguard-screen-time and feedguard-notice are feedguard's word to
+    the child's app: a ranker that sends its own (a bug, or a platform
+    that wants the app to show more time left) must not reach the client
+    beside, or instead of, feedguard's values."""
+    d = fg(policy(only(daily={"cap": "60m", "warn_before": "0s", "action": "deny"})), redis)
+    uid = new_user()
+    cid = ph.call_id("forge")
+    d.ranker.script(cid, [PAGE])
+    with d.ranker.lock:
+        d.ranker.initial_md[cid] = ((ST, "used=0,left=999,session=0"), (NOTICE, "quiet-hours"))
+    t = local_ms(WINTER, "10:00")
+    with harness.channel(d.addr) as ch:
+        msg, c = ch.unary_unary(RANK).with_call(REQ, metadata=metadata(uid, t, "under_13", cid), timeout=tf(10))
+    r = Result("unary", OK, c.details(), [msg], c.initial_metadata(), c.trailing_metadata(), 0, t)
+    check(r, "a ranker that sends feedguard's metadata", st={"used": 0, "left": 60, "session": 0}, notices=[],
+          items=PAGE_IDS)

@@ -82,12 +82,41 @@ static void test_hdrs_list_size_and_reset(void **state)
 	fg_hdrs_free(&h); /* freeing twice is harmless: free leaves an empty list */
 }
 
+/* Every copy of a name goes, the rest keep their order and size. */
+static void test_hdrs_remove(void **state)
+{
+	struct fg_hdrs h;
+	nghttp2_nv *nv;
+	size_t len;
+
+	(void)state;
+	fg_hdrs_init(&h);
+	add(&h, "x-a", "1");
+	add(&h, "feedguard-notice", "forged");
+	add(&h, "x-b", "2");
+	add(&h, "feedguard-notice", "again");
+	assert_int_equal(fg_hdrs_remove(&h, "feedguard-notice"), 2);
+	assert_int_equal(fg_hdrs_remove(&h, "missing"), 0);
+	assert_int_equal(h.n, 2);
+	assert_int_equal(h.list_size, (3 + 1 + 32) * 2);
+	assert_null(fg_hdrs_find(&h, "feedguard-notice", &len));
+	nv = fg_hdrs_nv(&h);
+	assert_non_null(nv);
+	assert_memory_equal(nv[0].name, "x-a", 3);
+	assert_memory_equal(nv[1].name, "x-b", 3);
+	assert_memory_equal(nv[1].value, "2", 1);
+	add(&h, "x-c", "3");
+	assert_memory_equal(fg_hdrs_find(&h, "x-c", &len), "3", 1);
+	fg_hdrs_free(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hdrs_order_and_nv),
 		cmocka_unit_test(test_hdrs_binary_values_and_find),
 		cmocka_unit_test(test_hdrs_list_size_and_reset),
+		cmocka_unit_test(test_hdrs_remove),
 	};
 	return cmocka_run_group_tests_name("hdrs", tests, NULL, NULL);
 }
