@@ -426,20 +426,29 @@ static void answer(struct fg_pipeline *pl, struct gate_call *g, unsigned rule, u
 {
 	static const uint8_t empty_message[1];
 	char text[256];
+	int rc;
 
 	tell(pl, g, g->v.notices | g->extra_notices);
-	count_answer(g->call, rule, action);
+	/* Before the answer: the call may end inside it, and account_end
+	 * must see it as not use. */
 	g->answered = 1;
 	if (action == FG_POLICY_ACT_DENY) {
 		if (fg_limits_message(g->l, &g->v, rule, g->zone_name, text, sizeof(text)) < 0)
 			snprintf(text, sizeof(text), "screen-time limit reached");
-		fg_pipeline_answer(pl, FG_GRPC_RESOURCE_EXHAUSTED, text, NULL, 0);
+		rc = fg_pipeline_answer(pl, FG_GRPC_RESOURCE_EXHAUSTED, text, NULL, 0);
 	} else if (fg_pipeline_streaming_response(pl)) {
-		fg_pipeline_answer(pl, FG_GRPC_OK, NULL, NULL, 0);
+		rc = fg_pipeline_answer(pl, FG_GRPC_OK, NULL, NULL, 0);
 	} else {
 		/* A message of no bytes: every field at its default, no items. */
-		fg_pipeline_answer(pl, FG_GRPC_OK, NULL, empty_message, 0);
+		rc = fg_pipeline_answer(pl, FG_GRPC_OK, NULL, empty_message, 0);
 	}
+	/* The response had already ended (a stream's trailers in, its last
+	 * bytes not yet read): the client gets the ranker's answer, not ours. */
+	if (rc == FG_ESTATE) {
+		g->answered = 0;
+		return;
+	}
+	count_answer(g->call, rule, action);
 }
 
 /* The state could not be read (<reason>): the band's fail mode.  1 when
@@ -768,8 +777,12 @@ static enum fg_stage_rc account_message(struct fg_stage_ctx *c, enum fg_stage_di
 static enum fg_stage_rc account_response_end(struct fg_stage_ctx *c, struct fg_hdrs *trailers)
 {
 	struct gate_call *g = gate_of(c);
+	struct gate_call *gs = fg_pipeline_stage_state(c->pl, &fg_stage_gate);
 
 	drop_forged(trailers);
+	/* The response is over: no rule can end it any more. */
+	if (gs && gs->timer)
+		evtimer_del(gs->timer);
 	if (g && g->decided)
 		tell(c->pl, g, notices_now(c->call, g));
 	return FG_STAGE_CONTINUE;

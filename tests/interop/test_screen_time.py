@@ -1946,3 +1946,40 @@ def test_ranker_cannot_forge_screen_time_metadata(fg, redis):
     r = Result("unary", OK, c.details(), [msg], c.initial_metadata(), c.trailing_metadata(), 0, t)
     check(r, "a ranker that sends feedguard's metadata", st={"used": 0, "left": 60, "session": 0}, notices=[],
           items=PAGE_IDS)
+
+
+def test_rule_after_the_stream_ended_is_not_an_answer(fg, redis):
+    """A stream whose ranker has finished (its trailers are in, OK), but
+    whose client has not read the last bytes yet (flow control), when the
+    rule's timer fires: the stream is not ended by the rule (it is over),
+    so it must not count in feedguard_screen_time_answered_total; the
+    client gets the ranker's OK."""
+    from rawh2 import RawClient
+    d = fg(policy(only(daily={"cap": "1m", "warn_before": "0s", "action": "deny"})), redis, config=ADMIN)
+    uid = new_user()
+    t0 = local_ms(WINTER, "10:00")
+    check(rank(d, uid, t0), "the call before the stream", notices=[], items=PAGE_IDS)
+    cid = ph.call_id("late")
+    big = page([it(500 + i, ("sport", 0.9)) for i in range(1)], tail=f_len(9, b"x" * 90000))
+    d.ranker.script(cid, [big])
+    c = RawClient(d.addr, timeout=tf(10), ack_data=False)
+    try:
+        sid = c.request(STREAM_PAGES, messages=[REQ],
+                        metadata=metadata(uid, t0 + 58 * SEC, "under_13", cid))
+        st = c.streams[sid]
+        c.wait(lambda: c.received_bytes >= 60000, tf(5), "the first window of the page")
+        end = time.monotonic() + 2.0 + tf(1.0)          # the rule fires about 2 s in
+        while time.monotonic() < end:
+            c.pump(0.1)
+        assert not st.finished, "the stream ended with the client's window shut: %r" % (st.frames,)
+        c.open_windows()
+        c.wait(lambda: st.finished, tf(5), "the end of the stream")
+        status = st.status_headers().get("grpc-status")
+    finally:
+        c.close()
+    answered = ph.metric(metrics(d), "feedguard_screen_time_answered_total", band="under_13", rule="daily",
+                         action="deny") or 0
+    if status == "0":
+        assert answered == 0, "the client got OK, yet the call counts as answered by the daily deny"
+    else:
+        assert status == "8" and answered == 1, (status, answered)
