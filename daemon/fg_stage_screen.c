@@ -479,6 +479,17 @@ static int fail_mode(struct fg_pipeline *pl, struct gate_call *g, unsigned reaso
 
 /* --- an open stream meets a rule ------------------------------------------ */
 
+/* The verdict's figures as of now: the call's own time so far is use. */
+static void advance(struct gate_call *g)
+{
+	int64_t el = elapsed_ms(g);
+
+	g->v.used_ms += el;
+	g->v.session_ms += el;
+	if (g->v.left_ms >= 0)
+		g->v.left_ms = g->v.left_ms > el ? g->v.left_ms - el : 0;
+}
+
 static void arm_timer(struct gate_call *g);
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -486,7 +497,6 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct gate_call *g = arg;
 	struct fg_pipeline *pl = fg_pipeline_lookup(g->w->pipelines, g->h);
 	const struct fg_limits_event *e;
-	int64_t el;
 
 	(void)fd;
 	(void)what;
@@ -498,12 +508,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		arm_timer(g);
 		return;
 	}
-	/* The figures of the message, as of now. */
-	el = elapsed_ms(g);
-	g->v.used_ms += el;
-	g->v.session_ms += el;
-	if (g->v.left_ms >= 0)
-		g->v.left_ms = g->v.left_ms > el ? g->v.left_ms - el : 0;
+	advance(g);             /* the figures of the message, as of now */
 	g->extra_notices |= 1u << e->notice;
 	answer(pl, g, e->rule, e->action);
 }
@@ -783,6 +788,9 @@ static enum fg_stage_rc account_response_end(struct fg_stage_ctx *c, struct fg_h
 	/* The response is over: no rule can end it any more. */
 	if (gs && gs->timer)
 		evtimer_del(gs->timer);
+	/* A stream's trailers tell its figures as of its end. */
+	if (g && g->decided && !g->told && fg_pipeline_streaming_response(c->pl))
+		advance(g);
 	if (g && g->decided)
 		tell(c->pl, g, notices_now(c->call, g));
 	return FG_STAGE_CONTINUE;

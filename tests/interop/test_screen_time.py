@@ -1983,3 +1983,18 @@ def test_rule_after_the_stream_ended_is_not_an_answer(fg, redis):
         assert answered == 0, "the client got OK, yet the call counts as answered by the daily deny"
     else:
         assert status == "8" and answered == 1, (status, answered)
+
+
+def test_stream_trailers_count_the_stream_itself(fg, redis):
+    """The figures in a stream's trailers are as of its end (README: `used`
+    today, `session` of continuous use): a stream opened at 4:59 of use
+    that runs 2 s ends at 5:01, and says used=5, session=5, not the 4 of
+    its start (the stream's own time counts: test_stream_duration_counts)."""
+    d = fg(policy(only(idle_gap="10m", daily={"cap": "60m", "warn_before": "0s", "action": "deny"})), redis)
+    uid = new_user()
+    t0 = local_ms(WINTER, "10:00")
+    rank(d, uid, t0)
+    r = stream(d, uid, t0 + 299 * SEC, [page([it(700 + i)]) for i in range(21)], interval=0.1)
+    assert r.elapsed >= 2.0, r
+    check(r, "a 2 s stream from 4:59", st={"used": 5, "session": 5}, notices=[])
+    assert r.st["left"] in (55, 54), r.st
