@@ -310,10 +310,26 @@ static enum fg_stage_rc filter_message(struct fg_stage_ctx *c, enum fg_stage_dir
 	return filter_page(c, f, msg);
 }
 
+/* The report header is feedguard's word: one the ranker sends itself
+ * (the same name, by design or by accident) never reaches the client. */
+static void drop_forged(struct fg_stage_ctx *c, struct fg_hdrs *h)
+{
+	const struct fg_policy_feed *feed = c->call->m->feed;
+
+	if (h && feed->report_header && band_filter(c->call))
+		fg_hdrs_remove(h, feed->report_header);
+}
+
+static enum fg_stage_rc filter_response_headers(struct fg_stage_ctx *c, struct fg_hdrs *h)
+{
+	drop_forged(c, h);
+	return FG_STAGE_CONTINUE;
+}
+
 /* A streaming call's counts go in its trailers. */
 static enum fg_stage_rc filter_response_end(struct fg_stage_ctx *c, struct fg_hdrs *trailers)
 {
-	(void)trailers;
+	drop_forged(c, trailers);
 	if (band_filter(c->call))
 		report(c);
 	return FG_STAGE_CONTINUE;
@@ -326,5 +342,6 @@ const struct fg_stage fg_stage_filter = {
 	.worker_free = filter_worker_free,
 	.begin = filter_begin,
 	.on_message = filter_message,
+	.on_response_headers = filter_response_headers,
 	.on_response_end = filter_response_end,
 };

@@ -31,12 +31,15 @@ class Script:
     """What the ranker answers to one call: <responses>, a list of messages
     (bytes) or a function of the request bytes returning one; unary methods
     send the first; <gzip> compresses them; <code> ends the call with that
-    status instead (after the messages, on a stream)."""
+    status instead (after the messages, on a stream); <initial> and
+    <trailing> are metadata the ranker sends of its own."""
 
-    def __init__(self, responses, gzip=False, code=None):
+    def __init__(self, responses, gzip=False, code=None, initial=(), trailing=()):
         self.responses = responses
         self.gzip = gzip
         self.code = code
+        self.initial = tuple(initial)
+        self.trailing = tuple(trailing)
 
     def messages(self, raw):
         r = self.responses(raw) if callable(self.responses) else self.responses
@@ -60,9 +63,9 @@ class FeedRanker:
         self.addr = "127.0.0.1:%d" % self.port
         self.server.start()
 
-    def script(self, cid, responses, gzip=False, code=None):
+    def script(self, cid, responses, gzip=False, code=None, initial=(), trailing=()):
         with self.lock:
-            self.scripts[cid] = Script(responses, gzip, code)
+            self.scripts[cid] = Script(responses, gzip, code, initial, trailing)
         return cid
 
     def _begin(self, method, raw, context):
@@ -78,6 +81,10 @@ class FeedRanker:
             context.abort(grpc.StatusCode.NOT_FOUND, "feedranker: no feed scripted for call %r" % cid)
         if s.gzip:
             context.set_compression(grpc.Compression.Gzip)
+        if s.initial:
+            context.send_initial_metadata(s.initial)
+        if s.trailing:
+            context.set_trailing_metadata(s.trailing)
         return s
 
     def unary(self, method):

@@ -672,6 +672,20 @@ def test_filter_metrics_and_report_header(fg, ranker):
     assert items_total("adult", "pornography", "removed") in (None, 0), dump
 
 
+@pytest.mark.parametrize("where", ["initial", "trailing"])
+def test_ranker_cannot_forge_the_report_header(fg, ranker, where):
+    """The report header is feedguard's count: the ranker's own header of
+    that name (in its headers or trailers) never reaches the client, which
+    gets feedguard's value alone."""
+    d = fg(filter_policy([(CHILD_BANDS, Rules())], feed_extra={"report_header": REPORT}))
+    cid = ph.call_id("forge")
+    ranker.script(cid, [page([mk(1, ["porn"])[0], mk(2, ["sport"])[0]])], **{where: ((REPORT, "removed=0"),)})
+    resp, c = ph.unary(d.addr, RANK, REQ, md("under_13", cid))
+    assert ids(page_items(resp)) == [2]
+    got = [v for k, v in list(c.initial_metadata()) + list(c.trailing_metadata()) if k == REPORT]
+    assert got == ["removed=1,demoted=0,surplus=0"], got
+
+
 def test_report_header_off_by_default(fg, ranker):
     d = fg(filter_policy([(CHILD_BANDS, Rules())]))
     items = [mk(1, ["porn"]), mk(2, ["sport"])]
