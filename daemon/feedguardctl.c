@@ -285,21 +285,13 @@ static void on_link_state(void *arg, enum fg_redis_state state, const char *why)
 static int open_state(struct ctl *c)
 {
 	const struct fg_config *cfg = c->cfg;
-	struct fg_state_redis_config rc = { 0 };
+	struct fg_state_redis_config rc;
 	const char *why = NULL;
 	int err;
 
-	rc.link.address = cfg->state.redis;
-	rc.link.password_file = cfg->state.password_file;
-	rc.link.db = cfg->state.db;
-	rc.link.connect_timeout_us = cfg->state.connect_timeout_us;
-	rc.link.stall_timeout_us = cfg->state.stall_timeout_us;
-	rc.link.backoff_initial_us = cfg->state.backoff_initial_us;
-	rc.link.backoff_max_us = cfg->state.backoff_max_us;
-	rc.link.max_inflight = (unsigned)cfg->state.max_pending;
+	fg_config_state_redis(cfg, &rc);
 	rc.link.on_state = on_link_state;
 	rc.link.state_arg = c;
-	rc.prefix = cfg->state.key_prefix;
 	rc.timeout_us = cfg->state.stall_timeout_us;
 	c->link = FG_REDIS_CONNECTING;
 	if (!(c->base = event_base_new())) {

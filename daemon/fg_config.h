@@ -153,6 +153,16 @@ struct fg_config {
 	} log;
 };
 
+struct fg_state_redis_config;
+
+/*
+ * fg_config_state_redis - <cfg>'s state section as the settings of a Redis
+ * state backend (fg_state_redis.h) into <out>: strings borrowed from
+ * <cfg>, callbacks left NULL for the caller.  The daemon's workers and
+ * feedguardctl build their links from it, so they cannot drift apart.
+ */
+void fg_config_state_redis(const struct fg_config *cfg, struct fg_state_redis_config *out);
+
 /*
  * fg_config_load - read and validate the YAML file at <path>.
  * Relative paths inside the file are made relative to the file's own

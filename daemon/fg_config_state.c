@@ -13,6 +13,7 @@
 
 #include "fg_config-internal.h"
 #include "fg_state.h"
+#include "fg_state_redis.h"
 #include "fg_units.h"
 
 #define DURATION_TEXT_LEN 24
@@ -155,3 +156,18 @@ const struct fg_config_section fg_config_state_section = {
 	.defaults = state_defaults,
 	.release = state_release,
 };
+
+void fg_config_state_redis(const struct fg_config *cfg, struct fg_state_redis_config *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->link.address = cfg->state.redis;
+	out->link.password_file = cfg->state.password_file;
+	out->link.db = cfg->state.db;
+	out->link.connect_timeout_us = cfg->state.connect_timeout_us;
+	out->link.stall_timeout_us = cfg->state.stall_timeout_us;
+	out->link.backoff_initial_us = cfg->state.backoff_initial_us;
+	out->link.backoff_max_us = cfg->state.backoff_max_us;
+	out->link.max_inflight = (unsigned)cfg->state.max_pending;
+	out->prefix = cfg->state.key_prefix ? cfg->state.key_prefix : FG_STATE_DEFAULT_PREFIX;
+	out->timeout_us = cfg->state.timeout_us;
+}

@@ -310,24 +310,15 @@ static int make_ops(struct gate_worker *w, size_t n)
 
 static void make_backend(struct gate_worker *w, struct fg_config *cfg)
 {
-	struct fg_state_redis_config rc = { 0 };
+	struct fg_state_redis_config rc;
 	const char *why = NULL;
 	int err;
 
-	rc.link.address = cfg->state.redis;
-	rc.link.password_file = cfg->state.password_file;
-	rc.link.db = cfg->state.db;
-	rc.link.connect_timeout_us = cfg->state.connect_timeout_us;
-	rc.link.stall_timeout_us = cfg->state.stall_timeout_us;
-	rc.link.backoff_initial_us = cfg->state.backoff_initial_us;
-	rc.link.backoff_max_us = cfg->state.backoff_max_us;
-	rc.link.max_inflight = (unsigned)cfg->state.max_pending;
+	fg_config_state_redis(cfg, &rc);
 	rc.link.on_state = on_link_state;
 	rc.link.state_arg = w;
 	rc.link.on_latency = on_latency;
 	rc.link.latency_arg = w;
-	rc.prefix = cfg->state.key_prefix ? cfg->state.key_prefix : FG_STATE_DEFAULT_PREFIX;
-	rc.timeout_us = cfg->state.timeout_us;
 	if (make_ops(w, (size_t)cfg->state.max_pending) < 0 ||
 	    (err = fg_state_redis_new(&w->state, w->base, &rc, &why)) < 0) {
 		w->state = NULL;
