@@ -1690,6 +1690,7 @@ def test_reload_without_state_keeps_the_running_config(fg, redis):
 
 # ================================================================ 13. release builds
 
+@pytest.mark.release
 def test_release_build_passes_test_now_through(middle, ranker, tmp_path, redis, keys):
     """Only without test hooks: feedguard-test-now is not read (the real
     clock counts) and reaches the ranker like any other header."""
