@@ -410,12 +410,20 @@ static void tell(struct fg_pipeline *pl, struct gate_call *g, unsigned notices)
 		(void)fg_pipeline_add_metadata(pl, HDR_NOTICE, v, (size_t)n);
 }
 
+/* An empty feed: on a unary call one message of no bytes (every field at
+ * its default, no items), on a stream no message at all; status OK. */
+static int answer_empty(struct fg_pipeline *pl)
+{
+	static const uint8_t empty_message[1];
+
+	return fg_pipeline_answer(pl, FG_GRPC_OK, NULL, fg_pipeline_streaming_response(pl) ? NULL : empty_message, 0);
+}
+
 /* The call ends here, by <rule>'s <action> (empty or deny): the ranker's
  * call is cancelled, the client gets the notice and, for deny, a status
  * a person can read. */
 static void answer(struct fg_pipeline *pl, struct gate_call *g, unsigned rule, unsigned action)
 {
-	static const uint8_t empty_message[1];
 	char text[256];
 	int rc;
 
@@ -427,11 +435,8 @@ static void answer(struct fg_pipeline *pl, struct gate_call *g, unsigned rule, u
 		if (fg_limits_message(g->l, &g->v, rule, g->zone_name, text, sizeof(text)) < 0)
 			snprintf(text, sizeof(text), "screen-time limit reached");
 		rc = fg_pipeline_answer(pl, FG_GRPC_RESOURCE_EXHAUSTED, text, NULL, 0);
-	} else if (fg_pipeline_streaming_response(pl)) {
-		rc = fg_pipeline_answer(pl, FG_GRPC_OK, NULL, NULL, 0);
 	} else {
-		/* A message of no bytes: every field at its default, no items. */
-		rc = fg_pipeline_answer(pl, FG_GRPC_OK, NULL, empty_message, 0);
+		rc = answer_empty(pl);
 	}
 	/* The response had already ended (a stream's trailers in, its last
 	 * bytes not yet read): the client gets the ranker's answer, not ours. */
@@ -447,7 +452,6 @@ static void answer(struct fg_pipeline *pl, struct gate_call *g, unsigned rule, u
 static int fail_mode(struct fg_pipeline *pl, struct gate_call *g, unsigned reason)
 {
 	const struct fg_stage_call *call = g->call;
-	static const uint8_t empty_message[1];
 
 	count_failure(call->pol, call->slot, call->band, reason, g->l->fail_mode);
 	sync_metrics(g->w);             /* a refused submit has no callback to do it */
@@ -456,7 +460,7 @@ static int fail_mode(struct fg_pipeline *pl, struct gate_call *g, unsigned reaso
 	case FG_POLICY_FAIL_EMPTY:
 		count_answer(call, FG_POLICY_R_FAIL, FG_POLICY_ACT_EMPTY);
 		g->answered = 1;
-		fg_pipeline_answer(pl, FG_GRPC_OK, NULL, fg_pipeline_streaming_response(pl) ? NULL : empty_message, 0);
+		answer_empty(pl);
 		return 1;
 	case FG_POLICY_FAIL_DENY:
 		count_answer(call, FG_POLICY_R_FAIL, FG_POLICY_ACT_DENY);
