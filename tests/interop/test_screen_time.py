@@ -1739,7 +1739,9 @@ def test_reload_replacing_the_link_ends_reads_in_flight_by_fail_mode(fg, redis_f
     state.timeout; the reload must answer the waiting call at once, leave
     the daemon sound (ASan) and the Redis counters monotonic."""
     r = redis_factory().start()
-    long_timeout = "%dms" % int(tf(3.0) * 1000)
+    # state.timeout is at most 10s: under valgrind (FG_TIME_FACTOR=10) the
+    # scaled waits stop there
+    long_timeout = "%dms" % min(int(tf(3.0) * 1000), 10000)
     d = fg(policy(only(daily={"cap": "60m", "warn_before": "0s", "action": "deny"}, fail_mode=mode)), r,
            state={"timeout": long_timeout, "stall_timeout": "%dms" % int(tf(6.0) * 1000)}, config=ADMIN)
     uid = new_user()
@@ -1752,7 +1754,7 @@ def test_reload_replacing_the_link_ends_reads_in_flight_by_fail_mode(fg, redis_f
             fut = ex.submit(rank, d, uid, t0 + MIN, settle=False)
             time.sleep(tf(0.3))
             assert not fut.done(), "the call should wait for its state (Redis paused): %r" % (fut.result(),)
-            cfg = harness.deep_merge(d.config, {"state": {"timeout": "%dms" % int(tf(2.9) * 1000)}})
+            cfg = harness.deep_merge(d.config, {"state": {"timeout": "%dms" % min(int(tf(2.9) * 1000), 9900)}})
             d.config_path.write_text(harness.to_yaml(cfg))
             start = time.monotonic()
             ph.sighup_and_wait(d, "reloaded", len(d.stderr()))
