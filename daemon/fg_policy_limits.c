@@ -320,12 +320,12 @@ static int read_block(struct fg_policy_comp *c, const struct fg_yaml_node *b, un
 /* The first block's "exposure" key, for an error there. */
 static const struct fg_yaml_node *exposure_node(const struct fg_yaml_node *blocks)
 {
-	size_t i, j;
+	const struct fg_yaml_node *k;
+	size_t i;
 
 	for (i = 0; i < blocks->nkids; i++)
-		for (j = 0; blocks->kids[i]->kind == FG_YAML_MAP && j < blocks->kids[i]->nkids; j += 2)
-			if (strcmp(blocks->kids[i]->kids[j]->text, "exposure") == 0)
-				return blocks->kids[i]->kids[j];
+		if ((k = fg_yaml_map_key(blocks->kids[i], "exposure")))
+			return k;
 	return blocks;
 }
 
@@ -382,18 +382,6 @@ static void give_counters(struct fg_policy *p)
 	}
 }
 
-/* The top-level "limits" key itself: where an error about the whole
- * section (the config has no state for it) points. */
-static const struct fg_yaml_node *limits_key(const struct fg_yaml_node *top)
-{
-	size_t i;
-
-	for (i = 0; top && i + 1 < top->nkids; i += 2)
-		if (strcmp(top->kids[i]->text, "limits") == 0)
-			return top->kids[i];
-	return NULL;
-}
-
 static int compile_limits(struct fg_policy_comp *c, const struct fg_policy_scope *s, const struct fg_yaml_node *val)
 {
 	unsigned char claimed[FG_POLICY_MAX_BANDS] = { 0 };
@@ -412,7 +400,9 @@ static int compile_limits(struct fg_policy_comp *c, const struct fg_policy_scope
 	if ((rc = check_methods(c, val)))
 		return rc;
 	give_counters(c->pol);
-	key = limits_key(s->map);
+	/* At the key itself: the error is about the whole section (the
+	 * config has no state for it). */
+	key = fg_yaml_map_key(s->map, "limits");
 	snprintf(where, sizeof(where), "%s:%u:%u", c->name, key ? key->line : val->line, key ? key->col : val->col);
 	c->pol->need_state_at = fg_policy_compile_strndup(c, where, strlen(where));
 	return c->pol->need_state_at ? 0 : fg_policy_compile_nomem(c);

@@ -175,19 +175,34 @@ static int node_add(struct fg_yaml_node *parent, struct fg_yaml_node *kid)
 	return 0;
 }
 
-const struct fg_yaml_node *fg_yaml_map_get(const struct fg_yaml_node *map, const char *key)
+/* The index in <map>'s kids of the first key equal to <key>, or -1. */
+static long map_find(const struct fg_yaml_node *map, const char *key)
 {
 	size_t len = strlen(key);
 
 	if (!map || map->kind != FG_YAML_MAP)
-		return NULL;
+		return -1;
 	for (size_t i = 0; i + 1 < map->nkids; i += 2) {
 		const struct fg_yaml_node *k = map->kids[i];
 
 		if (k->len == len && memcmp(k->text, key, len) == 0)
-			return map->kids[i + 1];
+			return (long)i;
 	}
-	return NULL;
+	return -1;
+}
+
+const struct fg_yaml_node *fg_yaml_map_get(const struct fg_yaml_node *map, const char *key)
+{
+	long i = map_find(map, key);
+
+	return i < 0 ? NULL : map->kids[i + 1];
+}
+
+const struct fg_yaml_node *fg_yaml_map_key(const struct fg_yaml_node *map, const char *key)
+{
+	long i = map_find(map, key);
+
+	return i < 0 ? NULL : map->kids[i];
 }
 
 /* --- YAML events to a tree ------------------------------------------- */

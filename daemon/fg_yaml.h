@@ -119,6 +119,10 @@ const char *fg_yaml_kind_name(const struct fg_yaml_node *n);
  */
 const struct fg_yaml_node *fg_yaml_map_get(const struct fg_yaml_node *map, const char *key);
 
+/* fg_yaml_map_key - as fg_yaml_map_get, but the key node itself: where an
+ * error about the key as a whole points. */
+const struct fg_yaml_node *fg_yaml_map_key(const struct fg_yaml_node *map, const char *key);
+
 /*
  * fg_yaml_path_resolve - <rel> made absolute: an absolute <rel> is returned
  * as is, a relative one is joined to directory <basedir>.  A relative
