@@ -645,6 +645,12 @@ static void set_zone(struct gate_call *g, const struct fg_hdrs *h)
 	snprintf(g->zone_name, sizeof(g->zone_name), "%s", fg_tz_name(g->tz));
 }
 
+/* The state cannot be read (<reason>): the fail mode, as a hook's answer. */
+static enum fg_stage_rc unread(struct fg_stage_ctx *c, struct gate_call *g, unsigned reason)
+{
+	return fail_mode(c->pl, g, reason) ? FG_STAGE_DONE : FG_STAGE_CONTINUE;
+}
+
 /* The band is known: read the user's state, beside the ranker. */
 static enum fg_stage_rc gate_request_headers(struct fg_stage_ctx *c, struct fg_hdrs *h)
 {
@@ -662,11 +668,11 @@ static enum fg_stage_rc gate_request_headers(struct fg_stage_ctx *c, struct fg_h
 	g->start_mono_us = fg_clock_now_us();
 	set_zone(g, h);
 	if (!c->call->user[0])
-		return fail_mode(c->pl, g, FG_POLICY_S_NO_USER) ? FG_STAGE_DONE : FG_STAGE_CONTINUE;
+		return unread(c, g, FG_POLICY_S_NO_USER);
 	if (!w->state)
-		return fail_mode(c->pl, g, FG_POLICY_S_DOWN) ? FG_STAGE_DONE : FG_STAGE_CONTINUE;
+		return unread(c, g, FG_POLICY_S_DOWN);
 	if (!(op = op_get(w)))
-		return fail_mode(c->pl, g, FG_POLICY_S_BUSY) ? FG_STAGE_DONE : FG_STAGE_CONTINUE;
+		return unread(c, g, FG_POLICY_S_BUSY);
 	op->kind = OP_READ;
 	op->h = g->h;
 	who_of(g, keys, &who);
@@ -674,7 +680,7 @@ static enum fg_stage_rc gate_request_headers(struct fg_stage_ctx *c, struct fg_h
 	if ((rc = fg_state_read(w->state, &who, read_cb, op)) < 0) {
 		g->reading = 0;
 		op_put(op);
-		return fail_mode(c->pl, g, reason_of(rc)) ? FG_STAGE_DONE : FG_STAGE_CONTINUE;
+		return unread(c, g, reason_of(rc));
 	}
 	if (!g->reading)        /* an in-process backend answered already */
 		return g->answered ? FG_STAGE_DONE : FG_STAGE_CONTINUE;
