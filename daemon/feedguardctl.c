@@ -28,6 +28,7 @@
 #include <event2/event.h>
 #include <openssl/crypto.h>
 
+#include "fg_capture_erase.h"
 #include "fg_config.h"
 #include "fg_error.h"
 #include "fg_keyring.h"
@@ -60,6 +61,7 @@ enum exit_code {
 enum command {
 	CMD_SHOW = 0,
 	CMD_ERASE,
+	CMD_CAPTURE_ERASE,
 };
 
 /* Everything one run holds; main() owns it. */
@@ -88,13 +90,16 @@ static void usage(FILE *out)
 	fprintf(out,
 	        "Usage: " PROG " [-c FILE] show\n"
 	        "       " PROG " [-c FILE] erase\n"
+	        "       " PROG " [-c FILE] capture-erase\n"
 	        "The user id is read from standard input (one line), never from the command line.\n"
-	        "  show   print the user's screen-time state as one JSON object\n"
-	        "  erase  delete the user's state under every key of pseudonym_keys\n"
+	        "  show           print the user's screen-time state as one JSON object\n"
+	        "  erase          delete the user's state under every key of pseudonym_keys\n"
+	        "  capture-erase  rewrite the closed files of capture.directory without the user's records\n"
 	        "  -c, --config FILE  configuration file (default " FG_CONFIG_DEFAULT_PATH ")\n"
 	        "  -v, --version      print the version and exit\n"
 	        "  -h, --help         print this help and exit\n"
-	        "Exit status: 0 done, 1 failure (configuration, Redis), 2 usage (arguments, standard input).\n");
+	        "Exit status: 0 done, 1 failure (configuration, Redis, capture files), 2 usage (arguments,\n"
+	        "standard input).\n");
 }
 
 /* The command word; anything after it is refused, so nobody gets used to
@@ -102,15 +107,18 @@ static void usage(FILE *out)
 static int parse_command(int argc, char **argv, enum command *cmd)
 {
 	if (optind >= argc) {
-		fprintf(stderr, PROG ": missing command (show or erase)\n");
+		fprintf(stderr, PROG ": missing command (show, erase or capture-erase)\n");
 		return -1;
 	}
 	if (strcmp(argv[optind], "show") == 0)
 		*cmd = CMD_SHOW;
 	else if (strcmp(argv[optind], "erase") == 0)
 		*cmd = CMD_ERASE;
+	else if (strcmp(argv[optind], "capture-erase") == 0)
+		*cmd = CMD_CAPTURE_ERASE;
 	else {
-		fprintf(stderr, PROG ": unknown command (show or erase); the user id is read from standard input\n");
+		fprintf(stderr, PROG ": unknown command (show, erase or capture-erase); the user id is read from "
+		                "standard input\n");
 		return -1;
 	}
 	if (optind + 1 < argc) {
@@ -205,8 +213,14 @@ static int read_id(char *buf, size_t *len)
 
 /* The config must name the Redis and the ring the daemon uses; without
  * them there is no state to show or erase. */
-static int check_config(const struct fg_config *cfg)
+static int check_config(const struct fg_config *cfg, enum command cmd)
 {
+	if (cmd == CMD_CAPTURE_ERASE) {
+		if (cfg->capture.enabled)
+			return 0;
+		fprintf(stderr, PROG ": %s has no capture.directory: feedguardd captures nothing with it\n", cfg->path);
+		return -1;
+	}
 	if (!cfg->state.enabled) {
 		fprintf(stderr, PROG ": %s has no state.redis: feedguardd keeps no screen-time state with it\n",
 		        cfg->path);
@@ -517,21 +531,66 @@ static int erase(struct ctl *c)
 	return 0;
 }
 
+/* The id's capture pseudonym (capture.key), as the daemon puts it in
+ * records' user_key. */
+static int make_capture_pseudonym(struct ctl *c, const char *id, size_t len)
+{
+	struct fg_keyring_ctx *kc = fg_keyring_ctx_new(c->cfg->capture.key);
+	int rc = kc ? fg_keyring_pseudonym(kc, 0, id, len, c->keys[0], sizeof(c->keys[0])) : FG_ENOMEM;
+
+	fg_keyring_ctx_free(kc);
+	if (rc < 0) {
+		fprintf(stderr, PROG ": cannot compute the capture pseudonym (OpenSSL)\n");
+		return -1;
+	}
+	return 0;
+}
+
 /* Read the id, hash it, wipe it: the raw id lives only inside here. */
-static int take_id(struct ctl *c)
+static int take_id(struct ctl *c, enum command cmd)
 {
 	char id[ID_BUF];
 	size_t len = 0;
 	int rv = EXIT_USAGE;
 
-	if (read_id(id, &len) == 0)
-		rv = make_pseudonyms(c, id, len) == 0 ? EXIT_DONE : EXIT_FAIL;
+	if (read_id(id, &len) == 0) {
+		if (cmd == CMD_CAPTURE_ERASE)
+			rv = make_capture_pseudonym(c, id, len) == 0 ? EXIT_DONE : EXIT_FAIL;
+		else
+			rv = make_pseudonyms(c, id, len) == 0 ? EXIT_DONE : EXIT_FAIL;
+	}
 	OPENSSL_cleanse(id, sizeof(id));
 	return rv;
 }
 
+/* capture-erase: every closed capture file without the user's records. */
+static int capture_erase(struct ctl *c)
+{
+	struct fg_capture_erase_result res;
+	char err[512];
+
+	if (fg_capture_erase(c->cfg->capture.directory, c->cfg->capture.key->keys[0].id, c->keys[0], &res, err,
+	                     sizeof(err)) < 0) {
+		fprintf(stderr, PROG ": %s\n", err);
+		return -1;
+	}
+	printf("{\"erased_records\": %llu, \"files_rewritten\": %llu, \"files\": %llu, \"open_files\": %llu, "
+	       "\"other_key_files\": %llu, \"failed_files\": %llu}\n", (unsigned long long)res.records,
+	       (unsigned long long)res.rewritten, (unsigned long long)res.files, (unsigned long long)res.open_files,
+	       (unsigned long long)res.other_key, (unsigned long long)res.failed);
+	if (res.open_files)
+		fprintf(stderr, PROG ": %llu capture files are still being written and were not searched: send "
+		        "SIGUSR1 to feedguardd (it starts new files) and run again\n", (unsigned long long)res.open_files);
+	if (res.other_key)
+		fprintf(stderr, PROG ": %llu capture files were written under another capture key and were not "
+		        "searched\n", (unsigned long long)res.other_key);
+	return res.failed ? -1 : 0;
+}
+
 static int run(struct ctl *c, enum command cmd)
 {
+	if (cmd == CMD_CAPTURE_ERASE)
+		return capture_erase(c) < 0 ? EXIT_FAIL : EXIT_DONE;
 	if (open_state(c) < 0 || wait_connected(c) < 0)
 		return EXIT_FAIL;
 	if ((cmd == CMD_SHOW ? show(c) : erase(c)) < 0)
@@ -562,7 +621,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return EXIT_FAIL;
 	}
-	rv = check_config(c.cfg) < 0 ? EXIT_FAIL : take_id(&c);
+	rv = check_config(c.cfg, cmd) < 0 ? EXIT_FAIL : take_id(&c, cmd);
 	collect_counters(&c);
 	if (rv == EXIT_DONE)
 		rv = run(&c, cmd);

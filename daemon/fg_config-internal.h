@@ -99,6 +99,7 @@ extern const struct fg_config_section fg_config_log_section;
 extern const struct fg_config_section fg_config_policy_section;
 extern const struct fg_config_section fg_config_pseudonym_keys_section;
 extern const struct fg_config_section fg_config_state_section;
+extern const struct fg_config_section fg_config_capture_section;
 
 /* --- fg_config.c: messages --- */
 

@@ -59,6 +59,7 @@ static const struct fg_config_section *const sections[] = {
 	&fg_config_policy_section,
 	&fg_config_pseudonym_keys_section,
 	&fg_config_state_section,
+	&fg_config_capture_section,
 };
 
 #define NSECTIONS FG_CONFIG_NELEM(sections)

@@ -147,6 +147,26 @@ struct fg_config {
 		int64_t backoff_max_us;         /* state.backoff_max, >= backoff_initial, 1ms..24h, default 5s */
 	} state;
 
+	/* capture: traffic capture for researchers (fg_capture.h).  Reloadable:
+	 * new calls use the new settings; the writer applies a new directory
+	 * or key at its next file. */
+	struct {
+		int enabled;                    /* the file has capture.directory */
+		char *directory;                /* capture.directory, absolute, an existing writable directory */
+		struct fg_keyring *key;         /* capture.key {id, file}: one key, not one of pseudonym_keys */
+		double sample;                  /* capture.sample, share of users 0..1, default 0.01 */
+		char **methods;                 /* capture.methods: policy method paths; NULL: all of them */
+		size_t nmethods;
+		uint64_t rotate_size;           /* capture.rotate_size, 64KiB..64GiB, default 256MiB */
+		int64_t rotate_age_us;          /* capture.rotate_age, 1s..7d, default 1h */
+		int64_t max_age_us;             /* capture.max_age, 1m..3660d or off (0), default 30d */
+		uint64_t max_total_size;        /* capture.max_total_size, >= 1MiB or off (0), default off */
+		uint64_t queue;                 /* capture.queue, bytes held in all, 1MiB..64GiB, default 64MiB */
+		uint64_t max_record_size;       /* capture.max_record_size, 4KiB..64MiB and <= queue, default 4MiB */
+		char **metadata;                /* capture.metadata: lowercase names, at most 32, no credentials */
+		size_t nmetadata;
+	} capture;
+
 	struct {
 		enum fg_log_level level;        /* log.level: debug, info, warn, error; default info */
 		char *access_log;               /* log.access_log: "off" (NULL here, the default), "-" (stderr) or a path, made absolute against the config file's directory */
@@ -154,6 +174,14 @@ struct fg_config {
 };
 
 struct fg_state_redis_config;
+
+/* Bounds of capture.methods and capture.metadata. */
+#define FG_CONFIG_CAPTURE_MAX_METHODS 64
+#define FG_CONFIG_CAPTURE_MAX_METADATA 32
+
+/* fg_config_capture_method - 1 when <cfg> captures calls of method <path>
+ * (capture on, and the method in capture.methods or that list absent). */
+int fg_config_capture_method(const struct fg_config *cfg, const char *path);
 
 /*
  * fg_config_state_redis - <cfg>'s state section as the settings of a Redis

@@ -8,6 +8,7 @@
 
 #include "fg_error.h"
 #include "fg_grpc.h"
+#include "fg_capture.h"
 #include "fg_metrics.h"
 #include "fg_policy-t.h"
 
@@ -385,6 +386,44 @@ static void render_redis(struct evbuffer *out, struct fg_metrics *const *b, int 
 	                    (unsigned long long)sum_u(b, n, offsetof(struct fg_metrics, redis_latency_count)));
 }
 
+static unsigned long long load(const uint64_t *v)
+{
+	return (unsigned long long)__atomic_load_n(v, __ATOMIC_RELAXED);
+}
+
+static void render_capture(struct evbuffer *out, const struct fg_capture_counters *c)
+{
+	static const char *const drops[FG_CAPTURE_NDROPS] = { "queue_full", "write_error" };
+	static const char *const omits[FG_CAPTURE_NOMITS] = { "record_size", "queue" };
+	static const char *const files[FG_CAPTURE_NFILE_EVENTS] = { "opened", "rotated", "deleted", "failed" };
+	size_t i;
+
+	evbuffer_add_printf(out, "# HELP feedguard_capture_records_total Capture records written.\n"
+	                         "# TYPE feedguard_capture_records_total counter\nfeedguard_capture_records_total %llu\n",
+	                    load(&c->records));
+	evbuffer_add_printf(out, "# HELP feedguard_capture_bytes_total Capture bytes written, frames included.\n"
+	                         "# TYPE feedguard_capture_bytes_total counter\nfeedguard_capture_bytes_total %llu\n",
+	                    load(&c->bytes));
+	evbuffer_add_printf(out, "# HELP feedguard_capture_dropped_total Capture records lost, by reason.\n"
+	                         "# TYPE feedguard_capture_dropped_total counter\n");
+	for (i = 0; i < FG_CAPTURE_NDROPS; i++)
+		evbuffer_add_printf(out, "feedguard_capture_dropped_total{reason=\"%s\"} %llu\n", drops[i],
+		                    load(&c->dropped[i]));
+	evbuffer_add_printf(out, "# HELP feedguard_capture_omitted_messages_total Messages left out of capture "
+	                         "records, by reason.\n# TYPE feedguard_capture_omitted_messages_total counter\n");
+	for (i = 0; i < FG_CAPTURE_NOMITS; i++)
+		evbuffer_add_printf(out, "feedguard_capture_omitted_messages_total{reason=\"%s\"} %llu\n", omits[i],
+		                    load(&c->omitted[i]));
+	evbuffer_add_printf(out, "# HELP feedguard_capture_files_total Capture files, by event.\n"
+	                         "# TYPE feedguard_capture_files_total counter\n");
+	for (i = 0; i < FG_CAPTURE_NFILE_EVENTS; i++)
+		evbuffer_add_printf(out, "feedguard_capture_files_total{event=\"%s\"} %llu\n", files[i],
+		                    load(&c->files[i]));
+	evbuffer_add_printf(out, "# HELP feedguard_capture_queue_bytes Capture bytes held: records being built "
+	                         "and records waiting for the writer.\n# TYPE feedguard_capture_queue_bytes gauge\n"
+	                         "feedguard_capture_queue_bytes %llu\n", load(&c->held));
+}
+
 int fg_metrics_render(struct evbuffer *out, const struct fg_config *cfg, struct fg_metrics *const *blocks,
                       int n, const struct fg_metrics_process *proc)
 {
@@ -412,6 +451,8 @@ int fg_metrics_render(struct evbuffer *out, const struct fg_config *cfg, struct 
 	                         "# TYPE feedguard_admin_accept_paused_total counter\n"
 	                         "feedguard_admin_accept_paused_total %llu\n",
 	                    (unsigned long long)proc->admin_accept_paused);
+	if (proc->capture)
+		render_capture(out, proc->capture);
 	for (i = 0; i < sizeof(simple_metrics) / sizeof(simple_metrics[0]); i++) {
 		const struct simple_metric *s = &simple_metrics[i];
 		evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", s->name, s->help, s->name, s->type);

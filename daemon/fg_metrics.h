@@ -63,6 +63,8 @@ struct fg_metrics {
 	uint64_t redis_latency_sum_us;
 };
 
+struct fg_capture_counters;
+
 /* Process-wide values kept by the main thread. */
 struct fg_metrics_process {
 	uint64_t reloads;
@@ -71,6 +73,7 @@ struct fg_metrics_process {
 	                                   workers' are apart, in each block's accept_paused */
 	double last_reload_success;     /* unix time of the last good (re)load */
 	double start_time;              /* unix time the daemon started */
+	const struct fg_capture_counters *capture; /* the capture writer's (atomics), or NULL */
 };
 
 /* fg_metrics_add - <*v> += <d>; single writer (the owning worker). */

@@ -125,6 +125,35 @@ size_t fg_pbwire_write_varint(uint8_t *dst, uint64_t v)
 	return n;
 }
 
+int fg_pbwire_append_varint(struct fg_bufq *out, uint32_t field, uint64_t v)
+{
+	uint8_t buf[2 * FG_PBWIRE_VARINT_MAX];
+	size_t n = fg_pbwire_write_varint(buf, (uint64_t)field << 3 | FG_PBWIRE_VARINT);
+
+	n += fg_pbwire_write_varint(buf + n, v);
+	return fg_bufq_append(out, buf, n);
+}
+
+int fg_pbwire_append_len_head(struct fg_bufq *out, uint32_t field, size_t len)
+{
+	uint8_t buf[2 * FG_PBWIRE_VARINT_MAX];
+	size_t n = fg_pbwire_write_varint(buf, (uint64_t)field << 3 | FG_PBWIRE_LEN);
+
+	n += fg_pbwire_write_varint(buf + n, len);
+	return fg_bufq_append(out, buf, n);
+}
+
+int fg_pbwire_append_len(struct fg_bufq *out, uint32_t field, const void *p, size_t len)
+{
+	size_t was = fg_bufq_len(out);
+
+	if (fg_pbwire_append_len_head(out, field, len) < 0 || fg_bufq_append(out, p, len) < 0) {
+		fg_bufq_truncate(out, was);
+		return FG_ENOMEM;
+	}
+	return 0;
+}
+
 size_t fg_pbwire_varint_size(uint64_t v)
 {
 	size_t n = 1;

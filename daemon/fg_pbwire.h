@@ -89,6 +89,21 @@ size_t fg_pbwire_write_varint(uint8_t *dst, uint64_t v);
 size_t fg_pbwire_varint_size(uint64_t v);
 
 /*
+ * Appending fields, for the code that writes messages of its own (the
+ * capture records).  Each appends to <out> and returns 0 or FG_ENOMEM
+ * (<out> then holds what it held before).
+ *   fg_pbwire_append_varint: field <field> (wire type 0) holding <v>; an
+ *     int32/int64 -1 is (uint64_t)-1, as protobuf writes negative ints;
+ *   fg_pbwire_append_len: field <field> (wire type 2) holding the <n>
+ *     bytes at <p> (a string, bytes, or a message already serialized);
+ *   fg_pbwire_append_len_head: only the tag and the length <n> of a
+ *     wire type 2 field whose <n> bytes the caller appends next.
+ */
+int fg_pbwire_append_varint(struct fg_bufq *out, uint32_t field, uint64_t v);
+int fg_pbwire_append_len(struct fg_bufq *out, uint32_t field, const void *p, size_t n);
+int fg_pbwire_append_len_head(struct fg_bufq *out, uint32_t field, size_t n);
+
+/*
  * fg_pbwire_read_tag - decode the tag at <*p> (before <end>) into its field
  * <*number> and <*wire_type> and move <*p> past it.  Returns 0, or
  * FG_EINVAL for a bad varint, a tag above 32 bits, field number 0, or wire

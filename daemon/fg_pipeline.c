@@ -28,6 +28,13 @@ static void finish(struct fg_pipeline *pl)
 	fg_pipeline_unschedule(pl);
 }
 
+/* What feedguard told the client itself, for the stages' end (capture). */
+static void note_answer(struct fg_pipeline *pl, const char *text)
+{
+	pl->call.answered = 1;
+	snprintf(pl->call.answer_text, sizeof(pl->call.answer_text), "%s", text ? text : "");
+}
+
 __attribute__((format(printf, 3, 4)))
 static void pipeline_fail(struct fg_pipeline *pl, int status, const char *fmt, ...)
 {
@@ -39,6 +46,7 @@ static void pipeline_fail(struct fg_pipeline *pl, int status, const char *fmt, .
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
+	note_answer(pl, text);
 	finish(pl);
 	cancel_waiting(pl, FG_STAGE_CANCEL_FAILED);
 	pl->ops->fail(pl->host, status, text);
@@ -123,6 +131,15 @@ static enum fg_stage_rc run_msg_hooks(struct fg_pipeline *pl, enum fg_stage_dir 
 	for (i = from; i < env->nstages; i++) {
 		if (!(pl->run & (1u << i)) || !env->stages[i]->on_message)
 			continue;
+		if (r->m.drop) {
+			/* dropped: only the stages that watch everything see it */
+			if (env->stages[i]->flags & FG_STAGE_F_SEES_DROPPED) {
+				c = ctx_of(pl, i);
+				(void)env->stages[i]->on_message(&c, dir, &r->m);
+				r->m.drop = 1;
+			}
+			continue;
+		}
 		/* emptied, memory kept: <m.data> never points into this one */
 		r->m.out = &env->scratch[r->out_idx];
 		/* room for the prefix in front of an edit, so the edited
@@ -146,7 +163,7 @@ static enum fg_stage_rc run_msg_hooks(struct fg_pipeline *pl, enum fg_stage_dir 
 				pl->hold = (int)i;
 			rc = FG_STAGE_CONTINUE;
 		}
-		if (rc != FG_STAGE_CONTINUE || r->m.drop || (pl->flags & PL_FINISHED)) {
+		if (rc != FG_STAGE_CONTINUE || (pl->flags & PL_FINISHED)) {
 			*at = i;
 			return rc;
 		}
@@ -305,6 +322,8 @@ static int handle_message(struct fg_pipeline *pl, enum fg_stage_dir dir, const s
 		r.m.data = fg_bufq_head(&env->plain);
 		r.m.len = fg_bufq_len(&env->plain);
 	}
+	r.m.orig = r.m.data;
+	r.m.orig_len = r.m.len;
 	return run_message(pl, dir, &r, 0);
 }
 
@@ -608,6 +627,12 @@ static void continue_suspended(struct fg_pipeline *pl, enum fg_stage_dir dir)
 		r.changed = s->susp_changed;
 		r.m.data = fg_bufq_head(&s->susp_cur);
 		r.m.len = fg_bufq_len(&s->susp_cur);
+		/* As it arrived: the saved payload when it was not compressed;
+		 * a compressed one is not inflated again, and the stages' copy
+		 * stands in (the same bytes unless a stage before the
+		 * suspension edited it, which no daemon stage does). */
+		r.m.orig = r.flag == FG_GRPCFRAME_COMPRESSED ? r.m.data : r.orig;
+		r.m.orig_len = r.flag == FG_GRPCFRAME_COMPRESSED ? r.m.len : r.orig_len;
 		r.m.index = s->nmsg - 1;
 		(void)run_message(pl, dir, &r, from);
 		if (s->susp == NO_STAGE) {
@@ -910,6 +935,7 @@ int fg_pipeline_answer(struct fg_pipeline *pl, int status, const char *text, con
 
 	if ((pl->flags & PL_FINISHED) || s->ended)
 		return FG_ESTATE;
+	note_answer(pl, text);
 	/* no metadata and no message: the plain failure path */
 	if (!msg && pl->meta.n == 0) {
 		finish(pl);
@@ -959,4 +985,9 @@ int fg_pipeline_fail(struct fg_pipeline *pl, int status, const char *text)
 int fg_pipeline_add_metadata(struct fg_pipeline *pl, const char *name, const char *value, size_t len)
 {
 	return add_hdr(&pl->meta, name, value, len) < 0 ? FG_ENOMEM : 0;
+}
+
+const struct fg_hdrs *fg_pipeline_pending_metadata(const struct fg_pipeline *pl)
+{
+	return &pl->meta;
 }

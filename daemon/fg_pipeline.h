@@ -33,6 +33,7 @@
 #include "fg_stage.h"
 
 struct event_base;
+struct fg_capture;
 struct fg_config;
 struct fg_pipeline;
 struct fg_pipeline_env;
@@ -92,12 +93,14 @@ void fg_pipeline_budget_init(struct fg_pipeline_budget *b);
  * <worker_init> run here, in stage order).  <cfg> is the worker's
  * snapshot (borrowed), <slot> its counter slot; <metrics> (may be NULL)
  * is the worker's metrics block: its intercept_buffered is kept equal to
- * fg_pipeline_env_held(), and stages count into it.  Returns 0 with the env
+ * fg_pipeline_env_held(), and stages count into it.  <capture> (may be
+ * NULL: nothing is captured) is the process's capture writer, lent to the
+ * capture stage.  Returns 0 with the env
  * returned owned in <*out> (fg_pipeline_env_free), or FG_ENOMEM, or the
  * first stage's failure (then nothing is left allocated).
  */
 int fg_pipeline_env_new(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg,
-                        size_t slot, struct fg_metrics *metrics);
+                        size_t slot, struct fg_metrics *metrics, struct fg_capture *capture);
 
 /* fg_pipeline_env_config - hand a new snapshot <cfg> (borrowed) to the
  * stages' per-worker state. */
@@ -261,5 +264,12 @@ int fg_pipeline_fail(struct fg_pipeline *pl, int status, const char *text);
  * the trailers.  Returns 0 or FG_ENOMEM.
  */
 int fg_pipeline_add_metadata(struct fg_pipeline *pl, const char *name, const char *value, size_t len);
+
+/*
+ * fg_pipeline_pending_metadata - the metadata stages added that has not
+ * gone out yet (borrowed; read only): what the next headers or trailers
+ * will carry besides the upstream's own.  Capture reads it last.
+ */
+const struct fg_hdrs *fg_pipeline_pending_metadata(const struct fg_pipeline *pl);
 
 #endif /* FG_PIPELINE_H */

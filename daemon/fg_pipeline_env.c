@@ -22,7 +22,7 @@
 /*
  * The stages of the daemon, in the one order they run.  identify comes
  * first because every later stage reads the band and user it decides;
- * gate, filter, account and capture join here as they are written.
+ * capture is last: it records what the others decided.
  */
 static const struct fg_stage *const daemon_stages[] = {
 	&fg_stage_identify,
@@ -30,6 +30,7 @@ static const struct fg_stage *const daemon_stages[] = {
 	&fg_stage_strip,
 	&fg_stage_filter,
 	&fg_stage_account,
+	&fg_stage_capture,
 };
 
 /* Ended pipelines a worker keeps, with their message buffers: in steady
@@ -37,6 +38,9 @@ static const struct fg_stage *const daemon_stages[] = {
 #define PIPELINE_SPARE_MAX 32
 
 static void pump_cb(evutil_socket_t fd, short what, void *arg);
+static int env_create(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg, size_t slot,
+                      struct fg_metrics *metrics, struct fg_capture *capture, const struct fg_stage *const *stages,
+                      size_t n);
 
 /* --- environment ------------------------------------------------------- */
 
@@ -63,6 +67,7 @@ static int env_init_stages(struct fg_pipeline_env *env, struct fg_config *cfg)
 {
 	struct fg_stage_worker_env wenv = {
 		.base = env->base, .cfg = cfg, .slot = env->slot_no, .metrics = env->metrics, .pipelines = env,
+		.capture = env->capture,
 	};
 	size_t i;
 	int rv;
@@ -93,6 +98,13 @@ int fg_pipeline_env_new_stages(struct fg_pipeline_env **out, struct event_base *
 int fg_pipeline_env_new_stages(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg,
                                size_t slot, struct fg_metrics *metrics, const struct fg_stage *const *stages, size_t n)
 {
+	return env_create(out, base, cfg, slot, metrics, NULL, stages, n);
+}
+
+static int env_create(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg, size_t slot,
+                      struct fg_metrics *metrics, struct fg_capture *capture, const struct fg_stage *const *stages,
+                      size_t n)
+{
 	struct fg_pipeline_env *env;
 	int rv = FG_ENOMEM;
 
@@ -107,6 +119,7 @@ int fg_pipeline_env_new_stages(struct fg_pipeline_env **out, struct event_base *
 	env->slot_no = slot;
 	env->held_gauge = metrics ? &metrics->intercept_buffered : NULL;
 	env->metrics = metrics;
+	env->capture = capture;
 	TAILQ_INIT(&env->pump);
 	if ((env->pump_ev = event_new(base, -1, 0, pump_cb, env)) == NULL)
 		goto fail_free_env;
@@ -123,10 +136,10 @@ fail_free_env:
 }
 
 int fg_pipeline_env_new(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg, size_t slot,
-                        struct fg_metrics *metrics)
+                        struct fg_metrics *metrics, struct fg_capture *capture)
 {
-	return fg_pipeline_env_new_stages(out, base, cfg, slot, metrics, daemon_stages,
-	                                  sizeof(daemon_stages) / sizeof(daemon_stages[0]));
+	return env_create(out, base, cfg, slot, metrics, capture, daemon_stages,
+	                  sizeof(daemon_stages) / sizeof(daemon_stages[0]));
 }
 
 void fg_pipeline_env_config(struct fg_pipeline_env *env, struct fg_config *cfg)

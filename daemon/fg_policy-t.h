@@ -202,6 +202,11 @@ struct fg_policy_method {
 	                                       the filter's counters */
 	struct fg_policy_source time_zone;  /* where the user's zone is read (string); NONE: the policy's */
 	unsigned screen_time;               /* calls are heartbeats of the bands' limits */
+	struct fg_policy_edit capture_request;  /* what a capture removes from every band's captured
+	                                       requests (capture_redact.request, or the first
+	                                       band's request rules), the user id field included */
+	struct fg_policy_edit capture_response; /* ... and responses (capture_redact.response, or
+	                                       the first band's response rules) */
 	size_t index;                       /* position in fg_policy.methods, for counters */
 };
 
@@ -225,6 +230,7 @@ struct fg_policy_counters {
 
 struct fg_policy {
 	char *file;                         /* absolute path of the policy file */
+	char *descriptor_set;               /* absolute path of its descriptor set (for the tools) */
 	struct fg_policy_band *bands;       /* most protective first */
 	size_t nbands;
 	size_t unknown_band;                /* band for a missing, unknown or malformed value */

@@ -46,6 +46,7 @@ struct fg_policy_comp {
 	struct fg_policy *pol;          /* the policy being built; its arena owns every allocation */
 	struct fg_schema *schema;       /* the descriptor set, once descriptor_set is read */
 	size_t stat_cap;                /* room in pol->stat_names */
+	unsigned no_stats;              /* programs compiled now count nothing (capture's redaction) */
 	const char *dir;                /* "request" or "response", for stat names */
 	const struct fg_yaml_node *label_maps; /* the top-level label_maps, once read */
 	uint32_t unlisted;              /* the keep_only block's counter for what it drops, at
@@ -116,6 +117,7 @@ extern const struct fg_policy_key fg_policy_strip_keep_only_key;   /* keep_only 
 extern const struct fg_policy_key fg_policy_strip_remove_key;      /* remove */
 extern const struct fg_policy_key fg_policy_strip_coarsen_key;     /* coarsen */
 extern const struct fg_policy_key fg_policy_strip_pseudonymize_key; /* pseudonymize */
+extern const struct fg_policy_key fg_policy_capture_redact_key;    /* capture_redact */
 extern const struct fg_policy_key fg_policy_strip_headers_key;     /* remove_headers */
 extern const struct fg_policy_key fg_policy_filter_classes_key;    /* classes (top level) */
 extern const struct fg_policy_key fg_policy_filter_label_maps_key; /* label_maps (top level) */

@@ -234,7 +234,10 @@ static int compile_descriptor_set(struct fg_policy_comp *c, const struct fg_poli
 	if (!path)
 		return fg_policy_compile_nomem(c);
 	rc = fg_schema_load(path, &c->schema, msg, sizeof(msg));
+	c->pol->descriptor_set = fg_policy_compile_strndup(c, path, strlen(path));
 	free(path);
+	if (!c->pol->descriptor_set)
+		return fg_policy_compile_nomem(c);
 	if (rc == FG_ENOMEM)
 		return fg_policy_compile_nomem(c);
 	if (rc < 0)

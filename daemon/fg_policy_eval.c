@@ -92,6 +92,16 @@ static void add_stats(const struct fg_policy *p, size_t band, size_t slot, const
 			__atomic_fetch_add(&row[i * p->nbands + band], stats[i], __ATOMIC_RELAXED);
 }
 
+/* Saturating: a record's count never wraps to a small number. */
+static void add_tally(const struct fg_policy *p, const uint64_t *stats, uint32_t *tally)
+{
+	size_t i;
+
+	for (i = 0; i < p->nstats; i++)
+		if (stats[i])
+			tally[i] = stats[i] >= UINT32_MAX - tally[i] ? UINT32_MAX : tally[i] + (uint32_t)stats[i];
+}
+
 int fg_policy_edit(const struct fg_policy *p, const struct fg_policy_edit *e, size_t band, size_t slot,
                    const uint8_t *msg, size_t len, struct fg_bufq *out, int *changed, const char **why)
 {
@@ -101,6 +111,13 @@ int fg_policy_edit(const struct fg_policy *p, const struct fg_policy_edit *e, si
 int fg_policy_edit_call(const struct fg_policy *p, const struct fg_policy_edit *e, size_t band, size_t slot,
                         const char *user_key, const uint8_t *msg, size_t len, struct fg_bufq *out, int *changed,
                         const char **why)
+{
+	return fg_policy_edit_tally(p, e, band, slot, user_key, msg, len, out, changed, why, NULL);
+}
+
+int fg_policy_edit_tally(const struct fg_policy *p, const struct fg_policy_edit *e, size_t band, size_t slot,
+                         const char *user_key, const uint8_t *msg, size_t len, struct fg_bufq *out, int *changed,
+                         const char **why, uint32_t *tally)
 {
 	struct fg_pbwire_value values[FG_POLICY_NVALUES] = { { NULL, 0 } };
 	struct fg_pbwire_ctx ctx = { values, FG_POLICY_NVALUES };
@@ -119,6 +136,8 @@ int fg_policy_edit_call(const struct fg_policy *p, const struct fg_policy_edit *
 	rc = fg_pbwire_edit_ex(msg, len, e->prog, &ctx, out, stats, p->nstats, changed, why);
 	if (rc == 0 && *changed && slot < p->counters.nslots)
 		add_stats(p, band, slot, stats);
+	if (rc == 0 && *changed && tally)
+		add_tally(p, stats, tally);
 	return rc;
 }
 

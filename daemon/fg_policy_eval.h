@@ -60,6 +60,16 @@ int fg_policy_edit_call(const struct fg_policy *p, const struct fg_policy_edit *
                         const char **why);
 
 /*
+ * fg_policy_edit_tally - fg_policy_edit_call() that also adds what the
+ * edit removed or changed, per stat (fg_policy.stat_names), to <tally>
+ * (<p->nstats> counters, saturating; NULL: not kept): one call's own
+ * count, for its capture record.
+ */
+int fg_policy_edit_tally(const struct fg_policy *p, const struct fg_policy_edit *e, size_t band, size_t slot,
+                         const char *user_key, const uint8_t *msg, size_t len, struct fg_bufq *out, int *changed,
+                         const char **why, uint32_t *tally);
+
+/*
  * fg_policy_need_user - 1 when a call of <m> needs its pseudonymous user
  * key: its band (<band>, when <band_known>) pseudonymizes request fields,
  * or, the band not known yet (it comes from the request message, read

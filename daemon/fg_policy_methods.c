@@ -22,6 +22,7 @@ static const struct fg_policy_key *const method_keys[] = {
 	&fg_policy_filter_filter_key,
 	&fg_policy_limits_method_zone_key,
 	&fg_policy_limits_screen_time_key,
+	&fg_policy_capture_redact_key,
 };
 
 _Static_assert(FG_POLICY_NELEM(method_keys) <= FG_POLICY_LEVEL_MAX_KEYS, "method keys");

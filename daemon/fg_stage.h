@@ -50,13 +50,18 @@
 #include "fg_keyring.h"
 #include "fg_pbwire.h"
 
+struct fg_capture;
 struct fg_config;
 struct fg_metrics;
 struct fg_pipeline_env;
 struct fg_policy;
 struct fg_policy_method;
 struct fg_pipeline;
+struct fg_stage_record;
 struct event_base;
+
+/* Longest status text the pipeline keeps of its own answer. */
+#define FG_STAGE_ANSWER_MAX 256
 
 /* What a hook returns. */
 enum fg_stage_rc {
@@ -111,6 +116,17 @@ struct fg_stage_call {
 	uint32_t exposure_left[FG_ITEMS_MAX_COUNTERS];
 	uint32_t exposure_delivered[FG_ITEMS_MAX_COUNTERS]; /* counted by the filter for account */
 	uint32_t exposure_limited;          /* items removed over an allowance */
+	/* Capture (fg_stage_capture.c). */
+	unsigned need_capture_user;         /* identify computes <capture_user> */
+	char capture_user[FG_KEYRING_PSEUDONYM_MAX]; /* the user id under capture.key; "" when the
+	                                       call carries none */
+	struct fg_stage_record *rec;        /* set while the call is recorded: stages report their
+	                                       decisions to it (fg_stage_record.h); NULL: none */
+	/* Set by the pipeline when feedguard answered or failed the call
+	 * itself (fg_pipeline_answer, fg_pipeline_fail, a malformed message,
+	 * a limit): the status text it sent, "" for none. */
+	unsigned answered;
+	char answer_text[FG_STAGE_ANSWER_MAX];
 };
 
 /*
@@ -122,6 +138,9 @@ struct fg_stage_call {
 struct fg_stage_msg {
 	const uint8_t *data;
 	size_t len;
+	const uint8_t *orig;                /* the message as it arrived (inflated), before any
+	                                       stage's edit; <orig_len> bytes */
+	size_t orig_len;
 	unsigned index;                     /* 0 for the first message of its side */
 	struct fg_bufq *out;                /* where an edit goes */
 	unsigned changed;                   /* set by a stage that wrote <out> */
@@ -150,6 +169,7 @@ struct fg_stage_worker_env {
 	size_t slot;                        /* the worker's counter slot */
 	struct fg_metrics *metrics;         /* the worker's metrics block; NULL in some tests */
 	struct fg_pipeline_env *pipelines;  /* for fg_pipeline_lookup() from callbacks */
+	struct fg_capture *capture;         /* the process's capture writer (fg_capture.h); NULL: none */
 };
 
 /* Stage flags. */
@@ -157,6 +177,10 @@ enum fg_stage_flag {
 	/* The stage works only for the sake of others (identify): a call on
 	 * which no other stage runs passes through untouched. */
 	FG_STAGE_F_SUPPORT = 1u << 0,
+	/* The stage's on_message sees messages an earlier stage dropped too
+	 * (with <drop> set, which it may not clear): capture records what the
+	 * ranker sent, whatever became of it. */
+	FG_STAGE_F_SEES_DROPPED = 1u << 1,
 };
 
 struct fg_stage {
@@ -202,11 +226,19 @@ struct fg_stage {
 	void (*call_free)(struct fg_stage_ctx *c);
 };
 
+/*
+ * fg_stage_call_time_ms - a call's time (ms since the epoch) from its
+ * request headers <h>: the wall clock, or in a build with test hooks the
+ * feedguard-test-now header's (fg_stage_screen.c).
+ */
+int64_t fg_stage_call_time_ms(const struct fg_hdrs *h);
+
 /* The stages of the daemon, in fg_stage_<name>.c. */
 extern const struct fg_stage fg_stage_identify;
 extern const struct fg_stage fg_stage_strip;
 extern const struct fg_stage fg_stage_filter;
 extern const struct fg_stage fg_stage_gate;         /* fg_stage_screen.c */
 extern const struct fg_stage fg_stage_account;      /* fg_stage_screen.c */
+extern const struct fg_stage fg_stage_capture;
 
 #endif /* FG_STAGE_H */

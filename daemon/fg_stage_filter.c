@@ -24,6 +24,7 @@
 #include "fg_pipeline.h"
 #include "fg_policy-t.h"
 #include "fg_stage.h"
+#include "fg_stage_record.h"
 
 /* Scratch arrays larger than this (items of one page) are let go after the
  * page rather than kept by the worker. */
@@ -278,6 +279,8 @@ static enum fg_stage_rc filter_page(struct fg_stage_ctx *c, const struct fg_poli
 		}
 		if (rc == 0)
 			count_items(c, pg);
+		if (rc == 0 && c->call->rec)
+			fg_stage_record_page(c->call->rec, msg->index, pg);
 	}
 	if (pg->cap > FILTER_SCRATCH_KEEP)
 		fg_items_page_free(pg);

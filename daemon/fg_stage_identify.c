@@ -24,6 +24,7 @@
 
 struct identify_worker {
 	struct fg_keyring_ctx *keys;        /* HMAC contexts of the worker's key ring; NULL without keys */
+	struct fg_keyring_ctx *capture_key; /* capture.key's; NULL without capture */
 };
 
 static void identify_worker_config(void *wstate, struct fg_config *cfg);
@@ -42,6 +43,8 @@ static void identify_worker_free(void *wstate)
 
 	fg_keyring_ctx_free(w->keys);
 	w->keys = NULL;
+	fg_keyring_ctx_free(w->capture_key);
+	w->capture_key = NULL;
 }
 
 /* A reload may bring a new key ring: the contexts follow it.  Without
@@ -52,8 +55,12 @@ static void identify_worker_config(void *wstate, struct fg_config *cfg)
 
 	fg_keyring_ctx_free(w->keys);
 	w->keys = NULL;
+	fg_keyring_ctx_free(w->capture_key);
+	w->capture_key = NULL;
 	if (cfg->keyring && cfg->keyring->n && !(w->keys = fg_keyring_ctx_new(cfg->keyring)))
 		fg_log(FG_LOG_ERROR, "keyring_failed", "stage=identify");
+	if (cfg->capture.key && !(w->capture_key = fg_keyring_ctx_new(cfg->capture.key)))
+		fg_log(FG_LOG_ERROR, "keyring_failed", "stage=identify key=capture");
 }
 
 /* The pseudonymous key of user id <v>, when some stage needs it. */
@@ -67,6 +74,12 @@ static void set_user(struct fg_stage_ctx *c, const char *v, size_t len)
 
 	call->user[0] = '\0';
 	call->nuser_old = 0;
+	call->capture_user[0] = '\0';
+	/* The capture's own pseudonym, under a key apart: a capture cannot be
+	 * joined with the state or with what the ranker saw. */
+	if (call->need_capture_user && w->capture_key && len > 0 &&
+	    fg_keyring_pseudonym(w->capture_key, 0, v, len, call->capture_user, sizeof(call->capture_user)) < 0)
+		call->capture_user[0] = '\0';
 	if (!call->need_user || !w->keys || len == 0 ||
 	    fg_keyring_pseudonym(w->keys, 0, v, len, call->user, sizeof(call->user)) < 0) {
 		call->user[0] = '\0';
@@ -147,6 +160,7 @@ static enum fg_stage_rc identify_message(struct fg_stage_ctx *c, enum fg_stage_d
 static void identify_call_free(struct fg_stage_ctx *c)
 {
 	OPENSSL_cleanse(c->call->user, sizeof(c->call->user));
+	OPENSSL_cleanse(c->call->capture_user, sizeof(c->call->capture_user));
 	OPENSSL_cleanse(c->call->user_old, c->call->nuser_old * sizeof(c->call->user_old[0]));
 }
 

@@ -39,6 +39,7 @@
 #include "fg_policy_eval.h"
 #include "fg_redis.h"
 #include "fg_stage.h"
+#include "fg_stage_record.h"
 #include "fg_state.h"
 #include "fg_state_redis.h"
 #include "fg_tz.h"
@@ -97,6 +98,11 @@ struct gate_call {
 	struct event *timer;                /* an open stream's next rule */
 	size_t next_event;
 	char zone_name[FG_TZ_NAME_MAX + 1];
+	/* For a capture record (fg_stage_record.h). */
+	unsigned action;                    /* enum fg_policy_action the call got */
+	unsigned told_notices;              /* what feedguard-notice said */
+	unsigned failed;                    /* the state could not be read: <failure> says why */
+	unsigned failure;                   /* enum fg_policy_state_reason */
 };
 
 /* --- time ---------------------------------------------------------------- */
@@ -113,7 +119,7 @@ static int64_t wall_now_ms(void)
  * A value past what a state time may be (FG_STATE_VALUE_MAX; strtoll
  * saturates at INT64_MAX) is not a time: the sums of fg_limits would
  * overflow. */
-static int64_t call_time(const struct fg_hdrs *h)
+int64_t fg_stage_call_time_ms(const struct fg_hdrs *h)
 {
 #ifdef FG_TEST_HOOKS
 	char buf[24];
@@ -393,6 +399,30 @@ static void op_put(struct gate_op *op)
 
 /* --- telling the client -------------------------------------------------- */
 
+/* What the gate decided so far, to the call's capture record if it has
+ * one (each report replaces the last). */
+static void report(const struct gate_call *g)
+{
+	struct fg_stage_screen_facts f;
+
+	if (!g->call->rec || !g->l)
+		return;
+	memset(&f, 0, sizeof(f));
+	f.start_ms = g->start_ms;
+	f.action = g->action;
+	f.notices = g->told_notices;
+	f.used_ms = g->v.used_ms;
+	f.left_ms = g->decided ? g->v.left_ms : -1;
+	f.session_ms = g->v.session_ms;
+	f.zone = g->zone_name;
+	f.failure = g->failed ? (int)g->failure : -1;
+	f.fail_mode = g->l->fail_mode;
+	f.allowance = g->decided ? g->v.left : NULL;
+	f.counter = (const char *const *)g->l->counter_name;
+	f.ncounters = g->decided ? g->l->ncounters : 0;
+	fg_stage_record_screen(g->call->rec, &f);
+}
+
 /* feedguard-screen-time and feedguard-notice, into the response metadata:
  * the held headers of a unary call, else the trailers. */
 static void tell(struct fg_pipeline *pl, struct gate_call *g, unsigned notices)
@@ -403,6 +433,10 @@ static void tell(struct fg_pipeline *pl, struct gate_call *g, unsigned notices)
 	if (g->told)
 		return;
 	g->told = 1;
+	g->told_notices = notices;
+	if (notices && g->action == FG_POLICY_ACT_NONE)
+		g->action = FG_POLICY_ACT_NOTICE;
+	report(g);
 	count_notices(g->call, notices);
 	if ((n = fg_limits_screen_time(&g->v, v, sizeof(v))) > 0)
 		(void)fg_pipeline_add_metadata(pl, HDR_SCREEN_TIME, v, (size_t)n);
@@ -431,6 +465,8 @@ static void answer(struct fg_pipeline *pl, struct gate_call *g, unsigned rule, u
 	/* Before the answer: the call may end inside it, and account_end
 	 * must see it as not use. */
 	g->answered = 1;
+	g->action = action;
+	report(g);
 	if (action == FG_POLICY_ACT_DENY) {
 		if (fg_limits_message(g->l, &g->v, rule, g->zone_name, text, sizeof(text)) < 0)
 			snprintf(text, sizeof(text), "screen-time limit reached");
@@ -456,6 +492,11 @@ static int fail_mode(struct fg_pipeline *pl, struct gate_call *g, unsigned reaso
 	count_failure(call->pol, call->slot, call->band, reason, g->l->fail_mode);
 	sync_metrics(g->w);             /* a refused submit has no callback to do it */
 	g->decided = 0;
+	g->failed = 1;
+	g->failure = reason;
+	g->action = g->l->fail_mode == FG_POLICY_FAIL_EMPTY ? FG_POLICY_ACT_EMPTY
+	          : g->l->fail_mode == FG_POLICY_FAIL_DENY ? FG_POLICY_ACT_DENY : FG_POLICY_ACT_NONE;
+	report(g);
 	switch (g->l->fail_mode) {
 	case FG_POLICY_FAIL_EMPTY:
 		count_answer(call, FG_POLICY_R_FAIL, FG_POLICY_ACT_EMPTY);
@@ -536,6 +577,7 @@ static int apply(struct fg_pipeline *pl, struct gate_call *g, const struct fg_st
 	fg_limits_clock(g->l, g->tz, g->start_ms, &g->clk);
 	fg_limits_decide(g->l, &g->clk, u, &g->v);
 	g->decided = 1;
+	report(g);
 	if (g->l->ncounters) {
 		call->exposure_on = 1;
 		memcpy(call->exposure_left, g->v.left, g->l->ncounters * sizeof(call->exposure_left[0]));
@@ -664,7 +706,7 @@ static enum fg_stage_rc gate_request_headers(struct fg_stage_ctx *c, struct fg_h
 	if (!c->call->pol->limits[c->call->band].active)
 		return FG_STAGE_CONTINUE;
 	g->l = &c->call->pol->limits[c->call->band];
-	g->start_ms = call_time(h);
+	g->start_ms = fg_stage_call_time_ms(h);
 	g->start_mono_us = fg_clock_now_us();
 	set_zone(g, h);
 	if (!c->call->user[0])

@@ -21,6 +21,7 @@
 #include "fg_pipeline.h"
 #include "fg_policy_eval.h"
 #include "fg_stage.h"
+#include "fg_stage_record.h"
 
 /* Header lists larger than this are freed, not kept, as scratch. */
 #define STRIP_SCRATCH_KEEP (16 * 1024)
@@ -159,8 +160,8 @@ static enum fg_stage_rc strip_message(struct fg_stage_ctx *c, enum fg_stage_dir 
 	/* Nothing to edit for this band: the message goes on as it came. */
 	if (!e->prog)
 		return FG_STAGE_CONTINUE;
-	rc = fg_policy_edit_call(call->pol, e, call->band, call->slot, call->user, msg->data, msg->len, msg->out,
-	                         &changed, &why);
+	rc = fg_policy_edit_tally(call->pol, e, call->band, call->slot, call->user, msg->data, msg->len, msg->out,
+	                          &changed, &why, call->rec ? fg_stage_record_tally(call->rec) : NULL);
 	if (rc == FG_ENOMEM) {
 		fg_pipeline_fail(c->pl, FG_GRPC_INTERNAL, "feedguardd is out of memory");
 		return FG_STAGE_DONE;

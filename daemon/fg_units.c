@@ -25,6 +25,7 @@ static const struct unit duration_units[] = {
 	{ "s", 1000000 },
 	{ "m", 60000000 },
 	{ "h", 3600000000ULL },
+	{ "d", 86400000000ULL },
 };
 
 static const struct unit size_units[] = {
@@ -141,10 +142,10 @@ int fg_units_parse_duration(const char *text, int64_t *usec, const char **why)
 	if (rc)
 		return rc;
 	if (*num.unit == '\0')
-		return set_why(why, "missing unit (use us, ms, s, m or h)", FG_EINVAL);
+		return set_why(why, "missing unit (use us, ms, s, m, h or d)", FG_EINVAL);
 	u = find_unit(duration_units, NUNITS(duration_units), num.unit);
 	if (!u)
-		return set_why(why, "unknown unit (use us, ms, s, m or h)", FG_EINVAL);
+		return set_why(why, "unknown unit (use us, ms, s, m, h or d)", FG_EINVAL);
 	if (scale_fraction(num.frac, num.nfrac, u->scale, &part))
 		return set_why(why, "finer than 1us", FG_EINVAL);
 	if (scale_digits(num.digits, num.ndigits, u->scale, INT64_MAX, &whole) ||
@@ -183,7 +184,9 @@ char *fg_units_format_duration(int64_t usec, char *buf, unsigned len)
 
 	if (len == 0)
 		return buf;
-	for (size_t i = NUNITS(duration_units); i-- > 0;) {
+	/* Up to hours: "24h" says a day's length plainer than "1d", and the
+	 * messages of ranges were written that way before days were read. */
+	for (size_t i = NUNITS(duration_units) - 1; i-- > 0;) {
 		if (mag % duration_units[i].scale == 0) {
 			u = &duration_units[i];
 			break;

@@ -191,7 +191,7 @@ void fg_worker_front_closed(struct fg_worker *w, struct fg_front *f)
 }
 
 struct fg_worker *fg_worker_new(int id, struct fg_config *cfg, const int *fds, int nfds,
-                                char *err, size_t errlen)
+                                struct fg_capture *capture, char *err, size_t errlen)
 {
 	struct fg_worker *w = calloc(1, sizeof(*w));
 	char who[FG_LISTENER_WHO_MAX];
@@ -218,7 +218,7 @@ struct fg_worker *fg_worker_new(int id, struct fg_config *cfg, const int *fds, i
 	w->ctl_ev = event_new(w->base, w->ctl_fd[0], EV_READ | EV_PERSIST, ctl_cb, w);
 	w->upstream = fg_upstream_new(w, cfg);
 	w->stall_ev = evtimer_new(w->base, stall_cb, w);
-	if (!w->stall_ev || fg_pipeline_env_new(&w->pipelines, w->base, cfg, (size_t)id, &w->metrics) < 0)
+	if (!w->stall_ev || fg_pipeline_env_new(&w->pipelines, w->base, cfg, (size_t)id, &w->metrics, capture) < 0)
 		goto fail_join_worker;
 	stall_arm(w);
 	if (!w->ctl_ev || !w->upstream || event_add(w->ctl_ev, NULL) < 0)

@@ -33,6 +33,8 @@ enum fg_worker_cmd {
 	FG_WORKER_CMD_STOP,         /* exit the loop now */
 };
 
+struct fg_capture;
+
 struct fg_worker {
 	int id;                             /* 0..n-1, for logs */
 	pthread_t thread;
@@ -63,11 +65,13 @@ struct fg_worker {
 
 /*
  * fg_worker_new - a worker with <cfg> (a reference is taken) that will
- * accept on the listening sockets <fds>[0..<nfds>-1] (taken).  The thread
- * is not started.  Returns NULL on failure with a message in <err>.
+ * accept on the listening sockets <fds>[0..<nfds>-1] (taken), and hand
+ * capture records to <capture> (borrowed, outlives the worker; NULL:
+ * none).  The thread is not started.  Returns NULL on failure with a
+ * message in <err>.
  */
 struct fg_worker *fg_worker_new(int id, struct fg_config *cfg, const int *fds, int nfds,
-                                char *err, size_t errlen);
+                                struct fg_capture *capture, char *err, size_t errlen);
 
 /* fg_worker_start - run the worker's loop on a new thread.  0 or FG_EIO. */
 int fg_worker_start(struct fg_worker *w);

@@ -18,6 +18,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "fg_admin.h"
+#include "fg_capture.h"
 #include "fg_config.h"
 #include "fg_cpu.h"
 #include "fg_error.h"
@@ -43,6 +44,7 @@ struct daemon {
 	struct fg_metrics *blocks[MAX_WORKERS];   /* each worker's metrics, for the admin endpoint */
 	struct fg_admin *admin;
 	struct fg_admin_source admin_src;
+	struct fg_capture *capture;         /* the capture writer (idle while capture is off) */
 };
 
 static double unix_now(void)
@@ -61,8 +63,8 @@ static void usage(FILE *out)
 	        "  -t, --test         check the configuration and exit (0: valid, 1: invalid)\n"
 	        "  -v, --version      print the version and exit\n"
 	        "  -h, --help         print this help and exit\n"
-	        "Signals: SIGHUP reloads the configuration; SIGTERM or SIGINT drains and exits\n"
-	        "(a second one exits at once).\n");
+	        "Signals: SIGHUP reloads the configuration; SIGUSR1 starts new capture files;\n"
+	        "SIGTERM or SIGINT drains and exits (a second one exits at once).\n");
 }
 
 /* File descriptors: each client and upstream connection needs one; the
@@ -104,6 +106,8 @@ static void reload(struct daemon *d)
 			fg_config_unref(next);
 	fg_config_unref(d->cfg);
 	d->cfg = next;
+	if (fg_capture_configure(d->capture, next) < 0)
+		fg_log(FG_LOG_ERROR, "capture_failed", "what=configure error=\"cannot start the writer\"");
 	d->proc.reloads++;
 	d->proc.last_reload_success = unix_now();
 	/* Logged before the new level applies, so a reload that quiets the log
@@ -125,6 +129,12 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 
 	if (sig == SIGHUP) {
 		reload(d);
+		return;
+	}
+	if (sig == SIGUSR1) {
+		/* logrotate moved the files: the next record starts a new one */
+		fg_capture_reopen(d->capture);
+		fg_log(FG_LOG_INFO, "capture_reopen", "signal=%d", (int)sig);
 		return;
 	}
 	if (d->stopping) {
@@ -176,8 +186,8 @@ static int start_workers(struct daemon *d)
 	       "screen-time rules see (feedguard-test-now); never deploy this build\"");
 #endif
 	for (i = 0; i < n; i++) {
-		struct fg_worker *w = fg_worker_new(i, d->cfg, fds + i * d->cfg->nlisten, d->cfg->nlisten, err,
-		                                    sizeof(err));
+		struct fg_worker *w = fg_worker_new(i, d->cfg, fds + i * d->cfg->nlisten, d->cfg->nlisten, d->capture,
+		                                    err, sizeof(err));
 		if (!w) {
 			fg_log(FG_LOG_ERROR, "worker_failed", "error=\"%s\"", err);
 			for (i = (i + 1) * d->cfg->nlisten; i < n * d->cfg->nlisten; i++)
@@ -251,11 +261,11 @@ static int start_admin(struct daemon *d)
 
 static void run(struct daemon *d)
 {
-	static const int sigs[] = { SIGHUP, SIGTERM, SIGINT };
-	struct event *sev[3] = { NULL };
+	static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1 };
+	struct event *sev[4] = { NULL };
 	size_t i;
 
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < 4; i++) {
 		sev[i] = evsignal_new(d->base, sigs[i], signal_cb, d);
 		if (sev[i])
 			evsignal_add(sev[i], NULL);
@@ -264,7 +274,7 @@ static void run(struct daemon *d)
 	event_add(d->done_ev, NULL);
 	fg_log(FG_LOG_INFO, "ready", "workers=%d pid=%ld", d->nworkers, (long)getpid());
 	event_base_dispatch(d->base);
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < 4; i++)
 		if (sev[i])
 			event_free(sev[i]);
 }
@@ -293,6 +303,11 @@ int main(int argc, char **argv)
 	if (!d.base || pipe2(d.done_fd, O_CLOEXEC | O_NONBLOCK) < 0)
 		goto out;
 	d.proc.start_time = d.proc.last_reload_success = unix_now();
+	if (fg_capture_new(&d.capture, MAX_WORKERS) < 0 || fg_capture_configure(d.capture, d.cfg) < 0) {
+		fg_log(FG_LOG_ERROR, "capture_failed", "what=start error=\"cannot start the writer\"");
+		goto out;
+	}
+	d.proc.capture = fg_capture_counters(d.capture);
 	if (start_admin(&d) == 0 && start_workers(&d) == 0) {
 		run(&d);
 		rv = 0;
@@ -301,9 +316,12 @@ int main(int argc, char **argv)
 	}
 	for (i = 0; i < d.nworkers; i++)
 		fg_worker_join(d.workers[i]);
+	fg_capture_free(d.capture);     /* after the workers: it writes what they queued */
+	d.capture = NULL;
 	fg_log(FG_LOG_INFO, "exit", "status=%d reloads=%llu reload_failures=%llu", rv,
 	       (unsigned long long)d.proc.reloads, (unsigned long long)d.proc.reload_failures);
 out:
+	fg_capture_free(d.capture);
 	fg_admin_free(d.admin);
 	if (d.done_ev)
 		event_free(d.done_ev);

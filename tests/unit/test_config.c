@@ -581,9 +581,9 @@ static void test_duration_errors(void **state)
 {
 	static const struct error_case cases[] = {
 		{ "upstream:\n  address: 10.0.0.1:1\n  connect_timeout: 5x\n", NAME ":3:20: "
-		  "upstream.connect_timeout: '5x' is not a duration: unknown unit (use us, ms, s, m or h)" },
+		  "upstream.connect_timeout: '5x' is not a duration: unknown unit (use us, ms, s, m, h or d)" },
 		{ "upstream:\n  address: 10.0.0.1:1\n  connect_timeout: 30\n", NAME ":3:20: "
-		  "upstream.connect_timeout: '30' is not a duration: missing unit (use us, ms, s, m or h)" },
+		  "upstream.connect_timeout: '30' is not a duration: missing unit (use us, ms, s, m, h or d)" },
 		{ "upstream:\n  address: 10.0.0.1:1\n  connect_timeout: 1.5us\n", NAME ":3:20: "
 		  "upstream.connect_timeout: '1.5us' is not a duration: finer than 1us" },
 		{ "upstream:\n  address: 10.0.0.1:1\n  connect_timeout: 0s\n", NAME ":3:20: "
@@ -620,14 +620,14 @@ static void test_unknown_keys(void **state)
 {
 	static const struct error_case cases[] = {
 		{ "foo: 1\n", NAME ":1:1: unknown key 'foo'; valid keys: listen, workers, upstream, "
-		  "limits, timeouts, admin, metrics, log, policy, pseudonym_keys, state" },
+		  "limits, timeouts, admin, metrics, log, policy, pseudonym_keys, state, capture" },
 		/* the reference's dotted names are nested mappings in the file */
 		{ UP "admin.listen: off\n", NAME ":2:1: unknown key 'admin.listen': a dotted key of the reference is "
 		  "nested in the file (write 'admin:' and the rest of the name inside it)" },
 		{ UP "listen.port: 1\n", NAME ":2:1: unknown key 'listen.port'; valid keys: listen, workers, upstream, "
-		  "limits, timeouts, admin, metrics, log, policy, pseudonym_keys, state" },
+		  "limits, timeouts, admin, metrics, log, policy, pseudonym_keys, state, capture" },
 		{ UP "Upstream: {}\n", NAME ":2:1: unknown key 'Upstream'; valid keys: listen, workers, "
-		  "upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys, state" },
+		  "upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys, state, capture" },
 		{ "upstream:\n  address: 10.0.0.1:1\n  addr: 10.0.0.1:1\n", NAME ":3:3: unknown key 'addr' "
 		  "in upstream; valid keys: address, connect_timeout, max_connections, max_pending, "
 		  "keepalive_time, keepalive_timeout, backoff_initial, backoff_max" },
@@ -641,7 +641,7 @@ static void test_unknown_keys(void **state)
 		  "access_log" },
 		/* a key is matched on all its bytes, NUL included */
 		{ UP "\"workers\\0x\": 2\n", NAME ":2:1: unknown key 'workers?x'; valid keys: listen, "
-		  "workers, upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys, state" },
+		  "workers, upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys, state, capture" },
 	};
 
 	EXPECT_ERRORS(cases);
@@ -728,13 +728,13 @@ static void test_hostile_values(void **state)
 		{ "upstream: {address: \"10.0.0.1:1\\0\"}\n",
 		  NAME ":1:21: upstream.address must not contain a NUL byte" },
 		{ "\"fo\\to\\n\": 1\n", NAME ":1:1: unknown key 'fo?o?'; valid keys: listen, workers, "
-		  "upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys, state" },
+		  "upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys, state, capture" },
 		{ "\"it's\": 1\n", NAME ":1:1: unknown key 'it?s'; valid keys: listen, workers, "
-		  "upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys, state" },
+		  "upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys, state, capture" },
 		/* cut at 48 bytes, but never inside the two bytes of the e-acute */
 		{ "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xc3\xa9zzz: 1\n",
 		  NAME ":1:1: unknown key 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...'; valid keys: "
-		  "listen, workers, upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys, state" },
+		  "listen, workers, upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys, state, capture" },
 		{ "x: [[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]\n", NAME ":1:19: nesting deeper than 16 levels" },
 	};
 
@@ -851,7 +851,7 @@ static void test_load_file_errors(void **state)
 	assert_int_equal(fg_config_load(d->file, &cfg, err, sizeof(err)), FG_ECONFIG);
 	assert_null(cfg);
 	snprintf(want, sizeof(want), "%s:2:1: unknown key 'bogus'; valid keys: listen, workers, "
-	         "upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys, state", d->file);
+	         "upstream, limits, timeouts, admin, metrics, log, policy, pseudonym_keys, state, capture", d->file);
 	assert_string_equal(err, want);
 
 	snprintf(missing, sizeof(missing), "%s/missing.yaml", d->path);

@@ -986,7 +986,7 @@ static void test_err_methods(void **state)
 	expect_error(HEAD
 	             "    requests: []\n",                                                 /* 10 */
 	             NAME ":10:5: unknown key 'requests' in a method (valid keys: user_id, age_band, request, "
-	             "response, feed, filter, time_zone, screen_time)");
+	             "response, feed, filter, time_zone, screen_time, capture_redact)");
 	expect_error(HEAD
 	             "    request: {bands: [child]}\n",                                    /* 10 */
 	             NAME ":10:14: request must be a list of rule blocks or the name of a rule set, not a mapping");

@@ -97,19 +97,19 @@ static void test_duration_errors(void **state)
 	expect_duration_error("-1s", FG_EINVAL, "expected digits");
 	expect_duration_error(" 1s", FG_EINVAL, "expected digits");
 	expect_duration_error(".5s", FG_EINVAL, "expected digits");
-	expect_duration_error("0", FG_EINVAL, "missing unit (use us, ms, s, m or h)");
-	expect_duration_error("30", FG_EINVAL, "missing unit (use us, ms, s, m or h)");
-	expect_duration_error("5x", FG_EINVAL, "unknown unit (use us, ms, s, m or h)");
-	expect_duration_error("5S", FG_EINVAL, "unknown unit (use us, ms, s, m or h)");
-	expect_duration_error("1s ", FG_EINVAL, "unknown unit (use us, ms, s, m or h)");
-	expect_duration_error("1.5.5s", FG_EINVAL, "unknown unit (use us, ms, s, m or h)");
-	expect_duration_error("1d", FG_EINVAL, "unknown unit (use us, ms, s, m or h)");
+	expect_duration_error("0", FG_EINVAL, "missing unit (use us, ms, s, m, h or d)");
+	expect_duration_error("30", FG_EINVAL, "missing unit (use us, ms, s, m, h or d)");
+	expect_duration_error("5x", FG_EINVAL, "unknown unit (use us, ms, s, m, h or d)");
+	expect_duration_error("5S", FG_EINVAL, "unknown unit (use us, ms, s, m, h or d)");
+	expect_duration_error("1s ", FG_EINVAL, "unknown unit (use us, ms, s, m, h or d)");
+	expect_duration_error("1.5.5s", FG_EINVAL, "unknown unit (use us, ms, s, m, h or d)");
+	expect_duration_error("1w", FG_EINVAL, "unknown unit (use us, ms, s, m, h or d)");
 	expect_duration_error("1.s", FG_EINVAL, "expected digits after '.'");
 	expect_duration_error("1.5us", FG_EINVAL, "finer than 1us");
 	expect_duration_error("0.0000001s", FG_EINVAL, "finer than 1us");
 	/* a syntax error wins over an overflow */
 	expect_duration_error("99999999999999999999999x", FG_EINVAL,
-	                      "unknown unit (use us, ms, s, m or h)");
+	                      "unknown unit (use us, ms, s, m, h or d)");
 }
 
 static void test_duration_why_may_be_null(void **state)

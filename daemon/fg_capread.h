@@ -1,0 +1,59 @@
+/*
+ * fg_capread.h - the records of a capture file, decoded: the framed file
+ * (fg_capfile.h) and each frame's payload unpacked as a
+ * feedguard.capture.v1.Record (protobuf-c, capture.pb-c.h), for the tools
+ * (feedguard-replay, feedguardctl).
+ *
+ * A payload that is a whole frame with a good CRC but does not unpack is
+ * corruption, reported like a bad frame: with its offset and the count of
+ * records read before it.  Blocking file I/O: tools only, never a worker.
+ */
+#ifndef FG_CAPREAD_H
+#define FG_CAPREAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "capture.pb-c.h"
+
+struct fg_capread;
+
+/* What fg_capread_next() found. */
+enum fg_capread_result {
+	FG_CAPREAD_RECORD = 1,      /* a record */
+	FG_CAPREAD_END = 2,         /* the file ends cleanly */
+	FG_CAPREAD_TORN = 3,        /* the file ends with a torn tail (a warning; <err> says where) */
+	FG_CAPREAD_AGAIN = 4,       /* FOLLOW: the data ends inside a frame; call again later */
+};
+
+/* Flags of fg_capread_open. */
+#define FG_CAPREAD_F_FOLLOW 1u      /* the file may still grow (a daemon writes it) */
+
+/*
+ * fg_capread_open - a reader of the capture file <path> (<flags>: 0 or
+ * FG_CAPREAD_F_FOLLOW), returned owned in <*out> (fg_capread_free).
+ * Returns 0, or FG_EIO / FG_ENOMEM with a message in <err> (<errlen>
+ * bytes).
+ */
+int fg_capread_open(struct fg_capread **out, const char *path, unsigned flags, char *err, size_t errlen);
+
+/*
+ * fg_capread_next - the next record into <*rec>, valid until the next call
+ * or fg_capread_free (owned by the reader).  Returns a result above, or
+ * FG_EINVAL (not a capture file, another version, corruption: <err> says
+ * "corrupt frame at offset X after N records: why"), FG_EIO, FG_ENOMEM.
+ * <err> gets a one-line message for TORN and every error.
+ */
+int fg_capread_next(struct fg_capread *r, Feedguard__Capture__V1__Record **rec, char *err, size_t errlen);
+
+/* fg_capread_offset - the offset of the frame of the last record returned
+ * (or where the reader stopped). */
+uint64_t fg_capread_offset(const struct fg_capread *r);
+
+/* fg_capread_records - records returned so far. */
+uint64_t fg_capread_records(const struct fg_capread *r);
+
+/* fg_capread_free - close the file and free <r>.  NULL is a no-op. */
+void fg_capread_free(struct fg_capread *r);
+
+#endif /* FG_CAPREAD_H */

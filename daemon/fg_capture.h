@@ -1,0 +1,110 @@
+/*
+ * fg_capture.h - the capture writer: one thread per process that appends
+ * the records the workers' capture stages build (fg_stage_capture.c) to
+ * capture files (fg_capfile.h), rotates them by size, age and SIGUSR1, and
+ * deletes old ones (retention).
+ *
+ * Workers never wait for it and never take a lock: each worker has its
+ * own single-producer ring of finished records, which the writer drains.
+ * Every byte of capture is counted against capture.queue from the moment
+ * a record starts growing (fg_capture_reserve) until the writer has
+ * written it: past the budget a worker leaves messages out of its record,
+ * and a record that finds its ring full is dropped and counted.
+ *
+ * Files: <directory>/feedguard-<host>-<pid>-<UTC time>-<seq>.fgcap.open
+ * while written, renamed to .fgcap when closed.  Each starts with the
+ * file header and a FileInfo record.  Retention only ever deletes closed
+ * files of that name pattern.
+ *
+ * Threads: fg_capture_new, _configure, _reopen and _free on the main
+ * thread; fg_capture_attach, _reserve, _release and _submit on a worker
+ * (each worker its own ring); counters may be read from any thread.
+ */
+#ifndef FG_CAPTURE_H
+#define FG_CAPTURE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fg_bufq.h"
+
+struct fg_config;
+struct fg_capture;
+struct fg_capture_ring;
+
+/* Bytes a record keeps free in front of it (fg_bufq_headroom) for its
+ * frame header and the Record wrapper around its Call. */
+#define FG_CAPTURE_HEADROOM 16
+
+/* Counters, written with atomics by the workers and the writer. */
+enum fg_capture_drop { FG_CAPTURE_DROP_QUEUE_FULL = 0, FG_CAPTURE_DROP_WRITE_ERROR, FG_CAPTURE_NDROPS };
+enum fg_capture_omit { FG_CAPTURE_OMIT_RECORD_SIZE = 0, FG_CAPTURE_OMIT_QUEUE, FG_CAPTURE_NOMITS };
+enum fg_capture_file_event { FG_CAPTURE_FILE_OPENED = 0, FG_CAPTURE_FILE_ROTATED, FG_CAPTURE_FILE_DELETED,
+                             FG_CAPTURE_FILE_FAILED, FG_CAPTURE_NFILE_EVENTS };
+
+struct fg_capture_counters {
+	uint64_t records;                       /* written */
+	uint64_t bytes;                         /* written, frames included */
+	uint64_t dropped[FG_CAPTURE_NDROPS];
+	uint64_t omitted[FG_CAPTURE_NOMITS];    /* messages left out of records */
+	uint64_t files[FG_CAPTURE_NFILE_EVENTS];
+	uint64_t held;                          /* bytes held now (a gauge) */
+};
+
+/*
+ * fg_capture_new - a writer for up to <nworkers> workers, idle until a
+ * config turns capture on.  Returns 0 with it in <*out>, or FG_ENOMEM.
+ */
+int fg_capture_new(struct fg_capture **out, unsigned nworkers);
+
+/*
+ * fg_capture_configure - apply <cfg>'s capture section (borrowed; what is
+ * needed is copied): the first config with capture on starts the thread;
+ * a new directory or key id starts a new file; capture off closes the
+ * file once the records already queued are written.  Returns 0, or
+ * FG_ENOMEM / FG_EIO (the thread could not start; capture stays off).
+ */
+int fg_capture_configure(struct fg_capture *c, const struct fg_config *cfg);
+
+/* fg_capture_reopen - close the current file and start a new one at the
+ * next record (SIGUSR1, for logrotate). */
+void fg_capture_reopen(struct fg_capture *c);
+
+/* fg_capture_free - write what is queued, close the file, stop the thread
+ * and free <c>, after every worker is gone.  NULL is a no-op. */
+void fg_capture_free(struct fg_capture *c);
+
+/* fg_capture_counters - the counters (read them with atomic loads). */
+const struct fg_capture_counters *fg_capture_counters(const struct fg_capture *c);
+
+/*
+ * fg_capture_attach - the ring of worker <worker> (< nworkers), made on
+ * first use; NULL when out of memory or out of range (the worker then
+ * captures nothing).  The ring lives as long as <c>.
+ */
+struct fg_capture_ring *fg_capture_attach(struct fg_capture *c, unsigned worker);
+
+/*
+ * fg_capture_reserve - count <n> more bytes of capture against the
+ * budget <limit> (capture.queue of the caller's snapshot): 0, or
+ * FG_ETOOBIG when they would pass it (nothing counted).
+ */
+int fg_capture_reserve(struct fg_capture *c, uint64_t n, uint64_t limit);
+
+/* fg_capture_release - give back <n> bytes counted by fg_capture_reserve. */
+void fg_capture_release(struct fg_capture *c, uint64_t n);
+
+/* fg_capture_omitted - count <n> messages left out of a record for <why>. */
+void fg_capture_omitted(struct fg_capture *c, enum fg_capture_omit why, uint64_t n);
+
+/*
+ * fg_capture_submit - queue finished record <rec> for the writer: its
+ * bytes are a serialized feedguard.capture.v1.Record with at least 8
+ * bytes of headroom (the frame header goes there); <reserved> bytes were
+ * counted for it and are released once it is written.  Takes <rec>'s
+ * memory in every case (<rec> is left empty): 0, or FG_EBUSY when the ring
+ * is full (the record is dropped, counted, its bytes released).
+ */
+int fg_capture_submit(struct fg_capture_ring *r, struct fg_bufq *rec, uint64_t reserved);
+
+#endif /* FG_CAPTURE_H */

@@ -1,0 +1,212 @@
+/*
+ * fg_capture_erase.c - one user's records out of a directory of captures.
+ * See fg_capture_erase.h.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "capture.pb-c.h"
+#include "fg_bufq.h"
+#include "fg_capfile.h"
+#include "fg_capture_erase.h"
+#include "fg_error.h"
+
+#define NAME_PREFIX "feedguard-"
+#define NAME_SUFFIX ".fgcap"
+#define OPEN_SUFFIX ".fgcap.open"
+/* Kept frames are written in chunks of about this size. */
+#define WRITE_CHUNK (1u << 20)
+
+enum verdict { V_KEEP, V_ERASE, V_OTHER_KEY };
+
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n > m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* What to do with one record: a Call of the user is erased; a FileInfo
+ * under another key makes the whole file another key's. */
+static enum verdict judge(const uint8_t *p, size_t len, const char *key_id, const char *pseudonym)
+{
+	Feedguard__Capture__V1__Record *r = feedguard__capture__v1__record__unpack(NULL, len, p);
+	enum verdict v = V_KEEP;
+
+	if (!r)
+		return V_KEEP;          /* the reader vouched for its frame; not ours to judge */
+	if (r->kind_case == FEEDGUARD__CAPTURE__V1__RECORD__KIND_FILE_INFO &&
+	    strcmp(r->file_info->capture_key_id, key_id) != 0)
+		v = V_OTHER_KEY;
+	else if (r->kind_case == FEEDGUARD__CAPTURE__V1__RECORD__KIND_CALL && strcmp(r->call->user_key, pseudonym) == 0)
+		v = V_ERASE;
+	feedguard__capture__v1__record__free_unpacked(r, NULL);
+	return v;
+}
+
+/* Pass one: how many of the user's records <path> holds; -1: another
+ * key's file; FG_E* on a read failure. */
+static long long count_user(const char *path, const char *key_id, const char *pseudonym)
+{
+	struct fg_capfile_reader *r;
+	struct fg_capfile_record rec;
+	long long n = 0;
+	int rc;
+
+	if (fg_capfile_reader_open(path, 0, &r, NULL, 0) < 0)
+		return FG_EIO;
+	while ((rc = fg_capfile_reader_next(r, &rec, NULL, 0)) == FG_CAPFILE_RECORD) {
+		enum verdict v = judge(rec.data, rec.len, key_id, pseudonym);
+		if (v == V_OTHER_KEY) {
+			n = -1;
+			break;
+		}
+		n += v == V_ERASE;
+	}
+	fg_capfile_reader_free(r);
+	if (n >= 0 && rc != FG_CAPFILE_END && rc != FG_CAPFILE_TORN)
+		return rc < 0 ? rc : FG_EINVAL;
+	return n;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return FG_EIO;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Pass two: the file's other frames into <tmp> (opened), as they were. */
+static int copy_kept(const char *path, int tmp, const char *key_id, const char *pseudonym)
+{
+	uint8_t hdr[FG_CAPFILE_FILE_HEADER_LEN];
+	struct fg_capfile_reader *r;
+	struct fg_capfile_record rec;
+	struct fg_bufq out;
+	int rc;
+
+	if (fg_capfile_reader_open(path, 0, &r, NULL, 0) < 0)
+		return FG_EIO;
+	fg_bufq_init(&out);
+	fg_capfile_write_file_header(hdr);
+	rc = fg_bufq_append(&out, hdr, sizeof(hdr));
+	while (rc == 0 && (rc = fg_capfile_reader_next(r, &rec, NULL, 0)) == FG_CAPFILE_RECORD) {
+		rc = 0;
+		if (judge(rec.data, rec.len, key_id, pseudonym) == V_ERASE)
+			continue;
+		if ((rc = fg_capfile_append(&out, rec.data, rec.len)) == 0 && fg_bufq_len(&out) >= WRITE_CHUNK) {
+			rc = write_all(tmp, fg_bufq_head(&out), fg_bufq_len(&out));
+			fg_bufq_truncate(&out, 0);
+		}
+	}
+	if (rc == FG_CAPFILE_END || rc == FG_CAPFILE_TORN)
+		rc = write_all(tmp, fg_bufq_head(&out), fg_bufq_len(&out));
+	else if (rc >= 0)
+		rc = FG_EINVAL;
+	fg_bufq_free(&out);
+	fg_capfile_reader_free(r);
+	return rc;
+}
+
+/* <dir>/<name> without the user: written aside, synced, renamed over. */
+static int rewrite(const char *dir, const char *name, const char *key_id, const char *pseudonym)
+{
+	char path[4096], tmp[4096];
+	struct stat st;
+	int fd, rc;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path) ||
+	    (size_t)snprintf(tmp, sizeof(tmp), "%s/.%s.erase", dir, name) >= sizeof(tmp))
+		return FG_EINVAL;
+	if (stat(path, &st) < 0)
+		return FG_EIO;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 07777);
+	if (fd < 0)
+		return FG_EIO;
+	rc = copy_kept(path, fd, key_id, pseudonym);
+	if (rc == 0 && fsync(fd) < 0)
+		rc = FG_EIO;
+	if (close(fd) < 0 && rc == 0)
+		rc = FG_EIO;
+	if (rc == 0 && rename(tmp, path) < 0)
+		rc = FG_EIO;
+	if (rc < 0)
+		unlink(tmp);
+	return rc;
+}
+
+/* One directory entry. */
+static void one_file(const char *dir, const char *name, const char *key_id, const char *pseudonym,
+                     struct fg_capture_erase_result *res)
+{
+	char path[4096];
+	long long n;
+	int rc;
+
+	if (strncmp(name, NAME_PREFIX, strlen(NAME_PREFIX)) != 0)
+		return;
+	if (ends_with(name, OPEN_SUFFIX)) {
+		res->open_files++;
+		return;
+	}
+	if (!ends_with(name, NAME_SUFFIX))
+		return;
+	res->files++;
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if ((n = count_user(path, key_id, pseudonym)) < -1) {
+		fprintf(stderr, "%s: cannot be read (%s): left as it is\n", path, n == FG_EINVAL ? "corrupt" : "I/O error");
+		res->failed++;
+		return;
+	}
+	if (n == -1) {
+		res->other_key++;
+		return;
+	}
+	if (n == 0)
+		return;
+	if ((rc = rewrite(dir, name, key_id, pseudonym)) < 0) {
+		fprintf(stderr, "%s: cannot be rewritten: %s\n", path, rc == FG_EIO ? strerror(errno) : "corrupt");
+		res->failed++;
+		return;
+	}
+	res->rewritten++;
+	res->records += (uint64_t)n;
+}
+
+int fg_capture_erase(const char *dir, const char *key_id, const char *pseudonym,
+                     struct fg_capture_erase_result *res, char *err, size_t errlen)
+{
+	struct dirent *e;
+	DIR *d;
+	int dfd;
+
+	memset(res, 0, sizeof(*res));
+	if (!(d = opendir(dir))) {
+		snprintf(err, errlen, "cannot read %s: %s", dir, strerror(errno));
+		return FG_EIO;
+	}
+	while ((e = readdir(d)))
+		one_file(dir, e->d_name, key_id, pseudonym, res);
+	closedir(d);
+	/* the renames are durable once the directory is */
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+}

@@ -1,0 +1,644 @@
+/*
+ * fg_stage_capture.c - the capture stage: the record of a sampled call
+ * (proto/feedguard/capture/v1/capture.proto, a Record holding a Call),
+ * built in wire format as the call goes, and queued to the process's
+ * capture writer (fg_capture.h) when it ends.
+ *
+ * It runs last, so it sees the request as forwarded and the response as
+ * delivered; the response as the ranker sent it is the message's <orig>,
+ * less what the band's response rules strip (a capture never keeps a
+ * profiling field feedguard removed).  Requests lose the method's
+ * capture_redact fields, and the user id field carries the capture
+ * pseudonym.  The other stages report their decisions through
+ * fg_stage_record.h while <call->rec> is set.
+ *
+ * Whether a call is sampled is known once identify has read the user id
+ * (request headers, or the first request message): until then the record
+ * grows as if it were, and an unsampled call drops it.  Every byte counts
+ * against capture.queue from the moment it is appended.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fg_capture.h"
+#include "fg_config.h"
+#include "fg_error.h"
+#include "fg_items.h"
+#include "fg_limits.h"
+#include "fg_pbwire.h"
+#include "fg_pipeline.h"
+#include "fg_policy-t.h"
+#include "fg_policy_eval.h"
+#include "fg_stage.h"
+#include "fg_stage_record.h"
+#include "fg_tz.h"
+
+/* Fields of feedguard.capture.v1 (capture.proto). */
+enum { REC_CALL = 2 };
+enum { C_START = 1, C_DURATION, C_METHOD, C_BAND, C_USER_KEY, C_TIME_ZONE, C_REQ_META, C_RESP_META, C_REQUEST,
+       C_UPSTREAM, C_DELIVERED, C_STATUS, C_STATUS_MESSAGE, C_ANSWERED, C_DECISIONS, C_OMITTED };
+enum { MD_NAME = 1, MD_VALUE };
+enum { D_STRIPPED = 1, D_ITEMS, D_SCREEN };
+enum { S_FIELD = 1, S_COUNT };
+enum { I_MESSAGE = 1, I_POSITION, I_DELIVERED, I_CLASS, I_FATE, I_DEMOTED };
+enum { ST_ACTION = 1, ST_NOTICES, ST_FAILURE, ST_FAIL_MODE, ST_USED, ST_LEFT, ST_SESSION, ST_EXPOSURE };
+enum { E_COUNTER = 1, E_ALLOWANCE, E_DELIVERED, E_LIMITED };
+
+/* Room kept in front of the Call for the Record's tag and length. */
+#define WRAP_ROOM (1 + 5)
+/* A sampled call's wire-encoded items beyond this are left out (each is
+ * about 20 bytes: a page of FG_ITEMS_MAX items fits). */
+#define ITEMS_MAX_BYTES (4u << 20)
+
+static const char *const failure_names[FG_POLICY_NSREASONS] = { "timeout", "down", "busy", "error", "no_user" };
+static const char *const fail_mode_names[] = { "open", "empty", "deny" };
+
+struct capture_worker {
+	struct fg_capture *cap;             /* NULL: the process has no writer */
+	struct fg_capture_ring *ring;       /* NULL: capture is off for this worker */
+	struct fg_bufq scratch;             /* a message being redacted */
+	uint64_t rng;                       /* xorshift state: sampling of calls with no user id */
+};
+
+struct fg_stage_record {
+	struct capture_worker *w;
+	struct fg_stage_call *call;
+	unsigned recording;                 /* building a record (sampled, or not decided yet) */
+	unsigned decided;                   /* the sampling decision is taken */
+	int64_t start_ms;                   /* wall clock at the request headers */
+	struct fg_bufq buf;                 /* the Call's fields so far */
+	struct fg_bufq items;               /* Decisions.items, encoded */
+	uint64_t reserved;                  /* bytes counted against capture.queue */
+	uint32_t omitted;                   /* messages left out */
+	uint32_t *tally;                    /* [pol->nstats]: strip's counts; NULL until asked */
+	unsigned screen_set;
+	struct fg_stage_screen_facts screen;
+	char zone[FG_TZ_NAME_MAX + 1];
+	uint32_t allowance[FG_ITEMS_MAX_COUNTERS];
+	uint32_t limited[FG_ITEMS_MAX_COUNTERS];
+	char upstream_message[FG_STAGE_ANSWER_MAX]; /* the upstream's grpc-message, as sent */
+};
+
+/* --- budget ---------------------------------------------------------------- */
+
+static uint64_t queue_limit(const struct fg_stage_record *r)
+{
+	return r->call->cfg->capture.queue;
+}
+
+/* Room for <n> more bytes in the record: 0, or a reason to leave a
+ * message out (counted by the caller). */
+static int grow(struct fg_stage_record *r, size_t n, enum fg_capture_omit *why)
+{
+	uint64_t have = fg_bufq_len(&r->buf) + fg_bufq_len(&r->items);
+
+	if (have + n > r->call->cfg->capture.max_record_size) {
+		*why = FG_CAPTURE_OMIT_RECORD_SIZE;
+		return FG_ETOOBIG;
+	}
+	if (fg_capture_reserve(r->w->cap, n, queue_limit(r)) < 0) {
+		*why = FG_CAPTURE_OMIT_QUEUE;
+		return FG_ETOOBIG;
+	}
+	r->reserved += n;
+	return 0;
+}
+
+static void omit(struct fg_stage_record *r, enum fg_capture_omit why)
+{
+	r->omitted++;
+	fg_capture_omitted(r->w->cap, why, 1);
+}
+
+/* Bytes field <field> of the Call, within the budget; a message that
+ * does not fit is left out whole, never cut. */
+static void add_bytes(struct fg_stage_record *r, uint32_t field, const uint8_t *p, size_t n)
+{
+	enum fg_capture_omit why;
+
+	if (grow(r, n + 2 * FG_PBWIRE_VARINT_MAX, &why) < 0) {
+		omit(r, why);
+		return;
+	}
+	if (fg_pbwire_append_len(&r->buf, field, p, n) < 0)
+		omit(r, FG_CAPTURE_OMIT_QUEUE);
+}
+
+/* Everything the record holds goes; its bytes are given back. */
+static void drop_record(struct fg_stage_record *r)
+{
+	fg_bufq_free(&r->buf);
+	fg_bufq_free(&r->items);
+	free(r->tally);
+	r->tally = NULL;
+	if (r->reserved)
+		fg_capture_release(r->w->cap, r->reserved);
+	r->reserved = 0;
+	r->recording = 0;
+	r->call->rec = NULL;
+}
+
+/* --- stage hooks ------------------------------------------------------------ */
+
+static int capture_worker_init(void *wstate, const struct fg_stage_worker_env *env)
+{
+	struct capture_worker *w = wstate;
+
+	w->cap = env->capture;
+	w->ring = w->cap ? fg_capture_attach(w->cap, (unsigned)env->slot) : NULL;
+	w->rng = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)env->slot << 32) ^ (uint64_t)(uintptr_t)w;
+	return 0;
+}
+
+static void capture_worker_free(void *wstate)
+{
+	struct capture_worker *w = wstate;
+
+	fg_bufq_free(&w->scratch);
+}
+
+static enum fg_stage_begin capture_begin(struct fg_stage_ctx *c, const struct fg_hdrs *h)
+{
+	struct capture_worker *w = c->wstate;
+	struct fg_stage_record *r = c->state;
+	struct fg_stage_call *call = c->call;
+
+	if (!w->ring || call->cfg->capture.sample <= 0 || !fg_config_capture_method(call->cfg, call->m->path))
+		return FG_STAGE_SKIP;
+	r->w = w;
+	r->call = call;
+	r->recording = 1;
+	r->start_ms = fg_stage_call_time_ms(h);
+	if (fg_bufq_headroom(&r->buf, WRAP_ROOM) < 0)
+		return FG_STAGE_SKIP;
+	call->need_capture_user = 1;
+	call->rec = r;
+	return FG_STAGE_RUN;
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
+/* In the sample: the capture pseudonym's first 64 bits (uniform, and the
+ * same for all of a user's calls) below <sample> of the range; a call
+ * with no user id by chance. */
+static int sampled(struct fg_stage_record *r)
+{
+	const char *u = r->call->capture_user, *hex = strchr(u, ':');
+	double sample = r->call->cfg->capture.sample;
+	uint64_t v = 0;
+	int i;
+
+	if (sample >= 1)
+		return 1;
+	if (!u[0] || !hex)
+		return (double)(xorshift(&r->w->rng) >> 11) < sample * 9007199254740992.0;
+	for (i = 1; i <= 16 && hex[i]; i++)
+		v = v << 4 | (uint64_t)(hex[i] <= '9' ? hex[i] - '0' : hex[i] - 'a' + 10);
+	return (double)(v >> 11) < sample * 9007199254740992.0;
+}
+
+/* Metadata <h> named in capture.metadata (and feedguard's own, with
+ * <ours>) as entries of <field>. */
+static void add_metadata(struct fg_stage_record *r, uint32_t field, const struct fg_hdrs *h, int ours)
+{
+	const struct fg_config *cfg = r->call->cfg;
+	const uint8_t *b = fg_bufq_head(&h->buf);
+	struct fg_bufq md;
+	size_t i, j;
+
+	fg_bufq_init(&md);
+	for (i = 0; h && i < h->n; i++) {
+		const struct fg_hdrs_entry *e = &h->ent[i];
+		const char *name = (const char *)b + e->name_off;
+		int keep = ours && e->name_len > 10 && memcmp(name, "feedguard-", 10) == 0;
+		for (j = 0; !keep && j < cfg->capture.nmetadata; j++)
+			keep = strlen(cfg->capture.metadata[j]) == e->name_len &&
+			       memcmp(cfg->capture.metadata[j], name, e->name_len) == 0;
+		if (!keep)
+			continue;
+		fg_bufq_truncate(&md, 0);
+		if (fg_pbwire_append_len(&md, MD_NAME, name, e->name_len) < 0 ||
+		    fg_pbwire_append_len(&md, MD_VALUE, b + e->value_off, e->value_len) < 0)
+			break;
+		add_bytes(r, field, fg_bufq_head(&md), fg_bufq_len(&md));
+	}
+	fg_bufq_free(&md);
+}
+
+static enum fg_stage_rc capture_request_headers(struct fg_stage_ctx *c, struct fg_hdrs *h)
+{
+	struct fg_stage_record *r = c->state;
+
+	if (!r->recording)
+		return FG_STAGE_CONTINUE;
+	if (!r->decided) {
+		r->decided = 1;
+		if (!sampled(r)) {
+			drop_record(r);
+			return FG_STAGE_CONTINUE;
+		}
+	}
+	add_metadata(r, C_REQ_META, h, 0);
+	return FG_STAGE_CONTINUE;
+}
+
+/* <len> bytes at <p> less edit <e> (NULL program: as they are) as field
+ * <field>; <user_key> for the user id field.  Counted in the policy's
+ * counters under slot <slot> (SIZE_MAX: not counted). */
+static void add_edited(struct fg_stage_record *r, uint32_t field, const struct fg_policy_edit *e, size_t slot,
+                       const char *user_key, const uint8_t *p, size_t len)
+{
+	const struct fg_stage_call *call = r->call;
+	int changed = 0;
+
+	if (!e->prog) {
+		add_bytes(r, field, p, len);
+		return;
+	}
+	fg_bufq_truncate(&r->w->scratch, 0);
+	if (fg_policy_edit_call(call->pol, e, call->band, slot, user_key, p, len, &r->w->scratch, &changed, NULL) < 0) {
+		omit(r, FG_CAPTURE_OMIT_RECORD_SIZE);
+		return;
+	}
+	add_bytes(r, field, fg_bufq_head(&r->w->scratch), fg_bufq_len(&r->w->scratch));
+}
+
+/* The request as forwarded, less capture_redact.request, the user id
+ * field holding the capture pseudonym. */
+static void add_request(struct fg_stage_record *r, const struct fg_stage_msg *msg)
+{
+	const struct fg_stage_call *call = r->call;
+
+	add_edited(r, C_REQUEST, &call->m->capture_request, call->slot, call->capture_user, msg->data, msg->len);
+}
+
+/* The ranker's message, less what the band's response rules strip (not
+ * counted again: strip counted it) and capture_redact.response; the
+ * delivered one less the latter. */
+static void add_response(struct fg_stage_record *r, const struct fg_stage_msg *msg)
+{
+	const struct fg_stage_call *call = r->call;
+	const struct fg_policy_edit *band = &call->m->response[call->band];
+	const struct fg_policy_edit *redact = &call->m->capture_response;
+	struct fg_bufq tmp;
+	int changed = 0;
+
+	if (!band->prog) {
+		add_edited(r, C_UPSTREAM, redact, call->slot, NULL, msg->orig, msg->orig_len);
+	} else {
+		fg_bufq_init(&tmp);
+		if (fg_policy_edit_call(call->pol, band, call->band, SIZE_MAX, NULL, msg->orig, msg->orig_len, &tmp,
+		                        &changed, NULL) < 0)
+			omit(r, FG_CAPTURE_OMIT_RECORD_SIZE);
+		else
+			add_edited(r, C_UPSTREAM, redact, call->slot, NULL, fg_bufq_head(&tmp), fg_bufq_len(&tmp));
+		fg_bufq_free(&tmp);
+	}
+	if (!msg->drop)
+		add_edited(r, C_DELIVERED, redact, SIZE_MAX, NULL, msg->data, msg->len);
+}
+
+static enum fg_stage_rc capture_message(struct fg_stage_ctx *c, enum fg_stage_dir dir, struct fg_stage_msg *msg)
+{
+	struct fg_stage_record *r = c->state;
+
+	if (!r->recording)
+		return FG_STAGE_CONTINUE;
+	if (dir == FG_STAGE_REQUEST) {
+		if (!msg->drop)
+			add_request(r, msg);
+		return FG_STAGE_CONTINUE;
+	}
+	add_response(r, msg);
+	/* a unary call's metadata is complete with its first message */
+	if (msg->index == 0 && !fg_pipeline_streaming_response(c->pl))
+		add_metadata(r, C_RESP_META, fg_pipeline_pending_metadata(c->pl), 1);
+	return FG_STAGE_CONTINUE;
+}
+
+static enum fg_stage_rc capture_response_headers(struct fg_stage_ctx *c, struct fg_hdrs *h)
+{
+	struct fg_stage_record *r = c->state;
+
+	if (r->recording)
+		add_metadata(r, C_RESP_META, h, 1);
+	return FG_STAGE_CONTINUE;
+}
+
+static enum fg_stage_rc capture_response_end(struct fg_stage_ctx *c, struct fg_hdrs *trailers)
+{
+	struct fg_stage_record *r = c->state;
+	const char *v;
+	size_t len;
+
+	if (!r->recording)
+		return FG_STAGE_CONTINUE;
+	if (trailers) {
+		add_metadata(r, C_RESP_META, trailers, 1);
+		if ((v = fg_hdrs_find(trailers, "grpc-message", &len)))
+			snprintf(r->upstream_message, sizeof(r->upstream_message), "%.*s", (int)len, v);
+	}
+	if (fg_pipeline_streaming_response(c->pl))
+		add_metadata(r, C_RESP_META, fg_pipeline_pending_metadata(c->pl), 1);
+	return FG_STAGE_CONTINUE;
+}
+
+/* --- the end: decisions, the Record wrapper, the writer -------------------- */
+
+static int add_stripped(struct fg_stage_record *r, struct fg_bufq *d)
+{
+	const struct fg_policy *p = r->call->pol;
+	size_t i;
+
+	for (i = 0; r->tally && i < p->nstats; i++) {
+		struct fg_bufq s;
+		int rc;
+		if (!r->tally[i])
+			continue;
+		fg_bufq_init(&s);
+		rc = fg_pbwire_append_len(&s, S_FIELD, p->stat_names[i], strlen(p->stat_names[i])) |
+		     fg_pbwire_append_varint(&s, S_COUNT, r->tally[i]);
+		rc |= fg_pbwire_append_len(d, D_STRIPPED, fg_bufq_head(&s), fg_bufq_len(&s));
+		fg_bufq_free(&s);
+		if (rc)
+			return FG_ENOMEM;
+	}
+	return 0;
+}
+
+static int add_exposure(struct fg_stage_record *r, struct fg_bufq *st)
+{
+	const struct fg_stage_call *call = r->call;
+	struct fg_bufq e;
+	size_t k;
+	int rc = 0;
+
+	fg_bufq_init(&e);
+	for (k = 0; k < r->screen.ncounters && rc == 0; k++) {
+		fg_bufq_truncate(&e, 0);
+		rc = fg_pbwire_append_len(&e, E_COUNTER, r->screen.counter[k], strlen(r->screen.counter[k])) |
+		     fg_pbwire_append_varint(&e, E_ALLOWANCE, r->allowance[k]) |
+		     fg_pbwire_append_varint(&e, E_DELIVERED, call->exposure_delivered[k]) |
+		     fg_pbwire_append_varint(&e, E_LIMITED, r->limited[k]);
+		rc |= fg_pbwire_append_len(st, ST_EXPOSURE, fg_bufq_head(&e), fg_bufq_len(&e));
+	}
+	fg_bufq_free(&e);
+	return rc ? FG_ENOMEM : 0;
+}
+
+static uint64_t minutes(int64_t ms)
+{
+	return ms > 0 ? (uint64_t)ms / 60000 : 0;
+}
+
+static int add_screen(struct fg_stage_record *r, struct fg_bufq *d)
+{
+	const struct fg_stage_screen_facts *f = &r->screen;
+	struct fg_bufq st;
+	unsigned k;
+	int rc = 0;
+
+	if (!r->screen_set)
+		return 0;
+	fg_bufq_init(&st);
+	if (f->action)
+		rc |= fg_pbwire_append_varint(&st, ST_ACTION, f->action);
+	for (k = 0; k < FG_POLICY_NNOTICES; k++)
+		if (f->notices & (1u << k))
+			rc |= fg_pbwire_append_len(&st, ST_NOTICES, fg_limits_notice_name(k),
+			                           strlen(fg_limits_notice_name(k)));
+	if (f->failure >= 0 && f->failure < FG_POLICY_NSREASONS) {
+		rc |= fg_pbwire_append_len(&st, ST_FAILURE, failure_names[f->failure], strlen(failure_names[f->failure]));
+		if (f->fail_mode < 3)
+			rc |= fg_pbwire_append_len(&st, ST_FAIL_MODE, fail_mode_names[f->fail_mode],
+			                           strlen(fail_mode_names[f->fail_mode]));
+	}
+	rc |= fg_pbwire_append_varint(&st, ST_USED, minutes(f->used_ms));
+	if (f->left_ms >= 0)
+		rc |= fg_pbwire_append_varint(&st, ST_LEFT, minutes(f->left_ms));
+	rc |= fg_pbwire_append_varint(&st, ST_SESSION, minutes(f->session_ms));
+	if (rc == 0)
+		rc = add_exposure(r, &st);
+	if (rc == 0)
+		rc = fg_pbwire_append_len(d, D_SCREEN, fg_bufq_head(&st), fg_bufq_len(&st));
+	fg_bufq_free(&st);
+	return rc ? FG_ENOMEM : 0;
+}
+
+static int add_decisions(struct fg_stage_record *r)
+{
+	struct fg_bufq d;
+	int rc;
+
+	fg_bufq_init(&d);
+	rc = add_stripped(r, &d);
+	if (rc == 0 && fg_bufq_len(&r->items))
+		rc = fg_bufq_append(&d, fg_bufq_head(&r->items), fg_bufq_len(&r->items));
+	if (rc == 0)
+		rc = add_screen(r, &d);
+	if (rc == 0 && fg_bufq_len(&d)) {
+		/* the items were counted as they came; the rest now */
+		uint64_t more = fg_bufq_len(&d) > fg_bufq_len(&r->items) ? fg_bufq_len(&d) - fg_bufq_len(&r->items) : 0;
+		if (fg_capture_reserve(r->w->cap, more + 8, queue_limit(r)) == 0) {
+			r->reserved += more + 8;
+			rc = fg_pbwire_append_len(&r->buf, C_DECISIONS, fg_bufq_head(&d), fg_bufq_len(&d));
+		} else {
+			rc = FG_ETOOBIG;
+		}
+	}
+	fg_bufq_free(&d);
+	return rc;
+}
+
+static int add_facts(struct fg_stage_record *r, const struct fg_stage_end *end)
+{
+	const struct fg_stage_call *call = r->call;
+	const char *band = call->pol->bands[call->band].name;
+	const char *text = call->answered ? call->answer_text : r->upstream_message;
+	int rc = 0;
+
+	rc |= fg_pbwire_append_varint(&r->buf, C_START, (uint64_t)r->start_ms);
+	rc |= fg_pbwire_append_varint(&r->buf, C_DURATION, end->end_us > end->start_us ? end->end_us - end->start_us : 0);
+	rc |= fg_pbwire_append_len(&r->buf, C_METHOD, call->m->path, strlen(call->m->path));
+	rc |= fg_pbwire_append_len(&r->buf, C_BAND, band, strlen(band));
+	if (call->capture_user[0])
+		rc |= fg_pbwire_append_len(&r->buf, C_USER_KEY, call->capture_user, strlen(call->capture_user));
+	if (r->zone[0])
+		rc |= fg_pbwire_append_len(&r->buf, C_TIME_ZONE, r->zone, strlen(r->zone));
+	if (end->status)
+		rc |= fg_pbwire_append_varint(&r->buf, C_STATUS, (uint64_t)(int64_t)end->status);
+	if (text[0])
+		rc |= fg_pbwire_append_len(&r->buf, C_STATUS_MESSAGE, text, strlen(text));
+	if (call->answered)
+		rc |= fg_pbwire_append_varint(&r->buf, C_ANSWERED, 1);
+	if (r->omitted)
+		rc |= fg_pbwire_append_varint(&r->buf, C_OMITTED, r->omitted);
+	return rc ? FG_ENOMEM : 0;
+}
+
+/* The Call becomes a Record: its tag and length in front, in the room
+ * kept for them (or, when growth used that room, in a new buffer). */
+static int wrap(struct fg_stage_record *r)
+{
+	uint8_t head[WRAP_ROOM];
+	size_t n = fg_pbwire_write_varint(head, (uint64_t)REC_CALL << 3 | 2);
+	struct fg_bufq nb;
+
+	n += fg_pbwire_write_varint(head + n, fg_bufq_len(&r->buf));
+	if (fg_bufq_prepend(&r->buf, head, n) == 0)
+		return 0;
+	fg_bufq_init(&nb);
+	if (fg_bufq_append(&nb, head, n) < 0 || fg_bufq_append(&nb, fg_bufq_head(&r->buf), fg_bufq_len(&r->buf)) < 0) {
+		fg_bufq_free(&nb);
+		return FG_ENOMEM;
+	}
+	fg_bufq_free(&r->buf);
+	r->buf = nb;
+	return 0;
+}
+
+static void capture_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
+{
+	struct fg_stage_record *r = c->state;
+	uint64_t extra = 256;
+
+	if (!r->recording)
+		return;
+	if (!r->decided && !sampled(r)) {
+		drop_record(r);
+		return;
+	}
+	/* the fixed fields and the wrapper, within the budget like the rest */
+	if (fg_capture_reserve(r->w->cap, extra, queue_limit(r)) < 0) {
+		fg_capture_omitted(r->w->cap, FG_CAPTURE_OMIT_QUEUE, 1);
+		drop_record(r);
+		return;
+	}
+	r->reserved += extra;
+	if (add_facts(r, end) < 0 || add_decisions(r) < 0 || wrap(r) < 0) {
+		drop_record(r);
+		return;
+	}
+	(void)fg_capture_submit(r->w->ring, &r->buf, r->reserved);
+	r->reserved = 0;
+	drop_record(r);
+}
+
+static void capture_call_free(struct fg_stage_ctx *c)
+{
+	struct fg_stage_record *r = c->state;
+
+	if (r->w)
+		drop_record(r);
+}
+
+const struct fg_stage fg_stage_capture = {
+	.name = "capture",
+	.flags = FG_STAGE_F_SEES_DROPPED,
+	.call_size = sizeof(struct fg_stage_record),
+	.worker_size = sizeof(struct capture_worker),
+	.worker_init = capture_worker_init,
+	.worker_free = capture_worker_free,
+	.begin = capture_begin,
+	.on_request_headers = capture_request_headers,
+	.on_message = capture_message,
+	.on_response_headers = capture_response_headers,
+	.on_response_end = capture_response_end,
+	.on_end = capture_end,
+	.call_free = capture_call_free,
+};
+
+/* --- what the other stages report ---------------------------------------------- */
+
+uint32_t *fg_stage_record_tally(struct fg_stage_record *r)
+{
+	size_t n = r->call->pol->nstats;
+	enum fg_capture_omit why;
+
+	if (!r->tally && n && grow(r, n * sizeof(uint32_t), &why) == 0)
+		r->tally = calloc(n, sizeof(uint32_t));
+	return r->tally;
+}
+
+/* One Item, encoded into the record's items. */
+static int add_item(struct fg_stage_record *r, unsigned message, uint32_t pos, int32_t dpos,
+                    const struct fg_items_item *it)
+{
+	const struct fg_policy *p = r->call->pol;
+	struct fg_bufq one;
+	const char *cls = "";
+	int rc;
+
+	if (it->cls != FG_ITEMS_UNLABELLED && it->cls < p->nclasses &&
+	    (it->decision != FG_ITEMS_ALLOW || it->counters || it->fate != FG_ITEMS_KEPT))
+		cls = p->classes[it->cls].name;
+	fg_bufq_init(&one);
+	rc = (message ? fg_pbwire_append_varint(&one, I_MESSAGE, message) : 0) |
+	     (pos ? fg_pbwire_append_varint(&one, I_POSITION, pos) : 0) |
+	     (dpos ? fg_pbwire_append_varint(&one, I_DELIVERED, (uint64_t)(int64_t)dpos) : 0) |
+	     (cls[0] ? fg_pbwire_append_len(&one, I_CLASS, cls, strlen(cls)) : 0) |
+	     (it->fate ? fg_pbwire_append_varint(&one, I_FATE, it->fate) : 0) |
+	     (it->decision == FG_ITEMS_DEMOTE ? fg_pbwire_append_varint(&one, I_DEMOTED, 1) : 0);
+	if (rc == 0)
+		rc = fg_pbwire_append_len(&r->items, D_ITEMS, fg_bufq_head(&one), fg_bufq_len(&one));
+	fg_bufq_free(&one);
+	return rc;
+}
+
+void fg_stage_record_page(struct fg_stage_record *r, unsigned message, const struct fg_items_page *pg)
+{
+	enum fg_capture_omit why;
+	int32_t *dpos;
+	size_t i, k;
+
+	if (!r || !r->recording || pg->n == 0)
+		return;
+	if (fg_bufq_len(&r->items) + pg->n * 24 > ITEMS_MAX_BYTES || grow(r, pg->n * 24, &why) < 0 ||
+	    !(dpos = malloc(pg->n * sizeof(*dpos))))
+		return;
+	for (i = 0; i < pg->n; i++)
+		dpos[i] = -1;
+	for (i = 0; i < pg->norder; i++)
+		if (pg->order[i] < pg->n)
+			dpos[pg->order[i]] = (int32_t)i;
+	for (i = 0; i < pg->n; i++) {
+		const struct fg_items_item *it = &pg->item[i];
+		if (add_item(r, message, (uint32_t)i, dpos[i], it) < 0)
+			break;
+		if (it->fate == FG_ITEMS_LIMITED)
+			for (k = 0; k < FG_ITEMS_MAX_COUNTERS; k++)
+				if (it->counters & (1u << k))
+					r->limited[k]++;
+	}
+	free(dpos);
+}
+
+void fg_stage_record_screen(struct fg_stage_record *r, const struct fg_stage_screen_facts *f)
+{
+	size_t n;
+
+	if (!r || !r->recording)
+		return;
+	r->screen = *f;
+	r->screen_set = 1;
+	snprintf(r->zone, sizeof(r->zone), "%s", f->zone ? f->zone : "");
+	r->screen.zone = r->zone;
+	n = f->ncounters < FG_ITEMS_MAX_COUNTERS ? f->ncounters : FG_ITEMS_MAX_COUNTERS;
+	r->screen.ncounters = n;
+	if (f->allowance)
+		memcpy(r->allowance, f->allowance, n * sizeof(r->allowance[0]));
+	r->screen.allowance = NULL;
+	if (f->start_ms)
+		r->start_ms = f->start_ms;
+}
