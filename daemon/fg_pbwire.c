@@ -414,7 +414,7 @@ int fg_pbwire_next_field(const uint8_t **p, const uint8_t *end, struct fg_pbwire
 {
 	const char *why;
 
-	return get_field(p, end, f, &why);
+	return next_field(p, end, f, &why);
 }
 
 /* ---- output ---- */
