@@ -7,7 +7,8 @@
 # A target is named as its file without fuzz_ and .c (pbwire, items), or
 # with the prefix (fuzz_items).
 # Environment: FG_BUILD_DIR, a configured build directory (default build/):
-# its generated daemon/descriptor.pb-c.c and proto/ranking.pb are used.
+# its generated daemon/descriptor.pb-c.c, proto/ranking.pb and
+# tests/unit/pbjson_test.pb are used.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FG_BUILD_DIR:-$top/build}
@@ -41,6 +42,7 @@ if [ ${#targets[@]} -eq 0 ]; then
 	done
 fi
 export FG_RANKING_PB="$build/proto/ranking.pb"
+export FG_PBJSON_TEST_PB="$build/tests/unit/pbjson_test.pb"
 for t in "${targets[@]}"; do
 	t=${t#fuzz_}
 	# shellcheck disable=SC2086
