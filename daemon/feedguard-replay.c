@@ -2,19 +2,31 @@
  * feedguard-replay.c - feedguard-replay: reads traffic captures
  * (proto/feedguard/capture/v1/capture.proto) for researchers.
  *
- *   dump   every call record as one line of JSON (JSON Lines), messages
- *          decoded against the platform's descriptor set, so pandas, R,
- *          DuckDB or jq read a capture without feedguard.
+ *   dump     every call record as one line of JSON (JSON Lines), messages
+ *            decoded against the platform's descriptor set, so pandas, R,
+ *            DuckDB or jq read a capture without feedguard.
+ *   run      the calls again, offline, under one policy or two side by side
+ *            (fg_replay.h: the daemon's own stages), in the order of their
+ *            start times: a calls file per call, policy and class
+ *            (fg_replay_stats.h) and a summary table; --check compares the
+ *            decisions with the recorded ones; --shard I/N takes one share
+ *            of the users.
+ *   summary  the summary table of calls files (the shards of one run).
+ *   live     the recorded requests to a live target (a feedguardd or a
+ *            ranker) at the recorded pacing or a speed factor, with a
+ *            load tester's report (fg_replay_live.h).
  *
  * Exit status: 0 done; 1 a file could not be read or is corrupt (the
  * others are still read); 2 usage.
  */
 #include "config.h"
 
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +36,9 @@
 #include "fg_error.h"
 #include "fg_pbjson.h"
 #include "fg_policy-t.h"
+#include "fg_replay.h"
+#include "fg_replay_live.h"
+#include "fg_replay_stats.h"
 #include "fg_schema.h"
 
 #define PROG "feedguard-replay"
@@ -43,10 +58,31 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 	        "Usage: " PROG " dump [--descriptor-set FILE | -c CONFIG] [--file-info] [--follow] CAPTURE...\n"
+	        "       " PROG " run -p POLICY [-p POLICY_B] [--calls FILE] [--format csv|jsonl] [--check]\n"
+	        "                    [--shard I/N] [--max-users N] [--progress | --no-progress] CAPTURE...\n"
+	        "       " PROG " summary CALLS.csv...\n"
+	        "       " PROG " live --target HOST:PORT [--speed F] [--rate N] [--concurrency N] [--timeout MS]\n"
+	        "                    [--shard I/N] CAPTURE...\n"
+	        "dump:\n"
 	        "  -d, --descriptor-set FILE  decode messages with this descriptor set\n"
 	        "  -c, --config FILE          ... with the one of this feedguardd config's policy\n"
 	        "      --file-info            print each file's FileInfo record too\n"
 	        "  -f, --follow               keep reading a file the daemon is writing (one file)\n"
+	        "run:\n"
+	        "  -p, --policy FILE          a policy to replay under (twice: A against B)\n"
+	        "      --calls FILE           one row per call, policy and class (- for stdout)\n"
+	        "      --format csv|jsonl     of the calls file (default csv)\n"
+	        "      --check                compare each call's decisions with the recorded ones\n"
+	        "                             (exit status 1 when any differs)\n"
+	        "      --shard I/N            only the users of share I of N (0 <= I < N)\n"
+	        "      --max-users N          users' screen-time state kept (default 1000000)\n"
+	        "      --progress, --no-progress  a progress bar on stderr (default: when a terminal)\n"
+	        "live:\n"
+	        "      --target HOST:PORT     a feedguardd or a ranker (h2c, numeric address)\n"
+	        "      --speed F              recorded gaps divided by F (default 1; 0: no pacing)\n"
+	        "      --rate N               at most N calls a second (default: no cap)\n"
+	        "      --concurrency N        calls in flight at most (default 16)\n"
+	        "      --timeout MS           each call's deadline (default 10000)\n"
 	        "  -v, --version              print the version and exit\n"
 	        "  -h, --help                 print this help and exit\n");
 }
@@ -364,6 +400,510 @@ static int cmd_dump(int argc, char **argv)
 	return status;
 }
 
+/* --- run ------------------------------------------------------------------------ */
+
+/* One recorded call to replay: where it is and when it started. */
+struct entry {
+	uint32_t file;
+	uint64_t offset;
+	int64_t start_ms;
+	uint64_t seq;                   /* capture order, for equal start times */
+};
+
+struct run {
+	const char *policies[2];
+	size_t npolicies;
+	struct fg_replay *replay[2];
+	const char *calls_path;
+	FILE *calls;
+	enum fg_replay_format format;
+	unsigned check, progress;
+	unsigned shard, nshards;
+	size_t max_users;
+	struct entry *e;
+	size_t n, cap;
+	uint64_t checked, mismatched, no_upstream[2], failed;
+	struct fg_replay_stats *stats;
+};
+
+/* The share of user <key> ("<key id>:<hex>"): its first 64 bits mod N; a
+ * call without a user id is share 0's. */
+static unsigned share_of(const char *key, unsigned n)
+{
+	const char *hex = key ? strchr(key, ':') : NULL;
+	uint64_t v = 0;
+	int i;
+
+	if (!hex || n <= 1)
+		return 0;
+	for (i = 1; i <= 16 && hex[i]; i++)
+		v = v << 4 | (uint64_t)(hex[i] <= '9' ? hex[i] - '0' : (hex[i] | 0x20) - 'a' + 10);
+	return (unsigned)(v % n);
+}
+
+static void progress(const struct run *ru, const char *what, uint64_t done, uint64_t total)
+{
+	char bar[31];
+	unsigned k, fill;
+
+	if (!ru->progress || total == 0)
+		return;
+	fill = (unsigned)(done * 30 / total);
+	for (k = 0; k < 30; k++)
+		bar[k] = k < fill ? '#' : '.';
+	bar[30] = '\0';
+	fprintf(stderr, "\r" PROG ": %-9s [%s] %3u%% %llu/%llu", what, bar, (unsigned)(done * 100 / total),
+	        (unsigned long long)done, (unsigned long long)total);
+	if (done >= total)
+		fputc('\n', stderr);
+}
+
+static int add_entry(struct run *ru, uint32_t file, uint64_t offset, int64_t start)
+{
+	if (ru->n == ru->cap) {
+		size_t cap = ru->cap ? ru->cap * 2 : 4096;
+		struct entry *e = realloc(ru->e, cap * sizeof(*e));
+		if (!e)
+			return FG_ENOMEM;
+		ru->e = e;
+		ru->cap = cap;
+	}
+	ru->e[ru->n] = (struct entry){ file, offset, start, ru->n };
+	ru->n++;
+	return 0;
+}
+
+/* Pass one: every call of the shard, with its offset.  EXIT_* */
+static int index_file(struct run *ru, uint32_t fi, const char *path, uint64_t *bytes_done, uint64_t total)
+{
+	Feedguard__Capture__V1__Record *rec;
+	struct fg_capread *r;
+	char err[512];
+	int rc;
+
+	if (fg_capread_open(&r, path, 0, err, sizeof(err)) < 0) {
+		fprintf(stderr, PROG ": %s\n", err);
+		return EXIT_FAIL;
+	}
+	while ((rc = fg_capread_next(r, &rec, err, sizeof(err))) == FG_CAPREAD_RECORD) {
+		if (rec->kind_case != FEEDGUARD__CAPTURE__V1__RECORD__KIND_CALL ||
+		    share_of(rec->call->user_key, ru->nshards) != ru->shard)
+			continue;
+		if (add_entry(ru, fi, fg_capread_offset(r), rec->call->start_unix_ms) < 0) {
+			fprintf(stderr, PROG ": out of memory\n");
+			fg_capread_free(r);
+			return EXIT_FAIL;
+		}
+		if ((ru->n & 1023) == 0)
+			progress(ru, "indexing", *bytes_done + fg_capread_offset(r), total);
+	}
+	fg_capread_free(r);
+	if (rc == FG_CAPREAD_TORN)
+		fprintf(stderr, "%s" PROG ": %s: %s, skipped\n", ru->progress ? "\n" : "", path, err);
+	else if (rc != FG_CAPREAD_END) {
+		fprintf(stderr, "%s" PROG ": %s: %s\n", ru->progress ? "\n" : "", path, err);
+		return EXIT_FAIL;
+	}
+	return EXIT_DONE;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+	const struct entry *x = a, *y = b;
+
+	if (x->start_ms != y->start_ms)
+		return x->start_ms < y->start_ms ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* 1 when replayed <b> decided as recorded <a> did: status, screen-time
+ * action and notices, every item's fate and place. */
+static int same_decisions(const Feedguard__Capture__V1__Call *a, const Feedguard__Capture__V1__Call *b)
+{
+	const Feedguard__Capture__V1__Decisions *x = a->decisions, *y = b->decisions;
+	const Feedguard__Capture__V1__ScreenTime *sx = x ? x->screen_time : NULL, *sy = y ? y->screen_time : NULL;
+	size_t nx = x ? x->n_items : 0, ny = y ? y->n_items : 0, i;
+
+	if (a->status != b->status || nx != ny || (sx ? sx->action : 0) != (sy ? sy->action : 0))
+		return 0;
+	if ((sx ? sx->n_notices : 0) != (sy ? sy->n_notices : 0))
+		return 0;
+	for (i = 0; sx && i < sx->n_notices; i++)
+		if (strcmp(sx->notices[i], sy->notices[i]) != 0)
+			return 0;
+	for (i = 0; i < nx; i++) {
+		const Feedguard__Capture__V1__Item *p = x->items[i], *q = y->items[i];
+		if (p->message != q->message || p->position != q->position || p->fate != q->fate ||
+		    p->delivered_position != q->delivered_position || p->demoted != q->demoted ||
+		    strcmp(p->class_, q->class_) != 0)
+			return 0;
+	}
+	return 1;
+}
+
+static const char *label(const struct run *ru, size_t p)
+{
+	static const char *const names[] = { "A", "B" };
+
+	return ru->npolicies > 1 ? names[p] : "A";
+}
+
+/* One call under each policy.  0, or -1 (a failure already said). */
+static int replay_one(struct run *ru, const Feedguard__Capture__V1__Call *in, uint64_t n,
+                      struct fg_replay_row *row)
+{
+	Feedguard__Capture__V1__Call *out;
+	struct fg_replay_result res;
+	size_t p;
+
+	for (p = 0; p < ru->npolicies; p++) {
+		if (fg_replay_call(ru->replay[p], in, &out, &res) < 0) {
+			ru->failed++;
+			continue;
+		}
+		ru->no_upstream[p] += res.no_upstream;
+		if (ru->check && p == 0) {
+			ru->checked++;
+			if (!same_decisions(in, out)) {
+				if (++ru->mismatched <= 10)
+					fprintf(stderr, PROG ": check: call %llu (%s, band %s, %s) decided otherwise than "
+					        "recorded\n", (unsigned long long)n, in->method, in->band, in->user_key);
+			}
+		}
+		fg_replay_row_of(row, label(ru, p), n, out, res.no_upstream);
+		if (fg_replay_stats_add(ru->stats, row) < 0 ||
+		    (ru->calls && fg_replay_row_write(ru->calls, ru->format, row) < 0)) {
+			fprintf(stderr, PROG ": cannot write the calls file: out of memory or disk\n");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Pass two: the calls in time order.  EXIT_* */
+static int replay_all(struct run *ru, char **files)
+{
+	struct fg_replay_row *row = calloc(1, sizeof(*row));
+	Feedguard__Capture__V1__Record *rec;
+	struct fg_bufq buf;
+	int fd = -1, rv = EXIT_DONE;
+	uint32_t open_file = UINT32_MAX;
+	size_t i;
+
+	if (!row)
+		return EXIT_FAIL;
+	fg_bufq_init(&buf);
+	for (i = 0; i < ru->n && rv == EXIT_DONE; i++) {
+		const struct entry *e = &ru->e[i];
+		if (e->file != open_file) {
+			if (fd >= 0)
+				close(fd);
+			if ((fd = open(files[e->file], O_RDONLY | O_CLOEXEC)) < 0) {
+				perror(files[e->file]);
+				rv = EXIT_FAIL;
+				break;
+			}
+			open_file = e->file;
+		}
+		if (fg_capread_record_at(fd, e->offset, &buf, &rec) < 0) {
+			fprintf(stderr, PROG ": %s: the record at offset %llu changed since it was indexed\n",
+			        files[e->file], (unsigned long long)e->offset);
+			rv = EXIT_FAIL;
+			break;
+		}
+		if (replay_one(ru, rec->call, e->seq + 1, row) < 0)
+			rv = EXIT_FAIL;
+		feedguard__capture__v1__record__free_unpacked(rec, NULL);
+		if ((i & 255) == 0 || i + 1 == ru->n)
+			progress(ru, "replaying", i + 1, ru->n);
+	}
+	if (fd >= 0)
+		close(fd);
+	fg_bufq_free(&buf);
+	free(row);
+	return rv;
+}
+
+static int parse_shard(const char *s, unsigned *i, unsigned *n)
+{
+	char *end;
+	unsigned long a = strtoul(s, &end, 10), b;
+
+	if (end == s || *end != '/')
+		return -1;
+	b = strtoul(end + 1, &end, 10);
+	if (*end || b == 0 || b > 1000000 || a >= b)
+		return -1;
+	*i = (unsigned)a;
+	*n = (unsigned)b;
+	return 0;
+}
+
+static int run_args(struct run *ru, int argc, char **argv)
+{
+	enum { O_CALLS = 256, O_FORMAT, O_CHECK, O_SHARD, O_MAX_USERS, O_PROGRESS, O_NO_PROGRESS };
+	static const struct option opts[] = {
+		{ "policy", required_argument, NULL, 'p' },     { "calls", required_argument, NULL, O_CALLS },
+		{ "format", required_argument, NULL, O_FORMAT }, { "check", no_argument, NULL, O_CHECK },
+		{ "shard", required_argument, NULL, O_SHARD },   { "max-users", required_argument, NULL, O_MAX_USERS },
+		{ "progress", no_argument, NULL, O_PROGRESS },   { "no-progress", no_argument, NULL, O_NO_PROGRESS },
+		{ "help", no_argument, NULL, 'h' },              { NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	ru->progress = isatty(STDERR_FILENO);
+	ru->nshards = 1;
+	while ((c = getopt_long(argc, argv, "p:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			if (ru->npolicies == 2) {
+				fprintf(stderr, PROG ": run takes one or two policies\n");
+				return -1;
+			}
+			ru->policies[ru->npolicies++] = optarg;
+			break;
+		case O_CALLS: ru->calls_path = optarg; break;
+		case O_FORMAT:
+			if (strcmp(optarg, "csv") != 0 && strcmp(optarg, "jsonl") != 0) {
+				fprintf(stderr, PROG ": --format is csv or jsonl\n");
+				return -1;
+			}
+			ru->format = strcmp(optarg, "csv") == 0 ? FG_REPLAY_CSV : FG_REPLAY_JSONL;
+			break;
+		case O_CHECK: ru->check = 1; break;
+		case O_SHARD:
+			if (parse_shard(optarg, &ru->shard, &ru->nshards) < 0) {
+				fprintf(stderr, PROG ": --shard is I/N with 0 <= I < N\n");
+				return -1;
+			}
+			break;
+		case O_MAX_USERS: ru->max_users = strtoul(optarg, NULL, 10); break;
+		case O_PROGRESS: ru->progress = 1; break;
+		case O_NO_PROGRESS: ru->progress = 0; break;
+		case 'h': usage(stdout); exit(EXIT_DONE);
+		default: return -1;
+		}
+	}
+	if (ru->npolicies == 0 || optind >= argc) {
+		fprintf(stderr, PROG ": run needs a policy (-p) and capture files\n");
+		return -1;
+	}
+	return 0;
+}
+
+static int run_open(struct run *ru)
+{
+	char err[FG_CONFIG_ERRLEN];
+	size_t p;
+
+	for (p = 0; p < ru->npolicies; p++)
+		if (fg_replay_new(&ru->replay[p], ru->policies[p], ru->max_users, err, sizeof(err)) < 0) {
+			fprintf(stderr, "%s\n", err);
+			return -1;
+		}
+	if (!(ru->stats = fg_replay_stats_new()))
+		return -1;
+	if (ru->calls_path) {
+		ru->calls = strcmp(ru->calls_path, "-") == 0 ? stdout : fopen(ru->calls_path, "w");
+		if (!ru->calls) {
+			perror(ru->calls_path);
+			return -1;
+		}
+		fg_replay_row_header(ru->calls, ru->format);
+	}
+	return 0;
+}
+
+static void run_close(struct run *ru)
+{
+	size_t p;
+
+	for (p = 0; p < ru->npolicies; p++)
+		fg_replay_free(ru->replay[p]);
+	if (ru->calls && ru->calls != stdout)
+		fclose(ru->calls);
+	fg_replay_stats_free(ru->stats);
+	free(ru->e);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	struct run ru = { 0 };
+	uint64_t total = 0, done = 0;
+	struct stat st;
+	int i, rv = EXIT_DONE;
+
+	if (run_args(&ru, argc, argv) < 0)
+		return EXIT_USAGE;
+	if (run_open(&ru) < 0) {
+		run_close(&ru);
+		return EXIT_FAIL;
+	}
+	for (i = optind; i < argc; i++)
+		total += stat(argv[i], &st) == 0 ? (uint64_t)st.st_size : 0;
+	for (i = optind; i < argc; i++) {
+		if (index_file(&ru, (uint32_t)(i - optind), argv[i], &done, total) != EXIT_DONE)
+			rv = EXIT_FAIL;
+		done += stat(argv[i], &st) == 0 ? (uint64_t)st.st_size : 0;
+	}
+	progress(&ru, "indexing", total, total);
+	qsort(ru.e, ru.n, sizeof(*ru.e), entry_cmp);
+	if (replay_all(&ru, argv + optind) != EXIT_DONE)
+		rv = EXIT_FAIL;
+	if (ru.calls == stdout) {
+		fflush(stdout);
+	} else {
+		for (i = 0; i < (int)ru.npolicies; i++)
+			printf("policy %s: %s\n", label(&ru, (size_t)i), fg_replay_policy(ru.replay[i]));
+		printf("calls: %zu%s\n\n", ru.n, ru.nshards > 1 ? " (this shard's)" : "");
+		fg_replay_stats_print(stdout, ru.stats);
+	}
+	for (i = 0; i < (int)ru.npolicies; i++)
+		if (ru.no_upstream[i])
+			fprintf(stderr, PROG ": policy %s: %llu calls had no ranker answer in the capture (the recording "
+			        "policy answered them) and this policy did not: they delivered nothing\n", label(&ru, (size_t)i),
+			        (unsigned long long)ru.no_upstream[i]);
+	if (ru.check) {
+		fprintf(ru.calls == stdout ? stderr : stdout, "check: %llu calls, %llu decided as recorded, %llu "
+		        "otherwise\n", (unsigned long long)ru.checked, (unsigned long long)(ru.checked - ru.mismatched),
+		        (unsigned long long)ru.mismatched);
+		if (ru.mismatched)
+			rv = EXIT_FAIL;
+	}
+	if (ru.failed) {
+		fprintf(stderr, PROG ": %llu calls could not be replayed\n", (unsigned long long)ru.failed);
+		rv = EXIT_FAIL;
+	}
+	run_close(&ru);
+	return rv;
+}
+
+/* --- summary ------------------------------------------------------------------- */
+
+static int cmd_summary(int argc, char **argv)
+{
+	struct fg_replay_stats *s;
+	char err[512];
+	int i, rv = EXIT_DONE;
+
+	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? EXIT_USAGE : EXIT_DONE;
+	}
+	if (!(s = fg_replay_stats_new()))
+		return EXIT_FAIL;
+	for (i = 1; i < argc && rv == EXIT_DONE; i++) {
+		FILE *f = strcmp(argv[i], "-") == 0 ? stdin : fopen(argv[i], "r");
+		if (!f) {
+			perror(argv[i]);
+			rv = EXIT_FAIL;
+			break;
+		}
+		if (fg_replay_stats_read_csv(s, f, argv[i], err, sizeof(err)) < 0) {
+			fprintf(stderr, PROG ": %s\n", err);
+			rv = EXIT_FAIL;
+		}
+		if (f != stdin)
+			fclose(f);
+	}
+	if (rv == EXIT_DONE)
+		fg_replay_stats_print(stdout, s);
+	fg_replay_stats_free(s);
+	return rv;
+}
+
+/* --- live ------------------------------------------------------------------------ */
+
+struct live_src {
+	struct run *ru;                 /* its index, sorted */
+	char **files;
+	size_t at;
+	int fd;
+	uint32_t open_file;
+	struct fg_bufq buf;
+};
+
+static int live_next(void *arg, Feedguard__Capture__V1__Record **rec)
+{
+	struct live_src *ls = arg;
+	const struct entry *e;
+
+	if (ls->at >= ls->ru->n)
+		return 0;
+	e = &ls->ru->e[ls->at++];
+	if (e->file != ls->open_file) {
+		if (ls->fd >= 0)
+			close(ls->fd);
+		if ((ls->fd = open(ls->files[e->file], O_RDONLY | O_CLOEXEC)) < 0) {
+			perror(ls->files[e->file]);
+			return -1;
+		}
+		ls->open_file = e->file;
+	}
+	if (fg_capread_record_at(ls->fd, e->offset, &ls->buf, rec) < 0) {
+		fprintf(stderr, PROG ": %s: the record at offset %llu changed since it was indexed\n",
+		        ls->files[e->file], (unsigned long long)e->offset);
+		return -1;
+	}
+	return 1;
+}
+
+static int cmd_live(int argc, char **argv)
+{
+	enum { O_TARGET = 256, O_SPEED, O_RATE, O_CONC, O_TIMEOUT, O_SHARD };
+	static const struct option opts[] = {
+		{ "target", required_argument, NULL, O_TARGET }, { "speed", required_argument, NULL, O_SPEED },
+		{ "rate", required_argument, NULL, O_RATE },     { "concurrency", required_argument, NULL, O_CONC },
+		{ "timeout", required_argument, NULL, O_TIMEOUT }, { "shard", required_argument, NULL, O_SHARD },
+		{ "help", no_argument, NULL, 'h' },              { NULL, 0, NULL, 0 },
+	};
+	struct fg_replay_live_opts o = { .speed = 1 };
+	struct run ru = { .nshards = 1 };
+	struct live_src ls = { .ru = &ru, .fd = -1, .open_file = UINT32_MAX };
+	uint64_t done = 0;
+	int c, i, rv = EXIT_DONE, rc;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case O_TARGET: o.target = optarg; break;
+		case O_SPEED: o.speed = strtod(optarg, NULL); break;
+		case O_RATE: o.rate = strtod(optarg, NULL); break;
+		case O_CONC: o.concurrency = (unsigned)strtoul(optarg, NULL, 10); break;
+		case O_TIMEOUT: o.timeout_ms = strtoll(optarg, NULL, 10); break;
+		case O_SHARD:
+			if (parse_shard(optarg, &ru.shard, &ru.nshards) < 0) {
+				fprintf(stderr, PROG ": --shard is I/N with 0 <= I < N\n");
+				return EXIT_USAGE;
+			}
+			break;
+		case 'h': usage(stdout); return EXIT_DONE;
+		default: usage(stderr); return EXIT_USAGE;
+		}
+	}
+	if (!o.target || optind >= argc || o.speed < 0 || o.rate < 0 || o.timeout_ms < 0) {
+		fprintf(stderr, PROG ": live needs --target and capture files (speed, rate and timeout >= 0)\n");
+		return EXIT_USAGE;
+	}
+	for (i = optind; i < argc; i++)
+		if (index_file(&ru, (uint32_t)(i - optind), argv[i], &done, 0) != EXIT_DONE)
+			rv = EXIT_FAIL;
+	qsort(ru.e, ru.n, sizeof(*ru.e), entry_cmp);
+	ls.files = argv + optind;
+	fg_bufq_init(&ls.buf);
+	rc = fg_replay_live_run(&o, live_next, &ls, stdout);
+	if (rc == FG_EINVAL)
+		fprintf(stderr, PROG ": --target %s: not a numeric HOST:PORT\n", o.target);
+	else if (rc < 0)
+		fprintf(stderr, PROG ": %s: the connection failed or could not be made\n", o.target);
+	if (rc < 0)
+		rv = EXIT_FAIL;
+	if (ls.fd >= 0)
+		close(ls.fd);
+	fg_bufq_free(&ls.buf);
+	free(ru.e);
+	return rv;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 2 && (strcmp(argv[1], "-v") == 0 || strcmp(argv[1], "--version") == 0)) {
@@ -376,6 +916,12 @@ int main(int argc, char **argv)
 	}
 	if (argc >= 2 && strcmp(argv[1], "dump") == 0)
 		return cmd_dump(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "run") == 0)
+		return cmd_run(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "summary") == 0)
+		return cmd_summary(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "live") == 0)
+		return cmd_live(argc - 1, argv + 1);
 	usage(stderr);
 	return EXIT_USAGE;
 }

@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "fg_capfile.h"
 #include "fg_capread.h"
@@ -94,4 +95,46 @@ void fg_capread_free(struct fg_capread *r)
 	drop_last(r);
 	fg_capfile_reader_free(r->file);
 	free(r);
+}
+
+/* <n> bytes at <off> of <fd> appended to <buf>. */
+static int pread_all(int fd, uint64_t off, size_t n, struct fg_bufq *buf)
+{
+	ssize_t got;
+
+	if (fg_bufq_reserve(buf, n) < 0)
+		return FG_ENOMEM;
+	while (n > 0) {
+		got = pread(fd, fg_bufq_tail(buf), n, (off_t)off);
+		if (got <= 0)
+			return FG_EIO;
+		fg_bufq_commit(buf, (size_t)got);
+		off += (uint64_t)got;
+		n -= (size_t)got;
+	}
+	return 0;
+}
+
+int fg_capread_record_at(int fd, uint64_t offset, struct fg_bufq *buf, Feedguard__Capture__V1__Record **rec)
+{
+	const uint8_t *p;
+	struct fg_capfile_frame f;
+	uint32_t len;
+	int rc;
+
+	*rec = NULL;
+	fg_bufq_truncate(buf, 0);
+	if ((rc = pread_all(fd, offset, FG_CAPFILE_FRAME_HEADER_LEN, buf)) < 0)
+		return rc;
+	p = fg_bufq_head(buf);
+	len = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+	if (len > FG_CAPFILE_MAX_RECORD)
+		return FG_EINVAL;
+	if ((rc = pread_all(fd, offset + FG_CAPFILE_FRAME_HEADER_LEN, len, buf)) < 0)
+		return rc;
+	/* the frame alone, as if it ended the file: a record or nothing */
+	if (fg_capfile_parse_frame(fg_bufq_head(buf), fg_bufq_len(buf), FG_CAPFILE_F_EOF, &f) != FG_CAPFILE_RECORD)
+		return FG_EINVAL;
+	*rec = feedguard__capture__v1__record__unpack(NULL, f.len, f.payload);
+	return *rec ? 0 : FG_EINVAL;
 }

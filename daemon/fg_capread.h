@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "capture.pb-c.h"
+#include "fg_bufq.h"
 
 struct fg_capread;
 
@@ -52,6 +53,15 @@ uint64_t fg_capread_offset(const struct fg_capread *r);
 
 /* fg_capread_records - records returned so far. */
 uint64_t fg_capread_records(const struct fg_capread *r);
+
+/*
+ * fg_capread_record_at - the record whose frame starts at <offset> of the
+ * capture file open on <fd> (an offset fg_capread_offset gave), read with
+ * pread(2) into <buf> (reused across calls) and returned owned in <*rec>
+ * (feedguard__capture__v1__record__free_unpacked).  Returns 0, FG_EIO, or
+ * FG_EINVAL (no whole frame with a good CRC there, or no Record in it).
+ */
+int fg_capread_record_at(int fd, uint64_t offset, struct fg_bufq *buf, Feedguard__Capture__V1__Record **rec);
 
 /* fg_capread_free - close the file and free <r>.  NULL is a no-op. */
 void fg_capread_free(struct fg_capread *r);

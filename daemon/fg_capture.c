@@ -559,6 +559,26 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
+int fg_capture_take(struct fg_capture *c, struct fg_bufq *out)
+{
+	unsigned i;
+
+	fg_bufq_free(out);
+	for (i = 0; i < c->nworkers; i++) {
+		struct fg_capture_ring *r = __atomic_load_n(&c->rings[i], __ATOMIC_ACQUIRE);
+		struct slot *sl;
+		if (!r || r->tail == __atomic_load_n(&r->head, __ATOMIC_ACQUIRE))
+			continue;
+		sl = &r->slots[r->tail & (RING_SIZE - 1)];
+		*out = sl->rec;
+		fg_bufq_init(&sl->rec);
+		fg_capture_release(c, sl->reserved);
+		__atomic_store_n(&r->tail, r->tail + 1, __ATOMIC_RELEASE);
+		return 1;
+	}
+	return 0;
+}
+
 /* --- main thread ------------------------------------------------------------- */
 
 int fg_capture_new(struct fg_capture **out, unsigned nworkers)

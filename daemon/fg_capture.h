@@ -107,4 +107,13 @@ void fg_capture_omitted(struct fg_capture *c, enum fg_capture_omit why, uint64_t
  */
 int fg_capture_submit(struct fg_capture_ring *r, struct fg_bufq *rec, uint64_t reserved);
 
+/*
+ * fg_capture_take - for a tool that runs the capture stage with no writer
+ * thread (feedguard-replay, which never calls fg_capture_configure): the
+ * oldest record queued by any worker, moved into <out> (emptied first; its
+ * bytes a serialized Record, its reserved bytes released).  1 when one was
+ * there, 0 when none.  Must not be used while a writer thread runs.
+ */
+int fg_capture_take(struct fg_capture *c, struct fg_bufq *out);
+
 #endif /* FG_CAPTURE_H */

@@ -109,7 +109,7 @@ struct fg_pipeline_env {
 	unsigned over;                          /* <held> was over limits.worker_buffer when last counted */
 	uint64_t *held_gauge;                   /* the worker's metric, or NULL */
 	struct fg_metrics *metrics;             /* the worker's metrics block, or NULL */
-	struct fg_capture *capture;             /* the process's capture writer, or NULL */
+	struct fg_stage_worker_env tmpl;        /* what each stage's worker_init is lent (its cfg aside) */
 };
 
 

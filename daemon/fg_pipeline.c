@@ -788,6 +788,7 @@ int fg_pipeline_begin(struct fg_pipeline **out, struct fg_pipeline_env *env, con
 	pl->call.pol = a->cfg->policy;
 	pl->call.m = fg_policy_find_method(a->cfg->policy, a->path, a->path_len);
 	pl->call.slot = env->slot_no;
+	pl->call.time_ms = a->time_ms ? a->time_ms : fg_stage_call_time_ms(a->req_hdrs);
 	side_reset(&pl->side[0], a->cfg->limits.max_message_size, a->req_out);
 	side_reset(&pl->side[1], a->cfg->limits.max_message_size, a->resp_out);
 	/* A message feedguard cannot read must never pass unedited; a repeated

@@ -102,6 +102,17 @@ void fg_pipeline_budget_init(struct fg_pipeline_budget *b);
 int fg_pipeline_env_new(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg,
                         size_t slot, struct fg_metrics *metrics, struct fg_capture *capture);
 
+/*
+ * fg_pipeline_env_new_tool - fg_pipeline_env_new() for a tool that runs
+ * stages on recorded calls (feedguard-replay): the stage list
+ * <stages>[0..<n>-1] (at most 8: the daemon's stages, with the tool's own
+ * in place of identify) and the worker env <wenv> (borrowed; its base,
+ * slot, metrics, capture, state and clock are lent to every stage; its cfg
+ * and pipelines are filled in).  Returns as fg_pipeline_env_new.
+ */
+int fg_pipeline_env_new_tool(struct fg_pipeline_env **out, const struct fg_stage_worker_env *wenv,
+                             struct fg_config *cfg, const struct fg_stage *const *stages, size_t n);
+
 /* fg_pipeline_env_config - hand a new snapshot <cfg> (borrowed) to the
  * stages' per-worker state. */
 void fg_pipeline_env_config(struct fg_pipeline_env *env, struct fg_config *cfg);
@@ -124,6 +135,8 @@ struct fg_pipeline_args {
 	struct fg_pipeline_budget *budget; /* the client connection's */
 	const struct fg_pipeline_ops *ops;
 	void *host;
+	int64_t time_ms;                /* the call's time (ms since the epoch); 0: now
+	                                   (fg_stage_call_time_ms of the request headers) */
 };
 
 /*

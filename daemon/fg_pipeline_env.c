@@ -38,9 +38,8 @@ static const struct fg_stage *const daemon_stages[] = {
 #define PIPELINE_SPARE_MAX 32
 
 static void pump_cb(evutil_socket_t fd, short what, void *arg);
-static int env_create(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg, size_t slot,
-                      struct fg_metrics *metrics, struct fg_capture *capture, const struct fg_stage *const *stages,
-                      size_t n);
+static int env_create(struct fg_pipeline_env **out, const struct fg_stage_worker_env *tmpl, struct fg_config *cfg,
+                      const struct fg_stage *const *stages, size_t n);
 
 /* --- environment ------------------------------------------------------- */
 
@@ -65,13 +64,11 @@ static void env_free_stages(struct fg_pipeline_env *env)
 
 static int env_init_stages(struct fg_pipeline_env *env, struct fg_config *cfg)
 {
-	struct fg_stage_worker_env wenv = {
-		.base = env->base, .cfg = cfg, .slot = env->slot_no, .metrics = env->metrics, .pipelines = env,
-		.capture = env->capture,
-	};
+	struct fg_stage_worker_env wenv = env->tmpl;
 	size_t i;
 	int rv;
 
+	wenv.cfg = cfg;
 	for (i = 0; i < env->nstages; i++) {
 		const struct fg_stage *st = env->stages[i];
 		if (st->worker_size && (env->wstate[i] = calloc(1, st->worker_size)) == NULL)
@@ -98,12 +95,19 @@ int fg_pipeline_env_new_stages(struct fg_pipeline_env **out, struct event_base *
 int fg_pipeline_env_new_stages(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg,
                                size_t slot, struct fg_metrics *metrics, const struct fg_stage *const *stages, size_t n)
 {
-	return env_create(out, base, cfg, slot, metrics, NULL, stages, n);
+	struct fg_stage_worker_env w = { .base = base, .slot = slot, .metrics = metrics };
+
+	return env_create(out, &w, cfg, stages, n);
 }
 
-static int env_create(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg, size_t slot,
-                      struct fg_metrics *metrics, struct fg_capture *capture, const struct fg_stage *const *stages,
-                      size_t n)
+int fg_pipeline_env_new_tool(struct fg_pipeline_env **out, const struct fg_stage_worker_env *wenv, struct fg_config *cfg,
+                             const struct fg_stage *const *stages, size_t n)
+{
+	return env_create(out, wenv, cfg, stages, n);
+}
+
+static int env_create(struct fg_pipeline_env **out, const struct fg_stage_worker_env *tmpl, struct fg_config *cfg,
+                      const struct fg_stage *const *stages, size_t n)
 {
 	struct fg_pipeline_env *env;
 	int rv = FG_ENOMEM;
@@ -113,15 +117,16 @@ static int env_create(struct fg_pipeline_env **out, struct event_base *base, str
 		return FG_EINVAL;
 	if ((env = calloc(1, sizeof(*env))) == NULL)
 		return FG_ENOMEM;
-	env->base = base;
+	env->tmpl = *tmpl;
+	env->tmpl.pipelines = env;
+	env->base = tmpl->base;
 	env->stages = stages;
 	env->nstages = n;
-	env->slot_no = slot;
-	env->held_gauge = metrics ? &metrics->intercept_buffered : NULL;
-	env->metrics = metrics;
-	env->capture = capture;
+	env->slot_no = tmpl->slot;
+	env->held_gauge = tmpl->metrics ? &tmpl->metrics->intercept_buffered : NULL;
+	env->metrics = tmpl->metrics;
 	TAILQ_INIT(&env->pump);
-	if ((env->pump_ev = event_new(base, -1, 0, pump_cb, env)) == NULL)
+	if ((env->pump_ev = event_new(env->base, -1, 0, pump_cb, env)) == NULL)
 		goto fail_free_env;
 	if (fg_grpcframe_zctx_new(&env->zctx) < 0)
 		goto fail_free_env;
@@ -138,8 +143,9 @@ fail_free_env:
 int fg_pipeline_env_new(struct fg_pipeline_env **out, struct event_base *base, struct fg_config *cfg, size_t slot,
                         struct fg_metrics *metrics, struct fg_capture *capture)
 {
-	return env_create(out, base, cfg, slot, metrics, capture, daemon_stages,
-	                  sizeof(daemon_stages) / sizeof(daemon_stages[0]));
+	struct fg_stage_worker_env w = { .base = base, .slot = slot, .metrics = metrics, .capture = capture };
+
+	return env_create(out, &w, cfg, daemon_stages, sizeof(daemon_stages) / sizeof(daemon_stages[0]));
 }
 
 void fg_pipeline_env_config(struct fg_pipeline_env *env, struct fg_config *cfg)

@@ -58,6 +58,7 @@ struct fg_policy;
 struct fg_policy_method;
 struct fg_pipeline;
 struct fg_stage_record;
+struct fg_state;
 struct event_base;
 
 /* Longest status text the pipeline keeps of its own answer. */
@@ -122,6 +123,9 @@ struct fg_stage_call {
 	                                       call carries none */
 	struct fg_stage_record *rec;        /* set while the call is recorded: stages report their
 	                                       decisions to it (fg_stage_record.h); NULL: none */
+	int64_t time_ms;                    /* the call's time, ms since the epoch: the wall clock at
+	                                       its request headers, a test build's feedguard-test-now,
+	                                       or the recorded time in replay */
 	/* Set by the pipeline when feedguard answered or failed the call
 	 * itself (fg_pipeline_answer, fg_pipeline_fail, a malformed message,
 	 * a limit): the status text it sent, "" for none. */
@@ -170,6 +174,13 @@ struct fg_stage_worker_env {
 	struct fg_metrics *metrics;         /* the worker's metrics block; NULL in some tests */
 	struct fg_pipeline_env *pipelines;  /* for fg_pipeline_lookup() from callbacks */
 	struct fg_capture *capture;         /* the process's capture writer (fg_capture.h); NULL: none */
+	/* Offline replay (feedguard-replay) runs the stages on recorded
+	 * calls: these stand in for the daemon's own; NULL in the daemon. */
+	struct fg_state *state;             /* a state backend lent to the gate (fg_state_mem): it
+	                                       makes no Redis link; outlives the env */
+	uint64_t (*mono_us)(void *arg);     /* the clock of calls' durations (fg_clock_now_us) */
+	void *tool;                         /* the tool's own: <mono_us>'s argument, and what the
+	                                       tool's own stages read */
 };
 
 /* Stage flags. */

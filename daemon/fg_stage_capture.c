@@ -171,7 +171,7 @@ static enum fg_stage_begin capture_begin(struct fg_stage_ctx *c, const struct fg
 	r->w = w;
 	r->call = call;
 	r->recording = 1;
-	r->start_ms = fg_stage_call_time_ms(h);
+	r->start_ms = call->time_ms;
 	if (fg_bufq_headroom(&r->buf, WRAP_ROOM) < 0)
 		return FG_STAGE_SKIP;
 	call->need_capture_user = 1;
@@ -639,6 +639,4 @@ void fg_stage_record_screen(struct fg_stage_record *r, const struct fg_stage_scr
 	if (f->allowance)
 		memcpy(r->allowance, f->allowance, n * sizeof(r->allowance[0]));
 	r->screen.allowance = NULL;
-	if (f->start_ms)
-		r->start_ms = f->start_ms;
 }

@@ -35,7 +35,6 @@ void fg_stage_record_page(struct fg_stage_record *r, unsigned message, const str
 
 /* What the gate decided, as of its last report (each replaces the last). */
 struct fg_stage_screen_facts {
-	int64_t start_ms;           /* the call's time as its rules saw it (ms since the epoch) */
 	unsigned action;            /* enum fg_policy_action the call got (NONE, NOTICE, EMPTY, DENY) */
 	unsigned notices;           /* bit (1 << enum fg_policy_notice) per notice told */
 	int64_t used_ms, left_ms, session_ms; /* as in feedguard-screen-time; left -1: no daily cap */

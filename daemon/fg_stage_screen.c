@@ -47,6 +47,9 @@
 #define HDR_SCREEN_TIME "feedguard-screen-time"
 #define HDR_NOTICE "feedguard-notice"
 #define HDR_TEST_NOW "feedguard-test-now"
+/* Operations in flight on a lent backend: an in-process one answers each
+ * before it returns, so one would do. */
+#define LENT_OPS 16
 #define META_MAX 160
 
 /* What an operation in flight is for. */
@@ -64,6 +67,9 @@ struct gate_op {
 
 struct gate_worker {
 	struct event_base *base;
+	struct fg_state *lent;              /* a backend lent by replay (not ours to free); NULL */
+	uint64_t (*mono_us)(void *arg);     /* replay's clock; NULL: fg_clock_now_us */
+	void *clock_arg;
 	struct fg_metrics *metrics;
 	struct fg_pipeline_env *pipelines;
 	size_t slot;
@@ -139,9 +145,14 @@ int64_t fg_stage_call_time_ms(const struct fg_hdrs *h)
 	return wall_now_ms();
 }
 
+static uint64_t now_us(const struct gate_worker *w)
+{
+	return w->mono_us ? w->mono_us(w->clock_arg) : fg_clock_now_us();
+}
+
 static int64_t elapsed_ms(const struct gate_call *g)
 {
-	return (int64_t)((fg_clock_now_us() - g->start_mono_us) / 1000);
+	return (int64_t)((now_us(g->w) - g->start_mono_us) / 1000);
 }
 
 /* --- counters -------------------------------------------------------------- */
@@ -271,7 +282,7 @@ static void drop_backend(struct gate_worker *w)
 	struct fg_state *old = w->state;
 	struct fg_redis *link;
 
-	if (!old)
+	if (!old || old == w->lent)
 		return;
 	if ((link = fg_state_redis_link(old))) {
 		s = fg_redis_get_stats(link);
@@ -336,8 +347,11 @@ static void make_backend(struct gate_worker *w, struct fg_config *cfg)
 static void gate_worker_config(void *wstate, struct fg_config *cfg)
 {
 	struct gate_worker *w = wstate;
-	char *s = settings_of(cfg);
+	char *s;
 
+	if (w->lent)
+		return;                 /* replay's backend, whatever the config says */
+	s = settings_of(cfg);
 	/* Unchanged settings keep the link; a backend that could not be made
 	 * (an unreadable password file) is tried again. */
 	if ((!s && !w->settings) || (s && w->settings && strcmp(s, w->settings) == 0 && w->state)) {
@@ -359,6 +373,12 @@ static int gate_worker_init(void *wstate, const struct fg_stage_worker_env *env)
 	w->metrics = env->metrics;
 	w->pipelines = env->pipelines;
 	w->slot = env->slot;
+	w->mono_us = env->mono_us;
+	w->clock_arg = env->tool;
+	if (env->state) {
+		w->lent = w->state = env->state;
+		return make_ops(w, LENT_OPS);
+	}
 	gate_worker_config(w, env->cfg);
 	return 0;
 }
@@ -408,7 +428,6 @@ static void report(const struct gate_call *g)
 	if (!g->call->rec || !g->l)
 		return;
 	memset(&f, 0, sizeof(f));
-	f.start_ms = g->start_ms;
 	f.action = g->action;
 	f.notices = g->told_notices;
 	f.used_ms = g->v.used_ms;
@@ -706,8 +725,8 @@ static enum fg_stage_rc gate_request_headers(struct fg_stage_ctx *c, struct fg_h
 	if (!c->call->pol->limits[c->call->band].active)
 		return FG_STAGE_CONTINUE;
 	g->l = &c->call->pol->limits[c->call->band];
-	g->start_ms = fg_stage_call_time_ms(h);
-	g->start_mono_us = fg_clock_now_us();
+	g->start_ms = c->call->time_ms;
+	g->start_mono_us = now_us(w);
 	set_zone(g, h);
 	if (!c->call->user[0])
 		return unread(c, g, FG_POLICY_S_NO_USER);
