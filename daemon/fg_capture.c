@@ -255,6 +255,7 @@ static void close_file(struct fg_capture *c, int rotated)
 	n = strlen(c->f.path) - strlen(OPEN_SUFFIX);
 	if ((final = strndup(c->f.path, n)) && rename(c->f.path, final) == 0 && rotated)
 		count(&c->n.files[FG_CAPTURE_FILE_ROTATED], 1);
+	c->last_retention_us = 0;       /* a file more to keep or delete: check at once */
 	free(final);
 	free(c->f.path);
 	c->f.path = NULL;
