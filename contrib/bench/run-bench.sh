@@ -719,7 +719,7 @@ deltas() {
 }
 
 report_rankfeed() {
-	local t rps p50 p99 cpu ucpu errs short direct_rps delta d d1 rest fails
+	local t rps p50 p99 cpu ucpu errs short direct_rps delta d d1 rest fails base
 	direct_rps=$(median c16 direct 4)
 	echo "| target | x-age-band | req/s | × direct | p50 ms | p99 ms | c1 p50 µs | c1 p99 µs | CPU µs/call | − no policy µs | upstream µs/call | upstream got B/call | client got B/call | errors |"
 	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -729,7 +729,7 @@ report_rankfeed() {
 		cpu=$(median c16 "$t" 7); ucpu=$(median c16 "$t" 8)
 		errs=$(sum_col "$t" 10); short=$(sum_col "$t" 11)
 		delta=-
-		[[ $t == fg-child || $t == fg-adult || $t == fg-filter || $t == fg-state ]] &&
+		[[ $t == fg-child || $t == fg-adult || $t == fg-filter || $t == fg-state || $t == fg-capture ]] &&
 			{ read -r delta _ <<< "$(deltas "$t" fg-pass)"; }
 		printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %.0f | %.0f | %s%s |\n' "${LABEL[$t]}" \
 			"$(sed -n 's/^x-age-band: //p' <<< "${HDRS[$t]}")" "$rps" "$(ratio "$rps" "$direct_rps")" \
@@ -752,6 +752,12 @@ report_rankfeed() {
 	printf 'At one call in flight (-c1 -m1, nothing batched) the same difference is %s µs of CPU per call (rounds:%s): nothing is batched there, so each call'"'"'s Redis replies (the read'"'"'s, the update'"'"'s) are events of their own.\n' \
 		"$d1" "$rest"
 	report_state_latency "$d"
+	read -r d rest <<< "$(deltas fg-capture fg-filter)"
+	base=$(median c16 fg-filter 7)
+	printf 'Capture (the filter'"'"'s call recorded whole, every call sampled, the writer thread included): %s µs of CPU per call over the filter-only call (rounds:%s), %s of that call'"'"'s %s µs; target under 10%%: %s.\n' \
+		"$d" "$rest" "$(awk -v d="$d" -v b="$base" 'BEGIN { printf "%.1f%%", b > 0 ? 100 * d / b : 0 }')" "$base" \
+		"$(awk -v d="$d" -v b="$base" 'BEGIN { print (d != "-" && b > 0 && d / b < 0.10) ? "met" : "NOT MET" }')"
+	[[ -n $CAPTURE_LINE ]] && echo "$CAPTURE_LINE"
 	read -r d rest <<< "$(deltas fg-adult fg-pass)"
 	printf 'Intercepted, band adult (no rule block: nothing stripped, messages forwarded as they came): %s µs (rounds:%s).\n' "$d" "$rest"
 	[[ -n $STATE_LINE ]] && echo "$STATE_LINE"
@@ -828,7 +834,8 @@ DIED=()
 CHECK_FAILED=()
 declare -A LABEL=([direct]=direct [nghttpx]=nghttpx [feedguardd]=feedguardd
 	[fg-pass]="feedguardd, no policy" [fg-child]="feedguardd + policy" [fg-adult]="feedguardd + policy"
-	[fg-filter]="feedguardd + policy + filter" [fg-state]="feedguardd + policy + filter + state")
+	[fg-filter]="feedguardd + policy + filter" [fg-state]="feedguardd + policy + filter + state"
+	[fg-capture]="feedguardd + policy + filter + capture")
 
 make -s -C "$HERE" O="$WORK" >/dev/null || die "cannot build bench-upstream"
 # The binary measured is a copy: a rebuild during the run cannot swap it.
@@ -939,7 +946,7 @@ LIMITS
 	REQUEST=$WORK/request.bin
 	URL_PATH=$RANKFEED_PATH
 	UP_ARGS=(-r "$WORK/response.msg")
-	TARGETS=(direct nghttpx fg-pass fg-child fg-filter fg-state fg-adult)
+	TARGETS=(direct nghttpx fg-pass fg-child fg-filter fg-state fg-capture fg-adult)
 	SHAPES=(c16 c1)
 	for t in "${TARGETS[@]}"; do
 		HDRS[$t]=$(printf 'x-age-band: %s\nx-device-id: dev-42' "$CHILD_BAND")
@@ -949,6 +956,7 @@ LIMITS
 	HDRS[fg-adult]=$(printf 'x-age-band: adult\nx-device-id: dev-42')
 	HDRS[fg-filter]=$(printf 'x-age-band: under_13\nx-device-id: dev-42')
 	HDRS[fg-state]=${HDRS[fg-filter]}
+	HDRS[fg-capture]=${HDRS[fg-filter]}
 	EXPECT_REQ[fg-child]=$((5 + SIZE[request_child_len]))
 	EXPECT_RESP[fg-child]=$((5 + SIZE[response_child_len]))
 	EXPECT_REQ[fg-filter]=$((5 + SIZE[request_child_len]))
@@ -956,6 +964,9 @@ LIMITS
 	# Screen-time metadata is headers, not DATA: the same bytes as the filter.
 	EXPECT_REQ[fg-state]=${EXPECT_REQ[fg-filter]}
 	EXPECT_RESP[fg-state]=${EXPECT_RESP[fg-filter]}
+	# Capture records the call beside it: the client gets the same bytes.
+	EXPECT_REQ[fg-capture]=${EXPECT_REQ[fg-filter]}
+	EXPECT_RESP[fg-capture]=${EXPECT_RESP[fg-filter]}
 	CMDLINE="contrib/bench/run-bench.sh --scenario rankfeed --rounds $ROUNDS --duration $DURATION --warm-up $WARMUP"
 	(( RANKER_DELAY > 0 )) && CMDLINE+=" --ranker-delay $RANKER_DELAY"
 	[[ $REDIS_CPU != "$CLIENT_CPU" ]] && CMDLINE+=" --redis-cpu $REDIS_CPU"
@@ -973,6 +984,14 @@ LIMITS
 	# admin endpoint so the script can see its calls reached Redis.
 	start_feedguardd fg-state fg-state.log "$(printf '%s\n' 'policy: policy-state.yaml' 'pseudonym_keys:' \
 		'  - {id: bench, file: bench.key}' 'state:' "  redis: 127.0.0.1:$REDIS_PORT")" admin
+	# fg-capture: the filter's process with capture on, every call sampled
+	# (one user, sample 1): the writer thread's CPU is in its process's.
+	# Files rotate at 64 MiB and the directory is held to 256 MiB.
+	mkdir -p "$WORK/capture"
+	head -c 32 /dev/urandom > "$WORK/capture.key"
+	start_feedguardd fg-capture fg-capture.log "$(printf '%s\n' 'policy: policy.yaml' 'pseudonym_keys:' \
+		'  - {id: bench, file: bench.key}' 'capture:' '  directory: capture' '  key: {id: cap, file: capture.key}' \
+		'  sample: 1' '  rotate_size: 64MiB' '  max_total_size: 256MiB')" admin
 	PERF_TARGET=${FG_PERF_TARGET:-fg-child}
 	note "RankFeed: request 5+${SIZE[request_len]} bytes (${SIZE[watch_history]} watch_history entries)," \
 		"5+${SIZE[request_child_len]} after the $CHILD_BAND policy; response 5+${SIZE[response_len]}" \
@@ -1042,6 +1061,24 @@ if [[ -n ${ADMIN_PORT[fg-state]:-} ]]; then
 	elif (( st_xmax == 0 )); then
 		STATE_FAILED="fg-state: the exposure counter was never found in Redis (see $WORK/redis-reset.txt): the updates did not do their work"
 	fi
+fi
+
+# fg-capture must have written its calls: records, and few dropped.
+CAPTURE_LINE=""
+if [[ -n ${ADMIN_PORT[fg-capture]:-} ]]; then
+	m=$WORK/fg-capture-metrics.txt
+	fetch_metrics fg-capture "$m" || die "cannot read fg-capture's /metrics"
+	cp_calls=$(metric "$m" feedguard_calls_total)
+	cp_recs=$(metric "$m" feedguard_capture_records_total)
+	cp_bytes=$(metric "$m" feedguard_capture_bytes_total)
+	cp_drop=$(metric "$m" feedguard_capture_dropped_total)
+	cp_omit=$(metric "$m" feedguard_capture_omitted_messages_total)
+	CAPTURE_LINE=$(printf 'fg-capture'"'"'s /metrics after the rounds: %s calls, %s records written (%s bytes, %s per record), %s dropped, %s messages left out.' \
+		"$cp_calls" "$cp_recs" "$cp_bytes" "$(awk -v b="$cp_bytes" -v n="$cp_recs" 'BEGIN { printf "%.0f", n ? b / n : 0 }')" \
+		"$cp_drop" "$cp_omit")
+	note "$CAPTURE_LINE"
+	(( cp_recs > 0 && cp_drop * 100 <= cp_calls )) ||
+		CAPTURE_LINE+=" **CAPTURE CHECK FAILED**: no records, or over 1% dropped (see $m)"
 fi
 
 if (( PERF )) && command -v perf >/dev/null 2>&1; then
