@@ -630,3 +630,15 @@ int fg_grpcframe_deflate(enum fg_grpcframe_enc enc, const uint8_t *in, size_t le
 	deflateEnd(&zs);
 	return rc;
 }
+
+size_t fg_grpcframe_accept_narrow(const char *v, size_t len, char *out)
+{
+	unsigned mask = v ? fg_grpcframe_accept_parse(v, len) : 0;
+
+	strcpy(out, "identity");
+	if (mask & FG_GRPCFRAME_ENC_BIT(FG_GRPCFRAME_DEFLATE))
+		strcat(out, ",deflate");
+	if (mask & FG_GRPCFRAME_ENC_BIT(FG_GRPCFRAME_GZIP))
+		strcat(out, ",gzip");
+	return strlen(out);
+}

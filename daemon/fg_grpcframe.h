@@ -208,6 +208,17 @@ int fg_grpcframe_encoding_parse(const char *v, size_t len, enum fg_grpcframe_enc
  */
 unsigned fg_grpcframe_accept_parse(const char *v, size_t len);
 
+/*
+ * fg_grpcframe_accept_narrow - the grpc-accept-encoding value to send on
+ * for a client's value <v> (<len> bytes; NULL: none): "identity" and the
+ * codings both the client and feedguard read, so a response stays
+ * readable here and an unedited one still reaches the client in a coding
+ * it accepts.  Written to <out> (at least FG_GRPCFRAME_ACCEPT_MAX bytes),
+ * NUL-terminated; returns its length.
+ */
+#define FG_GRPCFRAME_ACCEPT_MAX 32
+size_t fg_grpcframe_accept_narrow(const char *v, size_t len, char *out);
+
 /* fg_grpcframe_encoding_name - "identity", "gzip", "deflate"; NULL for other values. */
 const char *fg_grpcframe_encoding_name(enum fg_grpcframe_enc enc);
 

@@ -26,6 +26,8 @@
 #include "fg_capture.h"
 #include "fg_config.h"
 #include "fg_error.h"
+#include "fg_grpc.h"
+#include "fg_grpcframe.h"
 #include "fg_items.h"
 #include "fg_limits.h"
 #include "fg_pbwire.h"
@@ -236,10 +238,34 @@ static void add_metadata(struct fg_stage_record *r, uint32_t field, const struct
 	fg_bufq_free(&md);
 }
 
+/* A call intercepted for capture alone (strip narrows the others): the
+ * response must come in a coding feedguard reads, or the call would fail
+ * here for being recorded. */
+static int narrow_accept(struct fg_hdrs *h)
+{
+	char v[FG_GRPCFRAME_ACCEPT_MAX], have[FG_GRPCFRAME_ACCEPT_MAX + 1];
+	const char *cur;
+	size_t len, n;
+
+	cur = fg_hdrs_find(h, "grpc-accept-encoding", &len);
+	n = fg_grpcframe_accept_narrow(cur, cur ? len : 0, v);
+	if (!cur)
+		return 0;               /* none asked: the upstream sends identity */
+	snprintf(have, sizeof(have), "%.*s", (int)(len < sizeof(have) - 1 ? len : sizeof(have) - 1), cur);
+	if (fg_hdrs_find_single(h, "grpc-accept-encoding", &len) && strcmp(have, v) == 0)
+		return 0;
+	fg_hdrs_remove(h, "grpc-accept-encoding");
+	return fg_hdrs_add(h, (const uint8_t *)"grpc-accept-encoding", 20, (const uint8_t *)v, n, 0);
+}
+
 static enum fg_stage_rc capture_request_headers(struct fg_stage_ctx *c, struct fg_hdrs *h)
 {
 	struct fg_stage_record *r = c->state;
 
+	if (narrow_accept(h) < 0) {
+		fg_pipeline_fail(c->pl, FG_GRPC_INTERNAL, "feedguardd is out of memory");
+		return FG_STAGE_DONE;
+	}
 	if (!r->recording)
 		return FG_STAGE_CONTINUE;
 	if (!r->decided) {

@@ -102,19 +102,12 @@ static int copy_kept(const struct fg_policy_edit *e, const struct fg_hdrs *in, s
 /* What both the client (<in>'s grpc-accept-encoding) and feedguard read. */
 static int add_accept(const struct fg_hdrs *in, struct fg_hdrs *out)
 {
-	char accept[64] = "identity";
-	const char *v;
-	size_t len;
-	unsigned mask;
+	char accept[FG_GRPCFRAME_ACCEPT_MAX];
+	size_t len, n;
+	const char *v = fg_hdrs_find(in, "grpc-accept-encoding", &len);
 
-	v = fg_hdrs_find(in, "grpc-accept-encoding", &len);
-	mask = v ? fg_grpcframe_accept_parse(v, len) : 0;
-	if (mask & FG_GRPCFRAME_ENC_BIT(FG_GRPCFRAME_DEFLATE))
-		strcat(accept, ",deflate");
-	if (mask & FG_GRPCFRAME_ENC_BIT(FG_GRPCFRAME_GZIP))
-		strcat(accept, ",gzip");
-	return fg_hdrs_add(out, (const uint8_t *)"grpc-accept-encoding", 20, (const uint8_t *)accept,
-	                   strlen(accept), 0);
+	n = fg_grpcframe_accept_narrow(v, v ? len : 0, accept);
+	return fg_hdrs_add(out, (const uint8_t *)"grpc-accept-encoding", 20, (const uint8_t *)accept, n, 0);
 }
 
 /* Replace <*h> with what the band keeps of it, built in the worker's
