@@ -246,6 +246,8 @@ static int decisions(struct fg_bufq *b, const Feedguard__Capture__V1__Decisions 
 		rc |= items(b, d);
 	if (d && d->screen_time)
 		rc |= screen_time(b, d->screen_time);
+	if (d && d->page_size_asked)
+		rc |= key(b, "page_size_asked", 0) | num(b, (long long)d->page_size_asked);
 	return rc | fg_bufq_append(b, "}", 1);
 }
 
@@ -331,7 +333,7 @@ static int dump_file(struct dump *d, const char *path)
 	fg_capread_free(r);
 	if (rc == FG_CAPREAD_END)
 		return EXIT_DONE;
-	fprintf(stderr, PROG ": %s: %s%s\n", path, err, rc == FG_CAPREAD_TORN ? ", skipped" : "");
+	fprintf(stderr, PROG ": %s: %s\n", path, err);
 	return rc == FG_CAPREAD_TORN ? EXIT_DONE : EXIT_FAIL;
 }
 
@@ -408,6 +410,8 @@ struct entry {
 	uint64_t offset;
 	int64_t start_ms;
 	uint64_t seq;                   /* capture order, for equal start times */
+	uint64_t num;                   /* its place among all calls in time order, from 1 */
+	unsigned share;                 /* --shard: the user's share */
 };
 
 struct run {
@@ -468,7 +472,7 @@ static int add_entry(struct run *ru, uint32_t file, uint64_t offset, int64_t sta
 		ru->e = e;
 		ru->cap = cap;
 	}
-	ru->e[ru->n] = (struct entry){ file, offset, start, ru->n };
+	ru->e[ru->n] = (struct entry){ file, offset, start, ru->n, 0, 0 };
 	ru->n++;
 	return 0;
 }
@@ -486,20 +490,22 @@ static int index_file(struct run *ru, uint32_t fi, const char *path, uint64_t *b
 		return EXIT_FAIL;
 	}
 	while ((rc = fg_capread_next(r, &rec, err, sizeof(err))) == FG_CAPREAD_RECORD) {
-		if (rec->kind_case != FEEDGUARD__CAPTURE__V1__RECORD__KIND_CALL ||
-		    share_of(rec->call->user_key, ru->nshards) != ru->shard)
+		if (rec->kind_case != FEEDGUARD__CAPTURE__V1__RECORD__KIND_CALL)
 			continue;
+		/* every call is indexed: its number counts all calls, the
+		 * other shards' too, so shards number calls alike */
 		if (add_entry(ru, fi, fg_capread_offset(r), rec->call->start_unix_ms) < 0) {
 			fprintf(stderr, PROG ": out of memory\n");
 			fg_capread_free(r);
 			return EXIT_FAIL;
 		}
+		ru->e[ru->n - 1].share = share_of(rec->call->user_key, ru->nshards);
 		if ((ru->n & 1023) == 0)
 			progress(ru, "indexing", *bytes_done + fg_capread_offset(r), total);
 	}
 	fg_capread_free(r);
 	if (rc == FG_CAPREAD_TORN)
-		fprintf(stderr, "%s" PROG ": %s: %s, skipped\n", ru->progress ? "\n" : "", path, err);
+		fprintf(stderr, "%s" PROG ": %s: %s\n", ru->progress ? "\n" : "", path, err);
 	else if (rc != FG_CAPREAD_END) {
 		fprintf(stderr, "%s" PROG ": %s: %s\n", ru->progress ? "\n" : "", path, err);
 		return EXIT_FAIL;
@@ -514,6 +520,20 @@ static int entry_cmp(const void *a, const void *b)
 	if (x->start_ms != y->start_ms)
 		return x->start_ms < y->start_ms ? -1 : 1;
 	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* The index in time order, numbered, then only this shard's calls. */
+static void order_index(struct run *ru)
+{
+	size_t i, k = 0;
+
+	qsort(ru->e, ru->n, sizeof(*ru->e), entry_cmp);
+	for (i = 0; i < ru->n; i++) {
+		ru->e[i].num = i + 1;
+		if (ru->e[i].share == ru->shard)
+			ru->e[k++] = ru->e[i];
+	}
+	ru->n = k;
 }
 
 /* 1 when replayed <b> decided as recorded <a> did: status, screen-time
@@ -611,7 +631,7 @@ static int replay_all(struct run *ru, char **files)
 			rv = EXIT_FAIL;
 			break;
 		}
-		if (replay_one(ru, rec->call, e->seq + 1, row) < 0)
+		if (replay_one(ru, rec->call, e->num, row) < 0)
 			rv = EXIT_FAIL;
 		feedguard__capture__v1__record__free_unpacked(rec, NULL);
 		if ((i & 255) == 0 || i + 1 == ru->n)
@@ -747,7 +767,7 @@ static int cmd_run(int argc, char **argv)
 		done += stat(argv[i], &st) == 0 ? (uint64_t)st.st_size : 0;
 	}
 	progress(&ru, "indexing", total, total);
-	qsort(ru.e, ru.n, sizeof(*ru.e), entry_cmp);
+	order_index(&ru);
 	if (replay_all(&ru, argv + optind) != EXIT_DONE)
 		rv = EXIT_FAIL;
 	if (ru.calls == stdout) {
@@ -887,7 +907,7 @@ static int cmd_live(int argc, char **argv)
 	for (i = optind; i < argc; i++)
 		if (index_file(&ru, (uint32_t)(i - optind), argv[i], &done, 0) != EXIT_DONE)
 			rv = EXIT_FAIL;
-	qsort(ru.e, ru.n, sizeof(*ru.e), entry_cmp);
+	order_index(&ru);
 	ls.files = argv + optind;
 	fg_bufq_init(&ls.buf);
 	rc = fg_replay_live_run(&o, live_next, &ls, stdout);

@@ -276,7 +276,8 @@ static char *file_name(struct fg_capture *c, const struct settings *s)
 			host[i] = '_';
 	gmtime_r(&now, &tm);
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
-	if (asprintf(&p, "%s/" NAME_PREFIX "%s-%ld-%s-%u" NAME_SUFFIX OPEN_SUFFIX, s->directory, host,
+	/* the sequence zero-padded: names sort in the order files were made */
+	if (asprintf(&p, "%s/" NAME_PREFIX "%s-%ld-%s-%06u" NAME_SUFFIX OPEN_SUFFIX, s->directory, host,
 	             (long)getpid(), stamp, c->seq++) < 0)
 		return NULL;
 	return p;
@@ -336,15 +337,21 @@ static int open_file(struct fg_capture *c, const struct settings *s)
 
 struct old_file {
 	char *name;
-	time_t mtime;
+	struct timespec mtime;          /* its last record's */
 	uint64_t size;
 };
 
+/* Oldest first: by the time of the last write, to the nanosecond, then by
+ * name (one writer's names sort in the order it made them). */
 static int old_cmp(const void *a, const void *b)
 {
 	const struct old_file *x = a, *y = b;
 
-	return x->mtime < y->mtime ? -1 : x->mtime > y->mtime ? 1 : strcmp(x->name, y->name);
+	if (x->mtime.tv_sec != y->mtime.tv_sec)
+		return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
+	if (x->mtime.tv_nsec != y->mtime.tv_nsec)
+		return x->mtime.tv_nsec < y->mtime.tv_nsec ? -1 : 1;
+	return strcmp(x->name, y->name);
 }
 
 /* 1 for a closed capture file of ours: feedguard-*.fgcap. */
@@ -387,7 +394,7 @@ static size_t list_files(const char *dir, struct old_file **out)
 		}
 		if (!(v[n].name = strdup(e->d_name)))
 			break;
-		v[n].mtime = st.st_mtime;
+		v[n].mtime = st.st_mtim;
 		v[n].size = (uint64_t)st.st_size;
 		n++;
 	}
@@ -413,7 +420,7 @@ static void retention(struct fg_capture *c, const struct settings *s)
 	for (i = 0; i < n; i++)
 		total += v[i].size;
 	for (i = 0; i < n; i++) {
-		int old = s->max_age_us && (int64_t)(now - v[i].mtime) * 1000000 > s->max_age_us;
+		int old = s->max_age_us && (int64_t)(now - v[i].mtime.tv_sec) * 1000000 > s->max_age_us;
 		int over = s->max_total_size && total > s->max_total_size;
 		if (old || over) {
 			delete_file(c, s->directory, v[i].name);

@@ -52,29 +52,31 @@ static enum verdict judge(const uint8_t *p, size_t len, const char *key_id, cons
 	return v;
 }
 
-/* Pass one: how many of the user's records <path> holds; -1: another
- * key's file; FG_E* on a read failure. */
-static long long count_user(const char *path, const char *key_id, const char *pseudonym)
+/* Pass one: how many of the user's records <path> holds into <*n>, and
+ * whether it is another key's file (<*other>).  0, or FG_EIO / FG_EINVAL
+ * (unreadable, corrupt). */
+static int count_user(const char *path, const char *key_id, const char *pseudonym, uint64_t *n, int *other)
 {
 	struct fg_capfile_reader *r;
 	struct fg_capfile_record rec;
-	long long n = 0;
 	int rc;
 
+	*n = 0;
+	*other = 0;
 	if (fg_capfile_reader_open(path, 0, &r, NULL, 0) < 0)
 		return FG_EIO;
 	while ((rc = fg_capfile_reader_next(r, &rec, NULL, 0)) == FG_CAPFILE_RECORD) {
 		enum verdict v = judge(rec.data, rec.len, key_id, pseudonym);
 		if (v == V_OTHER_KEY) {
-			n = -1;
+			*other = 1;
 			break;
 		}
-		n += v == V_ERASE;
+		*n += v == V_ERASE;
 	}
 	fg_capfile_reader_free(r);
-	if (n >= 0 && rc != FG_CAPFILE_END && rc != FG_CAPFILE_TORN)
-		return rc < 0 ? rc : FG_EINVAL;
-	return n;
+	if (!*other && rc != FG_CAPFILE_END && rc != FG_CAPFILE_TORN)
+		return rc == FG_EIO ? FG_EIO : FG_EINVAL;
+	return 0;
 }
 
 static int write_all(int fd, const uint8_t *p, size_t n)
@@ -155,8 +157,8 @@ static void one_file(const char *dir, const char *name, const char *key_id, cons
                      struct fg_capture_erase_result *res)
 {
 	char path[4096];
-	long long n;
-	int rc;
+	uint64_t n;
+	int rc, other;
 
 	if (strncmp(name, NAME_PREFIX, strlen(NAME_PREFIX)) != 0)
 		return;
@@ -168,12 +170,12 @@ static void one_file(const char *dir, const char *name, const char *key_id, cons
 		return;
 	res->files++;
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	if ((n = count_user(path, key_id, pseudonym)) < -1) {
-		fprintf(stderr, "%s: cannot be read (%s): left as it is\n", path, n == FG_EINVAL ? "corrupt" : "I/O error");
+	if ((rc = count_user(path, key_id, pseudonym, &n, &other)) < 0) {
+		fprintf(stderr, "%s: cannot be read (%s): left as it is\n", path, rc == FG_EINVAL ? "corrupt" : "I/O error");
 		res->failed++;
 		return;
 	}
-	if (n == -1) {
+	if (other) {
 		res->other_key++;
 		return;
 	}
@@ -185,7 +187,7 @@ static void one_file(const char *dir, const char *name, const char *key_id, cons
 		return;
 	}
 	res->rewritten++;
-	res->records += (uint64_t)n;
+	res->records += n;
 }
 
 int fg_capture_erase(const char *dir, const char *key_id, const char *pseudonym,

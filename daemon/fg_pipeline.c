@@ -12,6 +12,7 @@
 #include "fg_error.h"
 #include "fg_grpc.h"
 #include "fg_pipeline-internal.h"
+#include "fg_stage_record.h"
 #include "fg_policy_eval.h"
 #include "fg_units.h"
 
@@ -937,6 +938,9 @@ int fg_pipeline_answer(struct fg_pipeline *pl, int status, const char *text, con
 	if ((pl->flags & PL_FINISHED) || s->ended)
 		return FG_ESTATE;
 	note_answer(pl, text);
+	/* the metadata goes out with the answer, past every stage's hooks */
+	if (pl->call.rec)
+		fg_stage_record_answer_metadata(pl->call.rec, &pl->meta);
 	/* no metadata and no message: the plain failure path */
 	if (!msg && pl->meta.n == 0) {
 		finish(pl);

@@ -91,6 +91,7 @@ static enum fg_stage_begin rid_begin(struct fg_stage_ctx *c, const struct fg_hdr
 		if (strcmp(call->pol->bands[i].name, band) == 0)
 			call->band = i;
 	call->band_known = 1;
+	call->page_size_asked = r->cur->decisions ? r->cur->decisions->page_size_asked : 0;
 	fg_policy_count_call(call->pol, call->m, call->band, call->slot);
 	if (strlen(user) < sizeof(call->user)) {
 		memcpy(call->user, user, strlen(user) + 1);

@@ -117,6 +117,9 @@ struct fg_stage_call {
 	uint32_t exposure_left[FG_ITEMS_MAX_COUNTERS];
 	uint32_t exposure_delivered[FG_ITEMS_MAX_COUNTERS]; /* counted by the filter for account */
 	uint32_t exposure_limited;          /* items removed over an allowance */
+	uint64_t page_size_asked;           /* replay: the page size the client asked for when the
+	                                       recording over-fetched (the recorded request has the
+	                                       raised one); 0: read it from the request */
 	/* Capture (fg_stage_capture.c). */
 	unsigned need_capture_user;         /* identify computes <capture_user> */
 	char capture_user[FG_KEYRING_PSEUDONYM_MAX]; /* the user id under capture.key; "" when the

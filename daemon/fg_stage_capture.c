@@ -43,7 +43,7 @@ enum { REC_CALL = 2 };
 enum { C_START = 1, C_DURATION, C_METHOD, C_BAND, C_USER_KEY, C_TIME_ZONE, C_REQ_META, C_RESP_META, C_REQUEST,
        C_UPSTREAM, C_DELIVERED, C_STATUS, C_STATUS_MESSAGE, C_ANSWERED, C_DECISIONS, C_OMITTED };
 enum { MD_NAME = 1, MD_VALUE };
-enum { D_STRIPPED = 1, D_ITEMS, D_SCREEN };
+enum { D_STRIPPED = 1, D_ITEMS, D_SCREEN, D_PAGE_SIZE_ASKED };
 enum { S_FIELD = 1, S_COUNT };
 enum { I_MESSAGE = 1, I_POSITION, I_DELIVERED, I_CLASS, I_FATE, I_DEMOTED };
 enum { ST_ACTION = 1, ST_NOTICES, ST_FAILURE, ST_FAIL_MODE, ST_USED, ST_LEFT, ST_SESSION, ST_EXPOSURE };
@@ -81,6 +81,7 @@ struct fg_stage_record {
 	char zone[FG_TZ_NAME_MAX + 1];
 	uint32_t allowance[FG_ITEMS_MAX_COUNTERS];
 	uint32_t limited[FG_ITEMS_MAX_COUNTERS];
+	uint64_t page_size_asked;           /* the filter over-fetched: what the client asked for */
 	char upstream_message[FG_STAGE_ANSWER_MAX]; /* the upstream's grpc-message, as sent */
 };
 
@@ -473,6 +474,8 @@ static int add_decisions(struct fg_stage_record *r)
 		rc = fg_bufq_append(&d, fg_bufq_head(&r->items), fg_bufq_len(&r->items));
 	if (rc == 0)
 		rc = add_screen(r, &d);
+	if (rc == 0 && r->page_size_asked)
+		rc = fg_pbwire_append_varint(&d, D_PAGE_SIZE_ASKED, r->page_size_asked);
 	if (rc == 0 && fg_bufq_len(&d)) {
 		/* the items were counted as they came; the rest now */
 		uint64_t more = fg_bufq_len(&d) > fg_bufq_len(&r->items) ? fg_bufq_len(&d) - fg_bufq_len(&r->items) : 0;
@@ -606,8 +609,9 @@ static int add_item(struct fg_stage_record *r, unsigned message, uint32_t pos, i
 	const char *cls = "";
 	int rc;
 
-	if (it->cls != FG_ITEMS_UNLABELLED && it->cls < p->nclasses &&
-	    (it->decision != FG_ITEMS_ALLOW || it->counters || it->fate != FG_ITEMS_KEPT))
+	/* an allowed item's <cls> names a class only when an exposure counter
+	 * counts it (fg_items.h); otherwise it is 0, not a class */
+	if (it->cls != FG_ITEMS_UNLABELLED && it->cls < p->nclasses && (it->decision != FG_ITEMS_ALLOW || it->counters))
 		cls = p->classes[it->cls].name;
 	fg_bufq_init(&one);
 	rc = (message ? fg_pbwire_append_varint(&one, I_MESSAGE, message) : 0) |
@@ -648,6 +652,18 @@ void fg_stage_record_page(struct fg_stage_record *r, unsigned message, const str
 					r->limited[k]++;
 	}
 	free(dpos);
+}
+
+void fg_stage_record_answer_metadata(struct fg_stage_record *r, const struct fg_hdrs *h)
+{
+	if (r && r->recording)
+		add_metadata(r, C_RESP_META, h, 1);
+}
+
+void fg_stage_record_page_size(struct fg_stage_record *r, uint64_t asked)
+{
+	if (r && r->recording)
+		r->page_size_asked = asked;
 }
 
 void fg_stage_record_screen(struct fg_stage_record *r, const struct fg_stage_screen_facts *f)

@@ -103,9 +103,11 @@ static enum fg_stage_rc overfetch(struct fg_stage_ctx *c, const struct fg_policy
 	const struct fg_policy_feed *feed = c->call->m->feed;
 	struct filter_call *fc = c->state;
 	struct fg_pbwire_field fld;
-	uint64_t asked = 0, raised;
+	uint64_t asked = c->call->page_size_asked, raised;
 	int rc;
 
+	if (asked)
+		goto scale;             /* replay: the recorded request holds a raised size */
 	rc = fg_pbwire_find(msg->data, msg->len, feed->page_size_path, feed->page_size_depth, &fld, NULL);
 	if (rc == FG_EINVAL || (rc == 0 && fld.wire_type != FG_PBWIRE_VARINT))
 		return FG_STAGE_CONTINUE;       /* the ranker answers for a malformed request */
@@ -120,6 +122,7 @@ static enum fg_stage_rc overfetch(struct fg_stage_ctx *c, const struct fg_policy
 			return FG_STAGE_CONTINUE;
 		asked = feed->default_page_size;
 	}
+scale:
 	if (asked == 0 || asked >= f->overfetch_max)
 		return FG_STAGE_CONTINUE;       /* no size to scale, or already at the cap */
 	raised = (uint64_t)ceil((double)asked * f->overfetch);
@@ -128,6 +131,8 @@ static enum fg_stage_rc overfetch(struct fg_stage_ctx *c, const struct fg_policy
 	if (raised <= asked)
 		return FG_STAGE_CONTINUE;
 	fc->limit = asked;
+	if (c->call->rec)
+		fg_stage_record_page_size(c->call->rec, asked);
 	if (fg_bufq_append(msg->out, msg->data, msg->len) < 0 ||
 	    append_varint_at(msg->out, feed->page_size_path, feed->page_size_depth, raised) < 0)
 		return fail_nomem(c);
@@ -308,6 +313,11 @@ static enum fg_stage_rc filter_message(struct fg_stage_ctx *c, enum fg_stage_dir
 
 	if (!f)
 		return FG_STAGE_CONTINUE;
+	if (dir == FG_STAGE_REQUEST && msg->index == 0 && c->call->page_size_asked) {
+		/* replay of an over-fetched call: pages trimmed to what the
+		 * client asked for, over-fetching again or not */
+		((struct filter_call *)c->state)->limit = c->call->page_size_asked;
+	}
 	if (dir == FG_STAGE_REQUEST)
 		return msg->index == 0 && f->overfetch > 1 ? overfetch(c, f, msg) : FG_STAGE_CONTINUE;
 	return filter_page(c, f, msg);

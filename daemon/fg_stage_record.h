@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct fg_hdrs;
 struct fg_items_page;
 struct fg_stage_record;
 
@@ -32,6 +33,14 @@ uint32_t *fg_stage_record_tally(struct fg_stage_record *r);
  * <message> of the call.
  */
 void fg_stage_record_page(struct fg_stage_record *r, unsigned message, const struct fg_items_page *pg);
+
+/* fg_stage_record_page_size - the filter over-fetched: the client asked
+ * for <asked> items a page (the forwarded request holds more). */
+void fg_stage_record_page_size(struct fg_stage_record *r, uint64_t asked);
+
+/* fg_stage_record_answer_metadata - the response metadata <h> of an answer
+ * feedguard gives itself (fg_pipeline_answer), which no hook sees. */
+void fg_stage_record_answer_metadata(struct fg_stage_record *r, const struct fg_hdrs *h);
 
 /* What the gate decided, as of its last report (each replaces the last). */
 struct fg_stage_screen_facts {
