@@ -6,6 +6,7 @@ python3-h2 and pytest from Debian).
 Environment:
   FEEDGUARDD          the daemon binary (default $FG_SRCDIR/daemon/feedguardd)
   FEEDGUARDCTL        the operators' tool (default: feedguardctl beside FEEDGUARDD)
+  FEEDGUARD_REPLAY    the capture reader (default: feedguard-replay beside FEEDGUARDD)
   FG_SRCDIR           the repository root (default: two levels above this file)
   FG_DAEMON_WRAPPER   a command put before the daemon's (shlex-split), e.g.
                       "valgrind --leak-check=full --error-exitcode=99

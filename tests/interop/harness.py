@@ -26,6 +26,9 @@ SRCDIR = Path(os.environ.get("FG_SRCDIR") or HERE.parent.parent)
 FEEDGUARDD = os.environ.get("FEEDGUARDD") or str(SRCDIR / "daemon" / "feedguardd")
 # The operators' tool is built beside the daemon (Makefile.am).
 FEEDGUARDCTL = os.environ.get("FEEDGUARDCTL") or str(Path(FEEDGUARDD).parent / "feedguardctl")
+# So is the capture reader (README, "Capture and replay").
+FEEDGUARD_REPLAY = (os.environ.get("FEEDGUARD_REPLAY")
+                    or str(Path(FEEDGUARDD).parent / "feedguard-replay"))
 WRAPPER = shlex.split(os.environ.get("FG_DAEMON_WRAPPER", ""))
 TIME_FACTOR = float(os.environ.get("FG_TIME_FACTOR", "1") or "1")
 DIRECT = os.environ.get("FG_INTEROP_DIRECT", "") not in ("", "0")
@@ -323,6 +326,16 @@ def run_feedguardctl(args, stdin=b"", timeout=None):
                              "FEEDGUARDCTL)" % FEEDGUARDCTL)
     return subprocess.run(WRAPPER + [FEEDGUARDCTL] + list(args), input=stdin, capture_output=True,
                           timeout=timeout or tf(30))
+
+
+def run_feedguard_replay(args, stdin=b"", timeout=None, cwd=None):
+    """Run feedguard-replay (beside the daemon, or $FEEDGUARD_REPLAY) to
+    completion; under FG_DAEMON_WRAPPER too."""
+    if not os.access(FEEDGUARD_REPLAY, os.X_OK):
+        raise AssertionError("feedguard-replay not found or not executable at %s (build it or "
+                             "set FEEDGUARD_REPLAY)" % FEEDGUARD_REPLAY)
+    return subprocess.run(WRAPPER + [FEEDGUARD_REPLAY] + [str(a) for a in args], input=stdin,
+                          capture_output=True, timeout=timeout or tf(30), cwd=cwd)
 
 
 class Direct:
