@@ -512,8 +512,9 @@ def test_dump_torn_tail(cap, tmp_path):
     n_calls = len(fr) - 2           # less the FileInfo and the torn frame
     assert len(json_lines(out, "dump")) == n_calls
     # READING: "M records" counts the frames before it, the FileInfo included.
-    want = "%s: torn record at offset %d after %d records, skipped" % (torn, fr[-1][0], len(fr) - 1)
-    assert want in err, "stderr %r, expected %r" % (err, want)
+    want = re.compile(r"^feedguard-replay: %s: torn tail at offset %d after %d records: \d+ bytes skipped \(.+\)$"
+                      % (re.escape(str(torn)), fr[-1][0], len(fr) - 1), re.M)
+    assert want.search(err), "stderr %r, expected %r" % (err, want.pattern)
 
 
 def test_dump_corrupt_middle_frame(cap, tmp_path):
@@ -536,7 +537,7 @@ def test_dump_corrupt_middle_frame(cap, tmp_path):
     # The whole records before it (calls: less the FileInfo), then all of the good file.
     assert len(lines) == (mid - 1) + (len(fr) - 1), "%d lines" % len(lines)
     # (A "feedguard-replay: " before FILE is allowed.)
-    m = re.search(r"^(?:feedguard-replay: )?%s: corrupt record at offset (\d+) after (\d+) records: \S.*$"
+    m = re.search(r"^feedguard-replay: %s: corrupt frame at offset (\d+) after (\d+) records: \S.*$"
                   % re.escape(str(bad)), err, re.M)
     assert m, "stderr %r" % err
     assert (int(m.group(1)), int(m.group(2))) == (off, mid), (m.group(0), off, mid)
