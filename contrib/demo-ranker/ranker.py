@@ -6,7 +6,8 @@ personalises with every behavioural signal it is sent, so what feedguard
 strips shows in what it ranks, and it logs which signals reached it.
 
 Run:  /usr/bin/python3 ranker.py [--port N] [--host H] [--descriptor-set PATH]
-                                 [--record FILE] [--print-catalogue]
+                                 [--record FILE] [--add-label ID:LABEL]...
+                                 [--print-catalogue]
 Prints "PORT <n>" on stdout once it serves.  SIGTERM or SIGINT stops it.
 
 No generated code: the message classes are built at start from the
@@ -464,9 +465,19 @@ def main():
                     help="descriptor set of ranking.proto (default: $FG_RANKING_PB, "
                          "else the build's proto/ranking.pb)")
     ap.add_argument("--record", metavar="FILE", help="append one JSON line per call")
+    ap.add_argument("--add-label", metavar="ID:LABEL", action="append", default=[],
+                    help="give catalogue item ID the label LABEL too (repeatable; the research "
+                         "walk-through adds body_image and depression, which the catalogue lacks)")
     ap.add_argument("--print-catalogue", action="store_true",
                     help="print the catalogue as JSON lines and exit")
     args = ap.parse_args()
+    for spec in args.add_label:
+        item_id, _, label = spec.partition(":")
+        if not item_id.isdigit() or int(item_id) not in BY_ID or not label:
+            sys.exit("ranker: --add-label %r: want ID:LABEL with an id of the catalogue (%d..%d)"
+                     % (spec, CATALOGUE[0]["id"], CATALOGUE[-1]["id"]))
+        if label not in BY_ID[int(item_id)]["labels"]:
+            BY_ID[int(item_id)]["labels"].append(label)
     if args.print_catalogue:
         for it in CATALOGUE:
             print(json.dumps(it))
