@@ -92,9 +92,6 @@ def test_stricter_policy_limits_more(walk):
         notices
 
 
-@pytest.mark.xfail(strict=True, reason="feedguard-replay does not trim a replayed page to the client's page "
-                   "size (the recorded request carries the over-fetched page_size), and the capture records "
-                   "trimmed items with class pornography: --check reports every trimmed page")
 def test_check_decides_every_call_as_recorded(walk):
     out, text = walk
     summary = (out / "summary.txt").read_text()
