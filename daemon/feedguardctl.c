@@ -582,8 +582,8 @@ static int capture_erase(struct ctl *c)
 		fprintf(stderr, PROG ": %llu capture files are still being written and were not searched: send "
 		        "SIGUSR1 to feedguardd (it starts new files) and run again\n", (unsigned long long)res.open_files);
 	if (res.other_key)
-		fprintf(stderr, PROG ": %llu capture files were written under another capture key and were not "
-		        "searched\n", (unsigned long long)res.other_key);
+		fprintf(stderr, PROG ": %llu capture files hold records made under another capture key, which "
+		        "cannot be matched (the pseudonym under that key is not known)\n", (unsigned long long)res.other_key);
 	return res.failed ? -1 : 0;
 }
 

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@
  * most this long, and nobody has to wake the writer (no lock, no syscall
  * on the workers' side). */
 #define IDLE_SLEEP_MS 20
+#define OFF_SLEEP_MS 1000
 /* Retention is checked this often, and at every rotation. */
 #define RETENTION_EVERY_US (60LL * 1000000)
 /* After a file could not be opened, the next try waits this long (and
@@ -141,6 +143,11 @@ void fg_capture_omitted(struct fg_capture *c, enum fg_capture_omit why, uint64_t
 	count(&c->n.omitted[why], n);
 }
 
+void fg_capture_dropped(struct fg_capture *c, enum fg_capture_drop why)
+{
+	count(&c->n.dropped[why], 1);
+}
+
 struct fg_capture_ring *fg_capture_attach(struct fg_capture *c, unsigned worker)
 {
 	struct fg_capture_ring *r;
@@ -242,20 +249,37 @@ static int write_frame(struct fg_capture *c, const uint8_t *payload, size_t len)
 	return 0;
 }
 
-static void close_file(struct fg_capture *c, int rotated)
+/* How a file is closed. */
+enum close_how {
+	CLOSE_DONE = 0,                 /* complete: renamed to .fgcap */
+	CLOSE_ROTATED,                  /* complete, and counted as a rotation */
+	CLOSE_EMPTY,                    /* nothing of it is a record: removed */
+};
+
+static void close_file(struct fg_capture *c, enum close_how how)
 {
-	char *final;
-	size_t n;
+	char *final = NULL;
+	int moved;
 
 	if (c->f.fd < 0)
 		return;
 	close(c->f.fd);
 	c->f.fd = -1;
-	/* ".open" off: the file is complete, retention and erasure may touch it */
-	n = strlen(c->f.path) - strlen(OPEN_SUFFIX);
-	if ((final = strndup(c->f.path, n)) && rename(c->f.path, final) == 0 && rotated)
-		count(&c->n.files[FG_CAPTURE_FILE_ROTATED], 1);
 	c->last_retention_us = 0;       /* a file more to keep or delete: check at once */
+	/* a file that never got its header and FileInfo is no capture */
+	if (how == CLOSE_EMPTY) {
+		unlink(c->f.path);
+		goto out_free;
+	}
+	/* ".open" off: the file is complete, retention and erasure may touch it */
+	final = strndup(c->f.path, strlen(c->f.path) - strlen(OPEN_SUFFIX));
+	moved = final && rename(c->f.path, final) == 0;
+	if (moved && how == CLOSE_ROTATED)
+		count(&c->n.files[FG_CAPTURE_FILE_ROTATED], 1);
+	if (!moved)             /* left as .open: adopted as an orphan by a later writer */
+		fg_log(FG_LOG_ERROR, "capture_failed", "what=rename file=\"%s\" error=\"%s\"", c->f.path,
+		       final ? strerror(errno) : "out of memory");
+out_free:
 	free(final);
 	free(c->f.path);
 	c->f.path = NULL;
@@ -320,7 +344,7 @@ static int open_file(struct fg_capture *c, const struct settings *s)
 		err = errno;
 		fg_bufq_free(&fi);
 		open_failed(c, "write", c->f.path, err);
-		close_file(c, 0);
+		close_file(c, CLOSE_EMPTY);
 		return FG_EIO;
 	}
 	fg_bufq_free(&fi);
@@ -399,9 +423,51 @@ static size_t list_files(const char *dir, struct old_file **out)
 		n++;
 	}
 	closedir(d);
-	qsort(v, n, sizeof(*v), old_cmp);
+	if (n)
+		qsort(v, n, sizeof(*v), old_cmp);
 	*out = v;
 	return n;
+}
+
+/* Files a writer left open when it died (SIGKILL, a crash): another pid
+ * in the name of a ".fgcap.open" of this host.  Closed (renamed), so
+ * retention and erasure see them; their last frame may be torn, which
+ * readers skip. */
+static void adopt_orphans(const char *dir)
+{
+	char host[64] = "", mine[160], from[4096], to[4096];
+	struct dirent *e;
+	size_t i, n, sl = strlen(NAME_SUFFIX OPEN_SUFFIX);
+	DIR *d;
+
+	gethostname(host, sizeof(host) - 1);
+	for (i = 0; host[i]; i++)
+		if (!((host[i] >= 'a' && host[i] <= 'z') || (host[i] >= 'A' && host[i] <= 'Z') ||
+		      (host[i] >= '0' && host[i] <= '9') || host[i] == '.' || host[i] == '-'))
+			host[i] = '_';
+	snprintf(mine, sizeof(mine), NAME_PREFIX "%s-%ld-", host, (long)getpid());
+	if (!(d = opendir(dir)))
+		return;
+	while ((e = readdir(d))) {
+		n = strlen(e->d_name);
+		if (strncmp(e->d_name, NAME_PREFIX, strlen(NAME_PREFIX)) != 0 || n <= sl ||
+		    strcmp(e->d_name + n - sl, NAME_SUFFIX OPEN_SUFFIX) != 0 || strncmp(e->d_name, mine, strlen(mine)) == 0)
+			continue;
+		/* another host's writer may share the directory: only ours */
+		if (strncmp(e->d_name + strlen(NAME_PREFIX), host, strlen(host)) != 0 ||
+		    e->d_name[strlen(NAME_PREFIX) + strlen(host)] != '-')
+			continue;
+		{
+			long pid = strtol(e->d_name + strlen(NAME_PREFIX) + strlen(host) + 1, NULL, 10);
+			if (pid > 0 && kill((pid_t)pid, 0) == 0)
+				continue;       /* a writer that still runs (another feedguardd) */
+		}
+		snprintf(from, sizeof(from), "%s/%s", dir, e->d_name);
+		snprintf(to, sizeof(to), "%s/%.*s", dir, (int)(n - strlen(OPEN_SUFFIX)), e->d_name);
+		if (rename(from, to) == 0)
+			fg_log(FG_LOG_WARN, "capture_orphan", "file=\"%s\" why=\"left open by a writer that is gone\"", to);
+	}
+	closedir(d);
 }
 
 /* Closed files past max_age go; then the oldest until the rest fit in
@@ -414,6 +480,8 @@ static void retention(struct fg_capture *c, const struct settings *s)
 	size_t n, i;
 
 	c->last_retention_us = mono_us();
+	if (s->directory)
+		adopt_orphans(s->directory);
 	if ((!s->max_age_us && !s->max_total_size) || !s->directory)
 		return;
 	n = list_files(s->directory, &v);
@@ -466,16 +534,21 @@ static void write_record(struct fg_capture *c, const struct settings *s, struct 
 	const uint8_t *p = fg_bufq_head(&sl->rec);
 	size_t len = fg_bufq_len(&sl->rec);
 
+	/* Every reader would stop at a frame this long: never written. */
+	if (len > FG_CAPFILE_MAX_RECORD) {
+		count(&c->n.dropped[FG_CAPTURE_DROP_BUDGET], 1);
+		return;
+	}
 	if (c->f.fd >= 0 && (c->f.size >= s->rotate_size ||
 	                     mono_us() - c->f.opened_us >= s->rotate_age_us))
-		close_file(c, 1);
+		close_file(c, CLOSE_ROTATED);
 	if (!s->enabled || (c->f.fd < 0 && open_file(c, s) < 0)) {
 		count(&c->n.dropped[FG_CAPTURE_DROP_WRITE_ERROR], 1);
 		return;
 	}
 	if (write_frame(c, p, len) < 0) {
 		open_failed(c, "write", c->f.path, errno ? errno : ENOSPC);
-		close_file(c, 0);
+		close_file(c, CLOSE_DONE);
 		count(&c->n.dropped[FG_CAPTURE_DROP_WRITE_ERROR], 1);
 		return;
 	}
@@ -510,9 +583,9 @@ static size_t drain(struct fg_capture *c, const struct settings *s)
 static void housekeeping(struct fg_capture *c, const struct settings *s)
 {
 	if (__atomic_exchange_n(&c->reopen, 0, __ATOMIC_ACQ_REL) && c->f.fd >= 0)
-		close_file(c, 1);
+		close_file(c, CLOSE_ROTATED);
 	if (c->f.fd >= 0 && (!s->enabled || mono_us() - c->f.opened_us >= s->rotate_age_us))
-		close_file(c, 1);
+		close_file(c, CLOSE_ROTATED);
 	if (s->enabled && mono_us() - c->last_retention_us >= RETENTION_EVERY_US)
 		retention(c, s);
 }
@@ -538,7 +611,7 @@ static void *writer_main(void *arg)
 			gen = c->gen;
 			pthread_mutex_unlock(&c->mu);
 			if (have && file_changes(&s, &fresh))
-				close_file(c, 1);
+				close_file(c, CLOSE_ROTATED);
 			settings_free(&s);
 			s = fresh;
 			have = 1;
@@ -552,8 +625,9 @@ static void *writer_main(void *arg)
 		if (stop)
 			break;
 		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += IDLE_SLEEP_MS * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
+		/* capture off: a reload wakes it; nothing else is due */
+		until.tv_nsec += (s.enabled ? IDLE_SLEEP_MS : OFF_SLEEP_MS) * 1000000L;
+		while (until.tv_nsec >= 1000000000L) {
 			until.tv_sec++;
 			until.tv_nsec -= 1000000000L;
 		}
@@ -562,7 +636,7 @@ static void *writer_main(void *arg)
 			pthread_cond_timedwait(&c->cv, &c->mu, &until);
 		pthread_mutex_unlock(&c->mu);
 	}
-	close_file(c, 0);
+	close_file(c, CLOSE_DONE);
 	settings_free(&s);
 	return NULL;
 }

@@ -32,12 +32,14 @@ struct fg_config;
 struct fg_capture;
 struct fg_capture_ring;
 
-/* Bytes a record keeps free in front of it (fg_bufq_headroom) for its
- * frame header and the Record wrapper around its Call. */
-#define FG_CAPTURE_HEADROOM 16
-
 /* Counters, written with atomics by the workers and the writer. */
-enum fg_capture_drop { FG_CAPTURE_DROP_QUEUE_FULL = 0, FG_CAPTURE_DROP_WRITE_ERROR, FG_CAPTURE_NDROPS };
+enum fg_capture_drop {
+	FG_CAPTURE_DROP_QUEUE_FULL = 0,         /* the worker's ring was full */
+	FG_CAPTURE_DROP_WRITE_ERROR,            /* the file could not be opened or written, or capture is off */
+	FG_CAPTURE_DROP_BUDGET,                 /* the record could not be finished within capture.queue,
+	                                           capture.max_record_size or memory */
+	FG_CAPTURE_NDROPS
+};
 enum fg_capture_omit { FG_CAPTURE_OMIT_RECORD_SIZE = 0, FG_CAPTURE_OMIT_QUEUE, FG_CAPTURE_NOMITS };
 enum fg_capture_file_event { FG_CAPTURE_FILE_OPENED = 0, FG_CAPTURE_FILE_ROTATED, FG_CAPTURE_FILE_DELETED,
                              FG_CAPTURE_FILE_FAILED, FG_CAPTURE_NFILE_EVENTS };
@@ -80,7 +82,8 @@ const struct fg_capture_counters *fg_capture_counters(const struct fg_capture *c
 /*
  * fg_capture_attach - the ring of worker <worker> (< nworkers), made on
  * first use; NULL when out of memory or out of range (the worker then
- * captures nothing).  The ring lives as long as <c>.
+ * captures nothing).  The ring lives as long as <c>.  Any thread, but one
+ * caller per worker index (the worker's own).
  */
 struct fg_capture_ring *fg_capture_attach(struct fg_capture *c, unsigned worker);
 
@@ -97,10 +100,13 @@ void fg_capture_release(struct fg_capture *c, uint64_t n);
 /* fg_capture_omitted - count <n> messages left out of a record for <why>. */
 void fg_capture_omitted(struct fg_capture *c, enum fg_capture_omit why, uint64_t n);
 
+/* fg_capture_dropped - count a record a worker could not finish (<why>). */
+void fg_capture_dropped(struct fg_capture *c, enum fg_capture_drop why);
+
 /*
  * fg_capture_submit - queue finished record <rec> for the writer: its
- * bytes are a serialized feedguard.capture.v1.Record with at least 8
- * bytes of headroom (the frame header goes there); <reserved> bytes were
+ * bytes are a serialized feedguard.capture.v1.Record (the writer puts
+ * the frame header in front with writev); <reserved> bytes were
  * counted for it and are released once it is written.  Takes <rec>'s
  * memory in every case (<rec> is left empty): 0, or FG_EBUSY when the ring
  * is full (the record is dropped, counted, its bytes released).

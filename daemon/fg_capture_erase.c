@@ -34,27 +34,30 @@ static int ends_with(const char *s, const char *suffix)
 	return n > m && strcmp(s + n - m, suffix) == 0;
 }
 
-/* What to do with one record: a Call of the user is erased; a FileInfo
- * under another key makes the whole file another key's. */
+/* What to do with one record: a Call of the user is erased; a Call whose
+ * pseudonym is under another key (its "<key id>:" prefix: a record made
+ * before a key rotation may sit in a file opened after it) cannot be
+ * judged. */
 static enum verdict judge(const uint8_t *p, size_t len, const char *key_id, const char *pseudonym)
 {
 	Feedguard__Capture__V1__Record *r = feedguard__capture__v1__record__unpack(NULL, len, p);
+	size_t kl = strlen(key_id);
 	enum verdict v = V_KEEP;
 
 	if (!r)
 		return V_KEEP;          /* the reader vouched for its frame; not ours to judge */
-	if (r->kind_case == FEEDGUARD__CAPTURE__V1__RECORD__KIND_FILE_INFO &&
-	    strcmp(r->file_info->capture_key_id, key_id) != 0)
-		v = V_OTHER_KEY;
-	else if (r->kind_case == FEEDGUARD__CAPTURE__V1__RECORD__KIND_CALL && strcmp(r->call->user_key, pseudonym) == 0)
+	if (r->kind_case == FEEDGUARD__CAPTURE__V1__RECORD__KIND_CALL && strcmp(r->call->user_key, pseudonym) == 0)
 		v = V_ERASE;
+	else if (r->kind_case == FEEDGUARD__CAPTURE__V1__RECORD__KIND_CALL && r->call->user_key[0] &&
+	         (strncmp(r->call->user_key, key_id, kl) != 0 || r->call->user_key[kl] != ':'))
+		v = V_OTHER_KEY;
 	feedguard__capture__v1__record__free_unpacked(r, NULL);
 	return v;
 }
 
 /* Pass one: how many of the user's records <path> holds into <*n>, and
- * whether it is another key's file (<*other>).  0, or FG_EIO / FG_EINVAL
- * (unreadable, corrupt). */
+ * whether it holds records under another key (<*other>).  0, or FG_EIO /
+ * FG_EINVAL (unreadable, corrupt). */
 static int count_user(const char *path, const char *key_id, const char *pseudonym, uint64_t *n, int *other)
 {
 	struct fg_capfile_reader *r;
@@ -67,14 +70,11 @@ static int count_user(const char *path, const char *key_id, const char *pseudony
 		return FG_EIO;
 	while ((rc = fg_capfile_reader_next(r, &rec, NULL, 0)) == FG_CAPFILE_RECORD) {
 		enum verdict v = judge(rec.data, rec.len, key_id, pseudonym);
-		if (v == V_OTHER_KEY) {
-			*other = 1;
-			break;
-		}
+		*other |= v == V_OTHER_KEY;
 		*n += v == V_ERASE;
 	}
 	fg_capfile_reader_free(r);
-	if (!*other && rc != FG_CAPFILE_END && rc != FG_CAPFILE_TORN)
+	if (rc != FG_CAPFILE_END && rc != FG_CAPFILE_TORN)
 		return rc == FG_EIO ? FG_EIO : FG_EINVAL;
 	return 0;
 }
@@ -137,12 +137,18 @@ static int rewrite(const char *dir, const char *name, const char *key_id, const 
 		return FG_EINVAL;
 	if (stat(path, &st) < 0)
 		return FG_EIO;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 07777);
+	/* O_EXCL: a second erase running at once fails here rather than
+	 * writing into the same temporary file */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 07777);
 	if (fd < 0)
 		return FG_EIO;
 	rc = copy_kept(path, fd, key_id, pseudonym);
-	if (rc == 0 && fsync(fd) < 0)
-		rc = FG_EIO;
+	/* the file keeps its time: retention still sees how old its records are */
+	if (rc == 0) {
+		struct timespec t[2] = { st.st_atim, st.st_mtim };
+		if (futimens(fd, t) < 0 || fsync(fd) < 0)
+			rc = FG_EIO;
+	}
 	if (close(fd) < 0 && rc == 0)
 		rc = FG_EIO;
 	if (rc == 0 && rename(tmp, path) < 0)
@@ -175,10 +181,7 @@ static void one_file(const char *dir, const char *name, const char *key_id, cons
 		res->failed++;
 		return;
 	}
-	if (other) {
-		res->other_key++;
-		return;
-	}
+	res->other_key += other != 0;
 	if (n == 0)
 		return;
 	if ((rc = rewrite(dir, name, key_id, pseudonym)) < 0) {

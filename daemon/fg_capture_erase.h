@@ -8,9 +8,10 @@
  * directory, which is synced and renamed over the original (a crash leaves
  * the old file or the new one, never half of either).  Files still being
  * written (".fgcap.open") are not touched: the daemon closes them at
- * rotation or on SIGUSR1.  A file written under another capture key is not
- * searched (the user's pseudonym under that key is not known): it is
- * counted.  A torn tail is dropped by a rewrite; a corrupt file is left as
+ * rotation or on SIGUSR1.  Records made under another capture key (their
+ * pseudonym's key id) cannot be matched (the user's pseudonym under that
+ * key is not known): the files holding any are counted.  A rewritten file
+ * keeps its times, so retention still sees its age.  A torn tail is dropped by a rewrite; a corrupt file is left as
  * it is and counted.
  *
  * Blocking file I/O: tools only.
@@ -26,7 +27,7 @@ struct fg_capture_erase_result {
 	uint64_t rewritten;             /* files rewritten without the user */
 	uint64_t records;               /* the user's records removed */
 	uint64_t open_files;            /* files still being written: not searched */
-	uint64_t other_key;             /* files under another capture key: not searched */
+	uint64_t other_key;             /* files holding records under another capture key */
 	uint64_t failed;                /* files that could not be read or rewritten */
 };
 

@@ -393,7 +393,7 @@ static unsigned long long load(const uint64_t *v)
 
 static void render_capture(struct evbuffer *out, const struct fg_capture_counters *c)
 {
-	static const char *const drops[FG_CAPTURE_NDROPS] = { "queue_full", "write_error" };
+	static const char *const drops[FG_CAPTURE_NDROPS] = { "queue_full", "write_error", "budget" };
 	static const char *const omits[FG_CAPTURE_NOMITS] = { "record_size", "queue" };
 	static const char *const files[FG_CAPTURE_NFILE_EVENTS] = { "opened", "rotated", "deleted", "failed" };
 	size_t i;

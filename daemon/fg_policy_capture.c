@@ -97,6 +97,61 @@ static int redact_user_id(struct fg_policy_comp *c, const struct fg_policy_scope
 	return fg_policy_prog_apply(c, b->strip, field, FG_POLICY_PROG_DROP, 0, allow_only);
 }
 
+/* 1 when <block>'s list <key> names the text <path>. */
+static int block_lists(const struct fg_yaml_node *block, const char *key, const char *path)
+{
+	const struct fg_yaml_node *p = block ? fg_yaml_map_get(block, key) : NULL;
+	size_t i;
+
+	for (i = 0; p && p->kind == FG_YAML_SEQ && i < p->nkids; i++)
+		if (p->kids[i]->kind == FG_YAML_SCALAR && strcmp(p->kids[i]->text, path) == 0)
+			return 1;
+	return 0;
+}
+
+#define MAX_PSEUDONYMIZED 64
+
+/*
+ * Every field some band's request rules pseudonymize holds, as forwarded,
+ * the user's state pseudonym (the Redis key's, the ranker's): in a
+ * capture it becomes the capture pseudonym too, whatever <used> (the
+ * redaction block) says, unless <used> removes it.  Else a capture could
+ * be joined with the state and with what the ranker saw.
+ */
+static int pseudonymize_everywhere(struct fg_policy_comp *c, const struct fg_policy_scope *s,
+                                   struct fg_policy_block *b, const struct fg_yaml_node *used)
+{
+	const struct fg_yaml_node *req = fg_yaml_map_get(s->map, "request"), *list, *src, *uf;
+	const char *done[MAX_PSEUDONYMIZED];
+	size_t ndone = 0, i, j, k;
+	int rc;
+
+	if (!req || (rc = fg_policy_compile_rule_list(c, req, "request", &list)))
+		return req ? rc : 0;
+	src = fg_yaml_map_get(s->map, "user_id");
+	uf = src && src->kind == FG_YAML_MAP ? fg_yaml_map_get(src, "field") : NULL;
+	for (i = 0; i < list->nkids; i++) {
+		const struct fg_yaml_node *p = fg_yaml_map_get(list->kids[i], "pseudonymize");
+		for (j = 0; p && p->kind == FG_YAML_SEQ && j < p->nkids; j++) {
+			const struct fg_yaml_node *at = p->kids[j];
+			int seen = (uf && strcmp(uf->text, at->text) == 0) || block_lists(used, "pseudonymize", at->text) ||
+			           block_lists(used, "remove", at->text);
+			for (k = 0; !seen && k < ndone; k++)
+				seen = strcmp(done[k], at->text) == 0;
+			if (seen || ndone == MAX_PSEUDONYMIZED)
+				continue;
+			done[ndone++] = at->text;
+			if (!b->strip && !(b->strip = fg_policy_prog_new(c, b->type, 0)))
+				return fg_policy_compile_nomem(c);
+			if ((rc = fg_policy_prog_apply(c, b->strip, at, FG_POLICY_PROG_PSEUDONYMIZE, 0,
+			                               b->strip->msg.allow_only)))
+				return rc;
+			b->edit.need_user = 1;
+		}
+	}
+	return 0;
+}
+
 /* One side: <val> (a block written under capture_redact), or NULL for the
  * first band's block of that side; into <e>. */
 static int compile_side(struct fg_policy_comp *c, const struct fg_policy_scope *s, const struct fg_yaml_node *val,
@@ -127,6 +182,8 @@ static int compile_side(struct fg_policy_comp *c, const struct fg_policy_scope *
 	rc = block ? fg_policy_compile_keys_run(c, &bs, keys, nkeys, dir) : 0;
 	if (rc == 0 && request)
 		rc = redact_user_id(c, s, &b, block);
+	if (rc == 0 && request)
+		rc = pseudonymize_everywhere(c, s, &b, block);
 	if (rc)
 		return rc;
 	if (b.strip) {

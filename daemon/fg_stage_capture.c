@@ -49,6 +49,12 @@ enum { I_MESSAGE = 1, I_POSITION, I_DELIVERED, I_CLASS, I_FATE, I_DEMOTED };
 enum { ST_ACTION = 1, ST_NOTICES, ST_FAILURE, ST_FAIL_MODE, ST_USED, ST_LEFT, ST_SESSION, ST_EXPOSURE };
 enum { E_COUNTER = 1, E_ALLOWANCE, E_DELIVERED, E_LIMITED };
 
+/* Bytes of a record kept for what capture_end writes: the call's facts
+ * (method, band, key, zone, status text: under 1KiB), the stripped counts
+ * and screen-time decisions (a few hundred bytes), the wrapper.  A record
+ * that still outgrows capture.max_record_size is dropped and counted. */
+#define END_ROOM 2048
+
 /* Room kept in front of the Call for the Record's tag and length. */
 #define WRAP_ROOM (1 + 5)
 /* A sampled call's wire-encoded items beyond this are left out (each is
@@ -60,7 +66,8 @@ static const char *const fail_mode_names[] = { "open", "empty", "deny" };
 
 struct capture_worker {
 	struct fg_capture *cap;             /* NULL: the process has no writer */
-	struct fg_capture_ring *ring;       /* NULL: capture is off for this worker */
+	struct fg_capture_ring *ring;       /* NULL until the worker captures a call */
+	unsigned slot;
 	struct fg_bufq scratch;             /* a message being redacted */
 	uint64_t rng;                       /* xorshift state: sampling of calls with no user id */
 };
@@ -82,6 +89,8 @@ struct fg_stage_record {
 	uint32_t allowance[FG_ITEMS_MAX_COUNTERS];
 	uint32_t limited[FG_ITEMS_MAX_COUNTERS];
 	uint64_t page_size_asked;           /* the filter over-fetched: what the client asked for */
+	unsigned items_omitted;             /* a page's items did not fit: later pages' are left out
+	                                       too (counted in messages_omitted) */
 	char upstream_message[FG_STAGE_ANSWER_MAX]; /* the upstream's grpc-message, as sent */
 };
 
@@ -98,7 +107,9 @@ static int grow(struct fg_stage_record *r, size_t n, enum fg_capture_omit *why)
 {
 	uint64_t have = fg_bufq_len(&r->buf) + fg_bufq_len(&r->items);
 
-	if (have + n > r->call->cfg->capture.max_record_size) {
+	/* the facts, decisions and wrapper written at the end fit in the room
+	 * kept for them (capture.max_record_size is at least 4KiB) */
+	if (have + n + END_ROOM > r->call->cfg->capture.max_record_size) {
 		*why = FG_CAPTURE_OMIT_RECORD_SIZE;
 		return FG_ETOOBIG;
 	}
@@ -151,7 +162,7 @@ static int capture_worker_init(void *wstate, const struct fg_stage_worker_env *e
 	struct capture_worker *w = wstate;
 
 	w->cap = env->capture;
-	w->ring = w->cap ? fg_capture_attach(w->cap, (unsigned)env->slot) : NULL;
+	w->slot = (unsigned)env->slot;          /* the ring is made at the first call captured */
 	w->rng = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)env->slot << 32) ^ (uint64_t)(uintptr_t)w;
 	return 0;
 }
@@ -169,7 +180,9 @@ static enum fg_stage_begin capture_begin(struct fg_stage_ctx *c, const struct fg
 	struct fg_stage_record *r = c->state;
 	struct fg_stage_call *call = c->call;
 
-	if (!w->ring || call->cfg->capture.sample <= 0 || !fg_config_capture_method(call->cfg, call->m->path))
+	if (!w->cap || call->cfg->capture.sample <= 0 || !fg_config_capture_method(call->cfg, call->m->path))
+		return FG_STAGE_SKIP;
+	if (!w->ring && !(w->ring = fg_capture_attach(w->cap, w->slot)))
 		return FG_STAGE_SKIP;
 	r->w = w;
 	r->call = call;
@@ -211,9 +224,26 @@ static int sampled(struct fg_stage_record *r)
 	return (double)(v >> 11) < sample * 9007199254740992.0;
 }
 
-/* Metadata <h> named in capture.metadata (and feedguard's own, with
- * <ours>) as entries of <field>. */
-static void add_metadata(struct fg_stage_record *r, uint32_t field, const struct fg_hdrs *h, int ours)
+static int listed(const struct fg_config *cfg, const char *name)
+{
+	size_t j;
+
+	for (j = 0; j < cfg->capture.nmetadata; j++)
+		if (strcmp(cfg->capture.metadata[j], name) == 0)
+			return 1;
+	return 0;
+}
+
+/* Whose metadata a list holds. */
+enum md_from {
+	MD_PEER = 0,                    /* the client's or the ranker's: capture.metadata names only */
+	MD_OURS,                        /* what feedguard's stages added: all of it */
+};
+
+/* Metadata <h> as entries of <field>: the names in capture.metadata, or
+ * all of it when feedguard added it (a ranker's own "feedguard-*" header
+ * is a peer's like any other, and may carry anything). */
+static void add_metadata(struct fg_stage_record *r, uint32_t field, const struct fg_hdrs *h, enum md_from from)
 {
 	const struct fg_config *cfg = r->call->cfg;
 	const uint8_t *b = fg_bufq_head(&h->buf);
@@ -224,7 +254,7 @@ static void add_metadata(struct fg_stage_record *r, uint32_t field, const struct
 	for (i = 0; h && i < h->n; i++) {
 		const struct fg_hdrs_entry *e = &h->ent[i];
 		const char *name = (const char *)b + e->name_off;
-		int keep = ours && e->name_len > 10 && memcmp(name, "feedguard-", 10) == 0;
+		int keep = from == MD_OURS;
 		for (j = 0; !keep && j < cfg->capture.nmetadata; j++)
 			keep = strlen(cfg->capture.metadata[j]) == e->name_len &&
 			       memcmp(cfg->capture.metadata[j], name, e->name_len) == 0;
@@ -276,7 +306,7 @@ static enum fg_stage_rc capture_request_headers(struct fg_stage_ctx *c, struct f
 			return FG_STAGE_CONTINUE;
 		}
 	}
-	add_metadata(r, C_REQ_META, h, 0);
+	add_metadata(r, C_REQ_META, h, MD_PEER);
 	return FG_STAGE_CONTINUE;
 }
 
@@ -350,7 +380,7 @@ static enum fg_stage_rc capture_message(struct fg_stage_ctx *c, enum fg_stage_di
 	add_response(r, msg);
 	/* a unary call's metadata is complete with its first message */
 	if (msg->index == 0 && !fg_pipeline_streaming_response(c->pl))
-		add_metadata(r, C_RESP_META, fg_pipeline_pending_metadata(c->pl), 1);
+		add_metadata(r, C_RESP_META, fg_pipeline_pending_metadata(c->pl), MD_OURS);
 	return FG_STAGE_CONTINUE;
 }
 
@@ -359,7 +389,7 @@ static enum fg_stage_rc capture_response_headers(struct fg_stage_ctx *c, struct 
 	struct fg_stage_record *r = c->state;
 
 	if (r->recording)
-		add_metadata(r, C_RESP_META, h, 1);
+		add_metadata(r, C_RESP_META, h, MD_PEER);
 	return FG_STAGE_CONTINUE;
 }
 
@@ -372,12 +402,14 @@ static enum fg_stage_rc capture_response_end(struct fg_stage_ctx *c, struct fg_h
 	if (!r->recording)
 		return FG_STAGE_CONTINUE;
 	if (trailers) {
-		add_metadata(r, C_RESP_META, trailers, 1);
-		if ((v = fg_hdrs_find(trailers, "grpc-message", &len)))
+		add_metadata(r, C_RESP_META, trailers, MD_PEER);
+		/* the ranker's words may name the user: kept only when the
+		 * operator listed grpc-message in capture.metadata */
+		if (listed(r->call->cfg, "grpc-message") && (v = fg_hdrs_find(trailers, "grpc-message", &len)))
 			snprintf(r->upstream_message, sizeof(r->upstream_message), "%.*s", (int)len, v);
 	}
 	if (fg_pipeline_streaming_response(c->pl))
-		add_metadata(r, C_RESP_META, fg_pipeline_pending_metadata(c->pl), 1);
+		add_metadata(r, C_RESP_META, fg_pipeline_pending_metadata(c->pl), MD_OURS);
 	return FG_STAGE_CONTINUE;
 }
 
@@ -470,15 +502,17 @@ static int add_decisions(struct fg_stage_record *r)
 
 	fg_bufq_init(&d);
 	rc = add_stripped(r, &d);
-	if (rc == 0 && fg_bufq_len(&r->items))
+	if (rc == 0 && fg_bufq_len(&r->items)) {
 		rc = fg_bufq_append(&d, fg_bufq_head(&r->items), fg_bufq_len(&r->items));
+		fg_bufq_free(&r->items);        /* copied: not held twice */
+	}
 	if (rc == 0)
 		rc = add_screen(r, &d);
 	if (rc == 0 && r->page_size_asked)
 		rc = fg_pbwire_append_varint(&d, D_PAGE_SIZE_ASKED, r->page_size_asked);
 	if (rc == 0 && fg_bufq_len(&d)) {
-		/* the items were counted as they came; the rest now */
-		uint64_t more = fg_bufq_len(&d) > fg_bufq_len(&r->items) ? fg_bufq_len(&d) - fg_bufq_len(&r->items) : 0;
+		/* the items were counted as they came; the rest is in END_ROOM */
+		uint64_t more = 0;
 		if (fg_capture_reserve(r->w->cap, more + 8, queue_limit(r)) == 0) {
 			r->reserved += more + 8;
 			rc = fg_pbwire_append_len(&r->buf, C_DECISIONS, fg_bufq_head(&d), fg_bufq_len(&d));
@@ -540,7 +574,7 @@ static int wrap(struct fg_stage_record *r)
 static void capture_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
 {
 	struct fg_stage_record *r = c->state;
-	uint64_t extra = 256;
+	uint64_t extra = END_ROOM;
 
 	if (!r->recording)
 		return;
@@ -550,12 +584,14 @@ static void capture_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
 	}
 	/* the fixed fields and the wrapper, within the budget like the rest */
 	if (fg_capture_reserve(r->w->cap, extra, queue_limit(r)) < 0) {
-		fg_capture_omitted(r->w->cap, FG_CAPTURE_OMIT_QUEUE, 1);
+		fg_capture_dropped(r->w->cap, FG_CAPTURE_DROP_BUDGET);
 		drop_record(r);
 		return;
 	}
 	r->reserved += extra;
-	if (add_facts(r, end) < 0 || add_decisions(r) < 0 || wrap(r) < 0) {
+	if (add_facts(r, end) < 0 || add_decisions(r) < 0 || wrap(r) < 0 ||
+	    fg_bufq_len(&r->buf) > r->call->cfg->capture.max_record_size) {
+		fg_capture_dropped(r->w->cap, FG_CAPTURE_DROP_BUDGET);
 		drop_record(r);
 		return;
 	}
@@ -628,15 +664,18 @@ static int add_item(struct fg_stage_record *r, unsigned message, uint32_t pos, i
 
 void fg_stage_record_page(struct fg_stage_record *r, unsigned message, const struct fg_items_page *pg)
 {
-	enum fg_capture_omit why;
+	enum fg_capture_omit why = FG_CAPTURE_OMIT_QUEUE;
+	size_t i, k, was;
 	int32_t *dpos;
-	size_t i, k;
 
 	if (!r || !r->recording || pg->n == 0)
 		return;
-	if (fg_bufq_len(&r->items) + pg->n * 24 > ITEMS_MAX_BYTES || grow(r, pg->n * 24, &why) < 0 ||
-	    !(dpos = malloc(pg->n * sizeof(*dpos))))
+	if (!(dpos = malloc(pg->n * sizeof(*dpos)))) {
+		r->items_omitted = 1;
+		omit(r, FG_CAPTURE_OMIT_QUEUE);
 		return;
+	}
+	was = fg_bufq_len(&r->items);
 	for (i = 0; i < pg->n; i++)
 		dpos[i] = -1;
 	for (i = 0; i < pg->norder; i++)
@@ -644,20 +683,28 @@ void fg_stage_record_page(struct fg_stage_record *r, unsigned message, const str
 			dpos[pg->order[i]] = (int32_t)i;
 	for (i = 0; i < pg->n; i++) {
 		const struct fg_items_item *it = &pg->item[i];
-		if (add_item(r, message, (uint32_t)i, dpos[i], it) < 0)
-			break;
 		if (it->fate == FG_ITEMS_LIMITED)
 			for (k = 0; k < FG_ITEMS_MAX_COUNTERS; k++)
 				if (it->counters & (1u << k))
 					r->limited[k]++;
+		if (!r->items_omitted && add_item(r, message, (uint32_t)i, dpos[i], it) < 0)
+			r->items_omitted = 1;
 	}
 	free(dpos);
+	/* the page's items count as they take: all of them, or none */
+	if (!r->items_omitted && (fg_bufq_len(&r->items) > ITEMS_MAX_BYTES ||
+	                          grow(r, fg_bufq_len(&r->items) - was, &why) < 0))
+		r->items_omitted = 1;
+	if (r->items_omitted) {
+		fg_bufq_truncate(&r->items, was);
+		omit(r, why);
+	}
 }
 
 void fg_stage_record_answer_metadata(struct fg_stage_record *r, const struct fg_hdrs *h)
 {
 	if (r && r->recording)
-		add_metadata(r, C_RESP_META, h, 1);
+		add_metadata(r, C_RESP_META, h, MD_OURS);
 }
 
 void fg_stage_record_page_size(struct fg_stage_record *r, uint64_t asked)
