@@ -391,34 +391,35 @@ static unsigned long long load(const uint64_t *v)
 	return (unsigned long long)__atomic_load_n(v, __ATOMIC_RELAXED);
 }
 
+/* A counter with one label: <n> series, value <v>[i] under <label>=<names>[i]. */
+static void labelled(struct evbuffer *out, const char *name, const char *help, const char *label,
+                     const char *const *names, const uint64_t *v, size_t n)
+{
+	size_t i;
+
+	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+	for (i = 0; i < n; i++)
+		evbuffer_add_printf(out, "%s{%s=\"%s\"} %llu\n", name, label, names[i], load(&v[i]));
+}
+
 static void render_capture(struct evbuffer *out, const struct fg_capture_counters *c)
 {
 	static const char *const drops[FG_CAPTURE_NDROPS] = { "queue_full", "write_error", "budget" };
 	static const char *const omits[FG_CAPTURE_NOMITS] = { "record_size", "queue" };
 	static const char *const files[FG_CAPTURE_NFILE_EVENTS] = { "opened", "rotated", "deleted", "failed" };
-	size_t i;
 
-	evbuffer_add_printf(out, "# HELP feedguard_capture_records_total Capture records written.\n"
+	evbuffer_add_printf(out, "# HELP feedguard_capture_records_total Capture call records written.\n"
 	                         "# TYPE feedguard_capture_records_total counter\nfeedguard_capture_records_total %llu\n",
 	                    load(&c->records));
 	evbuffer_add_printf(out, "# HELP feedguard_capture_bytes_total Capture bytes written, frames included.\n"
 	                         "# TYPE feedguard_capture_bytes_total counter\nfeedguard_capture_bytes_total %llu\n",
 	                    load(&c->bytes));
-	evbuffer_add_printf(out, "# HELP feedguard_capture_dropped_total Capture records lost, by reason.\n"
-	                         "# TYPE feedguard_capture_dropped_total counter\n");
-	for (i = 0; i < FG_CAPTURE_NDROPS; i++)
-		evbuffer_add_printf(out, "feedguard_capture_dropped_total{reason=\"%s\"} %llu\n", drops[i],
-		                    load(&c->dropped[i]));
-	evbuffer_add_printf(out, "# HELP feedguard_capture_omitted_messages_total Messages left out of capture "
-	                         "records, by reason.\n# TYPE feedguard_capture_omitted_messages_total counter\n");
-	for (i = 0; i < FG_CAPTURE_NOMITS; i++)
-		evbuffer_add_printf(out, "feedguard_capture_omitted_messages_total{reason=\"%s\"} %llu\n", omits[i],
-		                    load(&c->omitted[i]));
-	evbuffer_add_printf(out, "# HELP feedguard_capture_files_total Capture files, by event.\n"
-	                         "# TYPE feedguard_capture_files_total counter\n");
-	for (i = 0; i < FG_CAPTURE_NFILE_EVENTS; i++)
-		evbuffer_add_printf(out, "feedguard_capture_files_total{event=\"%s\"} %llu\n", files[i],
-		                    load(&c->files[i]));
+	labelled(out, "feedguard_capture_dropped_total", "Capture records lost, by reason.", "reason", drops,
+	         c->dropped, FG_CAPTURE_NDROPS);
+	labelled(out, "feedguard_capture_omitted_messages_total", "Messages left out of capture records, by reason.",
+	         "reason", omits, c->omitted, FG_CAPTURE_NOMITS);
+	labelled(out, "feedguard_capture_files_total", "Capture files, by event.", "event", files, c->files,
+	         FG_CAPTURE_NFILE_EVENTS);
 	evbuffer_add_printf(out, "# HELP feedguard_capture_queue_bytes Capture bytes held: records being built "
 	                         "and records waiting for the writer.\n# TYPE feedguard_capture_queue_bytes gauge\n"
 	                         "feedguard_capture_queue_bytes %llu\n", load(&c->held));
