@@ -132,15 +132,6 @@ static enum fg_stage_rc run_msg_hooks(struct fg_pipeline *pl, enum fg_stage_dir 
 	for (i = from; i < env->nstages; i++) {
 		if (!(pl->run & (1u << i)) || !env->stages[i]->on_message)
 			continue;
-		if (r->m.drop) {
-			/* dropped: only the stages that watch everything see it */
-			if (env->stages[i]->flags & FG_STAGE_F_SEES_DROPPED) {
-				c = ctx_of(pl, i);
-				(void)env->stages[i]->on_message(&c, dir, &r->m);
-				r->m.drop = 1;
-			}
-			continue;
-		}
 		/* emptied, memory kept: <m.data> never points into this one */
 		r->m.out = &env->scratch[r->out_idx];
 		/* room for the prefix in front of an edit, so the edited
@@ -164,7 +155,7 @@ static enum fg_stage_rc run_msg_hooks(struct fg_pipeline *pl, enum fg_stage_dir 
 				pl->hold = (int)i;
 			rc = FG_STAGE_CONTINUE;
 		}
-		if (rc != FG_STAGE_CONTINUE || (pl->flags & PL_FINISHED)) {
+		if (rc != FG_STAGE_CONTINUE || r->m.drop || (pl->flags & PL_FINISHED)) {
 			*at = i;
 			return rc;
 		}
@@ -323,8 +314,6 @@ static int handle_message(struct fg_pipeline *pl, enum fg_stage_dir dir, const s
 		r.m.data = fg_bufq_head(&env->plain);
 		r.m.len = fg_bufq_len(&env->plain);
 	}
-	r.m.orig = r.m.data;
-	r.m.orig_len = r.m.len;
 	return run_message(pl, dir, &r, 0);
 }
 
@@ -628,12 +617,6 @@ static void continue_suspended(struct fg_pipeline *pl, enum fg_stage_dir dir)
 		r.changed = s->susp_changed;
 		r.m.data = fg_bufq_head(&s->susp_cur);
 		r.m.len = fg_bufq_len(&s->susp_cur);
-		/* As it arrived: the saved payload when it was not compressed;
-		 * a compressed one is not inflated again, and the stages' copy
-		 * stands in (the same bytes unless a stage before the
-		 * suspension edited it, which no daemon stage does). */
-		r.m.orig = r.flag == FG_GRPCFRAME_COMPRESSED ? r.m.data : r.orig;
-		r.m.orig_len = r.flag == FG_GRPCFRAME_COMPRESSED ? r.m.len : r.orig_len;
 		r.m.index = s->nmsg - 1;
 		(void)run_message(pl, dir, &r, from);
 		if (s->susp == NO_STAGE) {

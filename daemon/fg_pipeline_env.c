@@ -28,6 +28,7 @@ static const struct fg_stage *const daemon_stages[] = {
 	&fg_stage_identify,
 	&fg_stage_gate,
 	&fg_stage_strip,
+	&fg_stage_capture_tap,          /* the ranker's response as strip left it, for capture */
 	&fg_stage_filter,
 	&fg_stage_account,
 	&fg_stage_capture,

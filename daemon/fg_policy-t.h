@@ -207,6 +207,8 @@ struct fg_policy_method {
 	                                       band's request rules), the user id field included */
 	struct fg_policy_edit capture_response; /* ... and responses (capture_redact.response, or
 	                                       the first band's response rules) */
+	unsigned capture_response_default;  /* capture_response is the first band's response block:
+	                                       a band with that same block needs it not again */
 	size_t index;                       /* position in fg_policy.methods, for counters */
 };
 

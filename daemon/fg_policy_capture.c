@@ -217,6 +217,7 @@ static int compile_redact(struct fg_policy_comp *c, const struct fg_policy_scope
 	if (rc == 0)
 		rc = compile_side(c, s, val ? fg_yaml_map_get(val, "response") : NULL, FG_POLICY_KEY_RESPONSE,
 		                  &s->method->capture_response);
+	s->method->capture_response_default = !val || !fg_yaml_map_get(val, "response");
 	c->dir = dir;
 	c->no_stats = 0;
 	return rc;

@@ -110,7 +110,8 @@ static const struct fg_stage replay_identify = {
 
 /* The daemon's stages after identify, in the daemon's order. */
 static const struct fg_stage *const replay_stages[] = {
-	&replay_identify, &fg_stage_gate, &fg_stage_strip, &fg_stage_filter, &fg_stage_account, &fg_stage_capture,
+	&replay_identify, &fg_stage_gate, &fg_stage_strip, &fg_stage_capture_tap, &fg_stage_filter, &fg_stage_account,
+	&fg_stage_capture,
 };
 
 /* --- the host -------------------------------------------------------------- */

@@ -145,9 +145,6 @@ struct fg_stage_call {
 struct fg_stage_msg {
 	const uint8_t *data;
 	size_t len;
-	const uint8_t *orig;                /* the message as it arrived (inflated), before any
-	                                       stage's edit; <orig_len> bytes */
-	size_t orig_len;
 	unsigned index;                     /* 0 for the first message of its side */
 	struct fg_bufq *out;                /* where an edit goes */
 	unsigned changed;                   /* set by a stage that wrote <out> */
@@ -191,10 +188,6 @@ enum fg_stage_flag {
 	/* The stage works only for the sake of others (identify): a call on
 	 * which no other stage runs passes through untouched. */
 	FG_STAGE_F_SUPPORT = 1u << 0,
-	/* The stage's on_message sees messages an earlier stage dropped too
-	 * (with <drop> set, which it may not clear): capture records what the
-	 * ranker sent, whatever became of it. */
-	FG_STAGE_F_SEES_DROPPED = 1u << 1,
 };
 
 struct fg_stage {
@@ -253,6 +246,7 @@ extern const struct fg_stage fg_stage_strip;
 extern const struct fg_stage fg_stage_filter;
 extern const struct fg_stage fg_stage_gate;         /* fg_stage_screen.c */
 extern const struct fg_stage fg_stage_account;      /* fg_stage_screen.c */
+extern const struct fg_stage fg_stage_capture_tap;  /* fg_stage_capture.c */
 extern const struct fg_stage fg_stage_capture;
 
 #endif /* FG_STAGE_H */

@@ -5,9 +5,10 @@
  * capture writer (fg_capture.h) when it ends.
  *
  * It runs last, so it sees the request as forwarded and the response as
- * delivered; the response as the ranker sent it is the message's <orig>,
- * less what the band's response rules strip (a capture never keeps a
- * profiling field feedguard removed).  Requests lose the method's
+ * delivered; the response as the ranker sent it, less what the band's
+ * response rules strip (a capture never keeps a profiling field feedguard
+ * removed), is taken between strip and filter by its tap stage
+ * (fg_stage_capture_tap), as strip left it.  Requests lose the method's
  * capture_redact fields, and the user id field carries the capture
  * pseudonym.  The other stages report their decisions through
  * fg_stage_record.h while <call->rec> is set.
@@ -340,30 +341,27 @@ static void add_request(struct fg_stage_record *r, const struct fg_stage_msg *ms
 	add_edited(r, C_REQUEST, &call->m->capture_request, call->slot, call->capture_user, msg->data, msg->len);
 }
 
-/* The ranker's message, less what the band's response rules strip (not
- * counted again: strip counted it) and capture_redact.response; the
- * delivered one less the latter. */
-static void add_response(struct fg_stage_record *r, const struct fg_stage_msg *msg)
+/* capture_redact.response for the call's band, or NULL when the band's own
+ * response rules are that very block (the default: the first band's) and
+ * have already stripped the message: the same edit twice changes nothing. */
+static const struct fg_policy_edit *response_redaction(const struct fg_stage_call *call)
 {
-	const struct fg_stage_call *call = r->call;
-	const struct fg_policy_edit *band = &call->m->response[call->band];
-	const struct fg_policy_edit *redact = &call->m->capture_response;
-	struct fg_bufq tmp;
-	int changed = 0;
+	const struct fg_policy_method *m = call->m;
 
-	if (!band->prog) {
-		add_edited(r, C_UPSTREAM, redact, call->slot, NULL, msg->orig, msg->orig_len);
-	} else {
-		fg_bufq_init(&tmp);
-		if (fg_policy_edit_call(call->pol, band, call->band, SIZE_MAX, NULL, msg->orig, msg->orig_len, &tmp,
-		                        &changed, NULL) < 0)
-			omit(r, FG_CAPTURE_OMIT_RECORD_SIZE);
-		else
-			add_edited(r, C_UPSTREAM, redact, call->slot, NULL, fg_bufq_head(&tmp), fg_bufq_len(&tmp));
-		fg_bufq_free(&tmp);
-	}
-	if (!msg->drop)
+	if (m->capture_response_default && m->response[call->band].prog == m->response[0].prog)
+		return NULL;
+	return &m->capture_response;
+}
+
+/* A response message as delivered, less capture_redact.response. */
+static void add_delivered(struct fg_stage_record *r, const struct fg_stage_msg *msg)
+{
+	const struct fg_policy_edit *redact = response_redaction(r->call);
+
+	if (redact)
 		add_edited(r, C_DELIVERED, redact, SIZE_MAX, NULL, msg->data, msg->len);
+	else
+		add_bytes(r, C_DELIVERED, msg->data, msg->len);
 }
 
 static enum fg_stage_rc capture_message(struct fg_stage_ctx *c, enum fg_stage_dir dir, struct fg_stage_msg *msg)
@@ -377,7 +375,8 @@ static enum fg_stage_rc capture_message(struct fg_stage_ctx *c, enum fg_stage_di
 			add_request(r, msg);
 		return FG_STAGE_CONTINUE;
 	}
-	add_response(r, msg);
+	if (!msg->drop)
+		add_delivered(r, msg);
 	/* a unary call's metadata is complete with its first message */
 	if (msg->index == 0 && !fg_pipeline_streaming_response(c->pl))
 		add_metadata(r, C_RESP_META, fg_pipeline_pending_metadata(c->pl), MD_OURS);
@@ -608,9 +607,44 @@ static void capture_call_free(struct fg_stage_ctx *c)
 		drop_record(r);
 }
 
+/*
+ * The capture's tap: the response as the ranker sent it, less what the
+ * band's response rules strip, is the message as strip left it, before the
+ * filter.  This support stage sits between the two and records it there,
+ * so nothing is edited twice; it runs where the capture stage may.
+ */
+static enum fg_stage_begin tap_begin(struct fg_stage_ctx *c, const struct fg_hdrs *h)
+{
+	struct fg_stage_call *call = c->call;
+
+	(void)h;
+	return call->cfg->capture.enabled && call->cfg->capture.sample > 0 &&
+	       fg_config_capture_method(call->cfg, call->m->path) ? FG_STAGE_RUN : FG_STAGE_SKIP;
+}
+
+static enum fg_stage_rc tap_message(struct fg_stage_ctx *c, enum fg_stage_dir dir, struct fg_stage_msg *msg)
+{
+	struct fg_stage_record *r = c->call->rec;
+	const struct fg_policy_edit *redact;
+
+	if (dir != FG_STAGE_RESPONSE || !r || !r->recording)
+		return FG_STAGE_CONTINUE;
+	if ((redact = response_redaction(r->call)))
+		add_edited(r, C_UPSTREAM, redact, SIZE_MAX, NULL, msg->data, msg->len);
+	else
+		add_bytes(r, C_UPSTREAM, msg->data, msg->len);
+	return FG_STAGE_CONTINUE;
+}
+
+const struct fg_stage fg_stage_capture_tap = {
+	.name = "capture-tap",
+	.flags = FG_STAGE_F_SUPPORT,
+	.begin = tap_begin,
+	.on_message = tap_message,
+};
+
 const struct fg_stage fg_stage_capture = {
 	.name = "capture",
-	.flags = FG_STAGE_F_SEES_DROPPED,
 	.call_size = sizeof(struct fg_stage_record),
 	.worker_size = sizeof(struct capture_worker),
 	.worker_init = capture_worker_init,

@@ -755,7 +755,7 @@ report_rankfeed() {
 	read -r d rest <<< "$(deltas fg-capture fg-filter)"
 	base=$(median c16 fg-filter 7)
 	printf 'Capture (the filter'"'"'s call recorded whole, every call sampled, the writer thread included): %s µs of CPU per call over the filter-only call (rounds:%s), %s of that call'"'"'s %s µs; target under 10%%: %s.\n' \
-		"$d" "$rest" "$(awk -v d="$d" -v b="$base" 'BEGIN { printf "%.1f%%", b > 0 ? 100 * d / b : 0 }')" "$base" \
+		"$d" "$rest" "$(awk -v d="$d" -v b="$base" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * d / b : 0) }')" "$base" \
 		"$(awk -v d="$d" -v b="$base" 'BEGIN { print (d != "-" && b > 0 && d / b < 0.10) ? "met" : "NOT MET" }')"
 	[[ -n $CAPTURE_LINE ]] && echo "$CAPTURE_LINE"
 	read -r d rest <<< "$(deltas fg-adult fg-pass)"
