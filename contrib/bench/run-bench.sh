@@ -729,7 +729,8 @@ report_rankfeed() {
 		cpu=$(median c16 "$t" 7); ucpu=$(median c16 "$t" 8)
 		errs=$(sum_col "$t" 10); short=$(sum_col "$t" 11)
 		delta=-
-		[[ $t == fg-child || $t == fg-adult || $t == fg-filter || $t == fg-state || $t == fg-capture ]] &&
+		[[ $t == fg-child || $t == fg-adult || $t == fg-filter || $t == fg-state || $t == fg-capture ||
+		   $t == fg-capture-off ]] &&
 			{ read -r delta _ <<< "$(deltas "$t" fg-pass)"; }
 		printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %.0f | %.0f | %s%s |\n' "${LABEL[$t]}" \
 			"$(sed -n 's/^x-age-band: //p' <<< "${HDRS[$t]}")" "$rps" "$(ratio "$rps" "$direct_rps")" \
@@ -756,6 +757,10 @@ report_rankfeed() {
 	base=$(median c16 fg-filter 7)
 	printf 'Capture (the filter'"'"'s call recorded whole, every call sampled, the writer thread included): %s µs of CPU per call over the filter-only call (rounds:%s), %s of that call'"'"'s %s µs; target under 10%%: %s.\n' \
 		"$d" "$rest" "$(awk -v d="$d" -v b="$base" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * d / b : 0) }')" "$base" \
+		"$(awk -v d="$d" -v b="$base" 'BEGIN { print (d != "-" && b > 0 && d / b < 0.10) ? "met" : "NOT MET" }')"
+	read -r d rest <<< "$(deltas fg-capture-off fg-filter)"
+	printf 'Capture on, the call not sampled (sample 0.000001: the capture pseudonym computed, the sampling decided, nothing kept): %s µs of CPU per call over the filter-only call (rounds:%s), %s of it; target under 10%%: %s.\n' \
+		"$d" "$rest" "$(awk -v d="$d" -v b="$base" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * d / b : 0) }')" \
 		"$(awk -v d="$d" -v b="$base" 'BEGIN { print (d != "-" && b > 0 && d / b < 0.10) ? "met" : "NOT MET" }')"
 	[[ -n $CAPTURE_LINE ]] && echo "$CAPTURE_LINE"
 	read -r d rest <<< "$(deltas fg-adult fg-pass)"
@@ -835,7 +840,8 @@ CHECK_FAILED=()
 declare -A LABEL=([direct]=direct [nghttpx]=nghttpx [feedguardd]=feedguardd
 	[fg-pass]="feedguardd, no policy" [fg-child]="feedguardd + policy" [fg-adult]="feedguardd + policy"
 	[fg-filter]="feedguardd + policy + filter" [fg-state]="feedguardd + policy + filter + state"
-	[fg-capture]="feedguardd + policy + filter + capture")
+	[fg-capture]="feedguardd + policy + filter + capture"
+	[fg-capture-off]="feedguardd + policy + filter + capture, user not sampled")
 
 make -s -C "$HERE" O="$WORK" >/dev/null || die "cannot build bench-upstream"
 # The binary measured is a copy: a rebuild during the run cannot swap it.
@@ -946,7 +952,7 @@ LIMITS
 	REQUEST=$WORK/request.bin
 	URL_PATH=$RANKFEED_PATH
 	UP_ARGS=(-r "$WORK/response.msg")
-	TARGETS=(direct nghttpx fg-pass fg-child fg-filter fg-state fg-capture fg-adult)
+	TARGETS=(direct nghttpx fg-pass fg-child fg-filter fg-state fg-capture fg-capture-off fg-adult)
 	SHAPES=(c16 c1)
 	for t in "${TARGETS[@]}"; do
 		HDRS[$t]=$(printf 'x-age-band: %s\nx-device-id: dev-42' "$CHILD_BAND")
@@ -957,6 +963,7 @@ LIMITS
 	HDRS[fg-filter]=$(printf 'x-age-band: under_13\nx-device-id: dev-42')
 	HDRS[fg-state]=${HDRS[fg-filter]}
 	HDRS[fg-capture]=${HDRS[fg-filter]}
+	HDRS[fg-capture-off]=${HDRS[fg-filter]}
 	EXPECT_REQ[fg-child]=$((5 + SIZE[request_child_len]))
 	EXPECT_RESP[fg-child]=$((5 + SIZE[response_child_len]))
 	EXPECT_REQ[fg-filter]=$((5 + SIZE[request_child_len]))
@@ -967,6 +974,8 @@ LIMITS
 	# Capture records the call beside it: the client gets the same bytes.
 	EXPECT_REQ[fg-capture]=${EXPECT_REQ[fg-filter]}
 	EXPECT_RESP[fg-capture]=${EXPECT_RESP[fg-filter]}
+	EXPECT_REQ[fg-capture-off]=${EXPECT_REQ[fg-filter]}
+	EXPECT_RESP[fg-capture-off]=${EXPECT_RESP[fg-filter]}
 	CMDLINE="contrib/bench/run-bench.sh --scenario rankfeed --rounds $ROUNDS --duration $DURATION --warm-up $WARMUP"
 	(( RANKER_DELAY > 0 )) && CMDLINE+=" --ranker-delay $RANKER_DELAY"
 	[[ $REDIS_CPU != "$CLIENT_CPU" ]] && CMDLINE+=" --redis-cpu $REDIS_CPU"
@@ -992,6 +1001,13 @@ LIMITS
 	start_feedguardd fg-capture fg-capture.log "$(printf '%s\n' 'policy: policy.yaml' 'pseudonym_keys:' \
 		'  - {id: bench, file: bench.key}' 'capture:' '  directory: capture' '  key: {id: cap, file: capture.key}' \
 		'  sample: 1' '  rotate_size: 64MiB' '  max_total_size: 256MiB')" admin
+	# fg-capture-off: capture on at sample 0.000001, where the bench's one
+	# user is not sampled: what capture costs every call it does not keep
+	# (identify's capture pseudonym, the sampling, the stages' hooks).
+	mkdir -p "$WORK/capture-off"
+	start_feedguardd fg-capture-off fg-capture-off.log "$(printf '%s\n' 'policy: policy.yaml' 'pseudonym_keys:' \
+		'  - {id: bench, file: bench.key}' 'capture:' '  directory: capture-off' '  key: {id: cap, file: capture.key}' \
+		'  sample: 0.000001')" admin
 	PERF_TARGET=${FG_PERF_TARGET:-fg-child}
 	note "RankFeed: request 5+${SIZE[request_len]} bytes (${SIZE[watch_history]} watch_history entries)," \
 		"5+${SIZE[request_child_len]} after the $CHILD_BAND policy; response 5+${SIZE[response_len]}" \
