@@ -56,6 +56,8 @@ enum { E_COUNTER = 1, E_ALLOWANCE, E_DELIVERED, E_LIMITED };
  * that still outgrows capture.max_record_size is dropped and counted. */
 #define END_ROOM 2048
 
+static const uint8_t wrap_room[8];
+
 /* Room kept in front of the Call for the Record's tag and length. */
 #define WRAP_ROOM (1 + 5)
 /* A sampled call's wire-encoded items beyond this are left out (each is
@@ -189,7 +191,9 @@ static enum fg_stage_begin capture_begin(struct fg_stage_ctx *c, const struct fg
 	r->call = call;
 	r->recording = 1;
 	r->start_ms = call->time_ms;
-	if (fg_bufq_headroom(&r->buf, WRAP_ROOM) < 0)
+	/* the Record's tag and length go in front at the end: room for them
+	 * as the record's first bytes, which growing the record keeps */
+	if (fg_bufq_append(&r->buf, wrap_room, WRAP_ROOM) < 0)
 		return FG_STAGE_SKIP;
 	call->need_capture_user = 1;
 	call->rec = r;
@@ -554,19 +558,16 @@ static int add_facts(struct fg_stage_record *r, const struct fg_stage_end *end)
 static int wrap(struct fg_stage_record *r)
 {
 	uint8_t head[WRAP_ROOM];
+	uint8_t *at = (uint8_t *)fg_bufq_head(&r->buf);
 	size_t n = fg_pbwire_write_varint(head, (uint64_t)REC_CALL << 3 | 2);
-	struct fg_bufq nb;
 
-	n += fg_pbwire_write_varint(head + n, fg_bufq_len(&r->buf));
-	if (fg_bufq_prepend(&r->buf, head, n) == 0)
-		return 0;
-	fg_bufq_init(&nb);
-	if (fg_bufq_append(&nb, head, n) < 0 || fg_bufq_append(&nb, fg_bufq_head(&r->buf), fg_bufq_len(&r->buf)) < 0) {
-		fg_bufq_free(&nb);
-		return FG_ENOMEM;
-	}
-	fg_bufq_free(&r->buf);
-	r->buf = nb;
+	if (fg_bufq_len(&r->buf) < WRAP_ROOM)
+		return FG_EINVAL;
+	n += fg_pbwire_write_varint(head + n, fg_bufq_len(&r->buf) - WRAP_ROOM);
+	/* right-aligned in the room the record began with, the rest of the
+	 * room consumed: the Call's bytes are not moved */
+	memcpy(at + WRAP_ROOM - n, head, n);
+	fg_bufq_consume(&r->buf, WRAP_ROOM - n);
 	return 0;
 }
 
