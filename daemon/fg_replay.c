@@ -118,12 +118,16 @@ static const struct fg_stage *const replay_stages[] = {
 
 static int status_of(const struct fg_hdrs *h)
 {
+	char buf[4];
 	const char *v;
 	size_t len;
 
+	/* a header value is not NUL-terminated: read its bytes only */
 	if (!h || !(v = fg_hdrs_find(h, "grpc-status", &len)) || len == 0 || len > 2)
 		return -1;
-	return atoi(v);
+	memcpy(buf, v, len);
+	buf[len] = '\0';
+	return atoi(buf);
 }
 
 static void op_go_upstream(void *arg)
