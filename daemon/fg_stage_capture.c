@@ -630,11 +630,6 @@ static enum fg_stage_rc tap_message(struct fg_stage_ctx *c, enum fg_stage_dir di
 
 	if (dir != FG_STAGE_RESPONSE || !r || !r->recording)
 		return FG_STAGE_CONTINUE;
-	/* Room for this message and, about as large, the delivered one at
-	 * once: the record grows once here rather than doubling its way up,
-	 * copying what it holds each time. */
-	if (msg->index == 0)
-		(void)fg_bufq_reserve(&r->buf, 2 * msg->len + END_ROOM);
 	if ((redact = response_redaction(r->call)))
 		add_edited(r, C_UPSTREAM, redact, SIZE_MAX, NULL, msg->data, msg->len);
 	else
