@@ -108,6 +108,7 @@ struct gate_call {
 	unsigned action;                    /* enum fg_policy_action the call got */
 	unsigned told_notices;              /* what feedguard-notice said */
 	unsigned failed;                    /* the state could not be read: <failure> says why */
+	unsigned answer_rule;               /* enum fg_policy_rule of the gate's answer */
 	unsigned failure;                   /* enum fg_policy_state_reason */
 };
 
@@ -484,6 +485,7 @@ static void answer(struct fg_pipeline *pl, struct gate_call *g, unsigned rule, u
 	/* Before the answer: the call may end inside it, and account_end
 	 * must see it as not use. */
 	g->answered = 1;
+	g->answer_rule = rule;
 	g->action = action;
 	report(g);
 	if (action == FG_POLICY_ACT_DENY) {
@@ -885,9 +887,21 @@ static void end_clock(const struct gate_call *g, int64_t end_ms, struct fg_limit
 	fg_limits_clock(g->l, g->tz, end_ms, clk);
 }
 
+/*
+ * A daily cap's answer writes the time before it: the gap since the last
+ * page (at most idle_gap), which its verdict counted as use.  Else the cap
+ * would not stay reached: a user who waits past idle_gap is under it again
+ * by that gap, and is served a page.  The answered call itself is not use.
+ */
+static int cap_gap_only(const struct gate_call *g)
+{
+	return g->answered && !g->delivered && !g->failed && g->decided && g->answer_rule == FG_POLICY_R_DAILY;
+}
+
 /* What the call delivered goes to the state, in one write: its time (a
  * call the gate answered, or that failed without delivering anything, is
- * not use) and the exposure counters the filter counted. */
+ * not use; the daily cap's answer writes the gap before it) and the
+ * exposure counters the filter counted. */
 static void account_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
 {
 	struct gate_call *g = fg_pipeline_stage_state(c->pl, &fg_stage_gate);
@@ -899,15 +913,15 @@ static void account_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
 
 	if (g && g->timer)
 		evtimer_del(g->timer);
-	if (!g || !g->l || (g->answered && !g->delivered) || !c->call->user[0] || !g->w->state)
+	if (!g || !g->l || !c->call->user[0] || !g->w->state)
 		return;
-	if (end->status != FG_GRPC_OK && !g->delivered)
+	if (!g->delivered && !cap_gap_only(g) && (g->answered || end->status != FG_GRPC_OK))
 		return;
 	if (!(op = op_get(g->w))) {
 		count_failure(c->call->pol, c->call->slot, c->call->band, FG_POLICY_S_BUSY, FG_POLICY_S_UPDATE);
 		return;
 	}
-	end_clock(g, g->start_ms + elapsed_ms(g), &clk);
+	end_clock(g, cap_gap_only(g) ? g->start_ms : g->start_ms + elapsed_ms(g), &clk);
 	fg_limits_update(g->l, &clk, g->start_ms, &u);
 	who_of(g, keys, &u.who);
 	u.counts = c->call->exposure_delivered;
