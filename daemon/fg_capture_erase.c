@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "capture.pb-c.h"
@@ -22,6 +23,8 @@
 #define NAME_PREFIX "feedguard-"
 #define NAME_SUFFIX ".fgcap"
 #define OPEN_SUFFIX ".fgcap.open"
+/* A temporary file older than this is a dead erase's. */
+#define STALE_TEMP_SECONDS 600
 /* Kept frames are written in chunks of about this size. */
 #define WRITE_CHUNK (1u << 20)
 
@@ -158,6 +161,24 @@ static int rewrite(const char *dir, const char *name, const char *key_id, const 
 	return rc;
 }
 
+/* A temporary file an erase left behind when it died holds other users'
+ * records out of retention's sight: gone once it is surely no longer being
+ * written (an erase running now writes its own within seconds). */
+static int stale_temp(const char *dir, const char *name)
+{
+	char path[4096];
+	size_t n = strlen(name), sl = strlen(NAME_SUFFIX ".erase");
+	struct stat st;
+
+	if (name[0] != '.' || strncmp(name + 1, NAME_PREFIX, strlen(NAME_PREFIX)) != 0 || n <= sl ||
+	    strcmp(name + n - sl, NAME_SUFFIX ".erase") != 0)
+		return 0;
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (stat(path, &st) == 0 && time(NULL) - st.st_mtime > STALE_TEMP_SECONDS)
+		unlink(path);
+	return 1;
+}
+
 /* One directory entry. */
 static void one_file(const char *dir, const char *name, const char *key_id, const char *pseudonym,
                      struct fg_capture_erase_result *res)
@@ -166,6 +187,8 @@ static void one_file(const char *dir, const char *name, const char *key_id, cons
 	uint64_t n;
 	int rc, other;
 
+	if (stale_temp(dir, name))
+		return;
 	if (strncmp(name, NAME_PREFIX, strlen(NAME_PREFIX)) != 0)
 		return;
 	if (ends_with(name, OPEN_SUFFIX)) {

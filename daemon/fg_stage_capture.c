@@ -94,6 +94,7 @@ struct fg_stage_record {
 	uint64_t page_size_asked;           /* the filter over-fetched: what the client asked for */
 	unsigned items_omitted;             /* a page's items did not fit: later pages' are left out
 	                                       too (counted in messages_omitted) */
+	unsigned meta_taken;                /* the stages' response metadata is in the record */
 	char upstream_message[FG_STAGE_ANSWER_MAX]; /* the upstream's grpc-message, as sent */
 };
 
@@ -382,8 +383,10 @@ static enum fg_stage_rc capture_message(struct fg_stage_ctx *c, enum fg_stage_di
 	if (!msg->drop)
 		add_delivered(r, msg);
 	/* a unary call's metadata is complete with its first message */
-	if (msg->index == 0 && !fg_pipeline_streaming_response(c->pl))
+	if (msg->index == 0 && !fg_pipeline_streaming_response(c->pl)) {
 		add_metadata(r, C_RESP_META, fg_pipeline_pending_metadata(c->pl), MD_OURS);
+		r->meta_taken = 1;
+	}
 	return FG_STAGE_CONTINUE;
 }
 
@@ -411,8 +414,12 @@ static enum fg_stage_rc capture_response_end(struct fg_stage_ctx *c, struct fg_h
 		if (listed(r->call->cfg, "grpc-message") && (v = fg_hdrs_find(trailers, "grpc-message", &len)))
 			snprintf(r->upstream_message, sizeof(r->upstream_message), "%.*s", (int)len, v);
 	}
-	if (fg_pipeline_streaming_response(c->pl))
+	/* a stream's, or a unary response's that came without a message,
+	 * goes out with the trailers */
+	if (!r->meta_taken) {
 		add_metadata(r, C_RESP_META, fg_pipeline_pending_metadata(c->pl), MD_OURS);
+		r->meta_taken = 1;
+	}
 	return FG_STAGE_CONTINUE;
 }
 

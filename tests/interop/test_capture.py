@@ -1575,3 +1575,41 @@ def test_pseudonymized_field_holds_capture_pseudonym(capd, tmp_path):
     settle(d)
     for path in capture_paths(d.capdir):
         assert b"st1:" not in path.read_bytes(), "the state pseudonym is in %s" % path
+
+
+def test_unary_answer_without_message_keeps_feedguard_metadata(capd, tmp_path):
+    """Regression: a unary call whose ranker answers with a status and no
+    message gets feedguard's screen-time metadata in its trailers; the
+    record's response_metadata holds it too (it was taken only with a
+    first message)."""
+    from redisserver import RedisServer
+    hooks_or_skip()
+    if not RedisServer.available():
+        pytest.skip("redis-server is not installed")
+    redis = RedisServer(tmp_path).start()
+    try:
+        (tmp_path / "k1.key").write_bytes(os.urandom(32))
+        d = capd(ST_POLICY, config={"pseudonym_keys": [{"id": "k1", "file": str(tmp_path / "k1.key")}],
+                                    "state": {"redis": redis.addr, "timeout": "%dms" % int(tf(2) * 1000),
+                                              "stall_timeout": "%dms" % int(tf(4) * 1000)}})
+        t0 = int(datetime(2031, 1, 15, 10, 0, tzinfo=ZoneInfo("Europe/London")).timestamp() * 1000)
+
+        def call(uid, code=None):
+            return rank(d, None, "under_13", resp=page([item(1, moderation=[("sport", 0.9)])]), code=code,
+                        body=ph.f_len(2, ph.f_len(2, "en-GB")), now=t0, extra=[("x-user-id", uid)])
+
+        def told(s):
+            return harness.md_values(s.headers, "feedguard-screen-time") + \
+                harness.md_values(s.trailers, "feedguard-screen-time")
+        poll_until(lambda: told(call("warmup-%s" % uuid.uuid4().hex[:6])), tf(10),
+                   "a call that read screen-time state")
+        s = call("kid-nomsg-%s" % uuid.uuid4().hex[:8], code=grpc.StatusCode.NOT_FOUND)
+        assert s.code == grpc.StatusCode.NOT_FOUND, s
+        sent = told(s)
+        assert sent, "the client got no feedguard-screen-time: %r %r" % (s.headers, s.trailers)
+        c = wait_records(d, [s.cid])[s.cid]
+        assert md_values(c.response_metadata, "feedguard-screen-time") == [v.encode() if isinstance(v, str)
+                                                                           else v for v in sent], \
+            "response_metadata %r, the client got %r" % (c.response_metadata, sent)
+    finally:
+        redis.stop()
