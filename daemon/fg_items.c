@@ -690,31 +690,47 @@ void fg_items_plan(struct fg_items_page *page, const struct fg_items_rules *r, s
 	}
 }
 
-void fg_items_limit(struct fg_items_page *page, const struct fg_items_rules *r, const uint32_t *left)
+static void mark_limited(struct fg_items_item *it)
+{
+	it->decision = FG_ITEMS_EXCLUDE;
+	it->limited = 1;
+}
+
+int fg_items_limit(struct fg_items_page *page, const struct fg_items_rules *r, const uint32_t *left)
 {
 	uint32_t rest[FG_ITEMS_MAX_COUNTERS];
+	unsigned k, spent = 0;
 	size_t i;
-	unsigned k;
 
 	if (!r->ncounters)
-		return;
+		return 0;
 	memcpy(rest, left, r->ncounters * sizeof(rest[0]));
-	for (i = 0; i < page->n; i++) {
-		struct fg_items_item *it = &page->item[i];
-		unsigned spent = 0;
-		if (!it->counters || it->decision == FG_ITEMS_EXCLUDE)
-			continue;
+	/* what the client would get, in its order, spends the allowances */
+	for (i = 0; i < page->norder; i++) {
+		struct fg_items_item *it = &page->item[page->order[i]];
+		unsigned over = 0;
 		for (k = 0; k < r->ncounters; k++)
 			if ((it->counters >> k & 1) && rest[k] == 0)
-				spent = 1;
-		if (spent) {
-			it->decision = FG_ITEMS_EXCLUDE;
-			it->limited = 1;
+				over |= 1u << k;
+		if (over) {
+			spent |= over;
+			mark_limited(it);
 			continue;
 		}
 		for (k = 0; k < r->ncounters; k++)
 			rest[k] -= it->counters >> k & 1;
 	}
+	if (!spent)
+		return 0;
+	/* a spent counter's items the plan left out stay out when it is run
+	 * again with the room the limited ones leave */
+	for (i = 0; i < page->n; i++) {
+		struct fg_items_item *it = &page->item[i];
+		if ((it->counters & spent) && it->decision != FG_ITEMS_EXCLUDE && it->fate != FG_ITEMS_KEPT &&
+		    it->fate != FG_ITEMS_SURPLUS_END)
+			mark_limited(it);
+	}
+	return 1;
 }
 
 void fg_items_count_delivered(const struct fg_items_page *page, const struct fg_items_rules *r, uint32_t *counts)

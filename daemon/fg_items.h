@@ -207,15 +207,19 @@ void fg_items_plan(struct fg_items_page *page, const struct fg_items_rules *r, s
                    uint64_t limit, int item_mode);
 
 /*
- * fg_items_limit - exposure allowances, between scan and plan: in ranked
- * order, each item that is not excluded and counts toward some counter of
- * <r> whose allowance in <left> (<r>->ncounters entries, borrowed, not
- * changed) is spent by the items before it is excluded and marked
- * <limited> (its fate becomes FG_ITEMS_LIMITED).  An item the plan later
- * drops or trims still used its allowance here: the page may deliver fewer
- * items of a class than the allowance, never more.
+ * fg_items_limit - exposure allowances, on a planned page: in the plan's
+ * order (what the client gets, first to last), each delivered item that
+ * counts toward some counter of <r> whose allowance in <left>
+ * (<r>->ncounters entries, borrowed, not changed) the delivered items
+ * before it have spent is excluded and marked <limited>; once a counter
+ * is spent, the page's items of it that the plan did not deliver are
+ * marked too, so planning again cannot bring one in.  Only what the client
+ * would get spends an allowance: an item the plan trims or drops uses none.
+ * Returns 1 when it marked any item (plan the page again, from the stream
+ * state the first plan started from: it delivers at most each allowance),
+ * else 0 (the plan stands).
  */
-void fg_items_limit(struct fg_items_page *page, const struct fg_items_rules *r, const uint32_t *left);
+int fg_items_limit(struct fg_items_page *page, const struct fg_items_rules *r, const uint32_t *left);
 
 /* fg_items_count_delivered - add to <counts>[k] (<r>->ncounters entries)
  * the items of counter k that <page>'s plan delivers. */

@@ -271,9 +271,14 @@ static enum fg_stage_rc filter_page(struct fg_stage_ctx *c, const struct fg_poli
 
 	rc = fg_items_scan(msg->data, msg->len, &feed->spec, &f->rules, pg, &why);
 	if (rc == 0) {
-		if (f->limited && c->call->exposure_on)
-			fg_items_limit(pg, &f->rules, c->call->exposure_left);
+		struct fg_items_stream before = fc->stream;
 		fg_items_plan(pg, &f->rules, &fc->stream, fc->limit, item_mode);
+		/* allowances spent by what the plan delivers; planned again
+		 * without the items over them */
+		if (f->limited && c->call->exposure_on && fg_items_limit(pg, &f->rules, c->call->exposure_left)) {
+			fc->stream = before;
+			fg_items_plan(pg, &f->rules, &fc->stream, fc->limit, item_mode);
+		}
 		if (f->limited)
 			spend_exposure(c->call, &f->rules, pg);
 		if (item_mode)

@@ -956,6 +956,32 @@ def test_exposure_counts_what_was_delivered_after_trimming(fg, redis):
     poll_until(lambda: hget(d, teen, "x:dangerous_stunts") == 1, tf(5), "x:dangerous_stunts 1")
 
 
+def test_exposure_limit_spent_only_by_delivered_items(fg, redis):
+    """Regression: an allowance is spent by what the page delivers, in its
+    order: stunts the page trims (asked for 2, over-fetched 4) use none of
+    it, so nothing is limited and no exposure-limit notice is given (they
+    were limited in the ranker's order before, and the notice came with no
+    stunt delivered)."""
+    text = policy(only(exposure=[{"classes": ["dangerous_stunts"], "per_day": 10}]),
+                  block(bands=["13_15"], idle_gap="5m", daily="off", brk="off", quiet_hours="off",
+                        exposure=[{"classes": ["dangerous_stunts"], "per_day": 1}]),
+                  feed_extra="      page_size: page_size\n",
+                  filter_extra="        overfetch: {factor: 2, max: 100}\n")
+    d = fg(text, redis)
+    body = REQ + f_varint(4, 2)
+    sent = page([it(1), it(2), it(3, ("stunt", 0.9)), it(4, ("stunt", 0.9))])
+    teen = new_user()
+    r = rank(d, teen, local_ms(WINTER, "12:00"), band="13_15", resp=sent, body=body)
+    check(r, "13_15, stunts only past the page", items=[1, 2], notices=[])
+    assert r.report.get("limited", 0) == 0, r.report
+    # With the allowance at 1 and two stunts on the page, one is delivered
+    # and the other limited, whatever their order.
+    sent = page([it(5, ("stunt", 0.9)), it(6, ("stunt", 0.9)), it(7), it(8)])
+    r = rank(d, new_user(), local_ms(WINTER, "12:00"), band="13_15", resp=sent, body=body)
+    check(r, "13_15, two stunts in the page", items=[5, 7], notices=["exposure-limit"])
+    assert r.report.get("limited") == 1, r.report
+
+
 # ================================================================ 6. streaming feeds
 
 def test_stream_pages_metadata_in_trailers(fg, redis):
