@@ -38,6 +38,7 @@ static const char *const refused_metadata[] = {
 static int parse_directory(struct fg_config_loader *l, const struct fg_config_key *k,
                            const struct fg_yaml_node *key, const struct fg_yaml_node *val)
 {
+	char buf[FG_YAML_SHOWLEN];
 	struct stat st;
 	char *dir;
 	int rc;
@@ -51,13 +52,17 @@ static int parse_directory(struct fg_config_loader *l, const struct fg_config_ke
 	free(l->cfg->capture.directory);
 	l->cfg->capture.directory = dir;
 	/* Said at the key, at -t and at reload, rather than by the writer
-	 * thread into the log when the first record is lost. */
+	 * thread into the log when the first record is lost.  The path as
+	 * written, made safe to quote (it may hold any byte). */
 	if (stat(dir, &st) != 0)
-		return fg_config_fail(l, val, "capture.directory: %s: %s", dir, strerror(errno));
+		return fg_config_fail(l, val, "capture.directory: '%s': %s", fg_yaml_show(val, buf, sizeof(buf)),
+		                      strerror(errno));
 	if (!S_ISDIR(st.st_mode))
-		return fg_config_fail(l, val, "capture.directory: %s is not a directory", dir);
+		return fg_config_fail(l, val, "capture.directory: '%s' is not a directory",
+		                      fg_yaml_show(val, buf, sizeof(buf)));
 	if (access(dir, W_OK | X_OK) != 0)
-		return fg_config_fail(l, val, "capture.directory: cannot write to %s: %s", dir, strerror(errno));
+		return fg_config_fail(l, val, "capture.directory: cannot write to '%s': %s",
+		                      fg_yaml_show(val, buf, sizeof(buf)), strerror(errno));
 	l->cfg->capture.enabled = 1;
 	return 0;
 }
@@ -80,6 +85,7 @@ static int parse_key(struct fg_config_loader *l, const struct fg_config_key *k, 
 		return fg_config_fail_nomem(l);
 	rc = fg_keyring_add_file(l->cfg->capture.key, id->text, path, why, sizeof(why));
 	free(path);
+	fg_config_value_printable(why);
 	if (rc)
 		return fg_config_fail(l, rc == FG_EIO ? file : id, "capture.key: %s", why);
 	return 0;

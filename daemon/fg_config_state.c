@@ -47,6 +47,7 @@ static int parse_redis(struct fg_config_loader *l, const struct fg_config_key *k
 static int parse_password_file(struct fg_config_loader *l, const struct fg_config_key *k,
                                const struct fg_yaml_node *key, const struct fg_yaml_node *val)
 {
+	char buf[FG_YAML_SHOWLEN];
 	int rc;
 
 	(void)k;
@@ -59,8 +60,8 @@ static int parse_password_file(struct fg_config_loader *l, const struct fg_confi
 		return fg_config_fail_nomem(l);
 	/* Said now, at the key, rather than by every worker at its connect. */
 	if (access(l->cfg->state.password_file, R_OK) != 0)
-		return fg_config_fail(l, val, "state.password_file: cannot read %s: %s", l->cfg->state.password_file,
-		                      strerror(errno));
+		return fg_config_fail(l, val, "state.password_file: cannot read '%s': %s",
+		                      fg_yaml_show(val, buf, sizeof(buf)), strerror(errno));
 	return 0;
 }
 

@@ -160,3 +160,10 @@ int fg_config_value_size64(struct fg_config_loader *l, const struct fg_config_ke
 		*(uint64_t *)field_of(l, k) = v;
 	return rc;
 }
+
+void fg_config_value_printable(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+}
