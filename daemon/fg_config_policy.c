@@ -74,7 +74,8 @@ static int policy_finish(struct fg_config_loader *l, const struct fg_yaml_node *
 	rc = fg_policy_compile_load(cfg->policy_path, slots, &cfg->policy, why, sizeof(why));
 	/* A policy that cannot be read is an error of this file, at the key
 	 * naming it; errors inside the policy carry its own position. */
-	fg_config_value_printable(why);
+	if (rc)
+		fg_config_value_printable(why);
 	if (rc == FG_EIO)
 		return fg_config_fail(l, val, "policy: %s", why);
 	if (rc && l->err && l->errlen)
