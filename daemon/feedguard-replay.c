@@ -34,6 +34,7 @@
 #include "fg_capread.h"
 #include "fg_config.h"
 #include "fg_error.h"
+#include "fg_keyring.h"
 #include "fg_pbjson.h"
 #include "fg_policy-t.h"
 #include "fg_replay.h"
@@ -434,14 +435,10 @@ struct run {
  * call without a user id is share 0's. */
 static unsigned share_of(const char *key, unsigned n)
 {
-	const char *hex = key ? strchr(key, ':') : NULL;
-	uint64_t v = 0;
-	int i;
+	uint64_t v;
 
-	if (!hex || n <= 1)
+	if (n <= 1 || fg_keyring_pseudonym_bits(key, &v) < 0)
 		return 0;
-	for (i = 1; i <= 16 && hex[i]; i++)
-		v = v << 4 | (uint64_t)(hex[i] <= '9' ? hex[i] - '0' : (hex[i] | 0x20) - 'a' + 10);
 	return (unsigned)(v % n);
 }
 

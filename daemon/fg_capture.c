@@ -39,9 +39,9 @@
 /* After a file could not be opened, the next try waits this long (and
  * records meanwhile are dropped and counted, not logged one by one). */
 #define OPEN_RETRY_US (1000000LL)
-#define NAME_PREFIX "feedguard-"
-#define NAME_SUFFIX ".fgcap"
-#define OPEN_SUFFIX ".open"
+#define NAME_PREFIX FG_CAPTURE_FILE_PREFIX
+#define NAME_SUFFIX FG_CAPTURE_FILE_SUFFIX
+#define OPEN_SUFFIX FG_CAPTURE_OPEN_SUFFIX
 
 /* Fields of feedguard.capture.v1 (proto/feedguard/capture/v1/capture.proto). */
 enum { REC_FILE_INFO = 1 };
@@ -285,19 +285,27 @@ out_free:
 	c->f.path = NULL;
 }
 
-static char *file_name(struct fg_capture *c, const struct settings *s)
+/* This host's name as file names carry it: a path component, so nothing
+ * but [A-Za-z0-9.-]; into <host> (<len> bytes). */
+static void name_host(char *host, size_t len)
 {
-	char host[64] = "", stamp[32], *p = NULL;
-	time_t now = time(NULL);
-	struct tm tm;
 	size_t i;
 
-	gethostname(host, sizeof(host) - 1);
-	/* a host name is a path component here: nothing but [A-Za-z0-9.-] */
+	memset(host, 0, len);
+	gethostname(host, len - 1);
 	for (i = 0; host[i]; i++)
 		if (!((host[i] >= 'a' && host[i] <= 'z') || (host[i] >= 'A' && host[i] <= 'Z') ||
 		      (host[i] >= '0' && host[i] <= '9') || host[i] == '.' || host[i] == '-'))
 			host[i] = '_';
+}
+
+static char *file_name(struct fg_capture *c, const struct settings *s)
+{
+	char host[64], stamp[32], *p = NULL;
+	time_t now = time(NULL);
+	struct tm tm;
+
+	name_host(host, sizeof(host));
 	gmtime_r(&now, &tm);
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
 	/* the sequence zero-padded: names sort in the order files were made */
@@ -378,12 +386,24 @@ static int old_cmp(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
-/* 1 for a closed capture file of ours: feedguard-*.fgcap. */
-static int ours(const char *name)
+static int ends_with(const char *s, size_t n, const char *suffix)
 {
-	size_t n = strlen(name), sl = strlen(NAME_SUFFIX);
+	size_t m = strlen(suffix);
 
-	return strncmp(name, NAME_PREFIX, strlen(NAME_PREFIX)) == 0 && n > sl && strcmp(name + n - sl, NAME_SUFFIX) == 0;
+	return n > m && strcmp(s + n - m, suffix) == 0;
+}
+
+enum fg_capture_file fg_capture_file_of(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (strncmp(name, NAME_PREFIX, strlen(NAME_PREFIX)) != 0)
+		return FG_CAPTURE_NOT_OURS;
+	if (ends_with(name, n, NAME_SUFFIX))
+		return FG_CAPTURE_CLOSED;
+	if (ends_with(name, n, NAME_SUFFIX OPEN_SUFFIX))
+		return FG_CAPTURE_OPEN;
+	return FG_CAPTURE_NOT_OURS;
 }
 
 static void delete_file(struct fg_capture *c, const char *dir, const char *name)
@@ -407,7 +427,7 @@ static size_t list_files(const char *dir, struct old_file **out)
 	if (!(d = opendir(dir)))
 		return 0;
 	while ((e = readdir(d))) {
-		if (!ours(e->d_name) || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		if (fg_capture_file_of(e->d_name) != FG_CAPTURE_CLOSED || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 		    !S_ISREG(st.st_mode))
 			continue;
 		if (n == cap) {
@@ -435,23 +455,18 @@ static size_t list_files(const char *dir, struct old_file **out)
  * readers skip. */
 static void adopt_orphans(const char *dir)
 {
-	char host[64] = "", mine[160], from[4096], to[4096];
+	char host[64], mine[160], from[4096], to[4096];
 	struct dirent *e;
-	size_t i, n, sl = strlen(NAME_SUFFIX OPEN_SUFFIX);
+	size_t n;
 	DIR *d;
 
-	gethostname(host, sizeof(host) - 1);
-	for (i = 0; host[i]; i++)
-		if (!((host[i] >= 'a' && host[i] <= 'z') || (host[i] >= 'A' && host[i] <= 'Z') ||
-		      (host[i] >= '0' && host[i] <= '9') || host[i] == '.' || host[i] == '-'))
-			host[i] = '_';
+	name_host(host, sizeof(host));
 	snprintf(mine, sizeof(mine), NAME_PREFIX "%s-%ld-", host, (long)getpid());
 	if (!(d = opendir(dir)))
 		return;
 	while ((e = readdir(d))) {
 		n = strlen(e->d_name);
-		if (strncmp(e->d_name, NAME_PREFIX, strlen(NAME_PREFIX)) != 0 || n <= sl ||
-		    strcmp(e->d_name + n - sl, NAME_SUFFIX OPEN_SUFFIX) != 0 || strncmp(e->d_name, mine, strlen(mine)) == 0)
+		if (fg_capture_file_of(e->d_name) != FG_CAPTURE_OPEN || strncmp(e->d_name, mine, strlen(mine)) == 0)
 			continue;
 		/* another host's writer may share the directory: only ours */
 		if (strncmp(e->d_name + strlen(NAME_PREFIX), host, strlen(host)) != 0 ||

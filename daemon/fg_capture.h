@@ -32,6 +32,22 @@ struct fg_config;
 struct fg_capture;
 struct fg_capture_ring;
 
+/* Capture file names: feedguard-<host>-<pid>-<UTC time>-<seq>.fgcap, with
+ * ".open" after it while a writer has it. */
+#define FG_CAPTURE_FILE_PREFIX "feedguard-"
+#define FG_CAPTURE_FILE_SUFFIX ".fgcap"
+#define FG_CAPTURE_OPEN_SUFFIX ".open"
+
+enum fg_capture_file {
+	FG_CAPTURE_NOT_OURS = 0,        /* not a name a writer gives */
+	FG_CAPTURE_CLOSED,              /* feedguard-*.fgcap */
+	FG_CAPTURE_OPEN,                /* feedguard-*.fgcap.open */
+};
+
+/* fg_capture_file_of - what the directory entry named <name> is.  Pure;
+ * any thread. */
+enum fg_capture_file fg_capture_file_of(const char *name);
+
 /* Counters, written with atomics by the workers and the writer. */
 enum fg_capture_drop {
 	FG_CAPTURE_DROP_QUEUE_FULL = 0,         /* the worker's ring was full */

@@ -17,25 +17,18 @@
 #include "capture.pb-c.h"
 #include "fg_bufq.h"
 #include "fg_capfile.h"
+#include "fg_capture.h"
 #include "fg_capture_erase.h"
 #include "fg_error.h"
 
-#define NAME_PREFIX "feedguard-"
-#define NAME_SUFFIX ".fgcap"
-#define OPEN_SUFFIX ".fgcap.open"
+#define NAME_PREFIX FG_CAPTURE_FILE_PREFIX
+#define NAME_SUFFIX FG_CAPTURE_FILE_SUFFIX
 /* A temporary file older than this is a dead erase's. */
 #define STALE_TEMP_SECONDS 600
 /* Kept frames are written in chunks of about this size. */
 #define WRITE_CHUNK (1u << 20)
 
 enum verdict { V_KEEP, V_ERASE, V_OTHER_KEY };
-
-static int ends_with(const char *s, const char *suffix)
-{
-	size_t n = strlen(s), m = strlen(suffix);
-
-	return n > m && strcmp(s + n - m, suffix) == 0;
-}
 
 /* What to do with one record: a Call of the user is erased; a Call whose
  * pseudonym is under another key (its "<key id>:" prefix: a record made
@@ -189,14 +182,15 @@ static void one_file(const char *dir, const char *name, const char *key_id, cons
 
 	if (stale_temp(dir, name))
 		return;
-	if (strncmp(name, NAME_PREFIX, strlen(NAME_PREFIX)) != 0)
-		return;
-	if (ends_with(name, OPEN_SUFFIX)) {
+	switch (fg_capture_file_of(name)) {
+	case FG_CAPTURE_OPEN:
 		res->open_files++;
 		return;
-	}
-	if (!ends_with(name, NAME_SUFFIX))
+	case FG_CAPTURE_NOT_OURS:
 		return;
+	case FG_CAPTURE_CLOSED:
+		break;
+	}
 	res->files++;
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	if ((rc = count_user(path, key_id, pseudonym, &n, &other)) < 0) {

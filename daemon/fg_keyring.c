@@ -174,3 +174,17 @@ int fg_keyring_pseudonym(struct fg_keyring_ctx *ctx, size_t index, const void *u
 	OPENSSL_cleanse(md, sizeof(md));
 	return (int)o;
 }
+
+int fg_keyring_pseudonym_bits(const char *p, uint64_t *out)
+{
+	const char *hex = p ? strchr(p, ':') : NULL;
+	uint64_t v = 0;
+	int i;
+
+	if (!hex)
+		return FG_EINVAL;
+	for (i = 1; i <= 16 && hex[i]; i++)
+		v = v << 4 | (uint64_t)(hex[i] <= '9' ? hex[i] - '0' : (hex[i] | 0x20) - 'a' + 10);
+	*out = v;
+	return 0;
+}

@@ -16,6 +16,7 @@
 #define FG_KEYRING_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define FG_KEYRING_MAX_KEYS 8
 #define FG_KEYRING_ID_MAX 32
@@ -66,5 +67,14 @@ void fg_keyring_ctx_free(struct fg_keyring_ctx *ctx);
  */
 int fg_keyring_pseudonym(struct fg_keyring_ctx *ctx, size_t index, const void *user_id, size_t len, char *out,
                          size_t outlen);
+
+/*
+ * fg_keyring_pseudonym_bits - the first 64 bits of pseudonym <p>'s HMAC
+ * (its first 16 hex digits after "<id>:"), uniform over users and the same
+ * for all of one user's calls: what sampling and sharding by user read.
+ * Returns 0 with them in <*out>, or FG_EINVAL when <p> is not a pseudonym
+ * (empty, no ':').  Pure; any thread.
+ */
+int fg_keyring_pseudonym_bits(const char *p, uint64_t *out);
 
 #endif /* FG_KEYRING_H */

@@ -216,17 +216,13 @@ static uint64_t xorshift(uint64_t *s)
  * with no user id by chance. */
 static int sampled(struct fg_stage_record *r)
 {
-	const char *u = r->call->capture_user, *hex = strchr(u, ':');
 	double sample = r->call->cfg->capture.sample;
-	uint64_t v = 0;
-	int i;
+	uint64_t v;
 
 	if (sample >= 1)
 		return 1;
-	if (!u[0] || !hex)
-		return (double)(xorshift(&r->w->rng) >> 11) < sample * 9007199254740992.0;
-	for (i = 1; i <= 16 && hex[i]; i++)
-		v = v << 4 | (uint64_t)(hex[i] <= '9' ? hex[i] - '0' : hex[i] - 'a' + 10);
+	if (fg_keyring_pseudonym_bits(r->call->capture_user, &v) < 0)
+		v = xorshift(&r->w->rng);
 	return (double)(v >> 11) < sample * 9007199254740992.0;
 }
 

@@ -368,6 +368,26 @@ static void test_wipe(void **state)
 	fg_keyring_wipe(&ring);
 }
 
+/* The leading 64 bits sampling and sharding read: the first 16 hex digits
+ * after the key id, either case; not a pseudonym without its ':'. */
+static void test_pseudonym_bits(void **state)
+{
+	uint64_t v = 7;
+
+	(void)state;
+	assert_int_equal(fg_keyring_pseudonym_bits("k1:0123456789abcdef99", &v), 0);
+	assert_true(v == 0x0123456789abcdefULL);
+	assert_int_equal(fg_keyring_pseudonym_bits("k1:0123456789ABCDEF", &v), 0);
+	assert_true(v == 0x0123456789abcdefULL);
+	assert_int_equal(fg_keyring_pseudonym_bits("k1:ff", &v), 0);
+	assert_true(v == 0xff);
+	v = 7;
+	assert_int_equal(fg_keyring_pseudonym_bits("", &v), FG_EINVAL);
+	assert_int_equal(fg_keyring_pseudonym_bits("nokeyid", &v), FG_EINVAL);
+	assert_int_equal(fg_keyring_pseudonym_bits(NULL, &v), FG_EINVAL);
+	assert_true(v == 7);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -380,6 +400,7 @@ int main(void)
 		cmocka_unit_test(test_key_index),
 		cmocka_unit_test(test_ctx_per_worker),
 		cmocka_unit_test(test_wipe),
+		cmocka_unit_test(test_pseudonym_bits),
 	};
 
 	return cmocka_run_group_tests_name("keyring", tests, setup, teardown);
