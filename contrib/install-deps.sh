@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install the Debian 12 packages feedguard needs to build, test, demo and
-# benchmark, skipping those already present.  Uses sudo when not root.
+# Install the Debian 12 packages feedguard needs to build, test, demo,
+# benchmark and package (systemd-analyze checks the unit, promtool the
+# metrics, debhelper and lintian the .deb), skipping those already present.  Uses sudo when not root.
 # Usage: contrib/install-deps.sh
 set -euo pipefail
 
@@ -11,6 +12,7 @@ packages=(
 	libhiredis-dev libcmocka-dev
 	redis-server python3-grpcio python3-h2 python3-pytest python3-yaml python3-protobuf python3-matplotlib
 	nghttp2-client nghttp2-proxy valgrind clang tzdata
+	systemd prometheus debhelper dpkg-dev fakeroot lintian
 )
 
 missing=()

@@ -206,7 +206,7 @@ struct fg_worker *fg_worker_new(int id, struct fg_config *cfg, const int *fds, i
 	w->id = id;
 	w->cfg = fg_config_ref(cfg);
 	w->ctl_fd[0] = w->ctl_fd[1] = -1;
-	w->done_fd = -1;
+	w->note_fd = -1;
 	w->access_fd = -1;
 	worker_open_access_log(w);
 	LIST_INIT(&w->fronts);
@@ -246,15 +246,30 @@ fail_join_worker:
 	return NULL;
 }
 
+static void note(struct fg_worker *w, enum fg_worker_note what)
+{
+	char byte = (char)what;
+
+	if (w->note_fd >= 0 && write(w->note_fd, &byte, 1) < 0)
+		fg_log(FG_LOG_ERROR, "worker_notify_failed", "worker=%d", w->id);
+}
+
+/* Runs as the loop's first event: the worker is taking connections, which
+ * is what the daemon's readiness (sd_notify READY=1) waits for. */
+static void running_cb(evutil_socket_t fd, short what, void *arg)
+{
+	note(arg, FG_WORKER_NOTE_RUNNING);
+}
+
 static void *worker_main(void *arg)
 {
 	struct fg_worker *w = arg;
+	const struct timeval now = { 0, 0 };
 
-	char done = 1;
-
+	if (event_base_once(w->base, -1, EV_TIMEOUT, running_cb, w, &now) < 0)
+		note(w, FG_WORKER_NOTE_RUNNING);
 	event_base_dispatch(w->base);
-	if (w->done_fd >= 0 && write(w->done_fd, &done, 1) < 0)
-		fg_log(FG_LOG_ERROR, "worker_notify_failed", "worker=%d", w->id);
+	note(w, FG_WORKER_NOTE_DONE);
 	return NULL;
 }
 

@@ -33,6 +33,12 @@ enum fg_worker_cmd {
 	FG_WORKER_CMD_STOP,         /* exit the loop now */
 };
 
+/* What a worker writes to main's pipe (<note_fd>), one byte each. */
+enum fg_worker_note {
+	FG_WORKER_NOTE_RUNNING = 'R',   /* its loop runs: it accepts from now on */
+	FG_WORKER_NOTE_DONE = 'D',      /* its loop ended: it may be joined */
+};
+
 struct fg_capture;
 
 struct fg_worker {
@@ -57,7 +63,7 @@ struct fg_worker {
 	struct event *drain_ev;             /* drain deadline */
 	unsigned draining;
 	int access_fd;                      /* log.access_log opened by this worker (O_APPEND); -1 when off */
-	int done_fd;                        /* main's notify pipe: one byte when the loop ends; -1 for none */
+	int note_fd;                        /* main's pipe for enum fg_worker_note bytes; -1 for none */
 	struct fg_pipeline_env *pipelines;  /* pooled pipelines and the stages' per-worker state */
 	struct fg_mempool mempool;          /* small blocks for this worker's nghttp2 sessions */
 	struct fg_metrics metrics;          /* written by this worker only; read by the admin endpoint */

@@ -24,6 +24,7 @@
 #include "fg_error.h"
 #include "fg_listener.h"
 #include "fg_log.h"
+#include "fg_notify.h"
 #include "fg_worker.h"
 
 #define MAX_WORKERS 1024
@@ -34,10 +35,11 @@ struct daemon {
 	struct fg_config *cfg;              /* the snapshot new workers and reloads start from */
 	struct fg_worker *workers[MAX_WORKERS];
 	int nworkers;
+	int workers_running;                /* workers whose loop has run (FG_WORKER_NOTE_RUNNING) */
 	int workers_done;
-	int done_fd[2];                     /* workers write one byte here when their loop ends */
+	int note_fd[2];                     /* workers write enum fg_worker_note bytes here */
 	struct event_base *base;
-	struct event *done_ev;
+	struct event *note_ev;
 	struct event *drain_ev;             /* readiness delay before the drain starts */
 	unsigned stopping;                  /* a stop began: /readyz answers 503 */
 	struct fg_metrics_process proc;     /* reload counters, times */
@@ -80,6 +82,16 @@ static void raise_nofile(void)
 	}
 }
 
+/* Tell the service manager (systemd, Type=notify) where the daemon is.  A
+ * failure is logged and changes nothing: the daemon serves either way. */
+static void notify(const char *state)
+{
+	char why[256];
+
+	if (fg_notify_send(state, why, sizeof(why)) < 0)
+		fg_log(FG_LOG_WARN, "notify_failed", "why=\"%s\"", why);
+}
+
 static void broadcast(struct daemon *d, enum fg_worker_cmd cmd)
 {
 	int i;
@@ -94,10 +106,17 @@ static void reload(struct daemon *d)
 	char err[FG_CONFIG_ERRLEN], q[FG_CONFIG_ERRLEN + 16];
 	int i;
 
+	char why[256], state[FG_NOTIFY_MAX];
+
+	if (fg_notify_reloading("reloading", why, sizeof(why)) < 0)
+		fg_log(FG_LOG_WARN, "notify_failed", "why=\"%s\"", why);
 	if (fg_config_load(d->config_path, &next, err, sizeof(err)) < 0 ||
 	    (fg_config_reload_check(d->cfg, next, err, sizeof(err)) < 0 && (fg_config_unref(next), 1))) {
 		d->proc.reload_failures++;
 		fg_log(FG_LOG_ERROR, "reload_failed", "error=%s", fg_log_quote(q, sizeof(q), err));
+		/* Still ready: the old config serves on. */
+		snprintf(state, sizeof(state), "READY=1\nSTATUS=serving; reload failed: %s", q);
+		notify(state);
 		return;
 	}
 	/* Each worker gets its own reference, handed over on its own loop. */
@@ -114,6 +133,7 @@ static void reload(struct daemon *d)
 	 * still says it happened. */
 	fg_log(FG_LOG_INFO, "reloaded", "config=%s", d->config_path);
 	fg_log_set_level(next->log.level);
+	notify("READY=1\nSTATUS=serving; reloaded");
 }
 
 static void drain_now_cb(evutil_socket_t fd, short what, void *arg)
@@ -142,6 +162,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		_exit(1);
 	}
 	d->stopping = 1;
+	notify("STOPPING=1\nSTATUS=draining");
 	delay = d->cfg->timeouts.readiness_delay_us;
 	fg_log(FG_LOG_INFO, "draining", "signal=%d readiness_delay_us=%lld", (int)sig, (long long)delay);
 	tv.tv_sec = (time_t)(delay / 1000000);
@@ -153,14 +174,32 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		broadcast(d, FG_WORKER_CMD_DRAIN);
 }
 
-static void done_cb(evutil_socket_t fd, short what, void *arg)
+/* Every worker takes connections: say so once, in the log and to the
+ * service manager (before this, connections wait in the listen backlog). */
+static void all_running(struct daemon *d)
+{
+	char state[128];
+
+	fg_log(FG_LOG_INFO, "ready", "workers=%d pid=%ld", d->nworkers, (long)getpid());
+	snprintf(state, sizeof(state), "READY=1\nSTATUS=serving with %d workers", d->nworkers);
+	notify(state);
+}
+
+static void note_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
 	char buf[64];
-	ssize_t n;
+	ssize_t n, i;
 
-	while ((n = read(fd, buf, sizeof(buf))) > 0)
-		d->workers_done += (int)n;
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		for (i = 0; i < n; i++) {
+			if (buf[i] == FG_WORKER_NOTE_DONE)
+				d->workers_done++;
+			else if (buf[i] == FG_WORKER_NOTE_RUNNING && ++d->workers_running == d->nworkers &&
+			         !d->stopping)
+				all_running(d);
+		}
+	}
 	if (d->workers_done >= d->nworkers)
 		event_base_loopbreak(d->base);
 }
@@ -194,7 +233,7 @@ static int start_workers(struct daemon *d)
 				close(fds[i]);
 			return -1;
 		}
-		w->done_fd = d->done_fd[1];
+		w->note_fd = d->note_fd[1];
 		d->blocks[d->nworkers] = &w->metrics;
 		d->workers[d->nworkers++] = w;
 		if (fg_worker_start(w) < 0) {
@@ -270,9 +309,8 @@ static void run(struct daemon *d)
 		if (sev[i])
 			evsignal_add(sev[i], NULL);
 	}
-	d->done_ev = event_new(d->base, d->done_fd[0], EV_READ | EV_PERSIST, done_cb, d);
-	event_add(d->done_ev, NULL);
-	fg_log(FG_LOG_INFO, "ready", "workers=%d pid=%ld", d->nworkers, (long)getpid());
+	d->note_ev = event_new(d->base, d->note_fd[0], EV_READ | EV_PERSIST, note_cb, d);
+	event_add(d->note_ev, NULL);
 	event_base_dispatch(d->base);
 	for (i = 0; i < 4; i++)
 		if (sev[i])
@@ -281,7 +319,7 @@ static void run(struct daemon *d)
 
 int main(int argc, char **argv)
 {
-	struct daemon d = { .config_path = FG_CONFIG_DEFAULT_PATH, .done_fd = { -1, -1 } };
+	struct daemon d = { .config_path = FG_CONFIG_DEFAULT_PATH, .note_fd = { -1, -1 } };
 	char err[FG_CONFIG_ERRLEN];
 	int test_only = 0, rv = 1, i;
 
@@ -300,7 +338,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
 	d.base = event_base_new();
-	if (!d.base || pipe2(d.done_fd, O_CLOEXEC | O_NONBLOCK) < 0)
+	if (!d.base || pipe2(d.note_fd, O_CLOEXEC | O_NONBLOCK) < 0)
 		goto out;
 	d.proc.start_time = d.proc.last_reload_success = unix_now();
 	if (fg_capture_new(&d.capture, MAX_WORKERS) < 0 || fg_capture_configure(d.capture, d.cfg) < 0) {
@@ -323,15 +361,15 @@ int main(int argc, char **argv)
 out:
 	fg_capture_free(d.capture);
 	fg_admin_free(d.admin);
-	if (d.done_ev)
-		event_free(d.done_ev);
+	if (d.note_ev)
+		event_free(d.note_ev);
 	if (d.drain_ev)
 		event_free(d.drain_ev);
 	if (d.base)
 		event_base_free(d.base);
-	if (d.done_fd[0] >= 0) {
-		close(d.done_fd[0]);
-		close(d.done_fd[1]);
+	if (d.note_fd[0] >= 0) {
+		close(d.note_fd[0]);
+		close(d.note_fd[1]);
 	}
 	fg_config_unref(d.cfg);
 	return rv;
