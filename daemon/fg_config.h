@@ -28,6 +28,9 @@
 #include <sys/socket.h>
 
 #define FG_CONFIG_DEFAULT_PATH "/etc/feedguard/feedguard.yaml"
+/* What the package installs beside it; feedguardd points at it when the
+ * default config does not exist yet. */
+#define FG_CONFIG_EXAMPLE_PATH "/etc/feedguard/feedguard.example.yaml"
 #define FG_CONFIG_MAX_LISTEN 16
 #define FG_CONFIG_ERRLEN 512
 #define FG_CONFIG_MAX_METHODS 64

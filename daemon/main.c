@@ -244,6 +244,16 @@ static int start_workers(struct daemon *d)
 	return 0;
 }
 
+/* Right after a package install there is an example and no config yet:
+ * say what to do rather than only "cannot open". */
+static void hint_example(const char *path)
+{
+	if (strcmp(path, FG_CONFIG_DEFAULT_PATH) == 0 && access(path, F_OK) < 0 && errno == ENOENT &&
+	    access(FG_CONFIG_EXAMPLE_PATH, R_OK) == 0)
+		fprintf(stderr, "feedguardd: no configuration yet: copy %s to %s and set upstream.address "
+		        "(README, \"Installing and running as a service\")\n", FG_CONFIG_EXAMPLE_PATH, path);
+}
+
 static int parse_args(int argc, char **argv, const char **path, int *test_only)
 {
 	static const struct option opts[] = {
@@ -327,6 +337,7 @@ int main(int argc, char **argv)
 		return 2;
 	if (fg_config_load(d.config_path, &d.cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s\n", err);
+		hint_example(d.config_path);
 		return 1;
 	}
 	if (test_only) {

@@ -37,9 +37,16 @@ make -s -j"$jobs" check >/dev/null 2>&1 || status=$?
 
 # A short, honest summary from the per-test logs the harness wrote.
 passed=0 failed=0 skipped=0
-for log in tests/unit/*.log tests/interop/*.log; do
+for log in tests/*.log tests/unit/*.log tests/interop/*.log; do
 	[ -f "$log" ] || continue
 	case "$log" in *test-suite.log) continue ;; esac
+	# A script test (tests/check-*.sh) is one check: its .trs says how it went.
+	if [ "${log%/*}" = tests ]; then
+		if grep -q ':test-result: PASS' "${log%.log}.trs" 2>/dev/null; then p=1 f=0; else p=0 f=1; fi
+		passed=$((passed + p)); failed=$((failed + f))
+		echo "$(basename "$log" .log): $p passed, $f failed"
+		continue
+	fi
 	p=$(grep -Eo '\[  PASSED  \] [0-9]+' "$log" | grep -Eo '[0-9]+$' | tail -1 || true)
 	f=$(grep -Eo '\[  FAILED  \] [0-9]+ test' "$log" | grep -Eo '[0-9]+' | tail -1 || true)
 	# pytest's closing line, with or without its ==== frame (-q drops it)
@@ -56,7 +63,7 @@ for log in tests/unit/*.log tests/interop/*.log; do
 	echo "$(basename "$log" .log): ${p:-0} passed, ${f:-0} failed"
 done
 if [ "$status" -ne 0 ]; then
-	for trs in tests/unit/*.trs tests/interop/*.trs; do
+	for trs in tests/*.trs tests/unit/*.trs tests/interop/*.trs; do
 		[ -f "$trs" ] || continue
 		if grep -q ':test-result: \(FAIL\|ERROR\)' "$trs"; then
 			echo "===== ${trs%.trs}.log ====="
