@@ -66,7 +66,8 @@ static void usage(FILE *out)
 	        "  -v, --version      print the version and exit\n"
 	        "  -h, --help         print this help and exit\n"
 	        "Signals: SIGHUP reloads the configuration; SIGUSR1 starts new capture files;\n"
-	        "SIGTERM or SIGINT drains and exits (a second one exits at once).\n");
+	        "SIGTERM or SIGINT drains and exits (a second one exits at once).\n"
+	        "With NOTIFY_SOCKET set (systemd Type=notify) it reports readiness there.\n");
 }
 
 /* File descriptors: each client and upstream connection needs one; the
