@@ -224,7 +224,13 @@ static int screen_time(struct fg_bufq *b, const Feedguard__Capture__V1__ScreenTi
 	rc |= key(b, "state_failure", 0) | (s->state_failure[0] ? str(b, s->state_failure) : fg_bufq_append(b, "null", 4));
 	rc |= key(b, "fail_mode", 0) | (s->fail_mode[0] ? str(b, s->fail_mode) : fg_bufq_append(b, "null", 4));
 	rc |= key(b, "used_minutes", 0) | num(b, s->used_minutes) | key(b, "left_minutes", 0) | num(b, s->left_minutes);
-	rc |= key(b, "session_minutes", 0) | num(b, s->session_minutes) | key(b, "exposure", 0) | fg_bufq_append(b, "{", 1);
+	rc |= key(b, "session_minutes", 0) | num(b, s->session_minutes);
+	rc |= key(b, "counted_ms", 0);
+	if (s->counted_case == FEEDGUARD__CAPTURE__V1__SCREEN_TIME__COUNTED_COUNTED_MS)
+		rc |= num(b, s->counted_ms);
+	else
+		rc |= fg_bufq_append(b, "null", 4);
+	rc |= key(b, "exposure", 0) | fg_bufq_append(b, "{", 1);
 	for (i = 0; i < s->n_exposure; i++) {
 		const Feedguard__Capture__V1__Exposure *e = s->exposure[i];
 		rc |= key(b, e->counter, i == 0) | fg_bufq_append(b, "{", 1);

@@ -486,6 +486,12 @@ static int run_call(struct fg_replay *r, const struct fg_policy_method *m, const
 	end.status = h->status < 0 ? FG_GRPC_CANCELLED : h->status;
 	end.start_us = (uint64_t)in->start_unix_ms * 1000;
 	end.end_us = end.start_us + (uint64_t)in->duration_us;
+	/* The account counts the call as long as the recording one did: its
+	 * clock starts at the gate, a little after the call, so a call's
+	 * duration can be a ms longer than what was counted. */
+	if (in->decisions && in->decisions->screen_time && in->decisions->screen_time->counted_case ==
+	        FEEDGUARD__CAPTURE__V1__SCREEN_TIME__COUNTED_COUNTED_MS)
+		r->now_us = end.start_us + (uint64_t)in->decisions->screen_time->counted_ms * 1000;
 	fg_pipeline_end(h->pl, &end);
 	fg_pipeline_free(h->pl);
 	h->pl = NULL;

@@ -47,7 +47,7 @@ enum { MD_NAME = 1, MD_VALUE };
 enum { D_STRIPPED = 1, D_ITEMS, D_SCREEN, D_PAGE_SIZE_ASKED };
 enum { S_FIELD = 1, S_COUNT };
 enum { I_MESSAGE = 1, I_POSITION, I_DELIVERED, I_CLASS, I_FATE, I_DEMOTED };
-enum { ST_ACTION = 1, ST_NOTICES, ST_FAILURE, ST_FAIL_MODE, ST_USED, ST_LEFT, ST_SESSION, ST_EXPOSURE };
+enum { ST_ACTION = 1, ST_NOTICES, ST_FAILURE, ST_FAIL_MODE, ST_USED, ST_LEFT, ST_SESSION, ST_EXPOSURE, ST_COUNTED };
 enum { E_COUNTER = 1, E_ALLOWANCE, E_DELIVERED, E_LIMITED };
 
 /* Bytes of a record kept for what capture_end writes: the call's facts
@@ -88,6 +88,7 @@ struct fg_stage_record {
 	uint32_t *tally;                    /* [pol->nstats]: strip's counts; NULL until asked */
 	unsigned screen_set;
 	struct fg_stage_screen_facts screen;
+	int64_t counted_ms;                 /* the account's call length; -1: it wrote none */
 	char zone[FG_TZ_NAME_MAX + 1];
 	uint32_t allowance[FG_ITEMS_MAX_COUNTERS];
 	uint32_t limited[FG_ITEMS_MAX_COUNTERS];
@@ -192,6 +193,7 @@ static enum fg_stage_begin capture_begin(struct fg_stage_ctx *c, const struct fg
 	r->call = call;
 	r->recording = 1;
 	r->start_ms = call->time_ms;
+	r->counted_ms = -1;
 	/* the Record's tag and length go in front at the end: room for them
 	 * as the record's first bytes, which growing the record keeps */
 	if (fg_bufq_append(&r->buf, wrap_room, WRAP_ROOM) < 0)
@@ -493,6 +495,8 @@ static int add_screen(struct fg_stage_record *r, struct fg_bufq *d)
 	if (f->left_ms >= 0)
 		rc |= fg_pbwire_append_varint(&st, ST_LEFT, minutes(f->left_ms));
 	rc |= fg_pbwire_append_varint(&st, ST_SESSION, minutes(f->session_ms));
+	if (r->counted_ms >= 0)
+		rc |= fg_pbwire_append_varint(&st, ST_COUNTED, (uint64_t)r->counted_ms);
 	if (rc == 0)
 		rc = add_exposure(r, &st);
 	if (rc == 0)
@@ -749,6 +753,12 @@ void fg_stage_record_page_size(struct fg_stage_record *r, uint64_t asked)
 {
 	if (r && r->recording)
 		r->page_size_asked = asked;
+}
+
+void fg_stage_record_counted(struct fg_stage_record *r, int64_t ms)
+{
+	if (r && r->recording)
+		r->counted_ms = ms < 0 ? 0 : ms > UINT32_MAX ? UINT32_MAX : ms;
 }
 
 void fg_stage_record_screen(struct fg_stage_record *r, const struct fg_stage_screen_facts *f)

@@ -58,4 +58,8 @@ struct fg_stage_screen_facts {
 /* fg_stage_record_screen - the gate's decision <f> (copied). */
 void fg_stage_record_screen(struct fg_stage_record *r, const struct fg_stage_screen_facts *f);
 
+/* fg_stage_record_counted - the call's length <ms> (from its start) that
+ * the account wrote to the state, so replay counts the same. */
+void fg_stage_record_counted(struct fg_stage_record *r, int64_t ms);
+
 #endif /* FG_STAGE_RECORD_H */

@@ -909,6 +909,7 @@ static void account_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
 	struct fg_state_update u = { 0 };
 	struct fg_limits_clock clk;
 	struct gate_op *op;
+	int64_t counted;
 	int rc;
 
 	if (g && g->timer)
@@ -921,7 +922,9 @@ static void account_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
 		count_failure(c->call->pol, c->call->slot, c->call->band, FG_POLICY_S_BUSY, FG_POLICY_S_UPDATE);
 		return;
 	}
-	end_clock(g, cap_gap_only(g) ? g->start_ms : g->start_ms + elapsed_ms(g), &clk);
+	counted = cap_gap_only(g) ? 0 : elapsed_ms(g);
+	end_clock(g, g->start_ms + counted, &clk);
+	fg_stage_record_counted(c->call->rec, counted);
 	fg_limits_update(g->l, &clk, g->start_ms, &u);
 	who_of(g, keys, &u.who);
 	u.counts = c->call->exposure_delivered;

@@ -572,6 +572,25 @@ def test_run_check_same_policy_decides_as_recorded(cap):
             want, res.returncode, re.findall(r"check: .*", out + err), err[-2500:]))
 
 
+def test_dump_counted_ms_is_the_time_the_account_wrote(cap):
+    """Each call the account wrote time for says how long it counted
+    (ScreenTime.counted_ms, which replay counts the call with): never more
+    than the call's duration, and absent where nothing was written."""
+    counted = 0
+    for rec in cap.dump:
+        st = (rec.get("decisions") or {}).get("screen_time")
+        if not st:
+            continue
+        delivered = rec.get("status", 0) == 0 and not rec.get("answered_by_feedguard")
+        assert "counted_ms" in st, "dump writes counted_ms (null when absent): %r" % st
+        if st["counted_ms"] is not None:
+            counted += 1
+            assert 0 <= st["counted_ms"] * 1000 <= int(rec["duration_us"]), rec
+        else:
+            assert not delivered, "a delivered call without counted_ms: %r" % rec
+    assert counted > 0, "no call carries counted_ms"
+
+
 def test_run_check_other_policy_names_differences(cap):
     """--check under another policy (B: wellbeing 8 a day) counts the calls
     that differ, names at most ten on stderr, exit 1."""
