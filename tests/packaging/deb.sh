@@ -160,11 +160,11 @@ field() { dpkg-deb -f "$deb" "$1"; }
 	[ "$(field Architecture)" = "$arch" ] ||
 	fail "control: Package/Version/Architecture are $(field Package) $(field Version) $(field Architecture)"
 depends=$(field Depends)
-for dep in adduser tzdata 'libc6' 'libevent-2\.1-[0-9]+' 'libevent-pthreads-2\.1-[0-9]+' 'libnghttp2-[0-9]+' \
+for dep in adduser tzdata 'libc6' 'libevent-2\.1-[0-9]+' 'libnghttp2-[0-9]+' \
 	'libyaml-0-[0-9]+' zlib1g 'libssl3' 'libprotobuf-c1' 'libhiredis[0-9.]+'; do
 	grep -Eq "(^|, )$dep( |,|$)" <<<"$depends" || fail "control: Depends lacks $dep: $depends"
 done
-grep -q redis <<<"$depends" && fail "control: Depends names Redis (it may be remote): $depends"
+grep -q redis-server <<<"$depends" && fail "control: Depends names redis-server (Redis may be remote): $depends"
 [ "$(field Suggests)" = redis-server ] || fail "control: Suggests is '$(field Suggests)', not redis-server"
 [ -z "$(field Recommends)" ] || fail "control: Recommends '$(field Recommends)'"
 ok "control: $pkg $version $arch; Depends: $depends; Suggests: redis-server"
@@ -203,7 +203,7 @@ ok "release build: $(head -n1 <<<"$v")"
 # ---------------------------------------------------------------- lintian
 # The source package (debian/ itself) and the binaries; an E: tag fails.
 lintian --version >/dev/null 2>&1 || fail "lintian is not installed (apt-get install lintian)"
-lintian --no-tag-display-limit "$tmp/${src_name}_$version.dsc" "$changes" >"$tmp/lintian.log" 2>&1 || true
+lintian --tag-display-limit 0 "$tmp/${src_name}_$version.dsc" "$changes" >"$tmp/lintian.log" 2>&1 || true
 grep -v '^running with root privileges' "$tmp/lintian.log" >"$tmp/lintian.tags" || true
 if grep -q '^E: ' "$tmp/lintian.tags"; then
 	show "$tmp/lintian.tags" 60
@@ -332,8 +332,7 @@ srv.wait_for_termination()
 pids+=($!)
 
 # call PAYLOAD: one call through the daemon; prints the reply or the code.
-call() {
-	"$py" -c '
+call_py='
 import sys, grpc
 ch = grpc.insecure_channel("127.0.0.1:" + sys.argv[1])
 try:
@@ -342,8 +341,8 @@ try:
 except grpc.RpcError as e:
     print("error", e.code(), e.details())
     sys.exit(1)
-' "$port" "$1"
-}
+'
+call() { "$py" -c "$call_py" "$port" "$1"; }
 # http PATH: the admin endpoint's status and body
 http() {
 	"$py" -c '
@@ -380,28 +379,27 @@ for d in StateDirectory:/var/lib LogsDirectory:/var/log; do
 	mode=$(unit_get "${d%%:*}Mode")
 	install -d -o "$user" -g "$group" -m "${mode:-0755}" "${d#*:}/$name"
 done
-# as_unit CMD...: run CMD as the unit runs its commands (systemd's
-# environment, $MAINPID and the leading -@:+! flags aside)
-as_unit() {
-	(
-		cd /
-		umask "${umask_:-0022}"
-		[ -z "$nofile" ] || ulimit -n "$nofile" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-		exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
-			USER="$user" LOGNAME="$user" HOME=/var/lib/feedguard SHELL=/usr/sbin/nologin \
-			NOTIFY_SOCKET="$tmp/notify/sock" \
-			setpriv --reuid="$user" --regid="$group" --init-groups --no-new-privs -- "$@"
-	)
+# unit_exec CMD...: become CMD, run as the unit runs its commands
+# (systemd's environment); called in a ( subshell ) that it replaces, so
+# that a background one's $! is CMD's pid, as $MAINPID is.
+unit_exec() {
+	cd /
+	umask "${umask_:-0022}"
+	[ -z "$nofile" ] || ulimit -n "$nofile" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+	exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+		USER="$user" LOGNAME="$user" HOME=/var/lib/feedguard SHELL=/usr/sbin/nologin \
+		NOTIFY_SOCKET="$tmp/notify/sock" \
+		setpriv --reuid="$user" --regid="$group" --init-groups --no-new-privs -- "$@"
 }
 # unit_cmd KEY [N]: the Nth KEY= line of the unit into the array cmd
 # (split on blanks: the unit quotes nothing)
 unit_cmd() { read -ra cmd <<<"$(unit_get "$1" | sed -n "${2:-1}p" | sed 's/^[-@:+!]*//')"; }
 
 unit_cmd ExecStartPre
-as_unit "${cmd[@]}" >"$tmp/pre.log" 2>&1 || { show "$tmp/pre.log"; fail "ExecStartPre: ${cmd[*]}"; }
+(unit_exec "${cmd[@]}") >"$tmp/pre.log" 2>&1 || { show "$tmp/pre.log"; fail "ExecStartPre: ${cmd[*]}"; }
 ok "ExecStartPre as $user: ${cmd[*]}"
 unit_cmd ExecStart
-as_unit "${cmd[@]}" 2>"$tmp/daemon.log" &
+(unit_exec "${cmd[@]}") >"$tmp/daemon.log" 2>&1 &
 daemon=$!
 pids+=("$daemon")
 wait_for "$tmp/notify.log" "^pid=$daemon READY=1" 10 || {
@@ -419,7 +417,7 @@ ok "a call through the daemon to the upstream: $r"
 
 # Reload the way `systemctl reload` does (each ExecReload line in turn),
 # with a call in flight: it must end well, and a new call too.
-call sleep:1.5 >"$tmp/inflight.log" 2>&1 &
+"$py" -c "$call_py" "$port" sleep:1.5 >"$tmp/inflight.log" 2>&1 &
 inflight=$!
 pids+=("$inflight")
 wait_for "$tmp/upstream.log" '^call sleep:1.5$' || fail "the in-flight call did not reach the upstream"
@@ -427,7 +425,7 @@ n=$(unit_get ExecReload | wc -l)
 for ((i = 1; i <= n; i++)); do
 	unit_cmd ExecReload "$i"
 	cmd=("${cmd[@]//\$MAINPID/$daemon}")
-	as_unit "${cmd[@]}" >"$tmp/reload.log" 2>&1 || { show "$tmp/reload.log"; fail "ExecReload: ${cmd[*]}"; }
+	(unit_exec "${cmd[@]}") >"$tmp/reload.log" 2>&1 || { show "$tmp/reload.log"; fail "ExecReload: ${cmd[*]}"; }
 done
 wait_for "$tmp/daemon.log" 'event=reloaded' || { show "$tmp/daemon.log"; fail "no event=reloaded after SIGHUP"; }
 wait_for "$tmp/notify.log" "^pid=$daemon RELOADING=1" ||
