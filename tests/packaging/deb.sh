@@ -18,8 +18,9 @@
 # without its sandboxing.
 #
 # Usage: tests/packaging/deb.sh     (FG_DEB_INSTALL=1 as root for step 4)
-# DEB_BUILD_OPTIONS defaults to "nocheck parallel=<nproc>": the unit tests
-# run elsewhere in CI.  One line per check; exits 1 at the first failure.
+# DEB_BUILD_OPTIONS defaults to "parallel=<nproc>", so debian/rules' own
+# tests run too (the unit tests: about 10 s more); "nocheck" skips them.
+# One line per check; exits 1 at the first failure.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -83,13 +84,26 @@ ok "source: $(git -C "$top" rev-parse --short HEAD) ($src_name $version)"
 ok "source package: ${src_name}_$version.dsc"
 
 start=$(date +%s)
-(cd "$src" && DEB_BUILD_OPTIONS=${DEB_BUILD_OPTIONS-"nocheck parallel=$(nproc)"} \
-	dpkg-buildpackage -us -uc -b >"$tmp/build.log" 2>&1) ||
+opts=${DEB_BUILD_OPTIONS-"parallel=$(nproc)"}
+(cd "$src" && DEB_BUILD_OPTIONS=$opts dpkg-buildpackage -us -uc -b >"$tmp/build.log" 2>&1) ||
 	{ show "$tmp/build.log" 40; fail "dpkg-buildpackage -us -uc -b"; }
 deb="$tmp/${pkg}_${version}_$arch.deb"
 changes="$tmp/${src_name}_${version}_$arch.changes"
 [ -f "$deb" ] || fail "dpkg-buildpackage made no $(basename "$deb")"
-ok "dpkg-buildpackage -us -uc -b: $(basename "$deb") in $(($(date +%s) - start))s"
+ok "dpkg-buildpackage -us -uc -b: $(basename "$deb") in $(($(date +%s) - start))s (DEB_BUILD_OPTIONS=\"$opts\")"
+# The package's own tests (debian/rules: the unit tests and
+# check-ranking-pb.sh, not the interop suite) ran and passed.
+case " $opts " in
+*" nocheck "*) echo "skip the package's tests (DEB_BUILD_OPTIONS has nocheck)" ;;
+*)
+	pass=$(sed -n 's/^# PASS: *//p' "$tmp/build.log")
+	grep -q '^# FAIL: *0$' "$tmp/build.log" && [ "${pass:-0}" -gt 0 ] ||
+		{ show "$tmp/build.log" 40; fail "the package's tests: no '# FAIL:  0' summary"; }
+	grep -q 'check-ranking-pb.sh' "$tmp/build.log" || fail "the package's tests: check-ranking-pb.sh did not run"
+	grep -q 'interop/run.sh' "$tmp/build.log" && fail "the package's tests ran the interop suite"
+	ok "the package's tests: $pass passed (unit tests, check-ranking-pb.sh; no interop)"
+	;;
+esac
 grep -q '^#define FG_TEST_HOOKS' "$src/debian/build/config.h" &&
 	fail "the package was built with --enable-test-hooks"
 ok "configured without test hooks"
@@ -457,7 +471,23 @@ wait "$daemon" || rc=$?
 grep -q 'event=exit status=0' "$tmp/daemon.log" || fail "no event=exit status=0 in the log"
 ok "SIGTERM: STOPPING=1, exit 0"
 
-# ---------------------------------------------------------------- purge
+# ---------------------------------------------------------------- remove, purge
+# Installed again (the postinst runs with the version before): the key
+# is not made anew.  Removed: the programs go, configuration stays.
+sum=$(sha256sum </etc/feedguard/keys/k1.key)
+dpkg -i "$deb" >"$tmp/install.log" 2>&1 || { show "$tmp/install.log"; fail "dpkg -i again"; }
+[ "$(sha256sum </etc/feedguard/keys/k1.key)" = "$sum" ] || fail "dpkg -i again: k1.key changed"
+ok "dpkg -i again: k1.key kept"
+dpkg -r "$pkg" >"$tmp/remove.log" 2>&1 || { show "$tmp/remove.log"; fail "dpkg -r $pkg"; }
+for f in /usr/sbin/feedguardd "/lib/systemd/system/$unit" /usr/share/feedguard; do
+	[ ! -e "$f" ] || fail "after dpkg -r: $f is still there"
+done
+for f in "$example" /etc/feedguard/keys/k1.key "$conf"; do
+	[ -f "$f" ] || fail "after dpkg -r: $f is gone"
+done
+getent passwd feedguard >/dev/null || fail "after dpkg -r: user feedguard removed"
+ok "dpkg -r: programs gone; $example, k1.key, $conf and the user stay"
+
 dpkg --purge "$pkg" >"$tmp/purge.log" 2>&1 || { show "$tmp/purge.log"; fail "dpkg --purge $pkg"; }
 for f in /usr/sbin/feedguardd /usr/sbin/feedguardctl /usr/bin/feedguard-replay /usr/share/feedguard \
 	"$example" /etc/feedguard/keys "/lib/systemd/system/$unit" "/etc/systemd/system/$wantedby.wants/$unit" \
