@@ -109,8 +109,8 @@ grep -q '^#define FG_TEST_HOOKS' "$src/debian/build/config.h" &&
 ok "configured without test hooks"
 
 # ---------------------------------------------------------------- contents
-# Every file and symlink the .deb holds, with its mode: exactly these (a
-# leading ? marks a file the man helper may add).  Directories aside.
+# Every file and symlink the .deb holds, with its mode: exactly these.
+# Directories aside.
 expected="
 0755 usr/sbin/feedguardd
 0755 usr/sbin/feedguardctl
@@ -125,8 +125,8 @@ expected="
 0644 usr/share/man/man8/feedguardd.8.gz
 0644 usr/share/man/man5/feedguard.yaml.5.gz
 0644 usr/share/man/man5/feedguard-policy.5.gz
-?0644 usr/share/man/man8/feedguardctl.8.gz
-?0644 usr/share/man/man1/feedguard-replay.1.gz
+0644 usr/share/man/man8/feedguardctl.8.gz
+0644 usr/share/man/man1/feedguard-replay.1.gz
 0644 usr/share/doc/feedguard/README.md.gz
 0644 usr/share/doc/feedguard/changelog.gz
 0644 usr/share/doc/feedguard/copyright
@@ -152,12 +152,10 @@ done <"$tmp/files" | sort >"$tmp/have"
 missing=""
 while read -r want; do
 	[ -n "$want" ] || continue
-	opt=""
-	case $want in \?*) opt=1 want=${want#\?} ;; esac
 	if grep -qxF "$want" "$tmp/have"; then
 		grep -vxF "$want" "$tmp/have" >"$tmp/have.new" || true
 		mv "$tmp/have.new" "$tmp/have"
-	elif [ -z "$opt" ]; then
+	else
 		missing="$missing
      $want"
 	fi
