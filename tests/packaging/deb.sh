@@ -68,6 +68,9 @@ fail() {
 show() { [ -f "$1" ] && sed 's/^/     | /' "$1" | tail -n "${2:-30}" >&2 || true; }
 
 # ---------------------------------------------------------------- build
+for t in dpkg-buildpackage dh lintian; do
+	command -v "$t" >/dev/null || fail "no $t here (Debian 12: apt-get install dpkg-dev debhelper lintian)"
+done
 mkdir "$tmp/src"
 git -C "$top" archive --format=tar HEAD | tar -x -C "$tmp/src"
 src_name=$(cd "$tmp/src" && dpkg-parsechangelog -S Source)
@@ -214,7 +217,6 @@ ok "release build: $(head -n1 <<<"$v")"
 
 # ---------------------------------------------------------------- lintian
 # The source package (debian/ itself) and the binaries; an E: tag fails.
-lintian --version >/dev/null 2>&1 || fail "lintian is not installed (apt-get install lintian)"
 lintian --tag-display-limit 0 "$tmp/${src_name}_$version.dsc" "$changes" >"$tmp/lintian.log" 2>&1 || true
 grep -v '^running with root privileges' "$tmp/lintian.log" >"$tmp/lintian.tags" || true
 if grep -q '^E: ' "$tmp/lintian.tags"; then
@@ -468,6 +470,8 @@ wait "$daemon" || rc=$?
 [ "$rc" -eq 0 ] || { show "$tmp/daemon.log"; fail "exit status $rc after SIGTERM"; }
 grep -q 'event=exit status=0' "$tmp/daemon.log" || fail "no event=exit status=0 in the log"
 ok "SIGTERM: STOPPING=1, exit 0"
+grep 'level=error' "$tmp/daemon.log" >&2 && fail "the daemon logged errors (above)"
+ok "no level=error in the daemon's log"
 
 # ---------------------------------------------------------------- remove, purge
 # Installed again (the postinst runs with the version before): the key
