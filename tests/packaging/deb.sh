@@ -262,6 +262,14 @@ ok "feedguardd -t -c $example (root)"
 out=$(setpriv --reuid=feedguard --regid=feedguard --init-groups -- /usr/sbin/feedguardd -t -c "$example" 2>&1) ||
 	fail "feedguardd -t -c $example (as feedguard): $out"
 ok "feedguardd -t -c $example (as feedguard)"
+# No feedguard.yaml yet: plain `feedguardd -t` says what to do.
+if out=$(/usr/sbin/feedguardd -t 2>&1); then
+	fail "feedguardd -t passed with no /etc/feedguard/feedguard.yaml"
+fi
+case "$out" in
+*"copy $example to /etc/feedguard/feedguard.yaml"*) ok "feedguardd -t without a config points at the example" ;;
+*) fail "feedguardd -t without a config does not point at the example: $out" ;;
+esac
 for p in feedguardctl feedguard-replay; do
 	"$p" -v >/dev/null || fail "$p -v"
 done
