@@ -36,6 +36,7 @@ struct daemon {
 	struct fg_worker *workers[MAX_WORKERS];
 	int nworkers;
 	int workers_running;                /* workers whose loop has run (FG_WORKER_NOTE_RUNNING) */
+	unsigned ready;                     /* READY=1 was sent: reloads report to the service manager */
 	int workers_done;
 	int note_fd[2];                     /* workers write enum fg_worker_note bytes here */
 	struct event_base *base;
@@ -109,7 +110,9 @@ static void reload(struct daemon *d)
 
 	char why[256], state[FG_NOTIFY_MAX];
 
-	if (fg_notify_reloading("reloading", why, sizeof(why)) < 0)
+	/* Before the first READY=1 a reload says nothing: READY=1 now would
+	 * tell systemd the start is done while workers are still starting. */
+	if (d->ready && fg_notify_reloading("reloading", why, sizeof(why)) < 0)
 		fg_log(FG_LOG_WARN, "notify_failed", "why=\"%s\"", why);
 	if (fg_config_load(d->config_path, &next, err, sizeof(err)) < 0 ||
 	    (fg_config_reload_check(d->cfg, next, err, sizeof(err)) < 0 && (fg_config_unref(next), 1))) {
@@ -117,7 +120,8 @@ static void reload(struct daemon *d)
 		fg_log(FG_LOG_ERROR, "reload_failed", "error=%s", fg_log_quote(q, sizeof(q), err));
 		/* Still ready: the old config serves on. */
 		snprintf(state, sizeof(state), "READY=1\nSTATUS=serving; reload failed: %s", q);
-		notify(state);
+		if (d->ready)
+			notify(state);
 		return;
 	}
 	/* Each worker gets its own reference, handed over on its own loop. */
@@ -134,7 +138,8 @@ static void reload(struct daemon *d)
 	 * still says it happened. */
 	fg_log(FG_LOG_INFO, "reloaded", "config=%s", d->config_path);
 	fg_log_set_level(next->log.level);
-	notify("READY=1\nSTATUS=serving; reloaded");
+	if (d->ready)
+		notify("READY=1\nSTATUS=serving; reloaded");
 }
 
 static void drain_now_cb(evutil_socket_t fd, short what, void *arg)
@@ -184,6 +189,7 @@ static void all_running(struct daemon *d)
 	fg_log(FG_LOG_INFO, "ready", "workers=%d pid=%ld", d->nworkers, (long)getpid());
 	snprintf(state, sizeof(state), "READY=1\nSTATUS=serving with %d workers", d->nworkers);
 	notify(state);
+	d->ready = 1;
 }
 
 static void note_cb(evutil_socket_t fd, short what, void *arg)
