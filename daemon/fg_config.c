@@ -229,6 +229,25 @@ void fg_config_unref(struct fg_config *cfg)
 		config_free(cfg);
 }
 
+/* --- the keys ------------------------------------------------------------ */
+
+void fg_config_keys_each(fg_config_key_cb cb, void *arg)
+{
+	/* A section's name, a dot and a key's name: the loader's own bound on
+	 * a dotted name (struct fg_config_loader's key). */
+	char path[sizeof(((struct fg_config_loader *)0)->key)];
+
+	for (size_t i = 0; i < NSECTIONS; i++) {
+		const struct fg_config_section *s = sections[i];
+
+		cb(s->name, s->parse ? 0 : FG_CONFIG_KEY_SECTION, arg);
+		for (size_t k = 0; k < s->nkeys; k++) {
+			snprintf(path, sizeof(path), "%s.%s", s->name, s->keys[k].name);
+			cb(path, 0, arg);
+		}
+	}
+}
+
 int fg_config_reload_check(const struct fg_config *cur, const struct fg_config *next, char *err,
                            size_t errlen)
 {

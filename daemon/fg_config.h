@@ -241,4 +241,25 @@ void fg_config_unref(struct fg_config *cfg);
 int fg_config_reload_check(const struct fg_config *cur, const struct fg_config *next,
                            char *err, size_t errlen);
 
+/* What fg_config_keys_each says about a key, in its <flags>. */
+#define FG_CONFIG_KEY_SECTION 0x1       /* a top-level key whose value is a mapping of the keys
+                                           that follow it ("upstream"); 0: a key with a value */
+
+/* fg_config_keys_each's callback: <path> is valid during the call only. */
+typedef void (*fg_config_key_cb)(const char *path, unsigned flags, void *arg);
+
+/*
+ * fg_config_keys_each - call <cb>(path, flags, <arg>) once for every key
+ * the loader accepts, named as the README's reference tables name it: a
+ * top-level key by its name ("listen", "pseudonym_keys"), a key of a
+ * section's mapping as "section.key" ("upstream.connect_timeout").  A
+ * section whose value is a mapping comes first, with
+ * FG_CONFIG_KEY_SECTION, then each of its keys.  The values of a key
+ * (pseudonym_keys' {id, file} entries) are not keys: the key's own
+ * parser reads them.  It walks the loader's own tables, in their order,
+ * so what it lists is what a file may say (tests/unit/test_reference.c
+ * checks the README against it).  Allocates nothing; any thread.
+ */
+void fg_config_keys_each(fg_config_key_cb cb, void *arg);
+
 #endif /* FG_CONFIG_H */

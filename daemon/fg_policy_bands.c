@@ -129,3 +129,8 @@ static int compile_unknown_band(struct fg_policy_comp *c, const struct fg_policy
 
 const struct fg_policy_key fg_policy_bands_key = { "bands", FG_POLICY_KEY_ALWAYS, compile_bands };
 const struct fg_policy_key fg_policy_bands_unknown_key = { "unknown_band", 0, compile_unknown_band };
+
+const struct fg_policy_mount fg_policy_bands_mounts[] = {
+	{ .path = "bands[]", .record = band_keys },
+	{ .path = NULL },
+};

@@ -142,3 +142,8 @@ static int compile_response(struct fg_policy_comp *c, const struct fg_policy_sco
 
 const struct fg_policy_key fg_policy_blocks_request_key = { "request", 0, compile_request };
 const struct fg_policy_key fg_policy_blocks_response_key = { "response", 0, compile_response };
+
+const struct fg_policy_mount fg_policy_blocks_mounts[] = {
+	{ .path = "methods.<method>.<direction>[]", .level = block_keys, .nlevel = FG_POLICY_NELEM(block_keys) },
+	{ .path = NULL },
+};

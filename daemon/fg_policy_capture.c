@@ -225,3 +225,10 @@ static int compile_redact(struct fg_policy_comp *c, const struct fg_policy_scope
 
 const struct fg_policy_key fg_policy_capture_redact_key = { "capture_redact", FG_POLICY_KEY_ALWAYS,
 	                                                    compile_redact };
+
+const struct fg_policy_mount fg_policy_capture_mounts[] = {
+	{ .path = "methods.<method>.capture_redact", .record = side_keys },
+	{ .path = "methods.<method>.capture_redact.<direction>", .level = redact_keys,
+	  .nlevel = FG_POLICY_NELEM(redact_keys) },
+	{ .path = NULL },
+};

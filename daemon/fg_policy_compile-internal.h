@@ -104,6 +104,31 @@ struct fg_policy_key {
 	int (*compile)(struct fg_policy_comp *c, const struct fg_policy_scope *s, const struct fg_yaml_node *val);
 };
 
+/*
+ * Where one of the compiler's key tables sits in a policy, for
+ * fg_policy_compile_keys_each(): each file lists its tables in its
+ * fg_policy_<file>_mounts[] (ended by a NULL <path>), beside the tables,
+ * so the list of keys is read from the tables the compiler checks
+ * mappings against.  A new table gets its line there.
+ */
+struct fg_policy_mount {
+	const char *path;               /* the mapping's place, in fg_policy_compile.h's convention:
+	                                   "" the file, "methods.<method>.feed" */
+	const struct fg_policy_key *const *level;  /* a level's table, or NULL */
+	size_t nlevel;
+	const char *const *record;      /* else a record's NULL-terminated list, as
+	                                   fg_policy_compile_check_record takes it */
+};
+
+extern const struct fg_policy_mount fg_policy_bands_mounts[];
+extern const struct fg_policy_mount fg_policy_methods_mounts[];
+extern const struct fg_policy_mount fg_policy_sources_mounts[];
+extern const struct fg_policy_mount fg_policy_blocks_mounts[];
+extern const struct fg_policy_mount fg_policy_strip_mounts[];
+extern const struct fg_policy_mount fg_policy_capture_mounts[];
+extern const struct fg_policy_mount fg_policy_filter_mounts[];
+extern const struct fg_policy_mount fg_policy_limits_mounts[];
+
 /* The keys, by the file that compiles them. */
 extern const struct fg_policy_key fg_policy_bands_key;             /* bands */
 extern const struct fg_policy_key fg_policy_bands_unknown_key;     /* unknown_band */

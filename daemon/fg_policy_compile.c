@@ -269,6 +269,47 @@ static const struct fg_policy_key *const top_keys[] = {
 
 _Static_assert(FG_POLICY_NELEM(top_keys) <= FG_POLICY_LEVEL_MAX_KEYS, "top-level keys");
 
+/* --- the keys, for fg_policy_compile_keys_each ------------------------------ */
+
+static const struct fg_policy_mount top_mounts[] = {
+	{ .path = "", .level = top_keys, .nlevel = FG_POLICY_NELEM(top_keys) },
+	{ .path = NULL },
+};
+
+/* Every file's tables, each after the one that holds the key it sits under. */
+static const struct fg_policy_mount *const mounts[] = {
+	top_mounts, fg_policy_bands_mounts, fg_policy_methods_mounts, fg_policy_sources_mounts,
+	fg_policy_blocks_mounts, fg_policy_capture_mounts, fg_policy_strip_mounts, fg_policy_filter_mounts,
+	fg_policy_limits_mounts,
+};
+
+/* The public flags are the key's own direction flags. */
+_Static_assert(FG_POLICY_KEY_REQUEST == FG_POLICY_COMPILE_KEY_REQUEST &&
+               FG_POLICY_KEY_RESPONSE == FG_POLICY_COMPILE_KEY_RESPONSE, "direction flags");
+
+/* <cb> for the key <name> of the mapping at <prefix>. */
+static void key_at(fg_policy_compile_key_cb cb, void *arg, const char *prefix, const char *name, unsigned flags)
+{
+	char path[FG_POLICY_COMPILE_KEY_PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "", name);
+	cb(path, flags, arg);
+}
+
+void fg_policy_compile_keys_each(fg_policy_compile_key_cb cb, void *arg)
+{
+	const unsigned dirs = FG_POLICY_KEY_REQUEST | FG_POLICY_KEY_RESPONSE;
+
+	for (size_t i = 0; i < FG_POLICY_NELEM(mounts); i++) {
+		for (const struct fg_policy_mount *m = mounts[i]; m->path; m++) {
+			for (size_t k = 0; k < m->nlevel; k++)
+				key_at(cb, arg, m->path, m->level[k]->name, m->level[k]->flags & dirs);
+			for (size_t k = 0; m->record && m->record[k]; k++)
+				key_at(cb, arg, m->path, m->record[k], 0);
+		}
+	}
+}
+
 static int alloc_counters(struct fg_policy_comp *c, size_t nslots)
 {
 	struct fg_policy *p = c->pol;

@@ -1054,3 +1054,14 @@ const struct fg_policy_key fg_policy_filter_classes_key = { "classes", FG_POLICY
 const struct fg_policy_key fg_policy_filter_label_maps_key = { "label_maps", 0, compile_label_maps };
 const struct fg_policy_key fg_policy_filter_feed_key = { "feed", 0, compile_feed };
 const struct fg_policy_key fg_policy_filter_filter_key = { "filter", 0, compile_filter };
+
+const struct fg_policy_mount fg_policy_filter_mounts[] = {
+	{ .path = "classes[]", .record = class_keys },
+	{ .path = "methods.<method>.feed", .record = feed_keys },
+	{ .path = "methods.<method>.feed.labels", .record = labels_keys },
+	{ .path = "methods.<method>.filter[]", .record = filter_block_keys },
+	{ .path = "methods.<method>.filter[].prominence", .record = prominence_keys },
+	{ .path = "methods.<method>.filter[].demote[]", .record = group_keys },
+	{ .path = "methods.<method>.filter[].overfetch", .record = overfetch_keys },
+	{ .path = NULL },
+};

@@ -500,3 +500,12 @@ const struct fg_policy_key fg_policy_limits_method_zone_key = { "time_zone", 0, 
 const struct fg_policy_key fg_policy_limits_screen_time_key = {
 	"screen_time", FG_POLICY_KEY_ALWAYS, compile_screen_time,
 };
+
+const struct fg_policy_mount fg_policy_limits_mounts[] = {
+	{ .path = "limits[]", .record = limits_keys },
+	{ .path = "limits[].daily", .record = daily_keys },
+	{ .path = "limits[].break", .record = break_keys },
+	{ .path = "limits[].quiet_hours", .record = quiet_keys },
+	{ .path = "limits[].exposure[]", .record = counter_keys },
+	{ .path = NULL },
+};

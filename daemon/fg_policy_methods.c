@@ -105,3 +105,8 @@ static int compile_methods(struct fg_policy_comp *c, const struct fg_policy_scop
 }
 
 const struct fg_policy_key fg_policy_methods_key = { "methods", FG_POLICY_KEY_ALWAYS, compile_methods };
+
+const struct fg_policy_mount fg_policy_methods_mounts[] = {
+	{ .path = "methods.<method>", .level = method_keys, .nlevel = FG_POLICY_NELEM(method_keys) },
+	{ .path = NULL },
+};

@@ -130,3 +130,12 @@ const struct fg_policy_key fg_policy_sources_user_id_key = { "user_id", 0, compi
 const struct fg_policy_key fg_policy_sources_age_band_key = {
 	"age_band", FG_POLICY_KEY_ALWAYS, compile_age_band,
 };
+
+/* Every key read with fg_policy_sources_read: a method's time_zone too
+ * (fg_policy_limits.c). */
+const struct fg_policy_mount fg_policy_sources_mounts[] = {
+	{ .path = "methods.<method>.user_id", .record = source_keys },
+	{ .path = "methods.<method>.age_band", .record = source_keys },
+	{ .path = "methods.<method>.time_zone", .record = source_keys },
+	{ .path = NULL },
+};

@@ -192,3 +192,10 @@ const struct fg_policy_key fg_policy_strip_pseudonymize_key = {
 const struct fg_policy_key fg_policy_strip_headers_key = {
 	"remove_headers", FG_POLICY_KEY_REQUEST, compile_headers,
 };
+
+/* coarsen entries, in rule blocks and in capture_redact's sides. */
+const struct fg_policy_mount fg_policy_strip_mounts[] = {
+	{ .path = "methods.<method>.<direction>[].coarsen[]", .record = coarsen_keys },
+	{ .path = "methods.<method>.capture_redact.<direction>.coarsen[]", .record = coarsen_keys },
+	{ .path = NULL },
+};
