@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +41,7 @@ static int address_of(const char *path, struct sockaddr_un *sun)
 
 int fg_notify_send(const char *state, char *why, size_t whylen)
 {
+	const struct timeval send_timeout = { 1, 0 };
 	const char *path = getenv("NOTIFY_SOCKET");
 	struct sockaddr_un sun;
 	size_t len = strlen(state);
@@ -59,9 +61,11 @@ int fg_notify_send(const char *state, char *why, size_t whylen)
 		say(why, whylen, "socket", errno);
 		return FG_EIO;
 	}
-	/* Never block the main loop on a busy service manager: a lost
-	 * notification is better than a stuck reload. */
-	n = sendto(fd, state, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&sun, (socklen_t)addrlen);
+	/* A full queue at the service manager waits a moment, no longer: a
+	 * lost READY=1 would get the unit killed at its start timeout, a
+	 * blocked main loop would stall reloads and stops. */
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout));
+	n = sendto(fd, state, len, MSG_NOSIGNAL, (struct sockaddr *)&sun, (socklen_t)addrlen);
 	err = errno;
 	close(fd);
 	if (n != (ssize_t)len) {

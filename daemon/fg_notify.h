@@ -25,9 +25,9 @@
  * fg_notify_send - send <state> ("READY=1\nSTATUS=serving") to the socket
  * NOTIFY_SOCKET names.  Returns 0 when sent or when there is no
  * NOTIFY_SOCKET; FG_EINVAL when NOTIFY_SOCKET is not a usable address;
- * FG_EIO when the send failed (the service manager is gone or its
- * queue is full: the daemon serves on, as sd_notify's callers do), with
- * the reason in <why> (<whylen> bytes, may be 0).
+ * FG_EIO when the send failed (the service manager is gone, or its
+ * queue stayed full for a second: the daemon serves on, as sd_notify's
+ * callers do), with the reason in <why> (<whylen> bytes, may be 0).
  */
 int fg_notify_send(const char *state, char *why, size_t whylen);
 

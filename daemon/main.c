@@ -111,8 +111,9 @@ static void reload(struct daemon *d)
 	char why[256], state[FG_NOTIFY_MAX];
 
 	/* Before the first READY=1 a reload says nothing: READY=1 now would
-	 * tell systemd the start is done while workers are still starting. */
-	if (d->ready && fg_notify_reloading("reloading", why, sizeof(why)) < 0)
+	 * tell systemd the start is done while workers are still starting;
+	 * nor during a stop (a logrotate's SIGHUP), which READY=1 would undo. */
+	if (d->ready && !d->stopping && fg_notify_reloading("reloading", why, sizeof(why)) < 0)
 		fg_log(FG_LOG_WARN, "notify_failed", "why=\"%s\"", why);
 	if (fg_config_load(d->config_path, &next, err, sizeof(err)) < 0 ||
 	    (fg_config_reload_check(d->cfg, next, err, sizeof(err)) < 0 && (fg_config_unref(next), 1))) {
@@ -120,7 +121,7 @@ static void reload(struct daemon *d)
 		fg_log(FG_LOG_ERROR, "reload_failed", "error=%s", fg_log_quote(q, sizeof(q), err));
 		/* Still ready: the old config serves on. */
 		snprintf(state, sizeof(state), "READY=1\nSTATUS=serving; reload failed: %s", q);
-		if (d->ready)
+		if (d->ready && !d->stopping)
 			notify(state);
 		return;
 	}
@@ -138,7 +139,7 @@ static void reload(struct daemon *d)
 	 * still says it happened. */
 	fg_log(FG_LOG_INFO, "reloaded", "config=%s", d->config_path);
 	fg_log_set_level(next->log.level);
-	if (d->ready)
+	if (d->ready && !d->stopping)
 		notify("READY=1\nSTATUS=serving; reloaded");
 }
 

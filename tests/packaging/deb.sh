@@ -124,6 +124,7 @@ expected="
 0644 usr/share/feedguard/proto/feedguard/ranking/v1/ranking.proto
 0644 usr/share/feedguard/proto/feedguard/capture/v1/capture.proto
 0644 etc/feedguard/feedguard.example.yaml
+0644 etc/logrotate.d/feedguard
 0644 lib/systemd/system/feedguardd.service
 0644 usr/share/man/man8/feedguardd.8.gz
 0644 usr/share/man/man5/feedguard.yaml.5.gz
@@ -175,7 +176,7 @@ field() { dpkg-deb -f "$deb" "$1"; }
 	[ "$(field Architecture)" = "$arch" ] ||
 	fail "control: Package/Version/Architecture are $(field Package) $(field Version) $(field Architecture)"
 depends=$(field Depends)
-for dep in adduser tzdata 'libc6' 'libevent-2\.1-[0-9]+' 'libnghttp2-[0-9]+' \
+for dep in adduser procps tzdata 'libc6' 'libevent-2\.1-[0-9]+' 'libnghttp2-[0-9]+' \
 	'libyaml-0-[0-9]+' zlib1g 'libssl3' 'libprotobuf-c1' 'libhiredis[0-9.]+'; do
 	grep -Eq "(^|, )$dep( |,|$)" <<<"$depends" || fail "control: Depends lacks $dep: $depends"
 done
@@ -186,9 +187,9 @@ ok "control: $pkg $version $arch; Depends: $depends; Suggests: redis-server"
 
 dpkg-deb -e "$deb" "$tmp/control"
 dpkg-deb -x "$deb" "$tmp/root"
-[ "$(cat "$tmp/control/conffiles")" = "$example" ] ||
-	fail "conffiles: $(tr '\n' ' ' <"$tmp/control/conffiles"), not just $example"
-ok "conffiles: $example"
+[ "$(sort "$tmp/control/conffiles" | tr '\n' ' ')" = "$example /etc/logrotate.d/feedguard " ] ||
+	fail "conffiles: $(tr '\n' ' ' <"$tmp/control/conffiles"), not just $example and /etc/logrotate.d/feedguard"
+ok "conffiles: $example, /etc/logrotate.d/feedguard"
 for s in postinst prerm postrm; do
 	[ -f "$tmp/control/$s" ] || fail "maintainer scripts: no $s"
 	sh -n "$tmp/control/$s" || fail "maintainer scripts: $s is not valid sh"
@@ -396,10 +397,11 @@ group=$(unit_get Group)
 umask_=$(unit_get UMask)
 nofile=$(unit_get LimitNOFILE)
 for d in StateDirectory:/var/lib LogsDirectory:/var/log; do
-	name=$(unit_get "${d%%:*}")
-	[ -n "$name" ] || continue
+	names=$(unit_get "${d%%:*}")
 	mode=$(unit_get "${d%%:*}Mode")
-	install -d -o "$user" -g "$group" -m "${mode:-0755}" "${d#*:}/$name"
+	for name in $names; do    # systemd makes each one listed, in order
+		install -d -o "$user" -g "$group" -m "${mode:-0755}" "${d#*:}/$name"
+	done
 done
 # unit_exec CMD...: become CMD, run as the unit runs its commands
 # (systemd's environment); called in a ( subshell ) that it replaces, so
