@@ -12,7 +12,7 @@ packages=(
 	libhiredis-dev libcmocka-dev
 	redis-server python3-grpcio python3-h2 python3-pytest python3-yaml python3-protobuf python3-matplotlib
 	nghttp2-client nghttp2-proxy valgrind clang tzdata
-	systemd prometheus debhelper dpkg-dev fakeroot lintian groff-base
+	systemd prometheus debhelper dpkg-dev fakeroot lintian groff-base man-db
 )
 
 missing=()
