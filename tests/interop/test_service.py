@@ -5,6 +5,7 @@ and READY=1 around a reload, STOPPING=1 at a stop), the unit file
 verify and security), and the example config and policies working as
 written from the source tree.  README, "Installing and running as a
 service".  All need the daemon (proxy_only)."""
+import contextlib
 import os
 import re
 import shutil
@@ -68,8 +69,15 @@ def notify(tmp_path, monkeypatch):
     ns.close()
 
 
-def start(tmp_path, upstream_addr, config=None, name="feedguardd"):
-    return Daemon(tmp_path, upstream_addr, config, name).start()
+@contextlib.contextmanager
+def running(tmp_path, upstream_addr, config=None):
+    """A feedguardd for the block; it must stop cleanly after it."""
+    m = Daemon(tmp_path, upstream_addr, config, "feedguardd").start()
+    try:
+        yield m
+    finally:
+        problems = m.stop()
+    assert not problems, problems
 
 
 def unary_ok(addr):
@@ -81,8 +89,7 @@ def unary_ok(addr):
 
 
 def test_ready_once_every_worker_runs(tmp_path, upstream, notify):
-    m = start(tmp_path, upstream.addr, {"workers": 3})
-    try:
+    with running(tmp_path, upstream.addr, {"workers": 3}) as m:
         msg, before = notify.wait_for("READY", tf(10))
         assert before == [], "something came before READY=1: %r" % before
         assert msg["READY"] == "1"
@@ -90,14 +97,10 @@ def test_ready_once_every_worker_runs(tmp_path, upstream, notify):
         # When READY=1 is out, calls are served.
         unary_ok(m.addr)
         assert notify.next(0.2) is None, "a second message without a reason"
-    finally:
-        problems = m.stop()
-    assert not problems, problems
 
 
 def test_reload_is_reloading_then_ready(tmp_path, upstream, notify):
-    m = start(tmp_path, upstream.addr)
-    try:
+    with running(tmp_path, upstream.addr) as m:
         notify.wait_for("READY", tf(10))
         t0 = time.monotonic()
         m.proc.send_signal(signal.SIGHUP)
@@ -110,14 +113,10 @@ def test_reload_is_reloading_then_ready(tmp_path, upstream, notify):
         assert before == [] and ready.get("STATUS") == "serving; reloaded"
         poll_until(lambda: "event=reloaded" in m.stderr(), tf(5), "event=reloaded")
         unary_ok(m.addr)
-    finally:
-        problems = m.stop()
-    assert not problems, problems
 
 
 def test_failed_reload_stays_ready_and_says_why(tmp_path, upstream, notify):
-    m = start(tmp_path, upstream.addr)
-    try:
+    with running(tmp_path, upstream.addr) as m:
         notify.wait_for("READY", tf(10))
         good = m.config_path.read_text()
         m.config_path.write_text(good + "bogus_key: 1\n")
@@ -128,47 +127,46 @@ def test_failed_reload_stays_ready_and_says_why(tmp_path, upstream, notify):
         assert status.startswith("serving; reload failed: "), status
         assert "%s:" % m.config_path in status and "bogus_key" in status, status
         unary_ok(m.addr)
-    finally:
-        problems = m.stop()
-    assert not problems, problems
 
 
 def test_stop_is_stopping(tmp_path, upstream, notify):
-    m = start(tmp_path, upstream.addr)
-    try:
+    with running(tmp_path, upstream.addr) as m:
         notify.wait_for("READY", tf(10))
         m.sigterm()
         msg, before = notify.wait_for("STOPPING", tf(10))
         assert before == [] and msg["STOPPING"] == "1" and msg.get("STATUS") == "draining"
-    finally:
-        problems = m.stop()
-    assert not problems, problems
 
 
 def test_abstract_notify_socket(tmp_path, upstream, monkeypatch):
     name = "\0feedguard-test-%d-%d" % (os.getpid(), time.monotonic_ns())
     ns = NotifySocket(name.encode())
     monkeypatch.setenv("NOTIFY_SOCKET", ns.env)
-    m = start(tmp_path, upstream.addr)
     try:
-        msg, _ = ns.wait_for("READY", tf(10))
-        assert msg["READY"] == "1"
+        with running(tmp_path, upstream.addr):
+            msg, _ = ns.wait_for("READY", tf(10))
+            assert msg["READY"] == "1"
     finally:
-        problems = m.stop()
         ns.close()
-    assert not problems, problems
+
+
+def test_reload_while_stopping_says_nothing(tmp_path, upstream, notify):
+    """A SIGHUP during a drain (a logrotate's, say) reloads but sends no
+    READY=1, which would tell systemd the stop was over."""
+    with running(tmp_path, upstream.addr, {"timeouts": {"readiness_delay": "2s"}}) as m:
+        notify.wait_for("READY", tf(10))
+        m.sigterm()
+        notify.wait_for("STOPPING", tf(10))
+        m.proc.send_signal(signal.SIGHUP)
+        poll_until(lambda: "event=reloaded" in m.stderr(), tf(5), "event=reloaded")
+        assert notify.next(0.3) is None, "a notification after STOPPING=1"
 
 
 @pytest.mark.parametrize("where", ["gone", "relative"])
 def test_unusable_notify_socket_is_logged_and_serving_goes_on(tmp_path, upstream, monkeypatch, where):
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody.sock") if where == "gone" else "rel.sock")
-    m = start(tmp_path, upstream.addr)
-    try:
+    with running(tmp_path, upstream.addr) as m:
         poll_until(lambda: "event=notify_failed" in m.stderr(), tf(5), "event=notify_failed")
         unary_ok(m.addr)
-    finally:
-        problems = m.stop()
-    assert not problems, problems
 
 
 # ---- the unit file ------------------------------------------------------
