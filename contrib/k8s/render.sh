@@ -3,13 +3,18 @@
 # ready for `kubectl apply -f -` (README.md, "Kubernetes: feedguardd as a
 # sidecar"):
 #
-#   1. the ConfigMap feedguard-config, made from the pod's feedguardd config
-#      (feedguard.yaml beside this script) and the policy (default
+#   1. the ConfigMap feedguard-config-<hash>, made from the pod's feedguardd
+#      config (feedguard.yaml beside this script) and the policy (default
 #      policies/uk-children.yaml), whose descriptor_set line is rewritten to
-#      the descriptor set the pod mounts from the Secret;
-#   2. deployment.yaml, its pod-template annotation checksum/feedguard-config
-#      set to the SHA-256 of that ConfigMap as printed, so that any change
-#      to the config or the policy rolls the pods;
+#      the descriptor set the pod mounts from the Secret.  <hash> is the
+#      first 16 hex digits of the SHA-256 of the ConfigMap's data as
+#      printed, so a changed config or policy is a new ConfigMap, and the
+#      one the running pods mount never changes: it is immutable: true.
+#      Its label app.kubernetes.io/component: feedguard-config selects the
+#      old ones to delete (README);
+#   2. deployment.yaml, its volume naming that ConfigMap, so that any change
+#      to the config or the policy changes the pod template and rolls the
+#      pods, and `kubectl rollout undo` brings back the old ConfigMap too;
 #   3. service.yaml and networkpolicy.yaml as they are.
 #
 # Usage: contrib/k8s/render.sh [-c CONFIG] [-p POLICY] | kubectl apply -f -
@@ -60,16 +65,9 @@ block() {
 	awk '{ print "    " $0 }'
 }
 
-configmap() {
-	cat <<EOF
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: feedguard-config
-  labels:
-    app.kubernetes.io/name: ranker
-data:
-EOF
+# The ConfigMap's data, hashed for its name.
+data() {
+	echo data:
 	block feedguard.yaml <"$config"
 	sed "s|^descriptor_set:.*|descriptor_set: $descriptor_set   # the Secret's ranking.pb (render.sh)|" \
 		"$policy" | block uk-children.yaml
@@ -77,12 +75,22 @@ EOF
 
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
-configmap >"$tmp"
-hash=$(sha256 <"$tmp")
+data >"$tmp"
+hash=$(sha256 <"$tmp" | cut -c1-16)
 
+cat <<EOF
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: feedguard-config-$hash
+  labels:
+    app.kubernetes.io/name: ranker
+    app.kubernetes.io/component: feedguard-config
+immutable: true
+EOF
 cat "$tmp"
 echo ---
-sed "s|@CONFIG_SHA256@|$hash|" "$here/deployment.yaml"
+sed "s|@CONFIG_HASH@|$hash|" "$here/deployment.yaml"
 echo ---
 cat "$here/service.yaml"
 echo ---

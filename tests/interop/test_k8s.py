@@ -3,8 +3,9 @@ feedguardd as a sidecar"), checked without a cluster: there is none here,
 and kubectl, where it is installed, cannot validate without an API server.
 
 Every YAML file under contrib/k8s is parsed, and so is what render.sh
-prints (the manifests to apply: the ConfigMap, the Deployment with its
-config hash, the Service, the NetworkPolicy).  Then what matters is
+prints (the manifests to apply: the immutable ConfigMap named by the hash
+of its data, the Deployment naming it, the Service, the NetworkPolicy).
+Then what matters is
 asserted against the config the ConfigMap carries, read as feedguardd
 reads it: both containers in one pod; probes on /healthz and /readyz at
 the admin port the config sets, on an address the kubelet can reach; a
@@ -12,8 +13,10 @@ grace period above readiness_delay + drain and a ranker that outlives the
 drain; scrape annotations at the admin port; every file the config and the
 policy name provided by the pod's mounts, from the ConfigMap's and the
 Secret's keys, and the Secret's keys those of the README's `kubectl create
-secret` command; the hash annotation that of the ConfigMap; the security
-context; a memory limit that covers the README's bound for the config.
+secret` command; the ConfigMap's name that of its data's hash, immutable,
+and the one name the Deployment refers to; the README's command that
+deletes old ConfigMaps (run against a stub kubectl); the security context;
+a memory limit that covers the README's bound for the config.
 
 The strongest check runs `feedguardd -t` on the ConfigMap's feedguard.yaml
 and policy laid out in a temp dir as the pod mounts them, with a descriptor
@@ -40,7 +43,9 @@ README = SRCDIR / "README.md"
 UK_CHILDREN = SRCDIR / "policies" / "uk-children.yaml"
 MOUNT_ROOT = "/etc/feedguard/"
 CONFIG_PATH = MOUNT_ROOT + "feedguard.yaml"
-HASH_ANNOTATION = "checksum/feedguard-config"
+CM_PREFIX = "feedguard-config-"
+CM_COMPONENT = ("app.kubernetes.io/component", "feedguard-config")   # render.sh's label
+OLD_HASH_ANNOTATION = "checksum/feedguard-config"
 
 # The README's memory bound ("Memory: what a client can make feedguardd
 # hold"), with the assumptions the Kubernetes section states: the idle
@@ -202,8 +207,9 @@ def test_every_yaml_file_parses():
 
 def test_render_prints_the_manifests_to_apply(ex):
     assert [d["kind"] for d in ex.docs] == ["ConfigMap", "Deployment", "Service", "NetworkPolicy"]
-    assert "@CONFIG_SHA256@" not in ex.text
-    assert ex.cm["metadata"]["name"] == "feedguard-config"
+    assert "@CONFIG_HASH@" not in ex.text
+    assert re.fullmatch(re.escape(CM_PREFIX) + "[0-9a-f]{16}", ex.cm["metadata"]["name"]), \
+        ex.cm["metadata"]["name"]
     # The ConfigMap carries the files as they are: the config byte for byte,
     # the policy with only its descriptor_set line rewritten to the Secret's.
     assert ex.config_text == (K8S / "feedguard.yaml").read_text()
@@ -312,7 +318,8 @@ def test_mounts_provide_every_file_the_config_names(ex):
     assert set(kinds.values()) == {"secret"}, kinds
     cm_keys = {key for kind, name, key in ex.files.values() if kind == "configMap"}
     assert cm_keys == set(ex.cm["data"]), (cm_keys, set(ex.cm["data"]))
-    assert {name for kind, name, _ in ex.files.values() if kind == "configMap"} == {"feedguard-config"}
+    assert {name for kind, name, _ in ex.files.values() if kind == "configMap"} == \
+        {ex.cm["metadata"]["name"]}
     # Every Secret item is a file the config uses: a key listed but unused
     # would make the operator create it for nothing.
     secret_paths = {p for p, v in ex.files.items() if v[0] == "secret"}
@@ -367,22 +374,165 @@ def test_secret_command_with_kubectl(ex, tmp_path):
     assert {k: base64.b64decode(v) for k, v in secret["data"].items()} == content
 
 
-def test_config_hash_annotation(ex, tmp_path):
-    ann = ex.deploy["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION]
-    assert ann == hashlib.sha256(ex.doc_texts[0].encode()).hexdigest()
-    # Any change to the config or the policy changes it, so the pods roll.
+def configmap_refs(node):
+    """The names of the ConfigMaps a manifest (or part of one) refers to:
+    configMap volumes and projected sources, configMapRef (envFrom) and
+    configMapKeyRef (env), wherever they sit."""
+    out = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in ("configMap", "configMapRef", "configMapKeyRef") and isinstance(v, dict):
+                out.append(v.get("name"))
+            out += configmap_refs(v)
+    elif isinstance(node, list):
+        for v in node:
+            out += configmap_refs(v)
+    return out
+
+
+def data_hash(cm_text):
+    """What render.sh hashes for the name: the ConfigMap's text from its
+    'data:' line (the last key) to the end."""
+    m = re.search(r"^data:\n.*", cm_text, flags=re.M | re.S)
+    assert m, "the ConfigMap has no top-level 'data:' line"
+    assert not re.search(r"^\S", m.group(0)[len("data:\n"):], flags=re.M), \
+        "'data:' is not the ConfigMap's last key"
+    return hashlib.sha256(m.group(0).encode()).hexdigest()[:16]
+
+
+def test_config_map_name_carries_the_hash(ex):
+    name = ex.cm["metadata"]["name"]
+    assert name == CM_PREFIX + data_hash(ex.doc_texts[0]), name
+    # Immutable: the kubelet never rewrites a running pod's files, so a
+    # container restarting in an old pod keeps the config it started with.
+    assert ex.cm.get("immutable") is True, ex.cm.get("immutable")
+    # The Deployment refers to that ConfigMap and no other, so a new config
+    # is a new pod template; the hash annotation that used to do this is gone.
+    assert configmap_refs(ex.deploy) == [name], configmap_refs(ex.deploy)
+    ann = ex.deploy["spec"]["template"]["metadata"].get("annotations", {})
+    assert not [k for k in ann if k.startswith("checksum/")], ann
+    # The labels the README's clean-up selects on.
+    assert ex.cm["metadata"]["labels"].get(CM_COMPONENT[0]) == CM_COMPONENT[1]
+
+
+def test_config_map_name_changes_with_the_config_and_the_policy(ex, tmp_path):
     cfg = tmp_path / "feedguard.yaml"
     cfg.write_text((K8S / "feedguard.yaml").read_text().replace("level: info", "level: warn"))
     pol = tmp_path / "policy.yaml"
     pol.write_text(UK_CHILDREN.read_text().replace("per_day: 20", "per_day: 15"))
-    seen = {ann}
+    assert cfg.read_text() != (K8S / "feedguard.yaml").read_text()
+    assert pol.read_text() != UK_CHILDREN.read_text()
+    old = ex.cm["metadata"]["name"]
+    seen = {old}
     for args in (("-c", cfg), ("-p", pol)):
-        docs = [yaml.safe_load(t) for t in split_documents(render(*args))]
-        h = by_kind(docs)["Deployment"]["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION]
-        assert h not in seen, args
-        seen.add(h)
-    # The same input, the same hash: applying twice rolls nothing.
+        texts = split_documents(render(*args))
+        kinds = by_kind([yaml.safe_load(t) for t in texts])
+        cm, deploy = kinds["ConfigMap"], kinds["Deployment"]
+        new = cm["metadata"]["name"]
+        assert new not in seen, args
+        seen.add(new)
+        assert new == CM_PREFIX + data_hash(texts[0]), args
+        assert cm.get("immutable") is True, args
+        assert configmap_refs(deploy) == [new], (args, configmap_refs(deploy))
+        # That name is the Deployment's one change: what rolls the pods.
+        assert texts[1] != ex.doc_texts[1], args
+        assert texts[1].replace(new, old) == ex.doc_texts[1], args
+    # The same input, the same text: applying twice rolls nothing.
     assert render() == ex.text
+
+
+CLEANUP_START = "kubectl rollout status deployment/ranker &&"
+
+STUB_KUBECTL = """#!/bin/sh
+echo "$*" >>"$STUB_LOG"
+case "$1 $2" in
+"rollout status") exit 0 ;;
+"get replicasets") [ -z "$STUB_RS_FAIL" ] || exit 1; printf '%s' "$STUB_RS" ;;
+"get configmaps") printf '%s\\n' $STUB_CMS ;;
+"delete "*) ;;
+*) echo "stub kubectl: unexpected: $*" >&2; exit 3 ;;
+esac
+"""
+
+
+def readme_cleanup():
+    """The README's shell snippet that deletes the old ConfigMaps."""
+    blocks = re.findall(r"^```sh\n(.*?)^```", readme_k8s_section(), flags=re.M | re.S)
+    found = [b for b in blocks if b.startswith(CLEANUP_START)]
+    assert len(found) == 1, "the README's Kubernetes section has no one clean-up command"
+    return found[0]
+
+
+def jsonpath(node, path):
+    """The values at a kubectl JSONPath of dotted names and [*] (what the
+    clean-up uses), missing keys skipped as kubectl get skips them."""
+    nodes = [node]
+    for part in re.findall(r"\.(\w+)(\[\*\])?", path):
+        key, star = part
+        nodes = [n[key] for n in nodes if isinstance(n, dict) and key in n]
+        if star:
+            nodes = [x for n in nodes for x in n]
+    return nodes
+
+
+def test_readme_cleanup_selects_the_rendered_objects(ex):
+    snippet = readme_cleanup()
+    rs_sel = re.search(r"kubectl get replicasets -l (\S+)", snippet).group(1)
+    cm_sel = re.search(r"kubectl get configmaps -l (\S+)", snippet).group(1)
+    # A ReplicaSet carries its pod template's labels; a ConfigMap render.sh's.
+    template_labels = ex.deploy["spec"]["template"]["metadata"]["labels"]
+    assert dict(kv.split("=", 1) for kv in rs_sel.split(",")).items() <= template_labels.items()
+    assert dict(kv.split("=", 1) for kv in cm_sel.split(",")).items() <= ex.cm["metadata"]["labels"].items()
+    # Its JSONPath finds the ConfigMap a ReplicaSet of this Deployment names.
+    path = re.search(r"jsonpath='\{(\.items\[\*\][^}]*)\}'", snippet).group(1)
+    rs_list = {"items": [{"spec": ex.deploy["spec"]}]}
+    assert jsonpath(rs_list, path) == [ex.cm["metadata"]["name"]], path
+
+
+def test_readme_cleanup_jsonpath_with_kubectl(ex, tmp_path):
+    """Where kubectl is installed, its own JSONPath on the Deployment made
+    a ReplicaSet (kubectl label --local needs no API server)."""
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        pytest.skip("kubectl is not installed")
+    path = re.search(r"jsonpath='\{\.items\[\*\]([^}]*)\}'", readme_cleanup()).group(1)
+    rs = dict(ex.deploy, kind="ReplicaSet")
+    (tmp_path / "rs.yaml").write_text(yaml.safe_dump(rs))
+    res = subprocess.run([kubectl, "label", "--local", "-f", str(tmp_path / "rs.yaml"), "x=y",
+                          "-o", "jsonpath={%s}" % path], capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stdout.decode().split() == [ex.cm["metadata"]["name"]]
+
+
+def test_readme_cleanup_deletes_only_what_no_replicaset_names(ex, tmp_path):
+    """The README's clean-up, run by sh against a stub kubectl: it deletes
+    the ConfigMaps no ReplicaSet names, and nothing when it cannot list the
+    ReplicaSets."""
+    stub = tmp_path / "kubectl"
+    stub.write_text(STUB_KUBECTL)
+    stub.chmod(0o755)
+    log = tmp_path / "log"
+    cur = ex.cm["metadata"]["name"]
+    undo = CM_PREFIX + "0123456789abcdef"          # an older revision's, still named
+    gone = CM_PREFIX + "fedcba9876543210"          # its ReplicaSet has gone
+    prefix = cur[:-1]                             # a name the current one begins with
+
+    def run(**env):
+        log.write_text("")
+        full = dict(os.environ, PATH="%s:%s" % (tmp_path, os.environ["PATH"]),
+                    STUB_LOG=str(log), STUB_RS="%s %s" % (cur, undo),
+                    STUB_CMS=" ".join("configmap/" + n for n in (cur, undo, gone, prefix)), **env)
+        res = subprocess.run(["sh", "-c", readme_cleanup()], env=full, capture_output=True,
+                             timeout=30)
+        assert b"unexpected" not in res.stderr, res.stderr.decode()
+        return res.returncode, [l.split()[1] for l in log.read_text().splitlines()
+                                if l.startswith("delete ")]
+
+    rc, deleted = run()
+    assert rc == 0
+    assert sorted(deleted) == sorted(["configmap/" + gone, "configmap/" + prefix]), deleted
+    rc, deleted = run(STUB_RS_FAIL="1")
+    assert rc != 0 and deleted == [], deleted
 
 
 def dockerfile():
