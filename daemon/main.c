@@ -105,15 +105,14 @@ static void broadcast(struct daemon *d, enum fg_worker_cmd cmd)
 static void reload(struct daemon *d)
 {
 	struct fg_config *next;
-	char err[FG_CONFIG_ERRLEN], q[FG_CONFIG_ERRLEN + 16];
-	int i;
-
-	char why[256], state[FG_NOTIFY_MAX];
-
+	char err[FG_CONFIG_ERRLEN], q[FG_CONFIG_ERRLEN + 16], why[256], state[FG_NOTIFY_MAX];
 	/* Before the first READY=1 a reload says nothing: READY=1 now would
 	 * tell systemd the start is done while workers are still starting;
 	 * nor during a stop (a logrotate's SIGHUP), which READY=1 would undo. */
-	if (d->ready && !d->stopping && fg_notify_reloading("reloading", why, sizeof(why)) < 0)
+	int report = d->ready && !d->stopping;
+	int i;
+
+	if (report && fg_notify_reloading("reloading", why, sizeof(why)) < 0)
 		fg_log(FG_LOG_WARN, "notify_failed", "why=\"%s\"", why);
 	if (fg_config_load(d->config_path, &next, err, sizeof(err)) < 0 ||
 	    (fg_config_reload_check(d->cfg, next, err, sizeof(err)) < 0 && (fg_config_unref(next), 1))) {
@@ -121,7 +120,7 @@ static void reload(struct daemon *d)
 		fg_log(FG_LOG_ERROR, "reload_failed", "error=%s", fg_log_quote(q, sizeof(q), err));
 		/* Still ready: the old config serves on. */
 		snprintf(state, sizeof(state), "READY=1\nSTATUS=serving; reload failed: %s", q);
-		if (d->ready && !d->stopping)
+		if (report)
 			notify(state);
 		return;
 	}
@@ -139,7 +138,7 @@ static void reload(struct daemon *d)
 	 * still says it happened. */
 	fg_log(FG_LOG_INFO, "reloaded", "config=%s", d->config_path);
 	fg_log_set_level(next->log.level);
-	if (d->ready && !d->stopping)
+	if (report)
 		notify("READY=1\nSTATUS=serving; reloaded");
 }
 
