@@ -118,10 +118,10 @@ static void reload(struct daemon *d)
 	    (fg_config_reload_check(d->cfg, next, err, sizeof(err)) < 0 && (fg_config_unref(next), 1))) {
 		d->proc.reload_failures++;
 		fg_log(FG_LOG_ERROR, "reload_failed", "error=%s", fg_log_quote(q, sizeof(q), err));
-		/* Still ready: the old config serves on. */
-		snprintf(state, sizeof(state), "READY=1\nSTATUS=serving; reload failed: %s", q);
-		if (report)
+		if (report) {   /* still ready: the old config serves on */
+			snprintf(state, sizeof(state), "READY=1\nSTATUS=serving; reload failed: %s", q);
 			notify(state);
+		}
 		return;
 	}
 	/* Each worker gets its own reference, handed over on its own loop. */

@@ -938,16 +938,21 @@ def test_exposure_per_day(fg, redis):
         "%s\n%s" % (limited, "\n".join(l for l in text.splitlines() if "limited" in l))
 
 
-def test_exposure_counts_what_was_delivered_after_trimming(fg, redis):
-    """Over-fetch asks the ranker for 8 items for a page of 4: the stunts
-    trimmed off the page are not counted; with one stunt allowed, a second
-    is removed and the page fills from the over-fetched items."""
-    text = policy(only(exposure=[{"classes": ["dangerous_stunts"], "per_day": 10}]),
+def overfetch_stunts_policy():
+    """Stunts: 10 a day for under_13, 1 for 13_15; the page size read from
+    the request and over-fetched twice (the two trimming tests below)."""
+    return policy(only(exposure=[{"classes": ["dangerous_stunts"], "per_day": 10}]),
                   block(bands=["13_15"], idle_gap="5m", daily="off", brk="off", quiet_hours="off",
                         exposure=[{"classes": ["dangerous_stunts"], "per_day": 1}]),
                   feed_extra="      page_size: page_size\n",
                   filter_extra="        overfetch: {factor: 2, max: 100}\n")
-    d = fg(text, redis)
+
+
+def test_exposure_counts_what_was_delivered_after_trimming(fg, redis):
+    """Over-fetch asks the ranker for 8 items for a page of 4: the stunts
+    trimmed off the page are not counted; with one stunt allowed, a second
+    is removed and the page fills from the over-fetched items."""
+    d = fg(overfetch_stunts_policy(), redis)
     body = REQ + f_varint(4, 4)
     sent = page([it(1, ("stunt", 0.9), ("porn", 0.9)), it(2, ("stunt", 0.9)), it(3), it(4, ("stunt", 0.9)),
                  it(5), it(6, ("stunt", 0.9)), it(7, ("stunt", 0.9)), it(8)])
@@ -969,12 +974,7 @@ def test_exposure_limit_spent_only_by_delivered_items(fg, redis):
     it, so nothing is limited and no exposure-limit notice is given (they
     were limited in the ranker's order before, and the notice came with no
     stunt delivered)."""
-    text = policy(only(exposure=[{"classes": ["dangerous_stunts"], "per_day": 10}]),
-                  block(bands=["13_15"], idle_gap="5m", daily="off", brk="off", quiet_hours="off",
-                        exposure=[{"classes": ["dangerous_stunts"], "per_day": 1}]),
-                  feed_extra="      page_size: page_size\n",
-                  filter_extra="        overfetch: {factor: 2, max: 100}\n")
-    d = fg(text, redis)
+    d = fg(overfetch_stunts_policy(), redis)
     body = REQ + f_varint(4, 2)
     sent = page([it(1), it(2), it(3, ("stunt", 0.9)), it(4, ("stunt", 0.9))])
     teen = new_user()
