@@ -187,7 +187,8 @@ static size_t call_keep(struct fg_call *call, enum fg_stage_dir dir, size_t body
 
 static void call_settle_front(struct fg_call *call)
 {
-	size_t keep = call_keep(call, FG_STAGE_REQUEST, fg_bufq_len(&call->req_body), call->req_owed);
+	size_t keep = call_keep(call, FG_STAGE_REQUEST, fg_bufq_len(&call->req_body) + call->req_lent.len,
+	                        call->req_owed);
 
 	if (call->req_owed > keep) {
 		call_consume_front(call, call->req_owed - keep);
@@ -197,7 +198,8 @@ static void call_settle_front(struct fg_call *call)
 
 static void call_settle_up(struct fg_call *call)
 {
-	size_t keep = call_keep(call, FG_STAGE_RESPONSE, fg_bufq_len(&call->resp_body), call->resp_owed);
+	size_t keep = call_keep(call, FG_STAGE_RESPONSE, fg_bufq_len(&call->resp_body) + call->resp_lent.len,
+	                        call->resp_owed);
 
 	if (call->resp_owed > keep) {
 		call_consume_up(call, call->resp_owed - keep);
@@ -208,12 +210,14 @@ static void call_settle_up(struct fg_call *call)
 static void call_drop_req_body(struct fg_call *call)
 {
 	fg_bufq_clear(&call->req_body);
+	call->req_lent.len = 0;
 	call_settle_front(call);
 }
 
 static void call_drop_resp_body(struct fg_call *call)
 {
 	fg_bufq_clear(&call->resp_body);
+	call->resp_lent.len = 0;
 	call_settle_up(call);
 }
 
@@ -228,20 +232,21 @@ static void call_drop_resp_body(struct fg_call *call)
  */
 
 /*
- * Size the next DATA frame of one side: up to <len> of the bytes queued
- * in <q>, sent later from <q> itself (NO_COPY).  Once the side has ended
- * (<ended>) and this frame takes the last byte, it carries EOF, and
- * <trailers> (NULL: none) follow it.
+ * Size the next DATA frame of one side: up to <len> of the <pending>
+ * bytes (queued, or lent by the read under way), sent later from where
+ * they are (NO_COPY).  Once the side has ended (<ended>) and this frame
+ * takes the last byte, it carries EOF, and <trailers> (NULL: none) follow
+ * it.
  */
-static ssize_t size_frame(nghttp2_session *session, int32_t sid, const struct fg_bufq *q, size_t len,
+static ssize_t size_frame(nghttp2_session *session, int32_t sid, size_t pending, size_t len,
                           uint32_t *data_flags, int ended, struct fg_hdrs *trailers)
 {
-	size_t n = fg_bufq_len(q) < len ? fg_bufq_len(q) : len;
+	size_t n = pending < len ? pending : len;
 	nghttp2_nv *nv;
 
 	if (n > 0)
 		*data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-	if (n == fg_bufq_len(q) && ended) {
+	if (n == pending && ended) {
 		*data_flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (trailers && (nv = fg_hdrs_nv(trailers)) != NULL &&
 		    nghttp2_submit_trailer(session, sid, nv, trailers->n) == 0)
@@ -258,33 +263,48 @@ static ssize_t resp_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf,
 
 	(void)buf;
 	(void)user_data;
-	return size_frame(session, sid, &call->resp_body, len, data_flags, call->flags & FG_CALL_RESP_END,
+	return size_frame(session, sid, fg_bufq_len(&call->resp_body) + call->resp_lent.len, len, data_flags,
+	                  call->flags & FG_CALL_RESP_END,
 	                  (call->flags & FG_CALL_RESP_TRAILERS) ? &call->resp_hdrs : NULL);
 }
 
 /* Append one DATA frame, header <framehd> and <length> bytes from the
- * head of <q>, to <out>.  0, NGHTTP2_ERR_WOULDBLOCK when <out> is full
- * (one mem_send call would otherwise move every stream's queued bytes into
- * it), NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE (the stream is reset) when <q>
- * lost the bytes since the frame was sized, or NGHTTP2_ERR_CALLBACK_FAILURE
- * when <out> cannot grow. */
-static int send_queued(struct fg_bufq *q, const uint8_t *framehd, size_t length, struct fg_bufq *out)
+ * head of <q> (or, while the read under way lends them, from <lent>), to
+ * <out>.  0, NGHTTP2_ERR_WOULDBLOCK when <out> is full (one mem_send call
+ * would otherwise move every stream's queued bytes into it),
+ * NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE (the stream is reset) when the
+ * bytes were dropped since the frame was sized, or
+ * NGHTTP2_ERR_CALLBACK_FAILURE when <out> cannot grow. */
+static int send_queued(struct fg_bufq *q, struct fg_call_lent *lent, const uint8_t *framehd, size_t length,
+                       struct fg_h2conn *out)
 {
-	if (fg_bufq_len(out) >= FG_H2CONN_OUT_HIGH)
+	if (fg_h2conn_out_len(out) >= FG_H2CONN_OUT_HIGH)
 		return NGHTTP2_ERR_WOULDBLOCK;
+	if (lent->len > 0) {
+		/* the queue is empty while bytes are lent: they are the head */
+		if (length > lent->len)
+			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+		if (fg_h2conn_out_append(out, framehd, H2_FRAME_HEADER_LEN) < 0 ||
+		    fg_h2conn_out_borrow(out, lent->p, length) < 0)
+			return NGHTTP2_ERR_CALLBACK_FAILURE;
+		lent->p += length;
+		lent->len -= length;
+		return 0;
+	}
 	/* A frame sized before a WOULDBLOCK whose bytes were dropped since (the
 	 * stream is being reset): that stream only, never the connection. */
 	if (length > fg_bufq_len(q))
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	if (fg_bufq_append(out, framehd, H2_FRAME_HEADER_LEN) < 0 || fg_bufq_append(out, fg_bufq_head(q), length) < 0)
+	if (fg_h2conn_out_append(out, framehd, H2_FRAME_HEADER_LEN) < 0 ||
+	    fg_h2conn_out_append(out, fg_bufq_head(q), length) < 0)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	fg_bufq_consume(q, length);
 	return 0;
 }
 
-int fg_call_send_resp_data(struct fg_call *call, const uint8_t *framehd, size_t length, struct fg_bufq *out)
+int fg_call_send_resp_data(struct fg_call *call, const uint8_t *framehd, size_t length, struct fg_h2conn *out)
 {
-	int rv = send_queued(&call->resp_body, framehd, length, out);
+	int rv = send_queued(&call->resp_body, &call->resp_lent, framehd, length, out);
 
 	if (rv < 0)
 		return rv;
@@ -370,13 +390,14 @@ static ssize_t req_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf, 
 	/* The call let go of this stream (its RST_STREAM is queued): send nothing. */
 	if (!call)
 		return NGHTTP2_ERR_DEFERRED;
-	return size_frame(session, sid, &call->req_body, len, data_flags, call->flags & FG_CALL_REQ_END,
+	return size_frame(session, sid, fg_bufq_len(&call->req_body) + call->req_lent.len, len, data_flags,
+	                  call->flags & FG_CALL_REQ_END,
 	                  (call->flags & FG_CALL_REQ_TRAILERS) ? &call->req_trailers : NULL);
 }
 
-int fg_call_send_req_data(struct fg_call *call, const uint8_t *framehd, size_t length, struct fg_bufq *out)
+int fg_call_send_req_data(struct fg_call *call, const uint8_t *framehd, size_t length, struct fg_h2conn *out)
 {
-	int rv = send_queued(&call->req_body, framehd, length, out);
+	int rv = send_queued(&call->req_body, &call->req_lent, framehd, length, out);
 
 	if (rv < 0)
 		return rv;
@@ -684,6 +705,15 @@ void fg_call_on_req_data(struct fg_call *call, const uint8_t *data, size_t len)
 		call_settle_front(call);
 		return;
 	}
+	if (fg_bufq_len(&call->req_body) == 0 && call->up && (call->flags & FG_CALL_UP_OPEN) &&
+	    fg_h2conn_can_borrow(&call->up->h2)) {
+		call->req_lent = (struct fg_call_lent){ data, len };
+		call_resume_up(call);
+		fg_h2conn_fill(&call->up->h2);
+		data = call->req_lent.p;
+		len = call->req_lent.len;
+		call->req_lent.len = 0;
+	}
 	if (fg_bufq_append(&call->req_body, data, len) < 0) {
 		fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
 		return;
@@ -881,6 +911,15 @@ void fg_call_on_resp_data(struct fg_call *call, const uint8_t *data, size_t len)
 		fg_pipeline_response_data(call->pl, data, len);
 		call_settle_up(call);
 		return;
+	}
+	if (fg_bufq_len(&call->resp_body) == 0 && (call->flags & FG_CALL_RESP_STARTED) &&
+	    fg_h2conn_can_borrow(&call->front->h2)) {
+		call->resp_lent = (struct fg_call_lent){ data, len };
+		call_resume_front(call);
+		fg_h2conn_fill(&call->front->h2);
+		data = call->resp_lent.p;
+		len = call->resp_lent.len;
+		call->resp_lent.len = 0;
 	}
 	if (fg_bufq_append(&call->resp_body, data, len) < 0) {
 		call_reply_status(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");

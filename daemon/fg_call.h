@@ -34,6 +34,7 @@
 #include "fg_hdrs.h"
 
 struct fg_front;
+struct fg_h2conn;
 struct fg_pipeline;
 struct fg_upconn;
 struct fg_worker;
@@ -57,6 +58,14 @@ enum fg_call_flag {
 	                                    working on its last bytes) */
 };
 
+/* Bytes of the read being parsed that the other side may send straight
+ * from the read buffer (fg_h2conn_out_borrow); they come before anything
+ * queued, and the queue is empty while any are left. */
+struct fg_call_lent {
+	const uint8_t *p;
+	size_t len;
+};
+
 struct fg_call {
 	struct fg_worker *worker;       /* owner of every loop resource used here */
 	struct fg_front *front;         /* client connection; NULL once the front stream closed */
@@ -72,6 +81,8 @@ struct fg_call {
 	size_t resp_owed;               /* upstream bytes received and not yet given back */
 	struct fg_bufq req_body;        /* client -> upstream bytes not yet taken by the upstream session */
 	struct fg_bufq resp_body;       /* upstream -> client bytes not yet taken by the front session */
+	struct fg_call_lent req_lent;   /* pass-through, inside one on_*_data only: received bytes that */
+	struct fg_call_lent resp_lent;  /* go out from the read buffer (the queue is empty meanwhile) */
 	struct event *deadline_ev;      /* grpc-timeout enforced here too; NULL when none */
 	uint64_t deadline_us;           /* absolute, fg_clock_now_us(); valid with <deadline_ev> */
 	uint64_t start_us;              /* CLOCK_MONOTONIC at request headers, for the duration histogram */
@@ -199,7 +210,8 @@ void fg_call_fail(struct fg_call *call, int status, const char *msg);
  * send_data_callback for the call's DATA frames (the read callbacks set
  * NGHTTP2_DATA_FLAG_NO_COPY): append the 9-byte <framehd> and <length>
  * bytes of the response (client-bound) or request (upstream-bound) queue to
- * the connection's output <out>.  Padding is never used.  Returns 0,
+ * the connection's output <out>; bytes still lent from the read under way
+ * are borrowed by <out> instead (fg_h2conn_out_borrow).  Padding is never used.  Returns 0,
  * NGHTTP2_ERR_WOULDBLOCK while <out> holds FG_H2CONN_OUT_HIGH bytes (nghttp2
  * asks again after the next write, with the same length),
  * NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE when the queue was dropped in
@@ -207,8 +219,8 @@ void fg_call_fail(struct fg_call *call, int status, const char *msg);
  * lives on), or NGHTTP2_ERR_CALLBACK_FAILURE when <out> cannot grow (the
  * session ends).
  */
-int fg_call_send_resp_data(struct fg_call *call, const uint8_t *framehd, size_t length, struct fg_bufq *out);
-int fg_call_send_req_data(struct fg_call *call, const uint8_t *framehd, size_t length, struct fg_bufq *out);
+int fg_call_send_resp_data(struct fg_call *call, const uint8_t *framehd, size_t length, struct fg_h2conn *out);
+int fg_call_send_req_data(struct fg_call *call, const uint8_t *framehd, size_t length, struct fg_h2conn *out);
 
 /* fg_call_on_resp_sent - the END_STREAM of the response was written to the
  * client: from now on the call ended as <status> whatever the client does. */

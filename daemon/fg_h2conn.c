@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <linux/sockios.h>
@@ -25,6 +27,45 @@
 #define H2CONN_OUT_FIRST (FG_H2CONN_OUT_HIGH + 16384 + 64)
 
 static void conn_flush(struct fg_h2conn *c);
+
+/* Forget the borrowed pieces of a connection that will write nothing more
+ * (it is closing), and take it off its scope's list. */
+static void conn_drop_borrowed(struct fg_h2conn *c)
+{
+	struct fg_h2conn **pp;
+
+	if (c->nborrowed == 0)
+		return;
+	for (pp = &c->scope->lent; *pp; pp = &(*pp)->lent_next)
+		if (*pp == c) {
+			*pp = c->lent_next;
+			break;
+		}
+	c->lent_next = NULL;
+	c->nborrowed = 0;
+	c->borrowed_len = 0;
+}
+
+void fg_h2conn_scope_begin(struct fg_h2conn_scope *scope)
+{
+	scope->reading++;
+}
+
+/* conn_flush() leaves no connection borrowing: written, copied, or
+ * dropped when closing. */
+void fg_h2conn_scope_end(struct fg_h2conn_scope *scope)
+{
+	struct fg_h2conn *b;
+
+	scope->reading--;
+	while ((b = scope->lent) != NULL) {
+		scope->lent = b->lent_next;
+		b->lent_next = NULL;
+		conn_flush(b);
+		if (b->nborrowed)       /* closing: nothing more goes out */
+			conn_drop_borrowed(b);
+	}
+}
 
 static void conn_end(struct fg_h2conn *c, int err, const char *why)
 {
@@ -58,7 +99,11 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 			conn_end(c, 0, "peer closed the connection");
 			break;
 		}
+		if (c->scope)
+			fg_h2conn_scope_begin(c->scope);
 		rv = nghttp2_session_mem_recv(c->session, buf, (size_t)n);
+		if (c->scope)
+			fg_h2conn_scope_end(c->scope);
 		if (rv < 0) {
 			conn_end(c, FG_EPROTO, nghttp2_strerror((int)rv));
 			break;
@@ -126,7 +171,7 @@ static int conn_fill(struct fg_h2conn *c)
 	const uint8_t *data;
 	ssize_t n;
 
-	while (fg_bufq_len(&c->out) < FG_H2CONN_OUT_HIGH) {
+	while (fg_h2conn_out_len(c) < FG_H2CONN_OUT_HIGH) {
 		n = nghttp2_session_mem_send(c->session, &data);
 		if (n < 0)
 			return FG_EPROTO;
@@ -141,6 +186,80 @@ static int conn_fill(struct fg_h2conn *c)
 	return 0;
 }
 
+/*
+ * The output as it goes to the socket, in order: the connection's own
+ * bytes, with the borrowed pieces at their places.  Fills <iov> (room for
+ * 2 * FG_H2CONN_BORROW_MAX + 1) and returns how many entries it used.
+ */
+static int conn_iov(const struct fg_h2conn *c, struct iovec *iov)
+{
+	const uint8_t *own = fg_bufq_head(&c->out);
+	size_t pos = 0;
+	unsigned i;
+	int n = 0;
+
+	for (i = 0; i < c->nborrowed; i++) {
+		const struct fg_h2conn_borrow *b = &c->borrowed[i];
+
+		if (b->at > pos) {
+			iov[n].iov_base = (void *)(own + pos);
+			iov[n++].iov_len = b->at - pos;
+			pos = b->at;
+		}
+		iov[n].iov_base = (void *)b->p;
+		iov[n++].iov_len = b->len;
+	}
+	if (fg_bufq_len(&c->out) > pos) {
+		iov[n].iov_base = (void *)(own + pos);
+		iov[n++].iov_len = fg_bufq_len(&c->out) - pos;
+	}
+	return n;
+}
+
+/*
+ * The kernel took <done> bytes of an output with borrowed pieces: what it
+ * did not take is copied, in order, into an output of the connection's own
+ * (the pieces' bytes are gone once the read's parse returns).  Returns 0
+ * or FG_ENOMEM (the output is then unusable: the connection must end).
+ */
+static int conn_keep_unwritten(struct fg_h2conn *c, size_t done)
+{
+	struct iovec iov[2 * FG_H2CONN_BORROW_MAX + 1];
+	struct fg_bufq rest = { 0 };
+	int i, n = conn_iov(c, iov);
+
+	if (done == fg_h2conn_out_len(c)) {
+		fg_bufq_clear(&c->out);
+		c->nborrowed = 0;
+		c->borrowed_len = 0;
+		return 0;
+	}
+	if (fg_bufq_reserve_exact(&rest, fg_h2conn_out_len(c) - done) < 0)
+		return FG_ENOMEM;
+	for (i = 0; i < n; i++) {
+		size_t skip = done < iov[i].iov_len ? done : iov[i].iov_len;
+
+		done -= skip;
+		memcpy(fg_bufq_tail(&rest), (const uint8_t *)iov[i].iov_base + skip, iov[i].iov_len - skip);
+		fg_bufq_commit(&rest, iov[i].iov_len - skip);
+	}
+	fg_bufq_free(&c->out);
+	c->out = rest;
+	c->nborrowed = 0;
+	c->borrowed_len = 0;
+	return 0;
+}
+
+/* One write of everything waiting; returns write(2)'s result. */
+static ssize_t conn_write(struct fg_h2conn *c)
+{
+	struct iovec iov[2 * FG_H2CONN_BORROW_MAX + 1];
+
+	if (c->nborrowed == 0)
+		return write(c->fd, fg_bufq_head(&c->out), fg_bufq_len(&c->out));
+	return writev(c->fd, iov, conn_iov(c, iov));
+}
+
 static void conn_flush(struct fg_h2conn *c)
 {
 	ssize_t n;
@@ -152,16 +271,22 @@ static void conn_flush(struct fg_h2conn *c)
 			conn_end(c, FG_EPROTO, "nghttp2 could not produce frames");
 			return;
 		}
-		if (fg_bufq_len(&c->out) == 0)
+		if (fg_h2conn_out_len(c) == 0)
 			break;
-		/* One contiguous block: everything this round produced, one write. */
-		n = write(c->fd, fg_bufq_head(&c->out), fg_bufq_len(&c->out));
+		/* Everything this round produced, one write. */
+		n = conn_write(c);
 		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 			conn_end(c, FG_EIO, strerror(errno));
 			return;
 		}
-		if (n > 0)
+		if (c->nborrowed) {
+			if (conn_keep_unwritten(c, n > 0 ? (size_t)n : 0) < 0) {
+				conn_end(c, FG_ENOMEM, "out of memory for the output");
+				return;
+			}
+		} else if (n > 0) {
 			fg_bufq_consume(&c->out, (size_t)n);
+		}
 		if (fg_bufq_len(&c->out) > 0) {
 			/* The kernel is full: wait for room, produce nothing more
 			 * (a wait already armed keeps its timer unless bytes moved). */
@@ -170,10 +295,66 @@ static void conn_flush(struct fg_h2conn *c)
 			return;
 		}
 	}
-	if (c->nstreams && *c->nstreams == 0)
+	if (c->nstreams && *c->nstreams == 0) {
 		fg_bufq_free(&c->out);
+		free(c->borrowed);
+		c->borrowed = NULL;
+	}
 	if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session))
 		conn_end(c, 0, "session finished");
+}
+
+int fg_h2conn_fill(struct fg_h2conn *c)
+{
+	int rv;
+
+	if (c->closing || event_pending(c->wev, EV_WRITE, NULL))
+		return 0;
+	rv = conn_fill(c);
+	if (rv < 0)
+		conn_end(c, rv, "nghttp2 could not produce frames");
+	else
+		fg_h2conn_want_flush(c);
+	return rv;
+}
+
+int fg_h2conn_can_borrow(const struct fg_h2conn *c)
+{
+	return c->scope && c->scope->reading && !c->closing && c->nborrowed < FG_H2CONN_BORROW_MAX &&
+	       !event_pending(c->wev, EV_WRITE, NULL);
+}
+
+int fg_h2conn_out_append(struct fg_h2conn *c, const void *p, size_t n)
+{
+	return fg_bufq_append(&c->out, p, n);
+}
+
+int fg_h2conn_out_borrow(struct fg_h2conn *c, const uint8_t *p, size_t n)
+{
+	struct fg_h2conn_borrow *b;
+
+	if (!fg_h2conn_can_borrow(c))
+		return fg_bufq_append(&c->out, p, n);
+	if (!c->borrowed) {
+		c->borrowed = malloc(FG_H2CONN_BORROW_MAX * sizeof(*c->borrowed));
+		if (!c->borrowed)
+			return fg_bufq_append(&c->out, p, n);
+	}
+	if (c->nborrowed == 0) {
+		c->lent_next = c->scope->lent;
+		c->scope->lent = c;
+	}
+	b = &c->borrowed[c->nborrowed++];
+	b->at = fg_bufq_len(&c->out);
+	b->p = p;
+	b->len = n;
+	c->borrowed_len += n;
+	return 0;
+}
+
+size_t fg_h2conn_out_len(const struct fg_h2conn *c)
+{
+	return fg_bufq_len(&c->out) + c->borrowed_len;
 }
 
 void fg_h2conn_want_flush(struct fg_h2conn *c)
@@ -203,10 +384,11 @@ void fg_h2conn_fail(struct fg_h2conn *c, int err, const char *why)
 }
 
 int fg_h2conn_init(struct fg_h2conn *c, struct event_base *base, int fd, nghttp2_session *session,
-                   fg_h2conn_close_cb on_close, void *owner)
+                   struct fg_h2conn_scope *scope, fg_h2conn_close_cb on_close, void *owner)
 {
 	memset(c, 0, sizeof(*c));
 	c->fd = fd;
+	c->scope = scope;
 	c->session = session;
 	c->on_close = on_close;
 	c->owner = owner;
@@ -223,6 +405,9 @@ int fg_h2conn_init(struct fg_h2conn *c, struct event_base *base, int fd, nghttp2
 
 void fg_h2conn_cleanup(struct fg_h2conn *c)
 {
+	conn_drop_borrowed(c);
+	free(c->borrowed);
+	c->borrowed = NULL;
 	if (c->rev)
 		event_free(c->rev);
 	if (c->wev)
@@ -240,5 +425,5 @@ void fg_h2conn_cleanup(struct fg_h2conn *c)
 
 size_t fg_h2conn_pending_out(const struct fg_h2conn *c)
 {
-	return fg_bufq_len(&c->out);
+	return fg_h2conn_out_len(c);
 }

@@ -37,6 +37,53 @@
  * (NGHTTP2_ERR_WOULDBLOCK) once the output holds this much. */
 #define FG_H2CONN_OUT_HIGH 65536
 
+/*
+ * Borrowed output.  A pass-through DATA frame whose bytes arrived in the
+ * read that is under way on another connection of the same worker is
+ * written from that read's buffer, not copied into this connection's
+ * output first: fg_h2conn_out_borrow() appends a reference to them.  The
+ * bytes are valid only until the read's nghttp2_session_mem_recv()
+ * returns, so the reading connection then flushes every connection that
+ * borrowed (fg_h2conn_scope): one writev(2) from the read buffer, and
+ * whatever the kernel did not take is copied into the output, as if it had
+ * never been borrowed.  In the common case the payload crosses user space
+ * with no copy at all: read(2) into the buffer, writev(2) out of it.
+ * At most this many borrowed pieces wait in one connection's output (a
+ * DATA frame each; the high mark allows about four of 16 KiB): more are
+ * copied.
+ */
+#define FG_H2CONN_BORROW_MAX 16
+
+/*
+ * fg_h2conn_scope - one per worker, shared by all its connections: which
+ * connections hold borrowed bytes, and whether a read's bytes are in
+ * nghttp2 right now (only then may anything be borrowed).  All zeroes is
+ * ready to use.
+ */
+struct fg_h2conn_scope {
+	struct fg_h2conn *lent;         /* connections whose output borrows, linked by <lent_next> */
+	unsigned reading;               /* a read's buffer is being parsed: borrowing is allowed */
+};
+
+/*
+ * fg_h2conn_scope_begin / fg_h2conn_scope_end - a read's bytes are about to
+ * be parsed / have been parsed.  The end writes every connection that
+ * borrowed from them (and copies what the kernel did not take), so that
+ * nothing refers to the buffer afterwards.  The connections' read events
+ * call these around nghttp2_session_mem_recv(); tests call them to lend
+ * bytes of their own.  Not nested.
+ */
+void fg_h2conn_scope_begin(struct fg_h2conn_scope *scope);
+void fg_h2conn_scope_end(struct fg_h2conn_scope *scope);
+
+/* One borrowed piece of output: <len> bytes at <p>, written after the
+ * output's first <at> bytes of its own (and the pieces before it). */
+struct fg_h2conn_borrow {
+	size_t at;
+	const uint8_t *p;
+	size_t len;
+};
+
 /* fg_h2conn_close_cb - the connection ended.  <err> is 0 for an orderly end
  * (both sides done, or the peer closed after GOAWAY), otherwise FG_EIO,
  * FG_EPROTO or FG_ETIMEOUT (the write timeout); <why> is a static or errno
@@ -50,6 +97,12 @@ struct fg_h2conn {
 	struct event *wev;              /* EV_WRITE, added only while <out> is stuck */
 	struct event *flush_ev;         /* no fd: activated to run one batched flush */
 	struct fg_bufq out;             /* bytes nghttp2 produced that the kernel has not taken */
+	struct fg_h2conn_borrow *borrowed; /* FG_H2CONN_BORROW_MAX pieces of <out> that live in a read
+	                                   buffer, allocated with <out>'s memory; <nborrowed> in use */
+	unsigned nborrowed;
+	size_t borrowed_len;            /* their bytes: part of the output's length */
+	struct fg_h2conn_scope *scope;  /* the worker's, or NULL: this connection never borrows */
+	struct fg_h2conn *lent_next;    /* on <scope>'s list while <nborrowed> is not 0 */
 	const unsigned *nstreams;       /* the owner's count of open streams, or NULL: while it is 0
 	                                   the output buffer's memory is released after each flush,
 	                                   so idle connections cost no buffer */
@@ -67,10 +120,46 @@ struct fg_h2conn {
 /*
  * fg_h2conn_init - set up the pump on <fd> (taken: closed by cleanup even
  * when init fails) for <session> (taken).  Reading starts at once.
+ * <scope> (borrowed, outlives <c>; NULL: no borrowing) is the worker's.
  * Returns 0 or FG_ENOMEM.
  */
 int fg_h2conn_init(struct fg_h2conn *c, struct event_base *base, int fd, nghttp2_session *session,
-                   fg_h2conn_close_cb on_close, void *owner);
+                   struct fg_h2conn_scope *scope, fg_h2conn_close_cb on_close, void *owner);
+
+/*
+ * fg_h2conn_fill - ask nghttp2 for frames now, up to the high mark, without
+ * writing them (the flush writes): for an owner that has bytes to lend for
+ * the length of a read (fg_h2conn_out_borrow).  Nothing when the connection
+ * is closing or its output is stuck behind a full socket.  Returns 0, or
+ * FG_EPROTO/FG_ENOMEM after which the connection is ending.
+ */
+int fg_h2conn_fill(struct fg_h2conn *c);
+
+/*
+ * fg_h2conn_can_borrow - whether fg_h2conn_out_borrow() would take bytes
+ * now: a read is being parsed, <c> has a free piece, is not closing and
+ * its output is not waiting for the socket.
+ */
+int fg_h2conn_can_borrow(const struct fg_h2conn *c);
+
+/*
+ * fg_h2conn_out_append - copy <n> bytes at <p> to the end of <c>'s output.
+ * Returns 0 or FG_ENOMEM.
+ */
+int fg_h2conn_out_append(struct fg_h2conn *c, const void *p, size_t n);
+
+/*
+ * fg_h2conn_out_borrow - put <n> bytes at <p> at the end of <c>'s output
+ * by reference.  <p> must lie in the buffer of the read being parsed
+ * (inside an nghttp2 receive callback of another connection of the same
+ * worker) and stay unchanged until that read's parse returns; by then they
+ * have been written or copied.  Falls back to a copy when borrowing is not
+ * possible (fg_h2conn_can_borrow).  Returns 0 or FG_ENOMEM.
+ */
+int fg_h2conn_out_borrow(struct fg_h2conn *c, const uint8_t *p, size_t n);
+
+/* fg_h2conn_out_len - bytes waiting in <c>'s output, its own and borrowed. */
+size_t fg_h2conn_out_len(const struct fg_h2conn *c);
 
 /* fg_h2conn_want_flush - schedule one flush of <c> in this loop round. */
 void fg_h2conn_want_flush(struct fg_h2conn *c);

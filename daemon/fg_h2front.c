@@ -122,7 +122,7 @@ static int on_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t 
 
 	(void)s;
 	(void)frame;
-	return fg_call_send_resp_data(source->ptr, framehd, length, &f->h2.out);
+	return fg_call_send_resp_data(source->ptr, framehd, length, &f->h2);
 }
 
 /* After the response ended, a request still streaming in is not needed:
@@ -279,7 +279,7 @@ int fg_h2front_accept(struct fg_worker *w, int fd, const struct sockaddr *sa, so
 		free(f);
 		return FG_ENOMEM;
 	}
-	if (fg_h2conn_init(&f->h2, w->base, fd, session, front_closed_cb, f) < 0) {
+	if (fg_h2conn_init(&f->h2, w->base, fd, session, &w->h2scope, front_closed_cb, f) < 0) {
 		free(f);
 		return FG_ENOMEM;
 	}

@@ -136,7 +136,7 @@ static int on_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t 
 	(void)source;
 	if (!call)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
-	return fg_call_send_req_data(call, framehd, length, &up->h2.out);
+	return fg_call_send_req_data(call, framehd, length, &up->h2);
 }
 
 static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
@@ -304,7 +304,7 @@ static int conn_start_session(struct fg_upconn *up)
 	if (rc != 0)
 		return FG_ENOMEM;
 	up->connect_fd = -1;
-	if (fg_h2conn_init(&up->h2, pool->worker->base, fd, session, conn_closed_cb, up) < 0)
+	if (fg_h2conn_init(&up->h2, pool->worker->base, fd, session, &pool->worker->h2scope, conn_closed_cb, up) < 0)
 		return FG_ENOMEM;
 	up->state = FG_UPCONN_READY;
 	up->h2.nstreams = &up->nstreams;

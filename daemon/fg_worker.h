@@ -19,6 +19,7 @@
 
 #include "fg_call.h"
 #include "fg_config.h"
+#include "fg_h2conn.h"
 #include "fg_mempool.h"
 #include "fg_metrics.h"
 
@@ -66,6 +67,7 @@ struct fg_worker {
 	int note_fd;                        /* main's pipe for enum fg_worker_note bytes; -1 for none */
 	struct fg_pipeline_env *pipelines;  /* pooled pipelines and the stages' per-worker state */
 	struct fg_mempool mempool;          /* small blocks for this worker's nghttp2 sessions */
+	struct fg_h2conn_scope h2scope;     /* which of its connections write from a read's buffer */
 	struct fg_metrics metrics;          /* written by this worker only; read by the admin endpoint */
 };
 

@@ -29,6 +29,7 @@ UP_STREAMS=100          # SETTINGS_MAX_CONCURRENT_STREAMS of the upstream
 BUILD=""
 OUT=""
 PERF=0
+ONLY=""
 CLIENT_CPU=0
 SERVER_CPU=1
 SCENARIO=passthrough
@@ -62,6 +63,8 @@ Usage: contrib/bench/run-bench.sh [options]
                       on a machine with a third core, give it that)
   --perf              also profile feedguardd under the c16/m32 load (perf record -g;
                       rankfeed: the policy daemon with the child band)
+  --only "T ..."      measure only these targets (for example "direct nghttpx fg-pass"),
+                      in the order the scenario gives them; the tables show only them
   -h, --help          this text
 EOF
 }
@@ -83,6 +86,7 @@ while [[ $# -gt 0 ]]; do
 	--ranker-delay) RANKER_DELAY=$2; shift 2 ;;
 	--redis-cpu) REDIS_CPU=$2; shift 2 ;;
 	--perf) PERF=1; shift ;;
+	--only) ONLY=$2; shift 2 ;;
 	-h|--help) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
 	esac
@@ -1014,6 +1018,16 @@ LIMITS
 		"bytes (${SIZE[items]} items), 5+${SIZE[response_child_len]} after it"
 fi
 (( RANKER_DELAY > 0 )) && note "the upstream answers every call after $RANKER_DELAY µs (bench-upstream -d)"
+
+if [[ -n ${ONLY:-} ]]; then
+	kept=()
+	for t in "${TARGETS[@]}"; do
+		[[ " $ONLY " == *" $t "* ]] && kept+=("$t")
+	done
+	(( ${#kept[@]} )) || die "--only names none of this scenario's targets (${TARGETS[*]})"
+	TARGETS=("${kept[@]}")
+	CMDLINE+=" --only \"$ONLY\""
+fi
 
 preflight
 
