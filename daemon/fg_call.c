@@ -278,7 +278,7 @@ static ssize_t resp_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf,
 static int send_queued(struct fg_bufq *q, struct fg_call_lent *lent, const uint8_t *framehd, size_t length,
                        struct fg_h2conn *out)
 {
-	if (fg_h2conn_out_len(out) >= FG_H2CONN_OUT_HIGH)
+	if (fg_h2conn_out_full(out))
 		return NGHTTP2_ERR_WOULDBLOCK;
 	if (lent->len > 0) {
 		/* the queue is empty while bytes are lent: they are the head */

@@ -48,11 +48,17 @@
  * whatever the kernel did not take is copied into the output, as if it had
  * never been borrowed.  In the common case the payload crosses user space
  * with no copy at all: read(2) into the buffer, writev(2) out of it.
- * At most this many borrowed pieces wait in one connection's output (a
- * DATA frame each; the high mark allows about four of 16 KiB): more are
+ *
+ * Borrowed bytes do not count toward the high mark (they are not this
+ * connection's memory), and they can only be borrowed while the socket is
+ * not full; what one connection may have to copy at a read's end is
+ * therefore bounded by the read (256 KiB, shared by all connections of the
+ * worker): an output holds at most FG_H2CONN_OUT_HIGH, one DATA frame, and
+ * that.  At most this many borrowed pieces wait in one connection's output
+ * (a DATA frame each: six 40 KiB responses of one read are 18): more are
  * copied.
  */
-#define FG_H2CONN_BORROW_MAX 16
+#define FG_H2CONN_BORROW_MAX 64
 
 /*
  * fg_h2conn_scope - one per worker, shared by all its connections: which
@@ -63,7 +69,13 @@
 struct fg_h2conn_scope {
 	struct fg_h2conn *lent;         /* connections whose output borrows, linked by <lent_next> */
 	unsigned reading;               /* a read's buffer is being parsed: borrowing is allowed */
+	uint8_t *read_buf;              /* the connections' read buffer (256 KiB, allocated at the first
+	                                   read; reads never nest), freed by fg_h2conn_scope_free() */
 };
+
+/* fg_h2conn_scope_free - release <scope>'s memory, once none of its
+ * connections is left. */
+void fg_h2conn_scope_free(struct fg_h2conn_scope *scope);
 
 /*
  * fg_h2conn_scope_begin / fg_h2conn_scope_end - a read's bytes are about to
@@ -160,6 +172,10 @@ int fg_h2conn_out_borrow(struct fg_h2conn *c, const uint8_t *p, size_t n);
 
 /* fg_h2conn_out_len - bytes waiting in <c>'s output, its own and borrowed. */
 size_t fg_h2conn_out_len(const struct fg_h2conn *c);
+
+/* fg_h2conn_out_full - whether <c>'s own output reached the high mark:
+ * nghttp2 is asked for no more frames until the socket took some. */
+int fg_h2conn_out_full(const struct fg_h2conn *c);
 
 /* fg_h2conn_want_flush - schedule one flush of <c> in this loop round. */
 void fg_h2conn_want_flush(struct fg_h2conn *c);

@@ -327,6 +327,7 @@ void fg_worker_join(struct fg_worker *w)
 	fg_call_pool_free(w);
 	fg_pipeline_env_free(w->pipelines);
 	fg_mempool_free(&w->mempool);
+	fg_h2conn_scope_free(&w->h2scope);
 	for (i = 0; i < w->nlisteners; i++)
 		evconnlistener_free(w->listeners[i]);
 	fg_listener_pause_free(w->accept_pause);

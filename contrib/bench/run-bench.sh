@@ -722,6 +722,14 @@ deltas() {
 		}' "$RESULTS"
 }
 
+# measured T [T ...]: all of these targets are in this run (--only).
+measured() {
+	local t
+	for t; do
+		[[ " ${TARGETS[*]} " == *" $t "* ]] || return 1
+	done
+}
+
 report_rankfeed() {
 	local t rps p50 p99 cpu ucpu errs short direct_rps delta d d1 rest fails base
 	direct_rps=$(median c16 direct 4)
@@ -742,22 +750,22 @@ report_rankfeed() {
 			"$(median c16 "$t" 13)" "$(median c16 "$t" 12)" "$errs" "$( ((short > 0)) && echo " ($short short)")"
 	done
 	echo
-	read -r d rest <<< "$(deltas fg-child fg-pass)"
+	measured fg-child fg-pass && { read -r d rest <<< "$(deltas fg-child fg-pass)"
 	printf 'Intercepted call, band %s, minus the same call through feedguardd without a policy: %s µs of CPU per call\n' \
 		"$CHILD_BAND" "$d"
 	printf '(median of the rounds:%s); target under 5 µs: %s.\n' "$rest" \
-		"$(awk -v d="$d" 'BEGIN { print (d != "-" && d + 0 < 5) ? "met" : "NOT MET" }')"
-	read -r d rest <<< "$(deltas fg-filter fg-child)"
+		"$(awk -v d="$d" 'BEGIN { print (d != "-" && d + 0 < 5) ? "met" : "NOT MET" }')"; }
+	measured fg-filter fg-child && { read -r d rest <<< "$(deltas fg-filter fg-child)"
 	printf 'Filter (band under_13: the same strip, then 100 items with labels as messages, 10 excluded, 20 demoted): %s µs of CPU per call over the strip-only call (rounds:%s); target under 5 µs: %s.\n' \
-		"$d" "$rest" "$(awk -v d="$d" 'BEGIN { print (d != "-" && d + 0 < 5) ? "met" : "NOT MET" }')"
-	read -r d rest <<< "$(deltas fg-state fg-filter)"
+		"$d" "$rest" "$(awk -v d="$d" 'BEGIN { print (d != "-" && d + 0 < 5) ? "met" : "NOT MET" }')"; }
+	measured fg-state fg-filter && { read -r d rest <<< "$(deltas fg-state fg-filter)"
 	printf 'State (band under_13: the filter, then a Redis read beside the ranker and an update after the response): %s µs of feedguardd CPU per call over the filter-only call (rounds:%s); target under 5 µs: %s.\n' \
 		"$d" "$rest" "$(awk -v d="$d" 'BEGIN { print (d != "-" && d + 0 < 5) ? "met" : "NOT MET" }')"
 	read -r d1 rest <<< "$(deltas fg-state fg-filter c1)"
 	printf 'At one call in flight (-c1 -m1, nothing batched) the same difference is %s µs of CPU per call (rounds:%s): nothing is batched there, so each call'"'"'s Redis replies (the read'"'"'s, the update'"'"'s) are events of their own.\n' \
 		"$d1" "$rest"
-	report_state_latency "$d"
-	read -r d rest <<< "$(deltas fg-capture fg-filter)"
+	report_state_latency "$d"; }
+	measured fg-capture fg-capture-off fg-filter && { read -r d rest <<< "$(deltas fg-capture fg-filter)"
 	base=$(median c16 fg-filter 7)
 	printf 'Capture (the filter'"'"'s call recorded whole, every call sampled, the writer thread included): %s µs of CPU per call over the filter-only call (rounds:%s), %s of that call'"'"'s %s µs; target under 10%%: %s.\n' \
 		"$d" "$rest" "$(awk -v d="$d" -v b="$base" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * d / b : 0) }')" "$base" \
@@ -766,9 +774,9 @@ report_rankfeed() {
 	printf 'Capture on, the call not sampled (sample 0.000001: the capture pseudonym computed, the sampling decided, nothing kept): %s µs of CPU per call over the filter-only call (rounds:%s), %s of it; target under 10%%: %s.\n' \
 		"$d" "$rest" "$(awk -v d="$d" -v b="$base" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * d / b : 0) }')" \
 		"$(awk -v d="$d" -v b="$base" 'BEGIN { print (d != "-" && b > 0 && d / b < 0.10) ? "met" : "NOT MET" }')"
-	[[ -n $CAPTURE_LINE ]] && echo "$CAPTURE_LINE"
-	read -r d rest <<< "$(deltas fg-adult fg-pass)"
-	printf 'Intercepted, band adult (no rule block: nothing stripped, messages forwarded as they came): %s µs (rounds:%s).\n' "$d" "$rest"
+	[[ -n $CAPTURE_LINE ]] && echo "$CAPTURE_LINE"; }
+	measured fg-adult fg-pass && { read -r d rest <<< "$(deltas fg-adult fg-pass)"
+	printf 'Intercepted, band adult (no rule block: nothing stripped, messages forwarded as they came): %s µs (rounds:%s).\n' "$d" "$rest"; }
 	[[ -n $STATE_LINE ]] && echo "$STATE_LINE"
 	[[ -n $STATE_FAILED ]] && echo "**STATE CHECK FAILED**: $STATE_FAILED"
 	if [[ -n $EDIT_LINE ]]; then
@@ -1061,7 +1069,7 @@ done
 # state changed.  Either fails the run (after the tables).
 STATE_LINE=""
 STATE_FAILED=""
-if [[ -n ${ADMIN_PORT[fg-state]:-} ]]; then
+if [[ -n ${ADMIN_PORT[fg-state]:-} ]] && measured fg-state; then
 	m=$WORK/fg-state-metrics.txt
 	fetch_metrics fg-state "$m" || die "cannot read fg-state's /metrics"
 	[[ -s $WORK/fg-state-metrics-c1.txt ]] &&
@@ -1095,7 +1103,7 @@ fi
 
 # fg-capture must have written its calls: records, and few dropped.
 CAPTURE_LINE=""
-if [[ -n ${ADMIN_PORT[fg-capture]:-} ]]; then
+if [[ -n ${ADMIN_PORT[fg-capture]:-} ]] && measured fg-capture; then
 	m=$WORK/fg-capture-metrics.txt
 	fetch_metrics fg-capture "$m" || die "cannot read fg-capture's /metrics"
 	cp_calls=$(metric "$m" feedguard_calls_total)

@@ -82,6 +82,7 @@ static int teardown(void **state)
 	fg_h2conn_cleanup(&f->c);
 	close(f->peer);
 	event_base_free(f->base);
+	fg_h2conn_scope_free(&f->scope);
 	free(f);
 	return 0;
 }
