@@ -691,6 +691,24 @@ void fg_call_on_req_trailers_end(struct fg_call *call)
 	fg_call_on_req_end(call);
 }
 
+/*
+ * Pass-through bytes of the read under way, <len> at <*data>, with
+ * nothing queued before them: let connection <to> (the other side, its
+ * stream resumed) take them now, straight from the read buffer, through
+ * <lent> (size_frame and send_queued read it).  Returns how many it left,
+ * which then start at <*data>: the caller queues them as before.  Zero
+ * when the stream was reset meanwhile (call_drop_*_body forgets <lent>).
+ */
+static size_t lend(struct fg_call_lent *lent, struct fg_h2conn *to, const uint8_t **data, size_t len)
+{
+	*lent = (struct fg_call_lent){ *data, len };
+	fg_h2conn_fill(to);
+	*data = lent->p;
+	len = lent->len;
+	lent->len = 0;
+	return len;
+}
+
 void fg_call_on_req_data(struct fg_call *call, const uint8_t *data, size_t len)
 {
 	/* Nobody will read it: give the window back at once. */
@@ -707,12 +725,8 @@ void fg_call_on_req_data(struct fg_call *call, const uint8_t *data, size_t len)
 	}
 	if (fg_bufq_len(&call->req_body) == 0 && call->up && (call->flags & FG_CALL_UP_OPEN) &&
 	    fg_h2conn_can_borrow(&call->up->h2)) {
-		call->req_lent = (struct fg_call_lent){ data, len };
 		call_resume_up(call);
-		fg_h2conn_fill(&call->up->h2);
-		data = call->req_lent.p;
-		len = call->req_lent.len;
-		call->req_lent.len = 0;
+		len = lend(&call->req_lent, &call->up->h2, &data, len);
 	}
 	if (fg_bufq_append(&call->req_body, data, len) < 0) {
 		fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");
@@ -914,12 +928,8 @@ void fg_call_on_resp_data(struct fg_call *call, const uint8_t *data, size_t len)
 	}
 	if (fg_bufq_len(&call->resp_body) == 0 && (call->flags & FG_CALL_RESP_STARTED) &&
 	    fg_h2conn_can_borrow(&call->front->h2)) {
-		call->resp_lent = (struct fg_call_lent){ data, len };
 		call_resume_front(call);
-		fg_h2conn_fill(&call->front->h2);
-		data = call->resp_lent.p;
-		len = call->resp_lent.len;
-		call->resp_lent.len = 0;
+		len = lend(&call->resp_lent, &call->front->h2, &data, len);
 	}
 	if (fg_bufq_append(&call->resp_body, data, len) < 0) {
 		call_reply_status(call, FG_GRPC_RESOURCE_EXHAUSTED, "feedguardd is out of memory");

@@ -328,7 +328,7 @@ int fg_h2conn_fill(struct fg_h2conn *c)
 	rv = conn_fill(c);
 	if (rv < 0)
 		conn_end(c, rv, "nghttp2 could not produce frames");
-	else
+	else if (c->nborrowed == 0)     /* a borrower is flushed at the read's end */
 		fg_h2conn_want_flush(c);
 	return rv;
 }
