@@ -281,9 +281,13 @@ static int send_queued(struct fg_bufq *q, struct fg_call_lent *lent, const uint8
 	if (fg_h2conn_out_full(out))
 		return NGHTTP2_ERR_WOULDBLOCK;
 	if (lent->len > 0) {
-		/* the queue is empty while bytes are lent: they are the head */
+		/* the queue is empty while bytes are lent: they are the head;
+		 * past the output's borrowing mark the frame waits, and its
+		 * bytes are queued once the fill returns */
 		if (length > lent->len)
 			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+		if (!fg_h2conn_can_borrow(out))
+			return NGHTTP2_ERR_WOULDBLOCK;
 		if (fg_h2conn_out_append(out, framehd, H2_FRAME_HEADER_LEN) < 0 ||
 		    fg_h2conn_out_borrow(out, lent->p, length) < 0)
 			return NGHTTP2_ERR_CALLBACK_FAILURE;

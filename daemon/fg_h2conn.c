@@ -289,7 +289,9 @@ static void conn_flush(struct fg_h2conn *c)
 		if (fg_h2conn_out_len(c) == 0)
 			break;
 		/* Everything this round produced, one write. */
-		n = conn_write(c);
+		do
+			n = conn_write(c);
+		while (n < 0 && errno == EINTR);
 		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 			conn_end(c, FG_EIO, strerror(errno));
 			return;
@@ -336,7 +338,7 @@ int fg_h2conn_fill(struct fg_h2conn *c)
 int fg_h2conn_can_borrow(const struct fg_h2conn *c)
 {
 	return c->scope && c->scope->reading && !c->closing && c->nborrowed < FG_H2CONN_BORROW_MAX &&
-	       !event_pending(c->wev, EV_WRITE, NULL);
+	       fg_h2conn_out_len(c) < FG_H2CONN_BORROW_HIGH && !event_pending(c->wev, EV_WRITE, NULL);
 }
 
 int fg_h2conn_out_append(struct fg_h2conn *c, const void *p, size_t n)

@@ -50,15 +50,17 @@
  * with no copy at all: read(2) into the buffer, writev(2) out of it.
  *
  * Borrowed bytes do not count toward the high mark (they are not this
- * connection's memory), and they can only be borrowed while the socket is
- * not full; what one connection may have to copy at a read's end is
- * therefore bounded by the read (256 KiB, shared by all connections of the
- * worker): an output holds at most FG_H2CONN_OUT_HIGH, one DATA frame, and
- * that.  At most this many borrowed pieces wait in one connection's output
- * (a DATA frame each: six 40 KiB responses of one read are 18): more are
- * copied.
+ * connection's memory until its socket refuses them), but an output stops
+ * borrowing once it holds FG_H2CONN_BORROW_HIGH bytes in all, its own and
+ * borrowed: then the frame waits (its bytes are queued as before).  So an
+ * output holds at most FG_H2CONN_BORROW_HIGH plus one DATA frame, whatever
+ * its socket does, and one read of a worker makes its connections copy at
+ * most the read (256 KiB) between them.  At most this many borrowed pieces
+ * wait in one connection's output (a DATA frame each: six 40 KiB responses
+ * of one read are 18): more are copied.
  */
 #define FG_H2CONN_BORROW_MAX 64
+#define FG_H2CONN_BORROW_HIGH (2 * FG_H2CONN_OUT_HIGH)
 
 /*
  * fg_h2conn_scope - one per worker, shared by all its connections: which
@@ -149,8 +151,9 @@ int fg_h2conn_fill(struct fg_h2conn *c);
 
 /*
  * fg_h2conn_can_borrow - whether fg_h2conn_out_borrow() would take bytes
- * now: a read is being parsed, <c> has a free piece, is not closing and
- * its output is not waiting for the socket.
+ * now: a read is being parsed, <c> has a free piece, is not closing, its
+ * output is not waiting for the socket and holds less than
+ * FG_H2CONN_BORROW_HIGH.
  */
 int fg_h2conn_can_borrow(const struct fg_h2conn *c);
 

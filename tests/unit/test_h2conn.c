@@ -217,6 +217,28 @@ static void test_h2conn_pieces_past_the_limit_are_copied(void **state)
 	assert_memory_equal(got, want, sizeof(want));
 }
 
+/* An output that holds FG_H2CONN_BORROW_HIGH bytes borrows no more: what
+ * one connection can be made to copy at a read's end is bounded. */
+static void test_h2conn_borrowing_stops_at_the_mark(void **state)
+{
+	struct fixture *f = *state;
+	const size_t piece = 16384, n = FG_H2CONN_BORROW_HIGH / piece;
+	uint8_t *lent = malloc(FG_H2CONN_BORROW_HIGH);
+	size_t i;
+
+	assert_non_null(lent);
+	fill_pattern(lent, FG_H2CONN_BORROW_HIGH, 6);
+	fg_h2conn_scope_begin(&f->scope);
+	for (i = 0; i < n; i++) {
+		assert_true(fg_h2conn_can_borrow(&f->c));
+		assert_int_equal(fg_h2conn_out_borrow(&f->c, lent + i * piece, piece), 0);
+	}
+	assert_int_equal(fg_h2conn_out_len(&f->c), FG_H2CONN_BORROW_HIGH);
+	assert_false(fg_h2conn_can_borrow(&f->c));
+	fg_h2conn_scope_end(&f->scope);
+	free(lent);
+}
+
 /* Outside a read's scope nothing can be borrowed: the bytes are copied. */
 static void test_h2conn_borrow_outside_a_scope_copies(void **state)
 {
@@ -282,6 +304,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_h2conn_borrowed_pieces_written_in_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_h2conn_unwritten_borrowed_bytes_are_copied, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_h2conn_pieces_past_the_limit_are_copied, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_h2conn_borrowing_stops_at_the_mark, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_h2conn_borrow_outside_a_scope_copies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_h2conn_closing_connection_drops_borrowed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_h2conn_cleanup_leaves_the_scope, setup, teardown),
