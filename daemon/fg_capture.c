@@ -88,6 +88,8 @@ struct fg_capture {
 	struct fg_capture_counters n;
 	pthread_t thread;
 	unsigned started;
+	unsigned no_writer;             /* atomic: capture is on but its thread could not start, so
+	                                   records are dropped at once instead of filling the rings */
 	pthread_mutex_t mu;             /* guards <set>, <gen>, <stop>; <cv> wakes the writer */
 	pthread_cond_t cv;
 	struct settings set;
@@ -168,6 +170,12 @@ int fg_capture_submit(struct fg_capture_ring *r, struct fg_bufq *rec, uint64_t r
 	uint32_t head = r->head, tail = __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
 	struct slot *s;
 
+	if (__atomic_load_n(&r->c->no_writer, __ATOMIC_ACQUIRE)) {
+		fg_bufq_free(rec);
+		fg_capture_release(r->c, reserved);
+		count(&r->c->n.dropped[FG_CAPTURE_DROP_WRITE_ERROR], 1);
+		return FG_EUNAVAIL;
+	}
 	if (head - tail >= RING_SIZE) {
 		fg_bufq_free(rec);
 		fg_capture_release(r->c, reserved);
@@ -771,9 +779,14 @@ int fg_capture_configure(struct fg_capture *c, const struct fg_config *cfg)
 	pthread_cond_signal(&c->cv);
 	pthread_mutex_unlock(&c->mu);
 	if (s.enabled && !c->started) {
-		if (pthread_create(&c->thread, NULL, writer_main, c) != 0)
+		/* Without a writer nothing empties the rings: until a later
+		 * configure starts one, records are dropped as they come. */
+		if (pthread_create(&c->thread, NULL, writer_main, c) != 0) {
+			__atomic_store_n(&c->no_writer, 1, __ATOMIC_RELEASE);
 			return FG_EIO;
+		}
 		c->started = 1;
+		__atomic_store_n(&c->no_writer, 0, __ATOMIC_RELEASE);
 	}
 	return 0;
 }

@@ -80,7 +80,9 @@ int fg_capture_new(struct fg_capture **out, unsigned nworkers);
  * needed is copied): the first config with capture on starts the thread;
  * a new directory or key id starts a new file; capture off closes the
  * file once the records already queued are written.  Returns 0, or
- * FG_ENOMEM / FG_EIO (the thread could not start; capture stays off).
+ * FG_ENOMEM / FG_EIO (the thread could not start: records submitted from
+ * then on are dropped and counted as write errors, until a later
+ * configure starts it).
  */
 int fg_capture_configure(struct fg_capture *c, const struct fg_config *cfg);
 
@@ -124,8 +126,10 @@ void fg_capture_dropped(struct fg_capture *c, enum fg_capture_drop why);
  * bytes are a serialized feedguard.capture.v1.Record (the writer puts
  * the frame header in front with writev); <reserved> bytes were
  * counted for it and are released once it is written.  Takes <rec>'s
- * memory in every case (<rec> is left empty): 0, or FG_EBUSY when the ring
- * is full (the record is dropped, counted, its bytes released).
+ * memory in every case (<rec> is left empty): 0, FG_EBUSY when the ring
+ * is full, or FG_EUNAVAIL when capture is on but its writer thread could
+ * not start (fg_capture_configure); either way the record is dropped and
+ * counted, its bytes released.
  */
 int fg_capture_submit(struct fg_capture_ring *r, struct fg_bufq *rec, uint64_t reserved);
 

@@ -11,6 +11,8 @@
 #include "config.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -30,6 +32,18 @@
 #include "fg_testutil.h"
 
 #define WAIT_MS 5000
+
+/* pthread_create is wrapped (-Wl,--wrap) so a test can make the writer
+ * thread fail to start, as it may when the process is out of threads. */
+static int thread_create_fails;
+int __real_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
+int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
+int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg)
+{
+	if (thread_create_fails)
+		return EAGAIN;
+	return __real_pthread_create(t, a, fn, arg);
+}
 
 static struct fg_config *config(const struct fg_test_dir *d, const char *extra)
 {
@@ -371,6 +385,42 @@ static void test_configure_off(void **state)
 	fg_config_unref(off);
 }
 
+/* A writer thread that cannot start leaves nothing to empty the rings:
+ * records are dropped and counted at once (nothing held), and a later
+ * configure that starts it writes again. */
+static void test_writer_that_cannot_start(void **state)
+{
+	const struct fg_test_dir *d = *state;
+	struct fg_config *cfg = config(d, "");
+	struct fg_capture *c;
+	struct fg_capture_ring *r;
+	struct fg_bufq q;
+	int i;
+
+	assert_int_equal(fg_capture_new(&c, 1), 0);
+	thread_create_fails = 1;
+	assert_int_equal(fg_capture_configure(c, cfg), FG_EIO);
+	thread_create_fails = 0;
+	assert_non_null(r = fg_capture_attach(c, 0));
+	for (i = 0; i < 100; i++) {
+		record(&q, "/a.B/C", i, 0);
+		assert_int_equal(fg_capture_reserve(c, 10, cfg->capture.queue), 0);
+		assert_int_equal(fg_capture_submit(r, &q, 10), FG_EUNAVAIL);
+		assert_int_equal(fg_bufq_len(&q), 0);
+	}
+	assert_int_equal(COUNT(c, dropped[FG_CAPTURE_DROP_WRITE_ERROR]), 100);
+	assert_int_equal(COUNT(c, held), 0);
+	assert_false(fg_capture_take(c, &q));           /* nothing sits in the ring */
+	/* the next reload starts it */
+	assert_int_equal(fg_capture_configure(c, cfg), 0);
+	record(&q, "/a.B/C", 100, 0);
+	assert_int_equal(fg_capture_submit(r, &q, 0), 0);
+	wait_records(c, 1);
+	fg_bufq_free(&q);
+	fg_capture_free(c);
+	fg_config_unref(cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -379,6 +429,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ring_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotation_and_retention, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_configure_off, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writer_that_cannot_start, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("capture", tests, NULL, NULL);
