@@ -362,6 +362,7 @@ static void call_reply_status(struct fg_call *call, int status, const char *msg)
 		return;
 	call->flags |= FG_CALL_RESP_END;
 	call->status = status;
+	fg_pipeline_note_failure(call->pl, msg);
 	if (!call->front)
 		return;
 	if (!(call->flags & FG_CALL_RESP_STARTED)) {

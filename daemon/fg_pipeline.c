@@ -83,6 +83,12 @@ static void forget_waiting(struct fg_pipeline *pl)
 	pl->side[0].susp = pl->side[1].susp = pl->hold = NO_STAGE;
 }
 
+void fg_pipeline_note_failure(struct fg_pipeline *pl, const char *text)
+{
+	if (pl && !pl->call.answered)
+		note_answer(pl, text);
+}
+
 void fg_pipeline_cancel(struct fg_pipeline *pl, enum fg_stage_cancel why)
 {
 	if (!pl || (pl->flags & PL_FINISHED))

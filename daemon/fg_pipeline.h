@@ -183,6 +183,15 @@ void fg_pipeline_response_end(struct fg_pipeline *pl, struct fg_hdrs *t);
 void fg_pipeline_output_taken(struct fg_pipeline *pl, enum fg_stage_dir dir);
 
 /*
+ * fg_pipeline_note_failure - the call itself, not a stage, ended the call
+ * with status text <text> (borrowed, copied): a deadline, an upstream that
+ * could not be reached or reset its stream.  The stages' end sees it as
+ * what feedguard answered (capture records it), unless a stage answered
+ * first.  NULL <pl> does nothing.
+ */
+void fg_pipeline_note_failure(struct fg_pipeline *pl, const char *text);
+
+/*
  * fg_pipeline_cancel - the call is ending without the pipeline: client
  * reset, deadline, upstream reset or loss, or the call failed.  A stage
  * that has the call suspended or held gets on_cancel(<why>); every later

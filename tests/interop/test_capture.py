@@ -617,6 +617,25 @@ def test_call_failed_by_feedguard(capd):
         assert uid.encode() not in f.data, "%s holds the raw user id of the malformed request" % f.path.name
 
 
+def test_call_failed_by_the_call_path_is_recorded(capd):
+    """A call that no stage fails but feedguardd's call path does (the
+    ranker cannot be reached: UNAVAILABLE with feedguardd's own text) is
+    captured with the status, the text the client got, and
+    answered_by_feedguard."""
+    d = capd(config={"upstream": {"address": "127.0.0.1:%d" % harness.closed_port()}})
+    uid = "raw-unreachable-%s" % uuid.uuid4().hex[:8]
+    s = rank(d, uid, "13_15")
+    assert s.code == grpc.StatusCode.UNAVAILABLE, s
+    assert s.details, "the client got no status text"
+    got = poll_until(lambda: [c for _, c in all_calls(d.capdir)], tf(10), "the failed call's record")
+    assert len(got) == 1, got
+    c = got[0]
+    assert c.status == grpc.StatusCode.UNAVAILABLE.value[0], "status %d" % c.status
+    assert c.status_message == s.details, "status_message %r, the client got %r" % (c.status_message, s.details)
+    assert c.answered_by_feedguard, "feedguardd failed the call itself (no ranker answered)"
+    assert len(c.upstream_response) == 0 and len(c.delivered_response) == 0
+
+
 # ================================================================ 2. privacy
 
 def needles(*uids):
