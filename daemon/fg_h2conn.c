@@ -292,7 +292,7 @@ static void conn_flush(struct fg_h2conn *c)
 		do
 			n = conn_write(c);
 		while (n < 0 && errno == EINTR);
-		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
 			conn_end(c, FG_EIO, strerror(errno));
 			return;
 		}

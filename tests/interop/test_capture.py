@@ -595,6 +595,20 @@ def test_records_of_child_and_adult_calls(capd):
         % list(adult_rec.decisions.stripped)
 
 
+def the_failed_call_record(d, s, code):
+    """The one record of capture <d>, for call <s> that feedguard failed
+    itself with <code>: its status, the text the client got,
+    answered_by_feedguard, and no response recorded."""
+    got = poll_until(lambda: [c for _, c in all_calls(d.capdir)], tf(10), "the failed call's record")
+    assert len(got) == 1, got
+    c = got[0]
+    assert c.status == code.value[0], "status %d" % c.status
+    assert c.status_message == s.details, "status_message %r, the client got %r" % (c.status_message, s.details)
+    assert c.answered_by_feedguard, "feedguard failed the call itself"
+    assert len(c.upstream_response) == 0 and len(c.delivered_response) == 0
+    return c
+
+
 def test_call_failed_by_feedguard(capd):
     """A call feedguard fails itself (a child's request that is not valid
     protobuf: INVALID_ARGUMENT) is captured with its status, its message and
@@ -606,13 +620,7 @@ def test_call_failed_by_feedguard(capd):
     assert s.code == grpc.StatusCode.INVALID_ARGUMENT, s
     # READING: request_metadata is "as forwarded", and this call was never
     # forwarded, so its record is found as the one call of the test.
-    got = poll_until(lambda: [c for _, c in all_calls(d.capdir)], tf(10), "the failed call's record")
-    assert len(got) == 1, got
-    c = got[0]
-    assert c.status == grpc.StatusCode.INVALID_ARGUMENT.value[0], "status %d" % c.status
-    assert c.status_message == s.details, "status_message %r, the client got %r" % (c.status_message, s.details)
-    assert c.answered_by_feedguard, "feedguard failed the call itself"
-    assert len(c.upstream_response) == 0 and len(c.delivered_response) == 0
+    the_failed_call_record(d, s, grpc.StatusCode.INVALID_ARGUMENT)
     for f in settle(d):
         assert uid.encode() not in f.data, "%s holds the raw user id of the malformed request" % f.path.name
 
@@ -627,13 +635,7 @@ def test_call_failed_by_the_call_path_is_recorded(capd):
     s = rank(d, uid, "13_15")
     assert s.code == grpc.StatusCode.UNAVAILABLE, s
     assert s.details, "the client got no status text"
-    got = poll_until(lambda: [c for _, c in all_calls(d.capdir)], tf(10), "the failed call's record")
-    assert len(got) == 1, got
-    c = got[0]
-    assert c.status == grpc.StatusCode.UNAVAILABLE.value[0], "status %d" % c.status
-    assert c.status_message == s.details, "status_message %r, the client got %r" % (c.status_message, s.details)
-    assert c.answered_by_feedguard, "feedguardd failed the call itself (no ranker answered)"
-    assert len(c.upstream_response) == 0 and len(c.delivered_response) == 0
+    the_failed_call_record(d, s, grpc.StatusCode.UNAVAILABLE)
 
 
 # ================================================================ 2. privacy
