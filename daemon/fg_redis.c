@@ -38,22 +38,21 @@ enum cmd_kind {
  * once per command (with the reply, or NULL when the context is freed), so
  * that callback is where a command ends and goes back to the free list,
  * whatever happened to its caller before: a timeout only forgets the
- * caller (<cb> = NULL).  Commands are kept for reuse, with their timer.
+ * caller (<cb> = NULL).  Commands are kept for reuse.
  */
 struct rcmd {
 	struct fg_redis *link;
-	struct event *timer;            /* the caller's timeout, then the stall deadline */
 	enum cmd_kind kind;
 	fg_redis_reply_cb *cb;          /* NULL once the caller got its result (or for internal ones) */
 	void *arg;
 	int script;                     /* script index of an EVALSHA, else -1 */
 	unsigned retried;               /* the EVALSHA was already sent again after NOSCRIPT */
-	unsigned stalling;              /* the timer now waits for the stall deadline */
 	const char *what;               /* handshake step, for messages */
 	uint64_t sent_us;
 	uint64_t deadline_us;           /* the caller's timeout, on fg_clock */
 	struct fg_bufq wire;            /* the command as sent (RESP), kept for the NOSCRIPT retry */
-	TAILQ_ENTRY(rcmd) free_link;    /* in link->free while unused */
+	TAILQ_ENTRY(rcmd) q;            /* in link->free while unused, in link->inflight while a
+	                                 * caller's command is unanswered */
 };
 
 struct script {
@@ -94,6 +93,9 @@ struct fg_redis {
 	struct event *connect_ev;       /* connect + handshake deadline */
 	struct event *retry_ev;         /* next connect */
 	struct event *drop_ev;          /* a drop decided inside a hiredis callback */
+	struct event *deadline_ev;      /* the next timeout or stall deadline of <inflight> */
+	uint64_t deadline_at_us;        /* when deadline_ev fires, on fg_clock; 0 when it is not armed */
+	unsigned inflight_gen;          /* bumped when a command leaves <inflight> */
 	int64_t backoff_us;             /* 0 after a good connect */
 	uint64_t rng;                   /* xorshift state for jitter: no shared random() */
 	char why[WHY_LEN];              /* last_error */
@@ -101,6 +103,7 @@ struct fg_redis {
 	char drop_why[WHY_LEN + 160];   /* what DOWN results say while we free a context: address and why */
 
 	TAILQ_HEAD(, rcmd) free;
+	TAILQ_HEAD(, rcmd) inflight;    /* callers' commands written and unanswered, oldest first */
 	struct fg_redis_stats stats;
 };
 
@@ -132,31 +135,23 @@ static void set_state(struct fg_redis *r, enum fg_redis_state st, const char *wh
 
 /* --- commands ---------------------------------------------------------- */
 
-static void cmd_timer_cb(evutil_socket_t fd, short what, void *arg);
-
 static struct rcmd *cmd_get(struct fg_redis *r, enum cmd_kind kind)
 {
 	struct rcmd *c = TAILQ_FIRST(&r->free);
 
 	if (c) {
-		TAILQ_REMOVE(&r->free, c, free_link);
+		TAILQ_REMOVE(&r->free, c, q);
 	} else {
 		c = calloc(1, sizeof(*c));
 		if (!c)
 			return NULL;
 		c->link = r;
-		c->timer = evtimer_new(r->base, cmd_timer_cb, c);
-		if (!c->timer) {
-			free(c);
-			return NULL;
-		}
 	}
 	c->kind = kind;
 	c->cb = NULL;
 	c->arg = NULL;
 	c->script = -1;
 	c->retried = 0;
-	c->stalling = 0;
 	c->what = NULL;
 	fg_bufq_clear(&c->wire);
 	return c;
@@ -164,8 +159,18 @@ static struct rcmd *cmd_get(struct fg_redis *r, enum cmd_kind kind)
 
 static void cmd_put(struct rcmd *c)
 {
-	evtimer_del(c->timer);
-	TAILQ_INSERT_HEAD(&c->link->free, c, free_link);
+	TAILQ_INSERT_HEAD(&c->link->free, c, q);
+}
+
+/* A caller's command was answered or its context is gone: out of
+ * <inflight>.  The deadline timer is left as it is: when it fires it finds
+ * what is still due (one timer for the link, where a timer per command
+ * cost two event_add and an event_del per call). */
+static void inflight_remove(struct fg_redis *r, struct rcmd *c)
+{
+	TAILQ_REMOVE(&r->inflight, c, q);
+	r->inflight_gen++;
+	r->stats.inflight--;
 }
 
 /* One RESP bulk string: "$<n>\r\n<bytes>\r\n". */
@@ -351,33 +356,94 @@ static void drop_deferred(struct fg_redis *r, const char *why)
 	event_active(r->drop_ev, EV_TIMEOUT, 0);
 }
 
-static void cmd_timer_cb(evutil_socket_t fd, short what, void *arg)
+/* Arm the link's timer for <at_us> on fg_clock, <now_us> being now. */
+static void deadline_arm(struct fg_redis *r, uint64_t at_us, uint64_t now_us)
 {
-	struct rcmd *c = arg;
-	struct fg_redis *r = c->link;
-	uint64_t now;
-	int64_t left;
-	struct timeval tv;
+	struct timeval tv = us_to_tv(at_us > now_us ? (int64_t)(at_us - now_us) : 0);
 
-	/* libevent measures from the time it cached at the top of the loop
-	 * iteration, which may be before the submit: the caller was promised
-	 * its whole timeout. */
-	now = fg_clock_now_us();
-	if (!c->stalling && now < c->deadline_us) {
-		tv = us_to_tv((int64_t)(c->deadline_us - now));
-		evtimer_add(c->timer, &tv);
-		return;
+	r->deadline_at_us = at_us ? at_us : 1;
+	evtimer_add(r->deadline_ev, &tv);
+}
+
+/* When an unanswered command means Redis stopped answering: its stall
+ * timeout after it was sent, and never before its caller's timeout. */
+static uint64_t stall_at(const struct fg_redis *r, const struct rcmd *c)
+{
+	uint64_t at = c->sent_us + (uint64_t)r->stall_timeout_us;
+
+	return at > c->deadline_us ? at : c->deadline_us;
+}
+
+/* The earliest of the waiting callers' timeouts and the stall deadlines
+ * of the others; 0 when nothing is in flight.  O(in flight), once per
+ * firing: about once per command timeout while Redis answers. */
+static uint64_t deadline_next(const struct fg_redis *r)
+{
+	const struct rcmd *c;
+	uint64_t at = 0, t;
+
+	TAILQ_FOREACH(c, &r->inflight, q) {
+		t = c->cb ? c->deadline_us : stall_at(r, c);
+		if (at == 0 || t < at)
+			at = t;
 	}
-	if (c->stalling) {
+	return at;
+}
+
+/* 1 when a command whose caller timed out has waited past its stall deadline. */
+static int stalled(const struct fg_redis *r, uint64_t now)
+{
+	const struct rcmd *c;
+
+	TAILQ_FOREACH(c, &r->inflight, q)
+		if (!c->cb && now >= stall_at(r, c))
+			return 1;
+	return 0;
+}
+
+/* Every caller whose timeout passed gets TIMEOUT.  A callback may submit
+ * (appended, not yet due) but a command may also leave the list meanwhile
+ * (a callback that ends up freeing a context): then walk again. */
+static void deliver_timeouts(struct fg_redis *r, uint64_t now)
+{
+	struct rcmd *c;
+	unsigned gen;
+
+again:
+	gen = r->inflight_gen;
+	TAILQ_FOREACH(c, &r->inflight, q) {
+		if (!c->cb || c->deadline_us > now)
+			continue;
+		cmd_deliver(c, FG_REDIS_R_TIMEOUT, "redis: no reply within the command timeout", NULL);
+		if (gen != r->inflight_gen)
+			goto again;
+	}
+}
+
+/*
+ * The link's one timer.  libevent measures from the time it cached at the
+ * top of the loop iteration, which may be before a submit: every deadline
+ * is checked again on fg_clock, so a caller gets its whole timeout.  A
+ * command still unanswered at its stall deadline means Redis stopped
+ * answering: drop the link.
+ */
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fg_redis *r = arg;
+	uint64_t now = fg_clock_now_us(), at;
+
+	(void)fd;
+	(void)what;
+	r->deadline_at_us = 0;
+	deliver_timeouts(r, now);
+	if (stalled(r, now)) {
 		r->stats.drops++;
 		link_drop(r, "no reply within the stall timeout (Redis paused or overloaded?)");
 		return;
 	}
-	c->stalling = 1;
-	cmd_deliver(c, FG_REDIS_R_TIMEOUT, "redis: no reply within the command timeout", NULL);
-	left = (int64_t)(c->sent_us + (uint64_t)r->stall_timeout_us) - (int64_t)now;
-	tv = us_to_tv(left > 0 ? left : 0);
-	evtimer_add(c->timer, &tv);
+	/* Callbacks above may have armed it for a later deadline of their own. */
+	if ((at = deadline_next(r)) != 0)
+		deadline_arm(r, at, now);
 }
 
 /* --- replies ----------------------------------------------------------- */
@@ -442,7 +508,7 @@ static void user_reply(struct fg_redis *r, struct rcmd *c, const redisReply *rep
 	r->stats.latency_sum_us += us;
 	if (r->on_latency)
 		r->on_latency(r->latency_arg, us);
-	r->stats.inflight--;
+	inflight_remove(r, c);
 	cmd_deliver(c, 0, NULL, rep);
 	cmd_put(c);
 }
@@ -467,7 +533,7 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 			link_lost(r, why);
 		}
 		if (c->kind == CMD_USER) {
-			r->stats.inflight--;
+			inflight_remove(r, c);
 			cmd_deliver(c, FG_REDIS_R_DOWN, r->drop_why, NULL);
 		}
 		cmd_put(c);
@@ -855,6 +921,7 @@ int fg_redis_new(struct fg_redis **out, struct event_base *base, const struct fg
 		return FG_ENOMEM;
 	r->base = base;
 	TAILQ_INIT(&r->free);
+	TAILQ_INIT(&r->inflight);
 	copy_settings(r, cfg);
 	rc = parse_address(r, cfg->address, why);
 	if (rc < 0)
@@ -871,7 +938,8 @@ int fg_redis_new(struct fg_redis **out, struct event_base *base, const struct fg
 	r->connect_ev = evtimer_new(base, connect_timeout_cb, r);
 	r->retry_ev = evtimer_new(base, retry_cb, r);
 	r->drop_ev = evtimer_new(base, drop_cb, r);
-	if (!r->connect_ev || !r->retry_ev || !r->drop_ev)
+	r->deadline_ev = evtimer_new(base, deadline_cb, r);
+	if (!r->connect_ev || !r->retry_ev || !r->drop_ev || !r->deadline_ev)
 		goto fail_free;
 	/* The first connect runs from the loop, so scripts registered right
 	 * after this call are in its handshake. */
@@ -900,8 +968,7 @@ void fg_redis_free(struct fg_redis *r)
 		redisAsyncFree(ac);     /* every command's callback runs, callers get DOWN */
 	}
 	while ((c = TAILQ_FIRST(&r->free)) != NULL) {
-		TAILQ_REMOVE(&r->free, c, free_link);
-		event_free(c->timer);
+		TAILQ_REMOVE(&r->free, c, q);
 		fg_bufq_free(&c->wire);
 		free(c);
 	}
@@ -911,6 +978,8 @@ void fg_redis_free(struct fg_redis *r)
 		event_free(r->retry_ev);
 	if (r->drop_ev)
 		event_free(r->drop_ev);
+	if (r->deadline_ev)
+		event_free(r->deadline_ev);
 	for (unsigned i = 0; i < r->nscripts; i++)
 		free(r->scripts[i].body);
 	if (r->password) {
@@ -967,7 +1036,6 @@ static int submit_begin(struct fg_redis *r, struct rcmd **out)
 
 static int submit_end(struct fg_redis *r, struct rcmd *c, int64_t timeout_us, fg_redis_reply_cb *cb, void *arg)
 {
-	struct timeval tv;
 	int rc = cmd_send(r, c);
 
 	if (rc < 0) {
@@ -980,10 +1048,12 @@ static int submit_end(struct fg_redis *r, struct rcmd *c, int64_t timeout_us, fg
 	c->arg = arg;
 	if (timeout_us <= 0)
 		timeout_us = 1;
-	tv = us_to_tv(timeout_us);
 	c->sent_us = fg_clock_now_us();
 	c->deadline_us = c->sent_us + (uint64_t)timeout_us;
-	evtimer_add(c->timer, &tv);
+	TAILQ_INSERT_TAIL(&r->inflight, c, q);
+	/* Usually armed already for an earlier deadline: nothing to do. */
+	if (r->deadline_at_us == 0 || c->deadline_us < r->deadline_at_us)
+		deadline_arm(r, c->deadline_us, c->sent_us);
 	r->stats.commands++;
 	r->stats.inflight++;
 	return 0;
@@ -1011,7 +1081,7 @@ int fg_redis_script(struct fg_redis *r, int64_t timeout_us, unsigned id, int nke
                     const char *const *argv, const size_t *argvlen, fg_redis_reply_cb *cb, void *arg)
 {
 	struct rcmd *c;
-	char nk[16];
+	char nk[FG_FMT_I64_MAX];
 	int rc;
 
 	if (id >= r->nscripts || nkeys < 0 || argc < 0 || nkeys > argc)
@@ -1020,9 +1090,9 @@ int fg_redis_script(struct fg_redis *r, int64_t timeout_us, unsigned id, int nke
 	if (rc < 0)
 		return rc;
 	c->script = (int)id;
-	snprintf(nk, sizeof(nk), "%d", nkeys);
 	if (wire_count(&c->wire, argc + 3) < 0 || wire_arg(&c->wire, "EVALSHA", 7) < 0 ||
-	    wire_arg(&c->wire, r->scripts[id].sha, SHA1_HEX) < 0 || wire_arg(&c->wire, nk, strlen(nk)) < 0 ||
+	    wire_arg(&c->wire, r->scripts[id].sha, SHA1_HEX) < 0 ||
+	    wire_arg(&c->wire, nk, fg_fmt_u64(nk, (uint64_t)nkeys)) < 0 ||
 	    wire_args(&c->wire, argc, argv, argvlen) < 0) {
 		cmd_put(c);
 		return FG_ENOMEM;

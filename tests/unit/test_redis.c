@@ -548,6 +548,48 @@ static void test_timeout_sigstop(void **state)
 	assert_true(fg_redis_get_stats(t->link)->reconnects >= 1);
 }
 
+/* One timer serves the link: a short timeout submitted after a long one
+ * still fires on time, each caller gets its own, and the long one is
+ * answered when Redis comes back before the stall deadline. */
+static void test_timeouts_out_of_order(void **state)
+{
+	struct rt *t = *state;
+	struct rec longer, shorter, later;
+	uint64_t t0;
+	int64_t slack = 150 * MS * time_factor;
+
+	NEED_REDIS();
+	connect_default(t);
+
+	kill(t->srv.pid, SIGSTOP);
+	t0 = fg_clock_now_us();
+	assert_int_equal(cmd(t, &longer, 250 * MS, "SET", "fg:order", "1"), 0);
+	assert_int_equal(cmd(t, &shorter, 30 * MS, "GET", "fg:order", NULL), 0);
+	assert_true(loop_until(t, &shorter.calls, 2000));
+	assert_int_equal(shorter.kind, FG_REDIS_R_TIMEOUT);
+	assert_true(shorter.at_us - t0 >= 30 * MS);
+	assert_true((int64_t)(shorter.at_us - t0) <= 30 * MS + slack);
+	assert_int_equal(longer.calls, 0);
+
+	/* Submitted after the first timeout fired: armed again for it. */
+	assert_int_equal(cmd(t, &later, 40 * MS, "GET", "fg:order", NULL), 0);
+	t0 = fg_clock_now_us();
+	assert_true(loop_until(t, &later.calls, 2000));
+	assert_int_equal(later.kind, FG_REDIS_R_TIMEOUT);
+	assert_true(later.at_us - t0 >= 40 * MS);
+	assert_int_equal(longer.calls, 0);
+
+	kill(t->srv.pid, SIGCONT);
+	assert_true(loop_until(t, &longer.calls, 2000));
+	assert_int_equal(longer.kind, FG_REDIS_R_STR);
+	assert_string_equal(longer.str, "OK");
+	assert_int_equal(shorter.calls, 1);
+	assert_int_equal(later.calls, 1);
+	assert_int_equal(fg_redis_get_state(t->link), FG_REDIS_CONNECTED);
+	assert_int_equal(fg_redis_get_stats(t->link)->timeouts, 2);
+	assert_int_equal(fg_redis_get_stats(t->link)->drops, 0);
+}
+
 static int state_changes[3];
 
 static void state_cb(void *arg, enum fg_redis_state st, const char *why)
@@ -701,6 +743,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_auth, setup_auth, teardown),
 		cmocka_unit_test_setup_teardown(test_select_unix, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timeout_sigstop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timeouts_out_of_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kill_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_inflight_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_pending, setup, teardown),
