@@ -96,6 +96,8 @@ struct fg_redis {
 	struct event *deadline_ev;      /* the next timeout or stall deadline of <inflight> */
 	uint64_t deadline_at_us;        /* when deadline_ev fires, on fg_clock; 0 when it is not armed */
 	unsigned inflight_gen;          /* bumped when a command leaves <inflight> */
+	unsigned inflight_unordered;    /* a command in <inflight> has an earlier deadline than one before it */
+	uint64_t inflight_last_deadline_us;     /* the latest deadline in <inflight> */
 	int64_t backoff_us;             /* 0 after a good connect */
 	uint64_t rng;                   /* xorshift state for jitter: no shared random() */
 	char why[WHY_LEN];              /* last_error */
@@ -171,20 +173,47 @@ static void inflight_remove(struct fg_redis *r, struct rcmd *c)
 	TAILQ_REMOVE(&r->inflight, c, q);
 	r->inflight_gen++;
 	r->stats.inflight--;
+	if (TAILQ_EMPTY(&r->inflight)) {
+		r->inflight_unordered = 0;
+		r->inflight_last_deadline_us = 0;
+	}
 }
 
-/* One RESP bulk string: "$<n>\r\n<bytes>\r\n". */
+/*
+ * Into <inflight>, last.  The list is usually ordered by deadline too
+ * (every caller of a link gives the same timeout): then the commands whose
+ * caller timed out are a prefix, and the firing looks no further than the
+ * first one still waiting.  A shorter timeout after a longer one makes the
+ * firings walk the whole list until it empties.
+ */
+static void inflight_add(struct fg_redis *r, struct rcmd *c)
+{
+	if (c->deadline_us < r->inflight_last_deadline_us)
+		r->inflight_unordered = 1;
+	else
+		r->inflight_last_deadline_us = c->deadline_us;
+	TAILQ_INSERT_TAIL(&r->inflight, c, q);
+	r->stats.inflight++;
+}
+
+/* One RESP bulk string: "$<n>\r\n<bytes>\r\n", in one reservation. */
 static int wire_arg(struct fg_bufq *q, const char *p, size_t n)
 {
-	char hdr[FG_FMT_I64_MAX + 4];
+	uint8_t *w;
 	size_t len;
 
-	hdr[0] = '$';
-	len = 1 + fg_fmt_u64(hdr + 1, n);
-	hdr[len++] = '\r';
-	hdr[len++] = '\n';
-	if (fg_bufq_append(q, hdr, len) < 0 || fg_bufq_append(q, p, n) < 0 || fg_bufq_append(q, "\r\n", 2) < 0)
+	if (fg_bufq_reserve(q, FG_FMT_I64_MAX + 5 + n) < 0)
 		return FG_ENOMEM;
+	w = fg_bufq_tail(q);
+	w[0] = '$';
+	len = 1 + fg_fmt_u64((char *)w + 1, n);
+	w[len++] = '\r';
+	w[len++] = '\n';
+	memcpy(w + len, p, n);
+	len += n;
+	w[len++] = '\r';
+	w[len++] = '\n';
+	fg_bufq_commit(q, len);
 	return 0;
 }
 
@@ -375,8 +404,8 @@ static uint64_t stall_at(const struct fg_redis *r, const struct rcmd *c)
 }
 
 /* The earliest of the waiting callers' timeouts and the stall deadlines
- * of the others; 0 when nothing is in flight.  O(in flight), once per
- * firing: about once per command timeout while Redis answers. */
+ * of the others; 0 when nothing is in flight.  Once per firing: about once
+ * per command timeout while Redis answers. */
 static uint64_t deadline_next(const struct fg_redis *r)
 {
 	const struct rcmd *c;
@@ -386,6 +415,8 @@ static uint64_t deadline_next(const struct fg_redis *r)
 		t = c->cb ? c->deadline_us : stall_at(r, c);
 		if (at == 0 || t < at)
 			at = t;
+		if (c->cb && !r->inflight_unordered)
+			break;          /* every later one is due later */
 	}
 	return at;
 }
@@ -395,9 +426,12 @@ static int stalled(const struct fg_redis *r, uint64_t now)
 {
 	const struct rcmd *c;
 
-	TAILQ_FOREACH(c, &r->inflight, q)
+	TAILQ_FOREACH(c, &r->inflight, q) {
 		if (!c->cb && now >= stall_at(r, c))
 			return 1;
+		if (!r->inflight_unordered)
+			break;          /* the first has the earliest stall deadline */
+	}
 	return 0;
 }
 
@@ -412,6 +446,8 @@ static void deliver_timeouts(struct fg_redis *r, uint64_t now)
 again:
 	gen = r->inflight_gen;
 	TAILQ_FOREACH(c, &r->inflight, q) {
+		if (c->deadline_us > now && !r->inflight_unordered)
+			break;
 		if (!c->cb || c->deadline_us > now)
 			continue;
 		cmd_deliver(c, FG_REDIS_R_TIMEOUT, "redis: no reply within the command timeout", NULL);
@@ -1050,12 +1086,11 @@ static int submit_end(struct fg_redis *r, struct rcmd *c, int64_t timeout_us, fg
 		timeout_us = 1;
 	c->sent_us = fg_clock_now_us();
 	c->deadline_us = c->sent_us + (uint64_t)timeout_us;
-	TAILQ_INSERT_TAIL(&r->inflight, c, q);
+	inflight_add(r, c);
 	/* Usually armed already for an earlier deadline: nothing to do. */
 	if (r->deadline_at_us == 0 || c->deadline_us < r->deadline_at_us)
 		deadline_arm(r, c->deadline_us, c->sent_us);
 	r->stats.commands++;
-	r->stats.inflight++;
 	return 0;
 }
 

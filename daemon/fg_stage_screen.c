@@ -697,7 +697,7 @@ static void set_zone(struct gate_call *g, const struct fg_hdrs *h)
 {
 	const struct fg_policy *p = g->call->pol;
 	const struct fg_policy_method *m = g->call->m;
-	const char *v = NULL;
+	const char *v = NULL, *name;
 	size_t len = 0;
 
 	if (m->time_zone.kind == FG_POLICY_SRC_HEADER)
@@ -705,7 +705,10 @@ static void set_zone(struct gate_call *g, const struct fg_hdrs *h)
 	else if (m->time_zone.kind == FG_POLICY_SRC_FIELD && g->zone_name[0])
 		v = g->zone_name, len = strlen(g->zone_name);
 	g->tz = pick_zone(p, v, len);
-	snprintf(g->zone_name, sizeof(g->zone_name), "%s", fg_tz_name(g->tz));
+	name = fg_tz_name(g->tz);
+	len = strnlen(name, sizeof(g->zone_name) - 1);
+	memcpy(g->zone_name, name, len);
+	g->zone_name[len] = '\0';
 }
 
 /* The state cannot be read (<reason>): the fail mode, as a hook's answer. */

@@ -7,27 +7,34 @@
 #include "fg_state.h"
 
 /* fg_keyring's id alphabet, the ':' after the id, and hex digits. */
-static int key_char_ok(unsigned char c)
+static inline int key_char_ok(unsigned char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
 	       c == '_' || c == '-' || c == ':';
 }
 
 /* Class names become Redis hash fields "x:<class>" and metric labels. */
-static int class_char_ok(unsigned char c)
+static inline int class_char_ok(unsigned char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
 }
 
-/* 1 when <s> is 1..<max> bytes, each accepted by <ok>. */
-static int name_ok(const char *s, size_t max, int (*ok)(unsigned char))
+enum name_kind {
+	NAME_KEY,
+	NAME_CLASS,
+};
+
+/* 1 when <s> is 1..<max> bytes, each allowed in a name of <kind>.  No
+ * function pointer per byte: every call checks its names twice (read and
+ * update), and the checks are inlined for each kind. */
+static inline int name_ok(const char *s, size_t max, enum name_kind kind)
 {
 	size_t i;
 
 	if (!s)
 		return 0;
 	for (i = 0; s[i]; i++)
-		if (i >= max || !ok((unsigned char)s[i]))
+		if (i >= max || !(kind == NAME_KEY ? key_char_ok((unsigned char)s[i]) : class_char_ok((unsigned char)s[i])))
 			return 0;
 	return i > 0;
 }
@@ -38,10 +45,10 @@ int fg_state_check_who(const struct fg_state_who *who)
 	    who->nclasses > FG_STATE_MAX_CLASSES || (who->nclasses && !who->classes))
 		return FG_EINVAL;
 	for (size_t i = 0; i < who->nkeys; i++)
-		if (!name_ok(who->keys[i], FG_KEYRING_PSEUDONYM_MAX - 1, key_char_ok))
+		if (!name_ok(who->keys[i], FG_KEYRING_PSEUDONYM_MAX - 1, NAME_KEY))
 			return FG_EINVAL;
 	for (size_t i = 0; i < who->nclasses; i++)
-		if (!name_ok(who->classes[i], FG_STATE_CLASS_MAX, class_char_ok))
+		if (!name_ok(who->classes[i], FG_STATE_CLASS_MAX, NAME_CLASS))
 			return FG_EINVAL;
 	return 0;
 }
