@@ -481,6 +481,31 @@ within_1pct() {
 		if (d < 0) d = -d; exit !(e > 0 && d <= e / 100) }'
 }
 
+# FG_BENCH_SYSCALLS=1: count the proxy's system calls and loop wakeups
+# (epoll_wait) in the measured phase with perf stat, per call, on each
+# round's line: what a change in batching does, beside its CPU.
+SYSCALLS_PID=""
+syscalls_start() {
+	local tag=$1; shift
+	[[ ${FG_BENCH_SYSCALLS:-0} == 1 && $tag != *-direct-* ]] || return 0
+	perf stat -x, -o "$WORK/syscalls-$tag.txt" -e raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait \
+		-p "$(IFS=,; echo "$*")" > /dev/null 2>&1 &
+	SYSCALLS_PID=$!
+	PIDS+=("$SYSCALLS_PID")
+}
+syscalls_stop() {
+	[[ -n $SYSCALLS_PID ]] || return 0
+	kill -INT "$SYSCALLS_PID" 2>/dev/null
+	wait "$SYSCALLS_PID" 2>/dev/null
+	SYSCALLS_PID=""
+}
+syscalls_per_call() {
+	local f=$WORK/syscalls-$1.txt
+	[[ -s $f && $2 -gt 0 ]] || return 0
+	awk -F, -v n="$2" '$3 ~ /sys_enter$/ { s = $1 } $3 ~ /epoll_wait/ { w = $1 }
+		END { printf "  syscalls %.2f/call, wakeups %.2f/call", s / n, w / n }' "$f"
+}
+
 # run_load TARGET ROUND SHAPE  (SHAPE is c16 or c1)
 # Appends one line to $RESULTS: shape target round req/s p50_us p99_us
 # proxy_cpu_us_per_req upstream_cpu_us_per_req succeeded errors short
@@ -515,9 +540,11 @@ run_load() {
 		printf '%s\n' "$line" >> "$out"
 		case $line in
 		"Main benchmark duration is started"*)
-			cpu_ns c0 "${pids[@]}"; cpu_ns u0 "$UP_PID"; marks=$((marks + 1)) ;;
+			cpu_ns c0 "${pids[@]}"; cpu_ns u0 "$UP_PID"; marks=$((marks + 1))
+			syscalls_start "$tag" "${pids[@]}" ;;
 		"Main benchmark duration is over"*)
-			cpu_ns c1 "${pids[@]}"; cpu_ns u1 "$UP_PID"; marks=$((marks + 1)) ;;
+			cpu_ns c1 "${pids[@]}"; cpu_ns u1 "$UP_PID"; marks=$((marks + 1))
+			syscalls_stop ;;
 		"finished in "*)
 			rps=$(sed -n 's/.*, \([0-9.]*\) req\/s.*/\1/p' <<< "$line") ;;
 		"requests: "*)
@@ -565,9 +592,9 @@ run_load() {
 	fi
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$target" "$round" "$rps" "$p50" \
 		"$p99" "$cpu" "$ucpu" "$succ" "$err" "$short" "$resp" "$upreq" "$check" >> "$RESULTS"
-	printf '  %-3s %-10s round %s: %9.0f req/s  p50 %6s us  p99 %6s us  cpu %5s us/req  upstream %5s us/req  bytes resp %s req %s  errors %s%s\n' \
+	printf '  %-3s %-10s round %s: %9.0f req/s  p50 %6s us  p99 %6s us  cpu %5s us/req  upstream %5s us/req  bytes resp %s req %s  errors %s%s%s\n' \
 		"$shape" "$target" "$round" "$rps" "$p50" "$p99" "$cpu" "$ucpu" "$resp" "$upreq" "$err" \
-		"$( ((short > 0)) && echo " short-replies $short")" >&2
+		"$( ((short > 0)) && echo " short-replies $short")" "$(syscalls_per_call "$tag" "$succ")" >&2
 	if ! alive "${pids[@]}" "$UP_PID"; then
 		note "a server died during $tag; see $WORK/*.log"
 		DIED+=("$tag")
