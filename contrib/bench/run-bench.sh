@@ -39,6 +39,9 @@ RANKFEED_PATH=/feedguard.ranking.v1.Ranker/RankFeed
 CHILD_BAND=13_15        # a band the policy edits; "adult" has no rule block
 RANKER_DELAY=0          # microseconds the upstream waits before it answers (bench-upstream -d)
 REDIS_CPU=""            # rankfeed's redis-server; default the client's core
+RATE=0                  # --rate: also load every target at this fixed total req/s
+PAIRS=()                # --pair "A B": A and B loaded at the same time, same rate
+PAIR_ONLY=0             # --pair-only: only the --pair rounds
 
 usage() {
 	cat <<EOF
@@ -63,6 +66,16 @@ Usage: contrib/bench/run-bench.sh [options]
                       on a machine with a third core, give it that)
   --perf              also profile feedguardd under the c16/m32 load (perf record -g;
                       rankfeed: the policy daemon with the child band)
+  --rate N            also run every target at a fixed N calls a second (h2load -c16 -m32
+                      --rps=N/16), below every target's capacity: the CPU per call of
+                      targets compared at the same load, so with the same batching
+                      (the "rate" lines); 0 (default) skips it
+  --pair "A B"        also run targets A and B at the same time, each at a fixed
+                      rate (--rate, default 8000 calls a second, half to each): this
+                      machine's slow and fast spells then hit both alike, and the
+                      median of the rounds' differences of CPU per call is what one
+                      costs over the other (the "pair" lines); may be repeated
+  --pair-only         only the --pair rounds (no tables): a quick A/B check
   --only "T ..."      measure only these targets (for example "direct nghttpx fg-pass"),
                       in the order the scenario gives them; the tables show only them
   -h, --help          this text
@@ -87,14 +100,19 @@ while [[ $# -gt 0 ]]; do
 	--redis-cpu) REDIS_CPU=$2; shift 2 ;;
 	--perf) PERF=1; shift ;;
 	--only) ONLY=$2; shift 2 ;;
+	--rate) RATE=$2; shift 2 ;;
+	--pair) PAIRS+=("$2"); shift 2 ;;
+	--pair-only) PAIR_ONLY=1; shift ;;
 	-h|--help) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
 	esac
 done
-for v in ROUNDS DURATION WARMUP IDLE_CONNS UP_STREAMS RANKER_DELAY; do
+for v in ROUNDS DURATION WARMUP IDLE_CONNS UP_STREAMS RANKER_DELAY RATE; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "--${v,,} wants a whole number, not '${!v}'"
 done
 (( RANKER_DELAY <= 60000000 )) || die "--ranker-delay is at most 60000000 µs"
+(( RATE == 0 || RATE >= 16 )) || die "--rate is at least 16 calls a second (one per h2load client)"
+PAIR_RATE=$(( RATE > 0 ? RATE : 8000 ))
 [[ -z $REDIS_CPU ]] && REDIS_CPU=$CLIENT_CPU
 [[ $REDIS_CPU =~ ^[0-9]+$ ]] || die "--redis-cpu wants a CPU number, not '$REDIS_CPU'"
 (( ROUNDS >= 1 && DURATION >= 1 )) || die "need at least one round of at least one second"
@@ -506,7 +524,7 @@ syscalls_per_call() {
 		END { printf "  syscalls %.2f/call, wakeups %.2f/call", s / n, w / n }' "$f"
 }
 
-# run_load TARGET ROUND SHAPE  (SHAPE is c16 or c1)
+# run_load TARGET ROUND SHAPE  (SHAPE is c16, c1 or rate)
 # Appends one line to $RESULTS: shape target round req/s p50_us p99_us
 # proxy_cpu_us_per_req upstream_cpu_us_per_req succeeded errors short
 # response_bytes_per_call upstream_request_bytes_per_call check.
@@ -520,6 +538,7 @@ run_load() {
 	case $shape in
 	c16) conc=16; streams=32 ;;
 	c1) conc=1; streams=1 ;;
+	rate) conc=16; streams=32 ;;
 	esac
 	tag=$shape-$target-r$round
 	out=$WORK/h2load-$tag.txt
@@ -531,6 +550,7 @@ run_load() {
 	upstream_stats r0 b0
 	taskset -c "$CLIENT_CPU" timeout $((DURATION + WARMUP + 60)) \
 		h2load -c"$conc" -m"$streams" -t1 -D "$DURATION" --warm-up-time="$WARMUP" \
+		$( [[ $shape == rate ]] && echo "--rps=$((RATE / 16))") \
 		"${H2ARGS[@]}" --log-file="$lat" "$H2URL" > "$fifo" 2>&1 &
 	hpid=$!
 	PIDS+=("$hpid")
@@ -791,6 +811,8 @@ report_rankfeed() {
 	read -r d1 rest <<< "$(deltas fg-state fg-filter c1)"
 	printf 'At one call in flight (-c1 -m1, nothing batched) the same difference is %s µs of CPU per call (rounds:%s): nothing is batched there, so each call'"'"'s Redis replies (the read'"'"'s, the update'"'"'s) are events of their own.\n' \
 		"$d1" "$rest"
+	rate_line fg-state fg-filter
+	pair_line fg-state fg-filter
 	report_state_latency "$d"; }
 	measured fg-capture fg-capture-off fg-filter && { read -r d rest <<< "$(deltas fg-capture fg-filter)"
 	base=$(median c16 fg-filter 7)
@@ -801,6 +823,10 @@ report_rankfeed() {
 	printf 'Capture on, the call not sampled (sample 0.000001: the capture pseudonym computed, the sampling decided, nothing kept): %s µs of CPU per call over the filter-only call (rounds:%s), %s of it; target under 10%%: %s.\n' \
 		"$d" "$rest" "$(awk -v d="$d" -v b="$base" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * d / b : 0) }')" \
 		"$(awk -v d="$d" -v b="$base" 'BEGIN { print (d != "-" && b > 0 && d / b < 0.10) ? "met" : "NOT MET" }')"
+	rate_line fg-capture fg-filter
+	rate_line fg-capture-off fg-filter
+	pair_line fg-capture fg-filter
+	pair_line fg-capture-off fg-filter
 	[[ -n $CAPTURE_LINE ]] && echo "$CAPTURE_LINE"; }
 	measured fg-adult fg-pass && { read -r d rest <<< "$(deltas fg-adult fg-pass)"
 	printf 'Intercepted, band adult (no rule block: nothing stripped, messages forwarded as they came): %s µs (rounds:%s).\n' "$d" "$rest"; }
@@ -817,6 +843,72 @@ report_rankfeed() {
 	else
 		printf '**CHECK FAILED** in %d runs: the calls did not carry the expected bytes (see results.tsv).\n' "$fails"
 	fi
+}
+
+# run_pair A B ROUND: A and B under the same load at the same time (h2load
+# -c16 -m32 --rps, PAIR_RATE/2 calls a second each, both h2loads on the
+# client's core), each one's CPU sampled when both measured phases have
+# started and when both are over.  Rows "pair" in RESULTS.
+run_pair() {
+	local a=$1 b=$2 round=$3 t i n ok
+	local -A out cpu0 cpu1 succ
+	local -a pids hp=()
+	for t in "$a" "$b"; do
+		h2load_args "$t"
+		out[$t]=$WORK/h2load-pair-$t-r$round.txt
+		taskset -c "$CLIENT_CPU" timeout $((DURATION + WARMUP + 60)) \
+			h2load -c16 -m32 -t1 -D "$DURATION" --warm-up-time="$WARMUP" --rps=$((PAIR_RATE / 32)) \
+			"${H2ARGS[@]}" "$H2URL" > "${out[$t]}" 2>&1 &
+		hp+=($!)
+		PIDS+=($!)
+	done
+	for phase in started over; do
+		for ((i = 0; i < (DURATION + WARMUP + 30) * 100; i++)); do
+			ok=1
+			for t in "$a" "$b"; do
+				grep -q "Main benchmark duration is $phase" "${out[$t]}" 2>/dev/null || ok=0
+			done
+			(( ok )) && break
+			sleep 0.01
+		done
+		for t in "$a" "$b"; do
+			read -ra pids <<< "${CPU_PIDS[$t]}"
+			if [[ $phase == started ]]; then cpu_ns "cpu0[$t]" "${pids[@]}"; else cpu_ns "cpu1[$t]" "${pids[@]}"; fi
+		done
+	done
+	wait "${hp[@]}"
+	for t in "$a" "$b"; do
+		n=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' "${out[$t]}")
+		n=${n:-0}
+		local c=-
+		(( n > 0 )) && c=$(awk -v d=$((cpu1[$t] - cpu0[$t])) -v n="$n" 'BEGIN { printf "%.2f", d / 1000 / n }')
+		printf 'pair\t%s\t%s\t-\t-\t-\t%s\t-\t%s\t-\t0\t-\t-\tok\n' "$t" "$round" "$c" "$n" >> "$RESULTS"
+		printf '  pair %-14s round %s: %6s calls  cpu %5s us/call (beside %s)\n' "$t" "$round" "$n" "$c" \
+			"$([[ $t == "$a" ]] && echo "$b" || echo "$a")" >&2
+	done
+}
+
+# pair_line A B: the pair rounds' difference A − B.
+pair_line() {
+	local d rest base
+	read -r d rest <<< "$(deltas "$1" "$2" pair)"
+	[[ $d == - ]] && return 0
+	base=$(median pair "$2" 7)
+	printf 'Side by side (both loaded at the same time, %s calls a second each): %s − %s = %s µs of CPU per call (rounds:%s; %s: %s µs a call, %s of it).\n' \
+		"$((PAIR_RATE / 2))" "$1" "$2" "$d" "$rest" "$2" "$base" \
+		"$(awk -v d="$d" -v b="$base" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * d / b : 0) }')"
+}
+
+# rate_line A B: with --rate, A's CPU per call minus B's at the same fixed
+# load, where neither is at its capacity, so both batch alike.
+rate_line() {
+	local d rest base
+	(( RATE > 0 )) || return 0
+	read -r d rest <<< "$(deltas "$1" "$2" rate)"
+	base=$(median rate "$2" 7)
+	printf 'At a fixed %s calls a second (h2load --rps, both below capacity): %s − %s = %s µs of CPU per call (rounds:%s; %s: %s µs a call, %s of it).\n' \
+		"$RATE" "$1" "$2" "$d" "$rest" "$2" "$base" \
+		"$(awk -v d="$d" -v b="$base" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * d / b : 0) }')"
 }
 
 # report_state_latency STATE_CPU_DELTA: the c1 lines.  The state read goes
@@ -1076,9 +1168,13 @@ if [[ -n ${ADMIN_PORT[fg-state]:-} ]]; then
 	fetch_metrics fg-state "$WORK/fg-state-metrics-0.txt" || die "cannot read fg-state's /metrics"
 fi
 
+(( RATE > 0 )) && SHAPES+=(rate)
+(( PAIR_ONLY )) && SHAPES=()
 for shape in "${SHAPES[@]}"; do
 	if [[ $shape == c16 ]]; then
 		note "load h2load -c16 -m32 -t1, $ROUNDS rounds of ${WARMUP}s + ${DURATION}s"
+	elif [[ $shape == rate ]]; then
+		note "fixed rate h2load -c16 -m32 -t1 --rps=$((RATE / 16)) ($RATE calls a second), $ROUNDS rounds of ${WARMUP}s + ${DURATION}s"
 	else
 		note "latency h2load -c1 -m1 -t1, $ROUNDS rounds of ${WARMUP}s + ${DURATION}s"
 	fi
@@ -1088,6 +1184,14 @@ for shape in "${SHAPES[@]}"; do
 		done
 	done
 	[[ -n ${ADMIN_PORT[fg-state]:-} ]] && fetch_metrics fg-state "$WORK/fg-state-metrics-$shape.txt"
+done
+for pair in "${PAIRS[@]}"; do
+	read -r pa pb <<< "$pair"
+	[[ -n ${PORT[$pa]:-} && -n ${PORT[$pb]:-} ]] || die "--pair: '$pair' names a target this run did not start"
+	note "side by side: $pa and $pb at the same time, $((PAIR_RATE / 2)) calls a second each, $ROUNDS rounds of ${WARMUP}s + ${DURATION}s"
+	for ((r = 1; r <= ROUNDS; r++)); do
+		run_pair "$pa" "$pb" "$r"
+	done
 done
 
 # fg-state's calls must have reached Redis: its counters, after the rounds.
