@@ -7,19 +7,33 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <openssl/core_names.h>
+/*
+ * HMAC-SHA256 is computed here from SHA-256 states (RFC 2104): the inner
+ * and outer hashes with the padded key already absorbed are kept per key,
+ * and each pseudonym copies them (a struct copy) and hashes the id.  The
+ * low-level SHA256_* calls are deprecated in OpenSSL 3.0 but present in
+ * every 3.x; the provider interface (EVP_MAC_CTX_dup per use) allocated
+ * and freed a context on every call, about 1 µs of the 1.1 µs a pseudonym
+ * cost, and there is one per intercepted call and key of the ring.
+ */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/params.h>
+#include <openssl/sha.h>
 
 #include "fg_error.h"
 #include "fg_keyring.h"
 
 #define SHA256_LEN 32
+#define SHA256_BLOCK 64
+
+struct keyed {
+	SHA256_CTX inner;               /* after SHA-256 of (key ^ ipad): secret, as the key is */
+	SHA256_CTX outer;               /* after SHA-256 of (key ^ opad) */
+};
 
 struct fg_keyring_ctx {
-	EVP_MAC *mac;
-	EVP_MAC_CTX *keyed[FG_KEYRING_MAX_KEYS];   /* initialised with each key; duplicated per use */
+	struct keyed keyed[FG_KEYRING_MAX_KEYS];
 	size_t n;
 	const struct fg_keyring *ring;
 };
@@ -105,26 +119,42 @@ void fg_keyring_wipe(struct fg_keyring *ring)
 	OPENSSL_cleanse(ring, sizeof(*ring));
 }
 
+/* The inner and outer states of HMAC-SHA256 under <key> (RFC 2104 2: a
+ * key longer than the block is hashed first).  0, or FG_ENOMEM when the
+ * hash fails. */
+static int keyed_init(struct keyed *k, const unsigned char *key, size_t len)
+{
+	unsigned char block[SHA256_BLOCK], pad[SHA256_BLOCK];
+	size_t i;
+	int ok = 1;
+
+	memset(block, 0, sizeof(block));
+	if (len > SHA256_BLOCK)
+		ok = SHA256(key, len, block) != NULL;
+	else
+		memcpy(block, key, len);
+	for (i = 0; i < SHA256_BLOCK; i++)
+		pad[i] = block[i] ^ 0x36;
+	ok = ok && SHA256_Init(&k->inner) && SHA256_Update(&k->inner, pad, sizeof(pad));
+	for (i = 0; i < SHA256_BLOCK; i++)
+		pad[i] = block[i] ^ 0x5c;
+	ok = ok && SHA256_Init(&k->outer) && SHA256_Update(&k->outer, pad, sizeof(pad));
+	OPENSSL_cleanse(block, sizeof(block));
+	OPENSSL_cleanse(pad, sizeof(pad));
+	return ok ? 0 : FG_ENOMEM;
+}
+
 struct fg_keyring_ctx *fg_keyring_ctx_new(const struct fg_keyring *ring)
 {
 	struct fg_keyring_ctx *ctx = calloc(1, sizeof(*ctx));
-	OSSL_PARAM params[2];
 	size_t i;
 
 	if (!ctx)
 		return NULL;
 	ctx->ring = ring;
-	ctx->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	if (!ctx->mac)
-		goto fail_free_ctx;
-	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
-	params[1] = OSSL_PARAM_construct_end();
 	for (i = 0; i < ring->n; i++) {
-		ctx->keyed[i] = EVP_MAC_CTX_new(ctx->mac);
-		if (!ctx->keyed[i])
-			goto fail_free_ctx;
 		ctx->n++;
-		if (!EVP_MAC_init(ctx->keyed[i], ring->keys[i].secret, ring->keys[i].len, params))
+		if (keyed_init(&ctx->keyed[i], ring->keys[i].secret, ring->keys[i].len) < 0)
 			goto fail_free_ctx;
 	}
 	return ctx;
@@ -135,13 +165,9 @@ fail_free_ctx:
 
 void fg_keyring_ctx_free(struct fg_keyring_ctx *ctx)
 {
-	size_t i;
-
 	if (!ctx)
 		return;
-	for (i = 0; i < ctx->n; i++)
-		EVP_MAC_CTX_free(ctx->keyed[i]);
-	EVP_MAC_free(ctx->mac);
+	OPENSSL_cleanse(ctx, sizeof(*ctx));
 	free(ctx);
 }
 
@@ -150,23 +176,28 @@ int fg_keyring_pseudonym(struct fg_keyring_ctx *ctx, size_t index, const void *u
 {
 	static const char hex[] = "0123456789abcdef";
 	unsigned char md[SHA256_LEN];
-	size_t mdlen = 0, i, o;
-	EVP_MAC_CTX *c;
+	SHA256_CTX c;
+	size_t i, o;
 	int ok;
 
 	if (index >= ctx->n || outlen < FG_KEYRING_PSEUDONYM_MAX)
 		return FG_EINVAL;
-	/* The keyed context is a template: a copy carries the key schedule
-	 * without redoing it, and the template stays ready for the next call. */
-	c = EVP_MAC_CTX_dup(ctx->keyed[index]);
-	if (!c)
+	/* The keyed states are templates: a copy carries the padded key
+	 * without hashing it again, and the template stays ready. */
+	c = ctx->keyed[index].inner;
+	ok = SHA256_Update(&c, user_id, len) && SHA256_Final(md, &c);
+	c = ctx->keyed[index].outer;
+	ok = ok && SHA256_Update(&c, md, sizeof(md)) && SHA256_Final(md, &c);
+	OPENSSL_cleanse(&c, sizeof(c));
+	if (!ok) {
+		OPENSSL_cleanse(md, sizeof(md));
 		return FG_ENOMEM;
-	ok = EVP_MAC_update(c, user_id, len) && EVP_MAC_final(c, md, &mdlen, sizeof(md));
-	EVP_MAC_CTX_free(c);
-	if (!ok || mdlen != SHA256_LEN)
-		return FG_ENOMEM;
-	o = (size_t)snprintf(out, outlen, "%s:", ctx->ring->keys[index].id);
-	for (i = 0; i < mdlen; i++) {
+	}
+	/* The id was checked by id_ok: at most FG_KEYRING_ID_MAX bytes. */
+	o = strlen(ctx->ring->keys[index].id);
+	memcpy(out, ctx->ring->keys[index].id, o);
+	out[o++] = ':';
+	for (i = 0; i < sizeof(md); i++) {
 		out[o++] = hex[md[i] >> 4];
 		out[o++] = hex[md[i] & 15];
 	}

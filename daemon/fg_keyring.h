@@ -8,9 +8,11 @@
  * not reset anyone's screen time.  A pseudonym is "<key id>:<64 hex>".
  *
  * The ring is immutable once loaded and shared by all workers.  Computing
- * needs a struct fg_keyring_ctx, one per worker (OpenSSL 3's one-shot
- * HMAC() fetches the digest on every call; a keyed EVP_MAC_CTX per key,
- * duplicated per use, does not).
+ * needs a struct fg_keyring_ctx, one per worker: it holds each key's HMAC
+ * inner and outer SHA-256 states, so a pseudonym is two short hashes and
+ * no allocation (OpenSSL 3's one-shot HMAC() fetches the digest on every
+ * call, and a duplicated EVP_MAC_CTX allocates one).  The states are as
+ * secret as the keys: the context wipes them when freed.
  */
 #ifndef FG_KEYRING_H
 #define FG_KEYRING_H
