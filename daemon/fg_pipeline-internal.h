@@ -81,6 +81,7 @@ struct fg_pipeline {
 	TAILQ_ENTRY(fg_pipeline) budget_link;
 	TAILQ_ENTRY(fg_pipeline) pump_link;
 	struct fg_pipeline *next_spare;
+	size_t spare_bytes;                     /* while a spare: the memory it keeps */
 };
 
 struct slot {
@@ -100,6 +101,7 @@ struct fg_pipeline_env {
 	TAILQ_HEAD(, fg_pipeline) pump;
 	struct fg_pipeline *spare;
 	size_t nspare;
+	size_t spare_bytes;                     /* what the spares keep, at most PIPELINE_SPARE_BYTES */
 	struct slot *slots;
 	uint32_t nslots, free_slot;             /* free_slot: head of the free list, or nslots */
 	struct fg_grpcframe_zctx *zctx;         /* inflate state */

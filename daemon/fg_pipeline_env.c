@@ -34,9 +34,16 @@ static const struct fg_stage *const daemon_stages[] = {
 	&fg_stage_capture,
 };
 
-/* Ended pipelines a worker keeps, with their message buffers: in steady
- * state an intercepted call allocates nothing. */
-#define PIPELINE_SPARE_MAX 32
+/*
+ * Ended pipelines a worker keeps, with their message buffers, so that in
+ * steady state an intercepted call allocates nothing: as many as fit in
+ * PIPELINE_SPARE_BYTES (each keeps at most FG_GRPCFRAME_READER_KEEP per
+ * buffer).  A count of 32 was too few for a worker whose calls wait on
+ * Redis: bursts of 50 calls in flight ended with most of them freed, and
+ * their buffers grown again by the next burst (1 µs of malloc per call).
+ */
+#define PIPELINE_SPARE_BYTES (4u << 20)
+#define PIPELINE_SPARE_MAX 1024
 
 static void pump_cb(evutil_socket_t fd, short what, void *arg);
 static int env_create(struct fg_pipeline_env **out, const struct fg_stage_worker_env *tmpl, struct fg_config *cfg,
@@ -476,6 +483,20 @@ void fg_pipeline_output_taken(struct fg_pipeline *pl, enum fg_stage_dir dir)
 
 /* --- pool -------------------------------------------------------------- */
 
+/* What an ended pipeline keeps: itself, its stage blocks, its buffers. */
+static size_t pipeline_kept_bytes(const struct fg_pipeline *pl)
+{
+	const struct fg_pipeline_env *env = pl->env;
+	size_t n = sizeof(*pl), i;
+
+	for (i = 0; i < env->nstages; i++)
+		n += pl->state[i] ? env->stages[i]->call_size : 0;
+	for (i = 0; i < 2; i++)
+		n += pl->side[i].reader.cap + pl->side[i].raw.cap + pl->side[i].susp_orig.cap +
+		     pl->side[i].susp_cur.cap;
+	return n;
+}
+
 /* A pipeline from the env's spares (buffers and state blocks kept) or new. */
 struct fg_pipeline *fg_pipeline_get(struct fg_pipeline_env *env, size_t max_message)
 {
@@ -485,6 +506,7 @@ struct fg_pipeline *fg_pipeline_get(struct fg_pipeline_env *env, size_t max_mess
 	if (pl) {
 		env->spare = pl->next_spare;
 		env->nspare--;
+		env->spare_bytes -= pl->spare_bytes;
 	} else {
 		if ((pl = calloc(1, sizeof(*pl))) == NULL)
 			return NULL;
@@ -535,11 +557,19 @@ void fg_pipeline_put(struct fg_pipeline *pl)
 	for (i = 0; i < 2; i++) {
 		fg_grpcframe_reader_reset(&pl->side[i].reader);
 		fg_bufq_clear(&pl->side[i].raw);
+		if (pl->side[i].raw.cap > FG_GRPCFRAME_READER_KEEP)
+			fg_bufq_free(&pl->side[i].raw);
 		if (pl->side[i].susp_orig.cap > FG_GRPCFRAME_READER_KEEP)
 			fg_bufq_free(&pl->side[i].susp_orig);
 		if (pl->side[i].susp_cur.cap > FG_GRPCFRAME_READER_KEEP)
 			fg_bufq_free(&pl->side[i].susp_cur);
 	}
+	pl->spare_bytes = pipeline_kept_bytes(pl);
+	if (env->spare_bytes + pl->spare_bytes > PIPELINE_SPARE_BYTES) {
+		pipeline_destroy(pl);
+		return;
+	}
+	env->spare_bytes += pl->spare_bytes;
 	pl->next_spare = env->spare;
 	env->spare = pl;
 	env->nspare++;

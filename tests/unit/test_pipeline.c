@@ -2361,6 +2361,66 @@ static int failmalloc_run(struct t *t, long n, int *injected, const struct fg_bu
 	return st == FG_GRPC_OK;
 }
 
+/* ---- ended pipelines kept for reuse, within their byte budget ---- */
+
+#define SPARE_BUDGET (4u << 20)         /* PIPELINE_SPARE_BYTES in fg_pipeline_env.c */
+#define SPARE_CALLS 120
+#define SPARE_MSG 60000                 /* under FG_GRPCFRAME_READER_KEEP: its buffer is kept */
+
+/* Many calls end at once, each with a 60 KB request assembled from two
+ * chunks: the worker keeps as many of their pipelines (and buffers) as fit
+ * in the budget, more than the 32 it used to keep, never more than the
+ * budget; and a call after them takes a kept one, allocating nothing. */
+static void test_pipeline_spares(void **state)
+{
+	struct t *t = *state;
+	struct host *h = calloc(SPARE_CALLS, sizeof(*h));
+	struct fg_bufq in = { 0 };
+	uint8_t *body = malloc(SPARE_MSG);
+	size_t before, kept;
+	long live;
+	int i;
+
+	assert_non_null(h);
+	assert_non_null(body);
+	memset(body, 's', SPARE_MSG);
+	cfg.limits.max_message_size = SPARE_MSG;
+	cfg.limits.connection_buffer = 1u << 30;
+	cfg.limits.worker_buffer = 1u << 30;
+	frame(&in, FG_GRPCFRAME_UNCOMPRESSED, body, SPARE_MSG);
+	env_open(t, 1);
+	before = mem.bytes;
+	for (i = 0; i < SPARE_CALLS; i++) {
+		call_open(t, &h[i], STREAM, NULL);
+		feed(h[i].pl, REQ, in.data, in.len, in.len / 2 + 1);
+		assert_out(&h[i].req_out, &in);
+	}
+	for (i = 0; i < SPARE_CALLS; i++) {
+		call_close(&h[i], FG_GRPC_OK);
+		host_free(&h[i]);
+	}
+	kept = mem.bytes - before;
+	assert_true(kept <= SPARE_BUDGET + 64 * 1024);
+	assert_true(kept >= SPARE_BUDGET / 2);
+	assert_true(kept >= 40 * (size_t)SPARE_MSG);
+
+	/* the next call reuses a kept pipeline and its buffer */
+	live = mem.live;
+	call_open(t, &h[0], STREAM, NULL);
+	h[0].req_out = (struct fg_bufq){ 0 };
+	assert_int_equal(fg_bufq_reserve(&h[0].req_out, in.len), 0);
+	live = mem.live;
+	feed(h[0].pl, REQ, in.data, in.len, in.len / 2 + 1);
+	assert_out(&h[0].req_out, &in);
+	assert_int_equal(mem.live, live);
+	call_close(&h[0], FG_GRPC_OK);
+	host_free(&h[0]);
+	free(h);
+	free(body);
+	fg_bufq_free(&in);
+	done(t);
+}
+
 static void test_pipeline_failmalloc(void **state)
 {
 	struct t *t = *state;
@@ -2421,6 +2481,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pipeline_leave_connection, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_done_at_response_headers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_answer_from_held, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pipeline_spares, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_failmalloc, setup, teardown),
 	};
 
