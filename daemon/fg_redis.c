@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
+#include <hiredis/sds.h>
 #include <openssl/evp.h>
 
 #include "fg_bufq.h"
@@ -25,6 +26,7 @@
 #define WHY_LEN 256
 #define PASSWORD_MAX 512        /* Redis has no limit; a longer file is surely not a password */
 #define SHA1_HEX 40
+#define OBUF_KEEP (64 * 1024)   /* a write buffer kept between batches; a larger one is freed */
 
 /* Who a command is for: only CMD_USER has a caller waiting. */
 enum cmd_kind {
@@ -613,10 +615,52 @@ struct link_events {
 	unsigned dead;                  /* cleanup ran while busy: the callback frees */
 };
 
+/*
+ * A connected link's batch, written here rather than by hiredis 0.14's
+ * redisBufferWrite, which frees the write buffer after every complete
+ * write and grows a new one command by command (sdsMakeRoomFor: about a
+ * realloc per command, 0.5 µs a call in a profile).  sdsclear keeps the
+ * buffer for the next batch.  Returns 0, or -1 when hiredis must see the
+ * socket's error itself (it writes again, fails and frees the context).
+ */
+static int events_write_kept(struct link_events *e)
+{
+	redisContext *c = &e->ac->c;
+	size_t len = sdslen(c->obuf);
+	ssize_t n;
+
+	if (len == 0)
+		return 0;
+	n = write(c->fd, c->obuf, len);
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+	if ((size_t)n < len) {
+		sdsrange(c->obuf, (int)n, -1);
+		return 0;
+	}
+	if (sdsavail(c->obuf) + len > OBUF_KEEP) {
+		sds fresh = sdsempty();
+		if (!fresh)
+			return -1;
+		sdsfree(c->obuf);
+		c->obuf = fresh;
+	} else {
+		sdsclear(c->obuf);
+	}
+	return 0;
+}
+
 /* hiredis may free the context (and call cleanup) inside HandleWrite:
  * <e> outlives it until this returns. */
 static void events_write(struct link_events *e)
 {
+	redisContext *c = &e->ac->c;
+
+	if ((c->flags & REDIS_CONNECTED) && !c->err && events_write_kept(e) == 0) {
+		if (sdslen(c->obuf) > 0)
+			event_add(e->wev, NULL);
+		return;
+	}
 	e->busy = 1;
 	e->writing = 1;
 	redisAsyncHandleWrite(e->ac);

@@ -341,6 +341,53 @@ static void test_get_set(void **state)
 	assert_int_equal(fg_redis_get_stats(t->link)->inflight, 0);
 }
 
+/* A batch larger than the socket takes at once: the rest is written as
+ * the socket drains, every command arrives whole, and the link's write
+ * buffer (grown past what it keeps) is then given back and grown again. */
+static void test_large_batch(void **state)
+{
+	struct rt *t = *state;
+	enum { N = 48, VLEN = 128 * 1024 };     /* 6 MiB a batch; max_inflight is 64 */
+	static struct rec r[N];
+	char *v = malloc(VLEN);
+	char key[32];
+	const char *argv[3] = { "SET", key, v };
+	size_t lens[3] = { 3, 0, VLEN };
+
+	NEED_REDIS();
+	assert_non_null(v);
+	connect_default(t);
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < N; i++) {
+			memset(v, 'a' + (i + round) % 26, VLEN);
+			lens[1] = (size_t)snprintf(key, sizeof(key), "fg:big:%d", i);
+			memset(&r[i], 0, sizeof(r[i]));
+			assert_int_equal(fg_redis_command(t->link, 5000 * MS, 3, argv, lens, rec_cb, &r[i]), 0);
+		}
+		assert_true(loop_until(t, &r[N - 1].calls, 5000));
+		for (int i = 0; i < N; i++) {
+			assert_int_equal(r[i].calls, 1);
+			assert_string_equal(r[i].str, "OK");
+		}
+		cmd_wait(t, &r[0], "STRLEN", "fg:big:47", NULL);
+		assert_int_equal(r[0].integer, VLEN);
+		cmd_wait(t, &r[0], "GETRANGE", "fg:big:47", "-1");
+		assert_int_equal(r[0].kind, FG_REDIS_R_ERROR);  /* wrong arity: the link still answers in order */
+		cmd_wait(t, &r[0], "SET", "fg:after", "x");
+		assert_string_equal(r[0].str, "OK");
+	}
+	{
+		const char *get[] = { "GETRANGE", "fg:big:47", "131071", "131071" };
+		memset(&r[0], 0, sizeof(r[0]));
+		assert_int_equal(fg_redis_command(t->link, 2000 * MS, 4, get, NULL, rec_cb, &r[0]), 0);
+		assert_true(loop_until(t, &r[0].calls, 3000));
+		assert_string_equal(r[0].str, "w");     /* round 1 wrote 'a' + (47 + 1) % 26 */
+	}
+	assert_int_equal(fg_redis_get_stats(t->link)->drops, 0);
+	assert_int_equal(fg_redis_get_state(t->link), FG_REDIS_CONNECTED);
+	free(v);
+}
+
 #define SCRIPT "return {ARGV[1], redis.call('INCRBY', KEYS[1], ARGV[2])}"
 #define SCRIPT2 "return redis.call('GET', KEYS[1])"
 
@@ -739,6 +786,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_address),
 		cmocka_unit_test_setup_teardown(test_get_set, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_large_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_script_noscript, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_auth, setup_auth, teardown),
 		cmocka_unit_test_setup_teardown(test_select_unix, setup, teardown),
