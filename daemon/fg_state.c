@@ -6,35 +6,37 @@
 #include "fg_error.h"
 #include "fg_state.h"
 
-/* fg_keyring's id alphabet, the ':' after the id, and hex digits. */
-static inline int key_char_ok(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-	       c == '_' || c == '-' || c == ':';
-}
-
-/* Class names become Redis hash fields "x:<class>" and metric labels. */
-static inline int class_char_ok(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
-}
-
+/*
+ * Which bytes a name may hold, per kind: K, a key (fg_keyring's id
+ * alphabet, the ':' after the id, and hex digits); C, a class name (it
+ * becomes a Redis hash field "x:<class>" and a metric label).  A table,
+ * because every call checks its names twice (read and update).
+ */
 enum name_kind {
-	NAME_KEY,
-	NAME_CLASS,
+	K = 1,
+	C = 2,
 };
 
-/* 1 when <s> is 1..<max> bytes, each allowed in a name of <kind>.  No
- * function pointer per byte: every call checks its names twice (read and
- * update), and the checks are inlined for each kind. */
-static inline int name_ok(const char *s, size_t max, enum name_kind kind)
+static const unsigned char name_bytes[256] = {
+	['-'] = K, ['.'] = K, ['0'] = K|C, ['1'] = K|C, ['2'] = K|C, ['3'] = K|C, ['4'] = K|C, ['5'] = K|C,
+	['6'] = K|C, ['7'] = K|C, ['8'] = K|C, ['9'] = K|C, [':'] = K, ['A'] = K, ['B'] = K, ['C'] = K, ['D'] = K,
+	['E'] = K, ['F'] = K, ['G'] = K, ['H'] = K, ['I'] = K, ['J'] = K, ['K'] = K, ['L'] = K, ['M'] = K,
+	['N'] = K, ['O'] = K, ['P'] = K, ['Q'] = K, ['R'] = K, ['S'] = K, ['T'] = K, ['U'] = K, ['V'] = K,
+	['W'] = K, ['X'] = K, ['Y'] = K, ['Z'] = K, ['_'] = K|C, ['a'] = K|C, ['b'] = K|C, ['c'] = K|C, ['d'] = K|C,
+	['e'] = K|C, ['f'] = K|C, ['g'] = K|C, ['h'] = K|C, ['i'] = K|C, ['j'] = K|C, ['k'] = K|C, ['l'] = K|C,
+	['m'] = K|C, ['n'] = K|C, ['o'] = K|C, ['p'] = K|C, ['q'] = K|C, ['r'] = K|C, ['s'] = K|C, ['t'] = K|C,
+	['u'] = K|C, ['v'] = K|C, ['w'] = K|C, ['x'] = K|C, ['y'] = K|C, ['z'] = K|C,
+};
+
+/* 1 when <s> is 1..<max> bytes, each allowed in a name of <kind>. */
+static int name_ok(const char *s, size_t max, enum name_kind kind)
 {
 	size_t i;
 
 	if (!s)
 		return 0;
 	for (i = 0; s[i]; i++)
-		if (i >= max || !(kind == NAME_KEY ? key_char_ok((unsigned char)s[i]) : class_char_ok((unsigned char)s[i])))
+		if (i >= max || !(name_bytes[(unsigned char)s[i]] & kind))
 			return 0;
 	return i > 0;
 }
@@ -45,10 +47,10 @@ int fg_state_check_who(const struct fg_state_who *who)
 	    who->nclasses > FG_STATE_MAX_CLASSES || (who->nclasses && !who->classes))
 		return FG_EINVAL;
 	for (size_t i = 0; i < who->nkeys; i++)
-		if (!name_ok(who->keys[i], FG_KEYRING_PSEUDONYM_MAX - 1, NAME_KEY))
+		if (!name_ok(who->keys[i], FG_KEYRING_PSEUDONYM_MAX - 1, K))
 			return FG_EINVAL;
 	for (size_t i = 0; i < who->nclasses; i++)
-		if (!name_ok(who->classes[i], FG_STATE_CLASS_MAX, NAME_CLASS))
+		if (!name_ok(who->classes[i], FG_STATE_CLASS_MAX, C))
 			return FG_EINVAL;
 	return 0;
 }
