@@ -74,7 +74,8 @@ Usage: contrib/bench/run-bench.sh [options]
                       rate (--rate, default 8000 calls a second, half to each): this
                       machine's slow and fast spells then hit both alike, and the
                       median of the rounds' differences of CPU per call is what one
-                      costs over the other (the "pair" lines); may be repeated
+                      costs over the other; then both at one call in flight at the
+                      same time (latency); the "Side by side" lines; may be repeated
   --pair-only         only the --pair rounds (no tables): a quick A/B check
   --only "T ..."      measure only these targets (for example "direct nghttpx fg-pass"),
                       in the order the scenario gives them; the tables show only them
@@ -845,20 +846,29 @@ report_rankfeed() {
 	fi
 }
 
-# run_pair A B ROUND: A and B under the same load at the same time (h2load
-# -c16 -m32 --rps, PAIR_RATE/2 calls a second each, both h2loads on the
-# client's core), each one's CPU sampled when both measured phases have
-# started and when both are over.  Rows "pair" in RESULTS.
+# run_pair A B ROUND SHAPE: A and B under the same load at the same time,
+# each with its own h2load on the client's core: SHAPE "pair" is -c16 -m32
+# --rps at PAIR_RATE/2 calls a second each (CPU per call), "pair1" is -c1
+# -m1 (latency at one call in flight: both calls pay the same spells of
+# the machine).  Each one's CPU is sampled when both measured phases have
+# started and when both are over.  Rows SHAPE in RESULTS: CPU per call in
+# column 7, p50 and p99 (µs) in 5 and 6.
 run_pair() {
-	local a=$1 b=$2 round=$3 t i n ok
-	local -A out cpu0 cpu1 succ
-	local -a pids hp=()
+	local a=$1 b=$2 round=$3 shape=$4 t i n ok c p50 p99
+	local -A out lat cpu0 cpu1
+	local -a pids hp=() load
+	if [[ $shape == pair ]]; then
+		load=(-c16 -m32 "--rps=$((PAIR_RATE / 32))")
+	else
+		load=(-c1 -m1)
+	fi
 	for t in "$a" "$b"; do
 		h2load_args "$t"
-		out[$t]=$WORK/h2load-pair-$t-r$round.txt
+		out[$t]=$WORK/h2load-$shape-$t-r$round.txt
+		lat[$t]=$SHM/lat-$shape-$t-r$round.log
 		taskset -c "$CLIENT_CPU" timeout $((DURATION + WARMUP + 60)) \
-			h2load -c16 -m32 -t1 -D "$DURATION" --warm-up-time="$WARMUP" --rps=$((PAIR_RATE / 32)) \
-			"${H2ARGS[@]}" "$H2URL" > "${out[$t]}" 2>&1 &
+			h2load "${load[@]}" -t1 -D "$DURATION" --warm-up-time="$WARMUP" \
+			"${H2ARGS[@]}" --log-file="${lat[$t]}" "$H2URL" > "${out[$t]}" 2>&1 &
 		hp+=($!)
 		PIDS+=($!)
 	done
@@ -880,23 +890,37 @@ run_pair() {
 	for t in "$a" "$b"; do
 		n=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' "${out[$t]}")
 		n=${n:-0}
-		local c=-
+		c=- p50=- p99=-
 		(( n > 0 )) && c=$(awk -v d=$((cpu1[$t] - cpu0[$t])) -v n="$n" 'BEGIN { printf "%.2f", d / 1000 / n }')
-		printf 'pair\t%s\t%s\t-\t-\t-\t%s\t-\t%s\t-\t0\t-\t-\tok\n' "$t" "$round" "$c" "$n" >> "$RESULTS"
-		printf '  pair %-14s round %s: %6s calls  cpu %5s us/call (beside %s)\n' "$t" "$round" "$n" "$c" \
-			"$([[ $t == "$a" ]] && echo "$b" || echo "$a")" >&2
+		if [[ -s ${lat[$t]} ]]; then
+			read -r p50 p99 < <(cut -f3 "${lat[$t]}" | LC_ALL=C sort -n | awk '
+				{ v[NR] = $1 }
+				END { if (NR) { a = int((NR * 50 + 99) / 100); b = int((NR * 99 + 99) / 100); print v[a], v[b] } }')
+		fi
+		rm -f "${lat[$t]}"
+		printf '%s\t%s\t%s\t-\t%s\t%s\t%s\t-\t%s\t-\t0\t-\t-\tok\n' "$shape" "$t" "$round" "$p50" "$p99" "$c" "$n" >> "$RESULTS"
+		printf '  %-5s %-14s round %s: %6s calls  p50 %6s us  p99 %6s us  cpu %5s us/call (beside %s)\n' "$shape" "$t" \
+			"$round" "$n" "$p50" "$p99" "$c" "$([[ $t == "$a" ]] && echo "$b" || echo "$a")" >&2
 	done
 }
 
-# pair_line A B: the pair rounds' difference A − B.
+# pair_line A B: the side-by-side rounds' differences A − B.
 pair_line() {
 	local d rest base
 	read -r d rest <<< "$(deltas "$1" "$2" pair)"
-	[[ $d == - ]] && return 0
-	base=$(median pair "$2" 7)
-	printf 'Side by side (both loaded at the same time, %s calls a second each): %s − %s = %s µs of CPU per call (rounds:%s; %s: %s µs a call, %s of it).\n' \
-		"$((PAIR_RATE / 2))" "$1" "$2" "$d" "$rest" "$2" "$base" \
-		"$(awk -v d="$d" -v b="$base" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * d / b : 0) }')"
+	if [[ $d != - ]]; then
+		base=$(median pair "$2" 7)
+		printf 'Side by side (both loaded at the same time, %s calls a second each): %s − %s = %s µs of CPU per call (rounds:%s; %s: %s µs a call, %s of it).\n' \
+			"$((PAIR_RATE / 2))" "$1" "$2" "$d" "$rest" "$2" "$base" \
+			"$(awk -v d="$d" -v b="$base" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * d / b : 0) }')"
+	fi
+	read -r d rest <<< "$(deltas "$1" "$2" pair1 5)"
+	if [[ $d != - ]]; then
+		printf 'Side by side at one call in flight each (-c1 -m1, both at the same time): %s − %s = %s µs of p50 latency (rounds:%s; %s p50 %s µs), ' \
+			"$1" "$2" "$d" "$rest" "$2" "$(median pair1 "$2" 5)"
+		read -r d rest <<< "$(deltas "$1" "$2" pair1)"
+		printf '%s µs of CPU per call (rounds:%s).\n' "$d" "$rest"
+	fi
 }
 
 # rate_line A B: with --rate, A's CPU per call minus B's at the same fixed
@@ -1190,7 +1214,11 @@ for pair in "${PAIRS[@]}"; do
 	[[ -n ${PORT[$pa]:-} && -n ${PORT[$pb]:-} ]] || die "--pair: '$pair' names a target this run did not start"
 	note "side by side: $pa and $pb at the same time, $((PAIR_RATE / 2)) calls a second each, $ROUNDS rounds of ${WARMUP}s + ${DURATION}s"
 	for ((r = 1; r <= ROUNDS; r++)); do
-		run_pair "$pa" "$pb" "$r"
+		run_pair "$pa" "$pb" "$r" pair
+	done
+	note "side by side at one call in flight each: $pa and $pb, $ROUNDS rounds of ${WARMUP}s + ${DURATION}s"
+	for ((r = 1; r <= ROUNDS; r++)); do
+		run_pair "$pa" "$pb" "$r" pair1
 	done
 done
 
