@@ -63,6 +63,9 @@ static const uint8_t wrap_room[8];
 /* A sampled call's wire-encoded items beyond this are left out (each is
  * about 20 bytes: a page of FG_ITEMS_MAX items fits). */
 #define ITEMS_MAX_BYTES (4u << 20)
+/* A page's delivered positions are worked out on the stack up to this many
+ * items (a ranked page is a few hundred at most); a longer one allocates. */
+#define DPOS_STACK 512
 
 static const char *const failure_names[FG_POLICY_NSREASONS] = { "timeout", "down", "busy", "error", "no_user" };
 static const char *const fail_mode_names[] = { "open", "empty", "deny" };
@@ -72,6 +75,8 @@ struct capture_worker {
 	struct fg_capture_ring *ring;       /* NULL until the worker captures a call */
 	unsigned slot;
 	struct fg_bufq scratch;             /* a message being redacted */
+	struct fg_bufq item;                /* one item's Decisions entry, being encoded */
+	size_t record_hint;                 /* the size of this worker's last record submitted */
 	uint64_t rng;                       /* xorshift state: sampling of calls with no user id */
 };
 
@@ -84,6 +89,8 @@ struct fg_stage_record {
 	struct fg_bufq buf;                 /* the Call's fields so far */
 	struct fg_bufq items;               /* Decisions.items, encoded */
 	uint64_t reserved;                  /* bytes counted against capture.queue */
+	uint64_t prepaid;                   /* of <reserved>, what <buf> was given room for
+	                                       at the start and the record has not used yet */
 	uint32_t omitted;                   /* messages left out */
 	uint32_t *tally;                    /* [pol->nstats]: strip's counts; NULL until asked */
 	unsigned screen_set;
@@ -118,6 +125,12 @@ static int grow(struct fg_stage_record *r, size_t n, enum fg_capture_omit *why)
 		*why = FG_CAPTURE_OMIT_RECORD_SIZE;
 		return FG_ETOOBIG;
 	}
+	if (r->prepaid >= n) {
+		r->prepaid -= n;
+		return 0;
+	}
+	n -= r->prepaid;
+	r->prepaid = 0;
 	if (fg_capture_reserve(r->w->cap, n, queue_limit(r)) < 0) {
 		*why = FG_CAPTURE_OMIT_QUEUE;
 		return FG_ETOOBIG;
@@ -156,6 +169,7 @@ static void drop_record(struct fg_stage_record *r)
 	if (r->reserved)
 		fg_capture_release(r->w->cap, r->reserved);
 	r->reserved = 0;
+	r->prepaid = 0;
 	r->recording = 0;
 	r->call->rec = NULL;
 }
@@ -177,6 +191,31 @@ static void capture_worker_free(void *wstate)
 	struct capture_worker *w = wstate;
 
 	fg_bufq_free(&w->scratch);
+	fg_bufq_free(&w->item);
+}
+
+/*
+ * A record's buffer starts with the room the worker's last record took,
+ * counted against capture.queue at once like the bytes it will hold (the
+ * record then grows without a realloc, where doubling from nothing cost
+ * six reallocs and twice the record in copies); room the record does not
+ * use stays counted until it is written.  Without the budget's room it
+ * starts empty and grows as before.
+ */
+static void record_prepay(struct capture_worker *w, struct fg_stage_record *r)
+{
+	size_t hint = w->record_hint;
+
+	if (hint > r->call->cfg->capture.max_record_size)
+		hint = r->call->cfg->capture.max_record_size;
+	if (hint <= WRAP_ROOM || fg_capture_reserve(w->cap, hint, queue_limit(r)) < 0)
+		return;
+	if (fg_bufq_reserve(&r->buf, hint - WRAP_ROOM) < 0) {
+		fg_capture_release(w->cap, hint);
+		return;
+	}
+	r->reserved += hint;
+	r->prepaid = hint - WRAP_ROOM;
 }
 
 static enum fg_stage_begin capture_begin(struct fg_stage_ctx *c, const struct fg_hdrs *h)
@@ -198,6 +237,7 @@ static enum fg_stage_begin capture_begin(struct fg_stage_ctx *c, const struct fg
 	 * as the record's first bytes, which growing the record keeps */
 	if (fg_bufq_append(&r->buf, wrap_room, WRAP_ROOM) < 0)
 		return FG_STAGE_SKIP;
+	record_prepay(w, r);
 	call->need_capture_user = 1;
 	call->rec = r;
 	return FG_STAGE_RUN;
@@ -589,8 +629,11 @@ static void capture_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
 		drop_record(r);
 		return;
 	}
-	/* the fixed fields and the wrapper, within the budget like the rest */
-	if (fg_capture_reserve(r->w->cap, extra, queue_limit(r)) < 0) {
+	/* the fixed fields and the wrapper, within the budget like the rest
+	 * (first in the room the record was given at its start) */
+	extra -= r->prepaid < extra ? r->prepaid : extra;
+	r->prepaid = 0;
+	if (extra && fg_capture_reserve(r->w->cap, extra, queue_limit(r)) < 0) {
 		fg_capture_dropped(r->w->cap, FG_CAPTURE_DROP_BUDGET);
 		drop_record(r);
 		return;
@@ -602,8 +645,10 @@ static void capture_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
 		drop_record(r);
 		return;
 	}
+	r->w->record_hint = fg_bufq_len(&r->buf);
 	(void)fg_capture_submit(r->w->ring, &r->buf, r->reserved);
 	r->reserved = 0;
+	r->prepaid = 0;
 	drop_record(r);
 }
 
@@ -683,7 +728,7 @@ static int add_item(struct fg_stage_record *r, unsigned message, uint32_t pos, i
                     const struct fg_items_item *it)
 {
 	const struct fg_policy *p = r->call->pol;
-	struct fg_bufq one;
+	struct fg_bufq *one = &r->w->item;     /* the worker's: no allocation per item */
 	const char *cls = "";
 	int rc;
 
@@ -691,28 +736,28 @@ static int add_item(struct fg_stage_record *r, unsigned message, uint32_t pos, i
 	 * counts it (fg_items.h); otherwise it is 0, not a class */
 	if (it->cls != FG_ITEMS_UNLABELLED && it->cls < p->nclasses && (it->decision != FG_ITEMS_ALLOW || it->counters))
 		cls = p->classes[it->cls].name;
-	fg_bufq_init(&one);
-	rc = (message ? fg_pbwire_append_varint(&one, I_MESSAGE, message) : 0) |
-	     (pos ? fg_pbwire_append_varint(&one, I_POSITION, pos) : 0) |
-	     (dpos ? fg_pbwire_append_varint(&one, I_DELIVERED, (uint64_t)(int64_t)dpos) : 0) |
-	     (cls[0] ? fg_pbwire_append_len(&one, I_CLASS, cls, strlen(cls)) : 0) |
-	     (it->fate ? fg_pbwire_append_varint(&one, I_FATE, it->fate) : 0) |
-	     (it->decision == FG_ITEMS_DEMOTE ? fg_pbwire_append_varint(&one, I_DEMOTED, 1) : 0);
+	fg_bufq_clear(one);
+	rc = (message ? fg_pbwire_append_varint(one, I_MESSAGE, message) : 0) |
+	     (pos ? fg_pbwire_append_varint(one, I_POSITION, pos) : 0) |
+	     (dpos ? fg_pbwire_append_varint(one, I_DELIVERED, (uint64_t)(int64_t)dpos) : 0) |
+	     (cls[0] ? fg_pbwire_append_len(one, I_CLASS, cls, strlen(cls)) : 0) |
+	     (it->fate ? fg_pbwire_append_varint(one, I_FATE, it->fate) : 0) |
+	     (it->decision == FG_ITEMS_DEMOTE ? fg_pbwire_append_varint(one, I_DEMOTED, 1) : 0);
 	if (rc == 0)
-		rc = fg_pbwire_append_len(&r->items, D_ITEMS, fg_bufq_head(&one), fg_bufq_len(&one));
-	fg_bufq_free(&one);
+		rc = fg_pbwire_append_len(&r->items, D_ITEMS, fg_bufq_head(one), fg_bufq_len(one));
 	return rc;
 }
 
 void fg_stage_record_page(struct fg_stage_record *r, unsigned message, const struct fg_items_page *pg)
 {
 	enum fg_capture_omit why = FG_CAPTURE_OMIT_QUEUE;
+	int32_t small[DPOS_STACK];
 	size_t i, k, was;
-	int32_t *dpos;
+	int32_t *dpos = small;
 
 	if (!r || !r->recording || pg->n == 0)
 		return;
-	if (!(dpos = malloc(pg->n * sizeof(*dpos)))) {
+	if (pg->n > DPOS_STACK && !(dpos = malloc(pg->n * sizeof(*dpos)))) {
 		r->items_omitted = 1;
 		omit(r, FG_CAPTURE_OMIT_QUEUE);
 		return;
@@ -732,7 +777,8 @@ void fg_stage_record_page(struct fg_stage_record *r, unsigned message, const str
 		if (!r->items_omitted && add_item(r, message, (uint32_t)i, dpos[i], it) < 0)
 			r->items_omitted = 1;
 	}
-	free(dpos);
+	if (dpos != small)
+		free(dpos);
 	/* the page's items count as they take: all of them, or none */
 	if (!r->items_omitted && (fg_bufq_len(&r->items) > ITEMS_MAX_BYTES ||
 	                          grow(r, fg_bufq_len(&r->items) - was, &why) < 0))
