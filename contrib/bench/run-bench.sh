@@ -1211,6 +1211,9 @@ for shape in "${SHAPES[@]}"; do
 done
 for pair in "${PAIRS[@]}"; do
 	read -r pa pb <<< "$pair"
+	# The capture targets write hundreds of MB a second; what the kernel
+	# has not written back yet would land in these rounds as its own CPU.
+	sync
 	[[ -n ${PORT[$pa]:-} && -n ${PORT[$pb]:-} ]] || die "--pair: '$pair' names a target this run did not start"
 	note "side by side: $pa and $pb at the same time, $((PAIR_RATE / 2)) calls a second each, $ROUNDS rounds of ${WARMUP}s + ${DURATION}s"
 	for ((r = 1; r <= ROUNDS; r++)); do
