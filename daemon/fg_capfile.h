@@ -51,7 +51,9 @@
  * rather than appending to the old one.
  *
  * Pure and stateless apart from the reader: no libevent, nghttp2 or
- * protobuf-c; zlib for crc32() only.  No global state: every function may
+ * protobuf-c; zlib's CRC-32 only (computed with ISA-L's crc32_gzip_refl
+ * when configure found libisal: the same function, faster).  No global
+ * state: every function may
  * run on any thread, and a reader is used by one thread at a time.  The
  * reader blocks in read(2) (files do not support non-blocking reads), so it
  * is for tools, tests and a capture's own thread, never a worker's event

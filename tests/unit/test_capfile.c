@@ -167,6 +167,36 @@ static int teardown_dir(void **state)
 
 /* ---- writing ---- */
 
+/* The frame CRC is zlib's CRC-32 of the length bytes then the payload,
+ * whichever library computes it (ISA-L when configure found it): every
+ * length from 0 to 300 and larger ones up to 96 KiB, at every alignment
+ * of the start, against zlib's crc32() computed here. */
+static void test_capfile_crc_is_zlibs(void **state)
+{
+	enum { MAX = 96 * 1024 };
+	uint8_t *buf = malloc(MAX + 8), fh[FG_CAPFILE_FRAME_HEADER_LEN];
+	uint32_t x = 2463534242u;
+
+	(void)state;
+	assert_non_null(buf);
+	for (size_t i = 0; i < MAX + 8; i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		buf[i] = (uint8_t)x;
+	}
+	for (size_t n = 0; n <= MAX; n += n < 300 ? 1 : 4093) {
+		for (size_t off = 0; off < (n < 300 ? 2u : 8u); off++) {
+			uint8_t len4[4] = { (uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), (uint8_t)(n >> 24) };
+			uLong crc = crc32(crc32(0L, len4, 4), buf + off, (uInt)n);
+			assert_int_equal(fg_capfile_write_frame_header(fh, buf + off, n), 0);
+			assert_memory_equal(fh, len4, 4);
+			assert_int_equal(fh[4] | fh[5] << 8 | fh[6] << 16 | (uint32_t)fh[7] << 24, (uint32_t)crc);
+		}
+	}
+	free(buf);
+}
+
 static void test_capfile_encode(void **state)
 {
 	static const uint8_t want_hdr[] = { 0x89, 'F', 'G', 'C', 'A', 'P', '\r', '\n', 1, 0, 0, 0, 0, 0, 0, 0 };
@@ -834,6 +864,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_capfile_encode),
+		cmocka_unit_test(test_capfile_crc_is_zlibs),
 		cmocka_unit_test(test_capfile_parse_file_header),
 		cmocka_unit_test(test_capfile_parse_frame),
 		cmocka_unit_test(test_capfile_parse_length_over_max),
