@@ -113,6 +113,20 @@ static uint64_t queue_limit(const struct fg_stage_record *r)
 	return r->call->cfg->capture.queue;
 }
 
+/* Count <n> more bytes of the record against capture.queue, in the room
+ * paid for at its start first: 0, or FG_ETOOBIG (the rest did not fit). */
+static int count_bytes(struct fg_stage_record *r, uint64_t n)
+{
+	uint64_t from_prepaid = r->prepaid < n ? r->prepaid : n;
+
+	r->prepaid -= from_prepaid;
+	n -= from_prepaid;
+	if (n && fg_capture_reserve(r->w->cap, n, queue_limit(r)) < 0)
+		return FG_ETOOBIG;
+	r->reserved += n;
+	return 0;
+}
+
 /* Room for <n> more bytes in the record: 0, or a reason to leave a
  * message out (counted by the caller). */
 static int grow(struct fg_stage_record *r, size_t n, enum fg_capture_omit *why)
@@ -125,17 +139,10 @@ static int grow(struct fg_stage_record *r, size_t n, enum fg_capture_omit *why)
 		*why = FG_CAPTURE_OMIT_RECORD_SIZE;
 		return FG_ETOOBIG;
 	}
-	if (r->prepaid >= n) {
-		r->prepaid -= n;
-		return 0;
-	}
-	n -= r->prepaid;
-	r->prepaid = 0;
-	if (fg_capture_reserve(r->w->cap, n, queue_limit(r)) < 0) {
+	if (count_bytes(r, n) < 0) {
 		*why = FG_CAPTURE_OMIT_QUEUE;
 		return FG_ETOOBIG;
 	}
-	r->reserved += n;
 	return 0;
 }
 
@@ -621,7 +628,6 @@ static int wrap(struct fg_stage_record *r)
 static void capture_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
 {
 	struct fg_stage_record *r = c->state;
-	uint64_t extra = END_ROOM;
 
 	if (!r->recording)
 		return;
@@ -629,16 +635,12 @@ static void capture_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
 		drop_record(r);
 		return;
 	}
-	/* the fixed fields and the wrapper, within the budget like the rest
-	 * (first in the room the record was given at its start) */
-	extra -= r->prepaid < extra ? r->prepaid : extra;
-	r->prepaid = 0;
-	if (extra && fg_capture_reserve(r->w->cap, extra, queue_limit(r)) < 0) {
+	/* the fixed fields and the wrapper, within the budget like the rest */
+	if (count_bytes(r, END_ROOM) < 0) {
 		fg_capture_dropped(r->w->cap, FG_CAPTURE_DROP_BUDGET);
 		drop_record(r);
 		return;
 	}
-	r->reserved += extra;
 	if (add_facts(r, end) < 0 || add_decisions(r) < 0 || wrap(r) < 0 ||
 	    fg_bufq_len(&r->buf) > r->call->cfg->capture.max_record_size) {
 		fg_capture_dropped(r->w->cap, FG_CAPTURE_DROP_BUDGET);
@@ -648,7 +650,6 @@ static void capture_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
 	r->w->record_hint = fg_bufq_len(&r->buf);
 	(void)fg_capture_submit(r->w->ring, &r->buf, r->reserved);
 	r->reserved = 0;
-	r->prepaid = 0;
 	drop_record(r);
 }
 
