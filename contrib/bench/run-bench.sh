@@ -525,6 +525,14 @@ syscalls_per_call() {
 		END { printf "  syscalls %.2f/call, wakeups %.2f/call", s / n, w / n }' "$f"
 }
 
+# p50_p99 LOG: nearest-rank p50 and p99 of the latencies (µs, third
+# column) of an h2load --log-file.
+p50_p99() {
+	cut -f3 "$1" | LC_ALL=C sort -n | awk '
+		{ v[NR] = $1 }
+		END { if (NR) { a = int((NR * 50 + 99) / 100); b = int((NR * 99 + 99) / 100); print v[a], v[b] } }'
+}
+
 # run_load TARGET ROUND SHAPE  (SHAPE is c16, c1 or rate)
 # Appends one line to $RESULTS: shape target round req/s p50_us p99_us
 # proxy_cpu_us_per_req upstream_cpu_us_per_req succeeded errors short
@@ -580,11 +588,7 @@ run_load() {
 	upstream_stats r1 b1
 
 	[[ -n $rps ]] || { note "h2load failed for $tag: $(tail -3 "$out")"; rps=0; }
-	if [[ -s $lat ]]; then
-		read -r p50 p99 < <(cut -f3 "$lat" | LC_ALL=C sort -n | awk '
-			{ v[NR] = $1 }
-			END { if (NR) { a = int((NR * 50 + 99) / 100); b = int((NR * 99 + 99) / 100); print v[a], v[b] } }')
-	fi
+	[[ -s $lat ]] && read -r p50 p99 < <(p50_p99 "$lat")
 	rm -f "$lat"
 	if (( marks == 2 && succ > 0 )); then
 		[[ $target != direct ]] && cpu=$(awk -v d=$((c1 - c0)) -v n="$succ" 'BEGIN { printf "%.2f", d / 1000 / n }')
@@ -892,11 +896,7 @@ run_pair() {
 		n=${n:-0}
 		c=- p50=- p99=-
 		(( n > 0 )) && c=$(awk -v d=$((cpu1[$t] - cpu0[$t])) -v n="$n" 'BEGIN { printf "%.2f", d / 1000 / n }')
-		if [[ -s ${lat[$t]} ]]; then
-			read -r p50 p99 < <(cut -f3 "${lat[$t]}" | LC_ALL=C sort -n | awk '
-				{ v[NR] = $1 }
-				END { if (NR) { a = int((NR * 50 + 99) / 100); b = int((NR * 99 + 99) / 100); print v[a], v[b] } }')
-		fi
+		[[ -s ${lat[$t]} ]] && read -r p50 p99 < <(p50_p99 "${lat[$t]}")
 		rm -f "${lat[$t]}"
 		printf '%s\t%s\t%s\t-\t%s\t%s\t%s\t-\t%s\t-\t0\t-\t-\tok\n' "$shape" "$t" "$round" "$p50" "$p99" "$c" "$n" >> "$RESULTS"
 		printf '  %-5s %-14s round %s: %6s calls  p50 %6s us  p99 %6s us  cpu %5s us/call (beside %s)\n' "$shape" "$t" \
