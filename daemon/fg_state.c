@@ -7,25 +7,32 @@
 #include "fg_state.h"
 
 /*
- * Which bytes a name may hold, per kind: K, a key (fg_keyring's id
- * alphabet, the ':' after the id, and hex digits); C, a class name (it
- * becomes a Redis hash field "x:<class>" and a metric label).  A table,
- * because every call checks its names twice (read and update).
+ * Which bytes a name may hold, per kind.  A table, because every call
+ * checks its names twice (read and update).
  */
 enum name_kind {
-	K = 1,
-	C = 2,
+	NAME_KEY = 1,           /* fg_keyring's id alphabet, the ':' after the id, and hex digits */
+	NAME_CLASS = 2,         /* becomes a Redis hash field "x:<class>" and a metric label */
 };
 
 static const unsigned char name_bytes[256] = {
-	['-'] = K, ['.'] = K, ['0'] = K|C, ['1'] = K|C, ['2'] = K|C, ['3'] = K|C, ['4'] = K|C, ['5'] = K|C,
-	['6'] = K|C, ['7'] = K|C, ['8'] = K|C, ['9'] = K|C, [':'] = K, ['A'] = K, ['B'] = K, ['C'] = K, ['D'] = K,
-	['E'] = K, ['F'] = K, ['G'] = K, ['H'] = K, ['I'] = K, ['J'] = K, ['K'] = K, ['L'] = K, ['M'] = K,
-	['N'] = K, ['O'] = K, ['P'] = K, ['Q'] = K, ['R'] = K, ['S'] = K, ['T'] = K, ['U'] = K, ['V'] = K,
-	['W'] = K, ['X'] = K, ['Y'] = K, ['Z'] = K, ['_'] = K|C, ['a'] = K|C, ['b'] = K|C, ['c'] = K|C, ['d'] = K|C,
-	['e'] = K|C, ['f'] = K|C, ['g'] = K|C, ['h'] = K|C, ['i'] = K|C, ['j'] = K|C, ['k'] = K|C, ['l'] = K|C,
-	['m'] = K|C, ['n'] = K|C, ['o'] = K|C, ['p'] = K|C, ['q'] = K|C, ['r'] = K|C, ['s'] = K|C, ['t'] = K|C,
-	['u'] = K|C, ['v'] = K|C, ['w'] = K|C, ['x'] = K|C, ['y'] = K|C, ['z'] = K|C,
+	['-'] = NAME_KEY, ['.'] = NAME_KEY, ['0'] = NAME_KEY | NAME_CLASS, ['1'] = NAME_KEY | NAME_CLASS,
+	['2'] = NAME_KEY | NAME_CLASS, ['3'] = NAME_KEY | NAME_CLASS, ['4'] = NAME_KEY | NAME_CLASS,
+	['5'] = NAME_KEY | NAME_CLASS, ['6'] = NAME_KEY | NAME_CLASS, ['7'] = NAME_KEY | NAME_CLASS,
+	['8'] = NAME_KEY | NAME_CLASS, ['9'] = NAME_KEY | NAME_CLASS, [':'] = NAME_KEY, ['A'] = NAME_KEY,
+	['B'] = NAME_KEY, ['C'] = NAME_KEY, ['D'] = NAME_KEY, ['E'] = NAME_KEY, ['F'] = NAME_KEY, ['G'] = NAME_KEY,
+	['H'] = NAME_KEY, ['I'] = NAME_KEY, ['J'] = NAME_KEY, ['K'] = NAME_KEY, ['L'] = NAME_KEY, ['M'] = NAME_KEY,
+	['N'] = NAME_KEY, ['O'] = NAME_KEY, ['P'] = NAME_KEY, ['Q'] = NAME_KEY, ['R'] = NAME_KEY, ['S'] = NAME_KEY,
+	['T'] = NAME_KEY, ['U'] = NAME_KEY, ['V'] = NAME_KEY, ['W'] = NAME_KEY, ['X'] = NAME_KEY, ['Y'] = NAME_KEY,
+	['Z'] = NAME_KEY, ['_'] = NAME_KEY | NAME_CLASS, ['a'] = NAME_KEY | NAME_CLASS, ['b'] = NAME_KEY | NAME_CLASS,
+	['c'] = NAME_KEY | NAME_CLASS, ['d'] = NAME_KEY | NAME_CLASS, ['e'] = NAME_KEY | NAME_CLASS,
+	['f'] = NAME_KEY | NAME_CLASS, ['g'] = NAME_KEY | NAME_CLASS, ['h'] = NAME_KEY | NAME_CLASS,
+	['i'] = NAME_KEY | NAME_CLASS, ['j'] = NAME_KEY | NAME_CLASS, ['k'] = NAME_KEY | NAME_CLASS,
+	['l'] = NAME_KEY | NAME_CLASS, ['m'] = NAME_KEY | NAME_CLASS, ['n'] = NAME_KEY | NAME_CLASS,
+	['o'] = NAME_KEY | NAME_CLASS, ['p'] = NAME_KEY | NAME_CLASS, ['q'] = NAME_KEY | NAME_CLASS,
+	['r'] = NAME_KEY | NAME_CLASS, ['s'] = NAME_KEY | NAME_CLASS, ['t'] = NAME_KEY | NAME_CLASS,
+	['u'] = NAME_KEY | NAME_CLASS, ['v'] = NAME_KEY | NAME_CLASS, ['w'] = NAME_KEY | NAME_CLASS,
+	['x'] = NAME_KEY | NAME_CLASS, ['y'] = NAME_KEY | NAME_CLASS, ['z'] = NAME_KEY | NAME_CLASS,
 };
 
 /* 1 when <s> is 1..<max> bytes, each allowed in a name of <kind>. */
@@ -47,10 +54,10 @@ int fg_state_check_who(const struct fg_state_who *who)
 	    who->nclasses > FG_STATE_MAX_CLASSES || (who->nclasses && !who->classes))
 		return FG_EINVAL;
 	for (size_t i = 0; i < who->nkeys; i++)
-		if (!name_ok(who->keys[i], FG_KEYRING_PSEUDONYM_MAX - 1, K))
+		if (!name_ok(who->keys[i], FG_KEYRING_PSEUDONYM_MAX - 1, NAME_KEY))
 			return FG_EINVAL;
 	for (size_t i = 0; i < who->nclasses; i++)
-		if (!name_ok(who->classes[i], FG_STATE_CLASS_MAX, C))
+		if (!name_ok(who->classes[i], FG_STATE_CLASS_MAX, NAME_CLASS))
 			return FG_EINVAL;
 	return 0;
 }
