@@ -437,8 +437,9 @@ static void decide(const struct fg_items_rules *r, uint64_t classes, unsigned la
 		 * allowance is spent) under its first such class. */
 		for (m = 0, k = 0; k < r->ncounters; k++)
 			m |= classes & r->counter[k];
-		if (m)
-			it->cls = (uint8_t)__builtin_ctzll(m);
+		if (!m)
+			m = classes;
+		it->cls = m ? (uint8_t)__builtin_ctzll(m) : FG_ITEMS_NO_CLASS;
 	}
 }
 

@@ -132,6 +132,9 @@ struct fg_items_rules {
 
 /* The class index under which an item without labels is counted. */
 #define FG_ITEMS_UNLABELLED 0xff
+/* <cls> of a labelled item none of whose labels reached a class (labels
+ * that map to no class, or below their class's threshold). */
+#define FG_ITEMS_NO_CLASS 0xfe
 
 /* One item of a scanned page. */
 struct fg_items_item {
@@ -141,7 +144,9 @@ struct fg_items_item {
 	uint8_t cls;                /* the class that decided (lowest index); FG_ITEMS_UNLABELLED
 	                               for an item without labels, whatever its decision; for
 	                               a labelled item that is allowed, its first class that
-	                               an exposure counter counts, else 0 */
+	                               an exposure counter counts, else its first class, else
+	                               FG_ITEMS_NO_CLASS: what it is, for the record, even
+	                               when no rule acts on it */
 	uint8_t fate;               /* set by fg_items_plan: enum fg_items_fate */
 	uint8_t limited;            /* excluded by fg_items_limit (an exposure allowance) */
 	uint16_t counters;          /* bit k: the item counts toward exposure counter k */

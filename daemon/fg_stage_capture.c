@@ -733,9 +733,8 @@ static int add_item(struct fg_stage_record *r, unsigned message, uint32_t pos, i
 	const char *cls = "";
 	int rc;
 
-	/* an allowed item's <cls> names a class only when an exposure counter
-	 * counts it (fg_items.h); otherwise it is 0, not a class */
-	if (it->cls != FG_ITEMS_UNLABELLED && it->cls < p->nclasses && (it->decision != FG_ITEMS_ALLOW || it->counters))
+	/* FG_ITEMS_UNLABELLED and FG_ITEMS_NO_CLASS are past every class */
+	if (it->cls < p->nclasses)
 		cls = p->classes[it->cls].name;
 	fg_bufq_clear(one);
 	rc = (message ? fg_pbwire_append_varint(one, I_MESSAGE, message) : 0) |

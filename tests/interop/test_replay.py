@@ -736,6 +736,28 @@ def test_run_a_against_b(cap, tmp_path):
                 {k: v for k, v in rb.items() if k != "policy"}, (ra, rb)
 
 
+def test_run_allowed_class_keeps_its_row(cap, tmp_path):
+    """A class one policy demotes and the other allows is counted under its
+    own name by both ("an item is counted under ... its first class"), not
+    as class "-": with C allowing priority content (violence_graphic) for
+    16_17, C shows the violence items A demoted, under violence_graphic."""
+    policy = UK_CHILDREN.read_text()
+    demote = "        - {classes: [priority], not_before: 5, spacing: 5, max_share: 0.2}\n"
+    assert demote in policy
+    policy_c = ph.write_policy(tmp_path, policy.replace(demote, ""), "policy-c.yaml")
+    out, _, calls = run_calls(cap, tmp_path, cap.policy_a, policy_c)
+    _, _, irows = table(out, "items")
+    items = {(x["band"], x["class"], x["policy"]): x for x in irows}
+    a, c = items[("16_17", "violence_graphic", "A")], items[("16_17", "violence_graphic", "B")]
+    assert int(a["demoted"]) > 0 and int(c["demoted"]) == 0, (a, c)
+    assert int(c["shown"]) >= int(a["shown"]) > 0, (a, c)
+    # what moved into the class under C did not come from "-"
+    assert items[("16_17", "-", "A")]["shown"] == items[("16_17", "-", "B")]["shown"]
+    _, rows = read_calls_csv(calls)
+    assert any(r["policy"] == "B" and r["band"] == "16_17" and r["class"] == "violence_graphic"
+               and int(r["shown"]) > 0 for r in rows)
+
+
 # ================================================================ 4. shards
 
 def test_shards_partition_users_and_summary_adds_up(cap, tmp_path):

@@ -242,13 +242,13 @@ static void test_items_string_labels(void **state)
 		assert_int_equal(pg.item[i].end, ends[i]);
 		assert_int_equal(pg.item[i].fate, FG_ITEMS_KEPT);
 	}
-	expect_item(&pg.item[0], FG_ITEMS_ALLOW, 0, 0);                   /* a topic: labelled */
+	expect_item(&pg.item[0], FG_ITEMS_ALLOW, 0, FG_ITEMS_NO_CLASS);                   /* a topic: labelled */
 	expect_item(&pg.item[1], FG_ITEMS_DEMOTE, 0, FG_ITEMS_UNLABELLED); /* no label */
 	expect_item(&pg.item[2], FG_ITEMS_EXCLUDE, 0, C_PORN);
 	expect_item(&pg.item[3], FG_ITEMS_DEMOTE, 0, C_SAD);               /* "music" is not listed */
-	expect_item(&pg.item[4], FG_ITEMS_ALLOW, 0, 0);                   /* an unlisted string: a topic */
+	expect_item(&pg.item[4], FG_ITEMS_ALLOW, 0, FG_ITEMS_NO_CLASS);                   /* an unlisted string: a topic */
 	expect_item(&pg.item[5], FG_ITEMS_EXCLUDE, 0, C_PORN);             /* strictest wins */
-	expect_item(&pg.item[6], FG_ITEMS_ALLOW, 0, 0);                   /* a class left allowed */
+	expect_item(&pg.item[6], FG_ITEMS_ALLOW, 0, C_BODY);              /* a class left allowed: still its class */
 
 	/* the unlabelled decision is the band's */
 	r.unlabelled = FG_ITEMS_EXCLUDE;
@@ -351,7 +351,7 @@ static void test_items_enum_labels(void **state)
 	expect_item(&pg.item[1], FG_ITEMS_DEMOTE, 0, C_SAD);
 	expect_item(&pg.item[2], FG_ITEMS_DEMOTE, 0, FG_ITEMS_UNLABELLED);
 	expect_item(&pg.item[3], FG_ITEMS_DEMOTE, 0, FG_ITEMS_UNLABELLED);
-	expect_item(&pg.item[4], FG_ITEMS_ALLOW, 0, 0);
+	expect_item(&pg.item[4], FG_ITEMS_ALLOW, 0, FG_ITEMS_NO_CLASS);
 	expect_item(&pg.item[5], FG_ITEMS_DEMOTE, 1, C_STUNT);
 	expect_item(&pg.item[6], FG_ITEMS_EXCLUDE, 0, C_PORN);
 	expect_item(&pg.item[7], FG_ITEMS_EXCLUDE, 0, C_VIOLENCE);
@@ -402,13 +402,13 @@ static void test_items_message_labels(void **state)
 	assert_int_equal(fg_items_scan(m.b, m.n, &sp, &r, &pg, &why), 0);
 	assert_int_equal(pg.n, 8);
 	expect_item(&pg.item[0], FG_ITEMS_DEMOTE, 0, C_SAD);
-	expect_item(&pg.item[1], FG_ITEMS_ALLOW, 0, 0);
+	expect_item(&pg.item[1], FG_ITEMS_ALLOW, 0, FG_ITEMS_NO_CLASS);
 	expect_item(&pg.item[2], FG_ITEMS_DEMOTE, 0, C_SAD);
-	expect_item(&pg.item[3], FG_ITEMS_ALLOW, 0, 0);
+	expect_item(&pg.item[3], FG_ITEMS_ALLOW, 0, FG_ITEMS_NO_CLASS);
 	expect_item(&pg.item[4], FG_ITEMS_EXCLUDE, 0, C_PORN);
-	expect_item(&pg.item[5], FG_ITEMS_ALLOW, 0, 0);
+	expect_item(&pg.item[5], FG_ITEMS_ALLOW, 0, FG_ITEMS_NO_CLASS);
 	expect_item(&pg.item[6], FG_ITEMS_DEMOTE, 0, C_SAD);
-	expect_item(&pg.item[7], FG_ITEMS_ALLOW, 0, 0);
+	expect_item(&pg.item[7], FG_ITEMS_ALLOW, 0, FG_ITEMS_NO_CLASS);
 
 	/* enum values, double confidences */
 	sp = spec_message(1, FG_ITEMS_C_DOUBLE);
@@ -435,15 +435,15 @@ static void test_items_message_labels(void **state)
 	expect_item(&pg.item[8], FG_ITEMS_EXCLUDE, 0, C_PORN);
 	expect_item(&pg.item[9], FG_ITEMS_DEMOTE, 0, C_SAD);
 	expect_item(&pg.item[10], FG_ITEMS_DEMOTE, 0, C_SAD);
-	expect_item(&pg.item[11], FG_ITEMS_ALLOW, 0, 0);
+	expect_item(&pg.item[11], FG_ITEMS_ALLOW, 0, FG_ITEMS_NO_CLASS);
 	assert_int_equal(fg_items_scan(m.b, m.n, &sp, &r, &pg, &why), 0);
 	expect_item(&pg.item[0], FG_ITEMS_DEMOTE, 0, C_SAD);
-	expect_item(&pg.item[1], FG_ITEMS_ALLOW, 0, 0);
+	expect_item(&pg.item[1], FG_ITEMS_ALLOW, 0, FG_ITEMS_NO_CLASS);
 	expect_item(&pg.item[2], FG_ITEMS_DEMOTE, 0, C_SAD);
-	expect_item(&pg.item[3], FG_ITEMS_ALLOW, 0, 0);
+	expect_item(&pg.item[3], FG_ITEMS_ALLOW, 0, FG_ITEMS_NO_CLASS);
 	expect_item(&pg.item[4], FG_ITEMS_DEMOTE, 0, FG_ITEMS_UNLABELLED);
-	expect_item(&pg.item[5], FG_ITEMS_ALLOW, 0, 0);
-	expect_item(&pg.item[6], FG_ITEMS_ALLOW, 0, 0);
+	expect_item(&pg.item[5], FG_ITEMS_ALLOW, 0, FG_ITEMS_NO_CLASS);
+	expect_item(&pg.item[6], FG_ITEMS_ALLOW, 0, FG_ITEMS_NO_CLASS);
 	expect_item(&pg.item[7], FG_ITEMS_DEMOTE, 1, C_STUNT);
 
 	/* a label message without a value has the default: "" (a topic) or 0
@@ -468,8 +468,8 @@ static void test_items_message_labels(void **state)
 		if (i)
 			expect_item(&pg.item[0], FG_ITEMS_DEMOTE, 0, FG_ITEMS_UNLABELLED);
 		else
-			expect_item(&pg.item[0], FG_ITEMS_ALLOW, 0, 0);
-		expect_item(&pg.item[1], FG_ITEMS_ALLOW, 0, 0);    /* sad at 0.2 */
+			expect_item(&pg.item[0], FG_ITEMS_ALLOW, 0, FG_ITEMS_NO_CLASS);
+		expect_item(&pg.item[1], FG_ITEMS_ALLOW, 0, FG_ITEMS_NO_CLASS);    /* sad at 0.2 */
 		/* no confidence in the spec: the field is ignored, whatever its type */
 		sp.conf_kind = FG_ITEMS_C_NONE;
 		m.n = 0;
