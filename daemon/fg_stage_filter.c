@@ -329,12 +329,15 @@ static enum fg_stage_rc filter_message(struct fg_stage_ctx *c, enum fg_stage_dir
 }
 
 /* The report header is feedguard's word: one the ranker sends itself
- * (the same name, by design or by accident) never reaches the client. */
+ * (the same name, by design or by accident) never reaches the client of
+ * a call the stage ran on, whatever its band turned out to be (a band
+ * read from the request is known only after begin).  A call passed
+ * through untouched keeps the ranker's metadata whole. */
 static void drop_forged(struct fg_stage_ctx *c, struct fg_hdrs *h)
 {
 	const struct fg_policy_feed *feed = c->call->m->feed;
 
-	if (h && feed->report_header && band_filter(c->call))
+	if (h && feed->report_header)
 		fg_hdrs_remove(h, feed->report_header);
 }
 

@@ -686,6 +686,21 @@ def test_ranker_cannot_forge_the_report_header(fg, ranker, where):
     assert got == ["removed=1,demoted=0,surplus=0"], got
 
 
+def test_ranker_report_header_removed_in_unfiltered_band_read_from_field(fg, ranker):
+    """With the band read from a request field, every band's call is worked
+    on: an adult (no filter block) gets no report and none of the ranker's;
+    the child gets feedguard's count alone."""
+    text = filter_policy([(CHILD_BANDS, Rules())], feed_extra={"report_header": REPORT})
+    d = fg(text.replace("age_band: {header: x-age-band}", "age_band: {field: user.age_band}"))
+    for band, want in (("adult", []), ("under_13", ["removed=1,demoted=0,surplus=0"])):
+        cid = ph.call_id("forge-" + band)
+        ranker.script(cid, [page([mk(1, ["porn"])[0], mk(2, ["sport"])[0]])], initial=((REPORT, "removed=0"),))
+        req = f_len(1, f_len(1, "kid-7f3a") + f_len(2, band)) + f_len(2, f_len(2, "en-GB"))
+        _, c = ph.unary(d.addr, RANK, req, md("18_plus", cid))
+        got = [v for k, v in list(c.initial_metadata()) + list(c.trailing_metadata()) if k == REPORT]
+        assert got == want, (band, got)
+
+
 def test_report_header_off_by_default(fg, ranker):
     d = fg(filter_policy([(CHILD_BANDS, Rules())]))
     items = [mk(1, ["porn"]), mk(2, ["sport"])]
