@@ -602,11 +602,32 @@ static int run(struct ctl *c, enum command cmd)
 	return EXIT_DONE;
 }
 
+/*
+ * The config, or without its policy when only the policy fails: a typo in
+ * a policy that the daemon refused on reload (it keeps serving the last
+ * good one) must not block a support lookup or a user's erasure.  Only
+ * show needs the policy, for the names of the exposure counters: without
+ * it, it shows the rest and says so.
+ */
+static int load_config(const char *path, enum command cmd, struct fg_config **out)
+{
+	char err[FG_CONFIG_ERRLEN], err2[FG_CONFIG_ERRLEN];
+
+	if (fg_config_load(path, out, err, sizeof(err)) == 0)
+		return 0;
+	if (fg_config_load_flags(path, FG_CONFIG_LOAD_NO_POLICY, out, err2, sizeof(err2)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		return -1;
+	}
+	fprintf(stderr, "%s\n" PROG ": warning: the policy does not compile; going on without it%s\n", err,
+	        cmd == CMD_SHOW ? " (no exposure counters shown)" : "");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct ctl c = { .cfg = NULL };
 	const char *path = FG_CONFIG_DEFAULT_PATH;
-	char err[FG_CONFIG_ERRLEN];
 	enum command cmd;
 	int rv;
 
@@ -617,10 +638,8 @@ int main(int argc, char **argv)
 	/* The library's own lines (link up and down, odd answers naming a
 	 * pseudonym) are a daemon's; this tool says what failed itself. */
 	fg_log_set_level(FG_LOG_ERROR);
-	if (fg_config_load(path, &c.cfg, err, sizeof(err)) < 0) {
-		fprintf(stderr, "%s\n", err);
+	if (load_config(path, cmd, &c.cfg) < 0)
 		return EXIT_FAIL;
-	}
 	rv = check_config(c.cfg, cmd) < 0 ? EXIT_FAIL : take_id(&c, cmd);
 	collect_counters(&c);
 	if (rv == EXIT_DONE)

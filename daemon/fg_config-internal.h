@@ -43,6 +43,7 @@ struct fg_config_loader {
 	size_t errlen;
 	struct fg_config *cfg;      /* the snapshot being filled */
 	char key[64];               /* dotted name of the key being parsed ("limits.stream_window") */
+	unsigned flags;             /* FG_CONFIG_LOAD_* */
 };
 
 /* One key of a section whose value is a mapping. */

@@ -187,6 +187,11 @@ static int fail_resolve(struct fg_config_loader *l, int errnum)
 
 int fg_config_load(const char *path, struct fg_config **out, char *err, size_t errlen)
 {
+	return fg_config_load_flags(path, 0, out, err, errlen);
+}
+
+int fg_config_load_flags(const char *path, unsigned flags, struct fg_config **out, char *err, size_t errlen)
+{
 	struct fg_config_loader l;
 	char *text, *abspath;
 	size_t len;
@@ -194,6 +199,7 @@ int fg_config_load(const char *path, struct fg_config **out, char *err, size_t e
 
 	*out = NULL;
 	loader_init(&l, path, err, errlen);
+	l.flags = flags;
 	rc = fg_yaml_read_file(path, CONFIG_MAX_BYTES, &text, &len, err, errlen);
 	if (rc)
 		return rc;

@@ -210,6 +210,18 @@ void fg_config_state_redis(const struct fg_config *cfg, struct fg_state_redis_co
  */
 int fg_config_load(const char *path, struct fg_config **out, char *err, size_t errlen);
 
+/* <flags> of fg_config_load_flags. */
+#define FG_CONFIG_LOAD_NO_POLICY 0x1u  /* the policy key is read, its file is not: <policy> stays NULL */
+
+/*
+ * fg_config_load_flags - fg_config_load with <flags>.  FG_CONFIG_LOAD_NO_POLICY
+ * is for tools that need the rest of the file when the policy does not
+ * compile (feedguardctl: a typo in the policy must not block a user's
+ * erasure); the checks that need the policy (capture.methods, keys or state
+ * the policy asks for) are skipped, so such a snapshot never serves calls.
+ */
+int fg_config_load_flags(const char *path, unsigned flags, struct fg_config **out, char *err, size_t errlen);
+
 /*
  * fg_config_load_string - as fg_config_load, from <len> bytes at <text>
  * (borrowed, need not be NUL-terminated; NULL only with <len> 0).  <name>

@@ -314,7 +314,7 @@ static int capture_finish(struct fg_config_loader *l, const struct fg_yaml_node 
 
 	if ((rc = check_key_apart(l, val)))
 		return rc;
-	return check_policy(l, val);
+	return (l->flags & FG_CONFIG_LOAD_NO_POLICY) ? 0 : check_policy(l, val);
 }
 
 static void free_names(char ***names, size_t *n)

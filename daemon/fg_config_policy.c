@@ -71,6 +71,8 @@ static int policy_finish(struct fg_config_loader *l, const struct fg_yaml_node *
 	char why[FG_CONFIG_ERRLEN];
 	int rc;
 
+	if (l->flags & FG_CONFIG_LOAD_NO_POLICY)
+		return 0;
 	rc = fg_policy_compile_load(cfg->policy_path, slots, &cfg->policy, why, sizeof(why));
 	/* A policy that cannot be read is an error of this file, at the key
 	 * naming it; errors inside the policy carry its own position. */

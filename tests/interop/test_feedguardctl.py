@@ -325,6 +325,29 @@ def test_config_without_state_or_keys(setup, tmp_path):
     assert b"has no pseudonym_keys" in res.stderr, res.stderr
 
 
+def test_policy_that_does_not_compile_blocks_neither_show_nor_erase(setup, redis):
+    """A typo in the policy (which a running daemon refuses on reload) does
+    not block support or erasure: the policy's error is printed with its
+    file:line:column, show gives everything but the exposure counters, and
+    erase erases."""
+    setup.seed(redis, "k1")
+    policy = setup.dir / "policy.yaml"
+    text = policy.read_text()
+    policy.write_text(text + "bogus_policy_key: 1\n")
+    line = len(text.splitlines()) + 1
+    res = setup.ctl("show")
+    err = res.stderr.decode()
+    assert err.startswith("%s:%d:1: " % (policy, line)), err
+    assert "policy does not compile; going on without it (no exposure counters shown)" in err, err
+    rec = out_json(res)
+    assert (rec["found"], rec["key"], rec["active_minutes"]) == (True, "k1", 45), rec
+    assert not rec.get("exposure"), rec
+    res = setup.ctl("erase")
+    assert "going on without it" in res.stderr.decode()
+    assert out_json(res) == {"erased": True, "keys": 2}
+    assert redis.call("EXISTS", setup.key("k1")) == 0
+
+
 def test_config_error_is_file_line_column(setup, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(setup.config.read_text() + "bogus_key: 1\n")
