@@ -18,8 +18,8 @@
  * The CRC covers the length so that a damaged length cannot make a reader
  * take a wrong slice of the file for a record.
  *
- * How a file ends.  The writer writes each frame with one write(2) (or
- * writev(2)), so a crash leaves at most one frame cut short, or, on a file
+ * How a file ends.  The writer only appends, whole frames or whole blocks
+ * (fg_capout.h), so a crash leaves at most one frame cut short, or, on a file
  * system that extended the file before its data reached the disk, a
  * zero-filled tail.  Neither is an error: the rest of the file is a "torn
  * tail", reported (FG_CAPFILE_TORN) and skipped.  Everything else that

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "fg_capfile.h"
+#include "fg_capout.h"
 #include "fg_capture.h"
 #include "fg_config.h"
 #include "fg_error.h"
@@ -74,7 +75,7 @@ struct settings {
 
 /* The file being written (writer thread only). */
 struct out_file {
-	int fd;                         /* -1: none */
+	struct fg_capout out;           /* out.fd -1: none */
 	char *path;                     /* ...fgcap.open */
 	uint64_t size;
 	int64_t opened_us;              /* monotonic */
@@ -231,13 +232,13 @@ static int file_info(const struct settings *s, struct fg_bufq *out)
 	return rc < 0 ? FG_ENOMEM : 0;
 }
 
-/* One frame with a single write(2): a reader following the file sees
- * whole frames or a short tail. */
+/* One frame (the FileInfo): a reader following the file sees whole
+ * frames or a short tail. */
 static int write_frame(struct fg_capture *c, const uint8_t *payload, size_t len)
 {
 	uint8_t hdr[FG_CAPFILE_FRAME_HEADER_LEN];
 	struct iovec iov[2];
-	ssize_t n;
+	uint64_t lost;
 
 	if (fg_capfile_write_frame_header(hdr, payload, len) < 0) {
 		errno = EFBIG;
@@ -247,13 +248,10 @@ static int write_frame(struct fg_capture *c, const uint8_t *payload, size_t len)
 	iov[0].iov_len = sizeof(hdr);
 	iov[1].iov_base = (void *)payload;
 	iov[1].iov_len = len;
-	do
-		n = writev(c->f.fd, iov, 2);
-	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)(sizeof(hdr) + len))
+	if (fg_capout_frames(&c->f.out, iov, 1, &lost) < 0)
 		return FG_EIO;
-	c->f.size += (uint64_t)n;
-	count(&c->n.bytes, (uint64_t)n);
+	c->f.size += sizeof(hdr) + len;
+	count(&c->n.bytes, sizeof(hdr) + len);
 	return 0;
 }
 
@@ -269,10 +267,16 @@ static void close_file(struct fg_capture *c, enum close_how how)
 	char *final = NULL;
 	int moved;
 
-	if (c->f.fd < 0)
+	uint64_t lost;
+
+	if (c->f.out.fd < 0)
 		return;
-	close(c->f.fd);
-	c->f.fd = -1;
+	if (fg_capout_close(&c->f.out, &lost) < 0) {
+		/* the records it could not take were counted written: now dropped too */
+		fg_log(FG_LOG_ERROR, "capture_failed", "what=write file=\"%s\" error=\"%s\" lost=%llu",
+		       c->f.path, strerror(errno), (unsigned long long)lost);
+		count(&c->n.dropped[FG_CAPTURE_DROP_WRITE_ERROR], lost);
+	}
 	c->last_retention_us = 0;       /* a file more to keep or delete: check at once */
 	/* a file that never got its header and FileInfo is no capture */
 	if (how == CLOSE_EMPTY) {
@@ -344,19 +348,18 @@ static int open_file(struct fg_capture *c, const struct settings *s)
 		return FG_EIO;
 	if (!(c->f.path = file_name(c, s)))
 		return FG_ENOMEM;
-	c->f.fd = open(c->f.path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
-	if (c->f.fd < 0) {
+	fg_capfile_write_file_header(hdr);
+	if (fg_capout_open(&c->f.out, c->f.path, 0640, 0, hdr, sizeof(hdr)) < 0) {
 		open_failed(c, "open", c->f.path, errno);
 		free(c->f.path);
 		c->f.path = NULL;
 		return FG_EIO;
 	}
-	c->f.size = 0;
+	c->f.size = sizeof(hdr);
+	count(&c->n.bytes, sizeof(hdr));
 	c->f.opened_us = mono_us();
-	fg_capfile_write_file_header(hdr);
 	fg_bufq_init(&fi);
-	if (write(c->f.fd, hdr, sizeof(hdr)) != (ssize_t)sizeof(hdr) || file_info(s, &fi) < 0 ||
-	    write_frame(c, fg_bufq_head(&fi), fg_bufq_len(&fi)) < 0) {
+	if (file_info(s, &fi) < 0 || write_frame(c, fg_bufq_head(&fi), fg_bufq_len(&fi)) < 0) {
 		err = errno;
 		fg_bufq_free(&fi);
 		open_failed(c, "write", c->f.path, err);
@@ -364,8 +367,6 @@ static int open_file(struct fg_capture *c, const struct settings *s)
 		return FG_EIO;
 	}
 	fg_bufq_free(&fi);
-	c->f.size += sizeof(hdr);
-	count(&c->n.bytes, sizeof(hdr));
 	count(&c->n.files[FG_CAPTURE_FILE_OPENED], 1);
 	if (c->f.failing)
 		fg_log(FG_LOG_INFO, "capture_recovered", "file=\"%s\"", c->f.path);
@@ -498,7 +499,7 @@ static void adopt_orphans(const char *dir)
 static void retention(struct fg_capture *c, const struct settings *s)
 {
 	struct old_file *v;
-	uint64_t total = c->f.fd >= 0 ? c->f.size : 0;
+	uint64_t total = c->f.out.fd >= 0 ? c->f.size : 0;
 	time_t now = time(NULL);
 	size_t n, i;
 
@@ -559,29 +560,39 @@ static int file_changes(const struct settings *a, const struct settings *b)
  * settings say. */
 static void flush(struct fg_capture *c, const struct settings *s, const struct iovec *iov, size_t k, size_t want)
 {
-	ssize_t w;
+	uint64_t lost;
 
 	if (k == 0)
 		return;
-	if (c->f.fd >= 0 && (c->f.size >= s->rotate_size || mono_us() - c->f.opened_us >= s->rotate_age_us))
+	if (c->f.out.fd >= 0 && (c->f.size >= s->rotate_size || mono_us() - c->f.opened_us >= s->rotate_age_us))
 		close_file(c, CLOSE_ROTATED);
-	if (!s->enabled || (c->f.fd < 0 && open_file(c, s) < 0)) {
+	if (!s->enabled || (c->f.out.fd < 0 && open_file(c, s) < 0)) {
 		count(&c->n.dropped[FG_CAPTURE_DROP_WRITE_ERROR], k);
 		return;
 	}
-	do
-		w = writev(c->f.fd, iov, (int)(2 * k));
-	while (w < 0 && errno == EINTR);
-	if (w != (ssize_t)want) {
-		/* never append after a short write: the file ends here */
-		open_failed(c, "write", c->f.path, w < 0 ? errno : ENOSPC);
+	if (fg_capout_frames(&c->f.out, iov, k, &lost) < 0) {
+		/* the file ends at its last whole frame: never appended to again */
+		open_failed(c, "write", c->f.path, errno);
+		count(&c->n.dropped[FG_CAPTURE_DROP_WRITE_ERROR], lost);
 		close_file(c, CLOSE_DONE);
-		count(&c->n.dropped[FG_CAPTURE_DROP_WRITE_ERROR], k);
 		return;
 	}
-	c->f.size += (uint64_t)w;
-	count(&c->n.bytes, (uint64_t)w);
+	c->f.size += want;
+	count(&c->n.bytes, want);
 	count(&c->n.records, k);
+}
+
+/* Nothing queued: what the file keeps in memory (a direct file's last
+ * partial block) goes on it, so readers following it see every record. */
+static void show(struct fg_capture *c)
+{
+	uint64_t lost;
+
+	if (c->f.out.fd >= 0 && fg_capout_show(&c->f.out, &lost) < 0) {
+		open_failed(c, "write", c->f.path, errno);
+		count(&c->n.dropped[FG_CAPTURE_DROP_WRITE_ERROR], lost);
+		close_file(c, CLOSE_DONE);
+	}
 }
 
 /* The frames of <n> records (<sl>), in as few writes as rotate_size
@@ -605,7 +616,7 @@ static void write_batch(struct fg_capture *c, const struct settings *s, struct s
 		iov[2 * k + 1].iov_len = len;
 		want += sizeof(hdr[k]) + len;
 		k++;
-		if ((c->f.fd >= 0 ? c->f.size : 0) + want >= s->rotate_size) {
+		if ((c->f.out.fd >= 0 ? c->f.size : 0) + want >= s->rotate_size) {
 			flush(c, s, iov, k, want);
 			k = want = 0;
 		}
@@ -646,9 +657,9 @@ static size_t drain(struct fg_capture *c, const struct settings *s)
  * file is closed when it is due, so rotate_age holds on a quiet night. */
 static void housekeeping(struct fg_capture *c, const struct settings *s)
 {
-	if (__atomic_exchange_n(&c->reopen, 0, __ATOMIC_ACQ_REL) && c->f.fd >= 0)
+	if (__atomic_exchange_n(&c->reopen, 0, __ATOMIC_ACQ_REL) && c->f.out.fd >= 0)
 		close_file(c, CLOSE_ROTATED);
-	if (c->f.fd >= 0 && (!s->enabled || mono_us() - c->f.opened_us >= s->rotate_age_us))
+	if (c->f.out.fd >= 0 && (!s->enabled || mono_us() - c->f.opened_us >= s->rotate_age_us))
 		close_file(c, CLOSE_ROTATED);
 	if (s->enabled && mono_us() - c->last_retention_us >= RETENTION_EVERY_US)
 		retention(c, s);
@@ -686,6 +697,7 @@ static void *writer_main(void *arg)
 		housekeeping(c, &s);
 		if (drain(c, &s) > 0)
 			continue;
+		show(c);
 		if (stop)
 			break;
 		clock_gettime(CLOCK_REALTIME, &until);
@@ -737,7 +749,7 @@ int fg_capture_new(struct fg_capture **out, unsigned nworkers)
 		return FG_ENOMEM;
 	}
 	c->nworkers = nworkers;
-	c->f.fd = -1;
+	c->f.out.fd = -1;
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
 	*out = c;
