@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fg_error.h"
 #include "fg_log.h"
@@ -19,6 +20,7 @@
 #define READ_FIELDS 6                   /* last sess day act night qact, then the x: fields */
 #define UPDATE_NUMBERS 9                /* the update's ARGV before the class, count pairs */
 #define ARGS_MAX (FG_STATE_MAX_KEYS + UPDATE_NUMBERS + 2 * FG_STATE_MAX_CLASSES)
+#define BAD_ANSWER_LOG_US 1000000LL       /* state_redis_answer lines: at most one a second per worker */
 
 /*
  * read: KEYS are the user's keys, newest first; ARGV the class names.
@@ -138,6 +140,8 @@ struct fg_state_redis {
 	unsigned read_script, update_script;
 	struct state_op *free_ops;      /* as many as were ever in flight at once */
 	char prefix[FG_STATE_PREFIX_MAX + 1];
+	int64_t bad_logged_us;          /* monotonic time of the last state_redis_answer line */
+	uint64_t bad_unlogged;          /* bad answers since that line, not logged */
 };
 
 /* One command's arguments, built on the stack. */
@@ -278,18 +282,38 @@ static const char *op_name(enum op_kind kind)
 	return kind == OP_READ ? "read" : kind == OP_UPDATE ? "update" : "erase";
 }
 
-/* An answer of the wrong shape or an error is a bug or a damaged record:
- * worth a line, unlike timeouts and outages, which fg_redis counts. */
-/* Only the first word of Redis's error: the rest may name the key, whose
- * pseudonym has no place in a log. */
-static void log_bad_answer(enum op_kind kind, const struct fg_redis_result *res)
+static int64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * An answer of the wrong shape or an error is a bug or a damaged record:
+ * worth a line, unlike timeouts and outages, which fg_redis counts.  At
+ * most one line per BAD_ANSWER_LOG_US per worker: a Redis that answers
+ * every script with an error would otherwise write a line per feed call,
+ * at the clients' rate.  The next line says how many were not logged.
+ * Only the first word of Redis's error: the rest may name the key, whose
+ * pseudonym has no place in a log.
+ */
+static void log_bad_answer(struct fg_state_redis *s, enum op_kind kind, const struct fg_redis_result *res)
 {
 	char q[160], word[64];
 	const char *e = res->kind == FG_REDIS_R_ERROR && res->str ? res->str : "";
+	int64_t now = mono_us();
 
+	if (s->bad_logged_us && now - s->bad_logged_us < BAD_ANSWER_LOG_US) {
+		s->bad_unlogged++;
+		return;
+	}
 	snprintf(word, sizeof(word), "%.*s", (int)strcspn(e, " "), e);
-	fg_log(FG_LOG_WARN, "state_redis_answer", "op=%s kind=%d error=%s", op_name(kind), (int)res->kind,
-	       fg_log_quote(q, sizeof(q), word));
+	fg_log(FG_LOG_WARN, "state_redis_answer", "op=%s kind=%d error=%s unlogged=%" PRIu64, op_name(kind),
+	       (int)res->kind, fg_log_quote(q, sizeof(q), word), s->bad_unlogged);
+	s->bad_logged_us = now;
+	s->bad_unlogged = 0;
 }
 
 static void reply_cb(void *arg, const struct fg_redis_result *res)
@@ -307,7 +331,7 @@ static void reply_cb(void *arg, const struct fg_redis_result *res)
 	else if (rc == 0)
 		rc = res->kind == FG_REDIS_R_INT ? 0 : FG_EPROTO;
 	if (rc == FG_EPROTO)
-		log_bad_answer(o.kind, res);
+		log_bad_answer(o.s, o.kind, res);
 	if (o.kind == OP_READ)
 		o.read_cb(o.arg, rc, rc == 0 ? &u : NULL);
 	else

@@ -1302,6 +1302,35 @@ def test_call_without_user_id_is_a_state_failure(fg, redis, mode):
                      mode=mode) == 1
 
 
+def test_redis_error_answers_log_at_most_a_line_a_second(fg, redis):
+    """A user's record damaged in Redis (a string where the hash should be)
+    makes every read and update answer WRONGTYPE: each call gets the fail mode, and the
+    log holds at most one state_redis_answer line a second per worker
+    (with the count not logged), not one per call."""
+    d = fg(policy(only(daily={"cap": "60m", "warn_before": "0s", "action": "deny"}, fail_mode="open")), redis,
+           config=ADMIN)
+    uid = new_user()
+    with redis.client() as c:
+        c.cmd("SET", redis_key(d, uid), "not a hash")
+    start = time.monotonic()
+    n = 0
+    while n < 40 or time.monotonic() - start < 1.2:
+        r = rank(d, uid, local_ms(WINTER, "10:00"), settle=False)
+        check(r, "damaged record, open", items=PAGE_IDS, notices=[])
+        n += 1
+    took = time.monotonic() - start
+    lines = [l for l in d.stderr().splitlines() if "event=state_redis_answer" in l]
+    assert lines and all("error=\"WRONGTYPE\"" in l for l in lines), lines
+    # one worker (the harness's default config)
+    assert 1 <= len(lines) <= int(took) + 2, "%d lines for %d calls in %.1fs" % (len(lines), n, took)
+    assert len(lines) < n
+    # each call's read fails, and its update (the call was served: open);
+    # what the last second did not log is in no line yet
+    assert sum(int(re.search(r"unlogged=(\d+)", l).group(1)) for l in lines) + len(lines) <= 2 * n
+    assert ph.metric(metrics(d), "feedguard_state_failures_total", band="under_13", reason="error",
+                     mode="open") >= n
+
+
 def test_redis_paused_calls_do_not_wait(fg, redis_factory):
     """Redis stopped with SIGSTOP: no call waits much past state.timeout
     (100ms); the link is dropped after stall_timeout; after SIGCONT the
