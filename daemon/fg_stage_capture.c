@@ -66,6 +66,10 @@ static const uint8_t wrap_room[8];
 /* A page's delivered positions are worked out on the stack up to this many
  * items (a ranked page is a few hundred at most); a longer one allocates. */
 #define DPOS_STACK 512
+/* The worker's page buffer is let go after a page larger than this. */
+#define PAGE_SCRATCH_KEEP (64u * 1024)
+/* An Item's fields but its class name: four tags with varints, two more. */
+#define ITEM_FIXED_MAX (6 * (1 + FG_PBWIRE_VARINT_MAX))
 
 static const char *const failure_names[FG_POLICY_NSREASONS] = { "timeout", "down", "busy", "error", "no_user" };
 static const char *const fail_mode_names[] = { "open", "empty", "deny" };
@@ -75,7 +79,8 @@ struct capture_worker {
 	struct fg_capture_ring *ring;       /* NULL until the worker captures a call */
 	unsigned slot;
 	struct fg_bufq scratch;             /* a message being redacted */
-	struct fg_bufq item;                /* one item's Decisions entry, being encoded */
+	struct fg_bufq page;                /* a page's Decisions entries, being encoded: counted
+	                                       and moved into the record whole, or left out */
 	size_t record_hint;                 /* the size of this worker's last record submitted */
 	uint64_t rng;                       /* xorshift state: sampling of calls with no user id */
 };
@@ -198,7 +203,7 @@ static void capture_worker_free(void *wstate)
 	struct capture_worker *w = wstate;
 
 	fg_bufq_free(&w->scratch);
-	fg_bufq_free(&w->item);
+	fg_bufq_free(&w->page);
 }
 
 /*
@@ -724,36 +729,55 @@ uint32_t *fg_stage_record_tally(struct fg_stage_record *r)
 	return r->tally;
 }
 
-/* One Item, encoded into the record's items. */
-static int add_item(struct fg_stage_record *r, unsigned message, uint32_t pos, int32_t dpos,
-                    const struct fg_items_item *it)
+/* A field's tag (its number under 16: one byte) and a varint, the value
+ * or a length, at <p>; the bytes written. */
+static size_t put_varint(uint8_t *p, uint32_t field, unsigned type, uint64_t v)
 {
-	const struct fg_policy *p = r->call->pol;
-	struct fg_bufq *one = &r->w->item;     /* the worker's: no allocation per item */
-	const char *cls = "";
-	int rc;
+	p[0] = (uint8_t)(field << 3 | type);
+	return 1 + fg_pbwire_write_varint(p + 1, v);
+}
 
+/* One Decisions.items entry, appended to <page> with one reservation
+ * (a page is a hundred items: no per-item buffer or copy). */
+static int add_item(struct fg_bufq *page, const struct fg_policy *p, unsigned message, uint32_t pos,
+                    int32_t dpos, const struct fg_items_item *it)
+{
+	uint8_t head[ITEM_FIXED_MAX], tail[ITEM_FIXED_MAX], *t;
 	/* FG_ITEMS_UNLABELLED and FG_ITEMS_NO_CLASS are past every class */
-	if (it->cls < p->nclasses)
-		cls = p->classes[it->cls].name;
-	fg_bufq_clear(one);
-	rc = (message ? fg_pbwire_append_varint(one, I_MESSAGE, message) : 0) |
-	     (pos ? fg_pbwire_append_varint(one, I_POSITION, pos) : 0) |
-	     (dpos ? fg_pbwire_append_varint(one, I_DELIVERED, (uint64_t)(int64_t)dpos) : 0) |
-	     (cls[0] ? fg_pbwire_append_len(one, I_CLASS, cls, strlen(cls)) : 0) |
-	     (it->fate ? fg_pbwire_append_varint(one, I_FATE, it->fate) : 0) |
-	     (it->decision == FG_ITEMS_DEMOTE ? fg_pbwire_append_varint(one, I_DEMOTED, 1) : 0);
-	if (rc == 0)
-		rc = fg_pbwire_append_len(&r->items, D_ITEMS, fg_bufq_head(one), fg_bufq_len(one));
-	return rc;
+	const char *cls = it->cls < p->nclasses ? p->classes[it->cls].name : "";
+	size_t nh = 0, nt = 0, clen = strlen(cls), n, k;
+
+	if (message)
+		nh += put_varint(head + nh, I_MESSAGE, FG_PBWIRE_VARINT, message);
+	if (pos)
+		nh += put_varint(head + nh, I_POSITION, FG_PBWIRE_VARINT, pos);
+	if (dpos)
+		nh += put_varint(head + nh, I_DELIVERED, FG_PBWIRE_VARINT, (uint64_t)(int64_t)dpos);
+	if (clen)
+		nh += put_varint(head + nh, I_CLASS, FG_PBWIRE_LEN, clen);
+	if (it->fate)
+		nt += put_varint(tail + nt, I_FATE, FG_PBWIRE_VARINT, it->fate);
+	if (it->decision == FG_ITEMS_DEMOTE)
+		nt += put_varint(tail + nt, I_DEMOTED, FG_PBWIRE_VARINT, 1);
+	n = nh + clen + nt;
+	if (fg_bufq_reserve(page, 1 + FG_PBWIRE_VARINT_MAX + n) < 0)
+		return FG_ENOMEM;
+	t = fg_bufq_tail(page);
+	k = put_varint(t, D_ITEMS, FG_PBWIRE_LEN, n);
+	memcpy(t + k, head, nh);
+	memcpy(t + k + nh, cls, clen);
+	memcpy(t + k + nh + clen, tail, nt);
+	fg_bufq_commit(page, k + n);
+	return 0;
 }
 
 void fg_stage_record_page(struct fg_stage_record *r, unsigned message, const struct fg_items_page *pg)
 {
 	enum fg_capture_omit why = FG_CAPTURE_OMIT_QUEUE;
 	int32_t small[DPOS_STACK];
-	size_t i, k, was;
 	int32_t *dpos = small;
+	struct fg_bufq *page;
+	size_t i, k;
 
 	if (!r || !r->recording || pg->n == 0)
 		return;
@@ -762,7 +786,8 @@ void fg_stage_record_page(struct fg_stage_record *r, unsigned message, const str
 		omit(r, FG_CAPTURE_OMIT_QUEUE);
 		return;
 	}
-	was = fg_bufq_len(&r->items);
+	page = &r->w->page;
+	fg_bufq_clear(page);
 	for (i = 0; i < pg->n; i++)
 		dpos[i] = -1;
 	for (i = 0; i < pg->norder; i++)
@@ -774,19 +799,21 @@ void fg_stage_record_page(struct fg_stage_record *r, unsigned message, const str
 			for (k = 0; k < FG_ITEMS_MAX_COUNTERS; k++)
 				if (it->counters & (1u << k))
 					r->limited[k]++;
-		if (!r->items_omitted && add_item(r, message, (uint32_t)i, dpos[i], it) < 0)
+		if (!r->items_omitted && add_item(page, r->call->pol, message, (uint32_t)i, dpos[i], it) < 0)
 			r->items_omitted = 1;
 	}
 	if (dpos != small)
 		free(dpos);
-	/* the page's items count as they take: all of them, or none */
-	if (!r->items_omitted && (fg_bufq_len(&r->items) > ITEMS_MAX_BYTES ||
-	                          grow(r, fg_bufq_len(&r->items) - was, &why) < 0))
+	/* the page's items go into the record counted, all of them or none:
+	 * the record never holds bytes capture.queue does not count */
+	if (!r->items_omitted && (fg_bufq_len(&r->items) + fg_bufq_len(page) > ITEMS_MAX_BYTES ||
+	                          grow(r, fg_bufq_len(page), &why) < 0 ||
+	                          fg_bufq_append(&r->items, fg_bufq_head(page), fg_bufq_len(page)) < 0))
 		r->items_omitted = 1;
-	if (r->items_omitted) {
-		fg_bufq_truncate(&r->items, was);
+	if (r->items_omitted)
 		omit(r, why);
-	}
+	if (page->cap > PAGE_SCRATCH_KEEP)
+		fg_bufq_free(page);
 }
 
 void fg_stage_record_answer_metadata(struct fg_stage_record *r, const struct fg_hdrs *h)
