@@ -920,12 +920,28 @@ int fg_pipeline_resume(struct fg_pipeline *pl, const struct fg_stage *st)
 	return 0;
 }
 
+/* The stages that ran add what they would have added at the response's end. */
+static void run_answer_hooks(struct fg_pipeline *pl)
+{
+	struct fg_pipeline_env *env = pl->env;
+	struct fg_stage_ctx c;
+	size_t i;
+
+	for (i = 0; i < env->nstages; i++) {
+		if (!(pl->run & (1u << i)) || !env->stages[i]->on_answer)
+			continue;
+		c = ctx_of(pl, i);
+		env->stages[i]->on_answer(&c);
+	}
+}
+
 int fg_pipeline_answer(struct fg_pipeline *pl, int status, const char *text, const uint8_t *msg, size_t len)
 {
 	struct side *s = &pl->side[FG_STAGE_RESPONSE];
 
 	if ((pl->flags & PL_FINISHED) || s->ended)
 		return FG_ESTATE;
+	run_answer_hooks(pl);
 	note_answer(pl, text);
 	/* the metadata goes out with the answer, past every stage's hooks */
 	if (pl->call.rec)

@@ -223,6 +223,11 @@ struct fg_stage {
 	 * NULL when the upstream ended without trailers (not valid gRPC), and
 	 * then metadata added after the headers went out is not sent. */
 	enum fg_stage_rc (*on_response_end)(struct fg_stage_ctx *c, struct fg_hdrs *trailers);
+	/* The call is about to end with feedguard's own answer (a stage's,
+	 * a fail mode's) instead of the response's end: the last moment to
+	 * add the metadata on_response_end would have added (a stream's
+	 * counts).  It may not answer or fail the call itself. */
+	void (*on_answer)(struct fg_stage_ctx *c);
 
 	/* The call is gone while this stage had it suspended or held. */
 	void (*on_cancel)(struct fg_stage_ctx *c, enum fg_stage_cancel why);

@@ -39,6 +39,7 @@ struct filter_call {
 	uint64_t limit;                     /* items the client asked for when over-fetched, else 0 */
 	uint64_t removed, demoted, surplus, limited; /* for the report header */
 	unsigned reported;
+	unsigned pages;                     /* response messages filtered */
 };
 
 static void filter_worker_free(void *wstate)
@@ -287,8 +288,10 @@ static enum fg_stage_rc filter_page(struct fg_stage_ctx *c, const struct fg_poli
 			rc = fg_items_write(msg->data, msg->len, &feed->spec, pg, msg->out, &why);
 			msg->changed = rc == 0;
 		}
-		if (rc == 0)
+		if (rc == 0) {
 			count_items(c, pg);
+			fc->pages++;
+		}
 		if (rc == 0 && c->call->rec)
 			fg_stage_record_page(c->call->rec, msg->index, pg);
 	}
@@ -356,6 +359,18 @@ static enum fg_stage_rc filter_response_end(struct fg_stage_ctx *c, struct fg_hd
 	return FG_STAGE_CONTINUE;
 }
 
+/* A stream feedguard ends itself (a screen-time rule on an open stream)
+ * tells what was filtered in that answer's trailers, as at its own end.
+ * A unary call's counts went out with its message; a call answered before
+ * any page was filtered has none to tell. */
+static void filter_answer(struct fg_stage_ctx *c)
+{
+	const struct filter_call *fc = c->state;
+
+	if (fc->pages && band_filter(c->call) && fg_pipeline_streaming_response(c->pl))
+		report(c);
+}
+
 const struct fg_stage fg_stage_filter = {
 	.name = "filter",
 	.call_size = sizeof(struct filter_call),
@@ -365,4 +380,5 @@ const struct fg_stage fg_stage_filter = {
 	.on_message = filter_message,
 	.on_response_headers = filter_response_headers,
 	.on_response_end = filter_response_end,
+	.on_answer = filter_answer,
 };

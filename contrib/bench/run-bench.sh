@@ -39,6 +39,7 @@ RANKFEED_PATH=/feedguard.ranking.v1.Ranker/RankFeed
 CHILD_BAND=13_15        # a band the policy edits; "adult" has no rule block
 RANKER_DELAY=0          # microseconds the upstream waits before it answers (bench-upstream -d)
 REDIS_CPU=""            # rankfeed's redis-server; default the client's core
+REDIS_IDLE=0            # --redis-idle: redis-server under SCHED_IDLE
 RATE=0                  # --rate: also load every target at this fixed total req/s
 PAIRS=()                # --pair "A B": A and B loaded at the same time, same rate
 PAIR_ONLY=0             # --pair-only: only the --pair rounds
@@ -64,6 +65,10 @@ Usage: contrib/bench/run-bench.sh [options]
                       (bench-upstream -d: a ranker slower than a Redis round trip); default 0
   --redis-cpu N       the CPU of rankfeed's redis-server (default $CLIENT_CPU, the client's;
                       on a machine with a third core, give it that)
+  --redis-idle        run rankfeed's redis-server under SCHED_IDLE (chrt --idle 0): its
+                      work waits until its core has nothing else to run, as if Redis had
+                      a core of its own; for the latency at one call in flight on a
+                      machine without a spare core, never for the load shapes
   --perf              also profile feedguardd under the c16/m32 load (perf record -g;
                       rankfeed: the policy daemon with the child band)
   --rate N            also run every target at a fixed N calls a second (h2load -c16 -m32
@@ -99,6 +104,7 @@ while [[ $# -gt 0 ]]; do
 	--descriptor-set) DESCRIPTOR_SET=$2; shift 2 ;;
 	--ranker-delay) RANKER_DELAY=$2; shift 2 ;;
 	--redis-cpu) REDIS_CPU=$2; shift 2 ;;
+	--redis-idle) REDIS_IDLE=1; shift ;;
 	--perf) PERF=1; shift ;;
 	--only) ONLY=$2; shift 2 ;;
 	--rate) RATE=$2; shift 2 ;;
@@ -364,9 +370,11 @@ start_feedguardd() {
 # the call is away).  Its CPU is nobody's cost in the tables.  Sets
 # REDIS_PORT, REDIS_PID.
 start_redis() {
-	local i
+	local i sched=()
+	(( REDIS_IDLE )) && sched=(chrt --idle 0)
 	REDIS_PORT=$(free_port)
-	taskset -c "$REDIS_CPU" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+	# taskset and chrt exec: $! is redis-server's own PID
+	taskset -c "$REDIS_CPU" "${sched[@]}" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
 		--dir "$WORK" --logfile "$WORK/redis.log" --daemonize no > /dev/null 2>&1 &
 	REDIS_PID=$!
 	PIDS+=("$REDIS_PID")

@@ -1059,7 +1059,8 @@ def test_open_stream_is_ended_when_a_rule_fires(fg, redis, case):
     latest = 2.0 + tf(1.5)                        # when the stream must have ended, at the latest
     # 100 ms apart: 2.6 s, or (if nothing ends it) 3 s past <latest>
     n = 26 if action == "notice" else int(10 * (latest + 3))
-    pages = [page([it(100 + i)]) for i in range(n)]
+    # each page: one item to show, one the filter removes
+    pages = [page([it(100 + i), it(900 + i, ("porn", 0.9))]) for i in range(n)]
     r = stream(d, uid, t0 + offset_s * SEC, pages, interval=0.1)
     notice = {"daily": "daily-limit", "break": "take-a-break", "quiet": "quiet-hours"}[rule]
     what = "%s: stream opened 2 s before the rule fires" % case
@@ -1078,6 +1079,11 @@ def test_open_stream_is_ended_when_a_rule_fires(fg, redis, case):
     got = r.items
     assert 8 <= len(got) <= 10 * latest + 5 and got == [100 + i for i in range(len(got))], \
         "%s: the pages before the rule fired should have come through in order: %s" % (what, got)
+    # the filter's counts come with feedguard's answer, as at a stream's end
+    # (a page filtered as the rule fired may not have gone out)
+    rep = r.report
+    assert rep is not None and rep["demoted"] == 0 and rep["surplus"] == 0, "%s: report %r" % (what, r)
+    assert len(got) <= rep["removed"] <= len(got) + 1, "%s: removed=%d for %d pages" % (what, rep["removed"], len(got))
 
 
 def test_stream_duration_counts(fg, redis):
