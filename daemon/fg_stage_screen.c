@@ -504,6 +504,8 @@ static void answer(struct fg_pipeline *pl, struct gate_call *g, unsigned rule, u
 	count_answer(g->call, rule, action);
 }
 
+#define NO_USER_TEXT "screen-time limits need the user id, which the call does not carry"
+
 /* The state could not be read (<reason>): the band's fail mode.  1 when
  * the call was answered. */
 static int fail_mode(struct fg_pipeline *pl, struct gate_call *g, unsigned reason)
@@ -527,7 +529,13 @@ static int fail_mode(struct fg_pipeline *pl, struct gate_call *g, unsigned reaso
 	case FG_POLICY_FAIL_DENY:
 		count_answer(call, FG_POLICY_R_FAIL, FG_POLICY_ACT_DENY);
 		g->answered = 1;
-		fg_pipeline_answer(pl, FG_GRPC_UNAVAILABLE, "screen-time state unavailable, try again later", NULL, 0);
+		/* a retry cannot give a call the user id it lacks: not UNAVAILABLE,
+		 * which clients retry by themselves */
+		if (reason == FG_POLICY_S_NO_USER)
+			fg_pipeline_answer(pl, FG_GRPC_INVALID_ARGUMENT, NO_USER_TEXT, NULL, 0);
+		else
+			fg_pipeline_answer(pl, FG_GRPC_UNAVAILABLE, "screen-time state unavailable, try again later",
+			                   NULL, 0);
 		return 1;
 	default:
 		return 0;

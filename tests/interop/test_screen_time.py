@@ -1302,7 +1302,8 @@ def test_call_without_user_id_is_a_state_failure(fg, redis, mode):
         check(r, "no x-user-id, open", items=PAGE_IDS, notices=[])
         assert r.st is None
     else:
-        check(r, "no x-user-id, deny", code=UNAVAILABLE, details="screen-time state unavailable, try again later",
+        check(r, "no x-user-id, deny", code=grpc.StatusCode.INVALID_ARGUMENT,
+              details="screen-time limits need the user id, which the call does not carry",
               notices=None)
     assert ph.metric(metrics(d), "feedguard_state_failures_total", band="under_13", reason="no_user",
                      mode=mode) == 1
