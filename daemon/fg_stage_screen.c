@@ -452,6 +452,12 @@ static void tell(struct fg_pipeline *pl, struct gate_call *g, unsigned notices)
 
 	if (g->told)
 		return;
+	/* a limit reached says more than its warning (a stream judged before
+	 * quiet hours and told after they began would say both) */
+	if (notices & (1u << FG_POLICY_N_DAILY_LIMIT))
+		notices &= ~(1u << FG_POLICY_N_DAILY_LIMIT_SOON);
+	if (notices & (1u << FG_POLICY_N_QUIET_HOURS))
+		notices &= ~(1u << FG_POLICY_N_QUIET_HOURS_SOON);
 	g->told = 1;
 	g->told_notices = notices;
 	if (notices && g->action == FG_POLICY_ACT_NONE)

@@ -1040,6 +1040,11 @@ STREAM_CASES = {
     "break-deny": (only(brk={"after": "1m", "action": "deny"}), "10:00", 58),
     "quiet-empty": (only(quiet_hours={"from": "22:00", "to": "07:00", "warn_before": "0s", "action": "empty"}),
                     "21:58", 118),
+    # warned at the stream's start, the limit reached in it: the notice is
+    # the limit's alone, not beside its own warning
+    "dailywarn-deny": (only(daily={"cap": "1m", "warn_before": "30s", "action": "deny"}), "10:00", 58),
+    "quietwarn-notice": (only(quiet_hours={"from": "22:00", "to": "07:00", "warn_before": "30m",
+                                           "action": "notice"}), "21:58", 118),
 }
 
 
@@ -1055,14 +1060,16 @@ def test_open_stream_is_ended_when_a_rule_fires(fg, redis, case):
     d = fg(policy(limits), redis)
     uid = new_user()
     t0 = local_ms(WINTER, first)
-    check(rank(d, uid, t0), "the call before the stream", notices=[], items=PAGE_IDS)
+    before = {"dailywarn": [], "quietwarn": ["quiet-hours-soon"]}.get(rule, [])
+    check(rank(d, uid, t0), "the call before the stream", notices=before, items=PAGE_IDS)
     latest = 2.0 + tf(1.5)                        # when the stream must have ended, at the latest
     # 100 ms apart: 2.6 s, or (if nothing ends it) 3 s past <latest>
     n = 26 if action == "notice" else int(10 * (latest + 3))
     # each page: one item to show, one the filter removes
     pages = [page([it(100 + i), it(900 + i, ("porn", 0.9))]) for i in range(n)]
     r = stream(d, uid, t0 + offset_s * SEC, pages, interval=0.1)
-    notice = {"daily": "daily-limit", "break": "take-a-break", "quiet": "quiet-hours"}[rule]
+    notice = {"daily": "daily-limit", "dailywarn": "daily-limit", "break": "take-a-break", "quiet": "quiet-hours",
+              "quietwarn": "quiet-hours"}[rule]
     what = "%s: stream opened 2 s before the rule fires" % case
     if action == "notice":
         check(r, what, notices=[notice])
@@ -1072,7 +1079,7 @@ def test_open_stream_is_ended_when_a_rule_fires(fg, redis, case):
         % (what, r.elapsed, r)
     if action == "deny":
         check(r, what, code=EXHAUSTED, notices=[notice])
-        assert r.details.startswith("daily feed time limit reached: " if rule == "daily"
+        assert r.details.startswith("daily feed time limit reached: " if rule.startswith("daily")
                                     else "time for a break: "), r.details
     else:
         check(r, what, code=OK, notices=[notice])
@@ -2054,7 +2061,8 @@ def test_rule_after_the_stream_ended_is_not_an_answer(fg, redis):
     d = fg(policy(only(daily={"cap": "1m", "warn_before": "0s", "action": "deny"})), redis, config=ADMIN)
     uid = new_user()
     t0 = local_ms(WINTER, "10:00")
-    check(rank(d, uid, t0), "the call before the stream", notices=[], items=PAGE_IDS)
+    before = {"dailywarn": [], "quietwarn": ["quiet-hours-soon"]}.get(rule, [])
+    check(rank(d, uid, t0), "the call before the stream", notices=before, items=PAGE_IDS)
     cid = ph.call_id("late")
     big = page([it(500 + i, ("sport", 0.9)) for i in range(1)], tail=f_len(9, b"x" * 90000))
     d.ranker.script(cid, [big])
