@@ -20,8 +20,9 @@ shards of one replay may be given together) and writes, with matplotlib
                          limited (over an exposure allowance), A and B.
 
 A user-day is a user (capture pseudonym) on a UTC date with a call in the
-band, as in the replay's summary; a user-day with no item of a class
-shown counts as 0.  A file with one policy (run with one -p) plots A alone.
+band, as in the replay's summary (a call without a user id makes none); a
+user-day with no item of a class shown counts as 0.  A file with one policy
+(run with one -p) plots A alone.
 """
 import argparse
 import collections
@@ -66,7 +67,9 @@ class Data:
                     self.policies.append(pol)
                 # Shards are split by user: (policy, call, user) is one call.
                 self.calls[(pol, row["call"], row["user_key"])] = row
-                self.user_days[(pol, band)].add((row["user_key"], row["date"]))
+                # a call with no user id has no user-day, as in the summary
+                if row["user_key"]:
+                    self.user_days[(pol, band)].add((row["user_key"], row["date"]))
                 cls = row["class"]
                 if not cls or cls == "-":   # a call with no items, or items of no class
                     continue
