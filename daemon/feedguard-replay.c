@@ -84,6 +84,8 @@ static void usage(FILE *out)
 	        "      --rate N               at most N calls a second (default: no cap)\n"
 	        "      --concurrency N        calls in flight at most (default 16)\n"
 	        "      --timeout MS           each call's deadline (default 10000)\n"
+	        "      --user-header NAME     send each call's recorded user key in this header\n"
+	        "      --recorded-time        send each call's recorded time in feedguard-test-now\n"
 	        "  -v, --version              print the version and exit\n"
 	        "  -h, --help                 print this help and exit\n");
 }
@@ -871,13 +873,35 @@ static int live_next(void *arg, Feedguard__Capture__V1__Record **rec)
 	return 1;
 }
 
+/* A metadata name a call may carry: lowercase token characters (HTTP/2
+ * forbids uppercase), not one the tool or gRPC sets itself. */
+static int header_name_ok(const char *s)
+{
+	static const char *const own[] = { "content-type", "te", "grpc-timeout", "content-length", "host",
+		                           "connection", "feedguard-test-now", NULL };
+	size_t i;
+
+	if (!s[0] || strncmp(s, "grpc-", 5) == 0)
+		return 0;
+	for (i = 0; s[i]; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_' ||
+		      s[i] == '.'))
+			return 0;
+	for (i = 0; own[i]; i++)
+		if (strcmp(s, own[i]) == 0)
+			return 0;
+	return 1;
+}
+
 static int cmd_live(int argc, char **argv)
 {
-	enum { O_TARGET = 256, O_SPEED, O_RATE, O_CONC, O_TIMEOUT, O_SHARD };
+	enum { O_TARGET = 256, O_SPEED, O_RATE, O_CONC, O_TIMEOUT, O_SHARD, O_USER_HEADER, O_RECORDED_TIME };
 	static const struct option opts[] = {
 		{ "target", required_argument, NULL, O_TARGET }, { "speed", required_argument, NULL, O_SPEED },
 		{ "rate", required_argument, NULL, O_RATE },     { "concurrency", required_argument, NULL, O_CONC },
 		{ "timeout", required_argument, NULL, O_TIMEOUT }, { "shard", required_argument, NULL, O_SHARD },
+		{ "user-header", required_argument, NULL, O_USER_HEADER },
+		{ "recorded-time", no_argument, NULL, O_RECORDED_TIME },
 		{ "help", no_argument, NULL, 'h' },              { NULL, 0, NULL, 0 },
 	};
 	struct fg_replay_live_opts o = { .speed = 1 };
@@ -893,6 +917,15 @@ static int cmd_live(int argc, char **argv)
 		case O_RATE: o.rate = strtod(optarg, NULL); break;
 		case O_CONC: o.concurrency = (unsigned)strtoul(optarg, NULL, 10); break;
 		case O_TIMEOUT: o.timeout_ms = strtoll(optarg, NULL, 10); break;
+		case O_USER_HEADER:
+			if (!header_name_ok(optarg)) {
+				fprintf(stderr, PROG ": --user-header: '%s' is not a metadata name a call may carry "
+				        "(lowercase letters, digits, '-', '_', '.'; not a gRPC or HTTP/2 one)\n", optarg);
+				return EXIT_USAGE;
+			}
+			o.user_header = optarg;
+			break;
+		case O_RECORDED_TIME: o.recorded_time = 1; break;
 		case O_SHARD:
 			if (parse_shard(optarg, &ru.shard, &ru.nshards) < 0) {
 				fprintf(stderr, PROG ": --shard is I/N with 0 <= I < N\n");

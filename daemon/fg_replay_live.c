@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <math.h>
 #include <netdb.h>
@@ -253,6 +254,9 @@ static void stream_free(struct live *lv, struct stream *st)
 
 /* --- sending ----------------------------------------------------------------------- */
 
+/* The test clock's header (fg_stage.h: fg_stage_call_time_ms). */
+#define TEST_NOW "feedguard-test-now"
+
 #define NV(n, v, vl) { (uint8_t *)(n), (uint8_t *)(v), strlen(n), (vl), NGHTTP2_NV_FLAG_NONE }
 
 /* 1 for metadata the tool sets itself, or HTTP/2 forbids a client to send. */
@@ -276,11 +280,11 @@ static int submit(struct live *lv, Feedguard__Capture__V1__Record *rec)
 	struct stream *st = calloc(1, sizeof(*st));
 	nghttp2_nv *nv = NULL;
 	nghttp2_data_provider dp;
-	char timeout[32];
+	char timeout[32], now[32];
 	size_t i, n = 0;
 	int32_t id;
 
-	if (!st || !(nv = calloc(7 + c->n_request_metadata, sizeof(*nv))))
+	if (!st || !(nv = calloc(9 + c->n_request_metadata, sizeof(*nv))))
 		goto fail;
 	st->lv = lv;
 	st->rec = rec;
@@ -296,8 +300,19 @@ static int submit(struct live *lv, Feedguard__Capture__V1__Record *rec)
 	nv[n++] = (nghttp2_nv)NV("content-type", "application/grpc", 16);
 	nv[n++] = (nghttp2_nv)NV("te", "trailers", 8);
 	nv[n++] = (nghttp2_nv)NV("grpc-timeout", timeout, strlen(timeout));
+	/* the options' own names win over recorded metadata of the same name */
+	if (lv->o->user_header && c->user_key && c->user_key[0])
+		nv[n++] = (nghttp2_nv)NV(lv->o->user_header, c->user_key, strlen(c->user_key));
+	if (lv->o->recorded_time) {
+		snprintf(now, sizeof(now), "%" PRId64, c->start_unix_ms);
+		nv[n++] = (nghttp2_nv)NV(TEST_NOW, now, strlen(now));
+	}
 	for (i = 0; i < c->n_request_metadata; i++) {
 		const Feedguard__Capture__V1__Metadata *m = c->request_metadata[i];
+		if (lv->o->user_header && strcmp(m->name, lv->o->user_header) == 0)
+			continue;
+		if (lv->o->recorded_time && strcmp(m->name, TEST_NOW) == 0)
+			continue;
 		if (!reserved(m->name))
 			nv[n++] = (nghttp2_nv){ (uint8_t *)m->name, m->value.data, strlen(m->name), m->value.len,
 				                NGHTTP2_NV_FLAG_NONE };

@@ -29,6 +29,11 @@ struct fg_replay_live_opts {
 	double rate;                    /* at most this many calls a second; 0: no cap */
 	unsigned concurrency;           /* calls in flight, at most; 0: 16 */
 	int64_t timeout_ms;             /* each call's grpc-timeout; 0: 10000 */
+	const char *user_header;        /* NULL, or a metadata name (lowercase) that carries each
+	                                   call's recorded user_key: a target that reads the user id
+	                                   from a header keeps each recorded user apart */
+	unsigned recorded_time;         /* send each call's start_unix_ms in feedguard-test-now
+	                                   (read by a target built with --enable-test-hooks) */
 };
 
 /*

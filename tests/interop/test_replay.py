@@ -850,6 +850,25 @@ def test_live_against_a_fresh_feedguardd(cap, tmp_path):
     assert 16 <= same <= n, "%s: the 16 adult pages pass unfiltered, as recorded" % m.group(0)
 
 
+def test_live_user_header_and_recorded_time(cap):
+    """--user-header sends each call's recorded user key (the capture
+    pseudonym) in that header, --recorded-time its start_unix_ms in
+    feedguard-test-now: straight at the ranker, which records what it got."""
+    res = replay("live", "--target", cap.ranker.addr, "--speed", "0", "--user-header", "x-replay-user",
+                 "--recorded-time", *cap.files)
+    ok(res, "feedguard-replay live --user-header --recorded-time")
+    for r in cap.dump:
+        cid = md_values(r, "request_metadata", "x-call-id")[0].decode()
+        md = cap.ranker.find(cid)[-1]["md"]         # this replay's: the ranker's last of the call
+        assert md.get(TEST_NOW) == [str(r["start_unix_ms"])], (cid, md)
+        want = [r["user_key"]] if r.get("user_key") else None
+        assert md.get("x-replay-user") == want, (cid, md, r.get("user_key"))
+    for bad in ("X-Upper", "grpc-foo", "te", "feedguard-test-now", "a b"):
+        res = replay("live", "--target", cap.ranker.addr, "--user-header", bad, *cap.files)
+        assert res.returncode == 2, (bad, res.returncode)
+        assert b"--user-header" in res.stderr, res.stderr
+
+
 def test_live_closed_port(cap):
     """A target nobody listens on: exit 1."""
     res = replay("live", "--target", "127.0.0.1:%d" % harness.closed_port(), "--speed", "0", *cap.files)
