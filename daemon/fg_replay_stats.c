@@ -110,6 +110,33 @@ struct notice {
 	struct map users;               /* distinct users told it */
 };
 
+/* The notices in the README's order, strongest first. */
+static const char *const notice_order[] = { "daily-limit", "quiet-hours", "take-a-break", "exposure-limit",
+	                                    "daily-limit-soon", "quiet-hours-soon" };
+
+static size_t notice_rank(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(notice_order) / sizeof(notice_order[0]); i++)
+		if (strcmp(name, notice_order[i]) == 0)
+			return i;
+	return i;
+}
+
+static int notice_cmp(const void *a, const void *b)
+{
+	const struct notice *x = a, *y = b;
+	size_t rx = notice_rank(x->name), ry = notice_rank(y->name);
+
+	return rx != ry ? (rx < ry ? -1 : 1) : strcmp(x->name, y->name);
+}
+
+static int cls_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct cls *)a)->name, ((const struct cls *)b)->name);
+}
+
 /* One policy and band. */
 struct group {
 	char policy[256], band[128];
@@ -582,8 +609,14 @@ void fg_replay_stats_print(FILE *out, struct fg_replay_stats *s)
 {
 	size_t i, j, k, p;
 
-	/* bands in name order, each policy's group in column order */
+	/* bands in name order, each policy's group in column order; within a
+	 * group, notices strongest first and classes by name: the same
+	 * summary whatever order the calls came in (shards, files) */
 	qsort(s->g, s->n, sizeof(s->g[0]), group_cmp);
+	for (i = 0; i < s->n; i++) {
+		qsort(s->g[i]->notice, s->g[i]->nnotices, sizeof(s->g[i]->notice[0]), notice_cmp);
+		qsort(s->g[i]->cls, s->g[i]->ncls, sizeof(s->g[i]->cls[0]), cls_cmp);
+	}
 	fputs("calls by band\nband              policy  calls  users  answered  denied  empty  no_upstream\n", out);
 	for (i = 0; i < s->n; i++) {
 		const struct group *g = s->g[i];

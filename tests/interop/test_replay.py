@@ -802,6 +802,10 @@ def test_shards_partition_users_and_summary_adds_up(cap, tmp_path):
     out, _ = ok(res, "summary of the shards")
     assert summary_part(out) == summary_part(full_out), "summary of shards:\n%s\nunsharded:\n%s" % (
         summary_part(out), summary_part(full_out))
+    # the same tables, row for row, whatever order the files come in
+    out_rev, _ = ok(replay("summary", *reversed(shard_files)), "summary of the shards, reversed")
+    assert summary_part(out_rev) == summary_part(out), "summary depends on the files' order:\n%s\n%s" % (
+        summary_part(out_rev), summary_part(out))
     # `call` is "the call's number in the capture (its place among all
     # calls, in time order)": a shard's file numbers a call as the whole run does.
     assert not renumbered, "%d calls of shard files number their call otherwise than the unsharded run " \
