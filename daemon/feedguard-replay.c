@@ -541,29 +541,51 @@ static void order_index(struct run *ru)
 	ru->n = k;
 }
 
-/* 1 when replayed <b> decided as recorded <a> did: status, screen-time
- * action and notices, every item's fate and place. */
-static int same_decisions(const Feedguard__Capture__V1__Call *a, const Feedguard__Capture__V1__Call *b)
+static void notices_text(const Feedguard__Capture__V1__ScreenTime *st, char *out, size_t len)
+{
+	size_t i, at = 0;
+	int w;
+
+	out[0] = '\0';
+	for (i = 0; st && i < st->n_notices && at < len; i++) {
+		w = snprintf(out + at, len - at, "%s%s", i ? "," : "", st->notices[i]);
+		at += w > 0 ? (size_t)w : 0;
+	}
+}
+
+/* What replayed <b> decided otherwise than recorded <a> (status,
+ * screen-time action and notices, each item's fate and place), the first
+ * difference in <why> (<len> bytes); 0 when it decided the same. */
+static int differs(const Feedguard__Capture__V1__Call *a, const Feedguard__Capture__V1__Call *b, char *why,
+                   size_t len)
 {
 	const Feedguard__Capture__V1__Decisions *x = a->decisions, *y = b->decisions;
 	const Feedguard__Capture__V1__ScreenTime *sx = x ? x->screen_time : NULL, *sy = y ? y->screen_time : NULL;
 	size_t nx = x ? x->n_items : 0, ny = y ? y->n_items : 0, i;
+	char na[256], nb[256];
 
-	if (a->status != b->status || nx != ny || (sx ? sx->action : 0) != (sy ? sy->action : 0))
-		return 0;
-	if ((sx ? sx->n_notices : 0) != (sy ? sy->n_notices : 0))
-		return 0;
-	for (i = 0; sx && i < sx->n_notices; i++)
-		if (strcmp(sx->notices[i], sy->notices[i]) != 0)
-			return 0;
+	if (a->status != b->status)
+		return snprintf(why, len, "status %d recorded, %d replayed", (int)a->status, (int)b->status), 1;
+	if ((sx ? sx->action : 0) != (sy ? sy->action : 0))
+		return snprintf(why, len, "screen-time action %s recorded, %s replayed", action_name(sx ? sx->action : 0),
+		                action_name(sy ? sy->action : 0)), 1;
+	notices_text(sx, na, sizeof(na));
+	notices_text(sy, nb, sizeof(nb));
+	if (strcmp(na, nb) != 0)
+		return snprintf(why, len, "notices [%.200s] recorded, [%.200s] replayed", na, nb), 1;
+	if (nx != ny)
+		return snprintf(why, len, "%zu items recorded, %zu replayed", nx, ny), 1;
 	for (i = 0; i < nx; i++) {
 		const Feedguard__Capture__V1__Item *p = x->items[i], *q = y->items[i];
 		if (p->message != q->message || p->position != q->position || p->fate != q->fate ||
 		    p->delivered_position != q->delivered_position || p->demoted != q->demoted ||
 		    strcmp(p->class_, q->class_) != 0)
-			return 0;
+			return snprintf(why, len, "item %u of page %u: %s at %d, class '%s' recorded; %s at %d, "
+			                "class '%s' replayed", p->position, p->message, fate_name(p->fate),
+			                (int)p->delivered_position, p->class_, fate_name(q->fate), (int)q->delivered_position,
+			                q->class_), 1;
 	}
-	return 1;
+	return 0;
 }
 
 static const char *label(const struct run *ru, size_t p)
@@ -579,6 +601,7 @@ static int replay_one(struct run *ru, const Feedguard__Capture__V1__Call *in, ui
 {
 	Feedguard__Capture__V1__Call *out;
 	struct fg_replay_result res;
+	char why[512];
 	size_t p;
 
 	for (p = 0; p < ru->npolicies; p++) {
@@ -589,11 +612,9 @@ static int replay_one(struct run *ru, const Feedguard__Capture__V1__Call *in, ui
 		ru->no_upstream[p] += res.no_upstream;
 		if (ru->check && p == 0) {
 			ru->checked++;
-			if (!same_decisions(in, out)) {
-				if (++ru->mismatched <= 10)
-					fprintf(stderr, PROG ": check: call %llu (%s, band %s, %s) decided otherwise than "
-					        "recorded\n", (unsigned long long)n, in->method, in->band, in->user_key);
-			}
+			if (differs(in, out, why, sizeof(why)) && ++ru->mismatched <= 10)
+				fprintf(stderr, PROG ": check: call %llu (%s, band %s, %s) decided otherwise than "
+				        "recorded: %s\n", (unsigned long long)n, in->method, in->band, in->user_key, why);
 		}
 		fg_replay_row_of(row, label(ru, p), n, out, res.no_upstream);
 		if (fg_replay_stats_add(ru->stats, row) < 0 ||

@@ -602,6 +602,12 @@ def test_run_check_other_policy_names_differences(cap):
     assert n == cap.n_all and same + other == n and other > 0, m.group(0)
     assert res.returncode == 1, "exit %s" % res.returncode
     assert 1 <= len(re.findall(r"\bcall \d+", err)) <= 10, err
+    # each says what differed first: under B the wellbeing allowance runs
+    # out where A's did not, so the call tells a notice A did not
+    lines = [l for l in err.splitlines() if "decided otherwise than recorded: " in l]
+    assert lines and all(re.search(r"recorded: (status|screen-time action|notices|\d+ items|item \d+ of page \d+)"
+                                    r".* recorded.* replayed$", l) for l in lines), err
+    assert any(l.endswith("screen-time action NONE recorded, NOTICE replayed") for l in lines), err
 
 
 def run_calls(cap, tmp_path, *policies, fmt="csv", extra=()):
