@@ -265,9 +265,8 @@ enum close_how {
 static void close_file(struct fg_capture *c, enum close_how how)
 {
 	char *final = NULL;
-	int moved;
-
 	uint64_t lost;
+	int moved;
 
 	if (c->f.out.fd < 0)
 		return;
