@@ -586,6 +586,11 @@ static int read_report_header(struct fg_policy_comp *c, const struct fg_yaml_nod
 	}
 	if (strncmp(feed->report_header, "grpc-", 5) == 0)
 		return fg_policy_compile_fail(c, n, "report_header: '%s' is reserved (grpc-* belongs to gRPC)", n->text);
+	/* a -bin value must be base64: a client's gRPC library fails the
+	 * call on the text report (PROTOCOL-HTTP2.md, Custom-Metadata) */
+	if (n->len >= 4 && strcmp(feed->report_header + strlen(feed->report_header) - 4, "-bin") == 0)
+		return fg_policy_compile_fail(c, n, "report_header: '%s' ends in -bin, which gRPC keeps for base64 "
+		                                    "binary values; the report is text", n->text);
 	for (j = 0; reserved_headers[j]; j++)
 		if (strcmp(feed->report_header, reserved_headers[j]) == 0)
 			return fg_policy_compile_fail(c, n, "report_header: '%s' is reserved (HTTP/2 and gRPC own it)",

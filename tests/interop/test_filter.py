@@ -997,6 +997,7 @@ BAD = {
                                       .replace("labels: {field", "labels: @@{field"), ("moderation",)),
     "items_dot_on_unary": (GOOD_TEXT.replace("items: items", "items: @@."), ("server-streaming",)),
     "report_header_grpc": (filter_policy(GOOD, feed_extra={"report_header": "@@GRPC-STATUS"}), ("reserved",)),
+    "report_header_bin": (filter_policy(GOOD, feed_extra={"report_header": "@@x-report-bin"}), ("-bin", "base64")),
     "report_header_space": (filter_policy(GOOD, feed_extra={"report_header": '@@"x bad"'}),
                             ("header name",)),
     "label_mapped_twice": (GOOD_TEXT.replace("    porn: pornography", "    porn: pornography\n    @@porn: suicide"),
