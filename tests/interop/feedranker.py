@@ -51,12 +51,13 @@ class FeedRanker:
     call; ranker.wait(cid) after it: {"method", "md" (dict of lists),
     "metadata" (list), "raw" (request bytes)}."""
 
-    def __init__(self, streaming=REFERENCE_STREAMING):
+    def __init__(self, streaming=REFERENCE_STREAMING, max_workers=8):
         self.streaming = set(streaming)
         self.scripts = {}
         self.records = []
         self.lock = threading.Lock()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        # calls served at once: a test of many open streams needs more
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
         self.server.add_generic_rpc_handlers((_Generic(self),))
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         assert self.port, "the feed ranker could not listen"

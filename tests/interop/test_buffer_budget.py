@@ -213,6 +213,36 @@ def test_unfinished_messages_hold_bounded_memory(fg):
                % (BUFFERED, scrape(d, BUFFERED)))
 
 
+def test_memory_goes_back_when_the_calls_end(fg):
+    """The same 100 unfinished 4 MiB messages, twice, then the client goes:
+    with nothing in flight feedguardd is back within a few MiB of where it
+    started (its allocator gives large buffers back), not holding what the
+    client once made it hold ("Kept for reuse": at most 4 MiB per worker)."""
+    d = fg()
+    c = RawClient(d.addr, timeout=tf(10))
+    try:
+        warm_up(c)
+        before = settled_rss(d.pid)
+        if rss_factor(d.pid) > 1:
+            pytest.skip("AddressSanitizer keeps freed memory in its quarantine")
+    finally:
+        c.close()
+    for _ in range(2):
+        c = RawClient(d.addr, timeout=tf(10))
+        try:
+            push_unfinished(c, 100, MAX_MESSAGE_SIZE - 1)
+            peak = rss_kib(d.pid)
+        finally:
+            c.close()
+        poll_until(lambda: buffered(d) == 0, tf(5), "%s back to 0" % BUFFERED)
+    kept_bound = before + (4 * MiB + 4 * MiB) // KiB     # kept for reuse + slack
+    after = poll_until(lambda: (lambda r: r if r <= kept_bound else None)(settled_rss(d.pid)), tf(10),
+                       "feedguardd's RSS back under %.1f MiB once the calls ended (started at %.1f MiB, "
+                       "peak %.1f MiB, now %.1f MiB)" % (kept_bound / KiB, before / KiB, peak / KiB,
+                                                        rss_kib(d.pid) / KiB))
+    print("rss %.1f -> peak %.1f -> %.1f MiB" % (before / KiB, peak / KiB, after / KiB))
+
+
 # ---------------------------------------------------------------- 2. backpressure
 
 def test_over_budget_connection_gets_backpressure_not_errors(fg):
