@@ -894,26 +894,6 @@ static int live_next(void *arg, Feedguard__Capture__V1__Record **rec)
 	return 1;
 }
 
-/* A metadata name a call may carry: lowercase token characters (HTTP/2
- * forbids uppercase), not one the tool or gRPC sets itself. */
-static int header_name_ok(const char *s)
-{
-	static const char *const own[] = { "content-type", "te", "grpc-timeout", "content-length", "host",
-		                           "connection", "feedguard-test-now", NULL };
-	size_t i;
-
-	if (!s[0] || strncmp(s, "grpc-", 5) == 0)
-		return 0;
-	for (i = 0; s[i]; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_' ||
-		      s[i] == '.'))
-			return 0;
-	for (i = 0; own[i]; i++)
-		if (strcmp(s, own[i]) == 0)
-			return 0;
-	return 1;
-}
-
 static int cmd_live(int argc, char **argv)
 {
 	enum { O_TARGET = 256, O_SPEED, O_RATE, O_CONC, O_TIMEOUT, O_SHARD, O_USER_HEADER, O_RECORDED_TIME };
@@ -939,7 +919,7 @@ static int cmd_live(int argc, char **argv)
 		case O_CONC: o.concurrency = (unsigned)strtoul(optarg, NULL, 10); break;
 		case O_TIMEOUT: o.timeout_ms = strtoll(optarg, NULL, 10); break;
 		case O_USER_HEADER:
-			if (!header_name_ok(optarg)) {
+			if (!fg_replay_live_header_ok(optarg)) {
 				fprintf(stderr, PROG ": --user-header: '%s' is not a metadata name a call may carry "
 				        "(lowercase letters, digits, '-', '_', '.'; not a gRPC or HTTP/2 one)\n", optarg);
 				return EXIT_USAGE;

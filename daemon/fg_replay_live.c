@@ -274,6 +274,19 @@ static int reserved(const char *name)
 	return 0;
 }
 
+int fg_replay_live_header_ok(const char *name)
+{
+	size_t i;
+
+	if (!name[0] || strncmp(name, "grpc-", 5) == 0 || strcmp(name, TEST_NOW) == 0 || reserved(name))
+		return 0;
+	for (i = 0; name[i]; i++)
+		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '-' ||
+		      name[i] == '_' || name[i] == '.'))
+			return 0;
+	return 1;
+}
+
 static int submit(struct live *lv, Feedguard__Capture__V1__Record *rec)
 {
 	const Feedguard__Capture__V1__Call *c = rec->call;

@@ -45,6 +45,14 @@ struct fg_replay_live_opts {
 typedef int (*fg_replay_live_next_cb)(void *arg, Feedguard__Capture__V1__Record **rec);
 
 /*
+ * fg_replay_live_header_ok - 1 when <name> may be the user_header: a
+ * metadata name a call may carry (lowercase letters, digits, '-', '_',
+ * '.': HTTP/2 forbids uppercase), not one the tool sets itself
+ * (feedguard-test-now included) or gRPC or HTTP/2 own.
+ */
+int fg_replay_live_header_ok(const char *name);
+
+/*
  * fg_replay_live_run - send every call <next> gives to <o->target> and
  * print the report to <out>.  Returns 0 when every call was sent and
  * answered (whatever its status), FG_EIO when the target could not be
