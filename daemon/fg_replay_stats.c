@@ -614,8 +614,11 @@ void fg_replay_stats_print(FILE *out, struct fg_replay_stats *s)
 	 * summary whatever order the calls came in (shards, files) */
 	qsort(s->g, s->n, sizeof(s->g[0]), group_cmp);
 	for (i = 0; i < s->n; i++) {
-		qsort(s->g[i]->notice, s->g[i]->nnotices, sizeof(s->g[i]->notice[0]), notice_cmp);
-		qsort(s->g[i]->cls, s->g[i]->ncls, sizeof(s->g[i]->cls[0]), cls_cmp);
+		/* qsort of a NULL array (a group with no class yet) is undefined */
+		if (s->g[i]->nnotices > 1)
+			qsort(s->g[i]->notice, s->g[i]->nnotices, sizeof(s->g[i]->notice[0]), notice_cmp);
+		if (s->g[i]->ncls > 1)
+			qsort(s->g[i]->cls, s->g[i]->ncls, sizeof(s->g[i]->cls[0]), cls_cmp);
 	}
 	fputs("calls by band\nband              policy  calls  users  answered  denied  empty  no_upstream\n", out);
 	for (i = 0; i < s->n; i++) {
