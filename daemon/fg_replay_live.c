@@ -26,6 +26,7 @@
 #include "fg_grpc.h"
 #include "fg_grpcframe.h"
 #include "fg_replay_live.h"
+#include "fg_stage.h"
 
 #define DEFAULT_CONCURRENCY 16
 #define DEFAULT_TIMEOUT_MS 10000
@@ -254,9 +255,6 @@ static void stream_free(struct live *lv, struct stream *st)
 
 /* --- sending ----------------------------------------------------------------------- */
 
-/* The test clock's header (fg_stage.h: fg_stage_call_time_ms). */
-#define TEST_NOW "feedguard-test-now"
-
 #define NV(n, v, vl) { (uint8_t *)(n), (uint8_t *)(v), strlen(n), (vl), NGHTTP2_NV_FLAG_NONE }
 
 /* 1 for metadata the tool sets itself, or HTTP/2 forbids a client to send. */
@@ -278,7 +276,7 @@ int fg_replay_live_header_ok(const char *name)
 {
 	size_t i;
 
-	if (!name[0] || strncmp(name, "grpc-", 5) == 0 || strcmp(name, TEST_NOW) == 0 || reserved(name))
+	if (!name[0] || strncmp(name, "grpc-", 5) == 0 || strcmp(name, FG_STAGE_TEST_NOW_HEADER) == 0 || reserved(name))
 		return 0;
 	for (i = 0; name[i]; i++)
 		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '-' ||
@@ -318,13 +316,13 @@ static int submit(struct live *lv, Feedguard__Capture__V1__Record *rec)
 		nv[n++] = (nghttp2_nv)NV(lv->o->user_header, c->user_key, strlen(c->user_key));
 	if (lv->o->recorded_time) {
 		snprintf(now, sizeof(now), "%" PRId64, c->start_unix_ms);
-		nv[n++] = (nghttp2_nv)NV(TEST_NOW, now, strlen(now));
+		nv[n++] = (nghttp2_nv)NV(FG_STAGE_TEST_NOW_HEADER, now, strlen(now));
 	}
 	for (i = 0; i < c->n_request_metadata; i++) {
 		const Feedguard__Capture__V1__Metadata *m = c->request_metadata[i];
 		if (lv->o->user_header && strcmp(m->name, lv->o->user_header) == 0)
 			continue;
-		if (lv->o->recorded_time && strcmp(m->name, TEST_NOW) == 0)
+		if (lv->o->recorded_time && strcmp(m->name, FG_STAGE_TEST_NOW_HEADER) == 0)
 			continue;
 		if (!reserved(m->name))
 			nv[n++] = (nghttp2_nv){ (uint8_t *)m->name, m->value.data, strlen(m->name), m->value.len,

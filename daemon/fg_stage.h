@@ -238,10 +238,15 @@ struct fg_stage {
 	void (*call_free)(struct fg_stage_ctx *c);
 };
 
+/* The test clock's request header: a call's time in ms since the epoch,
+ * read only by a build with test hooks (and sent by feedguard-replay live
+ * --recorded-time). */
+#define FG_STAGE_TEST_NOW_HEADER "feedguard-test-now"
+
 /*
  * fg_stage_call_time_ms - a call's time (ms since the epoch) from its
  * request headers <h>: the wall clock, or in a build with test hooks the
- * feedguard-test-now header's (fg_stage_screen.c).
+ * FG_STAGE_TEST_NOW_HEADER header's (fg_stage_screen.c).
  */
 int64_t fg_stage_call_time_ms(const struct fg_hdrs *h);
 

@@ -46,7 +46,6 @@
 
 #define HDR_SCREEN_TIME "feedguard-screen-time"
 #define HDR_NOTICE "feedguard-notice"
-#define HDR_TEST_NOW "feedguard-test-now"
 /* Operations in flight on a lent backend: an in-process one answers each
  * before it returns, so one would do. */
 #define LENT_OPS 16
@@ -131,7 +130,7 @@ int64_t fg_stage_call_time_ms(const struct fg_hdrs *h)
 #ifdef FG_TEST_HOOKS
 	char buf[24];
 	size_t len = 0;
-	const char *v = fg_hdrs_find_single(h, HDR_TEST_NOW, &len);
+	const char *v = fg_hdrs_find_single(h, FG_STAGE_TEST_NOW_HEADER, &len);
 	long long t;
 
 	if (v && len > 0 && len < sizeof(buf)) {

@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "fg_clock.h"
 #include "fg_error.h"
 #include "fg_log.h"
 #include "fg_redis.h"
@@ -20,7 +20,7 @@
 #define READ_FIELDS 6                   /* last sess day act night qact, then the x: fields */
 #define UPDATE_NUMBERS 9                /* the update's ARGV before the class, count pairs */
 #define ARGS_MAX (FG_STATE_MAX_KEYS + UPDATE_NUMBERS + 2 * FG_STATE_MAX_CLASSES)
-#define BAD_ANSWER_LOG_US 1000000LL       /* state_redis_answer lines: at most one a second per worker */
+#define BAD_ANSWER_LOG_US 1000000ULL      /* state_redis_answer lines: at most one a second per worker */
 
 /*
  * read: KEYS are the user's keys, newest first; ARGV the class names.
@@ -140,7 +140,7 @@ struct fg_state_redis {
 	unsigned read_script, update_script;
 	struct state_op *free_ops;      /* as many as were ever in flight at once */
 	char prefix[FG_STATE_PREFIX_MAX + 1];
-	int64_t bad_logged_us;          /* monotonic time of the last state_redis_answer line */
+	uint64_t bad_logged_us;         /* fg_clock time of the last state_redis_answer line */
 	uint64_t bad_unlogged;          /* bad answers since that line, not logged */
 };
 
@@ -282,14 +282,6 @@ static const char *op_name(enum op_kind kind)
 	return kind == OP_READ ? "read" : kind == OP_UPDATE ? "update" : "erase";
 }
 
-static int64_t mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /*
  * An answer of the wrong shape or an error is a bug or a damaged record:
  * worth a line, unlike timeouts and outages, which fg_redis counts.  At
@@ -303,7 +295,7 @@ static void log_bad_answer(struct fg_state_redis *s, enum op_kind kind, const st
 {
 	char q[160], word[64];
 	const char *e = res->kind == FG_REDIS_R_ERROR && res->str ? res->str : "";
-	int64_t now = mono_us();
+	uint64_t now = fg_clock_now_us();
 
 	if (s->bad_logged_us && now - s->bad_logged_us < BAD_ANSWER_LOG_US) {
 		s->bad_unlogged++;
