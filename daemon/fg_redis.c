@@ -610,6 +610,7 @@ struct link_events {
 	struct event *rev;              /* EV_READ | EV_PERSIST */
 	struct event *wev;              /* EV_WRITE, one-shot: connect, or a partial write */
 	struct event *flush;            /* activated to write what was just submitted */
+	unsigned requeued;              /* <flush> went once to the back of the loop's active queue */
 	unsigned writing;               /* inside redisAsyncHandleWrite: more to write waits for EV_WRITE */
 	unsigned busy;                  /* inside a callback that may free the context */
 	unsigned dead;                  /* cleanup ran while busy: the callback frees */
@@ -670,6 +671,29 @@ static void events_write(struct link_events *e)
 	}
 	e->writing = 0;
 	e->busy = 0;
+}
+
+/*
+ * The flush goes once to the back of the active queue before it writes.
+ * A call's state check is submitted before the call's request is handed
+ * to its upstream connection, so the link's flush was activated first:
+ * written straight away, the ranker would get its request one write
+ * system call later (seen with strace at one call in flight), on the
+ * path of every call whose state check runs beside the ranker.  libevent
+ * runs an event activated from a callback in the same pass, after what
+ * is already queued, so the batch still goes out in this loop iteration.
+ */
+static void events_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct link_events *e = arg;
+
+	if (!e->requeued) {
+		e->requeued = 1;
+		event_active(e->flush, EV_WRITE, 0);
+		return;
+	}
+	e->requeued = 0;
+	events_write(e);
 }
 
 static void events_read_cb(evutil_socket_t fd, short what, void *arg)
@@ -737,7 +761,7 @@ static int attach_events(redisAsyncContext *ac, struct event_base *base)
 	e->ac = ac;
 	e->rev = event_new(base, ac->c.fd, EV_READ | EV_PERSIST, events_read_cb, e);
 	e->wev = event_new(base, ac->c.fd, EV_WRITE, events_write_cb, e);
-	e->flush = event_new(base, -1, 0, events_write_cb, e);
+	e->flush = event_new(base, -1, 0, events_flush_cb, e);
 	if (!e->rev || !e->wev || !e->flush) {
 		if (e->rev)
 			event_free(e->rev);

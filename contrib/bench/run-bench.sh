@@ -509,13 +509,13 @@ within_1pct() {
 }
 
 # FG_BENCH_SYSCALLS=1: count the proxy's system calls and loop wakeups
-# (epoll_wait) in the measured phase with perf stat, per call, on each
+# (epoll_wait) and page faults in the measured phase with perf stat, per call, on each
 # round's line: what a change in batching does, beside its CPU.
 SYSCALLS_PID=""
 syscalls_start() {
 	local tag=$1; shift
 	[[ ${FG_BENCH_SYSCALLS:-0} == 1 && $tag != *-direct-* ]] || return 0
-	perf stat -x, -o "$WORK/syscalls-$tag.txt" -e raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait \
+	perf stat -x, -o "$WORK/syscalls-$tag.txt" -e raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,page-faults \
 		-p "$(IFS=,; echo "$*")" > /dev/null 2>&1 &
 	SYSCALLS_PID=$!
 	PIDS+=("$SYSCALLS_PID")
@@ -529,8 +529,8 @@ syscalls_stop() {
 syscalls_per_call() {
 	local f=$WORK/syscalls-$1.txt
 	[[ -s $f && $2 -gt 0 ]] || return 0
-	awk -F, -v n="$2" '$3 ~ /sys_enter$/ { s = $1 } $3 ~ /epoll_wait/ { w = $1 }
-		END { printf "  syscalls %.2f/call, wakeups %.2f/call", s / n, w / n }' "$f"
+	awk -F, -v n="$2" '$3 ~ /sys_enter$/ { s = $1 } $3 ~ /epoll_wait/ { w = $1 } $3 ~ /page-faults/ { f = $1 }
+		END { printf "  syscalls %.2f/call, wakeups %.2f/call, page faults %.2f/call", s / n, w / n, f / n }' "$f"
 }
 
 # p50_p99 LOG: nearest-rank p50 and p99 of the latencies (µs, third

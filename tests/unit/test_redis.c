@@ -23,6 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <cmocka.h>
 
 #include <event2/event.h>
@@ -781,6 +784,139 @@ static void test_free_pending(void **state)
 	assert_int_equal(r[5].calls, 1);
 }
 
+/* ---- a Redis of the test's own: its socket shows when bytes arrive ---- */
+
+struct fake {
+	int lfd;                        /* listening */
+	int fd;                         /* the link's connection, -1 before accept */
+	struct event *lev, *rev;
+	char got[4096];                 /* what came after the handshake */
+	size_t ngot;
+	int connected;
+	/* the pass test */
+	struct rt *t;
+	struct event *submit_ev, *after_ev;
+	struct rec r;
+	ssize_t seen_by_after;          /* bytes the server could read when <after_ev> ran */
+	int after_ran;
+};
+
+static void fake_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fake *f = arg;
+	char buf[4096];
+	ssize_t n = read(fd, buf, sizeof(buf));
+
+	if (n <= 0)
+		return;
+	if (!f->connected && memmem(buf, (size_t)n, "PING", 4)) {
+		/* the handshake of a link with no password, database or script */
+		assert_int_equal(write(fd, "+PONG\r\n", 7), 7);
+		f->connected = 1;
+		return;
+	}
+	if (f->ngot + (size_t)n <= sizeof(f->got)) {
+		memcpy(f->got + f->ngot, buf, (size_t)n);
+		f->ngot += (size_t)n;
+	}
+}
+
+static void fake_accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	struct fake *f = arg;
+
+	f->fd = accept(lfd, NULL, NULL);
+	assert_true(f->fd >= 0);
+	evutil_make_socket_nonblocking(f->fd);
+	f->rev = event_new(f->t->base, f->fd, EV_READ | EV_PERSIST, fake_read_cb, f);
+	event_add(f->rev, NULL);
+}
+
+/* What a stage does on a call: submit the state check, then hand the
+ * call's request to another connection (here: an event activated after
+ * the submit, in the same loop pass). */
+static void fake_submit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fake *f = arg;
+
+	assert_int_equal(cmd(f->t, &f->r, 2000 * MS, "GET", "fg:k", NULL), 0);
+	event_active(f->after_ev, 0, 0);
+}
+
+static void fake_after_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fake *f = arg;
+	char buf[64];
+
+	f->seen_by_after = recv(f->fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+	f->after_ran = 1;
+}
+
+/*
+ * A command submitted in a callback is written after the events that
+ * callback (or those before it in the pass) activated, still in the same
+ * loop iteration: the state check of a call goes out after the call's
+ * request to the ranker, not one write system call ahead of it (with
+ * Redis on the proxy's core it even ran the check before the ranker got
+ * the request).
+ */
+static void test_write_after_queued_events(void **state)
+{
+	struct rt t0 = { 0 }, *t = &t0;
+	struct fake f = { .fd = -1, .t = t };
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t salen = sizeof(sa);
+	struct fg_redis_config cfg;
+	char addr[64];
+	int has_get = 0;
+
+	t->base = event_base_new();
+	t->tick = event_new(t->base, -1, EV_PERSIST, tick_cb, NULL);
+	event_add(t->tick, &(struct timeval){ 0, 5000 });
+	f.lfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(f.lfd >= 0);
+	assert_int_equal(bind(f.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(f.lfd, 4), 0);
+	assert_int_equal(getsockname(f.lfd, (struct sockaddr *)&sa, &salen), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+	f.lev = event_new(t->base, f.lfd, EV_READ | EV_PERSIST, fake_accept_cb, &f);
+	event_add(f.lev, NULL);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.address = addr;
+	cfg.connect_timeout_us = 2000 * MS;
+	cfg.stall_timeout_us = 2000 * MS;
+	cfg.backoff_initial_us = 20 * MS;
+	cfg.backoff_max_us = 200 * MS;
+	cfg.max_inflight = 64;
+	t->link = link_new(t, &cfg);
+	assert_true(wait_state(t, FG_REDIS_CONNECTED, 3000));
+
+	f.submit_ev = event_new(t->base, -1, 0, fake_submit_cb, &f);
+	f.after_ev = event_new(t->base, -1, 0, fake_after_cb, &f);
+	event_active(f.submit_ev, 0, 0);
+	assert_true(loop_until(t, &f.after_ran, 3000));
+	assert_true(f.seen_by_after < 0);       /* nothing written yet when the later event ran */
+	assert_int_equal(errno, EAGAIN);
+	/* ... and the command still went out in that iteration */
+	for (int i = 0; i < 200 && !has_get; i++) {
+		event_base_loop(t->base, EVLOOP_ONCE);
+		has_get = memmem(f.got, f.ngot, "GET", 3) != NULL;
+	}
+	assert_true(has_get);
+
+	fg_redis_free(t->link);
+	event_free(f.submit_ev);
+	event_free(f.after_ev);
+	if (f.rev)
+		event_free(f.rev);
+	event_free(f.lev);
+	if (f.fd >= 0)
+		close(f.fd);
+	close(f.lfd);
+	event_free(t->tick);
+	event_base_free(t->base);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -795,6 +931,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_kill_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_inflight_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_pending, setup, teardown),
+		cmocka_unit_test(test_write_after_queued_events),
 	};
 	const char *tf = getenv("FG_TIME_FACTOR");
 
