@@ -76,7 +76,8 @@ struct fg_pipeline {
 	struct fg_hdrs meta;                    /* metadata added and not yet placed */
 	uint32_t slot, gen;                     /* the handle */
 	uint64_t accounted;                     /* bytes counted in the budgets */
-	unsigned assembling;                    /* a partial message when last counted */
+	unsigned under_way;                     /* work under way when last counted (a partial message,
+	                                           or output its peer has not taken past a window) */
 	struct fg_pipeline_budget *budget;      /* the client connection's; NULL once detached */
 	TAILQ_ENTRY(fg_pipeline) budget_link;
 	TAILQ_ENTRY(fg_pipeline) pump_link;

@@ -223,7 +223,9 @@ size_t fg_pipeline_held(const struct fg_pipeline *pl, enum fg_stage_dir dir);
  * fg_pipeline_holds - 1 when the call should keep the window of side
  * <dir> shut: bytes are held there (a stage waits, or the output is
  * full), or the connection or worker is over its budget and this is not
- * the connection's oldest intercepted call in the middle of a message.
+ * the connection's oldest intercepted call with work under way (in the
+ * middle of a message, or with more than a stream window of output its
+ * peer has not taken, which keeps the place while it waits).
  */
 int fg_pipeline_holds(const struct fg_pipeline *pl, enum fg_stage_dir dir);
 

@@ -333,27 +333,45 @@ static void wake_worker(struct fg_pipeline_env *env)
 			fg_pipeline_schedule(env->slots[i].pl);
 }
 
-/* In the middle of a message on either side: the calls that may go on
- * past a budget are chosen among these. */
-static unsigned pipeline_assembling(const struct fg_pipeline *pl)
+/*
+ * Work under way on either side: a message in the middle of arriving, or
+ * more output than a stream window that its peer has not taken.  The call
+ * that may go on past a budget is chosen among these.  The output counts
+ * so that a call whose edited message waits for a client that does not
+ * read keeps that place: it gets no window (its output is full) and
+ * neither does anybody else until the client reads or the stream is cut.
+ * Counting only partial messages, the place went to the next call once a
+ * message was whole, and a client that read nothing made every stream of
+ * its connection finish a message in turn: S x (W + M) held (~200 MB
+ * measured), past both budgets.
+ */
+static unsigned pipeline_under_way(const struct fg_pipeline *pl)
 {
-	return fg_grpcframe_reader_pending(&pl->side[0].reader) || fg_grpcframe_reader_pending(&pl->side[1].reader);
+	size_t window = pl->call.cfg->limits.stream_window;
+	int d;
+
+	for (d = 0; d < 2; d++) {
+		const struct side *s = &pl->side[d];
+		if (fg_grpcframe_reader_pending(&s->reader) || (s->out && fg_bufq_len(s->out) > window))
+			return 1;
+	}
+	return 0;
 }
 
 /*
- * Count <now> bytes and the <assembling> state for <pl> in its budgets.
+ * Count <now> bytes and the <under_way> state for <pl> in its budgets.
  * Windows held for a budget are looked at again (the pipelines get a pump
  * turn) only when that can change something: a budget went back under its
  * limit, or, while one is over, the call that may go on can have changed.
  * Under the limits nothing is woken: a call ending on a busy connection
  * costs nothing.
  */
-static void budget_count(struct fg_pipeline *pl, uint64_t now, unsigned assembling)
+static void budget_count(struct fg_pipeline *pl, uint64_t now, unsigned under_way)
 {
 	const struct fg_config *cfg = pl->call.cfg;
 	struct fg_pipeline_env *env = pl->env;
 	struct fg_pipeline_budget *b = pl->budget;
-	int conn_over = 0, mover_changed = assembling != pl->assembling;
+	int conn_over = 0, mover_changed = under_way != pl->under_way;
 
 	if (b) {
 		conn_over = b->held > cfg->limits.connection_buffer;
@@ -361,7 +379,7 @@ static void budget_count(struct fg_pipeline *pl, uint64_t now, unsigned assembli
 	}
 	env_set_held(env, env->held - pl->accounted + now);
 	pl->accounted = now;
-	pl->assembling = assembling;
+	pl->under_way = under_way;
 	if (env->over && env->held <= cfg->limits.worker_buffer) {
 		env->over = 0;
 		wake_worker(env);
@@ -377,10 +395,10 @@ static void budget_count(struct fg_pipeline *pl, uint64_t now, unsigned assembli
 void fg_pipeline_account(struct fg_pipeline *pl)
 {
 	uint64_t now = pipeline_bytes(pl);
-	unsigned assembling = pipeline_assembling(pl);
+	unsigned under_way = pipeline_under_way(pl);
 
-	if (now != pl->accounted || assembling != pl->assembling)
-		budget_count(pl, now, assembling);
+	if (now != pl->accounted || under_way != pl->under_way)
+		budget_count(pl, now, under_way);
 }
 
 void fg_pipeline_budget_detach(struct fg_pipeline *pl)
@@ -405,7 +423,7 @@ void fg_pipeline_leave_connection(struct fg_pipeline *pl)
 	pl->budget = NULL;
 	/* The budget went back under its limit, or the call that went on past
 	 * it is gone: the others' held windows are looked at again. */
-	if (was_over && (b->held <= limit || pl->assembling) && TAILQ_FIRST(&b->calls))
+	if (was_over && (b->held <= limit || pl->under_way) && TAILQ_FIRST(&b->calls))
 		wake_budget(b);
 }
 
@@ -416,16 +434,16 @@ size_t fg_pipeline_held(const struct fg_pipeline *pl, enum fg_stage_dir dir)
 	return fg_bufq_len(&s->raw) + fg_grpcframe_reader_pending(&s->reader) + fg_bufq_len(&s->susp_orig);
 }
 
-/* The call of <b> that goes on while a budget is over: the oldest one in
- * the middle of a message, so that message (up to limits.max_message_size)
- * always completes and frees its bytes, while a call that is merely open
- * (a quiet stream) blocks nobody. */
+/* The call of <b> that goes on while a budget is over: the oldest one with
+ * work under way (pipeline_under_way), so a message in the middle of
+ * arriving (up to limits.max_message_size) always completes and frees its
+ * bytes, while a call that is merely open (a quiet stream) blocks nobody. */
 static const struct fg_pipeline *budget_mover(const struct fg_pipeline_budget *b)
 {
 	const struct fg_pipeline *pl;
 
 	TAILQ_FOREACH(pl, &b->calls, budget_link)
-		if (pl->assembling)
+		if (pl->under_way)
 			return pl;
 	return NULL;
 }
@@ -524,7 +542,7 @@ struct fg_pipeline *fg_pipeline_get(struct fg_pipeline_env *env, size_t max_mess
 	pl->run = 0;
 	pl->hold = NO_STAGE;
 	pl->accounted = 0;
-	pl->assembling = 0;
+	pl->under_way = 0;
 	pl->budget = NULL;
 	fg_hdrs_reset(&pl->resp_hdrs);
 	fg_hdrs_reset(&pl->meta);
