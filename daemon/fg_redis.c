@@ -22,6 +22,7 @@
 #include "fg_log.h"
 #include "fg_fmt.h"
 #include "fg_redis.h"
+#include "fg_redisreply.h"
 
 #define WHY_LEN 256
 #define PASSWORD_MAX 512        /* Redis has no limit; a longer file is surely not a password */
@@ -72,6 +73,7 @@ struct fg_redis {
 	unsigned was_connected;         /* the current context reached CONNECTED */
 	unsigned handshake_left;        /* handshake replies still awaited */
 	unsigned handshake_failed;      /* a handshake step failed: the drop is on its way */
+	struct fg_redisreply_arena replies; /* the reply being read is built here */
 
 	/* settings */
 	char address[128];
@@ -894,6 +896,9 @@ static void link_connect(struct fg_redis *r)
 	}
 	ac->data = r;
 	r->ac = ac;
+	/* Contexts follow one another (the last is freed before the next
+	 * connect), so one arena serves them all. */
+	fg_redisreply_attach(ac->c.reader, &r->replies);
 	if (attach_events(ac, r->base) != REDIS_OK ||
 	    redisAsyncSetConnectCallback(ac, on_connect) != REDIS_OK ||
 	    redisAsyncSetDisconnectCallback(ac, on_disconnect) != REDIS_OK || handshake_start(r) < 0) {
