@@ -149,9 +149,9 @@ int fg_capfile_parse_file_header(const uint8_t *p, size_t avail, unsigned flags,
 		return FG_CAPFILE_TORN;
 	}
 	/* the reserved bytes are not checked: a later writer may use them for
-	 * what version 1 readers can ignore (else it bumps the version) */
+	 * what older readers can ignore (else it bumps the version) */
 	v = get_le32(p + FILE_VERSION);
-	if (v != FG_CAPFILE_VERSION) {
+	if (v < FG_CAPFILE_VERSION_MIN || v > FG_CAPFILE_VERSION) {
 		if (version)
 			*version = v;
 		set_why(why, why_version);

@@ -7,7 +7,7 @@
  * all integers little-endian):
  *
  *   file header  "\x89FGCAP\r\n"  8 bytes, FG_CAPFILE_MAGIC
- *                version          uint32, FG_CAPFILE_VERSION (1)
+ *                version          uint32, FG_CAPFILE_VERSION (2; 1 is read too)
  *                reserved         4 bytes, written as zero, ignored on read
  *   frame        length N         uint32, at most FG_CAPFILE_MAX_RECORD
  *                crc              uint32, zlib crc32() of the 4 length
@@ -39,8 +39,8 @@
  * So a length damaged in the middle of a file reads as a torn tail when it
  * reaches past the end of the file: without the bytes it covers, the CRC
  * cannot be checked.  The reader says how many bytes a torn tail skips.
- * A file header with another magic is not a capture file; another version
- * is not supported; a file shorter than its header (a writer has just
+ * A file header with another magic is not a capture file; a version
+ * outside FG_CAPFILE_VERSION_MIN .. FG_CAPFILE_VERSION is not supported; a file shorter than its header (a writer has just
  * created it) is torn, unless the bytes present already differ from the
  * magic.
  *
@@ -73,8 +73,12 @@
  * damage, as PNG's does.  FG_CAPFILE_MAGIC_LEN bytes, no NUL. */
 #define FG_CAPFILE_MAGIC "\x89" "FGCAP\r\n"
 #define FG_CAPFILE_MAGIC_LEN 8
-/* The format version this module writes and the only one it reads. */
-#define FG_CAPFILE_VERSION 1u
+/* The format version this module writes, and the oldest it reads: the
+ * framing is the same in both; version 2 records may leave delivered
+ * messages to be rebuilt (capture.proto, Call.delivered_from), which a
+ * version 1 reader would misread. */
+#define FG_CAPFILE_VERSION 2u
+#define FG_CAPFILE_VERSION_MIN 1u
 /* Magic, version, reserved. */
 #define FG_CAPFILE_FILE_HEADER_LEN 16
 /* Length and CRC in front of every payload. */

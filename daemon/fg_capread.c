@@ -7,9 +7,13 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <stdint.h>
+#include <string.h>
+
 #include "fg_capfile.h"
 #include "fg_capread.h"
 #include "fg_error.h"
+#include "fg_items.h"
 
 struct fg_capread {
 	struct fg_capfile_reader *file;
@@ -38,6 +42,149 @@ int fg_capread_open(struct fg_capread **out, const char *path, unsigned flags, c
 	return 0;
 }
 
+/* --- delivered messages named by delivered_from (format version 2) ---- */
+
+typedef Feedguard__Capture__V1__Call Call;
+typedef Feedguard__Capture__V1__DeliveredFrom DeliveredFrom;
+typedef Feedguard__Capture__V1__Item Item;
+
+/* The record's items grouped by message: message m's are
+ * items[idx[first[m]] .. idx[first[m + 1]]). */
+struct by_message {
+	uint32_t *first;                /* [n_upstream_response + 1] */
+	uint32_t *idx;
+};
+
+static int group_items(const Call *c, struct by_message *g)
+{
+	size_t nm = c->n_upstream_response, ni = c->decisions ? c->decisions->n_items : 0, i;
+	Item **items = ni ? c->decisions->items : NULL;
+
+	g->first = calloc(nm + 2, sizeof(*g->first));
+	g->idx = malloc((ni ? ni : 1) * sizeof(*g->idx));
+	if (!g->first || !g->idx)
+		return FG_ENOMEM;
+	for (i = 0; i < ni; i++)
+		if (items[i]->message < nm)
+			g->first[items[i]->message + 2]++;
+	for (i = 2; i < nm + 2; i++)
+		g->first[i] += g->first[i - 1];
+	for (i = 0; i < ni; i++)
+		if (items[i]->message < nm)
+			g->idx[g->first[items[i]->message + 1]++] = (uint32_t)i;
+	return 0;
+}
+
+/* The plan of upstream message <m>, its items found in <pg>: each item
+ * at its delivered_position, dense from 0, each at most once. */
+static int plan_of(const Call *c, const struct by_message *g, uint32_t m, struct fg_items_page *pg, const char **why)
+{
+	Item **items = c->decisions->items;
+	uint32_t k;
+
+	for (k = 0; k < pg->n; k++)
+		pg->order[k] = UINT32_MAX;
+	pg->norder = 0;
+	for (k = g->first[m]; k < g->first[m + 1]; k++) {
+		const Item *it = items[g->idx[k]];
+		/* each item once, each place once: a page never grows (a
+		 * hostile file cannot make one item fill a page many times) */
+		if (it->position >= pg->n || pg->item[it->position].limited ||
+		    (it->delivered_position >= 0 && ((uint32_t)it->delivered_position >= pg->n ||
+		                                     pg->order[it->delivered_position] != UINT32_MAX))) {
+			*why = "its item decisions do not fit its upstream page";
+			return FG_EINVAL;
+		}
+		pg->item[it->position].limited = 1;     /* seen */
+		if (it->delivered_position < 0)
+			continue;
+		pg->order[it->delivered_position] = it->position;
+		pg->norder++;
+	}
+	for (k = 0; k < pg->norder; k++)
+		if (pg->order[k] == UINT32_MAX) {
+			*why = "its item decisions leave a hole in the delivered page";
+			return FG_EINVAL;
+		}
+	return 0;
+}
+
+/* Entry <f> of delivered_from, rebuilt into <out>. */
+static int rebuild_one(const Call *c, const struct by_message *g, const DeliveredFrom *f, struct fg_items_page *pg,
+                       struct fg_bufq *out, const char **why)
+{
+	struct fg_items_spec spec;
+	const ProtobufCBinaryData *up;
+	int rc;
+
+	if (f->delivered >= c->n_delivered_response || f->upstream >= c->n_upstream_response ||
+	    c->delivered_response[f->delivered].len != 0) {
+		*why = "delivered_from names a message the record does not leave out";
+		return FG_EINVAL;
+	}
+	up = &c->upstream_response[f->upstream];
+	if (!f->reordered)
+		return fg_bufq_append(out, up->data, up->len);
+	if (c->n_items_path == 0 || c->n_items_path > FG_ITEMS_MAX_PATH || !c->decisions) {
+		*why = "a reordered page without its items path or decisions";
+		return FG_EINVAL;
+	}
+	memset(&spec, 0, sizeof(spec));
+	spec.items_depth = c->n_items_path;
+	memcpy(spec.items_path, c->items_path, c->n_items_path * sizeof(spec.items_path[0]));
+	if ((rc = fg_items_locate(up->data, up->len, &spec, pg, why)) < 0 || (rc = plan_of(c, g, f->upstream, pg, why)) < 0)
+		return rc;
+	return fg_items_write(up->data, up->len, &spec, pg, out, why);
+}
+
+/*
+ * Each delivered_response entry that delivered_from names, filled in: the
+ * tools then read every delivered message whole, whatever the version.
+ * The rebuilt bytes replace the empty entry's (protobuf-c frees them with
+ * the record).  0, FG_EINVAL with <*why>, or FG_ENOMEM.
+ */
+static int rebuild_delivered(Feedguard__Capture__V1__Record *rec, const char **why)
+{
+	Call *c = rec->kind_case == FEEDGUARD__CAPTURE__V1__RECORD__KIND_CALL ? rec->call : NULL;
+	struct by_message g = { NULL, NULL };
+	struct fg_items_page pg;
+	struct fg_bufq out;
+	size_t i;
+	int rc = 0;
+
+	if (!c || c->n_delivered_from == 0)
+		return 0;
+	memset(&pg, 0, sizeof(pg));
+	fg_bufq_init(&out);
+	if ((rc = group_items(c, &g)) < 0)
+		goto out;
+	for (i = 0; i < c->n_delivered_from && rc == 0; i++) {
+		ProtobufCBinaryData *d;
+		uint8_t *copy;
+		fg_bufq_truncate(&out, 0);
+		if ((rc = rebuild_one(c, &g, c->delivered_from[i], &pg, &out, why)) < 0)
+			break;
+		if (!(copy = malloc(fg_bufq_len(&out) ? fg_bufq_len(&out) : 1))) {
+			rc = FG_ENOMEM;
+			break;
+		}
+		if (fg_bufq_len(&out))
+			memcpy(copy, fg_bufq_head(&out), fg_bufq_len(&out));
+		d = &c->delivered_response[c->delivered_from[i]->delivered];
+		free(d->data);
+		d->data = copy;
+		d->len = fg_bufq_len(&out);
+	}
+out:
+	if (rc == FG_ENOMEM)
+		*why = "out of memory";
+	free(g.first);
+	free(g.idx);
+	fg_items_page_free(&pg);
+	fg_bufq_free(&out);
+	return rc;
+}
+
 static void drop_last(struct fg_capread *r)
 {
 	if (r->rec)
@@ -48,6 +195,7 @@ static void drop_last(struct fg_capread *r)
 int fg_capread_next(struct fg_capread *r, Feedguard__Capture__V1__Record **rec, char *err, size_t errlen)
 {
 	struct fg_capfile_record fr;
+	const char *why = "malformed";
 	int rc;
 
 	*rec = NULL;
@@ -72,6 +220,12 @@ int fg_capread_next(struct fg_capread *r, Feedguard__Capture__V1__Record **rec, 
 		snprintf(err, errlen, "corrupt record at offset %llu after %llu records: not a capture Record",
 		         (unsigned long long)fr.offset, (unsigned long long)r->records);
 		return FG_EINVAL;
+	}
+	if ((rc = rebuild_delivered(r->rec, &why)) < 0) {
+		snprintf(err, errlen, "corrupt record at offset %llu after %llu records: %s", (unsigned long long)fr.offset,
+		         (unsigned long long)r->records, why);
+		drop_last(r);
+		return rc;
 	}
 	r->records++;
 	*rec = r->rec;
@@ -118,6 +272,7 @@ static int pread_all(int fd, uint64_t off, size_t n, struct fg_bufq *buf)
 int fg_capread_record_at(int fd, uint64_t offset, struct fg_bufq *buf, Feedguard__Capture__V1__Record **rec)
 {
 	const uint8_t *p;
+	const char *why = NULL;
 	struct fg_capfile_frame f;
 	uint32_t len;
 	int rc;
@@ -136,5 +291,12 @@ int fg_capread_record_at(int fd, uint64_t offset, struct fg_bufq *buf, Feedguard
 	if (fg_capfile_parse_frame(fg_bufq_head(buf), fg_bufq_len(buf), FG_CAPFILE_F_EOF, &f) != FG_CAPFILE_RECORD)
 		return FG_EINVAL;
 	*rec = feedguard__capture__v1__record__unpack(NULL, f.len, f.payload);
-	return *rec ? 0 : FG_EINVAL;
+	if (!*rec)
+		return FG_EINVAL;
+	if ((rc = rebuild_delivered(*rec, &why)) < 0) {
+		feedguard__capture__v1__record__free_unpacked(*rec, NULL);
+		*rec = NULL;
+		return rc;
+	}
+	return 0;
 }

@@ -126,7 +126,7 @@ static inline __attribute__((always_inline)) struct fld step(const uint8_t *p, c
 
 struct scan {
 	const struct fg_items_spec *spec;
-	const struct fg_items_rules *r;
+	const struct fg_items_rules *r;     /* NULL: items located, not classified */
 	struct fg_items_page *page;
 	const uint8_t *base;
 	const char **why;
@@ -458,6 +458,14 @@ static int add_item(struct scan *s, const uint8_t *tag, const uint8_t *v, const 
 	it->start = (uint32_t)(tag - s->base);
 	it->end = (uint32_t)(vend - s->base);
 	it->fate = FG_ITEMS_KEPT;
+	if (!s->r) {
+		it->decision = FG_ITEMS_ALLOW;
+		it->group = 0;
+		it->cls = FG_ITEMS_NO_CLASS;
+		it->limited = 0;
+		it->counters = 0;
+		return 0;
+	}
 	s->classes = 0;
 	s->labelled = 0;
 	if ((rc = scan_labels(s, v, vend, 0)) < 0)
@@ -506,6 +514,25 @@ int fg_items_scan(const uint8_t *in, size_t len, const struct fg_items_spec *spe
 	/* Item mode too: scan_labels follows labels_path[] to its depth. */
 	if (spec->items_depth > FG_ITEMS_MAX_PATH || spec->labels_depth == 0 ||
 	    spec->labels_depth > FG_ITEMS_MAX_PATH)
+		return bad(&s, "bad item spec");
+	if (spec->items_depth == 0)
+		return add_item(&s, in, in, in + len);
+	return scan_items(&s, in, in + len, 0);
+}
+
+int fg_items_locate(const uint8_t *in, size_t len, const struct fg_items_spec *spec, struct fg_items_page *page,
+                    const char **why)
+{
+	struct scan s = { .spec = spec, .page = page, .base = in, .why = why };
+
+	page->n = 0;
+	page->norder = 0;
+	page->unmet = 0;
+	if (len > UINT32_MAX)
+		return FG_ETOOBIG;
+	if (!in)
+		in = s.base = (const uint8_t *)"";
+	if (spec->items_depth > FG_ITEMS_MAX_PATH)
 		return bad(&s, "bad item spec");
 	if (spec->items_depth == 0)
 		return add_item(&s, in, in, in + len);

@@ -193,6 +193,16 @@ int fg_items_scan(const uint8_t *in, size_t len, const struct fg_items_spec *spe
                   const struct fg_items_rules *r, struct fg_items_page *page, const char **why);
 
 /*
+ * fg_items_locate - fg_items_scan() that only finds the items (their byte
+ * ranges, through <spec>'s items_path alone; labels are not read, every
+ * item is ALLOW with FG_ITEMS_NO_CLASS): for putting a recorded page's
+ * items back in a recorded order with fg_items_write().  Returns as
+ * fg_items_scan.
+ */
+int fg_items_locate(const uint8_t *in, size_t len, const struct fg_items_spec *spec, struct fg_items_page *page,
+                    const char **why);
+
+/*
  * fg_items_plan - the order of <page> under <r>: excluded items removed;
  * allowed items in their order; each demoted item at the first position,
  * no earlier than its own, where its group's rules hold (positions count

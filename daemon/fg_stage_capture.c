@@ -42,7 +42,9 @@
 /* Fields of feedguard.capture.v1 (capture.proto). */
 enum { REC_CALL = 2 };
 enum { C_START = 1, C_DURATION, C_METHOD, C_BAND, C_USER_KEY, C_TIME_ZONE, C_REQ_META, C_RESP_META, C_REQUEST,
-       C_UPSTREAM, C_DELIVERED, C_STATUS, C_STATUS_MESSAGE, C_ANSWERED, C_DECISIONS, C_OMITTED };
+       C_UPSTREAM, C_DELIVERED, C_STATUS, C_STATUS_MESSAGE, C_ANSWERED, C_DECISIONS, C_OMITTED, C_DELIVERED_FROM,
+       C_ITEMS_PATH };
+enum { DF_DELIVERED = 1, DF_UPSTREAM, DF_REORDERED };
 enum { MD_NAME = 1, MD_VALUE };
 enum { D_STRIPPED = 1, D_ITEMS, D_SCREEN, D_PAGE_SIZE_ASKED };
 enum { S_FIELD = 1, S_COUNT };
@@ -97,6 +99,14 @@ struct fg_stage_record {
 	uint64_t prepaid;                   /* of <reserved>, what <buf> was given room for
 	                                       at the start and the record has not used yet */
 	uint32_t omitted;                   /* messages left out */
+	uint32_t n_upstream;                /* upstream_response entries in the record */
+	uint32_t n_delivered;               /* delivered_response entries in the record */
+	unsigned upstream_gap;              /* an upstream message was left out: entries no
+	                                       longer line up with message indexes */
+	uint32_t planned;                   /* 1 + the index of the last page the filter reported
+	                                       with its items in the record (0: none) */
+	unsigned planned_reordered;         /* that page's items were moved or dropped */
+	unsigned path_written;              /* items_path is in the record */
 	uint32_t *tally;                    /* [pol->nstats]: strip's counts; NULL until asked */
 	unsigned screen_set;
 	struct fg_stage_screen_facts screen;
@@ -158,17 +168,20 @@ static void omit(struct fg_stage_record *r, enum fg_capture_omit why)
 }
 
 /* Bytes field <field> of the Call, within the budget; a message that
- * does not fit is left out whole, never cut. */
-static void add_bytes(struct fg_stage_record *r, uint32_t field, const uint8_t *p, size_t n)
+ * does not fit is left out whole, never cut: 0, or -1 (left out, counted). */
+static int add_bytes(struct fg_stage_record *r, uint32_t field, const uint8_t *p, size_t n)
 {
 	enum fg_capture_omit why;
 
 	if (grow(r, n + 2 * FG_PBWIRE_VARINT_MAX, &why) < 0) {
 		omit(r, why);
-		return;
+		return -1;
 	}
-	if (fg_pbwire_append_len(&r->buf, field, p, n) < 0)
+	if (fg_pbwire_append_len(&r->buf, field, p, n) < 0) {
 		omit(r, FG_CAPTURE_OMIT_QUEUE);
+		return -1;
+	}
+	return 0;
 }
 
 /* Everything the record holds goes; its bytes are given back. */
@@ -369,22 +382,20 @@ static enum fg_stage_rc capture_request_headers(struct fg_stage_ctx *c, struct f
 /* <len> bytes at <p> less edit <e> (NULL program: as they are) as field
  * <field>; <user_key> for the user id field.  Counted in the policy's
  * counters under slot <slot> (SIZE_MAX: not counted). */
-static void add_edited(struct fg_stage_record *r, uint32_t field, const struct fg_policy_edit *e, size_t slot,
-                       const char *user_key, const uint8_t *p, size_t len)
+static int add_edited(struct fg_stage_record *r, uint32_t field, const struct fg_policy_edit *e, size_t slot,
+                      const char *user_key, const uint8_t *p, size_t len)
 {
 	const struct fg_stage_call *call = r->call;
 	int changed = 0;
 
-	if (!e->prog) {
-		add_bytes(r, field, p, len);
-		return;
-	}
+	if (!e->prog)
+		return add_bytes(r, field, p, len);
 	fg_bufq_truncate(&r->w->scratch, 0);
 	if (fg_policy_edit_call(call->pol, e, call->band, slot, user_key, p, len, &r->w->scratch, &changed, NULL) < 0) {
 		omit(r, FG_CAPTURE_OMIT_RECORD_SIZE);
-		return;
+		return -1;
 	}
-	add_bytes(r, field, fg_bufq_head(&r->w->scratch), fg_bufq_len(&r->w->scratch));
+	return add_bytes(r, field, fg_bufq_head(&r->w->scratch), fg_bufq_len(&r->w->scratch));
 }
 
 /* The request as forwarded, less capture_redact.request, the user id
@@ -393,7 +404,7 @@ static void add_request(struct fg_stage_record *r, const struct fg_stage_msg *ms
 {
 	const struct fg_stage_call *call = r->call;
 
-	add_edited(r, C_REQUEST, &call->m->capture_request, call->slot, call->capture_user, msg->data, msg->len);
+	(void)add_edited(r, C_REQUEST, &call->m->capture_request, call->slot, call->capture_user, msg->data, msg->len);
 }
 
 /* capture_redact.response for the call's band, or NULL when the band's own
@@ -412,11 +423,80 @@ static const struct fg_policy_edit *response_redaction(const struct fg_stage_cal
 static void add_delivered(struct fg_stage_record *r, const struct fg_stage_msg *msg)
 {
 	const struct fg_policy_edit *redact = response_redaction(r->call);
+	int rc;
 
 	if (redact)
-		add_edited(r, C_DELIVERED, redact, SIZE_MAX, NULL, msg->data, msg->len);
+		rc = add_edited(r, C_DELIVERED, redact, SIZE_MAX, NULL, msg->data, msg->len);
 	else
-		add_bytes(r, C_DELIVERED, msg->data, msg->len);
+		rc = add_bytes(r, C_DELIVERED, msg->data, msg->len);
+	if (rc == 0)
+		r->n_delivered++;
+}
+
+/* A field's tag (its number under 16: one byte) and a varint, the value
+ * or a length, at <p>; the bytes written. */
+static size_t put_varint(uint8_t *p, uint32_t field, unsigned type, uint64_t v)
+{
+	p[0] = (uint8_t)(field << 3 | type);
+	return 1 + fg_pbwire_write_varint(p + 1, v);
+}
+
+/* The method's items path, once per record, packed. */
+static int add_items_path(struct fg_stage_record *r, const struct fg_items_spec *spec)
+{
+	uint8_t packed[FG_ITEMS_MAX_PATH * FG_PBWIRE_VARINT_MAX];
+	size_t n = 0, d;
+
+	if (r->path_written || spec->items_depth == 0)
+		return 0;
+	for (d = 0; d < spec->items_depth; d++)
+		n += fg_pbwire_write_varint(packed + n, spec->items_path[d]);
+	if (add_bytes(r, C_ITEMS_PATH, packed, n) < 0)
+		return -1;
+	r->path_written = 1;
+	return 0;
+}
+
+/*
+ * The delivered message <msg> as a reference to its upstream_response
+ * entry when it is that entry with only its items moved or dropped (the
+ * filter's last report was its page, the record's item decisions for it
+ * are whole) or unchanged, and nothing else edits responses between the
+ * tap and here (no capture_redact.response of its own): an empty
+ * delivered_response entry and a DeliveredFrom, instead of the page again
+ * (about half of a record in the bench).  Returns 1 when done (written or
+ * left out, counted), 0 when the message must be written whole.
+ */
+static int add_delivered_from(struct fg_stage_record *r, const struct fg_stage_msg *msg)
+{
+	const struct fg_policy_feed *feed = r->call->m->feed;
+	uint8_t e[3 * (1 + FG_PBWIRE_VARINT_MAX)];
+	enum fg_capture_omit why;
+	size_t n = 0, before = fg_bufq_len(&r->buf);
+
+	if (!feed || r->planned != msg->index + 1 || r->upstream_gap || msg->index >= r->n_upstream ||
+	    response_redaction(r->call))
+		return 0;
+	if (r->planned_reordered && add_items_path(r, &feed->spec) < 0)
+		return 0;
+	n += put_varint(e + n, DF_DELIVERED, FG_PBWIRE_VARINT, r->n_delivered);
+	n += put_varint(e + n, DF_UPSTREAM, FG_PBWIRE_VARINT, msg->index);
+	if (r->planned_reordered)
+		n += put_varint(e + n, DF_REORDERED, FG_PBWIRE_VARINT, 1);
+	/* both or neither: an empty entry without its reference would read
+	 * as an empty message */
+	if (grow(r, n + 4 * FG_PBWIRE_VARINT_MAX, &why) < 0) {
+		omit(r, why);
+		return 1;
+	}
+	if (fg_pbwire_append_len(&r->buf, C_DELIVERED, "", 0) < 0 ||
+	    fg_pbwire_append_len(&r->buf, C_DELIVERED_FROM, e, n) < 0) {
+		fg_bufq_truncate(&r->buf, before);
+		omit(r, FG_CAPTURE_OMIT_QUEUE);
+		return 1;
+	}
+	r->n_delivered++;
+	return 1;
 }
 
 static enum fg_stage_rc capture_message(struct fg_stage_ctx *c, enum fg_stage_dir dir, struct fg_stage_msg *msg)
@@ -430,7 +510,7 @@ static enum fg_stage_rc capture_message(struct fg_stage_ctx *c, enum fg_stage_di
 			add_request(r, msg);
 		return FG_STAGE_CONTINUE;
 	}
-	if (!msg->drop)
+	if (!msg->drop && !add_delivered_from(r, msg))
 		add_delivered(r, msg);
 	/* a unary call's metadata is complete with its first message */
 	if (msg->index == 0 && !fg_pipeline_streaming_response(c->pl)) {
@@ -685,13 +765,18 @@ static enum fg_stage_rc tap_message(struct fg_stage_ctx *c, enum fg_stage_dir di
 {
 	struct fg_stage_record *r = c->call->rec;
 	const struct fg_policy_edit *redact;
+	int rc;
 
 	if (dir != FG_STAGE_RESPONSE || !r || !r->recording)
 		return FG_STAGE_CONTINUE;
 	if ((redact = response_redaction(r->call)))
-		add_edited(r, C_UPSTREAM, redact, SIZE_MAX, NULL, msg->data, msg->len);
+		rc = add_edited(r, C_UPSTREAM, redact, SIZE_MAX, NULL, msg->data, msg->len);
 	else
-		add_bytes(r, C_UPSTREAM, msg->data, msg->len);
+		rc = add_bytes(r, C_UPSTREAM, msg->data, msg->len);
+	if (rc == 0 && msg->index == r->n_upstream)
+		r->n_upstream++;
+	else
+		r->upstream_gap = 1;
 	return FG_STAGE_CONTINUE;
 }
 
@@ -727,14 +812,6 @@ uint32_t *fg_stage_record_tally(struct fg_stage_record *r)
 	if (!r->tally && n && grow(r, n * sizeof(uint32_t), &why) == 0)
 		r->tally = calloc(n, sizeof(uint32_t));
 	return r->tally;
-}
-
-/* A field's tag (its number under 16: one byte) and a varint, the value
- * or a length, at <p>; the bytes written. */
-static size_t put_varint(uint8_t *p, uint32_t field, unsigned type, uint64_t v)
-{
-	p[0] = (uint8_t)(field << 3 | type);
-	return 1 + fg_pbwire_write_varint(p + 1, v);
 }
 
 /* One Decisions.items entry, appended to <page> with one reservation
@@ -779,8 +856,14 @@ void fg_stage_record_page(struct fg_stage_record *r, unsigned message, const str
 	struct fg_bufq *page;
 	size_t i, k;
 
-	if (!r || !r->recording || pg->n == 0)
+	if (!r || !r->recording)
 		return;
+	r->planned = 0;
+	if (pg->n == 0) {
+		r->planned = message + 1;       /* nothing to move: delivered as it came */
+		r->planned_reordered = 0;
+		return;
+	}
 	if (pg->n > DPOS_STACK && !(dpos = malloc(pg->n * sizeof(*dpos)))) {
 		r->items_omitted = 1;
 		omit(r, FG_CAPTURE_OMIT_QUEUE);
@@ -810,8 +893,13 @@ void fg_stage_record_page(struct fg_stage_record *r, unsigned message, const str
 	                          grow(r, fg_bufq_len(page), &why) < 0 ||
 	                          fg_bufq_append(&r->items, fg_bufq_head(page), fg_bufq_len(page)) < 0))
 		r->items_omitted = 1;
-	if (r->items_omitted)
+	if (r->items_omitted) {
 		omit(r, why);
+	} else {
+		/* the delivered page can be rebuilt from the upstream one */
+		r->planned = message + 1;
+		r->planned_reordered = !fg_items_identity(pg);
+	}
 	if (page->cap > PAGE_SCRATCH_KEEP)
 		fg_bufq_free(page);
 }

@@ -7,7 +7,7 @@
 # A target is named as its file without fuzz_ and .c (pbwire, items), or
 # with the prefix (fuzz_items).
 # Environment: FG_BUILD_DIR, a configured build directory (default build/):
-# its generated daemon/descriptor.pb-c.c, proto/ranking.pb and
+# its generated daemon/descriptor.pb-c.c, daemon/capture.pb-c.c, proto/ranking.pb and
 # tests/unit/pbjson_test.pb are used.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -26,7 +26,7 @@ libs="-lyaml -lz -lprotobuf-c -lcrypto -levent -levent_pthreads -lnghttp2 -lpthr
 # The daemon's code once, instrumented, as one archive every target links:
 # a target pulls in only the objects it uses.
 objs=()
-for src in "$top"/daemon/fg_*.c "$build/daemon/descriptor.pb-c.c"; do
+for src in "$top"/daemon/fg_*.c "$build/daemon/descriptor.pb-c.c" "$build/daemon/capture.pb-c.c"; do
 	o="$work/$(basename "${src%.c}").o"
 	# shellcheck disable=SC2086
 	clang $cflags $incs -c "$src" -o "$o"

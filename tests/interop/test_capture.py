@@ -132,6 +132,8 @@ class CapFile:
         for off, _, payload in frames:
             r = cap().Record()
             r.ParseFromString(payload)
+            if r.WhichOneof("kind") == "call":
+                rebuild_delivered(r.call)
             self.records.append(r)
 
     @property
@@ -141,6 +143,95 @@ class CapFile:
     @property
     def info(self):
         return self.records[0].file_info
+
+
+def _varint(b, i):
+    v = shift = 0
+    while True:
+        c = b[i]
+        i += 1
+        v |= (c & 0x7F) << shift
+        shift += 7
+        if c < 0x80:
+            return v, i
+
+
+def _encode_varint(v):
+    out = bytearray()
+    while True:
+        c = v & 0x7F
+        v >>= 7
+        out.append(c | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def _fields(msg):
+    """(number, start, tag end, value start, end) of each field of <msg>."""
+    i = 0
+    while i < len(msg):
+        start = i
+        key, i = _varint(msg, i)
+        tag_end = i
+        wt = key & 7
+        if wt == 0:
+            _, i = _varint(msg, i)
+            vstart = tag_end
+        elif wt == 1:
+            vstart, i = i, i + 8
+        elif wt == 5:
+            vstart, i = i, i + 4
+        elif wt == 2:
+            n, vstart = _varint(msg, i)
+            i = vstart + n
+        else:
+            raise AssertionError("wire type %d in a recorded page" % wt)
+        yield key >> 3, start, tag_end, vstart, i
+
+
+def _items(msg, path):
+    """The occurrences (whole fields) of path[-1] through every occurrence
+    of the fields before it, in wire order."""
+    out = []
+    for num, start, _, vstart, end in _fields(msg):
+        if num == path[0]:
+            out += [msg[start:end]] if len(path) == 1 else _items(msg[vstart:end], path[1:])
+    return out
+
+
+def _put_items(msg, path, it):
+    """<msg> with the k-th occurrence of the item field holding the k-th
+    of <it> (none once <it> runs out), enclosing lengths written again."""
+    out = bytearray()
+    for num, start, tag_end, vstart, end in _fields(msg):
+        if num != path[0]:
+            out += msg[start:end]
+        elif len(path) == 1:
+            out += next(it, b"")
+        else:
+            inner = _put_items(msg[vstart:end], path[1:], it)
+            out += msg[start:tag_end] + _encode_varint(len(inner)) + inner
+    return bytes(out)
+
+
+def rebuild_delivered(call):
+    """Format version 2: each delivered message that delivered_from names,
+    rebuilt by the rule capture.proto states (written from the proto's
+    comment alone, apart from daemon/fg_capread.c, so the two check each
+    other)."""
+    for f in call.delivered_from:
+        assert call.delivered_response[f.delivered] == b"", "delivered_from names a message written out"
+        up = call.upstream_response[f.upstream]
+        if not f.reordered:
+            call.delivered_response[f.delivered] = up
+            continue
+        path = list(call.items_path)
+        assert path, "a reordered page without items_path"
+        found = _items(up, path)
+        placed = sorted((it.delivered_position, it.position) for it in call.decisions.items
+                        if it.message == f.upstream and it.delivered_position >= 0)
+        assert [p for p, _ in placed] == list(range(len(placed))), placed
+        call.delivered_response[f.delivered] = _put_items(up, path, iter([found[i] for _, i in placed]))
 
 
 def read_capfile(path, allow_torn=False):
@@ -161,7 +252,7 @@ def parse_capfile(data, path, allow_torn=False):
     assert len(data) >= 16, "%s: %d bytes, shorter than the 16-byte header" % (name, len(data))
     assert data[:8] == MAGIC, "%s: header starts %r, expected %r" % (name, data[:8], MAGIC)
     version, reserved = struct.unpack("<II", data[8:16])
-    assert version == 1, "%s: format version %d, expected 1" % (name, version)
+    assert version in (1, 2), "%s: format version %d, expected 1 or 2" % (name, version)
     assert reserved == 0, "%s: reserved header bytes are %#x, expected 0" % (name, reserved)
     frames, off, torn = [], 16, None
     while off < len(data):
@@ -487,7 +578,7 @@ def rank(d, uid, band, resp=None, code=None, body=None, extra=(), initial=(), ch
 def check_file_info(f, d, sample=1.0):
     i = f.info
     n = f.path.name
-    assert i.format_version == 1, n
+    assert i.format_version == 2, n
     assert i.writer.startswith("feedguardd "), "%s: writer %r" % (n, i.writer)
     assert i.host == HOST, "%s: host %r, expected %r" % (n, i.host, HOST)
     assert i.pid == d.pid, "%s: pid %d, expected %d" % (n, i.pid, d.pid)

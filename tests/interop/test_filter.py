@@ -1224,6 +1224,86 @@ def test_custom_contract_enum_labels(fg, ranker, tmp_path, acme_pb):
     assert resp == sent and ranker.wait(cid)["raw"] == body
 
 
+def test_capture_keeps_a_nested_page_as_a_reference(fg, ranker, tmp_path, acme_pb):
+    """Capture of the acme contract (items behind page.entries: three
+    removed, one demoted, the page trimmed) at sample 1: the record does not
+    hold the delivered page again (format version 2: an empty
+    delivered_response entry and a DeliveredFrom, reordered, with
+    items_path [2, 3]), and rebuilt by capture.proto's rule (in Python, from
+    the proto's words) and by feedguard-replay dump (daemon/fg_capread.c) it
+    is byte for byte what the client got.  A page the filter leaves as it is
+    (the adult's: no filter for the band, so written out) and a record with
+    decisions that do not fit its page (dump reports corruption) too."""
+    import base64
+    import test_capture as tc
+    shutil.copy(str(acme_pb), str(tmp_path / "acme.pb"))
+    capdir = tmp_path / "capture"
+    capdir.mkdir()
+    (tmp_path / "capture.key").write_bytes(os.urandom(32))
+    d = fg(acme_policy(), config={"capture": {"directory": str(capdir), "sample": 1,
+                                              "key": {"id": "k1", "file": str(tmp_path / "capture.key")}}})
+    entries = {i: entry(i, [h] if h else []) for i, h in
+               [(1, SPORTY), (2, SELF_HARM), (3, SAD), (4, GORE), (5, 0), (6, NUDITY), (7, SPORTY), (8, 0),
+                (9, SPORTY), (10, SAD)]}
+
+    def reply(es):
+        return f_len(1, "trace-1") + f_len(2, b"".join(f_len(3, entries[i]) for i in es)
+                                           + f_len(4, "cursor-2")) + f_len(15, "unknown-top")
+    sent = reply(range(1, 11))
+    body = f_len(1, "viewer-3") + f_varint(2, 5)
+    got = {}
+    for band in ("under_13", "adult"):
+        cid = ph.call_id("acme-cap")
+        ranker.script(cid, [sent])
+        got[band], _ = ph.unary(d.addr, RECOMMEND, body, md(band, cid))
+    assert got["under_13"] == reply([1, 5, 3, 7, 8]) and got["adult"] == sent
+
+    def calls():
+        return [c for f in tc.scan(capdir) for c in f.calls]
+    harness.poll_until(lambda: len(calls()) >= 2, tf(10), "two capture records")
+    raw = []
+    for f in tc.scan(capdir):
+        for _, _, payload in f.frames:
+            r = tc.cap().Record()
+            r.ParseFromString(payload)
+            if r.WhichOneof("kind") == "call":
+                raw.append(r.call)
+    child = [c for c in raw if c.band == "under_13"][0]
+    adult = [c for c in raw if c.band == "adult"][0]
+    assert list(child.delivered_response) == [b""], "the child's page is written twice"
+    assert [(f.delivered, f.upstream, f.reordered) for f in child.delivered_from] == [(0, 0, True)]
+    assert list(child.items_path) == [2, 3]
+    assert list(adult.delivered_response) == [sent] and not adult.delivered_from
+    # rebuilt by the proto's rule, apart from feedguardd's code
+    tc.rebuild_delivered(child)
+    assert child.delivered_response[0] == got["under_13"]
+    # and by feedguard-replay's reader
+    files = sorted(str(p) for p in capdir.iterdir())
+    res = harness.run_feedguard_replay(["dump"] + files)
+    assert res.returncode == 0, res.stderr.decode()
+    lines = [json.loads(x) for x in res.stdout.decode().splitlines()]
+    dumped = {c["band"]: c for c in lines if "band" in c}
+    assert [base64.b64decode(m) for m in dumped["under_13"]["delivered_response"]] == [got["under_13"]]
+    assert [base64.b64decode(m) for m in dumped["adult"]["delivered_response"]] == [sent]
+
+    # decisions that place one item twice: corruption, never a page that grows
+    bad = tc.cap().Record()
+    bad.call.CopyFrom(child)
+    bad.call.delivered_response[0] = b""        # as recorded (rebuilt above)
+    for it in bad.call.decisions.items:
+        if it.delivered_position >= 0:
+            it.position = 0
+    info = tc.cap().Record()
+    info.file_info.format_version = 2
+    path = tmp_path / "bad.fgcap"
+    path.write_bytes(tc.MAGIC + struct.pack("<II", 2, 0) + tc.frame(info.SerializeToString())
+                     + tc.frame(bad.SerializeToString()))
+    res = harness.run_feedguard_replay(["dump", str(path)])
+    err = res.stderr.decode()
+    assert res.returncode != 0 and "corrupt record at offset" in err and "after 1 records" in err, err
+    assert "do not fit its upstream page" in err, err
+
+
 def test_custom_contract_enum_map_key_not_in_enum(tmp_path, acme_pb):
     shutil.copy(str(acme_pb), str(tmp_path / "acme.pb"))
     text, line, col = ph.marked(acme_policy("").replace("    SAD: depression", "    @@SADNESS: depression"))

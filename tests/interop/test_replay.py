@@ -111,7 +111,7 @@ def frames(data):
     the 16-byte header, then length (LE uint32), CRC-32 of the length bytes
     and the payload (LE), payload."""
     assert data[:8] == MAGIC, "capture header %r" % data[:16]
-    assert struct.unpack("<I", data[8:12])[0] == 1 and data[12:16] == b"\0\0\0\0", data[:16]
+    assert struct.unpack("<I", data[8:12])[0] in (1, 2) and data[12:16] == b"\0\0\0\0", data[:16]
     out, off = [], 16
     while off < len(data):
         n, crc = struct.unpack("<II", data[off:off + 8])
@@ -487,7 +487,7 @@ def test_dump_file_info(cap):
     assert len(infos) == len(cap.files), recs[:2]
     for i in infos:
         assert i.get("capture_key_id") == CAPTURE_KEY_ID, i
-        assert i.get("format_version") == 1, i
+        assert i.get("format_version") == 2, i
         assert i.get("sample") == 1, i
         assert str(i.get("writer", "")).startswith("feedguardd"), i
         assert "policy-a.yaml" in str(i.get("policy_file")), i

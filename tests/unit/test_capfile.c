@@ -199,7 +199,7 @@ static void test_capfile_crc_is_zlibs(void **state)
 
 static void test_capfile_encode(void **state)
 {
-	static const uint8_t want_hdr[] = { 0x89, 'F', 'G', 'C', 'A', 'P', '\r', '\n', 1, 0, 0, 0, 0, 0, 0, 0 };
+	static const uint8_t want_hdr[] = { 0x89, 'F', 'G', 'C', 'A', 'P', '\r', '\n', 2, 0, 0, 0, 0, 0, 0, 0 };
 	static const uint8_t len_abc[] = { 3, 0, 0, 0 };
 	uint8_t hdr[FG_CAPFILE_FILE_HEADER_LEN], fh[FG_CAPFILE_FRAME_HEADER_LEN], keep[FG_CAPFILE_FRAME_HEADER_LEN];
 	uLong crc = crc32(crc32(0L, len_abc, 4), (const Bytef *)"abc", 3);
@@ -275,9 +275,16 @@ static void test_capfile_parse_file_header(void **state)
 	hdr[15] = 0xff;
 	assert_int_equal(fg_capfile_parse_file_header(hdr, sizeof(hdr), 0, NULL, NULL), FG_CAPFILE_HEADER);
 
-	hdr[8] = 2;
+	/* version 1 files (the framing is the same) are read too */
+	hdr[8] = 1;
+	assert_int_equal(fg_capfile_parse_file_header(hdr, sizeof(hdr), 0, NULL, NULL), FG_CAPFILE_HEADER);
+	hdr[8] = 0;
 	assert_int_equal(fg_capfile_parse_file_header(hdr, sizeof(hdr), 0, &version, &why), FG_EINVAL);
-	assert_int_equal(version, 2);
+	assert_int_equal(version, 0);
+	assert_string_equal(why, "capture format version is not supported");
+	hdr[8] = 3;
+	assert_int_equal(fg_capfile_parse_file_header(hdr, sizeof(hdr), 0, &version, &why), FG_EINVAL);
+	assert_int_equal(version, 3);
 	assert_string_equal(why, "capture format version is not supported");
 	/* a version is only judged whole */
 	assert_int_equal(fg_capfile_parse_file_header(hdr, 9, 0, NULL, NULL), FG_CAPFILE_NEED_MORE);
