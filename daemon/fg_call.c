@@ -1035,7 +1035,7 @@ static int call_client_may_send(const struct fg_call *call)
 static int call_req_stalled(struct fg_call *call, uint64_t now_us, uint64_t timeout_us)
 {
 	int waiting = call->front && call->pl && !(call->flags & FG_CALL_RESP_END) &&
-	              fg_pipeline_held(call->pl, FG_STAGE_REQUEST) > 0 && call_client_may_send(call);
+	              fg_pipeline_partial(call->pl, FG_STAGE_REQUEST) > 0 && call_client_may_send(call);
 
 	if (!waiting || call->req_in != call->req_stall_mark || call->req_stall_since_us == 0) {
 		call->req_stall_mark = call->req_in;

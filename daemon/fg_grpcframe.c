@@ -132,6 +132,13 @@ size_t fg_grpcframe_reader_room(const struct fg_grpcframe_reader *r, const uint8
 	return len < need + body ? len : need + body - 1;
 }
 
+int fg_grpcframe_reader_next_compressed(const struct fg_grpcframe_reader *r, const uint8_t *data, size_t len)
+{
+	if ((r->state == FG_GRPCFRAME_R_PREFIX && r->prefix_len > 0) || r->state == FG_GRPCFRAME_R_BODY)
+		return r->flag != FG_GRPCFRAME_UNCOMPRESSED;
+	return len > 0 && data[0] != 0;
+}
+
 size_t fg_grpcframe_reader_pending(const struct fg_grpcframe_reader *r)
 {
 	switch (r->state) {

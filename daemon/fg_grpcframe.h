@@ -158,6 +158,15 @@ int fg_grpcframe_reader_feed(struct fg_grpcframe_reader *r, const uint8_t *data,
 size_t fg_grpcframe_reader_pending(const struct fg_grpcframe_reader *r);
 
 /*
+ * fg_grpcframe_reader_next_compressed - 1 when the message <r> is in the
+ * middle of, or else the one the next bytes <data>[0 .. <len>) start, has
+ * its compressed flag set (any flag byte but 0 counts); 0 otherwise, and
+ * when <len> is 0 between messages.  Lets a caller hold bytes that would
+ * inflate to far more than they are.
+ */
+int fg_grpcframe_reader_next_compressed(const struct fg_grpcframe_reader *r, const uint8_t *data, size_t len);
+
+/*
  * fg_grpcframe_reader_room - how many of the <len> bytes at <data> (the
  * next input) <r> can take without completing a message: all of them, or
  * all but the last byte of the message they would complete.  For a caller

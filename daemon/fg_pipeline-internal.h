@@ -76,6 +76,7 @@ struct fg_pipeline {
 	struct fg_hdrs meta;                    /* metadata added and not yet placed */
 	uint32_t slot, gen;                     /* the handle */
 	uint64_t accounted;                     /* bytes counted in the budgets */
+	uint64_t accounted_out;                 /* of <accounted>: output queued for a peer */
 	unsigned under_way;                     /* work under way when last counted (a partial message,
 	                                           or output its peer has not taken past a window) */
 	struct fg_pipeline_budget *budget;      /* the client connection's; NULL once detached */
@@ -146,6 +147,11 @@ int fg_pipeline_slot_take(struct fg_pipeline_env *env, struct fg_pipeline *pl);
 void fg_pipeline_slot_release(struct fg_pipeline *pl);
 /* <pl> stops counting in its connection's and worker's budgets. */
 void fg_pipeline_budget_detach(struct fg_pipeline *pl);
+/* 1 when a budget of <pl> is over and <pl> is not the call that goes on
+ * past it: its bytes wait as they came (compressed, within the window
+ * its peer was given) instead of being inflated and edited into up to
+ * limits.max_message_size each (a gzip page of 256 KiB can be 4 MiB). */
+int fg_pipeline_budget_waits(const struct fg_pipeline *pl);
 /* Queue <pl> for the pump event (no-op when queued or finished) / unqueue it. */
 void fg_pipeline_schedule(struct fg_pipeline *pl);
 void fg_pipeline_unschedule(struct fg_pipeline *pl);

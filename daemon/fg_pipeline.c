@@ -336,6 +336,19 @@ static int held_only(const struct fg_pipeline *pl, enum fg_stage_dir dir)
 	return dir == FG_STAGE_RESPONSE && pl->hold != NO_STAGE && pl->side[dir].susp == NO_STAGE;
 }
 
+/*
+ * Past a budget, a compressed message waits as it came unless its call is
+ * the one that goes on (fg_pipeline_budget_waits): a few KB inside a
+ * stream's window can inflate to limits.max_message_size, and a client
+ * that made every stream do so held 10 to 30 times the budget.  An
+ * uncompressed message is no larger edited than it came, so it goes on:
+ * a small call on a busy connection still completes.
+ */
+static int budget_defers(const struct fg_pipeline *pl, const struct side *s, const uint8_t *data, size_t len)
+{
+	return fg_grpcframe_reader_next_compressed(&s->reader, data, len) && fg_pipeline_budget_waits(pl);
+}
+
 static int feed(struct fg_pipeline *pl, enum fg_stage_dir dir, const uint8_t *data, size_t len, size_t *taken)
 {
 	struct side *s = &pl->side[dir];
@@ -346,7 +359,7 @@ static int feed(struct fg_pipeline *pl, enum fg_stage_dir dir, const uint8_t *da
 
 	*taken = 0;
 	while (len > 0 && fg_bufq_len(s->out) <= limit && (!side_blocked(pl, dir) || held_only(pl, dir)) &&
-	       !(pl->flags & PL_FINISHED)) {
+	       !(pl->flags & PL_FINISHED) && !budget_defers(pl, s, data, len)) {
 		size_t room = len;
 		/* A held response still assembles its message in the reader
 		 * (which keeps a split body anyway), up to its last byte: the
@@ -663,10 +676,13 @@ static void pump_side(struct fg_pipeline *pl, enum fg_stage_dir dir)
 		response_headers(pl, 0);
 	}
 	while (fg_bufq_len(&s->raw) && !side_blocked(pl, dir) && !(pl->flags & PL_FINISHED) &&
-	       fg_bufq_len(s->out) <= pl->call.cfg->limits.stream_window) {
+	       fg_bufq_len(s->out) <= pl->call.cfg->limits.stream_window &&
+	       !budget_defers(pl, s, fg_bufq_head(&s->raw), fg_bufq_len(&s->raw))) {
 		if (feed(pl, dir, fg_bufq_head(&s->raw), fg_bufq_len(&s->raw), &taken) < 0)
 			return;
 		fg_bufq_consume(&s->raw, taken);
+		if (taken == 0)
+			break;          /* a held response's message is whole: the rest waits */
 	}
 	if ((pl->flags & PL_FINISHED) || side_blocked(pl, dir) || fg_bufq_len(&s->raw) || !s->end_wait)
 		return;

@@ -80,6 +80,7 @@ struct fg_pipeline_ops {
  */
 struct fg_pipeline_budget {
 	uint64_t held;                          /* bytes its pipelines hold now */
+	uint64_t out_held;                      /* of <held>: edited output its peers have not taken */
 	TAILQ_HEAD(, fg_pipeline) calls;        /* its pipelines, oldest first */
 };
 
@@ -219,13 +220,21 @@ void fg_pipeline_free(struct fg_pipeline *pl);
  * call's own queues do not show (unfed input, a partial message). */
 size_t fg_pipeline_held(const struct fg_pipeline *pl, enum fg_stage_dir dir);
 
+/* fg_pipeline_partial - bytes of a message in the middle of arriving on
+ * side <dir> when everything that came has been fed, so the rest can only
+ * come from the peer; 0 while bytes wait to be fed (for a stage, for room
+ * in the output, or for a budget: that wait is feedguardd's, not the
+ * peer's). */
+size_t fg_pipeline_partial(const struct fg_pipeline *pl, enum fg_stage_dir dir);
+
 /*
  * fg_pipeline_holds - 1 when the call should keep the window of side
  * <dir> shut: bytes are held there (a stage waits, or the output is
  * full), or the connection or worker is over its budget and this is not
- * the connection's oldest intercepted call with work under way (in the
- * middle of a message, or with more than a stream window of output its
- * peer has not taken, which keeps the place while it waits).
+ * the connection's oldest intercepted call with input under way (in the
+ * middle of a message, or with bytes waiting to be fed, its own output
+ * under a stream window), or it is and the output the connection's peer
+ * has not taken is past limits.connection_buffer + max_message_size.
  */
 int fg_pipeline_holds(const struct fg_pipeline *pl, enum fg_stage_dir dir);
 

@@ -54,6 +54,7 @@ static int env_create(struct fg_pipeline_env **out, const struct fg_stage_worker
 void fg_pipeline_budget_init(struct fg_pipeline_budget *b)
 {
 	b->held = 0;
+	b->out_held = 0;
 	TAILQ_INIT(&b->calls);
 }
 
@@ -283,19 +284,29 @@ void *fg_pipeline_stage_state(struct fg_pipeline *pl, const struct fg_stage *st)
 
 /* --- budgets ----------------------------------------------------------- */
 
-static uint64_t pipeline_bytes(const struct fg_pipeline *pl)
+/* Bytes <pl> holds, and in <*out> those of them queued for a peer. */
+static uint64_t pipeline_bytes(const struct fg_pipeline *pl, uint64_t *out)
 {
 	uint64_t n = 0;
 	int d;
 
+	*out = 0;
 	for (d = 0; d < 2; d++) {
 		const struct side *s = &pl->side[d];
 		n += fg_bufq_len(&s->raw) + fg_grpcframe_reader_pending(&s->reader) + fg_bufq_len(&s->susp_orig) +
 		     fg_bufq_len(&s->susp_cur);
 		if (s->out)
-			n += fg_bufq_len(s->out);
+			*out += fg_bufq_len(s->out);
 	}
-	return n;
+	return n + *out;
+}
+
+/* Past this, the output a connection's peer has not taken stops the call
+ * that may go on past the budget: the budget and room for one more edited
+ * message (limits.max_message_size). */
+static uint64_t output_cap(const struct fg_config *cfg)
+{
+	return cfg->limits.connection_buffer + cfg->limits.max_message_size;
 }
 
 static int budget_over(const struct fg_pipeline *pl)
@@ -333,18 +344,11 @@ static void wake_worker(struct fg_pipeline_env *env)
 			fg_pipeline_schedule(env->slots[i].pl);
 }
 
-/*
- * Work under way on either side: a message in the middle of arriving, or
- * more output than a stream window that its peer has not taken.  The call
- * that may go on past a budget is chosen among these.  The output counts
- * so that a call whose edited message waits for a client that does not
- * read keeps that place: it gets no window (its output is full) and
- * neither does anybody else until the client reads or the stream is cut.
- * Counting only partial messages, the place went to the next call once a
- * message was whole, and a client that read nothing made every stream of
- * its connection finish a message in turn: S x (W + M) held (~200 MB
- * measured), past both budgets.
- */
+/* Input under way on a side that can take it: bytes that came and wait
+ * to be fed, or a message in the middle of arriving, where the output
+ * is under a stream window (a call whose peer does not take its output
+ * cannot go on, and must not keep others from it).  The call that may go
+ * on past a budget is chosen among these. */
 static unsigned pipeline_under_way(const struct fg_pipeline *pl)
 {
 	size_t window = pl->call.cfg->limits.stream_window;
@@ -352,7 +356,8 @@ static unsigned pipeline_under_way(const struct fg_pipeline *pl)
 
 	for (d = 0; d < 2; d++) {
 		const struct side *s = &pl->side[d];
-		if (fg_grpcframe_reader_pending(&s->reader) || (s->out && fg_bufq_len(s->out) > window))
+		if ((fg_bufq_len(&s->raw) || fg_grpcframe_reader_pending(&s->reader)) &&
+		    (!s->out || fg_bufq_len(s->out) <= window))
 			return 1;
 	}
 	return 0;
@@ -366,7 +371,7 @@ static unsigned pipeline_under_way(const struct fg_pipeline *pl)
  * Under the limits nothing is woken: a call ending on a busy connection
  * costs nothing.
  */
-static void budget_count(struct fg_pipeline *pl, uint64_t now, unsigned under_way)
+static void budget_count(struct fg_pipeline *pl, uint64_t now, uint64_t out, unsigned under_way)
 {
 	const struct fg_config *cfg = pl->call.cfg;
 	struct fg_pipeline_env *env = pl->env;
@@ -375,10 +380,14 @@ static void budget_count(struct fg_pipeline *pl, uint64_t now, unsigned under_wa
 
 	if (b) {
 		conn_over = b->held > cfg->limits.connection_buffer;
+		/* the output going back under its cap frees the call that goes on */
+		mover_changed |= b->out_held > output_cap(cfg) && b->out_held - pl->accounted_out + out <= output_cap(cfg);
 		b->held = b->held - pl->accounted + now;
+		b->out_held = b->out_held - pl->accounted_out + out;
 	}
 	env_set_held(env, env->held - pl->accounted + now);
 	pl->accounted = now;
+	pl->accounted_out = out;
 	pl->under_way = under_way;
 	if (env->over && env->held <= cfg->limits.worker_buffer) {
 		env->over = 0;
@@ -394,17 +403,17 @@ static void budget_count(struct fg_pipeline *pl, uint64_t now, unsigned under_wa
 
 void fg_pipeline_account(struct fg_pipeline *pl)
 {
-	uint64_t now = pipeline_bytes(pl);
+	uint64_t out, now = pipeline_bytes(pl, &out);
 	unsigned under_way = pipeline_under_way(pl);
 
 	if (now != pl->accounted || under_way != pl->under_way)
-		budget_count(pl, now, under_way);
+		budget_count(pl, now, out, under_way);
 }
 
 void fg_pipeline_budget_detach(struct fg_pipeline *pl)
 {
 	fg_pipeline_leave_connection(pl);
-	budget_count(pl, 0, 0);
+	budget_count(pl, 0, 0, 0);
 }
 
 void fg_pipeline_leave_connection(struct fg_pipeline *pl)
@@ -417,14 +426,22 @@ void fg_pipeline_leave_connection(struct fg_pipeline *pl)
 	if (!b)
 		return;
 	limit = pl->call.cfg->limits.connection_buffer;
-	was_over = b->held > limit;
+	was_over = b->held > limit || b->out_held > output_cap(pl->call.cfg);
 	b->held -= pl->accounted;
+	b->out_held -= pl->accounted_out;
 	TAILQ_REMOVE(&b->calls, pl, budget_link);
 	pl->budget = NULL;
 	/* The budget went back under its limit, or the call that went on past
 	 * it is gone: the others' held windows are looked at again. */
-	if (was_over && (b->held <= limit || pl->under_way) && TAILQ_FIRST(&b->calls))
+	if (was_over && (b->held <= limit || pl->under_way || pl->accounted_out) && TAILQ_FIRST(&b->calls))
 		wake_budget(b);
+}
+
+size_t fg_pipeline_partial(const struct fg_pipeline *pl, enum fg_stage_dir dir)
+{
+	const struct side *s = &pl->side[dir];
+
+	return fg_bufq_len(&s->raw) ? 0 : fg_grpcframe_reader_pending(&s->reader);
 }
 
 size_t fg_pipeline_held(const struct fg_pipeline *pl, enum fg_stage_dir dir)
@@ -448,15 +465,32 @@ static const struct fg_pipeline *budget_mover(const struct fg_pipeline_budget *b
 	return NULL;
 }
 
+/*
+ * Past a budget only the oldest call with input under way goes on, so its
+ * message completes and frees its bytes; and only while the output the
+ * connection's client has not taken leaves room for one more edited
+ * message (output_cap).  Without that cap a client that reads nothing made
+ * every stream of its connection finish a message in turn, S x (W + M)
+ * held (~200 MB measured); with it, streams whose client does not read
+ * stall side by side and are cut together after timeouts.stalled_stream,
+ * while one paused stream (output up to W and a page) blocks nobody.
+ */
+int fg_pipeline_budget_waits(const struct fg_pipeline *pl)
+{
+	if (!budget_over(pl))
+		return 0;
+	if (!pl->budget || budget_mover(pl->budget) != pl)
+		return 1;
+	return pl->budget->out_held > output_cap(pl->call.cfg);
+}
+
 int fg_pipeline_holds(const struct fg_pipeline *pl, enum fg_stage_dir dir)
 {
 	if (pl->flags & PL_FINISHED)
 		return 0;
 	if (fg_bufq_len(&pl->side[dir].raw) || side_blocked(pl, dir))
 		return 1;
-	if (!budget_over(pl))
-		return 0;
-	return !pl->budget || budget_mover(pl->budget) != pl;
+	return fg_pipeline_budget_waits(pl);
 }
 
 /* --- pump -------------------------------------------------------------- */
@@ -542,6 +576,7 @@ struct fg_pipeline *fg_pipeline_get(struct fg_pipeline_env *env, size_t max_mess
 	pl->run = 0;
 	pl->hold = NO_STAGE;
 	pl->accounted = 0;
+	pl->accounted_out = 0;
 	pl->under_way = 0;
 	pl->budget = NULL;
 	fg_hdrs_reset(&pl->resp_hdrs);

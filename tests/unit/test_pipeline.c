@@ -2141,6 +2141,59 @@ static void test_pipeline_leave_connection(void **state)
 	done(t);
 }
 
+/* ---- 18b. past a budget, a compressed message waits as it came ---- */
+
+/* x holds a whole message in its output (the connection is over its
+ * budget) and z is in the middle of one (z goes on).  y's whole gzip
+ * message, a few dozen bytes that inflate to 3000, waits as it came: not
+ * fed, nothing out, its window held (a client once made every stream
+ * inflate such messages, 10 to 30 times the budget).  When x leaves, y's
+ * message goes on. */
+static void test_pipeline_budget_defers_compressed(void **state)
+{
+	struct t *t = *state;
+	struct host *x = &t->host[0], *z = &t->host[1], *y = &t->host[2];
+	struct fg_bufq in = { 0 }, zin = { 0 };
+	char body[200], big[3001];
+
+	env_open(t, 1);
+	cfg.limits.connection_buffer = 64;
+	memset(body, 'b', sizeof(body));
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	frame(&in, FG_GRPCFRAME_UNCOMPRESSED, body, sizeof(body));
+	frame_gzip(&zin, big);
+	assert_true(zin.len < 100);
+	call_open(t, x, STREAM, NULL);
+	call_open(t, z, STREAM, NULL);
+	call_open(t, y, STREAM, "gzip");
+	feed(x->pl, REQ, in.data, in.len, in.len);
+	feed(z->pl, REQ, in.data, 10, 10);
+	feed(y->pl, REQ, zin.data, zin.len, zin.len);
+	turn(t);
+	assert_int_equal(t->budget.held, in.len + 10 + zin.len);
+	assert_out_empty(&y->req_out);
+	assert_int_equal(fg_pipeline_held(y->pl, REQ), zin.len);
+	assert_int_equal(fg_pipeline_partial(y->pl, REQ), 0);   /* feedguardd's wait, not the client's */
+	assert_int_equal(fg_pipeline_holds(y->pl, REQ), 1);
+	assert_int_equal(fg_pipeline_holds(z->pl, REQ), 0);
+
+	fg_pipeline_leave_connection(x->pl);
+	turn(t);
+	assert_out(&y->req_out, &zin);          /* edited by nobody: the bytes as they came */
+	assert_int_equal(fg_pipeline_held(y->pl, REQ), 0);
+
+	fg_pipeline_cancel(x->pl, FG_STAGE_CANCEL_CLIENT);
+	call_close(x, FG_GRPC_CANCELLED);
+	fg_pipeline_cancel(z->pl, FG_STAGE_CANCEL_CLIENT);
+	call_close(z, FG_GRPC_CANCELLED);
+	fg_pipeline_cancel(y->pl, FG_STAGE_CANCEL_CLIENT);
+	call_close(y, FG_GRPC_CANCELLED);
+	fg_bufq_free(&in);
+	fg_bufq_free(&zin);
+	done(t);
+}
+
 /* ---- 19. DONE at the response headers without an answer ---- */
 
 static void test_pipeline_done_at_response_headers(void **state)
@@ -2479,6 +2532,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pipeline_hold_on_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_resumed_then_cancelled, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_leave_connection, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pipeline_budget_defers_compressed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_done_at_response_headers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_answer_from_held, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipeline_spares, setup, teardown),
