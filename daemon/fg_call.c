@@ -1030,6 +1030,16 @@ static int call_client_may_send(const struct fg_call *call)
 	       nghttp2_session_get_local_window_size(s) > 0;
 }
 
+/*
+ * What counts as progress for the stall sweep: a DATA frame's worth
+ * (RFC 9113's default SETTINGS_MAX_FRAME_SIZE, 16 KiB) moved since the
+ * sweep last saw progress.  A client that moves a few bytes at a time (a
+ * window opened by 16 bytes a second, a request sent a byte a second:
+ * slowloris) is stalled all the same; a slow reader on a real link moves
+ * far more than this in any timeouts.stalled_stream.
+ */
+#define STALL_MIN_PROGRESS (16u * 1024)
+
 /* Whether an intercepted call's request has sat in the middle of a
  * message, with the client free to send the rest, for <timeout_us>. */
 static int call_req_stalled(struct fg_call *call, uint64_t now_us, uint64_t timeout_us)
@@ -1037,7 +1047,7 @@ static int call_req_stalled(struct fg_call *call, uint64_t now_us, uint64_t time
 	int waiting = call->front && call->pl && !(call->flags & FG_CALL_RESP_END) &&
 	              fg_pipeline_partial(call->pl, FG_STAGE_REQUEST) > 0 && call_client_may_send(call);
 
-	if (!waiting || call->req_in != call->req_stall_mark || call->req_stall_since_us == 0) {
+	if (!waiting || call->req_in - call->req_stall_mark >= STALL_MIN_PROGRESS || call->req_stall_since_us == 0) {
 		call->req_stall_mark = call->req_in;
 		call->req_stall_since_us = waiting ? now_us : 0;
 		return 0;
@@ -1075,7 +1085,8 @@ int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_
 	 * response starts (held headers of an intercepted call) the wait is
 	 * the upstream's, and with a window open it is the socket's. */
 	if (!call->front || !(call->flags & FG_CALL_RESP_STARTED) || queued == 0 ||
-	    call->resp_bytes != call->stall_mark || call->stall_since_us == 0 || !call_window_shut(call)) {
+	    call->resp_bytes - call->stall_mark >= STALL_MIN_PROGRESS || call->stall_since_us == 0 ||
+	    !call_window_shut(call)) {
 		call->stall_mark = call->resp_bytes;
 		call->stall_since_us = call->front && queued ? now_us : 0;
 		return 0;

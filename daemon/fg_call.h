@@ -90,7 +90,7 @@ struct fg_call {
 	int status;                     /* gRPC status sent to the client; -1 until known */
 	char *path;                     /* :path, kept only when the access log is on */
 	uint64_t req_bytes, resp_bytes; /* body bytes forwarded each way, for the access log */
-	uint64_t stall_mark;            /* <resp_bytes> when the stall sweep last saw progress */
+	uint64_t stall_mark;            /* <resp_bytes> when the stall sweep last saw progress (16 KiB) */
 	uint64_t stall_since_us;        /* since when queued response bytes wait untaken; 0: none wait */
 	uint64_t req_in;                /* request body bytes received from the client */
 	uint64_t req_stall_mark;        /* <req_in> when the sweep last saw an intercepted request progress */

@@ -146,6 +146,37 @@ def test_stalled_stream_reset_and_connection_kept(middle, upstream):
 
 
 @pytest.mark.proxy_only
+def test_dripping_reader_is_cut(middle, upstream):
+    """A client that opens its stream (and connection) window by 16 bytes
+    every timeouts.stalled_stream / 6 (slowloris): it moves, but far less
+    than a DATA frame's worth (16 KiB) per timeout, so its stream is reset
+    with CANCEL like one that never reads, within a few timeouts.  (Any
+    byte taken used to count as progress: such a stream was never cut.)"""
+    m = middle(upstream.addr, CONFIG)
+    c = small_window_client(m.addr, STALL_WINDOW)
+    try:
+        st, t0 = start_stalled(c, new_call_id("drip"))
+        limit = t0 + 6 * TIMEOUT + tf(5)
+        drips, next_drip = 0, time.monotonic()
+        while not st.finished:
+            assert time.monotonic() < limit, "dripping reader still open after %.1fs, %d drips, %d bytes" \
+                % (time.monotonic() - t0, drips, len(st.data))
+            c.pump(0.01)
+            if len(st.data) >= STALL_WINDOW and not st.finished and time.monotonic() >= next_drip:
+                next_drip = time.monotonic() + TIMEOUT / 6
+                c.conn.increment_flow_control_window(16, stream_id=st.stream_id)
+                c.conn.increment_flow_control_window(16)
+                c.flush()
+                drips += 1
+    finally:
+        c.close()
+    assert st.reset == h2.errors.ErrorCodes.CANCEL, st.reset
+    assert drips >= 3, "the client never dripped (%d): the test tests nothing" % drips
+    assert len(st.data) > STALL_WINDOW, "no drip was ever served: %d bytes" % len(st.data)
+    poll_until(lambda: scrape(m, STALLED) == 1, tf(2), "%s to be 1" % STALLED)
+
+
+@pytest.mark.proxy_only
 def test_stalled_stream_cancelled_upstream(middle, upstream, events):
     """The upstream handler, blocked writing to the stalled stream, sees its
     call cancelled (RST_STREAM CANCEL from the daemon) and stops sending."""
