@@ -406,7 +406,7 @@ void fg_pipeline_account(struct fg_pipeline *pl)
 	uint64_t out, now = pipeline_bytes(pl, &out);
 	unsigned under_way = pipeline_under_way(pl);
 
-	if (now != pl->accounted || under_way != pl->under_way)
+	if (now != pl->accounted || out != pl->accounted_out || under_way != pl->under_way)
 		budget_count(pl, now, out, under_way);
 }
 
