@@ -1097,6 +1097,21 @@ int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_
 	return 1;
 }
 
+int fg_call_cut_holding(struct fg_call *call, uint64_t since_us, uint64_t now_us)
+{
+	size_t held;
+
+	/* a call that came after the connection got stuck is not its cause */
+	if (!call->pl || !call->front || (call->flags & FG_CALL_RESP_END) || call->start_us >= since_us)
+		return 0;
+	held = fg_pipeline_held(call->pl, FG_STAGE_REQUEST) + fg_pipeline_held(call->pl, FG_STAGE_RESPONSE) +
+	       fg_bufq_len(&call->resp_body);
+	if (held == 0)
+		return 0;
+	call_cut_stalled(call, "budget", held, since_us, now_us);
+	return 1;
+}
+
 void fg_call_fail(struct fg_call *call, int status, const char *msg)
 {
 	call_reply_status(call, status, msg);

@@ -200,6 +200,16 @@ void fg_call_on_up_lost(struct fg_call *call, const char *why);
 int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_us);
 
 /*
+ * fg_call_cut_holding - the connection of <call> was over its budget with
+ * nothing moving since <since_us>: when <call> is intercepted, began
+ * before then, and holds bytes (either side, or its response output), cut
+ * it like a stalled
+ * stream (RST_STREAM CANCEL, upstream cancelled, counted in
+ * client_stalled_streams).  Returns 1 when it did, else 0.
+ */
+int fg_call_cut_holding(struct fg_call *call, uint64_t since_us, uint64_t now_us);
+
+/*
  * fg_call_fail - end the call now with gRPC <status> and <msg> (plain
  * text, encoded here), and cancel its upstream stream.  May free <call>.
  */

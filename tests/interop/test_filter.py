@@ -28,6 +28,8 @@ from collections import deque
 from types import SimpleNamespace
 
 import grpc
+import h2.errors
+import h2.events
 import pytest
 
 import harness
@@ -1312,6 +1314,65 @@ def test_custom_contract_enum_map_key_not_in_enum(tmp_path, acme_pb):
     err = res.stderr.decode("utf-8", "replace")
     assert res.returncode == 1, err
     assert_error_at(err, path, [(line, col)], ("SADNESS",), "enum key")
+
+
+class ConnectionWindowOnly(RawClient):
+    """Gives back the connection window for every DATA byte it gets, never a
+    stream window: its streams stall one by one while the connection
+    stays open for more."""
+
+    def _event(self, ev):
+        if isinstance(ev, h2.events.DataReceived) and ev.flow_controlled_length:
+            self.conn.increment_flow_control_window(ev.flow_controlled_length)
+        super()._event(ev)
+
+
+def test_connection_over_budget_with_nothing_moving_is_cut(fg, ranker):
+    """A client that opens no stream window on 64 StreamPages calls of 1.6
+    MB pages (it gives the connection window back): the streams that went
+    on past the budget send what their window allows and stall, and the
+    others wait behind the budget with their first bytes, never having had
+    anything to refuse, so no stream's own check could cut them (they held
+    the budget, and the worker's, until the client left, or one batch a
+    timeout).  With the connection over limits.connection_buffer and
+    nothing moving for timeouts.stalled_stream, every intercepted stream
+    holding bytes is reset with CANCEL and the bytes go."""
+    cfg = {"workers": 1, "admin": {"listen": "127.0.0.1:0"},
+           "timeouts": {"stalled_stream": "1s"},
+           "limits": {"stream_window": "256KiB", "connection_window": "1MiB", "max_concurrent_streams": 64,
+                      "connection_buffer": "1MiB", "worker_buffer": "64MiB"}}
+    many = FeedRanker(max_workers=80)
+    d = fg(filter_policy([(CHILD_BANDS, Rules())], methods=(STREAM_PAGES,)), config=cfg, upstream=many.addr)
+    admin = ph.admin_addr(d)
+    big = page([item(i, labels=["sport"] if i % 7 else ["porn"]) for i in range(65536)])
+
+    def held():
+        _, text = ph.http_get(admin, "/metrics")
+        return int(ph.metric(text, "feedguard_intercept_buffered_bytes") or 0)
+    c = ConnectionWindowOnly(d.addr, timeout=tf(10), ack_data=False)
+    try:
+        sids = []
+        for i in range(64):
+            cid = ph.call_id("stuck-%d" % i)
+            many.script(cid, [big] * 4)
+            sids.append(c.request(STREAM_PAGES, md("13_15", cid), [REQ]))
+        end = time.monotonic() + tf(2)
+        peak = 0
+        while time.monotonic() < end and peak <= (4 << 20):
+            c.pump(0.05)
+            peak = max(peak, held())
+        assert peak > (4 << 20), "the connection never held much (%d bytes): the test tests nothing" % peak
+        t0 = time.monotonic()
+        c.wait(lambda: all(c.streams[s].reset is not None for s in sids), tf(8),
+               "every stream of the stuck connection to be reset (%d of 64 so far)"
+               % sum(1 for s in sids if c.streams[s].reset is not None))
+        waited = time.monotonic() - t0
+        assert all(c.streams[s].reset == h2.errors.ErrorCodes.CANCEL for s in sids)
+        harness.poll_until(lambda: held() == 0, tf(5), "the cut streams' bytes to go")
+        assert waited < tf(4), "cut %.1fs after the connection was full (stalled_stream 1s)" % waited
+    finally:
+        c.close()
+        many.stop()
 
 
 def test_memory_goes_back_after_clients_that_never_read(fg, ranker):
