@@ -102,6 +102,9 @@ struct fg_config {
 		                                   while output waits is closed, 10ms..1h, default 30s */
 		int64_t stalled_stream_us;      /* timeouts.stalled_stream: a client stream whose windows stay shut
 		                                   on queued response bytes this long is reset, 10ms..24h, default 5m */
+		int64_t stalled_overloaded_us;  /* timeouts.stalled_stream_overloaded: the same while the worker
+		                                   holds more than limits.worker_buffer (the shorter one applies),
+		                                   10ms..24h, default 5s */
 	} timeouts;
 
 	struct {

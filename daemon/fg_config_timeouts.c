@@ -18,6 +18,8 @@ static const struct fg_config_key timeouts_keys[] = {
 	  10 * FG_CONFIG_USEC_PER_MS, FG_CONFIG_USEC_PER_HOUR, NULL },
 	{ "stalled_stream", fg_config_value_duration, FG_CONFIG_OFF(timeouts.stalled_stream_us),
 	  10 * FG_CONFIG_USEC_PER_MS, 24 * FG_CONFIG_USEC_PER_HOUR, NULL },
+	{ "stalled_stream_overloaded", fg_config_value_duration, FG_CONFIG_OFF(timeouts.stalled_overloaded_us),
+	  10 * FG_CONFIG_USEC_PER_MS, 24 * FG_CONFIG_USEC_PER_HOUR, NULL },
 };
 
 _Static_assert(FG_CONFIG_NELEM(timeouts_keys) <= FG_CONFIG_SECTION_MAX_KEYS, "timeouts table");
@@ -29,6 +31,7 @@ static void timeouts_defaults(struct fg_config *cfg)
 	cfg->timeouts.readiness_delay_us = 0;
 	cfg->timeouts.write_us = 30 * FG_CONFIG_USEC_PER_SEC;
 	cfg->timeouts.stalled_stream_us = 5 * FG_CONFIG_USEC_PER_MIN;
+	cfg->timeouts.stalled_overloaded_us = 5 * FG_CONFIG_USEC_PER_SEC;
 }
 
 const struct fg_config_section fg_config_timeouts_section = {

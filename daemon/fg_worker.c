@@ -59,8 +59,9 @@ static void worker_take_config(struct fg_worker *w, struct fg_config *cfg)
 	fg_upstream_configure(w->upstream, cfg);
 	LIST_FOREACH(f, &w->fronts, link)
 		fg_h2front_configure(f, cfg);
-	/* the sweep's period follows a new timeouts.stalled_stream at once */
-	if (cfg->timeouts.stalled_stream_us != old->timeouts.stalled_stream_us)
+	/* the sweep's period follows new stall timeouts at once */
+	if (cfg->timeouts.stalled_stream_us != old->timeouts.stalled_stream_us ||
+	    cfg->timeouts.stalled_overloaded_us != old->timeouts.stalled_overloaded_us)
 		stall_arm(w);
 	fg_config_unref(old);
 }
@@ -158,9 +159,26 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 #define STALL_SWEEP_MIN_US 10000
 #define STALL_SWEEP_MAX_US 1000000
 
+/* The stall timeout of the moment: timeouts.stalled_stream, or the
+ * shorter timeouts.stalled_stream_overloaded while the worker's
+ * intercepted calls hold more than limits.worker_buffer (as Envoy's
+ * overload manager shortens its idle timeouts under memory pressure): a
+ * few connections that read nothing would otherwise keep every new
+ * intercepted call of the worker refused for the whole long timeout. */
+static int64_t stall_timeout(const struct fg_worker *w)
+{
+	const struct fg_config *cfg = w->cfg;
+	int64_t t = cfg->timeouts.stalled_stream_us;
+
+	if (fg_pipeline_env_held(w->pipelines) > cfg->limits.worker_buffer && cfg->timeouts.stalled_overloaded_us < t)
+		t = cfg->timeouts.stalled_overloaded_us;
+	return t;
+}
+
 static void stall_arm(struct fg_worker *w)
 {
-	int64_t us = w->cfg->timeouts.stalled_stream_us / 4;
+	int64_t us = w->cfg->timeouts.stalled_stream_us < w->cfg->timeouts.stalled_overloaded_us
+	             ? w->cfg->timeouts.stalled_stream_us / 4 : w->cfg->timeouts.stalled_overloaded_us / 4;
 	struct timeval tv;
 
 	if (us < STALL_SWEEP_MIN_US)
@@ -175,12 +193,12 @@ static void stall_arm(struct fg_worker *w)
 static void stall_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct fg_worker *w = arg;
-	uint64_t now = fg_clock_now_us();
+	uint64_t now = fg_clock_now_us(), timeout = (uint64_t)stall_timeout(w);
 	struct fg_front *f;
 
 	LIST_FOREACH(f, &w->fronts, link)
 		if (f->nstreams > 0)
-			fg_h2front_check_stalls(f, now, (uint64_t)w->cfg->timeouts.stalled_stream_us);
+			fg_h2front_check_stalls(f, now, timeout);
 	stall_arm(w);
 }
 

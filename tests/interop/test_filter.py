@@ -1375,6 +1375,47 @@ def test_connection_over_budget_with_nothing_moving_is_cut(fg, ranker):
         many.stop()
 
 
+def test_overloaded_worker_cuts_stalls_sooner(fg, ranker):
+    """timeouts.stalled_stream is 5m; a client that reads nothing on 64
+    StreamPages calls of 1.6 MB pages takes its worker past
+    limits.worker_buffer (8MiB here), so new intercepted calls of the
+    worker would be refused for those 5 minutes.  While the worker is over,
+    timeouts.stalled_stream_overloaded (1s here) applies instead: the
+    client's streams are reset within a few seconds, the bytes go, and an
+    intercepted call from another client is served."""
+    cfg = {"workers": 1, "admin": {"listen": "127.0.0.1:0"},
+           "timeouts": {"stalled_stream": "5m", "stalled_stream_overloaded": "1s"},
+           "limits": {"stream_window": "256KiB", "connection_window": "1MiB", "max_concurrent_streams": 64,
+                      "connection_buffer": "1MiB", "worker_buffer": "8MiB"}}
+    many = FeedRanker(max_workers=80)
+    d = fg(filter_policy([(CHILD_BANDS, Rules())], methods=(STREAM_PAGES, RANK)), config=cfg, upstream=many.addr)
+    admin = ph.admin_addr(d)
+    big = page([item(i, labels=["sport"] if i % 7 else ["porn"]) for i in range(65536)])
+
+    def held():
+        _, text = ph.http_get(admin, "/metrics")
+        return int(ph.metric(text, "feedguard_intercept_buffered_bytes") or 0)
+    c = RawClient(d.addr, timeout=tf(10), ack_data=False)
+    try:
+        sids = []
+        for i in range(64):
+            cid = ph.call_id("overload-%d" % i)
+            many.script(cid, [big] * 4)
+            sids.append(c.request(STREAM_PAGES, md("13_15", cid), [REQ]))
+        c.wait(lambda: held() > (8 << 20), tf(5), "the worker to go past its worker_buffer")
+        c.wait(lambda: all(c.streams[s].reset is not None for s in sids), tf(8),
+               "the streams of the client that reads nothing to be reset (%d of 64)"
+               % sum(1 for s in sids if c.streams[s].reset is not None))
+        harness.poll_until(lambda: held() < (8 << 20), tf(5), "the worker to come back under worker_buffer")
+        cid = ph.call_id("after-overload")
+        many.script(cid, [page([item(1, labels=["sport"])])])
+        resp, _ = ph.unary(d.addr, RANK, REQ, md("13_15", cid))
+        assert page_items(resp) == [item(1, labels=["sport"])]
+    finally:
+        c.close()
+        many.stop()
+
+
 def test_memory_goes_back_after_clients_that_never_read(fg, ranker):
     """64 StreamPages calls of ~1 MB pages on one connection whose client
     never opens its window, three times, then nothing in flight: feedguardd

@@ -137,6 +137,7 @@ static void test_defaults(void **state)
 	assert_true(cfg->timeouts.readiness_delay_us == 0);
 	assert_true(cfg->timeouts.write_us == 30000000);
 	assert_true(cfg->timeouts.stalled_stream_us == 300000000);
+	assert_true(cfg->timeouts.stalled_overloaded_us == 5000000);
 	assert_int_equal(cfg->admin.enabled, 1);
 	assert_v4(&cfg->admin.listen, "127.0.0.1:9901", "127.0.0.1", 9901);
 	assert_int_equal(cfg->metrics.nmethods, 0);
@@ -177,6 +178,7 @@ static void test_every_key(void **state)
 		"  readiness_delay: 5s\n"
 		"  write: 250ms\n"
 		"  stalled_stream: 90s\n"
+		"  stalled_stream_overloaded: 750ms\n"
 		"admin:\n"
 		"  listen: \"[::1]:0\"\n"
 		"metrics:\n"
@@ -213,6 +215,7 @@ static void test_every_key(void **state)
 	assert_true(cfg->timeouts.readiness_delay_us == 5000000);
 	assert_true(cfg->timeouts.write_us == 250000);
 	assert_true(cfg->timeouts.stalled_stream_us == 90000000);
+	assert_true(cfg->timeouts.stalled_overloaded_us == 750000);
 	assert_int_equal(cfg->admin.enabled, 1);
 	assert_v6(&cfg->admin.listen, "[::1]:0", "::1", 0);
 	assert_int_equal(cfg->metrics.nmethods, 2);
@@ -635,7 +638,7 @@ static void test_unknown_keys(void **state)
 		  "keys: max_concurrent_streams, max_header_list_size, max_message_size, stream_window, "
 		  "connection_window, max_connections, connection_buffer, worker_buffer" },
 		{ UP "timeouts: {connect: 1s}\n", NAME ":2:12: unknown key 'connect' in timeouts; valid "
-		  "keys: idle, drain, readiness_delay, write, stalled_stream" },
+		  "keys: idle, drain, readiness_delay, write, stalled_stream, stalled_stream_overloaded" },
 		{ UP "admin: {port: 9901}\n", NAME ":2:9: unknown key 'port' in admin; valid keys: listen" },
 		{ UP "log: {file: x.log}\n", NAME ":2:7: unknown key 'file' in log; valid keys: level, "
 		  "access_log" },
