@@ -1070,14 +1070,43 @@ static void call_cut_stalled(struct fg_call *call, const char *side, size_t held
 	call_rst_front(call, NGHTTP2_CANCEL);       /* drops the queued bytes too */
 }
 
+/* Whether an intercepted call has held bytes behind its connection's
+ * budget, moving under STALL_MIN_PROGRESS either way, for <timeout_us>;
+ * <*held> gets what it holds. */
+static int call_budget_stalled(struct fg_call *call, uint64_t now_us, uint64_t timeout_us, size_t *held)
+{
+	uint64_t moved = call->resp_bytes + call->req_in;
+	int waiting;
+
+	*held = 0;
+	waiting = call->front && call->pl && !(call->flags & FG_CALL_RESP_END) &&
+	          call->front->budget.held > call->worker->cfg->limits.connection_buffer;
+	if (waiting)
+		*held = fg_pipeline_held(call->pl, FG_STAGE_REQUEST) + fg_pipeline_held(call->pl, FG_STAGE_RESPONSE) +
+		        fg_bufq_len(&call->resp_body);
+	waiting = waiting && *held > 0;
+	if (!waiting || moved - call->budget_mark >= STALL_MIN_PROGRESS || call->budget_since_us == 0) {
+		call->budget_mark = moved;
+		call->budget_since_us = waiting ? now_us : 0;
+		return 0;
+	}
+	return now_us - call->budget_since_us >= timeout_us;
+}
+
 int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_us)
 {
+	size_t held;
+
 	size_t queued = fg_bufq_len(&call->resp_body) +
 	                (call->pl ? fg_pipeline_held(call->pl, FG_STAGE_RESPONSE) : 0);
 
 	if (call_req_stalled(call, now_us, timeout_us)) {
 		call_cut_stalled(call, "request", fg_pipeline_held(call->pl, FG_STAGE_REQUEST),
 		                 call->req_stall_since_us, now_us);
+		return 1;
+	}
+	if (call_budget_stalled(call, now_us, timeout_us, &held)) {
+		call_cut_stalled(call, "budget", held, call->budget_since_us, now_us);
 		return 1;
 	}
 
@@ -1094,21 +1123,6 @@ int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_
 	if (now_us - call->stall_since_us < timeout_us)
 		return 0;
 	call_cut_stalled(call, "response", queued, call->stall_since_us, now_us);
-	return 1;
-}
-
-int fg_call_cut_holding(struct fg_call *call, uint64_t since_us, uint64_t now_us)
-{
-	size_t held;
-
-	/* a call that came after the connection got stuck is not its cause */
-	if (!call->pl || !call->front || (call->flags & FG_CALL_RESP_END) || call->start_us >= since_us)
-		return 0;
-	held = fg_pipeline_held(call->pl, FG_STAGE_REQUEST) + fg_pipeline_held(call->pl, FG_STAGE_RESPONSE) +
-	       fg_bufq_len(&call->resp_body);
-	if (held == 0)
-		return 0;
-	call_cut_stalled(call, "budget", held, since_us, now_us);
 	return 1;
 }
 

@@ -95,6 +95,9 @@ struct fg_call {
 	uint64_t req_in;                /* request body bytes received from the client */
 	uint64_t req_stall_mark;        /* <req_in> when the sweep last saw an intercepted request progress */
 	uint64_t req_stall_since_us;    /* since when its bytes wait, mid-message, for the rest; 0: none */
+	uint64_t budget_mark;           /* <resp_bytes> + <req_in> when the sweep last saw it move while
+	                                   it held bytes behind its connection's budget */
+	uint64_t budget_since_us;       /* since when it holds bytes there and moves under 16 KiB; 0: not */
 	TAILQ_ENTRY(fg_call) front_link;   /* in front->calls */
 	TAILQ_ENTRY(fg_call) up_link;      /* in up->calls, or in the pool's pending queue */
 };
@@ -194,20 +197,15 @@ void fg_call_on_up_lost(struct fg_call *call, const char *why);
  * the middle of a message (its bytes count against the buffer budgets
  * until the message completes): when the client could send the rest (its
  * windows are open) and sends nothing for <timeout_us>, the call is cut.
+ * And an intercepted call that holds bytes while its connection is over
+ * limits.connection_buffer, moving under 16 KiB either way for
+ * <timeout_us>: streams waiting behind a budget whose client takes
+ * nothing never had bytes to refuse, so the first two checks could not
+ * blame them.
  * Returns 1 if the call was cut (it is freed later, when its client
  * stream closes), else 0.
  */
 int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_us);
-
-/*
- * fg_call_cut_holding - the connection of <call> was over its budget with
- * nothing moving since <since_us>: when <call> is intercepted, began
- * before then, and holds bytes (either side, or its response output), cut
- * it like a stalled
- * stream (RST_STREAM CANCEL, upstream cancelled, counted in
- * client_stalled_streams).  Returns 1 when it did, else 0.
- */
-int fg_call_cut_holding(struct fg_call *call, uint64_t since_us, uint64_t now_us);
 
 /*
  * fg_call_fail - end the call now with gRPC <status> and <msg> (plain

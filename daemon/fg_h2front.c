@@ -338,48 +338,15 @@ void fg_h2front_flush(struct fg_front *f)
 	fg_h2conn_want_flush(&f->h2);
 }
 
-/* Progress for the connection's check: what fg_call's checks count as
- * progress for one stream, a DATA frame's worth. */
-#define FRONT_MIN_RELEASED (16u * 1024)
-
-/* Whether <f> has been over its budget for <timeout_us> with nothing
- * moving; keeps the clock. */
-static int front_stuck(struct fg_front *f, uint64_t now_us, uint64_t timeout_us)
-{
-	const struct fg_pipeline_budget *b = &f->budget;
-
-	if (b->held <= f->worker->cfg->limits.connection_buffer) {
-		f->over_since_us = 0;
-		return 0;
-	}
-	if (f->over_since_us == 0 || b->released - f->released_mark >= FRONT_MIN_RELEASED) {
-		f->over_since_us = now_us;
-		f->released_mark = b->released;
-		return 0;
-	}
-	return now_us - f->over_since_us >= timeout_us;
-}
-
 void fg_h2front_check_stalls(struct fg_front *f, uint64_t now_us, uint64_t timeout_us)
 {
 	struct fg_call *call, *next;
 	unsigned cut = 0;
-	int stuck;
 
 	/* a cut call stays on the list until its stream closes; take the next first anyway */
 	for (call = TAILQ_FIRST(&f->calls); call != NULL; call = next) {
 		next = TAILQ_NEXT(call, front_link);
 		cut += (unsigned)fg_call_check_stall(call, now_us, timeout_us);
-	}
-	/* Streams waiting behind a budget whose client takes nothing never
-	 * got bytes to refuse: their stall is the connection's. */
-	if ((stuck = front_stuck(f, now_us, timeout_us))) {
-		uint64_t since = f->over_since_us;
-		for (call = TAILQ_FIRST(&f->calls); call != NULL; call = next) {
-			next = TAILQ_NEXT(call, front_link);
-			cut += (unsigned)fg_call_cut_holding(call, since, now_us);
-		}
-		f->over_since_us = 0;
 	}
 	/* one line per connection and sweep, however many streams a client stalls */
 	if (cut > 0)

@@ -28,8 +28,6 @@ struct fg_front {
 	struct fg_call_list calls;      /* calls whose client stream is on this connection */
 	struct fg_pipeline_budget budget; /* bytes its intercepted calls hold (limits.connection_buffer) */
 	unsigned nstreams;              /* open client streams, for the idle timer */
-	uint64_t over_since_us;         /* since when <budget> is over and nothing moves; 0: not */
-	uint64_t released_mark;         /* <budget.released> then */
 	struct event *idle_ev;          /* armed while <nstreams> is 0 */
 	unsigned draining;              /* GOAWAY (shutdown notice) sent; no new calls */
 	unsigned goaway_final;          /* the real last-stream-id GOAWAY was submitted */
@@ -58,14 +56,7 @@ void fg_h2front_free(struct fg_front *f);
  * on the connection (timeouts.write) to <f>. */
 void fg_h2front_configure(struct fg_front *f, const struct fg_config *cfg);
 
-/*
- * fg_h2front_check_stalls - run fg_call_check_stall() on every call of
- * <f>, then the connection's own check: over limits.connection_buffer for
- * <timeout_us> while its calls released under 16 KiB (its client takes
- * nothing, and streams that wait behind the budget hold bytes that no
- * stream's check can blame on the client), every intercepted stream
- * holding bytes is reset with CANCEL.
- */
+/* fg_h2front_check_stalls - run fg_call_check_stall() on every call of <f>. */
 void fg_h2front_check_stalls(struct fg_front *f, uint64_t now_us, uint64_t timeout_us);
 
 /* fg_h2front_flush - schedule the batched write of whatever the session has to send. */

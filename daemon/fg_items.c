@@ -499,25 +499,34 @@ static int scan_items(struct scan *s, const uint8_t *p, const uint8_t *end, size
 	return 0;
 }
 
+/* The items of <in>[0 .. <len>) into <s>->page: classified under <s>->r,
+ * or only located when it is NULL (no labels read). */
+static int scan_page(struct scan *s, const uint8_t *in, size_t len)
+{
+	const struct fg_items_spec *spec = s->spec;
+
+	s->page->n = 0;
+	s->page->norder = 0;
+	s->page->unmet = 0;
+	if (len > UINT32_MAX)
+		return FG_ETOOBIG;
+	if (!in)
+		in = s->base = (const uint8_t *)"";
+	/* Item mode too: scan_labels follows labels_path[] to its depth. */
+	if (spec->items_depth > FG_ITEMS_MAX_PATH ||
+	    (s->r && (spec->labels_depth == 0 || spec->labels_depth > FG_ITEMS_MAX_PATH)))
+		return bad(s, "bad item spec");
+	if (spec->items_depth == 0)
+		return add_item(s, in, in, in + len);
+	return scan_items(s, in, in + len, 0);
+}
+
 int fg_items_scan(const uint8_t *in, size_t len, const struct fg_items_spec *spec,
                   const struct fg_items_rules *r, struct fg_items_page *page, const char **why)
 {
 	struct scan s = { .spec = spec, .r = r, .page = page, .base = in, .why = why };
 
-	page->n = 0;
-	page->norder = 0;
-	page->unmet = 0;
-	if (len > UINT32_MAX)
-		return FG_ETOOBIG;
-	if (!in)
-		in = s.base = (const uint8_t *)"";
-	/* Item mode too: scan_labels follows labels_path[] to its depth. */
-	if (spec->items_depth > FG_ITEMS_MAX_PATH || spec->labels_depth == 0 ||
-	    spec->labels_depth > FG_ITEMS_MAX_PATH)
-		return bad(&s, "bad item spec");
-	if (spec->items_depth == 0)
-		return add_item(&s, in, in, in + len);
-	return scan_items(&s, in, in + len, 0);
+	return scan_page(&s, in, len);
 }
 
 int fg_items_locate(const uint8_t *in, size_t len, const struct fg_items_spec *spec, struct fg_items_page *page,
@@ -525,18 +534,7 @@ int fg_items_locate(const uint8_t *in, size_t len, const struct fg_items_spec *s
 {
 	struct scan s = { .spec = spec, .page = page, .base = in, .why = why };
 
-	page->n = 0;
-	page->norder = 0;
-	page->unmet = 0;
-	if (len > UINT32_MAX)
-		return FG_ETOOBIG;
-	if (!in)
-		in = s.base = (const uint8_t *)"";
-	if (spec->items_depth > FG_ITEMS_MAX_PATH)
-		return bad(&s, "bad item spec");
-	if (spec->items_depth == 0)
-		return add_item(&s, in, in, in + len);
-	return scan_items(&s, in, in + len, 0);
+	return scan_page(&s, in, len);
 }
 
 /* --- planning ---------------------------------------------------------- */

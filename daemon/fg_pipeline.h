@@ -81,9 +81,6 @@ struct fg_pipeline_ops {
 struct fg_pipeline_budget {
 	uint64_t held;                          /* bytes its pipelines hold now */
 	uint64_t out_held;                      /* of <held>: edited output its peers have not taken */
-	uint64_t released;                      /* bytes its calls stopped holding while they went on
-	                                           (output taken, input edited smaller): how the
-	                                           connection's stall check sees progress */
 	TAILQ_HEAD(, fg_pipeline) calls;        /* its pipelines, oldest first */
 };
 

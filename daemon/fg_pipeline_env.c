@@ -55,7 +55,6 @@ void fg_pipeline_budget_init(struct fg_pipeline_budget *b)
 {
 	b->held = 0;
 	b->out_held = 0;
-	b->released = 0;
 	TAILQ_INIT(&b->calls);
 }
 
@@ -383,9 +382,6 @@ static void budget_count(struct fg_pipeline *pl, uint64_t now, uint64_t out, uns
 		conn_over = b->held > cfg->limits.connection_buffer;
 		/* the output going back under its cap frees the call that goes on */
 		mover_changed |= b->out_held > output_cap(cfg) && b->out_held - pl->accounted_out + out <= output_cap(cfg);
-		/* not what a cut or an end drops: that is no progress */
-		if (now < pl->accounted && !(pl->flags & PL_FINISHED))
-			b->released += pl->accounted - now;
 		b->held = b->held - pl->accounted + now;
 		b->out_held = b->out_held - pl->accounted_out + out;
 	}

@@ -319,7 +319,7 @@ static int start_admin(struct daemon *d)
 /* How often the heaps are looked at, and how many free bytes in them are
  * worth giving back. */
 #define TRIM_EVERY_S 10
-#define TRIM_FREE_MIN (16u << 20)
+#define TRIM_FREE_MIN (8u << 20)
 
 /*
  * Memory a burst left free inside the heaps goes back to the system.

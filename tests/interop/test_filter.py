@@ -1316,6 +1316,24 @@ def test_custom_contract_enum_map_key_not_in_enum(tmp_path, acme_pb):
     assert_error_at(err, path, [(line, col)], ("SADNESS",), "enum key")
 
 
+def held_bytes(admin):
+    """feedguard_intercept_buffered_bytes of the daemon whose admin is <admin>."""
+    _, text = ph.http_get(admin, "/metrics")
+    return int(ph.metric(text, "feedguard_intercept_buffered_bytes") or 0)
+
+
+def open_big_streams(c, ranker, tag, n=64):
+    """<n> StreamPages calls of four 1.6 MB pages each on RawClient <c>;
+    returns their stream ids."""
+    big = page([item(i, labels=["sport"] if i % 7 else ["porn"]) for i in range(65536)])
+    sids = []
+    for i in range(n):
+        cid = ph.call_id("%s-%d" % (tag, i))
+        ranker.script(cid, [big] * 4)
+        sids.append(c.request(STREAM_PAGES, md("13_15", cid), [REQ]))
+    return sids
+
+
 class ConnectionWindowOnly(RawClient):
     """Gives back the connection window for every DATA byte it gets, never a
     stream window: its streams stall one by one while the connection
@@ -1334,9 +1352,10 @@ def test_connection_over_budget_with_nothing_moving_is_cut(fg, ranker):
     others wait behind the budget with their first bytes, never having had
     anything to refuse, so no stream's own check could cut them (they held
     the budget, and the worker's, until the client left, or one batch a
-    timeout).  With the connection over limits.connection_buffer and
-    nothing moving for timeouts.stalled_stream, every intercepted stream
-    holding bytes is reset with CANCEL and the bytes go."""
+    timeout).  A stream that holds bytes while its connection is over
+    limits.connection_buffer, moving under 16 KiB for
+    timeouts.stalled_stream, is reset with CANCEL: all 64 go together, and
+    their bytes."""
     cfg = {"workers": 1, "admin": {"listen": "127.0.0.1:0"},
            "timeouts": {"stalled_stream": "1s"},
            "limits": {"stream_window": "256KiB", "connection_window": "1MiB", "max_concurrent_streams": 64,
@@ -1344,18 +1363,12 @@ def test_connection_over_budget_with_nothing_moving_is_cut(fg, ranker):
     many = FeedRanker(max_workers=80)
     d = fg(filter_policy([(CHILD_BANDS, Rules())], methods=(STREAM_PAGES,)), config=cfg, upstream=many.addr)
     admin = ph.admin_addr(d)
-    big = page([item(i, labels=["sport"] if i % 7 else ["porn"]) for i in range(65536)])
 
     def held():
-        _, text = ph.http_get(admin, "/metrics")
-        return int(ph.metric(text, "feedguard_intercept_buffered_bytes") or 0)
+        return held_bytes(admin)
     c = ConnectionWindowOnly(d.addr, timeout=tf(10), ack_data=False)
     try:
-        sids = []
-        for i in range(64):
-            cid = ph.call_id("stuck-%d" % i)
-            many.script(cid, [big] * 4)
-            sids.append(c.request(STREAM_PAGES, md("13_15", cid), [REQ]))
+        sids = open_big_streams(c, many, "stuck")
         end = time.monotonic() + tf(2)
         peak = 0
         while time.monotonic() < end and peak <= (4 << 20):
@@ -1390,18 +1403,12 @@ def test_overloaded_worker_cuts_stalls_sooner(fg, ranker):
     many = FeedRanker(max_workers=80)
     d = fg(filter_policy([(CHILD_BANDS, Rules())], methods=(STREAM_PAGES, RANK)), config=cfg, upstream=many.addr)
     admin = ph.admin_addr(d)
-    big = page([item(i, labels=["sport"] if i % 7 else ["porn"]) for i in range(65536)])
 
     def held():
-        _, text = ph.http_get(admin, "/metrics")
-        return int(ph.metric(text, "feedguard_intercept_buffered_bytes") or 0)
+        return held_bytes(admin)
     c = RawClient(d.addr, timeout=tf(10), ack_data=False)
     try:
-        sids = []
-        for i in range(64):
-            cid = ph.call_id("overload-%d" % i)
-            many.script(cid, [big] * 4)
-            sids.append(c.request(STREAM_PAGES, md("13_15", cid), [REQ]))
+        sids = open_big_streams(c, many, "overload")
         c.wait(lambda: held() > (8 << 20), tf(5), "the worker to go past its worker_buffer")
         c.wait(lambda: all(c.streams[s].reset is not None for s in sids), tf(8),
                "the streams of the client that reads nothing to be reset (%d of 64)"
