@@ -1095,10 +1095,8 @@ static int call_budget_stalled(struct fg_call *call, uint64_t now_us, uint64_t t
 
 int fg_call_check_stall(struct fg_call *call, uint64_t now_us, uint64_t timeout_us)
 {
-	size_t held;
-
-	size_t queued = fg_bufq_len(&call->resp_body) +
-	                (call->pl ? fg_pipeline_held(call->pl, FG_STAGE_RESPONSE) : 0);
+	size_t held, queued = fg_bufq_len(&call->resp_body) +
+	                      (call->pl ? fg_pipeline_held(call->pl, FG_STAGE_RESPONSE) : 0);
 
 	if (call_req_stalled(call, now_us, timeout_us)) {
 		call_cut_stalled(call, "request", fg_pipeline_held(call->pl, FG_STAGE_REQUEST),

@@ -187,7 +187,8 @@ void fg_call_on_up_lost(struct fg_call *call, const char *why);
  * fg_call_check_stall - the stalled-stream check (timeouts.stalled_stream),
  * run by the worker's sweep on every call of a client connection.  A call
  * whose started response has bytes queued for the client, of which the
- * client took none between sweeps for <timeout_us> while its stream or
+ * client took under 16 KiB (a DATA frame's worth: a window opened a few
+ * bytes at a time is no progress) for <timeout_us> while its stream or
  * connection window was shut, is cut: its client stream is reset with
  * CANCEL, its upstream stream cancelled, its queued bytes dropped (so a
  * client that grants no window cannot pin a stream window of memory per
@@ -196,7 +197,7 @@ void fg_call_on_up_lost(struct fg_call *call, const char *why);
  * never cut.  The same for the request of an intercepted call stopped in
  * the middle of a message (its bytes count against the buffer budgets
  * until the message completes): when the client could send the rest (its
- * windows are open) and sends nothing for <timeout_us>, the call is cut.
+ * windows are open) and sends under 16 KiB for <timeout_us>, the call is cut.
  * And an intercepted call that holds bytes while its connection is over
  * limits.connection_buffer, moving under 16 KiB either way for
  * <timeout_us>: streams waiting behind a budget whose client takes
