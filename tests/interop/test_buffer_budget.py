@@ -403,3 +403,81 @@ def test_request_stopped_mid_message_is_cut(fg):
         assert_ok_echo(raw_call(c, INTERCEPTED, req), ep.stripped(req), "a call after the cut")
     finally:
         c.close()
+
+
+# ---------------------------------------------------------------- 5. untrusted clients
+
+# README, "Clients you do not trust": the block it recommends.
+UNTRUSTED = {"limits": {"max_concurrent_streams": 100, "stream_window": "64KiB", "connection_window": "1MiB",
+                        "max_header_list_size": "16KiB"},
+             "timeouts": {"stalled_stream": "30s"}}
+UNTRUSTED_S, UNTRUSTED_W = 100, 64 * KiB
+
+
+def test_untrusted_client_limits_serve_big_messages(fg):
+    """The README's limits for untrusted clients (64 KiB stream windows,
+    1 MiB connection windows) still carry the biggest messages a call may
+    have: three concurrent 3 MiB intercepted calls come back edited, and a
+    pass-through stream of two 3 MiB messages arrives whole."""
+    d = fg(UNTRUSTED)
+    reqs = []
+    for i in range(3):
+        r = small_request(i)
+        r.user.user_id = ("call-%d-" % i) + "x" * (3 * MiB)
+        reqs.append(r)
+    with channel(d.addr) as ch:
+        f = ch.unary_unary(INTERCEPTED)
+        futs = [f.future(r.SerializeToString(), metadata=md(), timeout=tf(30)) for r in reqs]
+        stream = ch.unary_stream(PASSTHROUGH)(b"x", metadata=md() + [("x-sizes", "%d,%d" % (3 * MiB, 3 * MiB))],
+                                              timeout=tf(30))
+        try:
+            got = [len(m) for m in stream]
+        except grpc.RpcError as e:
+            pytest.fail("pass-through stream under the untrusted limits: %s %r" % (e.code(), e.details()),
+                        pytrace=False)
+        assert got == [3 * MiB, 3 * MiB], "pass-through stream: message sizes %r" % got
+        for i, (r, fut) in enumerate(zip(reqs, futs)):
+            try:
+                resp = fut.result()
+            except grpc.RpcError as e:
+                pytest.fail("3 MiB call %d under the untrusted limits: %s %r" % (i, e.code(), e.details()),
+                            pytrace=False)
+            assert resp == ep.stripped(r), "call %d: the response is not its edited request" % i
+
+
+def test_untrusted_client_limits_bound_a_client_that_reads_nothing(fg):
+    """A client that opens max_concurrent_streams pass-through streams of
+    large responses and never reads: with the README's limits for untrusted
+    clients feedguardd holds about S x W (100 x 64 KiB), where the defaults
+    (1000 streams, 1 MiB windows) let it hold 100 MiB on these 100 streams;
+    and the ranker's connection, shared with other clients, keeps serving
+    them meanwhile."""
+    d = fg(UNTRUSTED)
+    c = RawClient(d.addr, timeout=tf(10), ack_data=False)
+    try:
+        warm_up(c)
+        before = settled_rss(d.pid)
+        sids = [c.request(PASSTHROUGH, md() + [("x-count", "4"), ("x-size", str(MiB))], [b"x"])
+                for _ in range(UNTRUSTED_S)]
+        # what the client's own windows took (64 KiB a stream, 64 KiB in all: it
+        # never acknowledges), then nothing more moves
+        c.wait(lambda: c.received_bytes >= 60 * KiB, tf(10), "the first response bytes")
+        after = settled_rss(d.pid)
+        growth = (after - before) * KiB
+        bound = (UNTRUSTED_S * UNTRUSTED_W + 8 * MiB) * rss_factor(d.pid)
+        print("rss %.1f -> %.1f MiB with %d streams unread" % (before / KiB, after / KiB, len(sids)))
+        assert growth < bound, \
+            "feedguardd grew by %.1f MiB (RSS %.1f -> %.1f MiB) for %d pass-through streams whose client " \
+            "reads nothing; bound %.1f MiB (S x W = %d x %d KiB, + 8 MiB slack)" \
+            % (growth / MiB, before / KiB, after / KiB, len(sids), bound / MiB, UNTRUSTED_S, UNTRUSTED_W // KiB)
+        with channel(d.addr) as ch:
+            try:
+                msgs = list(ch.unary_stream(PASSTHROUGH)(b"y", metadata=md() + [("x-count", "2"),
+                                                                                  ("x-size", str(MiB))],
+                                                         timeout=tf(10)))
+            except grpc.RpcError as e:
+                pytest.fail("another client, beside the one reading nothing: %s %r" % (e.code(), e.details()),
+                            pytrace=False)
+            assert [len(m) for m in msgs] == [MiB, MiB]
+    finally:
+        c.close()
