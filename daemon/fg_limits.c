@@ -131,6 +131,9 @@ static void decide_quiet(const struct fg_policy_limits *l, const struct fg_limit
 		return;
 	if (c->in_quiet) {
 		if (quiet_used >= l->quiet_allowance_ms) {
+			/* the app can say the allowance is spent, not only that it is night */
+			if (l->quiet_allowance_ms > 0)
+				v->quiet_left_ms = 0;
 			fire(v, FG_POLICY_R_QUIET, l->quiet_action, FG_POLICY_N_QUIET_HOURS);
 			return;
 		}

@@ -105,3 +105,15 @@ const char *fg_log_quote(char *buf, size_t len, const char *s)
 	buf[o] = '\0';
 	return buf;
 }
+
+int fg_log_limit_take(struct fg_log_limit *l, uint64_t now_us, uint64_t period_us, uint64_t *unlogged)
+{
+	if (l->logged_us && now_us - l->logged_us < period_us) {
+		l->unlogged++;
+		return 0;
+	}
+	*unlogged = l->unlogged;
+	l->logged_us = now_us ? now_us : 1;
+	l->unlogged = 0;
+	return 1;
+}

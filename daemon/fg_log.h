@@ -13,6 +13,7 @@
 #define FG_LOG_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "fg_config.h"
 
 /* fg_log_set_level - lines below <level> are dropped from now on.  Any thread. */
@@ -41,6 +42,26 @@ const char *fg_log_quote(char *buf, size_t len, const char *s);
  * Lines over 4 KiB are truncated.  Any thread.
  */
 void fg_log_to(int fd, const char *event, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/*
+ * A line a client can provoke at will (a connection refused, a bad answer
+ * at the clients' rate) goes through a limit: at most one line per period,
+ * and the next line says how many were not written, so a flood costs a
+ * line a period, not a line per event.  One per call site and worker:
+ * never shared between threads.
+ */
+struct fg_log_limit {
+	uint64_t logged_us;         /* when the last line went; 0: never */
+	uint64_t unlogged;          /* events since, not written */
+};
+
+/*
+ * fg_log_limit_take - 1 when an event at <now_us> may be written (at most
+ * one per <period_us>): <*unlogged> is then the count of events not written
+ * since the previous line, and the count starts again.  0 when it must not
+ * (counted).
+ */
+int fg_log_limit_take(struct fg_log_limit *l, uint64_t now_us, uint64_t period_us, uint64_t *unlogged);
 
 #define fg_log_debug(ev, ...) do { if (fg_log_enabled(FG_LOG_DEBUG)) fg_log(FG_LOG_DEBUG, ev, __VA_ARGS__); } while (0)
 

@@ -550,9 +550,13 @@ static int fail_mode(struct fg_pipeline *pl, struct gate_call *g, unsigned reaso
 /* --- an open stream meets a rule ------------------------------------------ */
 
 /* The verdict's figures as of now: the call's own time so far is use. */
-static void advance(struct gate_call *g)
+/* The verdict's figures as of now, at least <min_el> ms into the call. */
+static void advance(struct gate_call *g, int64_t min_el)
 {
 	int64_t el = elapsed_ms(g);
+
+	if (el < min_el)
+		el = min_el;
 
 	g->v.used_ms += el;
 	g->v.session_ms += el;
@@ -578,7 +582,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 		arm_timer(g);
 		return;
 	}
-	advance(g);             /* the figures of the message, as of now */
+	/* the figures of the message, as of now and at least of the event: a
+	 * timer that fires a millisecond early (or the clock's rounding) must
+	 * not end a stream with "29 of 30 minutes used" */
+	advance(g, e->at_ms - g->start_ms);
 	g->extra_notices |= 1u << e->notice;
 	answer(pl, g, e->rule, e->action);
 }
@@ -870,7 +877,7 @@ static enum fg_stage_rc account_response_end(struct fg_stage_ctx *c, struct fg_h
 		evtimer_del(gs->timer);
 	/* A stream's trailers tell its figures as of its end. */
 	if (g && g->decided && !g->told && fg_pipeline_streaming_response(c->pl))
-		advance(g);
+		advance(g, 0);
 	if (g && g->decided)
 		tell(c->pl, g, notices_now(c->call, g));
 	return FG_STAGE_CONTINUE;
@@ -914,10 +921,23 @@ static int cap_gap_only(const struct gate_call *g)
 	return g->answered && !g->delivered && !g->failed && g->decided && g->answer_rule == FG_POLICY_R_DAILY;
 }
 
+/*
+ * Likewise quiet hours with an allowance: the gap before their answer
+ * spent the night's allowance, and unwritten it would be spent again only
+ * after the next page (a user asking every few minutes got every other
+ * page).  Written to the night's quiet use only: a child whose app keeps
+ * asking all night is not charged the night as daily feed time.
+ */
+static int quiet_gap_only(const struct gate_call *g)
+{
+	return g->answered && !g->delivered && !g->failed && g->decided && g->answer_rule == FG_POLICY_R_QUIET &&
+	       g->l->quiet_allowance_ms > 0;
+}
+
 /* What the call delivered goes to the state, in one write: its time (a
  * call the gate answered, or that failed without delivering anything, is
- * not use; the daily cap's answer writes the gap before it) and the
- * exposure counters the filter counted. */
+ * not use; the daily cap's answer writes the gap before it, quiet hours'
+ * the gap's quiet part) and the exposure counters the filter counted. */
 static void account_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
 {
 	struct gate_call *g = fg_pipeline_stage_state(c->pl, &fg_stage_gate);
@@ -932,16 +952,17 @@ static void account_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
 		evtimer_del(g->timer);
 	if (!g || !g->l || !c->call->user[0] || !g->w->state)
 		return;
-	if (!g->delivered && !cap_gap_only(g) && (g->answered || end->status != FG_GRPC_OK))
+	if (!g->delivered && !cap_gap_only(g) && !quiet_gap_only(g) && (g->answered || end->status != FG_GRPC_OK))
 		return;
 	if (!(op = op_get(g->w))) {
 		count_failure(c->call->pol, c->call->slot, c->call->band, FG_POLICY_S_BUSY, FG_POLICY_S_UPDATE);
 		return;
 	}
-	counted = cap_gap_only(g) ? 0 : elapsed_ms(g);
+	counted = cap_gap_only(g) || quiet_gap_only(g) ? 0 : elapsed_ms(g);
 	end_clock(g, g->start_ms + counted, &clk);
 	fg_stage_record_counted(c->call->rec, counted);
 	fg_limits_update(g->l, &clk, g->start_ms, &u);
+	u.quiet_only = quiet_gap_only(g);
 	who_of(g, keys, &u.who);
 	u.counts = c->call->exposure_delivered;
 	op->kind = OP_UPDATE;

@@ -46,6 +46,16 @@
  *     7. each exposure counter named in <classes> += its count;
  *     8. the record expires <ttl_ms> from now (the time it can matter:
  *        until the day and the night end, plus the idle gap).
+ *     With <quiet_only> (the answer of quiet hours whose allowance is
+ *     spent: no feed delivered, but the gap before it was the use that
+ *     spent it) only this, so that the night's use stays spent however
+ *     long the user waits between calls: step 1; then, unless the record's
+ *     night is later than <night>, when it has a <last_ms> and start_ms -
+ *     last_ms <= <idle_gap_ms>, quiet (restarted at 0 for a new night) +=
+ *     length of [last_ms, end_ms] inside [quiet_from_ms, quiet_to_ms), night
+ *     = <night>, and step 8.  Nothing else changes (active time, the
+ *     session, last_ms, counters), and nothing is written when nothing is
+ *     added.
  *     Lengths are clamped at 0; counters saturate at FG_STATE_VALUE_MAX
  *     rather than wrap.  A class named twice in <classes> is added twice.
  *     An update that fails with FG_ETIMEOUT may still have been applied
@@ -119,6 +129,7 @@ struct fg_state_update {
 	int64_t day, day_start_ms;
 	int64_t night, quiet_from_ms, quiet_to_ms;
 	int64_t ttl_ms;             /* > 0 */
+	unsigned quiet_only;        /* 1: a quiet-hours answer's gap only (see the top of this file) */
 };
 
 /* fg_state_read_cb - the result of a read: <rc> 0 and the record in <u>

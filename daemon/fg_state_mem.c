@@ -359,6 +359,28 @@ static void move_to(struct fg_state_mem *m, struct mem_rec **slot, const char *k
  * failed update changes nothing (expired records aside), as a Redis
  * script that errors before writing.
  */
+/* A quiet-only update (fg_state.h) on the record at <slot> (NULL: none). */
+static void quiet_only(struct fg_state_mem *m, struct mem_rec **slot, int later, const char *key0,
+                       const struct fg_state_update *u)
+{
+	struct mem_rec *r = slot ? *slot : NULL;
+	int64_t add;
+
+	if (r && later)
+		move_to(m, slot, key0);
+	if (!r || r->night > u->night || !r->last_ms || u->start_ms - r->last_ms > u->idle_gap_ms ||
+	    u->quiet_to_ms <= u->quiet_from_ms)
+		return;
+	add = span(max64(r->last_ms, u->quiet_from_ms), min64(u->end_ms, u->quiet_to_ms));
+	if (add == 0)
+		return;
+	if (r->night < u->night)
+		r->quiet_ms = 0;
+	r->night = u->night;
+	r->quiet_ms = sat_add(r->quiet_ms, add);
+	r->expire_ms = m->now_ms > INT64_MAX - u->ttl_ms ? INT64_MAX : m->now_ms + u->ttl_ms;
+}
+
 static int mem_update(struct fg_state *s, const struct fg_state_update *u, fg_state_done_cb *cb, void *arg)
 {
 	struct fg_state_mem *m = mem_of(s);
@@ -368,6 +390,11 @@ static int mem_update(struct fg_state *s, const struct fg_state_update *u, fg_st
 
 	make_key(m, u->who.keys[0], key0);
 	slot = find_user(m, &u->who, &later);
+	if (u->quiet_only) {
+		quiet_only(m, slot, later, key0, u);
+		cb(arg, 0);
+		return 0;
+	}
 	rc = slot ? 0 : make_room(m, key0, &r);
 	if (rc < 0)
 		goto out_result;

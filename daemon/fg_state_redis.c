@@ -18,7 +18,7 @@
 #define KEY_MAX (FG_STATE_PREFIX_MAX + 2 + FG_KEYRING_PSEUDONYM_MAX)
 #define NUM_MAX 24                      /* an int64 in decimal, its sign and NUL */
 #define READ_FIELDS 6                   /* last sess day act night qact, then the x: fields */
-#define UPDATE_NUMBERS 9                /* the update's ARGV before the class, count pairs */
+#define UPDATE_NUMBERS 10               /* the update's ARGV before the class, count pairs */
 #define ARGS_MAX (FG_STATE_MAX_KEYS + UPDATE_NUMBERS + 2 * FG_STATE_MAX_CLASSES)
 #define BAD_ANSWER_LOG_US 1000000ULL      /* state_redis_answer lines: at most one a second per worker */
 
@@ -51,7 +51,8 @@ static const char read_lua[] =
 /*
  * update: fg_state.h's steps 1-8.  KEYS are the user's keys, newest
  * first; ARGV start, end, idle_gap, day, day_start, night, quiet_from,
- * quiet_to, ttl, then class, count pairs.  Returns 1.
+ * quiet_to, ttl, quiet_only (0 or 1), then class, count pairs.  Returns 1
+ * (0: a quiet-only update that had nothing to add).
  *
  * Every check comes before the first write (Redis does not roll a failed
  * script back).  Numbers go to redis.call as Lua numbers, which Redis
@@ -65,11 +66,11 @@ static const char read_lua[] =
 static const char update_lua[] =
 	"local MAX = 9007199254740991\n"
 	"local a = {}\n"
-	"for i = 1, 9 do a[i] = tonumber(ARGV[i]) end\n"
-	"local st, en, gap, day, dstart, night, qf, qt, ttl = unpack(a)\n"
-	"local nx = (#ARGV - 9) / 2\n"
+	"for i = 1, 10 do a[i] = tonumber(ARGV[i]) end\n"
+	"local st, en, gap, day, dstart, night, qf, qt, ttl, qonly = unpack(a)\n"
+	"local nx = (#ARGV - 10) / 2\n"
 	"local f = {'last', 'sess', 'day', 'act', 'night', 'qact'}\n"
-	"for i = 1, nx do f[6 + i] = 'x:' .. ARGV[8 + 2 * i] end\n"
+	"for i = 1, nx do f[6 + i] = 'x:' .. ARGV[9 + 2 * i] end\n"
 	"local src\n"
 	"for k = 1, #KEYS do\n"
 	"  if redis.call('EXISTS', KEYS[k]) == 1 then src = KEYS[k] break end\n"
@@ -90,6 +91,16 @@ static const char update_lua[] =
 	"local k = KEYS[1]\n"
 	"if src and src ~= k then redis.call('RENAME', src, k) end\n"
 	"local last, sess, act, qact = v[1], v[2] or 0, v[4] or 0, v[6] or 0\n"
+	"local function span(b, e) if e > b then return e - b end return 0 end\n"
+	"if qonly == 1 then\n"
+	"  if (v[5] and v[5] > night) or not last or st - last > gap or qt <= qf then return 0 end\n"
+	"  if v[5] ~= night then qact = 0 end\n"
+	"  local add = span(math.max(last, qf), math.min(en, qt))\n"
+	"  if add == 0 then return 0 end\n"
+	"  redis.call('HSET', k, 'night', night, 'qact', math.min(MAX, qact + add))\n"
+	"  redis.call('PEXPIRE', k, ttl)\n"
+	"  return 1\n"
+	"end\n"
 	"if v[3] and v[3] > day then day = v[3]\n"
 	"elseif v[3] ~= day then\n"
 	"  act = 0\n"
@@ -100,7 +111,6 @@ static const char update_lua[] =
 	"elseif v[5] ~= night then qact = 0 end\n"
 	"local from = last\n"
 	"if not last or st - last > gap then from = st sess = st end\n"
-	"local function span(b, e) if e > b then return e - b end return 0 end\n"
 	"act = math.min(MAX, act + span(math.max(from, dstart), en))\n"
 	"if qt > qf then qact = math.min(MAX, qact + span(math.max(from, qf), math.min(en, qt))) end\n"
 	"if not last or en > last then last = en end\n"
@@ -109,7 +119,7 @@ static const char update_lua[] =
 	"for i = 1, nx do\n"
 	"  local name = f[6 + i]\n"
 	"  if x[name] == nil then order[#order + 1] = name x[name] = v[6 + i] or 0 end\n"
-	"  x[name] = math.min(MAX, x[name] + tonumber(ARGV[9 + 2 * i]))\n"
+	"  x[name] = math.min(MAX, x[name] + tonumber(ARGV[10 + 2 * i]))\n"
 	"end\n"
 	"for _, name in ipairs(order) do out[#out + 1] = name out[#out + 1] = x[name] end\n"
 	"redis.call('HSET', k, unpack(out))\n"
@@ -140,8 +150,7 @@ struct fg_state_redis {
 	unsigned read_script, update_script;
 	struct state_op *free_ops;      /* as many as were ever in flight at once */
 	char prefix[FG_STATE_PREFIX_MAX + 1];
-	uint64_t bad_logged_us;         /* fg_clock time of the last state_redis_answer line */
-	uint64_t bad_unlogged;          /* bad answers since that line, not logged */
+	struct fg_log_limit bad_log;    /* state_redis_answer lines */
 };
 
 /* One command's arguments, built on the stack. */
@@ -295,17 +304,13 @@ static void log_bad_answer(struct fg_state_redis *s, enum op_kind kind, const st
 {
 	char q[160], word[64];
 	const char *e = res->kind == FG_REDIS_R_ERROR && res->str ? res->str : "";
-	uint64_t now = fg_clock_now_us();
+	uint64_t unlogged;
 
-	if (s->bad_logged_us && now - s->bad_logged_us < BAD_ANSWER_LOG_US) {
-		s->bad_unlogged++;
+	if (!fg_log_limit_take(&s->bad_log, fg_clock_now_us(), BAD_ANSWER_LOG_US, &unlogged))
 		return;
-	}
 	snprintf(word, sizeof(word), "%.*s", (int)strcspn(e, " "), e);
 	fg_log(FG_LOG_WARN, "state_redis_answer", "op=%s kind=%d error=%s unlogged=%" PRIu64, op_name(kind),
-	       (int)res->kind, fg_log_quote(q, sizeof(q), word), s->bad_unlogged);
-	s->bad_logged_us = now;
-	s->bad_unlogged = 0;
+	       (int)res->kind, fg_log_quote(q, sizeof(q), word), unlogged);
 }
 
 static void reply_cb(void *arg, const struct fg_redis_result *res)
@@ -319,7 +324,7 @@ static void reply_cb(void *arg, const struct fg_redis_result *res)
 	if (rc == 0 && o.kind == OP_READ)
 		rc = parse_read(res, o.nclasses, &u);
 	else if (rc == 0 && o.kind == OP_UPDATE)
-		rc = res->kind == FG_REDIS_R_INT && res->integer == 1 ? 0 : FG_EPROTO;
+		rc = res->kind == FG_REDIS_R_INT && (res->integer == 1 || res->integer == 0) ? 0 : FG_EPROTO;
 	else if (rc == 0)
 		rc = res->kind == FG_REDIS_R_INT ? 0 : FG_EPROTO;
 	if (rc == FG_EPROTO)
@@ -395,7 +400,8 @@ static int redis_update(struct fg_state *base, const struct fg_state_update *u, 
 	struct state_op *op = op_get(s, OP_UPDATE, arg);
 	struct args a = { .argc = 0 };
 	const int64_t nums[UPDATE_NUMBERS] = { u->start_ms, u->end_ms, u->idle_gap_ms, u->day, u->day_start_ms,
-	                                       u->night, u->quiet_from_ms, u->quiet_to_ms, u->ttl_ms };
+	                                       u->night, u->quiet_from_ms, u->quiet_to_ms, u->ttl_ms,
+	                                       u->quiet_only ? 1 : 0 };
 
 	if (!op)
 		return FG_ENOMEM;

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -129,14 +130,22 @@ static void ctl_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* connection_refused lines: at most one a second per worker */
+#define REFUSED_LOG_US 1000000ULL
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
                       void *arg)
 {
 	struct fg_worker *w = arg;
 
+	uint64_t unlogged;
+
 	if (w->draining || w->nfronts >= (unsigned)w->cfg->limits.max_connections) {
-		fg_log(FG_LOG_WARN, "connection_refused", "worker=%d connections=%u limit=%d", w->id,
-		       w->nfronts, w->cfg->limits.max_connections);
+		/* a client that reconnects in a loop is counted, and logged once a
+		 * second (README, Logs: what a client can make feedguardd write) */
+		if (fg_log_limit_take(&w->refused_log, fg_clock_now_us(), REFUSED_LOG_US, &unlogged))
+			fg_log(FG_LOG_WARN, "connection_refused", "worker=%d connections=%u limit=%d unlogged=%" PRIu64,
+			       w->id, w->nfronts, w->cfg->limits.max_connections, unlogged);
 		fg_metrics_add(&w->metrics.connections_refused, 1);
 		close(fd);
 		return;

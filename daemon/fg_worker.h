@@ -20,6 +20,7 @@
 #include "fg_call.h"
 #include "fg_config.h"
 #include "fg_h2conn.h"
+#include "fg_log.h"
 #include "fg_mempool.h"
 #include "fg_metrics.h"
 
@@ -63,6 +64,7 @@ struct fg_worker {
 	struct event *ctl_ev;
 	struct event *drain_ev;             /* drain deadline */
 	unsigned draining;
+	struct fg_log_limit refused_log;    /* connection_refused lines */
 	int access_fd;                      /* log.access_log opened by this worker (O_APPEND); -1 when off */
 	int note_fd;                        /* main's pipe for enum fg_worker_note bytes; -1 for none */
 	struct fg_pipeline_env *pipelines;  /* pooled pipelines and the stages' per-worker state */

@@ -797,8 +797,23 @@ def test_quiet_hours_allowance(fg, redis):
         else:
             check(r, hhmm, st={"quiet_left": left}, notices=["quiet-hours"], items=PAGE_IDS)
             assert "quiet_in" not in r.st, "warn_before 0: no quiet_in; %s" % r.st
+    act = hget(d, uid, "act")
     r = rank(d, uid, t("22:23"))
-    check(r, "22:23 (23 minutes used inside quiet hours)", notices=["quiet-hours"], empty=True)
+    check(r, "22:23 (23 minutes used inside quiet hours)", st={"quiet_left": 0}, notices=["quiet-hours"],
+          empty=True)
+    # The allowance stays spent for the night however the user spaces the
+    # calls: the answer wrote the gap that spent it (22:19-22:23), to the
+    # night's quiet use only. Before, 22:27 (8 minutes after the last page,
+    # past idle_gap) was served and every other call after it.
+    poll_until(lambda: hget(d, uid, "qact") == 23 * 60000, tf(5),
+               "qact 23 minutes after the answer at 22:23 (now %s)" % hget(d, uid, "qact"))
+    for hhmm in ("22:27", "22:31", "22:50", "23:59", "06:58"):
+        plus = 1 if hhmm < "12:00" else 0
+        check(rank(d, uid, t(hhmm, plus)), hhmm + " (the allowance spent)", st={"quiet_left": 0},
+              notices=["quiet-hours"], empty=True)
+    assert hget(d, uid, "act") == act, "the night's answers were charged as daily feed time: act %s, " \
+        "was %s" % (hget(d, uid, "act"), act)
+    check(rank(d, uid, t("07:01", plus=1)), "07:01 (quiet hours over)", notices=[], items=PAGE_IDS)
     r = rank(d, uid, t("22:05", plus=1))
     check(r, "22:05 the next night", st={"quiet_left": 20}, notices=["quiet-hours"], items=PAGE_IDS)
 
@@ -1077,10 +1092,12 @@ def test_open_stream_is_ended_when_a_rule_fires(fg, redis, case):
         return
     assert 1.5 <= r.elapsed <= latest, "%s: the stream ended after %.2f s, expected about 2 s (%r)" \
         % (what, r.elapsed, r)
-    if action == "deny":
+    if action == "deny" and rule.startswith("daily"):
+        # the figures as of the cap, never a millisecond short of it ("0 of 1")
+        check(r, what, code=EXHAUSTED, details=daily_message(1, 1), st={"used": 1, "left": 0}, notices=[notice])
+    elif action == "deny":
         check(r, what, code=EXHAUSTED, notices=[notice])
-        assert r.details.startswith("daily feed time limit reached: " if rule.startswith("daily")
-                                    else "time for a break: "), r.details
+        assert r.details.startswith("time for a break: "), r.details
     else:
         check(r, what, code=OK, notices=[notice])
     got = r.items

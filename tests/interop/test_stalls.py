@@ -578,3 +578,49 @@ def test_heap_memory_goes_back_after_a_burst_of_large_headers(middle):
                    % (before, harness.rss_kib(m.pid)))
     finally:
         dead.close()
+
+
+# ------------------------------------------------------------------ log output
+
+REFUSED_CONNECTIONS = "feedguard_client_connections_refused_total"
+
+
+def refused_lines(m):
+    return [l for l in m.stderr().splitlines() if "event=connection_refused" in l]
+
+
+@pytest.mark.proxy_only
+def test_refused_connections_are_logged_once_a_second(middle, upstream):
+    """A client that reconnects in a loop past limits.max_connections: each
+    connection is closed and counted, but the log gets one
+    connection_refused line a second per worker (README, Logs), and the
+    next line says how many it left out: a client cannot make feedguardd
+    write a line per connection it opens."""
+    m = middle(upstream.addr, deep_merge(CONFIG, {"workers": 1, "limits": {"max_connections": 1}}))
+    keep = RawClient(m.addr, timeout=tf(10))
+    try:
+        assert_unary_ok(unary_on(keep, b"the one connection allowed"), b"the one connection allowed")
+        host, port = m.addr.rsplit(":", 1)
+        t0 = time.monotonic()
+        for _ in range(300):
+            socket.create_connection((host, int(port)), timeout=tf(5)).close()
+        poll_until(lambda: scrape(m, REFUSED_CONNECTIONS) == 300, tf(5),
+                   "%s to reach 300 (now %s)" % (REFUSED_CONNECTIONS, scrape(m, REFUSED_CONNECTIONS)))
+        spent = time.monotonic() - t0
+        lines = refused_lines(m)
+        assert 1 <= len(lines) <= 2 + int(spent), "%d connection_refused lines for 300 refused connections " \
+            "in %.1f s: at most one a second" % (len(lines), spent)
+        assert "unlogged=0" in lines[0], lines[0]
+        # a second later, the next refusal is logged with the count left out
+        n = 300
+        while len(refused_lines(m)) == len(lines):
+            assert time.monotonic() - t0 < spent + tf(5), "no second connection_refused line"
+            socket.create_connection((host, int(port)), timeout=tf(5)).close()
+            n += 1
+            poll_until(lambda: scrape(m, REFUSED_CONNECTIONS) == n, tf(5), "refusal %d counted" % n)
+        lines = refused_lines(m)
+        unlogged = [int(l.split("unlogged=")[1].split()[0]) for l in lines]
+        assert unlogged[-1] > 0 and len(lines) + sum(unlogged) == n, "%d refusals, %d lines saying unlogged=%s: " \
+            "every refusal is either logged or counted in the next line" % (n, len(lines), unlogged)
+    finally:
+        keep.close()

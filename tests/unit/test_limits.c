@@ -275,6 +275,8 @@ static void test_quiet_allowance(void **state)
 	u.quiet_ms = 14 * MIN;
 	fg_limits_decide(&l, &clk, &u, &v);
 	assert_int_equal(v.action, FG_POLICY_ACT_DENY);
+	/* spent: the app is told so (quiet_left=0), not only that it is night */
+	assert_int_equal(v.quiet_left_ms, 0);
 	assert_true(fg_limits_message(&l, &v, FG_POLICY_R_QUIET, "Europe/London", msg, sizeof(msg)) > 0);
 	assert_string_equal(msg, "quiet hours until 07:00 (Europe/London)");
 	/* the next night starts afresh */

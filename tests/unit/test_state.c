@@ -59,6 +59,7 @@ static const char *const classes[NCLASSES] = { "video", "ads" };
 
 enum vop {
 	V_UPDATE,       /* update with <keys>, then read with <keys> */
+	V_QUIET,        /* a quiet-only update (a quiet-hours answer) with <keys>, then read */
 	V_READ,         /* read with <keys> */
 	V_ERASE,        /* erase <keys>, then read with <keys> */
 	V_TTL,          /* the record under keys[0] expires TTL_MS after the last update */
@@ -132,6 +133,26 @@ static const struct vec vecs[] = {
 	  { 1, 860, 0, D, 860, N + 1, 0, { 0, 0 } } },
 	{ "night", V_UPDATE, "A", { 880, 940, DAY_D, N + 1, 900, 900, { 0, 0 } }, { 1, 940, 0, D, 940, N + 1, 0, { 0, 0 } } },
 	{ "night", V_UPDATE, "A", { 950, 990, DAY_D, N + 1, 980, 960, { 0, 0 } }, { 1, 990, 0, D, 990, N + 1, 0, { 0, 0 } } },
+
+	/* Quiet-hours answers (quiet [30 s, 6000 s)): the gap before one
+	 * counts to the night's quiet time only (act, last and the session
+	 * stay); past the idle gap, or with no record, nothing is written; a
+	 * new night restarts quiet time; a record of a later night is kept. */
+	{ "quiet_answer", V_UPDATE, "A", { 0, 60, DAY_D, N, 30, 6000, { 1, 0 } },
+	  { 1, 60, 0, D, 60, N, 30, { 1, 0 } } },
+	{ "quiet_answer", V_QUIET, "A", { 200, 200, DAY_D, N, 30, 6000, { 0, 0 } },
+	  { 1, 60, 0, D, 60, N, 170, { 1, 0 } } },
+	{ "quiet_answer", V_QUIET, "A", { 361, 361, DAY_D, N, 30, 6000, { 0, 0 } },
+	  { 1, 60, 0, D, 60, N, 170, { 1, 0 } } },
+	{ "quiet_answer", V_QUIET, "A", { 300, 300, DAY_D, N + 1, 280, 6000, { 0, 0 } },
+	  { 1, 60, 0, D, 60, N + 1, 20, { 1, 0 } } },
+	{ "quiet_answer", V_QUIET, "A", { 300, 300, DAY_D, N, 30, 6000, { 0, 0 } },
+	  { 1, 60, 0, D, 60, N + 1, 20, { 1, 0 } } },
+	{ "quiet_answer", V_QUIET, "A", { 100, 100, DAY_D, N + 1, 6000, 9000, { 0, 0 } },
+	  { 1, 60, 0, D, 60, N + 1, 20, { 1, 0 } } },
+	{ "quiet_answer", V_UPDATE, "A", { 320, 330, DAY_D, N + 1, 280, 6000, { 0, 0 } },
+	  { 1, 330, 0, D, 330, N + 1, 70, { 1, 0 } } },
+	{ "quiet_fresh", V_QUIET, "A", { 200, 200, DAY_D, N, 30, 6000, { 0, 0 } }, NONE },
 
 	/* The day started at 60 s: the first minute of the call is
 	 * yesterday's. */
@@ -420,8 +441,10 @@ static void run_vec(struct env *e, const char *backend, size_t i)
 	users_of(&us, v->scenario, v->keys);
 	switch (v->op) {
 	case V_UPDATE:
+	case V_QUIET:
 		/* Replay's habit: the time is the end of the call. */
 		update_of(&u, &us.who, &v->call);
+		u.quiet_only = v->op == V_QUIET;
 		e->now_ms = u.end_ms;
 		fg_state_mem_set_now(e->s, e->now_ms);
 		assert_int_equal(do_update(e, &u), 0);
