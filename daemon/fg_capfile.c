@@ -31,6 +31,12 @@ static const char why_short_file[] = "file shorter than its header";
 static const char why_short_header[] = "frame header cut short";
 static const char why_short_frame[] = "frame cut short";
 static const char why_zero_tail[] = "zero-filled tail";
+static const char why_damaged_length[] =
+	"frame length runs past the end of the file, but whole frames follow it: the length is damaged";
+
+/* CRC bytes spent looking for a frame behind one that runs past the end
+ * of the file, at most (about 0.1 s): past it the frame is taken as torn. */
+#define FOLLOW_SCAN_BUDGET (4 * (uint64_t)FG_CAPFILE_MAX_RECORD)
 
 /* The two ways a whole frame header can be bad, and what each is called in
  * the middle of the file (corrupt) and at its very end (torn). */
@@ -172,6 +178,31 @@ static int short_frame(struct fg_capfile_frame *f, unsigned flags, size_t need, 
 }
 
 /*
+ * 1 when a whole frame (its CRC checked) starts somewhere in p[1 .. avail).
+ * A write cut short leaves a prefix of one frame at the end of the file,
+ * which holds no frame of its own (short of a record that quotes a
+ * capture file's bytes); a length damaged in the middle of a file has the
+ * rest of the file behind it, whole frames included.  Reading that as a
+ * torn tail would drop those records without an error, and an erasure
+ * would miss the records of the person it was for.
+ */
+static int frame_follows(const uint8_t *p, size_t avail)
+{
+	uint64_t spent = 0;
+	size_t at;
+
+	for (at = 1; at + HDR <= avail && spent <= FOLLOW_SCAN_BUDGET; at++) {
+		uint32_t len = get_le32(p + at + FRAME_LENGTH);
+		if (len > avail - at - HDR)
+			continue;
+		spent += len;
+		if (frame_crc(p + at + FRAME_LENGTH, p + at + HDR, len) == get_le32(p + at + FRAME_CRC))
+			return 1;
+	}
+	return 0;
+}
+
+/*
  * A bad frame that ends at <end> bytes from <p>: its declared end for a CRC
  * mismatch, its header's end for a length that cannot be trusted.  Torn
  * when nothing follows it or only zeros do; one byte past <end> tells
@@ -209,8 +240,13 @@ int fg_capfile_parse_frame(const uint8_t *p, size_t avail, unsigned flags, struc
 	len = get_le32(p + FRAME_LENGTH);
 	if (len > FG_CAPFILE_MAX_RECORD)
 		return bad_frame(p, avail, flags, HDR, BAD_LENGTH, f);
-	if (avail - HDR < len)
+	if (avail - HDR < len) {
+		if ((flags & FG_CAPFILE_F_EOF) && frame_follows(p, avail)) {
+			f->why = why_damaged_length;
+			return FG_EINVAL;
+		}
 		return short_frame(f, flags, HDR + (size_t)len, why_short_frame);
+	}
 	if (frame_crc(p + FRAME_LENGTH, p + HDR, len) != get_le32(p + FRAME_CRC))
 		return bad_frame(p, avail, flags, HDR + (size_t)len, BAD_CRC, f);
 	f->payload = p + HDR;

@@ -28,7 +28,9 @@
  * end of the file:
  *   - fewer than FG_CAPFILE_FRAME_HEADER_LEN bytes: torn;
  *   - a length of at most FG_CAPFILE_MAX_RECORD whose frame runs past the
- *     end of the file: torn (a cut-short write; the CRC cannot be checked);
+ *     end of the file: torn (a cut-short write; the CRC cannot be checked),
+ *     unless a whole frame (CRC checked) starts somewhere in the bytes after
+ *     its position: then its length is damaged, and it is corrupt;
  *   - a whole frame whose CRC matches: a record;
  *   - a bad frame (CRC mismatch, or a length over FG_CAPFILE_MAX_RECORD,
  *     which is not trusted to say where the frame ends): torn when it is the
@@ -36,9 +38,11 @@
  *     end of the file; for a bad length: nothing follows its 8-byte frame
  *     header), or when every byte after its 8-byte frame header up to the
  *     end of the file is zero; otherwise corrupt.
- * So a length damaged in the middle of a file reads as a torn tail when it
- * reaches past the end of the file: without the bytes it covers, the CRC
- * cannot be checked.  The reader says how many bytes a torn tail skips.
+ * So a length damaged in the middle of a file is corruption even when it
+ * reaches past the end of the file: the frames behind it give it away
+ * (looking for them costs at most 4 x FG_CAPFILE_MAX_RECORD bytes of CRC;
+ * past that budget the frame is taken as torn).  The reader says how many
+ * bytes a torn tail skips.
  * A file header with another magic is not a capture file; a version
  * outside FG_CAPFILE_VERSION_MIN .. FG_CAPFILE_VERSION is not supported; a file shorter than its header (a writer has just
  * created it) is torn, unless the bytes present already differ from the

@@ -1398,9 +1398,10 @@ def capture_frames(f):
 
 def stranger_file(d, like, kind, user_key=None):
     """A capture file feedguardd did not write here: <kind> "other_key"
-    (FileInfo under another capture key) or "corrupt" (the capture key's,
-    with a record of <user_key>, then a bad frame with data after it),
-    named like <like>."""
+    (FileInfo under another capture key), "corrupt" (the capture key's,
+    with a record of <user_key>, then a bad frame with data after it) or
+    "damaged_length" (the same, the bad frame's length reaching past the
+    end of the file, a record of <user_key> after it), named like <like>."""
     C = cap()
     m = re.match(r"^feedguard-%s-%d-(.+)-(\d+)\.fgcap" % (re.escape(HOST), d.pid), like.name)
     assert m, like.name
@@ -1420,6 +1421,10 @@ def stranger_file(d, like, kind, user_key=None):
         bad = bytearray(frame(rec.SerializeToString()))
         bad[6] ^= 0xFF
         body += bytes(bad) + frame(rec.SerializeToString())
+    elif kind == "damaged_length":
+        bad = bytearray(frame(rec.SerializeToString()))
+        bad[0:4] = struct.pack("<I", 1 << 20)
+        body += bytes(bad) + frame(rec.SerializeToString()) + frame(rec.SerializeToString())
     p = d.capdir / ("feedguard-elsewhere%s-%d-%s-1.fgcap" % (kind.replace("_", ""), 4242, m.group(1)))
     p.write_bytes(body)
     return p
@@ -1511,9 +1516,13 @@ def test_capture_erase(capd):
     wait_records(d, [s.cid])
 
 
-def test_capture_erase_unreadable_file(capd):
+@pytest.mark.parametrize("kind", ["corrupt", "damaged_length"])
+def test_capture_erase_unreadable_file(capd, kind):
     """A file that cannot be read is left as it is, named on stderr, and the
-    exit status is 1; the other files are still rewritten."""
+    exit status is 1; the other files are still rewritten.  "damaged_length":
+    a frame whose length reaches past the end of the file with the user's
+    records behind it, which used to read as a torn tail: the erasure
+    reported success and left them there."""
     d = capd()
     uid = "erase-x-%s" % uuid.uuid4().hex[:6]
     s1, s2 = rank(d, uid, "adult"), rank(d, "erase-y-%s" % uuid.uuid4().hex[:6], "adult")
@@ -1523,7 +1532,7 @@ def test_capture_erase_unreadable_file(capd):
     os.kill(d.pid, signal.SIGUSR1)
     poll_until(lambda: not any(p.exists() for p in opened), tf(5), "SIGUSR1 to close the open file")
     closed = [p for p in capture_paths(d.capdir) if p.name.endswith(".fgcap")]
-    bad = stranger_file(d, closed[0], "corrupt", pseudonym(d.capkey, uid))
+    bad = stranger_file(d, closed[0], kind, pseudonym(d.capkey, uid))
     bad_bytes = bad.read_bytes()
     res = run_feedguardctl(["-c", str(d.config_path), "capture-erase"], stdin=uid.encode())
     err = res.stderr.decode("utf-8", "replace")

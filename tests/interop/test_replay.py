@@ -543,6 +543,28 @@ def test_dump_corrupt_middle_frame(cap, tmp_path):
     assert (int(m.group(1)), int(m.group(2))) == (off, mid), (m.group(0), off, mid)
 
 
+def test_dump_damaged_length_is_corruption(cap, tmp_path):
+    """A frame whose length was damaged to reach past the end of the file,
+    with whole frames behind it, is corruption (exit 1, its offset and the
+    records read before it), not a torn tail: the records after it are
+    not dropped without an error."""
+    src, fr = biggest(cap)
+    data = bytearray(src.read_bytes())
+    mid = len(fr) // 2
+    off, payload = fr[mid]
+    data[off:off + 4] = struct.pack("<I", len(data))
+    bad = tmp_path / src.name
+    bad.write_bytes(bytes(data))
+    res = replay("dump", "--descriptor-set", cap.pb, bad)
+    out, err = text(res)
+    assert res.returncode == 1, "exit %s; stderr %r" % (res.returncode, err)
+    assert len(json_lines(out, "dump")) == mid - 1, "the calls before the damaged frame"
+    m = re.search(r"^feedguard-replay: %s: corrupt frame at offset (\d+) after (\d+) records: .*length is damaged$"
+                  % re.escape(str(bad)), err, re.M)
+    assert m, "stderr %r" % err
+    assert (int(m.group(1)), int(m.group(2))) == (off, mid), (m.group(0), off, mid)
+
+
 # ================================================================ 2. run, one policy
 
 def summary_part(out):

@@ -624,11 +624,14 @@ static void test_capfile_flipped_bit(void **state)
 		flen = (uint32_t)buf[offs[2]] | (uint32_t)buf[offs[2] + 1] << 8 | (uint32_t)buf[offs[2] + 2] << 16 |
 		       (uint32_t)buf[offs[2] + 3] << 24;
 		if (flen <= FG_CAPFILE_MAX_RECORD && offs[2] + FG_CAPFILE_FRAME_HEADER_LEN + flen > len) {
-			/* a length made to reach past the end of the file reads as a
-			 * frame cut short: the spec's torn tail, which the CRC cannot
-			 * catch without the bytes it covers */
-			assert_int_equal(rc, FG_CAPFILE_TORN);
-			assert_non_null(strstr(err, "(frame cut short)"));
+			/* a length made to reach past the end of the file, with whole
+			 * frames behind it: corruption, not a torn tail (before, it
+			 * read as a frame cut short, and the two records after it
+			 * were dropped without an error) */
+			assert_int_equal(rc, FG_EINVAL);
+			snprintf(want, sizeof(want), "corrupt frame at offset %" PRIu64 " after 2 records: frame length "
+			         "runs past the end of the file, but whole frames follow it: the length is damaged", offs[2]);
+			assert_string_equal(err, want);
 			torn++;
 		} else {
 			assert_int_equal(rc, FG_EINVAL);
