@@ -32,6 +32,7 @@
 
 #include "fg_bufq.h"
 #include "fg_capread.h"
+#include "fg_capture.h"
 #include "fg_config.h"
 #include "fg_error.h"
 #include "fg_keyring.h"
@@ -68,7 +69,8 @@ static void usage(FILE *out)
 	        "  -d, --descriptor-set FILE  decode messages with this descriptor set\n"
 	        "  -c, --config FILE          ... with the one of this feedguardd config's policy\n"
 	        "      --file-info            print each file's FileInfo record too\n"
-	        "  -f, --follow               keep reading a file the daemon is writing (one file)\n"
+	        "  -f, --follow               keep reading a file the daemon is writing (one file),\n"
+	        "                             until the daemon closes it\n"
 	        "run:\n"
 	        "  -p, --policy FILE          a policy to replay under (twice: A against B)\n"
 	        "      --calls FILE           one row per call, policy and class (- for stdout)\n"
@@ -305,11 +307,28 @@ static int info_line(struct dump *d, const char *file, uint64_t offset, const Fe
 	return rc | fg_bufq_append(b, "}}\n", 3);
 }
 
-/* One file to stdout; EXIT_DONE or EXIT_FAIL. */
+/*
+ * --follow: 1 while <path> is a file its writer may still append to: a
+ * name ending in ".fgcap.open" that is still there.  The writer renames it
+ * to ".fgcap" once it has closed it (SIGUSR1, rotation, a stop), after its
+ * last bytes are on it; a closed file never grows.
+ */
+static int still_written(const char *path)
+{
+	size_t n = strlen(path), k = strlen(FG_CAPTURE_FILE_SUFFIX FG_CAPTURE_OPEN_SUFFIX);
+	struct stat st;
+
+	return n > k && strcmp(path + n - k, FG_CAPTURE_FILE_SUFFIX FG_CAPTURE_OPEN_SUFFIX) == 0 &&
+	       stat(path, &st) == 0;
+}
+
+/* One file to stdout; EXIT_DONE or EXIT_FAIL.  With --follow, an open file
+ * is read as it grows until its writer closes it, then to its end. */
 static int dump_file(struct dump *d, const char *path)
 {
 	Feedguard__Capture__V1__Record *rec;
 	struct fg_capread *r;
+	unsigned closing = 0;   /* --follow: the writer closed it; one more pass */
 	char err[512];
 	int rc;
 
@@ -321,6 +340,17 @@ static int dump_file(struct dump *d, const char *path)
 		rc = fg_capread_next(r, &rec, err, sizeof(err));
 		if (rc == FG_CAPREAD_AGAIN || (rc == FG_CAPREAD_END && d->follow)) {
 			fflush(stdout);
+			if (closing) {
+				/* the bytes of a frame cut short are all there is */
+				if (rc == FG_CAPREAD_AGAIN)
+					snprintf(err, sizeof(err), "closed by its writer with its last frame cut short");
+				rc = rc == FG_CAPREAD_AGAIN ? FG_CAPREAD_TORN : FG_CAPREAD_END;
+				break;
+			}
+			if (!still_written(path)) {
+				closing = 1;
+				continue;
+			}
 			usleep(FOLLOW_POLL_US);
 			continue;
 		}

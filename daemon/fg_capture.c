@@ -414,12 +414,17 @@ enum fg_capture_file fg_capture_file_of(const char *name)
 	return FG_CAPTURE_NOT_OURS;
 }
 
-static void delete_file(struct fg_capture *c, const char *dir, const char *name)
+/* Retention deletes <name> of <dir> for <why>: an auditor reads in the log
+ * which records went when (a line per file: files come at the rotation's
+ * pace, never at the clients'). */
+static void delete_file(struct fg_capture *c, const char *dir, const char *name, const char *why)
 {
-	char path[4096];
+	char path[4096], q[300];
 
-	if (snprintf(path, sizeof(path), "%s/%s", dir, name) < (int)sizeof(path) && unlink(path) == 0)
+	if (snprintf(path, sizeof(path), "%s/%s", dir, name) < (int)sizeof(path) && unlink(path) == 0) {
 		count(&c->n.files[FG_CAPTURE_FILE_DELETED], 1);
+		fg_log(FG_LOG_INFO, "capture_deleted", "file=%s why=%s", fg_log_quote(q, sizeof(q), path), why);
+	}
 }
 
 /* The closed files of <dir>, oldest first. */
@@ -514,7 +519,7 @@ static void retention(struct fg_capture *c, const struct settings *s)
 		int old = s->max_age_us && (int64_t)(now - v[i].mtime.tv_sec) * 1000000 > s->max_age_us;
 		int over = s->max_total_size && total > s->max_total_size;
 		if (old || over) {
-			delete_file(c, s->directory, v[i].name);
+			delete_file(c, s->directory, v[i].name, old ? "max_age" : "max_total_size");
 			total -= v[i].size;
 		}
 		free(v[i].name);

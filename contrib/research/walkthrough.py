@@ -167,7 +167,7 @@ capture:
   directory: %(cap)s
   key: {id: walk-cap, file: %(keys)s/capture.key}
   sample: 1                   # every user
-  max_age: off                # the simulated day may be long ago: keep its files
+  max_age: off                # keep the walk-through's files until you delete them
   metadata: [x-age-band]      # so feedguard-replay live can band the calls
 """ % {"port": port, "policy": policy_a, "keys": keys, "rport": rport, "cap": cap})
         flog = os.path.join(logs, "feedguardd.log")

@@ -1155,6 +1155,10 @@ def check_retention(d, seen, files, limit=1 << 20, pid=None):
         assert p.exists() and p.read_bytes() == b, "%s, not feedguardd's, was touched" % n
     got = mval(metrics(d), "feedguard_capture_files_total", event="deleted")
     assert got == deleted, "files_total{event=deleted} %s, %d files deleted" % (got, deleted)
+    # the log names each file retention deleted, and why
+    logged = [l for l in d.stderr().splitlines() if "event=capture_deleted" in l and mark in l]
+    assert len(logged) == deleted and all("why=max_total_size" in l for l in logged), \
+        "%d files deleted, capture_deleted lines: %s" % (deleted, logged)
 
 
 def test_retention_by_total_size_while_running(capd):
@@ -1428,6 +1432,40 @@ def stranger_file(d, like, kind, user_key=None):
     p = d.capdir / ("feedguard-elsewhere%s-%d-%s-1.fgcap" % (kind.replace("_", ""), 4242, m.group(1)))
     p.write_bytes(body)
     return p
+
+
+def test_dump_follow_ends_when_the_file_is_closed(capd, tmp_path):
+    """`feedguard-replay dump --follow` on the file being written prints each
+    record as it is written, and ends (exit 0) once the daemon closes the
+    file (SIGUSR1), every record of the file printed: it used to wait
+    forever."""
+    d = capd()
+    uid = "follow-%s" % uuid.uuid4().hex[:6]
+    s1 = rank(d, uid, "adult")
+    wait_records(d, [s1.cid])
+    opened = [p for p in capture_paths(d.capdir) if p.name.endswith(".open")]
+    assert len(opened) == 1, opened
+    out = tmp_path / "follow.jsonl"
+    with open(out, "wb") as o:
+        proc = subprocess.Popen(harness.WRAPPER + [harness.FEEDGUARD_REPLAY, "dump", "--follow", str(opened[0])],
+                                stdout=o, stderr=subprocess.PIPE)
+    try:
+        poll_until(lambda: s1.cid in out.read_text(), tf(5), "the first record in --follow's output")
+        s2 = rank(d, uid, "adult")
+        poll_until(lambda: s2.cid in out.read_text(), tf(5), "a record written while following")
+        assert proc.poll() is None, "--follow ended while the file was still written"
+        os.kill(d.pid, signal.SIGUSR1)
+        rc = proc.wait(timeout=tf(5))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read().decode("utf-8", "replace")
+    assert rc == 0, "--follow exit %s once the file was closed; stderr %r" % (rc, err)
+    closed = opened[0].with_name(opened[0].name[:-len(".open")])
+    lines = out.read_text().splitlines()
+    assert len(lines) == len(read_capfile(closed).calls), "%d lines for the %d records of %s" \
+        % (len(lines), len(read_capfile(closed).calls), closed.name)
 
 
 def test_capture_erase(capd):
