@@ -466,6 +466,8 @@ struct run {
 	struct entry *e;
 	size_t n, cap;
 	uint64_t checked, mismatched, no_upstream[2], failed;
+	uint64_t not_in_policy[2];      /* calls whose method the policy does not name */
+	char not_in_policy_example[2][128];
 	struct fg_replay_stats *stats;
 };
 
@@ -640,6 +642,8 @@ static int replay_one(struct run *ru, const Feedguard__Capture__V1__Call *in, ui
 			continue;
 		}
 		ru->no_upstream[p] += res.no_upstream;
+		if (res.not_in_policy && !ru->not_in_policy[p]++)
+			snprintf(ru->not_in_policy_example[p], sizeof(ru->not_in_policy_example[p]), "%s", in->method);
 		if (ru->check && p == 0) {
 			ru->checked++;
 			if (differs(in, out, why, sizeof(why)) && ++ru->mismatched <= 10)
@@ -764,6 +768,10 @@ static int run_args(struct run *ru, int argc, char **argv)
 		fprintf(stderr, PROG ": run needs a policy (-p) and capture files\n");
 		return -1;
 	}
+	if (ru->check && ru->npolicies > 1) {
+		fprintf(stderr, PROG ": --check compares the recorded decisions with one policy's: give one -p\n");
+		return -1;
+	}
 	return 0;
 }
 
@@ -834,6 +842,12 @@ static int cmd_run(int argc, char **argv)
 		printf("calls: %zu%s\n\n", ru.n, ru.nshards > 1 ? " (this shard's)" : "");
 		fg_replay_stats_print(stdout, ru.stats);
 	}
+	for (i = 0; i < (int)ru.npolicies; i++)
+		if (ru.not_in_policy[i])
+			fprintf(stderr, PROG ": policy %s names no method of %llu of the %zu calls (for example %s): they "
+			        "were replayed as calls it passes through untouched; is it the policy for this capture?\n",
+			        label(&ru, (size_t)i), (unsigned long long)ru.not_in_policy[i], ru.n,
+			        ru.not_in_policy_example[i]);
 	for (i = 0; i < (int)ru.npolicies; i++)
 		if (ru.no_upstream[i])
 			fprintf(stderr, PROG ": policy %s: %llu calls had no ranker answer in the capture (the recording "

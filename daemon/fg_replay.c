@@ -530,8 +530,14 @@ int fg_replay_call(struct fg_replay *r, const Feedguard__Capture__V1__Call *in, 
 	r->cur = NULL;
 	if (rc < 0)
 		return rc;
+	res->not_in_policy = m == NULL;
 	if (!fg_capture_take(r->cap, &r->rec)) {
 		pass_through(r, in);
+		if (in->answered_by_feedguard && in->n_upstream_response == 0) {
+			/* the ranker would have had it; nothing recorded to answer with */
+			res->no_upstream = 1;
+			r->passthrough.status = FG_GRPC_CANCELLED;
+		}
 		*out = &r->passthrough;
 		return 0;
 	}

@@ -38,6 +38,7 @@ struct fg_replay;
 struct fg_replay_result {
 	unsigned no_upstream;           /* the capture holds no ranker answer to feed this policy
 	                                   (the recording policy answered the call itself) */
+	unsigned not_in_policy;         /* the policy names no such method: passed through */
 };
 
 /*

@@ -41,6 +41,7 @@ import grpc
 import pytest
 
 import harness
+import test_capture as tc
 import policyhelp as ph
 from feedranker import FeedRanker, item, page
 from harness import poll_until, run_feedguard_replay, start_middle, tf
@@ -632,6 +633,46 @@ def test_run_check_other_policy_names_differences(cap):
     assert any(l.endswith("screen-time action NONE recorded, NOTICE replayed") for l in lines), err
 
 
+def test_run_under_a_policy_without_the_recorded_method(cap, tmp_path):
+    """A policy that names none of the capture's methods (the wrong policy
+    for it): run says so on stderr, with the count and a method, instead of
+    replaying every call as passed through in silence; calls the recording
+    policy answered itself have no ranker answer to pass through and count
+    as such (no_upstream, status CANCELLED), not as served."""
+    text = UK_CHILDREN.read_text()
+    start = text.index("  /feedguard.ranking.v1.Ranker/RankFeed:")
+    end = text.index("  /feedguard.ranking.v1.Ranker/StreamPages:")
+    other = ph.write_policy(tmp_path, text[:start] + text[end:], "no-rankfeed.yaml")
+    calls = tmp_path / "calls.csv"
+    out, err = ok(replay("run", "-p", other, "--calls", calls, *cap.files), "run under a policy without RankFeed")
+    m = re.search(r"policy A names no method of (\d+) of the (\d+) calls \(for example "
+                  r"/feedguard\.ranking\.v1\.Ranker/RankFeed\)", err)
+    assert m, "stderr %r" % err
+    assert int(m.group(1)) == int(m.group(2)) == cap.n_all, m.group(0)
+    # A call the recording policy denied (no ranker answer recorded): under a
+    # policy that passes it through there is nothing to pass through.
+    C = tc.cap()
+    info = C.Record()
+    info.file_info.format_version = 2
+    info.file_info.capture_key_id = CAPTURE_KEY_ID
+    info.file_info.sample = 1
+    rec = C.Record()
+    rec.call.start_unix_ms = at("10:00")
+    rec.call.method = "/feedguard.ranking.v1.Ranker/RankFeed"
+    rec.call.band = "13_15"
+    rec.call.user_key = CAPTURE_KEY_ID + ":" + "ab" * 32
+    rec.call.request.append(request("denied", "13_15"))
+    rec.call.answered_by_feedguard = True
+    rec.call.status = 8
+    denied = tmp_path / "denied.fgcap"
+    denied.write_bytes(MAGIC + struct.pack("<II", 2, 0) + tc.frame(info.SerializeToString())
+                       + tc.frame(rec.SerializeToString()))
+    out, err = ok(replay("run", "-p", other, "--calls", calls, denied), "run of a denied call, passed through")
+    assert "policy A: 1 calls had no ranker answer" in err, err
+    _, rows = read_calls_csv(calls)
+    assert {r["status"] for r in rows} == {"1"}, "the denied call replayed as %s" % sorted({r["status"] for r in rows})
+
+
 def run_calls(cap, tmp_path, *policies, fmt="csv", extra=()):
     calls = tmp_path / ("calls.%s" % ("csv" if fmt == "csv" else "jsonl"))
     args = ["run"]
@@ -918,8 +959,9 @@ def test_live_closed_port(cap):
     ["run", "-p", "{policy}", "--format", "xml", "{cap}"],
     ["live", "--speed", "0", "{cap}"],
     ["dump"],
+    ["run", "-p", "{policy}", "-p", "{policy}", "--check", "{cap}"],
 ], ids=["unknown-subcommand", "run-without-p", "shard-3-of-3", "format-xml", "live-without-target",
-        "dump-without-files"])
+        "dump-without-files", "check-with-two-policies"])
 def test_usage_errors_exit_2(cap, args):
     """Usage errors: exit 2, something said on stderr, nothing on stdout."""
     args = [str(cap.files[0]) if a == "{cap}" else str(cap.policy_a) if a == "{policy}" else a for a in args]
