@@ -33,6 +33,10 @@ static int parse_redis(struct fg_config_loader *l, const struct fg_config_key *k
 	(void)key;
 	if ((rc = fg_config_value_want(l, val, "an ip:port or an absolute unix socket path")))
 		return rc;
+	/* a relative socket path would depend on the daemon's working directory */
+	if (val->text[0] != '/' && !strchr(val->text, ':'))
+		return fg_config_fail(l, val, "state.redis: '%s' is neither ip:port nor a unix socket path, which must "
+		                      "be absolute (start with /)", val->text);
 	if (val->text[0] != '/' && (rc = fg_config_addr_read(l, val, 0, &addr)))
 		return rc;
 	if (val->text[0] == '/' && strlen(val->text) >= 108)

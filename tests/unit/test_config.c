@@ -526,6 +526,8 @@ static void test_upstream_address_errors(void **state)
 		  "not a usable host:port: the host must be a numeric IP address (names are never resolved)" },
 		{ UP "admin: {listen: OFF}\n",
 		  NAME ":2:17: admin.listen: 'OFF' is not a usable host:port: missing :port" },
+		{ UP "state: {redis: run/redis.sock}\n", NAME ":2:16: state.redis: 'run/redis.sock' is neither ip:port "
+		  "nor a unix socket path, which must be absolute (start with /)" },
 	};
 
 	EXPECT_ERRORS(cases);
