@@ -204,7 +204,7 @@ static int items(struct fg_bufq *b, const Feedguard__Capture__V1__Decisions *d)
 	size_t i;
 	int rc = key(b, "items", 0) | fg_bufq_append(b, "[", 1);
 
-	for (i = 0; i < d->n_items && rc == 0; i++) {
+	for (i = 0; d && i < d->n_items && rc == 0; i++) {
 		const Feedguard__Capture__V1__Item *it = d->items[i];
 		rc |= (i ? fg_bufq_append(b, ",", 1) : 0) | fg_bufq_append(b, "{", 1);
 		rc |= key(b, "message", 1) | num(b, it->message) | key(b, "position", 0) | num(b, it->position);
@@ -253,8 +253,8 @@ static int decisions(struct fg_bufq *b, const Feedguard__Capture__V1__Decisions 
 	for (i = 0; d && i < d->n_stripped; i++)
 		rc |= key(b, d->stripped[i]->field, i == 0) | num(b, d->stripped[i]->count);
 	rc |= fg_bufq_append(b, "}", 1);
-	if (d)
-		rc |= items(b, d);
+	/* always there, empty when no filter ran: one shape for every line */
+	rc |= items(b, d);
 	if (d && d->screen_time)
 		rc |= screen_time(b, d->screen_time);
 	if (d && d->page_size_asked)

@@ -369,6 +369,8 @@ def test_dump_decodes_each_call_as_one_json_line(cap):
         assert r.get("band") == cap.uids[uid], (uid, r.get("band"))
         # The README's example prints "status":0 for a served call.
         assert r.get("status") == 0 and not r.get("answered_by_feedguard", False), r.get("status")
+        # One shape for every line: items there even where no filter ran (adults)
+        assert isinstance(r.get("decisions", {}).get("items"), list), (uid, r.get("decisions"))
         # Privacy: the request carries the pseudonym, not the raw id, and
         # the redaction (the first band's request rules) strips signals
         # from every band's captured calls, adults' too.
