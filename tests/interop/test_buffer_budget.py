@@ -294,25 +294,35 @@ def test_over_budget_connection_gets_backpressure_not_errors(fg):
 
 # ---------------------------------------------------------------- 3. honest clients
 
+def start_big_calls(ch, n=3):
+    """<n> concurrent intercepted calls of 3 MiB requests on channel <ch>:
+    [(request, future)]."""
+    f = ch.unary_unary(INTERCEPTED)
+    out = []
+    for i in range(n):
+        r = small_request(i)
+        r.user.user_id = ("call-%d-" % i) + "x" * (3 * MiB)
+        out.append((r, f.future(r.SerializeToString(), metadata=md(), timeout=tf(30))))
+    return out
+
+
+def check_big_calls(calls, what):
+    """Each of start_big_calls' calls got OK and its own edited request back."""
+    for i, (r, fut) in enumerate(calls):
+        try:
+            resp = fut.result()
+        except grpc.RpcError as e:
+            pytest.fail("%s %d: %s %r" % (what, i, e.code(), e.details()), pytrace=False)
+        assert resp == ep.stripped(r), "%s %d: the response is not its edited request" % (what, i)
+
+
 def test_concurrent_big_messages_within_budget_complete(fg):
     """Three concurrent 3 MiB intercepted calls on one grpcio channel (DATA
     frames interleaved, default windows), with connection_buffer at 1 MiB:
     no deadlock, each gets OK and its own edited message back."""
     d = fg()
-    reqs = []
-    for i in range(3):
-        r = small_request(i)
-        r.user.user_id = ("call-%d-" % i) + "x" * (3 * MiB)
-        reqs.append(r)
     with channel(d.addr) as ch:
-        f = ch.unary_unary(INTERCEPTED)
-        futs = [f.future(r.SerializeToString(), metadata=md(), timeout=tf(30)) for r in reqs]
-        for i, (r, fut) in enumerate(zip(reqs, futs)):
-            try:
-                resp = fut.result()
-            except grpc.RpcError as e:
-                pytest.fail("concurrent 3 MiB call %d: %s %r" % (i, e.code(), e.details()), pytrace=False)
-            assert resp == ep.stripped(r), "call %d: the response is not its edited request" % i
+        check_big_calls(start_big_calls(ch), "concurrent 3 MiB call")
     poll_until(lambda: buffered(d) == 0, tf(5), "%s back to 0 (now %s)" % (BUFFERED, scrape(d, BUFFERED)))
 
 
@@ -420,14 +430,8 @@ def test_untrusted_client_limits_serve_big_messages(fg):
     have: three concurrent 3 MiB intercepted calls come back edited, and a
     pass-through stream of two 3 MiB messages arrives whole."""
     d = fg(UNTRUSTED)
-    reqs = []
-    for i in range(3):
-        r = small_request(i)
-        r.user.user_id = ("call-%d-" % i) + "x" * (3 * MiB)
-        reqs.append(r)
     with channel(d.addr) as ch:
-        f = ch.unary_unary(INTERCEPTED)
-        futs = [f.future(r.SerializeToString(), metadata=md(), timeout=tf(30)) for r in reqs]
+        calls = start_big_calls(ch)
         stream = ch.unary_stream(PASSTHROUGH)(b"x", metadata=md() + [("x-sizes", "%d,%d" % (3 * MiB, 3 * MiB))],
                                               timeout=tf(30))
         try:
@@ -436,13 +440,7 @@ def test_untrusted_client_limits_serve_big_messages(fg):
             pytest.fail("pass-through stream under the untrusted limits: %s %r" % (e.code(), e.details()),
                         pytrace=False)
         assert got == [3 * MiB, 3 * MiB], "pass-through stream: message sizes %r" % got
-        for i, (r, fut) in enumerate(zip(reqs, futs)):
-            try:
-                resp = fut.result()
-            except grpc.RpcError as e:
-                pytest.fail("3 MiB call %d under the untrusted limits: %s %r" % (i, e.code(), e.details()),
-                            pytrace=False)
-            assert resp == ep.stripped(r), "call %d: the response is not its edited request" % i
+        check_big_calls(calls, "3 MiB call under the untrusted limits")
 
 
 def test_untrusted_client_limits_bound_a_client_that_reads_nothing(fg):
