@@ -141,13 +141,38 @@ static void call_maybe_free(struct fg_call *call)
 }
 
 /* Give <n> request bytes back to the client's windows: they left through
- * the upstream session (or were dropped), so the client may send more. */
+ * the upstream session (or were dropped), so the client may send more.
+ * The connection window of those whose went back on receipt is not given
+ * twice. */
 static void call_consume_front(struct fg_call *call, size_t n)
+{
+	size_t back = call->req_conn_back < n ? call->req_conn_back : n;
+
+	if (!call->front || n == 0)
+		return;
+	call->req_conn_back -= back;
+	if (n > back)
+		nghttp2_session_consume_connection(front_session(call), n - back);
+	nghttp2_session_consume_stream(front_session(call), call->front_sid, n);
+	fg_h2front_flush(call->front);
+}
+
+/*
+ * An intercepted call's request bytes give the connection window back on
+ * receipt; only their stream window waits for them to be edited and sent.
+ * The connection window is shared by every stream of the client: held for
+ * streams that wait behind limits.connection_buffer, it starved the one
+ * stream allowed to go on (a grpcio channel with 40 concurrent 2 MB calls
+ * spread the 16 MiB window over all of them, and none ever completed).
+ * What the waiting streams hold is bounded by their own windows
+ * (limits.stream_window each), as on the upstream side (fg_upstream.c).
+ */
+static void call_return_front_connection(struct fg_call *call, size_t n)
 {
 	if (!call->front || n == 0)
 		return;
 	nghttp2_session_consume_connection(front_session(call), n);
-	nghttp2_session_consume_stream(front_session(call), call->front_sid, n);
+	call->req_conn_back += n;
 	fg_h2front_flush(call->front);
 }
 
@@ -724,6 +749,7 @@ void fg_call_on_req_data(struct fg_call *call, const uint8_t *data, size_t len)
 	call->req_owed += len;
 	call->req_in += len;
 	if (call->pl) {
+		call_return_front_connection(call, len);
 		fg_pipeline_request_data(call->pl, data, len);
 		call_settle_front(call);
 		return;

@@ -78,6 +78,8 @@ struct fg_call {
 	struct fg_hdrs resp_hdrs;       /* response headers being collected, then trailers */
 	struct fg_pipeline *pl;         /* the call's stages; NULL for a pass-through call */
 	size_t req_owed;                /* client bytes received and not yet given back to its window */
+	size_t req_conn_back;           /* of <req_owed>, bytes whose connection window went back on
+	                                   receipt (intercepted calls): only their stream window is owed */
 	size_t resp_owed;               /* upstream bytes received and not yet given back */
 	struct fg_bufq req_body;        /* client -> upstream bytes not yet taken by the upstream session */
 	struct fg_bufq resp_body;       /* upstream -> client bytes not yet taken by the front session */

@@ -698,10 +698,26 @@ static void events_flush_cb(evutil_socket_t fd, short what, void *arg)
 	events_write(e);
 }
 
+/*
+ * A reply still arriving is held whole in hiredis's reader (its bulk
+ * strings are parsed only once complete), and hiredis 0.14 sets no bound:
+ * a server that declares a 1 GB string and sends it took a worker to 944
+ * MB before stall_timeout dropped the link.  Each read adds at most 16 KiB
+ * (hiredis's read size), so checking before each read holds the reader
+ * under MAX_READER_BYTES + 16 KiB.
+ */
+#define MAX_READER_BYTES ((size_t)FG_REDISREPLY_MAX_STRING + 64 * 1024)
+
 static void events_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct link_events *e = arg;
+	const redisReader *rd = e->ac->c.reader;
+	struct fg_redis *r = e->ac->data;
 
+	if (rd && rd->len - rd->pos > MAX_READER_BYTES && r && r->ac == e->ac) {
+		link_drop(r, "a reply larger than any feedguard asks for");     /* frees <e> */
+		return;
+	}
 	redisAsyncHandleRead(e->ac);    /* <e> may be gone after this */
 }
 

@@ -115,10 +115,10 @@ static void *node_fail(const redisReadTask *task, redisReply *r)
 
 static void *create_string(const redisReadTask *task, char *str, size_t len)
 {
-	redisReply *r = node_new(task, task->type);
+	redisReply *r;
 	struct fg_redisreply_arena *a = task->privdata;
 
-	if (!r)
+	if (len > FG_REDISREPLY_MAX_STRING || !(r = node_new(task, task->type)))
 		return NULL;
 	if (len == SIZE_MAX || !(r->str = take(a, len + 1))) {
 		if (len == SIZE_MAX || !(r->str = malloc(len + 1)))
@@ -133,11 +133,11 @@ static void *create_string(const redisReadTask *task, char *str, size_t len)
 
 static void *create_array(const redisReadTask *task, int elements)
 {
-	redisReply *r = node_new(task, REDIS_REPLY_ARRAY);
+	redisReply *r;
 	struct fg_redisreply_arena *a = task->privdata;
 	size_t bytes;
 
-	if (!r)
+	if (elements > FG_REDISREPLY_MAX_ELEMENTS || !(r = node_new(task, REDIS_REPLY_ARRAY)))
 		return NULL;
 	if (elements > 0) {
 		bytes = (size_t)elements * sizeof(redisReply *);

@@ -23,6 +23,15 @@
 
 #include <stddef.h>
 
+/* Replies larger than anything feedguard asks for (a state check's reply
+ * is under 1 KiB: a dozen numbers and counters) are refused as they are
+ * parsed: hiredis then fails the reader ("Out of memory") and the link is
+ * dropped and reconnected, instead of allocating what a broken or hostile
+ * server declares (a "*100000000" array header alone was 800 MB of element
+ * pointers). */
+#define FG_REDISREPLY_MAX_STRING (1u << 20)     /* bytes of one string, status or error */
+#define FG_REDISREPLY_MAX_ELEMENTS 4096         /* elements of one array */
+
 #include <hiredis/hiredis.h>
 
 /* Bytes of an arena: a state check's reply takes well under 1 KiB. */

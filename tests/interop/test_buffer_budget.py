@@ -36,9 +36,8 @@ pytestmark = pytest.mark.proxy_only
 CONNECTION_BUFFER = 1 * MiB
 WORKER_BUFFER = 64 * MiB
 MAX_MESSAGE_SIZE = 4 * MiB          # limits.max_message_size (default)
-CONNECTION_WINDOW = 16 * MiB        # limits.connection_window (default)
+STREAM_WINDOW = 1 * MiB             # limits.stream_window (default)
 SLACK = 16 * MiB                    # allocator, nghttp2, one-time growth
-HELD_BOUND = CONNECTION_BUFFER + MAX_MESSAGE_SIZE + CONNECTION_WINDOW
 
 CONFIG = {"workers": 1, "admin": {"listen": "127.0.0.1:0"}, "policy": "policy.yaml",
           "limits": {"connection_buffer": "1MiB", "worker_buffer": "64MiB"}}
@@ -179,13 +178,20 @@ def warm_up(c):
 
 # ---------------------------------------------------------------- 1. amplification
 
-def test_unfinished_messages_hold_bounded_memory(fg):
+@pytest.mark.parametrize("limits", ["defaults", "untrusted"])
+def test_unfinished_messages_hold_bounded_memory(fg, limits):
     """100 intercepted streams on one connection, each sending 4 MiB - 1
     bytes of a declared 4 MiB message and never finishing: feedguardd grows
-    by at most connection_buffer + max_message_size + connection_window
-    (+ slack), and its gauge says what it holds, then 0 once the client
-    is gone."""
-    d = fg()
+    by at most connection_buffer + max_message_size + streams x
+    stream_window (+ slack): each waiting stream holds at most its own
+    window, the connection window goes back on receipt (so the one stream
+    allowed on past the budget is never starved of it).  With the defaults
+    (1 MiB windows) that is about 100 MiB here, 405 MiB before the budget;
+    with the README's limits for clients you do not trust (64 KiB
+    windows), about 11 MiB.  The gauge says what it holds, then 0 once
+    the client is gone."""
+    d = fg(UNTRUSTED if limits == "untrusted" else None)
+    window = UNTRUSTED_W if limits == "untrusted" else STREAM_WINDOW
     c = RawClient(d.addr, timeout=tf(10))
     try:
         warm_up(c)
@@ -194,19 +200,20 @@ def test_unfinished_messages_hold_bounded_memory(fg):
         after = settled_rss(d.pid)
         growth = (after - before) * KiB
         pushed = sum(sent.values())
+        bound = CONNECTION_BUFFER + MAX_MESSAGE_SIZE + len(sent) * window
         # RSS, not the exact gauge checked below: ASan's overhead scales it
         factor = rss_factor(d.pid)
-        assert growth < (HELD_BOUND + SLACK) * factor, \
+        assert growth < (bound + SLACK) * factor, \
             "feedguardd grew by %.1f MiB (RSS %.1f -> %.1f MiB) while one client pushed %.1f MiB of " \
             "unfinished messages on %d streams; bound %.0f MiB ((connection_buffer %d + " \
-            "max_message_size %d + connection_window %d + slack %d MiB) x %d for sanitizers)" \
-            % (growth / MiB, before / KiB, after / KiB, pushed / MiB, len(sent), (HELD_BOUND + SLACK) * factor / MiB,
-               CONNECTION_BUFFER // MiB, MAX_MESSAGE_SIZE // MiB, CONNECTION_WINDOW // MiB, SLACK // MiB, factor)
+            "max_message_size %d MiB + %d streams x stream_window %d KiB + slack %d MiB) x %d for sanitizers)" \
+            % (growth / MiB, before / KiB, after / KiB, pushed / MiB, len(sent), (bound + SLACK) * factor / MiB,
+               CONNECTION_BUFFER // MiB, MAX_MESSAGE_SIZE // MiB, len(sent), window // KiB, SLACK // MiB, factor)
         held = buffered(d)
         print("rss %.1f -> %.1f MiB, pushed %.1f MiB, held %.1f MiB"
               % (before / KiB, after / KiB, pushed / MiB, held / MiB))
-        assert 0 < held <= HELD_BOUND, "%s is %d while the client holds %d unfinished messages " \
-            "(bound %d)" % (BUFFERED, held, len(sent), HELD_BOUND)
+        assert 0 < held <= bound, "%s is %d while the client holds %d unfinished messages " \
+            "(bound %d)" % (BUFFERED, held, len(sent), bound)
     finally:
         c.close()
     poll_until(lambda: buffered(d) == 0, tf(5), "%s back to 0 after the client left (now %s)"
@@ -294,15 +301,15 @@ def test_over_budget_connection_gets_backpressure_not_errors(fg):
 
 # ---------------------------------------------------------------- 3. honest clients
 
-def start_big_calls(ch, n=3):
-    """<n> concurrent intercepted calls of 3 MiB requests on channel <ch>:
-    [(request, future)]."""
+def start_big_calls(ch, n=3, size=3 * MiB, timeout=30):
+    """<n> concurrent intercepted calls of <size>-byte requests on channel
+    <ch>, each with a deadline of <timeout> s: [(request, future)]."""
     f = ch.unary_unary(INTERCEPTED)
     out = []
     for i in range(n):
         r = small_request(i)
-        r.user.user_id = ("call-%d-" % i) + "x" * (3 * MiB)
-        out.append((r, f.future(r.SerializeToString(), metadata=md(), timeout=tf(30))))
+        r.user.user_id = ("call-%d-" % i) + "x" * size
+        out.append((r, f.future(r.SerializeToString(), metadata=md(), timeout=tf(timeout))))
     return out
 
 
@@ -314,6 +321,19 @@ def check_big_calls(calls, what):
         except grpc.RpcError as e:
             pytest.fail("%s %d: %s %r" % (what, i, e.code(), e.details()), pytrace=False)
         assert resp == ep.stripped(r), "%s %d: the response is not its edited request" % (what, i)
+
+
+def test_many_concurrent_big_messages_on_one_connection_complete(fg):
+    """40 concurrent 2 MB intercepted calls on one grpcio channel (one
+    connection; grpcio spreads the connection window over every stream):
+    all complete with their own edited message.  Before, the 16 MiB
+    connection window went to the 39 streams waiting behind
+    limits.connection_buffer, 420 KB each, and the one stream allowed on
+    never got the bytes to finish: 9 to 13 of 40 completed, the rest hung
+    until their deadline (or timeouts.stalled_stream, 5 minutes)."""
+    d = fg()
+    with channel(d.addr) as ch:
+        check_big_calls(start_big_calls(ch, n=40, size=2 * MiB, timeout=20), "one of 40 concurrent 2 MB calls")
 
 
 def test_concurrent_big_messages_within_budget_complete(fg):

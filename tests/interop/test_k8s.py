@@ -52,7 +52,7 @@ OLD_HASH_ANNOTATION = "checksum/feedguard-config"
 # daemon (7.2MiB of RSS with 2 workers and the UK policy, measured), per
 # worker the filter's 1.5MiB and state.max_pending x 2KiB for Redis, and
 # BUSY_CONNECTIONS client connections each holding a message past its
-# budget (M + C).
+# budget and what their streams' windows let through (M + S x W).
 MIB = 1024 * 1024
 BASE = 8 * MIB
 FILTER_PER_WORKER = 3 * MIB // 2
@@ -575,11 +575,12 @@ def test_resources_cover_the_memory_bound(ex):
     workers = c["workers"]
     assert isinstance(workers, int), "workers must be a number: the memory limit is sized for it"
     m_size = size(lim.get("max_message_size"), 4 * MIB)
-    c_win = size(lim.get("connection_window"), 16 * MIB)
+    streams = lim.get("max_concurrent_streams", 1000)
+    s_win = size(lim.get("stream_window"), MIB)
     w_buf = size(lim.get("worker_buffer"), 64 * MIB)
     pending = c.get("state", {}).get("max_pending", 1024)
     bound = (BASE + workers * (w_buf + FILTER_PER_WORKER + pending * REDIS_PER_PENDING)
-             + BUSY_CONNECTIONS * (m_size + c_win))
+             + BUSY_CONNECTIONS * (m_size + streams * s_win))
     res = ex.fg["resources"]
     limit = quantity(res["limits"]["memory"])
     assert limit >= bound, "memory limit %d MiB under the bound %.0f MiB" % (limit // MIB, bound / MIB)

@@ -789,17 +789,45 @@ static void test_free_pending(void **state)
 struct fake {
 	int lfd;                        /* listening */
 	int fd;                         /* the link's connection, -1 before accept */
-	struct event *lev, *rev;
+	struct event *lev, *rev, *wev;
 	char got[4096];                 /* what came after the handshake */
 	size_t ngot;
 	int connected;
-	/* the pass test */
 	struct rt *t;
+	/* the answer to the first command, when set: <answer>, then <fill>
+	 * repeated as the socket takes it, <fill_left> bytes in all */
+	const char *answer;
+	const char *fill;
+	size_t fill_len, fill_left;
+	int answered;
+	/* the pass test */
 	struct event *submit_ev, *after_ev;
 	struct rec r;
 	ssize_t seen_by_after;          /* bytes the server could read when <after_ev> ran */
 	int after_ran;
 };
+
+static void fake_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fake *f = arg;
+	char buf[65536];
+	size_t n = 0;
+	ssize_t w;
+
+	while (n + f->fill_len <= sizeof(buf) && n < f->fill_left) {
+		memcpy(buf + n, f->fill, f->fill_len);
+		n += f->fill_len;
+	}
+	if (n > f->fill_left)
+		n = f->fill_left;
+	w = write(fd, buf, n);
+	if (w > 0)
+		f->fill_left -= (size_t)w;
+	if (w <= 0 && errno != EAGAIN)
+		f->fill_left = 0;
+	if (f->fill_left == 0)
+		event_del(f->wev);
+}
 
 static void fake_read_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -819,6 +847,12 @@ static void fake_read_cb(evutil_socket_t fd, short what, void *arg)
 		memcpy(f->got + f->ngot, buf, (size_t)n);
 		f->ngot += (size_t)n;
 	}
+	if (f->answer && !f->answered) {
+		f->answered = 1;
+		assert_int_equal(write(fd, f->answer, strlen(f->answer)), (ssize_t)strlen(f->answer));
+		if (f->fill_left)
+			event_add(f->wev, NULL);
+	}
 }
 
 static void fake_accept_cb(evutil_socket_t lfd, short what, void *arg)
@@ -829,7 +863,60 @@ static void fake_accept_cb(evutil_socket_t lfd, short what, void *arg)
 	assert_true(f->fd >= 0);
 	evutil_make_socket_nonblocking(f->fd);
 	f->rev = event_new(f->t->base, f->fd, EV_READ | EV_PERSIST, fake_read_cb, f);
+	f->wev = event_new(f->t->base, f->fd, EV_WRITE | EV_PERSIST, fake_write_cb, f);
 	event_add(f->rev, NULL);
+}
+
+/* A loop, the fake listening, and a link to it (stall timeout
+ * <stall_ms>) once connected. */
+static void fake_start(struct rt *t, struct fake *f, int stall_ms)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t salen = sizeof(sa);
+	struct fg_redis_config cfg;
+	char addr[64];
+
+	f->fd = -1;
+	f->t = t;
+	t->base = event_base_new();
+	t->tick = event_new(t->base, -1, EV_PERSIST, tick_cb, NULL);
+	event_add(t->tick, &(struct timeval){ 0, 5000 });
+	f->lfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(f->lfd >= 0);
+	assert_int_equal(bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(f->lfd, 4), 0);
+	assert_int_equal(getsockname(f->lfd, (struct sockaddr *)&sa, &salen), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+	f->lev = event_new(t->base, f->lfd, EV_READ | EV_PERSIST, fake_accept_cb, f);
+	event_add(f->lev, NULL);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.address = addr;
+	cfg.connect_timeout_us = 2000 * MS;
+	cfg.stall_timeout_us = (int64_t)stall_ms * MS;
+	cfg.backoff_initial_us = 20 * MS;
+	cfg.backoff_max_us = 200 * MS;
+	cfg.max_inflight = 64;
+	t->link = link_new(t, &cfg);
+	assert_true(wait_state(t, FG_REDIS_CONNECTED, 3000));
+}
+
+static void fake_stop(struct rt *t, struct fake *f)
+{
+	fg_redis_free(t->link);
+	if (f->submit_ev)
+		event_free(f->submit_ev);
+	if (f->after_ev)
+		event_free(f->after_ev);
+	if (f->rev)
+		event_free(f->rev);
+	if (f->wev)
+		event_free(f->wev);
+	event_free(f->lev);
+	if (f->fd >= 0)
+		close(f->fd);
+	close(f->lfd);
+	event_free(t->tick);
+	event_base_free(t->base);
 }
 
 /* What a stage does on a call: submit the state check, then hand the
@@ -863,34 +950,10 @@ static void fake_after_cb(evutil_socket_t fd, short what, void *arg)
 static void test_write_after_queued_events(void **state)
 {
 	struct rt t0 = { 0 }, *t = &t0;
-	struct fake f = { .fd = -1, .t = t };
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t salen = sizeof(sa);
-	struct fg_redis_config cfg;
-	char addr[64];
+	struct fake f = { 0 };
 	int has_get = 0;
 
-	t->base = event_base_new();
-	t->tick = event_new(t->base, -1, EV_PERSIST, tick_cb, NULL);
-	event_add(t->tick, &(struct timeval){ 0, 5000 });
-	f.lfd = socket(AF_INET, SOCK_STREAM, 0);
-	assert_true(f.lfd >= 0);
-	assert_int_equal(bind(f.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(listen(f.lfd, 4), 0);
-	assert_int_equal(getsockname(f.lfd, (struct sockaddr *)&sa, &salen), 0);
-	snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
-	f.lev = event_new(t->base, f.lfd, EV_READ | EV_PERSIST, fake_accept_cb, &f);
-	event_add(f.lev, NULL);
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.address = addr;
-	cfg.connect_timeout_us = 2000 * MS;
-	cfg.stall_timeout_us = 2000 * MS;
-	cfg.backoff_initial_us = 20 * MS;
-	cfg.backoff_max_us = 200 * MS;
-	cfg.max_inflight = 64;
-	t->link = link_new(t, &cfg);
-	assert_true(wait_state(t, FG_REDIS_CONNECTED, 3000));
-
+	fake_start(t, &f, 2000);
 	f.submit_ev = event_new(t->base, -1, 0, fake_submit_cb, &f);
 	f.after_ev = event_new(t->base, -1, 0, fake_after_cb, &f);
 	event_active(f.submit_ev, 0, 0);
@@ -903,18 +966,46 @@ static void test_write_after_queued_events(void **state)
 		has_get = memmem(f.got, f.ngot, "GET", 3) != NULL;
 	}
 	assert_true(has_get);
+	fake_stop(t, &f);
+}
 
-	fg_redis_free(t->link);
-	event_free(f.submit_ev);
-	event_free(f.after_ev);
-	if (f.rev)
-		event_free(f.rev);
-	event_free(f.lev);
-	if (f.fd >= 0)
-		close(f.fd);
-	close(f.lfd);
-	event_free(t->tick);
-	event_base_free(t->base);
+/*
+ * A server that answers with more than any reply feedguard asks for (a
+ * 1 GB string it goes on sending, a 100-million element array) has the
+ * link dropped at once: the command gets DOWN well before the stall
+ * timeout (5 s here), and the link holds at most about 1 MiB meanwhile.
+ * Before, the string was read until the stall timeout (944 MB held with a
+ * 3 s one), and the array header alone allocated 800 MB of pointers.
+ */
+static void oversized_reply(const char *answer, const char *fill)
+{
+	struct rt t0 = { 0 }, *t = &t0;
+	struct fake f = { 0 };
+	struct rec r;
+	uint64_t t_sent;
+
+	f.answer = answer;
+	f.fill = fill;
+	f.fill_len = strlen(fill);
+	f.fill_left = 64u << 20;
+	fake_start(t, &f, 5000);
+	t_sent = fg_clock_now_us();
+	assert_int_equal(cmd(t, &r, 10000 * MS, "GET", "fg:k", NULL), 0);
+	assert_true(loop_until(t, &r.calls, 3000));
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.kind, FG_REDIS_R_DOWN);
+	assert_true(r.at_us - t_sent < 3000 * MS * (uint64_t)time_factor);
+	fake_stop(t, &f);
+}
+
+static void test_oversized_string_drops_the_link(void **state)
+{
+	oversized_reply("$1000000000\r\n", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+}
+
+static void test_oversized_array_drops_the_link(void **state)
+{
+	oversized_reply("*100000000\r\n", ":1\r\n");
 }
 
 int main(void)
@@ -932,6 +1023,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_inflight_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_pending, setup, teardown),
 		cmocka_unit_test(test_write_after_queued_events),
+		cmocka_unit_test(test_oversized_string_drops_the_link),
+		cmocka_unit_test(test_oversized_array_drops_the_link),
 	};
 	const char *tf = getenv("FG_TIME_FACTOR");
 
