@@ -14,6 +14,7 @@
 #include "fg_capread.h"
 #include "fg_error.h"
 #include "fg_items.h"
+#include "fg_pbwire.h"
 
 struct fg_capread {
 	struct fg_capfile_reader *file;
@@ -185,6 +186,100 @@ out:
 	return rc;
 }
 
+/* --- what a record takes once unpacked ---------------------------------- */
+
+/* Nesting of known message fields followed, at most (capture.proto's
+ * messages are a few levels deep; deeper is not a Record). */
+#define COST_MAX_DEPTH 32
+
+/* Bytes one element of repeated field <fd> takes in its array. */
+static size_t element_size(const ProtobufCFieldDescriptor *fd)
+{
+	switch (fd->type) {
+	case PROTOBUF_C_TYPE_BYTES:
+		return sizeof(ProtobufCBinaryData);
+	case PROTOBUF_C_TYPE_MESSAGE:
+	case PROTOBUF_C_TYPE_STRING:
+		return sizeof(void *);
+	default:
+		return sizeof(uint64_t);
+	}
+}
+
+/* One field <f> of a message of descriptor <fd> (NULL: unknown) into
+ * <*cost>: 0, or -1 past <budget>. */
+static int field_cost(const ProtobufCFieldDescriptor *fd, const struct fg_pbwire_field *f, unsigned depth,
+                      uint64_t *cost, uint64_t budget);
+
+/*
+ * Add to <*cost> what protobuf-c allocates to unpack the <len> bytes at
+ * <p> as a message of descriptor <d>: its struct, and its fields'.  Returns
+ * 0, or -1 once past <budget> (the walk stops there).  Bytes that do not
+ * parse cost what was counted so far: unpack rejects them itself.
+ */
+static int message_cost(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len, unsigned depth,
+                        uint64_t *cost, uint64_t budget)
+{
+	const uint8_t *end = p + len;
+	struct fg_pbwire_field f;
+
+	*cost += d->sizeof_message;
+	if (depth > COST_MAX_DEPTH)
+		return 0;
+	while (p < end && *cost <= budget) {
+		if (fg_pbwire_next_field(&p, end, &f) < 0)
+			return 0;
+		if (field_cost(protobuf_c_message_descriptor_get_field(d, f.number), &f, depth, cost, budget) < 0)
+			return -1;
+	}
+	return *cost > budget ? -1 : 0;
+}
+
+static int field_cost(const ProtobufCFieldDescriptor *fd, const struct fg_pbwire_field *f, unsigned depth,
+                      uint64_t *cost, uint64_t budget)
+{
+	if (!fd) {
+		/* kept as an unknown field: its header and a copy of its bytes */
+		*cost += sizeof(ProtobufCMessageUnknownField) + f->tag_len + f->vlen + 10;
+		return 0;
+	}
+	if (fd->label == PROTOBUF_C_LABEL_REPEATED)
+		/* a packed run is up to one element per byte */
+		*cost += element_size(fd) * (f->wire_type == FG_PBWIRE_LEN && fd->type != PROTOBUF_C_TYPE_STRING &&
+		                                     fd->type != PROTOBUF_C_TYPE_BYTES &&
+		                                     fd->type != PROTOBUF_C_TYPE_MESSAGE ? f->vlen : 1);
+	switch (fd->type) {
+	case PROTOBUF_C_TYPE_STRING:
+		*cost += f->vlen + 1;
+		return 0;
+	case PROTOBUF_C_TYPE_BYTES:
+		*cost += f->vlen;
+		return 0;
+	case PROTOBUF_C_TYPE_MESSAGE:
+		if (f->wire_type != FG_PBWIRE_LEN)
+			return 0;
+		return message_cost(fd->descriptor, f->value, f->vlen, depth + 1, cost, budget);
+	default:
+		return 0;
+	}
+}
+
+int fg_capread_unpack(size_t len, const uint8_t *data, Feedguard__Capture__V1__Record **out, const char **why)
+{
+	uint64_t cost = 0;
+
+	*out = NULL;
+	if (message_cost(&feedguard__capture__v1__record__descriptor, data, len, 0, &cost, FG_CAPREAD_MAX_UNPACKED) < 0) {
+		*why = "it would take more than 256 MiB unpacked (FG_CAPREAD_MAX_UNPACKED)";
+		return FG_EINVAL;
+	}
+	if (!(*out = feedguard__capture__v1__record__unpack(NULL, len, data))) {
+		*why = "not a capture Record";
+		return FG_EINVAL;
+	}
+	return 0;
+}
+
 static void drop_last(struct fg_capread *r)
 {
 	if (r->rec)
@@ -216,9 +311,9 @@ int fg_capread_next(struct fg_capread *r, Feedguard__Capture__V1__Record **rec, 
 	r->offset = fr.offset;
 	/* A frame whose CRC holds but whose bytes are no Record was written
 	 * wrong, not torn: corruption, said like a bad frame. */
-	if (!(r->rec = feedguard__capture__v1__record__unpack(NULL, fr.len, fr.data))) {
-		snprintf(err, errlen, "corrupt record at offset %llu after %llu records: not a capture Record",
-		         (unsigned long long)fr.offset, (unsigned long long)r->records);
+	if (fg_capread_unpack(fr.len, fr.data, &r->rec, &why) < 0) {
+		snprintf(err, errlen, "corrupt record at offset %llu after %llu records: %s",
+		         (unsigned long long)fr.offset, (unsigned long long)r->records, why);
 		return FG_EINVAL;
 	}
 	if ((rc = rebuild_delivered(r->rec, &why)) < 0) {
@@ -290,9 +385,8 @@ int fg_capread_record_at(int fd, uint64_t offset, struct fg_bufq *buf, Feedguard
 	/* the frame alone, as if it ended the file: a record or nothing */
 	if (fg_capfile_parse_frame(fg_bufq_head(buf), fg_bufq_len(buf), FG_CAPFILE_F_EOF, &f) != FG_CAPFILE_RECORD)
 		return FG_EINVAL;
-	*rec = feedguard__capture__v1__record__unpack(NULL, f.len, f.payload);
-	if (!*rec)
-		return FG_EINVAL;
+	if ((rc = fg_capread_unpack(f.len, f.payload, rec, &why)) < 0)
+		return rc;
 	if ((rc = rebuild_delivered(*rec, &why)) < 0) {
 		feedguard__capture__v1__record__free_unpacked(*rec, NULL);
 		*rec = NULL;

@@ -19,6 +19,24 @@
 
 struct fg_capread;
 
+/* What a record may take in memory once unpacked, at most (protobuf-c's
+ * structs, repeated arrays, strings and unknown fields): a frame of 64 MiB
+ * of empty repeated entries would otherwise unpack to ~55 times its size
+ * (3.3 GB measured for 30 million empty items).  A record the daemon
+ * writes takes a few times its size; one over this is corruption. */
+#define FG_CAPREAD_MAX_UNPACKED ((uint64_t)256 << 20)
+
+/*
+ * fg_capread_unpack - the Record in the <len> bytes at <data> (a frame's
+ * payload), returned owned in <*out>
+ * (feedguard__capture__v1__record__free_unpacked, NULL allocator), after
+ * checking, without allocating, that it unpacks within
+ * FG_CAPREAD_MAX_UNPACKED.  Returns 0, or FG_EINVAL with <*why> saying
+ * what is wrong (not a Record, or larger than that once unpacked).
+ * Version 2's delivered pages are not rebuilt here (fg_capread_next does).
+ */
+int fg_capread_unpack(size_t len, const uint8_t *data, Feedguard__Capture__V1__Record **out, const char **why);
+
 /* What fg_capread_next() found. */
 enum fg_capread_result {
 	FG_CAPREAD_RECORD = 1,      /* a record */

@@ -17,6 +17,7 @@
 #include "capture.pb-c.h"
 #include "fg_bufq.h"
 #include "fg_capfile.h"
+#include "fg_capread.h"
 #include "fg_capture.h"
 #include "fg_capture_erase.h"
 #include "fg_error.h"
@@ -28,20 +29,23 @@
 /* Kept frames are written in chunks of about this size. */
 #define WRITE_CHUNK (1u << 20)
 
-enum verdict { V_KEEP, V_ERASE, V_OTHER_KEY };
+enum verdict { V_KEEP, V_ERASE, V_OTHER_KEY, V_BAD };
 
 /* What to do with one record: a Call of the user is erased; a Call whose
  * pseudonym is under another key (its "<key id>:" prefix: a record made
  * before a key rotation may sit in a file opened after it) cannot be
- * judged. */
+ * judged; nor can a frame that is no Record (dump and run call it
+ * corruption): it may hold the user's pseudonym, so its file is left as
+ * it is and reported, never rewritten as if it were erased. */
 static enum verdict judge(const uint8_t *p, size_t len, const char *key_id, const char *pseudonym)
 {
-	Feedguard__Capture__V1__Record *r = feedguard__capture__v1__record__unpack(NULL, len, p);
+	Feedguard__Capture__V1__Record *r;
 	size_t kl = strlen(key_id);
 	enum verdict v = V_KEEP;
+	const char *why;
 
-	if (!r)
-		return V_KEEP;          /* the reader vouched for its frame; not ours to judge */
+	if (fg_capread_unpack(len, p, &r, &why) < 0)
+		return V_BAD;
 	if (r->kind_case == FEEDGUARD__CAPTURE__V1__RECORD__KIND_CALL && strcmp(r->call->user_key, pseudonym) == 0)
 		v = V_ERASE;
 	else if (r->kind_case == FEEDGUARD__CAPTURE__V1__RECORD__KIND_CALL && r->call->user_key[0] &&
@@ -66,6 +70,10 @@ static int count_user(const char *path, const char *key_id, const char *pseudony
 		return FG_EIO;
 	while ((rc = fg_capfile_reader_next(r, &rec, NULL, 0)) == FG_CAPFILE_RECORD) {
 		enum verdict v = judge(rec.data, rec.len, key_id, pseudonym);
+		if (v == V_BAD) {
+			rc = FG_EINVAL;
+			break;
+		}
 		*other |= v == V_OTHER_KEY;
 		*n += v == V_ERASE;
 	}

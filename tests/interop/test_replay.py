@@ -568,6 +568,39 @@ def test_dump_damaged_length_is_corruption(cap, tmp_path):
     assert (int(m.group(1)), int(m.group(2))) == (off, mid), (m.group(0), off, mid)
 
 
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def test_record_too_large_unpacked_is_corruption(tmp_path):
+    """A frame with a good CRC whose Record would unpack to more than 256
+    MiB (five million empty decisions.items: 10 MB on disk, 55 times that
+    in protobuf-c's structs) is corruption, with its offset and the count
+    read before it, for dump and run alike: before, dump held 3.3 GB for a
+    60 MB frame of them."""
+    items = b"\x12\x00" * 5000000                      # Decisions.items (2): empty Items
+    decisions = b"\x7a" + varint(len(items)) + items   # Call.decisions (15)
+    call = b"\x1a" + varint(len("/x.Y/Z")) + b"/x.Y/Z" + decisions     # Call.method (3)
+    record = b"\x12" + varint(len(call)) + call          # Record.call (2)
+    path = tmp_path / "huge.fgcap"
+    path.write_bytes(MAGIC + struct.pack("<II", 2, 0) + tc.frame(record))
+    res = replay("dump", path)
+    out, err = text(res)
+    assert res.returncode == 1, "exit %s; stderr %r" % (res.returncode, err)
+    assert re.search(r"corrupt record at offset 16 after 0 records: .*256 MiB", err), err
+    assert not out.strip(), out[:200]
+    res = replay("run", "-p", UK_CHILDREN, path)
+    out, err = text(res)
+    assert res.returncode == 1 and re.search(r"corrupt record at offset 16 .*256 MiB", err), (res.returncode, err)
+
+
 # ================================================================ 2. run, one policy
 
 def summary_part(out):
