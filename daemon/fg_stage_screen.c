@@ -549,15 +549,14 @@ static int fail_mode(struct fg_pipeline *pl, struct gate_call *g, unsigned reaso
 
 /* --- an open stream meets a rule ------------------------------------------ */
 
-/* The verdict's figures as of now: the call's own time so far is use. */
-/* The verdict's figures as of now, at least <min_el> ms into the call. */
+/* The verdict's figures as of now, at least <min_el> ms into the call:
+ * the call's own time so far is use. */
 static void advance(struct gate_call *g, int64_t min_el)
 {
 	int64_t el = elapsed_ms(g);
 
 	if (el < min_el)
 		el = min_el;
-
 	g->v.used_ms += el;
 	g->v.session_ms += el;
 	if (g->v.left_ms >= 0)

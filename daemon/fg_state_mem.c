@@ -354,11 +354,6 @@ static void move_to(struct fg_state_mem *m, struct mem_rec **slot, const char *k
 	rec_insert(m, r);
 }
 
-/*
- * Every allocation and every check comes before the first change, so a
- * failed update changes nothing (expired records aside), as a Redis
- * script that errors before writing.
- */
 /* A quiet-only update (fg_state.h) on the record at <slot> (NULL: none). */
 static void quiet_only(struct fg_state_mem *m, struct mem_rec **slot, int later, const char *key0,
                        const struct fg_state_update *u)
@@ -381,6 +376,11 @@ static void quiet_only(struct fg_state_mem *m, struct mem_rec **slot, int later,
 	r->expire_ms = m->now_ms > INT64_MAX - u->ttl_ms ? INT64_MAX : m->now_ms + u->ttl_ms;
 }
 
+/*
+ * Every allocation and every check comes before the first change, so a
+ * failed update changes nothing (expired records aside), as a Redis
+ * script that errors before writing.
+ */
 static int mem_update(struct fg_state *s, const struct fg_state_update *u, fg_state_done_cb *cb, void *arg)
 {
 	struct fg_state_mem *m = mem_of(s);
