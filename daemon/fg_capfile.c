@@ -241,7 +241,8 @@ int fg_capfile_parse_frame(const uint8_t *p, size_t avail, unsigned flags, struc
 	if (len > FG_CAPFILE_MAX_RECORD)
 		return bad_frame(p, avail, flags, HDR, BAD_LENGTH, f);
 	if (avail - HDR < len) {
-		if ((flags & FG_CAPFILE_F_EOF) && frame_follows(p, avail)) {
+		/* a file that may still grow has the rest of this frame to come */
+		if ((flags & FG_CAPFILE_F_EOF) && !(flags & FG_CAPFILE_F_FOLLOW) && frame_follows(p, avail)) {
 			f->why = why_damaged_length;
 			return FG_EINVAL;
 		}
@@ -348,7 +349,7 @@ static int fill(struct fg_capfile_reader *r, size_t need)
 
 static unsigned parse_flags(const struct fg_capfile_reader *r)
 {
-	return r->eof ? FG_CAPFILE_F_EOF : 0;
+	return (r->eof ? FG_CAPFILE_F_EOF : 0) | (r->flags & FG_CAPFILE_F_FOLLOW);
 }
 
 /*

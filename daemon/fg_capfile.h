@@ -30,7 +30,8 @@
  *   - a length of at most FG_CAPFILE_MAX_RECORD whose frame runs past the
  *     end of the file: torn (a cut-short write; the CRC cannot be checked),
  *     unless a whole frame (CRC checked) starts somewhere in the bytes after
- *     its position: then its length is damaged, and it is corrupt;
+ *     its position and the file is not read as it grows (FOLLOW): then its
+ *     length is damaged, and it is corrupt;
  *   - a whole frame whose CRC matches: a record;
  *   - a bad frame (CRC mismatch, or a length over FG_CAPFILE_MAX_RECORD,
  *     which is not trusted to say where the frame ends): torn when it is the
@@ -197,7 +198,10 @@ int fg_capfile_parse_file_header(const uint8_t *p, size_t avail, unsigned flags,
  * fg_capfile_parse_frame - judge the frame at <p> from the <avail> bytes
  * there (borrowed; <p> is at a frame boundary, after the file header), by
  * the rules in the comment at the top of this file.  <flags> is
- * FG_CAPFILE_F_EOF when the file ends after those bytes, else 0.  Reads
+ * FG_CAPFILE_F_EOF when the file ends after those bytes, else 0; with
+ * FG_CAPFILE_F_FOLLOW as well the file may still grow, so a frame that runs
+ * past its end is torn (the rest may come) whatever bytes follow its
+ * header, never a damaged length.  Reads
  * nothing past <p> + <avail>; fills <*f>.  Returns
  *   FG_CAPFILE_RECORD      <f->payload>, <f->len>, <f->frame_len> describe
  *                          a record whose CRC matches; the next frame is at

@@ -17,7 +17,9 @@
  *   - the reader over the input (a memfd) returns the same records at the
  *     same offsets and ends as the walk did (END, TORN or FG_EINVAL);
  *   - the reader with FOLLOW, over the input appended in pieces, returns
- *     the same records too and ends with AGAIN where the walk is torn.
+ *     the same records too and ends with AGAIN where the walk is torn, or
+ *     stopped at a frame whose length runs past the end (damaged in a
+ *     whole file, the rest still to come in a growing one).
  * The input is libFuzzer's own buffer of exactly its size, so ASan sees a
  * read past the end of the "file".
  *
@@ -48,6 +50,7 @@ struct walk {
 	size_t n;                       /* records */
 	int end;                        /* 0 (clean end), FG_CAPFILE_TORN or FG_EINVAL */
 	size_t at;                      /* where the walk stopped */
+	int past_end;                   /* it stopped at a frame whose length runs past the end */
 };
 
 static void check(int ok)
@@ -149,6 +152,14 @@ static void walk_file(const uint8_t *data, size_t size, struct walk *w)
 		if (rc != FG_CAPFILE_RECORD) {
 			check((rc == FG_CAPFILE_TORN || rc == FG_EINVAL) && f.why != NULL);
 			w->end = rc;
+			/* a length running past the end with frames behind it: damaged
+			 * in a whole file, the rest still to come in a growing one */
+			w->past_end = size - pos >= FG_CAPFILE_FRAME_HEADER_LEN && le32(data + pos) <= FG_CAPFILE_MAX_RECORD &&
+			              FG_CAPFILE_FRAME_HEADER_LEN + (size_t)le32(data + pos) > size - pos;
+			/* the same frame in a file that may grow is torn, never damaged */
+			check(!w->past_end || fg_capfile_parse_frame(data + pos, size - pos,
+			                                            FG_CAPFILE_F_EOF | FG_CAPFILE_F_FOLLOW, &f) ==
+			                          FG_CAPFILE_TORN);
 			return;
 		}
 		check_record(data + pos, size - pos, &f);
@@ -166,14 +177,14 @@ static void check_reader_record(const uint8_t *data, const struct walk *w, size_
 	check(rec->len == 0 || memcmp(rec->data, data + w->offs[i] + FG_CAPFILE_FRAME_HEADER_LEN, rec->len) == 0);
 }
 
-/* The reader's last code where the walk ended with <end>. */
-static int reader_end(int end, unsigned flags)
+/* The reader's last code where the walk ended as <w> says. */
+static int reader_end(const struct walk *w, unsigned flags)
 {
-	if (end == 0)
+	if (w->end == 0)
 		return FG_CAPFILE_END;
-	if (end == FG_CAPFILE_TORN && (flags & FG_CAPFILE_F_FOLLOW))
+	if ((w->end == FG_CAPFILE_TORN || w->past_end) && (flags & FG_CAPFILE_F_FOLLOW))
 		return FG_CAPFILE_AGAIN;
-	return end;
+	return w->end;
 }
 
 static void run_reader(int fd, const uint8_t *data, size_t size, const struct walk *w)
@@ -188,7 +199,7 @@ static void run_reader(int fd, const uint8_t *data, size_t size, const struct wa
 	check(fg_capfile_reader_open_fd(fd, 0, &r) == 0);
 	while ((rc = fg_capfile_reader_next(r, &rec, NULL, 0)) == FG_CAPFILE_RECORD)
 		check_reader_record(data, w, i++, &rec);
-	check(i == w->n && rc == reader_end(w->end, 0));
+	check(i == w->n && rc == reader_end(w, 0));
 	check(fg_capfile_reader_offset(r) == w->at && fg_capfile_reader_records(r) == w->n);
 	/* sticky */
 	check(fg_capfile_reader_next(r, &rec, NULL, 0) == rc);
@@ -221,7 +232,7 @@ static void run_follower(int fd, const uint8_t *data, size_t size, const struct 
 			break;
 		check(rc == FG_CAPFILE_END || rc == FG_CAPFILE_AGAIN);
 	}
-	check(i == w->n && rc == reader_end(w->end, FG_CAPFILE_F_FOLLOW));
+	check(i == w->n && rc == reader_end(w, FG_CAPFILE_F_FOLLOW));
 	check(fg_capfile_reader_offset(r) == w->at);
 	fg_capfile_reader_free(r);
 }
