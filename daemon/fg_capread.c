@@ -206,6 +206,14 @@ static size_t element_size(const ProtobufCFieldDescriptor *fd)
 	}
 }
 
+/* 1 when repeated field <fd> may come packed (a run of scalars in one
+ * length-delimited value). */
+static int packable(const ProtobufCFieldDescriptor *fd)
+{
+	return fd->type != PROTOBUF_C_TYPE_STRING && fd->type != PROTOBUF_C_TYPE_BYTES &&
+	       fd->type != PROTOBUF_C_TYPE_MESSAGE;
+}
+
 /* One field <f> of a message of descriptor <fd> (NULL: unknown) into
  * <*cost>: 0, or -1 past <budget>. */
 static int field_cost(const ProtobufCFieldDescriptor *fd, const struct fg_pbwire_field *f, unsigned depth,
@@ -245,9 +253,7 @@ static int field_cost(const ProtobufCFieldDescriptor *fd, const struct fg_pbwire
 	}
 	if (fd->label == PROTOBUF_C_LABEL_REPEATED)
 		/* a packed run is up to one element per byte */
-		*cost += element_size(fd) * (f->wire_type == FG_PBWIRE_LEN && fd->type != PROTOBUF_C_TYPE_STRING &&
-		                                     fd->type != PROTOBUF_C_TYPE_BYTES &&
-		                                     fd->type != PROTOBUF_C_TYPE_MESSAGE ? f->vlen : 1);
+		*cost += element_size(fd) * (f->wire_type == FG_PBWIRE_LEN && packable(fd) ? f->vlen : 1);
 	switch (fd->type) {
 	case PROTOBUF_C_TYPE_STRING:
 		*cost += f->vlen + 1;

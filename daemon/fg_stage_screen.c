@@ -945,19 +945,20 @@ static void account_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
 	struct fg_limits_clock clk;
 	struct gate_op *op;
 	int64_t counted;
-	int rc;
+	int gap_only, rc;
 
 	if (g && g->timer)
 		evtimer_del(g->timer);
 	if (!g || !g->l || !c->call->user[0] || !g->w->state)
 		return;
-	if (!g->delivered && !cap_gap_only(g) && !quiet_gap_only(g) && (g->answered || end->status != FG_GRPC_OK))
+	gap_only = cap_gap_only(g) || quiet_gap_only(g);
+	if (!g->delivered && !gap_only && (g->answered || end->status != FG_GRPC_OK))
 		return;
 	if (!(op = op_get(g->w))) {
 		count_failure(c->call->pol, c->call->slot, c->call->band, FG_POLICY_S_BUSY, FG_POLICY_S_UPDATE);
 		return;
 	}
-	counted = cap_gap_only(g) || quiet_gap_only(g) ? 0 : elapsed_ms(g);
+	counted = gap_only ? 0 : elapsed_ms(g);
 	end_clock(g, g->start_ms + counted, &clk);
 	fg_stage_record_counted(c->call->rec, counted);
 	fg_limits_update(g->l, &clk, g->start_ms, &u);
