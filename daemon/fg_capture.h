@@ -134,6 +134,14 @@ void fg_capture_dropped(struct fg_capture *c, enum fg_capture_drop why);
 int fg_capture_submit(struct fg_capture_ring *r, struct fg_bufq *rec, uint64_t reserved);
 
 /*
+ * fg_capture_spare - an empty buffer with memory (at most 32 KiB) that
+ * the writer gave back after writing one of this ring's records, moved
+ * into <out> (freed first): 1, or 0 when there is none (<out> untouched).
+ * The ring's worker only.  Up to 64 such buffers wait per ring.
+ */
+int fg_capture_spare(struct fg_capture_ring *r, struct fg_bufq *out);
+
+/*
  * fg_capture_take - for a tool that runs the capture stage with no writer
  * thread (feedguard-replay, which never calls fg_capture_configure): the
  * oldest record queued by any worker, moved into <out> (emptied first; its

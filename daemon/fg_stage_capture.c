@@ -83,6 +83,9 @@ struct capture_worker {
 	struct fg_bufq scratch;             /* a message being redacted */
 	struct fg_bufq page;                /* a page's Decisions entries, being encoded: counted
 	                                       and moved into the record whole, or left out */
+	struct fg_bufq dec;                 /* capture_end: the Decisions but their items */
+	struct fg_bufq sub;                 /* capture_end: a Decisions entry being encoded */
+	struct fg_bufq sub2;                /* capture_end: an entry within that entry */
 	size_t record_hint;                 /* the size of this worker's last record submitted */
 	uint64_t rng;                       /* xorshift state: sampling of calls with no user id */
 };
@@ -217,6 +220,9 @@ static void capture_worker_free(void *wstate)
 
 	fg_bufq_free(&w->scratch);
 	fg_bufq_free(&w->page);
+	fg_bufq_free(&w->dec);
+	fg_bufq_free(&w->sub);
+	fg_bufq_free(&w->sub2);
 }
 
 /*
@@ -258,6 +264,9 @@ static enum fg_stage_begin capture_begin(struct fg_stage_ctx *c, const struct fg
 	r->recording = 1;
 	r->start_ms = call->time_ms;
 	r->counted_ms = -1;
+	/* a buffer the writer gave back, when there is one: no malloc here
+	 * and no free on the writer's thread */
+	(void)fg_capture_spare(w->ring, &r->buf);
 	/* the Record's tag and length go in front at the end: room for them
 	 * as the record's first bytes, which growing the record keeps */
 	if (fg_bufq_append(&r->buf, wrap_room, WRAP_ROOM) < 0)
@@ -555,21 +564,23 @@ static enum fg_stage_rc capture_response_end(struct fg_stage_ctx *c, struct fg_h
 
 /* --- the end: decisions, the Record wrapper, the writer -------------------- */
 
+/* The end's entries are encoded in the worker's scratch buffers <sub> and
+ * <sub2> (kept from call to call: capture_end runs whole on the worker),
+ * then appended to their parent with their length. */
 static int add_stripped(struct fg_stage_record *r, struct fg_bufq *d)
 {
 	const struct fg_policy *p = r->call->pol;
+	struct fg_bufq *s = &r->w->sub;
 	size_t i;
 
 	for (i = 0; r->tally && i < p->nstats; i++) {
-		struct fg_bufq s;
 		int rc;
 		if (!r->tally[i])
 			continue;
-		fg_bufq_init(&s);
-		rc = fg_pbwire_append_len(&s, S_FIELD, p->stat_names[i], strlen(p->stat_names[i])) |
-		     fg_pbwire_append_varint(&s, S_COUNT, r->tally[i]);
-		rc |= fg_pbwire_append_len(d, D_STRIPPED, fg_bufq_head(&s), fg_bufq_len(&s));
-		fg_bufq_free(&s);
+		fg_bufq_truncate(s, 0);
+		rc = fg_pbwire_append_len(s, S_FIELD, p->stat_names[i], strlen(p->stat_names[i])) |
+		     fg_pbwire_append_varint(s, S_COUNT, r->tally[i]);
+		rc |= fg_pbwire_append_len(d, D_STRIPPED, fg_bufq_head(s), fg_bufq_len(s));
 		if (rc)
 			return FG_ENOMEM;
 	}
@@ -579,20 +590,18 @@ static int add_stripped(struct fg_stage_record *r, struct fg_bufq *d)
 static int add_exposure(struct fg_stage_record *r, struct fg_bufq *st)
 {
 	const struct fg_stage_call *call = r->call;
-	struct fg_bufq e;
+	struct fg_bufq *e = &r->w->sub2;
 	size_t k;
 	int rc = 0;
 
-	fg_bufq_init(&e);
 	for (k = 0; k < r->screen.ncounters && rc == 0; k++) {
-		fg_bufq_truncate(&e, 0);
-		rc = fg_pbwire_append_len(&e, E_COUNTER, r->screen.counter[k], strlen(r->screen.counter[k])) |
-		     fg_pbwire_append_varint(&e, E_ALLOWANCE, r->allowance[k]) |
-		     fg_pbwire_append_varint(&e, E_DELIVERED, call->exposure_delivered[k]) |
-		     fg_pbwire_append_varint(&e, E_LIMITED, r->limited[k]);
-		rc |= fg_pbwire_append_len(st, ST_EXPOSURE, fg_bufq_head(&e), fg_bufq_len(&e));
+		fg_bufq_truncate(e, 0);
+		rc = fg_pbwire_append_len(e, E_COUNTER, r->screen.counter[k], strlen(r->screen.counter[k])) |
+		     fg_pbwire_append_varint(e, E_ALLOWANCE, r->allowance[k]) |
+		     fg_pbwire_append_varint(e, E_DELIVERED, call->exposure_delivered[k]) |
+		     fg_pbwire_append_varint(e, E_LIMITED, r->limited[k]);
+		rc |= fg_pbwire_append_len(st, ST_EXPOSURE, fg_bufq_head(e), fg_bufq_len(e));
 	}
-	fg_bufq_free(&e);
 	return rc ? FG_ENOMEM : 0;
 }
 
@@ -604,66 +613,77 @@ static uint64_t minutes(int64_t ms)
 static int add_screen(struct fg_stage_record *r, struct fg_bufq *d)
 {
 	const struct fg_stage_screen_facts *f = &r->screen;
-	struct fg_bufq st;
+	struct fg_bufq *st = &r->w->sub;
 	unsigned k;
 	int rc = 0;
 
 	if (!r->screen_set)
 		return 0;
-	fg_bufq_init(&st);
+	fg_bufq_truncate(st, 0);
 	if (f->action)
-		rc |= fg_pbwire_append_varint(&st, ST_ACTION, f->action);
+		rc |= fg_pbwire_append_varint(st, ST_ACTION, f->action);
 	for (k = 0; k < FG_POLICY_NNOTICES; k++)
 		if (f->notices & (1u << k))
-			rc |= fg_pbwire_append_len(&st, ST_NOTICES, fg_limits_notice_name(k),
+			rc |= fg_pbwire_append_len(st, ST_NOTICES, fg_limits_notice_name(k),
 			                           strlen(fg_limits_notice_name(k)));
 	if (f->failure >= 0 && f->failure < FG_POLICY_NSREASONS) {
-		rc |= fg_pbwire_append_len(&st, ST_FAILURE, failure_names[f->failure], strlen(failure_names[f->failure]));
+		rc |= fg_pbwire_append_len(st, ST_FAILURE, failure_names[f->failure], strlen(failure_names[f->failure]));
 		if (f->fail_mode < 3)
-			rc |= fg_pbwire_append_len(&st, ST_FAIL_MODE, fail_mode_names[f->fail_mode],
+			rc |= fg_pbwire_append_len(st, ST_FAIL_MODE, fail_mode_names[f->fail_mode],
 			                           strlen(fail_mode_names[f->fail_mode]));
 	}
-	rc |= fg_pbwire_append_varint(&st, ST_USED, minutes(f->used_ms));
+	rc |= fg_pbwire_append_varint(st, ST_USED, minutes(f->used_ms));
 	if (f->left_ms >= 0)
-		rc |= fg_pbwire_append_varint(&st, ST_LEFT, minutes(f->left_ms));
-	rc |= fg_pbwire_append_varint(&st, ST_SESSION, minutes(f->session_ms));
+		rc |= fg_pbwire_append_varint(st, ST_LEFT, minutes(f->left_ms));
+	rc |= fg_pbwire_append_varint(st, ST_SESSION, minutes(f->session_ms));
 	if (r->counted_ms >= 0)
-		rc |= fg_pbwire_append_varint(&st, ST_COUNTED, (uint64_t)r->counted_ms);
+		rc |= fg_pbwire_append_varint(st, ST_COUNTED, (uint64_t)r->counted_ms);
 	if (rc == 0)
-		rc = add_exposure(r, &st);
+		rc = add_exposure(r, st);
 	if (rc == 0)
-		rc = fg_pbwire_append_len(d, D_SCREEN, fg_bufq_head(&st), fg_bufq_len(&st));
-	fg_bufq_free(&st);
+		rc = fg_pbwire_append_len(d, D_SCREEN, fg_bufq_head(st), fg_bufq_len(st));
 	return rc ? FG_ENOMEM : 0;
 }
 
+/* The Decisions: stripped counts, the items (moved from <items>, where
+ * the pages put them: written once, never copied into a Decisions of
+ * their own first), the screen-time facts, the page size asked. */
 static int add_decisions(struct fg_stage_record *r)
 {
-	struct fg_bufq d;
+	struct fg_bufq *d = &r->w->dec;
+	uint8_t hdr[1 + FG_PBWIRE_VARINT_MAX];
+	size_t before, items = fg_bufq_len(&r->items), n;
 	int rc;
 
-	fg_bufq_init(&d);
-	rc = add_stripped(r, &d);
-	if (rc == 0 && fg_bufq_len(&r->items)) {
-		rc = fg_bufq_append(&d, fg_bufq_head(&r->items), fg_bufq_len(&r->items));
-		fg_bufq_free(&r->items);        /* copied: not held twice */
-	}
+	fg_bufq_truncate(d, 0);
+	rc = add_stripped(r, d);
+	before = fg_bufq_len(d);
 	if (rc == 0)
-		rc = add_screen(r, &d);
+		rc = add_screen(r, d);
 	if (rc == 0 && r->page_size_asked)
-		rc = fg_pbwire_append_varint(&d, D_PAGE_SIZE_ASKED, r->page_size_asked);
-	if (rc == 0 && fg_bufq_len(&d)) {
-		/* the items were counted as they came; the rest is in END_ROOM */
-		uint64_t more = 0;
-		if (fg_capture_reserve(r->w->cap, more + 8, queue_limit(r)) == 0) {
-			r->reserved += more + 8;
-			rc = fg_pbwire_append_len(&r->buf, C_DECISIONS, fg_bufq_head(&d), fg_bufq_len(&d));
-		} else {
-			rc = FG_ETOOBIG;
-		}
-	}
-	fg_bufq_free(&d);
-	return rc;
+		rc = fg_pbwire_append_varint(d, D_PAGE_SIZE_ASKED, r->page_size_asked);
+	if (rc < 0 || fg_bufq_len(d) + items == 0)
+		return rc;
+	/* the items were counted as they came; the rest is in END_ROOM */
+	if (fg_capture_reserve(r->w->cap, 8, queue_limit(r)) < 0)
+		return FG_ETOOBIG;
+	r->reserved += 8;
+	n = put_varint(hdr, C_DECISIONS, 2, fg_bufq_len(d) + items);
+	if (fg_bufq_reserve(&r->buf, n + fg_bufq_len(d) + items) < 0)
+		return FG_ENOMEM;
+	/* field order within the Decisions as before: stripped, items, the rest
+	 * (room reserved above: these appends do not fail) */
+	(void)fg_bufq_append(&r->buf, hdr, n);
+	if (before)
+		(void)fg_bufq_append(&r->buf, fg_bufq_head(d), before);
+	if (items)
+		(void)fg_bufq_append(&r->buf, fg_bufq_head(&r->items), items);
+	if (fg_bufq_len(d) > before)
+		(void)fg_bufq_append(&r->buf, fg_bufq_head(d) + before, fg_bufq_len(d) - before);
+	fg_bufq_free(&r->items);                /* written: not held twice */
+	if (d->cap > PAGE_SCRATCH_KEEP)
+		fg_bufq_free(d);
+	return 0;
 }
 
 static int add_facts(struct fg_stage_record *r, const struct fg_stage_end *end)
