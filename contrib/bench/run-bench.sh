@@ -39,6 +39,7 @@ RANKFEED_PATH=/feedguard.ranking.v1.Ranker/RankFeed
 CHILD_BAND=13_15        # a band the policy edits; "adult" has no rule block
 RANKER_DELAY=0          # microseconds the upstream waits before it answers (bench-upstream -d)
 REDIS_CPU=""            # rankfeed's redis-server; default the client's core
+UPSTREAM_CPU=""         # the upstream (ranker); default the proxy's core
 REDIS_IDLE=0            # --redis-idle: redis-server under SCHED_IDLE
 RATE=0                  # --rate: also load every target at this fixed total req/s
 PAIRS=()                # --pair "A B": A and B loaded at the same time, same rate
@@ -65,6 +66,11 @@ Usage: contrib/bench/run-bench.sh [options]
                       (bench-upstream -d: a ranker slower than a Redis round trip); default 0
   --redis-cpu N       the CPU of rankfeed's redis-server (default $CLIENT_CPU, the client's;
                       on a machine with a third core, give it that)
+  --upstream-cpu N    the CPU of the upstream (default $SERVER_CPU, the proxy's): with a
+                      slow ranker (--ranker-delay) at one call in flight, the client's
+                      core is free while the ranker works, and a ranker there starts its
+                      time when the request is written, as a ranker on another host
+                      would, not when the proxy's core is next free
   --redis-idle        run rankfeed's redis-server under SCHED_IDLE (chrt --idle 0): its
                       work waits until its core has nothing else to run, as if Redis had
                       a core of its own; for the latency at one call in flight on a
@@ -104,6 +110,7 @@ while [[ $# -gt 0 ]]; do
 	--descriptor-set) DESCRIPTOR_SET=$2; shift 2 ;;
 	--ranker-delay) RANKER_DELAY=$2; shift 2 ;;
 	--redis-cpu) REDIS_CPU=$2; shift 2 ;;
+	--upstream-cpu) UPSTREAM_CPU=$2; shift 2 ;;
 	--redis-idle) REDIS_IDLE=1; shift ;;
 	--perf) PERF=1; shift ;;
 	--only) ONLY=$2; shift 2 ;;
@@ -122,6 +129,8 @@ done
 PAIR_RATE=$(( RATE > 0 ? RATE : 8000 ))
 [[ -z $REDIS_CPU ]] && REDIS_CPU=$CLIENT_CPU
 [[ $REDIS_CPU =~ ^[0-9]+$ ]] || die "--redis-cpu wants a CPU number, not '$REDIS_CPU'"
+[[ -z $UPSTREAM_CPU ]] && UPSTREAM_CPU=$SERVER_CPU
+[[ $UPSTREAM_CPU =~ ^[0-9]+$ ]] || die "--upstream-cpu wants a CPU number, not '$UPSTREAM_CPU'"
 (( ROUNDS >= 1 && DURATION >= 1 )) || die "need at least one round of at least one second"
 [[ $SCENARIO == passthrough || $SCENARIO == rankfeed ]] || die "--scenario is passthrough or rankfeed, not '$SCENARIO'"
 
@@ -154,6 +163,7 @@ check_tools() {
 	taskset -c "$SERVER_CPU" true 2>/dev/null ||
 		die "CPU $SERVER_CPU is not available: the benchmark needs two cores (h2load on one, the servers on the other)"
 	taskset -c "$REDIS_CPU" true 2>/dev/null || die "--redis-cpu $REDIS_CPU: no such CPU here"
+	taskset -c "$UPSTREAM_CPU" true 2>/dev/null || die "--upstream-cpu $UPSTREAM_CPU: no such CPU here"
 }
 
 find_daemon() {
@@ -268,7 +278,7 @@ start_upstream() {
 	(( RANKER_DELAY > 0 )) && delay=(-d "$RANKER_DELAY")
 	rm -f "$WORK/upstream.port"       # a stale one from an earlier run would be read at once
 	# taskset execs the server, so $! is the server's own PID.
-	taskset -c "$SERVER_CPU" "$WORK"/bench-upstream -s "$UP_STREAMS" "${UP_ARGS[@]}" "${delay[@]}" 0 \
+	taskset -c "$UPSTREAM_CPU" "$WORK"/bench-upstream -s "$UP_STREAMS" "${UP_ARGS[@]}" "${delay[@]}" 0 \
 		> "$WORK/upstream.port" 2> "$WORK/upstream.log" &
 	UP_PID=$!
 	PIDS+=("$UP_PID")
@@ -840,6 +850,7 @@ report_rankfeed() {
 	rate_line fg-capture-off fg-filter
 	pair_line fg-capture fg-filter
 	pair_line fg-capture-off fg-filter
+	capture_mix_line
 	[[ -n $CAPTURE_LINE ]] && echo "$CAPTURE_LINE"; }
 	measured fg-adult fg-pass && { read -r d rest <<< "$(deltas fg-adult fg-pass)"
 	printf 'Intercepted, band adult (no rule block: nothing stripped, messages forwarded as they came): %s µs (rounds:%s).\n' "$d" "$rest"; }
@@ -906,7 +917,9 @@ run_pair() {
 		(( n > 0 )) && c=$(awk -v d=$((cpu1[$t] - cpu0[$t])) -v n="$n" 'BEGIN { printf "%.2f", d / 1000 / n }')
 		[[ -s ${lat[$t]} ]] && read -r p50 p99 < <(p50_p99 "${lat[$t]}")
 		rm -f "${lat[$t]}"
-		printf '%s\t%s\t%s\t-\t%s\t%s\t%s\t-\t%s\t-\t0\t-\t-\tok\n' "$shape" "$t" "$round" "$p50" "$p99" "$c" "$n" >> "$RESULTS"
+		# the shape names the pair: a target in two pairs (fg-filter beside
+		# fg-state and beside fg-capture) has rows of each, never mixed
+		printf '%s\t%s\t%s\t-\t%s\t%s\t%s\t-\t%s\t-\t0\t-\t-\tok\n' "$shape:$a:$b" "$t" "$round" "$p50" "$p99" "$c" "$n" >> "$RESULTS"
 		printf '  %-5s %-14s round %s: %6s calls  p50 %6s us  p99 %6s us  cpu %5s us/call (beside %s)\n' "$shape" "$t" \
 			"$round" "$n" "$p50" "$p99" "$c" "$([[ $t == "$a" ]] && echo "$b" || echo "$a")" >&2
 	done
@@ -915,20 +928,51 @@ run_pair() {
 # pair_line A B: the side-by-side rounds' differences A − B.
 pair_line() {
 	local d rest base
-	read -r d rest <<< "$(deltas "$1" "$2" pair)"
+	read -r d rest <<< "$(deltas "$1" "$2" "pair:$1:$2")"
 	if [[ $d != - ]]; then
-		base=$(median pair "$2" 7)
+		base=$(median "pair:$1:$2" "$2" 7)
 		printf 'Side by side (both loaded at the same time, %s calls a second each): %s − %s = %s µs of CPU per call (rounds:%s; %s: %s µs a call, %s of it).\n' \
 			"$((PAIR_RATE / 2))" "$1" "$2" "$d" "$rest" "$2" "$base" \
 			"$(awk -v d="$d" -v b="$base" 'BEGIN { printf "%.1f%%", (b > 0 ? 100 * d / b : 0) }')"
 	fi
-	read -r d rest <<< "$(deltas "$1" "$2" pair1 5)"
+	read -r d rest <<< "$(deltas "$1" "$2" "pair1:$1:$2" 5)"
 	if [[ $d != - ]]; then
 		printf 'Side by side at one call in flight each (-c1 -m1, both at the same time): %s − %s = %s µs of p50 latency (rounds:%s; %s p50 %s µs), ' \
-			"$1" "$2" "$d" "$rest" "$2" "$(median pair1 "$2" 5)"
-		read -r d rest <<< "$(deltas "$1" "$2" pair1)"
+			"$1" "$2" "$d" "$rest" "$2" "$(median "pair1:$1:$2" "$2" 5)"
+		read -r d rest <<< "$(deltas "$1" "$2" "pair1:$1:$2")"
 		printf '%s µs of CPU per call (rounds:%s).\n' "$d" "$rest"
 	fi
+}
+
+# capture_mix_line: what capture costs an intercepted call as shipped
+# (capture.sample 0.01 of users).  Sampling is per user and a call is either
+# recorded whole or not at all, so the cost per call is the mix of the two
+# targets' differences: (1 - s) * fg-capture-off + s * fg-capture.  From the
+# side-by-side rounds when there are any, else from the alternating ones.
+capture_mix_line() {
+	local s=0.01 on off bon boff how="side by side"
+	read -r on _ <<< "$(deltas fg-capture fg-filter pair:fg-capture:fg-filter)"
+	read -r off _ <<< "$(deltas fg-capture-off fg-filter pair:fg-capture-off:fg-filter)"
+	bon=$(median pair:fg-capture:fg-filter fg-filter 7)
+	boff=$(median pair:fg-capture-off:fg-filter fg-filter 7)
+	if [[ $on == - || $off == - ]]; then
+		how="alternating rounds"
+		read -r on _ <<< "$(deltas fg-capture fg-filter)"
+		read -r off _ <<< "$(deltas fg-capture-off fg-filter)"
+		bon=$(median c16 fg-filter 7)
+		boff=$bon
+	fi
+	[[ $on == - || $off == - || $bon == - || $boff == - ]] && return 0
+	# each difference as a share of the filter's call it ran beside: the
+	# shares move less than the µs when the whole machine slows down
+	awk -v s="$s" -v on="$on" -v off="$off" -v bon="$bon" -v boff="$boff" -v how="$how" 'BEGIN {
+		son = on / bon; soff = off / boff; mix = (1 - s) * soff + s * son
+		printf "Capture as shipped (capture.sample %s: %.0f%% of users recorded whole, the rest not at all; %s): (1 − %s) × %.1f%% + %s × %.1f%% = %.2f%% of the filter'"'"'s call (%+.2f µs); target under 10%%: %s", \
+			s, 100 * s, how, s, 100 * soff, s, 100 * son, 100 * mix, (1 - s) * off + s * on, (mix < 0.10 ? "met" : "NOT MET")
+		if (son > soff && soff < 0.10)
+			printf "; it holds up to capture.sample %.2f", (0.10 - soff) / (son - soff)
+		printf ".\n"
+	}'
 }
 
 # rate_line A B: with --rate, A's CPU per call minus B's at the same fixed
@@ -1142,6 +1186,7 @@ LIMITS
 	CMDLINE="contrib/bench/run-bench.sh --scenario rankfeed --rounds $ROUNDS --duration $DURATION --warm-up $WARMUP"
 	(( RANKER_DELAY > 0 )) && CMDLINE+=" --ranker-delay $RANKER_DELAY"
 	[[ $REDIS_CPU != "$CLIENT_CPU" ]] && CMDLINE+=" --redis-cpu $REDIS_CPU"
+	[[ $UPSTREAM_CPU != "$SERVER_CPU" ]] && CMDLINE+=" --upstream-cpu $UPSTREAM_CPU"
 	start_upstream
 	start_nghttpx
 	start_redis
@@ -1340,7 +1385,7 @@ fi
 	echo "Command: $CMDLINE"
 	echo "Machine: $(getconf _NPROCESSORS_ONLN) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), Linux $(uname -r);" \
 	     "$(nghttpx --version | head -1); $(h2load --version | head -1)"
-	echo "Load: h2load -t1 pinned to CPU $CLIENT_CPU; upstream and proxy pinned to CPU $SERVER_CPU;" \
+	echo "Load: h2load -t1 pinned to CPU $CLIENT_CPU; upstream pinned to CPU $UPSTREAM_CPU, proxy to CPU $SERVER_CPU;" \
 	     "medians of $ROUNDS rounds of ${DURATION}s (after ${WARMUP}s warm-up)"
 	if [[ $SCENARIO == rankfeed ]]; then
 		echo "Call: $RANKFEED_PATH, h2load -c16 -m32, then -c1 -m1; request 5+${SIZE[request_len]} bytes" \
