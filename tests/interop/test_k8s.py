@@ -50,13 +50,15 @@ OLD_HASH_ANNOTATION = "checksum/feedguard-config"
 # The README's memory bound ("Memory: what a client can make feedguardd
 # hold"), with the assumptions the Kubernetes section states: the idle
 # daemon (7.2MiB of RSS with 2 workers and the UK policy, measured), per
-# worker the filter's 1.5MiB and state.max_pending x 2KiB for Redis, and
+# worker the filter's 1.5MiB, state.max_pending x 2KiB for Redis and the
+# ended calls' pipelines kept for reuse (16MiB, "Kept for reuse"), and
 # BUSY_CONNECTIONS client connections each holding a message past its
 # budget and what their streams' windows let through (M + S x W).
 MIB = 1024 * 1024
 BASE = 8 * MIB
 FILTER_PER_WORKER = 3 * MIB // 2
 REDIS_PER_PENDING = 2 * 1024
+KEPT_PER_WORKER = 16 * MIB
 BUSY_CONNECTIONS = 32
 
 
@@ -579,7 +581,7 @@ def test_resources_cover_the_memory_bound(ex):
     s_win = size(lim.get("stream_window"), MIB)
     w_buf = size(lim.get("worker_buffer"), 64 * MIB)
     pending = c.get("state", {}).get("max_pending", 1024)
-    bound = (BASE + workers * (w_buf + FILTER_PER_WORKER + pending * REDIS_PER_PENDING)
+    bound = (BASE + workers * (w_buf + FILTER_PER_WORKER + pending * REDIS_PER_PENDING + KEPT_PER_WORKER)
              + BUSY_CONNECTIONS * (m_size + streams * s_win))
     res = ex.fg["resources"]
     limit = quantity(res["limits"]["memory"])
