@@ -2416,8 +2416,8 @@ static int failmalloc_run(struct t *t, long n, int *injected, const struct fg_bu
 
 /* ---- ended pipelines kept for reuse, within their byte budget ---- */
 
-#define SPARE_BUDGET (4u << 20)         /* PIPELINE_SPARE_BYTES in fg_pipeline_env.c */
-#define SPARE_CALLS 120
+#define SPARE_BUDGET (16u << 20)        /* PIPELINE_SPARE_BYTES in fg_pipeline_env.c */
+#define SPARE_CALLS 400
 #define SPARE_MSG 60000                 /* under FG_GRPCFRAME_READER_KEEP: its buffer is kept */
 
 /* Many calls end at once, each with a 60 KB request assembled from two
