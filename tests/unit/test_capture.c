@@ -421,6 +421,48 @@ static void test_writer_that_cannot_start(void **state)
 	fg_config_unref(cfg);
 }
 
+/* Written records' buffers come back to the worker that queued them, for
+ * its next records: empty, their memory kept; at most 64 wait, and one
+ * over 32 KiB is freed instead.  Buffers still waiting when capture is
+ * freed are freed with it (the sanitizer and valgrind runs see a leak). */
+static void test_written_buffers_come_back(void **state)
+{
+	const struct fg_test_dir *d = *state;
+	struct fg_config *cfg = config(d, "");
+	struct fg_capture *c;
+	struct fg_capture_ring *r;
+	struct fg_bufq q, s = { 0 };
+	size_t i, n = 0;
+
+	assert_int_equal(fg_capture_new(&c, 1), 0);
+	assert_int_equal(fg_capture_configure(c, cfg), 0);
+	assert_non_null(r = fg_capture_attach(c, 0));
+	assert_int_equal(fg_capture_spare(r, &s), 0);   /* none yet */
+	assert_null(s.data);
+	for (i = 0; i < 101; i++) {
+		record(&q, "/a.B/C", (int64_t)i, 100);
+		/* one buffer of 64 KiB, then 100 of 16 KiB */
+		assert_int_equal(fg_bufq_reserve(&q, (i == 0 ? 64 : 16) * 1024 - fg_bufq_len(&q)), 0);
+		assert_int_equal(fg_capture_submit(r, &q, 0), 0);
+	}
+	wait_records(c, 101);
+	while (fg_capture_spare(r, &s)) {
+		assert_int_equal(fg_bufq_len(&s), 0);
+		assert_true(s.cap >= 16 * 1024 && s.cap <= 32 * 1024);
+		n++;
+	}
+	assert_int_equal(n, 64);
+	assert_non_null(s.data);                        /* the last one taken, untouched by the miss */
+	fg_bufq_free(&s);
+	for (i = 0; i < 5; i++) {
+		record(&q, "/a.B/C", (int64_t)(200 + i), 100);
+		assert_int_equal(fg_capture_submit(r, &q, 0), 0);
+	}
+	wait_records(c, 106);
+	fg_capture_free(c);
+	fg_config_unref(cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -430,6 +472,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rotation_and_retention, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_configure_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_writer_that_cannot_start, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_written_buffers_come_back, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("capture", tests, NULL, NULL);
