@@ -40,10 +40,9 @@
  * in the worker's arena and a free from another thread into it (about 2 µs
  * a record with its bin sorting).  A power of two; enough for the records
  * of one writer cycle (IDLE_SLEEP_MS) at thousands a second.  Only buffers
- * of at most SPARE_MAX_CAP are kept: at most SPARES * SPARE_MAX_CAP bytes a
- * worker (2 MiB). */
+ * of at most FG_CAPTURE_SPARE_MAX_CAP are kept: at most SPARES *
+ * FG_CAPTURE_SPARE_MAX_CAP bytes a worker (2 MiB). */
 #define SPARES 64
-#define SPARE_MAX_CAP (32u * 1024)
 #define OFF_SLEEP_MS 1000
 /* Retention is checked this often, and at every rotation. */
 #define RETENTION_EVERY_US (60LL * 1000000)
@@ -222,7 +221,7 @@ static void spare_put(struct fg_capture_ring *r, struct fg_bufq *q)
 {
 	uint32_t head = r->spare_head;
 
-	if (q->cap > SPARE_MAX_CAP || head - __atomic_load_n(&r->spare_tail, __ATOMIC_ACQUIRE) >= SPARES) {
+	if (q->cap > FG_CAPTURE_SPARE_MAX_CAP || head - __atomic_load_n(&r->spare_tail, __ATOMIC_ACQUIRE) >= SPARES) {
 		fg_bufq_free(q);
 		return;
 	}

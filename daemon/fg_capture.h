@@ -17,7 +17,7 @@
  * files of that name pattern.
  *
  * Threads: fg_capture_new, _configure, _reopen and _free on the main
- * thread; fg_capture_attach, _reserve, _release and _submit on a worker
+ * thread; fg_capture_attach, _reserve, _release, _submit and _spare on a worker
  * (each worker its own ring); counters may be read from any thread.
  */
 #ifndef FG_CAPTURE_H
@@ -132,6 +132,10 @@ void fg_capture_dropped(struct fg_capture *c, enum fg_capture_drop why);
  * counted, its bytes released.
  */
 int fg_capture_submit(struct fg_capture_ring *r, struct fg_bufq *rec, uint64_t reserved);
+
+/* The largest record buffer the writer hands back to its worker (and a
+ * worker keeps for its next records) instead of freeing it. */
+#define FG_CAPTURE_SPARE_MAX_CAP (32u * 1024)
 
 /*
  * fg_capture_spare - an empty buffer with memory (at most 32 KiB) that

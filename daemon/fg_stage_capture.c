@@ -70,6 +70,10 @@ static const uint8_t wrap_room[8];
 #define DPOS_STACK 512
 /* The worker's page buffer is let go after a page larger than this. */
 #define PAGE_SCRATCH_KEEP (64u * 1024)
+/* Record buffers a worker keeps itself, from records it dropped (a call
+ * not sampled, a record over budget), each at most
+ * FG_CAPTURE_SPARE_MAX_CAP: 256 KiB a worker. */
+#define KEEP_BUFS 8
 /* An Item's fields but its class name: four tags with varints, two more. */
 #define ITEM_FIXED_MAX (6 * (1 + FG_PBWIRE_VARINT_MAX))
 
@@ -86,6 +90,8 @@ struct capture_worker {
 	struct fg_bufq dec;                 /* capture_end: the Decisions but their items */
 	struct fg_bufq sub;                 /* capture_end: a Decisions entry being encoded */
 	struct fg_bufq sub2;                /* capture_end: an entry within that entry */
+	struct fg_bufq keep[KEEP_BUFS];     /* empty record buffers, memory kept */
+	unsigned nkeep;
 	size_t record_hint;                 /* the size of this worker's last record submitted */
 	uint64_t rng;                       /* xorshift state: sampling of calls with no user id */
 };
@@ -187,9 +193,19 @@ static int add_bytes(struct fg_stage_record *r, uint32_t field, const uint8_t *p
 	return 0;
 }
 
-/* Everything the record holds goes; its bytes are given back. */
+/* Everything the record holds goes; its bytes are given back.  Its
+ * buffer, when small, stays with the worker for its next record: at the
+ * usual sample most calls build a record until identify says the user is
+ * not sampled, and they then cost no malloc and no free. */
 static void drop_record(struct fg_stage_record *r)
 {
+	struct capture_worker *w = r->w;
+
+	if (r->buf.data && r->buf.cap <= FG_CAPTURE_SPARE_MAX_CAP && w->nkeep < KEEP_BUFS) {
+		r->buf.off = r->buf.len = 0;
+		w->keep[w->nkeep++] = r->buf;
+		fg_bufq_init(&r->buf);
+	}
 	fg_bufq_free(&r->buf);
 	fg_bufq_free(&r->items);
 	free(r->tally);
@@ -223,10 +239,36 @@ static void capture_worker_free(void *wstate)
 	fg_bufq_free(&w->dec);
 	fg_bufq_free(&w->sub);
 	fg_bufq_free(&w->sub2);
+	while (w->nkeep)
+		fg_bufq_free(&w->keep[--w->nkeep]);
 }
 
 /*
- * A record's buffer starts with the room the worker's last record took,
+ * A record's buffer is one this worker kept or the writer gave back, when
+ * there is one: no malloc here, and no free on the writer's thread.  Its
+ * whole size counts against capture.queue at once, like the bytes it
+ * will hold; without the budget's room it is not used.  1 when <r> has it.
+ */
+static int record_reuse(struct capture_worker *w, struct fg_stage_record *r)
+{
+	struct fg_bufq b = { 0 };
+
+	if (w->nkeep)
+		b = w->keep[--w->nkeep];
+	else if (!fg_capture_spare(w->ring, &b))
+		return 0;
+	if (b.cap <= WRAP_ROOM || fg_capture_reserve(w->cap, b.cap, queue_limit(r)) < 0) {
+		fg_bufq_free(&b);
+		return 0;
+	}
+	r->buf = b;
+	r->reserved += b.cap;
+	r->prepaid = b.cap - WRAP_ROOM;
+	return 1;
+}
+
+/*
+ * Otherwise a record's buffer starts with the room the worker's last record took,
  * counted against capture.queue at once like the bytes it will hold (the
  * record then grows without a realloc, where doubling from nothing cost
  * six reallocs and twice the record in copies); room the record does not
@@ -264,14 +306,15 @@ static enum fg_stage_begin capture_begin(struct fg_stage_ctx *c, const struct fg
 	r->recording = 1;
 	r->start_ms = call->time_ms;
 	r->counted_ms = -1;
-	/* a buffer the writer gave back, when there is one: no malloc here
-	 * and no free on the writer's thread */
-	(void)fg_capture_spare(w->ring, &r->buf);
 	/* the Record's tag and length go in front at the end: room for them
 	 * as the record's first bytes, which growing the record keeps */
-	if (fg_bufq_append(&r->buf, wrap_room, WRAP_ROOM) < 0)
-		return FG_STAGE_SKIP;
-	record_prepay(w, r);
+	if (record_reuse(w, r)) {
+		(void)fg_bufq_append(&r->buf, wrap_room, WRAP_ROOM); /* in its room: cannot fail */
+	} else {
+		if (fg_bufq_append(&r->buf, wrap_room, WRAP_ROOM) < 0)
+			return FG_STAGE_SKIP;
+		record_prepay(w, r);
+	}
 	call->need_capture_user = 1;
 	call->rec = r;
 	return FG_STAGE_RUN;
@@ -668,7 +711,7 @@ static int add_decisions(struct fg_stage_record *r)
 	if (fg_capture_reserve(r->w->cap, 8, queue_limit(r)) < 0)
 		return FG_ETOOBIG;
 	r->reserved += 8;
-	n = put_varint(hdr, C_DECISIONS, 2, fg_bufq_len(d) + items);
+	n = put_varint(hdr, C_DECISIONS, FG_PBWIRE_LEN, fg_bufq_len(d) + items);
 	if (fg_bufq_reserve(&r->buf, n + fg_bufq_len(d) + items) < 0)
 		return FG_ENOMEM;
 	/* field order within the Decisions as before: stripped, items, the rest
