@@ -41,11 +41,12 @@ static const struct fg_stage *const daemon_stages[] = {
  * buffer).  A count of 32 was too few for a worker whose calls wait on
  * Redis: bursts of 50 calls in flight ended with most of them freed, and
  * their buffers grown again by the next burst (1 µs of malloc per call).
- * 4 MiB was too little for the same calls: a call held for its state
- * answer keeps the response twice (susp_orig, susp_cur) besides its
- * readers, about 150 KiB, so 4 MiB kept 27 of them and a burst past that
- * grew the rest again (16 MiB: 2 to 4 µs less CPU a call with state at
- * 4000 calls a second, side by side).
+ * 4 MiB was too little for the same calls: a RankFeed pipeline keeps
+ * 100 to 150 KiB (the request's and the response's readers and raw
+ * queues), so 4 MiB kept about 30, fewer than a worker whose calls wait
+ * for Redis has in flight in a burst, and the rest grew again (16 MiB: 2
+ * to 4 µs less CPU a call with state at 4000 calls a second, side by
+ * side).
  */
 #define PIPELINE_SPARE_BYTES (16u << 20)
 #define PIPELINE_SPARE_MAX 1024
