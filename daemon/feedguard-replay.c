@@ -21,6 +21,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -704,6 +705,21 @@ static int replay_all(struct run *ru, char **files)
 	return rv;
 }
 
+/* A count option's value: a whole number from 1 to <max>, nothing after
+ * it.  0, or -1 (the caller says what the option wants). */
+static int parse_count(const char *s, unsigned long max, unsigned long *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (end == s || *end || errno || v == 0 || v > max || *s == '-')
+		return -1;
+	*out = v;
+	return 0;
+}
+
 static int parse_shard(const char *s, unsigned *i, unsigned *n)
 {
 	char *end;
@@ -757,7 +773,16 @@ static int run_args(struct run *ru, int argc, char **argv)
 				return -1;
 			}
 			break;
-		case O_MAX_USERS: ru->max_users = strtoul(optarg, NULL, 10); break;
+		case O_MAX_USERS: {
+			unsigned long v;
+			if (parse_count(optarg, 1000000000ul, &v) < 0) {
+				fprintf(stderr, PROG ": --max-users wants a whole number from 1 to 1000000000, not '%s'\n",
+				        optarg);
+				return -1;
+			}
+			ru->max_users = v;
+			break;
+		}
 		case O_PROGRESS: ru->progress = 1; break;
 		case O_NO_PROGRESS: ru->progress = 0; break;
 		case 'h': usage(stdout); exit(EXIT_DONE);
@@ -960,7 +985,15 @@ static int cmd_live(int argc, char **argv)
 		case O_TARGET: o.target = optarg; break;
 		case O_SPEED: o.speed = strtod(optarg, NULL); break;
 		case O_RATE: o.rate = strtod(optarg, NULL); break;
-		case O_CONC: o.concurrency = (unsigned)strtoul(optarg, NULL, 10); break;
+		case O_CONC: {
+			unsigned long v;
+			if (parse_count(optarg, 100000ul, &v) < 0) {
+				fprintf(stderr, PROG ": --concurrency wants a whole number from 1 to 100000, not '%s'\n", optarg);
+				return EXIT_USAGE;
+			}
+			o.concurrency = (unsigned)v;
+			break;
+		}
 		case O_TIMEOUT: o.timeout_ms = strtoll(optarg, NULL, 10); break;
 		case O_USER_HEADER:
 			if (!fg_replay_live_header_ok(optarg)) {

@@ -461,14 +461,15 @@ static void add_request(struct fg_stage_record *r, const struct fg_stage_msg *ms
 
 /* capture_redact.response for the call's band, or NULL when the band's own
  * response rules are that very block (the default: the first band's) and
- * have already stripped the message: the same edit twice changes nothing. */
+ * have already stripped the message: the same edit twice changes nothing;
+ * or when it edits nothing (`response: {}`, the side as the band left it). */
 static const struct fg_policy_edit *response_redaction(const struct fg_stage_call *call)
 {
 	const struct fg_policy_method *m = call->m;
 
 	if (m->capture_response_default && m->response[call->band].prog == m->response[0].prog)
 		return NULL;
-	return &m->capture_response;
+	return m->capture_response.prog ? &m->capture_response : NULL;
 }
 
 /* A response message as delivered, less capture_redact.response. */

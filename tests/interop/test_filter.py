@@ -1226,6 +1226,55 @@ def test_custom_contract_enum_labels(fg, ranker, tmp_path, acme_pb):
     assert resp == sent and ranker.wait(cid)["raw"] == body
 
 
+@pytest.mark.parametrize("redact,reference", [(None, True), ("{response: {}}", True),
+                                               ("{response: {remove: [trace_id]}}", False)],
+                         ids=["default", "side-as-the-band-left-it", "response-redacted"])
+def test_capture_response_redaction_and_the_reference(fg, ranker, tmp_path, acme_pb, redact, reference):
+    """capture_redact.response {} records the response as the band left it,
+    so the child's filtered page is still written as a DeliveredFrom; a
+    redaction that edits the response has the delivered page written whole
+    (README, "What a record holds": delivered_response), the redacted field
+    gone from both entries."""
+    import test_capture as tc
+    shutil.copy(str(acme_pb), str(tmp_path / "acme.pb"))
+    capdir = tmp_path / "capture"
+    capdir.mkdir()
+    (tmp_path / "capture.key").write_bytes(os.urandom(32))
+    policy = acme_policy()
+    if redact:
+        policy = policy.replace("    filter:\n", "    capture_redact: %s\n    filter:\n" % redact, 1)
+    d = fg(policy, config={"capture": {"directory": str(capdir), "sample": 1,
+                                       "key": {"id": "k1", "file": str(tmp_path / "capture.key")}}})
+    entries = [entry(i, [h] if h else []) for i, h in [(1, SPORTY), (2, GORE), (3, 0), (4, SAD)]]
+    sent = f_len(1, "trace-1") + f_len(2, b"".join(f_len(3, e) for e in entries))
+    cid = ph.call_id("acme-redact")
+    ranker.script(cid, [sent])
+    got, _ = ph.unary(d.addr, RECOMMEND, f_len(1, "viewer-3") + f_varint(2, 5), md("under_13", cid))
+    assert got != sent, "the filter changed nothing: the test tests nothing"
+
+    def calls():
+        return [c for f in tc.scan(capdir) for c in f.calls]
+    harness.poll_until(lambda: len(calls()) >= 1, tf(10), "a capture record")
+    raw = []                                # as written (scan() rebuilds delivered pages)
+    for f in tc.scan(capdir):
+        for _, _, payload in f.frames:
+            r = tc.cap().Record()
+            r.ParseFromString(payload)
+            if r.WhichOneof("kind") == "call":
+                raw.append(r.call)
+    call = raw[0]
+    if reference:
+        assert list(call.delivered_response) == [b""], "the page is written twice"
+        assert [(f.delivered, f.upstream) for f in call.delivered_from] == [(0, 0)]
+        tc.rebuild_delivered(call)
+        assert call.delivered_response[0] == got
+    else:
+        assert not call.delivered_from
+        assert len(call.delivered_response) == 1 and call.delivered_response[0] != got
+        for m in (call.upstream_response[0], call.delivered_response[0]):
+            assert b"trace-1" not in m
+
+
 def test_capture_keeps_a_nested_page_as_a_reference(fg, ranker, tmp_path, acme_pb):
     """Capture of the acme contract (items behind page.entries: three
     removed, one demoted, the page trimmed) at sample 1: the record does not

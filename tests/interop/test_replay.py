@@ -995,8 +995,11 @@ def test_live_closed_port(cap):
     ["live", "--speed", "0", "{cap}"],
     ["dump"],
     ["run", "-p", "{policy}", "-p", "{policy}", "--check", "{cap}"],
+    ["run", "-p", "{policy}", "--max-users", "0", "{cap}"],
+    ["live", "--target", "127.0.0.1:1", "--concurrency", "0", "{cap}"],
+    ["live", "--target", "127.0.0.1:1", "--concurrency", "many", "{cap}"],
 ], ids=["unknown-subcommand", "run-without-p", "shard-3-of-3", "format-xml", "live-without-target",
-        "dump-without-files", "check-with-two-policies"])
+        "dump-without-files", "check-with-two-policies", "max-users-0", "concurrency-0", "concurrency-word"])
 def test_usage_errors_exit_2(cap, args):
     """Usage errors: exit 2, something said on stderr, nothing on stdout."""
     args = [str(cap.files[0]) if a == "{cap}" else str(cap.policy_a) if a == "{policy}" else a for a in args]
