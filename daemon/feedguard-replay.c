@@ -469,6 +469,9 @@ struct run {
 	uint64_t checked, mismatched, no_upstream[2], failed;
 	uint64_t not_in_policy[2];      /* calls whose method the policy does not name */
 	char not_in_policy_example[2][128];
+	uint64_t band_not_in_policy[2]; /* calls whose recorded band the policy does not have */
+	char band_example[2][128];
+	char band_unknown[2][128];      /* the policy's unknown_band, which those calls got */
 	struct fg_replay_stats *stats;
 };
 
@@ -645,6 +648,10 @@ static int replay_one(struct run *ru, const Feedguard__Capture__V1__Call *in, ui
 		ru->no_upstream[p] += res.no_upstream;
 		if (res.not_in_policy && !ru->not_in_policy[p]++)
 			snprintf(ru->not_in_policy_example[p], sizeof(ru->not_in_policy_example[p]), "%s", in->method);
+		if (res.band_not_in_policy && !ru->band_not_in_policy[p]++) {
+			snprintf(ru->band_example[p], sizeof(ru->band_example[p]), "%s", in->band);
+			snprintf(ru->band_unknown[p], sizeof(ru->band_unknown[p]), "%s", res.unknown_band);
+		}
 		if (ru->check && p == 0) {
 			ru->checked++;
 			if (differs(in, out, why, sizeof(why)) && ++ru->mismatched <= 10)
@@ -873,6 +880,12 @@ static int cmd_run(int argc, char **argv)
 			        "were replayed as calls it passes through untouched; is it the policy for this capture?\n",
 			        label(&ru, (size_t)i), (unsigned long long)ru.not_in_policy[i], ru.n,
 			        ru.not_in_policy_example[i]);
+	for (i = 0; i < (int)ru.npolicies; i++)
+		if (ru.band_not_in_policy[i])
+			fprintf(stderr, PROG ": policy %s has no band of %llu of the %zu calls (for example '%s'): they "
+			        "were replayed in its unknown_band, %s; is it the policy for this capture?\n",
+			        label(&ru, (size_t)i), (unsigned long long)ru.band_not_in_policy[i], ru.n, ru.band_example[i],
+			        ru.band_unknown[i]);
 	for (i = 0; i < (int)ru.npolicies; i++)
 		if (ru.no_upstream[i])
 			fprintf(stderr, PROG ": policy %s: %llu calls had no ranker answer in the capture (the recording "

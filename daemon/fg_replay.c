@@ -75,6 +75,15 @@ static int rid_worker_init(void *wstate, const struct fg_stage_worker_env *env)
 	return 0;
 }
 
+/* 1 when the policy has a band called <name>. */
+static int band_named(const struct fg_policy *p, const char *name)
+{
+	for (size_t i = 0; i < p->nbands; i++)
+		if (strcmp(p->bands[i].name, name) == 0)
+			return 1;
+	return 0;
+}
+
 /* The recorded band by name (a band this policy lacks is its unknown
  * band); the capture pseudonym stands in for the user's state pseudonym:
  * one user is one key, as in the daemon. */
@@ -531,6 +540,8 @@ int fg_replay_call(struct fg_replay *r, const Feedguard__Capture__V1__Call *in, 
 	if (rc < 0)
 		return rc;
 	res->not_in_policy = m == NULL;
+	res->band_not_in_policy = m != NULL && !band_named(r->cfg->policy, in->band);
+	res->unknown_band = r->cfg->policy->bands[r->cfg->policy->unknown_band].name;
 	if (!fg_capture_take(r->cap, &r->rec)) {
 		pass_through(r, in);
 		if (in->answered_by_feedguard && in->n_upstream_response == 0) {

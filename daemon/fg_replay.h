@@ -39,6 +39,9 @@ struct fg_replay_result {
 	unsigned no_upstream;           /* the capture holds no ranker answer to feed this policy
 	                                   (the recording policy answered the call itself) */
 	unsigned not_in_policy;         /* the policy names no such method: passed through */
+	unsigned band_not_in_policy;    /* the method is the policy's, the recorded band is not:
+	                                   replayed in the policy's unknown_band */
+	const char *unknown_band;       /* that band's name (the policy's; valid while it lives) */
 };
 
 /*

@@ -708,6 +708,23 @@ def test_run_under_a_policy_without_the_recorded_method(cap, tmp_path):
     assert {r["status"] for r in rows} == {"1"}, "the denied call replayed as %s" % sorted({r["status"] for r in rows})
 
 
+def test_run_under_a_policy_without_a_recorded_band(cap, tmp_path):
+    """A policy whose bands do not include a recorded one (renamed): its
+    calls are replayed in the policy's unknown_band, as the README says,
+    and run says so on stderr with the count and the band, instead of
+    comparing a child's feed with an adult's in silence.  The recording
+    policy itself draws no such line."""
+    text = UK_CHILDREN.read_text()
+    assert "13_15" in text
+    other = ph.write_policy(tmp_path, text.replace("13_15", "teen_13_15"), "renamed-band.yaml")
+    out, err = ok(replay("run", "-p", cap.policy_a, "-p", other, *cap.files), "run under a renamed band")
+    m = re.search(r"policy B has no band of (\d+) of the (\d+) calls \(for example '13_15'\): they were "
+                  r"replayed in its unknown_band, (\S+);", err)
+    assert m, "stderr %r" % err
+    assert 0 < int(m.group(1)) < int(m.group(2)), m.group(0)
+    assert "policy A has no band" not in err, err
+
+
 def run_calls(cap, tmp_path, *policies, fmt="csv", extra=()):
     calls = tmp_path / ("calls.%s" % ("csv" if fmt == "csv" else "jsonl"))
     args = ["run"]
