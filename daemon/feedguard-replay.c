@@ -424,6 +424,9 @@ static int cmd_dump(int argc, char **argv)
 		}
 	}
 	if (optind >= argc || (ds && config) || (d.follow && argc - optind != 1)) {
+		fprintf(stderr, PROG ": dump: %s\n", optind >= argc ? "no capture file given"
+		        : ds && config ? "-c and -d both name descriptors: give one"
+		        : "--follow reads one file, being written");
 		usage(stderr);
 		return EXIT_USAGE;
 	}
