@@ -1226,6 +1226,20 @@ def test_custom_contract_enum_labels(fg, ranker, tmp_path, acme_pb):
     assert resp == sent and ranker.wait(cid)["raw"] == body
 
 
+def raw_calls(capdir):
+    """The Calls of <capdir>'s capture files as written: test_capture.scan()
+    rebuilds the delivered pages a DeliveredFrom stands for."""
+    import test_capture as tc
+    raw = []
+    for f in tc.scan(capdir):
+        for _, _, payload in f.frames:
+            r = tc.cap().Record()
+            r.ParseFromString(payload)
+            if r.WhichOneof("kind") == "call":
+                raw.append(r.call)
+    return raw
+
+
 @pytest.mark.parametrize("redact,reference", [(None, True), ("{response: {}}", True),
                                                ("{response: {remove: [trace_id]}}", False)],
                          ids=["default", "side-as-the-band-left-it", "response-redacted"])
@@ -1255,14 +1269,7 @@ def test_capture_response_redaction_and_the_reference(fg, ranker, tmp_path, acme
     def calls():
         return [c for f in tc.scan(capdir) for c in f.calls]
     harness.poll_until(lambda: len(calls()) >= 1, tf(10), "a capture record")
-    raw = []                                # as written (scan() rebuilds delivered pages)
-    for f in tc.scan(capdir):
-        for _, _, payload in f.frames:
-            r = tc.cap().Record()
-            r.ParseFromString(payload)
-            if r.WhichOneof("kind") == "call":
-                raw.append(r.call)
-    call = raw[0]
+    call = raw_calls(capdir)[0]
     if reference:
         assert list(call.delivered_response) == [b""], "the page is written twice"
         assert [(f.delivered, f.upstream) for f in call.delivered_from] == [(0, 0)]
@@ -1312,13 +1319,7 @@ def test_capture_keeps_a_nested_page_as_a_reference(fg, ranker, tmp_path, acme_p
     def calls():
         return [c for f in tc.scan(capdir) for c in f.calls]
     harness.poll_until(lambda: len(calls()) >= 2, tf(10), "two capture records")
-    raw = []
-    for f in tc.scan(capdir):
-        for _, _, payload in f.frames:
-            r = tc.cap().Record()
-            r.ParseFromString(payload)
-            if r.WhichOneof("kind") == "call":
-                raw.append(r.call)
+    raw = raw_calls(capdir)
     child = [c for c in raw if c.band == "under_13"][0]
     adult = [c for c in raw if c.band == "adult"][0]
     assert list(child.delivered_response) == [b""], "the child's page is written twice"
