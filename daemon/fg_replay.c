@@ -75,12 +75,16 @@ static int rid_worker_init(void *wstate, const struct fg_stage_worker_env *env)
 	return 0;
 }
 
-/* 1 when the policy has a band called <name>. */
-static int band_named(const struct fg_policy *p, const char *name)
+/* The index of the policy's band called <name> in <*band>: 1, or 0 when
+ * it has none (<*band> is then its unknown band). */
+static int band_named(const struct fg_policy *p, const char *name, size_t *band)
 {
+	*band = p->unknown_band;
 	for (size_t i = 0; i < p->nbands; i++)
-		if (strcmp(p->bands[i].name, name) == 0)
+		if (strcmp(p->bands[i].name, name) == 0) {
+			*band = i;
 			return 1;
+		}
 	return 0;
 }
 
@@ -91,14 +95,10 @@ static enum fg_stage_begin rid_begin(struct fg_stage_ctx *c, const struct fg_hdr
 {
 	const struct fg_replay *r = ((struct rid_worker *)c->wstate)->r;
 	struct fg_stage_call *call = c->call;
-	const char *band = r->cur->band, *user = r->cur->user_key;
-	size_t i;
+	const char *user = r->cur->user_key;
 
 	(void)h;
-	call->band = call->pol->unknown_band;
-	for (i = 0; i < call->pol->nbands; i++)
-		if (strcmp(call->pol->bands[i].name, band) == 0)
-			call->band = i;
+	(void)band_named(call->pol, r->cur->band, &call->band);
 	call->band_known = 1;
 	call->page_size_asked = r->cur->decisions ? r->cur->decisions->page_size_asked : 0;
 	fg_policy_count_call(call->pol, call->m, call->band, call->slot);
@@ -516,6 +516,7 @@ int fg_replay_call(struct fg_replay *r, const Feedguard__Capture__V1__Call *in, 
 	const struct fg_policy_method *m;
 	struct fg_replay_result unused;
 	struct host h = { .status = -1 };
+	size_t band;
 	int rc;
 
 	*out = NULL;
@@ -540,7 +541,7 @@ int fg_replay_call(struct fg_replay *r, const Feedguard__Capture__V1__Call *in, 
 	if (rc < 0)
 		return rc;
 	res->not_in_policy = m == NULL;
-	res->band_not_in_policy = m != NULL && !band_named(r->cfg->policy, in->band);
+	res->band_not_in_policy = m != NULL && !band_named(r->cfg->policy, in->band, &band);
 	res->unknown_band = r->cfg->policy->bands[r->cfg->policy->unknown_band].name;
 	if (!fg_capture_take(r->cap, &r->rec)) {
 		pass_through(r, in);
