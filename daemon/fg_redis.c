@@ -200,46 +200,67 @@ static void inflight_add(struct fg_redis *r, struct rcmd *c)
 	r->stats.inflight++;
 }
 
-/* One RESP bulk string: "$<n>\r\n<bytes>\r\n", in one reservation. */
-static int wire_arg(struct fg_bufq *q, const char *p, size_t n)
+/* The RESP bytes of one bulk string of <n> bytes: "$<n>\r\n<bytes>\r\n". */
+static size_t wire_arg_size(size_t n)
 {
-	uint8_t *w;
+	return 1 + fg_fmt_u64_len(n) + 2 + n + 2;
+}
+
+/* "<c><n>\r\n" at <w>: an array's or a bulk string's header; its length. */
+static size_t wire_put_header(uint8_t *w, char c, size_t n)
+{
 	size_t len;
 
-	if (fg_bufq_reserve(q, FG_FMT_I64_MAX + 5 + n) < 0)
-		return FG_ENOMEM;
-	w = fg_bufq_tail(q);
-	w[0] = '$';
+	w[0] = (uint8_t)c;
 	len = 1 + fg_fmt_u64((char *)w + 1, n);
 	w[len++] = '\r';
 	w[len++] = '\n';
+	return len;
+}
+
+/* One bulk string at <w>, which has wire_arg_size(<n>) bytes; their number. */
+static size_t wire_put_arg(uint8_t *w, const char *p, size_t n)
+{
+	size_t len = wire_put_header(w, '$', n);
+
 	memcpy(w + len, p, n);
 	len += n;
 	w[len++] = '\r';
 	w[len++] = '\n';
-	fg_bufq_commit(q, len);
-	return 0;
+	return len;
 }
 
-/* A RESP array's header: "*<n>\r\n". */
-static int wire_count(struct fg_bufq *q, int n)
+/*
+ * A whole command into <q> in one reservation: the array's header, the
+ * <npre> arguments at <pre> (lengths <prelen>), then the caller's <argc>
+ * at <argv> (lengths <argvlen>, or NULL: C strings).  A feed call sends
+ * two commands of up to 30 arguments: one reservation and one pass of
+ * writes each, not a reservation per argument.
+ */
+static int wire_command(struct fg_bufq *q, int npre, const char *const *pre, const size_t *prelen, int argc,
+                        const char *const *argv, const size_t *argvlen)
 {
-	char hdr[FG_FMT_I64_MAX + 4];
-	size_t len;
+	size_t lens[FG_REDIS_MAX_ARGS], need = 1 + FG_FMT_I64_MAX + 2, at;
+	uint8_t *w;
+	int i;
 
-	hdr[0] = '*';
-	len = 1 + fg_fmt_u64(hdr + 1, (uint64_t)n);
-	hdr[len++] = '\r';
-	hdr[len++] = '\n';
-	return fg_bufq_append(q, hdr, len);
-}
-
-/* Append <argc> arguments to <q>, which already holds <pre> of them. */
-static int wire_args(struct fg_bufq *q, int argc, const char *const *argv, const size_t *argvlen)
-{
-	for (int i = 0; i < argc; i++)
-		if (wire_arg(q, argv[i], argvlen ? argvlen[i] : strlen(argv[i])) < 0)
-			return FG_ENOMEM;
+	if (argc > FG_REDIS_MAX_ARGS)
+		return FG_EINVAL;
+	for (i = 0; i < npre; i++)
+		need += wire_arg_size(prelen[i]);
+	for (i = 0; i < argc; i++) {
+		lens[i] = argvlen ? argvlen[i] : strlen(argv[i]);
+		need += wire_arg_size(lens[i]);
+	}
+	if (fg_bufq_reserve(q, need) < 0)
+		return FG_ENOMEM;
+	w = fg_bufq_tail(q);
+	at = wire_put_header(w, '*', (size_t)(npre + argc));
+	for (i = 0; i < npre; i++)
+		at += wire_put_arg(w + at, pre[i], prelen[i]);
+	for (i = 0; i < argc; i++)
+		at += wire_put_arg(w + at, argv[i], lens[i]);
+	fg_bufq_commit(q, at);
 	return 0;
 }
 
@@ -521,12 +542,12 @@ static int script_reload(struct fg_redis *r, struct rcmd *c)
 {
 	struct script *s = &r->scripts[c->script];
 	struct rcmd *load = cmd_get(r, CMD_RELOAD);
+	const char *argv[3] = { "SCRIPT", "LOAD", s->body };
+	const size_t argvlen[3] = { 6, 4, s->len };
 
 	if (!load)
 		return FG_ENOMEM;
-	if (wire_count(&load->wire, 3) < 0 || wire_arg(&load->wire, "SCRIPT", 6) < 0 ||
-	    wire_arg(&load->wire, "LOAD", 4) < 0 || wire_arg(&load->wire, s->body, s->len) < 0 ||
-	    cmd_send(r, load) < 0) {
+	if (wire_command(&load->wire, 0, NULL, NULL, 3, argv, argvlen) < 0 || cmd_send(r, load) < 0) {
 		cmd_put(load);
 		return FG_EUNAVAIL;
 	}
@@ -847,8 +868,7 @@ static int handshake_add(struct fg_redis *r, const char *what, int argc, const c
 	if (!c)
 		return FG_ENOMEM;
 	c->what = what;
-	if (wire_count(&c->wire, argc) < 0 || wire_args(&c->wire, argc, argv, argvlen) < 0 ||
-	    cmd_send(r, c) < 0) {
+	if (wire_command(&c->wire, 0, NULL, NULL, argc, argv, argvlen) < 0 || cmd_send(r, c) < 0) {
 		cmd_put(c);
 		return FG_ENOMEM;
 	}
@@ -1191,10 +1211,12 @@ int fg_redis_command(struct fg_redis *r, int64_t timeout_us, int argc, const cha
 
 	if (argc < 1)
 		return FG_EINVAL;
+	if (argc > FG_REDIS_MAX_ARGS)
+		return FG_EINVAL;
 	rc = submit_begin(r, &c);
 	if (rc < 0)
 		return rc;
-	if (wire_count(&c->wire, argc) < 0 || wire_args(&c->wire, argc, argv, argvlen) < 0) {
+	if (wire_command(&c->wire, 0, NULL, NULL, argc, argv, argvlen) < 0) {
 		cmd_put(c);
 		return FG_ENOMEM;
 	}
@@ -1206,18 +1228,19 @@ int fg_redis_script(struct fg_redis *r, int64_t timeout_us, unsigned id, int nke
 {
 	struct rcmd *c;
 	char nk[FG_FMT_I64_MAX];
+	const char *pre[3] = { "EVALSHA", NULL, nk };
+	size_t prelen[3] = { 7, SHA1_HEX, 0 };
 	int rc;
 
-	if (id >= r->nscripts || nkeys < 0 || argc < 0 || nkeys > argc)
+	if (id >= r->nscripts || nkeys < 0 || argc < 0 || nkeys > argc || argc > FG_REDIS_MAX_ARGS - 3)
 		return FG_EINVAL;
 	rc = submit_begin(r, &c);
 	if (rc < 0)
 		return rc;
 	c->script = (int)id;
-	if (wire_count(&c->wire, argc + 3) < 0 || wire_arg(&c->wire, "EVALSHA", 7) < 0 ||
-	    wire_arg(&c->wire, r->scripts[id].sha, SHA1_HEX) < 0 ||
-	    wire_arg(&c->wire, nk, fg_fmt_u64(nk, (uint64_t)nkeys)) < 0 ||
-	    wire_args(&c->wire, argc, argv, argvlen) < 0) {
+	pre[1] = r->scripts[id].sha;
+	prelen[2] = fg_fmt_u64(nk, (uint64_t)nkeys);
+	if (wire_command(&c->wire, 3, pre, prelen, argc, argv, argvlen) < 0) {
 		cmd_put(c);
 		return FG_ENOMEM;
 	}

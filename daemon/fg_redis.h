@@ -67,6 +67,7 @@ struct fg_redis;
 #define FG_REDIS_DEFAULT_BACKOFF_MAX_US 5000000
 #define FG_REDIS_DEFAULT_MAX_INFLIGHT 1024
 #define FG_REDIS_MAX_SCRIPTS 64
+#define FG_REDIS_MAX_ARGS 64                    /* arguments of one command, a script's three included */
 
 enum fg_redis_state {
 	FG_REDIS_DOWN = 0,      /* no connection; the next connect is scheduled */
@@ -189,7 +190,8 @@ const char *fg_redis_script_sha(const struct fg_redis *r, unsigned id);
  * lengths <argvlen> (all borrowed; copied before this returns).  <cb> gets
  * the result once, with <arg>, within <timeout_us> (> 0) plus a loop tick.
  * Returns 0, or at once: FG_EUNAVAIL (the link is not CONNECTED),
- * FG_EBUSY (<max_inflight> reached), FG_EINVAL (argc < 1) or FG_ENOMEM;
+ * FG_EBUSY (<max_inflight> reached), FG_EINVAL (argc < 1, or more than
+ * FG_REDIS_MAX_ARGS) or FG_ENOMEM;
  * the callback is then never called.
  */
 int fg_redis_command(struct fg_redis *r, int64_t timeout_us, int argc, const char *const *argv,
@@ -201,8 +203,8 @@ int fg_redis_command(struct fg_redis *r, int64_t timeout_us, int argc, const cha
  * first; all borrowed and copied).  On NOSCRIPT the script is loaded and the
  * command sent again, once, within the same timeout; the caller sees only
  * the second answer.  The retry goes behind commands submitted meanwhile.
- * Returns as fg_redis_command(), and FG_EINVAL for an unknown <id> or
- * <nkeys> out of 0..<argc>.
+ * Returns as fg_redis_command(), and FG_EINVAL for an unknown <id>,
+ * <nkeys> out of 0..<argc>, or <argc> + 3 over FG_REDIS_MAX_ARGS.
  */
 int fg_redis_script(struct fg_redis *r, int64_t timeout_us, unsigned id, int nkeys, int argc,
                     const char *const *argv, const size_t *argvlen, fg_redis_reply_cb *cb, void *arg);

@@ -20,6 +20,7 @@
 #define READ_FIELDS 6                   /* last sess day act night qact, then the x: fields */
 #define UPDATE_NUMBERS 10               /* the update's ARGV before the class, count pairs */
 #define ARGS_MAX (FG_STATE_MAX_KEYS + UPDATE_NUMBERS + 2 * FG_STATE_MAX_CLASSES)
+_Static_assert(ARGS_MAX + 3 <= FG_REDIS_MAX_ARGS, "an update is one EVALSHA");
 #define BAD_ANSWER_LOG_US 1000000ULL      /* state_redis_answer lines: at most one a second per worker */
 
 /*
@@ -153,9 +154,12 @@ struct fg_state_redis {
 	struct fg_log_limit bad_log;    /* state_redis_answer lines */
 };
 
-/* One command's arguments, built on the stack. */
+/* One command's arguments, built on the stack; only <argc> and <nnums>
+ * start at 0 (the rest is written before it is read: zeroing its 2 KiB
+ * cost more than filling it). */
 struct args {
 	const char *argv[ARGS_MAX];
+	size_t len[ARGS_MAX];
 	int argc;
 	char keys[FG_STATE_MAX_KEYS][KEY_MAX];
 	char nums[UPDATE_NUMBERS + FG_STATE_MAX_CLASSES][NUM_MAX];
@@ -337,6 +341,12 @@ static void reply_cb(void *arg, const struct fg_redis_result *res)
 
 /* --- submits ----------------------------------------------------------- */
 
+static void args_add(struct args *a, const char *p, size_t n)
+{
+	a->argv[a->argc] = p;
+	a->len[a->argc++] = n;
+}
+
 /* "<prefix>{<pseudonym>}": lengths checked by fg_state_check_who and
  * check_config, so the key fits KEY_MAX. */
 static void args_keys(struct args *a, const struct fg_state_redis *s, const struct fg_state_who *who)
@@ -351,14 +361,15 @@ static void args_keys(struct args *a, const struct fg_state_redis *s, const stru
 		memcpy(k + plen + 1, who->keys[i], klen);
 		k[plen + 1 + klen] = '}';
 		k[plen + 2 + klen] = '\0';
-		a->argv[a->argc++] = k;
+		args_add(a, k, plen + 2 + klen);
 	}
 }
 
 static void args_num(struct args *a, int64_t v)
 {
-	fg_fmt_i64(a->nums[a->nnums], v);
-	a->argv[a->argc++] = a->nums[a->nnums++];
+	size_t n = fg_fmt_i64(a->nums[a->nnums], v);
+
+	args_add(a, a->nums[a->nnums++], n);
 }
 
 /* Send what <a> holds: EVALSHA of <script> with <nkeys> keys, or (script
@@ -368,10 +379,10 @@ static int submit(struct fg_state_redis *s, struct state_op *op, int script, int
 	int rc;
 
 	if (script >= 0)
-		rc = fg_redis_script(s->link, s->timeout_us, (unsigned)script, nkeys, a->argc, a->argv, NULL,
+		rc = fg_redis_script(s->link, s->timeout_us, (unsigned)script, nkeys, a->argc, a->argv, a->len,
 		                     reply_cb, op);
 	else
-		rc = fg_redis_command(s->link, s->timeout_us, a->argc, a->argv, NULL, reply_cb, op);
+		rc = fg_redis_command(s->link, s->timeout_us, a->argc, a->argv, a->len, reply_cb, op);
 	if (rc < 0)
 		op_put(op);
 	return rc;
@@ -381,15 +392,17 @@ static int redis_read(struct fg_state *base, const struct fg_state_who *who, fg_
 {
 	struct fg_state_redis *s = redis_of(base);
 	struct state_op *op = op_get(s, OP_READ, arg);
-	struct args a = { .argc = 0 };
+	struct args a;
 
 	if (!op)
 		return FG_ENOMEM;
+	a.argc = 0;
+	a.nnums = 0;
 	op->read_cb = cb;
 	op->nclasses = who->nclasses;
 	args_keys(&a, s, who);
 	for (size_t i = 0; i < who->nclasses; i++)
-		a.argv[a.argc++] = who->classes[i];
+		args_add(&a, who->classes[i], strlen(who->classes[i]));
 	return submit(s, op, (int)s->read_script, (int)who->nkeys, &a);
 }
 
@@ -398,19 +411,21 @@ static int redis_update(struct fg_state *base, const struct fg_state_update *u, 
 {
 	struct fg_state_redis *s = redis_of(base);
 	struct state_op *op = op_get(s, OP_UPDATE, arg);
-	struct args a = { .argc = 0 };
+	struct args a;
 	const int64_t nums[UPDATE_NUMBERS] = { u->start_ms, u->end_ms, u->idle_gap_ms, u->day, u->day_start_ms,
 	                                       u->night, u->quiet_from_ms, u->quiet_to_ms, u->ttl_ms,
 	                                       u->quiet_only ? 1 : 0 };
 
 	if (!op)
 		return FG_ENOMEM;
+	a.argc = 0;
+	a.nnums = 0;
 	op->done_cb = cb;
 	args_keys(&a, s, &u->who);
 	for (size_t i = 0; i < UPDATE_NUMBERS; i++)
 		args_num(&a, nums[i]);
 	for (size_t i = 0; i < u->who.nclasses; i++) {
-		a.argv[a.argc++] = u->who.classes[i];
+		args_add(&a, u->who.classes[i], strlen(u->who.classes[i]));
 		args_num(&a, u->counts[i]);
 	}
 	return submit(s, op, (int)s->update_script, (int)u->who.nkeys, &a);
@@ -420,12 +435,14 @@ static int redis_erase(struct fg_state *base, const struct fg_state_who *who, fg
 {
 	struct fg_state_redis *s = redis_of(base);
 	struct state_op *op = op_get(s, OP_ERASE, arg);
-	struct args a = { .argc = 0 };
+	struct args a;
 
 	if (!op)
 		return FG_ENOMEM;
+	a.argc = 0;
+	a.nnums = 0;
 	op->done_cb = cb;
-	a.argv[a.argc++] = "DEL";
+	args_add(&a, "DEL", 3);
 	args_keys(&a, s, who);
 	return submit(s, op, -1, 0, &a);
 }

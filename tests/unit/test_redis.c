@@ -336,6 +336,24 @@ static void test_get_set(void **state)
 		cmd_wait(t, &a, "STRLEN", "fg:bin", NULL);
 		assert_int_equal(a.integer, 3);
 	}
+	/* The most arguments a command takes (one reservation, one pass),
+	 * and one more. */
+	{
+		const char *many[FG_REDIS_MAX_ARGS + 1];
+		many[0] = "RPUSH";
+		many[1] = "fg:many";
+		for (int i = 2; i <= FG_REDIS_MAX_ARGS; i++)
+			many[i] = i % 2 ? "odd" : "an even value";
+		memset(&a, 0, sizeof(a));
+		assert_int_equal(fg_redis_command(t->link, 2000 * MS, FG_REDIS_MAX_ARGS, many, NULL, rec_cb, &a), 0);
+		assert_true(loop_until(t, &a.calls, 3000));
+		assert_int_equal(a.kind, FG_REDIS_R_INT);
+		assert_int_equal(a.integer, FG_REDIS_MAX_ARGS - 2);
+		cmd_wait(t, &a, "LINDEX", "fg:many", "-1");
+		assert_string_equal(a.str, (FG_REDIS_MAX_ARGS - 1) % 2 ? "odd" : "an even value");
+		assert_int_equal(fg_redis_command(t->link, 1000, FG_REDIS_MAX_ARGS + 1, many, NULL, rec_cb, &a),
+		                 FG_EINVAL);
+	}
 	assert_int_equal(fg_redis_command(t->link, 1000, 0, NULL, NULL, rec_cb, &a), FG_EINVAL);
 
 	assert_true(fg_redis_get_stats(t->link)->replies >= 10);
@@ -457,6 +475,13 @@ static void test_script_noscript(void **state)
 
 	assert_int_equal(fg_redis_script(t->link, 1000, 99, 0, 0, NULL, NULL, rec_cb, &a), FG_EINVAL);
 	assert_int_equal(fg_redis_script(t->link, 1000, id, 2, 1, argv, NULL, rec_cb, &a), FG_EINVAL);
+	{
+		const char *many[FG_REDIS_MAX_ARGS];
+		for (int i = 0; i < FG_REDIS_MAX_ARGS; i++)
+			many[i] = "k";
+		assert_int_equal(fg_redis_script(t->link, 1000, id, 1, FG_REDIS_MAX_ARGS - 2, many, NULL, rec_cb, &a),
+		                 FG_EINVAL);
+	}
 	assert_int_equal(fg_redis_get_stats(t->link)->inflight, 0);
 }
 

@@ -218,6 +218,16 @@ static void test_fmt_integers(void **state)
 	}
 	assert_int_equal(fg_fmt_u64(got, UINT64_MAX), 20);
 	assert_string_equal(got, "18446744073709551615");
+	/* Each digit count's edges: the length comes before the digits. */
+	for (uint64_t p = 10; p <= 10000000000000000000ULL; p *= 10) {
+		for (uint64_t v = p - 1; v <= p; v++) {
+			snprintf(want, sizeof(want), "%llu", (unsigned long long)v);
+			assert_int_equal(fg_fmt_u64(got, v), strlen(want));
+			assert_string_equal(got, want);
+		}
+		if (p == 10000000000000000000ULL)
+			break;
+	}
 }
 
 int main(void)
