@@ -1346,15 +1346,23 @@ if [[ -n ${ADMIN_PORT[fg-state]:-} ]] && measured fg-state; then
 	fg_build=$(dirname "$(dirname "$FEEDGUARDD_SRC")")
 	if [[ -f $fg_build/libfeedguard.a && -f $fg_build/config.h ]] &&
 	   make -s -C "$HERE" O="$WORK" FG_BUILD="$fg_build" state-bench >"$WORK/state-bench.log" 2>&1; then
+		# A run that fails (an operation refused, timed out or in error)
+		# prints nothing and exits 1: then no line at all.
+		sb_ok=1
+		: > "$WORK/state-bench.txt"
 		for sb in "16 1048576" "16 0" "4 1048576"; do
 			read -r sb_batch sb_thrash <<< "$sb"
-			THRASH=$sb_thrash taskset -c "$SERVER_CPU" "$WORK/state-bench" "127.0.0.1:$REDIS_PORT" "$sb_batch" 50000 both \
-				2>>"$WORK/state-bench.log" | sed "s/^/thrash=$sb_thrash /"
-		done > "$WORK/state-bench.txt"
-		STATE_BENCH_LINE=$(awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-			k = v["batch"] "/" v["thrash"]; c[k] = v["cpu_us_per_call"]; f += v["failures"] }
-			END { if (c["16/1048576"] == "") exit 1
-			      printf "The state backend alone (contrib/bench/state-bench.c: a read and an update a call through fg_state_redis to this run'"'"'s redis-server, on the servers'"'"' core, median of 5 runs; %d failed): %s µs of CPU a call at 16 calls a loop turn with 1 MiB touched between turns (caches as cold as a loaded worker'"'"'s), %s µs with warm caches, %s µs at 4 calls a turn (cold): each turn'"'"'s write, read and wakeup are shared by fewer calls.", f, c["16/1048576"], c["16/0"], c["4/1048576"] }' \
+			if sb_out=$(THRASH=$sb_thrash taskset -c "$SERVER_CPU" "$WORK/state-bench" "127.0.0.1:$REDIS_PORT" \
+				"$sb_batch" 50000 both 2>>"$WORK/state-bench.log"); then
+				echo "thrash=$sb_thrash $sb_out" >> "$WORK/state-bench.txt"
+			else
+				sb_ok=0
+			fi
+		done
+		(( sb_ok )) && STATE_BENCH_LINE=$(awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+			c[v["batch"] "/" v["thrash"]] = v["cpu_us_per_call"] }
+			END { if (c["16/1048576"] == "" || c["16/0"] == "" || c["4/1048576"] == "") exit 1
+			      printf "The state backend alone (contrib/bench/state-bench.c: a read and an update a call through fg_state_redis to this run'"'"'s redis-server, on the servers'"'"' core, median of 5 runs): %s µs of CPU a call at 16 calls a loop turn with 1 MiB touched between turns (caches as cold as a loaded worker'"'"'s), %s µs with warm caches, %s µs at 4 calls a turn (cold): each turn'"'"'s write, read and wakeup are shared by fewer calls.", c["16/1048576"], c["16/0"], c["4/1048576"] }' \
 			"$WORK/state-bench.txt") || STATE_BENCH_LINE=""
 	fi
 	[[ -n $STATE_BENCH_LINE ]] || note "state-bench not run (needs the build directory of $FEEDGUARDD_SRC; see $WORK/state-bench.log)"
