@@ -234,7 +234,7 @@ static size_t wire_put_arg(uint8_t *w, const char *p, size_t n)
  * A whole command into <q> in one reservation: the array's header, the
  * <npre> arguments at <pre> (lengths <prelen>), then the caller's <argc>
  * at <argv> (lengths <argvlen>, or NULL: C strings).  A feed call sends
- * two commands of up to 30 arguments: one reservation and one pass of
+ * two commands of 4 to 53 arguments: one reservation and one pass of
  * writes each, not a reservation per argument.
  */
 static int wire_command(struct fg_bufq *q, int npre, const char *const *pre, const size_t *prelen, int argc,
@@ -1209,9 +1209,7 @@ int fg_redis_command(struct fg_redis *r, int64_t timeout_us, int argc, const cha
 	struct rcmd *c;
 	int rc;
 
-	if (argc < 1)
-		return FG_EINVAL;
-	if (argc > FG_REDIS_MAX_ARGS)
+	if (argc < 1 || argc > FG_REDIS_MAX_ARGS)
 		return FG_EINVAL;
 	rc = submit_begin(r, &c);
 	if (rc < 0)
