@@ -13,14 +13,22 @@
 /* Room for any int64_t in decimal: a sign, 19 digits and a NUL. */
 #define FG_FMT_I64_MAX 21
 
-/* The decimal digits of <v>: 1..20. */
+/* The decimal digits of <v>: 1..20.  From its bit length (1233 / 4096 is
+ * just above log10(2)), then one comparison: no division. */
 static inline size_t fg_fmt_u64_len(uint64_t v)
 {
-	size_t n = 1;
+	static const uint64_t pow10[20] = { 1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL,
+	                                    10000000ULL, 100000000ULL, 1000000000ULL, 10000000000ULL,
+	                                    100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+	                                    100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL,
+	                                    100000000000000000ULL, 1000000000000000000ULL,
+	                                    10000000000000000000ULL };
+	unsigned t;
 
-	for (; v >= 10000; v /= 10000)
-		n += 4;
-	return n + (v >= 10) + (v >= 100) + (v >= 1000);
+	if (v < 10)
+		return 1;
+	t = (unsigned)(64 - __builtin_clzll(v)) * 1233 >> 12;
+	return t + (v >= pow10[t]);
 }
 
 /*

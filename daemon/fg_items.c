@@ -132,6 +132,7 @@ struct scan {
 	const char **why;
 	uint64_t classes;           /* of the item being classified */
 	unsigned labelled;
+	uint64_t counted_classes;   /* every class some exposure counter of <r> counts */
 };
 
 static int bad(struct scan *s, const char *msg)
@@ -403,19 +404,34 @@ static int grow(struct fg_items_page *pg)
 	return 0;
 }
 
-/* Decide an item from its classes under the band's rules. */
-static void decide(const struct fg_items_rules *r, uint64_t classes, unsigned labelled, struct fg_items_item *it)
+/* Which counters an item of <classes> counts toward, into the item and
+ * the page's totals.  Most items count toward none: one mask test. */
+static void count_item(struct scan *s, uint64_t classes, struct fg_items_item *it)
 {
-	uint64_t m;
+	const struct fg_items_rules *r = s->r;
 	unsigned k;
+
+	it->counters = 0;
+	if (!(classes & s->counted_classes))
+		return;
+	for (k = 0; k < r->ncounters; k++)
+		if (classes & r->counter[k]) {
+			it->counters |= (uint16_t)(1u << k);
+			s->page->counted[k]++;
+		}
+	s->page->counters |= it->counters;
+}
+
+/* Decide an item from its classes under the band's rules. */
+static void decide(struct scan *s, uint64_t classes, unsigned labelled, struct fg_items_item *it)
+{
+	const struct fg_items_rules *r = s->r;
+	uint64_t m;
 
 	it->group = 0;
 	it->cls = 0;
 	it->limited = 0;
-	it->counters = 0;
-	for (k = 0; k < r->ncounters; k++)
-		if (classes & r->counter[k])
-			it->counters |= (uint16_t)(1u << k);
+	count_item(s, classes, it);
 	if ((m = classes & r->exclude)) {
 		it->decision = FG_ITEMS_EXCLUDE;
 		it->cls = (uint8_t)__builtin_ctzll(m);
@@ -435,8 +451,7 @@ static void decide(const struct fg_items_rules *r, uint64_t classes, unsigned la
 		it->decision = FG_ITEMS_ALLOW;
 		/* An allowed item that counts toward exposure is counted (if its
 		 * allowance is spent) under its first such class. */
-		for (m = 0, k = 0; k < r->ncounters; k++)
-			m |= classes & r->counter[k];
+		m = classes & s->counted_classes;
 		if (!m)
 			m = classes;
 		it->cls = m ? (uint8_t)__builtin_ctzll(m) : FG_ITEMS_NO_CLASS;
@@ -470,7 +485,7 @@ static int add_item(struct scan *s, const uint8_t *tag, const uint8_t *v, const 
 	s->labelled = 0;
 	if ((rc = scan_labels(s, v, vend, 0)) < 0)
 		return rc;
-	decide(s->r, s->classes, s->labelled, it);
+	decide(s, s->classes, s->labelled, it);
 	return 0;
 }
 
@@ -508,6 +523,11 @@ static int scan_page(struct scan *s, const uint8_t *in, size_t len)
 	s->page->n = 0;
 	s->page->norder = 0;
 	s->page->unmet = 0;
+	s->page->counters = 0;
+	memset(s->page->counted, 0, sizeof(s->page->counted));
+	s->counted_classes = 0;
+	for (unsigned k = 0; s->r && k < s->r->ncounters; k++)
+		s->counted_classes |= s->r->counter[k];
 	if (len > UINT32_MAX)
 		return FG_ETOOBIG;
 	if (!in)
@@ -722,13 +742,25 @@ static void mark_limited(struct fg_items_item *it)
 	it->limited = 1;
 }
 
+/* 0 when no allowance can run out on this page: every counter's items,
+ * delivered or not, fit in what is left of it. */
+static int page_may_spend(const struct fg_items_page *page, const struct fg_items_rules *r, const uint32_t *left)
+{
+	unsigned k;
+
+	for (k = 0; k < r->ncounters; k++)
+		if ((page->counters >> k & 1) && page->counted[k] > left[k])
+			return 1;
+	return 0;
+}
+
 int fg_items_limit(struct fg_items_page *page, const struct fg_items_rules *r, const uint32_t *left)
 {
 	uint32_t rest[FG_ITEMS_MAX_COUNTERS];
 	unsigned k, spent = 0;
 	size_t i;
 
-	if (!r->ncounters)
+	if (!r->ncounters || !page_may_spend(page, r, left))
 		return 0;
 	memcpy(rest, left, r->ncounters * sizeof(rest[0]));
 	/* what the client would get, in its order, spends the allowances */
@@ -764,6 +796,8 @@ void fg_items_count_delivered(const struct fg_items_page *page, const struct fg_
 	size_t i;
 	unsigned k;
 
+	if (!page->counters)
+		return;
 	for (i = 0; i < page->norder; i++) {
 		unsigned bits = page->item[page->order[i]].counters;
 		for (k = 0; bits && k < r->ncounters; k++, bits >>= 1)

@@ -170,6 +170,11 @@ struct fg_items_page {
 	uint32_t *order;            /* the plan: indexes into <item>, delivered in this order */
 	size_t norder;
 	unsigned unmet;             /* the plan had surplus */
+	/* Set by fg_items_scan: what the page's items carry of the exposure
+	 * counters, so that a page far from every allowance (the usual
+	 * case) is not walked item by item to learn it. */
+	uint16_t counters;          /* bit k: some item counts toward counter k */
+	uint32_t counted[FG_ITEMS_MAX_COUNTERS]; /* items of counter k, delivered or not */
 };
 
 /* What a stream remembers between its pages (zeroed at its start). */
@@ -232,12 +237,15 @@ void fg_items_plan(struct fg_items_page *page, const struct fg_items_rules *r, s
  * would get spends an allowance: an item the plan trims or drops uses none.
  * Returns 1 when it marked any item (plan the page again, from the stream
  * state the first plan started from: it delivers at most each allowance),
- * else 0 (the plan stands).
+ * else 0 (the plan stands).  <page> must come from fg_items_scan under
+ * <r>: a page whose items of each counter are no more than its allowance
+ * is answered from the scan's totals, without a walk.
  */
 int fg_items_limit(struct fg_items_page *page, const struct fg_items_rules *r, const uint32_t *left);
 
 /* fg_items_count_delivered - add to <counts>[k] (<r>->ncounters entries)
- * the items of counter k that <page>'s plan delivers. */
+ * the items of counter k that <page>'s plan delivers (<page> from
+ * fg_items_scan under <r>). */
 void fg_items_count_delivered(const struct fg_items_page *page, const struct fg_items_rules *r, uint32_t *counts);
 
 /* fg_items_identity - 1 when <page>'s plan delivers every item in its

@@ -245,8 +245,11 @@ static void report(struct fg_stage_ctx *c)
 }
 
 /* What the page delivers of each exposure counter: spent from the
- * allowance for the next pages, and added up for the account stage. */
-static void spend_exposure(struct fg_stage_call *call, const struct fg_items_rules *r, const struct fg_items_page *pg)
+ * allowance for the next pages, and added up for the account stage; and
+ * the items an allowance removed, when fg_items_limit removed some
+ * (<limited>: only it marks an item LIMITED). */
+static void spend_exposure(struct fg_stage_call *call, const struct fg_items_rules *r, const struct fg_items_page *pg,
+                           int limited)
 {
 	uint32_t got[FG_ITEMS_MAX_COUNTERS] = { 0 };
 	size_t i;
@@ -256,7 +259,7 @@ static void spend_exposure(struct fg_stage_call *call, const struct fg_items_rul
 		call->exposure_left[i] = call->exposure_left[i] > got[i] ? call->exposure_left[i] - got[i] : 0;
 		call->exposure_delivered[i] += got[i];
 	}
-	for (i = 0; i < pg->n; i++)
+	for (i = 0; limited && i < pg->n; i++)
 		call->exposure_limited += pg->item[i].fate == FG_ITEMS_LIMITED;
 }
 
@@ -273,15 +276,17 @@ static enum fg_stage_rc filter_page(struct fg_stage_ctx *c, const struct fg_poli
 	rc = fg_items_scan(msg->data, msg->len, &feed->spec, &f->rules, pg, &why);
 	if (rc == 0) {
 		struct fg_items_stream before = fc->stream;
+		int limited = 0;
 		fg_items_plan(pg, &f->rules, &fc->stream, fc->limit, item_mode);
 		/* allowances spent by what the plan delivers; planned again
 		 * without the items over them */
 		if (f->limited && c->call->exposure_on && fg_items_limit(pg, &f->rules, c->call->exposure_left)) {
+			limited = 1;
 			fc->stream = before;
 			fg_items_plan(pg, &f->rules, &fc->stream, fc->limit, item_mode);
 		}
 		if (f->limited)
-			spend_exposure(c->call, &f->rules, pg);
+			spend_exposure(c->call, &f->rules, pg, limited);
 		if (item_mode)
 			msg->drop = pg->norder == 0;
 		else if (!fg_items_identity(pg)) {

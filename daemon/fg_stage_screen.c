@@ -109,6 +109,7 @@ struct gate_call {
 	unsigned failed;                    /* the state could not be read: <failure> says why */
 	unsigned answer_rule;               /* enum fg_policy_rule of the gate's answer */
 	unsigned failure;                   /* enum fg_policy_state_reason */
+	unsigned who_checked;               /* the read took the user's keys: the update need not check them */
 };
 
 /* --- time ---------------------------------------------------------------- */
@@ -710,6 +711,7 @@ static void who_of(const struct gate_call *g, const char **keys, struct fg_state
 	who->nkeys = i + 1;
 	who->classes = (const char *const *)g->l->counter_name;
 	who->nclasses = g->l->ncounters;
+	who->checked = g->who_checked;
 }
 
 static void set_zone(struct gate_call *g, const struct fg_hdrs *h)
@@ -767,6 +769,7 @@ static enum fg_stage_rc gate_request_headers(struct fg_stage_ctx *c, struct fg_h
 		op_put(op);
 		return unread(c, g, reason_of(rc));
 	}
+	g->who_checked = 1;
 	if (!g->reading)        /* an in-process backend answered already */
 		return g->answered ? FG_STAGE_DONE : FG_STAGE_CONTINUE;
 	g->held = 1;

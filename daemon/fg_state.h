@@ -118,6 +118,9 @@ struct fg_state_who {
 	size_t nkeys;               /* 1..FG_STATE_MAX_KEYS */
 	const char *const *classes; /* exposure counter names (borrowed) */
 	size_t nclasses;            /* 0..FG_STATE_MAX_CLASSES */
+	unsigned checked;           /* 1: these very keys and classes passed fg_state_check_who()
+	                               (an earlier operation of the same caller took them): the
+	                               operations do not check them again.  0: checked here */
 };
 
 /* One delivered feed call (update); see the top of this file. */
@@ -160,7 +163,8 @@ struct fg_state {
  * backend <s>; arguments are borrowed and copied before return; <cb> gets
  * <arg>.  They check their arguments before the backend sees them.
  * Returns as described at the top; FG_EINVAL for a NULL <s> or <cb>, a
- * <who> that fg_state_check_who() refuses, or (update) a NULL <counts>
+ * <who> that fg_state_check_who() refuses (read and update do not check
+ * a <who> marked <checked>; erase always checks), or (update) a NULL <counts>
  * with classes, ttl_ms <= 0, idle_gap_ms < 0, a time (start, end,
  * idle gap, day start, quiet bounds, ttl) outside 0..FG_STATE_VALUE_MAX
  * or a day or night outside +-FG_STATE_VALUE_MAX.

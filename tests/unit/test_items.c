@@ -540,6 +540,64 @@ static void test_items_exclude_and_identity(void **state)
 	fg_items_page_free(&pg);
 }
 
+/* Exposure counters: the scan's totals, the walk when an allowance may
+ * run out, and what the plan delivers of each counter. */
+static void limit_is(const char *pattern, const struct fg_items_rules *r, const uint32_t *left, int want_rc,
+                     const char *want_order, uint32_t want0, uint32_t want1)
+{
+	struct fg_items_page pg = { 0 };
+	uint32_t counts[2] = { 100, 200 };
+	struct msg m;
+
+	page_of(pattern, &m, r, &pg);
+	fg_items_plan(&pg, r, NULL, 0, 0);
+	assert_int_equal(fg_items_limit(&pg, r, left), want_rc);
+	if (want_rc)
+		fg_items_plan(&pg, r, NULL, 0, 0);
+	assert_string_equal(order_str(&pg), want_order);
+	fg_items_count_delivered(&pg, r, counts);
+	assert_int_equal(counts[0], 100 + want0);
+	assert_int_equal(counts[1], 200 + want1);
+	fg_items_page_free(&pg);
+}
+
+static void test_items_exposure_limits(void **state)
+{
+	struct fg_items_rules r = base_rules();
+	struct fg_items_page pg = { 0 };
+	struct msg m;
+
+	(void)state;
+	r.ncounters = 2;
+	r.counter[0] = BIT(C_SAD);                      /* the d items */
+	r.counter[1] = BIT(C_STUNT) | BIT(C_PORN);      /* the e items, and x (excluded anyway) */
+	page_of("adexdea", &m, &r, &pg);
+	assert_int_equal(pg.counters, 3);
+	assert_int_equal(pg.counted[0], 2);
+	assert_int_equal(pg.counted[1], 3);
+	assert_int_equal(pg.item[1].counters, 1);
+	assert_int_equal(pg.item[3].counters, 2);
+	assert_int_equal(pg.item[0].counters, 0);
+	/* room for every item of each counter: nothing limited */
+	limit_is("adexdea", &r, (const uint32_t[]){ 2, 3 }, 0, "0 1 2 4 5 6", 2, 2);
+	/* counter 1 has more items than its room, but the excluded x is not
+	 * delivered: the walk finds the delivered ones fit */
+	limit_is("adexdea", &r, (const uint32_t[]){ 2, 2 }, 0, "0 1 2 4 5 6", 2, 2);
+	/* one d left: the second d goes */
+	limit_is("adexdea", &r, (const uint32_t[]){ 1, 5 }, 1, "0 1 2 5 6", 1, 2);
+	/* nothing left of either */
+	limit_is("adexdea", &r, (const uint32_t[]){ 0, 0 }, 1, "0 6", 0, 0);
+	/* a page with no counted item: never limited, nothing counted */
+	page_of("aua", &m, &r, &pg);
+	assert_int_equal(pg.counters, 0);
+	limit_is("aua", &r, (const uint32_t[]){ 0, 0 }, 0, "0 1 2", 0, 0);
+	/* a later page is counted afresh, not on top of the last one */
+	page_of("d", &m, &r, &pg);
+	assert_int_equal(pg.counted[0], 1);
+	assert_int_equal(pg.counted[1], 0);
+	fg_items_page_free(&pg);
+}
+
 static void test_items_not_before_spacing_share(void **state)
 {
 	struct fg_items_rules r = base_rules();
@@ -1803,6 +1861,7 @@ int main(void)
 		cmocka_unit_test(test_items_enum_labels),
 		cmocka_unit_test(test_items_message_labels),
 		cmocka_unit_test(test_items_exclude_and_identity),
+		cmocka_unit_test(test_items_exposure_limits),
 		cmocka_unit_test(test_items_not_before_spacing_share),
 		cmocka_unit_test(test_items_groups),
 		cmocka_unit_test(test_items_surplus_and_trim),
