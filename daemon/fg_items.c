@@ -525,6 +525,7 @@ static int scan_page(struct scan *s, const uint8_t *in, size_t len)
 	s->page->unmet = 0;
 	s->page->counters = 0;
 	memset(s->page->counted, 0, sizeof(s->page->counted));
+	memset(s->page->delivered, 0, sizeof(s->page->delivered));
 	s->counted_classes = 0;
 	for (unsigned k = 0; s->r && k < s->r->ncounters; k++)
 		s->counted_classes |= s->r->counter[k];
@@ -591,6 +592,24 @@ static unsigned own_group(struct fg_items_item *it, size_t ng)
 	return it->group;
 }
 
+/* <it> goes into the order (<sign> 1) or out of it again (-1, trimmed):
+ * the page's delivered items of each counter follow. */
+static void count_order(struct fg_items_page *pg, const struct fg_items_item *it, int sign)
+{
+	unsigned bits = it->counters, k;
+
+	for (k = 0; bits; k++, bits >>= 1)
+		if (bits & 1)
+			pg->delivered[k] += (uint32_t)sign;
+}
+
+static void append(struct fg_items_page *pg, uint32_t i)
+{
+	if (pg->item[i].counters)
+		count_order(pg, &pg->item[i], 1);
+	pg->order[pg->norder++] = i;
+}
+
 static void deliver(struct plan *pl, uint32_t i)
 {
 	struct fg_items_page *pg = pl->pg;
@@ -600,7 +619,7 @@ static void deliver(struct plan *pl, uint32_t i)
 		pl->last[it->group] = pl->base + pg->norder + 1;
 		pl->count[it->group]++;
 	}
-	pg->order[pg->norder++] = i;
+	append(pg, i);
 }
 
 static void plan_item_mode(struct plan *pl, struct fg_items_stream *st, uint64_t limit, size_t ng)
@@ -642,6 +661,7 @@ void fg_items_plan(struct fg_items_page *page, const struct fg_items_rules *r, s
 
 	page->norder = 0;
 	page->unmet = 0;
+	memset(page->delivered, 0, sizeof(page->delivered));
 	if (page->n == 0)
 		return;
 	/* Only now: a page that never held an item has no arrays (NULL + 0). */
@@ -715,14 +735,18 @@ void fg_items_plan(struct fg_items_page *page, const struct fg_items_rules *r, s
 		page->unmet = 1;
 		if (r->surplus_end) {
 			it->fate = FG_ITEMS_SURPLUS_END;
-			page->order[page->norder++] = (uint32_t)i;
+			append(page, (uint32_t)i);
 		} else {
 			it->fate = FG_ITEMS_SURPLUS_DROPPED;
 		}
 	}
 	if (limit && page->norder > limit) {
-		for (i = limit; i < page->norder; i++)
-			page->item[page->order[i]].fate = FG_ITEMS_TRIMMED;
+		for (i = limit; i < page->norder; i++) {
+			struct fg_items_item *it = &page->item[page->order[i]];
+			it->fate = FG_ITEMS_TRIMMED;
+			if (it->counters)
+				count_order(page, it, -1);
+		}
 		page->norder = (size_t)limit;
 	}
 	if (st) {
@@ -793,16 +817,11 @@ int fg_items_limit(struct fg_items_page *page, const struct fg_items_rules *r, c
 
 void fg_items_count_delivered(const struct fg_items_page *page, const struct fg_items_rules *r, uint32_t *counts)
 {
-	size_t i;
 	unsigned k;
 
-	if (!page->counters)
-		return;
-	for (i = 0; i < page->norder; i++) {
-		unsigned bits = page->item[page->order[i]].counters;
-		for (k = 0; bits && k < r->ncounters; k++, bits >>= 1)
-			counts[k] += bits & 1;
-	}
+	/* kept by fg_items_plan as it built the order */
+	for (k = 0; page->counters && k < r->ncounters; k++)
+		counts[k] += page->delivered[k];
 }
 
 int fg_items_identity(const struct fg_items_page *page)

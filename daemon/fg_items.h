@@ -175,6 +175,7 @@ struct fg_items_page {
 	 * case) is not walked item by item to learn it. */
 	uint16_t counters;          /* bit k: some item counts toward counter k */
 	uint32_t counted[FG_ITEMS_MAX_COUNTERS]; /* items of counter k, delivered or not */
+	uint32_t delivered[FG_ITEMS_MAX_COUNTERS]; /* set by fg_items_plan: those in <order> */
 };
 
 /* What a stream remembers between its pages (zeroed at its start). */
@@ -245,7 +246,8 @@ int fg_items_limit(struct fg_items_page *page, const struct fg_items_rules *r, c
 
 /* fg_items_count_delivered - add to <counts>[k] (<r>->ncounters entries)
  * the items of counter k that <page>'s plan delivers (<page> from
- * fg_items_scan under <r>). */
+ * fg_items_scan under <r>, then fg_items_plan, which counts them as it
+ * builds the order). */
 void fg_items_count_delivered(const struct fg_items_page *page, const struct fg_items_rules *r, uint32_t *counts);
 
 /* fg_items_identity - 1 when <page>'s plan delivers every item in its

@@ -79,6 +79,16 @@ struct gate_worker {
 	struct gate_op *free_ops;
 	size_t nbusy;                       /* ops taken: each waits for its backend's callback */
 	struct fg_redis_stats base_stats;   /* counts of links already replaced */
+	/* The last call's clock (fg_limits_clock: zone lookups), for the next
+	 * call of the same limits and zone until the next day or quiet-hours
+	 * boundary.  Only calls of the worker's current config use or set
+	 * it: <cfg_now> is compared, never followed (an older snapshot's
+	 * limits may be freed, and their address used again). */
+	const struct fg_config *cfg_now;    /* the config gate_worker_config saw last */
+	const struct fg_config *memo_cfg;
+	const struct fg_policy_limits *memo_l;
+	const struct fg_tz *memo_tz;
+	struct fg_limits_clock memo;
 };
 
 /* Per call, shared by the two stages (account finds it with
@@ -350,6 +360,7 @@ static void gate_worker_config(void *wstate, struct fg_config *cfg)
 	struct gate_worker *w = wstate;
 	char *s;
 
+	w->cfg_now = cfg;
 	if (w->lent)
 		return;                 /* replay's backend, whatever the config says */
 	s = settings_of(cfg);
@@ -610,12 +621,41 @@ static void arm_timer(struct gate_call *g)
 
 /* --- the gate ------------------------------------------------------------ */
 
+/* 1 when <m>, a clock of <l>, holds for <now_ms> as well: no later than
+ * it, and before its next day and its next quiet-hours edge. */
+static int clock_holds(const struct fg_policy_limits *l, const struct fg_limits_clock *m, int64_t now_ms)
+{
+	return now_ms >= m->now_ms && now_ms < m->next_day_ms &&
+	       (!l->quiet_on || now_ms < (m->in_quiet ? m->quiet_to_ms : m->quiet_from_ms));
+}
+
+/* The call's clock at its start, from the worker's last one when it holds. */
+static void start_clock(struct gate_call *g)
+{
+	struct gate_worker *w = g->w;
+	int current = g->call->cfg == w->cfg_now;
+
+	if (current && w->memo_cfg == w->cfg_now && w->memo_l == g->l && w->memo_tz == g->tz &&
+	    clock_holds(g->l, &w->memo, g->start_ms)) {
+		g->clk = w->memo;
+		g->clk.now_ms = g->start_ms;
+		return;
+	}
+	fg_limits_clock(g->l, g->tz, g->start_ms, &g->clk);
+	if (current) {
+		w->memo_cfg = w->cfg_now;
+		w->memo_l = g->l;
+		w->memo_tz = g->tz;
+		w->memo = g->clk;
+	}
+}
+
 /* The verdict for state <u>: 1 when it answered the call. */
 static int apply(struct fg_pipeline *pl, struct gate_call *g, const struct fg_state_user *u)
 {
 	struct fg_stage_call *call = g->call;
 
-	fg_limits_clock(g->l, g->tz, g->start_ms, &g->clk);
+	start_clock(g);
 	fg_limits_decide(g->l, &g->clk, u, &g->v);
 	g->decided = 1;
 	report(g);
@@ -903,8 +943,7 @@ static void end_clock(const struct gate_call *g, int64_t end_ms, struct fg_limit
 {
 	const struct fg_limits_clock *s = &g->clk;
 
-	if (g->decided && end_ms < s->next_day_ms &&
-	    (!g->l->quiet_on || (s->in_quiet ? end_ms < s->quiet_to_ms : end_ms < s->quiet_from_ms))) {
+	if (g->decided && clock_holds(g->l, s, end_ms)) {
 		*clk = *s;
 		clk->now_ms = end_ms;
 		return;

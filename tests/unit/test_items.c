@@ -1723,6 +1723,35 @@ static int is_identity(const struct fg_items_page *pg)
 
 /* One random page of a stream: planned without a limit (checked), then
  * with the stream's limit (a prefix of it), written and read back. */
+/* The same page under the same rules plus exposure counters (which
+ * change no decision, so no plan): the scan's totals and what the plan
+ * counted as it built the order, against walks of the items and of the
+ * order, trimmed or not. */
+static void check_counters(const struct msg *in, const struct fg_items_spec *sp, const struct fg_items_rules *r,
+                           size_t limit, struct fg_items_page *pg)
+{
+	struct fg_items_rules rc = *r;
+	uint32_t got[3] = { 0 }, want[3] = { 0 }, all[3] = { 0 };
+	const char *why = NULL;
+	size_t i, k;
+
+	rc.ncounters = 3;
+	rc.counter[0] = BIT(0) | BIT(2);
+	rc.counter[1] = BIT(1);
+	rc.counter[2] = BIT(R_CLASSES - 1) | BIT(0);
+	assert_int_equal(fg_items_scan(in->b, in->n, sp, &rc, pg, &why), 0);
+	fg_items_plan(pg, &rc, NULL, limit, 0);
+	fg_items_count_delivered(pg, &rc, got);
+	for (i = 0; i < pg->n; i++)
+		for (k = 0; k < 3; k++)
+			all[k] += pg->item[i].counters >> k & 1;
+	for (i = 0; i < pg->norder; i++)
+		for (k = 0; k < 3; k++)
+			want[k] += pg->item[pg->order[i]].counters >> k & 1;
+	assert_memory_equal(got, want, sizeof(want));
+	assert_memory_equal(pg->counted, all, sizeof(all));
+}
+
 static void random_stream_page(struct rpage *p, struct msg *in, const struct fg_items_spec *sp,
                                const struct fg_items_rules *r, struct fg_items_stream *st, struct rmodel *md,
                                struct fg_items_page *pg)
@@ -1751,6 +1780,7 @@ static void random_stream_page(struct rpage *p, struct msg *in, const struct fg_
 	assert_int_equal(st->delivered, md->delivered);
 	assert_memory_equal(st->last, md->last, sizeof(md->last));
 	check_write(p, in, sp, r, pg);
+	check_counters(in, sp, r, limit, pg);
 }
 
 /* Item mode: each message one item of the stream, checked against the model. */
