@@ -361,6 +361,7 @@ static void gate_worker_config(void *wstate, struct fg_config *cfg)
 	char *s;
 
 	w->cfg_now = cfg;
+	w->memo_cfg = NULL;     /* a later config may be allocated where this one was */
 	if (w->lent)
 		return;                 /* replay's backend, whatever the config says */
 	s = settings_of(cfg);
