@@ -419,7 +419,6 @@ static void count_item(struct scan *s, uint64_t classes, struct fg_items_item *i
 			it->counters |= (uint16_t)(1u << k);
 			s->page->counted[k]++;
 		}
-	s->page->counters |= it->counters;
 }
 
 /* Decide an item from its classes under the band's rules. */
@@ -523,7 +522,6 @@ static int scan_page(struct scan *s, const uint8_t *in, size_t len)
 	s->page->n = 0;
 	s->page->norder = 0;
 	s->page->unmet = 0;
-	s->page->counters = 0;
 	memset(s->page->counted, 0, sizeof(s->page->counted));
 	memset(s->page->delivered, 0, sizeof(s->page->delivered));
 	s->counted_classes = 0;
@@ -773,7 +771,7 @@ static int page_may_spend(const struct fg_items_page *page, const struct fg_item
 	unsigned k;
 
 	for (k = 0; k < r->ncounters; k++)
-		if ((page->counters >> k & 1) && page->counted[k] > left[k])
+		if (page->counted[k] > left[k])
 			return 1;
 	return 0;
 }
@@ -820,7 +818,7 @@ void fg_items_count_delivered(const struct fg_items_page *page, const struct fg_
 	unsigned k;
 
 	/* kept by fg_items_plan as it built the order */
-	for (k = 0; page->counters && k < r->ncounters; k++)
+	for (k = 0; k < r->ncounters; k++)
 		counts[k] += page->delivered[k];
 }
 

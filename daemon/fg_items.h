@@ -173,7 +173,6 @@ struct fg_items_page {
 	/* Set by fg_items_scan: what the page's items carry of the exposure
 	 * counters, so that a page far from every allowance (the usual
 	 * case) is not walked item by item to learn it. */
-	uint16_t counters;          /* bit k: some item counts toward counter k */
 	uint32_t counted[FG_ITEMS_MAX_COUNTERS]; /* items of counter k, delivered or not */
 	uint32_t delivered[FG_ITEMS_MAX_COUNTERS]; /* set by fg_items_plan: those in <order> */
 };

@@ -154,9 +154,9 @@ struct fg_state_redis {
 	struct fg_log_limit bad_log;    /* state_redis_answer lines */
 };
 
-/* One command's arguments, built on the stack; only <argc> and <nnums>
- * start at 0 (the rest is written before it is read: zeroing its 2 KiB
- * cost more than filling it). */
+/* One command's arguments, built on the stack; args_init sets only
+ * <argc> and <nnums> (the rest is written before it is read: zeroing its
+ * 2 KiB cost more than filling it). */
 struct args {
 	const char *argv[ARGS_MAX];
 	size_t len[ARGS_MAX];
@@ -341,6 +341,12 @@ static void reply_cb(void *arg, const struct fg_redis_result *res)
 
 /* --- submits ----------------------------------------------------------- */
 
+static void args_init(struct args *a)
+{
+	a->argc = 0;
+	a->nnums = 0;
+}
+
 static void args_add(struct args *a, const char *p, size_t n)
 {
 	a->argv[a->argc] = p;
@@ -396,8 +402,7 @@ static int redis_read(struct fg_state *base, const struct fg_state_who *who, fg_
 
 	if (!op)
 		return FG_ENOMEM;
-	a.argc = 0;
-	a.nnums = 0;
+	args_init(&a);
 	op->read_cb = cb;
 	op->nclasses = who->nclasses;
 	args_keys(&a, s, who);
@@ -418,8 +423,7 @@ static int redis_update(struct fg_state *base, const struct fg_state_update *u, 
 
 	if (!op)
 		return FG_ENOMEM;
-	a.argc = 0;
-	a.nnums = 0;
+	args_init(&a);
 	op->done_cb = cb;
 	args_keys(&a, s, &u->who);
 	for (size_t i = 0; i < UPDATE_NUMBERS; i++)
@@ -439,8 +443,7 @@ static int redis_erase(struct fg_state *base, const struct fg_state_who *who, fg
 
 	if (!op)
 		return FG_ENOMEM;
-	a.argc = 0;
-	a.nnums = 0;
+	args_init(&a);
 	op->done_cb = cb;
 	args_add(&a, "DEL", 3);
 	args_keys(&a, s, who);
