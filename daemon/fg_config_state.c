@@ -26,6 +26,7 @@ enum { ST_REDIS, ST_PASSWORD_FILE, ST_DB, ST_KEY_PREFIX, ST_TIMEOUT, ST_CONNECT_
 static int parse_redis(struct fg_config_loader *l, const struct fg_config_key *k, const struct fg_yaml_node *key,
                        const struct fg_yaml_node *val)
 {
+	char buf[FG_YAML_SHOWLEN];
 	struct fg_config_addr addr;
 	int rc;
 
@@ -36,7 +37,7 @@ static int parse_redis(struct fg_config_loader *l, const struct fg_config_key *k
 	/* a relative socket path would depend on the daemon's working directory */
 	if (val->text[0] != '/' && !strchr(val->text, ':'))
 		return fg_config_fail(l, val, "state.redis: '%s' is neither ip:port nor a unix socket path, which must "
-		                      "be absolute (start with /)", val->text);
+		                      "be absolute (start with /)", fg_yaml_show(val, buf, sizeof(buf)));
 	if (val->text[0] != '/' && (rc = fg_config_addr_read(l, val, 0, &addr)))
 		return rc;
 	if (val->text[0] == '/' && strlen(val->text) >= 108)

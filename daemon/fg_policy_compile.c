@@ -89,7 +89,7 @@ char *fg_policy_compile_dup(struct fg_policy_comp *c, const struct fg_yaml_node 
 
 int fg_policy_compile_fail(struct fg_policy_comp *c, const struct fg_yaml_node *at, const char *fmt, ...)
 {
-	char msg[FG_POLICY_MAX_PATH * 16 + 512], *p;
+	char msg[FG_POLICY_MAX_PATH * 16 + 512];
 	size_t n;
 	va_list ap;
 
@@ -101,11 +101,8 @@ int fg_policy_compile_fail(struct fg_policy_comp *c, const struct fg_yaml_node *
 	if (fg_policy_rulesets_in_set(c, at) && c->method && (n = strlen(msg)) < sizeof(msg))
 		snprintf(msg + n, sizeof(msg) - n, " (rule set '%s', compiled for %s %s)", c->set_name->text,
 		         c->method->text, c->set_what);
-	/* Paths and values are quoted as written: a control byte in one must
-	 * not start a forged line in the operator's log. */
-	for (p = msg; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = '?';
+	/* fg_yaml_fail makes control bytes in paths and values quoted as
+	 * written safe for the operator's log. */
 	return fg_yaml_fail(c->err, c->errlen, c->name, at, "%s", msg);
 }
 

@@ -50,8 +50,15 @@ static int vfail_at(char *err, size_t errlen, const char *name, unsigned line, u
 	if (!err || errlen == 0)
 		return FG_ECONFIG;
 	n = snprintf(err, errlen, "%s:%u:%u: ", name, line, col);
-	if (n >= 0 && (size_t)n < errlen)
-		vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+	if (n < 0 || (size_t)n >= errlen)
+		return FG_ECONFIG;
+	vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+	/* The text may quote a value as written: a control byte in it must
+	 * not start a forged line in the operator's log, whichever caller
+	 * forgot to quote it with fg_yaml_show. */
+	for (char *p = err + n; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	return FG_ECONFIG;
 }
 

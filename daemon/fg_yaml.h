@@ -90,8 +90,9 @@ void fg_yaml_free(struct fg_yaml_node *n);
 /*
  * fg_yaml_fail - write "<name>:<line>:<col>: <fmt...>" of node <at> (not
  * NULL) into <err> (<errlen> bytes; may be NULL/0).  Returns FG_ECONFIG, so
- * callers can `return fg_yaml_fail(...)`.  fg_yaml_vfail is the same with a
- * va_list, for a schema's own fail helper.
+ * callers can `return fg_yaml_fail(...)`.  Control bytes and DEL in the
+ * formatted text become '?', so no message can forge a log line.
+ * fg_yaml_vfail is the same with a va_list, for a schema's own fail helper.
  */
 int fg_yaml_fail(char *err, size_t errlen, const char *name, const struct fg_yaml_node *at,
                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
