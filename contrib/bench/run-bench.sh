@@ -43,6 +43,7 @@ UPSTREAM_CPU=""         # the upstream (ranker); default the proxy's core
 REDIS_IDLE=0            # --redis-idle: redis-server under SCHED_IDLE
 RATE=0                  # --rate: also load every target at this fixed total req/s
 PAIRS=()                # --pair "A B": A and B loaded at the same time, same rate
+DAEMON_ENV=()           # --daemon-env: environment of every feedguardd started
 PAIR_ONLY=0             # --pair-only: only the --pair rounds
 
 usage() {
@@ -88,6 +89,12 @@ Usage: contrib/bench/run-bench.sh [options]
                       costs over the other; then both at one call in flight at the
                       same time (latency); the "Side by side" lines; may be repeated
   --pair-only         only the --pair rounds (no tables): a quick A/B check
+  --daemon-env "V=X ..."
+                      environment for every feedguardd the run starts (not for h2load,
+                      nghttpx, Redis or the upstream): for example an allocator's
+                      settings, GLIBC_TUNABLES=glibc.malloc.tcache_count=64, or another
+                      allocator, LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2;
+                      named in the report's header
   --only "T ..."      measure only these targets (for example "direct nghttpx fg-pass"),
                       in the order the scenario gives them; the tables show only them
   -h, --help          this text
@@ -114,12 +121,16 @@ while [[ $# -gt 0 ]]; do
 	--redis-idle) REDIS_IDLE=1; shift ;;
 	--perf) PERF=1; shift ;;
 	--only) ONLY=$2; shift 2 ;;
+	--daemon-env) read -r -a DAEMON_ENV <<< "$2"; shift 2 ;;
 	--rate) RATE=$2; shift 2 ;;
 	--pair) PAIRS+=("$2"); shift 2 ;;
 	--pair-only) PAIR_ONLY=1; shift ;;
 	-h|--help) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
 	esac
+done
+for v in "${DAEMON_ENV[@]}"; do
+	[[ $v =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--daemon-env wants NAME=VALUE words, not '$v'"
 done
 for v in ROUNDS DURATION WARMUP IDLE_CONNS UP_STREAMS RANKER_DELAY RATE; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "--${v,,} wants a whole number, not '${!v}'"
@@ -354,7 +365,7 @@ start_feedguardd() {
 		[[ -n $extra ]] && printf '%s\n' "$extra"
 	} > "$conf"
 	: > "$log"
-	taskset -c "$SERVER_CPU" "$FEEDGUARDD" -c "$conf" 2>> "$log" &
+	taskset -c "$SERVER_CPU" env "${DAEMON_ENV[@]}" "$FEEDGUARDD" -c "$conf" 2>> "$log" &
 	FG_PID=$!
 	PIDS+=("$FG_PID")
 	for i in {1..100}; do
@@ -1439,6 +1450,7 @@ fi
 	     "$(nghttpx --version | head -1); $(h2load --version | head -1)"
 	echo "Load: h2load -t1 pinned to CPU $CLIENT_CPU; upstream pinned to CPU $UPSTREAM_CPU, proxy to CPU $SERVER_CPU;" \
 	     "medians of $ROUNDS rounds of ${DURATION}s (after ${WARMUP}s warm-up)"
+	(( ${#DAEMON_ENV[@]} )) && echo "feedguardd's environment (--daemon-env): ${DAEMON_ENV[*]}"
 	if [[ $SCENARIO == rankfeed ]]; then
 		echo "Call: $RANKFEED_PATH, h2load -c16 -m32, then -c1 -m1; request 5+${SIZE[request_len]} bytes" \
 		     "(${SIZE[watch_history]} watch_history entries), response 5+${SIZE[response_len]} bytes" \
