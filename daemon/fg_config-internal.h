@@ -134,7 +134,8 @@ int fg_config_value_want(struct fg_config_loader *l, const struct fg_yaml_node *
 
 /* fg_config_value_printable - replace each control byte of <s> (a message
  * that quotes a file's path, which may hold any byte) with '?', so the
- * message stays one line. */
+ * message stays one line.  Only for a message that does not go through
+ * fg_config_fail, which does this itself (fg_yaml_fail). */
 void fg_config_value_printable(char *s);
 
 /* fg_config_value_integer - decimal text <s> with an optional '-', nothing

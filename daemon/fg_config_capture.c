@@ -85,10 +85,8 @@ static int parse_key(struct fg_config_loader *l, const struct fg_config_key *k, 
 		return fg_config_fail_nomem(l);
 	rc = fg_keyring_add_file(l->cfg->capture.key, id->text, path, why, sizeof(why));
 	free(path);
-	if (rc) {
-		fg_config_value_printable(why);
+	if (rc)
 		return fg_config_fail(l, rc == FG_EIO ? file : id, "capture.key: %s", why);
-	}
 	return 0;
 }
 

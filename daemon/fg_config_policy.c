@@ -75,15 +75,17 @@ static int policy_finish(struct fg_config_loader *l, const struct fg_yaml_node *
 		return 0;
 	rc = fg_policy_compile_load(cfg->policy_path, slots, &cfg->policy, why, sizeof(why));
 	/* A policy that cannot be read is an error of this file, at the key
-	 * naming it; errors inside the policy carry its own position. */
-	if (rc)
-		fg_config_value_printable(why);
+	 * naming it; errors inside the policy carry its own position, and are
+	 * passed on as they are (not through fg_config_fail, which would make
+	 * them safe to quote itself). */
 	if (rc == FG_EIO)
 		return fg_config_fail(l, val, "policy: %s", why);
-	if (rc && l->err && l->errlen)
-		snprintf(l->err, l->errlen, "%s", why);
-	if (rc)
+	if (rc) {
+		fg_config_value_printable(why);
+		if (l->err && l->errlen)
+			snprintf(l->err, l->errlen, "%s", why);
 		return rc;
+	}
 	if ((rc = check_keys(l)))
 		return rc;
 	return check_state(l);

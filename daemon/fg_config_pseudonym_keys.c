@@ -31,10 +31,8 @@ static int parse_item(struct fg_config_loader *l, const struct fg_yaml_node *ite
 		return fg_config_fail_nomem(l);
 	rc = fg_keyring_add_file(l->cfg->keyring, id->text, path, why, sizeof(why));
 	free(path);
-	if (rc) {
-		fg_config_value_printable(why);
+	if (rc)
 		return fg_config_fail(l, rc == FG_EIO ? file : id, "pseudonym_keys: %s", why);
-	}
 	return 0;
 }
 

@@ -960,6 +960,12 @@ static void test_policy_and_keys_errors(void **state)
 	snprintf(want, sizeof(want), NAME ":3:20: pseudonym_keys: %s/k.key: cannot open: No such file or directory",
 	         BASE);
 	expect_error(UP "pseudonym_keys:\n  - {id: k1, file: k.key}\n", want);
+	/* a path quoted in the key file's reason stays one line */
+	snprintf(want, sizeof(want), NAME ":3:20: pseudonym_keys: %s/k?x.key: cannot open: No such file or directory",
+	         BASE);
+	expect_error(UP "pseudonym_keys:\n  - {id: k1, file: \"k\\nx.key\"}\n", want);
+	snprintf(want, sizeof(want), NAME ":2:9: policy: %s/p?q.yaml: cannot open: No such file or directory", BASE);
+	expect_error(UP "policy: \"p\\rq.yaml\"\n", want);
 	expect_error(UP "pseudonym_keys: []\n",
 	             NAME ":2:17: pseudonym_keys must be a list of {id, file}, newest first");
 	expect_error(UP "pseudonym_keys:\n  - {id: k1}\n",
