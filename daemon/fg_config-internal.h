@@ -132,12 +132,6 @@ int fg_config_walk_sections(struct fg_config_loader *l, const struct fg_config_s
  * bytes; else FG_ECONFIG naming the key being parsed and <what> was wanted. */
 int fg_config_value_want(struct fg_config_loader *l, const struct fg_yaml_node *val, const char *what);
 
-/* fg_config_value_printable - replace each control byte of <s> (a message
- * that quotes a file's path, which may hold any byte) with '?', so the
- * message stays one line.  Only for a message that does not go through
- * fg_config_fail, which does this itself (fg_yaml_fail). */
-void fg_config_value_printable(char *s);
-
 /* fg_config_value_integer - decimal text <s> with an optional '-', nothing
  * else, into <*out>: 0, FG_EINVAL (not such a number) or FG_ETOOBIG. */
 int fg_config_value_integer(const char *s, int64_t *out);

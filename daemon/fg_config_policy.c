@@ -81,7 +81,7 @@ static int policy_finish(struct fg_config_loader *l, const struct fg_yaml_node *
 	if (rc == FG_EIO)
 		return fg_config_fail(l, val, "policy: %s", why);
 	if (rc) {
-		fg_config_value_printable(why);
+		fg_yaml_printable(why);
 		if (l->err && l->errlen)
 			snprintf(l->err, l->errlen, "%s", why);
 		return rc;

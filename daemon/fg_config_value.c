@@ -161,9 +161,3 @@ int fg_config_value_size64(struct fg_config_loader *l, const struct fg_config_ke
 	return rc;
 }
 
-void fg_config_value_printable(char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			*s = '?';
-}

@@ -56,10 +56,15 @@ static int vfail_at(char *err, size_t errlen, const char *name, unsigned line, u
 	/* The text may quote a value as written: a control byte in it must
 	 * not start a forged line in the operator's log, whichever caller
 	 * forgot to quote it with fg_yaml_show. */
-	for (char *p = err + n; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = '?';
+	fg_yaml_printable(err + n);
 	return FG_ECONFIG;
+}
+
+void fg_yaml_printable(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
 }
 
 int fg_yaml_vfail(char *err, size_t errlen, const char *name, const struct fg_yaml_node *at,

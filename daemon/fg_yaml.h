@@ -96,6 +96,11 @@ void fg_yaml_free(struct fg_yaml_node *n);
  */
 int fg_yaml_fail(char *err, size_t errlen, const char *name, const struct fg_yaml_node *at,
                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* fg_yaml_printable - replace each control byte and DEL of the string <s>
+ * with '?' (what fg_yaml_fail does to its text), for a message made
+ * elsewhere that quotes a path or value as written and goes to a log. */
+void fg_yaml_printable(char *s);
 int fg_yaml_vfail(char *err, size_t errlen, const char *name, const struct fg_yaml_node *at,
                   const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
 
