@@ -9,7 +9,7 @@ packages=(
 	build-essential autoconf automake libtool pkg-config
 	libevent-dev libnghttp2-dev libyaml-dev zlib1g-dev libssl-dev
 	libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev protobuf-compiler
-	libhiredis-dev libcmocka-dev libisal-dev
+	libhiredis-dev libcmocka-dev libisal-dev libjemalloc-dev
 	redis-server python3-grpcio python3-h2 python3-pytest python3-yaml python3-protobuf python3-matplotlib
 	nghttp2-client nghttp2-proxy valgrind clang tzdata
 	systemd prometheus debhelper dpkg-dev fakeroot lintian groff-base man-db

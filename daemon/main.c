@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "fg_admin.h"
+#include "fg_alloc.h"
 #include "fg_capture.h"
 #include "fg_config.h"
 #include "fg_cpu.h"
@@ -187,7 +187,8 @@ static void all_running(struct daemon *d)
 {
 	char state[128];
 
-	fg_log(FG_LOG_INFO, "ready", "workers=%d pid=%ld", d->nworkers, (long)getpid());
+	fg_log(FG_LOG_INFO, "ready", "workers=%d pid=%ld allocator=\"%s\"", d->nworkers, (long)getpid(),
+	       fg_alloc_name());
 	snprintf(state, sizeof(state), "READY=1\nSTATUS=serving with %d workers", d->nworkers);
 	notify(state);
 	d->ready = 1;
@@ -276,8 +277,8 @@ static int parse_args(int argc, char **argv, const char **path, int *test_only)
 		case 'c': *path = optarg; break;
 		case 't': *test_only = 1; break;
 		case 'v':
-			printf("feedguardd %s (nghttp2 %s, libevent %s)\n", PACKAGE_VERSION,
-			       nghttp2_version(0)->version_str, event_get_version());
+			printf("feedguardd %s (nghttp2 %s, libevent %s, %s)\n", PACKAGE_VERSION,
+			       nghttp2_version(0)->version_str, event_get_version(), fg_alloc_name());
 #ifdef FG_TEST_HOOKS
 			printf("test hooks: ON (the request header feedguard-test-now sets a call's time; "
 			       "never deploy this build)\n");
@@ -316,37 +317,21 @@ static int start_admin(struct daemon *d)
 	return 0;
 }
 
-/* How often the heaps are looked at, and how many free bytes in them are
- * worth giving back. */
-#define TRIM_EVERY_S 10
-#define TRIM_FREE_MIN (8u << 20)
-
-/*
- * Memory a burst left free inside the heaps goes back to the system.
- * free() gives back only the top of a heap: a client that held many
- * small buffers (1000 streams of 57 KiB of headers) left them free but
- * in the process, 116 MB of RSS with nothing in flight.  malloc_trim
- * releases the free pages anywhere in every arena; mallinfo2 says first
- * whether there is enough to bother (both walk the arenas under their
- * locks, so neither runs often).
- */
-static void trim_cb(evutil_socket_t fd, short what, void *arg)
+/* Memory a burst left free goes back to the system (fg_alloc.h). */
+static void release_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct mallinfo2 mi = mallinfo2();
-
 	(void)fd;
 	(void)what;
 	(void)arg;
-	if (mi.fordblks >= TRIM_FREE_MIN)
-		malloc_trim(0);
+	fg_alloc_release();
 }
 
 static void run(struct daemon *d)
 {
 	static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1 };
 	struct event *sev[4] = { NULL };
-	struct timeval every = { TRIM_EVERY_S, 0 };
-	struct event *trim;
+	struct timeval every = { FG_ALLOC_RELEASE_EVERY_S, 0 };
+	struct event *release;
 	size_t i;
 
 	for (i = 0; i < 4; i++) {
@@ -356,12 +341,12 @@ static void run(struct daemon *d)
 	}
 	d->note_ev = event_new(d->base, d->note_fd[0], EV_READ | EV_PERSIST, note_cb, d);
 	event_add(d->note_ev, NULL);
-	trim = event_new(d->base, -1, EV_PERSIST, trim_cb, NULL);
-	if (trim)
-		event_add(trim, &every);
+	release = event_new(d->base, -1, EV_PERSIST, release_cb, NULL);
+	if (release)
+		event_add(release, &every);
 	event_base_dispatch(d->base);
-	if (trim)
-		event_free(trim);
+	if (release)
+		event_free(release);
 	for (i = 0; i < 4; i++)
 		if (sev[i])
 			event_free(sev[i]);
@@ -373,16 +358,7 @@ int main(int argc, char **argv)
 	char err[FG_CONFIG_ERRLEN];
 	int test_only = 0, rv = 1, i;
 
-	/*
-	 * Buffers of 256 KiB and more (a large message being edited, its
-	 * output) come from mmap and go back to the system when freed.
-	 * glibc's default threshold rises with each such free, up to 32 MiB,
-	 * after which those buffers come from the heaps and stay in the
-	 * process when their calls end: a client that once held many large
-	 * streams left the daemon at hundreds of MB with nothing in flight.
-	 * Fixing the threshold also fixes when heaps are trimmed.
-	 */
-	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+	fg_alloc_setup();
 	if (parse_args(argc, argv, &d.config_path, &test_only) < 0)
 		return 2;
 	if (fg_config_load(d.config_path, &d.cfg, err, sizeof(err)) < 0) {

@@ -108,6 +108,8 @@ def test_version():
     assert res.returncode == 0
     first = res.stdout.decode("utf-8", "replace").splitlines()[0]
     assert first.startswith("feedguardd "), first
+    # The allocator the daemon runs on is named (daemon/fg_alloc.h).
+    assert re.search(r", (jemalloc|glibc|AddressSanitizer)[^,]*\)$", first), first
 
 
 def test_help():

@@ -177,7 +177,7 @@ field() { dpkg-deb -f "$deb" "$1"; }
 	fail "control: Package/Version/Architecture are $(field Package) $(field Version) $(field Architecture)"
 depends=$(field Depends)
 for dep in adduser procps tzdata 'libc6' 'libevent-2\.1-[0-9]+' 'libnghttp2-[0-9]+' \
-	'libyaml-0-[0-9]+' zlib1g 'libssl3' 'libprotobuf-c1' 'libhiredis[0-9.]+'; do
+	'libyaml-0-[0-9]+' zlib1g 'libssl3' 'libprotobuf-c1' 'libhiredis[0-9.]+' 'libjemalloc2'; do
 	grep -Eq "(^|, )$dep( |,|$)" <<<"$depends" || fail "control: Depends lacks $dep: $depends"
 done
 grep -q redis-server <<<"$depends" && fail "control: Depends names redis-server (Redis may be remote): $depends"
@@ -214,6 +214,7 @@ grep -qx 'policy: /usr/share/feedguard/policies/uk-children.yaml' "$tmp/root$exa
 ok "example config: policy: /usr/share/feedguard/policies/uk-children.yaml"
 v=$("$tmp/root/usr/sbin/feedguardd" -v) || fail "feedguardd -v from the .deb"
 grep -qi 'test hooks' <<<"$v" && fail "feedguardd in the .deb has test hooks: $v"
+grep -q ', jemalloc ' <<<"$v" || fail "feedguardd in the .deb does not run on jemalloc (debian/rules: --with-jemalloc): $v"
 ok "release build: $(head -n1 <<<"$v")"
 
 # ---------------------------------------------------------------- lintian
