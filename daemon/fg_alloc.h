@@ -4,15 +4,16 @@
  *
  * feedguardd links jemalloc when configure finds it (--with-jemalloc, the
  * default when libjemalloc-dev is installed; never with sanitizers, whose
- * own allocator must see every block).  Why: a loaded worker has hundreds
- * of calls in flight, and glibc's per-thread cache keeps only 7 free blocks
- * of each size, so a burst's allocations fall through to its locked bins
- * and malloc_consolidate (about 10 µs, 15%, of an intercepted call on the
- * bench; README "Screen time: the cost of the state").  jemalloc's caches
- * hold them.  Its settings are compiled in (fg_alloc.c, FG_ALLOC_JEMALLOC_CONF)
- * so that memory goes back to the system within seconds of a burst, as the
- * memory budget promises; MALLOC_CONF in the environment still overrides
- * them, as jemalloc documents.
+ * own allocator must see every block).  Why: calls that wait for Redis
+ * keep many calls in flight per worker, and glibc's per-thread cache keeps
+ * only 7 free blocks of each size, so a burst's allocations fall through
+ * to its bins and malloc_consolidate.  Side by side, jemalloc lowered the
+ * screen-time state's CPU a call in most runs (by 0.1 to 7 µs) and left an
+ * intercepted call without state as it was (README "Screen time: the cost
+ * of the state", session 16).  Its settings are compiled in (fg_alloc.c,
+ * FG_ALLOC_JEMALLOC_CONF) so that memory goes back to the system within
+ * seconds of a burst, as the memory budget promises; MALLOC_CONF in the
+ * environment still overrides them, as jemalloc documents.
  *
  * Only feedguardd links this module: the tools and the unit tests run on
  * the C library's allocator.  Everything here runs on the main thread.
