@@ -21,8 +21,14 @@
 #ifndef FG_ALLOC_H
 #define FG_ALLOC_H
 
-/* How often the main loop calls fg_alloc_release(), in seconds. */
+/* How often the main loop calls fg_alloc_release(), in seconds; 0: never
+ * (jemalloc's background thread gives memory back on its own clock, so a
+ * timer would wake the main thread for nothing). */
+#ifdef HAVE_JEMALLOC
+#define FG_ALLOC_RELEASE_EVERY_S 0
+#else
 #define FG_ALLOC_RELEASE_EVERY_S 10
+#endif
 
 /*
  * Settle the allocator's settings.  Call first thing in main(), before any
@@ -35,9 +41,9 @@ void fg_alloc_setup(void);
 
 /*
  * Give free memory a burst left inside the heaps back to the system, when
- * there is enough of it to bother.  glibc: malloc_trim.  jemalloc: nothing,
- * its background thread does it on its own clock.  Takes the allocator's
- * locks: call it rarely (every FG_ALLOC_RELEASE_EVERY_S).
+ * there is enough of it to bother.  glibc: malloc_trim.  jemalloc: nothing
+ * (FG_ALLOC_RELEASE_EVERY_S is 0 there).  Takes the allocator's locks:
+ * call it rarely (every FG_ALLOC_RELEASE_EVERY_S).
  */
 void fg_alloc_release(void);
 

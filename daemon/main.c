@@ -341,7 +341,7 @@ static void run(struct daemon *d)
 	}
 	d->note_ev = event_new(d->base, d->note_fd[0], EV_READ | EV_PERSIST, note_cb, d);
 	event_add(d->note_ev, NULL);
-	release = event_new(d->base, -1, EV_PERSIST, release_cb, NULL);
+	release = FG_ALLOC_RELEASE_EVERY_S ? event_new(d->base, -1, EV_PERSIST, release_cb, NULL) : NULL;
 	if (release)
 		event_add(release, &every);
 	event_base_dispatch(d->base);
