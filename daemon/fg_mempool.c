@@ -12,6 +12,7 @@
 
 #define MEMPOOL_MIN_SHIFT 6             /* the smallest class is 64 bytes */
 #define MEMPOOL_LARGE 0xff              /* class of a block from plain malloc */
+#define MEMPOOL_ARENA 0xfe              /* class of a block from a session's arena */
 
 /*
  * Every block carries a header with its class, so free() and realloc() know
@@ -20,7 +21,10 @@
 struct fg_mempool_block {
 	union {
 		struct {
-			struct fg_mempool_block *next;  /* while free */
+			union {
+				struct fg_mempool_block *next;  /* while free */
+				struct fg_mempool_arena *arena; /* MEMPOOL_ARENA: where it lies */
+			};
 			size_t size;                    /* usable bytes */
 			unsigned char cls;
 		} h;
@@ -110,6 +114,62 @@ static struct fg_mempool_map *map_of(struct fg_mempool *p, void *ptr)
 	return map_find(p, ptr);
 }
 
+/* --- a session's arena (see fg_mempool.h) ------------------------------ */
+
+#define ARENA_HDR ((sizeof(struct fg_mempool_arena) + HDR - 1) / HDR * HDR)
+
+/* A block of <n> bytes, zeroed (the arena's pages are fresh and its bytes
+ * handed out once), from the arena of the session being created; NULL when
+ * it does not fit or no mapping can be made. */
+static void *arena_alloc(struct fg_mempool *p, size_t n)
+{
+	struct fg_mempool_arena *a = p->arena;
+	struct fg_mempool_block *b;
+	size_t need = HDR + (n + HDR - 1) / HDR * HDR;
+
+	if (n > FG_MEMPOOL_ARENA_LEN)
+		return NULL;
+	if (!a) {
+		a = mmap(NULL, FG_MEMPOOL_ARENA_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (a == MAP_FAILED)
+			return NULL;
+		a->used = ARENA_HDR;
+		a->live = 0;
+		p->arena = a;
+		p->narenas++;
+	}
+	if (need > FG_MEMPOOL_ARENA_LEN - a->used)
+		return NULL;
+	b = (struct fg_mempool_block *)(void *)((char *)a + a->used);
+	a->used += need;
+	a->live++;
+	b->h.arena = a;
+	b->h.size = need - HDR;
+	b->h.cls = MEMPOOL_ARENA;
+	return (char *)b + HDR;
+}
+
+/* The arena goes with its last block, but not while its session is still
+ * being created: more blocks may come. */
+static void arena_put(struct fg_mempool *p, struct fg_mempool_arena *a)
+{
+	if (--a->live == 0 && a != p->arena) {
+		munmap(a, FG_MEMPOOL_ARENA_LEN);
+		p->narenas--;
+	}
+}
+
+/* A zeroed block for a session being created: packed in its arena when it is
+ * one nghttp2 touches at once, mapped on its own otherwise. */
+static void *session_alloc(struct fg_mempool *p, size_t n)
+{
+	void *ptr;
+
+	if (n >= FG_MEMPOOL_ARENA_MIN && (ptr = arena_alloc(p, n)))
+		return ptr;
+	return map_alloc(p, n);
+}
+
 static int class_of(size_t n)
 {
 	int c = 0;
@@ -129,7 +189,7 @@ static void *pool_malloc(size_t n, void *user)
 	int c = class_of(n);
 	void *ptr;
 
-	if (p->lazy_session && n >= FG_MEMPOOL_LAZY_SESSION_MIN && (ptr = map_alloc(p, n)))
+	if (p->lazy_session && n >= FG_MEMPOOL_LAZY_SESSION_MIN && (ptr = session_alloc(p, n)))
 		return ptr;
 
 	if (c < 0) {
@@ -168,6 +228,10 @@ static void pool_free(void *ptr, void *user)
 		return;
 	}
 	b = (struct fg_mempool_block *)(void *)((char *)ptr - HDR);
+	if (b->h.cls == MEMPOOL_ARENA) {
+		arena_put(p, b->h.arena);
+		return;
+	}
 	if (b->h.cls == MEMPOOL_LARGE || p->nfree[b->h.cls] >= FG_MEMPOOL_KEEP) {
 		free(b);
 		return;
@@ -181,10 +245,15 @@ static void *pool_calloc(size_t nmemb, size_t size, void *user)
 {
 	void *ptr;
 
+	struct fg_mempool *p = user;
+
 	if (size && nmemb > SIZE_MAX / size)
 		return NULL;
 	/* Fresh anonymous pages are zero already: no memset, no resident page. */
-	if (nmemb * size >= FG_MEMPOOL_LAZY_MIN && (ptr = map_alloc(user, nmemb * size)))
+	if (p->lazy_session && nmemb * size >= FG_MEMPOOL_LAZY_SESSION_MIN &&
+	    (ptr = session_alloc(p, nmemb * size)))
+		return ptr;
+	if (nmemb * size >= FG_MEMPOOL_LAZY_MIN && (ptr = map_alloc(p, nmemb * size)))
 		return ptr;
 	ptr = pool_malloc(nmemb * size, user);
 	if (ptr)
@@ -238,7 +307,14 @@ void fg_mempool_session_begin(struct fg_mempool *p)
 
 void fg_mempool_session_end(struct fg_mempool *p)
 {
+	struct fg_mempool_arena *a = p->arena;
+
 	p->lazy_session = 0;
+	p->arena = NULL;
+	if (a && a->live == 0) {                /* the session was not made: nothing in it */
+		munmap(a, FG_MEMPOOL_ARENA_LEN);
+		p->narenas--;
+	}
 }
 
 void fg_mempool_free(struct fg_mempool *p)

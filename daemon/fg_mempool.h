@@ -35,12 +35,36 @@ struct fg_mempool_map {
 	size_t len;
 };
 
+/*
+ * While a session is created (fg_mempool_session_begin), the blocks nghttp2
+ * touches at once are packed one after another in one mapping of
+ * FG_MEMPOOL_ARENA_LEN bytes: nghttp2 1.52's session (2928 bytes, written),
+ * its stream table (4 KiB, which nghttp2 reads while it holds no stream) and
+ * its frame buffer (16 KiB, whose first bytes take our SETTINGS).  Each in a
+ * mapping of its own they cost an idle connection three pages on a kernel
+ * that backs a page only read with a page of its own (Linux 6.18 here does,
+ * instead of the shared zero page); packed, two.  Blocks under
+ * FG_MEMPOOL_ARENA_MIN (the two 1 KiB HPACK rings, written only when headers
+ * come) keep mappings of their own, so they stay out of memory.  The
+ * mapping goes when its last block is freed; a block that does not fit is
+ * mapped on its own as before.
+ */
+#define FG_MEMPOOL_ARENA_LEN (32 * 1024)
+#define FG_MEMPOOL_ARENA_MIN 2048
+
+struct fg_mempool_arena {
+	size_t used;                    /* bytes handed out from the start, this header included */
+	unsigned live;                  /* blocks not yet freed */
+};
+
 struct fg_mempool {
 	struct fg_mempool_block *free[FG_MEMPOOL_NCLASSES];
 	unsigned nfree[FG_MEMPOOL_NCLASSES];
 	struct fg_mempool_map *maps;    /* open-addressing set of the mapped blocks in use */
 	size_t nmaps, nused, capmaps;   /* live entries, live + deleted slots, slots */
 	unsigned lazy_session;          /* a session is being created: see fg_mempool_session_begin */
+	struct fg_mempool_arena *arena; /* that session's arena, once it has one; NULL otherwise */
+	size_t narenas;                 /* arenas mapped (tests read it) */
 	nghttp2_mem mem;                /* what nghttp2_session_*_new3 takes; mem_user_data is the pool */
 };
 

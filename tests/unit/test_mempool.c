@@ -131,6 +131,101 @@ static void test_mempool_session_blocks_are_mapped(void **state)
 	fg_mempool_free(&p);
 }
 
+/* What nghttp2 1.52's session_new allocates, in its order (fg_mempool.h):
+ * the session, two HPACK rings, the stream table, the frame buffer. */
+static void test_mempool_session_blocks_touched_at_once_share_pages(void **state)
+{
+	struct fg_mempool p;
+	unsigned char *session, *ring1, *ring2, *table, *framebuf;
+	size_t i;
+
+	fg_mempool_init(&p);
+	fg_mempool_session_begin(&p);
+	session = m_calloc(&p, 1, 2928);
+	ring1 = m_malloc(&p, 1024);
+	ring2 = m_malloc(&p, 1024);
+	table = m_calloc(&p, 256, 16);
+	framebuf = m_malloc(&p, 16394);
+	fg_mempool_session_end(&p);
+	assert_int_equal(p.narenas, 1);
+	/* Packed in order: the three fit in two pages' worth from the start
+	 * of their mapping (the arena's header and three block headers too). */
+	assert_true(table > session && table - session < 2928 + 128);
+	assert_true(framebuf > table && framebuf - table < 4096 + 128);
+	assert_true((uintptr_t)(framebuf + 256 - 1) / 4096 - (uintptr_t)session / 4096 <= 1);
+	/* The rings, written only when headers come, have pages of their own. */
+	assert_int_equal((uintptr_t)ring1 & 4095, 0);
+	assert_int_equal((uintptr_t)ring2 & 4095, 0);
+	assert_int_equal(p.nmaps, 2);
+	for (i = 0; i < 2928; i++)
+		assert_int_equal(session[i], 0);
+	for (i = 0; i < 4096; i++)
+		assert_int_equal(table[i], 0);
+	memset(session, 0xaa, 2928);
+	memset(table, 0xbb, 4096);
+	memset(framebuf, 0xcc, 16394);
+	assert_int_equal(session[2927], 0xaa);   /* no overlap */
+	assert_int_equal(table[4095], 0xbb);
+	/* Freed in any order; the mapping goes with the last block. */
+	m_free(&p, table);
+	m_free(&p, ring1);
+	m_free(&p, session);
+	assert_int_equal(p.narenas, 1);
+	framebuf = m_realloc(&p, framebuf, 20000);   /* grows out of the arena */
+	assert_int_equal(framebuf[16393], 0xcc);
+	assert_int_equal(p.narenas, 0);
+	m_free(&p, framebuf);
+	m_free(&p, ring2);
+	assert_int_equal(p.nmaps, 0);
+	fg_mempool_free(&p);
+}
+
+static void test_mempool_session_arena_limits(void **state)
+{
+	struct fg_mempool p;
+	void *a, *b, *big;
+
+	fg_mempool_init(&p);
+	/* A session that failed half-way frees its blocks before the bracket
+	 * ends: the arena goes at the end, not while more may come. */
+	fg_mempool_session_begin(&p);
+	a = m_calloc(&p, 1, 3000);
+	m_free(&p, a);
+	assert_int_equal(p.narenas, 1);
+	b = m_malloc(&p, 5000);
+	assert_ptr_not_equal(b, a);              /* bytes are handed out once */
+	m_free(&p, b);
+	fg_mempool_session_end(&p);
+	assert_int_equal(p.narenas, 0);
+	/* What does not fit is mapped on its own; the next session has an
+	 * arena of its own. */
+	fg_mempool_session_begin(&p);
+	a = m_malloc(&p, 20000);
+	big = m_malloc(&p, FG_MEMPOOL_ARENA_LEN);
+	b = m_malloc(&p, 20000);
+	fg_mempool_session_end(&p);
+	assert_int_equal((uintptr_t)big & 4095, 0);
+	assert_int_equal((uintptr_t)b & 4095, 0);
+	assert_int_equal(p.nmaps, 2);
+	assert_int_equal(p.narenas, 1);
+	fg_mempool_session_begin(&p);
+	big = m_realloc(&p, big, 100);           /* shrinks in place */
+	m_free(&p, b);
+	b = m_malloc(&p, 2048);
+	fg_mempool_session_end(&p);
+	assert_int_equal(p.narenas, 2);
+	m_free(&p, a);
+	m_free(&p, b);
+	m_free(&p, big);
+	assert_int_equal(p.narenas, 0);
+	assert_int_equal(p.nmaps, 0);
+	/* Outside a session's creation nothing goes to an arena. */
+	a = m_calloc(&p, 1, 3000);
+	assert_int_equal(p.narenas, 0);
+	m_free(&p, a);
+	fg_mempool_free(&p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -139,6 +234,8 @@ int main(void)
 		cmocka_unit_test(test_mempool_realloc_keeps_content),
 		cmocka_unit_test(test_mempool_many_mappings),
 		cmocka_unit_test(test_mempool_session_blocks_are_mapped),
+		cmocka_unit_test(test_mempool_session_blocks_touched_at_once_share_pages),
+		cmocka_unit_test(test_mempool_session_arena_limits),
 	};
 	return cmocka_run_group_tests_name("mempool", tests, NULL, NULL);
 }
