@@ -52,8 +52,8 @@ def raise_fd_limit(need):
 
 def test_idle_connections_cost_under_10_kib_each(middle, upstream):
     """2000 idle client connections add less than 10 KiB of RSS each to a
-    one-worker feedguardd (9.2 to 9.4 KiB measured; 13.3 KiB with a
-    mapping per block on Linux 6.18)."""
+    one-worker feedguardd (9.2 to 9.4 KiB measured; with a
+    mapping per block on Linux 6.18: 13.3 to 13.5)."""
     d = middle(upstream.addr, {"workers": 1})
     if rss_factor(d.pid) > 1:
         pytest.skip("AddressSanitizer's shadow memory and redzones")
