@@ -75,6 +75,21 @@ def rss_kib(pid):
     raise AssertionError("no VmRSS for pid %d" % pid)
 
 
+def settled_rss(pid, within_kib=256, gap=0.2, timeout=5):
+    """VmRSS (KiB) of <pid> once it stops growing (what is in the sockets
+    has been read): two readings <gap> s apart within <within_kib> KiB;
+    fails after <timeout> x FG_TIME_FACTOR seconds."""
+    prev = [rss_kib(pid)]
+
+    def stable():
+        time.sleep(gap)
+        cur = rss_kib(pid)
+        same = abs(cur - prev[0]) < within_kib
+        prev[0] = cur
+        return cur if same else None
+    return poll_until(stable, tf(timeout), "feedguardd's RSS to settle", interval=0)
+
+
 def rss_factor(pid):
     """How much more RSS the daemon <pid> needs for the same work: 3 under
     AddressSanitizer (shadow memory, redzones and the quarantine of freed

@@ -27,7 +27,7 @@ import pytest
 import echopolicy as ep
 import policyhelp as ph
 from fgcommon import KiB, MiB, grpc_frame, method
-from harness import channel, deep_merge, new_call_id, poll_until, rss_factor, rss_kib, tf
+from harness import channel, deep_merge, new_call_id, poll_until, rss_factor, rss_kib, settled_rss, tf
 from rawh2 import RawClient
 
 pytestmark = pytest.mark.proxy_only
@@ -153,20 +153,6 @@ def push_unfinished(c, n_streams, send_bytes, declared=MAX_MESSAGE_SIZE, budget=
         else:
             c.pump(0.05)
     return sent
-
-
-def settled_rss(pid):
-    """VmRSS (KiB) of <pid> once it stops growing (what is in the sockets
-    has been read): two readings 0.2 s apart within 256 KiB."""
-    prev = [rss_kib(pid)]
-
-    def stable():
-        time.sleep(0.2)
-        cur = rss_kib(pid)
-        same = abs(cur - prev[0]) < 256
-        prev[0] = cur
-        return cur if same else None
-    return poll_until(stable, tf(5), "feedguardd's RSS to settle", interval=0)
 
 
 def warm_up(c):

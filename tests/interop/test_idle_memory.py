@@ -14,30 +14,16 @@ the preface and an empty SETTINGS, acknowledges the server's, then nothing.
 """
 import resource
 import subprocess
-import time
 
 import pytest
 
-from harness import SRCDIR, poll_until, rss_factor, rss_kib, tf
+from harness import SRCDIR, rss_factor, settled_rss, tf
 
 pytestmark = pytest.mark.proxy_only
 
 CONNS = 2000
 PER_CONN_BOUND = 10 * 1024          # bytes of RSS an idle connection may add
 OPENER = SRCDIR / "contrib" / "bench" / "idle-conns.py"
-
-
-def settled_rss(pid):
-    """VmRSS (KiB) of <pid> once two readings 0.3 s apart agree within 64 KiB."""
-    prev = [rss_kib(pid)]
-
-    def stable():
-        time.sleep(0.3)
-        cur = rss_kib(pid)
-        same = abs(cur - prev[0]) < 64
-        prev[0] = cur
-        return cur if same else None
-    return poll_until(stable, tf(10), "feedguardd's RSS to settle", interval=0)
 
 
 def raise_fd_limit(need):
@@ -59,14 +45,14 @@ def test_idle_connections_cost_under_10_kib_each(middle, upstream):
         pytest.skip("AddressSanitizer's shadow memory and redzones")
     raise_fd_limit(CONNS + 256)
     host, port = d.addr.rsplit(":", 1)
-    before = settled_rss(d.pid)
+    before = settled_rss(d.pid, within_kib=64, gap=0.3, timeout=10)
     opener = subprocess.Popen(["/usr/bin/python3", str(OPENER), host, port, str(CONNS)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         line = opener.stdout.readline()
         assert line.startswith("ready opened=%d failed=0" % CONNS), \
             "the opener could not set up %d connections: %r" % (CONNS, line)
-        after = settled_rss(d.pid)
+        after = settled_rss(d.pid, within_kib=64, gap=0.3, timeout=10)
         per_conn = (after - before) * 1024 / CONNS
         print("rss %.1f -> %.1f MiB with %d idle connections: %.0f bytes each"
               % (before / 1024, after / 1024, CONNS, per_conn))
