@@ -79,31 +79,69 @@ static int map_grow(struct fg_mempool *p)
 	return 0;
 }
 
-static void *map_alloc(struct fg_mempool *p, size_t n)
+static size_t page_size(void)
 {
-	size_t page = (size_t)sysconf(_SC_PAGESIZE), len = (n + page - 1) / page * page, i;
-	void *ptr;
+	static size_t page;
 
-	if ((p->nused + 1) * 2 > p->capmaps && map_grow(p) < 0)
-		return NULL;
-	ptr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (ptr == MAP_FAILED)
-		return NULL;
+	if (!page)
+		page = (size_t)sysconf(_SC_PAGESIZE);
+	return page;
+}
+
+static size_t page_round(size_t n)
+{
+	return (n + page_size() - 1) / page_size() * page_size();
+}
+
+/* Room in the set for one more block: 0, or -1 when it cannot grow. */
+static int map_room(struct fg_mempool *p)
+{
+	return (p->nused + 1) * 2 > p->capmaps ? map_grow(p) : 0;
+}
+
+/* Records <ptr> (page-aligned, <len> bytes; part of <arena>, or NULL: a
+ * mapping of its own) in the set, which map_room() made room in. */
+static void map_insert(struct fg_mempool *p, void *ptr, size_t len, struct fg_mempool_arena *arena)
+{
+	size_t i;
+
 	for (i = map_slot(ptr, p->capmaps); p->maps[i].p && p->maps[i].p != MAP_DELETED; i = (i + 1) % p->capmaps)
 		;
 	if (!p->maps[i].p)
 		p->nused++;
 	p->maps[i].p = ptr;
 	p->maps[i].len = len;
+	p->maps[i].arena = arena;
 	p->nmaps++;
+}
+
+static void *map_alloc(struct fg_mempool *p, size_t n)
+{
+	size_t len = page_round(n);
+	void *ptr;
+
+	if (map_room(p) < 0)
+		return NULL;
+	ptr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (ptr == MAP_FAILED)
+		return NULL;
+	map_insert(p, ptr, len, NULL);
 	return ptr;
 }
 
+static void arena_put(struct fg_mempool *p, struct fg_mempool_arena *a);
+
 static void map_release(struct fg_mempool *p, struct fg_mempool_map *m)
 {
-	munmap(m->p, m->len);
+	struct fg_mempool_arena *a = m->arena;
+
+	if (!a)
+		munmap(m->p, m->len);
 	m->p = MAP_DELETED;
+	m->arena = NULL;
 	p->nmaps--;
+	if (a)
+		arena_put(p, a);
 }
 
 /* A block of ours that mmap made: page-aligned and in the set. */
@@ -118,27 +156,35 @@ static struct fg_mempool_map *map_of(struct fg_mempool *p, void *ptr)
 
 #define ARENA_HDR ((sizeof(struct fg_mempool_arena) + HDR - 1) / HDR * HDR)
 
-/* A block of <n> bytes, zeroed (the arena's pages are fresh and its bytes
- * handed out once), from the arena of the session being created; NULL when
- * it does not fit or no mapping can be made. */
-static void *arena_alloc(struct fg_mempool *p, size_t n)
+/* The arena of the session being created, mapped at its first block; NULL
+ * when no mapping can be made. */
+static struct fg_mempool_arena *arena_get(struct fg_mempool *p)
 {
 	struct fg_mempool_arena *a = p->arena;
+
+	if (a)
+		return a;
+	a = mmap(NULL, FG_MEMPOOL_ARENA_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (a == MAP_FAILED)
+		return NULL;
+	a->used = ARENA_HDR;
+	a->top = FG_MEMPOOL_ARENA_LEN;
+	a->live = 0;
+	p->arena = a;
+	p->narenas++;
+	return a;
+}
+
+/* A block of <n> bytes, zeroed (the arena's pages are fresh and its bytes
+ * handed out once), packed after the arena's last one, behind a header
+ * that says where it lies; NULL when it does not fit. */
+static void *arena_alloc(struct fg_mempool *p, size_t n)
+{
+	struct fg_mempool_arena *a;
 	struct fg_mempool_block *b;
 	size_t need = HDR + (n + HDR - 1) / HDR * HDR;
 
-	if (n > FG_MEMPOOL_ARENA_LEN)
-		return NULL;
-	if (!a) {
-		a = mmap(NULL, FG_MEMPOOL_ARENA_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (a == MAP_FAILED)
-			return NULL;
-		a->used = ARENA_HDR;
-		a->live = 0;
-		p->arena = a;
-		p->narenas++;
-	}
-	if (need > FG_MEMPOOL_ARENA_LEN - a->used)
+	if (n > FG_MEMPOOL_ARENA_LEN || !(a = arena_get(p)) || need > a->top - a->used)
 		return NULL;
 	b = (struct fg_mempool_block *)(void *)((char *)a + a->used);
 	a->used += need;
@@ -147,6 +193,27 @@ static void *arena_alloc(struct fg_mempool *p, size_t n)
 	b->h.size = need - HDR;
 	b->h.cls = MEMPOOL_ARENA;
 	return (char *)b + HDR;
+}
+
+/* A block of <n> bytes in whole pages of their own at the arena's top,
+ * zeroed: no header (it would touch the page), so the set records it, and
+ * its pages stay untouched until nghttp2 writes them.  NULL when it does
+ * not fit. */
+static void *arena_alloc_pages(struct fg_mempool *p, size_t n)
+{
+	struct fg_mempool_arena *a;
+	size_t len = page_round(n);
+	char *ptr;
+
+	/* The top stays page-aligned only if the arena's length is (4 KiB pages). */
+	if (FG_MEMPOOL_ARENA_LEN % page_size() || len > FG_MEMPOOL_ARENA_LEN || map_room(p) < 0 ||
+	    !(a = arena_get(p)) || len > a->top - a->used)
+		return NULL;
+	a->top -= len;
+	ptr = (char *)a + a->top;
+	a->live++;
+	map_insert(p, ptr, len, a);
+	return ptr;
 }
 
 /* The arena goes with its last block, but not while its session is still
@@ -159,15 +226,15 @@ static void arena_put(struct fg_mempool *p, struct fg_mempool_arena *a)
 	}
 }
 
-/* A zeroed block for a session being created: packed in its arena when it is
- * one nghttp2 touches at once, mapped on its own otherwise. */
+/* A zeroed block for a session being created, in its arena: packed when it
+ * is one nghttp2 touches at once, on pages of its own at the top when it is
+ * one written later; mapped on its own when the arena is full. */
 static void *session_alloc(struct fg_mempool *p, size_t n)
 {
 	void *ptr;
 
-	if (n >= FG_MEMPOOL_ARENA_MIN && (ptr = arena_alloc(p, n)))
-		return ptr;
-	return map_alloc(p, n);
+	ptr = n >= FG_MEMPOOL_ARENA_MIN ? arena_alloc(p, n) : arena_alloc_pages(p, n);
+	return ptr ? ptr : map_alloc(p, n);
 }
 
 static int class_of(size_t n)

@@ -31,29 +31,35 @@ struct fg_mempool_block;
 #define FG_MEMPOOL_LAZY_MIN 4096
 
 struct fg_mempool_map {
-	void *p;                        /* page-aligned mapping; NULL: empty slot; (void *)1: deleted */
+	void *p;                        /* page-aligned block; NULL: empty slot; (void *)1: deleted */
 	size_t len;
+	struct fg_mempool_arena *arena; /* the arena it lies in, or NULL: a mapping of its own */
 };
 
 /*
- * While a session is created (fg_mempool_session_begin), the blocks nghttp2
- * touches at once are packed one after another in one mapping of
- * FG_MEMPOOL_ARENA_LEN bytes: nghttp2 1.52's session (2928 bytes, written),
- * its stream table (4 KiB, which nghttp2 reads while it holds no stream) and
- * its frame buffer (16 KiB, whose first bytes take our SETTINGS).  Each in a
- * mapping of its own they cost an idle connection three pages on a kernel
- * that backs a page only read with a page of its own (Linux 6.18 here does,
- * instead of the shared zero page); packed, two.  Blocks under
- * FG_MEMPOOL_ARENA_MIN (the two 1 KiB HPACK rings, written only when headers
- * come) keep mappings of their own, so they stay out of memory.  The
- * mapping goes when its last block is freed; a block that does not fit is
- * mapped on its own as before.
+ * While a session is created (fg_mempool_session_begin), its blocks of
+ * FG_MEMPOOL_LAZY_SESSION_MIN bytes or more share one mapping of
+ * FG_MEMPOOL_ARENA_LEN bytes, its arena.  nghttp2 1.52's session_new
+ * allocates the session (2928 bytes, written at once), two HPACK rings (1
+ * KiB each, written only when headers come), the stream table (4 KiB, which
+ * nghttp2 reads while it holds no stream) and the frame buffer (16 KiB,
+ * whose first bytes take our SETTINGS).  Blocks of FG_MEMPOOL_ARENA_MIN
+ * bytes or more are packed one after another from the arena's start, so
+ * what an idle connection touches lies in two pages; smaller ones (the
+ * rings) get whole pages at its top, which stay out of memory until
+ * written.  Each block in a mapping of its own, an idle connection cost
+ * three pages on a kernel that backs a page only read with a page of its
+ * own (Linux 6.18 here does, instead of the shared zero page), and five
+ * mmap and five munmap calls; now two pages and one of each.  The arena
+ * goes when its last block is freed; a block that does not fit is mapped
+ * on its own.
  */
-#define FG_MEMPOOL_ARENA_LEN (32 * 1024)
+#define FG_MEMPOOL_ARENA_LEN (40 * 1024)
 #define FG_MEMPOOL_ARENA_MIN 2048
 
 struct fg_mempool_arena {
-	size_t used;                    /* bytes handed out from the start, this header included */
+	size_t used;                    /* bytes packed from the start, this header included */
+	size_t top;                     /* the page blocks at the top start here (page-aligned) */
 	unsigned live;                  /* blocks not yet freed */
 };
 

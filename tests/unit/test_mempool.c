@@ -153,10 +153,15 @@ static void test_mempool_session_blocks_touched_at_once_share_pages(void **state
 	assert_true(table > session && table - session < 2928 + 128);
 	assert_true(framebuf > table && framebuf - table < 4096 + 128);
 	assert_true((uintptr_t)(framebuf + 256 - 1) / 4096 - (uintptr_t)session / 4096 <= 1);
-	/* The rings, written only when headers come, have pages of their own. */
+	/* The rings, written only when headers come, have pages of their own
+	 * at the arena's top (no header written before them), in the set. */
 	assert_int_equal((uintptr_t)ring1 & 4095, 0);
 	assert_int_equal((uintptr_t)ring2 & 4095, 0);
+	assert_true(ring1 >= framebuf + 16394 && ring1 + 1024 <= session + FG_MEMPOOL_ARENA_LEN);
+	assert_true(ring2 >= framebuf + 16394 && ring2 + 1024 <= session + FG_MEMPOOL_ARENA_LEN);
+	assert_true(ring1 - ring2 >= 4096 || ring2 - ring1 >= 4096);
 	assert_int_equal(p.nmaps, 2);
+	assert_int_equal(p.narenas, 1);
 	for (i = 0; i < 2928; i++)
 		assert_int_equal(session[i], 0);
 	for (i = 0; i < 4096; i++)
@@ -167,13 +172,20 @@ static void test_mempool_session_blocks_touched_at_once_share_pages(void **state
 	assert_int_equal(session[2927], 0xaa);   /* no overlap */
 	assert_int_equal(table[4095], 0xbb);
 	/* Freed in any order; the mapping goes with the last block. */
+	memset(ring1, 0xdd, 1024);
 	m_free(&p, table);
+	ring1 = m_realloc(&p, ring1, 3000);          /* grows within its page */
+	assert_int_equal(ring1[1023], 0xdd);
 	m_free(&p, ring1);
 	m_free(&p, session);
+	assert_int_equal(p.nmaps, 1);
 	assert_int_equal(p.narenas, 1);
 	framebuf = m_realloc(&p, framebuf, 20000);   /* grows out of the arena */
 	assert_int_equal(framebuf[16393], 0xcc);
+	assert_int_equal(p.narenas, 1);
+	ring2 = m_realloc(&p, ring2, 5000);          /* out of its page: the arena's last block */
 	assert_int_equal(p.narenas, 0);
+	assert_int_equal(p.nmaps, 0);                /* outside a session: from the heap */
 	m_free(&p, framebuf);
 	m_free(&p, ring2);
 	assert_int_equal(p.nmaps, 0);
@@ -202,7 +214,7 @@ static void test_mempool_session_arena_limits(void **state)
 	fg_mempool_session_begin(&p);
 	a = m_malloc(&p, 20000);
 	big = m_malloc(&p, FG_MEMPOOL_ARENA_LEN);
-	b = m_malloc(&p, 20000);
+	b = m_malloc(&p, FG_MEMPOOL_ARENA_LEN - 20000);
 	fg_mempool_session_end(&p);
 	assert_int_equal((uintptr_t)big & 4095, 0);
 	assert_int_equal((uintptr_t)b & 4095, 0);
