@@ -470,6 +470,10 @@ static void tell(struct fg_pipeline *pl, struct gate_call *g, unsigned notices)
 		notices &= ~(1u << FG_POLICY_N_DAILY_LIMIT_SOON);
 	if (notices & (1u << FG_POLICY_N_QUIET_HOURS))
 		notices &= ~(1u << FG_POLICY_N_QUIET_HOURS_SOON);
+	/* quiet_in goes with its notice only (README): not "quiet_in=0" once
+	 * quiet hours have begun */
+	if (!(notices & (1u << FG_POLICY_N_QUIET_HOURS_SOON)))
+		g->v.quiet_in_ms = -1;
 	g->told = 1;
 	g->told_notices = notices;
 	if (notices && g->action == FG_POLICY_ACT_NONE)
@@ -954,9 +958,12 @@ static void end_clock(const struct gate_call *g, int64_t end_ms, struct fg_limit
 
 /*
  * A daily cap's answer writes the time before it: the gap since the last
- * page (at most idle_gap), which its verdict counted as use.  Else the cap
- * would not stay reached: a user who waits past idle_gap is under it again
- * by that gap, and is served a page.  The answered call itself is not use.
+ * page (at most idle_gap), which its verdict counted as use, but only up
+ * to the cap (fg_state.h, <cap_ms>).  Else the cap would not stay reached:
+ * a user who waits past idle_gap is under it again by that gap, and is
+ * served a page.  The answered call itself is not use, and neither are
+ * the answers after it: written in full, every retry within idle_gap
+ * added its gap again ("64 of 30 minutes used").
  */
 static int cap_gap_only(const struct gate_call *g)
 {
@@ -1006,6 +1013,7 @@ static void account_end(struct fg_stage_ctx *c, const struct fg_stage_end *end)
 	fg_stage_record_counted(c->call->rec, counted);
 	fg_limits_update(g->l, &clk, g->start_ms, &u);
 	u.quiet_only = quiet_gap_only(g);
+	u.cap_ms = cap_gap_only(g) ? g->l->daily_cap_ms : 0;
 	who_of(g, keys, &u.who);
 	u.counts = c->call->exposure_delivered;
 	op->kind = OP_UPDATE;

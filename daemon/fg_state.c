@@ -85,7 +85,8 @@ static int check_update(const struct fg_state_update *u)
 		return FG_EINVAL;
 	if (u->ttl_ms <= 0 || !time_ok(u->ttl_ms) || !time_ok(u->idle_gap_ms) || !time_ok(u->start_ms) ||
 	    !time_ok(u->end_ms) || !time_ok(u->day_start_ms) || !time_ok(u->quiet_from_ms) ||
-	    !time_ok(u->quiet_to_ms) || !number_ok(u->day) || !number_ok(u->night))
+	    !time_ok(u->quiet_to_ms) || !number_ok(u->day) || !number_ok(u->night) || u->cap_ms < 0 ||
+	    !time_ok(u->cap_ms) || (u->cap_ms && u->quiet_only))
 		return FG_EINVAL;
 	return 0;
 }

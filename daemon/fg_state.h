@@ -56,6 +56,15 @@
  *     = <night>, and step 8.  Nothing else changes (active time, the
  *     session, last_ms, counters), and nothing is written when nothing is
  *     added.
+ *     With <cap_ms> > 0 (the answer of a daily cap: no feed delivered, but
+ *     the gap before it was the use that reached the cap) only this, so
+ *     that the day's use stays at the cap however long the user waits
+ *     between calls, and grows no further however often they ask: step 1;
+ *     then, when the record has a <last_ms> and start_ms - last_ms <=
+ *     <idle_gap_ms>, steps 2 and 3, active = max(active, min(active +
+ *     length of [last_ms, end_ms] after <day_start_ms>, cap_ms)), and
+ *     step 8.  Nothing else changes (quiet time, the session, last_ms,
+ *     counters beyond the restarts of steps 2 and 3).
  *     Lengths are clamped at 0; counters saturate at FG_STATE_VALUE_MAX
  *     rather than wrap.  A class named twice in <classes> is added twice.
  *     An update that fails with FG_ETIMEOUT may still have been applied
@@ -133,6 +142,8 @@ struct fg_state_update {
 	int64_t night, quiet_from_ms, quiet_to_ms;
 	int64_t ttl_ms;             /* > 0 */
 	unsigned quiet_only;        /* 1: a quiet-hours answer's gap only (see the top of this file) */
+	int64_t cap_ms;             /* > 0: a daily cap's answer's gap only, active raised at most to
+	                               this (see the top of this file); 0: a delivered call */
 };
 
 /* fg_state_read_cb - the result of a read: <rc> 0 and the record in <u>

@@ -276,7 +276,7 @@ static void counters_add(struct mem_rec *r, const struct fg_state_who *who, cons
 /* Steps 2-6 and 8 on <r> (<fresh>: it had no record before). */
 static void apply_times(struct fg_state_mem *m, struct mem_rec *r, int fresh, const struct fg_state_update *u)
 {
-	int64_t from;
+	int64_t from, add;
 
 	/* Days and nights never go back (fg_state.h, steps 2 and 3). */
 	if (fresh || r->day < u->day) {
@@ -289,13 +289,19 @@ static void apply_times(struct fg_state_mem *m, struct mem_rec *r, int fresh, co
 		r->night = u->night;
 	}
 	if (fresh || u->start_ms - r->last_ms > u->idle_gap_ms)
-		from = r->session_start_ms = u->start_ms;
+		from = r->session_start_ms = u->start_ms;     /* (never with cap_ms: see mem_update) */
 	else
 		from = r->last_ms;      /* the gap was use; an overlap counts once */
-	r->active_ms = sat_add(r->active_ms, span(max64(from, u->day_start_ms), u->end_ms));
-	if (u->quiet_to_ms > u->quiet_from_ms)
-		r->quiet_ms = sat_add(r->quiet_ms, span(max64(from, u->quiet_from_ms), min64(u->end_ms, u->quiet_to_ms)));
-	r->last_ms = fresh ? u->end_ms : max64(r->last_ms, u->end_ms);
+	add = span(max64(from, u->day_start_ms), u->end_ms);
+	if (u->cap_ms) {        /* a daily cap's answer: up to the cap, nothing else */
+		r->active_ms = max64(r->active_ms, min64(sat_add(r->active_ms, add), u->cap_ms));
+	} else {
+		r->active_ms = sat_add(r->active_ms, add);
+		if (u->quiet_to_ms > u->quiet_from_ms)
+			r->quiet_ms = sat_add(r->quiet_ms, span(max64(from, u->quiet_from_ms),
+			                                        min64(u->end_ms, u->quiet_to_ms)));
+		r->last_ms = fresh ? u->end_ms : max64(r->last_ms, u->end_ms);
+	}
 	/* now is the caller's: it may be anything an int64 holds */
 	r->expire_ms = m->now_ms > INT64_MAX - u->ttl_ms ? INT64_MAX : m->now_ms + u->ttl_ms;
 }
@@ -392,6 +398,12 @@ static int mem_update(struct fg_state *s, const struct fg_state_update *u, fg_st
 	slot = find_user(m, &u->who, &later);
 	if (u->quiet_only) {
 		quiet_only(m, slot, later, key0, u);
+		cb(arg, 0);
+		return 0;
+	}
+	if (u->cap_ms && (!slot || !(*slot)->last_ms || u->start_ms - (*slot)->last_ms > u->idle_gap_ms)) {
+		if (slot && later)      /* a daily cap's answer with no gap that was use: step 1 only */
+			move_to(m, slot, key0);
 		cb(arg, 0);
 		return 0;
 	}

@@ -18,7 +18,7 @@
 #define KEY_MAX (FG_STATE_PREFIX_MAX + 2 + FG_KEYRING_PSEUDONYM_MAX)
 #define NUM_MAX 24                      /* an int64 in decimal, its sign and NUL */
 #define READ_FIELDS 6                   /* last sess day act night qact, then the x: fields */
-#define UPDATE_NUMBERS 10               /* the update's ARGV before the class, count pairs */
+#define UPDATE_NUMBERS 11               /* the update's ARGV before the class, count pairs */
 #define ARGS_MAX (FG_STATE_MAX_KEYS + UPDATE_NUMBERS + 2 * FG_STATE_MAX_CLASSES)
 _Static_assert(ARGS_MAX + 3 <= FG_REDIS_MAX_ARGS, "an update is one EVALSHA");
 #define BAD_ANSWER_LOG_US 1000000ULL      /* state_redis_answer lines: at most one a second per worker */
@@ -52,8 +52,9 @@ static const char read_lua[] =
 /*
  * update: fg_state.h's steps 1-8.  KEYS are the user's keys, newest
  * first; ARGV start, end, idle_gap, day, day_start, night, quiet_from,
- * quiet_to, ttl, quiet_only (0 or 1), then class, count pairs.  Returns 1
- * (0: a quiet-only update that had nothing to add).
+ * quiet_to, ttl, quiet_only (0 or 1), cap (0: none), then class, count
+ * pairs.  Returns 1 (0: a quiet-only or cap update that had nothing to
+ * add).
  *
  * Every check comes before the first write (Redis does not roll a failed
  * script back).  Numbers go to redis.call as Lua numbers, which Redis
@@ -67,11 +68,11 @@ static const char read_lua[] =
 static const char update_lua[] =
 	"local MAX = 9007199254740991\n"
 	"local a = {}\n"
-	"for i = 1, 10 do a[i] = tonumber(ARGV[i]) end\n"
-	"local st, en, gap, day, dstart, night, qf, qt, ttl, qonly = unpack(a)\n"
-	"local nx = (#ARGV - 10) / 2\n"
+	"for i = 1, 11 do a[i] = tonumber(ARGV[i]) end\n"
+	"local st, en, gap, day, dstart, night, qf, qt, ttl, qonly, cap = unpack(a)\n"
+	"local nx = (#ARGV - 11) / 2\n"
 	"local f = {'last', 'sess', 'day', 'act', 'night', 'qact'}\n"
-	"for i = 1, nx do f[6 + i] = 'x:' .. ARGV[9 + 2 * i] end\n"
+	"for i = 1, nx do f[6 + i] = 'x:' .. ARGV[10 + 2 * i] end\n"
 	"local src\n"
 	"for k = 1, #KEYS do\n"
 	"  if redis.call('EXISTS', KEYS[k]) == 1 then src = KEYS[k] break end\n"
@@ -102,6 +103,7 @@ static const char update_lua[] =
 	"  redis.call('PEXPIRE', k, ttl)\n"
 	"  return 1\n"
 	"end\n"
+	"if cap > 0 and (not last or st - last > gap) then return 0 end\n"
 	"if v[3] and v[3] > day then day = v[3]\n"
 	"elseif v[3] ~= day then\n"
 	"  act = 0\n"
@@ -112,15 +114,19 @@ static const char update_lua[] =
 	"elseif v[5] ~= night then qact = 0 end\n"
 	"local from = last\n"
 	"if not last or st - last > gap then from = st sess = st end\n"
-	"act = math.min(MAX, act + span(math.max(from, dstart), en))\n"
-	"if qt > qf then qact = math.min(MAX, qact + span(math.max(from, qf), math.min(en, qt))) end\n"
-	"if not last or en > last then last = en end\n"
+	"if cap > 0 then\n"
+	"  act = math.max(act, math.min(act + span(math.max(from, dstart), en), cap))\n"
+	"else\n"
+	"  act = math.min(MAX, act + span(math.max(from, dstart), en))\n"
+	"  if qt > qf then qact = math.min(MAX, qact + span(math.max(from, qf), math.min(en, qt))) end\n"
+	"  if not last or en > last then last = en end\n"
+	"end\n"
 	"local out = {'last', last, 'sess', sess, 'day', day, 'act', act, 'night', night, 'qact', qact}\n"
 	"local x, order = {}, {}\n"
 	"for i = 1, nx do\n"
 	"  local name = f[6 + i]\n"
 	"  if x[name] == nil then order[#order + 1] = name x[name] = v[6 + i] or 0 end\n"
-	"  x[name] = math.min(MAX, x[name] + tonumber(ARGV[10 + 2 * i]))\n"
+	"  x[name] = math.min(MAX, x[name] + tonumber(ARGV[11 + 2 * i]))\n"
 	"end\n"
 	"for _, name in ipairs(order) do out[#out + 1] = name out[#out + 1] = x[name] end\n"
 	"redis.call('HSET', k, unpack(out))\n"
@@ -419,7 +425,7 @@ static int redis_update(struct fg_state *base, const struct fg_state_update *u, 
 	struct args a;
 	const int64_t nums[UPDATE_NUMBERS] = { u->start_ms, u->end_ms, u->idle_gap_ms, u->day, u->day_start_ms,
 	                                       u->night, u->quiet_from_ms, u->quiet_to_ms, u->ttl_ms,
-	                                       u->quiet_only ? 1 : 0 };
+	                                       u->quiet_only ? 1 : 0, u->cap_ms };
 
 	if (!op)
 		return FG_ENOMEM;

@@ -12,6 +12,7 @@ SCAN, HGET, HGETALL, PTTL, SCRIPT FLUSH, FLUSHALL.  No python redis module
 is needed.
 """
 import os
+import re
 import shutil
 import signal
 import socket
@@ -126,6 +127,12 @@ class RedisClient:
     def hget_int(self, key, field):
         v = self.cmd("HGET", key, field)
         return None if v is None else int(v)
+
+    def calls(self, command):
+        """How many times the server has run <command> (INFO commandstats)."""
+        info = self.cmd("INFO", "commandstats")
+        m = re.search(r"^cmdstat_%s:calls=(\d+)" % re.escape(command.lower()), info.decode(), re.M)
+        return int(m.group(1)) if m else 0
 
 
 class RedisServer:

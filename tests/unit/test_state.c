@@ -60,6 +60,7 @@ static const char *const classes[NCLASSES] = { "video", "ads" };
 enum vop {
 	V_UPDATE,       /* update with <keys>, then read with <keys> */
 	V_QUIET,        /* a quiet-only update (a quiet-hours answer) with <keys>, then read */
+	V_DAILY,        /* a daily cap's answer (cap_ms from <call.cap>) with <keys>, then read */
 	V_READ,         /* read with <keys> */
 	V_ERASE,        /* erase <keys>, then read with <keys> */
 	V_TTL,          /* the record under keys[0] expires TTL_MS after the last update */
@@ -71,6 +72,7 @@ struct vcall {
 	int64_t day, day_start;
 	int64_t night, quiet_from, quiet_to;
 	uint32_t n[NCLASSES];           /* items: video, ads */
+	int64_t cap;                    /* V_DAILY: the daily cap, seconds */
 };
 
 /* What a read returns: last and sess in seconds after T0, act and quiet in seconds. */
@@ -153,6 +155,27 @@ static const struct vec vecs[] = {
 	{ "quiet_answer", V_UPDATE, "A", { 320, 330, DAY_D, N + 1, 280, 6000, { 0, 0 } },
 	  { 1, 330, 0, D, 330, N + 1, 70, { 1, 0 } } },
 	{ "quiet_fresh", V_QUIET, "A", { 200, 200, DAY_D, N, 30, 6000, { 0, 0 } }, NONE },
+
+	/* Daily cap answers (cap 150 s): the gap before one raises active time
+	 * up to the cap and no further, however often the user asks (every
+	 * answer's gap runs from the last page: last and the session stay);
+	 * past the idle gap, or with no record, nothing is written; a new day
+	 * restarts active time and exposure first. */
+	{ "daily_answer", V_UPDATE, "A", { 0, 60, DAY_D, NIGHT_N, { 1, 0 } }, { 1, 60, 0, D, 60, N, 0, { 1, 0 } } },
+	{ "daily_answer", V_DAILY, "A", { 200, 200, DAY_D, NIGHT_N, { 0, 0 }, 150 },
+	  { 1, 60, 0, D, 150, N, 0, { 1, 0 } } },
+	{ "daily_answer", V_DAILY, "A", { 250, 250, DAY_D, NIGHT_N, { 0, 0 }, 150 },
+	  { 1, 60, 0, D, 150, N, 0, { 1, 0 } } },
+	{ "daily_answer", V_DAILY, "A", { 361, 361, DAY_D, NIGHT_N, { 0, 0 }, 150 },
+	  { 1, 60, 0, D, 150, N, 0, { 1, 0 } } },
+	{ "daily_answer", V_UPDATE, "A", { 400, 430, DAY_D, NIGHT_N, { 0, 0 } },
+	  { 1, 430, 400, D, 180, N, 0, { 1, 0 } } },
+	{ "daily_answer", V_DAILY, "A", { 500, 500, DAY_D, NIGHT_N, { 0, 0 }, 150 },
+	  { 1, 430, 400, D, 180, N, 0, { 1, 0 } } },
+	{ "daily_day", V_UPDATE, "A", { 0, 60, DAY_D, NIGHT_N, { 2, 1 } }, { 1, 60, 0, D, 60, N, 0, { 2, 1 } } },
+	{ "daily_day", V_DAILY, "A", { 200, 200, D + 1, 150, NIGHT_N, { 0, 0 }, 30 },
+	  { 1, 60, 0, D + 1, 30, N, 0, { 0, 0 } } },
+	{ "daily_fresh", V_DAILY, "A", { 200, 200, DAY_D, NIGHT_N, { 0, 0 }, 150 }, NONE },
 
 	/* The day started at 60 s: the first minute of the call is
 	 * yesterday's. */
@@ -443,9 +466,11 @@ static void run_vec(struct env *e, const char *backend, size_t i)
 	switch (v->op) {
 	case V_UPDATE:
 	case V_QUIET:
+	case V_DAILY:
 		/* Replay's habit: the time is the end of the call. */
 		update_of(&u, &us.who, &v->call);
 		u.quiet_only = v->op == V_QUIET;
+		u.cap_ms = v->op == V_DAILY ? v->call.cap * 1000 : 0;
 		e->now_ms = u.end_ms;
 		fg_state_mem_set_now(e->s, e->now_ms);
 		assert_int_equal(do_update(e, &u), 0);
