@@ -268,19 +268,24 @@ int fg_replay_stats_add(struct fg_replay_stats *s, const struct fg_replay_row *r
 	g->no_upstream += row->no_upstream;
 	if (row->user[0] && !map_at(&g->user_set, row->user, 1, &fresh))
 		return FG_ENOMEM;
-	utc_date(row->time_ms, date, sizeof(date));
-	snprintf(ud, sizeof(ud), "%s %s", row->user[0] ? row->user : "-", date);
-	if (!(idx = map_at(&g->userdays, ud, 1, &fresh)))
-		return FG_ENOMEM;
-	if (fresh)
-		*idx = g->userdays.n - 1;
+	/* A call without a user id belongs to no user-day (README): its items
+	 * count in the class totals, not in anybody's exposure. */
+	idx = NULL;
+	if (row->user[0]) {
+		utc_date(row->time_ms, date, sizeof(date));
+		snprintf(ud, sizeof(ud), "%s %s", row->user, date);
+		if (!(idx = map_at(&g->userdays, ud, 1, &fresh)))
+			return FG_ENOMEM;
+		if (fresh)
+			*idx = g->userdays.n - 1;
+	}
 	for (i = 0; i < row->nclasses; i++) {
 		struct cls *c = cls_of(g, row->cls[i]);
 		if (!c)
 			return FG_ENOMEM;
 		for (k = 0; k < FG_REPLAY_NCOUNTS; k++)
 			c->n[k] += row->n[i][k];
-		if (add_shown(c, *idx, row->n[i][FG_REPLAY_SHOWN]) < 0)
+		if (idx && add_shown(c, *idx, row->n[i][FG_REPLAY_SHOWN]) < 0)
 			return FG_ENOMEM;
 	}
 	return add_notices(g, row);

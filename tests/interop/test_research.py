@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from harness import FEEDGUARDD, SRCDIR, tf
+from harness import FEEDGUARDD, SRCDIR, run_feedguard_replay, tf
 from redisserver import RedisServer
 
 pytestmark = pytest.mark.proxy_only
@@ -97,6 +97,26 @@ def test_check_decides_every_call_as_recorded(walk):
     summary = (out / "summary.txt").read_text()
     m = re.search(r"^check: (\d+) calls, (\d+) decided as recorded, (\d+) otherwise$", summary, re.M)
     assert m and m.group(3) == "0", m.group(0) if m else summary
+
+
+def test_summary_user_days_leave_out_calls_without_a_user(tmp_path):
+    """The summary's exposure percentiles are over user-days, and a call
+    without a user id belongs to none (README "The summary"): users u1 (3
+    items) and u2 (1) and a call without a user (5 items) give the
+    percentiles of [1, 3], while the class's total shown counts all 9."""
+    head = ("policy,call,time_ms,date,user_key,band,method,status,answered,action,notices,"
+            "no_upstream,class,shown,removed,demoted,limited,surplus,trimmed")
+    rows = [("1", "u1", 3), ("2", "u2", 1), ("3", "", 5)]
+    csv = tmp_path / "calls.csv"
+    csv.write_text(head + "\n" + "".join(
+        "A,%s,1796000000000,2026-12-01,%s,13_15,/r.R/Feed,0,0,NONE,,0,body_image,%d,0,0,0,0,0\n"
+        % (call, user, shown) for call, user, shown in rows))
+    res = run_feedguard_replay(["summary", str(csv)], timeout=tf(60))
+    text = res.stdout.decode()
+    assert res.returncode == 0, text + res.stderr.decode("utf-8", "replace")
+    row = next(l.split() for l in text.splitlines() if l.startswith("13_15") and "body_image" in l)
+    # band class policy shown removed demoted limited surplus trimmed p50 p90 p99 max
+    assert row[3] == "9" and row[-4:] == ["1", "3", "3", "3"], text
 
 
 def test_plot_user_days_leave_out_calls_without_a_user(tmp_path):
