@@ -39,6 +39,7 @@
 #include "fg_keyring.h"
 #include "fg_pbjson.h"
 #include "fg_policy-t.h"
+#include "fg_policy_compile.h"
 #include "fg_replay.h"
 #include "fg_replay_live.h"
 #include "fg_replay_stats.h"
@@ -65,7 +66,7 @@ static void usage(FILE *out)
 	        "                    [--shard I/N] [--max-users N] [--progress | --no-progress] CAPTURE...\n"
 	        "       " PROG " summary CALLS.csv...   (calls files of run, in CSV)\n"
 	        "       " PROG " live --target HOST:PORT [--speed F] [--rate N] [--concurrency N] [--timeout MS]\n"
-	        "                    [--user-header NAME] [--recorded-time] [--shard I/N] CAPTURE...\n"
+	        "                    [--user-header NAME] [--recorded-time] [-p POLICY] [--shard I/N] CAPTURE...\n"
 	        "dump:\n"
 	        "  -d, --descriptor-set FILE  decode messages with this descriptor set\n"
 	        "  -c, --config FILE          ... with the one of this feedguardd config's policy\n"
@@ -89,6 +90,8 @@ static void usage(FILE *out)
 	        "      --timeout MS           each call's deadline (default 10000)\n"
 	        "      --user-header NAME     send each call's recorded user key in this header\n"
 	        "      --recorded-time        send each call's recorded time in feedguard-test-now\n"
+	        "  -p, --policy FILE          a policy for the capture's methods: calls the recording\n"
+	        "                             filter over-fetched go with the page size the client asked\n"
 	        "  -v, --version              print the version and exit\n"
 	        "  -h, --help                 print this help and exit\n");
 }
@@ -982,12 +985,16 @@ static int live_next(void *arg, Feedguard__Capture__V1__Record **rec)
 static int cmd_live(int argc, char **argv)
 {
 	enum { O_TARGET = 256, O_SPEED, O_RATE, O_CONC, O_TIMEOUT, O_SHARD, O_USER_HEADER, O_RECORDED_TIME };
+	struct fg_policy *pol = NULL;
+	const char *policy = NULL;
+	char err[1024];
 	static const struct option opts[] = {
 		{ "target", required_argument, NULL, O_TARGET }, { "speed", required_argument, NULL, O_SPEED },
 		{ "rate", required_argument, NULL, O_RATE },     { "concurrency", required_argument, NULL, O_CONC },
 		{ "timeout", required_argument, NULL, O_TIMEOUT }, { "shard", required_argument, NULL, O_SHARD },
 		{ "user-header", required_argument, NULL, O_USER_HEADER },
 		{ "recorded-time", no_argument, NULL, O_RECORDED_TIME },
+		{ "policy", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },              { NULL, 0, NULL, 0 },
 	};
 	struct fg_replay_live_opts o = { .speed = 1 };
@@ -996,8 +1003,9 @@ static int cmd_live(int argc, char **argv)
 	uint64_t done = 0;
 	int c, i, rv = EXIT_DONE, rc;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hp:", opts, NULL)) != -1) {
 		switch (c) {
+		case 'p': policy = optarg; break;
 		case O_TARGET: o.target = optarg; break;
 		case O_SPEED: o.speed = strtod(optarg, NULL); break;
 		case O_RATE: o.rate = strtod(optarg, NULL); break;
@@ -1034,6 +1042,11 @@ static int cmd_live(int argc, char **argv)
 		fprintf(stderr, PROG ": live needs --target and capture files (speed, rate and timeout >= 0)\n");
 		return EXIT_USAGE;
 	}
+	if (policy && fg_policy_compile_load(policy, 1, &pol, err, sizeof(err)) < 0) {
+		fprintf(stderr, PROG ": %s\n", err);
+		return EXIT_FAIL;
+	}
+	o.policy = pol;
 	for (i = optind; i < argc; i++)
 		if (index_file(&ru, (uint32_t)(i - optind), argv[i], &done, 0) != EXIT_DONE)
 			rv = EXIT_FAIL;
@@ -1051,6 +1064,7 @@ static int cmd_live(int argc, char **argv)
 		close(ls.fd);
 	fg_bufq_free(&ls.buf);
 	free(ru.e);
+	fg_policy_compile_free(pol);
 	return rv;
 }
 

@@ -154,6 +154,29 @@ int fg_pbwire_append_len(struct fg_bufq *out, uint32_t field, const void *p, siz
 	return 0;
 }
 
+int fg_pbwire_append_varint_at(struct fg_bufq *out, const uint32_t *path, size_t depth, uint64_t v)
+{
+	size_t whole[FG_PBWIRE_MAX_DEPTH];  /* bytes of field path[i], its tag included */
+	size_t was = fg_bufq_len(out), i;
+
+	if (depth == 0 || depth > FG_PBWIRE_MAX_DEPTH)
+		return FG_EINVAL;
+	whole[depth - 1] = fg_pbwire_varint_size((uint64_t)path[depth - 1] << 3) + fg_pbwire_varint_size(v);
+	for (i = depth - 1; i-- > 0;)
+		whole[i] = fg_pbwire_varint_size((uint64_t)path[i] << 3) + fg_pbwire_varint_size(whole[i + 1]) +
+		           whole[i + 1];
+	for (i = 0; i + 1 < depth; i++)
+		if (fg_pbwire_append_len_head(out, path[i], whole[i + 1]) < 0)
+			goto fail;
+	if (fg_pbwire_append_varint(out, path[depth - 1], v) < 0)
+		goto fail;
+	return 0;
+
+fail:
+	fg_bufq_truncate(out, was);
+	return FG_ENOMEM;
+}
+
 size_t fg_pbwire_varint_size(uint64_t v)
 {
 	size_t n = 1;

@@ -104,6 +104,17 @@ int fg_pbwire_append_len(struct fg_bufq *out, uint32_t field, const void *p, siz
 int fg_pbwire_append_len_head(struct fg_bufq *out, uint32_t field, size_t n);
 
 /*
+ * fg_pbwire_append_varint_at - append field <path>[<depth> - 1] (wire type
+ * 0) holding <v>, inside length-delimited fields <path>[0 .. <depth> - 1)
+ * (each holding only the next), to <out>.  Appended after a message's own
+ * bytes it sets that field without rewriting them: protobuf merges a
+ * message's occurrences, and the last value of a scalar wins.  <depth> is
+ * 1 to FG_PBWIRE_MAX_DEPTH.  Returns 0, FG_EINVAL for a bad <depth>, or
+ * FG_ENOMEM (<out> then holds what it held before).
+ */
+int fg_pbwire_append_varint_at(struct fg_bufq *out, const uint32_t *path, size_t depth, uint64_t v);
+
+/*
  * fg_pbwire_read_tag - decode the tag at <*p> (before <end>) into its field
  * <*number> and <*wire_type> and move <*p> past it.  Returns 0, or
  * FG_EINVAL for a bad varint, a tag above 32 bits, field number 0, or wire

@@ -25,6 +25,9 @@
 #include "fg_error.h"
 #include "fg_grpc.h"
 #include "fg_grpcframe.h"
+#include "fg_pbwire.h"
+#include "fg_policy-t.h"
+#include "fg_policy_eval.h"
 #include "fg_replay_live.h"
 #include "fg_stage.h"
 
@@ -53,6 +56,7 @@ struct live {
 	unsigned inflight;
 	struct stream *streams;         /* in flight: freed at the end if the connection dies */
 	uint64_t sent, done, status_same, body_same;
+	uint64_t raised_asked, raised_kept; /* calls recorded over-fetched: sent with the size asked, as recorded */
 	uint64_t status_count[NSTATUS + 1];
 	uint64_t *lat_us;               /* every call's latency */
 	size_t nlat, caplat;
@@ -285,6 +289,48 @@ int fg_replay_live_header_ok(const char *name)
 	return 1;
 }
 
+/*
+ * The request messages of <c>, framed, into <body>.  A call whose filter
+ * over-fetched was recorded with the raised page size (the request as
+ * forwarded); with a policy that knows the method's page_size field, its
+ * first message goes with the size the client asked for, appended at that
+ * field (the last value wins), so a feedguardd target raises it once, as
+ * the recording daemon did.  Returns 0 or FG_ENOMEM.
+ */
+static int frame_request(struct live *lv, const Feedguard__Capture__V1__Call *c, struct fg_bufq *body)
+{
+	const struct fg_policy_method *m;
+	uint64_t asked = c->decisions ? c->decisions->page_size_asked : 0;
+	struct fg_bufq first;
+	size_t i = 0;
+	int rc;
+
+	if (asked && c->n_request) {
+		m = lv->o->policy ? fg_policy_find_method(lv->o->policy, c->method, strlen(c->method)) : NULL;
+		if (!m || !m->feed || !m->feed->page_size_depth) {
+			lv->raised_kept++;
+		} else {
+			fg_bufq_init(&first);
+			rc = fg_bufq_append(&first, c->request[0].data, c->request[0].len);
+			if (rc == 0)
+				rc = fg_pbwire_append_varint_at(&first, m->feed->page_size_path, m->feed->page_size_depth,
+				                                asked);
+			if (rc == 0)
+				rc = fg_grpcframe_append(body, FG_GRPCFRAME_UNCOMPRESSED, fg_bufq_head(&first),
+				                         fg_bufq_len(&first));
+			fg_bufq_free(&first);
+			if (rc < 0)
+				return FG_ENOMEM;
+			lv->raised_asked++;
+			i = 1;
+		}
+	}
+	for (; i < c->n_request; i++)
+		if (fg_grpcframe_append(body, FG_GRPCFRAME_UNCOMPRESSED, c->request[i].data, c->request[i].len) < 0)
+			return FG_ENOMEM;
+	return 0;
+}
+
 static int submit(struct live *lv, Feedguard__Capture__V1__Record *rec)
 {
 	const Feedguard__Capture__V1__Call *c = rec->call;
@@ -300,9 +346,8 @@ static int submit(struct live *lv, Feedguard__Capture__V1__Record *rec)
 	st->lv = lv;
 	st->rec = rec;
 	st->status = -1;
-	for (i = 0; i < c->n_request; i++)
-		if (fg_grpcframe_append(&st->body, FG_GRPCFRAME_UNCOMPRESSED, c->request[i].data, c->request[i].len) < 0)
-			goto fail;
+	if (frame_request(lv, c, &st->body) < 0)
+		goto fail;
 	fg_grpc_format_timeout(lv->o->timeout_ms * 1000, timeout, sizeof(timeout));
 	nv[n++] = (nghttp2_nv)NV(":method", "POST", 4);
 	nv[n++] = (nghttp2_nv)NV(":scheme", "http", 4);
@@ -423,6 +468,12 @@ static void report(struct live *lv, uint64_t elapsed_us, FILE *out)
 	fprintf(out, "\nagainst the capture: status as recorded %llu/%llu, response as recorded (byte for byte) "
 	        "%llu/%llu\n", (unsigned long long)lv->status_same, (unsigned long long)lv->done,
 	        (unsigned long long)lv->body_same, (unsigned long long)lv->done);
+	if (lv->raised_asked || lv->raised_kept)
+		fprintf(out, "over-fetched when recorded: %llu calls sent with the page size the client asked, "
+		        "%llu with the raised one%s\n", (unsigned long long)lv->raised_asked,
+		        (unsigned long long)lv->raised_kept,
+		        lv->raised_kept ? (lv->o->policy ? " (the policy has no page_size for their method)"
+		                                         : " (no --policy: a feedguardd target raises it again)") : "");
 }
 
 static int session_new(struct live *lv)

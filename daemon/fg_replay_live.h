@@ -23,6 +23,8 @@
 
 #include "capture.pb-c.h"
 
+struct fg_policy;
+
 struct fg_replay_live_opts {
 	const char *target;             /* "ip:port" (numeric; [v6]:port) */
 	double speed;                   /* recorded gaps divided by this; 0: no pacing */
@@ -34,6 +36,10 @@ struct fg_replay_live_opts {
 	                                   from a header keeps each recorded user apart */
 	unsigned recorded_time;         /* send each call's start_unix_ms in feedguard-test-now
 	                                   (read by a target built with --enable-test-hooks) */
+	const struct fg_policy *policy; /* NULL, or a policy for the capture's methods: a call whose
+	                                   filter over-fetched (decisions.page_size_asked) goes with
+	                                   the page size the client asked for, set at the method's
+	                                   page_size field, not the raised one the capture holds */
 };
 
 /*

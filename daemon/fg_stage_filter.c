@@ -75,29 +75,6 @@ static enum fg_stage_rc fail_nomem(struct fg_stage_ctx *c)
 	return FG_STAGE_DONE;
 }
 
-/* The enclosing fields of <path>[0 .. depth-1) around a varint <v> in the
- * last: a field appended after the message's own, which protobuf merges
- * into them (the last scalar wins). */
-static int append_varint_at(struct fg_bufq *out, const uint32_t *path, size_t depth, uint64_t v)
-{
-	uint8_t buf[FG_ITEMS_MAX_PATH * 2 * FG_PBWIRE_VARINT_MAX + FG_PBWIRE_VARINT_MAX * 2];
-	uint8_t tmp[sizeof(buf)];
-	size_t n = 0, i;
-
-	/* Built inside out: the value, then each enclosing tag and length. */
-	n += fg_pbwire_write_varint(buf + n, (uint64_t)path[depth - 1] << 3);
-	n += fg_pbwire_write_varint(buf + n, v);
-	for (i = depth - 1; i-- > 0;) {
-		size_t m = 0;
-		m += fg_pbwire_write_varint(tmp + m, ((uint64_t)path[i] << 3) | FG_PBWIRE_LEN);
-		m += fg_pbwire_write_varint(tmp + m, n);
-		memcpy(tmp + m, buf, n);
-		memcpy(buf, tmp, m + n);
-		n += m;
-	}
-	return fg_bufq_append(out, buf, n);
-}
-
 /* Over-fetch: raise the request's page size by the band's factor. */
 static enum fg_stage_rc overfetch(struct fg_stage_ctx *c, const struct fg_policy_filter *f, struct fg_stage_msg *msg)
 {
@@ -135,7 +112,7 @@ scale:
 	if (c->call->rec)
 		fg_stage_record_page_size(c->call->rec, asked);
 	if (fg_bufq_append(msg->out, msg->data, msg->len) < 0 ||
-	    append_varint_at(msg->out, feed->page_size_path, feed->page_size_depth, raised) < 0)
+	    fg_pbwire_append_varint_at(msg->out, feed->page_size_path, feed->page_size_depth, raised) < 0)
 		return fail_nomem(c);
 	msg->changed = 1;
 	return FG_STAGE_CONTINUE;

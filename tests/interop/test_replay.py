@@ -975,6 +975,60 @@ def test_live_against_a_fresh_feedguardd(cap, tmp_path):
     assert 16 <= same <= n, "%s: the 16 adult pages pass unfiltered, as recorded" % m.group(0)
 
 
+def page_sizes_seen(cap, cid):
+    """The page_size (RankFeedRequest field 4, the last occurrence) of each
+    request the ranker got for call <cid>, in order."""
+    out = []
+    for rec in cap.ranker.find(cid):
+        v = ph.values(rec["raw"], 4)
+        out.append(v[-1] if v else None)
+    return out
+
+
+def test_live_sends_the_page_size_asked(cap, tmp_path):
+    """A child's request is recorded as forwarded, with the page size the
+    filter raised (decisions.page_size_asked keeps what the client asked).
+    Against a fresh feedguardd with the same policy: without -p live sends
+    the raised size, the target raises it again and says nothing of it but
+    the report's line; with -p the target raises the size the client asked,
+    so the ranker sees what it saw when recorded and the children's pages
+    come back as recorded too."""
+    raised = [r for r in cap.dump if (r.get("decisions") or {}).get("page_size_asked")]
+    assert raised, "precondition: the capture has calls the filter over-fetched"
+    outs = {}
+    for name, extra in (("plain", ()), ("policy", ("-p", str(cap.policy_a)))):
+        d = start_middle(tmp_path, cap.ranker.addr, daemon_config(cap, cap.redis, key_prefix="ps-%s:" % name),
+                         "live-" + name)
+        try:
+            res = replay("live", "--target", d.addr, "--speed", "0", *extra, *cap.files)
+        finally:
+            problems = d.stop()
+        assert not problems, "\n".join(problems)
+        outs[name], _ = ok(res, "feedguard-replay live %s" % name)
+        for r in raised:
+            cid = md_values(r, "request_metadata", "x-call-id")[0].decode()
+            seen = page_sizes_seen(cap, cid)
+            first, last = seen[0], seen[-1]
+            if name == "policy":
+                assert last == first, "call %s: the ranker saw page_size %s when recorded, %s in the replay " \
+                    "with -p" % (cid, first, last)
+            else:
+                assert last > first, "call %s: without -p the raised size is raised again: %s" % (cid, seen)
+    n = len(raised)
+    assert "over-fetched when recorded: 0 calls sent with the page size the client asked, %d with the " \
+        "raised one (no --policy: a feedguardd target raises it again)" % n in outs["plain"], outs["plain"]
+    assert "over-fetched when recorded: %d calls sent with the page size the client asked, 0 with the " \
+        "raised one" % n in outs["policy"], outs["policy"]
+    same = {}
+    for name, out in outs.items():
+        m = re.search(r"response as recorded \(byte for byte\) (\d+)/(\d+)$", out, re.M)
+        same[name] = int(m.group(1))
+    print("byte for byte: %s of %d calls, %d over-fetched when recorded" % (same, len(cap.dump), n))
+    assert same["policy"] > same["plain"], "with -p more pages come back as recorded: %s" % same
+    bad = replay("live", "--target", cap.ranker.addr, "-p", str(tmp_path / "nope.yaml"), *cap.files)
+    assert bad.returncode == 1 and b"nope.yaml" in bad.stderr, bad
+
+
 def test_live_user_header_and_recorded_time(cap):
     """--user-header sends each call's recorded user key (the capture
     pseudonym) in that header, --recorded-time its start_unix_ms in

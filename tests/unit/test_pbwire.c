@@ -1161,6 +1161,40 @@ static void test_pbwire_encoding_edges(void **state)
 	free(subw);
 }
 
+/* Appended after a message, a field at a path sets it: the last value
+ * wins at every depth, the message's other fields are untouched. */
+static void test_pbwire_append_varint_at(void **state)
+{
+	static const uint32_t size[] = { 3, 2 };
+	static const uint32_t deep[] = { 3, 4, 300 };
+	static const uint32_t top[] = { 5 };
+	struct msg *in = msg_new(), *ctx = msg_new();
+	struct fg_pbwire_field f;
+	struct fg_bufq q;
+
+	fg_bufq_init(&q);
+	f_varint(ctx, 2, 10);
+	f_msg(in, 3, ctx);
+	f_str(in, 1, "u-1");
+	assert_int_equal(fg_bufq_append(&q, in->b, in->n), 0);
+	assert_int_equal(fg_pbwire_append_varint_at(&q, size, 2, 15), 0);
+	assert_int_equal(fg_pbwire_find(fg_bufq_head(&q), fg_bufq_len(&q), size, 2, &f, NULL), 0);
+	assert_true(f.wire_type == FG_PBWIRE_VARINT && f.varint == 15);
+	assert_int_equal(fg_pbwire_append_varint_at(&q, deep, 3, UINT64_MAX), 0);
+	assert_int_equal(fg_pbwire_find(fg_bufq_head(&q), fg_bufq_len(&q), deep, 3, &f, NULL), 0);
+	assert_true(f.wire_type == FG_PBWIRE_VARINT && f.varint == UINT64_MAX);
+	assert_int_equal(fg_pbwire_find(fg_bufq_head(&q), fg_bufq_len(&q), size, 2, &f, NULL), 0);
+	assert_true(f.varint == 15);
+	assert_int_equal(fg_pbwire_append_varint_at(&q, top, 1, 7), 0);
+	assert_int_equal(fg_pbwire_find(fg_bufq_head(&q), fg_bufq_len(&q), top, 1, &f, NULL), 0);
+	assert_true(f.varint == 7);
+	assert_int_equal(fg_pbwire_append_varint_at(&q, top, 0, 7), FG_EINVAL);
+	assert_int_equal(fg_pbwire_append_varint_at(&q, top, FG_PBWIRE_MAX_DEPTH + 1, 7), FG_EINVAL);
+	fg_bufq_free(&q);
+	free(in);
+	free(ctx);
+}
+
 static void test_pbwire_find(void **state)
 {
 	static const uint32_t user[] = { 1 };
@@ -1485,6 +1519,7 @@ int main(void)
 		cmocka_unit_test(test_pbwire_depth_limit),
 		cmocka_unit_test(test_pbwire_encoding_edges),
 		cmocka_unit_test(test_pbwire_find),
+		cmocka_unit_test(test_pbwire_append_varint_at),
 		cmocka_unit_test(test_pbwire_python_vectors),
 		cmocka_unit_test(test_pbwire_enomem),
 	};
