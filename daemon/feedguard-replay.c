@@ -263,6 +263,8 @@ static int decisions(struct fg_bufq *b, const Feedguard__Capture__V1__Decisions 
 		rc |= screen_time(b, d->screen_time);
 	if (d && d->page_size_asked)
 		rc |= key(b, "page_size_asked", 0) | num(b, (long long)d->page_size_asked);
+	if (d && d->items_omitted)
+		rc |= key(b, "items_omitted", 0) | num(b, d->items_omitted);
 	return rc | fg_bufq_append(b, "}", 1);
 }
 
@@ -283,6 +285,8 @@ static int call_line(struct dump *d, const char *file, uint64_t offset, const Fe
 	rc |= key(b, "answered_by_feedguard", 0) |
 	      fg_bufq_append(b, c->answered_by_feedguard ? "true" : "false", c->answered_by_feedguard ? 4 : 5);
 	rc |= key(b, "messages_omitted", 0) | num(b, c->messages_omitted);
+	if (c->metadata_omitted)
+		rc |= key(b, "metadata_omitted", 0) | num(b, c->metadata_omitted);
 	rc |= metadata(b, "request_metadata", c->n_request_metadata, c->request_metadata);
 	rc |= metadata(b, "response_metadata", c->n_response_metadata, c->response_metadata);
 	rc |= messages(d, "request", in, c->n_request, c->request);
@@ -473,6 +477,7 @@ struct run {
 	struct entry *e;
 	size_t n, cap;
 	uint64_t checked, mismatched, no_upstream[2], failed;
+	uint64_t incomplete;            /* records that left messages or items out */
 	uint64_t not_in_policy[2];      /* calls whose method the policy does not name */
 	char not_in_policy_example[2][128];
 	uint64_t band_not_in_policy[2]; /* calls whose recorded band the policy does not have */
@@ -646,6 +651,8 @@ static int replay_one(struct run *ru, const Feedguard__Capture__V1__Call *in, ui
 	char why[512];
 	size_t p;
 
+	if (in->messages_omitted || (in->decisions && in->decisions->items_omitted))
+		ru->incomplete++;
 	for (p = 0; p < ru->npolicies; p++) {
 		if (fg_replay_call(ru->replay[p], in, &out, &res) < 0) {
 			ru->failed++;
@@ -892,6 +899,11 @@ static int cmd_run(int argc, char **argv)
 			        "were replayed in its unknown_band, %s; is it the policy for this capture?\n",
 			        label(&ru, (size_t)i), (unsigned long long)ru.band_not_in_policy[i], ru.n, ru.band_example[i],
 			        ru.band_unknown[i]);
+	if (ru.incomplete)
+		fprintf(stderr, PROG ": %llu calls' records left part of the call out (messages_omitted, "
+		        "decisions.items_omitted: capture.max_record_size or capture.queue): they were replayed "
+		        "from what the records hold, so their figures are not the calls' own\n",
+		        (unsigned long long)ru.incomplete);
 	for (i = 0; i < (int)ru.npolicies; i++)
 		if (ru.no_upstream[i])
 			fprintf(stderr, PROG ": policy %s: %llu calls had no ranker answer in the capture (the recording "

@@ -43,10 +43,10 @@
 enum { REC_CALL = 2 };
 enum { C_START = 1, C_DURATION, C_METHOD, C_BAND, C_USER_KEY, C_TIME_ZONE, C_REQ_META, C_RESP_META, C_REQUEST,
        C_UPSTREAM, C_DELIVERED, C_STATUS, C_STATUS_MESSAGE, C_ANSWERED, C_DECISIONS, C_OMITTED, C_DELIVERED_FROM,
-       C_ITEMS_PATH };
+       C_ITEMS_PATH, C_METADATA_OMITTED };
 enum { DF_DELIVERED = 1, DF_UPSTREAM, DF_REORDERED };
 enum { MD_NAME = 1, MD_VALUE };
-enum { D_STRIPPED = 1, D_ITEMS, D_SCREEN, D_PAGE_SIZE_ASKED };
+enum { D_STRIPPED = 1, D_ITEMS, D_SCREEN, D_PAGE_SIZE_ASKED, D_ITEMS_OMITTED };
 enum { S_FIELD = 1, S_COUNT };
 enum { I_MESSAGE = 1, I_POSITION, I_DELIVERED, I_CLASS, I_FATE, I_DEMOTED };
 enum { ST_ACTION = 1, ST_NOTICES, ST_FAILURE, ST_FAIL_MODE, ST_USED, ST_LEFT, ST_SESSION, ST_EXPOSURE, ST_COUNTED };
@@ -54,9 +54,13 @@ enum { E_COUNTER = 1, E_ALLOWANCE, E_DELIVERED, E_LIMITED };
 
 /* Bytes of a record kept for what capture_end writes: the call's facts
  * (method, band, key, zone, status text: under 1KiB), the stripped counts
- * and screen-time decisions (a few hundred bytes), the wrapper.  A record
- * that still outgrows capture.max_record_size is dropped and counted. */
-#define END_ROOM 2048
+ * and screen-time decisions (a few hundred bytes), the wrapper; and
+ * OURS_ROOM of it for feedguard's own response metadata (the screen-time
+ * figures, the notices, the filter's report: under 300 bytes), which a
+ * large page must not push out.  A record that still outgrows
+ * capture.max_record_size is dropped and counted. */
+#define END_ROOM 2560
+#define OURS_ROOM 512
 
 static const uint8_t wrap_room[8];
 
@@ -108,6 +112,8 @@ struct fg_stage_record {
 	uint64_t prepaid;                   /* of <reserved>, what <buf> was given room for
 	                                       at the start and the record has not used yet */
 	uint32_t omitted;                   /* messages left out */
+	uint32_t md_omitted;                /* capture.metadata entries left out */
+	uint32_t ours_bytes;                /* feedguard's own metadata in the record, of OURS_ROOM */
 	uint32_t n_upstream;                /* upstream_response entries in the record */
 	uint32_t n_delivered;               /* delivered_response entries in the record */
 	unsigned upstream_gap;              /* an upstream message was left out: entries no
@@ -125,7 +131,8 @@ struct fg_stage_record {
 	uint32_t limited[FG_ITEMS_MAX_COUNTERS];
 	uint64_t page_size_asked;           /* the filter over-fetched: what the client asked for */
 	unsigned items_omitted;             /* a page's items did not fit: later pages' are left out
-	                                       too (counted in messages_omitted) */
+	                                       too */
+	uint32_t pages_no_items;            /* pages whose items are not in the record */
 	unsigned meta_taken;                /* the stages' response metadata is in the record */
 	char upstream_message[FG_STAGE_ANSWER_MAX]; /* the upstream's grpc-message, as sent */
 };
@@ -151,15 +158,16 @@ static int count_bytes(struct fg_stage_record *r, uint64_t n)
 	return 0;
 }
 
-/* Room for <n> more bytes in the record: 0, or a reason to leave a
- * message out (counted by the caller). */
-static int grow(struct fg_stage_record *r, size_t n, enum fg_capture_omit *why)
+/* Room for <n> more bytes in the record, leaving <keep> bytes of
+ * capture.max_record_size for the end: 0, or a reason to leave a message
+ * out (counted by the caller). */
+static int grow_keeping(struct fg_stage_record *r, size_t n, size_t keep, enum fg_capture_omit *why)
 {
 	uint64_t have = fg_bufq_len(&r->buf) + fg_bufq_len(&r->items);
 
 	/* the facts, decisions and wrapper written at the end fit in the room
 	 * kept for them (capture.max_record_size is at least 4KiB) */
-	if (have + n + END_ROOM > r->call->cfg->capture.max_record_size) {
+	if (have + n + keep > r->call->cfg->capture.max_record_size) {
 		*why = FG_CAPTURE_OMIT_RECORD_SIZE;
 		return FG_ETOOBIG;
 	}
@@ -168,6 +176,11 @@ static int grow(struct fg_stage_record *r, size_t n, enum fg_capture_omit *why)
 		return FG_ETOOBIG;
 	}
 	return 0;
+}
+
+static int grow(struct fg_stage_record *r, size_t n, enum fg_capture_omit *why)
+{
+	return grow_keeping(r, n, END_ROOM, why);
 }
 
 static void omit(struct fg_stage_record *r, enum fg_capture_omit why)
@@ -364,6 +377,25 @@ enum md_from {
 /* Metadata <h> as entries of <field>: the names in capture.metadata, or
  * all of it when feedguard added it (a ranker's own "feedguard-*" header
  * is a peer's like any other, and may carry anything). */
+/* One Metadata entry of <n> bytes at <p>: feedguard's own may use the
+ * OURS_ROOM kept for them, so a large page never pushes them out; a
+ * listed name that does not fit is left out and counted. */
+static void add_metadata_entry(struct fg_stage_record *r, uint32_t field, const uint8_t *p, size_t n,
+                               enum md_from from)
+{
+	size_t need = n + 2 * FG_PBWIRE_VARINT_MAX;
+	enum fg_capture_omit why;
+	int ours = from == MD_OURS && r->ours_bytes + need <= OURS_ROOM;
+
+	if (grow_keeping(r, need, ours ? END_ROOM - OURS_ROOM + r->ours_bytes : END_ROOM, &why) < 0 ||
+	    fg_pbwire_append_len(&r->buf, field, p, n) < 0) {
+		r->md_omitted++;
+		return;
+	}
+	if (ours)
+		r->ours_bytes += (uint32_t)need;
+}
+
 static void add_metadata(struct fg_stage_record *r, uint32_t field, const struct fg_hdrs *h, enum md_from from)
 {
 	const struct fg_config *cfg = r->call->cfg;
@@ -385,7 +417,7 @@ static void add_metadata(struct fg_stage_record *r, uint32_t field, const struct
 		if (fg_pbwire_append_len(&md, MD_NAME, name, e->name_len) < 0 ||
 		    fg_pbwire_append_len(&md, MD_VALUE, b + e->value_off, e->value_len) < 0)
 			break;
-		add_bytes(r, field, fg_bufq_head(&md), fg_bufq_len(&md));
+		add_metadata_entry(r, field, fg_bufq_head(&md), fg_bufq_len(&md), from);
 	}
 	fg_bufq_free(&md);
 }
@@ -706,6 +738,8 @@ static int add_decisions(struct fg_stage_record *r)
 		rc = add_screen(r, d);
 	if (rc == 0 && r->page_size_asked)
 		rc = fg_pbwire_append_varint(d, D_PAGE_SIZE_ASKED, r->page_size_asked);
+	if (rc == 0 && r->pages_no_items)
+		rc = fg_pbwire_append_varint(d, D_ITEMS_OMITTED, r->pages_no_items);
 	if (rc < 0 || fg_bufq_len(d) + items == 0)
 		return rc;
 	/* the items were counted as they came; the rest is in END_ROOM */
@@ -753,6 +787,8 @@ static int add_facts(struct fg_stage_record *r, const struct fg_stage_end *end)
 		rc |= fg_pbwire_append_varint(&r->buf, C_ANSWERED, 1);
 	if (r->omitted)
 		rc |= fg_pbwire_append_varint(&r->buf, C_OMITTED, r->omitted);
+	if (r->md_omitted)
+		rc |= fg_pbwire_append_varint(&r->buf, C_METADATA_OMITTED, r->md_omitted);
 	return rc ? FG_ENOMEM : 0;
 }
 
@@ -930,7 +966,7 @@ void fg_stage_record_page(struct fg_stage_record *r, unsigned message, const str
 	}
 	if (pg->n > DPOS_STACK && !(dpos = malloc(pg->n * sizeof(*dpos)))) {
 		r->items_omitted = 1;
-		omit(r, FG_CAPTURE_OMIT_QUEUE);
+		r->pages_no_items++;
 		return;
 	}
 	page = &r->w->page;
@@ -958,7 +994,7 @@ void fg_stage_record_page(struct fg_stage_record *r, unsigned message, const str
 	                          fg_bufq_append(&r->items, fg_bufq_head(page), fg_bufq_len(page)) < 0))
 		r->items_omitted = 1;
 	if (r->items_omitted) {
-		omit(r, why);
+		r->pages_no_items++;            /* not a message: the page itself may be in the record */
 	} else {
 		/* the delivered page can be rebuilt from the upstream one */
 		r->planned = message + 1;

@@ -46,7 +46,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 import harness
 import policyhelp as ph
 from feedranker import FeedRanker, ids, item, page, page_items
-from harness import SRCDIR, poll_until, run_feedguardctl, run_feedguardd, tf
+from harness import SRCDIR, poll_until, run_feedguard_replay, run_feedguardctl, run_feedguardd, tf
 from policyhelp import RANK, STREAM
 
 pytestmark = pytest.mark.proxy_only
@@ -1245,6 +1245,67 @@ def test_max_record_size(capd):
         "omitted_messages_total{reason=record_size} %s, expected %d" % (
             mval(text, "feedguard_capture_omitted_messages_total", reason="record_size"), total)
     assert mval(text, "feedguard_capture_dropped_total", reason="queue_full") == 0
+
+
+FILTER_POLICY = ph.BANDS_HEADER + """\
+label_maps:
+  acme: {porn: pornography}
+methods:
+  /feedguard.ranking.v1.Ranker/RankFeed:
+    age_band: {header: x-age-band}
+    feed:
+      items: items
+      labels: {field: moderation, value: label, confidence: confidence}
+      classes: acme
+      report_header: x-fg-report
+    filter:
+      - bands: [under_13]
+        exclude: [primary_priority]
+        unlabelled: allow
+"""
+
+
+def test_max_record_size_says_what_it_left_out(capd, tmp_path):
+    """max_record_size 4KiB on a child's filtered calls: messages past it
+    are counted in messages_omitted (the two response messages, nothing
+    else), the items of a page that do not fit in decisions.items_omitted
+    (not as messages), and feedguard's own metadata (the filter's report
+    header) is kept whatever the page's size; feedguard-replay run says
+    it replayed records that left part of the call out."""
+    d = capd(FILTER_POLICY, capture={"max_record_size": "4KiB"})
+    calls = {"small": rank(d, None, "under_13", resp=response(3)),
+             "big_page": rank(d, None, "under_13", resp=response(20, 300)),
+             "many_items": rank(d, None, "under_13", resp=response(400))}
+    for name, s in calls.items():
+        assert s.code == OK, "%s: %r" % (name, s)
+        assert [v for k, v in s.headers if k == "x-fg-report"] == ["removed=0,demoted=0,surplus=0"], \
+            "%s: the client's report header: %s" % (name, s.headers)
+    recs = wait_records(d, [s.cid for s in calls.values()])
+    settle(d)
+    for name, s in calls.items():
+        c = recs[s.cid]
+        ours = [(m.name, m.value) for m in c.response_metadata if m.name == "x-fg-report"]
+        assert ours == [("x-fg-report", b"removed=0,demoted=0,surplus=0")], \
+            "%s: feedguard's own report header must be in the record: %s" % (name, c.response_metadata)
+        kept = len(c.upstream_response) + len(c.delivered_response)
+        assert kept + c.messages_omitted == 2, "%s: %d kept + %d omitted of 2 response messages" % (
+            name, kept, c.messages_omitted)
+        n_items = len(parse_resp(s.sent).items)
+        if c.decisions.items_omitted:
+            assert len(c.decisions.items) == 0 and c.decisions.items_omitted == 1, \
+                "%s: one page, its items left out: %d items, items_omitted %d" % (
+                    name, len(c.decisions.items), c.decisions.items_omitted)
+        else:
+            assert len(c.decisions.items) == n_items, "%s: %d item decisions for %d items" % (
+                name, len(c.decisions.items), n_items)
+    assert recs[calls["small"].cid].messages_omitted == 0
+    assert recs[calls["big_page"].cid].messages_omitted == 2, "a 7 KB page fits in no 4KiB record"
+    assert recs[calls["many_items"].cid].decisions.items_omitted == 1, "400 items' decisions do not fit"
+    res = run_feedguard_replay(["run", "-p", str(tmp_path / "policy.yaml")] +
+                               [str(p) for p in capture_paths(d.capdir)], timeout=tf(60))
+    err = res.stderr.decode("utf-8", "replace")
+    assert res.returncode == 0, err
+    assert "2 calls' records left part of the call out" in err, err
 
 
 # ================================================================ 8. screen time and the filter
