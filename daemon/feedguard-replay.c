@@ -392,7 +392,7 @@ static int load_schema(struct dump *d, const char *ds, const char *config)
 
 	if (config) {
 		if (fg_config_load(config, &cfg, err, sizeof(err)) < 0) {
-			fprintf(stderr, "%s\n", err);
+			fprintf(stderr, PROG ": %s\n", err);
 			return -1;
 		}
 		if (!cfg->policy) {
@@ -827,7 +827,7 @@ static int run_open(struct run *ru)
 
 	for (p = 0; p < ru->npolicies; p++)
 		if (fg_replay_new(&ru->replay[p], ru->policies[p], ru->max_users, err, sizeof(err)) < 0) {
-			fprintf(stderr, "%s\n", err);
+			fprintf(stderr, PROG ": %s\n", err);
 			return -1;
 		}
 	if (!(ru->stats = fg_replay_stats_new()))
@@ -881,7 +881,7 @@ static int cmd_run(int argc, char **argv)
 		rv = EXIT_FAIL;
 	if (ru.calls == stdout) {
 		fflush(stdout);
-	} else {
+	} else if (ru.n > 0 || rv == EXIT_DONE) {      /* no summary of nothing when no file could be read */
 		for (i = 0; i < (int)ru.npolicies; i++)
 			printf("policy %s: %s\n", label(&ru, (size_t)i), fg_replay_policy(ru.replay[i]));
 		printf("calls: %zu%s\n\n", ru.n, ru.nshards > 1 ? " (this shard's)" : "");
@@ -941,7 +941,7 @@ static int cmd_summary(int argc, char **argv)
 	for (i = 1; i < argc && rv == EXIT_DONE; i++) {
 		FILE *f = strcmp(argv[i], "-") == 0 ? stdin : fopen(argv[i], "r");
 		if (!f) {
-			perror(argv[i]);
+			fprintf(stderr, PROG ": %s: %s\n", argv[i], strerror(errno));
 			rv = EXIT_FAIL;
 			break;
 		}

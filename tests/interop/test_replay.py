@@ -1059,6 +1059,25 @@ def test_live_closed_port(cap):
 # ================================================================ 6. usage
 
 @pytest.mark.parametrize("args", [
+    ["run", "-p", "{missing}", "{cap}"],
+    ["run", "-p", "{policy}", "{missing}"],
+    ["summary", "{missing}"],
+    ["live", "--target", "127.0.0.1:1", "-p", "{missing}", "{cap}"],
+], ids=["run-policy-missing", "run-capture-missing", "summary-missing", "live-policy-missing"])
+def test_missing_files_exit_1(cap, tmp_path, args):
+    """A file that is not there: exit 1, the tool's name and the path on
+    stderr, nothing on stdout (no summary of nothing)."""
+    missing = str(tmp_path / "not-there")
+    args = [str(cap.files[0]) if a == "{cap}" else str(cap.policy_a) if a == "{policy}" else
+            missing if a == "{missing}" else a for a in args]
+    res = replay(*args)
+    out, err = text(res)
+    assert res.returncode == 1, "%s: exit %s\n%s\n%s" % (args, res.returncode, out[-500:], err[-500:])
+    assert not out.strip(), "%s: stdout %r" % (args, out[:300])
+    assert err.startswith("feedguard-replay: ") and missing in err, "%s: stderr %r" % (args, err[:300])
+
+
+@pytest.mark.parametrize("args", [
     ["frobnicate"],
     ["run", "{cap}"],
     ["run", "-p", "{policy}", "--shard", "3/3", "{cap}"],
