@@ -12,6 +12,11 @@
  * FG_LISTENER_PAUSE_MS, as the workers do (fg_listener.h), logs
  * event=accept_failed listener=admin and counts the pause in
  * feedguard_admin_accept_paused_total.  There is one endpoint per process.
+ *
+ * What a client can make it hold: a request's headers at most
+ * FG_ADMIN_MAX_HEADERS (a larger request is refused before it is read
+ * further), no body (a request with one is refused, 413), and a
+ * connection with nothing to read for 10 s is closed.
  */
 #ifndef FG_ADMIN_H
 #define FG_ADMIN_H
@@ -21,6 +26,9 @@
 
 #include "fg_config.h"
 #include "fg_metrics.h"
+
+/* The request line and headers of one admin request, at most. */
+#define FG_ADMIN_MAX_HEADERS 8192
 
 struct fg_admin;
 

@@ -644,10 +644,15 @@ int fg_call_on_req_header(struct fg_call *call, const uint8_t *name, size_t name
                           const uint8_t *value, size_t valuelen, uint8_t flags, uint32_t max_list)
 {
 	struct fg_hdrs *h = (call->flags & FG_CALL_REQ_HDRS_DONE) ? &call->req_trailers : &call->req_hdrs;
+	/* A request's headers and trailers share one max_header_list_size:
+	 * RFC 9113 bounds each field section alone, but a stream whose trailers
+	 * had their own let a client make feedguardd hold twice the documented
+	 * headers per stream (gRPC requests carry no trailers anyway). */
+	size_t held = h->list_size + (h == &call->req_trailers ? call->req_hdrs.list_size : 0);
 
 	if (call->flags & FG_CALL_HDRS_TOO_BIG)
 		return 0;
-	if (h->list_size + namelen + valuelen + 32 > max_list ||
+	if (held + namelen + valuelen + 32 > max_list ||
 	    fg_hdrs_add(h, name, namelen, value, valuelen, flags) < 0)
 		call->flags |= FG_CALL_HDRS_TOO_BIG;
 	return 0;
@@ -711,7 +716,7 @@ void fg_call_on_req_trailers_end(struct fg_call *call)
 {
 	if (call->flags & FG_CALL_HDRS_TOO_BIG) {
 		fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED,
-		             "request trailers exceed limits.max_header_list_size");
+		             "request headers and trailers together exceed limits.max_header_list_size");
 		return;
 	}
 	if (call->pl) {
@@ -862,6 +867,12 @@ int fg_call_start_upstream(struct fg_call *call, struct fg_upconn *up)
 
 	if (!nv)
 		return FG_ENOMEM;
+	/* RFC 9113 §6.5.2: the size of a header list is its names and values
+	 * plus 32 bytes an entry, as req_hdrs counts it (the grpc-timeout
+	 * written below keeps its length within a few bytes). */
+	if (call->req_hdrs.list_size > nghttp2_session_get_remote_settings(up->h2.session,
+	                                                                   NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE))
+		return FG_ETOOBIG;
 	nv_update_timeout(call, nv, call->req_hdrs.n, tbuf, sizeof(tbuf));
 	if ((call->flags & FG_CALL_REQ_END) && !(call->flags & FG_CALL_REQ_TRAILERS) &&
 	    fg_bufq_len(&call->req_body) == 0)

@@ -462,6 +462,7 @@ static void pool_dispatch(struct fg_upstream *pool)
 	struct fg_upconn *up;
 	struct fg_call *call;
 	unsigned connecting, live;
+	int rc;
 	char msg[UP_WHY_LEN + sizeof(((struct fg_config_addr *)0)->text) + 32];
 
 	if (pool->dispatching)
@@ -481,8 +482,16 @@ static void pool_dispatch(struct fg_upstream *pool)
 			continue;
 		}
 		fg_upstream_unqueue(pool, call);
-		if (fg_call_start_upstream(call, up) < 0)
+		rc = fg_call_start_upstream(call, up);
+		if (rc == FG_ETOOBIG) {
+			snprintf(msg, sizeof(msg), "request metadata of %zu bytes is over the %u the upstream accepts "
+			         "(its SETTINGS_MAX_HEADER_LIST_SIZE)", call->req_hdrs.list_size,
+			         nghttp2_session_get_remote_settings(up->h2.session,
+			                                             NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE));
+			fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED, msg);
+		} else if (rc < 0) {
 			fg_call_fail(call, FG_GRPC_INTERNAL, "feedguardd could not start the upstream stream");
+		}
 	}
 	pool->dispatching = 0;
 }

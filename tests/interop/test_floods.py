@@ -2,7 +2,9 @@
 CVE-2023-44487; CONTINUATION flood, CVE-2024-28182) end the abusive
 connection and nothing else.  Needs the daemon (proxy_only)."""
 import socket
+import urllib.parse
 
+import grpc
 import h2.config
 import h2.connection
 import h2.errors
@@ -79,3 +81,47 @@ def test_continuation_flood_ends_only_that_connection(middle, upstream):
     assert closed, "the daemon kept reading an endless CONTINUATION flood"
     with channel(m.addr) as ch:
         assert ch.unary_unary(method("Unary"))(b"fine", timeout=tf(10)) == b"fine"
+
+
+def test_metadata_over_the_upstreams_limit_fails_only_that_call(middle, upstream):
+    """grpcio's server advertises SETTINGS_MAX_HEADER_LIST_SIZE 8192 and
+    drops the whole connection on a header block over it, with every call
+    on it.  A call whose metadata is under feedguardd's own limit (16 KiB)
+    but over the upstream's fails alone, with RESOURCE_EXHAUSTED and a
+    message that says why; another client's call in flight on the same
+    upstream connection completes, and later calls go on."""
+    m = middle(upstream.addr, {"workers": 1, "limits": {"max_header_list_size": "16KiB"}})
+    with channel(m.addr) as victim_ch, channel(m.addr) as big_ch:
+        victim = victim_ch.unary_unary(method("Unary")).future(
+            b"victim", metadata=[("x-sleep-ms", str(int(tf(1.5) * 1000)))], timeout=tf(10))
+        with pytest.raises(grpc.RpcError) as e:
+            big_ch.unary_unary(method("Unary"))(b"big", metadata=[("x-big", "a" * 9000)], timeout=tf(10))
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value
+        assert "SETTINGS_MAX_HEADER_LIST_SIZE" in e.value.details(), e.value.details()
+        assert victim.result() == b"victim", "the other client's call in flight must complete"
+        assert big_ch.unary_unary(method("Unary"))(b"after", timeout=tf(10)) == b"after"
+
+
+def test_request_trailers_share_the_header_limit(middle, upstream):
+    """A request's headers and trailers together are held to
+    limits.max_header_list_size: 7 KB of headers and 7 KB of trailers
+    under a 12 KiB limit fail the call with RESOURCE_EXHAUSTED (each alone
+    would fit, and fits the upstream's 8 KiB), and the connection goes on."""
+    m = middle(upstream.addr, {"limits": {"max_header_list_size": "12KiB"}})
+    c = RawClient(m.addr, timeout=tf(10))
+    try:
+        # the ranker takes its time, so its answer cannot come before the trailers
+        sid = c.request(method("Unary"), metadata=[("x-pad", "h" * 7000), ("x-sleep-ms", "2000")],
+                        messages=[b"x"], end_stream=False)
+        c.conn.send_headers(sid, [("x-trailer-pad", "t" * 7000)], end_stream=True)
+        c.flush()
+        st = c.streams[sid]
+        c.wait(lambda: st.finished, tf(10), "the call's end")
+        h = st.status_headers()
+        assert h.get("grpc-status") == "8", h
+        assert "headers and trailers together" in urllib.parse.unquote(h.get("grpc-message", "")), h
+        sid = c.request(method("Unary"), messages=[b"fine"])
+        c.wait(lambda: c.streams[sid].finished, tf(10), "a later call on the same connection")
+        assert c.streams[sid].status_headers().get("grpc-status") == "0"
+    finally:
+        c.close()

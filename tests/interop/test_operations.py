@@ -19,8 +19,9 @@ import grpc
 import pytest
 
 from fgcommon import grpc_frame, method, payload
-from harness import (Daemon, channel, new_call_id, poll_until, run_feedguardd, tf, to_yaml,
-                     deep_merge)
+from harness import (Daemon, channel, deep_merge, new_call_id, poll_until, rss_factor, rss_kib, run_feedguardd, tf,
+                     to_yaml)
+
 
 pytestmark = pytest.mark.proxy_only
 
@@ -234,6 +235,54 @@ def test_admin_health_ready_and_read_only(middle, upstream):
     assert http_get(admin, "/readyz") == (200, "ready\n")
     assert http_get(admin, "/metrics", "POST")[0] == 405
     assert http_get(admin, "/nope")[0] == 404
+
+
+def raw_http(addr, head, body_bytes=0, chunk=1 << 20):
+    """Send request <head> (bytes, ending in a blank line) and <body_bytes>
+    zero bytes of body to <addr>, as far as the server reads; return the
+    status code it answered (0: none)."""
+    host, port = addr.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=tf(10))
+    try:
+        try:
+            s.sendall(head)
+            zeros = bytes(chunk)
+            while body_bytes > 0:
+                s.sendall(zeros[:min(chunk, body_bytes)])
+                body_bytes -= chunk
+        except OSError:
+            pass                        # refused before all was sent: what we want
+        data = b""
+        try:
+            while b"\r\n" not in data:
+                got = s.recv(4096)
+                if not got:
+                    break
+                data += got
+        except OSError:
+            pass
+        m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
+        return int(m.group(1)) if m else 0
+    finally:
+        s.close()
+
+
+def test_admin_refuses_big_requests_without_reading_them(middle, upstream):
+    """The admin endpoint reads no body and at most 8 KiB of headers: a
+    200 MiB POST body and a 50 MiB header are refused, and the daemon's RSS
+    does not grow by what they sent (it grew by 216 and 159 MB before)."""
+    m = middle(upstream.addr, {"admin": {"listen": "127.0.0.1:0"}})
+    admin = admin_addr(m)
+    before = rss_kib(m.pid)
+    code = raw_http(admin, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (200 << 20),
+                    200 << 20)
+    assert code in (0, 400, 413), "a 200 MiB body: HTTP %d" % code
+    code = raw_http(admin, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (50 << 20) + b"\r\n\r\n")
+    assert code in (0, 400, 413, 431), "a 50 MiB header: HTTP %d" % code
+    grew = rss_kib(m.pid) - before
+    assert grew < 16 * 1024 * rss_factor(m.pid), "the admin endpoint held %d KiB for refused requests" % grew
+    assert http_get(admin, "/healthz") == (200, "ok\n")
+    assert http_get(admin, "/metrics")[0] == 200
 
 
 def test_sigterm_readiness_delay_then_drain(middle, upstream):
