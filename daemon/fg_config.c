@@ -17,7 +17,9 @@
 
 #include "fg_config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,6 +111,50 @@ static int finish_sections(struct fg_config_loader *l, const struct fg_yaml_node
 	return 0;
 }
 
+/* The port of a parsed address (0: the kernel picks). */
+static unsigned addr_port(const struct fg_config_addr *a)
+{
+	if (a->sa.ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)&a->sa)->sin6_port);
+	return ntohs(((const struct sockaddr_in *)&a->sa)->sin_port);
+}
+
+/* Whether binding both would collide: one port, one family, and the same
+ * host or a wildcard on either side. */
+static int addrs_collide(const struct fg_config_addr *a, const struct fg_config_addr *b)
+{
+	if (!addr_port(a) || addr_port(a) != addr_port(b) || a->sa.ss_family != b->sa.ss_family)
+		return 0;
+	if (a->sa.ss_family == AF_INET6) {
+		const struct in6_addr *x = &((const struct sockaddr_in6 *)&a->sa)->sin6_addr;
+		const struct in6_addr *y = &((const struct sockaddr_in6 *)&b->sa)->sin6_addr;
+		return IN6_IS_ADDR_UNSPECIFIED(x) || IN6_IS_ADDR_UNSPECIFIED(y) || IN6_ARE_ADDR_EQUAL(x, y);
+	}
+	in_addr_t x = ((const struct sockaddr_in *)&a->sa)->sin_addr.s_addr;
+	in_addr_t y = ((const struct sockaddr_in *)&b->sa)->sin_addr.s_addr;
+	return x == htonl(INADDR_ANY) || y == htonl(INADDR_ANY) || x == y;
+}
+
+/* The admin endpoint and a listen address on one port would pass -t and
+ * then fail at start ("Address already in use"): said here, at the
+ * admin section (or listen, or the file's top when both are defaults). */
+static int check_admin_port(struct fg_config_loader *l, const struct fg_yaml_node *const *vals,
+                            const struct fg_yaml_node *root)
+{
+	const struct fg_yaml_node *at = root;
+
+	if (!l->cfg->admin.enabled)
+		return 0;
+	for (size_t i = 0; i < NSECTIONS; i++)
+		if ((sections[i] == &fg_config_admin_section || sections[i] == &fg_config_listen_section) && vals[i])
+			at = vals[i];
+	for (int i = 0; i < l->cfg->nlisten; i++)
+		if (addrs_collide(&l->cfg->admin.listen, &l->cfg->listen[i]))
+			return fg_config_fail(l, at, "admin.listen %s and listen %s are on one port: each needs "
+			                      "its own", l->cfg->admin.listen.text, l->cfg->listen[i].text);
+	return 0;
+}
+
 /* Parse <len> bytes at <text> into a new snapshot; takes <path> (absolute, owned). */
 static int load(struct fg_config_loader *l, const char *text, size_t len, char *path, struct fg_config **out)
 {
@@ -132,6 +178,8 @@ static int load(struct fg_config_loader *l, const char *text, size_t len, char *
 	rc = fg_config_walk_sections(l, sections, NSECTIONS, root, vals);
 	if (rc == 0)
 		rc = finish_sections(l, vals);
+	if (rc == 0)
+		rc = check_admin_port(l, vals, root);
 	fg_yaml_free(root);
 	if (rc)
 		goto out_free_cfg;

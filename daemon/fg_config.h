@@ -215,6 +215,9 @@ int fg_config_load(const char *path, struct fg_config **out, char *err, size_t e
 
 /* <flags> of fg_config_load_flags. */
 #define FG_CONFIG_LOAD_NO_POLICY 0x1u  /* the policy key is read, its file is not: <policy> stays NULL */
+#define FG_CONFIG_LOAD_DAEMON 0x2u     /* feedguardd's own load (-t, start, reload): also check that
+                                          a log.access_log file can be written, which the tools
+                                          that read the config never write */
 
 /*
  * fg_config_load_flags - fg_config_load with <flags>.  FG_CONFIG_LOAD_NO_POLICY
@@ -222,6 +225,7 @@ int fg_config_load(const char *path, struct fg_config **out, char *err, size_t e
  * compile (feedguardctl: a typo in the policy must not block a user's
  * erasure); the checks that need the policy (capture.methods, keys or state
  * the policy asks for) are skipped, so such a snapshot never serves calls.
+ * FG_CONFIG_LOAD_DAEMON is feedguardd's.
  */
 int fg_config_load_flags(const char *path, unsigned flags, struct fg_config **out, char *err, size_t errlen);
 

@@ -7,6 +7,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "fg_config-internal.h"
 
@@ -32,6 +35,44 @@ static int parse_level(struct fg_config_loader *l, const struct fg_config_key *k
 	                      fg_yaml_show(val, buf, sizeof(buf)));
 }
 
+static const char *const yaml_bools[] = { "false", "true", "no", "yes", "on", "n", "y" };
+
+/* Said at the key, at -t and at reload, rather than at start into the log
+ * (the daemon then ran with no access log): the file <path> can be opened
+ * for appending, or made in a directory that exists and can be written. */
+static int check_writable(struct fg_config_loader *l, const struct fg_yaml_node *val, const char *path)
+{
+	char buf[FG_YAML_SHOWLEN], dir[4096];
+	const char *slash = strrchr(path, '/');
+	struct stat st;
+
+	if (stat(path, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return fg_config_fail(l, val, "log.access_log: '%s' is a directory",
+			                      fg_yaml_show(val, buf, sizeof(buf)));
+		if (access(path, W_OK) != 0)
+			return fg_config_fail(l, val, "log.access_log: cannot write to '%s': %s",
+			                      fg_yaml_show(val, buf, sizeof(buf)), strerror(errno));
+		return 0;
+	}
+	if (!slash || (size_t)(slash - path) >= sizeof(dir))
+		return 0;
+	memcpy(dir, path, (size_t)(slash - path));
+	dir[slash > path ? slash - path : 1] = '\0';
+	if (slash == path)
+		dir[0] = '/';
+	if (stat(dir, &st) != 0)
+		return fg_config_fail(l, val, "log.access_log: cannot make '%s': its directory: %s",
+		                      fg_yaml_show(val, buf, sizeof(buf)), strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return fg_config_fail(l, val, "log.access_log: cannot make '%s': its directory is not one",
+		                      fg_yaml_show(val, buf, sizeof(buf)));
+	if (access(dir, W_OK | X_OK) != 0)
+		return fg_config_fail(l, val, "log.access_log: cannot make '%s' in its directory: %s",
+		                      fg_yaml_show(val, buf, sizeof(buf)), strerror(errno));
+	return 0;
+}
+
 /* "off", "-" (stderr) or a path, made absolute now: a reopen on SIGHUP
  * must find the same file whatever the daemon's directory. */
 static int parse_access_log(struct fg_config_loader *l, const struct fg_config_key *k,
@@ -44,16 +85,24 @@ static int parse_access_log(struct fg_config_loader *l, const struct fg_config_k
 		return rc;
 	if (strcmp(val->text, "off") == 0)
 		return 0;
+	/* YAML's booleans: `access_log: false` made a file named "false" */
+	for (size_t i = 0; i < sizeof(yaml_bools) / sizeof(yaml_bools[0]); i++)
+		if (strcasecmp(val->text, yaml_bools[i]) == 0)
+			return fg_config_fail(l, val, "log.access_log: '%s' is not off, - or a file path (for a file of "
+			                      "that name, write ./%s)", fg_yaml_show(val, buf, sizeof(buf)), val->text);
 	if (strcmp(val->text, "-") == 0)
 		l->cfg->log.access_log = strdup("-");
 	else
 		l->cfg->log.access_log = fg_yaml_path_resolve(l->basedir, val->text);
-	if (l->cfg->log.access_log)
+	if (!l->cfg->log.access_log) {
+		if (errno == ENOMEM)
+			return fg_config_fail_nomem(l);
+		return fg_config_fail(l, val, "log.access_log: cannot make '%s' absolute: %s",
+		                      fg_yaml_show(val, buf, sizeof(buf)), strerror(errno));
+	}
+	if (!(l->flags & FG_CONFIG_LOAD_DAEMON) || strcmp(l->cfg->log.access_log, "-") == 0)
 		return 0;
-	if (errno == ENOMEM)
-		return fg_config_fail_nomem(l);
-	return fg_config_fail(l, val, "log.access_log: cannot make '%s' absolute: %s",
-	                      fg_yaml_show(val, buf, sizeof(buf)), strerror(errno));
+	return check_writable(l, val, l->cfg->log.access_log);
 }
 
 static const struct fg_config_key log_keys[] = {

@@ -43,6 +43,7 @@ struct daemon {
 	struct event_base *base;
 	struct event *note_ev;
 	struct event *drain_ev;             /* readiness delay before the drain starts */
+	struct event *reload_ev;            /* made active by SIGHUP: one reload per loop turn */
 	unsigned stopping;                  /* a stop began: /readyz answers 503 */
 	struct fg_metrics_process proc;     /* reload counters, times */
 	struct fg_metrics *blocks[MAX_WORKERS];   /* each worker's metrics, for the admin endpoint */
@@ -115,7 +116,7 @@ static void reload(struct daemon *d)
 
 	if (report && fg_notify_reloading("reloading", why, sizeof(why)) < 0)
 		fg_log(FG_LOG_WARN, "notify_failed", "why=\"%s\"", why);
-	if (fg_config_load(d->config_path, &next, err, sizeof(err)) < 0 ||
+	if (fg_config_load_flags(d->config_path, FG_CONFIG_LOAD_DAEMON, &next, err, sizeof(err)) < 0 ||
 	    (fg_config_reload_check(d->cfg, next, err, sizeof(err)) < 0 && (fg_config_unref(next), 1))) {
 		d->proc.reload_failures++;
 		fg_log(FG_LOG_ERROR, "reload_failed", "error=%s", fg_log_quote(q, sizeof(q), err));
@@ -155,7 +156,13 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	int64_t delay;
 
 	if (sig == SIGHUP) {
-		reload(d);
+		/* libevent runs this once per signal caught: the SIGHUPs of one
+		 * burst (a loop over kill, logrotate and an operator at once) make
+		 * one reload, after them, instead of one each */
+		if (d->reload_ev)
+			event_active(d->reload_ev, EV_TIMEOUT, 0);
+		else
+			reload(d);
 		return;
 	}
 	if (sig == SIGUSR1) {
@@ -326,6 +333,13 @@ static void release_cb(evutil_socket_t fd, short what, void *arg)
 	fg_alloc_release();
 }
 
+static void reload_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	reload(arg);
+}
+
 static void run(struct daemon *d)
 {
 	static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1 };
@@ -341,6 +355,7 @@ static void run(struct daemon *d)
 	}
 	d->note_ev = event_new(d->base, d->note_fd[0], EV_READ | EV_PERSIST, note_cb, d);
 	event_add(d->note_ev, NULL);
+	d->reload_ev = event_new(d->base, -1, 0, reload_cb, d);
 	release = FG_ALLOC_RELEASE_EVERY_S ? event_new(d->base, -1, EV_PERSIST, release_cb, NULL) : NULL;
 	if (release)
 		event_add(release, &every);
@@ -350,6 +365,9 @@ static void run(struct daemon *d)
 	for (i = 0; i < 4; i++)
 		if (sev[i])
 			event_free(sev[i]);
+	if (d->reload_ev)
+		event_free(d->reload_ev);
+	d->reload_ev = NULL;
 }
 
 int main(int argc, char **argv)
@@ -361,7 +379,7 @@ int main(int argc, char **argv)
 	fg_alloc_setup();
 	if (parse_args(argc, argv, &d.config_path, &test_only) < 0)
 		return 2;
-	if (fg_config_load(d.config_path, &d.cfg, err, sizeof(err)) < 0) {
+	if (fg_config_load_flags(d.config_path, FG_CONFIG_LOAD_DAEMON, &d.cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s\n", err);
 		hint_example(d.config_path);
 		return 1;

@@ -96,6 +96,46 @@ def test_check_missing_upstream_section(tmp_path):
     assert "upstream" in msg
 
 
+@pytest.mark.parametrize("value,want", [
+    ("false", "is not off, - or a file path"),          # made a file named "false" before
+    ("yes", "is not off, - or a file path"),
+    ("nodir/access.log", "its directory: No such file or directory"),
+    (".", "is a directory"),
+])
+def test_check_access_log_that_cannot_be_written(tmp_path, value, want):
+    """-t refuses an access log the daemon could not write (it used to say
+    "configuration ok", then run without one) and a YAML boolean, at the
+    value's position; a file in a directory that exists passes."""
+    lines = ["listen: 127.0.0.1:0", "upstream:", "  address: 127.0.0.1:50051", "log:",
+             "  access_log: %s" % value]
+    path, res = _check(tmp_path, "\n".join(lines) + "\n")
+    assert res.returncode == 1, res.stderr.decode("utf-8", "replace")
+    line, col, msg = _location(path, res)
+    assert (line, col) == (5, 15) and want in msg, (line, col, msg)
+    lines[-1] = "  access_log: ok/access.log"
+    (tmp_path / "ok").mkdir()
+    path, res = _check(tmp_path, "\n".join(lines) + "\n")
+    assert res.returncode == 0, res.stderr.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("listen,admin", [("127.0.0.1:9901", None), ("\"*:19955\"", "127.0.0.1:19955"),
+                                          ("127.0.0.1:19956", "0.0.0.0:19956")])
+def test_check_admin_on_a_listen_port(tmp_path, listen, admin):
+    """The admin endpoint on a port a listen address takes (the default
+    admin.listen 127.0.0.1:9901 included) fails -t, instead of the start
+    ("Address already in use"); both on port 0 pass."""
+    lines = ["listen: %s" % listen, "upstream:", "  address: 127.0.0.1:50051"]
+    if admin:
+        lines += ["admin:", "  listen: %s" % admin]
+    path, res = _check(tmp_path, "\n".join(lines) + "\n")
+    assert res.returncode == 1, res.stderr.decode("utf-8", "replace")
+    _line, _col, msg = _location(path, res)
+    assert "are on one port" in msg, msg
+    path, res = _check(tmp_path, "listen: 127.0.0.1:0\nupstream: {address: 127.0.0.1:50051}\n"
+                                 "admin: {listen: 127.0.0.1:0}\n")
+    assert res.returncode == 0, res.stderr.decode("utf-8", "replace")
+
+
 def test_check_missing_file(tmp_path):
     path = tmp_path / "no-such.yaml"
     res = run_feedguardd(["-t", "-c", str(path)])

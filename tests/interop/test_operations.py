@@ -118,6 +118,23 @@ def test_bad_reload_keeps_running_config(middle, upstream):
     assert metric(text, "feedguard_reloads_total") == 0
 
 
+def test_a_burst_of_sighups_is_one_reload(middle, upstream):
+    """Ten SIGHUPs sent at once are one reload (README), not one each: the
+    daemon logs event=reloaded once and counts one reload; a SIGHUP later
+    is another."""
+    m = middle(upstream.addr, {"admin": {"listen": "127.0.0.1:0"}})
+    before = m.stderr().count("event=reloaded")
+    for _ in range(10):
+        os.kill(m.pid, signal.SIGHUP)
+    poll_until(lambda: m.stderr().count("event=reloaded") > before, tf(5), "a reload")
+    time.sleep(0.3 * tf(1))     # the point: no further reload comes of the same burst
+    assert m.stderr().count("event=reloaded") == before + 1, m.stderr()[-2000:]
+    _, text = http_get(admin_addr(m), "/metrics")
+    assert metric(text, "feedguard_reloads_total") == 1
+    sighup_and_wait(m, "reloaded")
+    assert m.stderr().count("event=reloaded") == before + 2
+
+
 def test_reload_refuses_listen_change(middle, upstream):
     m = middle(upstream.addr)
     rewrite_config(m, {"listen": "127.0.0.1:1"})
