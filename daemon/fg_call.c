@@ -375,6 +375,36 @@ static int status_hdrs(struct fg_hdrs *h, int status, const char *msg, int with_
 }
 
 /*
+ * Whether the client takes header list <h>: at most what its SETTINGS
+ * advertised (gRPC C-core clients: 8 KiB).  A block over it may make the
+ * client drop the connection, and with it every other call the client (a
+ * gateway serving many users) has on it.  0 when it does, else FG_ETOOBIG
+ * with the message for the call's status in <msg>.
+ */
+static int client_takes(const struct fg_call *call, const struct fg_hdrs *h, const char *what, char *msg,
+                        size_t len)
+{
+	uint32_t max = nghttp2_session_get_remote_settings(front_session(call), NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE);
+
+	if (h->list_size <= max)
+		return 0;
+	snprintf(msg, len, "upstream response %s of %zu bytes are over the %u the client accepts "
+	         "(its SETTINGS_MAX_HEADER_LIST_SIZE)", what, h->list_size, max);
+	return FG_ETOOBIG;
+}
+
+/* Trailers <h> the client would not take become an INTERNAL status that
+ * says why: the call fails alone. */
+static void trailers_for_client(struct fg_call *call, struct fg_hdrs *h)
+{
+	char msg[192];
+
+	if (call->front && client_takes(call, h, "trailers", msg, sizeof(msg)) < 0 &&
+	    status_hdrs(h, FG_GRPC_INTERNAL, msg, 0) == 0)
+		call->status = FG_GRPC_INTERNAL;
+}
+
+/*
  * Answer the client with <status>: trailers-only when nothing was sent yet,
  * otherwise trailers after the response bytes already queued.  The
  * pipeline, if any, is done: a stage waiting on the call hears of it.
@@ -537,7 +567,18 @@ static void op_request_end(void *host, struct fg_hdrs *t)
 static void call_start_response(struct fg_call *call, struct fg_hdrs *h, int end_stream)
 {
 	nghttp2_data_provider prd = { .source.ptr = call, .read_callback = resp_read_cb };
-	nghttp2_nv *nv = fg_hdrs_nv(h);
+	nghttp2_nv *nv;
+	char msg[192];
+
+	if (client_takes(call, h, "headers", msg, sizeof(msg)) < 0) {
+		/* as for headers that could not be kept: the call fails alone
+		 * (not fg_call_fail: this may run inside the upstream's callbacks) */
+		fg_hdrs_reset(h);
+		call_reply_status(call, FG_GRPC_INTERNAL, msg);
+		call_rst_up(call, NGHTTP2_CANCEL);
+		return;
+	}
+	nv = fg_hdrs_nv(h);
 
 	call->flags |= FG_CALL_RESP_STARTED;
 	if (end_stream) {
@@ -583,6 +624,7 @@ static void op_response_end(void *host, struct fg_hdrs *t)
 		hdrs_swap(&call->resp_hdrs, t);
 		call->flags |= FG_CALL_RESP_TRAILERS;
 		call->status = hdrs_grpc_status(&call->resp_hdrs);
+		trailers_for_client(call, &call->resp_hdrs);
 	}
 	call_settle_up(call);
 	call_resume_front(call);
@@ -916,6 +958,7 @@ static void call_resp_end(struct fg_call *call, int trailers)
 	if (trailers) {
 		call->flags |= FG_CALL_RESP_TRAILERS;
 		call->status = hdrs_grpc_status(&call->resp_hdrs);
+		trailers_for_client(call, &call->resp_hdrs);
 	}
 	call_resume_front(call);
 }

@@ -125,3 +125,31 @@ def test_request_trailers_share_the_header_limit(middle, upstream):
         assert c.streams[sid].status_headers().get("grpc-status") == "0"
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("where", ["headers", "trailers"])
+def test_response_metadata_over_the_clients_limit_fails_only_that_call(middle, where):
+    """A grpcio client advertises SETTINGS_MAX_HEADER_LIST_SIZE 8192 and
+    drops its connection on a bigger header block, with every call it has
+    on it (a gateway's many users).  A ranker's response headers (or
+    trailers) over it fail that call alone with INTERNAL and a message
+    that says why (the client used to get grpc's own error for it); the
+    client's other calls on the same connection complete."""
+    from feedranker import FeedRanker
+    ranker = FeedRanker()
+    try:
+        m = middle(ranker.addr, {"workers": 1})
+        big = (("x-big", "a" * 9000),)
+        ranker.script("big", [b"page"], **({"initial": big} if where == "headers" else {"trailing": big}))
+        ranker.script("fine", [b"page"])
+        with channel(m.addr) as ch:
+            call = ch.unary_unary(method("Unary"))
+            fine = call.future(b"", metadata=[("x-call-id", "fine")], timeout=tf(10))
+            with pytest.raises(grpc.RpcError) as e:
+                call(b"", metadata=[("x-call-id", "big")], timeout=tf(10))
+            assert e.value.code() == grpc.StatusCode.INTERNAL, e.value
+            assert "SETTINGS_MAX_HEADER_LIST_SIZE" in e.value.details(), e.value.details()
+            assert fine.result() == b"page"
+            assert call(b"", metadata=[("x-call-id", "fine")], timeout=tf(10)) == b"page"
+    finally:
+        ranker.stop()
