@@ -99,11 +99,9 @@ def test_check_decides_every_call_as_recorded(walk):
     assert m and m.group(3) == "0", m.group(0) if m else summary
 
 
-def test_summary_user_days_leave_out_calls_without_a_user(tmp_path):
-    """The summary's exposure percentiles are over user-days, and a call
-    without a user id belongs to none (README "The summary"): users u1 (3
-    items) and u2 (1) and a call without a user (5 items) give the
-    percentiles of [1, 3], while the class's total shown counts all 9."""
+def calls_without_a_user(tmp_path):
+    """A calls file (run --calls, CSV) of one band and class: users u1 (3
+    items shown) and u2 (1), and a call without a user id (5)."""
     head = ("policy,call,time_ms,date,user_key,band,method,status,answered,action,notices,"
             "no_upstream,class,shown,removed,demoted,limited,surplus,trimmed")
     rows = [("1", "u1", 3), ("2", "u2", 1), ("3", "", 5)]
@@ -111,6 +109,15 @@ def test_summary_user_days_leave_out_calls_without_a_user(tmp_path):
     csv.write_text(head + "\n" + "".join(
         "A,%s,1796000000000,2026-12-01,%s,13_15,/r.R/Feed,0,0,NONE,,0,body_image,%d,0,0,0,0,0\n"
         % (call, user, shown) for call, user, shown in rows))
+    return csv
+
+
+def test_summary_user_days_leave_out_calls_without_a_user(tmp_path):
+    """The summary's exposure percentiles are over user-days, and a call
+    without a user id belongs to none (README "The summary"): users u1 (3
+    items) and u2 (1) and a call without a user (5 items) give the
+    percentiles of [1, 3], while the class's total shown counts all 9."""
+    csv = calls_without_a_user(tmp_path)
     res = run_feedguard_replay(["summary", str(csv)], timeout=tf(60))
     text = res.stdout.decode()
     assert res.returncode == 0, text + res.stderr.decode("utf-8", "replace")
@@ -123,13 +130,7 @@ def test_plot_user_days_leave_out_calls_without_a_user(tmp_path):
     """plot.py's user-days are the summary's: a call without a user id
     (empty user_key) makes none, so it neither adds a user-day of 0 nor
     counts its items for anybody."""
-    head = ("policy,call,time_ms,date,user_key,band,method,status,answered,action,notices,"
-            "no_upstream,class,shown,removed,demoted,limited,surplus,trimmed")
-    rows = [("1", "u1", 3), ("2", "u2", 1), ("3", "", 5)]
-    csv = tmp_path / "calls.csv"
-    csv.write_text(head + "\n" + "".join(
-        "A,%s,1796000000000,2026-12-01,%s,13_15,/r.R/Feed,0,0,NONE,,0,body_image,%d,0,0,0,0,0\n"
-        % (call, user, shown) for call, user, shown in rows))
+    csv = calls_without_a_user(tmp_path)
     res = subprocess.run(["/usr/bin/python3", str(SRCDIR / "contrib" / "research" / "plot.py"), str(csv),
                           "--out", str(tmp_path / "plots"), "--combine", "wb=body_image"],
                          capture_output=True, timeout=tf(60))
