@@ -310,9 +310,8 @@ static void pool_free(void *ptr, void *user)
 
 static void *pool_calloc(size_t nmemb, size_t size, void *user)
 {
-	void *ptr;
-
 	struct fg_mempool *p = user;
+	void *ptr;
 
 	if (size && nmemb > SIZE_MAX / size)
 		return NULL;

@@ -374,9 +374,6 @@ enum md_from {
 	MD_OURS,                        /* what feedguard's stages added: all of it */
 };
 
-/* Metadata <h> as entries of <field>: the names in capture.metadata, or
- * all of it when feedguard added it (a ranker's own "feedguard-*" header
- * is a peer's like any other, and may carry anything). */
 /* One Metadata entry of <n> bytes at <p>: feedguard's own may use the
  * OURS_ROOM kept for them, so a large page never pushes them out; a
  * listed name that does not fit is left out and counted. */
@@ -396,6 +393,9 @@ static void add_metadata_entry(struct fg_stage_record *r, uint32_t field, const 
 		r->ours_bytes += (uint32_t)need;
 }
 
+/* Metadata <h> as entries of <field>: the names in capture.metadata, or
+ * all of it when feedguard added it (a ranker's own "feedguard-*" header
+ * is a peer's like any other, and may carry anything). */
 static void add_metadata(struct fg_stage_record *r, uint32_t field, const struct fg_hdrs *h, enum md_from from)
 {
 	const struct fg_config *cfg = r->call->cfg;
