@@ -41,6 +41,16 @@ static void *take(struct fg_redisreply_arena *a, size_t n)
 	return p;
 }
 
+/* Count <n> more bytes against the reply's bound: 0, or -1 when they
+ * would take it past FG_REDISREPLY_MAX_REPLY (the reply is refused). */
+static int charge(struct fg_redisreply_arena *a, size_t n)
+{
+	if (n > FG_REDISREPLY_MAX_REPLY - a->total)
+		return -1;
+	a->total += n;
+	return 0;
+}
+
 static void free_tree(redisReply *r)
 {
 	struct node *n;
@@ -72,15 +82,19 @@ static void free_object(void *reply)
 	a = node_of(reply)->arena;
 	free_tree(reply);
 	a->used = 0;
+	a->total = 0;
 }
 
 /* A node of <type> linked into its parent array, or NULL (out of memory). */
 static redisReply *node_new(const redisReadTask *task, int type)
 {
 	struct fg_redisreply_arena *a = task->privdata;
-	struct node *n = take(a, sizeof(*n));
+	struct node *n;
 	unsigned heap = 0;
 
+	if (charge(a, sizeof(*n)) < 0)
+		return NULL;
+	n = take(a, sizeof(*n));
 	if (!n) {
 		if (!(n = malloc(sizeof(*n))))
 			return NULL;
@@ -108,8 +122,10 @@ static void *node_fail(const redisReadTask *task, redisReply *r)
 		parent->element[task->idx] = NULL;
 	}
 	free_tree(r);
-	if (!task->parent)
+	if (!task->parent) {
 		a->used = 0;    /* a root nobody will free: the arena is empty again */
+		a->total = 0;
+	}
 	return NULL;
 }
 
@@ -120,6 +136,8 @@ static void *create_string(const redisReadTask *task, char *str, size_t len)
 
 	if (len > FG_REDISREPLY_MAX_STRING || !(r = node_new(task, task->type)))
 		return NULL;
+	if (charge(a, len + 1) < 0)
+		return node_fail(task, r);
 	if (len == SIZE_MAX || !(r->str = take(a, len + 1))) {
 		if (len == SIZE_MAX || !(r->str = malloc(len + 1)))
 			return node_fail(task, r);
@@ -141,6 +159,8 @@ static void *create_array(const redisReadTask *task, int elements)
 		return NULL;
 	if (elements > 0) {
 		bytes = (size_t)elements * sizeof(redisReply *);
+		if (charge(a, bytes) < 0)
+			return node_fail(task, r);
 		if ((r->element = take(a, bytes)) != NULL) {
 			memset(r->element, 0, bytes);
 		} else {
@@ -175,6 +195,7 @@ static redisReplyObjectFunctions arena_functions = {
 void fg_redisreply_arena_init(struct fg_redisreply_arena *a)
 {
 	a->used = 0;
+	a->total = 0;
 }
 
 void fg_redisreply_attach(redisReader *reader, struct fg_redisreply_arena *a)

@@ -31,6 +31,11 @@
  * pointers). */
 #define FG_REDISREPLY_MAX_STRING (1u << 20)     /* bytes of one string, status or error */
 #define FG_REDISREPLY_MAX_ELEMENTS 4096         /* elements of one array */
+/* Bytes of one whole reply's objects (nodes, strings, element vectors):
+ * without it 4096 strings of just under the string bound, or 4096 arrays
+ * of 4096 integers, each within the bounds above, held a worker at 962
+ * and 134 MB until state.stall_timeout dropped the link. */
+#define FG_REDISREPLY_MAX_REPLY ((size_t)FG_REDISREPLY_MAX_STRING + 64 * 1024)
 
 #include <hiredis/hiredis.h>
 
@@ -39,6 +44,8 @@
 
 struct fg_redisreply_arena {
 	size_t used;                            /* bytes of <buf> the reply being built holds */
+	size_t total;                           /* bytes of its objects, in <buf> or not: at most
+	                                           FG_REDISREPLY_MAX_REPLY */
 	_Alignas(max_align_t) unsigned char buf[FG_REDISREPLY_ARENA_SIZE];
 };
 

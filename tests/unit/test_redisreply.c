@@ -181,12 +181,65 @@ static void test_partial(void **state)
 	release(t, r);
 }
 
+/* Feed an array of <n> elements, each <each> bytes of RESP made by
+ * <elem>, in pieces; 1: the reader took a whole reply, 0: it failed
+ * (refused). */
+static int feed_array(struct t *t, unsigned n, const char *elem)
+{
+	char head[32];
+	void *reply = NULL;
+	int rc;
+
+	snprintf(head, sizeof(head), "*%u\r\n", n);
+	assert_int_equal(redisReaderFeed(t->reader, head, strlen(head)), REDIS_OK);
+	for (unsigned i = 0; i < n; i++) {
+		assert_int_equal(redisReaderFeed(t->reader, elem, strlen(elem)), REDIS_OK);
+		if ((rc = redisReaderGetReply(t->reader, &reply)) != REDIS_OK)
+			return 0;
+	}
+	assert_non_null(reply);
+	release(t, reply);
+	return 1;
+}
+
+/* Each string and each array within its own bound, the whole reply not:
+ * refused once its objects pass FG_REDISREPLY_MAX_REPLY (a hostile server
+ * held a worker at 962 MB with 4096 strings of 1 MB); one just under it
+ * is read. */
+static void test_whole_reply_bound(void **state)
+{
+	struct t *t = *state;
+	static char big[1000 + 16], ints[4096 * 4 + 16];
+	size_t at;
+
+	snprintf(big, sizeof(big), "$1000\r\n%01000d\r\n", 0);
+	assert_int_equal(feed_array(t, 900, big), 1);           /* 900 KB of strings: read */
+	assert_int_equal(feed_array(t, 4096, big), 0);          /* 4 MB: refused */
+	assert_int_equal(t->arena.used, 0);
+	assert_int_equal(t->arena.total, 0);
+
+	redisReaderFree(t->reader);
+	assert_non_null(t->reader = redisReaderCreate());
+	fg_redisreply_attach(t->reader, &t->arena);
+	at = (size_t)snprintf(ints, sizeof(ints), "*4096\r\n");
+	for (unsigned i = 0; i < 4096; i++)
+		at += (size_t)snprintf(ints + at, sizeof(ints) - at, ":%u\r\n", i % 10);
+	assert_int_equal(feed_array(t, 4096, ints), 0);         /* 4096 x 4096 integers: refused */
+	assert_int_equal(t->arena.total, 0);
+
+	redisReaderFree(t->reader);
+	assert_non_null(t->reader = redisReaderCreate());
+	fg_redisreply_attach(t->reader, &t->arena);
+	release(t, read_one(t, "$2\r\nok\r\n", 8));       /* a fresh reader reads again */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_tree, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spill, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_partial, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_whole_reply_bound, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("redisreply", tests, NULL, NULL);
