@@ -39,18 +39,27 @@ static const char *const yaml_bools[] = { "false", "true", "no", "yes", "on", "n
 
 /* Said at the key, at -t and at reload, rather than at start into the log
  * (the daemon then ran with no access log): <path> is opened for
- * appending, as the workers open it (and made if it is not there yet, as
- * `nginx -t` makes its logs), which finds what permissions alone do not
- * (a directory that is missing, a file system that refuses it). */
+ * appending, as the workers open it, which finds what permissions alone
+ * do not (a directory that is missing, a file system that refuses it).  A
+ * file that was not there is made and removed again: `feedguardd -t` run
+ * by root must not leave a root-owned log the service user cannot open. */
 static int check_writable(struct fg_config_loader *l, const struct fg_yaml_node *val, const char *path)
 {
 	char buf[FG_YAML_SHOWLEN];
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC), made = 0;
 
+	if (fd < 0 && errno == ENOENT) {
+		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+		made = fd >= 0;
+		if (fd < 0 && errno == EEXIST)
+			return 0;       /* made meanwhile, by the workers of a running daemon */
+	}
 	if (fd < 0)
 		return fg_config_fail(l, val, "log.access_log: cannot open '%s' for appending: %s",
 		                      fg_yaml_show(val, buf, sizeof(buf)), strerror(errno));
 	close(fd);
+	if (made)
+		unlink(path);
 	return 0;
 }
 
