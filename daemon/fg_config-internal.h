@@ -160,6 +160,9 @@ int fg_config_value_size64(struct fg_config_loader *l, const struct fg_config_ke
  * message saying why not. */
 const char *fg_config_addr_parse(const char *text, unsigned flags, struct fg_config_addr *out);
 
+/* fg_config_addr_port - the port of parsed address <a> (0: the kernel picks). */
+unsigned fg_config_addr_port(const struct fg_config_addr *a);
+
 /* fg_config_addr_read - fg_config_addr_parse of scalar <val>, with an
  * error at <val> naming the key being parsed. */
 int fg_config_addr_read(struct fg_config_loader *l, const struct fg_yaml_node *val, unsigned flags,

@@ -111,19 +111,12 @@ static int finish_sections(struct fg_config_loader *l, const struct fg_yaml_node
 	return 0;
 }
 
-/* The port of a parsed address (0: the kernel picks). */
-static unsigned addr_port(const struct fg_config_addr *a)
-{
-	if (a->sa.ss_family == AF_INET6)
-		return ntohs(((const struct sockaddr_in6 *)&a->sa)->sin6_port);
-	return ntohs(((const struct sockaddr_in *)&a->sa)->sin_port);
-}
-
 /* Whether binding both would collide: one port, one family, and the same
  * host or a wildcard on either side. */
 static int addrs_collide(const struct fg_config_addr *a, const struct fg_config_addr *b)
 {
-	if (!addr_port(a) || addr_port(a) != addr_port(b) || a->sa.ss_family != b->sa.ss_family)
+	if (!fg_config_addr_port(a) || fg_config_addr_port(a) != fg_config_addr_port(b) ||
+	    a->sa.ss_family != b->sa.ss_family)
 		return 0;
 	if (a->sa.ss_family == AF_INET6) {
 		const struct in6_addr *x = &((const struct sockaddr_in6 *)&a->sa)->sin6_addr;

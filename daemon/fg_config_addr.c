@@ -132,3 +132,10 @@ int fg_config_addr_read(struct fg_config_loader *l, const struct fg_yaml_node *v
 		                      fg_yaml_show(val, buf, sizeof(buf)), why);
 	return 0;
 }
+
+unsigned fg_config_addr_port(const struct fg_config_addr *a)
+{
+	if (a->sa.ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)&a->sa)->sin6_port);
+	return ntohs(((const struct sockaddr_in *)&a->sa)->sin_port);
+}

@@ -5,20 +5,11 @@
  */
 #include "config.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <string.h>
 
 #include "fg_config-internal.h"
 
 #define DEFAULT_LISTEN "*:8080"
-
-static int sockaddr_port(const struct fg_config_addr *a)
-{
-	if (a->sa.ss_family == AF_INET6)
-		return ntohs(((const struct sockaddr_in6 *)&a->sa)->sin6_port);
-	return ntohs(((const struct sockaddr_in *)&a->sa)->sin_port);
-}
 
 /* With SO_REUSEPORT a second bind to the same address succeeds and quietly
  * splits its connections, so a repeated listen address is refused here.
@@ -29,7 +20,7 @@ static int check_unique(struct fg_config_loader *l, const struct fg_yaml_node *c
 
 	for (int i = 1; i < cfg->nlisten; i++) {
 		for (int j = 0; j < i; j++) {
-			if (sockaddr_port(&cfg->listen[i]) != 0 && cfg->listen[i].salen == cfg->listen[j].salen &&
+			if (fg_config_addr_port(&cfg->listen[i]) != 0 && cfg->listen[i].salen == cfg->listen[j].salen &&
 			    memcmp(&cfg->listen[i].sa, &cfg->listen[j].sa, cfg->listen[i].salen) == 0)
 				return fg_config_fail(l, items[i], "listen: '%s' is the same address as '%s' (%u:%u)",
 				                      cfg->listen[i].text, cfg->listen[j].text, items[j]->line,
