@@ -5,8 +5,9 @@
 #
 #   1. the ConfigMap feedguard-config-<hash>, made from the pod's feedguardd
 #      config (feedguard.yaml beside this script) and the policy (default
-#      policies/uk-children.yaml), whose descriptor_set line is rewritten to
-#      the descriptor set the pod mounts from the Secret.  <hash> is the
+#      policies/uk-children.yaml; the key is policy.yaml whichever policy
+#      -p names, as the config expects), whose descriptor_set line is
+#      rewritten to the descriptor set the pod mounts from the Secret.  <hash> is the
 #      first 16 hex digits of the SHA-256 of the ConfigMap's data as
 #      printed, so a changed config or policy is a new ConfigMap, and the
 #      one the running pods mount never changes: it is immutable: true.
@@ -70,7 +71,7 @@ data() {
 	echo data:
 	block feedguard.yaml <"$config"
 	sed "s|^descriptor_set:.*|descriptor_set: $descriptor_set   # the Secret's ranking.pb (render.sh)|" \
-		"$policy" | block uk-children.yaml
+		"$policy" | block policy.yaml
 }
 
 tmp=$(mktemp)

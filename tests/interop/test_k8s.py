@@ -444,6 +444,22 @@ def test_config_map_name_changes_with_the_config_and_the_policy(ex, tmp_path):
     assert render() == ex.text
 
 
+def test_another_policy_is_what_the_pod_reads_under_a_neutral_name(ex, tmp_path):
+    # -p other.yaml used to ship under the key and path uk-children.yaml:
+    # the pod ran the other policy, and every error and log line named
+    # the UK one.
+    pol = tmp_path / "acme-teens.yaml"
+    pol.write_text(UK_CHILDREN.read_text().replace("per_day: 20", "per_day: 7"))
+    kinds = by_kind([yaml.safe_load(t) for t in split_documents(render("-p", pol))])
+    cm, deploy = kinds["ConfigMap"], kinds["Deployment"]
+    config = yaml.safe_load(cm["data"]["feedguard.yaml"])
+    fg = [c for c in deploy["spec"]["template"]["spec"]["containers"] if c["name"] == ex.fg["name"]][0]
+    kind, _, key = ex.mounted_files(fg)[config["policy"]]
+    assert kind == "configMap"
+    assert "uk-children" not in key and "uk-children" not in config["policy"], (key, config["policy"])
+    assert "per_day: 7" in cm["data"][key] and "per_day: 20" not in cm["data"][key]
+
+
 CLEANUP_START = "kubectl rollout status deployment/ranker &&"
 
 STUB_KUBECTL = """#!/bin/sh
