@@ -27,10 +27,17 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define FG_CONFIG_DEFAULT_PATH "/etc/feedguard/feedguard.yaml"
+/* configure's sysconfdir (Makefile.am passes it): the default config is
+ * where `make install` put the example and where the unit and the manual
+ * pages look, /usr/local/etc/feedguard/ under a plain ./configure, not an
+ * /etc/feedguard/ nothing installed into. */
+#ifndef FG_SYSCONFDIR
+#define FG_SYSCONFDIR "/etc"
+#endif
+#define FG_CONFIG_DEFAULT_PATH FG_SYSCONFDIR "/feedguard/feedguard.yaml"
 /* What the package installs beside it; feedguardd points at it when the
  * default config does not exist yet. */
-#define FG_CONFIG_EXAMPLE_PATH "/etc/feedguard/feedguard.example.yaml"
+#define FG_CONFIG_EXAMPLE_PATH FG_SYSCONFDIR "/feedguard/feedguard.example.yaml"
 #define FG_CONFIG_MAX_LISTEN 16
 #define FG_CONFIG_ERRLEN 512
 #define FG_CONFIG_MAX_METHODS 64

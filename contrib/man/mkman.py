@@ -51,7 +51,7 @@ SEE_ALSO = [("feedguardd", "8"), ("feedguardctl", "8"), ("feedguard-replay", "1"
 # it names (with {sysconfdir} and {pkgdatadir} as configured), and the
 # daemon's exit status (main.c), which the README gives only in passing.
 CONFIG_FILES = [
-    ("/etc/feedguard/feedguard.yaml",
+    ("{sysconfdir}/feedguard/feedguard.yaml",
      "The configuration read when no \\fB\\-c\\fR is given."),
     ("{sysconfdir}/feedguard/feedguard.example.yaml",
      "An example configuration: a sidecar in front of a ranker on 127.0.0.1:50051, "
@@ -545,7 +545,10 @@ def page_text(readme, file, args):
             continue                        # options only the prose describes
         out.append(".SH " + macro_arg(t))
         out.extend(sections[t])
-    return "\n".join(fix_paragraphs(out)) + "\n"
+    # The README gives the package's default -c; this build's is its own.
+    default = "(default /etc/feedguard/feedguard.yaml)"
+    mine = "(default %s/feedguard/feedguard.yaml)" % args.sysconfdir
+    return "\n".join(line.replace(default, mine) for line in fix_paragraphs(out)) + "\n"
 
 
 def fix_paragraphs(lines):

@@ -1,5 +1,6 @@
 """feedguardd as a program: -t (config check), --version, --help, and a
 graceful stop on SIGTERM.  All need the daemon (proxy_only)."""
+import os
 import re
 import time
 
@@ -7,7 +8,7 @@ import grpc
 import pytest
 
 from fgcommon import method, payload
-from harness import DEFAULT_CONFIG, channel, deep_merge, run_feedguardd, tf, to_yaml
+from harness import DEFAULT_CONFIG, FEEDGUARDD, channel, deep_merge, run_feedguardd, tf, to_yaml
 
 pytestmark = pytest.mark.proxy_only
 
@@ -158,6 +159,26 @@ def test_help():
     res = run_feedguardd(["--help"])
     assert res.returncode == 0
     assert (res.stdout + res.stderr).strip(), "--help printed nothing"
+
+
+def test_default_config_is_where_this_build_installs_it():
+    """The default -c is configure's sysconfdir, as the unit and the manual
+    page this build made say: under a plain ./configure the daemon looked
+    in /etc/feedguard while make install put the example, and the unit
+    looked, in /usr/local/etc/feedguard."""
+    res = run_feedguardd(["--help"])
+    m = re.search(r"configuration file \(default (\S+)\)", res.stdout.decode() + res.stderr.decode())
+    assert m, "--help names no default configuration file"
+    build = os.path.dirname(os.path.dirname(os.path.abspath(FEEDGUARDD)))
+    unit = os.path.join(build, "feedguardd.service")
+    man = os.path.join(build, "feedguardd.8")
+    if os.path.exists(unit):
+        want = re.search(r"^ConditionPathExists=(\S+)$", open(unit).read(), re.M).group(1)
+    elif os.path.exists(man):
+        want = re.search(r"\(default (\S+)\)", open(man).read()).group(1)
+    else:
+        pytest.skip("no feedguardd.service or feedguardd.8 beside this build's daemon")
+    assert m.group(1) == want, (m.group(1), want)
 
 
 def test_sigterm_drains_calls_in_progress(middle, upstream):
