@@ -375,22 +375,32 @@ static int status_hdrs(struct fg_hdrs *h, int status, const char *msg, int with_
 }
 
 /*
- * Whether the client takes header list <h>: at most what its SETTINGS
- * advertised (gRPC C-core clients: 8 KiB).  A block over it may make the
- * client drop the connection, and with it every other call the client (a
- * gateway serving many users) has on it.  0 when it does, else FG_ETOOBIG
- * with the message for the call's status in <msg>.
+ * Whether the peer of <session> takes header list <h>: at most what its
+ * SETTINGS_MAX_HEADER_LIST_SIZE advertised (gRPC C-core, client or
+ * server: 8 KiB), counted as RFC 9113 §6.5.2 does (names, values and 32
+ * bytes an entry, as fg_hdrs counts them).  A block over it may make the
+ * peer drop the connection, and with it every other call on it (a
+ * gateway's many users', or every client's on a shared upstream
+ * connection).  0 when it does, else FG_ETOOBIG with the message for the
+ * call's status in <msg>: "<what> of N bytes are over the M the <peer>
+ * accepts".
  */
-static int client_takes(const struct fg_call *call, const struct fg_hdrs *h, const char *what, char *msg,
-                        size_t len)
+static int peer_takes(nghttp2_session *session, const struct fg_hdrs *h, const char *what, const char *peer,
+                      char *msg, size_t len)
 {
-	uint32_t max = nghttp2_session_get_remote_settings(front_session(call), NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE);
+	uint32_t max = nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE);
 
 	if (h->list_size <= max)
 		return 0;
-	snprintf(msg, len, "upstream response %s of %zu bytes are over the %u the client accepts "
-	         "(its SETTINGS_MAX_HEADER_LIST_SIZE)", what, h->list_size, max);
+	snprintf(msg, len, "%s of %zu bytes are over the %u the %s accepts (its SETTINGS_MAX_HEADER_LIST_SIZE)",
+	         what, h->list_size, max, peer);
 	return FG_ETOOBIG;
+}
+
+static int client_takes(const struct fg_call *call, const struct fg_hdrs *h, const char *what, char *msg,
+                        size_t len)
+{
+	return peer_takes(front_session(call), h, what, "client", msg, len);
 }
 
 /* Trailers <h> the client would not take become an INTERNAL status that
@@ -399,7 +409,7 @@ static void trailers_for_client(struct fg_call *call, struct fg_hdrs *h)
 {
 	char msg[192];
 
-	if (call->front && client_takes(call, h, "trailers", msg, sizeof(msg)) < 0 &&
+	if (call->front && client_takes(call, h, "upstream response trailers", msg, sizeof(msg)) < 0 &&
 	    status_hdrs(h, FG_GRPC_INTERNAL, msg, 0) == 0)
 		call->status = FG_GRPC_INTERNAL;
 }
@@ -570,7 +580,7 @@ static void call_start_response(struct fg_call *call, struct fg_hdrs *h, int end
 	nghttp2_nv *nv;
 	char msg[192];
 
-	if (client_takes(call, h, "headers", msg, sizeof(msg)) < 0) {
+	if (client_takes(call, h, "upstream response headers", msg, sizeof(msg)) < 0) {
 		/* as for headers that could not be kept: the call fails alone
 		 * (not fg_call_fail: this may run inside the upstream's callbacks) */
 		fg_hdrs_reset(h);
@@ -903,18 +913,17 @@ int fg_call_start_upstream(struct fg_call *call, struct fg_upconn *up)
 {
 	nghttp2_data_provider prd = { .source.ptr = call, .read_callback = req_read_cb };
 	const nghttp2_data_provider *p = &prd;
-	char tbuf[24];
-	nghttp2_nv *nv = fg_hdrs_nv(&call->req_hdrs);
+	char tbuf[24], msg[192];
+	nghttp2_nv *nv;
 	int32_t sid;
 
-	if (!nv)
-		return FG_ENOMEM;
-	/* RFC 9113 §6.5.2: the size of a header list is its names and values
-	 * plus 32 bytes an entry, as req_hdrs counts it (the grpc-timeout
-	 * written below keeps its length within a few bytes). */
-	if (call->req_hdrs.list_size > nghttp2_session_get_remote_settings(up->h2.session,
-	                                                                   NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE))
+	/* The grpc-timeout written below keeps its length within a few bytes. */
+	if (peer_takes(up->h2.session, &call->req_hdrs, "request metadata", "upstream", msg, sizeof(msg)) < 0) {
+		fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED, msg);
 		return FG_ETOOBIG;
+	}
+	if (!(nv = fg_hdrs_nv(&call->req_hdrs)))
+		return FG_ENOMEM;
 	nv_update_timeout(call, nv, call->req_hdrs.n, tbuf, sizeof(tbuf));
 	if ((call->flags & FG_CALL_REQ_END) && !(call->flags & FG_CALL_REQ_TRAILERS) &&
 	    fg_bufq_len(&call->req_body) == 0)

@@ -158,9 +158,10 @@ void fg_call_on_front_close(struct fg_call *call, uint32_t error_code);
  * FG_ETOOBIG when the request's header list is larger than the upstream
  * advertised it takes (its SETTINGS_MAX_HEADER_LIST_SIZE: a gRPC C-core
  * server advertises 8 KiB, and one block over it made it drop the
- * connection, with every other client's call on it), or another negative
- * FG_E* when nghttp2 refused the submission.  The caller fails the call
- * with fg_call_fail.
+ * connection, with every other client's call on it: the call has then
+ * been failed with RESOURCE_EXHAUSTED, naming both sizes), or another
+ * negative FG_E* when nghttp2 refused the submission: the caller fails the
+ * call with fg_call_fail.
  */
 int fg_call_start_upstream(struct fg_call *call, struct fg_upconn *up);
 

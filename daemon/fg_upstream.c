@@ -483,13 +483,7 @@ static void pool_dispatch(struct fg_upstream *pool)
 		}
 		fg_upstream_unqueue(pool, call);
 		rc = fg_call_start_upstream(call, up);
-		if (rc == FG_ETOOBIG) {
-			snprintf(msg, sizeof(msg), "request metadata of %zu bytes is over the %u the upstream accepts "
-			         "(its SETTINGS_MAX_HEADER_LIST_SIZE)", call->req_hdrs.list_size,
-			         nghttp2_session_get_remote_settings(up->h2.session,
-			                                             NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE));
-			fg_call_fail(call, FG_GRPC_RESOURCE_EXHAUSTED, msg);
-		} else if (rc < 0) {
+		if (rc < 0 && rc != FG_ETOOBIG) {
 			fg_call_fail(call, FG_GRPC_INTERNAL, "feedguardd could not start the upstream stream");
 		}
 	}
