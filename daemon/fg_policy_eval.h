@@ -15,6 +15,10 @@
 
 /* Longest user id or band value read from a message or a header. */
 #define FG_POLICY_VALUE_MAX 512
+/* Longest user id, from a field or a header: a longer one is no id (the
+ * call carries none), so that every id feedguardd keys state or a capture
+ * under is one feedguardctl takes to show and erase. */
+#define FG_USER_ID_MAX (FG_POLICY_VALUE_MAX - 1)
 
 /* fg_policy_find_method - the entry for gRPC path <path> (<len> bytes), or NULL. */
 const struct fg_policy_method *fg_policy_find_method(const struct fg_policy *p, const char *path, size_t len);

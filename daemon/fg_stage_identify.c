@@ -75,6 +75,8 @@ static void set_user(struct fg_stage_ctx *c, const char *v, size_t len)
 	call->user[0] = '\0';
 	call->nuser_old = 0;
 	call->capture_user[0] = '\0';
+	if (len > FG_USER_ID_MAX)
+		len = 0;
 	/* The capture's own pseudonym, under a key apart: a capture cannot be
 	 * joined with the state or with what the ranker saw. */
 	if (call->need_capture_user && w->capture_key && len > 0 &&

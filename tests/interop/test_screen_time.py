@@ -1376,6 +1376,25 @@ def test_call_without_user_id_is_a_state_failure(fg, redis, mode):
                      mode=mode) == 1
 
 
+def test_a_user_id_over_511_bytes_is_no_id(fg, redis):
+    """feedguardctl takes ids of up to 511 bytes to show and erase; a
+    longer one, here from a header (the daemon hashed any length before),
+    keys nothing the tool could never erase: the call carries no user id
+    and its band's fail mode applies.  511 bytes is still an id."""
+    d = fg(policy(only(daily={"cap": "60m", "warn_before": "0s", "action": "deny"}, fail_mode="deny")), redis,
+           config=ADMIN)
+    t0 = local_ms(WINTER, "10:00")
+    check(rank(d, "u" * 512, t0, settle=False), "a 512-byte id", code=grpc.StatusCode.INVALID_ARGUMENT,
+          details="screen-time limits need the user id, which the call does not carry", notices=None)
+    with redis.client() as c:
+        assert c.cmd("EXISTS", redis_key(d, "u" * 512)) == 0, "a 512-byte id keyed state"
+    uid = "u" * 511
+    check(rank(d, uid, t0), "a 511-byte id", items=PAGE_IDS, notices=[])
+    check(rank(d, uid, t0 + 2 * MIN), "a 511-byte id's second page", items=PAGE_IDS, notices=[])
+    with redis.client() as c:
+        assert c.cmd("EXISTS", redis_key(d, uid)) == 1, "no state for a 511-byte id"
+
+
 def test_redis_error_answers_log_at_most_a_line_a_second(fg, redis):
     """A user's record damaged in Redis (a string where the hash should be)
     makes every read and update answer WRONGTYPE: each call gets the fail mode, and the
