@@ -835,11 +835,27 @@ void fg_call_on_req_end(struct fg_call *call)
 	call_resume_up(call);
 }
 
+/* An access-log line is cut at 4 KiB (fg_log.h): a quoted path needs no more. */
+#define FG_CALL_LOG_PATH_MAX 4096
+
+/* The client's :path as an access-log value: a gRPC method's as it came,
+ * anything else quoted (a '"' or '=' in a path a client chose would
+ * otherwise split the logfmt line into keys of its choosing). */
+static const char *log_path(const char *path, char *buf, size_t len)
+{
+	if (!path)
+		return "-";
+	if (path[strspn(path, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/._-")] == '\0')
+		return path;
+	return fg_log_quote(buf, len, path);
+}
+
 static void call_record(struct fg_call *call, uint32_t error_code)
 {
 	struct fg_metrics *m = &call->worker->metrics;
 	int status = call->status;
 	uint64_t now = fg_clock_now_us(), usec = now - call->start_us;
+	char qpath[FG_CALL_LOG_PATH_MAX];
 
 	/* What the client saw: a reset before our END_STREAM reached it ends
 	 * the call as the reset says, even if the upstream had said OK. */
@@ -855,7 +871,7 @@ static void call_record(struct fg_call *call, uint32_t error_code)
 	if (call->worker->access_fd >= 0)
 		fg_log_to(call->worker->access_fd, "access",
 		          "peer=%s method=%s code=%s duration_ms=%.3f req_bytes=%llu resp_bytes=%llu",
-		          call->front ? call->front->peer : "-", call->path ? call->path : "-",
+		          call->front ? call->front->peer : "-", log_path(call->path, qpath, sizeof(qpath)),
 		          fg_grpc_status_name(status), (double)usec / 1000.0,
 		          (unsigned long long)call->req_bytes, (unsigned long long)call->resp_bytes);
 }

@@ -510,6 +510,24 @@ def test_access_log_one_line_per_call(middle, upstream):
     assert "code=PERMISSION_DENIED" in lines[1], lines[1]
 
 
+def test_access_log_quotes_a_path_the_client_chose(middle, upstream):
+    """A :path with '"' or '=' in it cannot add keys to the line: the value
+    is quoted and escaped as logfmt asks (an attack on the log's readers,
+    found by a privacy audit)."""
+    m = middle(upstream.addr, {"log": {"access_log": "access.log"}})
+    log = m.config_path.parent / "access.log"
+    odd = '/x.Svc/q"uote=1 code=OK'.replace(" ", "")
+    with channel(m.addr) as ch:
+        with pytest.raises(grpc.RpcError):
+            ch.unary_unary(odd)(b"", timeout=tf(10))
+    unary_ok(m.addr)
+    lines = poll_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 2 and
+                       log.read_text().splitlines(), tf(5), "two access log lines")
+    assert 'method="/x.Svc/q\\"uote=1code=OK" code=' in lines[0], lines[0]
+    assert lines[0].count(" code=") == 1, lines[0]
+    assert "method=%s code=OK" % method("Unary") in lines[1], lines[1]
+
+
 def test_listen_address_in_use_is_an_error(tmp_path, upstream):
     """Another process on the port (even one using SO_REUSEPORT) makes
     startup fail with a message; the daemon never silently shares it."""
