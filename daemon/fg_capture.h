@@ -56,7 +56,12 @@ enum fg_capture_drop {
 	                                           capture.max_record_size or memory */
 	FG_CAPTURE_NDROPS
 };
-enum fg_capture_omit { FG_CAPTURE_OMIT_RECORD_SIZE = 0, FG_CAPTURE_OMIT_QUEUE, FG_CAPTURE_NOMITS };
+enum fg_capture_omit {
+	FG_CAPTURE_OMIT_RECORD_SIZE = 0,        /* over capture.max_record_size */
+	FG_CAPTURE_OMIT_QUEUE,                  /* over capture.queue, or memory */
+	FG_CAPTURE_OMIT_USER_ID,                /* it held a copy of the call's raw user id */
+	FG_CAPTURE_NOMITS
+};
 enum fg_capture_file_event { FG_CAPTURE_FILE_OPENED = 0, FG_CAPTURE_FILE_ROTATED, FG_CAPTURE_FILE_DELETED,
                              FG_CAPTURE_FILE_FAILED, FG_CAPTURE_NFILE_EVENTS };
 

@@ -405,7 +405,7 @@ static void labelled(struct evbuffer *out, const char *name, const char *help, c
 static void render_capture(struct evbuffer *out, const struct fg_capture_counters *c)
 {
 	static const char *const drops[FG_CAPTURE_NDROPS] = { "queue_full", "write_error", "budget" };
-	static const char *const omits[FG_CAPTURE_NOMITS] = { "record_size", "queue" };
+	static const char *const omits[FG_CAPTURE_NOMITS] = { "record_size", "queue", "user_id" };
 	static const char *const files[FG_CAPTURE_NFILE_EVENTS] = { "opened", "rotated", "deleted", "failed" };
 
 	evbuffer_add_printf(out, "# HELP feedguard_capture_records_total Capture call records written.\n"

@@ -61,6 +61,9 @@ struct fg_stage_record;
 struct fg_state;
 struct event_base;
 
+/* Room for a user id: FG_USER_ID_MAX (fg_policy_eval.h) bytes. */
+#define FG_STAGE_USER_ID_MAX 511
+
 /* Longest status text the pipeline keeps of its own answer. */
 #define FG_STAGE_ANSWER_MAX 256
 
@@ -124,6 +127,12 @@ struct fg_stage_call {
 	unsigned need_capture_user;         /* identify computes <capture_user> */
 	char capture_user[FG_KEYRING_PSEUDONYM_MAX]; /* the user id under capture.key; "" when the
 	                                       call carries none */
+	char capture_raw_user[FG_STAGE_USER_ID_MAX]; /* need_capture_user: the raw user id, kept
+	                                       in memory while the call lasts so the capture
+	                                       leaves out what holds a copy of it (a body field
+	                                       beside a header id, a ranker's echo); never
+	                                       written anywhere; cleansed when the call ends */
+	size_t capture_raw_len;
 	struct fg_stage_record *rec;        /* set while the call is recorded: stages report their
 	                                       decisions to it (fg_stage_record.h); NULL: none */
 	int64_t time_ms;                    /* the call's time, ms since the epoch: the wall clock at

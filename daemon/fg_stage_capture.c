@@ -189,6 +189,37 @@ static void omit(struct fg_stage_record *r, enum fg_capture_omit why)
 	fg_capture_omitted(r->w->cap, why, 1);
 }
 
+/*
+ * Whether <n> bytes at <p> hold a copy of the call's raw user id, which a
+ * record never holds whatever the config says: an id read from a header
+ * that the request also carries in a field the redaction keeps, a ranker
+ * that echoes it.  What holds one is left out (messages, metadata values,
+ * the status text).  Ids shorter than RAW_ID_MIN are not looked for: they
+ * would match unrelated bytes (a year, a count) and leave out pages for
+ * nothing.
+ */
+#define RAW_ID_MIN 6
+static int holds_raw_id(const struct fg_stage_record *r, const void *p, size_t n)
+{
+	const struct fg_stage_call *call = r->call;
+
+	return call->capture_raw_len >= RAW_ID_MIN &&
+	       memmem(p, n, call->capture_raw_user, call->capture_raw_len) != NULL;
+}
+
+static int add_bytes(struct fg_stage_record *r, uint32_t field, const uint8_t *p, size_t n);
+
+/* A message's bytes as field <field>, unless they hold the raw user id:
+ * 0, or -1 (left out, counted). */
+static int add_message(struct fg_stage_record *r, uint32_t field, const uint8_t *p, size_t n)
+{
+	if (holds_raw_id(r, p, n)) {
+		omit(r, FG_CAPTURE_OMIT_USER_ID);
+		return -1;
+	}
+	return add_bytes(r, field, p, n);
+}
+
 /* Bytes field <field> of the Call, within the budget; a message that
  * does not fit is left out whole, never cut: 0, or -1 (left out, counted). */
 static int add_bytes(struct fg_stage_record *r, uint32_t field, const uint8_t *p, size_t n)
@@ -413,6 +444,10 @@ static void add_metadata(struct fg_stage_record *r, uint32_t field, const struct
 			       memcmp(cfg->capture.metadata[j], name, e->name_len) == 0;
 		if (!keep)
 			continue;
+		if (holds_raw_id(r, b + e->value_off, e->value_len)) {
+			r->md_omitted++;
+			continue;
+		}
 		fg_bufq_truncate(&md, 0);
 		if (fg_pbwire_append_len(&md, MD_NAME, name, e->name_len) < 0 ||
 		    fg_pbwire_append_len(&md, MD_VALUE, b + e->value_off, e->value_len) < 0)
@@ -473,13 +508,13 @@ static int add_edited(struct fg_stage_record *r, uint32_t field, const struct fg
 	int changed = 0;
 
 	if (!e->prog)
-		return add_bytes(r, field, p, len);
+		return add_message(r, field, p, len);
 	fg_bufq_truncate(&r->w->scratch, 0);
 	if (fg_policy_edit_call(call->pol, e, call->band, slot, user_key, p, len, &r->w->scratch, &changed, NULL) < 0) {
 		omit(r, FG_CAPTURE_OMIT_RECORD_SIZE);
 		return -1;
 	}
-	return add_bytes(r, field, fg_bufq_head(&r->w->scratch), fg_bufq_len(&r->w->scratch));
+	return add_message(r, field, fg_bufq_head(&r->w->scratch), fg_bufq_len(&r->w->scratch));
 }
 
 /* The request as forwarded, less capture_redact.request, the user id
@@ -513,7 +548,7 @@ static void add_delivered(struct fg_stage_record *r, const struct fg_stage_msg *
 	if (redact)
 		rc = add_edited(r, C_DELIVERED, redact, SIZE_MAX, NULL, msg->data, msg->len);
 	else
-		rc = add_bytes(r, C_DELIVERED, msg->data, msg->len);
+		rc = add_message(r, C_DELIVERED, msg->data, msg->len);
 	if (rc == 0)
 		r->n_delivered++;
 }
@@ -626,7 +661,8 @@ static enum fg_stage_rc capture_response_end(struct fg_stage_ctx *c, struct fg_h
 		add_metadata(r, C_RESP_META, trailers, MD_PEER);
 		/* the ranker's words may name the user: kept only when the
 		 * operator listed grpc-message in capture.metadata */
-		if (listed(r->call->cfg, "grpc-message") && (v = fg_hdrs_find(trailers, "grpc-message", &len)))
+		if (listed(r->call->cfg, "grpc-message") && (v = fg_hdrs_find(trailers, "grpc-message", &len)) &&
+		    !holds_raw_id(r, v, len))
 			snprintf(r->upstream_message, sizeof(r->upstream_message), "%.*s", (int)len, v);
 	}
 	/* a stream's, or a unary response's that came without a message,
@@ -872,7 +908,7 @@ static enum fg_stage_rc tap_message(struct fg_stage_ctx *c, enum fg_stage_dir di
 	if ((redact = response_redaction(r->call)))
 		rc = add_edited(r, C_UPSTREAM, redact, SIZE_MAX, NULL, msg->data, msg->len);
 	else
-		rc = add_bytes(r, C_UPSTREAM, msg->data, msg->len);
+		rc = add_message(r, C_UPSTREAM, msg->data, msg->len);
 	if (rc == 0 && msg->index == r->n_upstream)
 		r->n_upstream++;
 	else

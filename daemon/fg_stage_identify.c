@@ -7,7 +7,9 @@
  * read; a call whose band comes from a field waits for its first request
  * message before going upstream.  The user key is an HMAC under the
  * newest key of the ring, computed only when a later stage said it needs
- * one (need_user): the raw id never leaves this file.
+ * one (need_user).  The raw id leaves this file only for a call capture
+ * may record (need_capture_user), in memory until the call ends, so the
+ * capture can leave out what holds a copy of it; it is never written.
  */
 #include "config.h"
 
@@ -63,6 +65,8 @@ static void identify_worker_config(void *wstate, struct fg_config *cfg)
 		fg_log(FG_LOG_ERROR, "keyring_failed", "stage=identify key=capture");
 }
 
+_Static_assert(FG_STAGE_USER_ID_MAX == FG_USER_ID_MAX, "fg_stage_call.capture_raw_user holds a user id");
+
 /* The pseudonymous key of user id <v>, when some stage needs it. */
 static void set_user(struct fg_stage_ctx *c, const char *v, size_t len)
 {
@@ -75,8 +79,13 @@ static void set_user(struct fg_stage_ctx *c, const char *v, size_t len)
 	call->user[0] = '\0';
 	call->nuser_old = 0;
 	call->capture_user[0] = '\0';
+	call->capture_raw_len = 0;
 	if (len > FG_USER_ID_MAX)
 		len = 0;
+	if (call->need_capture_user && len > 0) {
+		memcpy(call->capture_raw_user, v, len);
+		call->capture_raw_len = len;
+	}
 	/* The capture's own pseudonym, under a key apart: a capture cannot be
 	 * joined with the state or with what the ranker saw. */
 	if (call->need_capture_user && w->capture_key && len > 0 &&
@@ -163,6 +172,8 @@ static void identify_call_free(struct fg_stage_ctx *c)
 {
 	OPENSSL_cleanse(c->call->user, sizeof(c->call->user));
 	OPENSSL_cleanse(c->call->capture_user, sizeof(c->call->capture_user));
+	OPENSSL_cleanse(c->call->capture_raw_user, c->call->capture_raw_len);
+	c->call->capture_raw_len = 0;
 	OPENSSL_cleanse(c->call->user_old, c->call->nuser_old * sizeof(c->call->user_old[0]));
 }
 

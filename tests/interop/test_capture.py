@@ -950,6 +950,63 @@ def test_capture_redact(capd, case):
         assert any(SECRET.encode() in f.data for f in settle(d)), "the adult's request is not in the files"
 
 
+HEADER_ID = "    user_id: {field: user.user_id}      # feedguard itself keeps only a keyed HMAC of it\n"
+
+
+def header_id_policy(redact=""):
+    """The demo policy with RankFeed's user id read from the header
+    x-user-id, while its children's keep_only still keeps user.user_id:
+    the platform sends the id in both, and the body's copy is no field the
+    policy knows to hold an id."""
+    text = ph.demo_policy_text()
+    assert HEADER_ID in text
+    text = text.replace(HEADER_ID, "    user_id: {header: x-user-id}\n", 1)
+    if redact:
+        text = text.replace(REDACT_AFTER, REDACT_AFTER + "    capture_redact:\n" + redact, 1)
+    return text
+
+
+def raw_id_files_check(d, uid):
+    for f in settle(d):
+        i = f.data.find(uid.encode())
+        assert i < 0, "%s: the raw user id at offset %d: %r" % (f.path.name, i, f.data[max(0, i - 24):i + 40])
+
+
+def test_a_copy_of_the_raw_user_id_is_left_out(capd):
+    """A privacy audit found the raw id in captures: read from a header, it
+    was also in the request's user.user_id, which the redaction keeps; and
+    a ranker that echoes it put it in the recorded responses.  Whatever
+    holds a copy of it is left out of the record (messages_omitted,
+    feedguard_capture_omitted_messages_total{reason="user_id"}), and
+    metadata entries (capture.metadata) too."""
+    d = capd(header_id_policy(), capture={"metadata": list(META) + ["x-echo"]})
+    uid = "hdr-user-%s" % uuid.uuid4().hex[:8]
+    plain = rank(d, uid, "13_15", extra=[("x-user-id", uid), ("x-echo", "for %s" % uid)])
+    echo = response()
+    echo.items[1].title = "picked for %s" % uid
+    echoed = rank(d, uid, "adult", resp=echo, extra=[("x-user-id", uid)])
+    assert plain.code == OK and echoed.code == OK, (plain, echoed)
+    assert uid in parse_resp(echoed.resp).items[1].title, "the client still gets its page as the ranker sent it"
+    recs = wait_records(d, [plain.cid, echoed.cid])
+    c = recs[plain.cid]
+    assert list(c.request) == [] and c.messages_omitted == 1, (list(c.request), c.messages_omitted)
+    assert len(c.upstream_response) == 1 and len(c.delivered_response) == 1, "the page holds no copy"
+    assert md_values(c.request_metadata, "x-echo") == [] and c.metadata_omitted == 1, c.request_metadata
+    assert c.user_key == pseudonym(d.capkey, uid), "the record is still the user's, by pseudonym"
+    c = recs[echoed.cid]
+    assert list(c.upstream_response) == [] and list(c.delivered_response) == [], "the echoed page was recorded"
+    assert c.messages_omitted == 3, c.messages_omitted    # the request too: the body's user.user_id
+    raw_id_files_check(d, uid)
+    assert mval(metrics(d), "feedguard_capture_omitted_messages_total", reason="user_id") == 4
+    # The remedy the README gives: leave the body's copy out of the record.
+    d2 = capd(header_id_policy("      request:\n        remove: [user.user_id, signals]\n"), name="fg2")
+    s = rank(d2, uid, "13_15", extra=[("x-user-id", uid)])
+    c = wait_records(d2, [s.cid])[s.cid]
+    req = parse_req(c.request[0])
+    assert c.messages_omitted == 0 and req.user.user_id == "" and req.context.locale == "en-GB", (c.messages_omitted, req)
+    raw_id_files_check(d2, uid)
+
+
 def test_capture_methods(capd):
     """capture.methods: only the methods listed are captured."""
     d = capd(capture={"methods": [RANK]})
