@@ -14,7 +14,13 @@
 const struct fg_policy_method *fg_policy_find_method(const struct fg_policy *p, const char *path, size_t len)
 {
 	size_t lo = 0, hi = p->nmethods;
+	const char *query = memchr(path, '?', len);
 
+	/* The method is the path before a query string: gRPC sends none, and
+	 * a client that added one must not take an intercepted method around
+	 * the policy to a ranker that routes on the path alone. */
+	if (query)
+		len = (size_t)(query - path);
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 		const char *mp = p->methods[mid].path;

@@ -822,6 +822,21 @@ def test_policy_metrics(fg, ranker):
                      band="adult") in (None, 0)
 
 
+def test_a_query_string_does_not_take_a_call_around_the_policy(fg, ranker):
+    """A :path is the method up to a '?': RankFeed with a query string is
+    intercepted and stripped like RankFeed (a privacy audit sent one to a
+    ranker that routes loosely and got the child's profile through)."""
+    d = fg(ph.demo_policy_text(), {"admin": {"listen": "127.0.0.1:0"}})
+    with pytest.raises(grpc.RpcError) as e:
+        ph.unary(d.addr, RANK + "?uid=1", ph.profiled_request().SerializeToString(), md("13_15", ph.call_id()))
+    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED, e.value      # the ranker's answer to the path
+    _, text = ph.http_get(ph.admin_addr(d), "/metrics")
+    assert ph.metric(text, "feedguard_policy_calls_total", method=RANK, band="13_15") == 1, \
+        "\n".join(l for l in text.splitlines() if "policy_calls" in l)
+    assert ph.metric(text, "feedguard_policy_fields_stripped_total", field="request:(not in keep_only)",
+                     band="13_15") >= 1
+
+
 def test_policy_metrics_demo_policy(fg, ranker):
     d = fg(ph.demo_policy_text(), {"admin": {"listen": "127.0.0.1:0"}})
     admin = ph.admin_addr(d)
