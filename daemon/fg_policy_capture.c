@@ -94,7 +94,7 @@ static int redact_user_id(struct fg_policy_comp *c, const struct fg_policy_scope
 		b->edit.need_user = 1;
 		return fg_policy_prog_apply(c, b->strip, field, FG_POLICY_PROG_PSEUDONYMIZE, 0, allow_only);
 	}
-	return fg_policy_prog_apply(c, b->strip, field, FG_POLICY_PROG_DROP, 0, allow_only);
+	return fg_policy_prog_apply(c, b->strip, field, FG_POLICY_PROG_ERASE, 0, allow_only);
 }
 
 /* 1 when <block>'s list <key> names the text <path>. */

@@ -298,6 +298,9 @@ enum fg_policy_prog_action {
 	FG_POLICY_PROG_COARSEN,     /* coarsen; under keep_only, kept too */
 	FG_POLICY_PROG_PSEUDONYMIZE, /* pseudonymize (REPLACE with the call's user key);
 	                               under keep_only, kept too */
+	FG_POLICY_PROG_ERASE,       /* the capture's integer user id: removed whatever
+	                               rule the block gave it (keep_only's, coarsen's);
+	                               nothing to do where keep_only drops it already */
 };
 
 /* fg_policy_prog_new - a node for message <type>; <allow_only> 1: fields

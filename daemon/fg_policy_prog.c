@@ -352,6 +352,25 @@ static int apply_pseudonymize(struct fg_policy_comp *c, struct fg_policy_prog_no
 }
 
 /* Apply the last component of a path: the field itself. */
+/* ERASE: the field goes, whatever rule it had; a field an allow-list
+ * does not name is gone already. */
+static int erase_leaf(struct fg_policy_comp *c, struct fg_policy_prog_node *node, struct fg_pbwire_rule *r,
+                      const struct fg_schema_field *f, const struct path_req *q)
+{
+	if (!r && node->msg.allow_only)
+		return 0;
+	if (fg_schema_field_flags(f) & FG_SCHEMA_F_REQUIRED)
+		return fg_policy_compile_fail(c, q->at, "'%s': field '%s' is required by the contract; "
+		                              "it cannot be removed", q->text, fg_schema_field_name(f));
+	if (!r && !(r = node_add(node, fg_schema_field_number(f), FG_PBWIRE_DROP)))
+		return fg_policy_compile_nomem(c);
+	r->action = FG_PBWIRE_DROP;
+	r->scalar = FG_PBWIRE_S_NONE;
+	r->sub = NULL;
+	r->keys = NULL;
+	return r->stat == UINT32_MAX ? rule_stat(c, r, q) : 0;
+}
+
 static int apply_leaf(struct fg_policy_comp *c, struct fg_policy_prog_node *node,
                       const struct fg_schema_field *f, const struct fg_policy_path_part *pp,
                       const struct path_req *q)
@@ -359,6 +378,8 @@ static int apply_leaf(struct fg_policy_comp *c, struct fg_policy_prog_node *node
 	struct fg_pbwire_rule *r = node_rule(node, fg_schema_field_number(f));
 	int rc;
 
+	if (q->action == FG_POLICY_PROG_ERASE)
+		return erase_leaf(c, node, r, f, q);
 	if ((rc = check_kept(c, node, r, f, q)))
 		return rc;
 	if (pp->sel == 2)
@@ -386,6 +407,8 @@ static int apply_leaf(struct fg_policy_comp *c, struct fg_policy_prog_node *node
 		return apply_coarsen(c, node, r, f, q);
 	case FG_POLICY_PROG_PSEUDONYMIZE:
 		return apply_pseudonymize(c, node, r, f, q);
+	case FG_POLICY_PROG_ERASE:      /* erase_leaf() above */
+		break;
 	}
 	return 0;
 }
@@ -460,6 +483,10 @@ static int apply_inner(struct fg_policy_comp *c, struct fg_policy_prog_node *nod
 	int kept_whole = r && r->action == FG_PBWIRE_KEEP;
 	struct fg_policy_prog_node *sub;
 	int rc = 0;
+
+	/* ERASE below a field that goes whole: gone already */
+	if (q->action == FG_POLICY_PROG_ERASE && ((!r && node->msg.allow_only) || (r && r->action == FG_PBWIRE_DROP)))
+		return 0;
 
 	if (is_map && part->sel != 1)
 		return fg_policy_compile_fail(c, q->at, "'%s': '%s' is a map; name its values' fields as %s[*].field",

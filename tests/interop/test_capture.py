@@ -1007,6 +1007,31 @@ def test_a_copy_of_the_raw_user_id_is_left_out(capd):
     raw_id_files_check(d2, uid)
 
 
+@pytest.mark.parametrize("kept", ["not_kept", "kept", "kept_whole"])
+def test_an_integer_user_id_field_is_left_out_of_the_capture(capd, kept):
+    """An integer user id (user.account_age_days here) cannot hold the
+    capture pseudonym, so the record leaves it out, whatever the first
+    band's keep_only says of it.  The policy was refused before, whichever
+    (a privacy audit): "keep_only does not keep 'account_age_days', so it
+    is removed already", or "already has a rule" once kept."""
+    text = ph.demo_policy_text().replace(HEADER_ID, "    user_id: {field: user.account_age_days}\n", 1)
+    keep = "          - user.user_id\n          - user.age_band\n"
+    assert keep in text
+    if kept == "kept":
+        text = text.replace(keep, keep + "          - user.account_age_days\n", 1)
+    elif kept == "kept_whole":
+        text = text.replace(keep, "          - user\n", 1)
+    d = capd(text)
+    s = rank(d, "someone-%s" % uuid.uuid4().hex[:6], "13_15")
+    assert s.code == OK, s
+    c = wait_records(d, [s.cid])[s.cid]
+    at_ranker = parse_req(d.ranker.wait(s.cid)["raw"])
+    assert at_ranker.user.account_age_days == (0 if kept == "not_kept" else 400), at_ranker.user
+    req = parse_req(c.request[0])
+    assert req.user.account_age_days == 0, req.user
+    assert c.user_key == pseudonym(d.capkey, "400"), "the record's user is the integer's pseudonym"
+
+
 def test_capture_methods(capd):
     """capture.methods: only the methods listed are captured."""
     d = capd(capture={"methods": [RANK]})
