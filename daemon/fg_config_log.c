@@ -11,6 +11,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "fg_file.h"
 #include "fg_config-internal.h"
 
 static int parse_level(struct fg_config_loader *l, const struct fg_config_key *k,
@@ -46,17 +47,20 @@ static const char *const yaml_bools[] = { "false", "true", "no", "yes", "on", "n
 static int check_writable(struct fg_config_loader *l, const struct fg_yaml_node *val, const char *path)
 {
 	char buf[FG_YAML_SHOWLEN];
-	int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC), made = 0;
+	int fd = fg_file_open_append(path, 0, 0), made = 0;
 
 	if (fd < 0 && errno == ENOENT) {
-		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+		fd = fg_file_open_append(path, O_CREAT | O_EXCL, 0640);
 		made = fd >= 0;
 		if (fd < 0 && errno == EEXIST)
 			return 0;       /* made meanwhile, by the workers of a running daemon */
 	}
 	if (fd < 0)
 		return fg_config_fail(l, val, "log.access_log: cannot open '%s' for appending: %s",
-		                      fg_yaml_show(val, buf, sizeof(buf)), strerror(errno));
+		                      fg_yaml_show(val, buf, sizeof(buf)),
+		                      errno == EINVAL || errno == ENXIO ? "not a file or a device (a FIFO or a "
+		                                                          "socket could stall the workers' writes)"
+		                                                        : strerror(errno));
 	close(fd);
 	if (made)
 		unlink(path);

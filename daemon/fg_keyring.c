@@ -21,6 +21,7 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
+#include "fg_file.h"
 #include "fg_error.h"
 #include "fg_keyring.h"
 
@@ -56,11 +57,11 @@ static int read_secret(const char *path, struct fg_keyring_key *k, char *why, si
 {
 	unsigned char extra;
 	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC), err;
+	int fd = fg_file_open_read(path), err;
 
 	if (fd < 0) {
 		err = errno;
-		snprintf(why, whylen, "%s: cannot open: %s", path, strerror(err));
+		snprintf(why, whylen, "%s: cannot open: %s", path, fg_file_why(err));
 		errno = err;
 		return FG_EIO;
 	}

@@ -19,11 +19,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <protobuf-c/protobuf-c.h>
 
 #include "descriptor.pb-c.h"
 #include "fg_error.h"
+#include "fg_file.h"
 #include "fg_pbwire.h"
 #include "fg_schema.h"
 
@@ -823,12 +825,18 @@ fail_free_schema:
 /* Reads all of <path> into a fresh buffer (returned owned in <*buf>). */
 static int read_file(struct loader *ld, const char *path, uint8_t **buf, size_t *len)
 {
-	FILE *fp = fopen(path, "rb");
+	int fd = fg_file_open_read(path);
+	FILE *fp = fd >= 0 ? fdopen(fd, "rb") : NULL;
 	struct stat st;
 	int saved;
 
-	if (fp == NULL)
-		return fail(ld, FG_EIO, "cannot open: %s", strerror(errno));
+	if (fp == NULL) {
+		saved = errno;
+		if (fd >= 0)
+			close(fd);
+		return fail(ld, FG_EIO, saved == EINVAL ? "cannot read: not a regular file" : "cannot open: %s",
+		            strerror(saved));
+	}
 	if (fstat(fileno(fp), &st) != 0) {
 		saved = errno;
 		fclose(fp);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fg_file.h"
 #include "fg_clock.h"
 #include "fg_error.h"
 #include "fg_h2front.h"
@@ -41,7 +42,7 @@ static void worker_open_access_log(struct fg_worker *w)
 	if (strcmp(path, "-") == 0)
 		w->access_fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
 	else
-		w->access_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		w->access_fd = fg_file_open_append(path, O_CREAT, 0640);
 	if (w->access_fd < 0)
 		fg_log(FG_LOG_ERROR, "access_log_failed", "worker=%d path=\"%s\" why=\"%s\"", w->id, path,
 		       strerror(errno));

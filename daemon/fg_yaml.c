@@ -23,6 +23,7 @@
 #include <yaml.h>
 
 #include "fg_error.h"
+#include "fg_file.h"
 
 /* First buffer of fg_yaml_read_file; it doubles up to the caller's cap, so
  * a small file costs a page, not the cap. */
@@ -516,7 +517,7 @@ static int fail_io(char *err, size_t errlen, const char *path, const char *what,
 	if (errnum == ENOMEM)
 		return fail_nomem(err, errlen, path);
 	if (err && errlen)
-		snprintf(err, errlen, "%s: cannot %s: %s", path, what, strerror(errnum));
+		snprintf(err, errlen, "%s: cannot %s: %s", path, what, fg_file_why(errnum));
 	errno = errnum;
 	return FG_EIO;
 }
@@ -531,7 +532,7 @@ int fg_yaml_read_file(const char *path, size_t max_bytes, char **text, size_t *l
 
 	*text = NULL;
 	*len = 0;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = fg_file_open_read(path);
 	if (fd < 0)
 		return fail_io(err, errlen, path, "open", errno);
 	rc = read_all(fd, limit, text, len);

@@ -118,6 +118,29 @@ def test_bad_reload_keeps_running_config(middle, upstream):
     assert metric(text, "feedguard_reloads_total") == 0
 
 
+@pytest.mark.parametrize("where", ["pseudonym key", "access log"])
+def test_a_fifo_in_the_config_fails_the_reload_at_once(middle, upstream, where):
+    """A FIFO named where a file belongs blocked open(2) until something
+    opened its other end: the reload froze the main thread (the admin
+    endpoint, SIGTERM and later reloads with it), and -t hung (an attack
+    run).  Both now refuse it at once, and the daemon serves on."""
+    m = middle(upstream.addr, {"admin": {"listen": "127.0.0.1:0"}})
+    fifo = m.config_path.parent / "a.fifo"
+    os.mkfifo(str(fifo))
+    over = {"pseudonym_keys": [{"id": "k", "file": str(fifo)}]} if where == "pseudonym key" \
+        else {"log": {"access_log": str(fifo)}}
+    rewrite_config(m, over)
+    start = time.monotonic()
+    res = run_feedguardd(["-t", "-c", str(m.config_path)], timeout=tf(10))
+    assert res.returncode == 1 and b"not a" in res.stderr, res.stderr
+    sighup_and_wait(m, "reload_failed")
+    assert time.monotonic() - start < tf(5)
+    line = [l for l in m.stderr().splitlines() if "event=reload_failed" in l][-1]
+    assert "not a" in line, line
+    assert http_get(admin_addr(m), "/healthz")[0] == 200
+    assert unary_ok(m.addr) == b"ping"
+
+
 def test_a_burst_of_sighups_is_one_reload(middle, upstream):
     """Ten SIGHUPs sent at once are one reload (README), not one each: the
     daemon logs event=reloaded once and counts one reload; a SIGHUP later

@@ -870,8 +870,8 @@ static void test_load_file_errors(void **state)
 	assert_string_equal(err, want);
 
 	assert_int_equal(fg_config_load(d->path, &cfg, err, sizeof(err)), FG_EIO);
-	assert_int_equal(errno, EISDIR);
-	snprintf(want, sizeof(want), "%s: cannot read: Is a directory", d->path);
+	assert_int_equal(errno, EINVAL);
+	snprintf(want, sizeof(want), "%s: cannot open: not a regular file (a FIFO, a socket, a device or a directory)", d->path);
 	assert_string_equal(err, want);
 
 	big = malloc((1 << 20) + 10);

@@ -167,8 +167,9 @@ static void test_add_errors(void **state)
 	expect_file_error(&ring, "b", "missing", FG_EIO, "cannot open: No such file or directory");
 	assert_int_equal(errno, ENOENT);
 	errno = 0;
-	expect_file_error(&ring, "b", "", FG_EIO, "cannot read: Is a directory");
-	assert_int_equal(errno, EISDIR);
+	expect_file_error(&ring, "b", "", FG_EIO,
+	                  "cannot open: not a regular file (a FIFO, a socket, a device or a directory)");
+	assert_int_equal(errno, EINVAL);
 	/* The id goes into every pseudonym and state key: plain characters,
 	 * 1 to 32 of them; checked before the file is read. */
 	expect_add_error(&ring, "", "k1", FG_EINVAL, "a key id is 1 to 32 of [A-Za-z0-9._-]");

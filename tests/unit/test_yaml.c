@@ -659,9 +659,9 @@ static void test_read_file_errors(void **state)
 
 	text = (char *)&err;
 	assert_int_equal(fg_yaml_read_file(d->path, 100, &text, &len, err, sizeof(err)), FG_EIO);
-	assert_int_equal(errno, EISDIR);
+	assert_int_equal(errno, EINVAL);
 	assert_null(text);
-	snprintf(want, sizeof(want), "%s: cannot read: Is a directory", d->path);
+	snprintf(want, sizeof(want), "%s: cannot open: not a regular file (a FIFO, a socket, a device or a directory)", d->path);
 	assert_string_equal(err, want);
 
 	assert_int_equal(fg_yaml_read_file(missing, 100, &text, &len, NULL, 0), FG_EIO);
