@@ -12,6 +12,7 @@
 
 #include "fg_capfile.h"
 #include "fg_capread.h"
+#include "fg_pbsize.h"
 #include "fg_error.h"
 #include "fg_items.h"
 #include "fg_pbwire.h"
@@ -186,96 +187,10 @@ out:
 	return rc;
 }
 
-/* --- what a record takes once unpacked ---------------------------------- */
-
-/* Nesting of known message fields followed, at most (capture.proto's
- * messages are a few levels deep; deeper is not a Record). */
-#define COST_MAX_DEPTH 32
-
-/* Bytes one element of repeated field <fd> takes in its array. */
-static size_t element_size(const ProtobufCFieldDescriptor *fd)
-{
-	switch (fd->type) {
-	case PROTOBUF_C_TYPE_BYTES:
-		return sizeof(ProtobufCBinaryData);
-	case PROTOBUF_C_TYPE_MESSAGE:
-	case PROTOBUF_C_TYPE_STRING:
-		return sizeof(void *);
-	default:
-		return sizeof(uint64_t);
-	}
-}
-
-/* 1 when repeated field <fd> may come packed (a run of scalars in one
- * length-delimited value). */
-static int packable(const ProtobufCFieldDescriptor *fd)
-{
-	return fd->type != PROTOBUF_C_TYPE_STRING && fd->type != PROTOBUF_C_TYPE_BYTES &&
-	       fd->type != PROTOBUF_C_TYPE_MESSAGE;
-}
-
-/* One field <f> of a message of descriptor <fd> (NULL: unknown) into
- * <*cost>: 0, or -1 past <budget>. */
-static int field_cost(const ProtobufCFieldDescriptor *fd, const struct fg_pbwire_field *f, unsigned depth,
-                      uint64_t *cost, uint64_t budget);
-
-/*
- * Add to <*cost> what protobuf-c allocates to unpack the <len> bytes at
- * <p> as a message of descriptor <d>: its struct, and its fields'.  Returns
- * 0, or -1 once past <budget> (the walk stops there).  Bytes that do not
- * parse cost what was counted so far: unpack rejects them itself.
- */
-static int message_cost(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len, unsigned depth,
-                        uint64_t *cost, uint64_t budget)
-{
-	const uint8_t *end = p + len;
-	struct fg_pbwire_field f;
-
-	*cost += d->sizeof_message;
-	if (depth > COST_MAX_DEPTH)
-		return 0;
-	while (p < end && *cost <= budget) {
-		if (fg_pbwire_next_field(&p, end, &f) < 0)
-			return 0;
-		if (field_cost(protobuf_c_message_descriptor_get_field(d, f.number), &f, depth, cost, budget) < 0)
-			return -1;
-	}
-	return *cost > budget ? -1 : 0;
-}
-
-static int field_cost(const ProtobufCFieldDescriptor *fd, const struct fg_pbwire_field *f, unsigned depth,
-                      uint64_t *cost, uint64_t budget)
-{
-	if (!fd) {
-		/* kept as an unknown field: its header and a copy of its bytes */
-		*cost += sizeof(ProtobufCMessageUnknownField) + f->tag_len + f->vlen + 10;
-		return 0;
-	}
-	if (fd->label == PROTOBUF_C_LABEL_REPEATED)
-		/* a packed run is up to one element per byte */
-		*cost += element_size(fd) * (f->wire_type == FG_PBWIRE_LEN && packable(fd) ? f->vlen : 1);
-	switch (fd->type) {
-	case PROTOBUF_C_TYPE_STRING:
-		*cost += f->vlen + 1;
-		return 0;
-	case PROTOBUF_C_TYPE_BYTES:
-		*cost += f->vlen;
-		return 0;
-	case PROTOBUF_C_TYPE_MESSAGE:
-		if (f->wire_type != FG_PBWIRE_LEN)
-			return 0;
-		return message_cost(fd->descriptor, f->value, f->vlen, depth + 1, cost, budget);
-	default:
-		return 0;
-	}
-}
-
 int fg_capread_unpack(size_t len, const uint8_t *data, Feedguard__Capture__V1__Record **out, const char **why)
 {
-	uint64_t cost = 0;
-
 	*out = NULL;
-	if (message_cost(&feedguard__capture__v1__record__descriptor, data, len, 0, &cost, FG_CAPREAD_MAX_UNPACKED) < 0) {
+	if (!fg_pbsize_within(&feedguard__capture__v1__record__descriptor, data, len, FG_CAPREAD_MAX_UNPACKED)) {
 		*why = "it would take more than 256 MiB unpacked (FG_CAPREAD_MAX_UNPACKED)";
 		return FG_EINVAL;
 	}

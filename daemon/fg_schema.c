@@ -26,6 +26,7 @@
 #include "descriptor.pb-c.h"
 #include "fg_error.h"
 #include "fg_file.h"
+#include "fg_pbsize.h"
 #include "fg_pbwire.h"
 #include "fg_schema.h"
 
@@ -802,6 +803,9 @@ int fg_schema_load_buffer(const char *name, const uint8_t *buf, size_t len,
 		err[0] = '\0';
 	if ((rc = check_nesting(&ld, buf, len)) != 0)
 		return rc;
+	if (!fg_pbsize_within(&google__protobuf__file_descriptor_set__descriptor, buf, len, FG_SCHEMA_MAX_UNPACKED))
+		return fail(&ld, FG_ETOOBIG, "it would take more than %u MiB unpacked (FG_SCHEMA_MAX_UNPACKED)",
+		            (unsigned)(FG_SCHEMA_MAX_UNPACKED >> 20));
 	if ((ld.s = calloc(1, sizeof(*ld.s))) == NULL)
 		return fail(&ld, FG_ENOMEM, "out of memory");
 	/* NULL is a parse error or, rarely, allocation failure: protobuf-c does

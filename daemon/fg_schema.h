@@ -42,6 +42,11 @@
 /* Largest descriptor set accepted (FG_ETOOBIG above).  Sets of large
  * platforms with every import run to a few MiB. */
 #define FG_SCHEMA_MAX_FILE (64u << 20)
+/* What a descriptor set may take once unpacked (fg_pbsize.h), at most: a
+ * real one counts about 13 times its size (the reference contract's and
+ * protobuf's own well-known types'), so this takes sets of about 10 MiB;
+ * 64 MiB of empty file entries unpacked to 7.8 GB, at -t and on reload. */
+#define FG_SCHEMA_MAX_UNPACKED ((uint64_t)128 << 20)
 /* Deepest nesting of messages accepted (FG_ETOOBIG beyond): a top-level
  * message is at 1, a message nested in it at 2.  protobuf's own parsers
  * give up at 100 levels of any nesting; protoc never writes sets near it. */
@@ -117,7 +122,8 @@ enum fg_schema_method_flag {
  * one-line message starting with <path> into <err> (<errlen> bytes,
  * NUL-terminated, FG_SCHEMA_ERRLEN is enough; <err> may be NULL) and returns:
  *   FG_EIO       the file cannot be opened or read (the message has strerror)
- *   FG_ETOOBIG   the file is larger than FG_SCHEMA_MAX_FILE, its messages nest
+ *   FG_ETOOBIG   the file is larger than FG_SCHEMA_MAX_FILE or would take more
+ *                than FG_SCHEMA_MAX_UNPACKED unpacked, its messages nest
  *                deeper than FG_SCHEMA_MAX_NESTING, its full names take more
  *                than FG_SCHEMA_MAX_NAMES bytes, or its relative type names
  *                more than FG_SCHEMA_MAX_LOOKUP bytes of lookups

@@ -463,6 +463,47 @@ static void test_written_buffers_come_back(void **state)
 	fg_config_unref(cfg);
 }
 
+/*
+ * What a Record would take unpacked is counted before decoding, every field
+ * occurrence's scan record included: 31 million repeats of one scalar
+ * (Call.status, 2 bytes each) took 1 GB in the tools before those were
+ * counted (an attack run).  5 million are refused now; a Record of a few
+ * fields is not.
+ */
+static void test_unpack_counts_every_occurrence(void **state)
+{
+	size_t reps = 5u << 20, n = 0, i;
+	uint8_t *buf = malloc(2 * reps + 16), *call;
+	Feedguard__Capture__V1__Record *rec = NULL;
+	const char *why = NULL;
+
+	(void)state;
+	assert_non_null(buf);
+	call = buf + 6;
+	for (i = 0; i < reps; i++) {
+		call[2 * i] = 12 << 3;      /* Call.status, varint */
+		call[2 * i + 1] = 0;
+	}
+	/* Record.call (field 2, length-delimited), a 5-byte varint length */
+	buf[n++] = 2 << 3 | 2;
+	buf[n++] = (uint8_t)(0x80 | ((2 * reps) & 0x7f));
+	buf[n++] = (uint8_t)(0x80 | ((2 * reps) >> 7 & 0x7f));
+	buf[n++] = (uint8_t)(0x80 | ((2 * reps) >> 14 & 0x7f));
+	buf[n++] = (uint8_t)(0x80 | ((2 * reps) >> 21 & 0x7f));
+	buf[n++] = (uint8_t)((2 * reps) >> 28);
+	assert_int_equal(fg_capread_unpack(n + 2 * reps, buf, &rec, &why), FG_EINVAL);
+	assert_null(rec);
+	assert_non_null(strstr(why, "256 MiB unpacked"));
+	/* a few occurrences unpack */
+	buf[1] = 8;
+	memmove(buf + 2, call, 8);
+	assert_int_equal(fg_capread_unpack(2 + 8, buf, &rec, &why), 0);
+	assert_non_null(rec);
+	assert_int_equal(rec->kind_case, FEEDGUARD__CAPTURE__V1__RECORD__KIND_CALL);
+	feedguard__capture__v1__record__free_unpacked(rec, NULL);
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -473,6 +514,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_configure_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_writer_that_cannot_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_written_buffers_come_back, setup, teardown),
+		cmocka_unit_test(test_unpack_counts_every_occurrence),
 	};
 
 	return cmocka_run_group_tests_name("capture", tests, NULL, NULL);

@@ -789,6 +789,32 @@ static void test_names_limit(void **state)
 }
 
 /*
+ * A set of empty file entries (2 bytes each) unpacked to about 120 times
+ * its size: 64 MiB took 7.8 GB at -t and on reload (an attack run).  What
+ * a set would take decoded is counted before decoding (fg_pbsize.h): a set
+ * over FG_SCHEMA_MAX_UNPACKED is refused without growing; a real one (the
+ * reference contract) counts about 13 times its size.
+ */
+static void test_unpacked_limit(void **state)
+{
+	size_t n = 2u << 20, i;
+	uint8_t *set = malloc(n);
+	struct fg_schema *s = NULL;
+	char err[FG_SCHEMA_ERRLEN];
+
+	(void)state;
+	assert_non_null(set);
+	for (i = 0; i < n; i += 2) {
+		set[i] = 0x0a;          /* FileDescriptorSet.file, length-delimited */
+		set[i + 1] = 0;         /* an empty FileDescriptorProto */
+	}
+	assert_int_equal(fg_schema_load_buffer("empty-files.pb", set, n, &s, err, sizeof(err)), FG_ETOOBIG);
+	assert_null(s);
+	assert_non_null(strstr(err, "empty-files.pb: it would take more than 128 MiB unpacked"));
+	free(set);
+}
+
+/*
  * A relative type name is tried in each enclosing scope, each try a lookup
  * as long as the scope: fields under a package of thousands of dots made a
  * 46 KiB set take 6 s and a 90 KiB one 28 s.  The tries are charged to
@@ -847,6 +873,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_bad_names),
 		cmocka_unit_test(test_nesting_limit),
 		cmocka_unit_test(test_names_limit),
+		cmocka_unit_test(test_unpacked_limit),
 		cmocka_unit_test(test_lookup_limit),
 	};
 	const char *env = getenv("FG_RANKING_PB");
