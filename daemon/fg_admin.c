@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
@@ -98,6 +99,18 @@ static void readyz_cb(struct evhttp_request *req, void *arg)
 		reply_text(req, 503, "Service Unavailable", "draining");
 	else
 		reply_text(req, 200, "OK", "ready");
+}
+
+/* Each connection's bufferevent, made here so its reading stops at
+ * FG_ADMIN_MAX_INPUT (fg_admin.h); evhttp sets its socket. */
+static struct bufferevent *admin_bev_cb(struct event_base *base, void *arg)
+{
+	struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+
+	(void)arg;
+	if (bev)
+		bufferevent_setwatermark(bev, EV_READ, 0, FG_ADMIN_MAX_INPUT);
+	return bev;
 }
 
 static void notfound_cb(struct evhttp_request *req, void *arg)
@@ -193,6 +206,7 @@ struct fg_admin *fg_admin_new(struct event_base *base, const struct fg_config_ad
 	 * daemon to 166 and 223 MB of RSS. */
 	evhttp_set_max_headers_size(a->http, FG_ADMIN_MAX_HEADERS);
 	evhttp_set_max_body_size(a->http, 0);
+	evhttp_set_bevcb(a->http, admin_bev_cb, a);
 	evhttp_set_cb(a->http, "/metrics", metrics_cb, a);
 	evhttp_set_cb(a->http, "/healthz", healthz_cb, a);
 	evhttp_set_cb(a->http, "/readyz", readyz_cb, a);

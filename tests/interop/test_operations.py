@@ -325,6 +325,43 @@ def test_admin_refuses_big_requests_without_reading_them(middle, upstream):
     assert http_get(admin, "/metrics")[0] == 200
 
 
+def test_admin_reads_ahead_a_bounded_amount_of_pipelined_requests(middle, upstream):
+    """A client that pipelines GET /metrics without reading the answers
+    made the daemon hold every byte it sent (350 MB for 10 million, an
+    attack run): libevent keeps reading while it writes a response.  Input
+    is read ahead up to 16 KiB; the rest waits in the client's socket, and
+    /healthz answers meanwhile; the pipelined requests are all answered
+    once the client reads."""
+    m = middle(upstream.addr, {"admin": {"listen": "127.0.0.1:0"}})
+    host, port = admin_addr(m).rsplit(":", 1)
+    n = 200000                                     # 7 MB of requests
+    req = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    before = rss_kib(m.pid)
+    s = socket.create_connection((host, int(port)), timeout=tf(10))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    done = threading.Event()
+
+    def send():
+        try:
+            s.sendall(req * n)
+            done.set()
+        except OSError:
+            pass                                    # closed by the test's end
+    threading.Thread(target=send, daemon=True).start()
+    try:
+        time.sleep(0.5 * tf(1))                     # what it would read, it has read by now
+        assert http_get(admin_addr(m), "/healthz") == (200, "ok\n")
+        grew = rss_kib(m.pid) - before
+        assert grew < 4 * 1024 * rss_factor(m.pid), "the admin endpoint held %d KiB of pipelined requests" % grew
+        assert not done.is_set(), "the daemon read all %d requests without answering them" % n
+        # A client that reads gets its answers, in order.
+        s.settimeout(tf(2))
+        got = s.recv(65536)
+        assert got.startswith(b"HTTP/1.1 200 OK"), got[:100]
+    finally:
+        s.close()
+
+
 def test_sigterm_readiness_delay_then_drain(middle, upstream):
     """SIGTERM: /readyz is 503 at once, calls are still served during the
     readiness delay, then the daemon drains and exits 0."""
