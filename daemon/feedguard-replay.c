@@ -642,6 +642,33 @@ static const char *label(const struct run *ru, size_t p)
 	return ru->npolicies > 1 ? names[p] : "A";
 }
 
+/* Control bytes in <s> become '?', in place. */
+static void printable(char *s)
+{
+	for (; s && *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+}
+
+/*
+ * The strings of <call> that run prints (summary, warnings, calls file)
+ * as printable text: a crafted capture put terminal escapes (a window
+ * title, a screen clear) and line breaks into the researcher's terminal
+ * and CSV (an attack run).  No name a policy can match holds one, so the
+ * replay is the same; dump shows the bytes as they are, escaped as JSON.
+ */
+static void printable_call(Feedguard__Capture__V1__Call *call)
+{
+	const Feedguard__Capture__V1__ScreenTime *st = call->decisions ? call->decisions->screen_time : NULL;
+	size_t i;
+
+	printable(call->user_key);
+	printable(call->band);
+	printable(call->method);
+	for (i = 0; st && i < st->n_notices; i++)
+		printable(st->notices[i]);
+}
+
 /* One call under each policy.  0, or -1 (a failure already said). */
 static int replay_one(struct run *ru, const Feedguard__Capture__V1__Call *in, uint64_t n,
                       struct fg_replay_row *row)
@@ -712,6 +739,7 @@ static int replay_all(struct run *ru, char **files)
 			rv = EXIT_FAIL;
 			break;
 		}
+		printable_call(rec->call);
 		if (replay_one(ru, rec->call, e->num, row) < 0)
 			rv = EXIT_FAIL;
 		feedguard__capture__v1__record__free_unpacked(rec, NULL);
@@ -899,6 +927,13 @@ static int cmd_run(int argc, char **argv)
 			        "were replayed in its unknown_band, %s; is it the policy for this capture?\n",
 			        label(&ru, (size_t)i), (unsigned long long)ru.band_not_in_policy[i], ru.n, ru.band_example[i],
 			        ru.band_unknown[i]);
+	for (i = 0; i < (int)ru.npolicies; i++)
+		if (fg_replay_users_full(ru.replay[i]))
+			fprintf(stderr, PROG ": policy %s: %llu screen-time state operations found no room for another user "
+			        "(--max-users %zu): those calls had their band's fail_mode; raise --max-users or "
+			        "replay in shards (--shard)\n", label(&ru, (size_t)i),
+			        (unsigned long long)fg_replay_users_full(ru.replay[i]),
+			        ru.max_users ? ru.max_users : (size_t)1000000);
 	if (ru.incomplete)
 		fprintf(stderr, PROG ": %llu calls' records left part of the call out (messages_omitted, "
 		        "decisions.items_omitted: capture.max_record_size or capture.queue): they were replayed "

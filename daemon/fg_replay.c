@@ -559,3 +559,8 @@ int fg_replay_call(struct fg_replay *r, const Feedguard__Capture__V1__Call *in, 
 	*out = r->out->call;
 	return 0;
 }
+
+uint64_t fg_replay_users_full(const struct fg_replay *r)
+{
+	return r ? fg_state_mem_full(r->state) : 0;
+}

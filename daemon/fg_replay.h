@@ -63,6 +63,10 @@ int fg_replay_new(struct fg_replay **out, const char *policy, size_t max_users, 
 int fg_replay_call(struct fg_replay *r, const Feedguard__Capture__V1__Call *in, Feedguard__Capture__V1__Call **out,
                    struct fg_replay_result *res);
 
+/* fg_replay_users_full - state operations that found no room for a new
+ * user (over <max_users>): those calls had their band's fail_mode. */
+uint64_t fg_replay_users_full(const struct fg_replay *r);
+
 /* fg_replay_policy - the policy file <r> replays (absolute). */
 const char *fg_replay_policy(const struct fg_replay *r);
 

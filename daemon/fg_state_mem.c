@@ -35,6 +35,7 @@ struct fg_state_mem {
 	size_t nbuckets;                /* a power of 2 */
 	size_t count;                   /* records in the table, expired ones not yet reclaimed included */
 	size_t max_records;
+	uint64_t full;                  /* new users refused for want of room */
 	int64_t now_ms;                 /* fg_state_mem_set_now */
 	char prefix[FG_STATE_PREFIX_MAX + 1];
 };
@@ -343,8 +344,10 @@ static int make_room(struct fg_state_mem *m, const char *key0, struct mem_rec **
 {
 	if (m->count >= m->max_records)
 		sweep_expired(m);
-	if (m->count >= m->max_records)
+	if (m->count >= m->max_records) {
+		m->full++;
 		return FG_ETOOBIG;
+	}
 	*out = rec_new(key0);
 	return *out ? 0 : FG_ENOMEM;
 }
@@ -503,4 +506,9 @@ void fg_state_mem_set_now(struct fg_state *s, int64_t now_ms)
 {
 	if (s && s->ops == &mem_ops)
 		mem_of(s)->now_ms = now_ms;
+}
+
+uint64_t fg_state_mem_full(struct fg_state *s)
+{
+	return s && s->ops == &mem_ops ? mem_of(s)->full : 0;
 }

@@ -51,4 +51,11 @@ int fg_state_mem_new(struct fg_state **out, const char *prefix, size_t max_recor
  */
 void fg_state_mem_set_now(struct fg_state *s, int64_t now_ms);
 
+/*
+ * fg_state_mem_full - how many operations found no room for a new user's
+ * record (the table held <max_records> unexpired ones): their callers got
+ * FG_ETOOBIG, and the bands' fail_mode applied.  0 for another backend.
+ */
+uint64_t fg_state_mem_full(struct fg_state *s);
+
 #endif /* FG_STATE_MEM_H */

@@ -1058,6 +1058,53 @@ def test_live_closed_port(cap):
 
 # ================================================================ 6. usage
 
+
+def test_run_says_when_max_users_was_too_few(cap, tmp_path):
+    """Past --max-users the state backend refuses a new user and the
+    bands' fail_mode applies: run said nothing of it and exited 0 (an
+    attack run).  It still exits 0, with a line on stderr that says how
+    often and what to do; with room for everyone, no such line."""
+    out, err, _ = run_calls(cap, tmp_path, cap.policy_a, extra=["--max-users", "1"])
+    m = re.search(r"policy A: (\d+) screen-time state operations found no room for another user "
+                  r"\(--max-users 1\)", err)
+    assert m and int(m.group(1)) > 0, err
+    _, err, _ = run_calls(cap, tmp_path, cap.policy_a)
+    assert "found no room" not in err, err
+
+
+def test_run_prints_no_control_bytes_from_a_capture(cap, tmp_path):
+    """A crafted capture put terminal escapes (a window title, a screen
+    clear) and line breaks from its band, method and user key into the
+    researcher's terminal, stderr and calls file, and a line break made the
+    calls file one summary could not read (an attack run).  run prints them
+    as '?'; summary reads its calls file back."""
+    C = tc.cap()
+    info = C.Record()
+    info.file_info.format_version = 1
+    info.file_info.writer = "feedguardd 0.1.0"
+    info.file_info.capture_key_id = CAPTURE_KEY_ID
+    info.file_info.sample = 1
+    body = tc.MAGIC + struct.pack("<II", 1, 0) + tc.frame(info.SerializeToString())
+    for band, method_ in (("\x1b]0;TITLE\x07\x1b[2J", RANK), ("13_15", "/x\x1b[1mY/Z\n\rfake: ok")):
+        rec = C.Record()
+        rec.call.method = method_
+        rec.call.band = band
+        rec.call.user_key = CAPTURE_KEY_ID + ":\x1b[31m" + "ab" * 30
+        rec.call.start_unix_ms = 1796000000000
+        body += tc.frame(rec.SerializeToString())
+    f = tmp_path / "crafted.fgcap"
+    f.write_bytes(body)
+    calls = tmp_path / "calls.csv"
+    res = replay("run", "-p", cap.policy_a, "--calls", calls, "--no-progress", f)
+    for what, data in (("stdout", res.stdout), ("stderr", res.stderr), ("calls file", calls.read_bytes())):
+        bad = [b for b in data if b < 0x20 and b not in (0x0a,)]
+        assert not bad, "%s holds control bytes %r:\n%r" % (what, sorted(set(bad)), data[:2000])
+    assert b"?]0;TITLE??[2J" in res.stderr and b"/x?[1mY/Z??fake: ok" in res.stderr, res.stderr
+    fields, rows = read_calls_csv(calls)
+    assert len(fields) == 19 and len(rows) == 2 and all(None not in r for r in rows), rows
+    out, _ = ok(replay("summary", calls), "summary of run's calls file")
+    assert "calls by band" in out
+
 @pytest.mark.parametrize("args", [
     ["run", "-p", "{missing}", "{cap}"],
     ["run", "-p", "{policy}", "{missing}"],
