@@ -29,22 +29,30 @@ static int read_match(struct fg_policy_comp *c, const struct fg_yaml_node *match
 
 	if (!match) {
 		b->match = fg_policy_compile_alloc(c, sizeof(char *));
-		if (!b->name || !b->match)
+		b->match_len = fg_policy_compile_alloc(c, sizeof(size_t));
+		if (!b->name || !b->match || !b->match_len)
 			return fg_policy_compile_nomem(c);
 		b->match[0] = b->name;
+		b->match_len[0] = strlen(b->name);
 		b->nmatch = 1;
 		return 0;
 	}
 	if ((rc = fg_policy_compile_want_kind(c, match, FG_YAML_SEQ, "a band's match")))
 		return rc;
+	if (match->nkids > FG_POLICY_MAX_MATCH)
+		return fg_policy_compile_fail(c, match->kids[FG_POLICY_MAX_MATCH],
+		                              "a band's match may hold at most %d values", FG_POLICY_MAX_MATCH);
 	b->match = fg_policy_compile_alloc(c, (match->nkids ? match->nkids : 1) * sizeof(char *));
-	if (!b->name || !b->match)
+	b->match_len = fg_policy_compile_alloc(c, (match->nkids ? match->nkids : 1) * sizeof(size_t));
+	if (!b->name || !b->match || !b->match_len)
 		return fg_policy_compile_nomem(c);
 	for (i = 0; i < match->nkids; i++) {
 		if ((rc = fg_policy_compile_want_scalar(c, match->kids[i], "a band value")))
 			return rc;
-		if (!(b->match[b->nmatch++] = fg_policy_compile_dup(c, match->kids[i])))
+		if (!(b->match[b->nmatch] = fg_policy_compile_dup(c, match->kids[i])))
 			return fg_policy_compile_nomem(c);
+		b->match_len[b->nmatch] = strlen(b->match[b->nmatch]);
+		b->nmatch++;
 	}
 	return 0;
 }

@@ -45,7 +45,7 @@ size_t fg_policy_band(const struct fg_policy *p, const char *v, size_t len)
 		return p->unknown_band;
 	for (b = 0; b < p->nbands; b++)
 		for (i = 0; i < p->bands[b].nmatch; i++)
-			if (strlen(p->bands[b].match[i]) == len && memcmp(p->bands[b].match[i], v, len) == 0)
+			if (p->bands[b].match_len[i] == len && memcmp(p->bands[b].match[i], v, len) == 0)
 				return b;
 	return p->unknown_band;
 }
