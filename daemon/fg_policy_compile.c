@@ -345,15 +345,37 @@ static int alloc_limit_counters(struct fg_policy_comp *c, size_t nslots)
 	return 0;
 }
 
+/* The first key or value in <n> that holds a NUL ("\0" in a quoted
+ * scalar), or NULL: every reader of a policy's text stops at one, so
+ * "Europe/London\0x" was taken as a zone and a path as a shorter one. */
+static const struct fg_yaml_node *nul_in(const struct fg_yaml_node *n)
+{
+	const struct fg_yaml_node *hit;
+	size_t i;
+
+	if (n->kind == FG_YAML_SCALAR)
+		return memchr(n->text, '\0', n->len) ? n : NULL;
+	for (i = 0; i < n->nkids; i++)
+		if ((hit = nul_in(n->kids[i])))
+			return hit;
+	return NULL;
+}
+
 static int compile(struct fg_policy_comp *c, const char *text, size_t len, size_t nslots)
 {
 	struct fg_yaml_node *root = NULL;
 	struct fg_policy_scope s = { 0 };
+	const struct fg_yaml_node *nul;
 	int rc;
 
 	rc = fg_yaml_parse(c->name, text, len, &policy_limits, &root, c->err, c->errlen);
 	if (rc)
 		return rc;
+	if (root && (nul = nul_in(root))) {
+		rc = fg_policy_compile_fail(c, nul, "a key or value must not contain a NUL byte");
+		fg_yaml_free(root);
+		return rc;
+	}
 	s.map = root;
 	rc = fg_policy_compile_keys_check(c, root, top_keys, FG_POLICY_NELEM(top_keys), 0, "the policy");
 	if (rc == 0)

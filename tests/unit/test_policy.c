@@ -894,6 +894,10 @@ static void test_err_top(void **state)
 	             "(protoc --include_imports --descriptor_set_out=FILE)");
 	expect_error("", NAME ":1:1: 'descriptor_set' is required: the platform's descriptor set "
 	                 "(protoc --include_imports --descriptor_set_out=FILE)");
+	/* "Europe/London\0x" was taken as Europe/London (an attack run) */
+	expect_error("descriptor_set: ranking.pb\n"
+	             "time_zone: \"Europe/London\\0x\"\n",
+	             NAME ":2:12: a key or value must not contain a NUL byte");
 	expect_error("descriptor_set: [ranking.pb]\n",
 	             NAME ":1:17: descriptor_set must be a single value, not a list");
 	expect_error("descriptor_set:\n", NAME ":1:16: descriptor_set must be a single value, not an empty value");
