@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -590,7 +591,7 @@ struct fg_pipeline *fg_pipeline_get(struct fg_pipeline_env *env, size_t max_mess
 	for (i = 0; i < env->nstages; i++)
 		if (pl->state[i])
 			memset(pl->state[i], 0, env->stages[i]->call_size);
-	memset(&pl->call, 0, sizeof(pl->call));
+	memset(&pl->call, 0, offsetof(struct fg_stage_call, capture_raw_user));
 	return pl;
 }
 

@@ -127,12 +127,7 @@ struct fg_stage_call {
 	unsigned need_capture_user;         /* identify computes <capture_user> */
 	char capture_user[FG_KEYRING_PSEUDONYM_MAX]; /* the user id under capture.key; "" when the
 	                                       call carries none */
-	char capture_raw_user[FG_STAGE_USER_ID_MAX]; /* need_capture_user: the raw user id, kept
-	                                       in memory while the call lasts so the capture
-	                                       leaves out what holds a copy of it (a body field
-	                                       beside a header id, a ranker's echo); never
-	                                       written anywhere; cleansed when the call ends */
-	size_t capture_raw_len;
+	size_t capture_raw_len;             /* bytes of <capture_raw_user> (last: see there) */
 	struct fg_stage_record *rec;        /* set while the call is recorded: stages report their
 	                                       decisions to it (fg_stage_record.h); NULL: none */
 	int64_t time_ms;                    /* the call's time, ms since the epoch: the wall clock at
@@ -143,6 +138,14 @@ struct fg_stage_call {
 	 * a limit): the status text it sent, "" for none. */
 	unsigned answered;
 	char answer_text[FG_STAGE_ANSWER_MAX];
+	/* Last, and not zeroed when the call starts (fg_pipeline_env.c clears
+	 * the struct up to here): only its first <capture_raw_len> bytes mean
+	 * anything, and every intercepted call would pay for clearing it. */
+	char capture_raw_user[FG_STAGE_USER_ID_MAX]; /* need_capture_user: the raw user id, kept
+	                                       in memory while the call lasts so the capture
+	                                       leaves out what holds a copy of it (a body field
+	                                       beside a header id, a ranker's echo); never
+	                                       written anywhere; cleansed when the call ends */
 };
 
 /*
