@@ -477,6 +477,7 @@ struct run {
 	struct entry *e;
 	size_t n, cap;
 	uint64_t checked, mismatched, no_upstream[2], failed;
+	uint64_t failed_no_method;      /* of <failed>: records of a call with no method */
 	uint64_t incomplete;            /* records that left messages or items out */
 	uint64_t not_in_policy[2];      /* calls whose method the policy does not name */
 	char not_in_policy_example[2][128];
@@ -683,6 +684,7 @@ static int replay_one(struct run *ru, const Feedguard__Capture__V1__Call *in, ui
 	for (p = 0; p < ru->npolicies; p++) {
 		if (fg_replay_call(ru->replay[p], in, &out, &res) < 0) {
 			ru->failed++;
+			ru->failed_no_method += !in->method || !in->method[0];
 			continue;
 		}
 		ru->no_upstream[p] += res.no_upstream;
@@ -952,7 +954,10 @@ static int cmd_run(int argc, char **argv)
 			rv = EXIT_FAIL;
 	}
 	if (ru.failed) {
-		fprintf(stderr, PROG ": %llu calls could not be replayed\n", (unsigned long long)ru.failed);
+		fprintf(stderr, PROG ": %llu calls could not be replayed: %llu name no method (feedguardd records "
+		        "one for every call: a capture it did not write, or damaged), %llu failed in the stages "
+		        "(out of memory, or a recorded call the pipeline could not begin)\n", (unsigned long long)ru.failed,
+		        (unsigned long long)ru.failed_no_method, (unsigned long long)(ru.failed - ru.failed_no_method));
 		rv = EXIT_FAIL;
 	}
 	run_close(&ru);

@@ -1105,6 +1105,27 @@ def test_run_prints_no_control_bytes_from_a_capture(cap, tmp_path):
     out, _ = ok(replay("summary", calls), "summary of run's calls file")
     assert "calls by band" in out
 
+
+def test_run_says_why_calls_could_not_be_replayed(cap, tmp_path):
+    """Records of calls with no method (a capture feedguardd did not write):
+    run said only "N calls could not be replayed" (an attack run); it now
+    says that they name no method."""
+    C = tc.cap()
+    info = C.Record()
+    info.file_info.format_version = 1
+    info.file_info.capture_key_id = CAPTURE_KEY_ID
+    body = tc.MAGIC + struct.pack("<II", 1, 0) + tc.frame(info.SerializeToString())
+    for i in range(3):
+        rec = C.Record()
+        rec.call.band = "13_15"
+        rec.call.start_unix_ms = 1796000000000 + i
+        body += tc.frame(rec.SerializeToString())
+    f = tmp_path / "nomethod.fgcap"
+    f.write_bytes(body)
+    res = replay("run", "-p", cap.policy_a, "--no-progress", f)
+    assert res.returncode == 1, res
+    assert b"3 calls could not be replayed: 3 name no method" in res.stderr, res.stderr
+
 @pytest.mark.parametrize("args", [
     ["run", "-p", "{missing}", "{cap}"],
     ["run", "-p", "{policy}", "{missing}"],
