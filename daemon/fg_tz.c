@@ -484,6 +484,15 @@ int fg_tz_load(const char *name, struct fg_tz **out, char *err, size_t errlen)
 	int rc;
 
 	*out = NULL;
+	/* zoneinfo's "localtime" is the host's own zone (a link to
+	 * /etc/localtime): the same policy would count days differently on
+	 * each host of a fleet that shares one Redis */
+	if (strcmp(name, "localtime") == 0) {
+		if (errlen)
+			snprintf(err, errlen, "time zone name \"localtime\" is each host's own zone: name the zone "
+			         "(Europe/London, UTC)");
+		return FG_EINVAL;
+	}
 	if (check_name(name) < 0) {
 		if (errlen)
 			snprintf(err, errlen, "time zone name \"%.*s\": 1 to %d of [A-Za-z0-9_+-/], no \"..\", "
