@@ -643,14 +643,6 @@ static const char *label(const struct run *ru, size_t p)
 	return ru->npolicies > 1 ? names[p] : "A";
 }
 
-/* Control bytes in <s> become '?', in place. */
-static void printable(char *s)
-{
-	for (; s && *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			*s = '?';
-}
-
 /*
  * The strings of <call> that run prints (summary, warnings, calls file)
  * as printable text: a crafted capture put terminal escapes (a window
@@ -663,11 +655,11 @@ static void printable_call(Feedguard__Capture__V1__Call *call)
 	const Feedguard__Capture__V1__ScreenTime *st = call->decisions ? call->decisions->screen_time : NULL;
 	size_t i;
 
-	printable(call->user_key);
-	printable(call->band);
-	printable(call->method);
+	fg_replay_printable(call->user_key);
+	fg_replay_printable(call->band);
+	fg_replay_printable(call->method);
 	for (i = 0; st && i < st->n_notices; i++)
-		printable(st->notices[i]);
+		fg_replay_printable(st->notices[i]);
 }
 
 /* One call under each policy.  0, or -1 (a failure already said). */

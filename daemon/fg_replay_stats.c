@@ -356,12 +356,9 @@ void fg_replay_row_of(struct fg_replay_row *row, const char *policy, uint64_t n,
 	}
 }
 
-/* Control bytes in <s> become '?', in place: what summary prints from a
- * calls file reaches a terminal (run writes none; a file made by hand
- * may). */
-static void printable(char *s)
+void fg_replay_printable(char *s)
 {
-	for (; *s; s++)
+	for (; s && *s; s++)
 		if ((unsigned char)*s < 0x20 || *s == 0x7f)
 			*s = '?';
 }
@@ -550,7 +547,7 @@ int fg_replay_stats_read_csv(struct fg_replay_stats *s, FILE *in, const char *na
 			snprintf(strs[3], sizeof(strs[3]), "%s", f[6]);
 			snprintf(strs[4], sizeof(strs[4]), "%s", f[9]);
 			for (k = 0; k < 5; k++)
-				printable(strs[k]);
+				fg_replay_printable(strs[k]);
 			row->policy = strs[0];
 			row->call = strtoull(f[1], NULL, 10);
 			row->time_ms = strtoll(f[2], NULL, 10);
@@ -561,7 +558,7 @@ int fg_replay_stats_read_csv(struct fg_replay_stats *s, FILE *in, const char *na
 			row->answered = (unsigned)atoi(f[8]);
 			row->action = strs[4];
 			snprintf(row->notices, sizeof(row->notices), "%s", f[10]);
-			printable(row->notices);
+			fg_replay_printable(row->notices);
 			row->no_upstream = (unsigned)atoi(f[11]);
 			snprintf(last_key, sizeof(last_key), "%s", key);
 			have = 1;
@@ -569,7 +566,7 @@ int fg_replay_stats_read_csv(struct fg_replay_stats *s, FILE *in, const char *na
 		if (f[12][0] && row->nclasses < FG_REPLAY_MAX_CLASSES) {
 			k = row->nclasses++;
 			snprintf(row->cls[k], sizeof(row->cls[0]), "%s", f[12]);
-			printable(row->cls[k]);
+			fg_replay_printable(row->cls[k]);
 			for (n = 0; n < FG_REPLAY_NCOUNTS; n++)
 				row->n[k][n] = (uint32_t)strtoul(f[13 + n], NULL, 10);
 		}

@@ -54,6 +54,11 @@ struct fg_replay_row {
 void fg_replay_row_of(struct fg_replay_row *row, const char *policy, uint64_t n, const Feedguard__Capture__V1__Call *call,
                       unsigned no_upstream);
 
+/* fg_replay_printable - control bytes (below 0x20, and 0x7f) in <s>
+ * become '?', in place: what run and summary print of a capture's or a
+ * calls file's strings reaches a terminal. */
+void fg_replay_printable(char *s);
+
 /* Calls file formats. */
 enum fg_replay_format { FG_REPLAY_CSV = 0, FG_REPLAY_JSONL };
 
