@@ -189,9 +189,16 @@ out:
 
 int fg_capread_unpack(size_t len, const uint8_t *data, Feedguard__Capture__V1__Record **out, const char **why)
 {
+	int rc;
+
 	*out = NULL;
-	if (!fg_pbsize_within(&feedguard__capture__v1__record__descriptor, data, len, FG_CAPREAD_MAX_UNPACKED)) {
+	rc = fg_pbsize_check(&feedguard__capture__v1__record__descriptor, data, len, FG_CAPREAD_MAX_UNPACKED);
+	if (rc == FG_ETOOBIG) {
 		*why = "it would take more than 256 MiB unpacked (FG_CAPREAD_MAX_UNPACKED)";
+		return FG_EINVAL;
+	}
+	if (rc < 0) {
+		*why = "not a Record feedguardd writes (it does not parse, nests too deep, or repeats a message field)";
 		return FG_EINVAL;
 	}
 	if (!(*out = feedguard__capture__v1__record__unpack(NULL, len, data))) {

@@ -1,18 +1,18 @@
 /* fg_pbsize.c - what protobuf-c allocates to unpack a message; see fg_pbsize.h. */
 #include "config.h"
 
+#include "fg_error.h"
 #include "fg_pbsize.h"
 #include "fg_pbwire.h"
-
-/* Nesting of known message fields followed, at most (deeper is not a
- * message of ours: capture.proto's are a few levels deep, and descriptor
- * sets are checked for nesting before this). */
-#define COST_MAX_DEPTH 32
 
 /* protobuf-c 1.4's ScannedMember (tag, wire type, prefix length, field,
  * length, data: 32 bytes on 64-bit), one per field occurrence while its
  * message is parsed, in slabs that double: twice that, at most. */
 #define SCAN_COST 64
+
+/* Fields of a message type whose occurrences are tracked (fg_pbsize.h:
+ * feedguard's descriptors have fewer). */
+#define TRACKED_FIELDS 64
 
 /* Bytes one element of repeated field <fd> takes in its array. */
 static size_t element_size(const ProtobufCFieldDescriptor *fd)
@@ -40,7 +40,7 @@ static int message_cost(const ProtobufCMessageDescriptor *d, const uint8_t *p, s
                         uint64_t *cost, uint64_t budget);
 
 /* One field <f> of a message, of descriptor <fd> (NULL: unknown), into
- * <*cost>: 0, or -1 past <budget>. */
+ * <*cost>: 0, or FG_ETOOBIG / FG_EINVAL as fg_pbsize_check. */
 static int field_cost(const ProtobufCFieldDescriptor *fd, const struct fg_pbwire_field *f, unsigned depth,
                       uint64_t *cost, uint64_t budget)
 {
@@ -69,30 +69,54 @@ static int field_cost(const ProtobufCFieldDescriptor *fd, const struct fg_pbwire
 	}
 }
 
+/* A message field that is not repeated, seen again: protobuf-c would
+ * merge the two (fg_pbsize.h).  <seen> has a bit per field of the type. */
+static int merged_again(const ProtobufCMessageDescriptor *d, const ProtobufCFieldDescriptor *fd, uint64_t *seen)
+{
+	size_t i;
+
+	if (!fd || fd->type != PROTOBUF_C_TYPE_MESSAGE || fd->label == PROTOBUF_C_LABEL_REPEATED)
+		return 0;
+	i = (size_t)(fd - d->fields);
+	if (i >= TRACKED_FIELDS)
+		return 1;       /* not one of feedguard's descriptors: refuse rather than guess */
+	if (*seen & (UINT64_C(1) << i))
+		return 1;
+	*seen |= UINT64_C(1) << i;
+	return 0;
+}
+
 /* Add to <*cost> what unpacking the <len> bytes at <p> as a message of
- * descriptor <d> allocates: its struct, and its fields'.  0, or -1 once
- * past <budget>. */
+ * descriptor <d> allocates: its struct, and its fields'. */
 static int message_cost(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len, unsigned depth,
                         uint64_t *cost, uint64_t budget)
 {
 	const uint8_t *end = p + len;
+	const ProtobufCFieldDescriptor *fd;
 	struct fg_pbwire_field f;
+	uint64_t seen = 0;
+	int rc;
 
 	*cost += d->sizeof_message;
-	if (depth > COST_MAX_DEPTH)
-		return 0;
-	while (p < end && *cost <= budget) {
+	if (depth > FG_PBSIZE_MAX_DEPTH)
+		return FG_EINVAL;
+	while (p < end) {
+		if (*cost > budget)
+			return FG_ETOOBIG;
 		if (fg_pbwire_next_field(&p, end, &f) < 0)
-			return 0;
-		if (field_cost(protobuf_c_message_descriptor_get_field(d, f.number), &f, depth, cost, budget) < 0)
-			return -1;
+			return FG_EINVAL;
+		fd = protobuf_c_message_descriptor_get_field(d, f.number);
+		if (merged_again(d, fd, &seen))
+			return FG_EINVAL;
+		if ((rc = field_cost(fd, &f, depth, cost, budget)) < 0)
+			return rc;
 	}
-	return *cost > budget ? -1 : 0;
+	return *cost > budget ? FG_ETOOBIG : 0;
 }
 
-int fg_pbsize_within(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len, uint64_t budget)
+int fg_pbsize_check(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len, uint64_t budget)
 {
 	uint64_t cost = 0;
 
-	return message_cost(d, data, len, 0, &cost, budget) == 0;
+	return message_cost(d, data, len, 0, &cost, budget);
 }

@@ -803,9 +803,13 @@ int fg_schema_load_buffer(const char *name, const uint8_t *buf, size_t len,
 		err[0] = '\0';
 	if ((rc = check_nesting(&ld, buf, len)) != 0)
 		return rc;
-	if (!fg_pbsize_within(&google__protobuf__file_descriptor_set__descriptor, buf, len, FG_SCHEMA_MAX_UNPACKED))
+	rc = fg_pbsize_check(&google__protobuf__file_descriptor_set__descriptor, buf, len, FG_SCHEMA_MAX_UNPACKED);
+	if (rc == FG_ETOOBIG)
 		return fail(&ld, FG_ETOOBIG, "it would take more than %u MiB unpacked (FG_SCHEMA_MAX_UNPACKED)",
 		            (unsigned)(FG_SCHEMA_MAX_UNPACKED >> 20));
+	if (rc < 0)
+		return fail(&ld, FG_EINVAL, "not a FileDescriptorSet protoc writes (it does not parse, nests too "
+		            "deep, or repeats a message field that is not repeated)");
 	if ((ld.s = calloc(1, sizeof(*ld.s))) == NULL)
 		return fail(&ld, FG_ENOMEM, "out of memory");
 	/* NULL is a parse error or, rarely, allocation failure: protobuf-c does
