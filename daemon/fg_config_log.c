@@ -11,8 +11,8 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "fg_file.h"
 #include "fg_config-internal.h"
+#include "fg_file.h"
 
 static int parse_level(struct fg_config_loader *l, const struct fg_config_key *k,
                        const struct fg_yaml_node *key, const struct fg_yaml_node *val)

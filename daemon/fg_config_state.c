@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "fg_config-internal.h"
+#include "fg_file.h"
 #include "fg_state.h"
 #include "fg_state_redis.h"
 #include "fg_units.h"
@@ -53,7 +54,7 @@ static int parse_password_file(struct fg_config_loader *l, const struct fg_confi
                                const struct fg_yaml_node *key, const struct fg_yaml_node *val)
 {
 	char buf[FG_YAML_SHOWLEN];
-	int rc;
+	int rc, fd;
 
 	(void)k;
 	(void)key;
@@ -63,10 +64,12 @@ static int parse_password_file(struct fg_config_loader *l, const struct fg_confi
 	l->cfg->state.password_file = fg_yaml_path_resolve(l->basedir, val->text);
 	if (!l->cfg->state.password_file)
 		return fg_config_fail_nomem(l);
-	/* Said now, at the key, rather than by every worker at its connect. */
-	if (access(l->cfg->state.password_file, R_OK) != 0)
+	/* Said now, at the key, rather than by every worker at its connect;
+	 * opened as the workers open it (a FIFO is refused, not waited on). */
+	if ((fd = fg_file_open_read(l->cfg->state.password_file)) < 0)
 		return fg_config_fail(l, val, "state.password_file: cannot read '%s': %s",
-		                      fg_yaml_show(val, buf, sizeof(buf)), strerror(errno));
+		                      fg_yaml_show(val, buf, sizeof(buf)), fg_file_why(errno));
+	close(fd);
 	return 0;
 }
 

@@ -21,8 +21,8 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
-#include "fg_file.h"
 #include "fg_error.h"
+#include "fg_file.h"
 #include "fg_keyring.h"
 
 #define SHA256_LEN 32

@@ -19,6 +19,7 @@
 #include "fg_bufq.h"
 #include "fg_clock.h"
 #include "fg_error.h"
+#include "fg_file.h"
 #include "fg_log.h"
 #include "fg_fmt.h"
 #include "fg_redis.h"
@@ -1000,7 +1001,7 @@ static int parse_address(struct fg_redis *r, const char *addr, const char **why)
 static int read_password(struct fg_redis *r, const char *path)
 {
 	char buf[PASSWORD_MAX + 2];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = fg_file_open_read(path);      /* a FIFO would stop the worker's loop */
 	ssize_t got;
 	size_t n = 0;
 	int err = 0;

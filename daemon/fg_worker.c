@@ -10,9 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "fg_file.h"
 #include "fg_clock.h"
 #include "fg_error.h"
+#include "fg_file.h"
 #include "fg_h2front.h"
 #include "fg_listener.h"
 #include "fg_log.h"

@@ -118,7 +118,7 @@ def test_bad_reload_keeps_running_config(middle, upstream):
     assert metric(text, "feedguard_reloads_total") == 0
 
 
-@pytest.mark.parametrize("where", ["pseudonym key", "access log"])
+@pytest.mark.parametrize("where", ["pseudonym key", "access log", "redis password"])
 def test_a_fifo_in_the_config_fails_the_reload_at_once(middle, upstream, where):
     """A FIFO named where a file belongs blocked open(2) until something
     opened its other end: the reload froze the main thread (the admin
@@ -127,8 +127,10 @@ def test_a_fifo_in_the_config_fails_the_reload_at_once(middle, upstream, where):
     m = middle(upstream.addr, {"admin": {"listen": "127.0.0.1:0"}})
     fifo = m.config_path.parent / "a.fifo"
     os.mkfifo(str(fifo))
-    over = {"pseudonym_keys": [{"id": "k", "file": str(fifo)}]} if where == "pseudonym key" \
-        else {"log": {"access_log": str(fifo)}}
+    over = {"pseudonym key": {"pseudonym_keys": [{"id": "k", "file": str(fifo)}]},
+            "access log": {"log": {"access_log": str(fifo)}},
+            # read by each worker's loop at its connect: a FIFO froze them all
+            "redis password": {"state": {"redis": "127.0.0.1:1", "password_file": str(fifo)}}}[where]
     rewrite_config(m, over)
     start = time.monotonic()
     res = run_feedguardd(["-t", "-c", str(m.config_path)], timeout=tf(10))
