@@ -34,16 +34,16 @@
 #include "fg_keyring.h"
 #include "fg_log.h"
 #include "fg_policy-t.h"
-#include "fg_policy_eval.h"
 #include "fg_redis.h"
 #include "fg_state.h"
 #include "fg_state_redis.h"
 
 #define PROG "feedguardctl"
-/* Bytes of a user id: the most the daemon takes, from a header or a
- * field; it keys nothing under a longer one, so a longer stdin is a
- * mistake (a file, not an id). */
-#define ID_MAX FG_USER_ID_MAX
+/* Bytes of a user id: more than the daemon takes (FG_USER_ID_MAX: it keys
+ * nothing under a longer one since 2026-12-07), so what an earlier
+ * feedguardd kept under a header id of up to this is still shown and
+ * erased; a longer stdin is a mistake (a file, not an id). */
+#define ID_MAX 1024
 #define ID_BUF (ID_MAX + 3)             /* the id, "\r\n", and one byte that says "too long" */
 #define CONNECT_SLACK_US 250000         /* past state.connect_timeout: the link's own timer fires first */
 #define MS_PER_MINUTE 60000
@@ -192,8 +192,7 @@ static int read_id(char *buf, size_t *len)
 	if ((n = read_all(buf)) < 0)
 		return -1;
 	if (n == ID_BUF) {
-		fprintf(stderr, PROG ": the user id is longer than %d bytes, the most feedguardd takes "
-		        "(a call with a longer one carries no user id: nothing is kept under it)\n", ID_MAX);
+		fprintf(stderr, PROG ": the user id is longer than %d bytes\n", ID_MAX);
 		return -1;
 	}
 	*len = (size_t)n;
@@ -209,8 +208,7 @@ static int read_id(char *buf, size_t *len)
 	if (*len == 0)
 		fprintf(stderr, PROG ": no user id on standard input\n");
 	else if (*len > ID_MAX)
-		fprintf(stderr, PROG ": the user id is longer than %d bytes, the most feedguardd takes "
-		        "(a call with a longer one carries no user id: nothing is kept under it)\n", ID_MAX);
+		fprintf(stderr, PROG ": the user id is longer than %d bytes\n", ID_MAX);
 	return *len == 0 || *len > ID_MAX ? -1 : 0;
 }
 

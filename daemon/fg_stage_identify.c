@@ -80,12 +80,14 @@ static void set_user(struct fg_stage_ctx *c, const char *v, size_t len)
 	call->nuser_old = 0;
 	call->capture_user[0] = '\0';
 	call->capture_raw_len = 0;
+	/* An id too long to key anything is still kept out of a capture: a
+	 * copy of it holds its first FG_USER_ID_MAX bytes. */
+	if (call->need_capture_user && len > 0) {
+		call->capture_raw_len = len < FG_USER_ID_MAX ? len : FG_USER_ID_MAX;
+		memcpy(call->capture_raw_user, v, call->capture_raw_len);
+	}
 	if (len > FG_USER_ID_MAX)
 		len = 0;
-	if (call->need_capture_user && len > 0) {
-		memcpy(call->capture_raw_user, v, len);
-		call->capture_raw_len = len;
-	}
 	/* The capture's own pseudonym, under a key apart: a capture cannot be
 	 * joined with the state or with what the ranker saw. */
 	if (call->need_capture_user && w->capture_key && len > 0 &&

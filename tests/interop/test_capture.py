@@ -998,6 +998,13 @@ def test_a_copy_of_the_raw_user_id_is_left_out(capd):
     assert c.messages_omitted == 3, c.messages_omitted    # the request too: the body's user.user_id
     raw_id_files_check(d, uid)
     assert mval(metrics(d), "feedguard_capture_omitted_messages_total", reason="user_id") == 4
+    # An id too long to be one (over 511 bytes: no key, no pseudonym) is
+    # still kept out of the record: its copy in the body is left out.
+    long_id = "L" * 600
+    s = rank(d, long_id, "13_15", extra=[("x-user-id", long_id)])
+    c = wait_records(d, [s.cid])[s.cid]
+    assert list(c.request) == [] and c.user_key == "", (list(c.request), c.user_key)
+    raw_id_files_check(d, long_id[:511])
     # The remedy the README gives: leave the body's copy out of the record.
     d2 = capd(header_id_policy("      request:\n        remove: [user.user_id, signals]\n"), name="fg2")
     s = rank(d2, uid, "13_15", extra=[("x-user-id", uid)])

@@ -211,12 +211,13 @@ def test_show_unknown_user(setup, redis):
 
 def test_show_reads_the_id_as_one_line(setup, redis):
     """A CR before the newline is not part of the id, nor is a missing
-    newline a problem; an id of 511 bytes (the most feedguardd takes) is
-    accepted."""
+    newline a problem; an id of 1024 bytes is accepted (feedguardd keys
+    nothing under one over 511 bytes now; the tool still erases what an
+    earlier version kept)."""
     setup.seed(redis, "k2")
     for stdin in (USER + "\r\n", USER):
         assert out_json(setup.ctl("show", stdin=stdin.encode()))["key"] == "k2"
-    assert out_json(setup.ctl("show", stdin=b"u" * 511 + b"\n")) == {"found": False}
+    assert out_json(setup.ctl("show", stdin=b"u" * 1024 + b"\n")) == {"found": False}
 
 
 # ---------------------------------------------------------------- erase
@@ -261,7 +262,7 @@ def test_id_in_argv_is_refused(setup, redis, cmd):
 
 @pytest.mark.parametrize("stdin,words", [(b"", b"no user id"), (b"\n", b"no user id"), (b"\r\n", b"no user id"),
                                          (b"a\nb\n", b"one line"), (b"a\n\n", b"one line"),
-                                         (b"u" * 512 + b"\n", b"longer than 511")])
+                                         (b"u" * 1025 + b"\n", b"longer than 1024")])
 def test_bad_standard_input_is_a_usage_error(setup, redis, stdin, words):
     setup.seed(redis, "k1")
     res = setup.ctl("erase", stdin=stdin)
