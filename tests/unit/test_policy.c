@@ -476,17 +476,21 @@ static void test_match_values_bounded(void **state)
 	size_t n = 0, i;
 
 	(void)state;
-	n += (size_t)snprintf(text + n, sizeof(text) - n, "descriptor_set: ranking.pb\nbands:\n  - name: a\n    match:\n");
+	n += (size_t)snprintf(text + n, sizeof(text) - n, "descriptor_set: ranking.pb\nunknown_band: z\nbands:\n"
+	                      "  - name: z\n  - name: a\n    match:\n");
 	for (i = 0; i < FG_POLICY_MAX_MATCH; i++)
 		n += (size_t)snprintf(text + n, sizeof(text) - n, "      - v%zu\n", i);
 	snprintf(text + n, sizeof(text) - n, "methods: {}\n");
 	p = load_ok(text);
-	assert_int_equal(p->bands[0].nmatch, FG_POLICY_MAX_MATCH);
-	assert_int_equal(fg_policy_band(p, "v31", 3), 0);
-	assert_int_equal(fg_policy_band(p, "v3", 2), 0);
+	assert_int_equal(p->bands[1].nmatch, FG_POLICY_MAX_MATCH);
+	assert_int_equal(fg_policy_band(p, "v31", 3), 1);
+	assert_int_equal(fg_policy_band(p, "v3", 2), 1);
+	assert_int_equal(fg_policy_band(p, "v", 1), 0);       /* a prefix of every value: unknown */
+	assert_int_equal(fg_policy_band(p, "v310", 4), 0);    /* one of them and more */
+	assert_int_equal(fg_policy_band(p, "v32", 3), 0);
 	fg_policy_compile_free(p);
 	snprintf(text + n, sizeof(text) - n, "      - v%d\nmethods: {}\n", FG_POLICY_MAX_MATCH);
-	snprintf(want, sizeof(want), NAME ":%d:9: a band's match may hold at most %d values", FG_POLICY_MAX_MATCH + 5,
+	snprintf(want, sizeof(want), NAME ":%d:9: a band's match may hold at most %d values", FG_POLICY_MAX_MATCH + 7,
 	         FG_POLICY_MAX_MATCH);
 	expect_error(text, want);
 }
