@@ -781,7 +781,19 @@ int fg_pipeline_begin(struct fg_pipeline **out, struct fg_pipeline_env *env, con
 	int rv;
 
 	*out = NULL;
-	if (!a->cfg->policy || !fg_policy_find_method(a->cfg->policy, a->path, a->path_len))
+	if (!a->cfg->policy)
+		return 0;
+	/* Under a policy, a path no gRPC client writes is refused rather than
+	 * passed on: a router that normalises paths (a query string cut, %46
+	 * decoded, "//" merged) could take it to an intercepted method the
+	 * policy never saw (a privacy audit and a review). */
+	if (!fg_policy_grpc_path(a->path, a->path_len)) {
+		*status = FG_GRPC_UNIMPLEMENTED;
+		snprintf(msg, msglen, "'%.*s' is not a gRPC method path (/package.Service/Method)",
+		         (int)(a->path_len > 64 ? 64 : a->path_len), a->path);
+		return FG_EINVAL;
+	}
+	if (!fg_policy_find_method(a->cfg->policy, a->path, a->path_len))
 		return 0;
 	if ((rv = fg_pipeline_admit(env, a, status, msg, msglen)) < 0)
 		return rv;

@@ -147,7 +147,8 @@ struct fg_pipeline_args {
  * or 0 with a pipeline returned owned in <*out> (fg_pipeline_free).  On
  * failure returns a negative FG_E* with <*status> and <msg> (<msglen>
  * bytes) saying what to tell the client: UNIMPLEMENTED (a grpc-encoding
- * feedguard cannot read), UNAVAILABLE (limits.worker_buffer reached; the
+ * feedguard cannot read, or, under a policy, a path that is not a gRPC
+ * method path: fg_policy_grpc_path), UNAVAILABLE (limits.worker_buffer reached; the
  * caller counts it), INTERNAL (out of memory).  The pipeline then waits for fg_pipeline_start().
  */
 int fg_pipeline_begin(struct fg_pipeline **out, struct fg_pipeline_env *env, const struct fg_pipeline_args *a,

@@ -14,13 +14,7 @@
 const struct fg_policy_method *fg_policy_find_method(const struct fg_policy *p, const char *path, size_t len)
 {
 	size_t lo = 0, hi = p->nmethods;
-	const char *query = memchr(path, '?', len);
 
-	/* The method is the path before a query string: gRPC sends none, and
-	 * a client that added one must not take an intercepted method around
-	 * the policy to a ranker that routes on the path alone. */
-	if (query)
-		len = (size_t)(query - path);
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 		const char *mp = p->methods[mid].path;
@@ -35,6 +29,23 @@ const struct fg_policy_method *fg_policy_find_method(const struct fg_policy *p, 
 			hi = mid;
 	}
 	return NULL;
+}
+
+int fg_policy_grpc_path(const char *path, size_t len)
+{
+	static const char part[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-";
+	const char *end = path + len, *p = path, *q;
+	int parts;
+
+	for (parts = 0; p < end; parts++) {
+		if (*p++ != '/' || p == end || *p == '.')
+			return 0;
+		for (q = p; q < end && *q != '/'; q++)
+			if (!memchr(part, *q, sizeof(part) - 1))
+				return 0;
+		p = q;
+	}
+	return parts == 2;
 }
 
 size_t fg_policy_band(const struct fg_policy *p, const char *v, size_t len)

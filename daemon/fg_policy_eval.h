@@ -24,6 +24,16 @@
 const struct fg_policy_method *fg_policy_find_method(const struct fg_policy *p, const char *path, size_t len);
 
 /*
+ * fg_policy_grpc_path - 1 when <path> (<len> bytes) is a gRPC method path
+ * as the protocol writes one, "/" service "/" method: letters, digits and
+ * "_.-", one '/' before each part, no part empty or starting with '.'.
+ * Anything else (a query string, a fragment, percent-escapes, "//", dot
+ * segments, a trailing '/') no gRPC client sends, and a router that
+ * normalises paths could take it to an intercepted method.
+ */
+int fg_policy_grpc_path(const char *path, size_t len);
+
+/*
  * fg_policy_band - the band selected by value <v> (<len> bytes), or the
  * policy's unknown_band when <v> is NULL, empty or matches no band.
  */

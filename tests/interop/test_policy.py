@@ -822,19 +822,38 @@ def test_policy_metrics(fg, ranker):
                      band="adult") in (None, 0)
 
 
-def test_a_query_string_does_not_take_a_call_around_the_policy(fg, ranker):
-    """A :path is the method up to a '?': RankFeed with a query string is
-    intercepted and stripped like RankFeed (a privacy audit sent one to a
-    ranker that routes loosely and got the child's profile through)."""
-    d = fg(ph.demo_policy_text(), {"admin": {"listen": "127.0.0.1:0"}})
-    with pytest.raises(grpc.RpcError) as e:
-        ph.unary(d.addr, RANK + "?uid=1", ph.profiled_request().SerializeToString(), md("13_15", ph.call_id()))
-    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED, e.value      # the ranker's answer to the path
-    _, text = ph.http_get(ph.admin_addr(d), "/metrics")
-    assert ph.metric(text, "feedguard_policy_calls_total", method=RANK, band="13_15") == 1, \
-        "\n".join(l for l in text.splitlines() if "policy_calls" in l)
-    assert ph.metric(text, "feedguard_policy_fields_stripped_total", field="request:(not in keep_only)",
-                     band="13_15") >= 1
+@pytest.mark.parametrize("path", [RANK + "?uid=1", RANK + "#x", RANK.replace("RankFeed", "Rank%46eed"),
+                                  "/" + RANK, RANK + "/", RANK.replace("/RankFeed", "/./RankFeed"),
+                                  RANK.replace("/RankFeed", "/x/../RankFeed")])
+def test_a_path_no_grpc_client_writes_is_refused_under_a_policy(fg, path):
+    """A privacy audit sent RankFeed?uid=1 to a ranker that routes on the
+    path loosely and got a child's profile through unstripped, and a
+    review named %46, //, dot segments and the rest.  Under a policy a
+    :path that is not "/service/method" is refused (UNIMPLEMENTED, as a
+    gRPC server answers a method it lacks) and never reaches the ranker;
+    the method itself is intercepted as always."""
+    up = ph.CaptureUpstream(lambda req: ([], grpc_frame(b"")))
+    try:
+        d = fg(ph.demo_policy_text(), {"admin": {"listen": "127.0.0.1:0"}}, upstream=up.addr)
+        body = ph.profiled_request().SerializeToString()
+        c = RawClient(d.addr, timeout=tf(5))
+        try:
+            sid = c.request(path, [("x-call-id", ph.call_id()), ("x-age-band", "13_15")], [body])
+            c.wait(lambda: c.streams[sid].finished, tf(5), "the answer")
+            st = c.streams[sid].status_headers()
+            assert st.get("grpc-status") == "12", c.streams[sid].frames
+            assert "not a gRPC method path" in st.get("grpc-message", ""), st
+            cid = ph.call_id()
+            sid = c.request(RANK, [("x-call-id", cid), ("x-age-band", "13_15")], [body])
+            c.wait(lambda: c.streams[sid].finished, tf(5), "the method's own call")
+            assert c.streams[sid].status_headers().get("grpc-status") == "0", c.streams[sid].frames
+        finally:
+            c.close()
+        up.wait(cid)
+        with up.lock:
+            assert len(up.requests) == 1, "the refused call reached the ranker: %r" % up.requests
+    finally:
+        up.close()
 
 
 def test_policy_metrics_demo_policy(fg, ranker):

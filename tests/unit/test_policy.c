@@ -469,6 +469,26 @@ static void test_bands(void **state)
  * value (the client chooses it): 100,000 values took 1.45 ms a call and
  * 12 s to load (an attack run).  FG_POLICY_MAX_MATCH a band; the 33rd is
  * refused where it stands. */
+/* What fg_policy_grpc_path takes: the paths gRPC clients write, and
+ * nothing a normalising router could turn into one. */
+static void test_grpc_paths(void **state)
+{
+	static const char *const good[] = { "/feedguard.ranking.v1.Ranker/RankFeed", "/a/b", "/my-svc.v2/Get_1" };
+	static const char *const bad[] = {
+		"", "/", "//", "/a", "/a/", "a/b", "/a/b/", "/a/b/c", "//a/b", "/a//b", "/a/b?x=1", "/a/b#f",
+		"/a/Rank%46eed", "/./a/b", "/a/./b", "/a/../b", "/a/.b", "/a b/c", "/a/b\x7f",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		if (!fg_policy_grpc_path(good[i], strlen(good[i])))
+			fail_msg("'%s' is a gRPC path", good[i]);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (fg_policy_grpc_path(bad[i], strlen(bad[i])))
+			fail_msg("'%s' is not a gRPC path", bad[i]);
+}
+
 static void test_match_values_bounded(void **state)
 {
 	char text[4096], want[256];
@@ -2218,6 +2238,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bands),
 		cmocka_unit_test(test_match_values_bounded),
+		cmocka_unit_test(test_grpc_paths),
 		cmocka_unit_test(test_demo),
 		cmocka_unit_test(test_methods),
 		cmocka_unit_test(test_sources),
