@@ -46,6 +46,9 @@ struct host {
 	struct fg_bufq req_out, resp_out;
 	int status;                     /* what the client got; -1 until known */
 	unsigned ended;                 /* the response ended or the call failed */
+	int refused;                    /* the pipeline refused the call at its start: the status
+	                                   the daemon would answer with (UNIMPLEMENTED for a path
+	                                   that is not a gRPC method path); 0: not refused */
 };
 
 struct fg_replay {
@@ -474,7 +477,13 @@ static int run_call(struct fg_replay *r, const struct fg_policy_method *m, const
 	a.ops = &host_ops;
 	a.host = h;
 	a.time_ms = in->start_unix_ms;
-	if ((rc = fg_pipeline_begin(&h->pl, r->env, &a, &status, msg, sizeof(msg))) < 0 || !h->pl)
+	if ((rc = fg_pipeline_begin(&h->pl, r->env, &a, &status, msg, sizeof(msg))) == FG_EINVAL) {
+		/* answered by feedguard, as the daemon would (no stage ran) */
+		h->refused = status;
+		rc = 0;
+		goto out;
+	}
+	if (rc < 0 || !h->pl)
 		goto out;
 	fg_pipeline_start(h->pl);
 	settle(r);
@@ -545,6 +554,11 @@ int fg_replay_call(struct fg_replay *r, const Feedguard__Capture__V1__Call *in, 
 	res->unknown_band = r->cfg->policy->bands[r->cfg->policy->unknown_band].name;
 	if (!fg_capture_take(r->cap, &r->rec)) {
 		pass_through(r, in);
+		if (h.refused) {
+			r->passthrough.status = h.refused;
+			r->passthrough.answered_by_feedguard = 1;
+			r->passthrough.n_upstream_response = r->passthrough.n_delivered_response = 0;
+		}
 		if (in->answered_by_feedguard && in->n_upstream_response == 0) {
 			/* the ranker would have had it; nothing recorded to answer with */
 			res->no_upstream = 1;
