@@ -927,7 +927,7 @@ static int cmd_run(int argc, char **argv)
 			        "(--max-users %zu): those calls had their band's fail_mode; raise --max-users or "
 			        "replay in shards (--shard)\n", label(&ru, (size_t)i),
 			        (unsigned long long)fg_replay_users_full(ru.replay[i]),
-			        ru.max_users ? ru.max_users : (size_t)1000000);
+			        ru.max_users ? ru.max_users : (size_t)FG_REPLAY_DEFAULT_MAX_USERS);
 	if (ru.incomplete)
 		fprintf(stderr, PROG ": %llu calls' records left part of the call out (messages_omitted, "
 		        "decisions.items_omitted: capture.max_record_size or capture.queue): they were replayed "

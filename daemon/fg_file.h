@@ -1,13 +1,16 @@
 /*
  * fg_file.h - opening the files a configuration names (the config and
- * policy files, descriptor sets, key files, the access log) without
+ * policy files, descriptor sets, key files, the Redis password, the
+ * access log) without
  * blocking on what is not a file.
  *
  * A FIFO named where a file belongs blocks open(2) until a peer opens the
  * other end: `feedguardd -t` hung, and a reload froze the main thread
  * (admin endpoint, signals, later reloads) with it.  These open with
  * O_NONBLOCK, check what they opened, and only then hand back a blocking
- * descriptor.  Stateless; any thread.
+ * descriptor.  They fail as open(2) does (-1 and errno), not with an
+ * FG_E* code: every caller words the reason into its own message
+ * (fg_file_why).  Stateless; any thread.
  */
 #ifndef FG_FILE_H
 #define FG_FILE_H

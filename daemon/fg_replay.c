@@ -37,7 +37,6 @@
 #include "fg_stage.h"
 #include "fg_state_mem.h"
 
-#define DEFAULT_MAX_USERS 1000000
 #define KEY_BYTES 32
 
 /* The host of one call (fg_call's part). */
@@ -293,7 +292,7 @@ int fg_replay_new(struct fg_replay **out, const char *policy, size_t max_users, 
 		goto fail;
 	rc = FG_ENOMEM;
 	snprintf(err, errlen, "out of memory");
-	if (!(r->base = event_base_new()) || fg_state_mem_new(&r->state, NULL, max_users ? max_users : DEFAULT_MAX_USERS) < 0 ||
+	if (!(r->base = event_base_new()) || fg_state_mem_new(&r->state, NULL, max_users ? max_users : FG_REPLAY_DEFAULT_MAX_USERS) < 0 ||
 	    fg_capture_new(&r->cap, 1) < 0)
 		goto fail;
 	w.base = r->base;

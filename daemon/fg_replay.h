@@ -34,6 +34,9 @@
 
 struct fg_replay;
 
+/* Users whose screen-time state a replay keeps when not told (--max-users). */
+#define FG_REPLAY_DEFAULT_MAX_USERS 1000000
+
 /* What fg_replay_call() adds to the record it returns. */
 struct fg_replay_result {
 	unsigned no_upstream;           /* the capture holds no ranker answer to feed this policy

@@ -356,11 +356,36 @@ void fg_replay_row_of(struct fg_replay_row *row, const char *policy, uint64_t n,
 	}
 }
 
+/* Bytes of the UTF-8 sequence whose lead byte is <c>, or 0 for a byte
+ * that leads none (ASCII is 1). */
+static size_t utf8_len(unsigned char c)
+{
+	return c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+}
+
 void fg_replay_printable(char *s)
 {
-	for (; s && *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			*s = '?';
+	unsigned char *p = (unsigned char *)s;
+	size_t n, i;
+
+	while (p && *p) {
+		n = utf8_len(*p);
+		for (i = 1; i < n && (p[i] & 0xc0) == 0x80; i++)
+			;
+		if (n == 0 || i < n) {
+			/* not UTF-8: a raw C1 byte (0x80 to 0x9f; CSI is 0x9b) is a
+			 * control on an 8-bit terminal */
+			if (*p <= 0x9f)
+				*p = '?';
+			p++;
+			continue;
+		}
+		/* C0, DEL, and C1 as UTF-8 (U+0080 to U+009F: C2 80 to C2 9F) */
+		if ((n == 1 && (*p < 0x20 || *p == 0x7f)) || (n == 2 && p[0] == 0xc2 && p[1] <= 0x9f))
+			for (i = 0; i < n; i++)
+				p[i] = '?';
+		p += n;
+	}
 }
 
 /* A CSV field: quoted when it holds a comma, a quote or a line break. */

@@ -483,9 +483,8 @@ static void pool_dispatch(struct fg_upstream *pool)
 		}
 		fg_upstream_unqueue(pool, call);
 		rc = fg_call_start_upstream(call, up);
-		if (rc < 0 && rc != FG_ETOOBIG) {
+		if (rc < 0 && rc != FG_ETOOBIG)         /* FG_ETOOBIG: failed already, saying why */
 			fg_call_fail(call, FG_GRPC_INTERNAL, "feedguardd could not start the upstream stream");
-		}
 	}
 	pool->dispatching = 0;
 }

@@ -517,7 +517,8 @@ static int fail_io(char *err, size_t errlen, const char *path, const char *what,
 	if (errnum == ENOMEM)
 		return fail_nomem(err, errlen, path);
 	if (err && errlen)
-		snprintf(err, errlen, "%s: cannot %s: %s", path, what, fg_file_why(errnum));
+		snprintf(err, errlen, "%s: cannot %s: %s", path, what,
+		         strcmp(what, "open") == 0 ? fg_file_why(errnum) : strerror(errnum));
 	errno = errnum;
 	return FG_EIO;
 }

@@ -45,6 +45,13 @@ shift $((OPTIND - 1))
 for f in "$config" "$policy" "$here/deployment.yaml" "$here/service.yaml" "$here/networkpolicy.yaml"; do
 	[ -r "$f" ] || { echo "$0: cannot read $f" >&2; exit 1; }
 done
+# The pod mounts the policy as policy/policy.yaml, whichever -p names: a
+# config of one's own (-c) must name that path (it named uk-children.yaml
+# before 2026-12-07).
+if ! grep -q '^policy: /etc/feedguard/policy/policy.yaml\([[:space:]]\|$\)' "$config"; then
+	echo "$0: $config: its policy: line must be 'policy: /etc/feedguard/policy/policy.yaml', where the pod mounts the policy" >&2
+	exit 1
+fi
 n=$(grep -c '^descriptor_set:' "$policy" || true)
 if [ "$n" != 1 ]; then
 	echo "$0: $policy: expected one top-level 'descriptor_set:' line, found $n" >&2

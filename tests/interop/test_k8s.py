@@ -444,6 +444,19 @@ def test_config_map_name_changes_with_the_config_and_the_policy(ex, tmp_path):
     assert render() == ex.text
 
 
+def test_a_config_naming_the_policy_elsewhere_is_refused(tmp_path):
+    """The pod mounts the policy as policy/policy.yaml: a config of one's
+    own (-c) still naming policy/uk-children.yaml (the name before
+    2026-12-07) would start no pod; render.sh says so instead."""
+    cfg = tmp_path / "feedguard.yaml"
+    text = (K8S / "feedguard.yaml").read_text()
+    assert "policy: /etc/feedguard/policy/policy.yaml" in text
+    cfg.write_text(text.replace("policy/policy.yaml", "policy/uk-children.yaml"))
+    res = subprocess.run(["sh", str(RENDER), "-c", str(cfg)], capture_output=True, timeout=30)
+    assert res.returncode == 1 and res.stdout == b"", res
+    assert b"policy: /etc/feedguard/policy/policy.yaml" in res.stderr, res.stderr
+
+
 def test_another_policy_is_what_the_pod_reads_under_a_neutral_name(ex, tmp_path):
     # -p other.yaml used to ship under the key and path uk-children.yaml:
     # the pod ran the other policy, and every error and log line named

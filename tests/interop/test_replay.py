@@ -1085,7 +1085,7 @@ def test_run_prints_no_control_bytes_from_a_capture(cap, tmp_path):
     info.file_info.capture_key_id = CAPTURE_KEY_ID
     info.file_info.sample = 1
     body = tc.MAGIC + struct.pack("<II", 1, 0) + tc.frame(info.SerializeToString())
-    for band, method_ in (("\x1b]0;TITLE\x07\x1b[2J", RANK), ("13_15", "/x\x1b[1mY/Z\n\rfake: ok")):
+    for band, method_ in (("\x1b]0;TITLE\x07\x1b[2J\u009b31m", RANK), ("13_15", "/x\x1b[1mY/Z\n\rfake: ok")):
         rec = C.Record()
         rec.call.method = method_
         rec.call.band = band
@@ -1099,6 +1099,7 @@ def test_run_prints_no_control_bytes_from_a_capture(cap, tmp_path):
     for what, data in (("stdout", res.stdout), ("stderr", res.stderr), ("calls file", calls.read_bytes())):
         bad = [b for b in data if b < 0x20 and b not in (0x0a,)]
         assert not bad, "%s holds control bytes %r:\n%r" % (what, sorted(set(bad)), data[:2000])
+        assert b"\xc2\x9b" not in data, "%s holds a C1 CSI (U+009B)" % what
     assert b"?]0;TITLE??[2J" in res.stderr and b"/x?[1mY/Z??fake: ok" in res.stderr, res.stderr
     fields, rows = read_calls_csv(calls)
     assert len(fields) == 19 and len(rows) == 2 and all(None not in r for r in rows), rows
