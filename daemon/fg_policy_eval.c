@@ -31,19 +31,30 @@ const struct fg_policy_method *fg_policy_find_method(const struct fg_policy *p, 
 	return NULL;
 }
 
+/* The bytes of a gRPC path's parts: letters, digits and "_.-" (a table:
+ * every call under a policy, pass-through ones too, is checked). */
+static const unsigned char path_part[256] = {
+	['-'] = 1, ['.'] = 1, ['_'] = 1,
+	['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+	['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1,
+	['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+	['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+	['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,
+	['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+	['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
 int fg_policy_grpc_path(const char *path, size_t len)
 {
-	static const char part[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-";
-	const char *end = path + len, *p = path, *q;
+	const unsigned char *p = (const unsigned char *)path, *end = p + len;
 	int parts;
 
 	for (parts = 0; p < end; parts++) {
 		if (*p++ != '/' || p == end || *p == '.')
 			return 0;
-		for (q = p; q < end && *q != '/'; q++)
-			if (!memchr(part, *q, sizeof(part) - 1))
+		for (; p < end && *p != '/'; p++)
+			if (!path_part[*p])
 				return 0;
-		p = q;
 	}
 	return parts == 2;
 }

@@ -19,22 +19,10 @@
 #include "descriptor.pb-c.h"
 #include "fg_error.h"
 #include "fg_pbsize.h"
+#include "fg_pbwire.h"
 
 #define REC (&feedguard__capture__v1__record__descriptor)
 #define MIB ((uint64_t)1 << 20)
-
-/* A varint at <p>; the bytes written. */
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-	size_t n = 0;
-
-	while (v >= 0x80) {
-		p[n++] = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	p[n++] = (uint8_t)v;
-	return n;
-}
 
 /* Field <num> length-delimited around the <len> bytes at <in>, into a new buffer. */
 static uint8_t *wrap(uint8_t *in, size_t len, unsigned num, size_t *out)
@@ -43,8 +31,8 @@ static uint8_t *wrap(uint8_t *in, size_t len, unsigned num, size_t *out)
 	size_t n;
 
 	assert_non_null(o);
-	n = put_varint(o, (uint64_t)num << 3 | 2);
-	n += put_varint(o + n, len);
+	n = fg_pbwire_write_varint(o, (uint64_t)num << 3 | 2);
+	n += fg_pbwire_write_varint(o + n, len);
 	memcpy(o + n, in, len);
 	*out = n + len;
 	free(in);
