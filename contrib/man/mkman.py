@@ -509,6 +509,13 @@ def page_sections(readme, page, section, base):
     return out
 
 
+def path_roff(path):
+    """A configured path as roff: a long prefix (make distcheck's is its
+    build directory) may break the line after a slash (\\:) instead of
+    overrunning it, which groff -ww reports."""
+    return text(path, True).replace("/", "/\\:")
+
+
 def page_text(readme, file, args):
     p = PAGES[file]
     sections = page_sections(readme, p["name"], p["section"], p["base"])
@@ -516,8 +523,7 @@ def page_text(readme, file, args):
     if "files" in p:
         files = []
         for path, what in p["files"]:
-            # a long prefix may break the path after a slash (\\:), not overrun the line
-            path = text(path.format(**subst), True).replace("/", "/\\:")
+            path = path_roff(path.format(**subst))
             files += [".TP", "\\fB" + path + "\\fR"] + fill(what)
         sections["FILES"] = files
     if "exit" in p:
@@ -547,7 +553,7 @@ def page_text(readme, file, args):
         out.extend(sections[t])
     # The README gives the package's default -c; this build's is its own.
     default = "(default /etc/feedguard/feedguard.yaml)"
-    mine = "(default %s/feedguard/feedguard.yaml)" % args.sysconfdir
+    mine = "(default %s)" % path_roff(args.sysconfdir + "/feedguard/feedguard.yaml")
     return "\n".join(line.replace(default, mine) for line in fix_paragraphs(out)) + "\n"
 
 
