@@ -440,6 +440,20 @@ static int compile_time_zone(struct fg_policy_comp *c, const struct fg_policy_sc
 	return fg_tz_parse_posix("UTC0", &c->pol->tz, err, sizeof(err)) == 0 ? 0 : fg_policy_compile_nomem(c);
 }
 
+/* A zone listed twice is a mistake in the list (and each entry costs a
+ * comparison on every call that names a zone). */
+static int check_listed_once(struct fg_policy_comp *c, const struct fg_yaml_node *val, size_t i)
+{
+	const struct fg_yaml_node *n = val->kids[i];
+	size_t j;
+
+	for (j = 0; j < i; j++)
+		if (strcmp(val->kids[j]->text, n->text) == 0)
+			return fg_policy_compile_fail(c, n, "time_zones: %s is listed twice (first at line %u)", n->text,
+			                              val->kids[j]->line);
+	return 0;
+}
+
 static int compile_time_zones(struct fg_policy_comp *c, const struct fg_policy_scope *s,
                               const struct fg_yaml_node *val)
 {
@@ -456,6 +470,8 @@ static int compile_time_zones(struct fg_policy_comp *c, const struct fg_policy_s
 		if ((rc = load_zone(c, val->kids[i], &p->zones[i])))
 			return rc;
 		p->nzones++;
+		if ((rc = check_listed_once(c, val, i)))
+			return rc;
 	}
 	return 0;
 }

@@ -850,10 +850,6 @@ static int read_file(struct loader *ld, const char *path, uint8_t **buf, size_t 
 		fclose(fp);
 		return fail(ld, FG_EIO, "cannot read: %s", strerror(saved));
 	}
-	if (!S_ISREG(st.st_mode)) {
-		fclose(fp);
-		return fail(ld, FG_EIO, "cannot read: not a regular file");
-	}
 	if ((uint64_t)st.st_size > FG_SCHEMA_MAX_FILE) {
 		fclose(fp);
 		return fail(ld, FG_ETOOBIG, "larger than %u MiB", FG_SCHEMA_MAX_FILE >> 20);

@@ -9,7 +9,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 #include <unistd.h>
 
 #include "fg_error.h"
+#include "fg_file.h"
 #include "fg_tz-internal.h"
 
 /* RFC 8536 3.1: "TZif", version, 15 unused bytes, six 32-bit counts. */
@@ -413,9 +413,9 @@ static int check_name(const char *name)
 }
 
 /*
- * Read the file at <path> into a new buffer.  O_NONBLOCK so a FIFO planted
- * in the directory cannot hang the load; fstat refuses anything but a
- * regular file of at most FG_TZ_FILE_MAX bytes.
+ * Read the file at <path> into a new buffer: a regular file (fg_file: a
+ * FIFO planted in the directory cannot hang the load) of at most
+ * FG_TZ_FILE_MAX bytes.
  */
 static int read_file(const char *path, uint8_t **buf, size_t *len)
 {
@@ -423,12 +423,12 @@ static int read_file(const char *path, uint8_t **buf, size_t *len)
 	ssize_t n;
 	int fd, rc = FG_EIO, saved;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	fd = fg_file_open_read(path);
 	if (fd < 0)
-		return errno == ENOENT || errno == ENOTDIR ? FG_ENOTFOUND : FG_EIO;
+		return errno == ENOENT || errno == ENOTDIR ? FG_ENOTFOUND : errno == EINVAL ? FG_EINVAL : FG_EIO;
 	if (fstat(fd, &st) < 0)
 		goto out_close;
-	rc = !S_ISREG(st.st_mode) ? FG_EINVAL : st.st_size > FG_TZ_FILE_MAX ? FG_ETOOBIG : 0;
+	rc = st.st_size > FG_TZ_FILE_MAX ? FG_ETOOBIG : 0;
 	if (rc < 0)
 		goto out_close;
 	*buf = malloc((size_t)st.st_size + 1);
@@ -477,7 +477,7 @@ static int load_error(int rc, const char *name, const char *path, char *err, siz
 
 int fg_tz_load(const char *name, struct fg_tz **out, char *err, size_t errlen)
 {
-	const char *dir = getenv("TZDIR");
+	const char *dir = getenv("TZDIR"), *base;
 	char path[4096];
 	uint8_t *buf = NULL;
 	size_t len = 0;
@@ -486,11 +486,13 @@ int fg_tz_load(const char *name, struct fg_tz **out, char *err, size_t errlen)
 	*out = NULL;
 	/* zoneinfo's "localtime" is the host's own zone (a link to
 	 * /etc/localtime): the same policy would count days differently on
-	 * each host of a fleet that shares one Redis */
-	if (strcmp(name, "localtime") == 0) {
+	 * each host of a fleet that shares one Redis; "posix/localtime"
+	 * reaches it too where posix is a link to "." */
+	base = strrchr(name, '/');
+	if (strcmp(base ? base + 1 : name, "localtime") == 0) {
 		if (errlen)
-			snprintf(err, errlen, "time zone name \"localtime\" is each host's own zone: name the zone "
-			         "(Europe/London, UTC)");
+			snprintf(err, errlen, "time zone name \"%.*s\" is each host's own zone: name the zone "
+			         "(Europe/London, UTC)", FG_TZ_NAME_MAX, name);
 		return FG_EINVAL;
 	}
 	if (check_name(name) < 0) {

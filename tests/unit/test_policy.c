@@ -922,6 +922,17 @@ static void test_err_top(void **state)
 	expect_error("descriptor_set: ranking.pb\n"
 	             "time_zone: \"Europe/London\\0x\"\n",
 	             NAME ":2:12: a key or value must not contain a NUL byte");
+	/* 5,000 copies of one zone were taken (an attack run) */
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: [{name: a}]\n"
+	             "time_zones: [Europe/London, UTC,\n"
+	             "  Europe/London]\n",
+	             NAME ":4:3: time_zones: Europe/London is listed twice (first at line 3)");
+	expect_error("descriptor_set: ranking.pb\n"
+	             "bands: [{name: a}]\n"
+	             "time_zones: [posix/localtime]\n",
+	             NAME ":3:14: time zone: time zone name \"posix/localtime\" is each host's own zone: name the "
+	             "zone (Europe/London, UTC) (an IANA name like Europe/London, from /usr/share/zoneinfo)");
 	expect_error("descriptor_set: [ranking.pb]\n",
 	             NAME ":1:17: descriptor_set must be a single value, not a list");
 	expect_error("descriptor_set:\n", NAME ":1:16: descriptor_set must be a single value, not an empty value");

@@ -348,6 +348,7 @@ static void test_bad_names(void **state)
 	expect_bad_name("Europe/../../etc/passwd", FG_EINVAL);
 	expect_bad_name("/etc/localtime", FG_EINVAL);
 	expect_bad_name("localtime", FG_EINVAL);     /* each host's own zone (an attack run) */
+	expect_bad_name("posix/localtime", FG_EINVAL); /* the same where posix is a link to "." */
 	expect_bad_name("", FG_EINVAL);
 	expect_bad_name("Europe//London", FG_EINVAL);
 	expect_bad_name("Europe/", FG_EINVAL);
