@@ -233,17 +233,27 @@ void fg_limits_update(const struct fg_policy_limits *l, const struct fg_limits_c
 	u->ttl_ms = max64(1, until - end->now_ms) + l->idle_gap_ms;
 }
 
-static long minutes(int64_t ms)
+int64_t fg_limits_minutes_used(int64_t ms)
 {
-	return (long)(ms / MS_PER_MIN);
+	return ms > 0 ? ms / MS_PER_MIN : 0;
 }
 
-/* Append "<name><minutes of ms>" at <at> of <buf>; the new end, or <len>
- * when it does not fit.  Called on every limited call: no printf. */
-static size_t put_minutes(char *buf, size_t len, size_t at, const char *name, int64_t ms)
+int64_t fg_limits_minutes_left(int64_t ms)
+{
+	return ms > 0 ? ms / MS_PER_MIN + (ms % MS_PER_MIN != 0) : 0;
+}
+
+static long minutes(int64_t ms)
+{
+	return (long)fg_limits_minutes_used(ms);
+}
+
+/* Append "<name><min>" at <at> of <buf>; the new end, or <len> when it
+ * does not fit.  Called on every limited call: no printf. */
+static size_t put_minutes(char *buf, size_t len, size_t at, const char *name, int64_t min)
 {
 	char num[FG_FMT_I64_MAX];
-	size_t n = strlen(name), d = fg_fmt_i64(num, ms / MS_PER_MIN);
+	size_t n = strlen(name), d = fg_fmt_i64(num, min);
 
 	if (at >= len || len - at <= n + d)
 		return len;
@@ -254,15 +264,15 @@ static size_t put_minutes(char *buf, size_t len, size_t at, const char *name, in
 
 int fg_limits_screen_time(const struct fg_limits_verdict *v, char *buf, size_t len)
 {
-	size_t at = put_minutes(buf, len, 0, "used=", v->used_ms);
+	size_t at = put_minutes(buf, len, 0, "used=", fg_limits_minutes_used(v->used_ms));
 
 	if (v->left_ms >= 0)
-		at = put_minutes(buf, len, at, ",left=", v->left_ms);
-	at = put_minutes(buf, len, at, ",session=", v->session_ms);
+		at = put_minutes(buf, len, at, ",left=", fg_limits_minutes_left(v->left_ms));
+	at = put_minutes(buf, len, at, ",session=", fg_limits_minutes_used(v->session_ms));
 	if (v->quiet_in_ms >= 0)
-		at = put_minutes(buf, len, at, ",quiet_in=", v->quiet_in_ms);
+		at = put_minutes(buf, len, at, ",quiet_in=", fg_limits_minutes_left(v->quiet_in_ms));
 	if (v->quiet_left_ms >= 0)
-		at = put_minutes(buf, len, at, ",quiet_left=", v->quiet_left_ms);
+		at = put_minutes(buf, len, at, ",quiet_left=", fg_limits_minutes_left(v->quiet_left_ms));
 	return at < len ? (int)at : -1;
 }
 

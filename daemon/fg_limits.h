@@ -81,6 +81,14 @@ void fg_limits_decide(const struct fg_policy_limits *l, const struct fg_limits_c
 void fg_limits_update(const struct fg_policy_limits *l, const struct fg_limits_clock *end, int64_t start_ms,
                       struct fg_state_update *u);
 
+/* fg_limits_minutes_used, fg_limits_minutes_left - whole minutes of
+ * <ms> as the app is told them (0 for a negative <ms>): time used rounded
+ * down, time left rounded up, so that used + left is the cap and left is
+ * 0 only once nothing is left (an app showing "0 minutes left" for the
+ * last minute while still served would tell the child the wrong thing). */
+int64_t fg_limits_minutes_used(int64_t ms);
+int64_t fg_limits_minutes_left(int64_t ms);
+
 /* fg_limits_screen_time - the feedguard-screen-time value of <v> into
  * <buf> (<len> bytes): its length, or -1 when it does not fit. */
 int fg_limits_screen_time(const struct fg_limits_verdict *v, char *buf, size_t len);

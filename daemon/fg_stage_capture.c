@@ -717,11 +717,6 @@ static int add_exposure(struct fg_stage_record *r, struct fg_bufq *st)
 	return rc ? FG_ENOMEM : 0;
 }
 
-static uint64_t minutes(int64_t ms)
-{
-	return ms > 0 ? (uint64_t)ms / 60000 : 0;
-}
-
 static int add_screen(struct fg_stage_record *r, struct fg_bufq *d)
 {
 	const struct fg_stage_screen_facts *f = &r->screen;
@@ -744,10 +739,10 @@ static int add_screen(struct fg_stage_record *r, struct fg_bufq *d)
 			rc |= fg_pbwire_append_len(st, ST_FAIL_MODE, fail_mode_names[f->fail_mode],
 			                           strlen(fail_mode_names[f->fail_mode]));
 	}
-	rc |= fg_pbwire_append_varint(st, ST_USED, minutes(f->used_ms));
+	rc |= fg_pbwire_append_varint(st, ST_USED, (uint64_t)fg_limits_minutes_used(f->used_ms));
 	if (f->left_ms >= 0)
-		rc |= fg_pbwire_append_varint(st, ST_LEFT, minutes(f->left_ms));
-	rc |= fg_pbwire_append_varint(st, ST_SESSION, minutes(f->session_ms));
+		rc |= fg_pbwire_append_varint(st, ST_LEFT, (uint64_t)fg_limits_minutes_left(f->left_ms));
+	rc |= fg_pbwire_append_varint(st, ST_SESSION, (uint64_t)fg_limits_minutes_used(f->session_ms));
 	if (r->counted_ms >= 0)
 		rc |= fg_pbwire_append_varint(st, ST_COUNTED, (uint64_t)r->counted_ms);
 	if (rc == 0)

@@ -133,6 +133,45 @@ static void test_daily_warning_counts_the_gap(void **state)
 	assert_string_equal(notices(&v), "daily-limit-soon");
 }
 
+/* Time used is rounded down and time left up: 61.5 s of a 2-minute cap
+ * is used=1,left=1 (rounded down, left=0 was shown for the last minute
+ * while the child was still served: a README-only trial), and left is 0
+ * only at the cap. */
+static void test_left_rounds_up(void **state)
+{
+	struct fg_policy_limits l = defaults();
+	int64_t now = WINTER_DAY_MS + 12 * HOUR;
+	struct fg_state_user u = { .found = 1, .active_ms = MIN + 500, .last_ms = now - 1000,
+	                           .session_start_ms = now - 61500 };
+	struct fg_limits_verdict v;
+	struct fg_limits_clock clk;
+
+	(void)state;
+	NEED_LONDON();
+	l.daily_cap_ms = 2 * MIN;
+	l.daily_warn_ms = 0;
+	l.quiet_allowance_ms = 15 * MIN;
+	fg_limits_clock(&l, london, now, &clk);
+	u.day = clk.day;
+	u.night = clk.night;
+	fg_limits_decide(&l, &clk, &u, &v);
+	assert_int_equal(v.action, FG_POLICY_ACT_NONE);
+	assert_string_equal(screen_time(&v), "used=1,left=1,session=1");
+	u.active_ms = 2 * MIN - 1001;          /* a ms short of the cap with the gap */
+	fg_limits_decide(&l, &clk, &u, &v);
+	assert_int_equal(v.action, FG_POLICY_ACT_NONE);
+	assert_string_equal(screen_time(&v), "used=1,left=1,session=1");
+	u.active_ms = 2 * MIN - 1000;
+	fg_limits_decide(&l, &clk, &u, &v);
+	assert_string_equal(screen_time(&v), "used=2,left=0,session=1");
+	assert_int_equal(fg_limits_minutes_left(1), 1);
+	assert_int_equal(fg_limits_minutes_left(MIN), 1);
+	assert_int_equal(fg_limits_minutes_left(MIN + 1), 2);
+	assert_int_equal(fg_limits_minutes_left(0), 0);
+	assert_int_equal(fg_limits_minutes_left(-5), 0);
+	assert_int_equal(fg_limits_minutes_used(MIN - 1), 0);
+}
+
 static void test_daily_cap_actions(void **state)
 {
 	static const uint8_t actions[] = { FG_POLICY_ACT_NOTICE, FG_POLICY_ACT_EMPTY, FG_POLICY_ACT_DENY };
@@ -480,6 +519,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_new_user),
 		cmocka_unit_test(test_daily_warning_counts_the_gap),
+		cmocka_unit_test(test_left_rounds_up),
 		cmocka_unit_test(test_daily_cap_actions),
 		cmocka_unit_test(test_new_day),
 		cmocka_unit_test(test_break),
