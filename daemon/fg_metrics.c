@@ -195,7 +195,8 @@ static uint64_t sum_slots(const uint64_t *arr, size_t nslots, size_t n, size_t i
 
 static void render_policy(struct evbuffer *out, const struct fg_policy *p)
 {
-	size_t m, b, st, nb = p->nbands;
+	static const char *const unknown_names[FG_POLICY_NUNKNOWN] = { "absent", "unmatched" };
+	size_t m, b, st, u, nb = p->nbands;
 	uint64_t v;
 
 	evbuffer_add_printf(out, "# HELP feedguard_policy_calls_total Intercepted calls, by method and age band.\n"
@@ -208,6 +209,18 @@ static void render_policy(struct evbuffer *out, const struct fg_policy *p)
 			evbuffer_add_printf(out, "\",band=\"");
 			add_label_value(out, p->bands[b].name);
 			evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)v);
+		}
+	evbuffer_add_printf(out, "# HELP feedguard_policy_unknown_band_total Intercepted calls put in the "
+	                         "unknown_band because no band matched, by method and reason (absent: no value; "
+	                         "unmatched: a value no band lists).\n"
+	                         "# TYPE feedguard_policy_unknown_band_total counter\n");
+	for (m = 0; m < p->nmethods; m++)
+		for (u = 0; u < FG_POLICY_NUNKNOWN; u++) {
+			v = sum_slots(p->counters.unknown_band, p->counters.nslots, p->nmethods * FG_POLICY_NUNKNOWN,
+			              m * FG_POLICY_NUNKNOWN + u);
+			evbuffer_add_printf(out, "feedguard_policy_unknown_band_total{method=\"");
+			add_label_value(out, p->methods[m].path);
+			evbuffer_add_printf(out, "\",reason=\"%s\"} %llu\n", unknown_names[u], (unsigned long long)v);
 		}
 	evbuffer_add_printf(out, "# HELP feedguard_policy_fields_stripped_total Field occurrences removed or "
 	                         "coarsened, by policy field path and age band.\n"

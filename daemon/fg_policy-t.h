@@ -162,6 +162,14 @@ enum fg_policy_state_reason {
 	FG_POLICY_NSREASONS,
 };
 
+/* Why a call's band is the unknown_band though no band chose it. */
+enum fg_policy_unknown_reason {
+	FG_POLICY_U_ABSENT = 0,             /* no value: missing, empty, a header sent twice, a field
+	                                       that does not read */
+	FG_POLICY_U_UNMATCHED,              /* a value no band's match lists */
+	FG_POLICY_NUNKNOWN,
+};
+
 /* What was done about it: a fail mode, or a lost update. */
 #define FG_POLICY_S_UPDATE 3
 #define FG_POLICY_NSMODES 4
@@ -226,6 +234,9 @@ struct fg_policy_method {
  */
 struct fg_policy_counters {
 	uint64_t *calls;            /* [slot][method][band] intercepted calls */
+	uint64_t *unknown_band;     /* [slot][method][FG_POLICY_NUNKNOWN] calls put in the
+	                               unknown_band because no band matched: no value, or a
+	                               value no band lists */
 	uint64_t *stripped;         /* [slot][stat][band] fields removed or changed */
 	uint64_t *filtered;         /* [slot][feed][band][class + 1][action] items; class
 	                               nclasses is "unlabelled" */

@@ -314,8 +314,10 @@ static int alloc_counters(struct fg_policy_comp *c, size_t nslots)
 
 	p->counters.nslots = nslots;
 	p->counters.calls = calloc(nslots * (p->nmethods ? p->nmethods : 1) * per, sizeof(uint64_t));
+	p->counters.unknown_band = calloc(nslots * (p->nmethods ? p->nmethods : 1) * FG_POLICY_NUNKNOWN,
+	                                  sizeof(uint64_t));
 	p->counters.stripped = calloc(nslots * (p->nstats ? p->nstats : 1) * per, sizeof(uint64_t));
-	if (!p->counters.calls || !p->counters.stripped)
+	if (!p->counters.calls || !p->counters.unknown_band || !p->counters.stripped)
 		return fg_policy_compile_nomem(c);
 	/* The filter's counters exist for the methods with a feed only. */
 	for (i = 0; i < p->nmethods; i++)
@@ -454,6 +456,7 @@ void fg_policy_compile_free(struct fg_policy *p)
 	if (!p)
 		return;
 	free(p->counters.calls);
+	free(p->counters.unknown_band);
 	free(p->counters.stripped);
 	free(p->counters.filtered);
 	free(p->counters.pages);

@@ -59,16 +59,21 @@ int fg_policy_grpc_path(const char *path, size_t len)
 	return parts == 2;
 }
 
-size_t fg_policy_band(const struct fg_policy *p, const char *v, size_t len)
+size_t fg_policy_band(const struct fg_policy *p, const char *v, size_t len, enum fg_policy_unknown_reason *why)
 {
 	size_t b, i;
 
-	if (!v || len == 0)
+	if (!v || len == 0) {
+		if (why)
+			*why = FG_POLICY_U_ABSENT;
 		return p->unknown_band;
+	}
 	for (b = 0; b < p->nbands; b++)
 		for (i = 0; i < p->bands[b].nmatch; i++)
 			if (p->bands[b].match_len[i] == len && memcmp(p->bands[b].match[i], v, len) == 0)
 				return b;
+	if (why)
+		*why = FG_POLICY_U_UNMATCHED;
 	return p->unknown_band;
 }
 
@@ -173,6 +178,14 @@ void fg_policy_count_call(const struct fg_policy *p, const struct fg_policy_meth
 {
 	if (slot < p->counters.nslots)
 		__atomic_fetch_add(&p->counters.calls[(slot * p->nmethods + m->index) * p->nbands + band], 1,
+		                   __ATOMIC_RELAXED);
+}
+
+void fg_policy_count_unknown(const struct fg_policy *p, const struct fg_policy_method *m,
+                             enum fg_policy_unknown_reason why, size_t slot)
+{
+	if (slot < p->counters.nslots && p->counters.unknown_band)
+		__atomic_fetch_add(&p->counters.unknown_band[(slot * p->nmethods + m->index) * FG_POLICY_NUNKNOWN + why], 1,
 		                   __ATOMIC_RELAXED);
 }
 

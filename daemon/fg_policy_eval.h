@@ -35,9 +35,11 @@ int fg_policy_grpc_path(const char *path, size_t len);
 
 /*
  * fg_policy_band - the band selected by value <v> (<len> bytes), or the
- * policy's unknown_band when <v> is NULL, empty or matches no band.
+ * policy's unknown_band when <v> is NULL, empty or matches no band; then
+ * <*why> (when not NULL) is set to FG_POLICY_U_ABSENT or
+ * FG_POLICY_U_UNMATCHED, else left alone.
  */
-size_t fg_policy_band(const struct fg_policy *p, const char *v, size_t len);
+size_t fg_policy_band(const struct fg_policy *p, const char *v, size_t len, enum fg_policy_unknown_reason *why);
 
 /*
  * fg_policy_read_field - the value of FIELD source <s> in request message
@@ -93,5 +95,10 @@ int fg_policy_need_user(const struct fg_policy_method *m, size_t nbands, int ban
 
 /* fg_policy_count_call - one intercepted call of <m> in <band>, in slot <slot>. */
 void fg_policy_count_call(const struct fg_policy *p, const struct fg_policy_method *m, size_t band, size_t slot);
+
+/* fg_policy_count_unknown - one call of <m> in the unknown_band for
+ * <why> (fg_policy_band's), in slot <slot>. */
+void fg_policy_count_unknown(const struct fg_policy *p, const struct fg_policy_method *m,
+                             enum fg_policy_unknown_reason why, size_t slot);
 
 #endif /* FG_POLICY_EVAL_H */

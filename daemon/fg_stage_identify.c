@@ -107,9 +107,13 @@ static void set_user(struct fg_stage_ctx *c, const char *v, size_t len)
 
 static void decide_band(struct fg_stage_call *call, const char *v, size_t len)
 {
-	call->band = fg_policy_band(call->pol, v, len);
+	enum fg_policy_unknown_reason why = FG_POLICY_NUNKNOWN;
+
+	call->band = fg_policy_band(call->pol, v, len, &why);
 	call->band_known = 1;
 	fg_policy_count_call(call->pol, call->m, call->band, call->slot);
+	if (why != FG_POLICY_NUNKNOWN)
+		fg_policy_count_unknown(call->pol, call->m, why, call->slot);
 }
 
 static enum fg_stage_begin identify_begin(struct fg_stage_ctx *c, const struct fg_hdrs *h)

@@ -370,11 +370,11 @@ static void check_policy(const struct fg_policy *p)
 			abort();
 		/* A value selects one band: its own. */
 		for (i = 0; i < p->bands[b].nmatch; i++)
-			if (fg_policy_band(p, p->bands[b].match[i], strlen(p->bands[b].match[i])) != b &&
+			if (fg_policy_band(p, p->bands[b].match[i], strlen(p->bands[b].match[i]), NULL) != b &&
 			    strlen(p->bands[b].match[i]) != 0)
 				abort();
 	}
-	if (fg_policy_band(p, NULL, 0) != p->unknown_band)
+	if (fg_policy_band(p, NULL, 0, NULL) != p->unknown_band)
 		abort();
 	for (i = 0; i < p->nstats; i++)
 		if (!p->stat_names[i] || (strncmp(p->stat_names[i], "request:", 8) != 0 &&

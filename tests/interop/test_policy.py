@@ -859,11 +859,17 @@ def test_a_path_no_grpc_client_writes_is_refused_under_a_policy(fg, path):
 def test_policy_metrics_demo_policy(fg, ranker):
     d = fg(ph.demo_policy_text(), {"admin": {"listen": "127.0.0.1:0"}})
     admin = ph.admin_addr(d)
-    for band in ("13_15", "13_15", "u13", "banana"):
+    for band in ("13_15", "13_15", "u13", "banana", None, "13-15"):
         send(ranker, d.addr, ph.profiled_request(), band)
     _, text = ph.http_get(admin, "/metrics")
     assert ph.metric(text, "feedguard_policy_calls_total", method=RANK, band="13_15") == 2
-    assert ph.metric(text, "feedguard_policy_calls_total", method=RANK, band="under_13") == 2
+    assert ph.metric(text, "feedguard_policy_calls_total", method=RANK, band="under_13") == 4
+    # the unknown_band's calls that no band chose, told apart from the
+    # band's own (a README-only trial's typo, T13-17, went unnoticed)
+    unknown = {r: ph.metric(text, "feedguard_policy_unknown_band_total", method=RANK, reason=r)
+               for r in ("absent", "unmatched")}
+    assert unknown == {"absent": 1, "unmatched": 2}, unknown
+    assert ph.metric(text, "feedguard_policy_unknown_band_total", method=STREAM, reason="unmatched") == 0
     assert ph.metric(text, "feedguard_policy_calls_total", method=STREAM, band="13_15") == 0
     for field in ("request:(not in keep_only)", "request:context.geo.latitude", "response:items.explanations"):
         v = ph.metric(text, "feedguard_policy_fields_stripped_total", field=field, band="13_15")

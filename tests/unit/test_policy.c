@@ -459,8 +459,8 @@ static void test_bands(void **state)
 	            "unknown_band: b\n"
 	            "methods: {}\n");
 	assert_int_equal(p->bands[1].nmatch, 0);
-	assert_int_equal(fg_policy_band(p, "b", 1), 1);     /* unknown: b, not "b" matched */
-	assert_int_equal(fg_policy_band(p, "a", 1), 0);
+	assert_int_equal(fg_policy_band(p, "b", 1, NULL), 1);     /* unknown: b, not "b" matched */
+	assert_int_equal(fg_policy_band(p, "a", 1, NULL), 0);
 	fg_policy_compile_free(p);
 	fg_policy_compile_free(NULL);
 }
@@ -503,11 +503,11 @@ static void test_match_values_bounded(void **state)
 	snprintf(text + n, sizeof(text) - n, "methods: {}\n");
 	p = load_ok(text);
 	assert_int_equal(p->bands[1].nmatch, FG_POLICY_MAX_MATCH);
-	assert_int_equal(fg_policy_band(p, "v31", 3), 1);
-	assert_int_equal(fg_policy_band(p, "v3", 2), 1);
-	assert_int_equal(fg_policy_band(p, "v", 1), 0);       /* a prefix of every value: unknown */
-	assert_int_equal(fg_policy_band(p, "v310", 4), 0);    /* one of them and more */
-	assert_int_equal(fg_policy_band(p, "v32", 3), 0);
+	assert_int_equal(fg_policy_band(p, "v31", 3, NULL), 1);
+	assert_int_equal(fg_policy_band(p, "v3", 2, NULL), 1);
+	assert_int_equal(fg_policy_band(p, "v", 1, NULL), 0);       /* a prefix of every value: unknown */
+	assert_int_equal(fg_policy_band(p, "v310", 4, NULL), 0);    /* one of them and more */
+	assert_int_equal(fg_policy_band(p, "v32", 3, NULL), 0);
 	fg_policy_compile_free(p);
 	snprintf(text + n, sizeof(text) - n, "      - v%d\nmethods: {}\n", FG_POLICY_MAX_MATCH);
 	snprintf(want, sizeof(want), NAME ":%d:9: a band's match may hold at most %d values", FG_POLICY_MAX_MATCH + 7,
@@ -1330,28 +1330,37 @@ static void test_err_coarsen(void **state)
 static void test_band_select(void **state)
 {
 	struct fg_policy *p = load_ok(demo);
+	enum fg_policy_unknown_reason why;
 	char buf[] = "adultXYZ";
 
-	assert_int_equal(fg_policy_band(p, "u13", 3), 0);
-	assert_int_equal(fg_policy_band(p, "under_13", 8), 0);
-	assert_int_equal(fg_policy_band(p, "13_15", 5), 1);
-	assert_int_equal(fg_policy_band(p, "16_17", 5), 2);
-	assert_int_equal(fg_policy_band(p, "adult", 5), 3);
-	assert_int_equal(fg_policy_band(p, "18_plus", 7), 3);
+	assert_int_equal(fg_policy_band(p, "u13", 3, NULL), 0);
+	assert_int_equal(fg_policy_band(p, "under_13", 8, NULL), 0);
+	assert_int_equal(fg_policy_band(p, "13_15", 5, NULL), 1);
+	assert_int_equal(fg_policy_band(p, "16_17", 5, NULL), 2);
+	assert_int_equal(fg_policy_band(p, "adult", 5, NULL), 3);
+	assert_int_equal(fg_policy_band(p, "18_plus", 7, NULL), 3);
 	/* <len> bounds the value; no prefix or case-insensitive match. */
-	assert_int_equal(fg_policy_band(p, buf, 5), 3);
-	assert_int_equal(fg_policy_band(p, buf, 6), 0);
-	assert_int_equal(fg_policy_band(p, "adul", 4), 0);
-	assert_int_equal(fg_policy_band(p, "Adult", 5), 0);
-	assert_int_equal(fg_policy_band(p, "ADULT", 5), 0);
+	assert_int_equal(fg_policy_band(p, buf, 5, NULL), 3);
+	assert_int_equal(fg_policy_band(p, buf, 6, NULL), 0);
+	assert_int_equal(fg_policy_band(p, "adul", 4, NULL), 0);
+	assert_int_equal(fg_policy_band(p, "Adult", 5, NULL), 0);
+	assert_int_equal(fg_policy_band(p, "ADULT", 5, NULL), 0);
 	/* Nor trimmed: the value is compared byte for byte, as the README says. */
-	assert_int_equal(fg_policy_band(p, " adult", 6), 0);
-	assert_int_equal(fg_policy_band(p, "adult ", 6), 0);
-	assert_int_equal(fg_policy_band(p, "adult\t", 6), 0);
-	assert_int_equal(fg_policy_band(p, "adult\0", 6), 0);
-	assert_int_equal(fg_policy_band(p, "", 0), 0);
-	assert_int_equal(fg_policy_band(p, NULL, 0), 0);
-	assert_int_equal(fg_policy_band(p, "adult", 0), 0);
+	assert_int_equal(fg_policy_band(p, " adult", 6, NULL), 0);
+	assert_int_equal(fg_policy_band(p, "adult ", 6, NULL), 0);
+	assert_int_equal(fg_policy_band(p, "adult\t", 6, NULL), 0);
+	assert_int_equal(fg_policy_band(p, "adult\0", 6, NULL), 0);
+	assert_int_equal(fg_policy_band(p, "", 0, NULL), 0);
+	assert_int_equal(fg_policy_band(p, NULL, 0, NULL), 0);
+	assert_int_equal(fg_policy_band(p, "adult", 0, NULL), 0);
+	/* why the unknown band: told apart for feedguard_policy_unknown_band_total */
+	why = FG_POLICY_NUNKNOWN;
+	assert_int_equal(fg_policy_band(p, "u13", 3, &why), 0);
+	assert_int_equal(why, FG_POLICY_NUNKNOWN);          /* matched: left alone */
+	assert_int_equal(fg_policy_band(p, "adul", 4, &why), 0);
+	assert_int_equal(why, FG_POLICY_U_UNMATCHED);
+	assert_int_equal(fg_policy_band(p, NULL, 0, &why), 0);
+	assert_int_equal(why, FG_POLICY_U_ABSENT);
 	fg_policy_compile_free(p);
 
 	/* A different unknown_band is what every non-match gets. */
@@ -1359,11 +1368,11 @@ static void test_band_select(void **state)
 	            "bands: [{name: child}, {name: teen}, {name: adult}]\n"
 	            "unknown_band: teen\n"
 	            "methods: {}\n");
-	assert_int_equal(fg_policy_band(p, "adult", 5), 2);
-	assert_int_equal(fg_policy_band(p, "child", 5), 0);
-	assert_int_equal(fg_policy_band(p, "grown-up", 8), 1);
-	assert_int_equal(fg_policy_band(p, NULL, 0), 1);
-	assert_int_equal(fg_policy_band(p, "", 0), 1);
+	assert_int_equal(fg_policy_band(p, "adult", 5, NULL), 2);
+	assert_int_equal(fg_policy_band(p, "child", 5, NULL), 0);
+	assert_int_equal(fg_policy_band(p, "grown-up", 8, NULL), 1);
+	assert_int_equal(fg_policy_band(p, NULL, 0, NULL), 1);
+	assert_int_equal(fg_policy_band(p, "", 0, NULL), 1);
 	fg_policy_compile_free(p);
 }
 
