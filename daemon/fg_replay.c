@@ -518,6 +518,36 @@ out:
 	return rc;
 }
 
+/*
+ * The state failure the daemon had on this call, had again: its read
+ * fails the same way under every policy (Redis down, slow or saturated is
+ * the environment, like the ranker's answer), and the band's fail_mode
+ * decides as it did.  With Redis down the update after the call was lost
+ * too; after a timeout, a saturated link or an error reply it may have
+ * landed, and replay lets it.  "no_user" is the call's own: the policy
+ * decides it.
+ */
+static void recorded_failure(struct fg_replay *r, const Feedguard__Capture__V1__Call *in)
+{
+	static const struct {
+		const char *name;
+		int rc;
+		unsigned ops;
+	} kinds[] = {
+		{ "down", FG_EUNAVAIL, FG_STATE_MEM_FAIL_READ | FG_STATE_MEM_FAIL_UPDATE },
+		{ "timeout", FG_ETIMEOUT, FG_STATE_MEM_FAIL_READ },
+		{ "busy", FG_EBUSY, FG_STATE_MEM_FAIL_READ },
+		{ "error", FG_EPROTO, FG_STATE_MEM_FAIL_READ },
+	};
+	const char *f = in->decisions && in->decisions->screen_time ? in->decisions->screen_time->state_failure : NULL;
+	size_t i;
+
+	fg_state_mem_fail(r->state, 0, 0);
+	for (i = 0; f && i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (strcmp(f, kinds[i].name) == 0)
+			fg_state_mem_fail(r->state, kinds[i].rc, kinds[i].ops);
+}
+
 int fg_replay_call(struct fg_replay *r, const Feedguard__Capture__V1__Call *in, Feedguard__Capture__V1__Call **out,
                    struct fg_replay_result *res)
 {
@@ -542,7 +572,9 @@ int fg_replay_call(struct fg_replay *r, const Feedguard__Capture__V1__Call *in, 
 	m = fg_policy_find_method(r->cfg->policy, in->method, strlen(in->method));
 	fg_bufq_init(&h.req_out);
 	fg_bufq_init(&h.resp_out);
+	recorded_failure(r, in);
 	rc = run_call(r, m, in, &h, res);
+	fg_state_mem_fail(r->state, 0, 0);
 	fg_bufq_free(&h.req_out);
 	fg_bufq_free(&h.resp_out);
 	r->cur = NULL;

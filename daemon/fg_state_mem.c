@@ -37,8 +37,26 @@ struct fg_state_mem {
 	size_t max_records;
 	uint64_t full;                  /* new users refused for want of room */
 	int64_t now_ms;                 /* fg_state_mem_set_now */
+	int fail_rc;                    /* fg_state_mem_fail: 0, or what <fail_ops> get */
+	unsigned fail_ops;              /* FG_STATE_MEM_FAIL_* */
 	char prefix[FG_STATE_PREFIX_MAX + 1];
 };
+
+/* A failure fg_state_mem_fail asked for, as fg_state_redis gives it: a
+ * refused submit (down, busy) returns it and calls nothing; the others
+ * come in the callback.  1 when <op> fails so (<rc> set), else 0. */
+static int failing(const struct fg_state_mem *m, unsigned op, int *rc)
+{
+	if (!m->fail_rc || !(m->fail_ops & op))
+		return 0;
+	*rc = m->fail_rc;
+	return 1;
+}
+
+static int refused(int rc)
+{
+	return rc == FG_EUNAVAIL || rc == FG_EBUSY;
+}
 
 static const struct fg_state_ops mem_ops;
 
@@ -186,7 +204,14 @@ static int mem_read(struct fg_state *s, const struct fg_state_who *who, fg_state
 {
 	struct fg_state_mem *m = mem_of(s);
 	struct fg_state_user u;
+	int rc;
 
+	if (failing(m, FG_STATE_MEM_FAIL_READ, &rc)) {
+		if (refused(rc))
+			return rc;
+		cb(arg, rc, NULL);
+		return 0;
+	}
 	memset(&u, 0, sizeof(u));
 	for (size_t i = 0; i < who->nkeys; i++) {
 		struct mem_rec **slot = slot_live(m, who->keys[i]);
@@ -397,6 +422,12 @@ static int mem_update(struct fg_state *s, const struct fg_state_update *u, fg_st
 	struct mem_rec **slot, *r = NULL;
 	int later, reset, rc;
 
+	if (failing(m, FG_STATE_MEM_FAIL_UPDATE, &rc)) {
+		if (refused(rc))
+			return rc;
+		cb(arg, rc);
+		return 0;
+	}
 	make_key(m, u->who.keys[0], key0);
 	slot = find_user(m, &u->who, &later);
 	if (u->quiet_only) {
@@ -506,6 +537,14 @@ void fg_state_mem_set_now(struct fg_state *s, int64_t now_ms)
 {
 	if (s && s->ops == &mem_ops)
 		mem_of(s)->now_ms = now_ms;
+}
+
+void fg_state_mem_fail(struct fg_state *s, int rc, unsigned ops)
+{
+	if (s && s->ops == &mem_ops) {
+		mem_of(s)->fail_rc = rc;
+		mem_of(s)->fail_ops = rc ? ops : 0;
+	}
 }
 
 uint64_t fg_state_mem_full(struct fg_state *s)

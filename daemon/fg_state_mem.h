@@ -51,6 +51,20 @@ int fg_state_mem_new(struct fg_state **out, const char *prefix, size_t max_recor
  */
 void fg_state_mem_set_now(struct fg_state *s, int64_t now_ms);
 
+/* fg_state_mem_fail() operations. */
+#define FG_STATE_MEM_FAIL_READ 1u
+#define FG_STATE_MEM_FAIL_UPDATE 2u
+
+/*
+ * fg_state_mem_fail - from now on, the operations in <ops>
+ * (FG_STATE_MEM_FAIL_*) of <s> fail with <rc> as a Redis backend fails
+ * them (fg_state.h): FG_EUNAVAIL and FG_EBUSY returned at once,
+ * FG_ETIMEOUT and FG_EPROTO in the callback; nothing changes in the table.
+ * <rc> 0 ends it.  Replay gives a recorded call the state failure the
+ * daemon had.  Does nothing when <s> is not an fg_state_mem backend.
+ */
+void fg_state_mem_fail(struct fg_state *s, int rc, unsigned ops);
+
 /*
  * fg_state_mem_full - how many operations found no room for a new user's
  * record (the table held <max_records> unexpired ones): their callers got

@@ -630,6 +630,47 @@ def test_run_check_same_policy_decides_as_recorded(cap):
             want, res.returncode, re.findall(r"check: .*", out + err), err[-2500:]))
 
 
+def test_run_check_replays_the_recorded_state_failures(cap, tmp_path):
+    """With Redis down, the daemon decided by each band's fail_mode (open:
+    served, deny: UNAVAILABLE) and recorded why.  Replay has the same
+    failure on those calls (the state is the environment, like the ranker's
+    answer), so `--check` under the recording policy finds every call
+    decided as recorded.  A README-only trial saw 4 deny calls replayed as
+    no_upstream: replay had read its own state and served them."""
+    policy = UK_CHILDREN.read_text()
+    block = "      - {classes: [body_image, depression], per_day: 20, name: wellbeing}\n"
+    assert block in policy
+    pol = ph.write_policy(tmp_path, policy.replace(block, block + "    fail_mode: deny\n"), "deny-teens.yaml")
+    capdir = tmp_path / "capture"
+    capdir.mkdir()
+    down = type("Down", (), {"addr": "127.0.0.1:%d" % harness.closed_port()})()
+    cfg = daemon_config(cap, down, capdir)
+    cfg["policy"] = str(pol)
+    cfg["state"]["timeout"] = "%dms" % min(5000, int(tf(0.2) * 1000))
+    d = start_middle(tmp_path, cap.ranker.addr, cfg, "redis-down")
+    got = {}
+    try:
+        for k, (uid, band) in enumerate([("down-u13", "under_13"), ("down-teen", "13_15"),
+                                         ("down-adult", "adult"), ("down-teen", "13_15"),
+                                         ("down-u13", "under_13")]):
+            code, _, _ = do_call(cap, d, uid, band, at("10:00") + k * MIN, feed_page(70000 + 1000 * k))
+            got.setdefault(band, []).append(code)
+    finally:
+        problems = d.stop()
+    assert not problems, problems
+    assert got == {"under_13": [grpc.StatusCode.OK] * 2, "13_15": [grpc.StatusCode.UNAVAILABLE] * 2,
+                   "adult": [grpc.StatusCode.OK]}, got
+    files = sorted(capdir.glob("feedguard-*.fgcap"))
+    dump = json_lines(ok(replay("dump", "--descriptor-set", cap.pb, *files), "dump")[0], "dump")
+    failures = sorted(c["decisions"]["screen_time"].get("state_failure", "") for c in dump
+                      if c.get("decisions", {}).get("screen_time"))
+    assert failures == ["down"] * 4, failures
+    res = replay("run", "-p", pol, "--check", "--no-progress", *files)
+    out, err = text(res)
+    assert "check: 5 calls, 5 decided as recorded, 0 otherwise" in out + err and res.returncode == 0, (
+        "exit %s, %r; stderr:\n%s" % (res.returncode, re.findall(r"check: .*", out + err), err[-2500:]))
+
+
 def test_dump_counted_ms_is_the_time_the_account_wrote(cap):
     """Each call the account wrote time for says how long it counted
     (ScreenTime.counted_ms, which replay counts the call with): never more

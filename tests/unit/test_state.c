@@ -861,6 +861,38 @@ static void test_mem_bound(void **state)
 	assert_int_equal(user_found(e, "bound", "E"), 1);
 }
 
+/* fg_state_mem_fail: the operations asked for fail as a Redis backend's
+ * do (down and busy refused at the submit, timeout and error in the
+ * callback) and change nothing; 0 ends it.  Replay gives a recorded call
+ * the daemon's state failure with it. */
+static void test_mem_fail(void **state)
+{
+	struct env *e = *state;
+	struct fg_state_update u;
+	struct users us;
+	struct res r;
+
+	users_of(&us, "fail", "A");
+	update_of(&u, &us.who, &(struct vcall){ 0, 60, DAY_D, NIGHT_N, { 1, 0 } });
+	fg_state_mem_fail(e->s, FG_EUNAVAIL, FG_STATE_MEM_FAIL_READ | FG_STATE_MEM_FAIL_UPDATE);
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(fg_state_read(e->s, &us.who, read_cb, &r), FG_EUNAVAIL);
+	assert_int_equal(fg_state_update(e->s, &u, done_cb, &r), FG_EUNAVAIL);
+	assert_int_equal(r.calls, 0);
+	fg_state_mem_fail(e->s, FG_ETIMEOUT, FG_STATE_MEM_FAIL_READ);
+	assert_int_equal(do_read(e, &us.who, &r), FG_ETIMEOUT);
+	assert_int_equal(do_update(e, &u), 0);              /* only reads fail */
+	fg_state_mem_fail(e->s, FG_EPROTO, FG_STATE_MEM_FAIL_UPDATE);
+	assert_int_equal(do_update(e, &u), FG_EPROTO);
+	fg_state_mem_fail(e->s, FG_EBUSY, FG_STATE_MEM_FAIL_READ);
+	assert_int_equal(fg_state_read(e->s, &us.who, read_cb, &r), FG_EBUSY);
+	fg_state_mem_fail(e->s, 0, FG_STATE_MEM_FAIL_READ);
+	assert_int_equal(do_read(e, &us.who, &r), 0);
+	assert_int_equal(r.u.found, 1);
+	assert_int_equal(r.u.last_ms, SEC(60));            /* the one update that went through */
+	assert_int_equal(r.u.active_ms, 60 * 1000);
+}
+
 /* Many users: the table grows and finds every one of them. */
 static void test_mem_many(void **state)
 {
@@ -1311,6 +1343,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_invalid_names, setup_mem, teardown),
 		cmocka_unit_test_setup_teardown(test_invalid_update, setup_mem, teardown),
 		cmocka_unit_test_setup_teardown(test_mem_bound, setup_mem, teardown),
+		cmocka_unit_test_setup_teardown(test_mem_fail, setup_mem, teardown),
 		cmocka_unit_test_setup_teardown(test_mem_many, setup_mem, teardown),
 		cmocka_unit_test_setup_teardown(test_mem_counters, setup_mem, teardown),
 		cmocka_unit_test(test_mem_new),
