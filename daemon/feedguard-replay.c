@@ -287,6 +287,8 @@ static int call_line(struct dump *d, const char *file, uint64_t offset, const Fe
 	rc |= key(b, "messages_omitted", 0) | num(b, c->messages_omitted);
 	if (c->metadata_omitted)
 		rc |= key(b, "metadata_omitted", 0) | num(b, c->metadata_omitted);
+	if (c->policy_id[0])
+		rc |= key(b, "policy_id", 0) | str(b, c->policy_id);
 	rc |= metadata(b, "request_metadata", c->n_request_metadata, c->request_metadata);
 	rc |= metadata(b, "response_metadata", c->n_response_metadata, c->response_metadata);
 	rc |= messages(d, "request", in, c->n_request, c->request);
@@ -477,6 +479,9 @@ struct run {
 	struct entry *e;
 	size_t n, cap;
 	uint64_t checked, mismatched, no_upstream[2], failed;
+	uint64_t other_policy;          /* --check: calls another policy decided (policy_id) */
+	uint64_t other_mismatched;      /* of those, decided otherwise here */
+	char other_policy_example[64];
 	uint64_t failed_no_method;      /* of <failed>: records of a call with no method */
 	uint64_t incomplete;            /* records that left messages or items out */
 	uint64_t not_in_policy[2];      /* calls whose method the policy does not name */
@@ -662,13 +667,34 @@ static void printable_call(Feedguard__Capture__V1__Call *call)
 		fg_replay_printable(st->notices[i]);
 }
 
+/* --check: <out>, the call replayed under the one policy, against the
+ * record <in>.  A call another policy decided (the capture spans a
+ * reload: its policy_id differs) is compared too, and said apart: its
+ * differences may be the policies', not replay's. */
+static void check_one(struct run *ru, const Feedguard__Capture__V1__Call *in, const Feedguard__Capture__V1__Call *out,
+                      uint64_t n)
+{
+	int other = in->policy_id && in->policy_id[0] && strcmp(in->policy_id, fg_replay_policy_id(ru->replay[0])) != 0;
+	char why[512];
+
+	ru->checked++;
+	if (other && !ru->other_policy++)
+		snprintf(ru->other_policy_example, sizeof(ru->other_policy_example), "%s", in->policy_id);
+	if (!differs(in, out, why, sizeof(why)))
+		return;
+	ru->other_mismatched += other;
+	if (++ru->mismatched <= 10)
+		fprintf(stderr, PROG ": check: call %llu (%s, band %s, %s) decided otherwise than recorded%s: %s\n",
+		        (unsigned long long)n, in->method, in->band, in->user_key,
+		        other ? " (by another policy)" : "", why);
+}
+
 /* One call under each policy.  0, or -1 (a failure already said). */
 static int replay_one(struct run *ru, const Feedguard__Capture__V1__Call *in, uint64_t n,
                       struct fg_replay_row *row)
 {
 	Feedguard__Capture__V1__Call *out;
 	struct fg_replay_result res;
-	char why[512];
 	size_t p;
 
 	if (in->messages_omitted || (in->decisions && in->decisions->items_omitted))
@@ -686,12 +712,8 @@ static int replay_one(struct run *ru, const Feedguard__Capture__V1__Call *in, ui
 			snprintf(ru->band_example[p], sizeof(ru->band_example[p]), "%s", in->band);
 			snprintf(ru->band_unknown[p], sizeof(ru->band_unknown[p]), "%s", res.unknown_band);
 		}
-		if (ru->check && p == 0) {
-			ru->checked++;
-			if (differs(in, out, why, sizeof(why)) && ++ru->mismatched <= 10)
-				fprintf(stderr, PROG ": check: call %llu (%s, band %s, %s) decided otherwise than "
-				        "recorded: %s\n", (unsigned long long)n, in->method, in->band, in->user_key, why);
-		}
+		if (ru->check && p == 0)
+			check_one(ru, in, out, n);
 		fg_replay_row_of(row, label(ru, p), n, out, res.no_upstream);
 		if (fg_replay_stats_add(ru->stats, row) < 0 ||
 		    (ru->calls && fg_replay_row_write(ru->calls, ru->format, row) < 0)) {
@@ -939,9 +961,17 @@ static int cmd_run(int argc, char **argv)
 			        "policy answered them) and this policy did not: they delivered nothing\n", label(&ru, (size_t)i),
 			        (unsigned long long)ru.no_upstream[i]);
 	if (ru.check) {
-		fprintf(ru.calls == stdout ? stderr : stdout, "check: %llu calls, %llu decided as recorded, %llu "
-		        "otherwise\n", (unsigned long long)ru.checked, (unsigned long long)(ru.checked - ru.mismatched),
+		FILE *out = ru.calls == stdout ? stderr : stdout;
+		fprintf(out, "check: %llu calls, %llu decided as recorded, %llu otherwise\n",
+		        (unsigned long long)ru.checked, (unsigned long long)(ru.checked - ru.mismatched),
 		        (unsigned long long)ru.mismatched);
+		if (ru.other_policy) {
+			fg_replay_printable(ru.other_policy_example);
+			fprintf(out, "check: %llu of those calls were decided by another policy (for example policy_id "
+			        "%s; this one's is %s), %llu of them otherwise than here\n",
+			        (unsigned long long)ru.other_policy, ru.other_policy_example,
+			        fg_replay_policy_id(ru.replay[0]), (unsigned long long)ru.other_mismatched);
+		}
 		if (ru.mismatched)
 			rv = EXIT_FAIL;
 	}

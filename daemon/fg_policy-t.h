@@ -247,8 +247,17 @@ struct fg_policy_counters {
 	size_t nslots;
 };
 
+/* Hex digits of a policy's id (128 bits: enough to tell versions apart,
+ * short enough to carry in every captured call). */
+#define FG_POLICY_ID_LEN 32
+
 struct fg_policy {
 	char *file;                         /* absolute path of the policy file */
+	char id[FG_POLICY_ID_LEN + 1];      /* what the policy decides from, as FG_POLICY_ID_LEN
+	                                       hex digits: the first half of the SHA-256 of the
+	                                       policy's bytes followed by the SHA-256 of its
+	                                       descriptor set's bytes.  Captured calls carry it,
+	                                       so replay knows which policy decided each */
 	char *descriptor_set;               /* absolute path of its descriptor set (for the tools) */
 	struct fg_policy_band *bands;       /* most protective first */
 	size_t nbands;

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "fg_error.h"
 #include "fg_tz.h"
 #include "fg_policy_compile-internal.h"
@@ -363,6 +365,29 @@ static const struct fg_yaml_node *nul_in(const struct fg_yaml_node *n)
 	return NULL;
 }
 
+/* The policy's id (fg_policy-t.h): its bytes and its descriptor set's. */
+static int make_id(struct fg_policy_comp *c, const char *text, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t md[EVP_MAX_MD_SIZE];
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int ok;
+	size_t i;
+
+	ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) && EVP_DigestUpdate(ctx, text, len) &&
+	     (!c->schema || EVP_DigestUpdate(ctx, fg_schema_digest(c->schema), FG_SCHEMA_DIGEST_LEN)) &&
+	     EVP_DigestFinal_ex(ctx, md, NULL);
+	EVP_MD_CTX_free(ctx);
+	if (!ok)
+		return fg_policy_compile_nomem(c);
+	for (i = 0; i < FG_POLICY_ID_LEN / 2; i++) {
+		c->pol->id[2 * i] = hex[md[i] >> 4];
+		c->pol->id[2 * i + 1] = hex[md[i] & 15];
+	}
+	c->pol->id[FG_POLICY_ID_LEN] = '\0';
+	return 0;
+}
+
 static int compile(struct fg_policy_comp *c, const char *text, size_t len, size_t nslots)
 {
 	struct fg_yaml_node *root = NULL;
@@ -386,6 +411,8 @@ static int compile(struct fg_policy_comp *c, const char *text, size_t len, size_
 		rc = alloc_counters(c, nslots);
 	if (rc == 0)
 		rc = alloc_limit_counters(c, nslots);
+	if (rc == 0)
+		rc = make_id(c, text, len);
 	fg_schema_free(c->schema);
 	c->schema = NULL;
 	fg_yaml_free(root);

@@ -317,6 +317,11 @@ const char *fg_replay_policy(const struct fg_replay *r)
 	return r->cfg->policy->file;
 }
 
+const char *fg_replay_policy_id(const struct fg_replay *r)
+{
+	return r->cfg->policy->id;
+}
+
 void fg_replay_free(struct fg_replay *r)
 {
 	char path[128];

@@ -73,6 +73,10 @@ uint64_t fg_replay_users_full(const struct fg_replay *r);
 /* fg_replay_policy - the policy file <r> replays (absolute). */
 const char *fg_replay_policy(const struct fg_replay *r);
 
+/* fg_replay_policy_id - that policy's id (fg_policy-t.h), as captured
+ * calls carry it in policy_id. */
+const char *fg_replay_policy_id(const struct fg_replay *r);
+
 /* fg_replay_free - NULL is a no-op. */
 void fg_replay_free(struct fg_replay *r);
 

@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "descriptor.pb-c.h"
@@ -91,6 +92,7 @@ struct fg_schema {
 	struct fg_schema_enum *enums;           /* sorted by full name */
 	size_t nmethods;
 	struct fg_schema_method *methods;       /* sorted by path */
+	uint8_t digest[FG_SCHEMA_DIGEST_LEN];   /* SHA-256 of the set's bytes */
 };
 
 /* Field numbers of descriptor.proto on the one path where it recurses:
@@ -822,6 +824,10 @@ int fg_schema_load_buffer(const char *name, const uint8_t *buf, size_t len,
 	}
 	if ((rc = build(&ld)) != 0)
 		goto fail_free_schema;
+	if (!EVP_Digest(buf, len, ld.s->digest, NULL, EVP_sha256(), NULL)) {
+		rc = fail(&ld, FG_ENOMEM, "out of memory");
+		goto fail_free_schema;
+	}
 	*out = ld.s;
 	return 0;
 
@@ -915,6 +921,11 @@ void fg_schema_free(struct fg_schema *s)
 }
 
 /* ---- lookups ---- */
+
+const uint8_t *fg_schema_digest(const struct fg_schema *s)
+{
+	return s->digest;
+}
 
 const struct fg_schema_method *fg_schema_find_method(const struct fg_schema *s, const char *path)
 {

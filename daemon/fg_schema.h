@@ -149,6 +149,16 @@ int fg_schema_load(const char *path, struct fg_schema **out, char *err, size_t e
 int fg_schema_load_buffer(const char *name, const uint8_t *buf, size_t len,
                           struct fg_schema **out, char *err, size_t errlen);
 
+/* Bytes of fg_schema_digest(). */
+#define FG_SCHEMA_DIGEST_LEN 32
+
+/*
+ * fg_schema_digest - the SHA-256 of the bytes <s> was loaded from
+ * (FG_SCHEMA_DIGEST_LEN bytes, owned by <s>): what the policy's id is
+ * made of, so two loads of one set agree.  Any thread.
+ */
+const uint8_t *fg_schema_digest(const struct fg_schema *s);
+
 /* fg_schema_free - release <schema> and everything borrowed from it.  NULL
  * does nothing.  Only once no thread uses it any more. */
 void fg_schema_free(struct fg_schema *schema);

@@ -43,7 +43,7 @@
 enum { REC_CALL = 2 };
 enum { C_START = 1, C_DURATION, C_METHOD, C_BAND, C_USER_KEY, C_TIME_ZONE, C_REQ_META, C_RESP_META, C_REQUEST,
        C_UPSTREAM, C_DELIVERED, C_STATUS, C_STATUS_MESSAGE, C_ANSWERED, C_DECISIONS, C_OMITTED, C_DELIVERED_FROM,
-       C_ITEMS_PATH, C_METADATA_OMITTED };
+       C_ITEMS_PATH, C_METADATA_OMITTED, C_POLICY_ID };
 enum { DF_DELIVERED = 1, DF_UPSTREAM, DF_REORDERED };
 enum { MD_NAME = 1, MD_VALUE };
 enum { D_STRIPPED = 1, D_ITEMS, D_SCREEN, D_PAGE_SIZE_ASKED, D_ITEMS_OMITTED };
@@ -53,7 +53,7 @@ enum { ST_ACTION = 1, ST_NOTICES, ST_FAILURE, ST_FAIL_MODE, ST_USED, ST_LEFT, ST
 enum { E_COUNTER = 1, E_ALLOWANCE, E_DELIVERED, E_LIMITED };
 
 /* Bytes of a record kept for what capture_end writes: the call's facts
- * (method, band, key, zone, status text: under 1KiB), the stripped counts
+ * (method, band, key, zone, policy id, status text: under 1KiB), the stripped counts
  * and screen-time decisions (a few hundred bytes), the wrapper; and
  * OURS_ROOM of it for feedguard's own response metadata (the screen-time
  * figures, the notices, the filter's report: under 300 bytes), which a
@@ -820,6 +820,7 @@ static int add_facts(struct fg_stage_record *r, const struct fg_stage_end *end)
 		rc |= fg_pbwire_append_varint(&r->buf, C_OMITTED, r->omitted);
 	if (r->md_omitted)
 		rc |= fg_pbwire_append_varint(&r->buf, C_METADATA_OMITTED, r->md_omitted);
+	rc |= fg_pbwire_append_len(&r->buf, C_POLICY_ID, call->pol->id, strlen(call->pol->id));
 	return rc ? FG_ENOMEM : 0;
 }
 

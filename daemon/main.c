@@ -26,6 +26,7 @@
 #include "fg_listener.h"
 #include "fg_log.h"
 #include "fg_notify.h"
+#include "fg_policy-t.h"
 #include "fg_worker.h"
 
 #define MAX_WORKERS 1024
@@ -104,6 +105,12 @@ static void broadcast(struct daemon *d, enum fg_worker_cmd cmd)
 		fg_worker_send(d->workers[i], cmd, NULL);
 }
 
+/* The policy's id (what captured calls carry), "-" without a policy. */
+static const char *policy_id(const struct fg_config *cfg)
+{
+	return cfg->policy ? cfg->policy->id : "-";
+}
+
 static void reload(struct daemon *d)
 {
 	struct fg_config *next;
@@ -138,7 +145,7 @@ static void reload(struct daemon *d)
 	d->proc.last_reload_success = unix_now();
 	/* Logged before the new level applies, so a reload that quiets the log
 	 * still says it happened. */
-	fg_log(FG_LOG_INFO, "reloaded", "config=%s", d->config_path);
+	fg_log(FG_LOG_INFO, "reloaded", "config=%s policy_id=%s", d->config_path, policy_id(next));
 	fg_log_set_level(next->log.level);
 	if (report)
 		notify("READY=1\nSTATUS=serving; reloaded");
@@ -194,8 +201,8 @@ static void all_running(struct daemon *d)
 {
 	char state[128];
 
-	fg_log(FG_LOG_INFO, "ready", "workers=%d pid=%ld allocator=\"%s\"", d->nworkers, (long)getpid(),
-	       fg_alloc_name());
+	fg_log(FG_LOG_INFO, "ready", "workers=%d pid=%ld allocator=\"%s\" policy_id=%s", d->nworkers,
+	       (long)getpid(), fg_alloc_name(), policy_id(d->cfg));
 	snprintf(state, sizeof(state), "READY=1\nSTATUS=serving with %d workers", d->nworkers);
 	notify(state);
 	d->ready = 1;

@@ -671,6 +671,65 @@ def test_run_check_replays_the_recorded_state_failures(cap, tmp_path):
         "exit %s, %r; stderr:\n%s" % (res.returncode, re.findall(r"check: .*", out + err), err[-2500:]))
 
 
+def test_run_check_says_which_calls_another_policy_decided(cap, tmp_path):
+    """A capture spans reloads: each captured call carries the id of the
+    policy that decided it (policy_id, also in the daemon's ready and
+    reloaded log lines).  `--check` under one policy says how many of the
+    calls another policy decided, and how many of those it decides
+    otherwise; their differences are marked.  A README-only trial's check
+    counted calls of three policies against one without a word."""
+    need_redis()
+    polfile = tmp_path / "policy.yaml"
+    polfile.write_text(cap.policy_a.read_text())
+    saved_a = ph.write_policy(tmp_path, cap.policy_a.read_text(), "saved-a.yaml")
+    saved_b = ph.write_policy(tmp_path, cap.policy_b.read_text(), "saved-b.yaml")
+    capdir = tmp_path / "capture"
+    capdir.mkdir()
+    redis = RedisServer(tmp_path).start()
+    try:
+        cfg = daemon_config(cap, redis, capdir, key_prefix="pid:")
+        cfg["policy"] = str(polfile)
+        d = start_middle(tmp_path, cap.ranker.addr, cfg, "reloading")
+        try:
+            ready = poll_until(lambda: re.search(r"event=ready .*policy_id=([0-9a-f]{32})", d.stderr()), tf(5),
+                               "policy_id in the ready line")
+            id_a = ready.group(1)
+            for k in range(3):
+                code, _, _ = do_call(cap, d, "pid-teen", "13_15", at("10:00") + k * MIN, feed_page(80000 + k))
+                assert code == grpc.StatusCode.OK, code
+            since = len(d.stderr())
+            polfile.write_text(cap.policy_b.read_text())
+            line = ph.sighup_and_wait(d, "reloaded", since)
+            id_b = re.search(r"policy_id=([0-9a-f]{32})", line).group(1)
+            assert id_b != id_a, line
+            for k in range(3, 5):
+                code, _, _ = do_call(cap, d, "pid-teen", "13_15", at("10:00") + k * MIN, feed_page(80000 + k))
+                assert code == grpc.StatusCode.OK, code
+        finally:
+            problems = d.stop()
+        assert not problems, problems
+    finally:
+        redis.stop()
+    files = sorted(capdir.glob("feedguard-*.fgcap"))
+    dump = json_lines(ok(replay("dump", "--descriptor-set", cap.pb, *files), "dump")[0], "dump")
+    assert [r.get("policy_id") for r in dump] == [id_a] * 3 + [id_b] * 2, [r.get("policy_id") for r in dump]
+    third = ph.write_policy(tmp_path, cap.policy_a.read_text() + "\n# edited\n", "third.yaml")
+    for pol, other, other_id in ((saved_a, 2, id_b), (saved_b, 3, id_a), (third, 5, id_a)):
+        res = replay("run", "-p", pol, "--check", "--no-progress", *files)
+        out, err = text(res)
+        m = re.search(r"check: 5 calls, (\d+) decided as recorded, (\d+) otherwise\n", out + err)
+        assert m, (pol, out, err[-2000:])
+        m2 = re.search(r"check: (\d+) of those calls were decided by another policy \(for example policy_id "
+                       r"([0-9a-f]{32}); this one's is ([0-9a-f]{32})\), (\d+) of them otherwise than here", out + err)
+        assert m2 and int(m2.group(1)) == other and m2.group(2) == other_id, (pol, out + err)
+        assert m2.group(3) not in (id_a, id_b) if pol == third else m2.group(3) != other_id, m2.group(0)
+        # the calls it decided itself decide as recorded: every difference is another policy's
+        assert int(m.group(2)) == int(m2.group(4)), (pol, m.group(0), m2.group(0))
+        assert res.returncode == (1 if int(m.group(2)) else 0), (pol, res.returncode)
+        named = re.findall(r"decided otherwise than recorded( \(by another policy\))?:", err)
+        assert all(named), err
+
+
 def test_dump_counted_ms_is_the_time_the_account_wrote(cap):
     """Each call the account wrote time for says how long it counted
     (ScreenTime.counted_ms, which replay counts the call with): never more
@@ -703,8 +762,9 @@ def test_run_check_other_policy_names_differences(cap):
     assert 1 <= len(re.findall(r"\bcall \d+", err)) <= 10, err
     # each says what differed first: under B the wellbeing allowance runs
     # out where A's did not, so the call tells a notice A did not
-    lines = [l for l in err.splitlines() if "decided otherwise than recorded: " in l]
-    assert lines and all(re.search(r"recorded: (status|screen-time action|notices|\d+ items|item \d+ of page \d+)"
+    # and that A decided those calls, not B (their policy_id)
+    lines = [l for l in err.splitlines() if "decided otherwise than recorded (by another policy): " in l]
+    assert lines and all(re.search(r"recorded \(by another policy\): (status|screen-time action|notices|\d+ items|item \d+ of page \d+)"
                                     r".* recorded.* replayed$", l) for l in lines), err
     assert any(l.endswith("screen-time action NONE recorded, NOTICE replayed") for l in lines), err
 
