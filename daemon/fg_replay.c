@@ -295,6 +295,10 @@ int fg_replay_new(struct fg_replay **out, const char *policy, size_t max_users, 
 	if (!(r->base = event_base_new()) || fg_state_mem_new(&r->state, NULL, max_users ? max_users : FG_REPLAY_DEFAULT_MAX_USERS) < 0 ||
 	    fg_capture_new(&r->cap, 1) < 0)
 		goto fail;
+	/* A call's update lands when it ends, as in Redis: a call of the same
+	 * user that starts before then decides without it, as the daemon did
+	 * (README, Concurrency).  As many held as users kept. */
+	fg_state_mem_defer(r->state, max_users ? max_users : FG_REPLAY_DEFAULT_MAX_USERS);
 	w.base = r->base;
 	w.capture = r->cap;
 	w.state = r->state;

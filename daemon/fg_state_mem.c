@@ -37,6 +37,9 @@ struct fg_state_mem {
 	size_t max_records;
 	uint64_t full;                  /* new users refused for want of room */
 	int64_t now_ms;                 /* fg_state_mem_set_now */
+	struct mem_pending **pending;   /* fg_state_mem_defer: a min-heap by end time */
+	size_t npending, cap_pending, max_pending;
+	uint64_t seq;                   /* updates held so far */
 	int fail_rc;                    /* fg_state_mem_fail: 0, or what <fail_ops> get */
 	unsigned fail_ops;              /* FG_STATE_MEM_FAIL_* */
 	char prefix[FG_STATE_PREFIX_MAX + 1];
@@ -411,45 +414,40 @@ static void quiet_only(struct fg_state_mem *m, struct mem_rec **slot, int later,
 }
 
 /*
- * Every allocation and every check comes before the first change, so a
- * failed update changes nothing (expired records aside), as a Redis
- * script that errors before writing.
+ * Update <u> applied now: 0, FG_ETOOBIG or FG_ENOMEM.  Every allocation
+ * and every check comes before the first change, so a failed update
+ * changes nothing (expired records aside), as a Redis script that errors
+ * before writing.
  */
-static int mem_update(struct fg_state *s, const struct fg_state_update *u, fg_state_done_cb *cb, void *arg)
+static int apply_update(struct fg_state_mem *m, const struct fg_state_update *u)
 {
-	struct fg_state_mem *m = mem_of(s);
 	char key0[KEY_MAX];
 	struct mem_rec **slot, *r = NULL;
 	int later, reset, rc;
 
-	if (failing(m, FG_STATE_MEM_FAIL_UPDATE, &rc)) {
-		if (refused(rc))
-			return rc;
-		cb(arg, rc);
-		return 0;
-	}
 	make_key(m, u->who.keys[0], key0);
 	slot = find_user(m, &u->who, &later);
 	if (u->quiet_only) {
 		quiet_only(m, slot, later, key0, u);
-		cb(arg, 0);
 		return 0;
 	}
 	if (u->cap_ms && (!slot || !(*slot)->last_ms || u->start_ms - (*slot)->last_ms > u->idle_gap_ms)) {
 		if (slot && later)      /* a daily cap's answer with no gap that was use: step 1 only */
 			move_to(m, slot, key0);
-		cb(arg, 0);
 		return 0;
 	}
 	rc = slot ? 0 : make_room(m, key0, &r);
 	if (rc < 0)
-		goto out_result;
+		return rc;
 	if (slot)
 		r = *slot;
 	reset = !slot || r->day < u->day;
 	rc = counters_reserve(r, reset ? 0 : r->nx, counters_needed(r, reset, &u->who));
-	if (rc < 0)
-		goto out_free_new;
+	if (rc < 0) {
+		if (!slot)
+			rec_free(r);
+		return rc;
+	}
 	if (later)
 		move_to(m, slot, key0);
 	apply_times(m, r, !slot, u);
@@ -459,13 +457,135 @@ static int mem_update(struct fg_state *s, const struct fg_state_update *u, fg_st
 		m->count++;
 		maybe_grow(m);
 	}
-	cb(arg, 0);
 	return 0;
+}
 
-out_free_new:
-	if (!slot)
-		rec_free(r);
-out_result:
+/* --- deferred updates (fg_state_mem_defer) ------------------------------ */
+
+/* An update held until the time of its call's end: a copy, since the
+ * caller's arrays are borrowed for the call only. */
+struct mem_pending {
+	struct fg_state_update u;               /* who.keys, who.classes, counts point below */
+	uint64_t seq;                           /* submission order: ties of end_ms keep it */
+	const char *keys[FG_STATE_MAX_KEYS];
+	const char *classes[FG_STATE_MAX_CLASSES];
+	uint32_t counts[FG_STATE_MAX_CLASSES];
+	char text[];                            /* the keys' and classes' bytes */
+};
+
+static int pending_before(const struct mem_pending *a, const struct mem_pending *b)
+{
+	return a->u.end_ms < b->u.end_ms || (a->u.end_ms == b->u.end_ms && a->seq < b->seq);
+}
+
+static void heap_up(struct mem_pending **h, size_t i)
+{
+	while (i > 0 && pending_before(h[i], h[(i - 1) / 2])) {
+		struct mem_pending *t = h[i];
+		h[i] = h[(i - 1) / 2];
+		h[(i - 1) / 2] = t;
+		i = (i - 1) / 2;
+	}
+}
+
+static void heap_down(struct mem_pending **h, size_t n, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, min = i;
+		if (l < n && pending_before(h[l], h[min]))
+			min = l;
+		if (r < n && pending_before(h[r], h[min]))
+			min = r;
+		if (min == i)
+			return;
+		struct mem_pending *t = h[i];
+		h[i] = h[min];
+		h[min] = t;
+		i = min;
+	}
+}
+
+static char *copy_str(char **at, const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *out = memcpy(*at, s, n);
+
+	*at += n;
+	return out;
+}
+
+/* <u> held in the heap.  0 or FG_ENOMEM. */
+static int defer_update(struct fg_state_mem *m, const struct fg_state_update *u)
+{
+	struct mem_pending *p;
+	size_t bytes = 0, i;
+	char *at;
+
+	if (m->npending == m->cap_pending) {
+		size_t cap = m->cap_pending ? 2 * m->cap_pending : 64;
+		struct mem_pending **h = realloc(m->pending, cap * sizeof(*h));
+		if (!h)
+			return FG_ENOMEM;
+		m->pending = h;
+		m->cap_pending = cap;
+	}
+	for (i = 0; i < u->who.nkeys; i++)
+		bytes += strlen(u->who.keys[i]) + 1;
+	for (i = 0; i < u->who.nclasses; i++)
+		bytes += strlen(u->who.classes[i]) + 1;
+	if (!(p = malloc(sizeof(*p) + bytes)))
+		return FG_ENOMEM;
+	p->u = *u;
+	p->seq = m->seq++;
+	at = p->text;
+	for (i = 0; i < u->who.nkeys; i++)
+		p->keys[i] = copy_str(&at, u->who.keys[i]);
+	for (i = 0; i < u->who.nclasses; i++) {
+		p->classes[i] = copy_str(&at, u->who.classes[i]);
+		p->counts[i] = u->counts[i];
+	}
+	p->u.who.keys = p->keys;
+	p->u.who.classes = p->classes;
+	p->u.counts = p->counts;
+	m->pending[m->npending] = p;
+	heap_up(m->pending, m->npending++);
+	return 0;
+}
+
+/* The held updates of calls that ended by <now_ms>, in the order they
+ * ended, each at its own end's time (expiries count from it, as Redis
+ * counts them from when the script runs). */
+static void apply_due(struct fg_state_mem *m, int64_t now_ms)
+{
+	while (m->npending && m->pending[0]->u.end_ms <= now_ms) {
+		struct mem_pending *p = m->pending[0];
+		m->pending[0] = m->pending[--m->npending];
+		heap_down(m->pending, m->npending, 0);
+		if (p->u.end_ms > m->now_ms)
+			m->now_ms = p->u.end_ms;
+		(void)apply_update(m, &p->u);   /* no room: counted in <full> (make_room) */
+		free(p);
+	}
+}
+
+static int mem_update(struct fg_state *s, const struct fg_state_update *u, fg_state_done_cb *cb, void *arg)
+{
+	struct fg_state_mem *m = mem_of(s);
+	int rc;
+
+	if (failing(m, FG_STATE_MEM_FAIL_UPDATE, &rc)) {
+		if (refused(rc))
+			return rc;
+		cb(arg, rc);
+		return 0;
+	}
+	/* Held until the call's end when deferring (and there is room to
+	 * hold it): a call of the same user that starts before then must not
+	 * see it, as in Redis it has not arrived yet. */
+	if (m->max_pending && u->end_ms > m->now_ms && m->npending < m->max_pending)
+		rc = defer_update(m, u);
+	else
+		rc = apply_update(m, u);
 	if (rc == FG_ENOMEM)
 		return rc;
 	cb(arg, rc);
@@ -497,6 +617,9 @@ static void mem_free(struct fg_state *s)
 	for (size_t i = 0; i < m->nbuckets; i++)
 		while (m->buckets[i])
 			slot_remove(m, &m->buckets[i]);
+	for (size_t i = 0; i < m->npending; i++)
+		free(m->pending[i]);
+	free(m->pending);
 	free(m->buckets);
 	free(m);
 }
@@ -535,8 +658,16 @@ int fg_state_mem_new(struct fg_state **out, const char *prefix, size_t max_recor
 
 void fg_state_mem_set_now(struct fg_state *s, int64_t now_ms)
 {
+	if (!s || s->ops != &mem_ops)
+		return;
+	apply_due(mem_of(s), now_ms);
+	mem_of(s)->now_ms = now_ms;
+}
+
+void fg_state_mem_defer(struct fg_state *s, size_t max_pending)
+{
 	if (s && s->ops == &mem_ops)
-		mem_of(s)->now_ms = now_ms;
+		mem_of(s)->max_pending = max_pending;
 }
 
 void fg_state_mem_fail(struct fg_state *s, int rc, unsigned ops)

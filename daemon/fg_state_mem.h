@@ -46,10 +46,27 @@ int fg_state_mem_new(struct fg_state **out, const char *prefix, size_t max_recor
 /*
  * fg_state_mem_set_now - from now on, the time of <s> is <now_ms>
  * (milliseconds since the epoch): expiries are set from it and compared
- * with it.  Replay calls it before each recorded operation.  Does nothing
- * when <s> is not an fg_state_mem backend.
+ * with it.  Updates held by fg_state_mem_defer whose calls ended at or
+ * before <now_ms> are applied first, in the order the calls ended, each at
+ * its end's time.  Replay calls it before each recorded call, with times
+ * that never go back.  Does nothing when <s> is not an fg_state_mem
+ * backend.
  */
 void fg_state_mem_set_now(struct fg_state *s, int64_t now_ms);
+
+/*
+ * fg_state_mem_defer - from now on, an update whose call ends after the
+ * time of <s> (<end_ms> past the last fg_state_mem_set_now) is held until
+ * a later fg_state_mem_set_now reaches its end, as Redis gets the update
+ * only when the call ends: a call of the same user that starts before
+ * then reads the state without it, as in the daemon (two calls of one
+ * user in flight at once).  Its callback gets 0 at once; an update that
+ * finds no room when applied counts in fg_state_mem_full.  At most
+ * <max_pending> are held (each about 300 bytes plus its keys and
+ * classes); past that, updates apply at once.  0 turns holding off (held
+ * ones stay held).  Does nothing when <s> is not an fg_state_mem backend.
+ */
+void fg_state_mem_defer(struct fg_state *s, size_t max_pending);
 
 /* fg_state_mem_fail() operations. */
 #define FG_STATE_MEM_FAIL_READ 1u

@@ -34,6 +34,7 @@ import json
 import os
 import re
 import struct
+import time
 import zlib
 from datetime import datetime, timezone
 
@@ -220,9 +221,9 @@ def daemon_config(cap, redis, capture_dir=None, key_prefix="fg:"):
 
 def do_call(cap, d, uid, band, t, resp):
     """One RankFeed call of <uid> (band header <band>) at test time <t>; the
-    ranker answers <resp>.  Returns (status code, response bytes, headers)."""
+    ranker answers <resp> (or what it returns, called with the request).  Returns (status code, response bytes, headers)."""
     cid = ph.call_id("rp")
-    cap.ranker.script(cid, [resp])
+    cap.ranker.script(cid, resp if callable(resp) else [resp])
     md = [("x-call-id", cid), ("x-age-band", band), (TEST_NOW, str(t))]
     try:
         with harness.channel(d.addr) as ch:
@@ -728,6 +729,55 @@ def test_run_check_says_which_calls_another_policy_decided(cap, tmp_path):
         assert res.returncode == (1 if int(m.group(2)) else 0), (pol, res.returncode)
         named = re.findall(r"decided otherwise than recorded( \(by another policy\))?:", err)
         assert all(named), err
+
+
+def test_run_check_overlapping_calls_of_one_user_decide_as_recorded(cap, tmp_path):
+    """Three calls of one 13_15 teen in flight at once (the ranker holds
+    each until all three reached it), under policy B (wellbeing 8 a day):
+    each read the state before any update landed, so each delivered its 4
+    wellbeing items, 12 in all (README, Concurrency).  Replay holds each
+    update until its call's recorded end, so the three decide as recorded;
+    applied at once (before), the third call's items were LIMITED."""
+    import threading
+    capdir = tmp_path / "capture"
+    capdir.mkdir()
+    cfg = daemon_config(cap, cap.redis, capdir, key_prefix="conc:")
+    cfg["policy"] = str(cap.policy_b)
+    d = start_middle(tmp_path, cap.ranker.addr, cfg, "overlapping")
+    together = threading.Barrier(3, timeout=tf(10))
+
+    def held(base):
+        def answer(raw):
+            together.wait()
+            time.sleep(0.05)            # every call lasts a few ms past the others' start
+            return [feed_page(base)]
+        return answer
+    results = [None] * 3
+
+    def one(k):
+        results[k] = do_call(cap, d, "conc-teen", "13_15", at("10:00"), held(90000 + 1000 * k))
+    try:
+        threads = [threading.Thread(target=one, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(tf(20))
+        settle(cap, cap.redis, "conc-teen", at("10:00"), prefix="conc:")
+    finally:
+        problems = d.stop()
+    assert not problems, problems
+    assert [r[0] for r in results] == [grpc.StatusCode.OK] * 3, results
+    files = sorted(capdir.glob("feedguard-*.fgcap"))
+    dump = json_lines(ok(replay("dump", "--descriptor-set", cap.pb, *files), "dump")[0], "dump")
+    assert len(dump) == 3
+    assert {r["user_key"] for r in dump} == {capture_pseudonym(cap.capkey, "conc-teen")}
+    delivered = [sum(1 for it in r["decisions"]["items"] if it.get("class") == "body_image"
+                     and it.get("fate", "KEPT") == "KEPT") for r in dump]
+    assert delivered == [4, 4, 4], "each call should have delivered 4 wellbeing items: %s" % delivered
+    res = replay("run", "-p", cap.policy_b, "--check", "--no-progress", *files)
+    out, err = text(res)
+    assert "check: 3 calls, 3 decided as recorded, 0 otherwise" in out + err and res.returncode == 0, (
+        res.returncode, out, err[-2000:])
 
 
 def test_dump_counted_ms_is_the_time_the_account_wrote(cap):

@@ -893,6 +893,59 @@ static void test_mem_fail(void **state)
 	assert_int_equal(r.u.active_ms, 60 * 1000);
 }
 
+/* fg_state_mem_defer: an update is held until the time reaches its
+ * call's end, so a call of the same user that starts before then reads
+ * the state without it (the daemon's calls in flight at once); held ones
+ * apply in the order their calls ended; past <max_pending>, at once. */
+static void test_mem_defer(void **state)
+{
+	struct env *e = *state;
+	struct fg_state_update a, b, c;
+	struct users us;
+	struct res r;
+
+	users_of(&us, "defer", "A");
+	fg_state_mem_defer(e->s, 2);
+	fg_state_mem_set_now(e->s, SEC(0));
+	/* a: 0..60 s with 3 videos; b, started at 10 s, ends first (30 s) */
+	update_of(&a, &us.who, &(struct vcall){ 0, 60, DAY_D, NIGHT_N, { 3, 0 } });
+	update_of(&b, &us.who, &(struct vcall){ 10, 30, DAY_D, NIGHT_N, { 2, 0 } });
+	assert_int_equal(do_update(e, &a), 0);
+	fg_state_mem_set_now(e->s, SEC(10));
+	assert_int_equal(do_read(e, &us.who, &r), 0);
+	assert_int_equal(r.u.found, 0);                     /* a is still in flight */
+	assert_int_equal(do_update(e, &b), 0);
+	fg_state_mem_set_now(e->s, SEC(30));
+	assert_int_equal(do_read(e, &us.who, &r), 0);
+	assert_int_equal(r.u.found, 1);                     /* b ended: it is in */
+	assert_int_equal(r.u.last_ms, SEC(30));
+	assert_int_equal(r.u.exposure[0], 2);
+	fg_state_mem_set_now(e->s, SEC(61));
+	assert_int_equal(do_read(e, &us.who, &r), 0);
+	assert_int_equal(r.u.last_ms, SEC(60));             /* a after b: overlapping, counted once */
+	assert_int_equal(r.u.session_start_ms, SEC(10));
+	assert_int_equal(r.u.active_ms, 50 * 1000);
+	assert_int_equal(r.u.exposure[0], 5);
+	/* a call that ends when it is made is not held */
+	update_of(&c, &us.who, &(struct vcall){ 61, 61, DAY_D, NIGHT_N, { 1, 0 } });
+	assert_int_equal(do_update(e, &c), 0);
+	assert_int_equal(do_read(e, &us.who, &r), 0);
+	assert_int_equal(r.u.exposure[0], 6);
+	/* at most 2 held: the third applies at once */
+	update_of(&a, &us.who, &(struct vcall){ 61, 100, DAY_D, NIGHT_N, { 1, 0 } });
+	assert_int_equal(do_update(e, &a), 0);
+	assert_int_equal(do_update(e, &a), 0);
+	assert_int_equal(do_update(e, &a), 0);
+	assert_int_equal(do_read(e, &us.who, &r), 0);
+	assert_int_equal(r.u.exposure[0], 7);
+	fg_state_mem_set_now(e->s, SEC(100));
+	assert_int_equal(do_read(e, &us.who, &r), 0);
+	assert_int_equal(r.u.exposure[0], 9);
+	/* held at free: freed with the table (no leak under valgrind, ASan) */
+	update_of(&a, &us.who, &(struct vcall){ 100, 200, DAY_D, NIGHT_N, { 1, 0 } });
+	assert_int_equal(do_update(e, &a), 0);
+}
+
 /* Many users: the table grows and finds every one of them. */
 static void test_mem_many(void **state)
 {
@@ -1344,6 +1397,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_invalid_update, setup_mem, teardown),
 		cmocka_unit_test_setup_teardown(test_mem_bound, setup_mem, teardown),
 		cmocka_unit_test_setup_teardown(test_mem_fail, setup_mem, teardown),
+		cmocka_unit_test_setup_teardown(test_mem_defer, setup_mem, teardown),
 		cmocka_unit_test_setup_teardown(test_mem_many, setup_mem, teardown),
 		cmocka_unit_test_setup_teardown(test_mem_counters, setup_mem, teardown),
 		cmocka_unit_test(test_mem_new),
