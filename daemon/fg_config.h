@@ -128,6 +128,8 @@ struct fg_config {
 	 * of the process). */
 	struct {
 		char *methods[FG_CONFIG_MAX_METHODS];  /* owned by the snapshot */
+		unsigned line[FG_CONFIG_MAX_METHODS];   /* where each is written, for the check */
+		unsigned col[FG_CONFIG_MAX_METHODS];    /* against the policy's descriptor set */
 		int nmethods;                           /* entries used in <methods> */
 	} metrics;
 

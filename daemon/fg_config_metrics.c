@@ -52,6 +52,8 @@ static int add_method(struct fg_config_loader *l, const struct fg_yaml_node *con
 	cfg->metrics.methods[cfg->metrics.nmethods] = strdup(val->text);
 	if (!cfg->metrics.methods[cfg->metrics.nmethods])
 		return fg_config_fail_nomem(l);
+	cfg->metrics.line[cfg->metrics.nmethods] = val->line;
+	cfg->metrics.col[cfg->metrics.nmethods] = val->col;
 	cfg->metrics.nmethods++;
 	return 0;
 }

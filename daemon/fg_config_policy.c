@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fg_config-internal.h"
 #include "fg_cpu.h"
@@ -61,6 +62,67 @@ static int check_state(struct fg_config_loader *l)
 	return FG_ECONFIG;
 }
 
+static int cmp_path(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The first of the set's sorted method paths at or after <key>. */
+static size_t lower_bound(char *const *paths, size_t n, const char *key)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcmp(paths[mid], key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/*
+ * A metrics.methods entry of a service the policy's descriptor set
+ * defines must be one of its methods: "/acme.Feed/GetFeeed" would label
+ * nothing while GetFeed counted as "other", and -t said the config was
+ * fine (a README-only trial).  A service the set does not define (a
+ * health check, another team's API) is the operator's to name.
+ */
+static int check_metrics(struct fg_config_loader *l)
+{
+	const struct fg_config *cfg = l->cfg;
+	const struct fg_policy *p = cfg->policy;
+	char svc[256], known[256];
+	size_t at, n, k;
+
+	for (int i = 0; i < cfg->metrics.nmethods; i++) {
+		const char *m = cfg->metrics.methods[i], *slash = strrchr(m, '/');
+		if (bsearch(&m, p->set_methods, p->nset_methods, sizeof(*p->set_methods), cmp_path))
+			continue;
+		n = (size_t)(slash - m) + 1;            /* "/pkg.Service/" */
+		if (n >= sizeof(svc))
+			continue;
+		memcpy(svc, m, n);
+		svc[n] = '\0';
+		at = lower_bound(p->set_methods, p->nset_methods, svc);
+		if (at == p->nset_methods || strncmp(p->set_methods[at], svc, n) != 0)
+			continue;
+		known[0] = '\0';
+		for (k = at; k < p->nset_methods && strncmp(p->set_methods[k], svc, n) == 0 && k < at + 8; k++)
+			snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s", k > at ? ", " : "",
+			         p->set_methods[k] + n);
+		if (l->err && l->errlen)
+			snprintf(l->err, l->errlen, "%s:%u:%u: metrics.methods: '%s': the policy's descriptor set has "
+			         "service %.*s but no such method (its methods: %s%s); a method newer than the set "
+			         "needs the set rebuilt", l->name, cfg->metrics.line[i], cfg->metrics.col[i], m,
+			         (int)(n - 2), svc + 1, known,
+			         k < p->nset_methods && strncmp(p->set_methods[k], svc, n) == 0 ? ", ..." : "");
+		return FG_ECONFIG;
+	}
+	return 0;
+}
+
 /* Compiled last, when the worker count its counters need is known: one
  * counter slot per worker (workers: auto counts CPUs the way the daemon
  * will). */
@@ -88,7 +150,9 @@ static int policy_finish(struct fg_config_loader *l, const struct fg_yaml_node *
 	}
 	if ((rc = check_keys(l)))
 		return rc;
-	return check_state(l);
+	if ((rc = check_state(l)))
+		return rc;
+	return check_metrics(l);
 }
 
 static void policy_release(struct fg_config *cfg)

@@ -259,6 +259,9 @@ struct fg_policy {
 	                                       descriptor set's bytes.  Captured calls carry it,
 	                                       so replay knows which policy decided each */
 	char *descriptor_set;               /* absolute path of its descriptor set (for the tools) */
+	char **set_methods;                 /* every method path of the descriptor set, sorted: the
+	                                       config's metrics.methods are checked against them */
+	size_t nset_methods;
 	struct fg_policy_band *bands;       /* most protective first */
 	size_t nbands;
 	size_t unknown_band;                /* band for a missing, unknown or malformed value */

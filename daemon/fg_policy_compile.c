@@ -365,6 +365,26 @@ static const struct fg_yaml_node *nul_in(const struct fg_yaml_node *n)
 	return NULL;
 }
 
+/* The descriptor set's method paths, for checks of the config's own
+ * method names (metrics.methods) once the schema is gone. */
+static int keep_set_methods(struct fg_policy_comp *c)
+{
+	struct fg_policy *p = c->pol;
+	size_t i, n = c->schema ? fg_schema_nmethods(c->schema) : 0;
+
+	if (n == 0)
+		return 0;
+	if (!(p->set_methods = fg_policy_compile_alloc(c, n * sizeof(*p->set_methods))))
+		return fg_policy_compile_nomem(c);
+	for (i = 0; i < n; i++) {
+		const char *path = fg_schema_method_path(fg_schema_method_at(c->schema, i));
+		if (!(p->set_methods[i] = fg_policy_compile_strndup(c, path, strlen(path))))
+			return fg_policy_compile_nomem(c);
+	}
+	p->nset_methods = n;
+	return 0;
+}
+
 /* The policy's id (fg_policy-t.h): its bytes and its descriptor set's. */
 static int make_id(struct fg_policy_comp *c, const char *text, size_t len)
 {
@@ -413,6 +433,8 @@ static int compile(struct fg_policy_comp *c, const char *text, size_t len, size_
 		rc = alloc_limit_counters(c, nslots);
 	if (rc == 0)
 		rc = make_id(c, text, len);
+	if (rc == 0)
+		rc = keep_set_methods(c);
 	fg_schema_free(c->schema);
 	c->schema = NULL;
 	fg_yaml_free(root);

@@ -927,6 +927,16 @@ const uint8_t *fg_schema_digest(const struct fg_schema *s)
 	return s->digest;
 }
 
+size_t fg_schema_nmethods(const struct fg_schema *s)
+{
+	return s->nmethods;
+}
+
+const struct fg_schema_method *fg_schema_method_at(const struct fg_schema *s, size_t i)
+{
+	return &s->methods[i];
+}
+
 const struct fg_schema_method *fg_schema_find_method(const struct fg_schema *s, const char *path)
 {
 	struct fg_schema_method key = { .path = (char *)path };

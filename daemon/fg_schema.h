@@ -171,6 +171,11 @@ void fg_schema_free(struct fg_schema *schema);
  */
 const struct fg_schema_method *fg_schema_find_method(const struct fg_schema *schema, const char *path);
 
+/* fg_schema_nmethods, fg_schema_method_at - every method of the set's
+ * services, in order of their paths (i < fg_schema_nmethods). */
+size_t fg_schema_nmethods(const struct fg_schema *schema);
+const struct fg_schema_method *fg_schema_method_at(const struct fg_schema *schema, size_t i);
+
 /* fg_schema_find_message - the message with full name <name> ("pkg.Msg",
  * "pkg.Outer.Inner"; a leading dot is accepted), or NULL.  Any thread. */
 const struct fg_schema_message *fg_schema_find_message(const struct fg_schema *schema, const char *name);

@@ -180,6 +180,30 @@ methods:
 """ % (RANK, CHILDREN)
 
 
+def test_metrics_methods_typo_of_a_known_service_is_refused(tmp_path):
+    """metrics.methods: a method of a service the policy's descriptor set
+    defines must be one of its methods (a README-only trial's typo,
+    /...Discovery/Pnig, passed -t and its calls counted as "other"); a
+    service the set does not define (a health check) is the operator's to
+    name.  The error is at the entry, file:line:column of the config."""
+    ph.write_policy(tmp_path, ph.demo_policy_text())
+    cfg = tmp_path / "check.yaml"
+    base = ("listen: 127.0.0.1:0\nupstream:\n  address: 127.0.0.1:9\nadmin:\n  listen: \"off\"\n"
+            "policy: policy.yaml\nmetrics:\n  methods:\n    - /grpc.health.v1.Health/Check\n    - %s\n")
+    cfg.write_text(base % RANK)
+    res = run_feedguardd(["-t", "-c", str(cfg)])
+    assert res.returncode == 0, res.stderr
+    typo = RANK + "e"
+    cfg.write_text(base % typo)
+    res = run_feedguardd(["-t", "-c", str(cfg)])
+    err = res.stderr.decode("utf-8", "replace")
+    service = RANK.split("/")[1]
+    assert res.returncode == 1, err
+    assert ("%s:10:7: metrics.methods: '%s': the policy's descriptor set has service %s but no such method "
+            "(its methods: " % (cfg, typo, service)) in err, err
+    assert RANK.split("/")[2] in err.split("its methods:")[1], err
+
+
 def test_user_id_without_keys_is_fine(tmp_path):
     rc, err, _ = check(tmp_path, ph.demo_policy_text())
     assert rc == 0, err
