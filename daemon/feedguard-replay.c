@@ -669,21 +669,22 @@ static void printable_call(Feedguard__Capture__V1__Call *call)
 
 /* --check: <out>, the call replayed under the one policy, against the
  * record <in>.  A call another policy decided (the capture spans a
- * reload: its policy_id differs) is compared too, and said apart: its
- * differences may be the policies', not replay's. */
+ * reload: its policy_id differs) is compared too but counted apart, with
+ * its own ten lines: its differences are the policies', not replay's,
+ * and must neither fail the check nor hide replay's own. */
 static void check_one(struct run *ru, const Feedguard__Capture__V1__Call *in, const Feedguard__Capture__V1__Call *out,
                       uint64_t n)
 {
 	int other = in->policy_id && in->policy_id[0] && strcmp(in->policy_id, fg_replay_policy_id(ru->replay[0])) != 0;
+	uint64_t *seen = other ? &ru->other_mismatched : &ru->mismatched;
 	char why[512];
 
-	ru->checked++;
 	if (other && !ru->other_policy++)
 		snprintf(ru->other_policy_example, sizeof(ru->other_policy_example), "%s", in->policy_id);
+	ru->checked += !other;
 	if (!differs(in, out, why, sizeof(why)))
 		return;
-	ru->other_mismatched += other;
-	if (++ru->mismatched <= 10)
+	if (++*seen <= 10)
 		fprintf(stderr, PROG ": check: call %llu (%s, band %s, %s) decided otherwise than recorded%s: %s\n",
 		        (unsigned long long)n, in->method, in->band, in->user_key,
 		        other ? " (by another policy)" : "", why);
@@ -946,10 +947,17 @@ static int cmd_run(int argc, char **argv)
 	for (i = 0; i < (int)ru.npolicies; i++)
 		if (fg_replay_users_full(ru.replay[i]))
 			fprintf(stderr, PROG ": policy %s: %llu screen-time state operations found no room for another user "
-			        "(--max-users %zu): those calls had their band's fail_mode; raise --max-users or "
-			        "replay in shards (--shard)\n", label(&ru, (size_t)i),
+			        "(--max-users %zu): reads had their band's fail_mode and updates were lost; raise "
+			        "--max-users or replay in shards (--shard)\n", label(&ru, (size_t)i),
 			        (unsigned long long)fg_replay_users_full(ru.replay[i]),
 			        ru.max_users ? ru.max_users : (size_t)FG_REPLAY_DEFAULT_MAX_USERS);
+	for (i = 0; i < (int)ru.npolicies; i++)
+		if (fg_replay_not_held(ru.replay[i]))
+			fprintf(stderr, PROG ": policy %s: %llu calls' state updates landed when the calls started, not "
+			        "when they ended (more than %d calls were in flight at one recorded time): a call of the "
+			        "same user in flight with them saw them early; replay in shards (--shard)\n",
+			        label(&ru, (size_t)i), (unsigned long long)fg_replay_not_held(ru.replay[i]),
+			        FG_REPLAY_MAX_HELD);
 	if (ru.incomplete)
 		fprintf(stderr, PROG ": %llu calls' records left part of the call out (messages_omitted, "
 		        "decisions.items_omitted: capture.max_record_size or capture.queue): they were replayed "
@@ -967,12 +975,13 @@ static int cmd_run(int argc, char **argv)
 		        (unsigned long long)ru.mismatched);
 		if (ru.other_policy) {
 			fg_replay_printable(ru.other_policy_example);
-			fprintf(out, "check: %llu of those calls were decided by another policy (for example policy_id "
-			        "%s; this one's is %s), %llu of them otherwise than here\n",
+			fprintf(out, "check: %llu more calls were decided by another policy (for example policy_id %s; "
+			        "this one's is %s), %llu of them otherwise than here: not counted above\n",
 			        (unsigned long long)ru.other_policy, ru.other_policy_example,
 			        fg_replay_policy_id(ru.replay[0]), (unsigned long long)ru.other_mismatched);
 		}
-		if (ru.mismatched)
+		/* nothing of this policy's to compare is not a passed check */
+		if (ru.mismatched || (ru.checked == 0 && ru.other_policy))
 			rv = EXIT_FAIL;
 	}
 	if (ru.failed) {

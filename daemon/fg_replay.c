@@ -297,8 +297,8 @@ int fg_replay_new(struct fg_replay **out, const char *policy, size_t max_users, 
 		goto fail;
 	/* A call's update lands when it ends, as in Redis: a call of the same
 	 * user that starts before then decides without it, as the daemon did
-	 * (README, Concurrency).  As many held as users kept. */
-	fg_state_mem_defer(r->state, max_users ? max_users : FG_REPLAY_DEFAULT_MAX_USERS);
+	 * (README, Concurrency). */
+	fg_state_mem_defer(r->state, FG_REPLAY_MAX_HELD);
 	w.base = r->base;
 	w.capture = r->cap;
 	w.state = r->state;
@@ -612,6 +612,11 @@ int fg_replay_call(struct fg_replay *r, const Feedguard__Capture__V1__Call *in, 
 		return FG_ENOMEM;
 	*out = r->out->call;
 	return 0;
+}
+
+uint64_t fg_replay_not_held(const struct fg_replay *r)
+{
+	return r ? fg_state_mem_not_held(r->state) : 0;
 }
 
 uint64_t fg_replay_users_full(const struct fg_replay *r)

@@ -37,6 +37,12 @@ struct fg_replay;
 /* Users whose screen-time state a replay keeps when not told (--max-users). */
 #define FG_REPLAY_DEFAULT_MAX_USERS 1000000
 
+/* Updates of calls still running at a recorded time held until their
+ * ends, per policy: at most 2.2 KiB each (fg_state_mem_defer), so 220 MB
+ * whatever a crafted capture holds; a real one has this many calls in
+ * flight at once only at a very large platform. */
+#define FG_REPLAY_MAX_HELD 100000
+
 /* What fg_replay_call() adds to the record it returns. */
 struct fg_replay_result {
 	unsigned no_upstream;           /* the capture holds no ranker answer to feed this policy
@@ -65,6 +71,11 @@ int fg_replay_new(struct fg_replay **out, const char *policy, size_t max_users, 
  */
 int fg_replay_call(struct fg_replay *r, const Feedguard__Capture__V1__Call *in, Feedguard__Capture__V1__Call **out,
                    struct fg_replay_result *res);
+
+/* fg_replay_not_held - updates of calls still running at a recorded time
+ * that landed at once instead of at their ends (FG_REPLAY_MAX_HELD were
+ * held): an overlapping call of the same user then saw them early. */
+uint64_t fg_replay_not_held(const struct fg_replay *r);
 
 /* fg_replay_users_full - state operations that found no room for a new
  * user (over <max_users>): those calls had their band's fail_mode. */

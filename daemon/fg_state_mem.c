@@ -40,6 +40,7 @@ struct fg_state_mem {
 	struct mem_pending **pending;   /* fg_state_mem_defer: a min-heap by end time */
 	size_t npending, cap_pending, max_pending;
 	uint64_t seq;                   /* updates held so far */
+	uint64_t not_held;              /* updates applied at once for want of room to hold them */
 	int fail_rc;                    /* fg_state_mem_fail: 0, or what <fail_ops> get */
 	unsigned fail_ops;              /* FG_STATE_MEM_FAIL_* */
 	char prefix[FG_STATE_PREFIX_MAX + 1];
@@ -582,10 +583,12 @@ static int mem_update(struct fg_state *s, const struct fg_state_update *u, fg_st
 	/* Held until the call's end when deferring (and there is room to
 	 * hold it): a call of the same user that starts before then must not
 	 * see it, as in Redis it has not arrived yet. */
-	if (m->max_pending && u->end_ms > m->now_ms && m->npending < m->max_pending)
+	if (m->max_pending && u->end_ms > m->now_ms && m->npending < m->max_pending) {
 		rc = defer_update(m, u);
-	else
+	} else {
+		m->not_held += m->max_pending && u->end_ms > m->now_ms;
 		rc = apply_update(m, u);
+	}
 	if (rc == FG_ENOMEM)
 		return rc;
 	cb(arg, rc);
@@ -676,6 +679,11 @@ void fg_state_mem_fail(struct fg_state *s, int rc, unsigned ops)
 		mem_of(s)->fail_rc = rc;
 		mem_of(s)->fail_ops = rc ? ops : 0;
 	}
+}
+
+uint64_t fg_state_mem_not_held(struct fg_state *s)
+{
+	return s && s->ops == &mem_ops ? mem_of(s)->not_held : 0;
 }
 
 uint64_t fg_state_mem_full(struct fg_state *s)

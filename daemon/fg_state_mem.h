@@ -62,11 +62,18 @@ void fg_state_mem_set_now(struct fg_state *s, int64_t now_ms);
  * then reads the state without it, as in the daemon (two calls of one
  * user in flight at once).  Its callback gets 0 at once; an update that
  * finds no room when applied counts in fg_state_mem_full.  At most
- * <max_pending> are held (each about 300 bytes plus its keys and
- * classes); past that, updates apply at once.  0 turns holding off (held
- * ones stay held).  Does nothing when <s> is not an fg_state_mem backend.
+ * <max_pending> are held (each 400 bytes plus its keys and classes: at
+ * most 2.2 KiB); past that, updates apply at once, counted by
+ * fg_state_mem_not_held.  Held ones are applied only by a later
+ * fg_state_mem_set_now (never at free).  0 turns holding off (held ones
+ * stay held).  Does nothing when <s> is not an fg_state_mem backend.
  */
 void fg_state_mem_defer(struct fg_state *s, size_t max_pending);
+
+/* fg_state_mem_not_held - updates that fg_state_mem_defer would have held
+ * but applied at once, <max_pending> being held already.  0 for another
+ * backend. */
+uint64_t fg_state_mem_not_held(struct fg_state *s);
 
 /* fg_state_mem_fail() operations. */
 #define FG_STATE_MEM_FAIL_READ 1u

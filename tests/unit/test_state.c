@@ -946,6 +946,55 @@ static void test_mem_defer(void **state)
 	assert_int_equal(do_update(e, &a), 0);
 }
 
+/* Held updates in a random order of ends, one user each: after each step
+ * of the clock exactly the users whose call has ended have a record (the
+ * heap gives back every due one and no other); past the bound, one more
+ * is applied at once and counted. */
+static void test_mem_defer_random(void **state)
+{
+	enum { NHELD = 400 };
+	struct env *e = *state;
+	static int64_t end[NHELD];
+	uint32_t seed = 12345;
+	char scenario[32];
+	int64_t now;
+	size_t i;
+
+	fg_state_mem_defer(e->s, NHELD);
+	fg_state_mem_set_now(e->s, SEC(0));
+	for (i = 0; i < NHELD; i++) {
+		struct fg_state_update u;
+		struct users us;
+		seed = seed * 1103515245u + 12345u;
+		end[i] = 1 + (seed >> 8) % 1000;
+		snprintf(scenario, sizeof(scenario), "rnd%zu", i);
+		users_of(&us, scenario, "A");
+		update_of(&u, &us.who, &(struct vcall){ 0, end[i], DAY_D, NIGHT_N, { 1, 0 } });
+		assert_int_equal(do_update(e, &u), 0);
+	}
+	assert_int_equal(fg_state_mem_not_held(e->s), 0);
+	for (now = 0; now <= 1000; now += 37) {
+		fg_state_mem_set_now(e->s, SEC(now));
+		for (i = 0; i < NHELD; i++) {
+			snprintf(scenario, sizeof(scenario), "rnd%zu", i);
+			assert_int_equal(user_found(e, scenario, "A"), end[i] <= now);
+		}
+	}
+	/* NHELD held again: the next applies at once */
+	fg_state_mem_set_now(e->s, SEC(1000));              /* every random one in */
+	for (i = 0; i <= NHELD; i++) {
+		struct fg_state_update u;
+		struct users us;
+		snprintf(scenario, sizeof(scenario), "late%zu", i);
+		users_of(&us, scenario, "A");
+		update_of(&u, &us.who, &(struct vcall){ 1000, 2000, DAY_D, NIGHT_N, { 1, 0 } });
+		assert_int_equal(do_update(e, &u), 0);
+	}
+	assert_int_equal(fg_state_mem_not_held(e->s), 1);
+	assert_int_equal(user_found(e, "late400", "A"), 1);    /* the one past NHELD */
+	assert_int_equal(user_found(e, "late0", "A"), 0);
+}
+
 /* Many users: the table grows and finds every one of them. */
 static void test_mem_many(void **state)
 {
@@ -1398,6 +1447,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_mem_bound, setup_mem, teardown),
 		cmocka_unit_test_setup_teardown(test_mem_fail, setup_mem, teardown),
 		cmocka_unit_test_setup_teardown(test_mem_defer, setup_mem, teardown),
+		cmocka_unit_test_setup_teardown(test_mem_defer_random, setup_mem, teardown),
 		cmocka_unit_test_setup_teardown(test_mem_many, setup_mem, teardown),
 		cmocka_unit_test_setup_teardown(test_mem_counters, setup_mem, teardown),
 		cmocka_unit_test(test_mem_new),
