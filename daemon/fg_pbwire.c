@@ -845,7 +845,7 @@ static int recurse_field(struct edit *e, const struct fg_pbwire_field *f,
 	int rv;
 
 	if (f->wire_type != FG_PBWIRE_LEN)
-		return fail(e, "RECURSE field is not length-delimited");
+		return fail(e, "a field the policy edits inside is not length-delimited (not a message)");
 	if (depth >= FG_PBWIRE_MAX_DEPTH)
 		return fail(e, "messages nested too deep");
 	/* the tag, then the hole, whose bytes are written once the content is in */

@@ -100,6 +100,9 @@ static int read_block(struct fg_policy_comp *c, const struct fg_policy_scope *me
 	c->unlisted = UINT32_MAX;
 	if ((rc = fg_policy_compile_keys_run(c, &s, block_keys, FG_POLICY_NELEM(block_keys), dir)))
 		return rc;
+	if (b.strip && b.strip->msg.allow_only &&
+	    (rc = fg_policy_prog_check_required(c, b.strip, fg_yaml_map_key(block, "keep_only"))))
+		return rc;
 	if (b.strip) {
 		fg_policy_prog_freeze(b.strip);
 		if (b.strip->msg.nrules > 0 || b.strip->msg.allow_only)

@@ -326,6 +326,13 @@ int fg_policy_prog_apply(struct fg_policy_comp *c, struct fg_policy_prog_node *r
  * message written. */
 int fg_policy_prog_stat(struct fg_policy_comp *c, const char *path, uint32_t *stat);
 
+/* fg_policy_prog_check_required - FG_ECONFIG (the message at <at>) when
+ * an allow-list under <root> drops a field the contract marks required
+ * (proto2): the receiver would refuse the message, as remove refuses to
+ * drop one.  Before fg_policy_prog_freeze. */
+int fg_policy_prog_check_required(struct fg_policy_comp *c, const struct fg_policy_prog_node *root,
+                                  const struct fg_yaml_node *at);
+
 /* fg_policy_prog_freeze - sort and index the rules of every node under
  * <root>, as fg_pbwire runs them.  The tree is read-only after. */
 void fg_policy_prog_freeze(struct fg_policy_prog_node *root);

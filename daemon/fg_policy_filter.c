@@ -326,6 +326,11 @@ static int read_labels(struct fg_policy_comp *c, const struct fg_yaml_node *n, c
 	}
 	if ((rc = resolve(c, fn, item, sp->labels_path, &sp->labels_depth, &f, 1, "labels")))
 		return rc;
+	if (fg_schema_field_flags(f) & FG_SCHEMA_F_MAP)
+		return fg_policy_compile_fail(c, fn, "labels: '%s' is a map, which labels cannot be read from: the "
+		                                     "labels must be a repeated scalar (string, enum, integer) or a "
+		                                     "repeated message with a label field and an optional score field",
+		                              fn->text);
 	if (!is_repeated(f))
 		return fg_policy_compile_fail(c, fn, "labels: '%s' is not a repeated field", fn->text);
 	if (!vn) {

@@ -139,8 +139,11 @@ static int read_daily(struct fg_policy_comp *c, const struct fg_yaml_node *n, st
 	if ((v = fg_yaml_map_get(n, "warn_before")) &&
 	    (rc = read_ms(c, v, 0, l->daily_cap_ms, &l->daily_warn_ms, "warn_before")))
 		return rc;
-	if (!v && l->daily_warn_ms > l->daily_cap_ms)
-		l->daily_warn_ms = l->daily_cap_ms;
+	/* The default warning is 10 minutes, but at most half a short cap: a
+	 * warning as long as the cap was given on every call but the first
+	 * (a README-only trial's 1-minute cap). */
+	if (!v && l->daily_warn_ms > l->daily_cap_ms / 2)
+		l->daily_warn_ms = l->daily_cap_ms / 2;
 	return read_action(c, fg_yaml_map_get(n, "action"), &l->daily_action);
 }
 

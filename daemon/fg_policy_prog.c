@@ -498,6 +498,14 @@ static int apply_inner(struct fg_policy_comp *c, struct fg_policy_prog_node *nod
 		return fg_policy_compile_fail(c, q->at, "'%s': '%s' is %s; only messages have fields", q->text,
 		                              fg_schema_field_name(f),
 		                              fg_schema_type_name(fg_schema_field_type(vf ? vf : f)));
+	/* A group's fields sit between start- and end-group tags, not in a
+	 * length-delimited message: the wire editor goes into messages only
+	 * (before, such a path loaded and failed every call that carried the
+	 * group).  Whole, a group can be removed or kept. */
+	if (fg_schema_field_type(vf ? vf : f) == FG_SCHEMA_GROUP)
+		return fg_policy_compile_fail(c, q->at, "'%s': '%s' is a proto2 group, whose fields feedguard cannot "
+		                              "edit one by one; name the group itself to remove it or keep it whole",
+		                              q->text, fg_schema_field_name(f));
 	/* An allow-list never drops a map entry's key: the entry node copies
 	 * what it has no rule for, and the allow-list applies in the value. */
 	if (!(sub = inner_node(c, node, f, q, vf ? 0 : allow_only, &rc)))
@@ -562,6 +570,45 @@ static void freeze(struct fg_pbwire_msg *m)
 	for (i = 0; i < m->nrules; i++)
 		if (m->rules[i].action == FG_PBWIRE_RECURSE)
 			freeze((struct fg_pbwire_msg *)(void *)m->rules[i].sub);
+}
+
+/* The allow-list nodes under <node> (reached by <path>, "" at the root),
+ * depth-first. */
+static int check_required(struct fg_policy_comp *c, const struct fg_policy_prog_node *node, const char *path,
+                          const struct fg_yaml_node *at, unsigned depth)
+{
+	char sub[256];
+	size_t i, n;
+	int rc;
+
+	if (depth > FG_PBWIRE_MAX_DEPTH || !node->type)     /* a recursive type loops back: seen */
+		return 0;
+	n = node->msg.allow_only ? fg_schema_message_nfields(node->type) : 0;
+	for (i = 0; i < n; i++) {
+		const struct fg_schema_field *f = fg_schema_message_field_at(node->type, i);
+		if ((fg_schema_field_flags(f) & FG_SCHEMA_F_REQUIRED) &&
+		    !node_rule((struct fg_policy_prog_node *)node, fg_schema_field_number(f)))
+			return fg_policy_compile_fail(c, at, "keep_only drops '%s%s', which the contract marks required: "
+			                              "the ranker could not parse the message (remove refuses it "
+			                              "too); list it in keep_only", path, fg_schema_field_name(f));
+	}
+	for (i = 0; i < node->msg.nrules; i++) {
+		const struct fg_pbwire_rule *r = &node->rules[i];
+		const struct fg_schema_field *f = fg_schema_find_field_number(node->type, r->number);
+		if (r->action != FG_PBWIRE_RECURSE || !r->sub || !f)
+			continue;
+		snprintf(sub, sizeof(sub), "%s%s%s.", path, fg_schema_field_name(f),
+		         (fg_schema_field_flags(f) & FG_SCHEMA_F_MAP) ? "[*]" : "");
+		if ((rc = check_required(c, (const struct fg_policy_prog_node *)(const void *)r->sub, sub, at, depth + 1)))
+			return rc;
+	}
+	return 0;
+}
+
+int fg_policy_prog_check_required(struct fg_policy_comp *c, const struct fg_policy_prog_node *root,
+                                  const struct fg_yaml_node *at)
+{
+	return check_required(c, root, "", at, 0);
 }
 
 void fg_policy_prog_freeze(struct fg_policy_prog_node *root)

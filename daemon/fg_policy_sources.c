@@ -5,6 +5,10 @@
  */
 #include "config.h"
 
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
 #include "fg_error.h"
 #include "fg_policy_compile-internal.h"
 
@@ -42,6 +46,22 @@ static int field_value(enum fg_schema_type t, struct fg_policy_source *s)
 
 /* "field: a.b.c": a single string or integer field, reached through
  * singular messages only, of request type <type>. */
+/* A oneof's name where a field was wanted: say which fields it has. */
+static int oneof_named(struct fg_policy_comp *c, const struct fg_yaml_node *n, const struct fg_schema_message *type,
+                       const char *name, const char *what)
+{
+	const struct fg_schema_oneof *o = fg_schema_find_oneof(type, name);
+	char list[256] = "";
+	size_t i, k = fg_schema_oneof_nfields(o);
+
+	for (i = 0; i < k && i < 8; i++)
+		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "",
+		         fg_schema_field_name(fg_schema_oneof_field_at(o, i)));
+	return fg_policy_compile_fail(c, n, "%s: '%s': '%s' is a oneof, not a field: name one of its fields (%s%s); "
+	                              "a call that sets another has no value here", what, n->text, name, list,
+	                              k > 8 ? ", ..." : "");
+}
+
 static int read_field(struct fg_policy_comp *c, const struct fg_yaml_node *n,
                       const struct fg_schema_message *type, struct fg_policy_source *s, const char *what)
 {
@@ -55,12 +75,20 @@ static int read_field(struct fg_policy_comp *c, const struct fg_yaml_node *n,
 	for (i = 0; i < np; i++) {
 		if (parts[i].sel)
 			return fg_policy_compile_fail(c, n, "%s: '%s' cannot go through map entries", what, n->text);
+		if (type && !fg_schema_find_field(type, parts[i].name) && fg_schema_find_oneof(type, parts[i].name))
+			return oneof_named(c, n, type, parts[i].name, what);
 		if (!type || !(f = fg_schema_find_field(type, parts[i].name)))
 			return fg_policy_compile_fail(c, n, "%s: '%s': %s has no field '%s'", what, n->text,
 			                              type ? fg_schema_message_name(type) : "a scalar", parts[i].name);
 		if ((fg_schema_field_flags(f) & FG_SCHEMA_F_REPEATED) && i + 1 < np)
 			return fg_policy_compile_fail(c, n, "%s: '%s' goes through repeated field '%s'", what, n->text,
 			                              fg_schema_field_name(f));
+		/* a group's fields sit between start- and end-group tags, not in
+		 * a length-delimited message: the readers do not go there */
+		if (fg_schema_field_type(f) == FG_SCHEMA_GROUP && i + 1 < np)
+			return fg_policy_compile_fail(c, n, "%s: '%s' goes through proto2 group '%s', which feedguard "
+			                              "does not read into; read the value from a field outside it",
+			                              what, n->text, fg_schema_field_name(f));
 		s->path[s->depth++] = fg_schema_field_number(f);
 		type = fg_schema_field_message(f);
 	}
@@ -111,6 +139,42 @@ static int compile_user_id(struct fg_policy_comp *c, const struct fg_policy_scop
 	return fg_policy_sources_read(c, val, s->in, &s->method->user_id, "user_id");
 }
 
+/*
+ * A band read from an enum field is matched by the value's number: a
+ * band whose match list holds one of the enum's value names (ADULT for
+ * 3) would never match, and every such call would go to the
+ * unknown_band without a word (a README-only trial).  Said here, with
+ * the number to write.  Other strings may be meant for methods that read
+ * the band from a header.
+ */
+static int check_enum_names(struct fg_policy_comp *c, const struct fg_yaml_node *at, const struct fg_policy_source *src,
+                            const struct fg_schema_message *type)
+{
+	const struct fg_schema_field *f = NULL;
+	const struct fg_schema_enum *e = NULL;
+	const struct fg_policy *p = c->pol;
+	const char *enum_type = NULL;
+	size_t b, i, v;
+
+	for (i = 0; src->kind == FG_POLICY_SRC_FIELD && type && i < src->depth; i++)
+		if ((f = fg_schema_find_field_number(type, src->path[i])))
+			type = fg_schema_field_message(f);
+	if (f && fg_schema_field_type(f) == FG_SCHEMA_ENUM) {
+		enum_type = fg_schema_field_type_name(f);
+		e = fg_schema_find_enum(c->schema, enum_type);
+	}
+	for (b = 0; e && b < p->nbands; b++)
+		for (i = 0; i < p->bands[b].nmatch; i++)
+			for (v = 0; v < fg_schema_enum_nvalues(e); v++)
+				if (strcasecmp(p->bands[b].match[i], fg_schema_enum_value_name(e, v)) == 0)
+					return fg_policy_compile_fail(c, at, "age_band: '%s' is enum %s, matched by number, "
+					                              "but band '%s' matches '%s': write \"%d\" (%s) in its "
+					                              "match list", at->text, enum_type, p->bands[b].name,
+					                              p->bands[b].match[i], (int)fg_schema_enum_value_number(e, v),
+					                              fg_schema_enum_value_name(e, v));
+	return 0;
+}
+
 /* Every intercepted method needs its band: the rules are chosen by it. */
 static int compile_age_band(struct fg_policy_comp *c, const struct fg_policy_scope *s,
                             const struct fg_yaml_node *val)
@@ -123,7 +187,7 @@ static int compile_age_band(struct fg_policy_comp *c, const struct fg_policy_sco
 	if (s->method->age_band.kind == FG_POLICY_SRC_NONE)
 		return fg_policy_compile_fail(c, s->method_key, "method '%s' needs age_band: where the age band comes from",
 		                              fg_yaml_show(s->method_key, buf, sizeof(buf)));
-	return 0;
+	return check_enum_names(c, fg_yaml_map_get(val, "field"), &s->method->age_band, s->in);
 }
 
 const struct fg_policy_key fg_policy_sources_user_id_key = { "user_id", 0, compile_user_id };

@@ -966,6 +966,9 @@ BAD = {
         ("confidence", "value")),
     "labels_no_such_field": (GOOD_TEXT.replace("labels: content_labels", "labels: @@content_lables"),
                              ("content_lables",)),
+    # a map of class to score: said as a map, not "not a repeated field"
+    "labels_map": (GOOD_TEXT.replace("labels: content_labels", "labels: @@feature_weights"),
+                   ("is a map", "repeated message")),
     "items_repeated_string": (GOOD_TEXT.replace("items: items", "items: @@profile_segments"),
                               ("profile_segments",)),
     "items_singular_string": (GOOD_TEXT.replace("items: items", "items: @@model_version"), ("model_version",)),

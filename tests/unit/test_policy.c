@@ -77,6 +77,9 @@
  *     optional bool flag = 6;
  *     optional int32 i = 7;
  *     required int32 must = 8;
+ *     optional Tier tier = 9;
+ *     optional group G = 10 { optional string x = 11; }
+ *     enum Tier { TIER_NONE = 0; KID = 1; GROWN = 2; }
  *   }
  *   service S {
  *     rpc Up(stream Req) returns (Req);
@@ -87,7 +90,7 @@
 #define LABEL(x) GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_##x
 #define TYPE(x) GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_##x
 
-static Google__Protobuf__FieldDescriptorProto t_fields[16];
+static Google__Protobuf__FieldDescriptorProto t_fields[32];
 static size_t t_nfields;
 
 static Google__Protobuf__FieldDescriptorProto *t_field(const char *name, int number,
@@ -132,9 +135,13 @@ static void t_method(Google__Protobuf__MethodDescriptorProto *m, const char *nam
 
 static void write_t_pb(const char *path)
 {
-	Google__Protobuf__FieldDescriptorProto *val_f[2], *req_f[8], *ment_f[2], *nent_f[2];
-	Google__Protobuf__DescriptorProto val, req, ment, nent;
-	Google__Protobuf__DescriptorProto *msgs[] = { &val, &req }, *entries[] = { &ment, &nent };
+	Google__Protobuf__FieldDescriptorProto *val_f[2], *req_f[10], *ment_f[2], *nent_f[2], *g_f[1];
+	Google__Protobuf__DescriptorProto val, req, ment, nent, g;
+	Google__Protobuf__DescriptorProto *msgs[] = { &val, &req }, *entries[] = { &ment, &nent, &g };
+	Google__Protobuf__EnumValueDescriptorProto tv[3], *tvs[] = { &tv[0], &tv[1], &tv[2] };
+	Google__Protobuf__EnumDescriptorProto tier = GOOGLE__PROTOBUF__ENUM_DESCRIPTOR_PROTO__INIT;
+	Google__Protobuf__EnumDescriptorProto *enums[] = { &tier };
+	static const char *const tier_names[] = { "TIER_NONE", "KID", "GROWN" };
 	Google__Protobuf__MessageOptions map_entry = GOOGLE__PROTOBUF__MESSAGE_OPTIONS__INIT;
 	Google__Protobuf__MethodDescriptorProto up, both, *methods[] = { &up, &both };
 	Google__Protobuf__ServiceDescriptorProto svc = GOOGLE__PROTOBUF__SERVICE_DESCRIPTOR_PROTO__INIT;
@@ -167,9 +174,24 @@ static void write_t_pb(const char *path)
 	req_f[5] = t_field("flag", 6, LABEL(OPTIONAL), TYPE(BOOL), NULL);
 	req_f[6] = t_field("i", 7, LABEL(OPTIONAL), TYPE(INT32), NULL);
 	req_f[7] = t_field("must", 8, LABEL(REQUIRED), TYPE(INT32), NULL);
-	t_message(&req, "Req", req_f, 8);
+	req_f[8] = t_field("tier", 9, LABEL(OPTIONAL), TYPE(ENUM), ".t.Req.Tier");
+	req_f[9] = t_field("g", 10, LABEL(OPTIONAL), TYPE(GROUP), ".t.Req.G");
+	t_message(&req, "Req", req_f, 10);
+	g_f[0] = t_field("x", 11, LABEL(OPTIONAL), TYPE(STRING), NULL);
+	t_message(&g, "G", g_f, 1);
 	req.nested_type = entries;
-	req.n_nested_type = 2;
+	req.n_nested_type = 3;
+	for (int i = 0; i < 3; i++) {
+		google__protobuf__enum_value_descriptor_proto__init(&tv[i]);
+		tv[i].name = (char *)tier_names[i];
+		tv[i].has_number = 1;
+		tv[i].number = i;
+	}
+	tier.name = (char *)"Tier";
+	tier.value = tvs;
+	tier.n_value = 3;
+	req.enum_type = enums;
+	req.n_enum_type = 1;
 	t_method(&up, "Up", 1, 0);
 	t_method(&both, "Both", 1, 1);
 	svc.name = (char *)"S";
@@ -852,7 +874,7 @@ static void test_maps(void **state)
 	p = load_ok(T_UP
 		"        remove: ['n[42]', 'n[-7]', 'm[*].a']\n"       /* 8 */
 		"      - bands: [adult]\n"                             /* 9 */
-		"        keep_only: ['m[*].b', i]\n");                 /* 10 */
+		"        keep_only: ['m[*].b', i, must]\n");           /* 10 */
 	root = method(p, "/t.S/Up")->request[0].prog;
 	expect_node(root, 0, 2, 1u, 2u);
 	r = rule(root, 2);
@@ -870,7 +892,7 @@ static void test_maps(void **state)
 	/* Under an allow-list the entry node keeps its key (it is not
 	 * allow_only); the allow-list applies inside the value. */
 	root = method(p, "/t.S/Up")->request[1].prog;
-	expect_node(root, 1, 2, 1u, 7u);
+	expect_node(root, 1, 3, 1u, 7u, 8u);
 	expect_node(sub(root, 1), 0, 1, 2u);
 	expect_node(sub(sub(root, 1), 2), 1, 1, 2u);
 	assert_int_equal(rule(sub(sub(root, 1), 2), 2)->action, FG_PBWIRE_KEEP);
@@ -1280,6 +1302,39 @@ static void test_err_paths(void **state)
 	expect_error(T_UP
 	             "        remove: [must]\n",                                      /* 8 */
 	             NAME ":8:18: 'must': field 'must' is required by the contract; it cannot be removed");
+	/* keep_only dropped it in silence, and the ranker could not parse the
+	 * request (a README-only trial) */
+	expect_error(T_UP
+	             "        keep_only: [i, 'm[*].b']\n",                            /* 8 */
+	             NAME ":8:9: keep_only drops 'must', which the contract marks required: the ranker could not "
+	             "parse the message (remove refuses it too); list it in keep_only");
+	/* a group's fields are between start- and end-group tags: a path into
+	 * one loaded and failed every call that carried it (the same trial) */
+	expect_error(T_UP
+	             "        remove: [g.x]\n",                                       /* 8 */
+	             NAME ":8:18: 'g.x': 'g' is a proto2 group, whose fields feedguard cannot edit one by one; name "
+	             "the group itself to remove it or keep it whole");
+	expect_error("descriptor_set: t.pb\n"
+	             "bands: [{name: child}, {name: adult}]\n"
+	             "methods:\n"
+	             "  /t.S/Up:\n"
+	             "    age_band: {field: g.x}\n",                                  /* 5 */
+	             NAME ":5:23: age_band: 'g.x' goes through proto2 group 'g', which feedguard does not read "
+	             "into; read the value from a field outside it");
+	/* an enum band is matched by number: a value name never matched (the
+	 * same trial) */
+	expect_error("descriptor_set: t.pb\n"
+	             "bands: [{name: child, match: [\"1\"]}, {name: adult, match: [grown]}]\n"
+	             "methods:\n"
+	             "  /t.S/Up:\n"
+	             "    age_band: {field: tier}\n",                                 /* 5 */
+	             NAME ":5:23: age_band: 'tier' is enum t.Req.Tier, matched by number, but band 'adult' matches "
+	             "'grown': write \"2\" (GROWN) in its match list");
+	/* a oneof named where a field is wanted: its fields, not "no field" */
+	expect_error(HEAD
+	             "    user_id: {field: cursor}\n",                                /* 10 */
+	             NAME ":10:22: user_id: 'cursor': 'cursor' is a oneof, not a field: name one of its fields "
+	             "(page_token, offset); a call that sets another has no value here");
 }
 
 static void test_err_coarsen(void **state)
@@ -2001,7 +2056,7 @@ static void test_alloc_failures(void **state)
 		"        remove: ['n[42]', 'n[-7]', 'm[\"k\"]', 'm[\"l\"]']\n"
 		"        remove_headers: [X-A, x-b]\n"
 		"      - bands: [adult]\n"
-		"        keep_only: ['m[*].b', i, u]\n"
+		"        keep_only: ['m[*].b', i, u, must]\n"
 		"        coarsen: [{field: u, precision: 10}]\n") > 50);
 	/* rule sets compiled for two methods, pseudonymize under keep_only */
 	assert_true(fail_each_allocation(SETS
