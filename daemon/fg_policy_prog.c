@@ -276,7 +276,11 @@ static int apply_map_key(struct fg_policy_comp *c, struct fg_policy_prog_node *n
 {
 	int rc;
 
-	if (!(fg_schema_field_flags(f) & FG_SCHEMA_F_MAP) || q->action != FG_POLICY_PROG_DROP)
+	if (!(fg_schema_field_flags(f) & FG_SCHEMA_F_MAP))
+		return fg_policy_compile_fail(c, q->at, "'%s': '%s' is not a map; [key] selects a map's entries "
+		                              "(a repeated field's elements are removed or kept together)", q->text,
+		                              fg_schema_field_name(f));
+	if (q->action != FG_POLICY_PROG_DROP)
 		return fg_policy_compile_fail(c, q->at, "'%s': [key] selects map entries, and only 'remove' takes it",
 		                              q->text);
 	if (r && r->action != FG_PBWIRE_DROP_KEYS)

@@ -1216,7 +1216,8 @@ static void test_err_paths(void **state)
 	expect_error(REQ_CHILD
 	             "        remove:\n"                                              /* 12 */
 	             "          - user[\"a\"]\n",                                     /* 13 */
-	             NAME ":13:13: 'user[\"a\"]': [key] selects map entries, and only 'remove' takes it");
+	             NAME ":13:13: 'user[\"a\"]': 'user' is not a map; [key] selects a map's entries (a repeated "
+	             "field's elements are removed or kept together)");
 	expect_error(REQ_CHILD
 	             "        keep_only:\n"                                           /* 12 */
 	             "          - signals.features[x]\n",                             /* 13 */
