@@ -57,6 +57,7 @@ enum exit_code {
 	EXIT_DONE = 0,
 	EXIT_FAIL = 1,                  /* config, Redis, output */
 	EXIT_USAGE = 2,                 /* flags, arguments, standard input */
+	EXIT_INCOMPLETE = 3,            /* capture-erase: files it could not search (open, another key) */
 };
 
 enum command {
@@ -585,13 +586,17 @@ static int capture_erase(struct ctl *c)
 	if (res.other_key)
 		fprintf(stderr, PROG ": %llu capture files hold records made under another capture key, which "
 		        "cannot be matched (the pseudonym under that key is not known)\n", (unsigned long long)res.other_key);
-	return res.failed ? -1 : 0;
+	return res.failed ? -1 : res.open_files || res.other_key ? 1 : 0;
 }
 
 static int run(struct ctl *c, enum command cmd)
 {
-	if (cmd == CMD_CAPTURE_ERASE)
-		return capture_erase(c) < 0 ? EXIT_FAIL : EXIT_DONE;
+	if (cmd == CMD_CAPTURE_ERASE) {
+		/* a script doing a data-subject request must not read "done" while
+		 * the person's records may remain in files it could not search */
+		int rc = capture_erase(c);
+		return rc < 0 ? EXIT_FAIL : rc > 0 ? EXIT_INCOMPLETE : EXIT_DONE;
+	}
 	if (open_state(c) < 0 || wait_connected(c) < 0)
 		return EXIT_FAIL;
 	if ((cmd == CMD_SHOW ? show(c) : erase(c)) < 0)

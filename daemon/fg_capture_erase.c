@@ -146,6 +146,18 @@ static int rewrite(const char *dir, const char *name, const char *key_id, const 
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 07777);
 	if (fd < 0)
 		return FG_EIO;
+	/* The original's owner and mode (open's mode went through the umask):
+	 * an erase run as root left a root-owned 0600 file that the service
+	 * user's next erase could not read (a README-only trial).  One that
+	 * cannot give the file back to its owner does not replace it. */
+	if ((fchown(fd, st.st_uid, st.st_gid) < 0 && (st.st_uid != geteuid() || st.st_gid != getegid())) ||
+	    fchmod(fd, st.st_mode & 07777) < 0) {
+		rc = errno;
+		close(fd);
+		unlink(tmp);
+		errno = rc;
+		return FG_ESTATE;       /* not ours to replace: the owner cannot be kept */
+	}
 	rc = copy_kept(path, fd, key_id, pseudonym);
 	/* the file keeps its time: retention still sees how old its records are */
 	if (rc == 0) {
@@ -180,6 +192,19 @@ static int stale_temp(const char *dir, const char *name)
 	return 1;
 }
 
+/* The uid (<group> 0) or gid of <path>, for a message. */
+static unsigned long file_owner(const char *path, int group)
+{
+	struct stat st;
+	int saved = errno;
+	unsigned long v = 0;
+
+	if (stat(path, &st) == 0)
+		v = group ? (unsigned long)st.st_gid : (unsigned long)st.st_uid;
+	errno = saved;
+	return v;
+}
+
 /* One directory entry. */
 static void one_file(const char *dir, const char *name, const char *key_id, const char *pseudonym,
                      struct fg_capture_erase_result *res)
@@ -201,8 +226,10 @@ static void one_file(const char *dir, const char *name, const char *key_id, cons
 	}
 	res->files++;
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	errno = 0;
 	if ((rc = count_user(path, key_id, pseudonym, &n, &other)) < 0) {
-		fprintf(stderr, "%s: cannot be read (%s): left as it is\n", path, rc == FG_EINVAL ? "corrupt" : "I/O error");
+		fprintf(stderr, "%s: cannot be read (%s): left as it is\n", path,
+		        rc == FG_EINVAL ? "corrupt" : errno ? strerror(errno) : "I/O error");
 		res->failed++;
 		return;
 	}
@@ -210,7 +237,12 @@ static void one_file(const char *dir, const char *name, const char *key_id, cons
 	if (n == 0)
 		return;
 	if ((rc = rewrite(dir, name, key_id, pseudonym)) < 0) {
-		fprintf(stderr, "%s: cannot be rewritten: %s\n", path, rc == FG_EIO ? strerror(errno) : "corrupt");
+		if (rc == FG_ESTATE)
+			fprintf(stderr, "%s: cannot be rewritten: its owner (uid %lu, gid %lu) cannot be given to the new "
+			        "file (%s): run capture-erase as that user or as root\n", path,
+			        (unsigned long)file_owner(path, 0), (unsigned long)file_owner(path, 1), strerror(errno));
+		else
+			fprintf(stderr, "%s: cannot be rewritten: %s\n", path, rc == FG_EIO ? strerror(errno) : "corrupt");
 		res->failed++;
 		return;
 	}

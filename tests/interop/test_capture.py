@@ -1622,7 +1622,10 @@ def test_capture_erase(capd):
     """After SIGUSR1, capture-erase removes exactly one user's records from
     the closed files, copying every other frame byte for byte; the open
     file and a file under another capture key are counted, said on stderr,
-    and left as they are."""
+    and left as they are, and the exit status is 3 (not all searched).  A
+    rewritten file keeps its owner and mode: run as root, an erase left
+    root's 0600 files that the service user could not read (a README-only
+    trial)."""
     d = capd(capture={"rotate_size": "64KiB"})
     tag = uuid.uuid4().hex[:6]
     users = ["erase-a-%s" % tag, "erase-b-%s" % tag, "erase-c-%s" % tag]
@@ -1652,10 +1655,17 @@ def test_capture_erase(capd):
     mine = {f.path.name: [k for _, k in capture_frames(f)].count(key_a) for f in closed}
     n_a = sum(mine.values())
     assert n_a == 4, "user A made 4 calls before SIGUSR1: %s" % mine
+    owner = (os.geteuid(), os.getegid())
+    if os.geteuid() == 0:
+        owner = (65534, 65534)          # nobody: the service's files, erased by root
+        for f in closed:
+            os.chown(f.path, *owner)
+            os.chmod(f.path, 0o640)
 
     res = run_feedguardctl(["-c", str(d.config_path), "capture-erase"], stdin=(users[0] + "\n").encode())
     out, err = res.stdout.decode("utf-8", "replace"), res.stderr.decode("utf-8", "replace")
-    assert res.returncode == 0, "capture-erase exit %s; stdout %r; stderr:\n%s" % (res.returncode, out, err)
+    assert res.returncode == 3, "capture-erase exit %s with an open file and another key's; stdout %r; " \
+        "stderr:\n%s" % (res.returncode, out, err)
     assert users[0] not in out + err and key_a not in out + err and key_a.split(":")[1] not in out + err, \
         "capture-erase printed the user id or the pseudonym"
     rep = json.loads(out)
@@ -1681,6 +1691,10 @@ def test_capture_erase(capd):
             assert new == old, "%s was changed though it holds no record of the user (or is not to be touched)" \
                 % name
             continue
+        st = os.stat(p)
+        assert (st.st_uid, st.st_gid) == owner and (st.st_mode & 0o7777) == (0o640 if owner[0] == 65534 else
+                                                                              st.st_mode & 0o7777), \
+            "%s: rewritten with owner %d:%d mode %o" % (name, st.st_uid, st.st_gid, st.st_mode & 0o7777)
         newf = read_capfile(p)
         assert newf.header == old[:16]
         want = [raw for raw, k in capture_frames(parse_capfile(old, name)) if k != key_a]
@@ -1693,9 +1707,10 @@ def test_capture_erase(capd):
     for f in scan(d.capdir):
         if f.path.name.endswith(".fgcap") and f.path != other:
             assert key_a not in [c.user_key for c in f.calls], "%s still holds the user's records" % f.path.name
-    # Again: nothing left to erase.
+    # Again: nothing left to erase (the open file and the other key's
+    # still unsearched: 3).
     res = run_feedguardctl(["-c", str(d.config_path), "capture-erase"], stdin=(users[0] + "\n").encode())
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 3, res.stderr
     rep = json.loads(res.stdout)
     assert rep["erased_records"] == 0 and rep["files_rewritten"] == 0, rep
     # The daemon goes on capturing.
