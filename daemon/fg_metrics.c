@@ -199,6 +199,10 @@ static void render_policy(struct evbuffer *out, const struct fg_policy *p)
 	size_t m, b, st, u, nb = p->nbands;
 	uint64_t v;
 
+	/* the policy in force, so an alert can tell hosts of a fleet apart
+	 * that run another one (a reload that failed on some) */
+	evbuffer_add_printf(out, "# HELP feedguard_policy_info The policy in force: its id, as captured calls carry it.\n"
+	                         "# TYPE feedguard_policy_info gauge\nfeedguard_policy_info{policy_id=\"%s\"} 1\n", p->id);
 	evbuffer_add_printf(out, "# HELP feedguard_policy_calls_total Intercepted calls, by method and age band.\n"
 	                         "# TYPE feedguard_policy_calls_total counter\n");
 	for (m = 0; m < p->nmethods; m++)

@@ -10,6 +10,7 @@ read back from its --record file (request bytes exactly as on the wire) and
 parsed at the wire level (policyhelp.fields) where presence matters.
 """
 import gzip
+import re
 import time
 
 import grpc
@@ -862,6 +863,10 @@ def test_policy_metrics_demo_policy(fg, ranker):
     for band in ("13_15", "13_15", "u13", "banana", None, "13-15"):
         send(ranker, d.addr, ph.profiled_request(), band)
     _, text = ph.http_get(admin, "/metrics")
+    # the policy in force, as the ready line and captured calls name it
+    ready = re.search(r"event=ready .*policy_id=([0-9a-f]{32})", d.stderr())
+    assert ready and ph.metric(text, "feedguard_policy_info", policy_id=ready.group(1)) == 1, (
+        ready, [l for l in text.splitlines() if "policy_info" in l])
     assert ph.metric(text, "feedguard_policy_calls_total", method=RANK, band="13_15") == 2
     assert ph.metric(text, "feedguard_policy_calls_total", method=RANK, band="under_13") == 4
     # the unknown_band's calls that no band chose, told apart from the
