@@ -673,7 +673,7 @@ static void printable_call(Feedguard__Capture__V1__Call *call)
  * its own ten lines: its differences are the policies', not replay's,
  * and must neither fail the check nor hide replay's own. */
 static void check_one(struct run *ru, const Feedguard__Capture__V1__Call *in, const Feedguard__Capture__V1__Call *out,
-                      uint64_t n)
+                      uint64_t n, const char *file, uint64_t offset)
 {
 	int other = in->policy_id && in->policy_id[0] && strcmp(in->policy_id, fg_replay_policy_id(ru->replay[0])) != 0;
 	uint64_t *seen = other ? &ru->other_mismatched : &ru->mismatched;
@@ -685,14 +685,14 @@ static void check_one(struct run *ru, const Feedguard__Capture__V1__Call *in, co
 	if (!differs(in, out, why, sizeof(why)))
 		return;
 	if (++*seen <= 10)
-		fprintf(stderr, PROG ": check: call %llu (%s, band %s, %s) decided otherwise than recorded%s: %s\n",
-		        (unsigned long long)n, in->method, in->band, in->user_key,
-		        other ? " (by another policy)" : "", why);
+		fprintf(stderr, PROG ": check: call %llu (%s, band %s, %s; %s offset %llu, as dump names it) decided "
+		        "otherwise than recorded%s: %s\n", (unsigned long long)n, in->method, in->band, in->user_key, file,
+		        (unsigned long long)offset, other ? " (by another policy)" : "", why);
 }
 
 /* One call under each policy.  0, or -1 (a failure already said). */
-static int replay_one(struct run *ru, const Feedguard__Capture__V1__Call *in, uint64_t n,
-                      struct fg_replay_row *row)
+static int replay_one(struct run *ru, const Feedguard__Capture__V1__Call *in, uint64_t n, const char *file,
+                      uint64_t offset, struct fg_replay_row *row)
 {
 	Feedguard__Capture__V1__Call *out;
 	struct fg_replay_result res;
@@ -714,7 +714,7 @@ static int replay_one(struct run *ru, const Feedguard__Capture__V1__Call *in, ui
 			snprintf(ru->band_unknown[p], sizeof(ru->band_unknown[p]), "%s", res.unknown_band);
 		}
 		if (ru->check && p == 0)
-			check_one(ru, in, out, n);
+			check_one(ru, in, out, n, file, offset);
 		fg_replay_row_of(row, label(ru, p), n, out, res.no_upstream);
 		if (fg_replay_stats_add(ru->stats, row) < 0 ||
 		    (ru->calls && fg_replay_row_write(ru->calls, ru->format, row) < 0)) {
@@ -757,7 +757,7 @@ static int replay_all(struct run *ru, char **files)
 			break;
 		}
 		printable_call(rec->call);
-		if (replay_one(ru, rec->call, e->num, row) < 0)
+		if (replay_one(ru, rec->call, e->num, files[e->file], e->offset, row) < 0)
 			rv = EXIT_FAIL;
 		feedguard__capture__v1__record__free_unpacked(rec, NULL);
 		if ((i & 255) == 0 || i + 1 == ru->n)

@@ -823,6 +823,14 @@ def test_run_check_other_policy_names_differences(cap):
     assert lines and all(re.search(r"recorded \(by another policy\): (status|screen-time action|notices|\d+ items|item \d+ of page \d+)"
                                     r".* recorded.* replayed$", l) for l in lines), err
     assert any(l.endswith("screen-time action NONE recorded, NOTICE replayed") for l in lines), err
+    # each names its record as dump does: file and offset (a README-only
+    # trial could not trace a difference back to its record)
+    by_place = {(r["file"], int(r["offset"])): r for r in cap.dump}
+    for l in lines:
+        m = re.search(r", (cap-t:[0-9a-f]{64}); (\S+) offset (\d+), as dump names it\)", l)
+        assert m, l
+        rec = by_place.get((m.group(2), int(m.group(3))))
+        assert rec and rec["user_key"] == m.group(1), (l, rec and rec["user_key"])
 
 
 def test_run_under_a_policy_without_the_recorded_method(cap, tmp_path):
