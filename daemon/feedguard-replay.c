@@ -715,7 +715,7 @@ static int replay_one(struct run *ru, const Feedguard__Capture__V1__Call *in, ui
 		}
 		if (ru->check && p == 0)
 			check_one(ru, in, out, n, file, offset);
-		fg_replay_row_of(row, label(ru, p), n, out, res.no_upstream);
+		fg_replay_row_of(row, label(ru, p), n, out, res.no_upstream, fg_replay_zone(ru->replay[p], out->time_zone));
 		if (fg_replay_stats_add(ru->stats, row) < 0 ||
 		    (ru->calls && fg_replay_row_write(ru->calls, ru->format, row) < 0)) {
 			fprintf(stderr, PROG ": cannot write the calls file: out of memory or disk\n");

@@ -33,6 +33,7 @@
 #include "capture.pb-c.h"
 
 struct fg_replay;
+struct fg_tz;
 
 /* Users whose screen-time state a replay keeps when not told (--max-users). */
 #define FG_REPLAY_DEFAULT_MAX_USERS 1000000
@@ -83,6 +84,11 @@ uint64_t fg_replay_users_full(const struct fg_replay *r);
 
 /* fg_replay_policy - the policy file <r> replays (absolute). */
 const char *fg_replay_policy(const struct fg_replay *r);
+
+/* fg_replay_zone - the policy's zone named <name> (its time_zone or one
+ * of its time_zones), or its time_zone when <name> is NULL, empty or
+ * another: the zone whose dates a call's day is counted in. */
+const struct fg_tz *fg_replay_zone(const struct fg_replay *r, const char *name);
 
 /* fg_replay_policy_id - that policy's id (fg_policy-t.h), as captured
  * calls carry it in policy_id. */

@@ -240,21 +240,30 @@ static int add_notices(struct group *g, const struct fg_replay_row *row)
 	return 0;
 }
 
-static void utc_date(int64_t ms, char *out, size_t len)
+/* The date of <ms> in <tz> (NULL: UTC), "-" before the epoch or past
+ * year 9999. */
+static void local_date(const struct fg_tz *tz, int64_t ms, char *out, size_t len)
 {
+	struct fg_tz_local l;
 	time_t t = (time_t)(ms / 1000);
 	struct tm tm;
 
-	if (ms < 0 || !gmtime_r(&t, &tm))
+	if (ms < 0 || ms > INT64_C(253402300799000)) {
 		snprintf(out, len, "-");
-	else
+	} else if (tz) {
+		fg_tz_local(tz, ms / 1000, &l);
+		snprintf(out, len, "%04lld-%02d-%02d", (long long)l.year, l.month, l.day);
+	} else if (!gmtime_r(&t, &tm)) {
+		snprintf(out, len, "-");
+	} else {
 		strftime(out, len, "%Y-%m-%d", &tm);
+	}
 }
 
 int fg_replay_stats_add(struct fg_replay_stats *s, const struct fg_replay_row *row)
 {
 	struct group *g = group_of(s, row->policy, row->band);
-	char ud[512], date[16];
+	char ud[512];
 	uint64_t *idx;
 	size_t i, k;
 	int fresh;
@@ -272,8 +281,7 @@ int fg_replay_stats_add(struct fg_replay_stats *s, const struct fg_replay_row *r
 	 * count in the class totals, not in anybody's exposure. */
 	idx = NULL;
 	if (row->user[0]) {
-		utc_date(row->time_ms, date, sizeof(date));
-		snprintf(ud, sizeof(ud), "%s %s", row->user, date);
+		snprintf(ud, sizeof(ud), "%s %s", row->user, row->date);
 		if (!(idx = map_at(&g->userdays, ud, 1, &fresh)))
 			return FG_ENOMEM;
 		if (fresh)
@@ -315,7 +323,7 @@ static size_t row_class(struct fg_replay_row *row, const char *name)
 }
 
 void fg_replay_row_of(struct fg_replay_row *row, const char *policy, uint64_t n, const Feedguard__Capture__V1__Call *call,
-                      unsigned no_upstream)
+                      unsigned no_upstream, const struct fg_tz *tz)
 {
 	const Feedguard__Capture__V1__Decisions *d = call->decisions;
 	const Feedguard__Capture__V1__ScreenTime *st = d ? d->screen_time : NULL;
@@ -325,6 +333,7 @@ void fg_replay_row_of(struct fg_replay_row *row, const char *policy, uint64_t n,
 	row->policy = policy;
 	row->call = n;
 	row->time_ms = call->start_unix_ms;
+	local_date(tz, row->time_ms, row->date, sizeof(row->date));
 	row->user = call->user_key ? call->user_key : "";
 	row->band = call->band ? call->band : "";
 	row->method = call->method ? call->method : "";
@@ -429,12 +438,10 @@ void fg_replay_row_header(FILE *out, enum fg_replay_format f)
 
 static void csv_line(FILE *out, const struct fg_replay_row *row, const char *cls, const uint32_t *n)
 {
-	char date[16];
 	size_t k;
 
-	utc_date(row->time_ms, date, sizeof(date));
 	csv(out, row->policy);
-	fprintf(out, ",%llu,%lld,%s,", (unsigned long long)row->call, (long long)row->time_ms, date);
+	fprintf(out, ",%llu,%lld,%s,", (unsigned long long)row->call, (long long)row->time_ms, row->date);
 	csv(out, row->user);
 	fputc(',', out);
 	csv(out, row->band);
@@ -452,7 +459,6 @@ static void csv_line(FILE *out, const struct fg_replay_row *row, const char *cls
 int fg_replay_row_write(FILE *out, enum fg_replay_format f, const struct fg_replay_row *row)
 {
 	static const uint32_t zero[FG_REPLAY_NCOUNTS];
-	char date[16];
 	size_t i, k;
 
 	if (f == FG_REPLAY_CSV) {
@@ -462,11 +468,10 @@ int fg_replay_row_write(FILE *out, enum fg_replay_format f, const struct fg_repl
 			csv_line(out, row, row->cls[i], row->n[i]);
 		return ferror(out) ? -1 : 0;
 	}
-	utc_date(row->time_ms, date, sizeof(date));
 	fputs("{\"policy\":", out);
 	json(out, row->policy);
 	fprintf(out, ",\"call\":%llu,\"time_ms\":%lld,\"date\":\"%s\",\"user_key\":", (unsigned long long)row->call,
-	        (long long)row->time_ms, date);
+	        (long long)row->time_ms, row->date);
 	json(out, row->user);
 	fputs(",\"band\":", out);
 	json(out, row->band);
@@ -576,6 +581,9 @@ int fg_replay_stats_read_csv(struct fg_replay_stats *s, FILE *in, const char *na
 			row->policy = strs[0];
 			row->call = strtoull(f[1], NULL, 10);
 			row->time_ms = strtoll(f[2], NULL, 10);
+			/* the day as run wrote it (its zone is not in the file) */
+			snprintf(row->date, sizeof(row->date), "%s",
+			         strlen(f[3]) == 10 && strspn(f[3], "0123456789-") == 10 ? f[3] : "-");
 			row->user = strs[1];
 			row->band = strs[2];
 			row->method = strs[3];

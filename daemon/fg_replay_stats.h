@@ -24,6 +24,7 @@
 #include <stdio.h>
 
 #include "capture.pb-c.h"
+#include "fg_tz.h"
 
 /* Fates counted per class. */
 enum fg_replay_count {
@@ -38,6 +39,8 @@ struct fg_replay_row {
 	const char *policy;             /* the policy's label ("A", "B", or the file) */
 	uint64_t call;                  /* the call's number in the capture, from 1 */
 	int64_t time_ms;
+	char date[16];                  /* its local date, YYYY-MM-DD ("-" out of range): in the
+	                                   zone its screen-time rules used, else the policy's */
 	const char *user, *band, *method;
 	int status;
 	unsigned answered;              /* feedguard answered or failed it */
@@ -50,9 +53,11 @@ struct fg_replay_row {
 };
 
 /* fg_replay_row_of - the row of <call> (a recorded or replayed Call) under
- * <policy> (borrowed for the row's life, as are <call>'s strings). */
+ * <policy> (borrowed for the row's life, as are <call>'s strings); its
+ * date in zone <tz> (NULL: UTC), the user's day for the exposure figures
+ * as the policy counts days. */
 void fg_replay_row_of(struct fg_replay_row *row, const char *policy, uint64_t n, const Feedguard__Capture__V1__Call *call,
-                      unsigned no_upstream);
+                      unsigned no_upstream, const struct fg_tz *tz);
 
 /* fg_replay_printable - control bytes (below 0x20, and 0x7f) in <s>
  * become '?', in place: what run and summary print of a capture's or a

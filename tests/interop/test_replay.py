@@ -1022,6 +1022,38 @@ def test_run_a_against_b(cap, tmp_path):
                 {k: v for k, v in rb.items() if k != "policy"}, (ra, rb)
 
 
+def test_run_user_days_are_the_policys_local_days(cap, tmp_path):
+    """Exposure per user-day counts the days the policy counts: the local
+    date in the zone the call's limits used.  Replayed under the policy
+    with time_zone Pacific/Chatham (UTC+13:45 in January), the 13_15
+    teen's calls from 10:00 UTC straddle local midnight (10:15 UTC):
+    three on the 15th, the rest on the 16th, each day's wellbeing
+    allowance (20) met apart.  By UTC dates (before) the summary showed one
+    user-day of 32 against an allowance of 20 (a README-only trial, in
+    Tokyo)."""
+    text = cap.policy_a.read_text()
+    assert "\ntime_zone: Europe/London\n" in text
+    chatham = ph.write_policy(tmp_path, text.replace("\ntime_zone: Europe/London\n",
+                                                     "\ntime_zone: Pacific/Chatham\n"), "chatham.yaml")
+    out, _, calls = run_calls(cap, tmp_path, chatham)
+    _, rows = read_calls_csv(calls)
+    teen = cap.key_of["teen-13"]
+    dates = {}
+    for r in rows:
+        if r["user_key"] == teen and r["class"] == "body_image":
+            dates.setdefault(r["date"], []).append(int(r["shown"]))
+    assert sorted(dates) == ["2031-01-15", "2031-01-16"] and len(dates["2031-01-15"]) == 3, dates
+    assert sum(dates["2031-01-16"]) == 20 and sum(dates["2031-01-15"]) <= 20, dates
+    _, _, irows = table(out, "items")
+    items = {(x["band"], x["class"]): x for x in irows}
+    assert int(items[("13_15", "body_image")]["max"]) == 20, items[("13_15", "body_image")]
+    # the calls file's dates are what summary counts from
+    res = replay("summary", calls)
+    sout, _ = ok(res, "summary")
+    _, _, srows = table(sout, "items")
+    assert int({(x["band"], x["class"]): x for x in srows}[("13_15", "body_image")]["max"]) == 20
+
+
 def test_run_allowed_class_keeps_its_row(cap, tmp_path):
     """A class one policy demotes and the other allows is counted under its
     own name by both ("an item is counted under ... its first class"), not
