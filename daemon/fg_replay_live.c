@@ -499,6 +499,30 @@ static int session_new(struct live *lv)
 	return 0;
 }
 
+/*
+ * 1 when a call of <c>'s user is in flight that had ended, as recorded,
+ * before <c> began: <c> waits for it, so the target's state sees the
+ * user's calls in their order (at --concurrency 64 a README-only trial's
+ * 963 calls came back 960 as recorded, one user's calls overtaking each
+ * other).  Calls that overlapped when recorded may overlap again.
+ */
+static int user_busy(const struct live *lv, const Feedguard__Capture__V1__Call *c)
+{
+	const struct stream *st;
+
+	if (!c->user_key || !c->user_key[0])
+		return 0;
+	for (st = lv->streams; st; st = st->next) {
+		const Feedguard__Capture__V1__Call *o = st->rec->call;
+		int64_t end;
+		/* a crafted duration must not overflow: such a call never ended */
+		if (o->user_key && strcmp(o->user_key, c->user_key) == 0 &&
+		    !__builtin_add_overflow(o->start_unix_ms, o->duration_us / 1000, &end) && end <= c->start_unix_ms)
+			return 1;
+	}
+	return 0;
+}
+
 int fg_replay_live_run(const struct fg_replay_live_opts *opts, fg_replay_live_next_cb next, void *arg, FILE *out)
 {
 	struct fg_replay_live_opts o = *opts;
@@ -533,6 +557,8 @@ int fg_replay_live_run(const struct fg_replay_live_opts *opts, fg_replay_live_ne
 				wait = (int)((due - now + 999) / 1000);
 				break;
 			}
+			if (user_busy(&lv, pending->call))
+				break;
 			if ((rc = submit(&lv, pending)) < 0)
 				break;
 			pending = NULL;

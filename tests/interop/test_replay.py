@@ -1172,6 +1172,44 @@ def test_live_against_a_fresh_feedguardd(cap, tmp_path):
     assert 16 <= same <= n, "%s: the 16 adult pages pass unfiltered, as recorded" % m.group(0)
 
 
+def test_live_keeps_a_users_calls_in_order(cap, tmp_path):
+    """live at --concurrency 64 --speed 0 --recorded-time against a fresh
+    feedguardd: a user's call waits for the user's earlier call that had
+    ended before it began, as recorded, so the target's state sees them in
+    order and every call decides as recorded (the 13_15 teen's wellbeing
+    allowance runs out on the same call).  The ranker holds the teen's
+    first call 300 ms: the next ones used to overtake it (a README-only
+    trial's 963 calls came back 960 as recorded)."""
+    import time as _time
+    teen = cap.key_of["teen-13"]
+    first = min((r for r in cap.dump if r.get("user_key") == teen), key=lambda r: int(r["start_unix_ms"]))
+    cid = md_values(first, "request_metadata", "x-call-id")[0].decode()
+    with cap.ranker.lock:
+        script = cap.ranker.scripts[cid]
+    page_bytes = script.messages(b"")
+
+    def slow(raw):
+        _time.sleep(0.3)
+        return page_bytes
+    cap.ranker.script(cid, slow)
+    try:
+        d = start_middle(tmp_path, cap.ranker.addr, daemon_config(cap, cap.redis, key_prefix="order:"),
+                         "live-order")
+        try:
+            res = replay("live", "--target", d.addr, "--speed", "0", "--concurrency", "64", "--recorded-time",
+                         "-p", cap.policy_a, *cap.files)
+        finally:
+            problems = d.stop()
+    finally:
+        cap.ranker.script(cid, page_bytes)
+    assert not problems, "\n".join(problems)
+    out, _ = ok(res, "feedguard-replay live --concurrency 64")
+    n = cap.n_all
+    m = re.search(r"^against the capture: status as recorded (\d+)/(\d+), "
+                  r"response as recorded \(byte for byte\) (\d+)/(\d+)$", out, re.M)
+    assert m and tuple(map(int, m.groups())) == (n, n, n, n), (m and m.group(0), out)
+
+
 def page_sizes_seen(cap, cid):
     """The page_size (RankFeedRequest field 4, the last occurrence) of each
     request the ranker got for call <cid>, in order."""
