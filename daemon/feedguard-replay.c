@@ -1023,6 +1023,10 @@ static int cmd_summary(int argc, char **argv)
 		if (f != stdin)
 			fclose(f);
 	}
+	if (rv == EXIT_DONE && fg_replay_stats_check_unique(s, err, sizeof(err)) < 0) {
+		fprintf(stderr, PROG ": %s\n", err);
+		rv = EXIT_FAIL;
+	}
 	if (rv == EXIT_DONE)
 		fg_replay_stats_print(stdout, s);
 	fg_replay_stats_free(s);

@@ -150,11 +150,22 @@ struct group {
 	size_t nnotices;
 };
 
+/* Call numbers read from calls files under one policy label, to refuse
+ * counting a call twice (the same file given twice, or shards of two
+ * runs): 8 bytes a call, sorted once at the end. */
+struct seen_calls {
+	char policy[256];
+	uint64_t *call;
+	size_t n, cap;
+};
+
 struct fg_replay_stats {
 	struct group *g[MAX_GROUPS];
 	size_t n;
 	char policies[8][256];          /* in the order first seen: the columns */
 	size_t npolicies;
+	struct seen_calls seen[8];      /* summary: calls read, per policy label */
+	size_t nseen;
 };
 
 struct fg_replay_stats *fg_replay_stats_new(void)
@@ -540,6 +551,58 @@ static size_t split_csv(char *s, char **f, size_t max)
 
 #define NFIELDS 19
 
+/* Call <call> of policy <policy> read from a calls file. */
+static int note_call(struct fg_replay_stats *s, const char *policy, uint64_t call)
+{
+	struct seen_calls *c = NULL;
+	size_t i;
+
+	for (i = 0; i < s->nseen && !c; i++)
+		if (strcmp(s->seen[i].policy, policy) == 0)
+			c = &s->seen[i];
+	if (!c) {
+		if (s->nseen == sizeof(s->seen) / sizeof(s->seen[0]))
+			return 0;               /* more labels than the summary shows */
+		c = &s->seen[s->nseen++];
+		snprintf(c->policy, sizeof(c->policy), "%s", policy);
+	}
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? 2 * c->cap : 1024;
+		uint64_t *v = realloc(c->call, cap * sizeof(*v));
+		if (!v)
+			return FG_ENOMEM;
+		c->call = v;
+		c->cap = cap;
+	}
+	c->call[c->n++] = call;
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+int fg_replay_stats_check_unique(struct fg_replay_stats *s, char *err, size_t errlen)
+{
+	size_t i, k;
+
+	for (i = 0; i < s->nseen; i++) {
+		struct seen_calls *c = &s->seen[i];
+		qsort(c->call, c->n, sizeof(*c->call), cmp_u64);
+		for (k = 1; k < c->n; k++)
+			if (c->call[k] == c->call[k - 1]) {
+				snprintf(err, errlen, "call %llu of policy %s is in the calls files twice (one file given "
+				         "twice, or shards of different runs): nothing counted", (unsigned long long)c->call[k],
+				         c->policy);
+				return FG_EINVAL;
+			}
+	}
+	return 0;
+}
+
 int fg_replay_stats_read_csv(struct fg_replay_stats *s, FILE *in, const char *name, char *err, size_t errlen)
 {
 	static char line[LINE_MAX_BYTES];
@@ -580,6 +643,8 @@ int fg_replay_stats_read_csv(struct fg_replay_stats *s, FILE *in, const char *na
 				fg_replay_printable(strs[k]);
 			row->policy = strs[0];
 			row->call = strtoull(f[1], NULL, 10);
+			if ((rc = note_call(s, row->policy, row->call)) < 0)
+				break;
 			row->time_ms = strtoll(f[2], NULL, 10);
 			/* the day as run wrote it (its zone is not in the file) */
 			snprintf(row->date, sizeof(row->date), "%s",
@@ -720,5 +785,7 @@ void fg_replay_stats_free(struct fg_replay_stats *s)
 		map_free(&g->user_set);
 		free(g);
 	}
+	for (i = 0; i < s->nseen; i++)
+		free(s->seen[i].call);
 	free(s);
 }

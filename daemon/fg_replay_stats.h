@@ -89,6 +89,14 @@ int fg_replay_stats_add(struct fg_replay_stats *s, const struct fg_replay_row *r
  */
 int fg_replay_stats_read_csv(struct fg_replay_stats *s, FILE *in, const char *name, char *err, size_t errlen);
 
+/*
+ * fg_replay_stats_check_unique - FG_EINVAL, with why in <err>, when the
+ * calls files read hold one call (policy label and number) twice: a file
+ * given twice, or shards of different runs, would be counted twice.
+ * Call it once, after the last fg_replay_stats_read_csv.
+ */
+int fg_replay_stats_check_unique(struct fg_replay_stats *s, char *err, size_t errlen);
+
 /* fg_replay_stats_print - the summary table, policies side by side. */
 void fg_replay_stats_print(FILE *out, struct fg_replay_stats *s);
 

@@ -1124,6 +1124,13 @@ def test_shards_partition_users_and_summary_adds_up(cap, tmp_path):
     out_rev, _ = ok(replay("summary", *reversed(shard_files)), "summary of the shards, reversed")
     assert summary_part(out_rev) == summary_part(out), "summary depends on the files' order:\n%s\n%s" % (
         summary_part(out_rev), summary_part(out))
+    # a file given twice, or a shard with the whole run: refused, not
+    # counted twice (a README-only trial's summary showed 1950 calls of 1636)
+    for files in ([shard_files[0], shard_files[0]], [full_calls, shard_files[1]]):
+        res = replay("summary", *files)
+        err = res.stderr.decode("utf-8", "replace")
+        assert res.returncode == 1 and "is in the calls files twice" in err and not res.stdout, (
+            files, res.returncode, err)
     # `call` is "the call's number in the capture (its place among all
     # calls, in time order)": a shard's file numbers a call as the whole run does.
     assert not renumbered, "%d calls of shard files number their call otherwise than the unsharded run " \
