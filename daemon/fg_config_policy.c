@@ -96,6 +96,10 @@ static int check_metrics(struct fg_config_loader *l)
 	char svc[256], known[256];
 	size_t at, n, k;
 
+	/* only the daemon labels calls: a tool's load (feedguardctl) would take
+	 * it for a policy that does not compile */
+	if (!(l->flags & FG_CONFIG_LOAD_DAEMON))
+		return 0;
 	for (int i = 0; i < cfg->metrics.nmethods; i++) {
 		const char *m = cfg->metrics.methods[i], *slash = strrchr(m, '/');
 		if (bsearch(&m, p->set_methods, p->nset_methods, sizeof(*p->set_methods), cmp_path))

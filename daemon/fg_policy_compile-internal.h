@@ -326,6 +326,13 @@ int fg_policy_prog_apply(struct fg_policy_comp *c, struct fg_policy_prog_node *r
  * message written. */
 int fg_policy_prog_stat(struct fg_policy_comp *c, const char *path, uint32_t *stat);
 
+/* fg_policy_sources_check_enum_bands - FG_ECONFIG (the message at the
+ * method's age_band field in <root>) when a band's match list holds a
+ * value name of the enum a method reads the band from, and no method
+ * reads the band as text.  After the methods are compiled, before the
+ * schema goes. */
+int fg_policy_sources_check_enum_bands(struct fg_policy_comp *c, const struct fg_yaml_node *root);
+
 /* fg_policy_prog_check_required - FG_ECONFIG (the message at <at>) when
  * an allow-list under <root> drops a field the contract marks required
  * (proto2): the receiver would refuse the message, as remove refuses to

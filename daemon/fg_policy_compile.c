@@ -428,6 +428,8 @@ static int compile(struct fg_policy_comp *c, const char *text, size_t len, size_
 	if (rc == 0)
 		rc = fg_policy_compile_keys_run(c, &s, top_keys, FG_POLICY_NELEM(top_keys), 0);
 	if (rc == 0)
+		rc = fg_policy_sources_check_enum_bands(c, root);
+	if (rc == 0)
 		rc = alloc_counters(c, nslots);
 	if (rc == 0)
 		rc = alloc_limit_counters(c, nslots);

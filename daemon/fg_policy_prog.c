@@ -585,7 +585,7 @@ static int check_required(struct fg_policy_comp *c, const struct fg_policy_prog_
 	size_t i, n;
 	int rc;
 
-	if (depth > FG_PBWIRE_MAX_DEPTH || !node->type)     /* a recursive type loops back: seen */
+	if (depth > FG_PBWIRE_MAX_DEPTH || !node->type)
 		return 0;
 	n = node->msg.allow_only ? fg_schema_message_nfields(node->type) : 0;
 	for (i = 0; i < n; i++) {
@@ -601,8 +601,12 @@ static int check_required(struct fg_policy_comp *c, const struct fg_policy_prog_
 		const struct fg_schema_field *f = fg_schema_find_field_number(node->type, r->number);
 		if (r->action != FG_PBWIRE_RECURSE || !r->sub || !f)
 			continue;
-		snprintf(sub, sizeof(sub), "%s%s%s.", path, fg_schema_field_name(f),
-		         (fg_schema_field_flags(f) & FG_SCHEMA_F_MAP) ? "[*]" : "");
+		/* a map is named m[*].x: the entry's value field adds nothing */
+		if (fg_schema_message_is_map_entry(node->type))
+			snprintf(sub, sizeof(sub), "%s", path);
+		else
+			snprintf(sub, sizeof(sub), "%s%s%s.", path, fg_schema_field_name(f),
+			         (fg_schema_field_flags(f) & FG_SCHEMA_F_MAP) ? "[*]" : "");
 		if ((rc = check_required(c, (const struct fg_policy_prog_node *)(const void *)r->sub, sub, at, depth + 1)))
 			return rc;
 	}

@@ -7,7 +7,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include "fg_error.h"
 #include "fg_policy_compile-internal.h"
@@ -142,36 +141,65 @@ static int compile_user_id(struct fg_policy_comp *c, const struct fg_policy_scop
 /*
  * A band read from an enum field is matched by the value's number: a
  * band whose match list holds one of the enum's value names (ADULT for
- * 3) would never match, and every such call would go to the
- * unknown_band without a word (a README-only trial).  Said here, with
- * the number to write.  Other strings may be meant for methods that read
- * the band from a header.
+ * 3) never matches, and every such call goes to the unknown_band without
+ * a word (a README-only trial).  Said with the number to write, when no
+ * method of the policy reads the band as text (a header or a string
+ * field, for which the name may be meant), for explicit match values
+ * only (a band's own name is its value when it lists none), compared
+ * exactly as calls are matched.
  */
-static int check_enum_names(struct fg_policy_comp *c, const struct fg_yaml_node *at, const struct fg_policy_source *src,
-                            const struct fg_schema_message *type)
+static int enum_field_of(struct fg_policy_comp *c, const struct fg_policy_method *m,
+                         const struct fg_schema_field **out)
 {
+	const struct fg_schema_method *sm = fg_schema_find_method(c->schema, m->path);
+	const struct fg_schema_message *type = sm ? fg_schema_method_input(sm) : NULL;
 	const struct fg_schema_field *f = NULL;
-	const struct fg_schema_enum *e = NULL;
-	const struct fg_policy *p = c->pol;
-	const char *enum_type = NULL;
-	size_t b, i, v;
+	size_t i;
 
-	for (i = 0; src->kind == FG_POLICY_SRC_FIELD && type && i < src->depth; i++)
-		if ((f = fg_schema_find_field_number(type, src->path[i])))
+	for (i = 0; type && i < m->age_band.depth; i++)
+		if ((f = fg_schema_find_field_number(type, m->age_band.path[i])))
 			type = fg_schema_field_message(f);
-	if (f && fg_schema_field_type(f) == FG_SCHEMA_ENUM) {
-		enum_type = fg_schema_field_type_name(f);
-		e = fg_schema_find_enum(c->schema, enum_type);
+	*out = f && i == m->age_band.depth && fg_schema_field_type(f) == FG_SCHEMA_ENUM ? f : NULL;
+	return *out != NULL;
+}
+
+static const struct fg_yaml_node *band_field_node(const struct fg_yaml_node *root, const char *path)
+{
+	const struct fg_yaml_node *m = fg_yaml_map_get(fg_yaml_map_get(root, "methods"), path);
+
+	return fg_yaml_map_get(fg_yaml_map_get(m, "age_band"), "field");
+}
+
+int fg_policy_sources_check_enum_bands(struct fg_policy_comp *c, const struct fg_yaml_node *root)
+{
+	const struct fg_policy *p = c->pol;
+	const struct fg_schema_field *f;
+	const struct fg_schema_enum *e;
+	size_t k, b, i, v;
+
+	for (k = 0; k < p->nmethods; k++)
+		if (p->methods[k].age_band.kind == FG_POLICY_SRC_HEADER ||
+		    (p->methods[k].age_band.kind == FG_POLICY_SRC_FIELD && p->methods[k].age_band.value == FG_POLICY_V_STRING))
+			return 0;
+	for (k = 0; c->schema && k < p->nmethods; k++) {
+		const struct fg_yaml_node *at = band_field_node(root, p->methods[k].path);
+		if (p->methods[k].age_band.kind != FG_POLICY_SRC_FIELD || !at || !enum_field_of(c, &p->methods[k], &f) ||
+		    !(e = fg_schema_find_enum(c->schema, fg_schema_field_type_name(f))))
+			continue;
+		for (b = 0; b < p->nbands; b++) {
+			if (p->bands[b].nmatch == 1 && strcmp(p->bands[b].match[0], p->bands[b].name) == 0)
+				continue;               /* no match list: the name, never meant as a value */
+			for (i = 0; i < p->bands[b].nmatch; i++)
+				for (v = 0; v < fg_schema_enum_nvalues(e); v++)
+					if (strcmp(p->bands[b].match[i], fg_schema_enum_value_name(e, v)) == 0)
+						return fg_policy_compile_fail(c, at, "age_band: '%s' is enum %s, matched by number, "
+						                              "but band '%s' matches '%s': write \"%d\" (%s) in its "
+						                              "match list", at->text, fg_schema_field_type_name(f),
+						                              p->bands[b].name, p->bands[b].match[i],
+						                              (int)fg_schema_enum_value_number(e, v),
+						                              fg_schema_enum_value_name(e, v));
+		}
 	}
-	for (b = 0; e && b < p->nbands; b++)
-		for (i = 0; i < p->bands[b].nmatch; i++)
-			for (v = 0; v < fg_schema_enum_nvalues(e); v++)
-				if (strcasecmp(p->bands[b].match[i], fg_schema_enum_value_name(e, v)) == 0)
-					return fg_policy_compile_fail(c, at, "age_band: '%s' is enum %s, matched by number, "
-					                              "but band '%s' matches '%s': write \"%d\" (%s) in its "
-					                              "match list", at->text, enum_type, p->bands[b].name,
-					                              p->bands[b].match[i], (int)fg_schema_enum_value_number(e, v),
-					                              fg_schema_enum_value_name(e, v));
 	return 0;
 }
 
@@ -187,7 +215,7 @@ static int compile_age_band(struct fg_policy_comp *c, const struct fg_policy_sco
 	if (s->method->age_band.kind == FG_POLICY_SRC_NONE)
 		return fg_policy_compile_fail(c, s->method_key, "method '%s' needs age_band: where the age band comes from",
 		                              fg_yaml_show(s->method_key, buf, sizeof(buf)));
-	return check_enum_names(c, fg_yaml_map_get(val, "field"), &s->method->age_band, s->in);
+	return 0;
 }
 
 const struct fg_policy_key fg_policy_sources_user_id_key = { "user_id", 0, compile_user_id };

@@ -154,7 +154,7 @@ struct group {
  * counting a call twice (the same file given twice, or shards of two
  * runs): 8 bytes a call, sorted once at the end. */
 struct seen_calls {
-	char policy[256];
+	char *policy;
 	uint64_t *call;
 	size_t n, cap;
 };
@@ -164,7 +164,7 @@ struct fg_replay_stats {
 	size_t n;
 	char policies[8][256];          /* in the order first seen: the columns */
 	size_t npolicies;
-	struct seen_calls seen[8];      /* summary: calls read, per policy label */
+	struct seen_calls *seen;        /* summary: calls read, per policy label */
 	size_t nseen;
 };
 
@@ -251,15 +251,16 @@ static int add_notices(struct group *g, const struct fg_replay_row *row)
 	return 0;
 }
 
-/* The date of <ms> in <tz> (NULL: UTC), "-" before the epoch or past
- * year 9999. */
+/* The date of <ms> in <tz> (NULL: UTC), "-" before the epoch or after
+ * 9999-12-30 UTC (no zone makes that a five-digit year, which summary
+ * would not read back). */
 static void local_date(const struct fg_tz *tz, int64_t ms, char *out, size_t len)
 {
 	struct fg_tz_local l;
 	time_t t = (time_t)(ms / 1000);
 	struct tm tm;
 
-	if (ms < 0 || ms > INT64_C(253402300799000)) {
+	if (ms < 0 || ms >= INT64_C(253402128000000)) {
 		snprintf(out, len, "-");
 	} else if (tz) {
 		fg_tz_local(tz, ms / 1000, &l);
@@ -561,10 +562,15 @@ static int note_call(struct fg_replay_stats *s, const char *policy, uint64_t cal
 		if (strcmp(s->seen[i].policy, policy) == 0)
 			c = &s->seen[i];
 	if (!c) {
-		if (s->nseen == sizeof(s->seen) / sizeof(s->seen[0]))
-			return 0;               /* more labels than the summary shows */
-		c = &s->seen[s->nseen++];
-		snprintf(c->policy, sizeof(c->policy), "%s", policy);
+		struct seen_calls *v = realloc(s->seen, (s->nseen + 1) * sizeof(*v));
+		if (!v)
+			return FG_ENOMEM;
+		s->seen = v;
+		c = &v[s->nseen];
+		memset(c, 0, sizeof(*c));
+		if (!(c->policy = strdup(policy)))
+			return FG_ENOMEM;
+		s->nseen++;
 	}
 	if (c->n == c->cap) {
 		size_t cap = c->cap ? 2 * c->cap : 1024;
@@ -595,8 +601,8 @@ int fg_replay_stats_check_unique(struct fg_replay_stats *s, char *err, size_t er
 		for (k = 1; k < c->n; k++)
 			if (c->call[k] == c->call[k - 1]) {
 				snprintf(err, errlen, "call %llu of policy %s is in the calls files twice (one file given "
-				         "twice, or shards of different runs): nothing counted", (unsigned long long)c->call[k],
-				         c->policy);
+				         "twice, shards of different runs, or runs of different captures: replay those in "
+				         "one run): nothing counted", (unsigned long long)c->call[k], c->policy);
 				return FG_EINVAL;
 			}
 	}
@@ -612,6 +618,8 @@ int fg_replay_stats_read_csv(struct fg_replay_stats *s, FILE *in, const char *na
 	int rc = 0, have = 0;
 	size_t k, n;
 
+	/* what every failure without words of its own is */
+	snprintf(err, errlen, "%s: out of memory", name);
 	if (!row)
 		return FG_ENOMEM;
 	while (rc == 0 && fgets(line, sizeof(line), in)) {
@@ -643,8 +651,10 @@ int fg_replay_stats_read_csv(struct fg_replay_stats *s, FILE *in, const char *na
 				fg_replay_printable(strs[k]);
 			row->policy = strs[0];
 			row->call = strtoull(f[1], NULL, 10);
-			if ((rc = note_call(s, row->policy, row->call)) < 0)
+			if ((rc = note_call(s, row->policy, row->call)) < 0) {
+				snprintf(err, errlen, "%s:%lu: out of memory", name, lineno);
 				break;
+			}
 			row->time_ms = strtoll(f[2], NULL, 10);
 			/* the day as run wrote it (its zone is not in the file) */
 			snprintf(row->date, sizeof(row->date), "%s",
@@ -785,7 +795,10 @@ void fg_replay_stats_free(struct fg_replay_stats *s)
 		map_free(&g->user_set);
 		free(g);
 	}
-	for (i = 0; i < s->nseen; i++)
+	for (i = 0; i < s->nseen; i++) {
 		free(s->seen[i].call);
+		free(s->seen[i].policy);
+	}
+	free(s->seen);
 	free(s);
 }

@@ -1325,12 +1325,27 @@ static void test_err_paths(void **state)
 	/* an enum band is matched by number: a value name never matched (the
 	 * same trial) */
 	expect_error("descriptor_set: t.pb\n"
-	             "bands: [{name: child, match: [\"1\"]}, {name: adult, match: [grown]}]\n"
+	             "bands: [{name: child, match: [\"1\"]}, {name: adult, match: [GROWN]}]\n"
 	             "methods:\n"
 	             "  /t.S/Up:\n"
 	             "    age_band: {field: tier}\n",                                 /* 5 */
 	             NAME ":5:23: age_band: 'tier' is enum t.Req.Tier, matched by number, but band 'adult' matches "
-	             "'grown': write \"2\" (GROWN) in its match list");
+	             "'GROWN': write \"2\" (GROWN) in its match list");
+	/* not when a method reads the band as text, for which the name may be
+	 * meant, nor a band's own name, nor another case (a review) */
+	fg_policy_compile_free(load_ok("descriptor_set: t.pb\n"
+	                               "bands: [{name: child, match: [KID, \"1\"]}, {name: adult, match: [GROWN, \"2\"]}]\n"
+	                               "methods:\n"
+	                               "  /t.S/Up:\n"
+	                               "    age_band: {field: tier}\n"
+	                               "  /t.S/Both:\n"
+	                               "    age_band: {header: b}\n"));
+	fg_policy_compile_free(load_ok("descriptor_set: t.pb\n"
+	                               "bands: [{name: kid, match: [\"1\", kid]}, {name: GROWN}]\n"
+	                               "unknown_band: GROWN\n"
+	                               "methods:\n"
+	                               "  /t.S/Up:\n"
+	                               "    age_band: {field: tier}\n"));
 	/* a oneof named where a field is wanted: its fields, not "no field" */
 	expect_error(HEAD
 	             "    user_id: {field: cursor}\n",                                /* 10 */
