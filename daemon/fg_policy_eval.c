@@ -6,6 +6,7 @@
 
 #include "fg_error.h"
 #include "fg_policy_eval.h"
+#include "fg_tz.h"
 
 /* Per-call counters a message edit can touch at most: the stats of one
  * program are few (one per path in the policy, capped at compile time). */
@@ -172,6 +173,16 @@ int fg_policy_edit_tally(const struct fg_policy *p, const struct fg_policy_edit 
 	if (rc == 0 && *changed && tally)
 		add_tally(p, stats, tally);
 	return rc;
+}
+
+const struct fg_tz *fg_policy_zone(const struct fg_policy *p, const char *v, size_t len)
+{
+	size_t i;
+
+	for (i = 0; v && i < p->nzones; i++)
+		if (strlen(fg_tz_name(p->zones[i])) == len && memcmp(fg_tz_name(p->zones[i]), v, len) == 0)
+			return p->zones[i];
+	return p->tz;
 }
 
 void fg_policy_count_call(const struct fg_policy *p, const struct fg_policy_method *m, size_t band, size_t slot)

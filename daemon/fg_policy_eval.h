@@ -93,6 +93,11 @@ int fg_policy_edit_tally(const struct fg_policy *p, const struct fg_policy_edit 
  */
 int fg_policy_need_user(const struct fg_policy_method *m, size_t nbands, int band_known, size_t band);
 
+/* fg_policy_zone - the zone named <v> (<len> bytes) when the policy's
+ * time_zones lists it (a request may name only those), else the policy's
+ * time_zone; <v> NULL: the policy's. */
+const struct fg_tz *fg_policy_zone(const struct fg_policy *p, const char *v, size_t len);
+
 /* fg_policy_count_call - one intercepted call of <m> in <band>, in slot <slot>. */
 void fg_policy_count_call(const struct fg_policy *p, const struct fg_policy_method *m, size_t band, size_t slot);
 

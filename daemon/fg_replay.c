@@ -36,7 +36,6 @@
 #include "fg_replay.h"
 #include "fg_stage.h"
 #include "fg_state_mem.h"
-#include "fg_tz.h"
 
 #define KEY_BYTES 32
 
@@ -324,13 +323,7 @@ const char *fg_replay_policy(const struct fg_replay *r)
 
 const struct fg_tz *fg_replay_zone(const struct fg_replay *r, const char *name)
 {
-	const struct fg_policy *p = r->cfg->policy;
-	size_t i;
-
-	for (i = 0; name && name[0] && i < p->nzones; i++)
-		if (strcmp(fg_tz_name(p->zones[i]), name) == 0)
-			return p->zones[i];
-	return p->tz;
+	return fg_policy_zone(r->cfg->policy, name, name ? strlen(name) : 0);
 }
 
 const char *fg_replay_policy_id(const struct fg_replay *r)

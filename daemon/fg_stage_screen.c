@@ -717,17 +717,6 @@ static enum fg_stage_begin gate_begin(struct fg_stage_ctx *c, const struct fg_hd
 	return FG_STAGE_RUN;
 }
 
-/* A zone named by the request counts when the policy lists it. */
-static const struct fg_tz *pick_zone(const struct fg_policy *p, const char *v, size_t len)
-{
-	size_t i;
-
-	for (i = 0; v && i < p->nzones; i++)
-		if (strlen(fg_tz_name(p->zones[i])) == len && memcmp(fg_tz_name(p->zones[i]), v, len) == 0)
-			return p->zones[i];
-	return p->tz;
-}
-
 static enum fg_stage_rc gate_message(struct fg_stage_ctx *c, enum fg_stage_dir dir, struct fg_stage_msg *msg)
 {
 	struct gate_call *g = c->state;
@@ -770,7 +759,7 @@ static void set_zone(struct gate_call *g, const struct fg_hdrs *h)
 		v = fg_hdrs_find_single(h, m->time_zone.header, &len);
 	else if (m->time_zone.kind == FG_POLICY_SRC_FIELD && g->zone_name[0])
 		v = g->zone_name, len = strlen(g->zone_name);
-	g->tz = pick_zone(p, v, len);
+	g->tz = fg_policy_zone(p, v, len);
 	name = fg_tz_name(g->tz);
 	len = strnlen(name, sizeof(g->zone_name) - 1);
 	memcpy(g->zone_name, name, len);
